@@ -1,0 +1,1 @@
+// placeholder: the command table is written next

@@ -1,0 +1,91 @@
+// The options each command takes and the function that runs it. The command table
+// (cli/command_table.cc) binds flags to these structs; each cmd_*.cc implements one command.
+// Every function returns the process exit code and prints errors as one line on stderr.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace gpugrid::cli {
+
+struct run_options {
+  std::string model;
+  std::vector<std::string> inputs;     // FILE or NAME=FILE; "-" is stdin
+  std::string output;                  // -o FILE or "-"
+  std::string output_dir;
+  std::vector<std::string> peers;
+  bool local = false;
+  int redundancy = 1;
+  double max_price = -1;               // < 0: no limit
+  double timeout_s = 60;
+  std::string device = "auto";         // for --local: auto|cpu|cuda[:N]
+  int threads = 0;                     // 0: all cores
+  std::string data_dir;
+  bool json = false;
+};
+int run_command(const run_options& o);
+
+struct inspect_options {
+  std::string model;
+  std::string device = "cpu";
+  bool json = false;
+};
+int inspect_command(const inspect_options& o);
+
+struct bench_options {
+  std::string model;
+  std::vector<std::string> inputs;
+  std::string device = "cpu";
+  int iterations = 20;
+  int warmup = 3;
+  int threads = 0;
+  bool json = false;
+};
+int bench_command(const bench_options& o);
+
+struct selftest_options {
+  std::string suite;                   // a folder of test_*/ cases
+  std::string device = "cpu";
+  std::string filter;                  // substring a case name must contain
+  int threads = 0;
+  bool json = false;
+  bool verbose = false;
+};
+int selftest_command(const selftest_options& o);
+
+struct offer_options {
+  std::string listen = "0.0.0.0:7447";
+  std::vector<std::string> peers;
+  std::string device = "auto";
+  double price = -1;                   // < 0: from config, else the default
+  int slots = 1;
+  int max_model_mb = 1024;
+  std::string data_dir;
+  std::string tls_cert, tls_key;
+  std::string fault;                   // test-only fault injection
+  bool json = false;
+};
+int offer_command(const offer_options& o);
+
+struct peers_options {
+  std::vector<std::string> peers;
+  std::string data_dir;
+  bool json = false;
+};
+int peers_command(const peers_options& o);
+
+struct ledger_options {
+  std::string action;                  // show | verify | balance
+  std::string data_dir;
+  bool json = false;
+};
+int ledger_command(const ledger_options& o);
+
+struct identity_options {
+  std::string action;                  // show | new
+  std::string data_dir;
+  bool json = false;
+};
+int identity_command(const identity_options& o);
+
+}  // namespace gpugrid::cli

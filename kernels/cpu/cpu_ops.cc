@@ -1,0 +1,18 @@
+#include "kernels/cpu/cpu_ops.h"
+
+namespace gpugrid::cpu {
+
+const op_registry& registry() {
+  static const op_registry r = [] {
+    op_registry reg;
+    register_elementwise_ops(reg);
+    register_reduce_ops(reg);
+    register_norm_ops(reg);
+    register_nn_ops(reg);
+    register_tensor_ops(reg);
+    return reg;
+  }();
+  return r;
+}
+
+}  // namespace gpugrid::cpu
