@@ -74,6 +74,13 @@ class kernel_context {
 class kernel {
  public:
   virtual ~kernel() = default;
+  // Called once after creation with the node's inputs that are constant (initializers), or
+  // nullptr for inputs known only at run time. A kernel may prepack weights here (it must
+  // still accept the same values at run time). Default: nothing to do.
+  virtual status prepare(const std::vector<const tensor*>& constant_inputs) {
+    (void)constant_inputs;
+    return status::ok();
+  }
   virtual status run(kernel_context& ctx) = 0;
 };
 

@@ -11,7 +11,8 @@ node make_node(const std::string& op_type, size_t num_outputs, int opset) {
 }
 
 expected<std::vector<tensor>> run_single_op(const op_registry& registry, node n,
-                                            const std::vector<tensor>& inputs, thread_pool* pool) {
+                                            const std::vector<tensor>& inputs, thread_pool* pool,
+                                            bool inputs_are_constant) {
   const kernel_factory* factory = registry.find(n.domain, n.op_type);
   if (!factory) return invalid_input("unsupported op {} (domain '{}', opset {})", n.op_type, n.domain, n.opset);
   n.inputs.clear();
@@ -23,6 +24,9 @@ expected<std::vector<tensor>> run_single_op(const op_registry& registry, node n,
   if (n.outputs.empty()) n.outputs.push_back(0);
   auto k = (*factory)(n);
   if (!k) return k.error();
+  std::vector<const tensor*> constants(in.size(), nullptr);
+  if (inputs_are_constant) constants = in;
+  GG_RETURN_IF_ERROR((*k)->prepare(constants));
   static thread_pool serial(1);
   std::vector<tensor> outputs(n.outputs.size());
   kernel_context ctx(n, std::move(in), &outputs, pool ? pool : &serial);
