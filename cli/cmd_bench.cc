@@ -1,0 +1,77 @@
+// gpugrid bench: engine latency in this process, with no grid.
+#include <algorithm>
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "base/json.h"
+#include "cli/commands.h"
+#include "cli/model_io.h"
+#include "engine/onnx_loader.h"
+#include "engine/session.h"
+
+namespace gpugrid::cli {
+
+int bench_command(const bench_options& o) {
+  auto fail = [](const status& st) {
+    fmt::print(stderr, "gpugrid: {}\n", st.message());
+    return exit_code_for(st.kind());
+  };
+  if (o.iterations < 1) return fail(status(error_kind::usage, "--iterations must be at least 1"));
+  if (o.device != "auto" && o.device != "cpu")
+    return fail(status(error_kind::invalid_input, fmt::format("device '{}' is not available in this build", o.device)));
+  auto model = load_model_file(o.model);
+  if (!model) return fail(model.error());
+  session_options so;
+  so.threads = o.threads;
+  set_blas_threads(o.threads);
+  auto t_load = std::chrono::steady_clock::now();
+  auto sess = session::create(*model, so);
+  if (!sess) return fail(sess.error().with_context(o.model));
+  double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_load).count();
+  auto inputs = o.inputs.empty() ? random_inputs((*sess)->model(), 42) : load_inputs((*sess)->model(), o.inputs);
+  if (!inputs) return fail(inputs.error());
+  run_stats stats;
+  for (int i = 0; i < std::max(1, o.warmup); ++i) {
+    auto r = (*sess)->run(*inputs, &stats);
+    if (!r) return fail(r.error().with_context(o.model));
+  }
+  std::vector<double> times;
+  for (int i = 0; i < o.iterations; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = (*sess)->run(*inputs, &stats);
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (!r) return fail(r.error().with_context(o.model));
+  }
+  std::vector<double> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  auto pct = [&](double p) {
+    double idx = p * static_cast<double>(sorted.size() - 1);
+    size_t lo = static_cast<size_t>(idx);
+    size_t hi = std::min(lo + 1, sorted.size() - 1);
+    return sorted[lo] + (sorted[hi] - sorted[lo]) * (idx - static_cast<double>(lo));
+  };
+  double mean = 0;
+  for (double t : times) mean += t;
+  mean /= static_cast<double>(times.size());
+  int threads = o.threads > 0 ? o.threads : hardware_threads();
+  if (o.json) {
+    json_writer w;
+    w.begin_object().key("model").value(o.model).key("device").value(std::string("cpu"));
+    w.key("threads").value(threads).key("iterations").value(o.iterations);
+    w.key("median_ms").value(pct(0.5)).key("p90_ms").value(pct(0.9)).key("mean_ms").value(mean);
+    w.key("min_ms").value(sorted.front()).key("max_ms").value(sorted.back());
+    w.key("peak_bytes").value(stats.peak_bytes).key("arena_bytes").value(stats.arena_bytes);
+    w.key("load_ms").value(load_ms);
+    w.end_object();
+    fmt::print("{}\n", w.str());
+  } else {
+    fmt::print("model       {}\ndevice      cpu ({} threads)\niterations  {}\n", o.model, threads, o.iterations);
+    fmt::print("median      {:.3f} ms\np90         {:.3f} ms\nmin         {:.3f} ms\n", pct(0.5), pct(0.9), sorted.front());
+    fmt::print("peak        {:.2f} MiB (arena {:.2f} MiB)\nload        {:.1f} ms\n",
+               static_cast<double>(stats.peak_bytes) / (1 << 20), static_cast<double>(stats.arena_bytes) / (1 << 20), load_ms);
+  }
+  return 0;
+}
+
+}  // namespace gpugrid::cli

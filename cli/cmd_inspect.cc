@@ -1,0 +1,100 @@
+// gpugrid inspect: what a model takes and gives, which ops it uses and who can run them.
+#include <map>
+
+#include <fmt/format.h>
+
+#include "base/json.h"
+#include "cli/commands.h"
+#include "cli/model_io.h"
+#include "engine/onnx_loader.h"
+#include "engine/session.h"
+#include "engine/flops.h"
+#include "kernels/cpu/cpu_ops.h"
+
+namespace gpugrid::cli {
+
+namespace {
+
+std::string dims_str(const value_info& v) {
+  if (!v.shape) return "?";
+  std::vector<std::string> dims;
+  for (const auto& d : *v.shape) dims.push_back(d.value >= 0 ? std::to_string(d.value) : (d.symbol.empty() ? "?" : d.symbol));
+  return "[" + fmt::format("{}", fmt::join(dims, ", ")) + "]";
+}
+
+void write_values(json_writer& w, const graph& g, const std::vector<int>& ids) {
+  w.begin_array();
+  for (int id : ids) {
+    const value_info& v = g.values[id];
+    w.begin_object().key("name").value(v.name).key("dtype").value(std::string(dtype_name(v.type)));
+    w.key("shape").begin_array();
+    if (v.shape) for (const auto& d : *v.shape) { if (d.value >= 0) w.value(d.value); else w.value(d.symbol.empty() ? "?" : d.symbol); }
+    w.end_array().end_object();
+  }
+  w.end_array();
+}
+
+}  // namespace
+
+int inspect_command(const inspect_options& o) {
+  auto model = load_model_file(o.model);
+  if (!model) { fmt::print(stderr, "gpugrid: {}\n", model.error().message()); return 2; }
+  const graph& g = **model;
+  std::map<std::string, int> histogram;
+  for (const node& n : g.nodes) histogram[n.domain.empty() ? n.op_type : n.domain + ":" + n.op_type]++;
+  const op_registry& cpu_reg = cpu::registry();
+  std::vector<std::string> cpu_missing;
+  for (auto& [op, count] : histogram) {
+    auto colon = op.find(':');
+    std::string domain = colon == std::string::npos ? "" : op.substr(0, colon);
+    std::string type = colon == std::string::npos ? op : op.substr(colon + 1);
+    if (!cpu_reg.find(domain, type)) cpu_missing.push_back(op);
+  }
+  // FLOPs need concrete shapes: run once on random inputs (symbolic dims = 1).
+  std::string flops_note;
+  int64_t flops = -1;
+  if (cpu_missing.empty()) {
+    auto f = estimate_flops(*model);
+    if (f) flops = *f; else flops_note = f.error().message();
+  } else {
+    flops_note = "unsupported ops";
+  }
+  if (o.json) {
+    json_writer w;
+    w.begin_object().key("model").value(o.model);
+    w.key("opset").value(g.opsets.count("") ? g.opsets.at("") : 0);
+    w.key("inputs"); write_values(w, g, g.inputs);
+    w.key("outputs"); write_values(w, g, g.outputs);
+    w.key("nodes").value(g.nodes.size());
+    int64_t params = 0;
+    for (auto& [id, t] : g.initializers) params += t.numel();
+    w.key("parameters").value(params);
+    w.key("ops").begin_object();
+    for (auto& [op, count] : histogram) w.key(op).value(count);
+    w.end_object();
+    w.key("backends").begin_object().key("cpu").begin_object().key("unsupported").begin_array();
+    for (auto& op : cpu_missing) w.value(op);
+    w.end_array().end_object().end_object();
+    if (flops >= 0) w.key("flops").value(flops); else w.key("flops").null();
+    w.end_object();
+    fmt::print("{}\n", w.str());
+    return 0;
+  }
+  fmt::print("model    {}\nopset    {}\nnodes    {}\n", o.model, g.opsets.count("") ? g.opsets.at("") : 0, g.nodes.size());
+  fmt::print("inputs\n");
+  for (int id : g.inputs) fmt::print("  {:<24} {:<8} {}\n", g.values[id].name, dtype_name(g.values[id].type), dims_str(g.values[id]));
+  fmt::print("outputs\n");
+  for (int id : g.outputs) fmt::print("  {:<24} {:<8} {}\n", g.values[id].name, dtype_name(g.values[id].type), dims_str(g.values[id]));
+  fmt::print("ops\n");
+  for (auto& [op, count] : histogram) {
+    auto colon = op.find(':');
+    bool ok = cpu_reg.find(colon == std::string::npos ? "" : op.substr(0, colon),
+                           colon == std::string::npos ? op : op.substr(colon + 1)) != nullptr;
+    fmt::print("  {:<28} {:>5}   cpu: {}\n", op, count, ok ? "yes" : "no");
+  }
+  if (flops >= 0) fmt::print("flops    {:.3g} per run (symbolic dims = 1)\n", static_cast<double>(flops));
+  else fmt::print("flops    unknown ({})\n", flops_note);
+  return 0;
+}
+
+}  // namespace gpugrid::cli

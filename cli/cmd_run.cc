@@ -1,0 +1,120 @@
+// gpugrid run: one inference, on the grid or (with --local) in this process.
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "base/json.h"
+#include "cli/commands.h"
+#include "cli/model_io.h"
+#include "engine/onnx_loader.h"
+#include "engine/session.h"
+#include "engine/tensor_io.h"
+
+namespace gpugrid::cli {
+
+namespace {
+
+int fail(const status& st) {
+  fmt::print(stderr, "gpugrid: {}\n", st.message());
+  return exit_code_for(st.kind());
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+// Writes outputs per -o / --output-dir / terminal rules; fills file names for --json.
+status deliver_outputs(const run_options& o, const std::vector<std::string>& names,
+                       const std::vector<tensor>& outputs, std::vector<std::string>* files) {
+  files->assign(outputs.size(), "");
+  if (!o.output_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.output_dir, ec);
+    if (ec) return io_error("cannot create output folder '{}': {}", o.output_dir, ec.message());
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      std::string path = (std::filesystem::path(o.output_dir) / (output_file_name(names[i]) + ".npy")).string();
+      GG_RETURN_IF_ERROR(write_tensor_file(path, outputs[i], names[i]));
+      (*files)[i] = path;
+    }
+  }
+  if (!o.output.empty()) {
+    if (outputs.empty()) return invalid_input("the model has no outputs to write");
+    GG_RETURN_IF_ERROR(write_tensor_file(o.output, outputs[0], names[0]));
+    (*files)[0] = o.output == "-" ? "-" : o.output;
+    return status::ok();
+  }
+  if (!o.output_dir.empty() || o.json) return status::ok();
+  if (!isatty(STDOUT_FILENO)) {
+    if (!outputs.empty()) GG_RETURN_IF_ERROR(write_tensor_file("-", outputs[0], names[0]));
+    (*files)[0] = "-";
+    return status::ok();
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) fmt::print("{}\n", summarize_output(names[i], outputs[i]));
+  return status::ok();
+}
+
+std::string outputs_json(const std::vector<std::string>& names, const std::vector<tensor>& outputs,
+                         const std::vector<std::string>& files) {
+  json_writer w;
+  w.begin_array();
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    w.begin_object().key("name").value(names[i]).key("dtype").value(std::string(dtype_name(outputs[i].type())));
+    w.key("shape").begin_array();
+    for (int64_t d : outputs[i].shape()) w.value(d);
+    w.end_array();
+    if (files[i].empty()) w.key("file").null(); else w.key("file").value(files[i]);
+    w.end_object();
+  }
+  w.end_array();
+  return w.str();
+}
+
+int run_local(const run_options& o, bool say_local) {
+  auto t0 = std::chrono::steady_clock::now();
+  if (o.device != "auto" && o.device != "cpu")
+    return fail(status(error_kind::invalid_input, fmt::format("device '{}' is not available in this build", o.device)));
+  auto model = load_model_file(o.model);
+  if (!model) return fail(model.error());
+  session_options so;
+  so.threads = o.threads;
+  set_blas_threads(o.threads);
+  auto sess = session::create(*model, so);
+  if (!sess) return fail(sess.error().with_context(o.model));
+  auto inputs = load_inputs((*sess)->model(), o.inputs);
+  if (!inputs) return fail(inputs.error());
+  if (say_local) fmt::print(stderr, "gpugrid: no peers configured; running on the local engine\n");
+  auto t1 = std::chrono::steady_clock::now();
+  auto outputs = (*sess)->run(*inputs);
+  double compute_ms = ms_since(t1);
+  if (!outputs) return fail(outputs.error().with_context(o.model));
+  std::vector<std::string> files;
+  status st = deliver_outputs(o, (*sess)->output_names(), *outputs, &files);
+  if (!st.is_ok()) return fail(st);
+  if (o.json) {
+    json_writer w;
+    w.begin_object().key("outputs").raw(outputs_json((*sess)->output_names(), *outputs, files));
+    w.key("providers").begin_array().end_array();
+    w.key("verified").begin_object().key("count").value(1).key("method").value("local").end_object();
+    w.key("timing_ms").begin_object().key("total").value(ms_since(t0)).key("queue").value(0.0)
+        .key("transfer").value(0.0).key("compute").value(compute_ms).end_object();
+    w.end_object();
+    fmt::print("{}\n", w.str());
+  }
+  return 0;
+}
+
+int run_command(const run_options& o) {
+  if (o.local) return run_local(o, false);
+  if (!o.peers.empty()) {
+    fmt::print(stderr, "gpugrid: running on remote peers is not built yet (the grid layer is under construction); use --local\n");
+    return 2;
+  }
+  return run_local(o, true);
+}
+
+}  // namespace gpugrid::cli

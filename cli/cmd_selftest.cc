@@ -1,0 +1,208 @@
+// gpugrid selftest: runs ONNX backend node test cases on a backend.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "base/json.h"
+#include "cli/commands.h"
+#include "engine/onnx_loader.h"
+#include "engine/session.h"
+#include "engine/tensor_compare.h"
+#include "engine/tensor_io.h"
+
+namespace gpugrid::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+enum class outcome { passed, failed, skipped };
+
+struct case_result {
+  std::string name;
+  outcome result = outcome::passed;
+  std::string reason;
+};
+
+bool read_file(const fs::path& p, std::string* out) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+// Files named prefix_N.pb in dir, ordered by N.
+std::vector<fs::path> numbered(const fs::path& dir, const std::string& prefix) {
+  std::vector<std::pair<int, fs::path>> found;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || e.path().extension() != ".pb") continue;
+    std::string num = name.substr(prefix.size(), name.size() - prefix.size() - 3);
+    if (num.empty() || !std::all_of(num.begin(), num.end(), ::isdigit)) continue;
+    found.push_back({std::stoi(num), e.path()});
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<fs::path> out;
+  for (auto& [n, p] : found) out.push_back(p);
+  return out;
+}
+
+bool is_unsupported(const status& st) {
+  const std::string& m = st.message();
+  return m.find("unsupported") != std::string::npos || m.find("not supported") != std::string::npos;
+}
+
+case_result run_case(const fs::path& dir, int threads) {
+  case_result r;
+  r.name = dir.filename().string();
+  auto model = load_model_file((dir / "model.onnx").string());
+  if (!model) {
+    r.result = is_unsupported(model.error()) ? outcome::skipped : outcome::failed;
+    r.reason = model.error().message();
+    return r;
+  }
+  session_options opt;
+  opt.threads = threads;
+  auto sess = session::create(*model, opt);
+  if (!sess) {
+    r.result = is_unsupported(sess.error()) ? outcome::skipped : outcome::failed;
+    r.reason = sess.error().message();
+    return r;
+  }
+  std::vector<fs::path> sets;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory() && e.path().filename().string().rfind("test_data_set_", 0) == 0) sets.push_back(e.path());
+  std::sort(sets.begin(), sets.end());
+  if (sets.empty()) {
+    r.result = outcome::skipped;
+    r.reason = "no test_data_set_* folders";
+    return r;
+  }
+  for (const auto& set : sets) {
+    std::vector<tensor> inputs, expected_outputs;
+    for (const auto& p : numbered(set, "input_")) {
+      std::string bytes, name;
+      if (!read_file(p, &bytes)) { r.result = outcome::failed; r.reason = "cannot read " + p.string(); return r; }
+      auto t = read_tensor_proto(bytes, p.string(), &name);
+      if (!t) {
+        r.result = is_unsupported(t.error()) ? outcome::skipped : outcome::failed;
+        r.reason = t.error().message();
+        return r;
+      }
+      inputs.push_back(std::move(t).value());
+    }
+    for (const auto& p : numbered(set, "output_")) {
+      std::string bytes, name;
+      if (!read_file(p, &bytes)) { r.result = outcome::failed; r.reason = "cannot read " + p.string(); return r; }
+      auto t = read_tensor_proto(bytes, p.string(), &name);
+      if (!t) {
+        r.result = is_unsupported(t.error()) ? outcome::skipped : outcome::failed;
+        r.reason = t.error().message();
+        return r;
+      }
+      expected_outputs.push_back(std::move(t).value());
+    }
+    // Optional inputs the model declares but the case omits are passed as absent.
+    auto out = (*sess)->run(inputs);
+    if (!out) {
+      r.result = is_unsupported(out.error()) ? outcome::skipped : outcome::failed;
+      r.reason = out.error().message();
+      return r;
+    }
+    if (out->size() < expected_outputs.size()) {
+      r.result = outcome::failed;
+      r.reason = fmt::format("{} outputs, expected {}", out->size(), expected_outputs.size());
+      return r;
+    }
+    for (size_t i = 0; i < expected_outputs.size(); ++i) {
+      std::string why;
+      if (!tensors_close((*out)[i], expected_outputs[i], tolerance{1e-3, 1e-7}, &why)) {
+        r.result = outcome::failed;
+        r.reason = fmt::format("{}: output {} ('{}'): {}", set.filename().string(), i,
+                               (*sess)->output_names()[i], why);
+        return r;
+      }
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+int selftest_command(const selftest_options& o) {
+  std::error_code ec;
+  fs::path suite(o.suite);
+  if (o.suite.empty() || !fs::is_directory(suite, ec)) {
+    fmt::print(stderr, "gpugrid: selftest: suite folder '{}' does not exist\n", o.suite);
+    return 2;
+  }
+  if (o.device != "cpu" && o.device != "auto") {
+    fmt::print(stderr, "gpugrid: selftest: device '{}' is not available in this build\n", o.device);
+    return 2;
+  }
+  std::vector<fs::path> cases;
+  if (fs::exists(suite / "model.onnx")) {
+    cases.push_back(suite);
+  } else {
+    for (auto& e : fs::directory_iterator(suite, ec)) {
+      std::string name = e.path().filename().string();
+      if (e.is_directory() && name.rfind("test_", 0) == 0 && fs::exists(e.path() / "model.onnx") &&
+          (o.filter.empty() || name.find(o.filter) != std::string::npos))
+        cases.push_back(e.path());
+    }
+  }
+  std::sort(cases.begin(), cases.end());
+  if (cases.empty()) {
+    fmt::print(stderr, "gpugrid: selftest: no test cases (test_*/model.onnx) under '{}'\n", o.suite);
+    return 2;
+  }
+  set_blas_threads(o.threads);
+  int passed = 0, failed = 0, skipped = 0;
+  std::vector<case_result> results;
+  for (const auto& dir : cases) {
+    case_result r;
+    try {
+      r = run_case(dir, o.threads);
+    } catch (const std::exception& e) {
+      r.name = dir.filename().string();
+      r.result = outcome::failed;
+      r.reason = std::string("exception: ") + e.what();
+    }
+    if (r.result == outcome::passed) ++passed;
+    if (r.result == outcome::failed) ++failed;
+    if (r.result == outcome::skipped) ++skipped;
+    if (!o.json) {
+      if (r.result == outcome::failed) fmt::print("FAIL {}: {}\n", r.name, r.reason);
+      else if (o.verbose && r.result == outcome::skipped) fmt::print("SKIP {}: {}\n", r.name, r.reason);
+      else if (o.verbose) fmt::print("ok   {}\n", r.name);
+      std::fflush(stdout);
+    }
+    results.push_back(std::move(r));
+  }
+  if (o.json) {
+    json_writer w;
+    w.begin_object().key("device").value(std::string("cpu"));
+    w.key("passed").value(passed).key("failed").value(failed).key("skipped").value(skipped);
+    w.key("cases").begin_array();
+    for (const auto& r : results) {
+      w.begin_object().key("name").value(r.name);
+      w.key("result").value(r.result == outcome::passed ? "passed" : r.result == outcome::failed ? "failed" : "skipped");
+      if (!r.reason.empty()) w.key("reason").value(r.reason);
+      w.end_object();
+    }
+    w.end_array().end_object();
+    fmt::print("{}\n", w.str());
+  } else {
+    fmt::print("{} passed, {} failed, {} skipped\n", passed, failed, skipped);
+  }
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace gpugrid::cli

@@ -1,0 +1,10 @@
+#include "engine/fusion.h"
+
+namespace gpugrid {
+
+status fuse_operators(graph& g) {
+  (void)g;
+  return status::ok();
+}
+
+}  // namespace gpugrid

@@ -1,0 +1,328 @@
+#include "engine/onnx_loader.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <onnx/onnx_pb.h>
+
+#include <algorithm>
+#include <climits>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "engine/canonicalize.h"
+#include "engine/tensor_proto.h"
+
+namespace gpugrid {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+status read_external_data(onnx::TensorProto& t, const std::string& what, const load_options& opt,
+                          int64_t* weight_bytes) {
+  std::string location;
+  int64_t offset = 0, length = -1;
+  for (const auto& kv : t.external_data()) {
+    if (kv.key() == "location") {
+      location = kv.value();
+    } else if (kv.key() == "offset" || kv.key() == "length") {
+      char* end = nullptr;
+      errno = 0;
+      long long v = std::strtoll(kv.value().c_str(), &end, 10);
+      if (errno || !end || *end || v < 0)
+        return invalid_input("{}: initializer '{}' has a bad external data {} '{}'", what, t.name(),
+                             kv.key(), kv.value());
+      (kv.key() == "offset" ? offset : length) = v;
+    }
+  }
+  if (location.empty())
+    return invalid_input("{}: initializer '{}' has external data without a location", what, t.name());
+  if (opt.base_dir.empty())
+    return invalid_input("{}: initializer '{}' uses external data, which needs the model as a file",
+                         what, t.name());
+  fs::path rel(location);
+  if (rel.is_absolute() || location.find('\\') != std::string::npos)
+    return invalid_input("{}: external data location '{}' must be a relative path", what, location);
+  for (const auto& part : rel)
+    if (part == "..")
+      return invalid_input("{}: external data location '{}' leaves the model's folder", what, location);
+  fs::path full = fs::path(opt.base_dir) / rel;
+  std::error_code ec;
+  auto canon_base = fs::weakly_canonical(opt.base_dir, ec);
+  auto canon_full = fs::weakly_canonical(full, ec);
+  if (ec || canon_full.string().rfind(canon_base.string(), 0) != 0)
+    return invalid_input("{}: external data location '{}' leaves the model's folder", what, location);
+  uintmax_t file_size = fs::file_size(canon_full, ec);
+  if (ec) return invalid_input("{}: cannot read external data '{}': {}", what, location, ec.message());
+  if (static_cast<uintmax_t>(offset) > file_size)
+    return invalid_input("{}: external data offset {} is past the end of '{}' ({} bytes)", what,
+                         offset, location, file_size);
+  if (length < 0) length = static_cast<int64_t>(file_size) - offset;
+  if (static_cast<uintmax_t>(offset) + static_cast<uintmax_t>(length) > file_size)
+    return invalid_input("{}: external data for '{}' wants bytes {}..{} of '{}', which has {}", what,
+                         t.name(), offset, offset + length, location, file_size);
+  *weight_bytes += length;
+  if (*weight_bytes > opt.max_weight_bytes)
+    return invalid_input("{}: weights exceed the cap of {} bytes", what, opt.max_weight_bytes);
+  std::ifstream in(canon_full, std::ios::binary);
+  if (!in) return invalid_input("{}: cannot open external data '{}'", what, location);
+  std::string data(static_cast<size_t>(length), '\0');
+  in.seekg(offset);
+  in.read(data.data(), length);
+  if (in.gcount() != length)
+    return invalid_input("{}: external data '{}' is shorter than declared", what, location);
+  t.clear_external_data();
+  t.set_data_location(onnx::TensorProto::DEFAULT);
+  t.set_raw_data(std::move(data));
+  return status::ok();
+}
+
+expected<tensor> load_initializer(const onnx::TensorProto& proto, const std::string& what,
+                                  const load_options& opt, int64_t* weight_bytes) {
+  if (proto.data_location() == onnx::TensorProto::EXTERNAL) {
+    onnx::TensorProto copy = proto;
+    GG_RETURN_IF_ERROR(read_external_data(copy, what, opt, weight_bytes));
+    return tensor_from_proto(copy, what);
+  }
+  auto t = tensor_from_proto(proto, what);
+  if (t) {
+    *weight_bytes += static_cast<int64_t>(t->bytes());
+    if (*weight_bytes > opt.max_weight_bytes)
+      return invalid_input("{}: weights exceed the cap of {} bytes", what, opt.max_weight_bytes);
+  }
+  return t;
+}
+
+status convert_attribute(const onnx::AttributeProto& a, const std::string& what,
+                         const load_options& opt, int64_t* weight_bytes, attribute* out) {
+  switch (a.type()) {
+    case onnx::AttributeProto::FLOAT: out->type = attribute::kind::floating; out->f = a.f(); break;
+    case onnx::AttributeProto::INT: out->type = attribute::kind::integer; out->i = a.i(); break;
+    case onnx::AttributeProto::STRING: out->type = attribute::kind::string; out->s = a.s(); break;
+    case onnx::AttributeProto::TENSOR: {
+      out->type = attribute::kind::tensor;
+      auto t = load_initializer(a.t(), what, opt, weight_bytes);
+      if (!t) return t.error();
+      out->t = std::move(t).value();
+      break;
+    }
+    case onnx::AttributeProto::FLOATS:
+      out->type = attribute::kind::floats;
+      out->floats.assign(a.floats().begin(), a.floats().end());
+      break;
+    case onnx::AttributeProto::INTS:
+      out->type = attribute::kind::ints;
+      out->ints.assign(a.ints().begin(), a.ints().end());
+      break;
+    case onnx::AttributeProto::STRINGS:
+      out->type = attribute::kind::strings;
+      out->strings.assign(a.strings().begin(), a.strings().end());
+      break;
+    case onnx::AttributeProto::GRAPH:
+    case onnx::AttributeProto::GRAPHS:
+      out->type = attribute::kind::graph;  // subgraphs (If/Loop/Scan) are not executed yet
+      break;
+    case onnx::AttributeProto::UNDEFINED:
+      // Old models omit the type field; infer it from whichever field is set.
+      if (a.has_f()) { out->type = attribute::kind::floating; out->f = a.f(); }
+      else if (a.has_i()) { out->type = attribute::kind::integer; out->i = a.i(); }
+      else if (a.has_s()) { out->type = attribute::kind::string; out->s = a.s(); }
+      else if (a.ints_size()) { out->type = attribute::kind::ints; out->ints.assign(a.ints().begin(), a.ints().end()); }
+      else if (a.floats_size()) { out->type = attribute::kind::floats; out->floats.assign(a.floats().begin(), a.floats().end()); }
+      else return invalid_input("{}: attribute '{}' has no type and no value", what, a.name());
+      break;
+    default:
+      return invalid_input("{}: attribute '{}' has an unsupported type ({})", what, a.name(),
+                           static_cast<int>(a.type()));
+  }
+  return status::ok();
+}
+
+void read_value_info(const onnx::ValueInfoProto& vi, value_info* out) {
+  if (!vi.has_type() || !vi.type().has_tensor_type()) return;
+  const auto& tt = vi.type().tensor_type();
+  dtype t;
+  if (dtype_from_onnx(tt.elem_type(), &t)) out->type = t;
+  if (tt.has_shape()) {
+    std::vector<dim_t> dims;
+    for (const auto& d : tt.shape().dim()) {
+      dim_t dim;
+      if (d.has_dim_value()) dim.value = d.dim_value();
+      else if (d.has_dim_param()) dim.symbol = d.dim_param();
+      dims.push_back(dim);
+    }
+    out->shape = std::move(dims);
+  }
+}
+
+// Orders g.nodes so that every node comes after the producers of its inputs.
+status topological_sort(graph& g, const std::string& what) {
+  std::vector<int> producer(g.values.size(), -1);
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    for (int out : g.nodes[i].outputs) {
+      if (out < 0) continue;
+      if (producer[out] >= 0 || g.initializers.count(out) ||
+          std::find(g.inputs.begin(), g.inputs.end(), out) != g.inputs.end())
+        return invalid_input("{}: value '{}' is produced more than once (by {})", what,
+                             g.values[out].name, g.nodes[i].describe());
+      producer[out] = static_cast<int>(i);
+    }
+  }
+  std::vector<int> pending(g.nodes.size(), 0);
+  std::vector<std::vector<int>> consumers(g.nodes.size());
+  std::set<int> available(g.inputs.begin(), g.inputs.end());
+  for (auto& [id, t] : g.initializers) available.insert(id);
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    std::set<int> seen;
+    for (int in : g.nodes[i].inputs) {
+      if (in < 0) continue;
+      if (producer[in] < 0) {
+        if (!available.count(in))
+          return invalid_input("{}: {} reads '{}', which no node, input or initializer provides",
+                               what, g.nodes[i].describe(), g.values[in].name);
+        continue;
+      }
+      if (seen.insert(producer[in]).second) {
+        ++pending[i];
+        consumers[producer[in]].push_back(static_cast<int>(i));
+      }
+    }
+  }
+  std::vector<int> ready, order;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (pending[i] == 0) ready.push_back(static_cast<int>(i));
+  // Keep the file's order among ready nodes (stable): process smallest index first.
+  std::make_heap(ready.begin(), ready.end(), std::greater<int>());
+  while (!ready.empty()) {
+    std::pop_heap(ready.begin(), ready.end(), std::greater<int>());
+    int n = ready.back();
+    ready.pop_back();
+    order.push_back(n);
+    for (int c : consumers[n]) {
+      if (--pending[c] == 0) {
+        ready.push_back(c);
+        std::push_heap(ready.begin(), ready.end(), std::greater<int>());
+      }
+    }
+  }
+  if (order.size() != g.nodes.size()) {
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      if (pending[i] > 0) return invalid_input("{}: the graph has a cycle through {}", what, g.nodes[i].describe());
+  }
+  std::vector<node> sorted;
+  sorted.reserve(order.size());
+  for (int i : order) sorted.push_back(std::move(g.nodes[i]));
+  g.nodes = std::move(sorted);
+  for (int out : g.outputs) {
+    if (out < 0) continue;
+    if (producer[out] < 0 && !available.count(out))
+      return invalid_input("{}: graph output '{}' is not produced by any node", what, g.values[out].name);
+  }
+  return status::ok();
+}
+
+}  // namespace
+
+expected<std::shared_ptr<graph>> load_model_from_bytes(const std::string& bytes,
+                                                       const std::string& what,
+                                                       const load_options& options) {
+  if (bytes.size() > static_cast<size_t>(INT_MAX))
+    return invalid_input("{}: {} bytes is too large for one protobuf (over 2 GiB; keep weights in external data)",
+                         what, bytes.size());
+  onnx::ModelProto model;
+  {
+    google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                              static_cast<int>(bytes.size()));
+    in.SetTotalBytesLimit(INT_MAX);
+    in.SetRecursionLimit(64);
+    if (!model.ParseFromCodedStream(&in) || !in.ConsumedEntireMessage())
+      return invalid_input("{}: not a valid ONNX model (protobuf parse failed; truncated or corrupt?)", what);
+  }
+  if (!model.has_graph()) return invalid_input("{}: not an ONNX model (no graph)", what);
+
+  auto g = std::make_shared<graph>();
+  for (const auto& op : model.opset_import()) {
+    std::string domain = op.domain() == "ai.onnx" ? "" : op.domain();
+    if (op.version() < 0 || op.version() > 1000)
+      return invalid_input("{}: opset {} for domain '{}' is not a valid version", what, op.version(), domain);
+    g->opsets[domain] = static_cast<int>(op.version());
+  }
+  if (model.opset_import_size() == 0) g->opsets[""] = 1;  // IR v1-2 models had no imports
+  if (!g->opsets.count("")) g->opsets[""] = max_supported_opset;
+  int opset = g->opsets[""];
+  if (opset < min_supported_opset || opset > max_supported_opset)
+    return invalid_input("{}: default-domain opset {} is not supported (supported: {} to {})", what,
+                         opset, min_supported_opset, max_supported_opset);
+
+  const auto& gp = model.graph();
+  int64_t weight_bytes = 0;
+  std::set<int> initializer_ids;
+  for (const auto& init : gp.initializer()) {
+    if (init.name().empty()) return invalid_input("{}: an initializer has no name", what);
+    auto t = load_initializer(init, what, options, &weight_bytes);
+    if (!t) return t.error();
+    int id = g->value_id(init.name());
+    if (g->initializers.count(id)) return invalid_input("{}: initializer '{}' appears twice", what, init.name());
+    g->values[id].type = t->type();
+    g->initializers[id] = std::move(t).value();
+  }
+  if (gp.sparse_initializer_size() > 0)
+    return invalid_input("{}: sparse initializers are not supported", what);
+  for (const auto& in : gp.input()) {
+    if (in.name().empty()) return invalid_input("{}: a graph input has no name", what);
+    int id = g->value_id(in.name());
+    if (g->initializers.count(id)) continue;  // an input with a default: treated as a constant
+    read_value_info(in, &g->values[id]);
+    if (std::find(g->inputs.begin(), g->inputs.end(), id) != g->inputs.end())
+      return invalid_input("{}: graph input '{}' appears twice", what, in.name());
+    g->inputs.push_back(id);
+  }
+  for (const auto& out : gp.output()) {
+    if (out.name().empty()) return invalid_input("{}: a graph output has no name", what);
+    int id = g->value_id(out.name());
+    read_value_info(out, &g->values[id]);
+    g->outputs.push_back(id);
+  }
+  for (const auto& vi : gp.value_info()) {
+    int id = g->find_value(vi.name());
+    if (id >= 0 && g->values[id].type == dtype::undefined) read_value_info(vi, &g->values[id]);
+  }
+  for (const auto& np : gp.node()) {
+    node n;
+    n.name = np.name();
+    n.op_type = np.op_type();
+    n.domain = np.domain() == "ai.onnx" ? "" : np.domain();
+    if (n.op_type.empty()) return invalid_input("{}: a node has no op_type", what);
+    auto ops = g->opsets.find(n.domain);
+    if (ops == g->opsets.end())
+      return invalid_input("{}: {} uses domain '{}', which the model does not import", what, n.describe(), n.domain);
+    n.opset = ops->second;
+    for (const auto& in : np.input()) n.inputs.push_back(in.empty() ? -1 : g->value_id(in));
+    for (const auto& out : np.output()) n.outputs.push_back(out.empty() ? -1 : g->value_id(out));
+    for (const auto& a : np.attribute()) {
+      attribute attr;
+      GG_RETURN_IF_ERROR(convert_attribute(a, what + ": " + n.describe(), options, &weight_bytes, &attr));
+      n.attrs[a.name()] = std::move(attr);
+    }
+    g->nodes.push_back(std::move(n));
+  }
+  GG_RETURN_IF_ERROR(canonicalize(*g, what));
+  GG_RETURN_IF_ERROR(topological_sort(*g, what));
+  return g;
+}
+
+expected<std::shared_ptr<graph>> load_model_file(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return invalid_input("cannot read model '{}': it is a directory", path);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return invalid_input("cannot read model '{}': {}", path, std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  load_options opt;
+  opt.base_dir = fs::path(path).parent_path().string();
+  if (opt.base_dir.empty()) opt.base_dir = ".";
+  return load_model_from_bytes(ss.str(), path, opt);
+}
+
+}  // namespace gpugrid

@@ -1,0 +1,76 @@
+// A loaded, optimised model ready to run: kernels created, weights prepacked, and a memory
+// plan per input-shape signature.
+//
+// Thread-safety: run() may be called from several threads at once (one job each); each run
+// gets its own arena. Creation is single-threaded. A session keeps its graph alive.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/graph.h"
+#include "engine/kernel.h"
+
+namespace gpugrid {
+
+struct session_options {
+  int threads = 0;          // engine threads; 0: all cores
+  bool optimize = true;     // constant folding and fusion passes
+  bool memory_plan = true;  // one arena per run, planned from the first run of each shape
+};
+
+struct run_stats {
+  int64_t arena_bytes = 0;    // the planned arena of this run (0 on a planning run)
+  int64_t peak_bytes = 0;     // most bytes of intermediate and output tensors alive at once
+  bool planned = false;       // this run used a memory plan made earlier
+};
+
+class session {
+ public:
+  // Optimises (a copy of) g and creates every node's kernel. Fails with invalid_input when
+  // an op is unsupported ("unsupported op X (domain 'd', opset N) in node 'n'") or an
+  // attribute is bad.
+  static expected<std::unique_ptr<session>> create(std::shared_ptr<const graph> g,
+                                                   const session_options& options = {});
+  ~session();
+
+  const graph& model() const { return *graph_; }
+  // Runs the model. inputs are in the order of graph().inputs; returns the outputs in the
+  // order of graph().outputs. Input dtypes and shapes are checked against the declarations.
+  // observer, when set, is called after each node with its inputs and outputs.
+  using node_observer = std::function<void(const node&, const std::vector<const tensor*>&,
+                                           const std::vector<const tensor*>&)>;
+  expected<std::vector<tensor>> run(const std::vector<tensor>& inputs, run_stats* stats = nullptr,
+                                    const node_observer* observer = nullptr);
+
+  // Names of graph inputs/outputs, for matching NAME=FILE arguments.
+  std::vector<std::string> input_names() const;
+  std::vector<std::string> output_names() const;
+
+ private:
+  struct plan;
+  session() = default;
+  status check_inputs(const std::vector<tensor>& inputs, std::string* signature) const;
+
+  std::shared_ptr<graph> graph_;
+  std::vector<std::unique_ptr<kernel>> kernels_;
+  std::vector<int> use_counts_;       // per value: node inputs + graph outputs reading it
+  std::vector<bool> pinned_;          // per value: graph input, initializer or graph output
+  session_options options_;
+  std::unique_ptr<thread_pool> pool_;
+  std::mutex plans_mu_;
+  std::map<std::string, std::shared_ptr<plan>> plans_;
+};
+
+// The graph optimisations the session applies (exposed for tests and `inspect`).
+status optimize_graph(graph& g, thread_pool* pool);
+
+// Tells the engine how many threads OpenBLAS may use (call once before running models).
+void set_blas_threads(int threads);
+
+}  // namespace gpugrid
