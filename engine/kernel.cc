@@ -35,14 +35,20 @@ expected<tensor*> kernel_context::output_reusing(size_t i, size_t j, dtype type,
   return output(i, type, shape);
 }
 
-void op_registry::add(const std::string& op_type, kernel_factory factory, const std::string& domain) {
-  ops_[{domain, op_type}] = std::move(factory);
+void op_registry::add(const std::string& op_type, kernel_factory factory, const std::string& domain,
+                      std::vector<int> host_inputs, std::vector<int> host_outputs) {
+  ops_[{domain, op_type}] = op_entry{std::move(factory), std::move(host_inputs), std::move(host_outputs)};
 }
 
-const kernel_factory* op_registry::find(const std::string& domain, const std::string& op_type) const {
+const op_entry* op_registry::find_entry(const std::string& domain, const std::string& op_type) const {
   std::string d = (domain == "ai.onnx") ? "" : domain;
   auto it = ops_.find({d, op_type});
   return it == ops_.end() ? nullptr : &it->second;
+}
+
+const kernel_factory* op_registry::find(const std::string& domain, const std::string& op_type) const {
+  const op_entry* e = find_entry(domain, op_type);
+  return e ? &e->factory : nullptr;
 }
 
 std::vector<std::string> op_registry::op_types() const {

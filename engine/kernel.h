@@ -35,8 +35,9 @@ class output_allocator {
 class kernel_context {
  public:
   kernel_context(const node& n, std::vector<const tensor*> inputs, std::vector<tensor>* outputs,
-                 thread_pool* pool, output_allocator* alloc = nullptr)
-      : node_(n), inputs_(std::move(inputs)), outputs_(outputs), pool_(pool), alloc_(alloc) {}
+                 thread_pool* pool, output_allocator* alloc = nullptr, void* device_context = nullptr)
+      : node_(n), inputs_(std::move(inputs)), outputs_(outputs), pool_(pool), alloc_(alloc),
+        device_context_(device_context) {}
 
   const node& op() const { return node_; }
   size_t num_inputs() const { return inputs_.size(); }
@@ -55,6 +56,8 @@ class kernel_context {
   void set_output(size_t i, tensor t) { (*outputs_)[i] = std::move(t); }
 
   thread_pool& pool() { return *pool_; }
+  // The backend's per-run state (a CUDA stream and library handles); nullptr on the CPU.
+  void* device_context() const { return device_context_; }
 
   // Convenience for errors: invalid_input("<node>: <message>").
   template <typename... Args>
@@ -69,6 +72,7 @@ class kernel_context {
   std::vector<tensor>* outputs_;
   thread_pool* pool_;
   output_allocator* alloc_;
+  void* device_context_;
 };
 
 class kernel {
@@ -89,14 +93,24 @@ using kernel_factory = std::function<expected<std::unique_ptr<kernel>>(const nod
 
 // Op registry for one backend, keyed by (domain, op_type). Filled at start-up by explicit
 // register_* calls (see kernels/cpu/cpu_ops.h), read-only afterwards.
+struct op_entry {
+  kernel_factory factory;
+  // For device backends: inputs the kernel reads on the host (shape arguments such as
+  // Reshape's shape) and outputs it produces in host memory. Empty on the CPU backend.
+  std::vector<int> host_inputs;
+  std::vector<int> host_outputs;
+};
+
 class op_registry {
  public:
-  void add(const std::string& op_type, kernel_factory factory, const std::string& domain = "");
+  void add(const std::string& op_type, kernel_factory factory, const std::string& domain = "",
+           std::vector<int> host_inputs = {}, std::vector<int> host_outputs = {});
   const kernel_factory* find(const std::string& domain, const std::string& op_type) const;
+  const op_entry* find_entry(const std::string& domain, const std::string& op_type) const;
   std::vector<std::string> op_types() const;  // sorted "Op" or "domain:Op"
 
  private:
-  std::map<std::pair<std::string, std::string>, kernel_factory> ops_;
+  std::map<std::pair<std::string, std::string>, op_entry> ops_;
 };
 
 // A kernel whose logic is one function (most ops): wraps it in a factory.

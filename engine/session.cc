@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 
+#include "engine/backend.h"
 #include "kernels/cpu/cpu_ops.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -11,14 +13,16 @@ namespace gpugrid {
 
 void set_blas_threads(int threads) { openblas_set_num_threads(threads <= 0 ? hardware_threads() : threads); }
 
+// A memory plan for one input signature: every freshly allocated value gets an offset into
+// its device's arena (host = 0, device = 1), or -1 for a plain allocation (graph outputs).
 struct session::plan {
-  std::vector<int64_t> offset;                 // per value: arena offset, -1 for heap
-  std::vector<int64_t> size;                   // per value: planned bytes
-  std::vector<std::vector<char>> overwrite;    // per node, per input: in-place allowed
-  int64_t arena_bytes = 0;
-  int64_t peak_bytes = 0;
+  std::vector<int64_t> offset;
+  std::vector<int64_t> size;
+  std::vector<std::vector<char>> overwrite;  // per node, per input: in-place allowed
+  int64_t arena_bytes[2] = {0, 0};
+  int64_t peak_bytes[2] = {0, 0};
   std::mutex mu;
-  std::vector<std::shared_ptr<std::byte>> free_arenas;
+  std::vector<std::shared_ptr<std::byte>> free_arenas[2];
 };
 
 namespace {
@@ -27,62 +31,80 @@ bool same_owner(const std::shared_ptr<std::byte>& a, const std::shared_ptr<std::
   return a && b && !a.owner_before(b) && !b.owner_before(a);
 }
 
-int64_t align64(int64_t n) { return (n + 63) / 64 * 64; }
+int64_t align_up(int64_t n) { return (n + 255) / 256 * 256; }
 
-// The allocator the executor hands to kernels: arena slices when a plan exists, heap
-// allocations (recorded for planning) otherwise.
+// Ops that compute shapes: kept on the host with their integer inputs even when a device is
+// used, so that shape arithmetic never waits on the device.
+const std::set<std::string> shape_ops = {"Shape", "Size", "ConstantOfShape", "Range", "NonZero", "Unique"};
+
+// Hands kernels their outputs: arena slices when a plan exists, plain allocations (recorded
+// to make the plan) otherwise. Outputs of device-placed nodes live on the device.
 class run_allocator final : public output_allocator {
  public:
-  run_allocator(const node* const* current, const std::vector<tensor>* vals,
-                const std::vector<int>* remaining, const std::vector<bool>* pinned)
-      : current_(current), vals_(vals), remaining_(remaining), pinned_(pinned) {}
-
-  const void* plan_ = nullptr;
-  std::vector<int64_t>* plan_offset = nullptr;
-  std::vector<int64_t>* plan_size = nullptr;
-  std::vector<std::vector<char>>* plan_overwrite = nullptr;
-  std::shared_ptr<std::byte> arena;
+  const node* current = nullptr;
   size_t node_index = 0;
+  bool on_device = false;
+  const std::vector<char>* host_outputs = nullptr;
+  const std::vector<tensor>* vals = nullptr;
+  const std::vector<int>* remaining = nullptr;
+  const std::vector<bool>* pinned = nullptr;
+  device_backend* device = nullptr;
+
+  // Planned mode.
+  const std::vector<int64_t>* plan_offset = nullptr;
+  const std::vector<int64_t>* plan_size = nullptr;
+  const std::vector<std::vector<char>>* plan_overwrite = nullptr;
+  std::shared_ptr<std::byte> arena[2];
   int fallbacks = 0;
-  // Recording (no plan): bytes per freshly allocated value, in-place decisions.
+  // Recording mode.
   std::vector<int64_t> rec_size;
   std::vector<char> rec_fresh;
+  std::vector<char> rec_device;
   std::vector<std::vector<char>> rec_overwrite;
 
+  bool output_on_device(size_t index) const {
+    return on_device && !(host_outputs && index < host_outputs->size() && (*host_outputs)[index]);
+  }
+
   expected<tensor> allocate(size_t index, dtype type, const shape_t& shape) override {
-    const node& n = **current_;
+    const node& n = *current;
     int v = index < n.outputs.size() ? n.outputs[index] : -1;
+    const bool dev = output_on_device(index);
+    const int d = dev ? 1 : 0;
+    const device_kind kind = dev ? device_kind::cuda : device_kind::cpu;
     int64_t bytes = num_elements(shape) * static_cast<int64_t>(dtype_size(type));
-    if (plan_offset && v >= 0 && (*plan_offset)[v] >= 0 && bytes <= (*plan_size)[v]) {
-      std::byte* p = arena.get() + (*plan_offset)[v];
-      if (bytes) std::memset(p, 0, static_cast<size_t>(bytes));
-      return tensor(type, shape, std::shared_ptr<std::byte>(arena, p));
+    if (plan_offset && v >= 0 && (*plan_offset)[v] >= 0 && bytes <= (*plan_size)[v] && arena[d]) {
+      std::byte* p = arena[d].get() + (*plan_offset)[v];
+      if (!dev && bytes) std::memset(p, 0, static_cast<size_t>(bytes));
+      return tensor(type, shape, std::shared_ptr<std::byte>(arena[d], p), kind);
     }
     if (plan_offset && v >= 0 && (*plan_offset)[v] >= 0) ++fallbacks;
-    auto storage = allocate_cpu_bytes(static_cast<size_t>(bytes));
-    if (!storage) return internal_error("{}: out of memory allocating {} bytes", n.describe(), bytes);
+    std::shared_ptr<std::byte> storage;
+    if (dev) {
+      auto s = device->allocate(static_cast<size_t>(std::max<int64_t>(bytes, 1)));
+      if (!s) return status(s.error().kind(), n.describe() + ": " + s.error().message());
+      storage = std::move(s).value();
+    } else {
+      storage = allocate_cpu_bytes(static_cast<size_t>(bytes));
+      if (!storage) return internal_error("{}: out of memory allocating {} bytes", n.describe(), bytes);
+    }
     if (!plan_offset && v >= 0) {
       rec_size[v] = bytes;
       rec_fresh[v] = 1;
+      rec_device[v] = static_cast<char>(d);
     }
-    return tensor(type, shape, std::move(storage));
+    return tensor(type, shape, std::move(storage), kind);
   }
 
   bool may_overwrite_input(size_t j) override {
-    const node& n = **current_;
+    const node& n = *current;
     if (plan_overwrite) return j < (*plan_overwrite)[node_index].size() && (*plan_overwrite)[node_index][j];
     int u = j < n.inputs.size() ? n.inputs[j] : -1;
-    bool ok = u >= 0 && !(*pinned_)[u] && (*remaining_)[u] == 1 && (*vals_)[u].storage() &&
-              (*vals_)[u].storage().use_count() == 1;
+    bool ok = u >= 0 && !(*pinned)[u] && (*remaining)[u] == 1 && (*vals)[u].storage() &&
+              (*vals)[u].storage().use_count() == 1;
     if (ok) rec_overwrite[node_index][j] = 1;
     return ok;
   }
-
- private:
-  const node* const* current_;
-  const std::vector<tensor>* vals_;
-  const std::vector<int>* remaining_;
-  const std::vector<bool>* pinned_;
 };
 
 std::string describe_declared(const value_info& v) {
@@ -92,9 +114,156 @@ std::string describe_declared(const value_info& v) {
   return "[" + fmt::format("{}", fmt::join(dims, ", ")) + "]";
 }
 
+node make_copy_node(const std::string& op, int from, int to, int opset) {
+  node c;
+  c.op_type = op;
+  c.domain = "com.gpugrid";
+  c.opset = opset;
+  c.inputs = {from};
+  c.outputs = {to};
+  return c;
+}
+
 }  // namespace
 
 session::~session() = default;
+
+std::string session::device_name() const { return device_ ? device_->info().id : "cpu"; }
+
+std::map<std::string, int> session::cpu_fallback_ops() const {
+  std::map<std::string, int> out;
+  if (!device_) return out;
+  for (size_t i = 0; i < graph_->nodes.size(); ++i) {
+    const node& n = graph_->nodes[i];
+    if (!on_device_[i] && n.domain != "com.gpugrid") out[n.op_type]++;
+    else if (!on_device_[i]) out[n.domain + ":" + n.op_type]++;
+  }
+  return out;
+}
+
+// Decides which nodes run on the device and inserts the copies between host and device.
+status session::place_on_device() {
+  graph& g = *graph_;
+  const op_registry& dev_ops = device_->ops();
+  const size_t n_nodes = g.nodes.size();
+  std::vector<char> place(n_nodes, 0);
+  // Values that hold shape arithmetic (integers computed on the host).
+  std::vector<char> host_int(g.values.size(), 0);
+  for (auto& [id, t] : g.initializers) host_int[id] = is_integer(t.type()) ? 1 : 0;
+  for (size_t i = 0; i < n_nodes; ++i) {
+    const node& n = g.nodes[i];
+    bool shape_math = shape_ops.count(n.op_type) > 0 && n.domain.empty();
+    if (!shape_math) {
+      bool any = false, all = true;
+      for (int in : n.inputs) {
+        if (in < 0) continue;
+        any = true;
+        if (!host_int[in]) all = false;
+      }
+      shape_math = any && all;
+    }
+    if (shape_math) {
+      for (int o : n.outputs) if (o >= 0) host_int[o] = 1;
+      continue;
+    }
+    place[i] = dev_ops.find_entry(n.domain, n.op_type) != nullptr;
+  }
+
+  // Rewrite: copy nodes where a value crosses between host and device.
+  std::vector<node> out_nodes;
+  std::vector<char> out_place;
+  std::vector<char> where(g.values.size(), 0);  // 0 host, 1 device (for produced values)
+  std::map<int, int> on_dev_copy, on_host_copy;  // value -> its copy on the other side
+  std::map<int, int> device_twin;                 // graph output -> the device value it copies
+  std::set<int> graph_outputs(g.outputs.begin(), g.outputs.end());
+  auto add_value = [&](int like, const std::string& suffix) {
+    std::string base = g.values[like].name + suffix;
+    std::string name = base;
+    for (int k = 1; g.find_value(name) >= 0; ++k) name = base + std::to_string(k);
+    int id = g.value_id(name);
+    g.values[id].type = g.values[like].type;
+    where.resize(g.values.size(), 0);
+    return id;
+  };
+  int opset = g.opsets.count("") ? g.opsets[""] : 17;
+  for (size_t i = 0; i < n_nodes; ++i) {
+    node n = g.nodes[i];
+    const bool dev = place[i];
+    const op_entry* entry = dev ? dev_ops.find_entry(n.domain, n.op_type) : nullptr;
+    for (size_t j = 0; j < n.inputs.size(); ++j) {
+      int u = n.inputs[j];
+      if (u < 0) continue;
+      auto ren = device_twin.find(u);
+      if (ren != device_twin.end() && dev &&
+          std::find(entry->host_inputs.begin(), entry->host_inputs.end(), static_cast<int>(j)) == entry->host_inputs.end()) {
+        n.inputs[j] = ren->second;  // a graph output made on the device: read the device copy
+        continue;
+      }
+      bool want_dev = dev && std::find(entry->host_inputs.begin(), entry->host_inputs.end(), static_cast<int>(j)) == entry->host_inputs.end();
+      bool is_init = g.initializers.count(u) > 0;
+      bool is_dev = !is_init && where[u] == 1;
+      if (want_dev == is_dev && !(want_dev && is_init)) continue;
+      if (want_dev && is_init) {
+        auto it = on_dev_copy.find(u);
+        if (it == on_dev_copy.end()) {
+          const tensor& host = g.initializers.at(u);
+          int id = add_value(u, "@device");
+          auto storage = device_->allocate(std::max<size_t>(host.bytes(), 1));
+          if (!storage) return storage.error();
+          if (host.bytes()) GG_RETURN_IF_ERROR(device_->upload(storage->get(), host.raw(), host.bytes()));
+          device_initializers_[id] = tensor(host.type(), host.shape(), std::move(storage).value(), device_kind::cuda);
+          it = on_dev_copy.emplace(u, id).first;
+        }
+        n.inputs[j] = it->second;
+      } else if (want_dev) {
+        auto it = on_dev_copy.find(u);
+        if (it == on_dev_copy.end()) {
+          int id = add_value(u, "@device");
+          where[id] = 1;
+          out_nodes.push_back(make_copy_node("MemcpyFromHost", u, id, opset));
+          out_place.push_back(1);
+          it = on_dev_copy.emplace(u, id).first;
+        }
+        n.inputs[j] = it->second;
+      } else {
+        auto it = on_host_copy.find(u);
+        if (it == on_host_copy.end()) {
+          int id = add_value(u, "@host");
+          out_nodes.push_back(make_copy_node("MemcpyToHost", u, id, opset));
+          out_place.push_back(1);
+          it = on_host_copy.emplace(u, id).first;
+        }
+        n.inputs[j] = it->second;
+      }
+    }
+    std::vector<node> after;  // copies of device-made graph outputs back to the host
+    for (size_t o = 0; o < n.outputs.size(); ++o) {
+      int v = n.outputs[o];
+      if (v < 0) continue;
+      bool host_out = !dev || std::find(entry->host_outputs.begin(), entry->host_outputs.end(), static_cast<int>(o)) != entry->host_outputs.end();
+      if (!host_out && graph_outputs.count(v)) {
+        // The graph output keeps its id (and name) on the host; the device value is renamed.
+        int id = add_value(v, "@device");
+        where[id] = 1;
+        n.outputs[o] = id;
+        after.push_back(make_copy_node("MemcpyToHost", id, v, opset));
+        on_host_copy[id] = v;
+        device_twin[v] = id;
+        continue;
+      }
+      where[v] = host_out ? 0 : 1;
+    }
+    out_nodes.push_back(std::move(n));
+    out_place.push_back(static_cast<char>(dev));
+    for (node& c : after) {
+      out_nodes.push_back(std::move(c));
+      out_place.push_back(1);
+    }
+  }
+  g.nodes = std::move(out_nodes);
+  on_device_ = std::move(out_place);
+  return status::ok();
+}
 
 expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> g,
                                                    const session_options& options) {
@@ -105,18 +274,45 @@ expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> 
   graph& gr = *s->graph_;
   if (options.optimize) GG_RETURN_IF_ERROR(optimize_graph(gr, s->pool_.get()));
 
-  const op_registry& reg = cpu::registry();
-  for (const node& n : gr.nodes) {
-    const kernel_factory* f = reg.find(n.domain, n.op_type);
-    if (!f)
+  if (!valid_device_spec(options.device))
+    return invalid_input("'{}' is not a device (use auto, cpu, cuda or cuda:N)", options.device);
+  if (options.device != "cpu") {
+    std::string spec = options.device == "auto" ? "cuda" : options.device;
+    auto dev = open_device(spec);
+    if (dev) {
+      s->device_ = std::move(dev).value();
+    } else if (options.device == "auto") {
+      s->device_note_ = dev.error().message();
+    } else {
+      return dev.error();
+    }
+  }
+  if (s->device_) {
+    GG_RETURN_IF_ERROR(s->place_on_device());
+  } else {
+    s->on_device_.assign(gr.nodes.size(), 0);
+  }
+
+  const op_registry& cpu_reg = cpu::registry();
+  s->host_output_.resize(gr.nodes.size());
+  for (size_t i = 0; i < gr.nodes.size(); ++i) {
+    const node& n = gr.nodes[i];
+    const op_entry* e = s->on_device_[i] ? s->device_->ops().find_entry(n.domain, n.op_type)
+                                         : cpu_reg.find_entry(n.domain, n.op_type);
+    if (!e)
       return invalid_input("unsupported op {} (domain '{}', opset {}) in {}", n.op_type,
                            n.domain.empty() ? "ai.onnx" : n.domain, n.opset, n.describe());
-    auto k = (*f)(n);
+    s->host_output_[i].assign(n.outputs.size(), s->on_device_[i] ? 0 : 1);
+    for (int o : e->host_outputs)
+      if (o >= 0 && static_cast<size_t>(o) < n.outputs.size()) s->host_output_[i][o] = 1;
+    auto k = e->factory(n);
     if (!k) return k.error();
     std::vector<const tensor*> constants;
     for (int in : n.inputs) {
       auto it = in >= 0 ? gr.initializers.find(in) : gr.initializers.end();
-      constants.push_back(it == gr.initializers.end() ? nullptr : &it->second);
+      auto dit = in >= 0 ? s->device_initializers_.find(in) : s->device_initializers_.end();
+      constants.push_back(it != gr.initializers.end() ? &it->second
+                                                      : dit != s->device_initializers_.end() ? &dit->second : nullptr);
     }
     GG_RETURN_IF_ERROR((*k)->prepare(constants));
     s->kernels_.push_back(std::move(k).value());
@@ -129,6 +325,7 @@ expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> 
   for (int out : gr.outputs) { ++s->use_counts_[out]; s->pinned_[out] = true; }
   for (int in : gr.inputs) s->pinned_[in] = true;
   for (auto& [id, t] : gr.initializers) s->pinned_[id] = true;
+  for (auto& [id, t] : s->device_initializers_) s->pinned_[id] = true;
   return s;
 }
 
@@ -156,6 +353,7 @@ status session::check_inputs(const std::vector<tensor>& inputs, std::string* sig
     const value_info& v = g.values[g.inputs[i]];
     const tensor& t = inputs[i];
     if (!t.defined()) return invalid_input("input '{}' is missing", v.name);
+    if (t.device() != device_kind::cpu) return invalid_input("input '{}' must be in host memory", v.name);
     if (v.type != dtype::undefined && t.type() != v.type)
       return invalid_input("input '{}' is {} but the model expects {}", v.name, dtype_name(t.type()),
                            dtype_name(v.type));
@@ -192,31 +390,64 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
     if (it != plans_.end()) p = it->second;
   }
 
+  std::unique_ptr<run_context> rc;
+  if (device_) {
+    {
+      std::lock_guard<std::mutex> lock(contexts_mu_);
+      if (!free_contexts_.empty()) { rc = std::move(free_contexts_.back()); free_contexts_.pop_back(); }
+    }
+    if (!rc) {
+      auto made = device_->new_run_context();
+      if (!made) return made.error();
+      rc = std::move(made).value();
+    }
+  }
+  struct context_return {
+    session* s; std::unique_ptr<run_context>* rc;
+    ~context_return() {
+      if (*rc) { std::lock_guard<std::mutex> lock(s->contexts_mu_); s->free_contexts_.push_back(std::move(*rc)); }
+    }
+  } give_back{this, &rc};
+
   std::vector<tensor> vals(nv);
   for (auto& [id, t] : g.initializers) vals[id] = t;
+  for (auto& [id, t] : device_initializers_) vals[id] = t;
   for (size_t i = 0; i < inputs.size(); ++i) vals[g.inputs[i]] = inputs[i];
   std::vector<int> remaining = use_counts_;
 
-  const node* current = nullptr;
-  run_allocator alloc(&current, &vals, &remaining, &pinned_);
+  run_allocator alloc;
+  alloc.vals = &vals;
+  alloc.remaining = &remaining;
+  alloc.pinned = &pinned_;
+  alloc.device = device_.get();
   if (p) {
     alloc.plan_offset = &p->offset;
     alloc.plan_size = &p->size;
     alloc.plan_overwrite = &p->overwrite;
     {
       std::lock_guard<std::mutex> lock(p->mu);
-      if (!p->free_arenas.empty()) {
-        alloc.arena = std::move(p->free_arenas.back());
-        p->free_arenas.pop_back();
+      for (int d = 0; d < 2; ++d) {
+        if (!p->free_arenas[d].empty()) {
+          alloc.arena[d] = std::move(p->free_arenas[d].back());
+          p->free_arenas[d].pop_back();
+        }
       }
     }
-    if (!alloc.arena) {
-      alloc.arena = allocate_cpu_bytes(static_cast<size_t>(p->arena_bytes));
-      if (!alloc.arena) return internal_error("out of memory allocating a {}-byte arena", p->arena_bytes);
+    for (int d = 0; d < 2; ++d) {
+      if (alloc.arena[d] || p->arena_bytes[d] == 0) continue;
+      if (d == 0) {
+        alloc.arena[0] = allocate_cpu_bytes(static_cast<size_t>(p->arena_bytes[0]));
+        if (!alloc.arena[0]) return internal_error("out of memory allocating a {}-byte arena", p->arena_bytes[0]);
+      } else {
+        auto a = device_->allocate(static_cast<size_t>(p->arena_bytes[1]));
+        if (!a) return a.error();
+        alloc.arena[1] = std::move(a).value();
+      }
     }
   } else {
     alloc.rec_size.assign(nv, 0);
     alloc.rec_fresh.assign(nv, 0);
+    alloc.rec_device.assign(nv, 0);
     alloc.rec_overwrite.resize(g.nodes.size());
     for (size_t i = 0; i < g.nodes.size(); ++i) alloc.rec_overwrite[i].assign(g.nodes[i].inputs.size(), 0);
   }
@@ -224,15 +455,18 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
 
   for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
     const node& n = g.nodes[ni];
-    current = &n;
+    alloc.current = &n;
     alloc.node_index = ni;
+    alloc.on_device = on_device_[ni] != 0;
+    alloc.host_outputs = &host_output_[ni];
     std::vector<const tensor*> ins;
     ins.reserve(n.inputs.size());
     for (int in : n.inputs) ins.push_back(in >= 0 && vals[in].defined() ? &vals[in] : nullptr);
     std::vector<tensor> outs(n.outputs.size());
     std::vector<const tensor*> observed_ins;
     if (observer) observed_ins = ins;
-    kernel_context ctx(n, std::move(ins), &outs, pool_.get(), &alloc);
+    kernel_context ctx(n, std::move(ins), &outs, pool_.get(), &alloc,
+                       on_device_[ni] && rc ? rc->native() : nullptr);
     status st = kernels_[ni]->run(ctx);
     if (!st.is_ok()) return st;
     if (observer) {
@@ -260,6 +494,7 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
       if (--remaining[in] == 0 && !pinned_[in]) vals[in] = tensor();
     }
   }
+  if (rc) GG_RETURN_IF_ERROR(rc->synchronize());
 
   std::vector<tensor> outputs;
   outputs.reserve(g.outputs.size());
@@ -267,10 +502,18 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
   vals.clear();
 
   if (p) {
-    if (stats) { stats->arena_bytes = p->arena_bytes; stats->peak_bytes = p->peak_bytes; stats->planned = true; }
-    if (alloc.arena.use_count() == 1) {
+    if (stats) {
+      stats->arena_bytes = p->arena_bytes[0];
+      stats->peak_bytes = p->peak_bytes[0];
+      stats->device_arena_bytes = p->arena_bytes[1];
+      stats->device_peak_bytes = p->peak_bytes[1];
+      stats->planned = true;
+    }
+    {
       std::lock_guard<std::mutex> lock(p->mu);
-      if (p->free_arenas.size() < 4) p->free_arenas.push_back(std::move(alloc.arena));
+      for (int d = 0; d < 2; ++d)
+        if (alloc.arena[d] && alloc.arena[d].use_count() == 1 && p->free_arenas[d].size() < 4)
+          p->free_arenas[d].push_back(std::move(alloc.arena[d]));
     }
     if (alloc.fallbacks > 0) {  // sizes changed under the same signature: plan again next time
       std::lock_guard<std::mutex> lock(plans_mu_);
@@ -280,61 +523,68 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
   }
 
   // Build the plan from what this run allocated: each fresh allocation is a buffer living from
-  // its node to the last node that reads it or any view of it.
+  // its node to the last node that reads it or any view of it; buffers are packed per device.
   auto np = std::make_shared<plan>();
   np->offset.assign(nv, -1);
   np->size.assign(nv, 0);
   np->overwrite = alloc.rec_overwrite;
   std::vector<int> def(nv, -1), last(nv, -1);
   std::vector<bool> heap(nv, false);
-  for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
-    for (int v : g.nodes[ni].outputs) if (v >= 0 && root[v] == v) { def[v] = static_cast<int>(ni); last[v] = static_cast<int>(ni); }
-  }
+  for (size_t ni = 0; ni < g.nodes.size(); ++ni)
+    for (int v : g.nodes[ni].outputs)
+      if (v >= 0 && root[v] == v) { def[v] = static_cast<int>(ni); last[v] = static_cast<int>(ni); }
   for (size_t ni = 0; ni < g.nodes.size(); ++ni)
     for (int in : g.nodes[ni].inputs)
       if (in >= 0 && root[in] >= 0) last[root[in]] = std::max(last[root[in]], static_cast<int>(ni));
   for (int out : g.outputs) if (root[out] >= 0) heap[root[out]] = true;
   struct buf { int v; int64_t size; int from, to; int64_t off; };
-  std::vector<buf> bufs;
-  int64_t output_bytes = 0;
-  for (size_t v = 0; v < nv; ++v) {
-    if (root[v] != static_cast<int>(v)) continue;
-    if (heap[v]) { output_bytes += alloc.rec_size[v]; continue; }
-    bufs.push_back({static_cast<int>(v), align64(std::max<int64_t>(alloc.rec_size[v], 1)), def[v], last[v], -1});
-  }
-  std::vector<size_t> order(bufs.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bufs[a].size > bufs[b].size; });
-  std::vector<size_t> placed;
-  int64_t arena = 0;
-  for (size_t i : order) {
-    buf& b = bufs[i];
-    std::vector<std::pair<int64_t, int64_t>> busy;
-    for (size_t j : placed) {
-      const buf& o = bufs[j];
-      if (o.from <= b.to && b.from <= o.to) busy.push_back({o.off, o.off + o.size});
+  for (int d = 0; d < 2; ++d) {
+    std::vector<buf> bufs;
+    int64_t output_bytes = 0;
+    for (size_t v = 0; v < nv; ++v) {
+      if (root[v] != static_cast<int>(v) || alloc.rec_device[v] != d) continue;
+      if (heap[v]) { output_bytes += alloc.rec_size[v]; continue; }
+      bufs.push_back({static_cast<int>(v), align_up(std::max<int64_t>(alloc.rec_size[v], 1)), def[v], last[v], -1});
     }
-    std::sort(busy.begin(), busy.end());
-    int64_t off = 0;
-    for (auto& [lo, hi] : busy) {
-      if (off + b.size <= lo) break;
-      off = std::max(off, hi);
+    std::vector<size_t> order(bufs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bufs[a].size > bufs[b].size; });
+    std::vector<size_t> placed;
+    int64_t arena = 0;
+    for (size_t i : order) {
+      buf& b = bufs[i];
+      std::vector<std::pair<int64_t, int64_t>> busy;
+      for (size_t j : placed) {
+        const buf& o = bufs[j];
+        if (o.from <= b.to && b.from <= o.to) busy.push_back({o.off, o.off + o.size});
+      }
+      std::sort(busy.begin(), busy.end());
+      int64_t off = 0;
+      for (auto& [lo, hi] : busy) {
+        if (off + b.size <= lo) break;
+        off = std::max(off, hi);
+      }
+      b.off = off;
+      arena = std::max(arena, off + b.size);
+      placed.push_back(i);
+      np->offset[b.v] = off;
+      np->size[b.v] = b.size;
     }
-    b.off = off;
-    arena = std::max(arena, off + b.size);
-    placed.push_back(i);
-    np->offset[b.v] = off;
-    np->size[b.v] = b.size;
+    np->arena_bytes[d] = arena;
+    // Peak: sweep over node indices with +size at `from` and -size after `to`.
+    std::vector<int64_t> delta(g.nodes.size() + 1, 0);
+    for (const buf& b : bufs) { delta[b.from] += b.size; delta[b.to + 1] -= b.size; }
+    int64_t live = 0, peak = 0;
+    for (int64_t dd : delta) { live += dd; peak = std::max(peak, live); }
+    np->peak_bytes[d] = peak + output_bytes;
   }
-  np->arena_bytes = arena;
-  int64_t peak = 0;
-  for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
-    int64_t live = 0;
-    for (const buf& b : bufs) if (b.from <= static_cast<int>(ni) && static_cast<int>(ni) <= b.to) live += b.size;
-    peak = std::max(peak, live);
+  if (stats) {
+    stats->arena_bytes = 0;
+    stats->peak_bytes = np->peak_bytes[0];
+    stats->device_arena_bytes = 0;
+    stats->device_peak_bytes = np->peak_bytes[1];
+    stats->planned = false;
   }
-  np->peak_bytes = peak + output_bytes;
-  if (stats) { stats->arena_bytes = 0; stats->peak_bytes = np->peak_bytes; stats->planned = false; }
   if (options_.memory_plan) {
     std::lock_guard<std::mutex> lock(plans_mu_);
     plans_[signature] = np;

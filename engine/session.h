@@ -21,14 +21,21 @@ namespace gpugrid {
 struct session_options {
   int threads = 0;          // engine threads; 0: all cores
   bool optimize = true;     // constant folding and fusion passes
-  bool memory_plan = true;  // one arena per run, planned from the first run of each shape
+  bool memory_plan = true;  // one arena per device per run, planned from the first run of each shape
+  // "cpu", "cuda", "cuda:N", or "auto" (the first CUDA device when there is one, else the CPU).
+  std::string device = "cpu";
 };
 
 struct run_stats {
-  int64_t arena_bytes = 0;    // the planned arena of this run (0 on a planning run)
-  int64_t peak_bytes = 0;     // most bytes of intermediate and output tensors alive at once
-  bool planned = false;       // this run used a memory plan made earlier
+  int64_t arena_bytes = 0;         // the planned host arena of this run (0 on a planning run)
+  int64_t peak_bytes = 0;          // most host bytes of intermediate and output tensors alive at once
+  int64_t device_arena_bytes = 0;  // the same on the device
+  int64_t device_peak_bytes = 0;
+  bool planned = false;            // this run used a memory plan made earlier
 };
+
+class device_backend;
+class run_context;
 
 class session {
  public:
@@ -52,13 +59,28 @@ class session {
   std::vector<std::string> input_names() const;
   std::vector<std::string> output_names() const;
 
+  // "cpu" or the device's id ("cuda:0"), and a note when "auto" fell back to the CPU.
+  std::string device_name() const;
+  const std::string& device_note() const { return device_note_; }
+  // Ops placed on the CPU although a device was asked for (op type -> count), for `inspect`.
+  std::map<std::string, int> cpu_fallback_ops() const;
+
  private:
   struct plan;
   session() = default;
   status check_inputs(const std::vector<tensor>& inputs, std::string* signature) const;
 
+  status place_on_device();
+
   std::shared_ptr<graph> graph_;
   std::vector<std::unique_ptr<kernel>> kernels_;
+  std::shared_ptr<device_backend> device_;     // null: everything on the CPU
+  std::string device_note_;
+  std::vector<char> on_device_;                // per node
+  std::vector<std::vector<char>> host_output_; // per node, per output: produced in host memory
+  std::map<int, tensor> device_initializers_;  // value id -> weights resident on the device
+  std::mutex contexts_mu_;
+  std::vector<std::unique_ptr<run_context>> free_contexts_;
   std::vector<int> use_counts_;       // per value: node inputs + graph outputs reading it
   std::vector<bool> pinned_;          // per value: graph input, initializer or graph output
   session_options options_;
