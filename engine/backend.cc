@@ -36,8 +36,7 @@ device_module* cuda_module(std::string* note) {
     if (const char* env = std::getenv("GPUGRID_CUDA_MODULE")) candidates.push_back(env);
     std::string dir = exe_dir();
     candidates.push_back(dir + "/libgpugrid_cuda.so");
-    candidates.push_back(dir + "/kernels/cuda/libgpugrid_cuda.so");
-    candidates.push_back(dir + "/../kernels/cuda/libgpugrid_cuda.so");
+    candidates.push_back(dir + "/../libgpugrid_cuda.so");  // tests/ beside the build's binary
     candidates.push_back(dir + "/../lib/gpugrid/libgpugrid_cuda.so");
     std::string errors;
     for (const auto& path : candidates) {
