@@ -18,12 +18,11 @@ int bench_command(const bench_options& o) {
     return exit_code_for(st.kind());
   };
   if (o.iterations < 1) return fail(status(error_kind::usage, "--iterations must be at least 1"));
-  if (o.device != "auto" && o.device != "cpu")
-    return fail(status(error_kind::invalid_input, fmt::format("device '{}' is not available in this build", o.device)));
   auto model = load_model_file(o.model);
   if (!model) return fail(model.error());
   session_options so;
   so.threads = o.threads;
+  so.device = o.device;
   set_blas_threads(o.threads);
   auto t_load = std::chrono::steady_clock::now();
   auto sess = session::create(*model, so);
@@ -62,14 +61,18 @@ int bench_command(const bench_options& o) {
     w.key("median_ms").value(pct(0.5)).key("p90_ms").value(pct(0.9)).key("mean_ms").value(mean);
     w.key("min_ms").value(sorted.front()).key("max_ms").value(sorted.back());
     w.key("peak_bytes").value(stats.peak_bytes).key("arena_bytes").value(stats.arena_bytes);
+    w.key("device_peak_bytes").value(stats.device_peak_bytes).key("device_arena_bytes").value(stats.device_arena_bytes);
     w.key("load_ms").value(load_ms);
     w.end_object();
     fmt::print("{}\n", w.str());
   } else {
-    fmt::print("model       {}\ndevice      cpu ({} threads)\niterations  {}\n", o.model, threads, o.iterations);
+    fmt::print("model       {}\ndevice      {} ({} CPU threads)\niterations  {}\n", o.model, (*sess)->device_name(), threads, o.iterations);
     fmt::print("median      {:.3f} ms\np90         {:.3f} ms\nmin         {:.3f} ms\n", pct(0.5), pct(0.9), sorted.front());
     fmt::print("peak        {:.2f} MiB (arena {:.2f} MiB)\nload        {:.1f} ms\n",
                static_cast<double>(stats.peak_bytes) / (1 << 20), static_cast<double>(stats.arena_bytes) / (1 << 20), load_ms);
+    if (stats.device_peak_bytes)
+      fmt::print("device peak {:.2f} MiB (arena {:.2f} MiB)\n", static_cast<double>(stats.device_peak_bytes) / (1 << 20),
+                 static_cast<double>(stats.device_arena_bytes) / (1 << 20));
   }
   return 0;
 }

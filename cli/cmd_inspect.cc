@@ -6,6 +6,7 @@
 #include "base/json.h"
 #include "cli/commands.h"
 #include "cli/model_io.h"
+#include "engine/backend.h"
 #include "engine/onnx_loader.h"
 #include "engine/session.h"
 #include "engine/flops.h"
@@ -43,12 +44,27 @@ int inspect_command(const inspect_options& o) {
   std::map<std::string, int> histogram;
   for (const node& n : g.nodes) histogram[n.domain.empty() ? n.op_type : n.domain + ":" + n.op_type]++;
   const op_registry& cpu_reg = cpu::registry();
-  std::vector<std::string> cpu_missing;
-  for (auto& [op, count] : histogram) {
+  std::string cuda_note;
+  const op_registry* cuda_reg = cuda_ops(&cuda_note);
+  std::vector<std::string> cpu_missing, cuda_missing;
+  auto supports = [](const op_registry* reg, const std::string& op) {
     auto colon = op.find(':');
-    std::string domain = colon == std::string::npos ? "" : op.substr(0, colon);
-    std::string type = colon == std::string::npos ? op : op.substr(colon + 1);
-    if (!cpu_reg.find(domain, type)) cpu_missing.push_back(op);
+    return reg && reg->find(colon == std::string::npos ? "" : op.substr(0, colon),
+                            colon == std::string::npos ? op : op.substr(colon + 1)) != nullptr;
+  };
+  for (auto& [op, count] : histogram) {
+    if (!supports(&cpu_reg, op)) cpu_missing.push_back(op);
+    if (cuda_reg && !supports(cuda_reg, op)) cuda_missing.push_back(op);
+  }
+  // With --device cuda and a GPU present: what the optimised graph actually places where.
+  std::map<std::string, int> fallback;
+  std::string device_used = "cpu";
+  if (o.device != "cpu") {
+    session_options so;
+    so.device = o.device;
+    auto s = session::create(*model, so);
+    if (s) { fallback = (*s)->cpu_fallback_ops(); device_used = (*s)->device_name(); }
+    else if (o.device != "auto") { fmt::print(stderr, "gpugrid: {}\n", s.error().message()); return 2; }
   }
   // FLOPs need concrete shapes: run once on random inputs (symbolic dims = 1).
   std::string flops_note;
@@ -74,7 +90,20 @@ int inspect_command(const inspect_options& o) {
     w.end_object();
     w.key("backends").begin_object().key("cpu").begin_object().key("unsupported").begin_array();
     for (auto& op : cpu_missing) w.value(op);
-    w.end_array().end_object().end_object();
+    w.end_array().end_object();
+    w.key("cuda").begin_object();
+    if (cuda_reg) {
+      w.key("unsupported").begin_array();
+      for (auto& op : cuda_missing) w.value(op);
+      w.end_array();
+    } else {
+      w.key("unsupported").null().key("note").value(cuda_note);
+    }
+    w.end_object().end_object();
+    w.key("device").value(device_used);
+    w.key("cpu_fallback").begin_object();
+    for (auto& [op, count] : fallback) w.key(op).value(count);
+    w.end_object();
     if (flops >= 0) w.key("flops").value(flops); else w.key("flops").null();
     w.end_object();
     fmt::print("{}\n", w.str());
@@ -87,10 +116,18 @@ int inspect_command(const inspect_options& o) {
   for (int id : g.outputs) fmt::print("  {:<24} {:<8} {}\n", g.values[id].name, dtype_name(g.values[id].type), dims_str(g.values[id]));
   fmt::print("ops\n");
   for (auto& [op, count] : histogram) {
-    auto colon = op.find(':');
-    bool ok = cpu_reg.find(colon == std::string::npos ? "" : op.substr(0, colon),
-                           colon == std::string::npos ? op : op.substr(colon + 1)) != nullptr;
-    fmt::print("  {:<28} {:>5}   cpu: {}\n", op, count, ok ? "yes" : "no");
+    fmt::print("  {:<28} {:>5}   cpu: {:<3}  cuda: {}\n", op, count, supports(&cpu_reg, op) ? "yes" : "no",
+               !cuda_reg ? "-" : supports(cuda_reg, op) ? "yes" : "no (runs on the CPU)");
+  }
+  if (!cuda_reg) fmt::print("cuda     {}\n", cuda_note);
+  if (device_used != "cpu") {
+    fmt::print("device   {}: ", device_used);
+    if (fallback.empty()) fmt::print("every op runs on the device\n");
+    else {
+      std::vector<std::string> parts;
+      for (auto& [op, count] : fallback) parts.push_back(fmt::format("{} x{}", op, count));
+      fmt::print("on the CPU after optimisation: {}\n", fmt::join(parts, ", "));
+    }
   }
   if (flops >= 0) fmt::print("flops    {:.3g} per run (symbolic dims = 1)\n", static_cast<double>(flops));
   else fmt::print("flops    unknown ({})\n", flops_note);

@@ -76,18 +76,19 @@ std::string outputs_json(const std::vector<std::string>& names, const std::vecto
 
 int run_local(const run_options& o, bool say_local) {
   auto t0 = std::chrono::steady_clock::now();
-  if (o.device != "auto" && o.device != "cpu")
-    return fail(status(error_kind::invalid_input, fmt::format("device '{}' is not available in this build", o.device)));
   auto model = load_model_file(o.model);
   if (!model) return fail(model.error());
   session_options so;
   so.threads = o.threads;
+  so.device = o.device;
   set_blas_threads(o.threads);
   auto sess = session::create(*model, so);
   if (!sess) return fail(sess.error().with_context(o.model));
   auto inputs = load_inputs((*sess)->model(), o.inputs);
   if (!inputs) return fail(inputs.error());
   if (say_local) fmt::print(stderr, "gpugrid: no peers configured; running on the local engine\n");
+  if (!(*sess)->device_note().empty() && o.device == "auto" && isatty(STDERR_FILENO))
+    fmt::print(stderr, "gpugrid: using the CPU ({})\n", (*sess)->device_note());
   auto t1 = std::chrono::steady_clock::now();
   auto outputs = (*sess)->run(*inputs);
   double compute_ms = ms_since(t1);

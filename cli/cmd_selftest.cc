@@ -8,6 +8,7 @@
 
 #include "base/json.h"
 #include "cli/commands.h"
+#include "engine/backend.h"
 #include "engine/onnx_loader.h"
 #include "engine/session.h"
 #include "engine/tensor_compare.h"
@@ -58,7 +59,7 @@ bool is_unsupported(const status& st) {
   return m.find("unsupported") != std::string::npos || m.find("not supported") != std::string::npos;
 }
 
-case_result run_case(const fs::path& dir, int threads) {
+case_result run_case(const fs::path& dir, int threads, const std::string& device) {
   case_result r;
   r.name = dir.filename().string();
   auto model = load_model_file((dir / "model.onnx").string());
@@ -69,6 +70,7 @@ case_result run_case(const fs::path& dir, int threads) {
   }
   session_options opt;
   opt.threads = threads;
+  opt.device = device;
   auto sess = session::create(*model, opt);
   if (!sess) {
     r.result = is_unsupported(sess.error()) ? outcome::skipped : outcome::failed;
@@ -143,9 +145,12 @@ int selftest_command(const selftest_options& o) {
     fmt::print(stderr, "gpugrid: selftest: suite folder '{}' does not exist\n", o.suite);
     return 2;
   }
-  if (o.device != "cpu" && o.device != "auto") {
-    fmt::print(stderr, "gpugrid: selftest: device '{}' is not available in this build\n", o.device);
-    return 2;
+  if (o.device != "cpu") {
+    auto dev = open_device(o.device == "auto" ? "cuda" : o.device);
+    if (!dev && o.device != "auto") {
+      fmt::print(stderr, "gpugrid: selftest: {}\n", dev.error().message());
+      return 2;
+    }
   }
   std::vector<fs::path> cases;
   if (fs::exists(suite / "model.onnx")) {
@@ -169,7 +174,7 @@ int selftest_command(const selftest_options& o) {
   for (const auto& dir : cases) {
     case_result r;
     try {
-      r = run_case(dir, o.threads);
+      r = run_case(dir, o.threads, o.device);
     } catch (const std::exception& e) {
       r.name = dir.filename().string();
       r.result = outcome::failed;
@@ -188,7 +193,7 @@ int selftest_command(const selftest_options& o) {
   }
   if (o.json) {
     json_writer w;
-    w.begin_object().key("device").value(std::string("cpu"));
+    w.begin_object().key("device").value(o.device);
     w.key("passed").value(passed).key("failed").value(failed).key("skipped").value(skipped);
     w.key("cases").begin_array();
     for (const auto& r : results) {

@@ -74,6 +74,11 @@ std::vector<device_info> cuda_devices(std::string* note) {
   return list;
 }
 
+const op_registry* cuda_ops(std::string* note) {
+  device_module* m = cuda_module(note);
+  return m ? &m->ops() : nullptr;
+}
+
 bool valid_device_spec(const std::string& spec) {
   if (spec == "auto" || spec == "cpu" || spec == "cuda") return true;
   if (spec.rfind("cuda:", 0) != 0 || spec.size() == 5) return false;

@@ -60,12 +60,16 @@ class device_module {
   virtual std::vector<device_info> devices() = 0;  // empty when no driver or no GPU
   virtual std::string note() = 0;                  // why there are no devices, when there are none
   virtual expected<std::shared_ptr<device_backend>> open(int index) = 0;
+  virtual const op_registry& ops() = 0;            // the module's kernels (no device needed)
 };
 
 // The devices the CUDA module finds (empty list + *note when none).
 std::vector<device_info> cuda_devices(std::string* note);
 // The backend for "cuda" or "cuda:N"; fails with a clear message when unavailable.
 expected<std::shared_ptr<device_backend>> open_device(const std::string& spec);
+// The CUDA module's op registry (known even without a GPU); nullptr + *note when the module
+// cannot be loaded.
+const op_registry* cuda_ops(std::string* note);
 // Parses "auto" | "cpu" | "cuda" | "cuda:N": true when valid.
 bool valid_device_spec(const std::string& spec);
 

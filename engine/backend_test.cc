@@ -98,6 +98,7 @@ class fake_module final : public device_module {
  public:
   std::vector<device_info> devices() override { return {backend_->info()}; }
   std::string note() override { return ""; }
+  const op_registry& ops() override { return backend_->ops(); }
   expected<std::shared_ptr<device_backend>> open(int) override { return std::shared_ptr<device_backend>(backend_); }
   std::shared_ptr<fake_backend> backend_ = std::make_shared<fake_backend>();
 };

@@ -181,6 +181,8 @@ class cuda_module final : public device_module {
     return backends_[index];
   }
 
+  const op_registry& ops() override { return registry(); }
+
   const op_registry& registry() {
     static const op_registry r = [] {
       op_registry reg;
