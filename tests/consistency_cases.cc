@@ -72,7 +72,124 @@ std::vector<consistency_case> consistency_cases() {
     c.n.attrs["activation"] = attr_s("Relu");
     v.push_back(c);
   }
-  (void)attr_is;
+  auto ints = [](std::vector<int64_t> x) { return tensor::from_vector<int64_t>({static_cast<int64_t>(x.size())}, x); };
+  auto with_const = [](consistency_case c, std::vector<int> idx) { c.constant_inputs = std::move(idx); return c; };
+  // Views and data movement.
+  v.push_back(with_const(mk("Reshape", "Reshape", {random_f32({2, 3, 4}, seed++), ints({4, -1})}), {1}));
+  v.push_back(mk("Flatten", "Flatten", {random_f32({2, 3, 4}, seed++)}));
+  v.push_back(with_const(mk("Squeeze", "Squeeze", {random_f32({2, 1, 4}, seed++), ints({1})}), {1}));
+  v.push_back(with_const(mk("Unsqueeze", "Unsqueeze", {random_f32({2, 4}, seed++), ints({0, 3})}), {1}));
+  v.push_back(mk("Identity", "Identity", {random_f32({5}, seed++)}));
+  {
+    auto c = mk("Transpose 4d", "Transpose", {random_f32({2, 3, 4, 5}, seed++)});
+    c.n.attrs["perm"] = attr_is({0, 2, 1, 3});
+    v.push_back(c);
+  }
+  {
+    auto c = mk("Concat axis1", "Concat", {random_f32({2, 3, 4}, seed++), random_f32({2, 5, 4}, seed++)});
+    c.n.attrs["axis"] = attr_i(1);
+    v.push_back(c);
+  }
+  {
+    auto c = with_const(mk("Split", "Split", {random_f32({2, 7}, seed++), ints({3, 4})}), {1});
+    c.n.attrs["axis"] = attr_i(1);
+    c.n.outputs = {0, 1};
+    c.num_outputs = 2;
+    v.push_back(c);
+  }
+  v.push_back(with_const(mk("Slice steps", "Slice", {random_f32({6, 8}, seed++), ints({1, -1}), ints({5, 0}), ints({0, 1}), ints({2, -2})}), {1, 2, 3, 4}));
+  v.push_back(with_const(mk("Expand", "Expand", {random_f32({3, 1}, seed++), ints({2, 3, 4})}), {1}));
+  {
+    tensor idx = tensor::from_vector<int64_t>({2, 2}, {0, 4, -1, 2});
+    v.push_back(mk("Gather axis0", "Gather", {random_f32({5, 6}, seed++), idx}));
+  }
+  {
+    tensor cond = tensor::from_vector<bool>({3, 1}, {true, false, true});
+    v.push_back(mk("Where", "Where", {cond, random_f32({3, 4}, seed++), random_f32({4}, seed++)}));
+  }
+  {
+    auto c = mk("Cast f32->i64", "Cast", {random_f32({10}, seed++, -5.f, 5.f)});
+    c.n.attrs["to"] = attr_i(7);
+    v.push_back(c);
+  }
+  // Convolution and pooling.
+  {
+    auto c = mk("Conv 3x3 pad", "Conv", {random_f32({2, 3, 9, 9}, seed++), random_f32({4, 3, 3, 3}, seed++), random_f32({4}, seed++)});
+    c.n.attrs["pads"] = attr_is({1, 1, 1, 1});
+    c.n.attrs["strides"] = attr_is({2, 2});
+    c.constant_inputs = {1, 2};
+    v.push_back(c);
+  }
+  {
+    auto c = mk("Conv 1x1", "Conv", {random_f32({2, 8, 5, 5}, seed++), random_f32({6, 8, 1, 1}, seed++)});
+    c.constant_inputs = {1};
+    v.push_back(c);
+  }
+  {
+    auto c = mk("Conv grouped dilated", "Conv", {random_f32({1, 4, 8, 8}, seed++), random_f32({6, 2, 3, 3}, seed++)});
+    c.n.attrs["group"] = attr_i(2);
+    c.n.attrs["dilations"] = attr_is({2, 2});
+    c.n.attrs["auto_pad"] = attr_s("SAME_UPPER");
+    v.push_back(c);
+  }
+  {
+    auto c = mk("FusedConv depthwise relu6", "FusedConv", {random_f32({2, 5, 7, 7}, seed++), random_f32({5, 1, 3, 3}, seed++), random_f32({5}, seed++)}, "com.gpugrid");
+    c.n.attrs["group"] = attr_i(5);
+    c.n.attrs["pads"] = attr_is({1, 1, 1, 1});
+    c.n.attrs["activation"] = attr_s("Clip");
+    c.n.attrs["activation_alpha"] = attr_f(0.f);
+    c.n.attrs["activation_beta"] = attr_f(6.f);
+    v.push_back(c);
+  }
+  {
+    auto c = mk("MaxPool 3x3 s2", "MaxPool", {random_f32({2, 3, 9, 9}, seed++)});
+    c.n.attrs["kernel_shape"] = attr_is({3, 3});
+    c.n.attrs["strides"] = attr_is({2, 2});
+    c.n.attrs["pads"] = attr_is({1, 1, 1, 1});
+    v.push_back(c);
+  }
+  {
+    auto c = mk("AveragePool ceil", "AveragePool", {random_f32({1, 2, 7, 7}, seed++)});
+    c.n.attrs["kernel_shape"] = attr_is({2, 2});
+    c.n.attrs["strides"] = attr_is({2, 2});
+    c.n.attrs["ceil_mode"] = attr_i(1);
+    v.push_back(c);
+  }
+  v.push_back(mk("GlobalAveragePool", "GlobalAveragePool", {random_f32({2, 3, 5, 6}, seed++)}));
+  v.push_back(mk("GlobalMaxPool", "GlobalMaxPool", {random_f32({2, 3, 5, 6}, seed++)}));
+  // Normalisation and reductions.
+  v.push_back(mk("Softmax last", "Softmax", {random_f32({3, 4, 50}, seed++)}));
+  {
+    auto c = mk("Softmax axis1", "Softmax", {random_f32({3, 4, 5}, seed++)});
+    c.n.attrs["axis"] = attr_i(1);
+    v.push_back(c);
+  }
+  v.push_back(mk("LogSoftmax", "LogSoftmax", {random_f32({4, 33}, seed++)}));
+  v.push_back(mk("LayerNormalization", "LayerNormalization", {random_f32({2, 5, 64}, seed++), random_f32({64}, seed++), random_f32({64}, seed++)}));
+  v.push_back(mk("BatchNormalization", "BatchNormalization", {random_f32({2, 3, 4, 4}, seed++), random_f32({3}, seed++), random_f32({3}, seed++),
+                                                              random_f32({3}, seed++), random_f32({3}, seed++, 0.5f, 2.f)}));
+  for (const char* op : {"ReduceSum", "ReduceMean", "ReduceMax"}) {
+    v.push_back(with_const(mk(std::string(op) + " last", op, {random_f32({3, 4, 20}, seed++), ints({-1})}), {1}));
+    auto c = with_const(mk(std::string(op) + " middle", op, {random_f32({3, 4, 5, 6}, seed++), ints({1, 2})}), {1});
+    c.n.attrs["keepdims"] = attr_i(0);
+    v.push_back(c);
+  }
+  {
+    tensor lo = tensor::scalar<float>(-0.5f), hi = tensor::scalar<float>(0.75f);
+    v.push_back(with_const(mk("Clip", "Clip", {random_f32({100}, seed++), lo, hi}), {1, 2}));
+  }
+  v.push_back(mk("LeakyRelu", "LeakyRelu", {random_f32({100}, seed++)}));
+  v.push_back(mk("HardSigmoid", "HardSigmoid", {random_f32({100}, seed++, -5.f, 5.f)}));
+  v.push_back(mk("HardSwish", "HardSwish", {random_f32({100}, seed++, -5.f, 5.f)}));
+  {
+    tensor scales = tensor::from_vector<float>({4}, {1, 1, 2, 2});
+    auto c = with_const(mk("Resize nearest", "Resize", {random_f32({1, 2, 4, 5}, seed++), tensor(), scales}), {2});
+    c.n.attrs["mode"] = attr_s("nearest");
+    v.push_back(c);
+    auto l = with_const(mk("Resize linear", "Resize", {random_f32({1, 2, 4, 5}, seed++), tensor(), scales}), {2});
+    l.n.attrs["mode"] = attr_s("linear");
+    v.push_back(l);
+  }
   return v;
 }
 

@@ -43,5 +43,7 @@ status ensure_pinned(run_state& rs, size_t bytes);
 void register_memcpy_ops(op_registry& r);
 void register_gemm_ops(op_registry& r);
 void register_elementwise_ops(op_registry& r);
+void register_tensor_ops(op_registry& r);
+void register_nn_ops(op_registry& r);
 
 }  // namespace gpugrid::cuda

@@ -189,6 +189,8 @@ class cuda_module final : public device_module {
       register_memcpy_ops(reg);
       register_gemm_ops(reg);
       register_elementwise_ops(reg);
+      register_tensor_ops(reg);
+      register_nn_ops(reg);
       return reg;
     }();
     return r;
