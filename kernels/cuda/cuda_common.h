@@ -24,6 +24,9 @@ struct run_state {
   size_t workspace_bytes = 0;
   int device = 0;
   bool allow_tf32 = false;
+  // Set to non-zero by kernels that find bad data (an index out of range); checked when the
+  // run synchronises, so no kernel has to stop the stream to report.
+  int* error_flag = nullptr;
 };
 
 inline run_state& state(kernel_context& ctx) { return *static_cast<run_state*>(ctx.device_context()); }

@@ -65,6 +65,7 @@ class cuda_run_context final : public run_context {
     if (rs_.stream) cudaStreamDestroy(rs_.stream);
     if (rs_.workspace) cudaFree(rs_.workspace);
     if (rs_.pinned) cudaFreeHost(rs_.pinned);
+    if (rs_.error_flag) cudaFree(rs_.error_flag);
   }
   status init(int device) {
     rs_.device = device;
@@ -72,12 +73,21 @@ class cuda_run_context final : public run_context {
     GG_CUDA(cudaStreamCreateWithFlags(&rs_.stream, cudaStreamNonBlocking));
     GG_CUBLAS(cublasCreate(&rs_.blas));
     GG_CUBLAS(cublasSetStream(rs_.blas, rs_.stream));
+    GG_CUDA(cudaMalloc(&rs_.error_flag, sizeof(int)));
+    GG_CUDA(cudaMemset(rs_.error_flag, 0, sizeof(int)));
     return status::ok();
   }
   void* native() override { cudaSetDevice(rs_.device); return &rs_; }
   status synchronize() override {
     GG_CUDA(cudaStreamSynchronize(rs_.stream));
-    return cuda_status(cudaGetLastError(), "a kernel of this run");
+    GG_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "a kernel of this run"));
+    int flag = 0;
+    GG_CUDA(cudaMemcpy(&flag, rs_.error_flag, sizeof(int), cudaMemcpyDeviceToHost));
+    if (flag) {
+      GG_CUDA(cudaMemset(rs_.error_flag, 0, sizeof(int)));
+      return invalid_input("an index was out of range in a Gather on the device");
+    }
+    return status::ok();
   }
 
  private:

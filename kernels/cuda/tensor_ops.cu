@@ -361,9 +361,7 @@ class gather_kernel_op final : public kernel {
     for (int64_t d = 0; d < axis; ++d) outer *= x->dim(d);
     for (int64_t d = axis + 1; d < r; ++d) inner *= x->dim(d);
     run_state& rs = state(ctx);
-    GG_RETURN_IF_ERROR(ensure_workspace(rs, sizeof(int)));
-    int* bad = static_cast<int*>(rs.workspace);
-    GG_CUDA(cudaMemsetAsync(bad, 0, sizeof(int), rs.stream));
+    int* bad = rs.error_flag;  // checked when the run synchronises
     int64_t total = outer * idx->numel();
     unsigned blocks = static_cast<unsigned>(std::min<int64_t>(total, 65535 * 16));
     int64_t inner_bytes = inner * static_cast<int64_t>(dtype_size(x->type()));
@@ -374,12 +372,7 @@ class gather_kernel_op final : public kernel {
     else
       gather_kernel<int32_t><<<blocks, threads, 0, rs.stream>>>(static_cast<char*>(y->raw()), static_cast<const char*>(x->raw()),
                                                                 idx->data<int32_t>(), outer, idx->numel(), x->dim(axis), inner_bytes, bad);
-    GG_CUDA(cudaGetLastError());
-    int host_bad = 0;
-    GG_CUDA(cudaMemcpyAsync(&host_bad, bad, sizeof(int), cudaMemcpyDeviceToHost, rs.stream));
-    GG_CUDA(cudaStreamSynchronize(rs.stream));
-    if (host_bad) return ctx.fail("an index is out of range for axis of size {}", x->dim(axis));
-    return status::ok();
+    return cuda_status(cudaGetLastError(), "Gather");
   }
 };
 
