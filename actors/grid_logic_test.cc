@@ -1,0 +1,102 @@
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "actors/auction.h"
+#include "actors/model_cache.h"
+#include "actors/reputation.h"
+#include "actors/verification.h"
+
+using namespace gpugrid;
+using namespace gpugrid::grid;
+
+namespace {
+std::string temp_dir(const char* name) {
+  auto d = std::filesystem::temp_directory_path() / (std::string("gg-grid-") + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  return d.string();
+}
+}  // namespace
+
+TEST_CASE("bids above the price limit or from distrusted providers are never chosen", "[grid]") {
+  std::vector<bid_offer> bids = {
+      {"cheap-slow", "", 1.0, 900, false, 0.9},
+      {"pricey-fast", "", 5.0, 10, false, 0.9},
+      {"liar", "", 0.1, 5, true, 0.05},
+      {"balanced", "", 1.2, 100, true, 0.8},
+  };
+  choice_options o;
+  o.max_price = 2.0;
+  auto ranked = rank_bids(bids, o);
+  REQUIRE(ranked.size() == 2);
+  CHECK(ranked[0].provider == "balanced");
+  CHECK(ranked[1].provider == "cheap-slow");
+  o.max_price = 0.5;
+  CHECK(rank_bids(bids, o).empty());
+}
+
+TEST_CASE("prices rise with load and ETAs with the queue", "[grid]") {
+  price_policy p;
+  CHECK(quote_price(p, 100, 0, 4) < quote_price(p, 100, 2, 4));
+  CHECK(quote_price(p, 0, 0, 4) == Approx(p.minimum));
+  CHECK(estimate_eta_ms(10, 100, 0) < estimate_eta_ms(10, 100, 3));
+}
+
+TEST_CASE("a strict majority of agreeing results wins", "[grid]") {
+  auto t = [](float v) { return std::vector<tensor>{tensor::from_vector<float>({2}, {v, v})}; };
+  auto d = decide({t(1.f), t(1.00001f), t(7.f)});
+  CHECK(d.decided);
+  CHECK(d.agreeing.size() == 2);
+  REQUIRE(d.dissenting.size() == 1);
+  CHECK(d.dissenting[0] == 2);
+  CHECK_FALSE(decide({t(1.f), t(2.f)}).decided);
+  std::string why;
+  CHECK_FALSE(results_agree(t(1.f), t(1.5f), &why));
+  CHECK_FALSE(why.empty());
+}
+
+TEST_CASE("reputation falls on disagreement, persists and gates bidding", "[grid]") {
+  std::string dir = temp_dir("rep");
+  std::filesystem::create_directories(dir);
+  auto book = reputation_book::load(dir);
+  REQUIRE(book.has_value());
+  CHECK(book->trusted("honest"));
+  book->record("honest", outcome::agreed);
+  book->record("liar", outcome::disagreed);
+  book->record("liar", outcome::disagreed);
+  CHECK(book->score("honest") > reputation_book::initial);
+  CHECK_FALSE(book->trusted("liar"));
+  REQUIRE(book->save().is_ok());
+  auto again = reputation_book::load(dir);
+  REQUIRE(again.has_value());
+  CHECK_FALSE(again->trusted("liar"));
+  CHECK(again->entry("liar").disagreed == 2);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the model cache checks hashes, evicts least recently used, survives reopening", "[grid]") {
+  std::string dir = temp_dir("cache");
+  std::string a(400, 'a'), b(400, 'b'), c(400, 'c');
+  auto ha = ledger::blake2b_256(a), hb = ledger::blake2b_256(b), hc = ledger::blake2b_256(c);
+  {
+    auto cache = model_cache::open(dir, 1000);
+    REQUIRE(cache.has_value());
+    CHECK_FALSE((*cache)->put(ha, b).is_ok());  // bytes that lie about their hash
+    REQUIRE((*cache)->put(ha, a).is_ok());
+    REQUIRE((*cache)->put(hb, b).is_ok());
+    REQUIRE((*cache)->path_of(ha).has_value());  // a is now the most recently used
+    REQUIRE((*cache)->put(hc, c).is_ok());       // evicts b
+    CHECK((*cache)->contains(ha));
+    CHECK_FALSE((*cache)->contains(hb));
+    CHECK((*cache)->contains(hc));
+    CHECK((*cache)->size_bytes() == 800);
+    CHECK_FALSE((*cache)->put(ledger::blake2b_256(std::string(2000, 'x')), std::string(2000, 'x')).is_ok());
+  }
+  auto reopened = model_cache::open(dir, 1000);
+  REQUIRE(reopened.has_value());
+  CHECK((*reopened)->count() == 2);
+  CHECK((*reopened)->contains(ha));
+  std::filesystem::remove_all(dir);
+}

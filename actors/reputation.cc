@@ -1,0 +1,71 @@
+#include "actors/reputation.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace gpugrid::grid {
+
+expected<reputation_book> reputation_book::load(const std::string& dir) {
+  reputation_book b;
+  b.path_ = (std::filesystem::path(dir) / "reputation.tsv").string();
+  std::ifstream in(b.path_);
+  if (!in) return b;
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ss(line);
+    std::string id;
+    reputation_entry e;
+    if (!(ss >> id >> e.score >> e.agreed >> e.disagreed >> e.timed_out >> e.failed) || e.score < 0 || e.score > 1)
+      return invalid_input("{}:{}: not a reputation record", b.path_, n);
+    b.entries_[id] = e;
+  }
+  return b;
+}
+
+double reputation_book::score(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  return it == entries_.end() ? initial : it->second.score;
+}
+
+reputation_entry reputation_book::entry(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  return it == entries_.end() ? reputation_entry{} : it->second;
+}
+
+void reputation_book::record(const std::string& id, outcome o) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reputation_entry& e = entries_[id];
+  switch (o) {
+    case outcome::agreed: e.score = 0.9 * e.score + 0.1; ++e.agreed; break;
+    case outcome::disagreed: e.score = 0.25 * e.score; ++e.disagreed; break;   // a wrong answer costs a lot
+    case outcome::timed_out: e.score = 0.7 * e.score; ++e.timed_out; break;
+    case outcome::failed: e.score = 0.85 * e.score; ++e.failed; break;
+  }
+}
+
+status reputation_book::save() const {
+  if (path_.empty()) return status::ok();
+  std::string tmp = path_ + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << "# node_id score agreed disagreed timed_out failed\n";
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, e] : entries_)
+      out << id << ' ' << e.score << ' ' << e.agreed << ' ' << e.disagreed << ' ' << e.timed_out << ' ' << e.failed << '\n';
+    out.flush();
+    if (!out) return io_error("cannot write '{}'", tmp);
+  }
+  if (std::rename(tmp.c_str(), path_.c_str()) != 0) return io_error("cannot replace '{}'", path_);
+  return status::ok();
+}
+
+}  // namespace gpugrid::grid
