@@ -36,6 +36,16 @@ class run_context {
   virtual ~run_context() = default;
   virtual void* native() = 0;       // what kernel_context::device_context() returns
   virtual status synchronize() = 0;  // waits for everything queued on this run's stream
+
+  // Graph capture (CUDA Graphs): launches between begin and end are recorded instead of run;
+  // replay() launches the recording. Backends without graphs fail begin_capture().
+  virtual status begin_capture() { return status(error_kind::not_built, "graph capture is not supported"); }
+  virtual status end_capture() { return status(error_kind::not_built, "graph capture is not supported"); }
+  virtual status replay() { return status(error_kind::not_built, "graph capture is not supported"); }
+  // Asynchronous copies on this run's stream (host memory is staged, so the host buffer may be
+  // reused as soon as upload returns); download waits for the stream.
+  virtual status upload(void* device_dst, const void* host_src, size_t bytes) = 0;
+  virtual status download(void* host_dst, const void* device_src, size_t bytes) = 0;
 };
 
 class device_backend {

@@ -41,6 +41,9 @@ class fake_run_context final : public run_context {
  public:
   void* native() override { return this; }
   status synchronize() override { return status::ok(); }
+  status upload(void* d, const void* s, size_t n) override { std::memcpy(d, s, n); return status::ok(); }
+  status download(void* d, const void* s, size_t n) override { std::memcpy(d, s, n); return status::ok(); }
+  // No graph capture here (the default refuses it): sessions must fall back to launches.
 };
 
 int fake_kernel_runs = 0;
@@ -167,4 +170,79 @@ TEST_CASE("a session on a device places ops, copies across and matches the CPU",
     if (round > 0) CHECK(stats.planned);
   }
   CHECK(fake_kernel_runs == 9);  // MatMul, Add, Relu on the device, three runs
+}
+
+
+namespace {
+
+// y = Relu(x @ W + b) + x @ W: every op can run on a device, so a device session may capture it.
+std::shared_ptr<graph> all_device_graph() {
+  auto g = std::make_shared<graph>();
+  int x = g->value_id("x"), w = g->value_id("W"), b = g->value_id("b"), mm = g->value_id("mm"),
+      add = g->value_id("add"), relu = g->value_id("relu"), y = g->value_id("y");
+  g->values[x].type = dtype::f32;
+  g->values[x].shape = std::vector<dim_t>{{4, ""}, {3, ""}};
+  g->inputs = {x};
+  g->outputs = {y};
+  g->initializers[w] = tensor::from_vector<float>({3, 2}, {1, -1, 2, 0.5f, -1, 1});
+  g->initializers[b] = tensor::from_vector<float>({2}, {0.25f, -0.5f});
+  g->opsets[""] = 17;
+  auto mk = [&](const char* op, std::vector<int> in, int out) {
+    node n = make_node(op);
+    n.inputs = std::move(in);
+    n.outputs = {out};
+    g->nodes.push_back(n);
+  };
+  mk("MatMul", {x, w}, mm);
+  mk("Add", {mm, b}, add);
+  mk("Relu", {add}, relu);
+  mk("Add", {relu, mm}, y);
+  return g;
+}
+
+void check_repeated_runs(const std::string& device) {
+  auto g = all_device_graph();
+  session_options cpu_opt, dev_opt;
+  cpu_opt.optimize = dev_opt.optimize = false;
+  dev_opt.device = device;
+  auto cpu_s = session::create(g, cpu_opt);
+  auto dev_s = session::create(g, dev_opt);
+  REQUIRE(cpu_s.has_value());
+  REQUIRE(dev_s.has_value());
+  for (int round = 0; round < 6; ++round) {  // plan, warm-up + capture, then replays
+    std::vector<float> v(12);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((static_cast<int>(i) * 7 + round * 3) % 11) - 5.f;
+    tensor in = tensor::from_vector<float>({4, 3}, v);
+    auto want = (*cpu_s)->run({in});
+    run_stats stats;
+    auto got = (*dev_s)->run({in}, &stats);
+    REQUIRE(want.has_value());
+    REQUIRE(got.has_value());
+    INFO("round " << round << (stats.graph_replay ? " (graph replay)" : ""));
+    for (int64_t k = 0; k < (*want)[0].numel(); ++k)
+      CHECK((*got)[0].data<float>()[k] == Approx((*want)[0].data<float>()[k]));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("repeated runs with changing inputs stay right on a device without graphs", "[backend]") {
+  if (!cpu::registry().find("", "MatMul") || !cpu::registry().find("", "Relu") || !cpu::registry().find("", "Add")) {
+    WARN("CPU ops missing; skipping");
+    return;
+  }
+  fake_module module;
+  set_device_module_for_testing(&module);
+  check_repeated_runs("cuda");
+  set_device_module_for_testing(nullptr);
+}
+
+TEST_CASE("repeated runs with changing inputs stay right with CUDA graph replay", "[backend][consistency]") {
+  std::string note;
+  auto devices = cuda_devices(&note);
+  if (devices.empty()) {
+    WARN("skipped: no usable GPU (" << note << ")");
+    return;
+  }
+  check_repeated_runs(devices[0].id);
 }

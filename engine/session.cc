@@ -260,9 +260,65 @@ status session::place_on_device() {
       out_place.push_back(1);
     }
   }
-  g.nodes = std::move(out_nodes);
-  on_device_ = std::move(out_place);
+  // Uploads of graph inputs first, downloads of graph outputs last (in output order): valid
+  // topological orders both, and they leave the device work in one contiguous run that can
+  // be captured as a graph.
+  auto is_upload = [&](const node& n) {
+    return n.domain == "com.gpugrid" && n.op_type == "MemcpyFromHost" &&
+           std::find(g.inputs.begin(), g.inputs.end(), n.inputs[0]) != g.inputs.end();
+  };
+  auto download_rank = [&](const node& n) -> long {
+    if (n.domain != "com.gpugrid" || n.op_type != "MemcpyToHost") return -1;
+    auto it = std::find(g.outputs.begin(), g.outputs.end(), n.outputs[0]);
+    return it == g.outputs.end() ? -1 : static_cast<long>(it - g.outputs.begin());
+  };
+  std::vector<size_t> order(out_nodes.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    auto key = [&](size_t i) -> long {
+      if (is_upload(out_nodes[i])) return -1;
+      long r = download_rank(out_nodes[i]);
+      return r < 0 ? 0 : 1 + r;
+    };
+    return key(a) < key(b);
+  });
+  g.nodes.clear();
+  on_device_.clear();
+  for (size_t i : order) {
+    g.nodes.push_back(std::move(out_nodes[i]));
+    on_device_.push_back(out_place[i]);
+  }
+  find_capture_range();
   return status::ok();
+}
+
+void session::find_capture_range() {
+  const graph& g = *graph_;
+  capturable_ = false;
+  size_t n = g.nodes.size();
+  size_t a = 0;
+  while (a < n && g.nodes[a].op_type == "MemcpyFromHost" && g.nodes[a].domain == "com.gpugrid" &&
+         std::find(g.inputs.begin(), g.inputs.end(), g.nodes[a].inputs[0]) != g.inputs.end())
+    ++a;
+  size_t b = n;
+  while (b > a && g.nodes[b - 1].op_type == "MemcpyToHost" && g.nodes[b - 1].domain == "com.gpugrid") --b;
+  if (n - b != g.outputs.size() || b == a) return;
+  for (size_t k = b; k < n; ++k)
+    if (g.nodes[k].outputs[0] != g.outputs[k - b]) return;  // downloads must be in output order
+  for (size_t k = 0; k < n; ++k) {
+    if (!on_device_[k]) return;
+    if (k >= a && k < b) {
+      const node& nd = g.nodes[k];
+      if (nd.domain == "com.gpugrid" && (nd.op_type == "MemcpyToHost" || nd.op_type == "MemcpyFromHost")) return;
+      const op_entry* e = device_->ops().find_entry(nd.domain, nd.op_type);
+      for (int hi : e->host_inputs)  // a host-side argument must be constant to be baked in
+        if (hi >= 0 && static_cast<size_t>(hi) < nd.inputs.size() && nd.inputs[hi] >= 0 && !g.initializers.count(nd.inputs[hi]))
+          return;
+    }
+  }
+  capture_begin_ = a;
+  capture_end_ = b;
+  capturable_ = true;
 }
 
 expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> g,
@@ -380,6 +436,82 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
                                            const node_observer* observer) {
   std::string signature;
   GG_RETURN_IF_ERROR(check_inputs(inputs, &signature));
+  if (capturable_ && options_.device_graphs && !observer) {
+    std::shared_ptr<plan> p;
+    {
+      std::lock_guard<std::mutex> lock(plans_mu_);
+      auto it = plans_.find(signature);
+      if (it != plans_.end()) p = it->second;
+    }
+    if (p) {
+      std::shared_ptr<graph_bundle> b;
+      {
+        std::lock_guard<std::mutex> lock(plans_mu_);
+        auto& slot = graphs_[signature];
+        if (!slot) slot = std::make_shared<graph_bundle>();
+        b = slot;
+      }
+      std::unique_lock<std::mutex> lk(b->mu, std::try_to_lock);
+      if (lk.owns_lock() && !b->failed) {
+        auto r = run_graph(*b, p, inputs, stats);
+        if (r || !b->failed) return r;  // a capture that failed falls back to plain launches
+      }
+    }
+  }
+  return execute(signature, inputs, stats, observer, nullptr, nullptr, nullptr);
+}
+
+expected<std::vector<tensor>> session::run_graph(graph_bundle& b, const std::shared_ptr<plan>& p,
+                                                 const std::vector<tensor>& inputs, run_stats* stats) {
+  const graph& g = *graph_;
+  if (!b.ready) {
+    if (!b.rc) {
+      auto made = device_->new_run_context();
+      if (!made) return made.error();
+      b.rc = std::move(made).value();
+    }
+    std::string signature;
+    GG_RETURN_IF_ERROR(check_inputs(inputs, &signature));
+    // A warm-up run grows the context's workspaces to their final size, then a run whose
+    // device part is captured; any failure turns graphs off for this shape.
+    auto warm = execute(signature, inputs, stats, nullptr, b.rc.get(), b.arenas, nullptr);
+    if (!warm) return warm.error();
+    auto captured = execute(signature, inputs, stats, nullptr, b.rc.get(), b.arenas, &b);
+    if (!captured) {
+      if (!b.failed) return captured.error();
+      return captured.error();
+    }
+    b.ready = true;
+    return captured;
+  }
+  for (const auto& [input_index, dst] : b.uploads) {
+    const tensor& t = inputs[input_index];
+    GG_RETURN_IF_ERROR(b.rc->upload(dst, t.raw(), t.bytes()));
+  }
+  GG_RETURN_IF_ERROR(b.rc->replay());
+  std::vector<tensor> outputs;
+  for (const auto& d : b.downloads) {
+    tensor t = tensor::zeros(d.type, d.shape);
+    GG_RETURN_IF_ERROR(b.rc->download(t.raw(), d.src, t.bytes()));
+    outputs.push_back(std::move(t));
+  }
+  GG_RETURN_IF_ERROR(b.rc->synchronize());
+  (void)g;
+  if (stats) {
+    stats->arena_bytes = p->arena_bytes[0];
+    stats->peak_bytes = p->peak_bytes[0];
+    stats->device_arena_bytes = p->arena_bytes[1];
+    stats->device_peak_bytes = p->peak_bytes[1];
+    stats->planned = true;
+    stats->graph_replay = true;
+  }
+  return outputs;
+}
+
+expected<std::vector<tensor>> session::execute(const std::string& signature, const std::vector<tensor>& inputs,
+                                               run_stats* stats, const node_observer* observer,
+                                               run_context* given_rc, std::shared_ptr<std::byte>* given_arenas,
+                                               graph_bundle* capture) {
   const graph& g = *graph_;
   const size_t nv = g.values.size();
 
@@ -391,7 +523,7 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
   }
 
   std::unique_ptr<run_context> rc;
-  if (device_) {
+  if (device_ && !given_rc) {
     {
       std::lock_guard<std::mutex> lock(contexts_mu_);
       if (!free_contexts_.empty()) { rc = std::move(free_contexts_.back()); free_contexts_.pop_back(); }
@@ -408,6 +540,7 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
       if (*rc) { std::lock_guard<std::mutex> lock(s->contexts_mu_); s->free_contexts_.push_back(std::move(*rc)); }
     }
   } give_back{this, &rc};
+  run_context* ctx_rc = given_rc ? given_rc : rc.get();
 
   std::vector<tensor> vals(nv);
   for (auto& [id, t] : g.initializers) vals[id] = t;
@@ -424,7 +557,10 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
     alloc.plan_offset = &p->offset;
     alloc.plan_size = &p->size;
     alloc.plan_overwrite = &p->overwrite;
-    {
+    if (given_arenas) {
+      alloc.arena[0] = given_arenas[0];
+      alloc.arena[1] = given_arenas[1];
+    } else {
       std::lock_guard<std::mutex> lock(p->mu);
       for (int d = 0; d < 2; ++d) {
         if (!p->free_arenas[d].empty()) {
@@ -444,6 +580,10 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
         alloc.arena[1] = std::move(a).value();
       }
     }
+    if (given_arenas) {
+      given_arenas[0] = alloc.arena[0];
+      given_arenas[1] = alloc.arena[1];
+    }
   } else {
     alloc.rec_size.assign(nv, 0);
     alloc.rec_fresh.assign(nv, 0);
@@ -453,8 +593,30 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
   }
   std::vector<int> root(nv, -1);  // recording: the value whose fresh allocation v's bytes live in
 
+  if (capture && !p) return internal_error("graph capture needs a memory plan");
   for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
     const node& n = g.nodes[ni];
+    if (capture && ni == capture_begin_) {
+      // Everything the uploads wrote must sit at fixed addresses the graph can keep using.
+      capture->uploads.clear();
+      for (size_t k = 0; k < capture_begin_; ++k) {
+        const node& up = g.nodes[k];
+        auto in_pos = std::find(g.inputs.begin(), g.inputs.end(), up.inputs[0]);
+        capture->uploads.push_back({static_cast<size_t>(in_pos - g.inputs.begin()), vals[up.outputs[0]].raw()});
+      }
+      status st = ctx_rc->begin_capture();
+      if (!st.is_ok()) { capture->failed = true; return st; }
+    }
+    if (capture && ni == capture_end_) {
+      status st = ctx_rc->end_capture();
+      if (st.is_ok()) st = ctx_rc->replay();
+      if (!st.is_ok()) { capture->failed = true; return st; }
+      capture->downloads.clear();
+      for (size_t k = capture_end_; k < g.nodes.size(); ++k) {
+        const tensor& src = vals[g.nodes[k].inputs[0]];
+        capture->downloads.push_back({src.raw(), src.type(), src.shape()});
+      }
+    }
     alloc.current = &n;
     alloc.node_index = ni;
     alloc.on_device = on_device_[ni] != 0;
@@ -466,9 +628,15 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
     std::vector<const tensor*> observed_ins;
     if (observer) observed_ins = ins;
     kernel_context ctx(n, std::move(ins), &outs, pool_.get(), &alloc,
-                       on_device_[ni] && rc ? rc->native() : nullptr);
+                       on_device_[ni] && ctx_rc ? ctx_rc->native() : nullptr);
     status st = kernels_[ni]->run(ctx);
-    if (!st.is_ok()) return st;
+    if (!st.is_ok()) {
+      if (capture && ni >= capture_begin_ && ni < capture_end_) {
+        ctx_rc->end_capture();
+        capture->failed = true;
+      }
+      return st;
+    }
     if (observer) {
       std::vector<const tensor*> observed_outs;
       for (auto& t : outs) observed_outs.push_back(&t);
@@ -494,7 +662,11 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
       if (--remaining[in] == 0 && !pinned_[in]) vals[in] = tensor();
     }
   }
-  if (rc) GG_RETURN_IF_ERROR(rc->synchronize());
+  if (capture && capture_end_ >= g.nodes.size()) {
+    capture->failed = true;  // nothing to download: not a shape of session graphs can serve
+    return internal_error("graph capture found no outputs to download");
+  }
+  if (ctx_rc) GG_RETURN_IF_ERROR(ctx_rc->synchronize());
 
   std::vector<tensor> outputs;
   outputs.reserve(g.outputs.size());
@@ -509,7 +681,7 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
       stats->device_peak_bytes = p->peak_bytes[1];
       stats->planned = true;
     }
-    {
+    if (!given_arenas) {
       std::lock_guard<std::mutex> lock(p->mu);
       for (int d = 0; d < 2; ++d)
         if (alloc.arena[d] && alloc.arena[d].use_count() == 1 && p->free_arenas[d].size() < 4)

@@ -24,6 +24,9 @@ struct session_options {
   bool memory_plan = true;  // one arena per device per run, planned from the first run of each shape
   // "cpu", "cuda", "cuda:N", or "auto" (the first CUDA device when there is one, else the CPU).
   std::string device = "cpu";
+  // On a device, when every op runs there and shapes repeat: record the run once as a device
+  // graph (CUDA Graph) and replay it, so kernel launches cost almost nothing.
+  bool device_graphs = true;
 };
 
 struct run_stats {
@@ -32,6 +35,7 @@ struct run_stats {
   int64_t device_arena_bytes = 0;  // the same on the device
   int64_t device_peak_bytes = 0;
   bool planned = false;            // this run used a memory plan made earlier
+  bool graph_replay = false;       // this run replayed a captured device graph
 };
 
 class device_backend;
@@ -67,7 +71,24 @@ class session {
 
  private:
   struct plan;
+  // A captured device graph for one input signature, with the fixed addresses it reads and
+  // writes. Used by one run at a time (its mutex); others take the plain path meanwhile.
+  struct graph_bundle {
+    std::mutex mu;
+    bool ready = false, failed = false;
+    std::unique_ptr<run_context> rc;
+    std::shared_ptr<std::byte> arenas[2];
+    std::vector<std::pair<size_t, void*>> uploads;  // graph input index -> device address
+    struct download { const void* src; dtype type; shape_t shape; };
+    std::vector<download> downloads;                // one per graph output, in order
+  };
   session() = default;
+  expected<std::vector<tensor>> execute(const std::string& signature, const std::vector<tensor>& inputs,
+                                        run_stats* stats, const node_observer* observer, run_context* given_rc,
+                                        std::shared_ptr<std::byte>* given_arenas, graph_bundle* capture);
+  expected<std::vector<tensor>> run_graph(graph_bundle& b, const std::shared_ptr<plan>& p,
+                                          const std::vector<tensor>& inputs, run_stats* stats);
+  void find_capture_range();
   status check_inputs(const std::vector<tensor>& inputs, std::string* signature) const;
 
   status place_on_device();
@@ -81,6 +102,9 @@ class session {
   std::map<int, tensor> device_initializers_;  // value id -> weights resident on the device
   std::mutex contexts_mu_;
   std::vector<std::unique_ptr<run_context>> free_contexts_;
+  bool capturable_ = false;
+  size_t capture_begin_ = 0, capture_end_ = 0;  // nodes [begin, end) are captured
+  std::map<std::string, std::shared_ptr<graph_bundle>> graphs_;
   std::vector<int> use_counts_;       // per value: node inputs + graph outputs reading it
   std::vector<bool> pinned_;          // per value: graph input, initializer or graph output
   session_options options_;

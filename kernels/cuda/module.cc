@@ -1,4 +1,5 @@
 // The CUDA device module: device discovery, memory, run contexts and the op registry.
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -66,6 +67,7 @@ class cuda_run_context final : public run_context {
     if (rs_.workspace) cudaFree(rs_.workspace);
     if (rs_.pinned) cudaFreeHost(rs_.pinned);
     if (rs_.error_flag) cudaFree(rs_.error_flag);
+    if (exec_) cudaGraphExecDestroy(exec_);
   }
   status init(int device) {
     rs_.device = device;
@@ -78,6 +80,39 @@ class cuda_run_context final : public run_context {
     return status::ok();
   }
   void* native() override { cudaSetDevice(rs_.device); return &rs_; }
+
+  status begin_capture() override {
+    if (exec_) { cudaGraphExecDestroy(exec_); exec_ = nullptr; }
+    GG_CUDA(cudaStreamBeginCapture(rs_.stream, cudaStreamCaptureModeThreadLocal));
+    return status::ok();
+  }
+  status end_capture() override {
+    cudaGraph_t graph = nullptr;
+    cudaError_t err = cudaStreamEndCapture(rs_.stream, &graph);
+    if (err != cudaSuccess) {
+      if (graph) cudaGraphDestroy(graph);
+      return cuda_status(err, "cudaStreamEndCapture");
+    }
+    err = cudaGraphInstantiate(&exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    return cuda_status(err, "cudaGraphInstantiate");
+  }
+  status replay() override {
+    if (!exec_) return internal_error("no captured graph to replay");
+    return cuda_status(cudaGraphLaunch(exec_, rs_.stream), "cudaGraphLaunch");
+  }
+  status upload(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return status::ok();
+    GG_CUDA(cudaStreamSynchronize(rs_.stream));  // the staging buffer may still be in use
+    GG_RETURN_IF_ERROR(ensure_pinned(rs_, bytes));
+    std::memcpy(rs_.pinned, src, bytes);
+    return cuda_status(cudaMemcpyAsync(dst, rs_.pinned, bytes, cudaMemcpyHostToDevice, rs_.stream), "upload");
+  }
+  status download(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return status::ok();
+    GG_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, rs_.stream));
+    return cuda_status(cudaStreamSynchronize(rs_.stream), "download");
+  }
   status synchronize() override {
     GG_CUDA(cudaStreamSynchronize(rs_.stream));
     GG_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "a kernel of this run"));
@@ -92,6 +127,7 @@ class cuda_run_context final : public run_context {
 
  private:
   run_state rs_;
+  cudaGraphExec_t exec_ = nullptr;
 };
 
 class cuda_backend final : public device_backend {
