@@ -6,9 +6,11 @@
 
 #include <fmt/format.h>
 
+#include "actors/embedded.h"
 #include "base/json.h"
 #include "cli/commands.h"
 #include "cli/model_io.h"
+#include "engine/backend.h"
 #include "engine/onnx_loader.h"
 #include "engine/session.h"
 #include "engine/tensor_io.h"
@@ -109,13 +111,77 @@ int run_local(const run_options& o, bool say_local) {
   return 0;
 }
 
+namespace {
+
+bool read_whole_file(const std::string& path, std::string* out) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out->append(buf, n);
+  bool ok = !std::ferror(f);
+  std::fclose(f);
+  return ok;
+}
+
+std::string grid_json(const std::vector<std::string>& names, const std::vector<tensor>& outputs,
+                      const std::vector<std::string>& files, const grid::job_outcome& r) {
+  json_writer w;
+  w.begin_object().key("outputs").raw(outputs_json(names, outputs, files));
+  w.key("providers").begin_array();
+  for (const auto& p : r.providers) {
+    w.begin_object().key("node_id").value(p.node).key("url").value(p.url.empty() ? "embedded" : p.url);
+    w.key("price").value(p.paid ? p.price : 0.0).key("paid").value(p.paid).key("agreed").value(p.agreed).end_object();
+  }
+  w.end_array();
+  w.key("verified").begin_object().key("count").value(r.agreeing).key("method").value(r.method).end_object();
+  w.key("timing_ms").begin_object().key("total").value(r.total_ms).key("queue").value(r.queue_ms)
+      .key("transfer").value(r.transfer_ms).key("compute").value(r.compute_ms).end_object();
+  w.end_object();
+  return w.str();
+}
+
+}  // namespace
+
+int run_embedded_grid(const run_options& o) {
+  auto model = load_model_file(o.model);
+  if (!model) return fail(model.error());
+  auto inputs = load_inputs(**model, o.inputs);
+  if (!inputs) return fail(inputs.error());
+  auto bytes = std::make_shared<std::string>();
+  if (!read_whole_file(o.model, bytes.get()))
+    return fail(status(error_kind::invalid_input, fmt::format("cannot read model '{}'", o.model)));
+  fmt::print(stderr, "gpugrid: no peers configured; running on an embedded local grid (one in-process provider)\n");
+  grid::embedded_options eo;
+  eo.device = o.device;
+  eo.threads = o.threads;
+  eo.client.redundancy = o.redundancy;
+  eo.client.max_price = o.max_price;
+  eo.client.timeout_s = o.timeout_s;
+  bool tty = isatty(STDERR_FILENO);
+  auto r = grid::run_embedded(bytes, std::move(inputs).value(), grid::rough_gflops(**model), eo,
+                              [&](const std::string& msg) { if (tty) fmt::print(stderr, "gpugrid: {}\n", msg); });
+  if (!r) return fail(r.error().with_context(o.model));
+  std::vector<std::string> names;
+  for (int id : (*model)->outputs) names.push_back((*model)->values[id].name);
+  std::vector<std::string> files;
+  status st = deliver_outputs(o, names, r->outputs, &files);
+  if (!st.is_ok()) return fail(st);
+  if (o.json) fmt::print("{}\n", grid_json(names, r->outputs, files, *r));
+  return 0;
+}
+
 int run_command(const run_options& o) {
+  if (!valid_device_spec(o.device)) {
+    fmt::print(stderr, "gpugrid: '{}' is not a device (use auto, cpu, cuda or cuda:N)\n", o.device);
+    return 2;
+  }
   if (o.local) return run_local(o, false);
   if (!o.peers.empty()) {
     fmt::print(stderr, "gpugrid: running on remote peers is not built yet (the grid layer is under construction); use --local\n");
     return 2;
   }
-  return run_local(o, true);
+  return run_embedded_grid(o);
 }
 
 }  // namespace gpugrid::cli

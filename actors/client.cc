@@ -1,0 +1,281 @@
+#include "actors/client.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <set>
+
+#include <caf/all.hpp>
+
+#include "actors/atoms.h"
+#include "actors/auction.h"
+#include "actors/verification.h"
+
+namespace gpugrid::grid {
+
+std::string node_hex(const key32& key) { return ledger::to_hex(key); }
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double ms_between(clock_type::time_point a, clock_type::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+struct attempt {
+  size_t bid_index;
+  execute_result_ptr result;
+  std::string failure;
+  bool timed_out = false;
+};
+
+}  // namespace
+
+expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider_handle>& providers,
+                              const job_spec& job, const client_options& options, const keypair& client,
+                              reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
+                              const std::function<void(const std::string&)>& note) {
+  auto t_start = clock_type::now();
+  job_outcome res;
+  caf::scoped_actor self{sys};
+
+  // 1. Bid requests to every trusted provider, replies collected within the window.
+  auto req = std::make_shared<bid_request>();
+  req->job = new_job_id();
+  req->client = client.public_key;
+  req->model_hash = job.model_hash;
+  req->model_bytes = job.model_bytes ? static_cast<int64_t>(job.model_bytes->size()) : 0;
+  req->gflops = job.gflops;
+  for (const auto& t : job.inputs) req->input_bytes += static_cast<int64_t>(t.bytes());
+  req->max_price = options.max_price;
+  bid_request_ptr req_ptr = req;
+
+  std::vector<size_t> asked;
+  for (size_t i = 0; i < providers.size(); ++i) {
+    if (reputation && !reputation->trusted(node_hex(providers[i].key))) continue;
+    asked.push_back(i);
+  }
+  if (asked.empty()) return status(error_kind::no_provider, "no trusted provider is reachable");
+  std::vector<std::pair<size_t, bid_reply>> replies;
+  std::vector<std::string> declines;
+  auto window = std::chrono::milliseconds(std::max(1, options.bid_window_ms));
+  std::vector<caf::response_handle<caf::blocking_actor, caf::message, true>> pending;
+  for (size_t i : asked) pending.push_back(self->request(providers[i].actor, window, bid_atom::value, req_ptr));
+  for (size_t k = 0; k < pending.size(); ++k) {
+    size_t i = asked[k];
+    pending[k].receive(
+        [&](const bid_reply_ptr& r) {
+          if (r->accepted) replies.push_back({i, *r});
+          else declines.push_back(fmt::format("{}: {}", short_hex(providers[i].key), r->detail.empty() ? to_string(r->reason) : r->detail));
+        },
+        [&](caf::error& e) { declines.push_back(fmt::format("{}: no bid ({})", short_hex(providers[i].key), sys.render(e))); });
+  }
+  std::vector<bid_offer> offers;
+  for (auto& [i, r] : replies) {
+    bid_offer o;
+    o.provider = std::to_string(i);
+    o.url = providers[i].url;
+    o.price = r.price;
+    o.eta_ms = r.eta_ms;
+    o.model_cached = r.model_cached;
+    o.reputation = reputation ? reputation->score(node_hex(providers[i].key)) : 0.5;
+    offers.push_back(o);
+  }
+  choice_options co;
+  co.max_price = options.max_price;
+  co.min_reputation = reputation_book::threshold;
+  auto ranked = rank_bids(offers, co);
+  auto t_bids = clock_type::now();
+  res.queue_ms = ms_between(t_start, t_bids);
+  if (ranked.empty()) {
+    std::string why = declines.empty() ? "no acceptable bid" : fmt::format("{}", fmt::join(declines, "; "));
+    return status(error_kind::no_provider, "no provider could run the job: " + why);
+  }
+  auto reply_of = [&](size_t provider_index) -> const bid_reply& {
+    for (auto& [i, r] : replies) if (i == provider_index) return r;
+    return replies.front().second;
+  };
+
+  // 2. Execution on K distinct providers, each failing over to the next bid.
+  const size_t k_wanted = static_cast<size_t>(std::max(1, options.redundancy));
+  size_t next_bid = 0;
+  std::vector<attempt> done;
+  std::set<size_t> used;
+  auto make_exec = [&](size_t provider_index) {
+    auto ex = std::make_shared<execute_request>();
+    ex->job = req->job;
+    ex->client = client.public_key;
+    ex->model_hash = job.model_hash;
+    if (!reply_of(provider_index).model_cached) ex->model_bytes = job.model_bytes;
+    ex->inputs = job.inputs;
+    ex->input_digest = tensors_digest(job.inputs);
+    ex->price = reply_of(provider_index).price;
+    ex->started_ms = unix_ms();
+    return execute_request_ptr(ex);
+  };
+  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
+  status input_error = status::ok();
+  while (done.size() < k_wanted && next_bid < ranked.size() && input_error.is_ok()) {
+    // Launch as many attempts as are still missing, in parallel.
+    std::vector<size_t> batch;
+    while (batch.size() + done.size() < k_wanted && next_bid < ranked.size()) {
+      size_t pi = static_cast<size_t>(std::stoul(ranked[next_bid++].provider));
+      if (used.count(pi)) continue;
+      used.insert(pi);
+      batch.push_back(pi);
+    }
+    std::vector<caf::response_handle<caf::blocking_actor, caf::message, true>> running;
+    for (size_t pi : batch) {
+      if (!reply_of(pi).model_cached && job.model_bytes)
+        note(fmt::format("sending the model ({} bytes) to {}", job.model_bytes->size(), short_hex(providers[pi].key)));
+      running.push_back(self->request(providers[pi].actor, timeout, exec_atom::value, make_exec(pi)));
+    }
+    for (size_t b = 0; b < batch.size(); ++b) {
+      size_t pi = batch[b];
+      std::string who = node_hex(providers[pi].key);
+      running[b].receive(
+          [&](const execute_result_ptr& r) {
+            if (r->ok) {
+              done.push_back({pi, r, "", false});
+            } else if (r->error_is_input) {
+              input_error = status(error_kind::invalid_input, r->error);
+            } else {
+              note(fmt::format("provider {} failed: {}; trying the next bid", short_hex(providers[pi].key), r->error));
+              if (reputation) reputation->record(who, outcome::failed);
+            }
+          },
+          [&](caf::error& e) {
+            bool timed_out = e == caf::sec::request_timeout;
+            note(fmt::format("provider {} {}; trying the next bid", short_hex(providers[pi].key),
+                             timed_out ? "timed out" : "went away (" + sys.render(e) + ")"));
+            if (reputation) reputation->record(who, timed_out ? outcome::timed_out : outcome::failed);
+          });
+    }
+  }
+  if (!input_error.is_ok()) return input_error;
+  if (done.empty()) return status(error_kind::no_provider, "every provider that bid failed or timed out");
+  auto t_exec = clock_type::now();
+
+  // 3. Verification: a strict majority of agreeing results, with a tie-break when needed.
+  std::vector<std::vector<tensor>> results;
+  for (auto& a : done) results.push_back(a.result->outputs);
+  verdict v;
+  res.method = "single";
+  if (results.size() >= 2) {
+    res.method = "redundant";
+    v = decide(results);
+    while (!v.decided && (next_bid < ranked.size() || local)) {
+      note("results disagree; running a tie-break");
+      bool ran = false;
+      while (next_bid < ranked.size() && !ran) {
+        size_t pi = static_cast<size_t>(std::stoul(ranked[next_bid++].provider));
+        if (used.count(pi)) continue;
+        used.insert(pi);
+        self->request(providers[pi].actor, timeout, exec_atom::value, make_exec(pi))
+            .receive([&](const execute_result_ptr& r) { if (r->ok) { done.push_back({pi, r, "", false}); results.push_back(r->outputs); ran = true; } },
+                     [&](caf::error&) {});
+      }
+      if (!ran && local) {
+        auto mine = local(job.inputs);
+        if (!mine) return mine.error();
+        results.push_back(*mine);
+        done.push_back({SIZE_MAX, nullptr, "", false});
+        res.method = "redundant+local";
+        v = decide(results);
+        break;
+      }
+      v = decide(results);
+    }
+  } else {
+    v.decided = true;
+    v.winner = 0;
+    v.agreeing = {0};
+    std::mt19937_64 rng(std::random_device{}());
+    if (local && options.spot_check_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < options.spot_check_rate) {
+      res.method = "spot-check";
+      auto mine = local(job.inputs);
+      if (!mine) return mine.error();
+      std::string why;
+      if (!results_agree(results[0], *mine, &why)) {
+        v.decided = false;
+        v.dissenting = {0};
+        v.agreeing.clear();
+        note("the provider's result disagrees with the local engine: " + why);
+      } else {
+        v.agreeing = {0};
+      }
+    }
+  }
+
+  // 4. Reputation, receipts and evidence.
+  for (size_t idx : v.dissenting) {
+    if (idx >= done.size() || !done[idx].result) continue;
+    const auto& r = done[idx].result;
+    std::string who = node_hex(r->provider);
+    if (reputation) reputation->record(who, outcome::disagreed);
+    ledger::receipt d;
+    d.kind = ledger::receipt_kind::dispute;
+    d.job_id = r->job;
+    d.client_key = client.public_key;
+    d.provider_key = r->provider;
+    d.model_hash = job.model_hash;
+    d.input_digest = tensors_digest(job.inputs);
+    d.output_digest = r->output_digest;
+    d.started_ms = r->receipt.started_ms;
+    d.finished_ms = r->receipt.finished_ms;
+    d.provider_sig = r->result_sig;
+    ledger::sign_as_client(d, client.secret_key);
+    if (ledger && ledger::verify_receipt(d).is_ok()) (void)ledger->append(d);
+    res.providers.push_back({who, done[idx].bid_index < providers.size() ? providers[done[idx].bid_index].url : "",
+                                 reply_of(done[idx].bid_index).price, false, false});
+  }
+  if (!v.decided) {
+    if (reputation) (void)reputation->save();
+    return status(error_kind::verification, "results from different providers disagree beyond tolerance");
+  }
+  bool paid = false;
+  for (size_t idx : v.agreeing) {
+    if (idx >= done.size() || !done[idx].result) continue;  // the local engine
+    const auto& r = done[idx].result;
+    std::string who = node_hex(r->provider);
+    if (reputation) reputation->record(who, outcome::agreed);
+    provider_used u{who, providers[done[idx].bid_index].url, reply_of(done[idx].bid_index).price, false, true};
+    if (!paid) {
+      // Only the accepted result is paid: check the provider's receipt says what happened.
+      ledger::receipt rc = r->receipt;
+      bool honest = rc.job_id == req->job && rc.client_key == client.public_key && rc.provider_key == r->provider &&
+                    rc.model_hash == job.model_hash && rc.input_digest == tensors_digest(job.inputs) &&
+                    rc.output_digest == tensors_digest(r->outputs) &&
+                    rc.price_micros == static_cast<int64_t>(reply_of(done[idx].bid_index).price * 1e6 + 0.5);
+      if (honest) {
+        ledger::sign_as_client(rc, client.secret_key);
+        if (ledger::verify_receipt(rc).is_ok()) {
+          if (ledger) {
+            auto h = ledger->append(rc);
+            if (!h) return h.error();
+          }
+          auto rp = std::make_shared<const ledger::receipt>(rc);
+          self->request(providers[done[idx].bid_index].actor, std::chrono::seconds(10), receipt_atom::value, receipt_ptr(rp))
+              .receive([&](bool) {}, [&](caf::error&) { note("the provider did not acknowledge its receipt"); });
+          u.paid = true;
+          paid = true;
+        }
+      } else {
+        note(fmt::format("provider {} sent a receipt that does not match the job; not paid", short_hex(r->provider)));
+      }
+    }
+    res.providers.push_back(u);
+    if (res.outputs.empty()) res.outputs = r->outputs;
+    res.compute_ms = std::max(res.compute_ms, r->compute_ms);
+  }
+  if (res.outputs.empty()) res.outputs = results[v.winner];
+  res.agreeing = static_cast<int>(v.agreeing.size());
+  if (reputation) (void)reputation->save();
+  auto t_end = clock_type::now();
+  res.total_ms = ms_between(t_start, t_end);
+  res.transfer_ms = std::max(0.0, ms_between(t_bids, t_exec) - res.compute_ms);
+  return res;
+}
+
+}  // namespace gpugrid::grid

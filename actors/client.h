@@ -1,0 +1,69 @@
+// The client side of one job: bidding, award, execution with failover, verification,
+// reputation and receipts. It talks to provider actors — in this process (the embedded grid)
+// or proxies for remote providers — through the same messages either way.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <caf/fwd.hpp>
+#include <caf/actor.hpp>
+
+#include "actors/messages.h"
+#include "actors/reputation.h"
+#include "base/status.h"
+#include "ledger/ledger.h"
+
+namespace gpugrid::grid {
+
+struct provider_handle {
+  caf::actor actor;
+  key32 key{};
+  std::string url;     // "" for the embedded provider
+};
+
+struct job_spec {
+  std::shared_ptr<const std::string> model_bytes;
+  digest32 model_hash{};
+  double gflops = 0;
+  std::vector<tensor> inputs;
+};
+
+struct client_options {
+  int redundancy = 1;
+  double max_price = -1;          // < 0: no limit
+  double timeout_s = 60;          // per execution attempt
+  int bid_window_ms = 250;
+  double spot_check_rate = 0.0;   // probability of re-running on the local engine (K = 1)
+};
+
+struct provider_used {
+  std::string node;               // hex of the provider key
+  std::string url;
+  double price = 0;
+  bool paid = false;
+  bool agreed = true;
+};
+
+struct job_outcome {
+  std::vector<tensor> outputs;
+  std::vector<provider_used> providers;
+  int agreeing = 1;
+  std::string method;             // "single", "redundant", "spot-check", ...
+  double total_ms = 0, queue_ms = 0, transfer_ms = 0, compute_ms = 0;
+};
+
+// Runs inputs on the client's own engine (spot checks and tie-breaks); may be empty.
+using local_runner = std::function<expected<std::vector<tensor>>(const std::vector<tensor>&)>;
+
+// Fails with no_provider (exit 3) when nobody could run the job, verification (exit 4) when
+// results cannot be reconciled, invalid_input (exit 2) when the job itself is bad.
+expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider_handle>& providers,
+                              const job_spec& job, const client_options& options, const keypair& client,
+                              reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
+                              const std::function<void(const std::string&)>& note);
+
+std::string node_hex(const key32& key);
+
+}  // namespace gpugrid::grid

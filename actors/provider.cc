@@ -1,0 +1,269 @@
+#include "actors/provider.h"
+
+#include <csignal>
+#include <chrono>
+#include <thread>
+
+#include <caf/all.hpp>
+
+#include "actors/atoms.h"
+#include "engine/backend.h"
+#include "engine/onnx_loader.h"
+#include "engine/session.h"
+
+namespace gpugrid::grid {
+
+namespace {
+
+std::vector<device_summary> discover_devices(const std::string& device) {
+  std::vector<device_summary> out;
+  if (device != "cpu") {
+    std::string note;
+    for (const auto& d : cuda_devices(&note)) {
+      if (device != "auto" && device != "cuda" && device != d.id) continue;
+      device_summary s;
+      s.name = d.name;
+      s.kind = "cuda";
+      s.memory_bytes = d.total_memory;
+      s.cc_major = d.cc_major;
+      s.cc_minor = d.cc_minor;
+      s.gflops = d.gemm_tflops > 0 ? d.gemm_tflops * 1000 : 0;
+      out.push_back(s);
+      if (device != "auto") break;
+    }
+  }
+  if (out.empty()) {
+    device_summary s;
+    s.name = fmt::format("CPU ({} threads)", hardware_threads());
+    s.kind = "cpu";
+    s.gflops = 20.0 * hardware_threads();  // refined by measured job times
+    out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace
+
+provider_core::provider_core(keypair identity, std::shared_ptr<model_cache> cache, provider_options options,
+                             std::shared_ptr<ledger::ledger_file> ledger)
+    : id_(identity), cache_(std::move(cache)), options_(std::move(options)), ledger_(std::move(ledger)) {
+  devices_ = discover_devices(options_.device);
+  if (options_.slots < 1) options_.slots = 1;
+}
+
+provider_core::~provider_core() = default;
+
+provider_info provider_core::info() const {
+  provider_info i;
+  i.key = id_.public_key;
+  i.devices = devices_;
+  i.price_per_gflop = options_.price.price_per_gflop;
+  i.slots = options_.slots;
+  if (ledger_) {
+    auto h = ledger_->current_head();
+    i.ledger_head = h.hash;
+    i.ledger_count = h.count;
+  }
+  return i;
+}
+
+bid_reply provider_core::bid(const bid_request& req) {
+  ++counters_.bids;
+  bid_reply r;
+  r.job = req.job;
+  r.provider = id_.public_key;
+  auto decline = [&](decline_reason why, std::string detail) {
+    ++counters_.declines;
+    r.accepted = false;
+    r.reason = why;
+    r.detail = std::move(detail);
+    return r;
+  };
+  if (draining_) return decline(decline_reason::draining, "the provider is shutting down");
+  if (req.model_bytes > options_.max_model_bytes)
+    return decline(decline_reason::too_big, fmt::format("model is {} bytes; this provider takes at most {}", req.model_bytes,
+                                                        options_.max_model_bytes));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto bad = bad_models_.find(req.model_hash);
+    if (bad != bad_models_.end()) return decline(decline_reason::unsupported, bad->second);
+  }
+  int busy = static_cast<int>(counters_.busy.load() + counters_.queued.load());
+  if (busy >= 2 * options_.slots) return decline(decline_reason::busy, fmt::format("{} jobs running or queued", busy));
+  r.price = quote_price(options_.price, req.gflops, busy, options_.slots);
+  if (req.max_price >= 0 && r.price > req.max_price)
+    return decline(decline_reason::too_cheap, fmt::format("price {:.6f} is above the limit {:.6f}", r.price, req.max_price));
+  double rate = devices_.empty() ? 1.0 : devices_[0].gflops;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto m = measured_ms_.find(req.model_hash);
+    if (m != measured_ms_.end() && m->second > 0 && req.gflops > 0) rate = req.gflops / (m->second / 1000.0);
+  }
+  int queued = std::max(0, busy - options_.slots + 1);
+  r.eta_ms = estimate_eta_ms(req.gflops, rate, queued);
+  r.model_cached = cache_ && cache_->contains(req.model_hash);
+  r.accepted = true;
+  return r;
+}
+
+expected<std::shared_ptr<session>> provider_core::session_for(const digest32& hash,
+                                                              const std::shared_ptr<const std::string>& bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sessions_.find(hash);
+    if (it != sessions_.end()) return it->second;
+  }
+  std::shared_ptr<graph> g;
+  if (bytes) {
+    if (static_cast<int64_t>(bytes->size()) > options_.max_model_bytes)
+      return invalid_input("model is {} bytes; this provider takes at most {}", bytes->size(), options_.max_model_bytes);
+    if (ledger::blake2b_256(*bytes) != hash) return invalid_input("model bytes do not match the announced model hash");
+    counters_.model_bytes_received += static_cast<int64_t>(bytes->size());
+    if (cache_) {
+      status st = cache_->put(hash, *bytes);
+      if (!st.is_ok()) return st;
+    }
+    auto loaded = load_model_from_bytes(*bytes, "model " + ledger::to_hex(hash).substr(0, 12));
+    if (!loaded) return loaded.error();
+    g = std::move(loaded).value();
+  } else {
+    auto path = cache_ ? cache_->path_of(hash) : std::nullopt;
+    if (!path) return status(error_kind::no_provider, "model not cached here; send it with the job");
+    auto loaded = load_model_file(*path);
+    if (!loaded) return loaded.error();
+    g = std::move(loaded).value();
+  }
+  session_options so;
+  so.device = options_.device;
+  so.threads = options_.threads > 0 ? options_.threads : std::max(1, hardware_threads() / options_.slots);
+  auto s = session::create(g, so);
+  if (!s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    bad_models_[hash] = s.error().message();
+    return s.error();
+  }
+  std::shared_ptr<session> shared(std::move(s).value());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (sessions_.size() >= 16) sessions_.erase(sessions_.begin());
+  sessions_[hash] = shared;
+  return shared;
+}
+
+execute_result provider_core::execute(const execute_request& req) {
+  execute_result res;
+  res.job = req.job;
+  res.provider = id_.public_key;
+  ++counters_.queued;
+  struct busy_guard {
+    provider_counters& c;
+    explicit busy_guard(provider_counters& cc) : c(cc) { --c.queued; ++c.busy; }
+    ~busy_guard() { --c.busy; }
+  } guard(counters_);
+  auto fail = [&](const status& st) {
+    ++counters_.failures;
+    res.ok = false;
+    res.error = st.message();
+    res.error_is_input = st.kind() == error_kind::invalid_input;
+    return res;
+  };
+  if (tensors_digest(req.inputs) != req.input_digest) return fail(invalid_input("inputs do not match their digest"));
+  res.model_was_cached = !req.model_bytes;
+  auto s = session_for(req.model_hash, req.model_bytes);
+  if (!s) return fail(s.error());
+  for (const auto& t : req.inputs) counters_.input_bytes += static_cast<int64_t>(t.bytes());
+  if (options_.fault == "stall") std::this_thread::sleep_for(std::chrono::hours(1));
+  if (options_.fault == "crash") std::raise(SIGKILL);
+  auto t0 = std::chrono::steady_clock::now();
+  auto out = (*s)->run(req.inputs);
+  res.compute_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!out) return fail(out.error());
+  res.outputs = std::move(out).value();
+  if (options_.fault == "corrupt") {
+    for (auto& t : res.outputs) {
+      t = t.clone();
+      if (t.type() == dtype::f32 && t.numel() > 0) t.data<float>()[0] += 1.0f + std::abs(t.data<float>()[0]);
+    }
+  }
+  for (const auto& t : res.outputs) counters_.output_bytes += static_cast<int64_t>(t.bytes());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    measured_ms_[req.model_hash] = res.compute_ms;
+  }
+  res.output_digest = tensors_digest(res.outputs);
+  {  // the signed result statement: a wrong result with this signature is evidence
+    ledger::receipt tmp;
+    tmp.kind = ledger::receipt_kind::dispute;
+    tmp.job_id = req.job;
+    tmp.output_digest = res.output_digest;
+    ledger::sign_as_provider(tmp, id_.secret_key);
+    res.result_sig = tmp.provider_sig;
+  }
+  ledger::receipt& r = res.receipt;
+  r.kind = ledger::receipt_kind::payment;
+  r.job_id = req.job;
+  r.client_key = req.client;
+  r.provider_key = id_.public_key;
+  r.model_hash = req.model_hash;
+  r.input_digest = req.input_digest;
+  r.output_digest = res.output_digest;
+  r.price_micros = static_cast<int64_t>(req.price * 1e6 + 0.5);
+  r.started_ms = req.started_ms;
+  r.finished_ms = unix_ms();
+  ledger::sign_as_provider(r, id_.secret_key);
+  res.ok = true;
+  ++counters_.jobs;
+  return res;
+}
+
+status provider_core::accept_receipt(const ledger::receipt& r) {
+  if (r.provider_key != id_.public_key) return invalid_input("receipt is for another provider");
+  GG_RETURN_IF_ERROR(ledger::verify_receipt(r));
+  if (!ledger_) return status::ok();
+  auto h = ledger_->append(r);
+  if (!h) return h.error();
+  return status::ok();
+}
+
+namespace {
+
+struct provider_state {
+  std::vector<caf::actor> workers;
+  size_t next = 0;
+};
+
+caf::behavior worker_actor(caf::event_based_actor*, std::shared_ptr<provider_core> core) {
+  return {
+      [core](exec_atom, const execute_request_ptr& req) -> execute_result_ptr {
+        return std::make_shared<const execute_result>(core->execute(*req));
+      },
+  };
+}
+
+caf::behavior provider_actor(caf::stateful_actor<provider_state>* self, std::shared_ptr<provider_core> core,
+                             int slots) {
+  for (int i = 0; i < slots; ++i) {
+    auto w = self->spawn<caf::detached + caf::linked>(worker_actor, core);
+    self->state.workers.push_back(w);
+  }
+  return {
+      [core](info_atom) -> provider_info_ptr { return std::make_shared<const provider_info>(core->info()); },
+      [core](bid_atom, const bid_request_ptr& req) -> bid_reply_ptr {
+        return std::make_shared<const bid_reply>(core->bid(*req));
+      },
+      [self](exec_atom, const execute_request_ptr& req) {
+        auto& st = self->state;
+        caf::actor w = st.workers[st.next++ % st.workers.size()];
+        return self->delegate(w, exec_atom::value, req);
+      },
+      [core](receipt_atom, const receipt_ptr& r) -> bool { return core->accept_receipt(*r).is_ok(); },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core) {
+  int slots = core->info().slots;
+  return sys.spawn(provider_actor, core, slots);
+}
+
+}  // namespace gpugrid::grid

@@ -1,0 +1,81 @@
+// The provider: answers bid requests and runs jobs on its device.
+//
+// provider_core is the logic (thread-safe, no actor runtime): pricing, admission, a model
+// cache on disk plus loaded sessions in memory, execution, result signing and its side of the
+// receipt. spawn_provider() wraps it in a CAF actor with one detached worker per slot, so model
+// execution never blocks the actor scheduler.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <caf/fwd.hpp>
+
+#include "actors/auction.h"
+#include "actors/messages.h"
+#include "actors/model_cache.h"
+#include "base/status.h"
+#include "ledger/ledger.h"
+
+namespace gpugrid {
+class session;
+}
+
+namespace gpugrid::grid {
+
+struct provider_options {
+  int slots = 1;
+  std::string device = "auto";
+  int threads = 0;                   // engine threads per job; 0: all cores / slots
+  price_policy price;
+  int64_t max_model_bytes = int64_t{1} << 30;
+  std::string fault;                 // test-only: "corrupt" | "stall" | "crash" | ""
+};
+
+struct provider_counters {
+  std::atomic<int64_t> jobs{0}, failures{0}, model_bytes_received{0}, input_bytes{0}, output_bytes{0};
+  std::atomic<int64_t> bids{0}, declines{0}, busy{0}, queued{0};
+};
+
+class provider_core {
+ public:
+  provider_core(keypair identity, std::shared_ptr<model_cache> cache, provider_options options,
+                std::shared_ptr<ledger::ledger_file> ledger);
+  ~provider_core();
+
+  provider_info info() const;
+  bid_reply bid(const bid_request& req);
+  // Runs one job (blocking; call from a worker thread). Never throws.
+  execute_result execute(const execute_request& req);
+  // Records the client's countersigned receipt in this provider's ledger.
+  status accept_receipt(const ledger::receipt& r);
+  void drain() { draining_ = true; }
+  bool draining() const { return draining_; }
+  const provider_counters& counters() const { return counters_; }
+  const key32& key() const { return id_.public_key; }
+
+ private:
+  expected<std::shared_ptr<session>> session_for(const digest32& hash, const std::shared_ptr<const std::string>& bytes);
+
+  keypair id_;
+  std::shared_ptr<model_cache> cache_;
+  provider_options options_;
+  std::shared_ptr<ledger::ledger_file> ledger_;
+  std::vector<device_summary> devices_;
+  std::atomic<bool> draining_{false};
+  provider_counters counters_;
+  std::mutex mu_;
+  std::map<digest32, std::shared_ptr<session>> sessions_;
+  std::map<digest32, std::string> bad_models_;  // hash -> why it cannot run here
+  std::map<digest32, double> measured_ms_;      // per model: last compute time
+};
+
+// Spawns the actor shell: handles (bid_atom, bid_request) -> bid_reply,
+// (exec_atom, execute_request) -> execute_result, (receipt_atom, receipt) -> bool,
+// (info_atom) -> provider_info. All payloads travel as shared_ptr<const T>.
+caf::actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core);
+
+}  // namespace gpugrid::grid
