@@ -171,7 +171,10 @@ execute_result provider_core::execute(const execute_request& req) {
   auto s = session_for(req.model_hash, req.model_bytes);
   if (!s) return fail(s.error());
   for (const auto& t : req.inputs) counters_.input_bytes += static_cast<int64_t>(t.bytes());
-  if (options_.fault == "stall") std::this_thread::sleep_for(std::chrono::hours(1));
+  if (options_.fault == "stall") {
+    while (!stopping_) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return fail(internal_error("the provider is stopping"));
+  }
   if (options_.fault == "crash") std::raise(SIGKILL);
   auto t0 = std::chrono::steady_clock::now();
   auto out = (*s)->run(req.inputs);

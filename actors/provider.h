@@ -53,6 +53,8 @@ class provider_core {
   // Records the client's countersigned receipt in this provider's ledger.
   status accept_receipt(const ledger::receipt& r);
   void drain() { draining_ = true; }
+  // Ends any deliberately stalled job (test fault) so the workers can exit.
+  void stop() { draining_ = true; stopping_ = true; }
   bool draining() const { return draining_; }
   const provider_counters& counters() const { return counters_; }
   const key32& key() const { return id_.public_key; }
@@ -66,6 +68,7 @@ class provider_core {
   std::shared_ptr<ledger::ledger_file> ledger_;
   std::vector<device_summary> devices_;
   std::atomic<bool> draining_{false};
+  std::atomic<bool> stopping_{false};
   provider_counters counters_;
   std::mutex mu_;
   std::map<digest32, std::shared_ptr<session>> sessions_;

@@ -1,0 +1,210 @@
+// The client's job flow against in-process providers (honest, corrupting, stalling): the
+// same actors and messages the network grid uses, without sockets.
+#include <catch2/catch.hpp>
+
+#include <onnx/onnx_pb.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <caf/all.hpp>
+
+#include "actors/client.h"
+#include "actors/embedded.h"
+#include "actors/provider.h"
+#include "kernels/cpu/cpu_ops.h"
+
+using namespace gpugrid;
+using namespace gpugrid::grid;
+
+namespace {
+
+// y = Relu(x + b), x: float32 [n, 3]
+std::string add_relu_model() {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  auto* op = m.add_opset_import();
+  op->set_domain("");
+  op->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("g");
+  auto* b = g->add_initializer();
+  b->set_name("b");
+  b->set_data_type(onnx::TensorProto::FLOAT);
+  b->add_dims(3);
+  for (float v : {0.5f, -1.0f, 2.0f}) b->add_float_data(v);
+  auto* n1 = g->add_node();
+  n1->set_op_type("Add");
+  n1->add_input("x");
+  n1->add_input("b");
+  n1->add_output("s");
+  auto* n2 = g->add_node();
+  n2->set_op_type("Relu");
+  n2->add_input("s");
+  n2->add_output("y");
+  for (auto* vi : {g->add_input(), g->add_output()}) {
+    vi->set_name(vi == &g->input(0) ? "x" : "y");
+    auto* tt = vi->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(onnx::TensorProto::FLOAT);
+    tt->mutable_shape()->add_dim()->set_dim_param("n");
+    tt->mutable_shape()->add_dim()->set_dim_value(3);
+  }
+  return m.SerializeAsString();
+}
+
+struct fixture {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::vector<std::shared_ptr<provider_core>> cores;
+  std::vector<provider_handle> handles;
+  std::string dir;
+  fixture() {
+    cfg.set("scheduler.max-threads", 2);
+    sys = std::make_unique<caf::actor_system>(cfg);
+    dir = (std::filesystem::temp_directory_path() / ("gg-flow-" + std::to_string(::getpid()))).string();
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  ~fixture() {
+    for (auto& c : cores) c->stop();
+    for (auto& h : handles) caf::anon_send_exit(h.actor, caf::exit_reason::user_shutdown);
+    std::filesystem::remove_all(dir);
+  }
+  void add(const std::string& fault, double price) {
+    provider_options po;
+    po.device = "cpu";
+    po.threads = 1;
+    po.fault = fault;
+    po.price.price_per_gflop = price;
+    po.price.minimum = price;
+    std::string pdir = dir + "/p" + std::to_string(cores.size());
+    auto cache = model_cache::open(pdir + "/models", 1 << 20);
+    auto led = ledger::ledger_file::open(pdir);
+    REQUIRE(cache.has_value());
+    REQUIRE(led.has_value());
+    auto core = std::make_shared<provider_core>(keypair::generate(), std::shared_ptr<model_cache>(std::move(cache).value()), po,
+                                                std::shared_ptr<ledger::ledger_file>(std::move(led).value()));
+    cores.push_back(core);
+    handles.push_back({spawn_provider(*sys, core), core->key(), "p" + std::to_string(cores.size() - 1)});
+  }
+};
+
+job_spec make_job() {
+  job_spec j;
+  auto bytes = std::make_shared<std::string>(add_relu_model());
+  j.model_bytes = bytes;
+  j.model_hash = ledger::blake2b_256(*bytes);
+  j.gflops = 1;
+  j.inputs = {tensor::from_vector<float>({2, 3}, {1, 2, 3, -4, 0.25f, -9})};
+  return j;
+}
+
+const std::vector<float> expected_y = {1.5f, 1.0f, 5.0f, 0.0f, 0.0f, 0.0f};
+
+void check_output(const std::vector<tensor>& out) {
+  REQUIRE(out.size() == 1);
+  REQUIRE(out[0].numel() == 6);
+  for (int i = 0; i < 6; ++i) CHECK(out[0].data<float>()[i] == Approx(expected_y[i]));
+}
+
+auto quiet = [](const std::string&) {};
+
+}  // namespace
+
+TEST_CASE("a job runs through bid, award and execution, and both sides record the receipt", "[grid]") {
+  if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
+  fixture f;
+  f.add("", 0.002);
+  f.add("", 0.001);  // cheaper: wins
+  keypair client = keypair::generate();
+  auto led = ledger::ledger_file::open(f.dir + "/client");
+  REQUIRE(led.has_value());
+  auto rep = reputation_book::load(f.dir + "/client");
+  REQUIRE(rep.has_value());
+  auto r = run_job(*f.sys, f.handles, make_job(), client_options{}, client, &*rep, led->get(), nullptr, quiet);
+  REQUIRE(r.has_value());
+  check_output(r->outputs);
+  REQUIRE(r->providers.size() == 1);
+  CHECK(r->providers[0].paid);
+  CHECK(r->providers[0].node == node_hex(f.cores[1]->key()));
+  // Both ledgers hold the same countersigned receipt; what the client paid, the provider earned.
+  auto client_entries = (*led)->entries();
+  REQUIRE(client_entries.size() == 1);
+  CHECK(ledger::verify_entries(client_entries).is_ok());
+  auto provider_entries = ledger::read_entries(f.dir + "/p1/ledger.log", nullptr);
+  REQUIRE(provider_entries.has_value());
+  REQUIRE(provider_entries->size() == 1);
+  CHECK(provider_entries->at(0).rec.canonical_bytes() == client_entries[0].rec.canonical_bytes());
+  // The second run of the same model sends no model bytes.
+  int64_t before = f.cores[1]->counters().model_bytes_received;
+  CHECK(before > 0);
+  auto again = run_job(*f.sys, f.handles, make_job(), client_options{}, client, &*rep, led->get(), nullptr, quiet);
+  REQUIRE(again.has_value());
+  CHECK(f.cores[1]->counters().model_bytes_received == before);
+}
+
+TEST_CASE("redundancy catches a corrupting provider, which then loses its reputation", "[grid]") {
+  if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
+  fixture f;
+  f.add("corrupt", 0.0005);  // cheapest, so it is always chosen
+  f.add("", 0.001);
+  f.add("", 0.002);
+  keypair client = keypair::generate();
+  auto led = ledger::ledger_file::open(f.dir + "/client");
+  auto rep = reputation_book::load(f.dir + "/client");
+  REQUIRE(led.has_value());
+  REQUIRE(rep.has_value());
+  client_options o;
+  o.redundancy = 2;
+  auto r = run_job(*f.sys, f.handles, make_job(), o, client, &*rep, led->get(), nullptr, quiet);
+  REQUIRE(r.has_value());  // the tie-break on the third provider settles it
+  check_output(r->outputs);
+  CHECK(r->agreeing == 2);
+  std::string liar = node_hex(f.cores[0]->key());
+  CHECK(rep->score(liar) < reputation_book::initial);
+  // The evidence is in the ledger as a dispute, and only one payment was made.
+  int payments = 0, disputes = 0;
+  for (const auto& e : (*led)->entries()) {
+    if (e.rec.kind == ledger::receipt_kind::payment) ++payments;
+    if (e.rec.kind == ledger::receipt_kind::dispute) { ++disputes; CHECK(e.rec.provider_key == f.cores[0]->key()); }
+  }
+  CHECK(payments == 1);
+  CHECK(disputes == 1);
+  // After a second offence it is no longer asked to bid.
+  (void)run_job(*f.sys, f.handles, make_job(), o, client, &*rep, led->get(), nullptr, quiet);
+  CHECK_FALSE(rep->trusted(liar));
+  int64_t bids = f.cores[0]->counters().bids;
+  auto later = run_job(*f.sys, f.handles, make_job(), o, client, &*rep, led->get(), nullptr, quiet);
+  REQUIRE(later.has_value());
+  CHECK(f.cores[0]->counters().bids == bids);
+}
+
+TEST_CASE("with only two disagreeing providers and nothing to break the tie, the job fails verification", "[grid]") {
+  if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
+  fixture f;
+  f.add("corrupt", 0.001);
+  f.add("", 0.001);
+  keypair client = keypair::generate();
+  client_options o;
+  o.redundancy = 2;
+  auto r = run_job(*f.sys, f.handles, make_job(), o, client, nullptr, nullptr, nullptr, quiet);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().kind() == error_kind::verification);
+  CHECK(exit_code_for(r.error().kind()) == 4);
+}
+
+TEST_CASE("a stalling provider times out and the next bid runs the job", "[grid]") {
+  if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
+  fixture f;
+  f.add("stall", 0.0001);
+  f.add("", 0.001);
+  keypair client = keypair::generate();
+  auto rep = reputation_book::load(f.dir + "/client");
+  REQUIRE(rep.has_value());
+  client_options o;
+  o.timeout_s = 0.5;
+  auto r = run_job(*f.sys, f.handles, make_job(), o, client, &*rep, nullptr, nullptr, quiet);
+  REQUIRE(r.has_value());
+  check_output(r->outputs);
+  CHECK(rep->entry(node_hex(f.cores[0]->key())).timed_out == 1);
+}
