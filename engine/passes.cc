@@ -53,6 +53,12 @@ void fold_constants(graph& g, thread_pool* pool) {
   for (node& n : g.nodes) {
     bool foldable = !n.outputs.empty() && !nondeterministic.count(n.op_type) && reg.find(n.domain, n.op_type);
     for (int in : n.inputs) if (in >= 0 && !g.initializers.count(in)) foldable = false;
+    // Folding runs the op at load time: keep heavy work on big constants for run time.
+    if (foldable) {
+      size_t in_bytes = 0;
+      for (int in : n.inputs) if (in >= 0) in_bytes += g.initializers.at(in).bytes();
+      if (in_bytes > (size_t{16} << 20)) foldable = false;
+    }
     for (int out : n.outputs) if (out >= 0 && g.initializers.count(out)) foldable = false;
     if (foldable) {
       std::vector<tensor> ins;
