@@ -13,7 +13,7 @@ rm -rf .device
 bash "$bundler" .device "$build/gpugrid" "$build/tests/gpugrid_tests" "$build/libgpugrid_cuda.so"
 strip --strip-unneeded .device/bin/* 2>/dev/null || true
 tar -C "$(dirname "$suite")" -cJf .device/node-suite.tar.xz "$(basename "$suite")"
-python3 - <<'PY'
+"${PYTHON:-python3}" - <<'PY'
 import numpy as np, onnx
 from onnx import helper, TensorProto, numpy_helper
 g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
