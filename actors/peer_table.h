@@ -1,0 +1,59 @@
+// What a node knows about the grid: peers by key, with where to reach them, what they offer,
+// how fast they answer and when they were last heard from. Discovery fills it from bootstrap
+// peers and gossip (peer exchange); heartbeats refresh it; silent peers are evicted.
+// Plain logic with an explicit clock, so tests drive time. Not thread-safe: one actor owns it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "actors/messages.h"
+
+namespace gpugrid::grid {
+
+struct peer_record {
+  key32 key{};
+  std::string url;
+  provider_info info;           // devices, price, slots, ledger head (from its Hello)
+  bool is_provider = false;
+  int64_t last_seen_ms = 0;     // last message from it (or, for gossip, when the gossiper saw it)
+  int64_t rtt_ms = -1;          // last measured ping round trip
+  int missed_pings = 0;
+  bool direct = false;          // we have talked to it ourselves
+};
+
+struct gossip_entry {
+  key32 key{};
+  std::string url;
+  int64_t last_seen_ms = 0;
+};
+
+class peer_table {
+ public:
+  explicit peer_table(key32 self) : self_(self) {}
+
+  // A peer we talked to directly (handshake done): its own Hello is authoritative.
+  void heard_from(const key32& key, const std::string& url, const provider_info& info, bool is_provider, int64_t now_ms);
+  void record_rtt(const key32& key, int64_t rtt_ms, int64_t now_ms);
+  void missed_ping(const key32& key);
+  // Peers another node told us about; returns the ones that were new (to connect to).
+  std::vector<gossip_entry> merge_gossip(const std::vector<gossip_entry>& entries, int64_t now_ms);
+  // What we tell others: everyone heard from within max_age_ms (ourselves excluded).
+  std::vector<gossip_entry> gossip(int64_t now_ms, int64_t max_age_ms) const;
+  // Drops peers silent for longer than timeout_ms or with too many missed pings; returns them.
+  std::vector<key32> evict(int64_t now_ms, int64_t timeout_ms, int max_missed);
+
+  const peer_record* find(const key32& key) const;
+  std::vector<peer_record> providers() const;
+  std::vector<peer_record> all() const;
+  size_t size() const { return peers_.size(); }
+
+ private:
+  key32 self_;
+  std::map<key32, peer_record> peers_;
+};
+
+}  // namespace gpugrid::grid
