@@ -10,10 +10,11 @@
 #include "actors/atoms.h"
 #include "actors/auction.h"
 #include "actors/verification.h"
+#include "net/identity.h"
 
 namespace gpugrid::grid {
 
-std::string node_hex(const key32& key) { return ledger::to_hex(key); }
+std::string node_hex(const key32& key) { return net::node_id_of(key); }
 
 namespace {
 

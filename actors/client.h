@@ -64,6 +64,7 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
                               reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
                               const std::function<void(const std::string&)>& note);
 
+// The printable node id of a key (see net/identity.h).
 std::string node_hex(const key32& key);
 
 }  // namespace gpugrid::grid
