@@ -1,1 +1,708 @@
-// placeholder: the command table is written next
+#include "cli/command_table.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <limits>
+#include <new>
+
+#include <fmt/format.h>
+
+#include "engine/backend.h"
+
+#ifndef GPUGRID_VERSION
+#define GPUGRID_VERSION "unknown"
+#endif
+
+namespace gpugrid::cli {
+
+namespace {
+
+// ---- flag values: validators (no description, so help shows only our type names) ----
+
+CLI::Validator whole_number(long long lo, long long hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        long long v = std::strtoll(s.c_str(), &end, 10);
+        bool ok = !s.empty() && end && *end == '\0' && errno == 0 && v >= lo && v <= hi;
+        if (ok) return {};
+        if (hi == std::numeric_limits<int>::max()) return fmt::format("must be a whole number of at least {}, not '{}'", lo, s);
+        return fmt::format("must be a whole number from {} to {}, not '{}'", lo, hi, s);
+      },
+      "");
+}
+
+CLI::Validator number_above(double lo, bool inclusive) {
+  return CLI::Validator(
+      [lo, inclusive](std::string& s) -> std::string {
+        char* end = nullptr;
+        double v = std::strtod(s.c_str(), &end);
+        bool ok = !s.empty() && end && *end == '\0' && v == v && (inclusive ? v >= lo : v > lo) &&
+                  v < std::numeric_limits<double>::infinity();
+        if (ok) return {};
+        return fmt::format("must be a number {} {}, not '{}'", inclusive ? "of at least" : "above", lo, s);
+      },
+      "");
+}
+
+CLI::Validator one_of(std::vector<std::string> choices) {
+  return CLI::Validator(
+      [choices](std::string& s) -> std::string {
+        if (std::find(choices.begin(), choices.end(), s) != choices.end()) return {};
+        std::string list;
+        for (size_t i = 0; i < choices.size(); ++i) list += (i ? ", " : "") + choices[i];
+        return fmt::format("'{}' is not one of {}", s, list);
+      },
+      "");
+}
+
+CLI::Validator device_spec() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        if (valid_device_spec(s)) return {};
+        return fmt::format("'{}' is not a device (use auto, cpu, cuda or cuda:N)", s);
+      },
+      "");
+}
+
+CLI::Validator peer_url() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        bool ws = s.rfind("ws://", 0) == 0 && s.size() > 5;
+        bool wss = s.rfind("wss://", 0) == 0 && s.size() > 6;
+        if (ws || wss) return {};
+        return fmt::format("'{}' is not a peer URL (use ws://HOST:PORT or wss://HOST:PORT)", s);
+      },
+      "");
+}
+
+CLI::Validator listen_address() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        size_t colon = s.rfind(':');
+        bool ok = colon != std::string::npos && colon + 1 < s.size() && s.size() - colon <= 6;
+        long port = 0;
+        for (size_t i = colon + 1; ok && i < s.size(); ++i) {
+          ok = s[i] >= '0' && s[i] <= '9';
+          port = port * 10 + (s[i] - '0');
+        }
+        if (ok && port >= 1 && port <= 65535) return {};
+        return fmt::format("'{}' is not HOST:PORT (e.g. 0.0.0.0:7447)", s);
+      },
+      "");
+}
+
+CLI::Validator existing_file() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        struct stat st {};
+        if (::stat(s.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return {};
+        return fmt::format("'{}' is not a readable file", s);
+      },
+      "");
+}
+
+constexpr int kMaxInt = std::numeric_limits<int>::max();
+
+constexpr const char* kExitCodes =
+    "Exit codes: 0 ok; 2 bad usage or input; 3 no provider could run the job; 4 providers disagree; 1 other errors.";
+
+// ---- flags shared by several commands ----
+
+void add_json(CLI::App& sub, bool& v, const char* what) { sub.add_flag("--json", v, what); }
+
+void add_data_dir(CLI::App& sub, std::string& v) {
+  sub.add_option("--data-dir", v,
+                 "folder for the identity key, ledger and model cache (default: data_dir in config.toml, "
+                 "else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)")
+      ->type_name("DIR");
+}
+
+void add_peers(CLI::App& sub, std::vector<std::string>& v) {
+  sub.add_option("--peer", v,
+                 "a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces "
+                 "GPUGRID_PEERS and the peers in config.toml")
+      ->type_name("URL")
+      ->allow_extra_args(false)
+      ->check(peer_url());
+}
+
+void add_device(CLI::App& sub, std::string& v, const char* type, const char* help) {
+  sub.add_option("--device", v, help)->type_name(type)->check(device_spec());
+}
+
+void add_threads(CLI::App& sub, int& v) {
+  sub.add_option("--threads", v, "CPU threads for the engine (default 0: one per core)")
+      ->type_name("N")
+      ->check(whole_number(0, 4096));
+}
+
+void add_model(CLI::App& sub, std::string& v) {
+  sub.add_option("MODEL", v, "the ONNX model file")->type_name("")->required();
+}
+
+void add_inputs(CLI::App& sub, std::vector<std::string>& v) {
+  sub.add_option("INPUT", v,
+                 "an input: FILE (matched to the model's inputs in order) or NAME=FILE; - is stdin; "
+                 ".npy, .pb (TensorProto) or raw bytes of the declared dtype and shape")
+      ->type_name("");
+}
+
+// ---- the commands ----
+
+void offer_flags(CLI::App& sub, parsed_options& o) {
+  auto& v = o.offer;
+  sub.add_option("--listen", v.listen, "address to accept peers on (default 0.0.0.0:7447)")
+      ->type_name("HOST:PORT")
+      ->check(listen_address());
+  add_peers(sub, v.peers);
+  add_device(sub, v.device, "auto|cpu|cuda[:N]",
+             "the device to offer (default auto: the GPU if there is one, else the CPU)");
+  sub.add_option("--price", v.price, "credits asked per GFLOP when idle (default: price in config.toml, else 0.001)")
+      ->type_name("P")
+      ->check(number_above(0, true));
+  sub.add_option("--slots", v.slots, "jobs run at once (default 1)")->type_name("N")->check(whole_number(1, 1024));
+  sub.add_option("--max-model-mb", v.max_model_mb, "the largest model accepted, in MiB (default 1024)")
+      ->type_name("N")
+      ->check(whole_number(1, 1 << 20));
+  add_data_dir(sub, v.data_dir);
+  auto* cert = sub.add_option("--tls-cert", v.tls_cert, "TLS certificate (PEM) to serve wss:// with; needs --tls-key")
+                   ->type_name("FILE")
+                   ->check(existing_file());
+  auto* key = sub.add_option("--tls-key", v.tls_key, "TLS private key (PEM) of --tls-cert")
+                  ->type_name("FILE")
+                  ->check(existing_file());
+  cert->needs(key);
+  key->needs(cert);
+  add_json(sub, v.json, "print the node id, URL and events as one JSON object per line");
+  sub.add_option("--fault", v.fault,
+                 "TEST ONLY: misbehave on purpose to exercise verification and failover: corrupt "
+                 "results, stall, or crash mid-job")
+      ->type_name("corrupt|stall|crash")
+      ->check(one_of({"corrupt", "stall", "crash"}));
+}
+
+void run_flags(CLI::App& sub, parsed_options& o) {
+  auto& v = o.run;
+  add_model(sub, v.model);
+  add_inputs(sub, v.inputs);
+  sub.add_option("-o,--output", v.output,
+                 "write the first output to FILE (.npy, .pb or raw bytes, by extension); - is stdout")
+      ->type_name("FILE|-");
+  sub.add_option("--output-dir", v.output_dir, "write every output as DIR/<name>.npy")->type_name("DIR");
+  add_peers(sub, v.peers);
+  sub.add_flag("--local", v.local, "run in this process, with no grid at all");
+  sub.add_option("--redundancy", v.redundancy, "run on K distinct providers and compare the results (default 1)")
+      ->type_name("K")
+      ->check(whole_number(1, 64));
+  sub.add_option("--max-price", v.max_price, "the most to pay for the job, in credits (default: no limit)")
+      ->type_name("P")
+      ->check(number_above(0, true));
+  sub.add_option("--timeout", v.timeout_s, "give up after this many seconds (default 60)")
+      ->type_name("SECONDS")
+      ->check(number_above(0, false));
+  add_device(sub, v.device, "auto|cpu|cuda[:N]",
+             "the device for --local and the embedded local grid (default auto)");
+  add_threads(sub, v.threads);
+  add_data_dir(sub, v.data_dir);
+  add_json(sub, v.json, "print one JSON object: outputs, providers, verification and timing");
+}
+
+void peers_flags(CLI::App& sub, parsed_options& o) {
+  add_peers(sub, o.peers.peers);
+  add_data_dir(sub, o.peers.data_dir);
+  add_json(sub, o.peers.json, "print one JSON object per provider");
+}
+
+void inspect_flags(CLI::App& sub, parsed_options& o) {
+  add_model(sub, o.inspect.model);
+  add_device(sub, o.inspect.device, "auto|cpu|cuda[:N]",
+             "also show which ops this device runs and which fall back to the CPU (default cpu)");
+  add_json(sub, o.inspect.json, "print one JSON object");
+}
+
+void selftest_flags(CLI::App& sub, parsed_options& o) {
+  auto& v = o.selftest;
+  sub.add_option("--suite", v.suite, "a folder of ONNX backend test cases (DIR/test_*/model.onnx + test_data_set_*)")
+      ->type_name("DIR");
+  add_device(sub, v.device, "cpu|cuda", "the backend to test (default cpu)");
+  sub.add_option("--filter", v.filter, "run only the cases whose name contains TEXT")->type_name("TEXT");
+  add_threads(sub, v.threads);
+  add_json(sub, v.json, "print one JSON object with every case's result");
+  sub.add_flag("--verbose", v.verbose, "print every case, not only the failures");
+}
+
+void bench_flags(CLI::App& sub, parsed_options& o) {
+  auto& v = o.bench;
+  add_model(sub, v.model);
+  sub.add_option("INPUT", v.inputs, "an input as for run (default: random values of the declared shapes)")
+      ->type_name("");
+  add_device(sub, v.device, "auto|cpu|cuda[:N]", "the device to measure (default cpu)");
+  sub.add_option("--iterations", v.iterations, "timed runs (default 20)")->type_name("N")->check(whole_number(1, kMaxInt));
+  sub.add_option("--warmup", v.warmup, "untimed runs first (default 3)")->type_name("N")->check(whole_number(0, kMaxInt));
+  add_threads(sub, v.threads);
+  add_json(sub, v.json, "print one JSON object (median, p90, peak memory)");
+}
+
+void ledger_flags(CLI::App& sub, parsed_options& o) {
+  sub.add_option("ACTION", o.ledger.action,
+                 "show: list the receipts; verify: check every link and signature; balance: credits per node")
+      ->type_name("show|verify|balance")
+      ->required()
+      ->check(one_of({"show", "verify", "balance"}));
+  add_data_dir(sub, o.ledger.data_dir);
+  add_json(sub, o.ledger.json, "print JSON");
+}
+
+void identity_flags(CLI::App& sub, parsed_options& o) {
+  sub.add_option("ACTION", o.identity.action, "show: print this node's id and public key; new: make a new key")
+      ->type_name("show|new")
+      ->required()
+      ->check(one_of({"show", "new"}));
+  add_data_dir(sub, o.identity.data_dir);
+  add_json(sub, o.identity.json, "print JSON");
+}
+
+void completion_flags(CLI::App& sub, parsed_options& o) {
+  sub.add_option("SHELL", o.shell, "the shell to print a completion script for")
+      ->type_name("bash|zsh|fish")
+      ->required()
+      ->check(one_of(completion_shells()));
+}
+
+void help_flags(CLI::App& sub, parsed_options& o) {
+  sub.add_option("COMMAND", o.topic, "the command to show the help of")->type_name("");
+}
+
+// ---- applying settings: a flag given on the command line wins over config and environment ----
+
+void apply_peers(const invocation& inv, std::vector<std::string>* peers) {
+  if (!inv.given("--peer")) *peers = inv.config->peers;
+}
+
+void apply_data_dir(const invocation& inv, std::string* data_dir) {
+  auto dir = resolve_data_dir(*data_dir, *inv.config);
+  if (dir) *data_dir = *dir;  // else left empty: the handler reports it if it needs the folder
+}
+
+void apply_device(const invocation& inv, std::string* device) {
+  if (!inv.given("--device") && inv.config->device) *device = *inv.config->device;
+}
+
+int run_offer(const invocation& inv) {
+  auto& v = inv.options.offer;
+  const settings& c = *inv.config;
+  apply_peers(inv, &v.peers);
+  apply_device(inv, &v.device);
+  apply_data_dir(inv, &v.data_dir);
+  if (!inv.given("--price") && c.price) v.price = *c.price;
+  if (!inv.given("--slots") && c.slots) v.slots = *c.slots;
+  if (!inv.given("--listen") && c.listen) v.listen = *c.listen;
+  if (!inv.given("--max-model-mb") && c.max_model_mb) v.max_model_mb = *c.max_model_mb;
+  return offer_command(v);
+}
+
+int run_run(const invocation& inv) {
+  auto& v = inv.options.run;
+  apply_peers(inv, &v.peers);
+  apply_device(inv, &v.device);
+  apply_data_dir(inv, &v.data_dir);
+  return run_command(v);
+}
+
+int run_peers(const invocation& inv) {
+  auto& v = inv.options.peers;
+  apply_peers(inv, &v.peers);
+  apply_data_dir(inv, &v.data_dir);
+  return peers_command(v);
+}
+
+int run_inspect(const invocation& inv) { return inspect_command(inv.options.inspect); }
+int run_selftest(const invocation& inv) { return selftest_command(inv.options.selftest); }
+int run_bench(const invocation& inv) { return bench_command(inv.options.bench); }
+
+int run_ledger(const invocation& inv) {
+  apply_data_dir(inv, &inv.options.ledger.data_dir);
+  return ledger_command(inv.options.ledger);
+}
+
+int run_identity(const invocation& inv) {
+  apply_data_dir(inv, &inv.options.identity.data_dir);
+  return identity_command(inv.options.identity);
+}
+
+int run_completion(const invocation& inv) {
+  auto script = completion_script(describe_cli(inv.root), inv.options.shell);
+  if (!script) {
+    fmt::print(inv.err, "gpugrid: completion: {}\n", script.error().message());
+    return 2;
+  }
+  fmt::print(inv.out, "{}", *script);
+  return 0;
+}
+
+std::vector<std::string> table_names() {
+  std::vector<std::string> names;
+  for (const auto& c : command_table()) names.emplace_back(c.name);
+  return names;
+}
+
+void print_unknown_command(std::FILE* err, const std::string& typed) {
+  std::string guess = closest_match(typed, table_names());
+  if (!guess.empty())
+    fmt::print(err, "gpugrid: unknown command '{}'; did you mean '{}'?\n", typed, guess);
+  else
+    fmt::print(err, "gpugrid: unknown command '{}' (see 'gpugrid --help')\n", typed);
+}
+
+std::string root_help(const CLI::App& root) {
+  return root.get_formatter()->make_help(&root, root.get_name(), CLI::AppFormatMode::Normal);
+}
+
+int run_help(const invocation& inv) {
+  const std::string& topic = inv.options.topic;
+  if (topic.empty()) {
+    fmt::print(inv.out, "{}", root_help(inv.root));
+    return 0;
+  }
+  if (!find_command(topic)) {
+    print_unknown_command(inv.err, topic);
+    return 2;
+  }
+  fmt::print(inv.out, "{}", inv.root.get_subcommand(topic)->help(inv.root.get_name()));
+  return 0;
+}
+
+// ---- parsing ----
+
+bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+bool looks_like_number(const std::string& s) {
+  char* end = nullptr;
+  std::strtod(s.c_str(), &end);
+  return end && *end == '\0' && end != s.c_str();
+}
+
+// Flags have expected(0); options expect one value (or one per use, like --peer).
+bool takes_value(const CLI::Option& opt) { return opt.get_items_expected_max() > 0; }
+
+std::vector<std::string> option_names(const CLI::App& app) {
+  std::vector<std::string> names;
+  for (const CLI::Option* opt : app.get_options()) {
+    for (const auto& l : opt->get_lnames()) names.push_back("--" + l);
+    for (const auto& s : opt->get_snames()) names.push_back("-" + s);
+  }
+  return names;
+}
+
+// The first token of `args[from, to)` that is not an option `app` knows, as a one-line
+// message; "" when every option is known. Skips the value after an option that takes one.
+std::string find_unknown_option(const CLI::App& app, const std::vector<std::string>& args, size_t from, size_t to) {
+  for (size_t i = from; i < to; ++i) {
+    const std::string& a = args[i];
+    if (a == "--") break;
+    if (a.size() < 2 || a[0] != '-' || looks_like_number(a)) continue;
+    std::string name = a;
+    bool attached = false;
+    if (starts_with(a, "--")) {
+      size_t eq = a.find('=');
+      if (eq != std::string::npos) {
+        name = a.substr(0, eq);
+        attached = true;
+      }
+    } else if (a.size() > 2) {
+      name = a.substr(0, 2);
+      attached = true;
+    }
+    const CLI::Option* opt = app.get_option_no_throw(name);
+    if (!opt) {
+      std::string guess = closest_match(name, option_names(app));
+      std::string where = app.get_parent() ? app.get_name() + ": " : "";
+      if (!guess.empty()) return fmt::format("{}unknown option '{}'; did you mean '{}'?", where, name, guess);
+      return fmt::format("{}unknown option '{}' (see 'gpugrid {}--help')", where, name,
+                         app.get_parent() ? app.get_name() + " " : "");
+    }
+    if (takes_value(*opt) && !attached) ++i;  // its value
+  }
+  return {};
+}
+
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+int dispatch_unguarded(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
+  parsed_options options;
+  std::unique_ptr<CLI::App> app = make_app(&options);
+  std::vector<std::string> args(argv + 1, argv + std::max(argc, 1));
+
+  // The command is the first argument that is not an option (the root takes no values).
+  size_t ci = 0;
+  while (ci < args.size() && (args[ci].size() > 1 && args[ci][0] == '-')) ++ci;
+  if (std::string m = find_unknown_option(*app, args, 0, ci); !m.empty()) {
+    fmt::print(err, "gpugrid: {}\n", m);
+    return 2;
+  }
+  if (ci == args.size() && ci == 0) {
+    fmt::print(out, "{}", root_help(*app));
+    return 0;
+  }
+  std::string name = ci < args.size() ? args[ci] : "";
+  if (!name.empty()) {
+    if (!find_command(name)) {
+      print_unknown_command(err, name);
+      return 2;
+    }
+    const CLI::App* sub = app->get_subcommand(name);
+    if (std::string m = find_unknown_option(*sub, args, ci + 1, args.size()); !m.empty()) {
+      fmt::print(err, "gpugrid: {}\n", m);
+      return 2;
+    }
+  }
+
+  try {
+    app->parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    fmt::print(out, "{}", app->help());
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    fmt::print(out, "{}", app->help("", CLI::AppFormatMode::All));
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    fmt::print(out, "{}\n", e.what());
+    return 0;
+  } catch (const CLI::ExtrasError& e) {
+    // CLI11 says "The following arguments were not expected: a b".
+    std::string what = e.what();
+    size_t colon = what.find(": ");
+    std::string extras = colon == std::string::npos ? what : what.substr(colon + 2);
+    fmt::print(err, "gpugrid: {}{}unexpected argument{} '{}'\n", name, name.empty() ? "" : ": ",
+               extras.find(' ') == std::string::npos ? "" : "s", one_line(extras));
+    return 2;
+  } catch (const CLI::ParseError& e) {
+    std::string where = name.empty() ? "" : name + ": ";
+    fmt::print(err, "gpugrid: {}{}\n", where, one_line(e.what()));
+    return 2;
+  }
+
+  auto chosen = app->get_subcommands();
+  if (chosen.empty()) {
+    fmt::print(out, "{}", root_help(*app));
+    return 0;
+  }
+  const command* cmd = find_command(chosen.front()->get_name());
+  if (!cmd) {  // cannot happen: every subcommand comes from the table
+    fmt::print(err, "gpugrid: internal error: no handler for '{}'\n", chosen.front()->get_name());
+    return 1;
+  }
+  std::optional<settings> config;
+  if (cmd->reads_settings) {
+    auto loaded = load_settings();
+    if (!loaded) {
+      fmt::print(err, "gpugrid: {}\n", one_line(loaded.error().message()));
+      return 2;
+    }
+    config = std::move(loaded).value();
+  }
+  invocation inv{options, *app, *chosen.front(), config ? &*config : nullptr, out, err};
+  return guarded([&] { return cmd->run(inv); }, err);
+}
+
+}  // namespace
+
+bool invocation::given(const std::string& flag) const {
+  const CLI::Option* opt = command.get_option_no_throw(flag);
+  return opt && opt->count() > 0;
+}
+
+const std::vector<command>& command_table() {
+  static const std::vector<command> table = {
+      {"offer", "sell this machine's GPU (or CPU) time: serve jobs until SIGINT or SIGTERM", true, offer_flags, run_offer},
+      {"run", "run one inference on the grid (or, with --local, in this process)", true, run_flags, run_run},
+      {"peers", "list the providers reachable through the bootstrap peers", true, peers_flags, run_peers},
+      {"inspect", "show a model's inputs, outputs, ops, backend support and FLOPs", false, inspect_flags, run_inspect},
+      {"selftest", "run ONNX backend node test cases on a backend", false, selftest_flags, run_selftest},
+      {"bench", "measure the engine's latency on a model in this process (no grid)", false, bench_flags, run_bench},
+      {"ledger", "show, verify or total the hash-chained ledger of paid jobs", true, ledger_flags, run_ledger},
+      {"identity", "show this node's Ed25519 identity, or make a new one", true, identity_flags, run_identity},
+      {"completion", "print a shell completion script (bash, zsh or fish)", false, completion_flags, run_completion},
+      {"help", "show the help of a command", false, help_flags, run_help},
+  };
+  return table;
+}
+
+const command* find_command(std::string_view name) {
+  for (const auto& c : command_table())
+    if (name == c.name) return &c;
+  return nullptr;
+}
+
+std::unique_ptr<CLI::App> make_app(parsed_options* o) {
+  auto app = std::make_unique<CLI::App>(
+      "gpugrid: a peer-to-peer GPU inference grid. Sell inference time with 'gpugrid offer'; "
+      "run an ONNX model with 'gpugrid run MODEL INPUT...'.",
+      "gpugrid");
+  app->set_help_flag("-h,--help", "print this help and exit");
+  app->set_version_flag("--version", std::string("gpugrid ") + GPUGRID_VERSION, "print the version and exit");
+  app->require_subcommand(0, 1);  // a later word that names a command is an argument, not a command
+  app->get_formatter()->column_width(32);
+  app->get_formatter()->label("Subcommands", "Commands");
+  app->get_formatter()->label("SUBCOMMAND", "COMMAND");
+  for (const auto& c : command_table()) {
+    CLI::App* sub = app->add_subcommand(c.name, c.summary);
+    c.add_flags(*sub, *o);
+    sub->footer(kExitCodes);
+  }
+  app->footer(
+      "Run 'gpugrid help COMMAND' for a command's flags.\n"
+      "Settings: $XDG_CONFIG_HOME/gpugrid/config.toml; GPUGRID_PEERS (comma-separated URLs) "
+      "overrides its peers.\n" +
+      std::string(kExitCodes));
+  return app;
+}
+
+namespace {
+
+std::vector<std::string> split_choices(const std::string& type_name) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= type_name.size()) {
+    size_t bar = type_name.find('|', start);
+    if (bar == std::string::npos) bar = type_name.size();
+    std::string item = type_name.substr(start, bar - start);
+    item = item.substr(0, item.find('['));  // "cuda[:N]" completes as "cuda"
+    if (!item.empty()) out.push_back(item);
+    start = bar + 1;
+  }
+  return out;
+}
+
+// What an argument completes to: positionals by name (MODEL, INPUT, COMMAND), then by type
+// name (DIR, FILE, choices written "a|b|c"); anything else is free text.
+value_kind kind_for(const std::string& name, const std::string& type_name, std::vector<std::string>* choices) {
+  if (name == "MODEL") return value_kind::model;
+  if (name == "INPUT") return value_kind::input;
+  if (name == "COMMAND") {
+    *choices = table_names();
+    return value_kind::choice;
+  }
+  if (type_name == "DIR") return value_kind::directory;
+  if (type_name == "FILE" || type_name == "FILE|-") return value_kind::file;
+  if (type_name.find('|') != std::string::npos) {
+    *choices = split_choices(type_name);
+    return value_kind::choice;
+  }
+  return value_kind::text;
+}
+
+std::vector<flag_spec> describe_flags(const CLI::App& app) {
+  std::vector<flag_spec> flags;
+  for (const CLI::Option* opt : app.get_options()) {
+    if (!opt->nonpositional()) continue;
+    flag_spec f;
+    for (const auto& s : opt->get_snames()) f.names.push_back("-" + s);
+    for (const auto& l : opt->get_lnames()) f.names.push_back("--" + l);
+    f.help = opt->get_description();
+    if (takes_value(*opt)) {
+      f.value_name = opt->get_type_name();
+      f.kind = kind_for(opt->get_single_name(), f.value_name, &f.choices);
+      f.repeatable = opt->get_expected_max() > 1;
+    }
+    flags.push_back(std::move(f));
+  }
+  return flags;
+}
+
+}  // namespace
+
+cli_spec describe_cli(const CLI::App& app) {
+  cli_spec spec;
+  spec.program = app.get_name();
+  spec.global_flags = describe_flags(app);
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    command_spec c;
+    c.name = sub->get_name();
+    c.summary = sub->get_description();
+    c.flags = describe_flags(*sub);
+    for (const CLI::Option* opt : sub->get_options()) {
+      if (opt->nonpositional()) continue;
+      positional_spec p;
+      p.name = opt->get_single_name();
+      p.help = opt->get_description();
+      p.kind = kind_for(p.name, opt->get_type_name(), &p.choices);
+      p.repeats = opt->get_items_expected_max() >= CLI::detail::expected_max_vector_size;
+      c.positionals.push_back(std::move(p));
+    }
+    spec.commands.push_back(std::move(c));
+  }
+  return spec;
+}
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+  const size_t n = a.size(), m = b.size();
+  std::vector<std::vector<size_t>> d(n + 1, std::vector<size_t>(m + 1));
+  for (size_t i = 0; i <= n; ++i) d[i][0] = i;
+  for (size_t j = 0; j <= m; ++j) d[0][j] = j;
+  for (size_t i = 1; i <= n; ++i) {
+    for (size_t j = 1; j <= m; ++j) {
+      size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[n][m];
+}
+
+std::string closest_match(std::string_view typed, const std::vector<std::string>& candidates) {
+  std::string_view bare = typed;
+  while (!bare.empty() && bare.front() == '-') bare.remove_prefix(1);
+  if (bare.size() < 2) return {};  // "-x" is too short to guess from
+  // A unique prefix ("insp" for inspect).
+  const std::string* prefixed = nullptr;
+  int prefix_hits = 0;
+  for (const auto& c : candidates) {
+    if (starts_with(c, typed) && c != typed) {
+      prefixed = &c;
+      ++prefix_hits;
+    }
+  }
+  if (prefix_hits == 1) return *prefixed;
+  // Else the nearest within a budget that grows with the length typed.
+  size_t budget = bare.size() <= 3 ? 1 : bare.size() <= 6 ? 2 : 3;
+  const std::string* best = nullptr;
+  size_t best_distance = budget + 1;
+  for (const auto& c : candidates) {
+    size_t dist = edit_distance(typed, c);
+    if (dist < best_distance) {
+      best = &c;
+      best_distance = dist;
+    }
+  }
+  return best ? *best : std::string();
+}
+
+int guarded(const std::function<int()>& fn, std::FILE* err) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    fmt::print(err, "gpugrid: out of memory\n");
+  } catch (const std::exception& e) {
+    fmt::print(err, "gpugrid: internal error: {}\n", one_line(e.what()));
+  } catch (...) {
+    fmt::print(err, "gpugrid: internal error: unknown exception\n");
+  }
+  return 1;
+}
+
+int dispatch(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
+  return guarded([&] { return dispatch_unguarded(argc, argv, out, err); }, err);
+}
+
+}  // namespace gpugrid::cli

@@ -267,8 +267,11 @@ status session::place_on_device() {
     return n.domain == "com.gpugrid" && n.op_type == "MemcpyFromHost" &&
            std::find(g.inputs.begin(), g.inputs.end(), n.inputs[0]) != g.inputs.end();
   };
+  std::set<int> consumed;
+  for (const node& n : out_nodes)
+    for (int in : n.inputs) if (in >= 0) consumed.insert(in);
   auto download_rank = [&](const node& n) -> long {
-    if (n.domain != "com.gpugrid" || n.op_type != "MemcpyToHost") return -1;
+    if (n.domain != "com.gpugrid" || n.op_type != "MemcpyToHost" || consumed.count(n.outputs[0])) return -1;
     auto it = std::find(g.outputs.begin(), g.outputs.end(), n.outputs[0]);
     return it == g.outputs.end() ? -1 : static_cast<long>(it - g.outputs.begin());
   };

@@ -1,0 +1,248 @@
+#include "cli/command_table.h"
+
+#include <cstdio>
+#include <set>
+#include <stdexcept>
+
+#include <catch2/catch.hpp>
+
+using namespace gpugrid;
+using namespace gpugrid::cli;
+
+namespace {
+
+// Captures what dispatch writes to its out and err streams.
+struct captured {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(std::FILE* f) {
+  std::string s;
+  std::rewind(f);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) s.append(buf, n);
+  std::fclose(f);
+  return s;
+}
+
+captured run_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), "gpugrid");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::FILE* out = std::tmpfile();
+  std::FILE* err = std::tmpfile();
+  REQUIRE(out);
+  REQUIRE(err);
+  captured c;
+  c.code = dispatch(static_cast<int>(argv.size()), argv.data(), out, err);
+  c.out = slurp(out);
+  c.err = slurp(err);
+  return c;
+}
+
+size_t lines(const std::string& s) {
+  size_t n = 0;
+  for (char ch : s) n += ch == '\n';
+  return n;
+}
+
+// Parses a command line with the real table and returns the bound options.
+parsed_options parse(std::vector<std::string> args) {
+  parsed_options o;
+  auto app = make_app(&o);
+  args.insert(args.begin(), "gpugrid");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  app->parse(static_cast<int>(argv.size()), argv.data());
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("command table: the commands of DESIGN.md, each with a summary", "[command_table]") {
+  std::vector<std::string> names;
+  for (const auto& c : command_table()) {
+    names.emplace_back(c.name);
+    CHECK(std::string(c.summary).size() > 10);
+    CHECK(std::string(c.summary).find('\n') == std::string::npos);
+    CHECK(c.add_flags != nullptr);
+    CHECK(c.run != nullptr);
+  }
+  CHECK(names == std::vector<std::string>{"offer", "run", "peers", "inspect", "selftest", "bench", "ledger",
+                                          "identity", "completion", "help"});
+  CHECK(find_command("run") != nullptr);
+  CHECK(find_command("rnu") == nullptr);
+  for (const char* reader : {"run", "offer", "peers"}) CHECK(find_command(reader)->reads_settings);
+  for (const char* pure : {"inspect", "selftest", "bench", "completion", "help"}) CHECK_FALSE(find_command(pure)->reads_settings);
+}
+
+TEST_CASE("command table: every flag has help text", "[command_table]") {
+  parsed_options o;
+  auto app = make_app(&o);
+  cli_spec spec = describe_cli(*app);
+  REQUIRE(spec.commands.size() == command_table().size());
+  for (const auto& c : spec.commands) {
+    INFO(c.name);
+    for (const auto& f : c.flags) {
+      INFO(f.names.back());
+      CHECK_FALSE(f.help.empty());
+    }
+    for (const auto& p : c.positionals) CHECK_FALSE(p.help.empty());
+  }
+}
+
+TEST_CASE("command table: flags bind to the option structs", "[command_table]") {
+  auto o = parse({"run", "m.onnx", "a.npy", "--peer", "ws://a:1", "x=b.pb", "--peer", "wss://b:2", "-o", "-",
+                  "--redundancy", "3", "--max-price", "0.5", "--timeout", "2.5", "--device", "cuda:1",
+                  "--threads", "4", "--local", "--json", "--output-dir", "outs"});
+  CHECK(o.run.model == "m.onnx");
+  CHECK(o.run.inputs == std::vector<std::string>{"a.npy", "x=b.pb"});
+  CHECK(o.run.peers == std::vector<std::string>{"ws://a:1", "wss://b:2"});
+  CHECK(o.run.output == "-");
+  CHECK(o.run.redundancy == 3);
+  CHECK(o.run.max_price == 0.5);
+  CHECK(o.run.timeout_s == 2.5);
+  CHECK(o.run.device == "cuda:1");
+  CHECK(o.run.threads == 4);
+  CHECK(o.run.local);
+  CHECK(o.run.json);
+  CHECK(o.run.output_dir == "outs");
+
+  auto b = parse({"bench", "m.onnx", "in.npy", "--iterations", "7", "--warmup", "0", "--device=cpu"});
+  CHECK(b.bench.model == "m.onnx");
+  CHECK(b.bench.inputs == std::vector<std::string>{"in.npy"});
+  CHECK(b.bench.iterations == 7);
+  CHECK(b.bench.warmup == 0);
+
+  auto s = parse({"selftest", "--suite", "cases", "--filter", "relu", "--verbose", "--device", "cuda"});
+  CHECK(s.selftest.suite == "cases");
+  CHECK(s.selftest.filter == "relu");
+  CHECK(s.selftest.verbose);
+  CHECK(s.selftest.device == "cuda");
+
+  auto f = parse({"offer", "--listen", "127.0.0.1:9000", "--slots", "2", "--price", "0.01", "--max-model-mb", "64",
+                  "--fault", "stall", "--data-dir", "d"});
+  CHECK(f.offer.listen == "127.0.0.1:9000");
+  CHECK(f.offer.slots == 2);
+  CHECK(f.offer.price == 0.01);
+  CHECK(f.offer.max_model_mb == 64);
+  CHECK(f.offer.fault == "stall");
+  CHECK(f.offer.data_dir == "d");
+
+  CHECK(parse({"ledger", "verify", "--json"}).ledger.action == "verify");
+  CHECK(parse({"identity", "new", "--data-dir", "x"}).identity.data_dir == "x");
+  CHECK(parse({"completion", "fish"}).shell == "fish");
+  CHECK(parse({"help", "run"}).topic == "run");
+}
+
+TEST_CASE("command table: a word that names a command is an argument after the command", "[command_table]") {
+  auto o = parse({"run", "m.onnx", "peers", "help"});
+  CHECK(o.run.inputs == std::vector<std::string>{"peers", "help"});
+}
+
+TEST_CASE("dispatch: --help lists every command on stdout", "[command_table]") {
+  for (auto args : {std::vector<std::string>{"--help"}, std::vector<std::string>{}, std::vector<std::string>{"help"}}) {
+    auto c = run_cli(args);
+    CHECK(c.code == 0);
+    CHECK(c.err.empty());
+    for (const auto& cmd : command_table()) CHECK(c.out.find(cmd.name) != std::string::npos);
+  }
+}
+
+TEST_CASE("dispatch: help COMMAND and COMMAND --help show that command's flags", "[command_table]") {
+  auto h = run_cli({"help", "run"});
+  CHECK(h.code == 0);
+  CHECK(h.out.find("--redundancy") != std::string::npos);
+  CHECK(h.out.find("gpugrid run") != std::string::npos);
+  auto r = run_cli({"run", "--help"});
+  CHECK(r.code == 0);
+  CHECK(r.out == h.out);
+}
+
+TEST_CASE("dispatch: --version", "[command_table]") {
+  auto c = run_cli({"--version"});
+  CHECK(c.code == 0);
+  CHECK(c.out.rfind("gpugrid ", 0) == 0);
+  CHECK(lines(c.out) == 1);
+}
+
+TEST_CASE("dispatch: a mistyped command gets one line with a suggestion and exit 2", "[command_table]") {
+  auto c = run_cli({"rnu", "model.onnx"});
+  CHECK(c.code == 2);
+  CHECK(c.out.empty());
+  CHECK(c.err == "gpugrid: unknown command 'rnu'; did you mean 'run'?\n");
+  auto far = run_cli({"frobnicate"});
+  CHECK(far.code == 2);
+  CHECK(lines(far.err) == 1);
+  CHECK(far.err.find("did you mean") == std::string::npos);
+  auto h = run_cli({"help", "inspetc"});
+  CHECK(h.code == 2);
+  CHECK(h.err == "gpugrid: unknown command 'inspetc'; did you mean 'inspect'?\n");
+}
+
+TEST_CASE("dispatch: bad flags and values are one line on stderr and exit 2", "[command_table]") {
+  const std::vector<std::vector<std::string>> bad = {
+      {"run", "m.onnx", "--redundency", "2"},
+      {"run", "m.onnx", "--redundancy", "zero"},
+      {"run", "m.onnx", "--redundancy", "0"},
+      {"run", "m.onnx", "--timeout", "0"},
+      {"run", "m.onnx", "--device", "gpu"},
+      {"run", "m.onnx", "--peer", "http://x"},
+      {"run", "m.onnx", "--redundancy"},
+      {"run"},
+      {"inspect", "a.onnx", "b.onnx"},
+      {"ledger"},
+      {"ledger", "frob"},
+      {"identity", "old"},
+      {"completion", "tcsh"},
+      {"offer", "--fault", "boom"},
+      {"offer", "--listen", "nowhere"},
+      {"offer", "--slots", "-3"},
+      {"selftest", "--threads", "many"},
+      {"--bogus"},
+  };
+  for (const auto& args : bad) {
+    auto c = run_cli(args);
+    INFO(args.front() << " ... -> " << c.err);
+    CHECK(c.code == 2);
+    CHECK(lines(c.err) == 1);
+    CHECK(c.err.rfind("gpugrid: ", 0) == 0);
+    CHECK(c.out.empty());
+  }
+  auto typo = run_cli({"run", "m.onnx", "--redundency", "2"});
+  CHECK(typo.err == "gpugrid: run: unknown option '--redundency'; did you mean '--redundancy'?\n");
+}
+
+TEST_CASE("guarded: an escaped exception is one line and exit 1", "[command_table]") {
+  std::FILE* err = std::tmpfile();
+  REQUIRE(err);
+  int code = guarded([]() -> int { throw std::runtime_error("boom\nsecond line"); }, err);
+  CHECK(code == 1);
+  std::string text = slurp(err);
+  CHECK(text == "gpugrid: internal error: boom second line\n");
+  std::FILE* err2 = std::tmpfile();
+  CHECK(guarded([]() -> int { throw 42; }, err2) == 1);
+  CHECK(lines(slurp(err2)) == 1);
+  std::FILE* err3 = std::tmpfile();
+  CHECK(guarded([] { return 3; }, err3) == 3);
+  CHECK(slurp(err3).empty());
+}
+
+TEST_CASE("edit distance and suggestions", "[command_table]") {
+  CHECK(edit_distance("", "") == 0);
+  CHECK(edit_distance("run", "run") == 0);
+  CHECK(edit_distance("rnu", "run") == 1);  // one transposition
+  CHECK(edit_distance("rn", "run") == 1);
+  CHECK(edit_distance("kitten", "sitting") == 3);
+  std::vector<std::string> names = {"offer", "run", "peers", "inspect", "identity", "ledger"};
+  CHECK(closest_match("rnu", names) == "run");
+  CHECK(closest_match("ofer", names) == "offer");
+  CHECK(closest_match("insp", names) == "inspect");  // a unique prefix
+  CHECK(closest_match("ledgr", names) == "ledger");
+  CHECK(closest_match("i", names).empty());
+  CHECK(closest_match("-x", {"-h", "-o"}).empty());
+  CHECK(closest_match("zzz", names).empty());
+  CHECK(closest_match("--redundency", {"--redundancy", "--local"}) == "--redundancy");
+}
