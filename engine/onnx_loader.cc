@@ -271,6 +271,8 @@ expected<std::shared_ptr<graph>> load_model_from_bytes(const std::string& bytes,
     return invalid_input("{}: sparse initializers are not supported", what);
   for (const auto& in : gp.input()) {
     if (in.name().empty()) return invalid_input("{}: a graph input has no name", what);
+    if (in.has_type() && !in.type().has_tensor_type())
+      return invalid_input("{}: input '{}' is a sequence, map or optional, which is not supported", what, in.name());
     int id = g->value_id(in.name());
     if (g->initializers.count(id)) continue;  // an input with a default: treated as a constant
     read_value_info(in, &g->values[id]);
@@ -280,6 +282,8 @@ expected<std::shared_ptr<graph>> load_model_from_bytes(const std::string& bytes,
   }
   for (const auto& out : gp.output()) {
     if (out.name().empty()) return invalid_input("{}: a graph output has no name", what);
+    if (out.has_type() && !out.type().has_tensor_type())
+      return invalid_input("{}: output '{}' is a sequence, map or optional, which is not supported", what, out.name());
     int id = g->value_id(out.name());
     read_value_info(out, &g->values[id]);
     g->outputs.push_back(id);
