@@ -12,6 +12,8 @@ build=${3:-build}
 rm -rf .device
 bash "$bundler" .device "$build/gpugrid" "$build/tests/gpugrid_tests" "$build/libgpugrid_cuda.so"
 strip --strip-unneeded .device/bin/* 2>/dev/null || true
+# The libraries compress well (OpenBLAS alone is tens of MB): run_gpu.sh unpacks them.
+tar -C .device -cJf .device/lib.tar.xz lib && rm -rf .device/lib
 tar -C "$(dirname "$suite")" -cJf .device/node-suite.tar.xz "$(basename "$suite")"
 "${PYTHON:-python3}" - <<'PY'
 import numpy as np, onnx

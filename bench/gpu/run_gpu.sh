@@ -8,6 +8,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 D=$PWD/.device
+[ -d "$D/lib" ] || tar -C "$D" -xJf "$D/lib.tar.xz"
 # shellcheck disable=SC1091
 source "$D/env.sh"
 GG=$D/bin/gpugrid
