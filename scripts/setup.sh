@@ -12,7 +12,7 @@ packages=(
   catch2 libcli11-dev libsodium-dev libssl-dev libprotobuf-dev protobuf-compiler libonnx-dev
   libopenblas-dev libtomlplusplus-dev
   # tests: fixture generation, the completion tests
-  python3 python3-numpy python3-onnx python3-venv python3-pip python3-sklearn bash-completion
+  python3 python3-numpy python3-onnx python3-venv python3-pip python3-sklearn python3-torch bash-completion
 )
 
 missing=()
