@@ -22,6 +22,7 @@ enum class error_kind {
   verification,    // providers disagree beyond tolerance: exit 4
   io,              // the operating system refused (disk, socket): exit 1
   internal,        // a bug or an unexpected runtime failure (CUDA error, out of memory): exit 1
+  unsupported_here,  // this backend cannot run this case (dtype, rank); another backend may: exit 2
 };
 
 int exit_code_for(error_kind kind);

@@ -56,7 +56,7 @@ int bench_command(const bench_options& o) {
   int threads = o.threads > 0 ? o.threads : hardware_threads();
   if (o.json) {
     json_writer w;
-    w.begin_object().key("model").value(o.model).key("device").value(std::string("cpu"));
+    w.begin_object().key("model").value(o.model).key("device").value((*sess)->device_name());
     w.key("threads").value(threads).key("iterations").value(o.iterations);
     w.key("median_ms").value(pct(0.5)).key("p90_ms").value(pct(0.9)).key("mean_ms").value(mean);
     w.key("min_ms").value(sorted.front()).key("max_ms").value(sorted.back());

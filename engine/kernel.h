@@ -59,6 +59,14 @@ class kernel_context {
   // The backend's per-run state (a CUDA stream and library handles); nullptr on the CPU.
   void* device_context() const { return device_context_; }
 
+  // For device kernels: this case (dtype, rank, mode) is not implemented here; the executor
+  // then runs the node on the CPU instead.
+  template <typename... Args>
+  status unsupported(fmt::format_string<Args...> f, Args&&... args) const {
+    return {error_kind::unsupported_here,
+            node_.describe() + ": " + fmt::format(f, std::forward<Args>(args)...)};
+  }
+
   // Convenience for errors: invalid_input("<node>: <message>").
   template <typename... Args>
   status fail(fmt::format_string<Args...> f, Args&&... args) const {

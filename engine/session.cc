@@ -212,6 +212,7 @@ status session::place_on_device() {
           if (!storage) return storage.error();
           if (host.bytes()) GG_RETURN_IF_ERROR(device_->upload(storage->get(), host.raw(), host.bytes()));
           device_initializers_[id] = tensor(host.type(), host.shape(), std::move(storage).value(), device_kind::cuda);
+          device_initializer_source_[id] = u;
           it = on_dev_copy.emplace(u, id).first;
         }
         n.inputs[j] = it->second;
@@ -292,6 +293,62 @@ status session::place_on_device() {
     on_device_.push_back(out_place[i]);
   }
   find_capture_range();
+  return status::ok();
+}
+
+expected<std::shared_ptr<kernel>> session::cpu_kernel_for(size_t ni) {
+  std::lock_guard<std::mutex> lock(fallback_mu_);
+  auto it = cpu_fallback_.find(ni);
+  if (it != cpu_fallback_.end()) return it->second;
+  const graph& g = *graph_;
+  const node& n = g.nodes[ni];
+  const op_entry* e = cpu::registry().find_entry(n.domain, n.op_type);
+  if (!e) return status(error_kind::unsupported_here, n.describe() + ": no CPU kernel to fall back to");
+  auto k = e->factory(n);
+  if (!k) return k.error();
+  std::vector<const tensor*> constants;
+  for (int in : n.inputs) {
+    auto src = device_initializer_source_.find(in);
+    int host_id = src == device_initializer_source_.end() ? in : src->second;
+    auto hit = host_id >= 0 ? g.initializers.find(host_id) : g.initializers.end();
+    constants.push_back(hit == g.initializers.end() ? nullptr : &hit->second);
+  }
+  GG_RETURN_IF_ERROR((*k)->prepare(constants));
+  std::shared_ptr<kernel> shared(std::move(k).value());
+  cpu_fallback_[ni] = shared;
+  return shared;
+}
+
+status session::run_on_cpu_instead(size_t ni, kernel_context& dctx, run_context* rc, std::vector<tensor>* outs) {
+  GG_ASSIGN_OR_RETURN(std::shared_ptr<kernel> k, cpu_kernel_for(ni));
+  const node& n = graph_->nodes[ni];
+  std::vector<tensor> host_in(dctx.num_inputs());
+  std::vector<const tensor*> ptrs(dctx.num_inputs(), nullptr);
+  for (size_t i = 0; i < dctx.num_inputs(); ++i) {
+    const tensor* t = dctx.input(i);
+    if (!t) continue;
+    if (t->device() == device_kind::cpu) {
+      host_in[i] = *t;
+    } else {
+      auto bytes = allocate_cpu_bytes(t->bytes());
+      if (!bytes) return internal_error("{}: out of memory copying an input to the host", n.describe());
+      host_in[i] = tensor(t->type(), t->shape(), std::move(bytes));
+      GG_RETURN_IF_ERROR(rc->download(host_in[i].raw(), t->raw(), t->bytes()));
+    }
+    ptrs[i] = &host_in[i];
+  }
+  std::vector<tensor> host_out(n.outputs.size());
+  kernel_context hctx(n, ptrs, &host_out, pool_.get());
+  GG_RETURN_IF_ERROR(k->run(hctx));
+  for (size_t o = 0; o < host_out.size(); ++o) {
+    if (!host_out[o].defined()) continue;
+    if (host_output_[ni][o]) {
+      (*outs)[o] = std::move(host_out[o]);
+      continue;
+    }
+    GG_ASSIGN_OR_RETURN(tensor * dst, dctx.output(o, host_out[o].type(), host_out[o].shape()));
+    if (host_out[o].bytes()) GG_RETURN_IF_ERROR(rc->upload(dst->raw(), host_out[o].raw(), host_out[o].bytes()));
+  }
   return status::ok();
 }
 
@@ -633,6 +690,12 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
     kernel_context ctx(n, std::move(ins), &outs, pool_.get(), &alloc,
                        on_device_[ni] && ctx_rc ? ctx_rc->native() : nullptr);
     status st = kernels_[ni]->run(ctx);
+    if (!st.is_ok() && on_device_[ni] && ctx_rc && !capture &&
+        (st.kind() == error_kind::unsupported_here || st.kind() == error_kind::invalid_input)) {
+      // The CPU is the reference: it runs what the device declined, and its verdict stands.
+      st = run_on_cpu_instead(ni, ctx, ctx_rc, &outs);
+      if (stats) ++stats->cpu_fallbacks;
+    }
     if (!st.is_ok()) {
       if (capture && ni >= capture_begin_ && ni < capture_end_) {
         ctx_rc->end_capture();

@@ -36,6 +36,7 @@ struct run_stats {
   int64_t device_peak_bytes = 0;
   bool planned = false;            // this run used a memory plan made earlier
   bool graph_replay = false;       // this run replayed a captured device graph
+  int cpu_fallbacks = 0;           // device nodes that ran on the CPU in this run
 };
 
 class device_backend;
@@ -100,6 +101,13 @@ class session {
   std::vector<char> on_device_;                // per node
   std::vector<std::vector<char>> host_output_; // per node, per output: produced in host memory
   std::map<int, tensor> device_initializers_;  // value id -> weights resident on the device
+  std::map<int, int> device_initializer_source_;  // device copy id -> host initializer id
+  // CPU kernels for device nodes whose device kernel declined a case (made on first need).
+  std::mutex fallback_mu_;
+  std::map<size_t, std::shared_ptr<kernel>> cpu_fallback_;
+  expected<std::shared_ptr<kernel>> cpu_kernel_for(size_t node_index);
+  status run_on_cpu_instead(size_t node_index, kernel_context& device_ctx, run_context* rc,
+                            std::vector<tensor>* outs);
   std::mutex contexts_mu_;
   std::vector<std::unique_ptr<run_context>> free_contexts_;
   bool capturable_ = false;

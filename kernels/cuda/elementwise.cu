@@ -127,11 +127,11 @@ status binary(kernel_context& ctx) {
   const tensor* b = ctx.input(1);
   if (!a || !b) return ctx.fail("needs two inputs");
   if (a->type() != dtype::f32 || b->type() != dtype::f32)
-    return ctx.fail("the CUDA kernel takes float32 (got {} and {})", dtype_name(a->type()), dtype_name(b->type()));
+    return ctx.unsupported("the CUDA kernel takes float32 (got {} and {})", dtype_name(a->type()), dtype_name(b->type()));
   shape_t out;
   if (!cpu::broadcast_shapes(a->shape(), b->shape(), &out))
     return ctx.fail("inputs have shapes {} and {}, which do not broadcast", shape_str(a->shape()), shape_str(b->shape()));
-  if (out.size() > kMaxRank) return ctx.fail("rank {} is above the CUDA limit of {}", out.size(), kMaxRank);
+  if (out.size() > kMaxRank) return ctx.unsupported("rank {} is above the CUDA limit of {}", out.size(), kMaxRank);
   size_t reuse = a->shape() == out ? 0 : 1;
   GG_ASSIGN_OR_RETURN(tensor* y, ctx.output_reusing(0, reuse, dtype::f32, out));
   int64_t n = y->numel();
@@ -153,7 +153,7 @@ template <unop op>
 status unary(kernel_context& ctx) {
   const tensor* x = ctx.input(0);
   if (!x) return ctx.fail("needs an input");
-  if (x->type() != dtype::f32) return ctx.fail("the CUDA kernel takes float32 (got {})", dtype_name(x->type()));
+  if (x->type() != dtype::f32) return ctx.unsupported("the CUDA kernel takes float32 (got {})", dtype_name(x->type()));
   GG_ASSIGN_OR_RETURN(tensor* y, ctx.output_reusing(0, 0, dtype::f32, x->shape()));
   int64_t n = y->numel();
   if (n == 0) return status::ok();

@@ -32,7 +32,7 @@ class matmul_kernel final : public kernel {
     const tensor* b = ctx.input(1);
     if (!a || !b) return ctx.fail("needs inputs A and B");
     if (a->type() != dtype::f32 || b->type() != dtype::f32)
-      return ctx.fail("the CUDA MatMul takes float32 (got {} and {})", dtype_name(a->type()), dtype_name(b->type()));
+      return ctx.unsupported("the CUDA MatMul takes float32 (got {} and {})", dtype_name(a->type()), dtype_name(b->type()));
     if (a->rank() == 0 || b->rank() == 0) return ctx.fail("MatMul inputs must have rank >= 1");
     shape_t as = a->shape(), bs = b->shape();
     bool a_vec = as.size() == 1, b_vec = bs.size() == 1;
@@ -115,7 +115,7 @@ class gemm_kernel final : public kernel {
     const tensor* c = ctx.input(2);
     if (!a || !b) return ctx.fail("needs inputs A and B");
     if (a->type() != dtype::f32 || b->type() != dtype::f32 || (c && c->type() != dtype::f32))
-      return ctx.fail("the CUDA Gemm takes float32");
+      return ctx.unsupported("the CUDA Gemm takes float32");
     if (a->rank() != 2 || b->rank() != 2) return ctx.fail("A and B must be 2-D");
     int64_t m = ta_ ? a->dim(1) : a->dim(0), k = ta_ ? a->dim(0) : a->dim(1);
     int64_t k2 = tb_ ? b->dim(1) : b->dim(0), n = tb_ ? b->dim(0) : b->dim(1);

@@ -51,17 +51,19 @@ struct conv_geom {
   int64_t group;
 };
 
-__global__ void im2col_kernel(float* col, const float* x, conv_geom g, int64_t cg, int64_t c0) {
-  // col [cg*kh*kw, oh*ow] for one image and one group (channels c0 .. c0+cg)
-  int64_t total = cg * g.kh * g.kw * g.oh * g.ow;
+// col [nb][cg*kh*kw][oh*ow] for images n0 .. n0+nb and the group whose channels start at c0.
+__global__ void im2col_batched_kernel(float* col, const float* x, conv_geom g, int64_t cg, int64_t c0, int64_t n0, int64_t nb) {
+  const int64_t k = cg * g.kh * g.kw, p = g.oh * g.ow;
+  int64_t total = nb * k * p;
   GRID_LOOP(i, total) {
-    int64_t p = i % (g.oh * g.ow);
-    int64_t row = i / (g.oh * g.ow);
+    int64_t pi = i % p;
+    int64_t row = (i / p) % k;
+    int64_t img = i / (p * k);
     int64_t kx = row % g.kw, ky = (row / g.kw) % g.kh, ch = row / (g.kw * g.kh);
-    int64_t oy = p / g.ow, ox = p % g.ow;
+    int64_t oy = pi / g.ow, ox = pi % g.ow;
     int64_t iy = oy * g.sh - g.pt + ky * g.dh, ix = ox * g.sw - g.pl + kx * g.dw;
     float v = 0.f;
-    if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) v = x[((c0 + ch) * g.h + iy) * g.w + ix];
+    if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) v = x[(((n0 + img) * g.c + c0 + ch) * g.h + iy) * g.w + ix];
     col[i] = v;
   }
 }
@@ -106,8 +108,8 @@ class conv_kernel final : public kernel {
     const tensor* bias = ctx.input(2);
     if (!x || !w) return ctx.fail("needs X and W");
     if (x->type() != dtype::f32 || w->type() != dtype::f32 || (bias && bias->type() != dtype::f32))
-      return ctx.fail("the CUDA Conv takes float32");
-    if (x->rank() != 4 && x->rank() != 3) return ctx.fail("the CUDA Conv supports 1-D and 2-D convolutions (input rank {})", x->rank());
+      return ctx.unsupported("the CUDA Conv takes float32");
+    if (x->rank() != 4 && x->rank() != 3) return ctx.unsupported("the CUDA Conv supports 1-D and 2-D convolutions (input rank {})", x->rank());
     if (w->rank() != x->rank()) return ctx.fail("W has rank {} for an input of rank {}", w->rank(), x->rank());
     const bool one_d = x->rank() == 3;
     conv_geom g{};
@@ -169,16 +171,22 @@ class conv_kernel final : public kernel {
                                           static_cast<int>(k), 0, &zero, py, static_cast<int>(p), g.m * p,
                                           static_cast<int>(g.n)));
     } else {
-      GG_RETURN_IF_ERROR(ensure_workspace(rs, static_cast<size_t>(k * p) * sizeof(float)));
+      // im2col for a batch of images at once, then one strided-batched GEMM per group and
+      // chunk (the weights are shared: stride 0). Chunks keep the column buffer under 512 MiB.
+      const int64_t per_image = k * p;
+      const int64_t nb_max = std::max<int64_t>(1, std::min<int64_t>(g.n, (int64_t{512} << 20) / 4 / std::max<int64_t>(per_image, 1)));
+      GG_RETURN_IF_ERROR(ensure_workspace(rs, static_cast<size_t>(nb_max * per_image) * sizeof(float)));
       float* col = static_cast<float*>(rs.workspace);
-      for (int64_t n = 0; n < g.n; ++n) {
-        for (int64_t gi = 0; gi < g.group; ++gi) {
-          const float* xin = px + n * g.c * g.h * g.w;
-          im2col_kernel<<<blocks_for(k * p), kThreads, 0, rs.stream>>>(col, xin, g, cg, gi * cg);
+      for (int64_t gi = 0; gi < g.group; ++gi) {
+        for (int64_t n0 = 0; n0 < g.n; n0 += nb_max) {
+          int64_t nb = std::min(nb_max, g.n - n0);
+          im2col_batched_kernel<<<blocks_for(nb * per_image), kThreads, 0, rs.stream>>>(col, px, g, cg, gi * cg, n0, nb);
           GG_CUDA(cudaGetLastError());
-          GG_CUBLAS(cublasSgemm(rs.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(p), static_cast<int>(mg),
-                                static_cast<int>(k), &one, col, static_cast<int>(p), pw + gi * mg * k,
-                                static_cast<int>(k), &zero, py + (n * g.m + gi * mg) * p, static_cast<int>(p)));
+          GG_CUBLAS(cublasSgemmStridedBatched(rs.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(p), static_cast<int>(mg),
+                                              static_cast<int>(k), &one, col, static_cast<int>(p), per_image,
+                                              pw + gi * mg * k, static_cast<int>(k), 0, &zero,
+                                              py + (n0 * g.m + gi * mg) * p, static_cast<int>(p), g.m * p,
+                                              static_cast<int>(nb)));
         }
       }
     }
@@ -249,10 +257,10 @@ status pool(kernel_context& ctx, bool is_max) {
   const node& n = ctx.op();
   const tensor* x = ctx.input(0);
   if (!x) return ctx.fail("needs an input");
-  if (x->type() != dtype::f32 || x->rank() != 4) return ctx.fail("the CUDA pooling takes 4-D float32");
-  if (is_max && ctx.output_wanted(1)) return ctx.fail("MaxPool indices are not supported on CUDA");
+  if (x->type() != dtype::f32 || x->rank() != 4) return ctx.unsupported("the CUDA pooling takes 4-D float32");
+  if (is_max && ctx.output_wanted(1)) return ctx.unsupported("MaxPool indices are not supported on CUDA");
   auto ks = n.attr_ints("kernel_shape"), st = n.attr_ints("strides"), pads = n.attr_ints("pads"), dil = n.attr_ints("dilations");
-  if (ks.size() != 2) return ctx.fail("kernel_shape must have 2 entries");
+  if (ks.size() != 2) return ctx.unsupported("the CUDA pooling is 2-D only");
   if (st.empty()) st = {1, 1};
   if (pads.empty()) pads = {0, 0, 0, 0};
   if (dil.empty()) dil = {1, 1};
@@ -353,7 +361,7 @@ __global__ void softmax_kernel(float* y, const float* x, int64_t len, int64_t in
 status softmax(kernel_context& ctx, bool log_mode) {
   const tensor* x = ctx.input(0);
   if (!x) return ctx.fail("needs an input");
-  if (x->type() != dtype::f32) return ctx.fail("the CUDA Softmax takes float32");
+  if (x->type() != dtype::f32) return ctx.unsupported("the CUDA Softmax takes float32");
   int64_t r = static_cast<int64_t>(x->rank());
   const node& n = ctx.op();
   int64_t axis = n.attr_int("axis", n.opset < 13 ? 1 : -1);
@@ -372,7 +380,7 @@ status softmax(kernel_context& ctx, bool log_mode) {
   }
   int threads = len >= 1024 ? 512 : len >= 256 ? 256 : 128;
   int64_t rows = outer * inner;
-  if (rows > 2147483647) return ctx.fail("too many rows");
+  if (rows > 2147483647) return ctx.unsupported("too many rows for the CUDA kernel");
   softmax_kernel<<<static_cast<unsigned>(rows), threads, 0, state(ctx).stream>>>(y->data<float>(), x->data<float>(), len, inner, log_mode ? 1 : 0);
   return cuda_status(cudaGetLastError(), "softmax");
 }
@@ -406,7 +414,7 @@ status layernorm(kernel_context& ctx) {
   const tensor* bias = ctx.input(2);
   if (!x || !scale) return ctx.fail("needs X and Scale");
   if (x->type() != dtype::f32 || scale->type() != dtype::f32 || (bias && bias->type() != dtype::f32))
-    return ctx.fail("the CUDA LayerNormalization takes float32");
+    return ctx.unsupported("the CUDA LayerNormalization takes float32");
   int64_t r = static_cast<int64_t>(x->rank());
   int64_t axis = ctx.op().attr_int("axis", -1);
   if (axis < 0) axis += r;
@@ -449,11 +457,27 @@ __global__ void reduce_kernel(float* y, const float* x, int64_t len, int64_t inn
   if (threadIdx.x == 0) y[row] = mode == 1 ? s / static_cast<float>(len) : s;
 }
 
+__global__ void scale_kernel(float* y, int64_t n, float s) {
+  GRID_LOOP(i, n) y[i] *= s;
+}
+
+// Stage one of a long reduction: block (row, chunk) reduces one chunk of one row (inner == 1).
+__global__ void reduce_partial_kernel(float* partial, const float* x, int64_t len, int64_t chunk, int mode) {
+  __shared__ float sh[32];
+  int64_t row = blockIdx.y, c = blockIdx.x;
+  const float* xp = x + row * len;
+  int64_t b = c * chunk, e = min(len, b + chunk);
+  float v = mode == 2 ? -FLT_MAX : 0.f;
+  for (int64_t j = b + threadIdx.x; j < e; j += blockDim.x) v = mode == 2 ? fmaxf(v, xp[j]) : v + xp[j];
+  v = mode == 2 ? block_max(v, sh) : block_sum(v, sh);
+  if (threadIdx.x == 0) partial[row * gridDim.x + c] = v;
+}
+
 // ReduceSum (0), ReduceMean (1), ReduceMax (2) over one contiguous run of axes.
 status reduce(kernel_context& ctx, int mode) {
   const tensor* x = ctx.input(0);
   if (!x) return ctx.fail("needs an input");
-  if (x->type() != dtype::f32) return ctx.fail("the CUDA reductions take float32");
+  if (x->type() != dtype::f32) return ctx.unsupported("the CUDA reductions take float32");
   int64_t r = static_cast<int64_t>(x->rank());
   std::vector<int64_t> axes;
   if (ctx.input(1)) axes = ctx.input(1)->to_int64_vector();
@@ -474,7 +498,7 @@ status reduce(kernel_context& ctx, int mode) {
   }
   int64_t first = -1, last = -1;
   for (int64_t i = 0; i < r; ++i) if (red[i]) { if (first < 0) first = i; last = i; }
-  for (int64_t i = first; i <= last; ++i) if (!red[i]) return ctx.fail("non-adjacent reduction axes are not supported on CUDA");
+  for (int64_t i = first; i <= last; ++i) if (!red[i]) return ctx.unsupported("non-adjacent reduction axes are not supported on CUDA");
   int64_t outer = 1, len = 1, inner = 1;
   for (int64_t i = 0; i < r; ++i) {
     if (i < first) outer *= x->dim(i);
@@ -488,9 +512,27 @@ status reduce(kernel_context& ctx, int mode) {
   }
   GG_ASSIGN_OR_RETURN(tensor* y, ctx.output(0, dtype::f32, out));
   if (y->numel() == 0) return status::ok();
-  if (len == 0) return ctx.fail("reducing an empty axis is not supported on CUDA");
+  if (len == 0) return ctx.unsupported("reducing an empty axis is not supported on CUDA");
   int threads = len >= 1024 ? 512 : 128;
-  reduce_kernel<<<static_cast<unsigned>(outer * inner), threads, 0, state(ctx).stream>>>(y->data<float>(), x->data<float>(), len, inner, mode);
+  run_state& rs = state(ctx);
+  int64_t rows = outer * inner;
+  if (inner == 1 && rows < 1024 && len >= (int64_t{1} << 16)) {
+    // Few long rows: spread each row over many blocks, then reduce the partial results.
+    int64_t chunks = std::min<int64_t>(1024, (len + 65535) / 65536 * 8);
+    int64_t chunk = (len + chunks - 1) / chunks;
+    GG_RETURN_IF_ERROR(ensure_workspace(rs, static_cast<size_t>(rows * chunks) * sizeof(float)));
+    float* partial = static_cast<float*>(rs.workspace);
+    reduce_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), 256, 0, rs.stream>>>(
+        partial, x->data<float>(), len, chunk, mode);
+    GG_CUDA(cudaGetLastError());
+    reduce_kernel<<<static_cast<unsigned>(rows), 256, 0, rs.stream>>>(y->data<float>(), partial, chunks, 1, mode == 1 ? 0 : mode);
+    GG_CUDA(cudaGetLastError());
+    if (mode == 1) {
+      scale_kernel<<<blocks_for(rows), kThreads, 0, rs.stream>>>(y->data<float>(), rows, 1.f / static_cast<float>(len));
+    }
+    return cuda_status(cudaGetLastError(), "reduce");
+  }
+  reduce_kernel<<<static_cast<unsigned>(rows), threads, 0, rs.stream>>>(y->data<float>(), x->data<float>(), len, inner, mode);
   return cuda_status(cudaGetLastError(), "reduce");
 }
 
@@ -513,7 +555,7 @@ __global__ void global_pool_kernel(float* y, const float* x, int64_t hw, int is_
 status global_pool(kernel_context& ctx, bool is_max) {
   const tensor* x = ctx.input(0);
   if (!x || x->rank() < 3) return ctx.fail("needs an input of rank >= 3");
-  if (x->type() != dtype::f32) return ctx.fail("the CUDA global pooling takes float32");
+  if (x->type() != dtype::f32) return ctx.unsupported("the CUDA global pooling takes float32");
   shape_t out = {x->dim(0), x->dim(1)};
   int64_t hw = 1;
   for (size_t d = 2; d < x->rank(); ++d) { out.push_back(1); hw *= x->dim(d); }
@@ -534,8 +576,8 @@ __global__ void batchnorm_kernel(float* y, const float* x, const float* sc, cons
 
 status batchnorm(kernel_context& ctx) {
   const tensor* x = ctx.input(0);
-  for (int i = 0; i < 5; ++i) if (!ctx.input(i) || ctx.input(i)->type() != dtype::f32) return ctx.fail("needs five float32 inputs");
-  if (ctx.op().attr_int("training_mode", 0)) return ctx.fail("training mode is not supported");
+  for (int i = 0; i < 5; ++i) if (!ctx.input(i) || ctx.input(i)->type() != dtype::f32) return ctx.unsupported("the CUDA BatchNormalization takes five float32 inputs");
+  if (ctx.op().attr_int("training_mode", 0)) return ctx.unsupported("training mode is not supported");
   if (x->rank() < 2) return ctx.fail("X must have rank >= 2");
   int64_t c = x->dim(1);
   for (int i = 1; i < 5; ++i) if (ctx.input(i)->numel() != c) return ctx.fail("input {} must have {} values", i, c);
@@ -556,7 +598,7 @@ __global__ void act_kernel(float* y, const float* x, int64_t n, int kind, float 
 status activation(kernel_context& ctx, act_kind kind, float a, float b) {
   const tensor* x = ctx.input(0);
   if (!x) return ctx.fail("needs an input");
-  if (x->type() != dtype::f32) return ctx.fail("the CUDA kernel takes float32 (got {})", dtype_name(x->type()));
+  if (x->type() != dtype::f32) return ctx.unsupported("the CUDA kernel takes float32 (got {})", dtype_name(x->type()));
   GG_ASSIGN_OR_RETURN(tensor* y, ctx.output_reusing(0, 0, dtype::f32, x->shape()));
   if (y->numel() == 0) return status::ok();
   act_kernel<<<blocks_for(y->numel()), kThreads, 0, state(ctx).stream>>>(y->data<float>(), x->data<float>(), y->numel(),
@@ -617,15 +659,15 @@ status resize(kernel_context& ctx) {
   const node& n = ctx.op();
   const tensor* x = ctx.input(0);
   if (!x) return ctx.fail("needs an input");
-  if (x->type() != dtype::f32 || x->rank() != 4) return ctx.fail("the CUDA Resize takes 4-D float32");
+  if (x->type() != dtype::f32 || x->rank() != 4) return ctx.unsupported("the CUDA Resize takes 4-D float32");
   std::string mode = n.attr_string("mode", "nearest");
   std::string ctm = n.attr_string("coordinate_transformation_mode", "half_pixel");
   std::string nm = n.attr_string("nearest_mode", "round_prefer_floor");
-  if (mode != "nearest" && mode != "linear") return ctx.fail("mode '{}' is not supported on CUDA", mode);
+  if (mode != "nearest" && mode != "linear") return ctx.unsupported("mode '{}' is not supported on CUDA", mode);
   if (n.attr_int("antialias", 0) || n.has_attr("axes") || n.attr_string("keep_aspect_ratio_policy", "stretch") != "stretch")
-    return ctx.fail("antialias, axes and keep_aspect_ratio_policy are not supported on CUDA");
+    return ctx.unsupported("antialias, axes and keep_aspect_ratio_policy are not supported on CUDA");
   int coord = ctm == "half_pixel" ? 0 : ctm == "pytorch_half_pixel" ? 1 : ctm == "align_corners" ? 2 : ctm == "asymmetric" ? 3 : -1;
-  if (coord < 0) return ctx.fail("coordinate_transformation_mode '{}' is not supported on CUDA", ctm);
+  if (coord < 0) return ctx.unsupported("coordinate_transformation_mode '{}' is not supported on CUDA", ctm);
   int nearest = nm == "round_prefer_ceil" ? 0 : nm == "floor" ? 1 : nm == "ceil" ? 2 : 3;
   float sh = 1, sw = 1;
   int64_t oh, ow;
@@ -633,12 +675,12 @@ status resize(kernel_context& ctx) {
   const tensor* sizes = ctx.input(3);
   if (sizes && sizes->numel() > 0) {
     auto s = sizes->to_int64_vector();
-    if (s.size() != 4 || s[0] != x->dim(0) || s[1] != x->dim(1)) return ctx.fail("CUDA Resize only resizes the last two dims");
+    if (s.size() != 4 || s[0] != x->dim(0) || s[1] != x->dim(1)) return ctx.unsupported("CUDA Resize only resizes the last two dims");
     oh = s[2]; ow = s[3];
     sh = static_cast<float>(oh) / static_cast<float>(x->dim(2));
     sw = static_cast<float>(ow) / static_cast<float>(x->dim(3));
   } else if (scales && scales->numel() == 4) {
-    if (scales->as_double(0) != 1 || scales->as_double(1) != 1) return ctx.fail("CUDA Resize only resizes the last two dims");
+    if (scales->as_double(0) != 1 || scales->as_double(1) != 1) return ctx.unsupported("CUDA Resize only resizes the last two dims");
     sh = static_cast<float>(scales->as_double(2));
     sw = static_cast<float>(scales->as_double(3));
     oh = static_cast<int64_t>(std::floor(x->dim(2) * static_cast<double>(sh)));
@@ -647,6 +689,7 @@ status resize(kernel_context& ctx) {
     return ctx.fail("needs scales or sizes");
   }
   if (oh < 0 || ow < 0 || sh <= 0 || sw <= 0) return ctx.fail("bad output size");
+  if (coord == 2 && (oh == 1 || ow == 1)) return ctx.unsupported("align_corners to a length of 1 runs on the CPU");
   GG_ASSIGN_OR_RETURN(tensor* y, ctx.output(0, dtype::f32, {x->dim(0), x->dim(1), oh, ow}));
   if (y->numel() == 0) return status::ok();
   resize_kernel<<<blocks_for(y->numel()), kThreads, 0, state(ctx).stream>>>(

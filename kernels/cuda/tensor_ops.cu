@@ -404,7 +404,7 @@ status where_op(kernel_context& ctx) {
   shape_t ab, out;
   if (!cpu::broadcast_shapes(a->shape(), b->shape(), &ab) || !cpu::broadcast_shapes(c->shape(), ab, &out))
     return ctx.fail("shapes {}, {} and {} do not broadcast", shape_str(c->shape()), shape_str(a->shape()), shape_str(b->shape()));
-  if (out.size() > kMaxRank) return ctx.fail("rank is above the CUDA limit");
+  if (out.size() > kMaxRank) return ctx.unsupported("rank is above the CUDA limit");
   GG_ASSIGN_OR_RETURN(tensor* y, ctx.output(0, a->type(), out));
   int64_t n = y->numel();
   if (n == 0) return status::ok();
@@ -449,7 +449,7 @@ status cast_from(kernel_context& ctx, const tensor* x, tensor* y) {
     case dtype::u8: cast_kernel<From, uint8_t><<<blocks_for(n), kThreads, 0, s>>>(y->data<uint8_t>(), in, n); break;
     case dtype::i8: cast_kernel<From, int8_t><<<blocks_for(n), kThreads, 0, s>>>(y->data<int8_t>(), in, n); break;
     case dtype::boolean: cast_kernel<From, bool><<<blocks_for(n), kThreads, 0, s>>>(y->data<bool>(), in, n); break;
-    default: return ctx.fail("cast to {} is not supported on CUDA", dtype_name(y->type()));
+    default: return ctx.unsupported("cast to {} is not supported on CUDA", dtype_name(y->type()));
   }
   return cuda_status(cudaGetLastError(), "Cast");
 }
@@ -473,7 +473,7 @@ status cast_op(kernel_context& ctx) {
     case dtype::u8: return cast_from<uint8_t>(ctx, x, y);
     case dtype::i8: return cast_from<int8_t>(ctx, x, y);
     case dtype::boolean: return cast_from<bool>(ctx, x, y);
-    default: return ctx.fail("cast from {} is not supported on CUDA", dtype_name(x->type()));
+    default: return ctx.unsupported("cast from {} is not supported on CUDA", dtype_name(x->type()));
   }
 }
 
