@@ -1,6 +1,7 @@
 // gpugrid bench: engine latency in this process, with no grid.
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -23,6 +24,7 @@ int bench_command(const bench_options& o) {
   session_options so;
   so.threads = o.threads;
   so.device = o.device;
+  so.profile = o.profile;
   set_blas_threads(o.threads);
   auto t_load = std::chrono::steady_clock::now();
   auto sess = session::create(*model, so);
@@ -31,6 +33,7 @@ int bench_command(const bench_options& o) {
   auto inputs = o.inputs.empty() ? random_inputs((*sess)->model(), 42) : load_inputs((*sess)->model(), o.inputs);
   if (!inputs) return fail(inputs.error());
   run_stats stats;
+  std::map<std::string, double> op_total;
   for (int i = 0; i < std::max(1, o.warmup); ++i) {
     auto r = (*sess)->run(*inputs, &stats);
     if (!r) return fail(r.error().with_context(o.model));
@@ -38,9 +41,11 @@ int bench_command(const bench_options& o) {
   std::vector<double> times;
   for (int i = 0; i < o.iterations; ++i) {
     auto t0 = std::chrono::steady_clock::now();
+    stats.op_ms.clear();
     auto r = (*sess)->run(*inputs, &stats);
     times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (!r) return fail(r.error().with_context(o.model));
+    for (auto& [op, ms] : stats.op_ms) op_total[op] += ms / o.iterations;
   }
   std::vector<double> sorted = times;
   std::sort(sorted.begin(), sorted.end());
@@ -63,6 +68,12 @@ int bench_command(const bench_options& o) {
     w.key("peak_bytes").value(stats.peak_bytes).key("arena_bytes").value(stats.arena_bytes);
     w.key("device_peak_bytes").value(stats.device_peak_bytes).key("device_arena_bytes").value(stats.device_arena_bytes);
     w.key("load_ms").value(load_ms);
+    w.key("graph_replay").value(stats.graph_replay).key("cpu_fallbacks").value(stats.cpu_fallbacks);
+    if (o.profile) {
+      w.key("op_ms").begin_object();
+      for (auto& [op, ms] : op_total) w.key(op).value(ms);
+      w.end_object();
+    }
     w.end_object();
     fmt::print("{}\n", w.str());
   } else {
@@ -70,6 +81,12 @@ int bench_command(const bench_options& o) {
     fmt::print("median      {:.3f} ms\np90         {:.3f} ms\nmin         {:.3f} ms\n", pct(0.5), pct(0.9), sorted.front());
     fmt::print("peak        {:.2f} MiB (arena {:.2f} MiB)\nload        {:.1f} ms\n",
                static_cast<double>(stats.peak_bytes) / (1 << 20), static_cast<double>(stats.arena_bytes) / (1 << 20), load_ms);
+    if (o.profile) {
+      std::vector<std::pair<double, std::string>> rows;
+      for (auto& [op, ms] : op_total) rows.push_back({ms, op});
+      std::sort(rows.rbegin(), rows.rend());
+      for (auto& [ms, op] : rows) fmt::print("  {:<28} {:9.3f} ms\n", op, ms);
+    }
     if (stats.device_peak_bytes)
       fmt::print("device peak {:.2f} MiB (arena {:.2f} MiB)\n", static_cast<double>(stats.device_peak_bytes) / (1 << 20),
                  static_cast<double>(stats.device_arena_bytes) / (1 << 20));

@@ -33,6 +33,7 @@ struct inspect_options {
 int inspect_command(const inspect_options& o);
 
 struct bench_options {
+  bool profile = false;                // time every op type (slower; no device graphs)
   std::string model;
   std::vector<std::string> inputs;
   std::string device = "cpu";

@@ -13,7 +13,7 @@ _gpugrid_flags() {
     peers) echo '-h --help --peer --data-dir --json' ;;
     inspect) echo '-h --help --device --json' ;;
     selftest) echo '-h --help --suite --device --filter --threads --json --verbose' ;;
-    bench) echo '-h --help --device --iterations --warmup --threads --json' ;;
+    bench) echo '-h --help --device --iterations --warmup --profile --threads --json' ;;
     ledger) echo '-h --help --data-dir --json' ;;
     identity) echo '-h --help --data-dir --json' ;;
     completion) echo '-h --help' ;;

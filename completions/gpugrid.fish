@@ -162,6 +162,7 @@ complete -c gpugrid -n '__gpugrid_command_is bench' -s h -l help -d 'print this 
 complete -c gpugrid -n '__gpugrid_command_is bench' -l device -x -a 'auto cpu cuda' -d 'the device to measure (default cpu)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l iterations -x -d 'timed runs (default 20)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l warmup -x -d 'untimed runs first (default 3)'
+complete -c gpugrid -n '__gpugrid_command_is bench' -l profile -d 'time every op type (waits for the device after each node; slower)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l json -d 'print one JSON object (median, p90, peak memory)'
 complete -c gpugrid -n '__gpugrid_command_is bench; and __gpugrid_positional 0 --device --iterations --warmup --threads' -a '(__gpugrid_files onnx)' -d 'MODEL'

@@ -1,6 +1,7 @@
 #include "engine/session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <set>
 
@@ -496,7 +497,7 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
                                            const node_observer* observer) {
   std::string signature;
   GG_RETURN_IF_ERROR(check_inputs(inputs, &signature));
-  if (capturable_ && options_.device_graphs && !observer) {
+  if (capturable_ && options_.device_graphs && !observer && !options_.profile) {
     std::shared_ptr<plan> p;
     {
       std::lock_guard<std::mutex> lock(plans_mu_);
@@ -689,6 +690,7 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
     if (observer) observed_ins = ins;
     kernel_context ctx(n, std::move(ins), &outs, pool_.get(), &alloc,
                        on_device_[ni] && ctx_rc ? ctx_rc->native() : nullptr);
+    auto t_node = std::chrono::steady_clock::now();
     status st = kernels_[ni]->run(ctx);
     if (!st.is_ok() && on_device_[ni] && ctx_rc && !capture &&
         (st.kind() == error_kind::unsupported_here || st.kind() == error_kind::invalid_input)) {
@@ -702,6 +704,12 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
         capture->failed = true;
       }
       return st;
+    }
+    if (options_.profile && stats) {
+      if (ctx_rc && on_device_[ni]) (void)ctx_rc->synchronize();
+      std::string key = n.domain.empty() ? n.op_type : n.op_type;
+      if (!on_device_[ni] && device_) key += " (cpu)";
+      stats->op_ms[key] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_node).count();
     }
     if (observer) {
       std::vector<const tensor*> observed_outs;

@@ -27,6 +27,7 @@ struct session_options {
   // On a device, when every op runs there and shapes repeat: record the run once as a device
   // graph (CUDA Graph) and replay it, so kernel launches cost almost nothing.
   bool device_graphs = true;
+  bool profile = false;      // time every node (see run_stats::op_ms); turns device graphs off
 };
 
 struct run_stats {
@@ -37,6 +38,9 @@ struct run_stats {
   bool planned = false;            // this run used a memory plan made earlier
   bool graph_replay = false;       // this run replayed a captured device graph
   int cpu_fallbacks = 0;           // device nodes that ran on the CPU in this run
+  // With session_options::profile: milliseconds per op type ("Conv", "MemcpyToHost", ...),
+  // measured by waiting for the device after every node (so the run itself is slower).
+  std::map<std::string, double> op_ms;
 };
 
 class device_backend;

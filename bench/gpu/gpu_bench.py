@@ -195,6 +195,9 @@ def main():
                 entry.update(torch_median_ms=t_med, torch_p90_ms=t_p90)
                 g = gpugrid_bench(a.gpugrid, path, files, a.iterations)
                 entry["gpugrid"] = g
+                if batch == 32 and os.environ.get("PROFILE"):
+                    prof = gpugrid_bench(a.gpugrid, path, files, 3, ("--profile",))
+                    entry["profile_op_ms"] = prof.get("op_ms", prof)
                 if "median_ms" in g:
                     entry["ratio_vs_torch"] = g["median_ms"] / t_med
                 outs, err = gpugrid_outputs(a.gpugrid, path, files, os.path.join(work, f"{name}-b{batch}-out"))
