@@ -1,5 +1,6 @@
 #include "tests/consistency_cases.h"
 
+#include <cmath>
 #include <random>
 
 #include "engine/op_runner.h"
@@ -189,6 +190,24 @@ std::vector<consistency_case> consistency_cases() {
     auto l = with_const(mk("Resize linear", "Resize", {random_f32({1, 2, 4, 5}, seed++), tensor(), scales}), {2});
     l.n.attrs["mode"] = attr_s("linear");
     v.push_back(l);
+  }
+  {
+    tensor x = random_f32({40}, seed++);
+    x.data<float>()[3] = std::nanf("");
+    x.data<float>()[7] = INFINITY;
+    x.data<float>()[9] = -INFINITY;
+    v.push_back(mk("IsNaN", "IsNaN", {x}));
+    v.push_back(mk("IsInf", "IsInf", {x}));
+    v.push_back(mk("Not", "Not", {tensor::from_vector<bool>({4}, {true, false, false, true})}));
+    for (const char* op : {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"}) {
+      tensor a = tensor::from_vector<int64_t>({2, 3}, {1, 5, 3, -2, 0, 7});
+      tensor b = tensor::from_vector<int64_t>({3}, {1, 4, 7});
+      v.push_back(mk(std::string(op) + " i64", op, {a, b}));
+    }
+    tensor p = tensor::from_vector<bool>({2, 2}, {true, false, true, true});
+    tensor q = tensor::from_vector<bool>({2}, {false, true});
+    v.push_back(mk("And", "And", {p, q}));
+    v.push_back(mk("Or", "Or", {p, q}));
   }
   return v;
 }

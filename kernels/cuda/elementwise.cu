@@ -161,6 +161,108 @@ status unary(kernel_context& ctx) {
   return cuda_status(cudaGetLastError(), ctx.op().op_type.c_str());
 }
 
+// ---- predicates and comparisons (bool outputs) ----
+
+__global__ void isnan_kernel(bool* y, const float* x, int64_t n, int mode) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v = x[i];
+    y[i] = mode == 0 ? isnan(v) : (mode == 1 ? isinf(v) && v > 0 : (mode == 2 ? isinf(v) && v < 0 : isinf(v)));
+  }
+}
+
+__global__ void not_kernel(bool* y, const bool* x, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = !x[i];
+}
+
+enum class cmpop : int { eq, lt, gt, le, ge, band, bor };
+
+template <typename T>
+__global__ void compare_kernel(bool* y, const T* a, const T* b, int64_t n, bcast_index ix, int op) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t rem = i, ao = 0, bo = 0;
+    for (int d = ix.rank - 1; d >= 0; --d) {
+      int64_t q = rem % ix.out_dims[d];
+      rem /= ix.out_dims[d];
+      ao += q * ix.a_strides[d];
+      bo += q * ix.b_strides[d];
+    }
+    T u = a[ao], v = b[bo];
+    bool r;
+    switch (op) {
+      case 0: r = u == v; break;
+      case 1: r = u < v; break;
+      case 2: r = u > v; break;
+      case 3: r = u <= v; break;
+      case 4: r = u >= v; break;
+      case 5: r = u && v; break;
+      default: r = u || v; break;
+    }
+    y[i] = r;
+  }
+}
+
+status isnan_like(kernel_context& ctx, int mode) {
+  const tensor* x = ctx.input(0);
+  if (!x) return ctx.fail("needs an input");
+  if (x->type() != dtype::f32) return ctx.unsupported("the CUDA kernel takes float32 (got {})", dtype_name(x->type()));
+  if (mode != 0) {
+    bool pos = ctx.op().attr_int("detect_positive", 1) != 0, neg = ctx.op().attr_int("detect_negative", 1) != 0;
+    mode = pos && neg ? 3 : pos ? 1 : neg ? 2 : -1;
+    if (mode < 0) return ctx.unsupported("IsInf detecting nothing runs on the CPU");
+  }
+  GG_ASSIGN_OR_RETURN(tensor* y, ctx.output(0, dtype::boolean, x->shape()));
+  if (y->numel() == 0) return status::ok();
+  isnan_kernel<<<blocks_for(y->numel()), kThreads, 0, state(ctx).stream>>>(y->data<bool>(), x->data<float>(), y->numel(), mode);
+  return cuda_status(cudaGetLastError(), "IsNaN");
+}
+
+status not_op(kernel_context& ctx) {
+  const tensor* x = ctx.input(0);
+  if (!x) return ctx.fail("needs an input");
+  if (x->type() != dtype::boolean) return ctx.unsupported("Not takes bool");
+  GG_ASSIGN_OR_RETURN(tensor* y, ctx.output_reusing(0, 0, dtype::boolean, x->shape()));
+  if (y->numel() == 0) return status::ok();
+  not_kernel<<<blocks_for(y->numel()), kThreads, 0, state(ctx).stream>>>(y->data<bool>(), x->data<bool>(), y->numel());
+  return cuda_status(cudaGetLastError(), "Not");
+}
+
+template <cmpop op>
+status compare(kernel_context& ctx) {
+  const tensor* a = ctx.input(0);
+  const tensor* b = ctx.input(1);
+  if (!a || !b) return ctx.fail("needs two inputs");
+  if (a->type() != b->type()) return ctx.unsupported("inputs differ in type");
+  bool logic = op == cmpop::band || op == cmpop::bor;
+  if (logic ? a->type() != dtype::boolean
+            : (a->type() != dtype::f32 && a->type() != dtype::i64 && a->type() != dtype::i32 && a->type() != dtype::boolean))
+    return ctx.unsupported("the CUDA comparison does not take {}", dtype_name(a->type()));
+  shape_t out;
+  if (!cpu::broadcast_shapes(a->shape(), b->shape(), &out))
+    return ctx.fail("inputs have shapes {} and {}, which do not broadcast", shape_str(a->shape()), shape_str(b->shape()));
+  if (out.size() > kMaxRank) return ctx.unsupported("rank {} is above the CUDA limit", out.size());
+  GG_ASSIGN_OR_RETURN(tensor* y, ctx.output(0, dtype::boolean, out));
+  int64_t n = y->numel();
+  if (n == 0) return status::ok();
+  bcast_index ix{};
+  ix.rank = static_cast<int>(std::max<size_t>(out.size(), 1));
+  if (out.empty()) { ix.out_dims[0] = 1; ix.a_strides[0] = 0; ix.b_strides[0] = 0; }
+  auto sa = cpu::broadcast_strides(a->shape(), out), sb = cpu::broadcast_strides(b->shape(), out);
+  for (size_t d = 0; d < out.size(); ++d) { ix.out_dims[d] = out[d]; ix.a_strides[d] = sa[d]; ix.b_strides[d] = sb[d]; }
+  cudaStream_t s = state(ctx).stream;
+  int code = static_cast<int>(op);
+  switch (a->type()) {
+    case dtype::f32: compare_kernel<float><<<blocks_for(n), kThreads, 0, s>>>(y->data<bool>(), a->data<float>(), b->data<float>(), n, ix, code); break;
+    case dtype::i64: compare_kernel<int64_t><<<blocks_for(n), kThreads, 0, s>>>(y->data<bool>(), a->data<int64_t>(), b->data<int64_t>(), n, ix, code); break;
+    case dtype::i32: compare_kernel<int32_t><<<blocks_for(n), kThreads, 0, s>>>(y->data<bool>(), a->data<int32_t>(), b->data<int32_t>(), n, ix, code); break;
+    default: compare_kernel<bool><<<blocks_for(n), kThreads, 0, s>>>(y->data<bool>(), a->data<bool>(), b->data<bool>(), n, ix, code); break;
+  }
+  return cuda_status(cudaGetLastError(), ctx.op().op_type.c_str());
+}
+
 }  // namespace
 
 status launch_bias_act(float* y, const float* bias, int64_t rows, int64_t cols, act_spec act, cudaStream_t s) {
@@ -196,6 +298,16 @@ void register_elementwise_ops(op_registry& r) {
   r.add("Reciprocal", simple_kernel(unary<unop::reciprocal>));
   r.add("Gelu", simple_kernel(unary<unop::gelu>));
   r.add("Silu", simple_kernel(unary<unop::silu>), "com.gpugrid");
+  r.add("IsNaN", simple_kernel([](kernel_context& c) { return isnan_like(c, 0); }));
+  r.add("IsInf", simple_kernel([](kernel_context& c) { return isnan_like(c, 1); }));
+  r.add("Not", simple_kernel(not_op));
+  r.add("Equal", simple_kernel(compare<cmpop::eq>));
+  r.add("Less", simple_kernel(compare<cmpop::lt>));
+  r.add("Greater", simple_kernel(compare<cmpop::gt>));
+  r.add("LessOrEqual", simple_kernel(compare<cmpop::le>));
+  r.add("GreaterOrEqual", simple_kernel(compare<cmpop::ge>));
+  r.add("And", simple_kernel(compare<cmpop::band>));
+  r.add("Or", simple_kernel(compare<cmpop::bor>));
 }
 
 }  // namespace gpugrid::cuda
