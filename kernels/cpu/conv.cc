@@ -1,0 +1,680 @@
+// Conv, ConvTranspose and the fused com.gpugrid FusedConv (Conv + bias + activation).
+//
+// Conv paths: a 1x1 stride-1 unpadded conv is one GEMM per image and group; a conv with one
+// input channel per group (depthwise) runs a direct kernel per output plane; everything else
+// is im2col + GEMM per group, tiled along output rows so the column buffer stays bounded.
+// Bias and activation are applied to each block of output right after it is computed.
+// ConvTranspose is GEMM (W^T x X) + col2im.
+//
+// 1-D and 2-D convolutions run through the 3-D loops with leading spatial dims of size 1.
+#include <cmath>
+#include <cstdlib>
+
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/nn_internal.h"
+
+namespace gpugrid::cpu {
+namespace {
+
+using nn::check_inputs;
+using nn::gemm;
+using nn::parallel;
+using nn::valid_taps;
+using nn::window_attrs;
+using nn::window_geom;
+
+// The most elements one im2col / col2im buffer may hold (per tile).
+// (2 MiB of floats: the tile stays in L2 while sgemm packs it right after im2col wrote it.)
+constexpr int64_t max_col_elems = int64_t{1} << 19;
+
+template <typename T>
+T act_scalar(const activation_spec& a, T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return activation_reference(a, x);
+  } else {
+    switch (a.kind) {
+      case activation_kind::none: return x;
+      case activation_kind::relu: return x < 0 ? T(0) : x;
+      case activation_kind::leaky_relu: return x < 0 ? T(a.alpha) * x : x;
+      case activation_kind::sigmoid: return T(1) / (T(1) + std::exp(-x));
+      case activation_kind::tanh: return std::tanh(x);
+      case activation_kind::clip: return std::min(std::max(x, T(a.alpha)), T(a.beta));
+      case activation_kind::hard_sigmoid: return std::max(T(0), std::min(T(1), T(a.alpha) * x + T(a.beta)));
+      case activation_kind::hard_swish: return x * std::max(T(0), std::min(T(1), x / T(6) + T(0.5)));
+      case activation_kind::silu: return x / (T(1) + std::exp(-x));
+      case activation_kind::gelu: return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+    }
+    return x;
+  }
+}
+
+// y[i] = act(y[i] + bias) over one run of one output channel.
+template <typename T>
+inline void epilogue(const activation_spec& a, T* y, int64_t n, T bias) {
+  if constexpr (std::is_same_v<T, float>) {
+    apply_activation(a, y, n, bias);
+  } else {
+    if (a.is_none() && bias == T(0)) return;
+    for (int64_t i = 0; i < n; ++i) y[i] = act_scalar(a, y[i] + bias);
+  }
+}
+
+// Fills col[K, (r1 - r0) * OW] for output rows [r0, r1) (a row is one (od, oh) pair) from
+// the Cg channels at x. K = Cg * kD * kH * kW.
+template <typename T>
+void im2col(kernel_context& ctx, const T* x, int64_t Cg, const window_geom& g, int64_t r0, int64_t r1, T* col) {
+  const int64_t D = g.in[0], H = g.in[1], W = g.in[2];
+  const int64_t OH = g.out[1], OW = g.out[2];
+  const int64_t kD = g.k[0], kH = g.k[1], kW = g.k[2];
+  const int64_t kprod = kD * kH * kW;
+  const int64_t K = Cg * kprod;
+  const int64_t ncols = (r1 - r0) * OW;
+  const int64_t plane = D * H * W;
+  parallel(ctx, K, std::max<int64_t>(1, 8192 / std::max<int64_t>(ncols, 1)), [&](int64_t qb, int64_t qe) {
+    for (int64_t q = qb; q < qe; ++q) {
+      const int64_t c = q / kprod, rem = q % kprod;
+      const int64_t kd = rem / (kH * kW), kh = (rem / kW) % kH, kw = rem % kW;
+      const T* xc = x + c * plane;
+      T* dst = col + q * ncols;
+      const int64_t iw0 = kw * g.d[2] - g.pb[2];
+      int64_t lo, hi;  // valid ow range: 0 <= ow * sw + iw0 < W
+      {
+        const int64_t sw = g.s[2];
+        lo = iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw;
+        hi = (W - 1 - iw0) < 0 ? 0 : (W - 1 - iw0) / sw + 1;
+        lo = std::min(lo, OW);
+        hi = std::max(lo, std::min(hi, OW));
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t od = r / OH, oh = r % OH;
+        const int64_t id = od * g.s[0] - g.pb[0] + kd * g.d[0];
+        const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
+        T* drow = dst + (r - r0) * OW;
+        if (id < 0 || id >= D || ih < 0 || ih >= H) {
+          std::fill(drow, drow + OW, T(0));
+          continue;
+        }
+        const T* src = xc + (id * H + ih) * W;
+        std::fill(drow, drow + lo, T(0));
+        if (g.s[2] == 1) {
+          if (hi > lo) std::memcpy(drow + lo, src + lo + iw0, static_cast<size_t>(hi - lo) * sizeof(T));
+        } else {
+          const int64_t sw = g.s[2];
+          for (int64_t ow = lo; ow < hi; ++ow) drow[ow] = src[ow * sw + iw0];
+        }
+        std::fill(drow + hi, drow + OW, T(0));
+      }
+    }
+  });
+}
+
+// One output row of a depthwise conv with a kW == 3 kernel row, interior columns only.
+template <int SW>
+inline void dw_row3(float* __restrict y, const float* __restrict x, int64_t lo, int64_t hi, int64_t sw,
+                    int64_t o0, int64_t dw, float w0, float w1, float w2) {
+  const int64_t s = SW > 0 ? SW : sw;
+  for (int64_t ow = lo; ow < hi; ++ow) {
+    const float* p = x + ow * s + o0;
+    y[ow] += w0 * p[0] + w1 * p[dw] + w2 * p[2 * dw];
+  }
+}
+
+// Depthwise (one input channel per output channel) 2-D conv of one plane, no bias.
+void depthwise_plane(const float* x, const float* w, const window_geom& g, float* y) {
+  const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
+  const int64_t kH = g.k[1], kW = g.k[2], sh = g.s[1], sw = g.s[2], dh = g.d[1], dw = g.d[2];
+  const int64_t ph = g.pb[1], pw = g.pb[2];
+  // Per kw tap: the ow range where the tap lands inside the row.
+  int64_t tap_lo[64], tap_hi[64];
+  const bool small_k = kW <= 64;
+  int64_t all_lo = 0, all_hi = OW;  // columns where every tap is inside
+  for (int64_t kw = 0; kw < kW; ++kw) {
+    const int64_t off = kw * dw - pw;
+    int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+    int64_t hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
+    lo = std::min(lo, OW);
+    hi = std::max(lo, std::min(hi, OW));
+    if (small_k) { tap_lo[kw] = lo; tap_hi[kw] = hi; }
+    all_lo = std::max(all_lo, lo);
+    all_hi = std::min(all_hi, hi);
+  }
+  if (all_hi < all_lo) all_hi = all_lo;
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    float* yr = y + oh * OW;
+    std::fill(yr, yr + OW, 0.f);
+    int64_t khlo, khhi;
+    valid_taps(oh * sh - ph, kH, dh, H, &khlo, &khhi);
+    for (int64_t kh = khlo; kh < khhi; ++kh) {
+      const int64_t ih = oh * sh - ph + kh * dh;
+      const float* xr = x + ih * W;
+      const float* wr = w + kh * kW;
+      if (kW == 3 && small_k) {
+        const int64_t o0 = -pw;
+        if (sw == 1) dw_row3<1>(yr, xr, all_lo, all_hi, sw, o0, dw, wr[0], wr[1], wr[2]);
+        else if (sw == 2) dw_row3<2>(yr, xr, all_lo, all_hi, sw, o0, dw, wr[0], wr[1], wr[2]);
+        else dw_row3<0>(yr, xr, all_lo, all_hi, sw, o0, dw, wr[0], wr[1], wr[2]);
+        // Border columns, tap by tap.
+        for (int64_t kw = 0; kw < 3; ++kw) {
+          const int64_t off = kw * dw - pw;
+          const float wv = wr[kw];
+          for (int64_t ow = tap_lo[kw]; ow < std::min(tap_hi[kw], all_lo); ++ow) yr[ow] += wv * xr[ow * sw + off];
+          for (int64_t ow = std::max(tap_lo[kw], all_hi); ow < tap_hi[kw]; ++ow) yr[ow] += wv * xr[ow * sw + off];
+        }
+        continue;
+      }
+      for (int64_t kw = 0; kw < kW; ++kw) {
+        const int64_t off = kw * dw - pw;
+        int64_t lo, hi;
+        if (small_k) {
+          lo = tap_lo[kw];
+          hi = tap_hi[kw];
+        } else {
+          lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+          hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
+          lo = std::min(lo, OW);
+          hi = std::max(lo, std::min(hi, OW));
+        }
+        const float wv = wr[kw];
+        if (sw == 1) {
+          const float* xs = xr + off;
+          for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow];
+        } else {
+          for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * sw + off];
+        }
+      }
+    }
+  }
+}
+
+// Depthwise 3x3 (any strides, dilations, pads) on a zero-padded copy of the plane: no bounds
+// checks in the inner loop, all nine taps summed in registers, one store per output.
+template <int SW>
+void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom& g, float* y) {
+  const int64_t OH = g.out[1], OW = g.out[2], sh = g.s[1], dh = g.d[1], dw = g.d[2];
+  const int64_t sw = SW > 0 ? SW : g.s[2];
+  const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    const float* __restrict r0 = buf + oh * sh * Wp;
+    const float* __restrict r1 = r0 + dh * Wp;
+    const float* __restrict r2 = r1 + dh * Wp;
+    float* __restrict yr = y + oh * OW;
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      const int64_t b = ow * sw;
+      yr[ow] = w0 * r0[b] + w1 * r0[b + dw] + w2 * r0[b + 2 * dw] + w3 * r1[b] + w4 * r1[b + dw] + w5 * r1[b + 2 * dw] +
+               w6 * r2[b] + w7 * r2[b + dw] + w8 * r2[b + 2 * dw];
+    }
+  }
+}
+
+// Returns false when the padded plane would not fit the scratch buffer.
+bool depthwise3x3_plane(const float* x, const float* w, const window_geom& g, float* y) {
+  const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
+  const int64_t ph = g.pb[1], pw = g.pb[2];
+  const int64_t Hp = (OH - 1) * g.s[1] + 2 * g.d[1] + 1, Wp = (OW - 1) * g.s[2] + 2 * g.d[2] + 1;
+  float* buf = nn::scratch<float>(2, static_cast<size_t>(Hp * Wp));
+  if (!buf) return false;
+  const int64_t left = std::min(pw, Wp), ncopy = std::max<int64_t>(0, std::min(W, Wp - pw));
+  for (int64_t r = 0; r < Hp; ++r) {
+    float* d = buf + r * Wp;
+    const int64_t ih = r - ph;
+    if (ih < 0 || ih >= H) {
+      std::fill(d, d + Wp, 0.f);
+      continue;
+    }
+    std::fill(d, d + left, 0.f);
+    if (ncopy > 0) std::memcpy(d + left, x + ih * W, static_cast<size_t>(ncopy) * sizeof(float));
+    std::fill(d + left + ncopy, d + Wp, 0.f);
+  }
+  if (g.s[2] == 1) dw3x3_rows<1>(buf, Wp, w, g, y);
+  else if (g.s[2] == 2) dw3x3_rows<2>(buf, Wp, w, g, y);
+  else dw3x3_rows<0>(buf, Wp, w, g, y);
+  return true;
+}
+
+struct conv_shapes {
+  int64_t N = 0, C = 0, M = 0, Cg = 0, Mg = 0, group = 1;
+  window_geom g;
+  shape_t out;
+};
+
+// Checks the shapes of X, W, B of a convolution and works out the geometry.
+status conv_geometry(kernel_context& ctx, const window_attrs& wa, int64_t group, const tensor& X, const tensor& W,
+                     const tensor* B, conv_shapes* cs) {
+  if (X.rank() < 3 || X.rank() > 5)
+    return ctx.fail("X must have rank 3 to 5 ([N, C, spatial...]), got {}", shape_str(X.shape()));
+  if (W.rank() != X.rank())
+    return ctx.fail("W {} must have the rank of X {}", shape_str(W.shape()), shape_str(X.shape()));
+  cs->N = X.dim(0);
+  cs->C = X.dim(1);
+  cs->M = W.dim(0);
+  cs->Cg = W.dim(1);
+  cs->group = group;
+  if (cs->Cg * group != cs->C)
+    return ctx.fail("channel mismatch: X has {} channels but W expects {} x group {}", cs->C, cs->Cg, group);
+  if (cs->M % group != 0)
+    return ctx.fail("W has {} output channels, not a multiple of group {}", cs->M, group);
+  cs->Mg = cs->M / group;
+  std::vector<int64_t> kernel(W.shape().begin() + 2, W.shape().end());
+  if (!wa.kernel_shape.empty() && wa.kernel_shape != kernel)
+    return ctx.fail("kernel_shape {} does not match W {}", shape_str(wa.kernel_shape), shape_str(W.shape()));
+  for (int64_t k : kernel)
+    if (k < 1) return ctx.fail("W has an empty kernel {}", shape_str(W.shape()));
+  if (B && (B->rank() != 1 || B->dim(0) != cs->M))
+    return ctx.fail("B must have shape [{}], got {}", cs->M, shape_str(B->shape()));
+  shape_t in_sp(X.shape().begin() + 2, X.shape().end());
+  GG_RETURN_IF_ERROR(nn::resolve_window(ctx, wa, in_sp, kernel, false, &cs->g));
+  cs->out = {cs->N, cs->M};
+  for (int i = 3 - cs->g.nsp; i < 3; ++i) cs->out.push_back(cs->g.out[i]);
+  return status::ok();
+}
+
+// Checks X, W, B of a Conv / FusedConv and works out the geometry.
+status check_conv(kernel_context& ctx, const window_attrs& wa, int64_t group, conv_shapes* cs) {
+  GG_RETURN_IF_ERROR(check_inputs(ctx, 2, 3, 2));
+  const tensor& X = *ctx.input(0);
+  const tensor& W = *ctx.input(1);
+  const tensor* B = nn::optional_input(ctx, 2);
+  if (X.type() != W.type() || (B && B->type() != X.type()))
+    return ctx.fail("X, W (and B) must share one type, got {} and {}", dtype_name(X.type()), dtype_name(W.type()));
+  return conv_geometry(ctx, wa, group, X, W, B, cs);
+}
+
+template <typename T>
+status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spec& act, const tensor& X,
+                const tensor& Wt, const tensor* Bt, tensor* y) {
+  const window_geom& g = cs.g;
+  const T* x = X.data<T>();
+  const T* w = Wt.data<T>();
+  const T* bias = Bt ? Bt->data<T>() : nullptr;
+  T* out = y->data<T>();
+  const int64_t S_in = g.in_size(), S = g.out_size();
+  const int64_t kprod = g.k_size();
+  const int64_t K = cs.Cg * kprod;
+  if (cs.N == 0 || cs.M == 0 || S == 0) return status::ok();
+
+  auto finish_rows = [&](T* ybase, int64_t m0, int64_t rows, int64_t col0, int64_t ncols) {
+    // Epilogue over channels [m0, m0 + rows), columns [col0, col0 + ncols) of one image.
+    if (act.is_none() && !bias) return;
+    parallel(ctx, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(ncols, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        epilogue<T>(act, ybase + (m0 + r) * S + col0, ncols, bias ? bias[m0 + r] : T(0));
+    });
+  };
+
+  if (K == 0) {  // no input channels: the output is the bias
+    for (int64_t n = 0; n < cs.N; ++n) {
+      std::fill(out + n * cs.M * S, out + (n + 1) * cs.M * S, T(0));
+      finish_rows(out + n * cs.M * S, 0, cs.M, 0, S);
+    }
+    return status::ok();
+  }
+
+  bool pointwise = true;
+  for (int i = 0; i < 3; ++i)
+    if (g.k[i] != 1 || g.s[i] != 1 || g.pb[i] != 0 || g.pe[i] != 0) pointwise = false;
+
+  if constexpr (std::is_same_v<T, float>) {
+    if (cs.Cg == 1 && g.nsp <= 2 && !pointwise) {
+      // Depthwise: each output plane reads one input plane.
+      const int64_t planes = cs.N * cs.M;
+      const int64_t work = S * kprod;
+      parallel(ctx, planes, std::max<int64_t>(1, 32768 / std::max<int64_t>(work, 1)), [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) {
+          const int64_t n = p / cs.M, m = p % cs.M;
+          const int64_t c = m / cs.Mg;  // the input channel of this output channel's group
+          float* yp = out + p * S;
+          const float* xp = x + (n * cs.C + c) * S_in;
+          if (!(g.k[1] == 3 && g.k[2] == 3 && depthwise3x3_plane(xp, w + m * kprod, g, yp)))
+            depthwise_plane(xp, w + m * kprod, g, yp);
+          epilogue<float>(act, yp, S, bias ? bias[m] : 0.f);
+        }
+      });
+      return status::ok();
+    }
+  }
+
+  if (pointwise) {
+    for (int64_t n = 0; n < cs.N; ++n) {
+      for (int64_t gi = 0; gi < cs.group; ++gi) {
+        T* yb = out + (n * cs.M + gi * cs.Mg) * S;
+        gemm<T>(false, false, cs.Mg, S, cs.Cg, T(1), w + gi * cs.Mg * K, K, x + (n * cs.C + gi * cs.Cg) * S_in, S_in,
+                T(0), yb, S);
+      }
+      finish_rows(out + n * cs.M * S, 0, cs.M, 0, S);
+    }
+    return status::ok();
+  }
+
+  // General: im2col + GEMM, tiled along output rows.
+  const int64_t OW = g.out[2];
+  const int64_t out_rows = g.out[0] * g.out[1];
+  int64_t tile_rows = std::max<int64_t>(1, max_col_elems / std::max<int64_t>(K * OW, 1));
+  tile_rows = std::min(tile_rows, out_rows);
+  T* col = nn::scratch<T>(0, static_cast<size_t>(K * tile_rows * OW));
+  if (!col) return internal_error("{}: out of memory for the im2col buffer", ctx.op().describe());
+  for (int64_t n = 0; n < cs.N; ++n) {
+    for (int64_t gi = 0; gi < cs.group; ++gi) {
+      const T* xg = x + (n * cs.C + gi * cs.Cg) * S_in;
+      T* yb = out + n * cs.M * S;
+      for (int64_t r0 = 0; r0 < out_rows; r0 += tile_rows) {
+        const int64_t r1 = std::min(out_rows, r0 + tile_rows);
+        const int64_t ncols = (r1 - r0) * OW;
+        im2col<T>(ctx, xg, cs.Cg, g, r0, r1, col);
+        gemm<T>(false, false, cs.Mg, ncols, K, T(1), w + gi * cs.Mg * K, K, col, ncols, T(0),
+                yb + gi * cs.Mg * S + r0 * OW, S);
+        finish_rows(yb, gi * cs.Mg, cs.Mg, r0 * OW, ncols);
+      }
+    }
+  }
+  return status::ok();
+}
+
+class conv_kernel final : public kernel {
+ public:
+  conv_kernel(window_attrs wa, int64_t group, activation_spec act) : wa_(std::move(wa)), group_(group), act_(act) {}
+
+  status run(kernel_context& ctx) override {
+    conv_shapes cs;
+    GG_RETURN_IF_ERROR(check_conv(ctx, wa_, group_, &cs));
+    const dtype t = ctx.input(0)->type();
+    if (t != dtype::f32 && t != dtype::f64) return ctx.fail("unsupported input type {}", dtype_name(t));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, t, cs.out));
+    const tensor* B = nn::optional_input(ctx, 2);
+    if (t == dtype::f32) return conv_run<float>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y);
+    return conv_run<double>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y);
+  }
+
+ private:
+  window_attrs wa_;
+  int64_t group_;
+  activation_spec act_;
+};
+
+expected<std::unique_ptr<kernel>> make_conv(const node& n, bool fused) {
+  window_attrs wa;
+  GG_RETURN_IF_ERROR(nn::parse_window_attrs(n, &wa, false));
+  const int64_t group = n.attr_int("group", 1);
+  if (group < 1) return invalid_input("{}: group must be >= 1, got {}", n.describe(), group);
+  activation_spec act;
+  if (fused) {
+    GG_ASSIGN_OR_RETURN(act, parse_activation(n));
+  }
+  return std::unique_ptr<kernel>(std::make_unique<conv_kernel>(std::move(wa), group, act));
+}
+
+// ---------------------------------------------------------------------------------------
+// ConvTranspose
+
+class conv_transpose_kernel final : public kernel {
+ public:
+  explicit conv_transpose_kernel(const node& n) {
+    wa_.kernel_shape = n.attr_ints("kernel_shape");
+    wa_.strides = n.attr_ints("strides");
+    wa_.dilations = n.attr_ints("dilations");
+    wa_.pads = n.attr_ints("pads");
+    wa_.auto_pad = n.attr_string("auto_pad", "NOTSET");
+    if (wa_.auto_pad.empty()) wa_.auto_pad = "NOTSET";
+    group_ = n.attr_int("group", 1);
+    output_padding_ = n.attr_ints("output_padding");
+    output_shape_ = n.attr_ints("output_shape");
+  }
+
+  status check_attrs(const node& n) const {
+    window_attrs tmp;
+    GG_RETURN_IF_ERROR(nn::parse_window_attrs(n, &tmp, false));
+    if (group_ < 1) return invalid_input("{}: group must be >= 1", n.describe());
+    for (int64_t v : output_padding_)
+      if (v < 0 || v > (int64_t{1} << 30)) return invalid_input("{}: output_padding must be non-negative", n.describe());
+    for (int64_t v : output_shape_)
+      if (v < 0 || v > (int64_t{1} << 40)) return invalid_input("{}: output_shape must be non-negative", n.describe());
+    return status::ok();
+  }
+
+  status run(kernel_context& ctx) override {
+    GG_RETURN_IF_ERROR(check_inputs(ctx, 2, 3, 2));
+    const tensor& X = *ctx.input(0);
+    const tensor& Wt = *ctx.input(1);
+    const tensor* Bt = nn::optional_input(ctx, 2);
+    if (X.type() != Wt.type() || (Bt && Bt->type() != X.type()))
+      return ctx.fail("X, W (and B) must share one type");
+    if (X.type() != dtype::f32 && X.type() != dtype::f64) return ctx.fail("unsupported input type {}", dtype_name(X.type()));
+    if (X.rank() < 3 || X.rank() > 5) return ctx.fail("X must have rank 3 to 5, got {}", shape_str(X.shape()));
+    if (Wt.rank() != X.rank()) return ctx.fail("W {} must have the rank of X {}", shape_str(Wt.shape()), shape_str(X.shape()));
+    const int64_t N = X.dim(0), C = X.dim(1);
+    if (Wt.dim(0) != C) return ctx.fail("channel mismatch: X has {} channels but W has {}", C, Wt.dim(0));
+    if (C % group_ != 0) return ctx.fail("{} input channels is not a multiple of group {}", C, group_);
+    const int64_t Mg = Wt.dim(1), M = Mg * group_, Cg = C / group_;
+    if (Bt && (Bt->rank() != 1 || Bt->dim(0) != M)) return ctx.fail("B must have shape [{}], got {}", M, shape_str(Bt->shape()));
+    const size_t nsp = X.rank() - 2;
+    auto sized = [&](const std::vector<int64_t>& v, size_t want, const char* what) -> status {
+      if (!v.empty() && v.size() != want) return ctx.fail("{} has {} values, expected {}", what, v.size(), want);
+      return status::ok();
+    };
+    GG_RETURN_IF_ERROR(sized(wa_.strides, nsp, "strides"));
+    GG_RETURN_IF_ERROR(sized(wa_.dilations, nsp, "dilations"));
+    GG_RETURN_IF_ERROR(sized(wa_.pads, 2 * nsp, "pads"));
+    GG_RETURN_IF_ERROR(sized(output_padding_, nsp, "output_padding"));
+    std::vector<int64_t> oshape = output_shape_;
+    if (oshape.size() == nsp + 2) oshape.erase(oshape.begin(), oshape.begin() + 2);
+    GG_RETURN_IF_ERROR(sized(oshape, nsp, "output_shape"));
+    std::vector<int64_t> kernel(Wt.shape().begin() + 2, Wt.shape().end());
+    if (!wa_.kernel_shape.empty() && wa_.kernel_shape != kernel)
+      return ctx.fail("kernel_shape {} does not match W {}", shape_str(wa_.kernel_shape), shape_str(Wt.shape()));
+    window_geom g;
+    g.nsp = static_cast<int>(nsp);
+    const size_t off = 3 - nsp;
+    for (size_t i = 0; i < nsp; ++i) {
+      const size_t j = off + i;
+      const int64_t in = X.dim(2 + i), k = kernel[i];
+      if (k < 1) return ctx.fail("W has an empty kernel");
+      const int64_t s = wa_.strides.empty() ? 1 : wa_.strides[i];
+      const int64_t d = wa_.dilations.empty() ? 1 : wa_.dilations[i];
+      const int64_t op = output_padding_.empty() ? 0 : output_padding_[i];
+      const int64_t keff = (k - 1) * d + 1;
+      const int64_t full = s * (in - 1) + op + keff;  // output size with no padding
+      int64_t pb = 0, pe = 0, out = 0;
+      const bool same = wa_.auto_pad == "SAME_UPPER" || wa_.auto_pad == "SAME_LOWER";
+      if (!oshape.empty() || same) {
+        out = !oshape.empty() ? oshape[i] : in * s;
+        // Like onnxruntime: a negative total (a larger output than the input covers) pads
+        // nothing; the extra outputs hold only the bias.
+        const int64_t total = std::max<int64_t>(0, full - out);
+        if (wa_.auto_pad == "SAME_UPPER") {
+          pb = total / 2;
+          pe = total - pb;
+        } else {
+          pe = total / 2;
+          pb = total - pe;
+        }
+      } else {
+        if (wa_.auto_pad == "NOTSET" && !wa_.pads.empty()) {
+          pb = wa_.pads[i];
+          pe = wa_.pads[i + nsp];
+        }
+        out = full - pb - pe;
+      }
+      if (out < 0) return ctx.fail("output spatial dim {} would be {} (pads too large)", i, out);
+      g.in[j] = in;
+      g.out[j] = out;
+      g.k[j] = k;
+      g.s[j] = s;
+      g.d[j] = d;
+      g.pb[j] = pb;
+      g.pe[j] = pe;
+    }
+    shape_t yshape = {N, M};
+    for (size_t i = 0; i < nsp; ++i) yshape.push_back(g.out[off + i]);
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, X.type(), yshape));
+    if (X.type() == dtype::f32) return run_t<float>(ctx, X, Wt, Bt, g, N, C, M, Cg, Mg, y);
+    return run_t<double>(ctx, X, Wt, Bt, g, N, C, M, Cg, Mg, y);
+  }
+
+ private:
+  template <typename T>
+  status run_t(kernel_context& ctx, const tensor& X, const tensor& Wt, const tensor* Bt, const window_geom& g,
+               int64_t N, int64_t C, int64_t M, int64_t Cg, int64_t Mg, tensor* y) {
+    const T* x = X.data<T>();
+    const T* w = Wt.data<T>();
+    const T* bias = Bt ? Bt->data<T>() : nullptr;
+    T* out = y->data<T>();
+    const int64_t S_in = g.in_size(), S = g.out_size();
+    const int64_t kprod = g.k_size();
+    const int64_t R = Mg * kprod;  // rows of col
+    std::fill(out, out + y->numel(), T(0));
+    if (N == 0 || M == 0 || S == 0) return status::ok();
+    const int64_t IW = g.in[2], in_rows = g.in[0] * g.in[1];
+    const int64_t OH = g.out[1], OW = g.out[2], OD = g.out[0];
+    if (Cg > 0 && S_in > 0) {
+      int64_t tile_rows = std::max<int64_t>(1, max_col_elems / std::max<int64_t>(R * IW, 1));
+      tile_rows = std::min(tile_rows, in_rows);
+      T* col = nn::scratch<T>(0, static_cast<size_t>(R * tile_rows * IW));
+      if (!col) return internal_error("{}: out of memory for the col2im buffer", ctx.op().describe());
+      for (int64_t n = 0; n < N; ++n) {
+        for (int64_t gi = 0; gi < group_; ++gi) {
+          const T* xg = x + (n * C + gi * Cg) * S_in;
+          const T* wg = w + gi * Cg * R;  // [Cg, Mg * kprod]
+          T* yg = out + (n * M + gi * Mg) * S;
+          for (int64_t r0 = 0; r0 < in_rows; r0 += tile_rows) {
+            const int64_t r1 = std::min(in_rows, r0 + tile_rows);
+            const int64_t ncols = (r1 - r0) * IW;
+            gemm<T>(true, false, R, ncols, Cg, T(1), wg, R, xg + r0 * IW, S_in, T(0), col, ncols);
+            // col2im: each output channel owns its kprod rows and its output plane.
+            parallel(ctx, Mg, 1, [&](int64_t mb, int64_t me) {
+              for (int64_t m = mb; m < me; ++m) {
+                T* yp = yg + m * S;
+                for (int64_t kk = 0; kk < kprod; ++kk) {
+                  const int64_t kd = kk / (g.k[1] * g.k[2]), kh = (kk / g.k[2]) % g.k[1], kw = kk % g.k[2];
+                  const T* crow = col + (m * kprod + kk) * ncols;
+                  const int64_t ow0 = kw * g.d[2] - g.pb[2];  // ow = iw * sw + ow0
+                  int64_t lo = ow0 >= 0 ? 0 : (-ow0 + g.s[2] - 1) / g.s[2];
+                  int64_t hi = (OW - 1 - ow0) < 0 ? 0 : (OW - 1 - ow0) / g.s[2] + 1;
+                  lo = std::min(lo, IW);
+                  hi = std::max(lo, std::min(hi, IW));
+                  for (int64_t r = r0; r < r1; ++r) {
+                    const int64_t id = r / g.in[1], ih = r % g.in[1];
+                    const int64_t od = id * g.s[0] - g.pb[0] + kd * g.d[0];
+                    const int64_t oh = ih * g.s[1] - g.pb[1] + kh * g.d[1];
+                    if (od < 0 || od >= OD || oh < 0 || oh >= OH) continue;
+                    T* yrow = yp + (od * OH + oh) * OW;
+                    const T* c = crow + (r - r0) * IW;
+                    if (g.s[2] == 1) {
+                      for (int64_t iw = lo; iw < hi; ++iw) yrow[iw + ow0] += c[iw];
+                    } else {
+                      const int64_t sw = g.s[2];
+                      for (int64_t iw = lo; iw < hi; ++iw) yrow[iw * sw + ow0] += c[iw];
+                    }
+                  }
+                }
+              }
+            });
+          }
+        }
+      }
+    }
+    if (bias) {
+      activation_spec none;
+      parallel(ctx, N * M, std::max<int64_t>(1, 16384 / S), [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) epilogue<T>(none, out + p * S, S, bias[p % M]);
+      });
+    }
+    return status::ok();
+  }
+
+  window_attrs wa_;
+  int64_t group_ = 1;
+  std::vector<int64_t> output_padding_, output_shape_;
+};
+
+// ---------------------------------------------------------------------------------------
+// ConvInteger and QLinearConv: the integer convolution runs exactly in double precision
+// (|products| < 2^16, sums far below 2^53), then converts or requantizes.
+
+class qconv_kernel final : public kernel {
+ public:
+  qconv_kernel(window_attrs wa, int64_t group, bool qlinear) : wa_(std::move(wa)), group_(group), qlinear_(qlinear) {}
+
+  status run(kernel_context& ctx) override {
+    // ConvInteger: x, w, x_zero_point?, w_zero_point?
+    // QLinearConv: x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B?
+    GG_RETURN_IF_ERROR(qlinear_ ? check_inputs(ctx, 8, 9, 8) : check_inputs(ctx, 2, 4, 2));
+    const tensor& X = *ctx.input(0);
+    const tensor& W = *ctx.input(qlinear_ ? 3 : 1);
+    const tensor* xzp = nn::optional_input(ctx, qlinear_ ? 2 : 2);
+    const tensor* wzp = nn::optional_input(ctx, qlinear_ ? 5 : 3);
+    if (!nn::is_q8(X.type()) || !nn::is_q8(W.type()))
+      return ctx.fail("x and w must be int8 or uint8, got {} and {}", dtype_name(X.type()), dtype_name(W.type()));
+    const int64_t M = W.rank() > 0 ? W.dim(0) : 0;
+    GG_RETURN_IF_ERROR(nn::check_qparam(ctx, xzp, "x_zero_point", 1, false, X.type()));
+    GG_RETURN_IF_ERROR(nn::check_qparam(ctx, wzp, "w_zero_point", M, false, W.type()));
+    const tensor *xs = nullptr, *ws = nullptr, *ys = nullptr, *yzp = nullptr, *B = nullptr;
+    if (qlinear_) {
+      xs = ctx.input(1);
+      ws = ctx.input(4);
+      ys = ctx.input(6);
+      yzp = ctx.input(7);
+      B = nn::optional_input(ctx, 8);
+      GG_RETURN_IF_ERROR(nn::check_qparam(ctx, xs, "x_scale", 1, true, X.type()));
+      GG_RETURN_IF_ERROR(nn::check_qparam(ctx, ws, "w_scale", M, true, X.type()));
+      GG_RETURN_IF_ERROR(nn::check_qparam(ctx, ys, "y_scale", 1, true, X.type()));
+      if (!nn::is_q8(yzp->type()) || yzp->numel() != 1) return ctx.fail("y_zero_point must be one int8 or uint8 value");
+      if (B && (B->type() != dtype::i32 || B->rank() != 1 || B->dim(0) != M))
+        return ctx.fail("B must be int32 of shape [{}]", M);
+    }
+    if (X.numel() > max_tensor_bytes / 8 || W.numel() > max_tensor_bytes / 8) return ctx.fail("inputs too large");
+    conv_shapes cs;
+    GG_RETURN_IF_ERROR(conv_geometry(ctx, wa_, group_, X, W, nullptr, &cs));
+    int64_t n_out = 0;
+    if (!checked_num_elements(cs.out, max_tensor_bytes / 8, &n_out)) return ctx.fail("output {} too large", shape_str(cs.out));
+    tensor Xd = tensor::zeros(dtype::f64, X.shape()), Wd = tensor::zeros(dtype::f64, W.shape());
+    const int32_t xz = nn::qzero(xzp, 0);
+    for (int64_t i = 0; i < X.numel(); ++i) Xd.data<double>()[i] = nn::q8(X, i) - xz;
+    const int64_t per = M > 0 ? W.numel() / M : 0;
+    for (int64_t i = 0; i < W.numel(); ++i) Wd.data<double>()[i] = nn::q8(W, i) - nn::qzero(wzp, i / per);
+    tensor Yd = tensor::zeros(dtype::f64, cs.out);
+    GG_RETURN_IF_ERROR(conv_run<double>(ctx, cs, activation_spec{}, Xd, Wd, nullptr, &Yd));
+    const double* yd = Yd.data<double>();
+    const int64_t S = cs.g.out_size();
+    if (!qlinear_) {
+      GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, dtype::i32, cs.out));
+      for (int64_t i = 0; i < n_out; ++i) y->data<int32_t>()[i] = static_cast<int32_t>(yd[i]);
+      return status::ok();
+    }
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, yzp->type(), cs.out));
+    const int32_t yz = nn::q8(*yzp, 0);
+    for (int64_t i = 0; i < n_out; ++i) {
+      const int64_t m = S > 0 ? (i / S) % M : 0;
+      const double acc = yd[i] + (B ? B->data<int32_t>()[m] : 0);
+      nn::store_q8(*y, i, acc * (nn::qscale(*xs, 0) * nn::qscale(*ws, m) / nn::qscale(*ys, 0)), yz);
+    }
+    return status::ok();
+  }
+
+ private:
+  window_attrs wa_;
+  int64_t group_;
+  bool qlinear_;
+};
+
+expected<std::unique_ptr<kernel>> make_qconv(const node& n, bool qlinear) {
+  window_attrs wa;
+  GG_RETURN_IF_ERROR(nn::parse_window_attrs(n, &wa, false));
+  const int64_t group = n.attr_int("group", 1);
+  if (group < 1) return invalid_input("{}: group must be >= 1, got {}", n.describe(), group);
+  return std::unique_ptr<kernel>(std::make_unique<qconv_kernel>(std::move(wa), group, qlinear));
+}
+
+}  // namespace
+
+void register_conv_ops(op_registry& r) {
+  r.add("ConvInteger", [](const node& n) { return make_qconv(n, false); });
+  r.add("QLinearConv", [](const node& n) { return make_qconv(n, true); });
+  r.add("Conv", [](const node& n) { return make_conv(n, false); });
+  r.add("FusedConv", [](const node& n) { return make_conv(n, true); }, "com.gpugrid");
+  r.add("ConvTranspose", [](const node& n) -> expected<std::unique_ptr<kernel>> {
+    auto k = std::make_unique<conv_transpose_kernel>(n);
+    GG_RETURN_IF_ERROR(k->check_attrs(n));
+    return std::unique_ptr<kernel>(std::move(k));
+  });
+}
+
+}  // namespace gpugrid::cpu

@@ -1,0 +1,362 @@
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/nn_test_util.h"
+
+using namespace gpugrid;
+using namespace gpugrid::nntest;
+
+namespace {
+
+struct conv_case {
+  shape_t x, w;
+  int64_t group = 1;
+  std::vector<int64_t> strides, dilations, pads;  // pads explicit (begin..., end...)
+  std::string auto_pad;                           // set on the node; pads then are what we expect
+  bool bias = false;
+};
+
+// Direct N-d convolution by definition (up to 3 spatial dims).
+std::vector<float> ref_conv(const tensor& X, const tensor& W, const tensor* B, int64_t group,
+                            const std::vector<int64_t>& strides, const std::vector<int64_t>& dil,
+                            const std::vector<int64_t>& pads, shape_t* out_shape) {
+  const size_t nsp = X.rank() - 2;
+  const int64_t N = X.dim(0), C = X.dim(1), M = W.dim(0), Cg = W.dim(1), Mg = M / group;
+  int64_t in[3] = {1, 1, 1}, k[3] = {1, 1, 1}, s[3] = {1, 1, 1}, d[3] = {1, 1, 1}, pb[3] = {0, 0, 0}, out[3] = {1, 1, 1};
+  *out_shape = {N, M};
+  for (size_t i = 0; i < nsp; ++i) {
+    size_t j = 3 - nsp + i;
+    in[j] = X.dim(2 + i);
+    k[j] = W.dim(2 + i);
+    s[j] = strides.empty() ? 1 : strides[i];
+    d[j] = dil.empty() ? 1 : dil[i];
+    pb[j] = pads.empty() ? 0 : pads[i];
+    int64_t pe = pads.empty() ? 0 : pads[nsp + i];
+    out[j] = (in[j] + pb[j] + pe - (k[j] - 1) * d[j] - 1) / s[j] + 1;
+    out_shape->push_back(out[j]);
+  }
+  std::vector<float> y(static_cast<size_t>(num_elements(*out_shape)));
+  const float* x = X.data<float>();
+  const float* w = W.data<float>();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t m = 0; m < M; ++m) {
+      int64_t g = m / Mg;
+      for (int64_t od = 0; od < out[0]; ++od)
+        for (int64_t oh = 0; oh < out[1]; ++oh)
+          for (int64_t ow = 0; ow < out[2]; ++ow) {
+            double acc = B ? B->data<float>()[m] : 0.0;
+            for (int64_t c = 0; c < Cg; ++c)
+              for (int64_t kd = 0; kd < k[0]; ++kd)
+                for (int64_t kh = 0; kh < k[1]; ++kh)
+                  for (int64_t kw = 0; kw < k[2]; ++kw) {
+                    int64_t id = od * s[0] - pb[0] + kd * d[0], ih = oh * s[1] - pb[1] + kh * d[1],
+                            iw = ow * s[2] - pb[2] + kw * d[2];
+                    if (id < 0 || id >= in[0] || ih < 0 || ih >= in[1] || iw < 0 || iw >= in[2]) continue;
+                    acc += double(x[(((n * C + g * Cg + c) * in[0] + id) * in[1] + ih) * in[2] + iw]) *
+                           w[(((m * Cg + c) * k[0] + kd) * k[1] + kh) * k[2] + kw];
+                  }
+            y[static_cast<size_t>((((n * M + m) * out[0] + od) * out[1] + oh) * out[2] + ow)] = static_cast<float>(acc);
+          }
+    }
+  return y;
+}
+
+// Direct transposed convolution by definition: scatter every input into the output.
+std::vector<float> ref_conv_transpose(const tensor& X, const tensor& W, const tensor* B, int64_t group,
+                                      const std::vector<int64_t>& s_, const std::vector<int64_t>& d_,
+                                      const std::vector<int64_t>& pb_, const shape_t& out_sp) {
+  const size_t nsp = X.rank() - 2;
+  const int64_t N = X.dim(0), C = X.dim(1), Cg = C / group, Mg = W.dim(1), M = Mg * group;
+  int64_t in[3] = {1, 1, 1}, k[3] = {1, 1, 1}, s[3] = {1, 1, 1}, d[3] = {1, 1, 1}, pb[3] = {0, 0, 0}, out[3] = {1, 1, 1};
+  for (size_t i = 0; i < nsp; ++i) {
+    size_t j = 3 - nsp + i;
+    in[j] = X.dim(2 + i);
+    k[j] = W.dim(2 + i);
+    s[j] = s_.empty() ? 1 : s_[i];
+    d[j] = d_.empty() ? 1 : d_[i];
+    pb[j] = pb_[i];
+    out[j] = out_sp[i];
+  }
+  const int64_t S = out[0] * out[1] * out[2];
+  std::vector<double> y(static_cast<size_t>(N * M * S), 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      int64_t g = c / Cg;
+      for (int64_t id = 0; id < in[0]; ++id)
+        for (int64_t ih = 0; ih < in[1]; ++ih)
+          for (int64_t iw = 0; iw < in[2]; ++iw) {
+            double xv = X.data<float>()[(((n * C + c) * in[0] + id) * in[1] + ih) * in[2] + iw];
+            for (int64_t m = 0; m < Mg; ++m)
+              for (int64_t kd = 0; kd < k[0]; ++kd)
+                for (int64_t kh = 0; kh < k[1]; ++kh)
+                  for (int64_t kw = 0; kw < k[2]; ++kw) {
+                    int64_t od = id * s[0] - pb[0] + kd * d[0], oh = ih * s[1] - pb[1] + kh * d[1],
+                            ow = iw * s[2] - pb[2] + kw * d[2];
+                    if (od < 0 || od >= out[0] || oh < 0 || oh >= out[1] || ow < 0 || ow >= out[2]) continue;
+                    y[static_cast<size_t>(((n * M + g * Mg + m) * out[0] + od) * out[1] * out[2] + oh * out[2] + ow)] +=
+                        xv * W.data<float>()[(((c * Mg + m) * k[0] + kd) * k[1] + kh) * k[2] + kw];
+                  }
+          }
+    }
+  std::vector<float> r(y.size());
+  for (size_t i = 0; i < y.size(); ++i) r[i] = static_cast<float>(y[i] + (B ? B->data<float>()[(i / S) % M] : 0.f));
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("Conv hand-checked 3x3 with and without padding", "[nn]") {
+  // The ONNX doc example: 5x5 input 0..24, 3x3 ones.
+  std::vector<float> xv(25);
+  for (int i = 0; i < 25; ++i) xv[i] = static_cast<float>(i);
+  tensor X = tensor::from_vector<float>({1, 1, 5, 5}, xv);
+  tensor W = tensor::from_vector<float>({1, 1, 3, 3}, std::vector<float>(9, 1.f));
+  node n = op("Conv");
+  n.attrs["pads"] = ais({1, 1, 1, 1});
+  auto r = run(n, {X, W});
+  REQUIRE(r);
+  check_close((*r)[0], {12, 21, 27, 33, 24, 33, 54, 63, 72, 51, 63, 99, 108, 117, 81,
+                        93, 144, 153, 162, 111, 72, 111, 117, 123, 84});
+  auto r2 = run(op("Conv"), {X, W});
+  REQUIRE(r2);
+  check_close((*r2)[0], {54, 63, 72, 99, 108, 117, 144, 153, 162});
+  // Strides 2 with asymmetric padding (test_conv_with_strides_and_asymmetric_padding).
+  std::vector<float> x7(35);
+  for (int i = 0; i < 35; ++i) x7[i] = static_cast<float>(i);
+  node s = op("Conv");
+  s.attrs["pads"] = ais({1, 0, 1, 0});
+  s.attrs["strides"] = ais({2, 2});
+  auto r3 = run(s, {tensor::from_vector<float>({1, 1, 7, 5}, x7), W});
+  REQUIRE(r3);
+  CHECK((*r3)[0].shape() == shape_t{1, 1, 4, 2});
+  check_close((*r3)[0], {21, 33, 99, 117, 189, 207, 171, 183});
+}
+
+TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
+  std::vector<conv_case> cases = {
+      {{2, 3, 9, 9}, {4, 3, 3, 3}, 1, {2, 2}, {}, {1, 1, 1, 1}, "", true},
+      {{2, 8, 5, 5}, {6, 8, 1, 1}, 1, {}, {}, {}, "", false},             // pointwise GEMM
+      {{1, 8, 6, 5}, {6, 4, 1, 1}, 2, {}, {}, {}, "", true},              // grouped pointwise
+      {{1, 4, 8, 8}, {6, 2, 3, 3}, 2, {}, {2, 2}, {2, 2, 2, 2}, "", false},
+      {{2, 5, 7, 7}, {5, 1, 3, 3}, 5, {}, {}, {1, 1, 1, 1}, "", true},    // depthwise s1
+      {{1, 6, 12, 11}, {6, 1, 3, 3}, 6, {2, 2}, {}, {1, 1, 1, 1}, "", true},  // depthwise s2
+      {{1, 3, 9, 10}, {6, 1, 5, 3}, 3, {1, 3}, {2, 1}, {2, 0, 1, 3}, "", true},  // depthwise multiplier
+      {{1, 4, 10, 10}, {4, 1, 3, 3}, 4, {3, 3}, {2, 2}, {0, 1, 2, 0}, "", false},
+      {{1, 2, 40, 40}, {2, 1, 7, 7}, 2, {}, {}, {3, 3, 3, 3}, "", true},
+      {{2, 3, 11}, {4, 3, 3}, 1, {2}, {}, {1, 2}, "", true},              // 1-D
+      {{1, 4, 13}, {4, 1, 5}, 4, {}, {2}, {4, 4}, "", true},              // 1-D depthwise
+      {{1, 2, 5, 6, 7}, {3, 2, 3, 2, 3}, 1, {1, 2, 1}, {1, 1, 2}, {1, 0, 1, 1, 1, 0}, "", true},  // 3-D
+      {{1, 4, 5, 5, 5}, {4, 1, 3, 3, 3}, 4, {}, {}, {1, 1, 1, 1, 1, 1}, "", false},               // 3-D depthwise
+      {{1, 3, 20, 20}, {5, 3, 4, 4}, 1, {3, 2}, {}, {0, 0, 0, 0}, "", true},
+      {{1, 3, 2, 2}, {2, 3, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},   // kernel covers padding
+      {{1, 1, 1, 1}, {1, 1, 1, 1}, 1, {}, {}, {}, "", true},
+      {{1, 3, 7, 8}, {4, 3, 1, 1}, 1, {2, 3}, {}, {}, "", true},         // strided 1x1
+      {{1, 2, 6, 6}, {4, 2, 1, 1}, 1, {}, {}, {1, 1, 1, 1}, "", true},   // padded 1x1
+  };
+  uint32_t seed = 100;
+  for (auto& c : cases) {
+    tensor X = rnd(c.x, seed++), W = rnd(c.w, seed++), B = rnd({c.w[0]}, seed++);
+    node n = op("Conv");
+    if (c.group != 1) n.attrs["group"] = ai(c.group);
+    if (!c.strides.empty()) n.attrs["strides"] = ais(c.strides);
+    if (!c.dilations.empty()) n.attrs["dilations"] = ais(c.dilations);
+    if (!c.pads.empty()) n.attrs["pads"] = ais(c.pads);
+    std::vector<tensor> in = {X, W};
+    if (c.bias) in.push_back(B);
+    for (bool parallel : {false, true}) {
+      auto r = run(n, in, false, parallel);
+      REQUIRE(r);
+      shape_t s;
+      auto want = ref_conv(X, W, c.bias ? &B : nullptr, c.group, c.strides, c.dilations, c.pads, &s);
+      INFO("X " << shape_str(c.x) << " W " << shape_str(c.w) << " group " << c.group);
+      CHECK((*r)[0].shape() == s);
+      check_close((*r)[0], want, 1e-4f, 1e-4f);
+    }
+  }
+}
+
+TEST_CASE("Conv auto_pad SAME_UPPER / SAME_LOWER / VALID", "[nn]") {
+  tensor X = rnd({1, 2, 7, 6}, 7), W = rnd({3, 2, 4, 3}, 8);
+  struct c { std::string pad; std::vector<int64_t> strides, pads; };
+  // in 7x6, k 4x3, s 2: out 4x3; total pads (4-1)*2+4-7 = 3 and (3-1)*2+3-6 = 1.
+  std::vector<c> cases = {
+      {"SAME_UPPER", {2, 2}, {1, 0, 2, 1}},
+      {"SAME_LOWER", {2, 2}, {2, 1, 1, 0}},
+      {"VALID", {2, 2}, {0, 0, 0, 0}},
+      {"SAME_UPPER", {1, 1}, {1, 1, 2, 1}},
+  };
+  for (auto& cs : cases) {
+    node n = op("Conv");
+    n.attrs["auto_pad"] = as(cs.pad);
+    n.attrs["strides"] = ais(cs.strides);
+    n.attrs["pads"] = ais({9, 9, 9, 9});  // ignored with auto_pad
+    auto r = run(n, {X, W});
+    REQUIRE(r);
+    shape_t s;
+    auto want = ref_conv(X, W, nullptr, 1, cs.strides, {}, cs.pads, &s);
+    INFO(cs.pad);
+    CHECK((*r)[0].shape() == s);
+    check_close((*r)[0], want, 1e-4f, 1e-4f);
+  }
+}
+
+TEST_CASE("Conv tiles a large im2col buffer", "[nn]") {
+  // K = 16*9 = 144 rows x 200*200 columns is over the tile bound.
+  tensor X = rnd({1, 16, 200, 200}, 1), W = rnd({4, 16, 3, 3}, 2), B = rnd({4}, 3);
+  node n = op("Conv");
+  n.attrs["pads"] = ais({1, 1, 1, 1});
+  auto r = run(n, {X, W, B});
+  REQUIRE(r);
+  shape_t s;
+  auto want = ref_conv(X, W, &B, 1, {}, {}, {1, 1, 1, 1}, &s);
+  check_close((*r)[0], want, 1e-4f, 1e-4f);
+}
+
+TEST_CASE("FusedConv applies bias and activation", "[nn]") {
+  struct c { shape_t x, w; int64_t group; const char* act; float a, b; };
+  std::vector<c> cases = {
+      {{2, 5, 7, 7}, {5, 1, 3, 3}, 5, "Clip", 0.f, 6.f},
+      {{1, 3, 8, 8}, {4, 3, 3, 3}, 1, "Relu", 0, 0},
+      {{1, 8, 6, 6}, {4, 8, 1, 1}, 1, "Sigmoid", 0, 0},
+      {{1, 4, 6, 6}, {4, 2, 3, 3}, 2, "LeakyRelu", 0.2f, 0},
+      {{1, 3, 9, 9}, {4, 3, 3, 3}, 1, "HardSigmoid", 0.3f, 0.4f},
+      {{1, 3, 9, 9}, {4, 3, 3, 3}, 1, "HardSwish", 0, 0},
+      {{1, 3, 9, 9}, {4, 3, 3, 3}, 1, "Silu", 0, 0},
+      {{1, 3, 9, 9}, {4, 3, 3, 3}, 1, "Gelu", 0, 0},
+      {{1, 3, 9, 9}, {4, 3, 3, 3}, 1, "Tanh", 0, 0},
+  };
+  uint32_t seed = 500;
+  for (auto& cs : cases) {
+    tensor X = rnd(cs.x, seed++, -3, 3), W = rnd(cs.w, seed++), B = rnd({cs.w[0]}, seed++);
+    node n = op("FusedConv", 1, 1, "com.gpugrid");
+    n.attrs["group"] = ai(cs.group);
+    n.attrs["pads"] = ais({1, 1, 1, 1});
+    n.attrs["activation"] = as(cs.act);
+    if (std::string(cs.act) == "Clip" || std::string(cs.act) == "LeakyRelu" || std::string(cs.act) == "HardSigmoid")
+      n.attrs["activation_alpha"] = af(cs.a);
+    if (std::string(cs.act) == "Clip" || std::string(cs.act) == "HardSigmoid") n.attrs["activation_beta"] = af(cs.b);
+    auto spec = cpu::parse_activation(n);
+    REQUIRE(spec);
+    auto r = run(n, {X, W, B}, true);
+    REQUIRE(r);
+    shape_t s;
+    auto want = ref_conv(X, W, &B, cs.group, {}, {}, {1, 1, 1, 1}, &s);
+    for (auto& v : want) v = cpu::activation_reference(*spec, v);
+    INFO(cs.act);
+    check_close((*r)[0], want, 1e-4f, 1e-4f);
+  }
+}
+
+TEST_CASE("Conv rejects bad inputs and attributes cleanly", "[nn]") {
+  tensor X = rnd({1, 4, 5, 5}, 1), W = rnd({2, 4, 3, 3}, 2);
+  CHECK(run(op("Conv"), {X, W}));
+  CHECK_FALSE(run(op("Conv"), {X}));                                  // missing W
+  CHECK_FALSE(run(op("Conv"), {X, rnd({2, 3, 3, 3}, 3)}));            // channel mismatch
+  CHECK_FALSE(run(op("Conv"), {X, rnd({2, 4, 6, 6}, 3)}));            // kernel bigger than input
+  CHECK_FALSE(run(op("Conv"), {X, W, rnd({3}, 3)}));                  // bias size
+  CHECK_FALSE(run(op("Conv"), {X, rnd({2, 4, 3}, 3)}));               // rank mismatch
+  CHECK_FALSE(run(op("Conv"), {X, tensor::zeros(dtype::f64, {2, 4, 3, 3})}));
+  CHECK_FALSE(run(op("Conv"), {rnd({4, 5}, 1), rnd({2, 4}, 1)}));
+  auto with = [&](const std::string& k, attribute a) {
+    node n = op("Conv");
+    n.attrs[k] = a;
+    return run(n, {X, W});
+  };
+  CHECK_FALSE(with("group", ai(3)));
+  CHECK_FALSE(with("group", ai(0)));
+  CHECK_FALSE(with("group", ai(-2)));
+  CHECK_FALSE(with("strides", ais({0, 1})));
+  CHECK_FALSE(with("strides", ais({1, 1, 1})));
+  CHECK_FALSE(with("dilations", ais({-1, 1})));
+  CHECK_FALSE(with("pads", ais({1, 1})));
+  CHECK_FALSE(with("pads", ais({-1, 0, 0, 0})));
+  CHECK_FALSE(with("auto_pad", as("SAME_MIDDLE")));
+  CHECK_FALSE(with("kernel_shape", ais({2, 2})));
+  CHECK_FALSE(with("dilations", ais({3, 3})));  // effective kernel 7 > 5
+  auto r = run(op("Conv"), {X, rnd({2, 3, 3, 3}, 3)});
+  CHECK(r.error().message().find("channel") != std::string::npos);
+  // Group count that does not divide the output channels.
+  node g = op("Conv");
+  g.attrs["group"] = ai(2);
+  CHECK_FALSE(run(g, {X, rnd({3, 2, 3, 3}, 4)}));
+  // A huge pad is fine as long as shapes work out.
+  node p = op("Conv");
+  p.attrs["pads"] = ais({100, 0, 0, 100});
+  auto rp = run(p, {X, W});
+  REQUIRE(rp);
+  CHECK((*rp)[0].shape() == shape_t{1, 2, 103, 103});
+}
+
+TEST_CASE("Conv double", "[nn]") {
+  tensor X = tensor::from_vector<double>({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+  tensor W = tensor::from_vector<double>({1, 1, 2, 2}, {1, 0, 0, 1});
+  auto r = run(op("Conv"), {X, W});
+  REQUIRE(r);
+  const double* y = (*r)[0].data<double>();
+  CHECK(y[0] == 6.0);
+  CHECK(y[1] == 8.0);
+  CHECK(y[2] == 12.0);
+  CHECK(y[3] == 14.0);
+}
+
+TEST_CASE("ConvTranspose matches the direct definition", "[nn]") {
+  {
+    // ONNX doc example (test_convtranspose): 3x3 input 0..8, two 3x3 ones filters.
+    std::vector<float> xv = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+    tensor X = tensor::from_vector<float>({1, 1, 3, 3}, xv);
+    tensor W = tensor::from_vector<float>({1, 2, 3, 3}, std::vector<float>(18, 1.f));
+    auto r = run(op("ConvTranspose"), {X, W});
+    REQUIRE(r);
+    CHECK((*r)[0].shape() == shape_t{1, 2, 5, 5});
+    std::vector<float> plane = {0, 1, 3, 3, 2, 3, 8, 15, 12, 7, 9, 21, 36, 27, 15, 9, 20, 33, 24, 13, 6, 13, 21, 15, 8};
+    std::vector<float> want = plane;
+    want.insert(want.end(), plane.begin(), plane.end());
+    check_close((*r)[0], want);
+  }
+  struct c {
+    shape_t x, w;
+    int64_t group;
+    std::vector<int64_t> strides, dilations, pads, output_padding, output_shape;
+    std::string auto_pad;
+    std::vector<int64_t> want_pb;  // expected begin pads
+    shape_t want_out;              // expected output spatial shape
+  };
+  std::vector<c> cases = {
+      {{1, 2, 3, 3}, {2, 3, 3, 3}, 1, {3, 2}, {}, {}, {1, 1}, {}, "", {0, 0}, {10, 8}},
+      {{2, 4, 4, 5}, {4, 2, 3, 2}, 2, {2, 2}, {1, 2}, {1, 0, 1, 1}, {}, {}, "", {1, 0}, {7, 10}},
+      {{1, 1, 3, 3}, {1, 2, 3, 3}, 1, {3, 2}, {}, {}, {}, {10, 8}, "", {0, 0}, {10, 8}},
+      {{1, 1, 3, 3}, {1, 2, 3, 3}, 1, {2, 2}, {}, {}, {}, {}, "SAME_UPPER", {0, 0}, {6, 6}},
+      {{1, 1, 3, 3}, {1, 2, 3, 3}, 1, {2, 2}, {}, {}, {}, {}, "SAME_LOWER", {1, 1}, {6, 6}},
+      {{1, 3, 5}, {3, 2, 3}, 1, {2}, {}, {1, 1}, {}, {}, "", {1}, {9}},  // 1-D
+      {{1, 2, 2, 3, 2}, {2, 2, 2, 2, 3}, 1, {2, 1, 2}, {1, 2, 1}, {}, {}, {}, "", {0, 0, 0}, {4, 5, 5}},  // 3-D
+      {{1, 6, 4, 4}, {6, 1, 3, 3}, 6, {2, 2}, {}, {1, 1, 1, 1}, {1, 1}, {}, "", {1, 1}, {8, 8}},  // depthwise-style
+  };
+  uint32_t seed = 900;
+  for (auto& cs : cases) {
+    tensor X = rnd(cs.x, seed++), W = rnd(cs.w, seed++);
+    int64_t M = cs.w[1] * cs.group;
+    tensor B = rnd({M}, seed++);
+    node n = op("ConvTranspose");
+    n.attrs["group"] = ai(cs.group);
+    if (!cs.strides.empty()) n.attrs["strides"] = ais(cs.strides);
+    if (!cs.dilations.empty()) n.attrs["dilations"] = ais(cs.dilations);
+    if (!cs.pads.empty()) n.attrs["pads"] = ais(cs.pads);
+    if (!cs.output_padding.empty()) n.attrs["output_padding"] = ais(cs.output_padding);
+    if (!cs.output_shape.empty()) n.attrs["output_shape"] = ais(cs.output_shape);
+    if (!cs.auto_pad.empty()) n.attrs["auto_pad"] = as(cs.auto_pad);
+    auto r = run(n, {X, W, B});
+    REQUIRE(r);
+    shape_t ws = {cs.x[0], M};
+    ws.insert(ws.end(), cs.want_out.begin(), cs.want_out.end());
+    INFO("X " << shape_str(cs.x) << " W " << shape_str(cs.w));
+    CHECK((*r)[0].shape() == ws);
+    auto want = ref_conv_transpose(X, W, &B, cs.group, cs.strides, cs.dilations, cs.want_pb, cs.want_out);
+    check_close((*r)[0], want, 1e-4f, 1e-4f);
+  }
+  // Errors.
+  CHECK_FALSE(run(op("ConvTranspose"), {rnd({1, 2, 3, 3}, 1), rnd({3, 2, 3, 3}, 2)}));
+  node big = op("ConvTranspose");
+  big.attrs["pads"] = ais({5, 5, 5, 5});
+  CHECK_FALSE(run(big, {rnd({1, 1, 2, 2}, 1), rnd({1, 1, 3, 3}, 2)}));
+  node neg = op("ConvTranspose");
+  neg.attrs["output_padding"] = ais({-1, 0});
+  CHECK_FALSE(run(neg, {rnd({1, 1, 2, 2}, 1), rnd({1, 1, 3, 3}, 2)}));
+}

@@ -1,0 +1,416 @@
+// MatMul, Gemm, MatMulInteger and the fused com.gpugrid FusedGemm / FusedMatMul.
+//
+// float goes to OpenBLAS sgemm (double to dgemm); integer types use a plain loop. A batched A
+// times a 2-D B is one sgemm with M = batch * rows. The fused ops add their bias and apply
+// their activation in one pass over each output row.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/broadcast.h"
+#include "kernels/cpu/nn_internal.h"
+
+namespace gpugrid::cpu {
+namespace {
+
+using nn::check_inputs;
+using nn::gemm;
+using nn::parallel;
+
+// How a (broadcast, batched) matrix product maps onto gemm calls.
+struct mm_plan {
+  shape_t out;
+  int64_t M = 0, N = 0, K = 0;
+  int64_t rows = 0;   // M per gemm call (batch * M when merged)
+  int64_t calls = 0;  // gemm calls
+  // Offsets of call i's A and B matrices (in elements), from the broadcast batch strides.
+  shape_t batch;
+  std::vector<int64_t> sa, sb;
+  void offsets(int64_t i, int64_t* ao, int64_t* bo) const {
+    int64_t a = 0, b = 0;
+    for (size_t d = batch.size(); d-- > 0;) {
+      const int64_t x = i % batch[d];
+      i /= batch[d];
+      a += x * sa[d];
+      b += x * sb[d];
+    }
+    *ao = a * M * K;
+    *bo = b * K * N;
+  }
+};
+
+status plan_matmul(const kernel_context& ctx, const shape_t& a_in, const shape_t& b_in, mm_plan* p) {
+  if (a_in.empty() || b_in.empty())
+    return ctx.fail("inputs must have rank >= 1, got shapes {} and {}", shape_str(a_in), shape_str(b_in));
+  shape_t a = a_in, b = b_in;
+  const bool drop_m = a.size() == 1, drop_n = b.size() == 1;
+  if (drop_m) a.insert(a.begin(), 1);
+  if (drop_n) b.push_back(1);
+  p->M = a[a.size() - 2];
+  p->K = a[a.size() - 1];
+  p->N = b[b.size() - 1];
+  if (b[b.size() - 2] != p->K)
+    return ctx.fail("inner dimensions differ: A is {} and B is {}", shape_str(a_in), shape_str(b_in));
+  shape_t ab(a.begin(), a.end() - 2), bb(b.begin(), b.end() - 2), batch;
+  if (!broadcast_shapes(ab, bb, &batch))
+    return ctx.fail("batch dims of {} and {} do not broadcast", shape_str(a_in), shape_str(b_in));
+  p->out = batch;
+  if (!drop_m) p->out.push_back(p->M);
+  if (!drop_n) p->out.push_back(p->N);
+  int64_t nb = 0, tmp = 0;
+  if (!checked_num_elements(batch, int64_t{1} << 40, &nb) || !checked_num_elements(p->out, int64_t{1} << 40, &tmp))
+    return ctx.fail("output shape {} is too large", shape_str(p->out));
+  p->rows = p->M;
+  p->calls = 0;
+  p->batch.clear();
+  p->sa.clear();
+  p->sb.clear();
+  if (nb == 0 || p->M == 0 || p->N == 0) return status::ok();
+  if (num_elements(bb) == 1 && num_elements(ab) == nb) {
+    // B is one matrix and A's batch is the whole batch: stack A's matrices into one tall A.
+    p->rows = nb * p->M;
+    p->calls = 1;
+    return status::ok();
+  }
+  p->calls = nb;
+  p->batch = batch;
+  p->sa = broadcast_strides(ab, batch);
+  p->sb = broadcast_strides(bb, batch);
+  return status::ok();
+}
+
+template <typename T>
+void run_plan(kernel_context& ctx, const mm_plan& p, const T* A, const T* B, T* Y) {
+  const int64_t calls = p.calls;
+  const int64_t ystep = p.rows * p.N;
+  auto one = [&](int64_t i, int64_t r0, int64_t r1) {
+    int64_t ao, bo;
+    p.offsets(i, &ao, &bo);
+    gemm<T>(false, false, r1 - r0, p.N, p.K, T(1), A + ao + r0 * p.K, p.K, B + bo, p.N, T(0),
+            Y + i * ystep + r0 * p.N, p.N);
+  };
+  constexpr bool blas = std::is_same_v<T, float> || std::is_same_v<T, double>;
+  // OpenBLAS runs a product of at most 65536 * GEMM_MULTITHREAD_THRESHOLD (4) multiply-adds
+  // on the calling thread and hands bigger ones to its own threads, with a sync per call.
+  // Several independent mid-sized products (attention heads) therefore go faster as row
+  // blocks under that size spread over our pool, each on its caller's thread.
+  const double serial_macs = 65536.0 * 4;
+  const double nk = static_cast<double>(p.N) * std::max<int64_t>(p.K, 1);
+  const double work = static_cast<double>(p.rows) * nk;
+  // (A one-row product is an sgemv, which OpenBLAS threads from 2304 * 4 elements on.)
+  const bool serial_ok = p.rows > 1 ? nk * 8 <= serial_macs : nk < 2304.0 * 4;
+  if (calls > 1 && (!blas || (work <= 16.0 * 1024 * 1024 && serial_ok))) {
+    const int64_t block = blas ? std::max<int64_t>(8, static_cast<int64_t>(serial_macs / nk)) : p.rows;
+    const int64_t per = (p.rows + block - 1) / block;
+    const int64_t tasks = calls * per;
+    const double task_work = static_cast<double>(std::min(block, p.rows)) * nk;
+    int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(50000.0 / std::max(task_work, 1.0)));
+    parallel(ctx, tasks, grain, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t i = t / per, r0 = (t % per) * block;
+        one(i, r0, std::min(p.rows, r0 + block));
+      }
+    });
+  } else {
+    for (int64_t i = 0; i < calls; ++i) one(i, 0, p.rows);
+  }
+}
+
+// Adds the per-column bias and applies the activation to every row of an [rows, n] matrix.
+void bias_act_rows(kernel_context& ctx, const activation_spec& act, float* y, int64_t rows, int64_t n,
+                   const float* bias) {
+  if (act.is_none() && !bias) return;
+  if (n <= 0 || rows <= 0) return;
+  int64_t grain = std::max<int64_t>(1, 16384 / n);
+  parallel(ctx, rows, grain, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) apply_activation(act, y + r * n, n, bias);
+  });
+}
+
+template <typename T>
+T act_double(const activation_spec& a, T x) {
+  // Double outputs of fused ops: the activation in double precision.
+  switch (a.kind) {
+    case activation_kind::none: return x;
+    case activation_kind::relu: return x < 0 ? T(0) : x;
+    case activation_kind::leaky_relu: return x < 0 ? T(a.alpha) * x : x;
+    case activation_kind::sigmoid: return T(1) / (T(1) + std::exp(-x));
+    case activation_kind::tanh: return std::tanh(x);
+    case activation_kind::clip: return std::min(std::max(x, T(a.alpha)), T(a.beta));
+    case activation_kind::hard_sigmoid: return std::max(T(0), std::min(T(1), T(a.alpha) * x + T(a.beta)));
+    case activation_kind::hard_swish: return x * std::max(T(0), std::min(T(1), x / T(6) + T(0.5)));
+    case activation_kind::silu: return x / (T(1) + std::exp(-x));
+    case activation_kind::gelu: return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+  }
+  return x;
+}
+
+// ---------------------------------------------------------------------------------------
+// MatMul / FusedMatMul
+
+class matmul_kernel final : public kernel {
+ public:
+  matmul_kernel(bool fused, activation_spec act) : fused_(fused), act_(act) {}
+
+  status run(kernel_context& ctx) override {
+    GG_RETURN_IF_ERROR(check_inputs(ctx, 2, fused_ ? 3 : 2, 2));
+    const tensor& A = *ctx.input(0);
+    const tensor& B = *ctx.input(1);
+    if (A.type() != B.type())
+      return ctx.fail("A is {} but B is {}", dtype_name(A.type()), dtype_name(B.type()));
+    mm_plan p;
+    GG_RETURN_IF_ERROR(plan_matmul(ctx, A.shape(), B.shape(), &p));
+    const tensor* bias = fused_ ? nn::optional_input(ctx, 2) : nullptr;
+    if (bias) {
+      if (bias->type() != A.type()) return ctx.fail("bias is {} but A is {}", dtype_name(bias->type()), dtype_name(A.type()));
+      if (bias->numel() != p.N) return ctx.fail("bias has {} values for {} output columns", bias->numel(), p.N);
+    }
+    const dtype t = A.type();
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, t, p.out));
+    status st = status::ok();
+    bool ok = false;
+    auto go = [&](auto tag) {
+      using T = decltype(tag);
+      ok = true;
+      run_plan<T>(ctx, p, A.data<T>(), B.data<T>(), y->data<T>());
+      const int64_t total_rows = p.N > 0 ? y->numel() / p.N : 0;
+      if constexpr (std::is_same_v<T, float>) {
+        bias_act_rows(ctx, act_, y->data<float>(), total_rows, p.N, bias ? bias->data<float>() : nullptr);
+      } else if constexpr (std::is_same_v<T, double>) {
+        if (bias || !act_.is_none()) {
+          double* d = y->data<double>();
+          for (int64_t r = 0; r < total_rows; ++r)
+            for (int64_t j = 0; j < p.N; ++j)
+              d[r * p.N + j] = act_double(act_, d[r * p.N + j] + (bias ? bias->data<double>()[j] : 0.0));
+        }
+      } else {
+        if (!act_.is_none()) st = ctx.fail("fused activation needs float input, got {}", dtype_name(t));
+        else if (bias) {
+          T* d = y->data<T>();
+          const T* bv = bias->data<T>();
+          for (int64_t r = 0; r < total_rows; ++r)
+            for (int64_t j = 0; j < p.N; ++j) d[r * p.N + j] = static_cast<T>(d[r * p.N + j] + bv[j]);
+        }
+      }
+    };
+    switch (t) {
+      case dtype::f32: go(float{}); break;
+      case dtype::f64: go(double{}); break;
+      case dtype::i32: go(int32_t{}); break;
+      case dtype::i64: go(int64_t{}); break;
+      case dtype::u32: go(uint32_t{}); break;
+      case dtype::u64: go(uint64_t{}); break;
+      default: break;
+    }
+    if (!ok) return ctx.fail("unsupported input type {}", dtype_name(t));
+    return st;
+  }
+
+ private:
+  bool fused_;
+  activation_spec act_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Gemm / FusedGemm
+
+class gemm_kernel final : public kernel {
+ public:
+  gemm_kernel(const node& n, activation_spec act)
+      : alpha_(n.attr_float("alpha", 1.f)), beta_(n.attr_float("beta", 1.f)),
+        ta_(n.attr_int("transA", 0) != 0), tb_(n.attr_int("transB", 0) != 0), act_(act) {}
+
+  status run(kernel_context& ctx) override {
+    GG_RETURN_IF_ERROR(check_inputs(ctx, 2, 3, 2));
+    const tensor& A = *ctx.input(0);
+    const tensor& B = *ctx.input(1);
+    const tensor* C = nn::optional_input(ctx, 2);
+    if (A.type() != B.type() || (C && C->type() != A.type()))
+      return ctx.fail("inputs must share one type, got {}, {}{}", dtype_name(A.type()), dtype_name(B.type()),
+                      C ? std::string(", ") + std::string(dtype_name(C->type())) : std::string());
+    if (A.rank() != 2 || B.rank() != 2)
+      return ctx.fail("A and B must be 2-D, got {} and {}", shape_str(A.shape()), shape_str(B.shape()));
+    const int64_t M = ta_ ? A.dim(1) : A.dim(0), K = ta_ ? A.dim(0) : A.dim(1);
+    const int64_t Kb = tb_ ? B.dim(1) : B.dim(0), N = tb_ ? B.dim(0) : B.dim(1);
+    if (K != Kb)
+      return ctx.fail("inner dimensions differ: op(A) is [{}, {}] and op(B) is [{}, {}]", M, K, Kb, N);
+    // C must broadcast one way to [M, N].
+    int64_t cr = 1, cc = 1;  // C's rows/cols after right-alignment
+    if (C) {
+      if (C->rank() > 2) return ctx.fail("C must have rank <= 2, got {}", shape_str(C->shape()));
+      if (C->rank() == 2) { cr = C->dim(0); cc = C->dim(1); }
+      if (C->rank() == 1) cc = C->dim(0);
+      if ((cr != 1 && cr != M) || (cc != 1 && cc != N))
+        return ctx.fail("C of shape {} does not broadcast to [{}, {}]", shape_str(C->shape()), M, N);
+    }
+    const dtype t = A.type();
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, t, {M, N}));
+    if (M == 0 || N == 0) return status::ok();
+    bool ok = false;
+    status st = status::ok();
+    auto go = [&](auto tag) {
+      using T = decltype(tag);
+      ok = true;
+      T* Y = y->data<T>();
+      const T* a = A.data<T>();
+      const T* b = B.data<T>();
+      const int64_t lda = A.dim(1), ldb = B.dim(1);
+      const bool use_c = C && beta_ != 0.f;
+      const T beta = static_cast<T>(beta_);
+      if constexpr (std::is_same_v<T, float>) {
+        // A row-vector C (or scalar) becomes the per-column bias of the epilogue pass.
+        if (use_c && cr == 1) {
+          float* bias = nn::scratch<float>(1, static_cast<size_t>(N));
+          if (!bias) { st = ctx.fail("out of memory"); return; }
+          const float* c = C->data<float>();
+          for (int64_t j = 0; j < N; ++j) bias[j] = beta_ * c[cc == 1 ? 0 : j];
+          gemm<float>(ta_, tb_, M, N, K, alpha_, a, lda, b, ldb, 0.f, Y, N);
+          bias_act_rows(ctx, act_, Y, M, N, bias);
+          return;
+        }
+      }
+      if (use_c) {
+        const T* c = C->data<T>();
+        for (int64_t i = 0; i < M; ++i) {
+          const T* crow = c + (cr == 1 ? 0 : i * cc);
+          T* yrow = Y + i * N;
+          if (cc == 1) std::fill(yrow, yrow + N, static_cast<T>(beta * crow[0]));
+          else for (int64_t j = 0; j < N; ++j) yrow[j] = static_cast<T>(beta * crow[j]);
+        }
+      }
+      gemm<T>(ta_, tb_, M, N, K, static_cast<T>(alpha_), a, lda, b, ldb, use_c ? T(1) : T(0), Y, N);
+      if constexpr (std::is_same_v<T, float>) {
+        bias_act_rows(ctx, act_, Y, M, N, nullptr);
+      } else if constexpr (std::is_same_v<T, double>) {
+        if (!act_.is_none())
+          for (int64_t i = 0; i < M * N; ++i) Y[i] = act_double(act_, Y[i]);
+      } else {
+        if (!act_.is_none()) st = ctx.fail("fused activation needs float input, got {}", dtype_name(t));
+      }
+    };
+    switch (t) {
+      case dtype::f32: go(float{}); break;
+      case dtype::f64: go(double{}); break;
+      case dtype::i32: go(int32_t{}); break;
+      case dtype::i64: go(int64_t{}); break;
+      case dtype::u32: go(uint32_t{}); break;
+      case dtype::u64: go(uint64_t{}); break;
+      default: break;
+    }
+    if (!ok) return ctx.fail("unsupported input type {}", dtype_name(t));
+    return st;
+  }
+
+ private:
+  float alpha_, beta_;
+  bool ta_, tb_;
+  activation_spec act_;
+};
+
+// ---------------------------------------------------------------------------------------
+// MatMulInteger: (A - a_zero_point) x (B - b_zero_point) in int32.
+
+status matmul_integer(kernel_context& ctx) {
+  GG_RETURN_IF_ERROR(check_inputs(ctx, 2, 4, 2));
+  const tensor& A = *ctx.input(0);
+  const tensor& B = *ctx.input(1);
+  auto is8 = [](dtype t) { return t == dtype::u8 || t == dtype::i8; };
+  if (!is8(A.type()) || !is8(B.type()))
+    return ctx.fail("A and B must be int8 or uint8, got {} and {}", dtype_name(A.type()), dtype_name(B.type()));
+  const tensor* az = nn::optional_input(ctx, 2);
+  const tensor* bz = nn::optional_input(ctx, 3);
+  if (az && az->type() != A.type()) return ctx.fail("a_zero_point must have A's type");
+  if (bz && bz->type() != B.type()) return ctx.fail("b_zero_point must have B's type");
+  mm_plan p;
+  GG_RETURN_IF_ERROR(plan_matmul(ctx, A.shape(), B.shape(), &p));
+  if (az && az->numel() != 1 && az->numel() != p.M)
+    return ctx.fail("a_zero_point must have 1 or {} values, got {}", p.M, az->numel());
+  if (bz && bz->numel() != 1 && bz->numel() != p.N)
+    return ctx.fail("b_zero_point must have 1 or {} values, got {}", p.N, bz->numel());
+  GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, dtype::i32, p.out));
+  auto val = [](const tensor& t, int64_t i) -> int32_t {
+    return t.type() == dtype::u8 ? static_cast<int32_t>(t.data<uint8_t>()[i]) : static_cast<int32_t>(t.data<int8_t>()[i]);
+  };
+  const int64_t M = p.M, N = p.N, K = p.K;
+  std::vector<int32_t> bq(static_cast<size_t>(K * N));
+  for (int64_t call = 0; call < p.calls; ++call) {
+    int64_t aoff, boff;
+    p.offsets(call, &aoff, &boff);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < N; ++j)
+        bq[k * N + j] = val(B, boff + k * N + j) - (bz ? val(*bz, bz->numel() == 1 ? 0 : j) : 0);
+    int32_t* Y = y->data<int32_t>() + call * p.rows * N;
+    for (int64_t r = 0; r < p.rows; ++r) {
+      const int32_t za = az ? val(*az, az->numel() == 1 ? 0 : r % M) : 0;
+      int32_t* yrow = Y + r * N;
+      std::fill(yrow, yrow + N, 0);
+      for (int64_t k = 0; k < K; ++k) {
+        const int32_t av = val(A, aoff + r * K + k) - za;
+        if (av == 0) continue;
+        const int32_t* brow = bq.data() + k * N;
+        for (int64_t j = 0; j < N; ++j)
+          yrow[j] = static_cast<int32_t>(static_cast<uint32_t>(yrow[j]) + static_cast<uint32_t>(av * brow[j]));
+      }
+    }
+  }
+  return status::ok();
+}
+
+// OpenBLAS built with DYNAMIC_ARCH picks its kernels by CPU model at load time and falls back
+// to the SSE3 'Prescott' kernels on CPUs it does not know (common under hypervisors that
+// report a generic "Intel Xeon Processor"): sgemm then runs 4-6x slower than it could. When
+// that happened and the user did not choose a core (OPENBLAS_CORETYPE), pick the kernels the
+// CPU's features allow and re-run OpenBLAS's selection. Weak symbols: a build against an
+// OpenBLAS without DYNAMIC_ARCH simply skips this.
+extern "C" {
+char* openblas_get_corename(void) __attribute__((weak));
+void gotoblas_dynamic_init(void) __attribute__((weak));
+void gotoblas_dynamic_quit(void) __attribute__((weak));
+}
+
+void fix_openblas_core() {
+  if (!openblas_get_corename || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
+  if (std::getenv("OPENBLAS_CORETYPE") || std::getenv("GPUGRID_KEEP_BLAS_CORE")) return;
+  const char* name = openblas_get_corename();
+  if (!name) return;
+  const bool generic = std::strcmp(name, "Prescott") == 0 || std::strcmp(name, "Core2") == 0 ||
+                       std::strcmp(name, "Nehalem") == 0 || std::strcmp(name, "Sandybridge") == 0 ||
+                       std::strcmp(name, "Barcelona") == 0 || std::strcmp(name, "Unknown") == 0;
+  if (!generic) return;
+  __builtin_cpu_init();
+  const char* want = nullptr;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd"))
+    want = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    want = "Haswell";
+  if (!want) return;
+  setenv("OPENBLAS_CORETYPE", want, 0);
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+}
+
+}  // namespace
+
+void register_gemm_ops(op_registry& r) {
+  // The registry is built once, before any kernel runs: the one safe moment to switch.
+  fix_openblas_core();
+  r.add("MatMul", [](const node&) -> expected<std::unique_ptr<kernel>> {
+    return std::unique_ptr<kernel>(std::make_unique<matmul_kernel>(false, activation_spec{}));
+  });
+  r.add("FusedMatMul", [](const node& n) -> expected<std::unique_ptr<kernel>> {
+    GG_ASSIGN_OR_RETURN(activation_spec act, parse_activation(n));
+    return std::unique_ptr<kernel>(std::make_unique<matmul_kernel>(true, act));
+  }, "com.gpugrid");
+  r.add("Gemm", [](const node& n) -> expected<std::unique_ptr<kernel>> {
+    return std::unique_ptr<kernel>(std::make_unique<gemm_kernel>(n, activation_spec{}));
+  });
+  r.add("FusedGemm", [](const node& n) -> expected<std::unique_ptr<kernel>> {
+    GG_ASSIGN_OR_RETURN(activation_spec act, parse_activation(n));
+    return std::unique_ptr<kernel>(std::make_unique<gemm_kernel>(n, act));
+  }, "com.gpugrid");
+  r.add("MatMulInteger", simple_kernel(matmul_integer));
+}
+
+}  // namespace gpugrid::cpu

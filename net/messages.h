@@ -1,0 +1,202 @@
+// The wire protocol's messages as plain C++ structs (one per table of schemas/gpugrid.fbs).
+//
+// Only net/codec.cc converts them to and from FlatBuffers; nothing else includes generated
+// code (STYLE rule 8). Field meanings and units are documented once, in the schema. Structs
+// are plain values: copy, move and compare them freely from any thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "engine/dtype.h"
+#include "ledger/receipt.h"
+
+namespace gpugrid::net {
+
+using key32 = ledger::key32;
+using digest32 = ledger::digest32;
+using sig64 = ledger::sig64;
+using bytes16 = std::array<uint8_t, 16>;
+using job_id = bytes16;
+using nonce32 = std::array<uint8_t, 32>;
+
+// The newest and oldest protocol versions this build speaks. Two peers speak
+// min(their newest); they refuse each other when that is below either one's oldest.
+constexpr uint16_t kProtocolVersion = 1;
+constexpr uint16_t kMinProtocolVersion = 1;
+
+enum class node_role : uint8_t { client = 0, provider = 1, both = 2 };
+
+struct device_info {
+  std::string name;
+  std::string kind;             // "cuda" | "cpu"
+  int64_t memory_bytes = 0;
+  int32_t cc_major = 0, cc_minor = 0;
+  double gflops = 0;
+  int32_t index = 0;
+};
+
+struct ledger_head {
+  digest32 hash{};
+  uint64_t count = 0;
+};
+
+struct hello {
+  uint16_t protocol_version = kProtocolVersion;
+  uint16_t min_version = kMinProtocolVersion;
+  key32 node_key{};
+  nonce32 challenge{};
+  std::optional<key32> ephemeral_key;   // X25519; present: the sender wants session MACs
+  std::string listen_url;
+  node_role role = node_role::client;
+  std::vector<device_info> devices;
+  ledger_head ledger;
+  double price_per_gflop = 0;
+  int32_t slots = 0;
+  uint64_t max_frame_bytes = 0;
+  uint64_t max_model_bytes = 0;
+  std::string software;
+};
+
+struct hello_ack {
+  uint16_t protocol_version = kProtocolVersion;
+  sig64 signature{};
+};
+
+enum class goodbye_reason : uint8_t {
+  normal = 0, version_mismatch = 1, protocol_error = 2, shutting_down = 3, overloaded = 4,
+  auth_failed = 5, timeout = 6
+};
+const char* to_string(goodbye_reason r);
+
+struct goodbye {
+  goodbye_reason reason = goodbye_reason::normal;
+  std::string message;
+};
+
+struct peer_info {
+  key32 node_key{};
+  std::string url;
+  int64_t last_seen_ms = 0;
+  node_role role = node_role::provider;
+};
+
+struct peer_exchange {
+  std::vector<peer_info> peers;
+  bool want_reply = false;
+};
+
+struct ping { uint64_t nonce = 0; };
+struct pong { uint64_t nonce = 0; };
+
+struct bid_request {
+  job_id job{};
+  digest32 model_hash{};
+  uint64_t model_bytes = 0;
+  double gflops = 0;
+  uint64_t input_bytes = 0;
+  double max_price = -1;        // < 0: no limit
+  int64_t deadline_ms = 0;      // 0: none
+};
+
+struct bid {
+  job_id job{};
+  double price = 0;
+  int64_t eta_ms = 0;
+  bool model_cached = false;
+  std::optional<device_info> device;
+  int64_t valid_ms = 0;
+  std::optional<sig64> signature;   // over bid_statement() (codec.h)
+};
+
+// Same values as grid::decline_reason.
+enum class decline_reason : uint8_t { none = 0, busy, unsupported, too_big, too_cheap, draining, internal };
+
+struct bid_decline {
+  job_id job{};
+  decline_reason reason = decline_reason::none;
+  std::string detail;
+};
+
+struct award {
+  job_id job{};
+  double price = 0;
+};
+
+struct cancel {
+  job_id job{};
+  std::string reason;
+};
+
+struct model_put {
+  digest32 model_hash{};
+  uint64_t total_bytes = 0;
+  uint32_t chunk_bytes = 0;
+  std::optional<job_id> job;
+};
+
+struct model_chunk {
+  digest32 model_hash{};
+  uint32_t index = 0;
+  std::string data;
+};
+
+struct model_need {
+  digest32 model_hash{};
+  std::optional<job_id> job;
+};
+
+// A tensor on the wire. The decoder guarantees data.size() == product(shape) * dtype_size(type)
+// for every dtype the engine knows (string tensors are refused).
+struct wire_tensor {
+  std::string name;
+  dtype type = dtype::undefined;
+  std::vector<int64_t> shape;
+  std::string data;
+};
+
+struct execute {
+  job_id job{};
+  digest32 model_hash{};
+  std::vector<wire_tensor> inputs;
+  digest32 input_digest{};
+  double price = 0;
+  int64_t started_ms = 0;
+};
+
+struct result {
+  job_id job{};
+  std::vector<wire_tensor> outputs;
+  digest32 output_digest{};
+  sig64 signature{};                        // over ledger::result_statement(job, output_digest)
+  double compute_ms = 0;
+  bool model_was_cached = false;
+  std::optional<ledger::receipt> receipt;   // signed by the provider
+};
+
+enum class job_error_code : uint8_t {
+  internal = 0, bad_input = 1, unsupported = 2, model_missing = 3, model_too_big = 4, timeout = 5,
+  busy = 6, cancelled = 7, draining = 8, not_awarded = 9
+};
+const char* to_string(job_error_code c);
+
+struct job_error {
+  job_id job{};
+  job_error_code code = job_error_code::internal;
+  std::string message;
+};
+
+// The order of the alternatives is the order of the schema's union (index + 1 = union tag).
+using message = std::variant<hello, hello_ack, goodbye, peer_exchange, ping, pong, bid_request, bid,
+                             bid_decline, award, cancel, model_put, model_chunk, model_need, execute,
+                             result, job_error, ledger::receipt>;
+
+// The schema name of the message held ("Hello", "BidRequest", ...).
+const char* message_name(const message& m);
+const char* message_name(size_t variant_index);
+
+}  // namespace gpugrid::net
