@@ -700,7 +700,7 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
     }
     if (!st.is_ok()) {
       if (capture && ni >= capture_begin_ && ni < capture_end_) {
-        ctx_rc->end_capture();
+        (void)ctx_rc->end_capture();  // abandon the capture; the error below is what counts
         capture->failed = true;
       }
       return st;
