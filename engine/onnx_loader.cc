@@ -1,6 +1,7 @@
 #include "engine/onnx_loader.h"
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
@@ -78,8 +79,8 @@ status read_external_data(onnx::TensorProto& t, const std::string& what, const l
   return status::ok();
 }
 
-expected<tensor> load_initializer(const onnx::TensorProto& proto, const std::string& what,
-                                  const load_options& opt, int64_t* weight_bytes) {
+expected<tensor> load_initializer_copy(const onnx::TensorProto& proto, const std::string& what,
+                                       const load_options& opt, int64_t* weight_bytes) {
   if (proto.data_location() == onnx::TensorProto::EXTERNAL) {
     onnx::TensorProto copy = proto;
     GG_RETURN_IF_ERROR(read_external_data(copy, what, opt, weight_bytes));
@@ -94,6 +95,36 @@ expected<tensor> load_initializer(const onnx::TensorProto& proto, const std::str
   return t;
 }
 
+// A tensor that uses the proto's raw_data bytes in place (they move out of the proto), so
+// large weights are not copied while a model loads.
+expected<tensor> adopt_raw_data(onnx::TensorProto& proto, const std::string& what) {
+  dtype t;
+  if (!dtype_from_onnx(proto.data_type(), &t) || t == dtype::string) return tensor_from_proto(proto, what);
+  shape_t shape(proto.dims().begin(), proto.dims().end());
+  int64_t n = 0;
+  size_t es = dtype_size(t);
+  if (!checked_num_elements(shape, (int64_t{1} << 34) / static_cast<int64_t>(es), &n) ||
+      proto.raw_data().size() != static_cast<size_t>(n) * es || n == 0)
+    return tensor_from_proto(proto, what);  // the checked path reports what is wrong
+  std::shared_ptr<std::string> owner(proto.release_raw_data());
+  if (t == dtype::boolean)
+    for (char& c : *owner) c = c != 0 ? 1 : 0;
+  std::shared_ptr<std::byte> storage(owner, reinterpret_cast<std::byte*>(owner->data()));
+  return tensor(t, std::move(shape), std::move(storage));
+}
+
+expected<tensor> load_initializer(onnx::TensorProto& proto, const std::string& what,
+                                  const load_options& opt, int64_t* weight_bytes) {
+  if (proto.data_location() != onnx::TensorProto::EXTERNAL && proto.has_raw_data() &&
+      proto.raw_data().size() >= 4096) {
+    *weight_bytes += static_cast<int64_t>(proto.raw_data().size());
+    if (*weight_bytes > opt.max_weight_bytes)
+      return invalid_input("{}: weights exceed the cap of {} bytes", what, opt.max_weight_bytes);
+    return adopt_raw_data(proto, what);
+  }
+  return load_initializer_copy(proto, what, opt, weight_bytes);
+}
+
 status convert_attribute(const onnx::AttributeProto& a, const std::string& what,
                          const load_options& opt, int64_t* weight_bytes, attribute* out) {
   switch (a.type()) {
@@ -102,7 +133,7 @@ status convert_attribute(const onnx::AttributeProto& a, const std::string& what,
     case onnx::AttributeProto::STRING: out->type = attribute::kind::string; out->s = a.s(); break;
     case onnx::AttributeProto::TENSOR: {
       out->type = attribute::kind::tensor;
-      auto t = load_initializer(a.t(), what, opt, weight_bytes);
+      auto t = load_initializer_copy(a.t(), what, opt, weight_bytes);
       if (!t) return t.error();
       out->t = std::move(t).value();
       break;
@@ -224,6 +255,11 @@ status topological_sort(graph& g, const std::string& what) {
 
 }  // namespace
 
+namespace {
+expected<std::shared_ptr<graph>> build_graph(onnx::ModelProto& model, const std::string& what,
+                                             const load_options& options);
+}  // namespace
+
 expected<std::shared_ptr<graph>> load_model_from_bytes(const std::string& bytes,
                                                        const std::string& what,
                                                        const load_options& options) {
@@ -239,6 +275,12 @@ expected<std::shared_ptr<graph>> load_model_from_bytes(const std::string& bytes,
     if (!model.ParseFromCodedStream(&in) || !in.ConsumedEntireMessage())
       return invalid_input("{}: not a valid ONNX model (protobuf parse failed; truncated or corrupt?)", what);
   }
+  return build_graph(model, what, options);
+}
+
+namespace {
+expected<std::shared_ptr<graph>> build_graph(onnx::ModelProto& model, const std::string& what,
+                                             const load_options& options) {
   if (!model.has_graph()) return invalid_input("{}: not an ONNX model (no graph)", what);
 
   auto g = std::make_shared<graph>();
@@ -258,7 +300,7 @@ expected<std::shared_ptr<graph>> load_model_from_bytes(const std::string& bytes,
   const auto& gp = model.graph();
   int64_t weight_bytes = 0;
   std::set<int> initializer_ids;
-  for (const auto& init : gp.initializer()) {
+  for (auto& init : *model.mutable_graph()->mutable_initializer()) {
     if (init.name().empty()) return invalid_input("{}: an initializer has no name", what);
     auto t = load_initializer(init, what, options, &weight_bytes);
     if (!t) return t.error();
@@ -315,18 +357,27 @@ expected<std::shared_ptr<graph>> load_model_from_bytes(const std::string& bytes,
   GG_RETURN_IF_ERROR(topological_sort(*g, what));
   return g;
 }
+}  // namespace
 
 expected<std::shared_ptr<graph>> load_model_file(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) return invalid_input("cannot read model '{}': it is a directory", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) return invalid_input("cannot read model '{}': {}", path, std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
   load_options opt;
   opt.base_dir = fs::path(path).parent_path().string();
   if (opt.base_dir.empty()) opt.base_dir = ".";
-  return load_model_from_bytes(ss.str(), path, opt);
+  // Parsed straight from the file: the bytes are never held twice.
+  onnx::ModelProto model;
+  {
+    google::protobuf::io::IstreamInputStream raw(&in);
+    google::protobuf::io::CodedInputStream coded(&raw);
+    coded.SetTotalBytesLimit(INT_MAX);
+    coded.SetRecursionLimit(64);
+    if (!model.ParseFromCodedStream(&coded) || !coded.ConsumedEntireMessage() || in.bad())
+      return invalid_input("{}: not a valid ONNX model (protobuf parse failed; truncated or corrupt?)", path);
+  }
+  return build_graph(model, path, opt);
 }
 
 }  // namespace gpugrid
