@@ -19,6 +19,7 @@
 
 #include "kernels/cpu/broadcast.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/kernel_helpers.h"
 
 namespace gpugrid::cpu {
 
@@ -28,51 +29,7 @@ namespace {
 // Shared helpers
 // ---------------------------------------------------------------------------------------------
 
-status check_inputs(const kernel_context& ctx, size_t lo, size_t hi, size_t required) {
-  size_t n = ctx.num_inputs();
-  if (n < lo || n > hi) {
-    if (lo == hi) return ctx.fail("expects {} input{}, got {}", lo, lo == 1 ? "" : "s", n);
-    return ctx.fail("expects {} to {} inputs, got {}", lo, hi, n);
-  }
-  for (size_t i = 0; i < required; ++i)
-    if (!ctx.input(i) || !ctx.input(i)->defined()) return ctx.fail("input {} is required but missing", i);
-  for (size_t i = 0; i < n; ++i)
-    if (ctx.input(i) && ctx.input(i)->defined() && ctx.input(i)->device() != device_kind::cpu)
-      return ctx.fail("input {} is not in CPU memory", i);
-  return status::ok();
-}
-
-const tensor* optional_input(const kernel_context& ctx, size_t i) {
-  const tensor* t = ctx.input(i);
-  return (t && t->defined() && t->numel() > 0) ? t : nullptr;
-}
-
-template <typename F>
-void par(kernel_context& ctx, int64_t n, int64_t grain, F&& body) {
-  if (n <= 0) return;
-  if (grain < 1) grain = 1;
-  if (n <= grain || ctx.pool().size() <= 1) {
-    body(int64_t{0}, n);
-    return;
-  }
-  ctx.pool().parallel_for(n, grain, [&](int64_t b, int64_t e) { body(b, e); });
-}
-
-int64_t grain_for(int64_t work_per_item, int64_t target = 32768) {
-  return std::max<int64_t>(1, target / std::max<int64_t>(1, work_per_item));
-}
-
-bool normalize_axis(int64_t axis, int64_t rank, int64_t* out) {
-  if (axis < -rank || axis >= rank) return false;
-  *out = axis < 0 ? axis + rank : axis;
-  return true;
-}
-
-int64_t prod(const shape_t& s, size_t b, size_t e) {
-  int64_t p = 1;
-  for (size_t i = b; i < e && i < s.size(); ++i) p *= s[i];
-  return p;
-}
+using namespace helpers;  // check_inputs, optional_input, par, grain_for, normalize_axis, prod
 
 bool is_half(dtype t) { return t == dtype::f16 || t == dtype::bf16; }
 bool is_float_type(dtype t) { return t == dtype::f32 || t == dtype::f64 || is_half(t); }
