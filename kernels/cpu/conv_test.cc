@@ -360,3 +360,58 @@ TEST_CASE("ConvTranspose matches the direct definition", "[nn]") {
   neg.attrs["output_padding"] = ais({-1, 0});
   CHECK_FALSE(run(neg, {rnd({1, 1, 2, 2}, 1), rnd({1, 1, 3, 3}, 2)}));
 }
+
+TEST_CASE("ConvInteger and QLinearConv", "[nn]") {
+  {
+    // test_convinteger_without_padding.
+    tensor x = tensor::from_vector<uint8_t>({1, 1, 3, 3}, {2, 3, 4, 5, 6, 7, 8, 9, 10});
+    tensor w = tensor::from_vector<uint8_t>({1, 1, 2, 2}, {1, 1, 1, 1});
+    auto r = run(op("ConvInteger", 1, 10), {x, w, tensor::scalar<uint8_t>(1)});
+    REQUIRE(r);
+    REQUIRE((*r)[0].type() == dtype::i32);
+    const int32_t* y = (*r)[0].data<int32_t>();
+    CHECK(y[0] == 12);
+    CHECK(y[1] == 16);
+    CHECK(y[2] == 24);
+    CHECK(y[3] == 28);
+    CHECK_FALSE(run(op("ConvInteger", 1, 10), {rnd({1, 1, 3, 3}, 1), w}));
+  }
+  // QLinearConv against dequantize -> direct conv -> quantize, per-channel weights.
+  std::mt19937 gen(7);
+  const int64_t C = 4, M = 3, group = 1;
+  tensor xq = tensor::zeros(dtype::u8, {1, C, 6, 5}), wq = tensor::zeros(dtype::i8, {M, C, 3, 3});
+  for (int64_t i = 0; i < xq.numel(); ++i) xq.data<uint8_t>()[i] = static_cast<uint8_t>(gen() % 256);
+  for (int64_t i = 0; i < wq.numel(); ++i) wq.data<int8_t>()[i] = static_cast<int8_t>(static_cast<int>(gen() % 256) - 128);
+  const uint8_t xzp = 120;
+  const std::vector<int8_t> wzp = {0, 3, -2};
+  const float xs = 0.02f, ys = 0.9f;
+  const std::vector<float> ws = {0.01f, 0.02f, 0.015f};
+  tensor B = tensor::from_vector<int32_t>({M}, {100, -2000, 35});
+  tensor xf = tensor::zeros(dtype::f32, xq.shape()), wf = tensor::zeros(dtype::f32, wq.shape());
+  for (int64_t i = 0; i < xq.numel(); ++i) xf.data<float>()[i] = float(xq.data<uint8_t>()[i]) - xzp;
+  for (int64_t i = 0; i < wq.numel(); ++i) wf.data<float>()[i] = float(wq.data<int8_t>()[i]) - wzp[i / (C * 9)];
+  node n = op("QLinearConv", 1, 10);
+  n.attrs["pads"] = ais({1, 1, 1, 1});
+  auto r = run(n, {xq, tensor::scalar<float>(xs), tensor::scalar<uint8_t>(xzp), wq,
+                   tensor::from_vector<float>({M}, ws), tensor::from_vector<int8_t>({M}, wzp),
+                   tensor::scalar<float>(ys), tensor::scalar<uint8_t>(128), B});
+  REQUIRE(r);
+  shape_t s;
+  auto acc = ref_conv(xf, wf, nullptr, group, {}, {}, {1, 1, 1, 1}, &s);
+  REQUIRE((*r)[0].shape() == s);
+  REQUIRE((*r)[0].type() == dtype::u8);
+  const int64_t S = 30;
+  int bad = 0;
+  for (size_t i = 0; i < acc.size(); ++i) {
+    int64_t m = static_cast<int64_t>(i) / S;
+    double v = std::nearbyint((acc[i] + B.data<int32_t>()[m]) * (double(xs) * ws[m] / ys)) + 128;
+    int want = static_cast<int>(std::min(255.0, std::max(0.0, v)));
+    if ((*r)[0].data<uint8_t>()[i] != want) ++bad;
+  }
+  CHECK(bad == 0);
+  // Wrong parameter shapes fail cleanly.
+  CHECK_FALSE(run(n, {xq, tensor::scalar<float>(xs), tensor::scalar<uint8_t>(xzp), wq,
+                      tensor::from_vector<float>({2}, {1, 1}), tensor::from_vector<int8_t>({M}, wzp),
+                      tensor::scalar<float>(ys), tensor::scalar<uint8_t>(128)}));
+  CHECK_FALSE(run(n, {xq, tensor::scalar<float>(xs)}));
+}

@@ -309,48 +309,59 @@ class gemm_kernel final : public kernel {
 };
 
 // ---------------------------------------------------------------------------------------
-// MatMulInteger: (A - a_zero_point) x (B - b_zero_point) in int32.
+// MatMulInteger: (A - a_zero_point) x (B - b_zero_point) in int32 (wrapping like int32 math).
+// QLinearMatMul: the same product requantized: round(acc * a_scale * b_scale / y_scale) + y_zp.
+// a's parameters are per tensor or per row (M values), b's per tensor or per column (N).
 
-status matmul_integer(kernel_context& ctx) {
-  GG_RETURN_IF_ERROR(check_inputs(ctx, 2, 4, 2));
+status int_matmul(kernel_context& ctx, bool qlinear) {
+  GG_RETURN_IF_ERROR(qlinear ? check_inputs(ctx, 8, 8, 8) : check_inputs(ctx, 2, 4, 2));
   const tensor& A = *ctx.input(0);
-  const tensor& B = *ctx.input(1);
-  auto is8 = [](dtype t) { return t == dtype::u8 || t == dtype::i8; };
-  if (!is8(A.type()) || !is8(B.type()))
+  const tensor& B = *ctx.input(qlinear ? 3 : 1);
+  if (!nn::is_q8(A.type()) || !nn::is_q8(B.type()))
     return ctx.fail("A and B must be int8 or uint8, got {} and {}", dtype_name(A.type()), dtype_name(B.type()));
   const tensor* az = nn::optional_input(ctx, 2);
-  const tensor* bz = nn::optional_input(ctx, 3);
-  if (az && az->type() != A.type()) return ctx.fail("a_zero_point must have A's type");
-  if (bz && bz->type() != B.type()) return ctx.fail("b_zero_point must have B's type");
+  const tensor* bz = nn::optional_input(ctx, qlinear ? 5 : 3);
   mm_plan p;
   GG_RETURN_IF_ERROR(plan_matmul(ctx, A.shape(), B.shape(), &p));
-  if (az && az->numel() != 1 && az->numel() != p.M)
-    return ctx.fail("a_zero_point must have 1 or {} values, got {}", p.M, az->numel());
-  if (bz && bz->numel() != 1 && bz->numel() != p.N)
-    return ctx.fail("b_zero_point must have 1 or {} values, got {}", p.N, bz->numel());
-  GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, dtype::i32, p.out));
-  auto val = [](const tensor& t, int64_t i) -> int32_t {
-    return t.type() == dtype::u8 ? static_cast<int32_t>(t.data<uint8_t>()[i]) : static_cast<int32_t>(t.data<int8_t>()[i]);
-  };
+  GG_RETURN_IF_ERROR(nn::check_qparam(ctx, az, "a_zero_point", p.M, false, A.type()));
+  GG_RETURN_IF_ERROR(nn::check_qparam(ctx, bz, "b_zero_point", p.N, false, B.type()));
+  const tensor *as = nullptr, *bs = nullptr, *ys = nullptr, *yz = nullptr;
+  if (qlinear) {
+    as = ctx.input(1);
+    bs = ctx.input(4);
+    ys = ctx.input(6);
+    yz = ctx.input(7);
+    GG_RETURN_IF_ERROR(nn::check_qparam(ctx, as, "a_scale", p.M, true, A.type()));
+    GG_RETURN_IF_ERROR(nn::check_qparam(ctx, bs, "b_scale", p.N, true, B.type()));
+    GG_RETURN_IF_ERROR(nn::check_qparam(ctx, ys, "y_scale", 1, true, A.type()));
+    if (!nn::is_q8(yz->type()) || yz->numel() != 1) return ctx.fail("y_zero_point must be one int8 or uint8 value");
+  }
+  GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, qlinear ? yz->type() : dtype::i32, p.out));
   const int64_t M = p.M, N = p.N, K = p.K;
   std::vector<int32_t> bq(static_cast<size_t>(K * N));
+  std::vector<int32_t> acc(static_cast<size_t>(N));
   for (int64_t call = 0; call < p.calls; ++call) {
     int64_t aoff, boff;
     p.offsets(call, &aoff, &boff);
     for (int64_t k = 0; k < K; ++k)
-      for (int64_t j = 0; j < N; ++j)
-        bq[k * N + j] = val(B, boff + k * N + j) - (bz ? val(*bz, bz->numel() == 1 ? 0 : j) : 0);
-    int32_t* Y = y->data<int32_t>() + call * p.rows * N;
+      for (int64_t j = 0; j < N; ++j) bq[k * N + j] = nn::q8(B, boff + k * N + j) - nn::qzero(bz, j);
     for (int64_t r = 0; r < p.rows; ++r) {
-      const int32_t za = az ? val(*az, az->numel() == 1 ? 0 : r % M) : 0;
-      int32_t* yrow = Y + r * N;
-      std::fill(yrow, yrow + N, 0);
+      const int32_t za = nn::qzero(az, r % M);
+      std::fill(acc.begin(), acc.end(), 0);
       for (int64_t k = 0; k < K; ++k) {
-        const int32_t av = val(A, aoff + r * K + k) - za;
+        const int32_t av = nn::q8(A, aoff + r * K + k) - za;
         if (av == 0) continue;
         const int32_t* brow = bq.data() + k * N;
         for (int64_t j = 0; j < N; ++j)
-          yrow[j] = static_cast<int32_t>(static_cast<uint32_t>(yrow[j]) + static_cast<uint32_t>(av * brow[j]));
+          acc[j] = static_cast<int32_t>(static_cast<uint32_t>(acc[j]) + static_cast<uint32_t>(av * brow[j]));
+      }
+      const int64_t ybase = (call * p.rows + r) * N;
+      if (!qlinear) {
+        std::copy(acc.begin(), acc.end(), y->data<int32_t>() + ybase);
+      } else {
+        const double sa = nn::qscale(*as, r % M), sy = nn::qscale(*ys, 0);
+        const int32_t zy = nn::q8(*yz, 0);
+        for (int64_t j = 0; j < N; ++j) nn::store_q8(*y, ybase + j, acc[j] * (sa * nn::qscale(*bs, j) / sy), zy);
       }
     }
   }
@@ -379,12 +390,10 @@ void fix_openblas_core() {
                        std::strcmp(name, "Barcelona") == 0 || std::strcmp(name, "Unknown") == 0;
   if (!generic) return;
   __builtin_cpu_init();
+  // Haswell (AVX2/FMA) kernels only: OpenBLAS 0.3.21's AVX-512 paths are known to misbehave
+  // on some newer CPUs it does not recognise, and the AVX2 kernels already give most of the gain.
   const char* want = nullptr;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd"))
-    want = "SkylakeX";
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    want = "Haswell";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) want = "Haswell";
   if (!want) return;
   setenv("OPENBLAS_CORETYPE", want, 0);
   gotoblas_dynamic_quit();
@@ -410,7 +419,8 @@ void register_gemm_ops(op_registry& r) {
     GG_ASSIGN_OR_RETURN(activation_spec act, parse_activation(n));
     return std::unique_ptr<kernel>(std::make_unique<gemm_kernel>(n, act));
   }, "com.gpugrid");
-  r.add("MatMulInteger", simple_kernel(matmul_integer));
+  r.add("MatMulInteger", simple_kernel([](kernel_context& ctx) { return int_matmul(ctx, false); }));
+  r.add("QLinearMatMul", simple_kernel([](kernel_context& ctx) { return int_matmul(ctx, true); }));
 }
 
 }  // namespace gpugrid::cpu

@@ -282,3 +282,17 @@ TEST_CASE("MatMulInteger with zero points", "[nn]") {
   CHECK(y[2] == -26);
   CHECK(y[3] == -62);
 }
+
+TEST_CASE("QLinearMatMul hand-checked ONNX example", "[nn]") {
+  tensor a = tensor::from_vector<uint8_t>({2, 4}, {208, 236, 0, 238, 3, 214, 255, 29});
+  tensor b = tensor::from_vector<uint8_t>({4, 3}, {152, 51, 244, 60, 26, 255, 0, 127, 246, 127, 254, 247});
+  auto r = run(op("QLinearMatMul", 1, 10),
+               {a, tensor::scalar<float>(0.0066f), tensor::scalar<uint8_t>(113), b, tensor::scalar<float>(0.00705f),
+                tensor::scalar<uint8_t>(114), tensor::scalar<float>(0.0107f), tensor::scalar<uint8_t>(118)});
+  REQUIRE(r);
+  REQUIRE((*r)[0].type() == dtype::u8);
+  const uint8_t* y = (*r)[0].data<uint8_t>();
+  std::vector<int> got(y, y + 6);
+  CHECK(got == std::vector<int>{168, 115, 255, 1, 66, 151});
+  CHECK_FALSE(run(op("QLinearMatMul", 1, 10), {a, tensor::scalar<float>(1.f)}));
+}

@@ -384,9 +384,83 @@ kernel_factory window_factory(bool kernel_required, Make make) {
   };
 }
 
+// ---------------------------------------------------------------------------------------
+// MaxUnpool: scatters X into zeros at the flat positions MaxPool's Indices recorded.
+
+class maxunpool_kernel final : public kernel {
+ public:
+  explicit maxunpool_kernel(window_attrs wa) : wa_(std::move(wa)) {}
+
+  status run(kernel_context& ctx) override {
+    GG_RETURN_IF_ERROR(check_inputs(ctx, 2, 3, 2));
+    const tensor& X = *ctx.input(0);
+    const tensor& I = *ctx.input(1);
+    const tensor* os = nn::optional_input(ctx, 2);
+    if (I.type() != dtype::i64) return ctx.fail("I must be int64, got {}", dtype_name(I.type()));
+    if (I.shape() != X.shape()) return ctx.fail("I {} must have X's shape {}", shape_str(I.shape()), shape_str(X.shape()));
+    if (X.rank() < 3) return ctx.fail("X must have rank >= 3, got {}", shape_str(X.shape()));
+    const size_t nsp = X.rank() - 2;
+    if (wa_.kernel_shape.size() != nsp) return ctx.fail("kernel_shape has {} values for {} spatial dims", wa_.kernel_shape.size(), nsp);
+    if (!wa_.strides.empty() && wa_.strides.size() != nsp) return ctx.fail("strides has {} values for {} spatial dims", wa_.strides.size(), nsp);
+    if (!wa_.pads.empty() && wa_.pads.size() != 2 * nsp) return ctx.fail("pads has {} values for {} spatial dims", wa_.pads.size(), nsp);
+    // Indices address the inferred output (as MaxPool's input); an output_shape at least as
+    // large places that block at its origin (the ONNX reference).
+    shape_t inferred = {X.dim(0), X.dim(1)};
+    for (size_t i = 0; i < nsp; ++i) {
+      const int64_t s = wa_.strides.empty() ? 1 : wa_.strides[i];
+      const int64_t pads = wa_.pads.empty() ? 0 : wa_.pads[i] + wa_.pads[i + nsp];
+      const int64_t o = (X.dim(2 + i) - 1) * s + wa_.kernel_shape[i] - pads;
+      if (o < 0) return ctx.fail("output spatial dim {} would be negative", i);
+      inferred.push_back(o);
+    }
+    shape_t out = inferred;
+    if (os) {
+      if (os->type() != dtype::i64 || os->numel() != static_cast<int64_t>(X.rank()))
+        return ctx.fail("output_shape must be int64 with {} values", X.rank());
+      out = os->to_int64_vector();
+      for (size_t d = 0; d < out.size(); ++d)
+        if (out[d] < inferred[d])
+          return ctx.fail("output_shape {} is smaller than the unpooled shape {}", shape_str(out), shape_str(inferred));
+    }
+    int64_t inferred_total = 0;
+    if (!checked_num_elements(inferred, max_tensor_bytes, &inferred_total)) return ctx.fail("output too large");
+    const size_t es = dtype_size(X.type());
+    if (es == 0) return ctx.fail("unsupported input type {}", dtype_name(X.type()));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, X.type(), out));
+    std::memset(y->raw(), 0, y->bytes());
+    const int64_t* idx = I.data<int64_t>();
+    const auto* src = static_cast<const std::byte*>(X.raw());
+    auto* dst = static_cast<std::byte*>(y->raw());
+    const bool same = out == inferred;
+    for (int64_t i = 0; i < X.numel(); ++i) {
+      int64_t v = idx[i];
+      if (v < 0 || v >= inferred_total)
+        return ctx.fail("index {} out of range for an unpooled shape {}", v, shape_str(inferred));
+      int64_t o = v;
+      if (!same) {  // coordinates in `inferred` -> offset in `out`
+        o = 0;
+        int64_t stride = 1;
+        for (size_t d = inferred.size(); d-- > 0;) {
+          o += (v % inferred[d]) * stride;
+          v /= inferred[d];
+          stride *= out[d];
+        }
+      }
+      std::memcpy(dst + o * es, src + i * es, es);
+    }
+    return status::ok();
+  }
+
+ private:
+  window_attrs wa_;
+};
+
 }  // namespace
 
 void register_pool_ops(op_registry& r) {
+  r.add("MaxUnpool", window_factory(true, [](const node&, window_attrs wa) -> expected<std::unique_ptr<kernel>> {
+    return std::unique_ptr<kernel>(std::make_unique<maxunpool_kernel>(std::move(wa)));
+  }));
   r.add("MaxPool", window_factory(true, [](const node& n, window_attrs wa) -> expected<std::unique_ptr<kernel>> {
     int64_t so = n.attr_int("storage_order", 0);
     if (so != 0 && so != 1) return invalid_input("{}: storage_order must be 0 or 1, got {}", n.describe(), so);

@@ -259,3 +259,24 @@ TEST_CASE("Pools reject bad attributes cleanly", "[nn]") {
   lp.attrs["p"] = ai(0);
   CHECK_FALSE(run(lp, {X}));
 }
+
+TEST_CASE("MaxUnpool scatters by index", "[nn]") {
+  tensor x = tensor::from_vector<float>({1, 1, 2, 2}, {5, 6, 7, 8});
+  tensor idx = tensor::from_vector<int64_t>({1, 1, 2, 2}, {5, 7, 13, 15});
+  node n = pool_node("MaxUnpool", {2, 2}, {2, 2});
+  auto r = run(n, {x, idx});
+  REQUIRE(r);
+  CHECK((*r)[0].shape() == shape_t{1, 1, 4, 4});
+  check_close((*r)[0], {0, 0, 0, 0, 0, 5, 0, 6, 0, 0, 0, 0, 0, 7, 0, 8});
+  auto r2 = run(n, {x, idx, tensor::from_vector<int64_t>({4}, {1, 1, 5, 5})});
+  REQUIRE(r2);
+  std::vector<float> want(25, 0.f);
+  want[6] = 5;
+  want[8] = 6;
+  want[16] = 7;
+  want[18] = 8;
+  check_close((*r2)[0], want);
+  CHECK_FALSE(run(n, {x, tensor::from_vector<int64_t>({1, 1, 2, 2}, {5, 7, 13, 16})}));  // out of range
+  CHECK_FALSE(run(n, {x, idx, tensor::from_vector<int64_t>({4}, {1, 1, 3, 3})}));       // smaller output
+  CHECK_FALSE(run(n, {x, tensor::from_vector<int32_t>({1, 1, 2, 2}, {5, 7, 13, 15})}));
+}
