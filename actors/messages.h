@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "engine/tensor.h"
 #include "ledger/receipt.h"
 
@@ -73,6 +74,7 @@ struct execute_request {
   key32 client{};
   digest32 model_hash{};
   std::shared_ptr<const std::string> model_bytes;  // set only when the provider lacks the model
+  std::shared_ptr<const std::string> model_source; // the client's copy, for a provider that lost it
   std::vector<tensor> inputs;                      // in the model's input order
   digest32 input_digest{};
   double price = 0;                                // the awarded price
@@ -85,6 +87,7 @@ struct execute_result {
   bool ok = false;
   std::string error;
   bool error_is_input = false;      // the job itself is bad (wrong shape...): no failover
+  error_kind failure_kind = error_kind::ok;  // what kind of failure, when !ok
   std::vector<tensor> outputs;
   digest32 output_digest{};
   sig64 result_sig{};               // provider's signature over ledger::result_statement

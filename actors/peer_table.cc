@@ -30,6 +30,11 @@ void peer_table::missed_ping(const key32& key) {
   if (it != peers_.end()) ++it->second.missed_pings;
 }
 
+void peer_table::lost(const key32& key) {
+  auto it = peers_.find(key);
+  if (it != peers_.end()) it->second.direct = false;
+}
+
 std::vector<gossip_entry> peer_table::merge_gossip(const std::vector<gossip_entry>& entries, int64_t now_ms) {
   std::vector<gossip_entry> fresh;
   for (const auto& e : entries) {
@@ -42,6 +47,7 @@ std::vector<gossip_entry> peer_table::merge_gossip(const std::vector<gossip_entr
       p.key = e.key;
       p.url = e.url;
       p.last_seen_ms = seen;
+      p.is_provider = e.is_provider;
       peers_[e.key] = p;
       fresh.push_back(e);
     } else if (!it->second.direct) {
@@ -55,7 +61,7 @@ std::vector<gossip_entry> peer_table::merge_gossip(const std::vector<gossip_entr
 std::vector<gossip_entry> peer_table::gossip(int64_t now_ms, int64_t max_age_ms) const {
   std::vector<gossip_entry> out;
   for (const auto& [k, p] : peers_)
-    if (!p.url.empty() && now_ms - p.last_seen_ms <= max_age_ms) out.push_back({k, p.url, p.last_seen_ms});
+    if (!p.url.empty() && now_ms - p.last_seen_ms <= max_age_ms) out.push_back({k, p.url, p.last_seen_ms, p.is_provider});
   return out;
 }
 

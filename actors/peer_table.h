@@ -29,6 +29,7 @@ struct gossip_entry {
   key32 key{};
   std::string url;
   int64_t last_seen_ms = 0;
+  bool is_provider = true;
 };
 
 class peer_table {
@@ -39,6 +40,8 @@ class peer_table {
   void heard_from(const key32& key, const std::string& url, const provider_info& info, bool is_provider, int64_t now_ms);
   void record_rtt(const key32& key, int64_t rtt_ms, int64_t now_ms);
   void missed_ping(const key32& key);
+  // Our direct connection to it closed: from now on only gossip keeps it alive.
+  void lost(const key32& key);
   // Peers another node told us about; returns the ones that were new (to connect to).
   std::vector<gossip_entry> merge_gossip(const std::vector<gossip_entry>& entries, int64_t now_ms);
   // What we tell others: everyone heard from within max_age_ms (ourselves excluded).

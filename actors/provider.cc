@@ -164,6 +164,7 @@ execute_result provider_core::execute(const execute_request& req) {
     res.ok = false;
     res.error = st.message();
     res.error_is_input = st.kind() == error_kind::invalid_input;
+    res.failure_kind = st.kind();
     return res;
   };
   if (tensors_digest(req.inputs) != req.input_digest) return fail(invalid_input("inputs do not match their digest"));

@@ -56,6 +56,7 @@ class provider_core {
   // Ends any deliberately stalled job (test fault) so the workers can exit.
   void stop() { draining_ = true; stopping_ = true; }
   bool draining() const { return draining_; }
+  int64_t max_model_bytes() const { return options_.max_model_bytes; }
   const provider_counters& counters() const { return counters_; }
   const key32& key() const { return id_.public_key; }
 

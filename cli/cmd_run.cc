@@ -6,7 +6,15 @@
 
 #include <fmt/format.h>
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
 #include "actors/embedded.h"
+#include "actors/node.h"
+#include "actors/reputation.h"
+#include "cli/grid_setup.h"
+#include "ledger/ledger.h"
+#include "net/identity.h"
 #include "base/json.h"
 #include "cli/commands.h"
 #include "cli/model_io.h"
@@ -23,6 +31,9 @@ int fail(const status& st) {
   fmt::print(stderr, "gpugrid: {}\n", st.message());
   return exit_code_for(st.kind());
 }
+
+// The share of single-provider jobs re-run on this machine's engine to catch lying providers.
+constexpr double kSpotCheckRate = 0.05;
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -171,16 +182,89 @@ int run_embedded_grid(const run_options& o) {
   return 0;
 }
 
+// The job on remote providers found through the bootstrap peers.
+int run_remote(const run_options& o) {
+  auto model = load_model_file(o.model);
+  if (!model) return fail(model.error());
+  auto inputs = load_inputs(**model, o.inputs);
+  if (!inputs) return fail(inputs.error());
+  auto bytes = std::make_shared<std::string>();
+  if (!read_whole_file(o.model, bytes.get()))
+    return fail(status(error_kind::invalid_input, fmt::format("cannot read model '{}'", o.model)));
+  auto dir = grid_data_dir(o.data_dir);
+  if (!dir) return fail(dir.error());
+  auto id = net::load_or_create_identity(*dir);
+  if (!id) return fail(id.error());
+  auto reputation = grid::reputation_book::load(*dir);
+  if (!reputation) return fail(reputation.error());
+  std::string recovered;
+  auto ledger = ledger::ledger_file::open(*dir, &recovered);
+  if (!ledger) return fail(ledger.error());
+  bool tty = isatty(STDERR_FILENO);
+  if (!recovered.empty()) fmt::print(stderr, "gpugrid: {}\n", recovered);
+
+  auto cfg = grid_actor_config();
+  caf::actor_system sys{*cfg};
+  grid::node_options no;
+  no.bootstrap = o.peers;
+  auto node = grid::grid_node::start(sys, *id, no);
+  if (!node) return fail(node.error());
+  auto settle_limit = std::chrono::milliseconds(static_cast<int64_t>(std::min(5.0, o.timeout_s) * 1000));
+  auto failures = (*node)->settle(settle_limit);
+  auto providers = (*node)->providers();
+  if (providers.empty()) {
+    std::string why = failures.empty() ? "the grid has no providers right now" : fmt::format("{}", fmt::join(failures, "; "));
+    return fail(status(error_kind::no_provider, "no provider is reachable: " + why));
+  }
+  if (tty) {
+    for (const auto& f : failures) fmt::print(stderr, "gpugrid: {}\n", f);
+    fmt::print(stderr, "gpugrid: {} provider{} reachable\n", providers.size(), providers.size() == 1 ? "" : "s");
+  }
+
+  grid::job_spec job;
+  job.model_bytes = bytes;
+  job.model_hash = ledger::blake2b_256(*bytes);
+  job.gflops = grid::rough_gflops(**model);
+  job.inputs = std::move(inputs).value();
+  grid::client_options co;
+  co.redundancy = o.redundancy;
+  co.max_price = o.max_price;
+  co.timeout_s = o.timeout_s;
+  co.spot_check_rate = o.redundancy == 1 ? kSpotCheckRate : 0.0;
+  // Spot checks and tie-breaks run on this machine's engine, created only when needed.
+  std::shared_ptr<session> local_session;
+  std::shared_ptr<graph> local_model = std::move(model).value();
+  grid::local_runner local = [&](const std::vector<tensor>& in) -> expected<std::vector<tensor>> {
+    if (!local_session) {
+      session_options so;
+      so.threads = o.threads;
+      so.device = o.device;
+      auto s = session::create(local_model, so);
+      if (!s) return s.error();
+      local_session = std::move(s).value();
+    }
+    return local_session->run(in);
+  };
+  auto r = grid::run_job(sys, providers, job, co, keypair_of(*id), &*reputation, ledger->get(), local,
+                         [&](const std::string& msg) { if (tty) fmt::print(stderr, "gpugrid: {}\n", msg); });
+  (*node)->stop();
+  if (!r) return fail(r.error().with_context(o.model));
+  std::vector<std::string> names;
+  for (int oid : local_model->outputs) names.push_back(local_model->values[oid].name);
+  std::vector<std::string> files;
+  status st = deliver_outputs(o, names, r->outputs, &files);
+  if (!st.is_ok()) return fail(st);
+  if (o.json) fmt::print("{}\n", grid_json(names, r->outputs, files, *r));
+  return 0;
+}
+
 int run_command(const run_options& o) {
   if (!valid_device_spec(o.device)) {
     fmt::print(stderr, "gpugrid: '{}' is not a device (use auto, cpu, cuda or cuda:N)\n", o.device);
     return 2;
   }
   if (o.local) return run_local(o, false);
-  if (!o.peers.empty()) {
-    fmt::print(stderr, "gpugrid: running on remote peers is not built yet (the grid layer is under construction); use --local\n");
-    return 2;
-  }
+  if (!o.peers.empty()) return run_remote(o);
   return run_embedded_grid(o);
 }
 

@@ -90,7 +90,7 @@ CLI::Validator listen_address() {
           ok = s[i] >= '0' && s[i] <= '9';
           port = port * 10 + (s[i] - '0');
         }
-        if (ok && port >= 1 && port <= 65535) return {};
+        if (ok && port >= 0 && port <= 65535) return {};  // 0: any free port
         return fmt::format("'{}' is not HOST:PORT (e.g. 0.0.0.0:7447)", s);
       },
       "");
@@ -156,7 +156,7 @@ void add_inputs(CLI::App& sub, std::vector<std::string>& v) {
 
 void offer_flags(CLI::App& sub, parsed_options& o) {
   auto& v = o.offer;
-  sub.add_option("--listen", v.listen, "address to accept peers on (default 0.0.0.0:7447)")
+  sub.add_option("--listen", v.listen, "address to accept peers on (default 0.0.0.0:7447; port 0 picks a free one)")
       ->type_name("HOST:PORT")
       ->check(listen_address());
   add_peers(sub, v.peers);

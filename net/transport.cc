@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
@@ -55,7 +56,8 @@ std::string close_text(const std::string& s) { return s.size() <= 120 ? s : s.su
 struct counters {
   std::atomic<int64_t> accepted{0}, dialed{0}, established{0}, closed{0}, refused_overload{0}, handshake_failed{0},
       version_mismatch{0}, auth_failed{0}, timeouts{0}, oversized{0}, text_frames{0}, bad_frames{0}, bad_signatures{0},
-      replays{0}, protocol_errors{0}, frames_in{0}, frames_out{0}, bytes_in{0}, bytes_out{0}, send_queue_full{0};
+      replays{0}, protocol_errors{0}, frames_in{0}, frames_out{0}, bytes_in{0}, bytes_out{0}, send_queue_full{0},
+      http_requests{0};
 };
 
 class session_base;
@@ -215,6 +217,10 @@ class session_base : public connection, public std::enable_shared_from_this<sess
     (void)enqueue(hs_->local_hello(), /*bounded=*/false);
     maybe_read();
   }
+
+  // A plain HTTP request (not a peer) was answered: close without counting a refused peer.
+  void mark_http_served() { http_served_ = true; }
+  void finish_http() { finish(status::ok()); }
 
   // Setup (TCP, TLS, WebSocket) failed before the connection opened.
   void on_setup_error(const char* step, error_code ec) {
@@ -599,7 +605,7 @@ class session_base : public connection, public std::enable_shared_from_this<sess
       connect_cb_ = nullptr;
       status s = why.is_ok() ? status(error_kind::io, "the peer closed the connection during the handshake") : why;
       cb(s.with_context(url_));
-    } else if (inbound_ && t_->handlers.on_refused) {
+    } else if (inbound_ && t_->handlers.on_refused && !http_served_) {
       t_->handlers.on_refused(remote_, why.is_ok() ? status(error_kind::io, "closed during the handshake") : why);
     }
     t_->unregister(id_);
@@ -620,6 +626,7 @@ class session_base : public connection, public std::enable_shared_from_this<sess
   std::optional<session_key> rx_key_;
   size_t unreleased_ = 0;
   bool reading_ = false, writing_ = false, ws_close_started_ = false, close_now_ = false;
+  bool http_served_ = false;  // a plain HTTP request was answered: not a refused peer
   std::optional<status> close_reason_;
   std::optional<goodbye> peer_goodbye_;
   websocket::close_reason close_code_;
@@ -738,14 +745,60 @@ class session final : public session_base {
       }));
   }
 
+  // Reads the HTTP request first: a WebSocket upgrade becomes a peer connection, a plain GET is
+  // answered from options.http_get (metrics) and closed.
   void ws_accept() {
-    beast::get_lowest_layer(ws_).expires_never();  // the WebSocket's own timeouts take over
-    set_ws_options(beast::role_type::server);
-    ws_.async_accept([self = me()](error_code ec) {
-      if (ec) return self->on_setup_error("WebSocket handshake", ec);
-      self->on_ws_open();
+    beast::get_lowest_layer(ws_).expires_after(t_->opt.handshake_timeout);
+    http_parser_.emplace();
+    http_parser_->header_limit(16 * 1024);
+    http_parser_->body_limit(0);
+    beast::http::async_read(ws_.next_layer(), http_buf_, *http_parser_, [self = me()](error_code ec, size_t) {
+      if (ec) return self->on_setup_error("reading the HTTP request", ec);
+      auto req = self->http_parser_->release();
+      self->http_parser_.reset();
+      if (websocket::is_upgrade(req)) {
+        beast::get_lowest_layer(self->ws_).expires_never();  // the WebSocket's own timeouts take over
+        self->set_ws_options(beast::role_type::server);
+        self->ws_.async_accept(req, [self](error_code ec2) {
+          if (ec2) return self->on_setup_error("WebSocket handshake", ec2);
+          self->on_ws_open();
+        });
+        return;
+      }
+      self->serve_http(req);
     });
   }
+
+  void serve_http(const beast::http::request<beast::http::empty_body>& req) {
+    namespace http = beast::http;
+    auto res = std::make_shared<http::response<http::string_body>>();
+    res->version(req.version());
+    res->keep_alive(false);
+    res->set(http::field::server, "gpugrid");
+    std::string target(req.target());
+    std::string path = target.substr(0, target.find('?'));
+    std::optional<std::string> body;
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      res->result(http::status::method_not_allowed);
+      body = "only GET is served here\n";
+    } else if (t_->opt.http_get && (body = t_->opt.http_get(path))) {
+      res->result(http::status::ok);
+      res->set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    } else {
+      res->result(http::status::not_found);
+      body = "not found; peers speak WebSocket here, and GET /metrics serves metrics\n";
+    }
+    res->body() = req.method() == http::verb::head ? std::string() : std::move(*body);
+    res->prepare_payload();
+    mark_http_served();
+    t_->m.http_requests++;
+    http::async_write(ws_.next_layer(), *res, [self = me(), res](error_code, size_t) {
+      self->finish_http();
+    });
+  }
+
+  std::optional<beast::http::request_parser<beast::http::empty_body>> http_parser_;
+  beast::flat_buffer http_buf_;
 
   void connect(const tcp::resolver::results_type& results) {
     beast::get_lowest_layer(ws_).expires_after(t_->opt.connect_timeout);
@@ -1052,6 +1105,7 @@ transport_metrics transport::metrics() const {
   m.bytes_in = c.bytes_in;
   m.bytes_out = c.bytes_out;
   m.send_queue_full = c.send_queue_full;
+  m.http_requests = c.http_requests;
   return m;
 }
 

@@ -64,6 +64,10 @@ struct transport_options {
   std::string tls_key_file;         // PEM private key
   hello local;                      // what this node says about itself (role, URL, devices, prices)
   std::function<hello()> hello_source;  // if set, called per connection instead of `local`
+  // Plain HTTP GET on the same port (a request that is not a WebSocket upgrade): returns the
+  // response body (text/plain) for a path, or nullopt for 404. Unset: every such request is
+  // answered 404. Called on an I/O thread; must not block.
+  std::function<std::optional<std::string>(const std::string& path)> http_get;
   uint16_t newest_version = kProtocolVersion;      // the versions offered (tests play old/new peers)
   uint16_t oldest_version = kMinProtocolVersion;
 };
@@ -97,6 +101,7 @@ struct transport_metrics {
   int64_t frames_in = 0, frames_out = 0;
   int64_t bytes_in = 0, bytes_out = 0;
   int64_t send_queue_full = 0;
+  int64_t http_requests = 0;       // plain HTTP GETs answered (e.g. /metrics)
   // Every connection closed for misbehaving: oversized + text + bad frames + signatures + replays
   // + protocol errors + handshake failures.
   int64_t misbehaving() const;

@@ -1,0 +1,872 @@
+#include "actors/node.h"
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+
+#include "actors/atoms.h"
+#include "actors/provider.h"
+#include "actors/wire_convert.h"
+#include "base/json.h"
+#include "net/actor_bridge.h"
+#include "net/chunker.h"
+
+namespace gpugrid::grid {
+
+namespace {
+
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using gossip_atom = caf::atom_constant<caf::atom("gossip")>;
+using dialed_atom = caf::atom_constant<caf::atom("dialed")>;
+using pump_atom = caf::atom_constant<caf::atom("pump")>;
+
+int64_t now_ms() { return unix_ms(); }
+
+// ------------------------------------------------------------------ remote provider proxy
+//
+// Looks like the provider actor (bid_atom, exec_atom, receipt_atom) but speaks the wire
+// protocol over one connection. Outgoing frames go through an outbox so that a full send queue
+// (a large model upload) pauses the upload instead of blocking or dropping.
+
+struct out_item {
+  job_id job{};
+  net::message msg;                                // sent as is when payload is null
+  std::shared_ptr<const std::string> payload;      // a model upload: ModelPut, then chunks
+  net::model_put plan;
+  uint32_t next_chunk = 0;
+  bool put_sent = false;
+};
+
+struct proxy_state {
+  net::connection_ptr conn;
+  std::map<job_id, caf::response_promise> bids;
+  struct pending_exec {
+    caf::response_promise rp;
+    execute_request_ptr req;
+    bool reuploaded = false;
+  };
+  std::map<job_id, pending_exec> execs;
+  std::deque<out_item> outbox;
+  bool pump_scheduled = false;
+  bool down = false;
+};
+
+execute_result_ptr failed_result(const job_id& job, const key32& provider, std::string why, bool input = false) {
+  auto r = std::make_shared<execute_result>();
+  r->job = job;
+  r->provider = provider;
+  r->ok = false;
+  r->error = std::move(why);
+  r->error_is_input = input;
+  return r;
+}
+
+bid_reply_ptr declined(const job_id& job, const key32& provider, decline_reason reason, std::string detail) {
+  auto r = std::make_shared<bid_reply>();
+  r->job = job;
+  r->provider = provider;
+  r->accepted = false;
+  r->reason = reason;
+  r->detail = std::move(detail);
+  return r;
+}
+
+void fail_exec(proxy_state& st, const job_id& job, const std::string& why) {
+  auto it = st.execs.find(job);
+  if (it == st.execs.end()) return;
+  it->second.rp.deliver(failed_result(job, st.conn->peer_key(), why));
+  st.execs.erase(it);
+}
+
+// Sends what the outbox holds, in order, until it is empty or the send queue is full.
+void pump(caf::stateful_actor<proxy_state>* self) {
+  auto& st = self->state;
+  while (!st.outbox.empty()) {
+    out_item& it = st.outbox.front();
+    net::send_result r = net::send_result::queued;
+    if (it.payload) {
+      if (!it.put_sent) {
+        r = st.conn->send(it.plan);
+        if (r == net::send_result::queued) it.put_sent = true;
+      }
+      uint32_t count = net::chunk_count(it.plan.total_bytes, it.plan.chunk_bytes);
+      while (r == net::send_result::queued && it.next_chunk < count) {
+        r = st.conn->send(net::chunk_at(it.plan, *it.payload, it.next_chunk));
+        if (r == net::send_result::queued) ++it.next_chunk;
+      }
+    } else {
+      r = st.conn->send(it.msg);
+    }
+    if (r == net::send_result::queue_full) {
+      if (!st.pump_scheduled) {
+        st.pump_scheduled = true;
+        self->delayed_send(self, std::chrono::milliseconds(2), pump_atom::value);
+      }
+      return;
+    }
+    if (r != net::send_result::queued) fail_exec(st, it.job, fmt::format("cannot send to the provider: {}", net::to_string(r)));
+    st.outbox.pop_front();
+  }
+}
+
+void enqueue_upload(proxy_state& st, const job_id& job, const digest32& hash, std::shared_ptr<const std::string> bytes) {
+  out_item up;
+  up.job = job;
+  up.payload = std::move(bytes);
+  up.plan = net::plan_transfer(hash, up.payload->size(), net::choose_chunk_bytes(st.conn->peer_hello().max_frame_bytes),
+                               job);
+  st.outbox.push_back(std::move(up));
+}
+
+void enqueue_execute(proxy_state& st, const execute_request& req) {
+  out_item it;
+  it.job = req.job;
+  it.msg = to_wire_execute(req);
+  st.outbox.push_back(std::move(it));
+}
+
+caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::connection_ptr conn) {
+  self->state.conn = std::move(conn);
+  return {
+      [self](bid_atom, const bid_request_ptr& req) -> caf::result<bid_reply_ptr> {
+        auto& st = self->state;
+        const key32& who = st.conn->peer_key();
+        if (st.down) return declined(req->job, who, decline_reason::internal, "the connection to the provider closed");
+        auto r = st.conn->send(to_wire_bid_request(*req));
+        if (r != net::send_result::queued)
+          return declined(req->job, who, decline_reason::internal, fmt::format("cannot reach the provider: {}", net::to_string(r)));
+        auto rp = self->make_response_promise();
+        st.bids[req->job] = rp;
+        return rp;
+      },
+      [self](exec_atom, const execute_request_ptr& req) -> caf::result<execute_result_ptr> {
+        auto& st = self->state;
+        if (st.down) return failed_result(req->job, st.conn->peer_key(), "the connection to the provider closed");
+        auto rp = self->make_response_promise();
+        st.execs[req->job] = {rp, req, false};
+        if (req->model_bytes) enqueue_upload(st, req->job, req->model_hash, req->model_bytes);
+        enqueue_execute(st, *req);
+        pump(self);
+        return rp;
+      },
+      [self](receipt_atom, const receipt_ptr& r) -> bool {
+        auto& st = self->state;
+        if (st.down) return false;
+        return st.conn->send(net::message(*r)) == net::send_result::queued;
+      },
+      [self](pump_atom) {
+        self->state.pump_scheduled = false;
+        pump(self);
+      },
+      [self](net::wire_atom, const net::inbound_ptr& in) {
+        auto& st = self->state;
+        const key32& who = st.conn->peer_key();
+        const net::message& m = in->msg();
+        if (auto* b = std::get_if<net::bid>(&m)) {
+          auto it = st.bids.find(b->job);
+          if (it == st.bids.end()) return;
+          if (!b->signature || !net::verify_bid(*b, who)) {
+            it->second.deliver(declined(b->job, who, decline_reason::internal, "the bid's signature does not verify"));
+          } else {
+            auto r = std::make_shared<bid_reply>();
+            r->job = b->job;
+            r->provider = who;
+            r->accepted = true;
+            r->price = b->price;
+            r->eta_ms = b->eta_ms;
+            r->model_cached = b->model_cached;
+            it->second.deliver(bid_reply_ptr(r));
+          }
+          st.bids.erase(it);
+        } else if (auto* d = std::get_if<net::bid_decline>(&m)) {
+          auto it = st.bids.find(d->job);
+          if (it == st.bids.end()) return;
+          it->second.deliver(declined(d->job, who, static_cast<decline_reason>(d->reason), d->detail));
+          st.bids.erase(it);
+        } else if (auto* res = std::get_if<net::result>(&m)) {
+          auto it = st.execs.find(res->job);
+          if (it == st.execs.end()) return;
+          auto r = from_wire_result(*res, who);
+          in->release();
+          it->second.rp.deliver(r);
+          st.execs.erase(it);
+        } else if (auto* e = std::get_if<net::job_error>(&m)) {
+          auto it = st.execs.find(e->job);
+          if (it == st.execs.end()) return;
+          auto& pe = it->second;
+          if (e->code == net::job_error_code::model_missing && !pe.reuploaded && pe.req->model_source) {
+            pe.reuploaded = true;  // the provider lost the model since it bid: send it once
+            enqueue_upload(st, pe.req->job, pe.req->model_hash, pe.req->model_source);
+            enqueue_execute(st, *pe.req);
+            pump(self);
+            return;
+          }
+          pe.rp.deliver(failed_result(e->job, who, fmt::format("{}: {}", net::to_string(e->code), e->message),
+                                      e->code == net::job_error_code::bad_input));
+          st.execs.erase(it);
+        }
+      },
+      [self](net::wire_down_atom, const net::connection_ptr&, const std::string& why) {
+        auto& st = self->state;
+        st.down = true;
+        std::string text = why.empty() ? "the provider closed the connection" : "the connection to the provider was lost: " + why;
+        for (auto& [job, rp] : st.bids) rp.deliver(declined(job, st.conn->peer_key(), decline_reason::internal, text));
+        st.bids.clear();
+        for (auto& [job, pe] : st.execs) pe.rp.deliver(failed_result(job, st.conn->peer_key(), text));
+        st.execs.clear();
+        st.outbox.clear();
+        self->quit();
+      },
+  };
+}
+
+// ------------------------------------------------------------------ the node
+
+struct conn_state {
+  net::connection_ptr conn;
+  caf::actor proxy;                  // client side: the remote provider's proxy
+  bool is_provider = false;
+  bool got_peers = false;            // it sent its PeerExchange
+  std::string url;
+  std::unique_ptr<net::reassembler> uploads;
+  std::map<digest32, std::shared_ptr<const std::string>> models;  // uploads awaiting their Execute
+};
+
+std::string effective_url(const std::string& advertised, const std::string& remote_address) {
+  if (advertised.empty()) return "";
+  auto u = net::parse_ws_url(advertised);
+  if (!u) return "";
+  if (u->host == "0.0.0.0" || u->host == "::" || u->host.empty()) {
+    // The peer listens on every address: reach it at the one it connected from.
+    std::string ip = remote_address.substr(0, remote_address.rfind(':'));
+    if (ip.empty()) return "";
+    u->host = ip;
+  }
+  return u->str();
+}
+
+}  // namespace
+
+struct grid_node::impl {
+  impl(caf::actor_system& s, const net::identity& id, node_options o) : sys(s), self(id), opt(std::move(o)), table(id.public_key()) {}
+
+  caf::actor_system& sys;
+  net::identity self;
+  node_options opt;
+  std::shared_ptr<net::transport> transport;
+  caf::actor actor;
+  caf::actor provider_actor;
+  std::string url;
+  std::atomic<bool> stopped{false};
+
+  mutable std::mutex mu;  // everything below
+  peer_table table;
+  std::map<uint64_t, conn_state> conns;
+  std::set<std::string> dialing;                 // URLs being dialed
+  std::set<key32> attempted;                     // keys dialed once (until evicted)
+  std::map<std::string, std::string> bootstrap;  // URL -> "" pending, "ok", or the failure
+  std::map<job_id, double> quoted;               // provider: prices bid, by job (bounded)
+  std::deque<job_id> quoted_order;
+  std::map<job_id, uint64_t> running;            // provider: job -> connection id
+  std::set<job_id> handed_back;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  bool offering() const { return opt.provider != nullptr; }
+  std::string metrics_text() const;
+
+  // -------- under mu
+  void dial_locked(const std::string& u, std::optional<key32> expect) {
+    if (dialing.count(u) || stopped) return;
+    dialing.insert(u);
+    if (expect) attempted.insert(*expect);
+    caf::actor a = actor;
+    transport->connect(
+        u, [a, u](expected<net::connection_ptr> c) {
+          caf::anon_send(a, dialed_atom::value, u, c ? std::string() : c.error().message());
+        },
+        expect);
+  }
+
+  size_t outbound_count_locked() const {
+    size_t n = 0;
+    for (const auto& [id, cs] : conns) n += cs.conn->inbound() ? 0 : 1;
+    return n;
+  }
+  size_t provider_count_locked() const {
+    size_t n = 0;
+    for (const auto& [id, cs] : conns) n += cs.is_provider ? 1 : 0;
+    return n;
+  }
+  bool connected_to_locked(const key32& k) const {
+    for (const auto& [id, cs] : conns)
+      if (cs.conn->peer_key() == k) return true;
+    return false;
+  }
+
+  // Dials peers learned of by gossip, within the node's connection budget.
+  void maybe_dial_locked(const std::vector<gossip_entry>& fresh) {
+    for (const auto& e : fresh) {
+      if (connected_to_locked(e.key) || attempted.count(e.key)) continue;
+      if (offering()) {
+        if (outbound_count_locked() + dialing.size() >= static_cast<size_t>(opt.max_neighbors)) return;
+      } else {
+        if (!e.is_provider) continue;
+        if (provider_count_locked() + dialing.size() >= opt.max_providers) return;
+      }
+      dial_locked(e.url, e.key);
+    }
+  }
+
+  net::peer_exchange gossip_locked() const {
+    net::peer_exchange px;
+    for (const auto& g : table.gossip(now_ms(), opt.peer_timeout.count())) {
+      net::peer_info pi;
+      pi.node_key = g.key;
+      pi.url = g.url;
+      pi.last_seen_ms = g.last_seen_ms;
+      pi.role = g.is_provider ? net::node_role::provider : net::node_role::client;
+      px.peers.push_back(std::move(pi));
+    }
+    if (!url.empty()) {  // ourselves: whoever hears this can reach us
+      net::peer_info me;
+      me.node_key = self.public_key();
+      me.url = url;
+      me.last_seen_ms = now_ms();
+      me.role = offering() ? net::node_role::provider : net::node_role::client;
+      px.peers.push_back(std::move(me));
+    }
+    return px;
+  }
+
+  void event(const std::string& line) {
+    if (opt.on_event) opt.on_event(line);
+  }
+
+  // -------- actor handlers
+  void on_up(caf::event_based_actor* self_actor, const net::connection_ptr& c) {
+    const net::hello& h = c->peer_hello();
+    if (h.node_key == self.public_key()) {
+      c->close(net::goodbye_reason::normal, "connected to itself");
+      return;
+    }
+    std::lock_guard<std::mutex> lk(mu);
+    conn_state cs;
+    cs.conn = c;
+    cs.is_provider = h.role != net::node_role::client;
+    cs.url = effective_url(h.listen_url, c->remote_address());
+    if (offering()) {
+      net::reassembler_options ro;
+      ro.max_transfer_bytes = static_cast<uint64_t>(opt.provider->max_model_bytes());
+      ro.max_total_bytes = 2 * ro.max_transfer_bytes;
+      ro.max_transfers = 2;
+      cs.uploads = std::make_unique<net::reassembler>(ro);
+    }
+    if (!offering() && cs.is_provider) cs.proxy = self_actor->spawn(remote_provider, c);
+    table.heard_from(h.node_key, cs.url, info_from_hello(h), cs.is_provider, now_ms());
+    attempted.insert(h.node_key);
+    bool provider = cs.is_provider;
+    conns[c->id()] = std::move(cs);
+    (void)c->send(gossip_locked());
+    if (provider || offering())
+      event(fmt::format("{{\"event\":\"peer_up\",\"node_id\":\"{}\",\"role\":\"{}\"}}", c->peer_id(),
+                        provider ? "provider" : "client"));
+  }
+
+  void on_down(const net::connection_ptr& c, const std::string& why) {
+    caf::actor proxy;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      auto it = conns.find(c->id());
+      if (it == conns.end()) return;
+      proxy = it->second.proxy;
+      conns.erase(it);
+      if (!connected_to_locked(c->peer_key())) table.lost(c->peer_key());
+    }
+    if (proxy) caf::anon_send(proxy, net::wire_down_atom::value, c, why);
+  }
+
+  void on_dialed(const std::string& u, const std::string& error) {
+    std::lock_guard<std::mutex> lk(mu);
+    dialing.erase(u);
+    auto b = bootstrap.find(u);
+    if (b != bootstrap.end() && b->second.empty()) b->second = error.empty() ? "ok" : error;
+  }
+
+  void on_tick() {
+    std::vector<net::connection_ptr> live;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      int64_t now = now_ms();
+      for (auto& [id, cs] : conns) {
+        live.push_back(cs.conn);
+        const peer_record* r = table.find(cs.conn->peer_key());
+        int64_t rtt = cs.conn->rtt_us();
+        table.record_rtt(cs.conn->peer_key(), rtt >= 0 ? (rtt + 999) / 1000 : (r ? r->rtt_ms : -1), now);
+        if (cs.uploads) cs.uploads->expire();
+      }
+      for (const key32& k : table.evict(now, opt.peer_timeout.count(), 3)) attempted.erase(k);
+      // Reconnect to bootstrap peers we lost, so a node that was cut off finds the grid again.
+      if (conns.empty())
+        for (auto& [u, state] : bootstrap) dial_locked(u, std::nullopt);
+    }
+    for (auto& c : live) c->ping();
+  }
+
+  void on_gossip() {
+    std::lock_guard<std::mutex> lk(mu);
+    if (conns.empty()) return;
+    std::vector<conn_state*> all;
+    for (auto& [id, cs] : conns) all.push_back(&cs);
+    std::shuffle(all.begin(), all.end(), rng);
+    auto px = gossip_locked();
+    for (size_t i = 0; i < all.size() && i < 3; ++i) (void)all[i]->conn->send(px);
+    // A provider with room for more neighbours dials a few it knows of.
+    if (offering()) {
+      std::vector<gossip_entry> known = table.gossip(now_ms(), opt.peer_timeout.count());
+      std::shuffle(known.begin(), known.end(), rng);
+      maybe_dial_locked(known);
+    }
+  }
+
+  void on_message(caf::event_based_actor* self_actor, const net::inbound_ptr& in) {
+    const net::connection_ptr& c = in->from();
+    const net::message& m = in->msg();
+    caf::actor proxy;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      auto it = conns.find(c->id());
+      if (it == conns.end()) return;
+      proxy = it->second.proxy;
+      if (auto* px = std::get_if<net::peer_exchange>(&m)) {
+        it->second.got_peers = true;
+        std::vector<gossip_entry> entries;
+        for (const auto& p : px->peers)
+          if (p.node_key != self.public_key())
+            entries.push_back({p.node_key, p.url, p.last_seen_ms, p.role != net::node_role::client});
+        if (entries.size() > 10000) entries.resize(10000);
+        auto fresh = table.merge_gossip(entries, now_ms());
+        maybe_dial_locked(fresh);
+        return;
+      }
+    }
+    if (std::holds_alternative<net::bid>(m) || std::holds_alternative<net::bid_decline>(m) ||
+        std::holds_alternative<net::result>(m) || std::holds_alternative<net::job_error>(m) ||
+        std::holds_alternative<net::model_need>(m)) {
+      if (proxy) self_actor->send(proxy, net::wire_atom::value, in);
+      return;
+    }
+    if (!offering()) return;  // a client serves nothing
+    if (auto* br = std::get_if<net::bid_request>(&m)) return on_bid_request(c, *br);
+    if (auto* put = std::get_if<net::model_put>(&m)) return on_model_put(c, *put);
+    if (auto* ch = std::get_if<net::model_chunk>(&m)) return on_model_chunk(c, *ch);
+    if (auto* ex = std::get_if<net::execute>(&m)) return on_execute(self_actor, in, *ex);
+    if (auto* rc = std::get_if<ledger::receipt>(&m)) {
+      auto r = std::make_shared<const ledger::receipt>(*rc);
+      if (r->client_key != c->peer_key()) return;  // only the job's client countersigns
+      caf::anon_send(provider_actor, receipt_atom::value, receipt_ptr(r));
+      return;
+    }
+  }
+
+  void on_bid_request(const net::connection_ptr& c, const net::bid_request& br) {
+    bid_request req;
+    req.job = br.job;
+    req.client = c->peer_key();
+    req.model_hash = br.model_hash;
+    req.model_bytes = static_cast<int64_t>(std::min<uint64_t>(br.model_bytes, INT64_MAX));
+    req.gflops = br.gflops;
+    req.input_bytes = static_cast<int64_t>(std::min<uint64_t>(br.input_bytes, INT64_MAX));
+    req.max_price = br.max_price;
+    bid_reply r = opt.provider->bid(req);
+    if (!r.accepted) {
+      net::bid_decline d;
+      d.job = br.job;
+      d.reason = static_cast<net::decline_reason>(r.reason);
+      d.detail = r.detail;
+      (void)c->send(d);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      if (!quoted.count(br.job)) quoted_order.push_back(br.job);
+      quoted[br.job] = r.price;
+      while (quoted_order.size() > 65536) {
+        quoted.erase(quoted_order.front());
+        quoted_order.pop_front();
+      }
+    }
+    net::bid b;
+    b.job = br.job;
+    b.price = r.price;
+    b.eta_ms = r.eta_ms;
+    b.model_cached = r.model_cached;
+    b.valid_ms = 30000;
+    auto info = opt.provider->info();
+    if (!info.devices.empty()) b.device = to_device_info(info.devices.front(), 0);
+    net::sign_bid(b, self);
+    (void)c->send(b);
+  }
+
+  void on_model_put(const net::connection_ptr& c, const net::model_put& put) {
+    std::lock_guard<std::mutex> lk(mu);
+    auto it = conns.find(c->id());
+    if (it == conns.end() || !it->second.uploads) return;
+    status st = it->second.uploads->begin(put);
+    if (!st.is_ok() && put.job) {
+      net::job_error e;
+      e.job = *put.job;
+      e.code = net::job_error_code::model_too_big;
+      e.message = st.message();
+      (void)c->send(e);
+    }
+  }
+
+  void on_model_chunk(const net::connection_ptr& c, const net::model_chunk& ch) {
+    std::lock_guard<std::mutex> lk(mu);
+    auto it = conns.find(c->id());
+    if (it == conns.end() || !it->second.uploads) return;
+    auto done = it->second.uploads->add(ch);
+    if (!done) {
+      event(fmt::format("{{\"event\":\"upload_refused\",\"node_id\":\"{}\",\"why\":\"{}\"}}", c->peer_id(),
+                        json_writer::escape(done.error().message())));
+      return;
+    }
+    if (*done) it->second.models[(*done)->hash] = (*done)->bytes;
+  }
+
+  void on_execute(caf::event_based_actor* self_actor, const net::inbound_ptr& in, const net::execute& ex) {
+    const net::connection_ptr c = in->from();
+    auto reply_error = [&](net::job_error_code code, std::string text) {
+      net::job_error e;
+      e.job = ex.job;
+      e.code = code;
+      e.message = std::move(text);
+      (void)c->send(e);
+    };
+    auto req = std::make_shared<execute_request>();
+    req->job = ex.job;
+    req->client = c->peer_key();
+    req->model_hash = ex.model_hash;
+    req->input_digest = ex.input_digest;
+    req->price = ex.price;
+    req->started_ms = ex.started_ms;
+    for (const auto& w : ex.inputs) {
+      auto t = from_wire_tensor(w);
+      if (!t) return reply_error(net::job_error_code::bad_input, t.error().message());
+      req->inputs.push_back(std::move(t).value());
+    }
+    in->release();
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      auto it = conns.find(c->id());
+      if (it == conns.end()) return;
+      auto m = it->second.models.find(ex.model_hash);
+      if (m != it->second.models.end()) {
+        req->model_bytes = m->second;
+        it->second.models.erase(m);
+      }
+      // The price must be what this provider bid for this job.
+      auto q = quoted.find(ex.job);
+      if (q == quoted.end())
+        return reply_error(net::job_error_code::not_awarded, "this provider made no bid for the job");
+      if (ex.price + 1e-12 < q->second * (1 - 1e-9))
+        return reply_error(net::job_error_code::not_awarded,
+                           fmt::format("the job offers {:.6f}, below this provider's bid {:.6f}", ex.price, q->second));
+      if (opt.provider->draining())
+        return reply_error(net::job_error_code::draining, "the provider is shutting down");
+      if (running.count(ex.job)) return reply_error(net::job_error_code::busy, "this job is already running here");
+      running[ex.job] = c->id();
+    }
+    job_id job = ex.job;
+    std::string client = c->peer_id();
+    self_actor->request(provider_actor, caf::infinite, exec_atom::value, execute_request_ptr(req))
+        .then(
+            [this, c, job, client](const execute_result_ptr& r) { finish_job(c, job, client, r, ""); },
+            [this, c, job, client](caf::error& e) { finish_job(c, job, client, nullptr, sys.render(e)); });
+  }
+
+  void finish_job(const net::connection_ptr& c, const job_id& job, const std::string& client,
+                  const execute_result_ptr& r, const std::string& failure) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      running.erase(job);
+      if (handed_back.erase(job)) return;  // the client was told to go elsewhere
+    }
+    if (r && r->ok) {
+      (void)c->send(to_wire_result(*r));
+      event(fmt::format("{{\"event\":\"job_done\",\"job\":\"{}\",\"client\":\"{}\",\"compute_ms\":{:.3f},\"model_cached\":{}}}",
+                        ledger::to_hex(job), client, r->compute_ms, r->model_was_cached ? "true" : "false"));
+      return;
+    }
+    net::job_error e;
+    e.job = job;
+    std::string text = r ? r->error : failure;
+    e.code = net::job_error_code::internal;
+    if (r && r->error_is_input) e.code = net::job_error_code::bad_input;
+    else if (r && r->failure_kind == error_kind::no_provider) e.code = net::job_error_code::model_missing;
+    else if (r && r->failure_kind == error_kind::unsupported_here) e.code = net::job_error_code::unsupported;
+    e.message = text;
+    (void)c->send(e);
+    event(fmt::format("{{\"event\":\"job_failed\",\"job\":\"{}\",\"client\":\"{}\",\"why\":\"{}\"}}", ledger::to_hex(job),
+                      client, json_writer::escape(text)));
+  }
+};
+
+// ------------------------------------------------------------------ grid_node
+
+namespace {
+
+caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<grid_node::impl> p) {
+  self->delayed_send(self, p->opt.heartbeat_interval, tick_atom::value);
+  self->delayed_send(self, p->opt.gossip_interval, gossip_atom::value);
+  return {
+      [self, p](net::wire_up_atom, const net::connection_ptr& c) { p->on_up(self, c); },
+      [p](net::wire_down_atom, const net::connection_ptr& c, const std::string& why) { p->on_down(c, why); },
+      [self, p](net::wire_atom, const net::inbound_ptr& in) { p->on_message(self, in); },
+      [p](dialed_atom, const std::string& u, const std::string& error) { p->on_dialed(u, error); },
+      [self, p](tick_atom) {
+        p->on_tick();
+        self->delayed_send(self, p->opt.heartbeat_interval, tick_atom::value);
+      },
+      [self, p](gossip_atom) {
+        p->on_gossip();
+        self->delayed_send(self, p->opt.gossip_interval, gossip_atom::value);
+      },
+  };
+}
+
+expected<std::pair<std::string, uint16_t>> split_listen(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) return invalid_input("listen address '{}' is not HOST:PORT", s);
+  std::string host = s.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int port = 0;
+  try {
+    port = std::stoi(s.substr(colon + 1));
+  } catch (...) {
+    return invalid_input("listen address '{}' has no port number", s);
+  }
+  if (port < 0 || port > 65535) return invalid_input("listen port {} is out of range", port);
+  return std::make_pair(host.empty() ? std::string("0.0.0.0") : host, static_cast<uint16_t>(port));
+}
+
+}  // namespace
+
+grid_node::grid_node(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
+
+grid_node::~grid_node() { stop(); }
+
+expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, const net::identity& self,
+                                                      node_options options) {
+  auto p = std::make_shared<impl>(sys, self, std::move(options));
+  if (p->offering()) p->provider_actor = spawn_provider(sys, p->opt.provider);
+  p->actor = sys.spawn(node_actor, p);
+
+  net::transport_options to;
+  to.session_mac = p->opt.session_mac;
+  to.read_window = 8;
+  to.tls_cert_file = p->opt.tls_cert;
+  to.tls_key_file = p->opt.tls_key;
+  to.max_frame_bytes = net::kDefaultMaxFrameBytes;
+  std::weak_ptr<impl> weak = p;
+  to.hello_source = [weak]() {
+    net::hello h;
+    auto q = weak.lock();
+    if (!q) return h;
+    h.role = q->offering() ? net::node_role::provider : net::node_role::client;
+    h.listen_url = q->url;
+    h.software = q->opt.software;
+    if (q->offering()) {
+      provider_info info = q->opt.provider->info();
+      for (size_t i = 0; i < info.devices.size(); ++i) h.devices.push_back(to_device_info(info.devices[i], static_cast<int>(i)));
+      h.ledger.hash = info.ledger_head;
+      h.ledger.count = info.ledger_count;
+      h.price_per_gflop = info.price_per_gflop;
+      h.slots = info.slots;
+      h.max_model_bytes = static_cast<uint64_t>(q->opt.provider->max_model_bytes());
+    }
+    return h;
+  };
+  to.http_get = [weak](const std::string& path) -> std::optional<std::string> {
+    auto q = weak.lock();
+    if (!q || path != "/metrics") return std::nullopt;
+    return q->metrics_text();
+  };
+  auto t = net::transport::create(self, to, net::actor_handlers(p->actor));
+  if (!t) {
+    caf::anon_send_exit(p->actor, caf::exit_reason::user_shutdown);
+    if (p->provider_actor) caf::anon_send_exit(p->provider_actor, caf::exit_reason::user_shutdown);
+    return t.error();
+  }
+  p->transport = std::shared_ptr<net::transport>(std::move(t).value());
+  std::unique_ptr<grid_node> node(new grid_node(p));
+  if (!p->opt.listen.empty()) {
+    auto hp = split_listen(p->opt.listen);
+    if (!hp) return hp.error();
+    auto port = p->transport->listen(hp->first, hp->second);
+    if (!port) return port.error();
+    p->url = p->transport->url();
+  }
+  {
+    std::lock_guard<std::mutex> lk(p->mu);
+    for (const auto& u : p->opt.bootstrap) {
+      auto parsed = net::parse_ws_url(u);
+      if (!parsed) return parsed.error();
+      if (p->bootstrap.count(u)) continue;
+      p->bootstrap[u] = "";
+      p->dial_locked(u, std::nullopt);
+    }
+  }
+  return node;
+}
+
+std::string grid_node::url() const { return impl_->url; }
+std::string grid_node::node_id() const { return impl_->self.node_id(); }
+
+std::vector<std::string> grid_node::settle(std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lk(impl_->mu);
+      bool pending = !impl_->dialing.empty();
+      for (const auto& [u, state] : impl_->bootstrap) pending = pending || state.empty();
+      for (const auto& [id, cs] : impl_->conns) pending = pending || !cs.got_peers;
+      if (!pending || std::chrono::steady_clock::now() >= deadline) {
+        std::vector<std::string> failures;
+        for (const auto& [u, state] : impl_->bootstrap)
+          if (state.empty()) failures.push_back(fmt::format("{}: no answer within {} ms", u, limit.count()));
+          else if (state != "ok") failures.push_back(state);
+        return failures;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+std::vector<provider_handle> grid_node::providers() {
+  std::vector<provider_handle> out;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  std::set<key32> seen;
+  for (const auto& [id, cs] : impl_->conns) {
+    if (!cs.proxy || !cs.conn->is_open() || !seen.insert(cs.conn->peer_key()).second) continue;
+    out.push_back({cs.proxy, cs.conn->peer_key(), cs.url});
+  }
+  return out;
+}
+
+std::vector<peer_view> grid_node::peers() {
+  std::vector<peer_view> out;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  for (const auto& r : impl_->table.all()) {
+    peer_view v;
+    v.record = r;
+    v.connected = impl_->connected_to_locked(r.key);
+    v.node_id = net::node_id_of(r.key);
+    v.rtt_ms = static_cast<double>(r.rtt_ms);
+    for (const auto& [id, cs] : impl_->conns)
+      if (cs.conn->peer_key() == r.key && cs.conn->rtt_us() >= 0) v.rtt_ms = cs.conn->rtt_us() / 1000.0;
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+void grid_node::ping_all() {
+  for (auto& c : impl_->transport->connections()) c->ping();
+}
+
+int grid_node::drain(std::chrono::milliseconds grace) {
+  auto& p = *impl_;
+  if (!p.offering()) return 0;
+  p.opt.provider->drain();
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lk(p.mu);
+      if (p.running.empty()) return 0;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        int handed = 0;
+        for (const auto& [job, conn_id] : p.running) {
+          auto it = p.conns.find(conn_id);
+          p.handed_back.insert(job);
+          if (it == p.conns.end()) continue;
+          net::job_error e;
+          e.job = job;
+          e.code = net::job_error_code::draining;
+          e.message = "the provider is shutting down; run the job elsewhere";
+          (void)it->second.conn->send(e);
+          ++handed;
+        }
+        p.opt.provider->stop();
+        return handed;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+std::string grid_node::impl::metrics_text() const {
+  auto& p = *this;
+  auto tm = p.transport ? p.transport->metrics() : net::transport_metrics{};
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, double v) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
+  };
+  size_t conns = 0, known = 0, running = 0;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    conns = p.conns.size();
+    known = p.table.size();
+    running = p.running.size();
+  }
+  if (p.offering()) {
+    const auto& c = p.opt.provider->counters();
+    metric("gpugrid_jobs_total", "counter", "Jobs completed.", static_cast<double>(c.jobs.load()));
+    metric("gpugrid_job_failures_total", "counter", "Jobs that failed here.", static_cast<double>(c.failures.load()));
+    metric("gpugrid_bids_total", "counter", "Bid requests answered.", static_cast<double>(c.bids.load()));
+    metric("gpugrid_bid_declines_total", "counter", "Bid requests declined.", static_cast<double>(c.declines.load()));
+    metric("gpugrid_model_bytes_received_total", "counter", "Model bytes received from clients.",
+           static_cast<double>(c.model_bytes_received.load()));
+    metric("gpugrid_input_bytes_total", "counter", "Input tensor bytes received.", static_cast<double>(c.input_bytes.load()));
+    metric("gpugrid_output_bytes_total", "counter", "Output tensor bytes sent.", static_cast<double>(c.output_bytes.load()));
+    metric("gpugrid_jobs_running", "gauge", "Jobs executing now.", static_cast<double>(c.busy.load()));
+    metric("gpugrid_queue_depth", "gauge", "Jobs accepted and waiting for a slot.", static_cast<double>(c.queued.load()));
+    metric("gpugrid_jobs_in_flight", "gauge", "Jobs received and not yet answered.", static_cast<double>(running));
+    metric("gpugrid_draining", "gauge", "1 while the provider shuts down.", p.opt.provider->draining() ? 1 : 0);
+  }
+  metric("gpugrid_connections", "gauge", "Open peer connections.", static_cast<double>(conns));
+  metric("gpugrid_peers_known", "gauge", "Peers in the peer table.", static_cast<double>(known));
+  metric("gpugrid_frames_in_total", "counter", "Frames received.", static_cast<double>(tm.frames_in));
+  metric("gpugrid_frames_out_total", "counter", "Frames sent.", static_cast<double>(tm.frames_out));
+  metric("gpugrid_bytes_in_total", "counter", "Bytes received in frames.", static_cast<double>(tm.bytes_in));
+  metric("gpugrid_bytes_out_total", "counter", "Bytes sent in frames.", static_cast<double>(tm.bytes_out));
+  metric("gpugrid_frames_rejected_total", "counter", "Connections closed for misbehaving (bad frames, signatures, replays, handshakes).",
+         static_cast<double>(tm.misbehaving()));
+  metric("gpugrid_connections_refused_total", "counter", "Connections refused at the connection limit.",
+         static_cast<double>(tm.refused_overload));
+  return out;
+}
+
+std::string grid_node::metrics_text() const { return impl_->metrics_text(); }
+
+net::transport_metrics grid_node::transport_metrics() const {
+  return impl_->transport ? impl_->transport->metrics() : net::transport_metrics{};
+}
+
+void grid_node::stop() {
+  if (!impl_) return;
+  auto& p = *impl_;
+  if (p.stopped.exchange(true)) return;
+  if (p.opt.provider) p.opt.provider->stop();
+  if (p.transport) p.transport->stop();
+  caf::anon_send_exit(p.actor, caf::exit_reason::user_shutdown);
+  if (p.provider_actor) caf::anon_send_exit(p.provider_actor, caf::exit_reason::user_shutdown);
+}
+
+}  // namespace gpugrid::grid

@@ -1,0 +1,104 @@
+// A grid node on the network: the WebSocket transport, discovery (bootstrap, gossip,
+// heartbeats, eviction), the provider service when offering, and proxies that make remote
+// providers look like the in-process provider actor to the client (actors/client.h).
+//
+// One CAF actor owns the node's state; the transport's I/O threads feed it through
+// net/actor_bridge.h. Discovery: every connection starts with both sides sending their
+// PeerExchange; every gossip interval a node sends its list to a few random neighbours; a node
+// keeps up to max_neighbors outbound connections for gossip, and a client dials every provider
+// it learns of (up to max_providers) because it bids with them. Peers heard of only through
+// gossip are evicted when nobody has seen them for peer_timeout.
+//
+// Provider service: BidRequest -> the provider actor -> a signed Bid or a BidDecline;
+// ModelPut/ModelChunk -> reassembled and hash-checked per connection; Execute -> a worker of the
+// provider actor (never the scheduler's threads) -> Result or JobError; Receipt -> the
+// provider's ledger. Draining (SIGINT/SIGTERM) declines new bids and waits for running jobs.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/fwd.hpp>
+
+#include "actors/client.h"
+#include "actors/peer_table.h"
+#include "base/status.h"
+#include "net/identity.h"
+#include "net/transport.h"
+
+namespace gpugrid::grid {
+
+class provider_core;
+
+struct node_options {
+  std::vector<std::string> bootstrap;      // peer URLs to dial first
+  std::string listen;                      // "HOST:PORT" to accept peers on; "" for a client
+  std::string tls_cert, tls_key;           // wss:// when both are set
+  std::shared_ptr<provider_core> provider; // set: this node offers its device
+  std::string software = "gpugrid";
+  int max_neighbors = 8;                   // outbound gossip connections kept
+  size_t max_providers = 64;               // a client dials at most this many providers
+  std::chrono::milliseconds gossip_interval{500};
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds peer_timeout{15000};
+  // Node events as one JSON object per line (peer_up, job_done, job_failed, ...); called on
+  // an actor thread, must not block for long.
+  std::function<void(const std::string&)> on_event;
+  bool session_mac = true;                 // MACs per frame instead of Ed25519 (bids, results
+                                           // and receipts are signed inside either way)
+};
+
+// What `peers` shows about one peer.
+struct peer_view {
+  peer_record record;
+  bool connected = false;
+  std::string node_id;
+  double rtt_ms = -1;           // the last ping's round trip on a live connection, else the table's
+};
+
+class grid_node {
+ public:
+  // Starts the actor and the transport, listens when options.listen is set and dials the
+  // bootstrap peers (asynchronously). Fails when the address cannot be bound or TLS files
+  // cannot be loaded.
+  static expected<std::unique_ptr<grid_node>> start(caf::actor_system& sys, const net::identity& self,
+                                                    node_options options);
+  ~grid_node();
+  grid_node(const grid_node&) = delete;
+  grid_node& operator=(const grid_node&) = delete;
+
+  // The URL peers reach this node at ("" for a client).
+  std::string url() const;
+  std::string node_id() const;
+
+  // Waits until discovery settles — every bootstrap dial answered or failed, each bootstrap
+  // sent its peer list, and every provider learned of is connected or failed — or until
+  // `limit` passes. Returns the bootstrap failures (one line each).
+  std::vector<std::string> settle(std::chrono::milliseconds limit);
+  // Connected providers, as actors that take the provider messages (actors/atoms.h).
+  std::vector<provider_handle> providers();
+  // Everyone this node knows of.
+  std::vector<peer_view> peers();
+  // Pings every connection; round trips show up in peers() once the pongs are back.
+  void ping_all();
+
+  // Provider: stop taking bids, wait up to `grace` for running jobs, hand back the rest.
+  // Returns the number of jobs handed back.
+  int drain(std::chrono::milliseconds grace);
+  // Prometheus text for GET /metrics.
+  std::string metrics_text() const;
+  net::transport_metrics transport_metrics() const;
+  // Closes every connection and stops the actor. Idempotent.
+  void stop();
+
+  struct impl;
+
+ private:
+  explicit grid_node(std::shared_ptr<impl> p);
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace gpugrid::grid

@@ -1,0 +1,27 @@
+// Conversions between the grid's job structs (actors/messages.h) and the wire's message structs
+// (net/messages.h). Tensors are copied once each way; everything the wire decoder already
+// checked (tensor sizes, enum values) is not checked again.
+#pragma once
+
+#include "actors/messages.h"
+#include "base/status.h"
+#include "net/messages.h"
+
+namespace gpugrid::grid {
+
+net::wire_tensor to_wire_tensor(const tensor& t);
+expected<tensor> from_wire_tensor(const net::wire_tensor& w);
+
+net::device_info to_device_info(const device_summary& d, int index);
+device_summary from_device_info(const net::device_info& d);
+// What a peer's Hello says it offers.
+provider_info info_from_hello(const net::hello& h);
+
+net::bid_request to_wire_bid_request(const bid_request& r);
+net::execute to_wire_execute(const execute_request& r);
+net::result to_wire_result(const execute_result& r);
+// A provider's Result as the client's execute_result; ok is false (with the reason) when the
+// outputs cannot be read, the result signature does not verify, or the receipt is missing.
+std::shared_ptr<const execute_result> from_wire_result(const net::result& r, const key32& provider);
+
+}  // namespace gpugrid::grid

@@ -1,0 +1,131 @@
+// gpugrid offer: this machine joins the grid as a provider and serves jobs until SIGINT or
+// SIGTERM, then drains: no new bids, running jobs finish (or are handed back after a grace
+// period, so their clients fail over at once).
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <fmt/format.h>
+
+#include "actors/model_cache.h"
+#include "actors/node.h"
+#include "actors/provider.h"
+#include "base/json.h"
+#include "cli/commands.h"
+#include "cli/grid_setup.h"
+#include "engine/backend.h"
+#include "ledger/ledger.h"
+
+namespace gpugrid::cli {
+
+namespace {
+
+constexpr auto kDrainGrace = std::chrono::seconds(30);
+
+int fail(const status& st) {
+  fmt::print(stderr, "gpugrid: offer: {}\n", st.message());
+  return exit_code_for(st.kind());
+}
+
+std::string devices_json(const std::vector<grid::device_summary>& devices) {
+  json_writer w;
+  w.begin_array();
+  for (const auto& d : devices) {
+    w.begin_object().key("name").value(d.name).key("kind").value(d.kind).key("memory_bytes").value(d.memory_bytes);
+    if (d.kind == "cuda") w.key("compute_capability").value(fmt::format("{}.{}", d.cc_major, d.cc_minor));
+    w.key("gflops").value(d.gflops).end_object();
+  }
+  w.end_array();
+  return w.str();
+}
+
+}  // namespace
+
+int offer_command(const offer_options& o) {
+  if (!valid_device_spec(o.device)) return fail(invalid_input("'{}' is not a device (use auto, cpu, cuda or cuda:N)", o.device));
+  // Signals are taken by sigwait below: block them before any thread starts, so every thread
+  // inherits the mask and none is interrupted.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto dir = grid_data_dir(o.data_dir);
+  if (!dir) return fail(dir.error());
+  auto id = net::load_or_create_identity(*dir);
+  if (!id) return fail(id.error());
+  int64_t max_model = int64_t{o.max_model_mb} << 20;
+  auto cache = grid::model_cache::open((std::filesystem::path(*dir) / "models").string(),
+                                       std::max<int64_t>(int64_t{8} << 30, 4 * max_model));
+  if (!cache) return fail(cache.error());
+  std::string recovered;
+  auto ledger = ledger::ledger_file::open(*dir, &recovered);
+  if (!ledger) return fail(ledger.error());
+  if (!recovered.empty()) fmt::print(stderr, "gpugrid: {}\n", recovered);
+
+  grid::provider_options po;
+  po.slots = o.slots;
+  po.device = o.device;
+  if (o.price > 0) po.price.price_per_gflop = o.price;
+  po.max_model_bytes = max_model;
+  po.fault = o.fault;
+  auto core = std::make_shared<grid::provider_core>(keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)),
+                                                    po, std::shared_ptr<ledger::ledger_file>(std::move(*ledger)));
+  auto info = core->info();
+  if (o.device != "cpu" && !info.devices.empty() && info.devices[0].kind == "cpu")
+    fmt::print(stderr, "gpugrid: no usable GPU found; offering the CPU backend\n");
+  if (!o.fault.empty())
+    fmt::print(stderr, "gpugrid: TEST FAULT '{}' is on: this provider misbehaves on purpose\n", o.fault);
+
+  auto cfg = grid_actor_config();
+  caf::actor_system sys{*cfg};
+  grid::node_options no;
+  no.listen = o.listen;
+  no.bootstrap = o.peers;
+  no.tls_cert = o.tls_cert;
+  no.tls_key = o.tls_key;
+  no.provider = core;
+  no.software = "gpugrid " GPUGRID_VERSION;
+  bool json = o.json;
+  bool tty = isatty(STDERR_FILENO);
+  no.on_event = [json, tty](const std::string& line) {
+    if (json) {
+      fmt::print("{}\n", line);
+      std::fflush(stdout);
+    } else if (tty) {
+      fmt::print(stderr, "gpugrid: {}\n", line);
+    }
+  };
+  auto node = grid::grid_node::start(sys, *id, no);
+  if (!node) return fail(node.error());
+  if (json) {
+    json_writer w;
+    w.begin_object().key("event").value("listening").key("node_id").value((*node)->node_id()).key("url").value((*node)->url());
+    w.key("devices").raw(devices_json(info.devices)).key("price_per_gflop").value(info.price_per_gflop);
+    w.key("slots").value(info.slots).key("data_dir").value(*dir).end_object();
+    fmt::print("{}\n", w.str());
+  } else {
+    fmt::print("node {}\nlistening on {}\n", (*node)->node_id(), (*node)->url());
+    fmt::print(stderr, "gpugrid: offering {} at {:.6f} credits per GFLOP, {} slot{}; stop with Ctrl-C\n",
+               info.devices.empty() ? "nothing" : info.devices[0].name, info.price_per_gflop, info.slots,
+               info.slots == 1 ? "" : "s");
+  }
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  if (!json) fmt::print(stderr, "gpugrid: {}: draining (no new jobs; running jobs finish)\n", sig == SIGINT ? "interrupted" : "terminated");
+  else fmt::print("{{\"event\":\"draining\",\"signal\":\"{}\"}}\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fflush(stdout);
+  int handed_back = (*node)->drain(kDrainGrace);
+  if (handed_back > 0) fmt::print(stderr, "gpugrid: handed {} running job{} back to their clients\n", handed_back, handed_back == 1 ? "" : "s");
+  (*node)->stop();
+  if (json) fmt::print("{{\"event\":\"stopped\",\"handed_back\":{}}}\n", handed_back);
+  return 0;
+}
+
+}  // namespace gpugrid::cli

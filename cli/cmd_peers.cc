@@ -1,0 +1,110 @@
+// gpugrid peers: the providers reachable through the bootstrap peers, learned by gossip, each
+// dialed once for what it offers (its Hello) and a round trip.
+#include <unistd.h>
+
+#include <algorithm>
+#include <optional>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <fmt/format.h>
+
+#include "actors/node.h"
+#include "actors/reputation.h"
+#include "base/json.h"
+#include "cli/commands.h"
+#include "cli/grid_setup.h"
+
+namespace gpugrid::cli {
+
+namespace {
+
+int fail(const status& st) {
+  fmt::print(stderr, "gpugrid: peers: {}\n", st.message());
+  return exit_code_for(st.kind());
+}
+
+std::string human_bytes(int64_t b) {
+  if (b <= 0) return "-";
+  double g = static_cast<double>(b) / (1 << 30);
+  return g >= 1 ? fmt::format("{:.0f} GiB", g) : fmt::format("{:.0f} MiB", static_cast<double>(b) / (1 << 20));
+}
+
+}  // namespace
+
+int peers_command(const peers_options& o) {
+  if (o.peers.empty())
+    return fail(status(error_kind::usage, "no peers to ask: give --peer URL, set GPUGRID_PEERS, or list peers in config.toml"));
+  std::optional<grid::reputation_book> reputation;
+  if (auto dir = grid_data_dir(o.data_dir)) {
+    auto book = grid::reputation_book::load(*dir);
+    if (!book) return fail(book.error());
+    reputation.emplace(*book);
+  } else {
+    reputation.emplace();
+  }
+  auto cfg = grid_actor_config();
+  caf::actor_system sys{*cfg};
+  grid::node_options no;
+  no.bootstrap = o.peers;
+  no.max_providers = 256;
+  auto node = grid::grid_node::start(sys, net::identity::generate(), no);
+  if (!node) return fail(node.error());
+  auto failures = (*node)->settle(std::chrono::seconds(5));
+  (*node)->ping_all();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto peers = (*node)->peers();
+  (*node)->stop();
+  for (const auto& f : failures) fmt::print(stderr, "gpugrid: peers: {}\n", f);
+  std::vector<grid::peer_view> providers;
+  for (auto& p : peers)
+    if (p.record.is_provider) providers.push_back(p);
+  std::sort(providers.begin(), providers.end(), [](const auto& a, const auto& b) { return a.record.url < b.record.url; });
+  if (providers.empty()) {
+    if (failures.size() == o.peers.size()) return fail(status(error_kind::no_provider, "no bootstrap peer answered"));
+    if (!o.json) fmt::print(stderr, "gpugrid: peers: the grid has no providers right now\n");
+    return 0;
+  }
+  if (o.json) {
+    for (const auto& p : providers) {
+      const auto& r = p.record;
+      json_writer w;
+      w.begin_object().key("node_id").value(p.node_id).key("url").value(r.url).key("connected").value(p.connected);
+      w.key("devices").begin_array();
+      for (const auto& d : r.info.devices) {
+        w.begin_object().key("name").value(d.name).key("kind").value(d.kind).key("memory_bytes").value(d.memory_bytes);
+        if (d.kind == "cuda") w.key("compute_capability").value(fmt::format("{}.{}", d.cc_major, d.cc_minor));
+        else w.key("compute_capability").null();
+        w.key("gflops").value(d.gflops).end_object();
+      }
+      w.end_array();
+      w.key("price_per_gflop").value(r.info.price_per_gflop).key("slots").value(r.info.slots);
+      if (p.rtt_ms >= 0) w.key("rtt_ms").value(p.rtt_ms); else w.key("rtt_ms").null();
+      w.key("reputation").value(reputation->score(p.node_id));
+      w.key("ledger").begin_object().key("head").value(ledger::to_hex(r.info.ledger_head)).key("count").value(static_cast<int64_t>(r.info.ledger_count)).end_object();
+      w.end_object();
+      fmt::print("{}\n", w.str());
+    }
+    return 0;
+  }
+  fmt::print("{:<14} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10} {:>9} {:>5}\n", "NODE", "URL", "DEVICE", "MEMORY", "CC",
+             "GFLOPS", "PRICE", "RTT", "REP");
+  for (const auto& p : providers) {
+    const auto& r = p.record;
+    std::string device = "?", mem = "-", cc = "-", gflops = "-";
+    if (!r.info.devices.empty()) {
+      const auto& d = r.info.devices.front();
+      device = d.name.size() > 26 ? d.name.substr(0, 25) + "~" : d.name;
+      mem = human_bytes(d.memory_bytes);
+      if (d.kind == "cuda") cc = fmt::format("{}.{}", d.cc_major, d.cc_minor);
+      gflops = fmt::format("{:.0f}", d.gflops);
+    }
+    fmt::print("{:<14} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10.6f} {:>9} {:>5.2f}\n", p.node_id.substr(0, 14), r.url,
+               device, mem, cc, gflops, r.info.price_per_gflop, p.rtt_ms >= 0 ? fmt::format("{:.2f}ms", p.rtt_ms) : "-",
+               reputation->score(p.node_id));
+  }
+  return 0;
+}
+
+}  // namespace gpugrid::cli

@@ -1,0 +1,35 @@
+#include "cli/grid_setup.h"
+
+#include <caf/actor_system_config.hpp>
+
+#include "base/settings.h"
+
+namespace gpugrid::cli {
+
+expected<std::string> grid_data_dir(const std::string& flag_value) {
+  std::string dir = flag_value;
+  if (dir.empty()) {
+    auto config = load_settings();
+    if (!config) return config.error();
+    auto resolved = resolve_data_dir("", *config);
+    if (!resolved) return resolved.error();
+    dir = *resolved;
+  }
+  GG_RETURN_IF_ERROR(ensure_data_dir(dir));
+  return dir;
+}
+
+grid::keypair keypair_of(const net::identity& id) {
+  grid::keypair k;
+  k.public_key = id.public_key();
+  k.secret_key = id.secret_key();
+  return k;
+}
+
+std::unique_ptr<caf::actor_system_config> grid_actor_config() {
+  auto cfg = std::make_unique<caf::actor_system_config>();
+  cfg->set("scheduler.max-threads", 2);
+  return cfg;
+}
+
+}  // namespace gpugrid::cli
