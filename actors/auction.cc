@@ -15,6 +15,10 @@ int64_t estimate_eta_ms(double gflops, double measured_gflops_per_s, int queued_
   return static_cast<int64_t>(std::ceil(per_job * (1 + std::max(queued_jobs, 0))));
 }
 
+// ETAs are compared with this much added to both: a few milliseconds of difference between
+// two tiny jobs is network noise, not a reason to prefer one provider.
+constexpr double kEtaSlackMs = 20.0;
+
 std::vector<bid_offer> rank_bids(std::vector<bid_offer> bids, const choice_options& o) {
   std::vector<bid_offer> ok;
   for (auto& b : bids) {
@@ -28,7 +32,8 @@ std::vector<bid_offer> rank_bids(std::vector<bid_offer> bids, const choice_optio
   for (auto& b : ok) { cheapest = std::min(cheapest, b.price); fastest = std::min(fastest, static_cast<double>(b.eta_ms)); }
   auto score = [&](const bid_offer& b) {
     double s = o.w_price * (cheapest > 0 ? b.price / cheapest : (b.price > 0 ? 2.0 : 1.0)) +
-               o.w_eta * (static_cast<double>(b.eta_ms) + 1.0) / (fastest + 1.0) + o.w_distrust * (1.0 - b.reputation);
+               o.w_eta * (static_cast<double>(b.eta_ms) + kEtaSlackMs) / (fastest + kEtaSlackMs) +
+               o.w_distrust * (1.0 - b.reputation);
     if (b.model_cached) s -= o.cache_bonus;
     return s;
   };

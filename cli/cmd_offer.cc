@@ -71,6 +71,7 @@ int offer_command(const offer_options& o) {
   po.slots = o.slots;
   po.device = o.device;
   if (o.price > 0) po.price.price_per_gflop = o.price;
+  po.price.minimum = po.price.price_per_gflop * 0.1;  // the smallest job is billed as 0.1 GFLOP
   po.max_model_bytes = max_model;
   po.fault = o.fault;
   auto core = std::make_shared<grid::provider_core>(keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)),

@@ -108,7 +108,7 @@ complete -c gpugrid -n '__gpugrid_no_command' -l version -d 'print the version a
 
 # offer
 complete -c gpugrid -n '__gpugrid_command_is offer' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is offer' -l listen -x -d 'address to accept peers on (default 0.0.0.0:7447)'
+complete -c gpugrid -n '__gpugrid_command_is offer' -l listen -x -d 'address to accept peers on (default 0.0.0.0:7447; port 0 picks a free one)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l peer -x -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l device -x -a 'auto cpu cuda' -d 'the device to offer (default auto: the GPU if there is one, else the CPU)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l price -x -d 'credits asked per GFLOP when idle (default: price in config.toml, else 0.001)'
