@@ -7,7 +7,8 @@ namespace gpugrid::grid {
 
 double quote_price(const price_policy& p, double gflops, int busy_slots, int slots) {
   double load = slots > 0 ? static_cast<double>(busy_slots) / slots : 1.0;
-  return std::max(p.minimum, p.price_per_gflop * std::max(gflops, 0.0) * (1.0 + p.load_factor * load));
+  // The load surcharge applies to the floor too, so that tiny jobs also spread over idle providers.
+  return std::max(p.minimum, p.price_per_gflop * std::max(gflops, 0.0)) * (1.0 + p.load_factor * load);
 }
 
 int64_t estimate_eta_ms(double gflops, double measured_gflops_per_s, int queued_jobs, double overhead_ms) {

@@ -10,6 +10,7 @@
 #include "actors/atoms.h"
 #include "actors/auction.h"
 #include "actors/verification.h"
+#include "net/codec.h"
 #include "net/identity.h"
 
 namespace gpugrid::grid {
@@ -30,6 +31,20 @@ struct attempt {
   std::string failure;
   bool timed_out = false;
 };
+
+// A remote bid must carry the provider's signature over what it offered; an in-process
+// provider's bid carries none.
+bool bid_signature_ok(const bid_reply& r) {
+  if (!r.signature) return true;
+  net::bid b;
+  b.job = r.job;
+  b.price = r.price;
+  b.eta_ms = r.eta_ms;
+  b.model_cached = r.model_cached;
+  b.valid_ms = r.valid_ms;
+  b.signature = r.signature;
+  return net::verify_bid(b, r.provider);
+}
 
 }  // namespace
 
@@ -83,6 +98,11 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
     o.reputation = reputation ? reputation->score(node_hex(providers[i].key)) : 0.5;
     offers.push_back(o);
   }
+  // Equal bids go to a random one of them (rank_bids keeps ties in order), spreading load.
+  {
+    thread_local std::mt19937_64 rng(std::random_device{}());
+    std::shuffle(offers.begin(), offers.end(), rng);
+  }
   choice_options co;
   co.max_price = options.max_price;
   co.min_reputation = reputation_book::threshold;
@@ -125,6 +145,11 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
       size_t pi = static_cast<size_t>(std::stoul(ranked[next_bid++].provider));
       if (used.count(pi)) continue;
       used.insert(pi);
+      if (!bid_signature_ok(reply_of(pi))) {
+        note(fmt::format("provider {} sent a bid whose signature does not verify; skipped", short_hex(providers[pi].key)));
+        if (reputation) reputation->record(node_hex(providers[pi].key), outcome::failed);
+        continue;
+      }
       batch.push_back(pi);
     }
     std::vector<caf::response_handle<caf::blocking_actor, caf::message, true>> running;
@@ -174,6 +199,7 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
         size_t pi = static_cast<size_t>(std::stoul(ranked[next_bid++].provider));
         if (used.count(pi)) continue;
         used.insert(pi);
+        if (!bid_signature_ok(reply_of(pi))) continue;
         self->request(providers[pi].actor, timeout, exec_atom::value, make_exec(pi))
             .receive([&](const execute_result_ptr& r) { if (r->ok) { done.push_back({pi, r, "", false}); results.push_back(r->outputs); ran = true; } },
                      [&](caf::error&) {});
@@ -250,9 +276,9 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
                     rc.model_hash == job.model_hash && rc.input_digest == tensors_digest(job.inputs) &&
                     rc.output_digest == tensors_digest(r->outputs) &&
                     rc.price_micros == static_cast<int64_t>(reply_of(done[idx].bid_index).price * 1e6 + 0.5);
-      if (honest) {
+      if (honest && ledger::verify_provider_signature(rc).is_ok()) {
         ledger::sign_as_client(rc, client.secret_key);
-        if (ledger::verify_receipt(rc).is_ok()) {
+        {
           if (ledger) {
             auto h = ledger->append(rc);
             if (!h) return h.error();

@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/node.h"
 #include "actors/provider.h"
 
 namespace gpugrid::grid {
@@ -16,7 +17,7 @@ expected<job_outcome> run_embedded(std::shared_ptr<const std::string> model_byte
                                    double gflops, const embedded_options& options,
                                    const std::function<void(const std::string&)>& note) {
   caf::actor_system_config cfg;
-  cfg.set("scheduler.max-threads", 2);
+  configure_actor_system(cfg);
   caf::actor_system sys{cfg};
   provider_options po;
   po.device = options.device;

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,10 @@ struct bid_reply {
   bool model_cached = false;
   decline_reason reason = decline_reason::none;
   std::string detail;
+  // A remote provider's bid signature (net::bid_statement); checked only for the bids the client
+  // picks, so a large auction costs one verification per award instead of one per bid.
+  std::optional<sig64> signature;
+  int64_t valid_ms = 0;
 };
 
 struct execute_request {

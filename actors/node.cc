@@ -26,6 +26,11 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using gossip_atom = caf::atom_constant<caf::atom("gossip")>;
 using dialed_atom = caf::atom_constant<caf::atom("dialed")>;
 using pump_atom = caf::atom_constant<caf::atom("pump")>;
+using rumor_atom = caf::atom_constant<caf::atom("rumor")>;
+
+// News (peers just learned of) is forwarded to every neighbour after this pause, batched, so
+// that a join reaches the whole grid in a few hops instead of a few gossip rounds.
+constexpr auto kRumorDelay = std::chrono::milliseconds(30);
 
 int64_t now_ms() { return unix_ms(); }
 
@@ -172,8 +177,8 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
         if (auto* b = std::get_if<net::bid>(&m)) {
           auto it = st.bids.find(b->job);
           if (it == st.bids.end()) return;
-          if (!b->signature || !net::verify_bid(*b, who)) {
-            it->second.deliver(declined(b->job, who, decline_reason::internal, "the bid's signature does not verify"));
+          if (!b->signature) {
+            it->second.deliver(declined(b->job, who, decline_reason::internal, "the bid is not signed"));
           } else {
             auto r = std::make_shared<bid_reply>();
             r->job = b->job;
@@ -182,6 +187,8 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
             r->price = b->price;
             r->eta_ms = b->eta_ms;
             r->model_cached = b->model_cached;
+            r->signature = b->signature;
+            r->valid_ms = b->valid_ms;
             it->second.deliver(bid_reply_ptr(r));
           }
           st.bids.erase(it);
@@ -276,6 +283,8 @@ struct grid_node::impl {
   std::deque<job_id> quoted_order;
   std::map<job_id, uint64_t> running;            // provider: job -> connection id
   std::set<job_id> handed_back;
+  std::vector<gossip_entry> rumors;              // learned since the last rumor flush
+  bool rumor_scheduled = false;
   std::mt19937_64 rng{std::random_device{}()};
 
   bool offering() const { return opt.provider != nullptr; }
@@ -345,6 +354,33 @@ struct grid_node::impl {
     return px;
   }
 
+  // Queues news for the neighbours; the actor flushes it after kRumorDelay.
+  void spread_locked(caf::event_based_actor* self_actor, const std::vector<gossip_entry>& fresh) {
+    if (fresh.empty()) return;
+    rumors.insert(rumors.end(), fresh.begin(), fresh.end());
+    if (!rumor_scheduled) {
+      rumor_scheduled = true;
+      self_actor->delayed_send(self_actor, kRumorDelay, rumor_atom::value);
+    }
+  }
+
+  void on_rumor() {
+    std::lock_guard<std::mutex> lk(mu);
+    rumor_scheduled = false;
+    if (rumors.empty()) return;
+    net::peer_exchange px;
+    for (const auto& g : rumors) {
+      net::peer_info pi;
+      pi.node_key = g.key;
+      pi.url = g.url;
+      pi.last_seen_ms = g.last_seen_ms;
+      pi.role = g.is_provider ? net::node_role::provider : net::node_role::client;
+      px.peers.push_back(std::move(pi));
+    }
+    rumors.clear();
+    for (auto& [id, cs] : conns) (void)cs.conn->send(px);
+  }
+
   void event(const std::string& line) {
     if (opt.on_event) opt.on_event(line);
   }
@@ -369,8 +405,10 @@ struct grid_node::impl {
       cs.uploads = std::make_unique<net::reassembler>(ro);
     }
     if (!offering() && cs.is_provider) cs.proxy = self_actor->spawn(remote_provider, c);
+    bool is_new = table.find(h.node_key) == nullptr;
     table.heard_from(h.node_key, cs.url, info_from_hello(h), cs.is_provider, now_ms());
     attempted.insert(h.node_key);
+    if (is_new && !cs.url.empty()) spread_locked(self_actor, {{h.node_key, cs.url, now_ms(), cs.is_provider}});
     bool provider = cs.is_provider;
     conns[c->id()] = std::move(cs);
     (void)c->send(gossip_locked());
@@ -425,8 +463,8 @@ struct grid_node::impl {
     std::vector<conn_state*> all;
     for (auto& [id, cs] : conns) all.push_back(&cs);
     std::shuffle(all.begin(), all.end(), rng);
-    auto px = gossip_locked();
-    for (size_t i = 0; i < all.size() && i < 3; ++i) (void)all[i]->conn->send(px);
+    // Anti-entropy: the whole list to one random neighbour (news travels as rumors).
+    (void)all.front()->conn->send(gossip_locked());
     // A provider with room for more neighbours dials a few it knows of.
     if (offering()) {
       std::vector<gossip_entry> known = table.gossip(now_ms(), opt.peer_timeout.count());
@@ -453,6 +491,7 @@ struct grid_node::impl {
         if (entries.size() > 10000) entries.resize(10000);
         auto fresh = table.merge_gossip(entries, now_ms());
         maybe_dial_locked(fresh);
+        spread_locked(self_actor, fresh);
         return;
       }
     }
@@ -621,6 +660,11 @@ struct grid_node::impl {
 
 // ------------------------------------------------------------------ grid_node
 
+void configure_actor_system(caf::actor_system_config& cfg, int threads) {
+  cfg.set("scheduler.max-threads", threads);
+  cfg.set("work-stealing.moderate-poll-attempts", 0);
+}
+
 namespace {
 
 caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<grid_node::impl> p) {
@@ -635,6 +679,7 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<grid_node
         p->on_tick();
         self->delayed_send(self, p->opt.heartbeat_interval, tick_atom::value);
       },
+      [p](rumor_atom) { p->on_rumor(); },
       [self, p](gossip_atom) {
         p->on_gossip();
         self->delayed_send(self, p->opt.gossip_interval, gossip_atom::value);
@@ -775,6 +820,11 @@ std::vector<peer_view> grid_node::peers() {
     out.push_back(std::move(v));
   }
   return out;
+}
+
+size_t grid_node::known_peers() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->table.size();
 }
 
 void grid_node::ping_all() {

@@ -33,6 +33,11 @@ namespace gpugrid::grid {
 
 class provider_core;
 
+// The actor system settings the grid runs with: `threads` scheduler threads (the heavy work
+// runs on detached workers and I/O threads), and workers that block on their queue when idle
+// instead of CAF's default 50 us sleep-polling, which adds up to a sleep per message hop.
+void configure_actor_system(caf::actor_system_config& cfg, int threads = 2);
+
 struct node_options {
   std::vector<std::string> bootstrap;      // peer URLs to dial first
   std::string listen;                      // "HOST:PORT" to accept peers on; "" for a client
@@ -82,6 +87,7 @@ class grid_node {
   std::vector<provider_handle> providers();
   // Everyone this node knows of.
   std::vector<peer_view> peers();
+  size_t known_peers() const;
   // Pings every connection; round trips show up in peers() once the pongs are back.
   void ping_all();
 

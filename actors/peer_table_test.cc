@@ -27,7 +27,10 @@ TEST_CASE("gossip spreads membership and silent peers are evicted", "[grid][disc
   auto gone = t.evict(4500, 3500, 2);
   CHECK(gone.size() == 2);      // k(1) missed pings, k(2) is silent for 3600 ms
   CHECK(t.find(k(3)) != nullptr);
-  CHECK(t.providers().empty());
+  // Gossip carries each peer's role: k(3) was announced as a provider, k(4) as a client.
+  t.merge_gossip({{k(4), "ws://d:4", 1100, false}}, 1100);
+  REQUIRE(t.providers().size() == 1);
+  CHECK(t.providers()[0].key == k(3));
 }
 
 TEST_CASE("gossip among many peers converges to full membership", "[grid][discovery]") {

@@ -15,6 +15,8 @@ namespace gpugrid::grid {
 
 namespace {
 
+constexpr size_t kMaxIssued = 65536;  // receipts awaiting countersignature
+
 std::vector<device_summary> discover_devices(const std::string& device) {
   std::vector<device_summary> out;
   if (device != "cpu") {
@@ -214,6 +216,14 @@ execute_result provider_core::execute(const execute_request& req) {
   r.started_ms = req.started_ms;
   r.finished_ms = unix_ms();
   ledger::sign_as_provider(r, id_.secret_key);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (issued_.emplace(req.job, r).second) issued_order_.push_back(req.job);
+    while (issued_order_.size() > kMaxIssued) {
+      issued_.erase(issued_order_.front());
+      issued_order_.pop_front();
+    }
+  }
   res.ok = true;
   ++counters_.jobs;
   return res;
@@ -221,9 +231,18 @@ execute_result provider_core::execute(const execute_request& req) {
 
 status provider_core::accept_receipt(const ledger::receipt& r) {
   if (r.provider_key != id_.public_key) return invalid_input("receipt is for another provider");
-  GG_RETURN_IF_ERROR(ledger::verify_receipt(r));
-  if (!ledger_) return status::ok();
-  auto h = ledger_->append(r);
+  {
+    // Only a receipt this provider issued, unchanged, and only once.
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = issued_.find(r.job_id);
+    if (it == issued_.end()) return invalid_input("no receipt was issued here for this job (or it was countersigned already)");
+    if (it->second.body_bytes() != r.body_bytes() || it->second.provider_sig != r.provider_sig)
+      return invalid_input("the countersigned receipt differs from the one issued");
+    issued_.erase(it);
+  }
+  // The provider's own signature was compared byte for byte above.
+  if (!ledger_) return ledger::verify_client_signature(r);
+  auto h = ledger_->append(r);  // checks both signatures
   if (!h) return h.error();
   return status::ok();
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,6 +76,8 @@ class provider_core {
   std::map<digest32, std::shared_ptr<session>> sessions_;
   std::map<digest32, std::string> bad_models_;  // hash -> why it cannot run here
   std::map<digest32, double> measured_ms_;      // per model: last compute time
+  std::map<job_id, ledger::receipt> issued_;    // receipts signed here, awaiting the client's signature
+  std::deque<job_id> issued_order_;
 };
 
 // Spawns the actor shell: handles (bid_atom, bid_request) -> bid_reply,

@@ -21,7 +21,7 @@ net::bid_request to_wire_bid_request(const bid_request& r);
 net::execute to_wire_execute(const execute_request& r);
 net::result to_wire_result(const execute_result& r);
 // A provider's Result as the client's execute_result; ok is false (with the reason) when the
-// outputs cannot be read, the result signature does not verify, or the receipt is missing.
+// outputs cannot be read or do not match the output digest, or the receipt is missing.
 std::shared_ptr<const execute_result> from_wire_result(const net::result& r, const key32& provider);
 
 }  // namespace gpugrid::grid

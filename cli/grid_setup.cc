@@ -2,6 +2,7 @@
 
 #include <caf/actor_system_config.hpp>
 
+#include "actors/node.h"
 #include "base/settings.h"
 
 namespace gpugrid::cli {
@@ -28,7 +29,7 @@ grid::keypair keypair_of(const net::identity& id) {
 
 std::unique_ptr<caf::actor_system_config> grid_actor_config() {
   auto cfg = std::make_unique<caf::actor_system_config>();
-  cfg->set("scheduler.max-threads", 2);
+  grid::configure_actor_system(*cfg);
   return cfg;
 }
 

@@ -119,13 +119,22 @@ void sign_as_client(receipt& r, const std::array<uint8_t, 64>& sk) {
   crypto_sign_detached(r.client_sig.data(), nullptr, reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), sk.data());
 }
 
-status verify_receipt(const receipt& r) {
+status verify_provider_signature(const receipt& r) {
   if (!verify_signature(r.provider_key, provider_message(r), r.provider_sig))
     return invalid_input("the provider's signature does not verify");
+  return status::ok();
+}
+
+status verify_client_signature(const receipt& r) {
   std::string msg = r.body_bytes();
   msg.append(reinterpret_cast<const char*>(r.provider_sig.data()), 64);
   if (!verify_signature(r.client_key, msg, r.client_sig)) return invalid_input("the client's signature does not verify");
   return status::ok();
+}
+
+status verify_receipt(const receipt& r) {
+  GG_RETURN_IF_ERROR(verify_provider_signature(r));
+  return verify_client_signature(r);
 }
 
 }  // namespace gpugrid::ledger

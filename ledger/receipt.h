@@ -60,5 +60,9 @@ void sign_as_provider(receipt& r, const std::array<uint8_t, 64>& secret_key);
 void sign_as_client(receipt& r, const std::array<uint8_t, 64>& secret_key);
 // Checks both signatures; names the one that fails.
 status verify_receipt(const receipt& r);
+// Checks the provider's signature only (what a client checks before it countersigns).
+status verify_provider_signature(const receipt& r);
+// Checks the client's countersignature only (what a provider checks on a receipt it issued).
+status verify_client_signature(const receipt& r);
 
 }  // namespace gpugrid::ledger
