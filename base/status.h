@@ -30,7 +30,9 @@ int exit_code_for(error_kind kind);
 class [[nodiscard]] status {
  public:
   status() = default;
-  status(error_kind kind, std::string message) : kind_(kind), message_(std::move(message)) {}
+  // Control characters in the message (a newline in a name taken from a hostile file) are
+  // escaped, so that every error stays one line.
+  status(error_kind kind, std::string message) : kind_(kind), message_(one_line(std::move(message))) {}
 
   static status ok() { return {}; }
 
@@ -46,6 +48,22 @@ class [[nodiscard]] status {
   }
 
  private:
+  static std::string one_line(std::string m) {
+    bool clean = true;
+    for (unsigned char c : m) clean = clean && c >= 0x20 && c != 0x7f;
+    if (clean) return m;
+    std::string out;
+    out.reserve(m.size() + 8);
+    for (unsigned char c : m) {
+      if (c == '\n') out += "\\n";
+      else if (c == '\r') out += "\\r";
+      else if (c == '\t') out += ' ';
+      else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+      else out += static_cast<char>(c);
+    }
+    return out;
+  }
+
   error_kind kind_ = error_kind::ok;
   std::string message_;
 };

@@ -13,7 +13,9 @@
 // --ledger DIR also appends them to fsync'ed ledgers under DIR, as `gpugrid run` does.
 //
 // Usage: grid_bench MODEL.onnx [--only overhead,throughput,auction,membership] [--jobs N]
-//                   [--concurrency C] [--peers N] [--ledger DIR] [--json]
+//                   [--concurrency C] [--peers N] [--ledger DIR] [--peer URL] [--json]
+//   --peer URL: throughput against running `gpugrid offer` processes (4 of them behind URL);
+//               the CPU time reported is then the client's alone.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -82,6 +84,7 @@ struct options {
   int concurrency = 16;
   int peers = 200;
   std::string ledger_dir;
+  std::string peer;   // throughput: use the providers behind this bootstrap peer instead
   bool json = false;
   bool wants(const std::string& what) const {
     return only.empty() || std::find(only.begin(), only.end(), what) != only.end();
@@ -243,9 +246,14 @@ void bench_throughput(const options& o, json_writer& out) {
   grid::job_spec job = make_job(o.model, &g);
   auto tmp = std::filesystem::temp_directory_path() / fmt::format("grid_bench_tp_{}", getpid());
   std::vector<std::unique_ptr<provider_process>> provs;
-  provs.push_back(provider_process::start((tmp / "p0").string(), "", 4, o.ledger_dir));
-  for (int i = 1; i < 4; ++i) provs.push_back(provider_process::start((tmp / fmt::format("p{}", i)).string(), provs[0]->node->url(), 4, o.ledger_dir));
-  client_process client(std::vector<std::string>{provs[0]->node->url()}, o.ledger_dir, 4);
+  std::string boot = o.peer;
+  if (boot.empty()) {  // providers in this process (their CPU time counts below)
+    provs.push_back(provider_process::start((tmp / "p0").string(), "", 4, o.ledger_dir));
+    for (int i = 1; i < 4; ++i)
+      provs.push_back(provider_process::start((tmp / fmt::format("p{}", i)).string(), provs[0]->node->url(), 4, o.ledger_dir));
+    boot = provs[0]->node->url();
+  }
+  client_process client(std::vector<std::string>{boot}, o.ledger_dir, 4);
   grid::client_options co;
   co.timeout_s = 30;
   auto note = [](const std::string&) {};
@@ -277,12 +285,14 @@ void bench_throughput(const options& o, json_writer& out) {
   for (auto& p : provs) per.push_back(p->core->counters().jobs.load());
   out.key("throughput").begin_object().key("jobs").value(static_cast<int64_t>(o.jobs)).key("concurrency").value(static_cast<int64_t>(o.concurrency))
       .key("seconds").value(secs).key("jobs_per_s").value(o.jobs / secs).key("failed").value(static_cast<int64_t>(failed.load()))
-      .key("cpu_ms_per_job_all_processes").value(cpu * 1000 / o.jobs).key("jobs_per_provider").begin_array();
+      .key(o.peer.empty() ? "cpu_ms_per_job_all_nodes" : "cpu_ms_per_job_client").value(cpu * 1000 / o.jobs).key("jobs_per_provider").begin_array();
   for (auto n : per) out.value(n);
   out.end_array().end_object();
   if (!o.json)
-    fmt::print("throughput: {} jobs over 4 providers, {} in flight: {:.0f} jobs/s ({} failed; {:.3f} ms CPU per job, all nodes; per provider {})\n",
-               o.jobs, o.concurrency, o.jobs / secs, failed.load(), cpu * 1000 / o.jobs, fmt::join(per, "/"));
+    fmt::print("throughput: {} jobs over 4 providers{}, {} in flight: {:.0f} jobs/s ({} failed; {:.3f} ms CPU per job, {}; per provider {})\n",
+               o.jobs, o.peer.empty() ? "" : " in other processes", o.concurrency, o.jobs / secs, failed.load(),
+               cpu * 1000 / o.jobs, o.peer.empty() ? "all nodes" : "the client alone",
+               per.empty() ? std::string("-") : fmt::format("{}", fmt::join(per, "/")));
   client.node->stop();
   for (auto& p : provs) p->node->stop();
   std::filesystem::remove_all(tmp);
@@ -390,6 +400,7 @@ int main(int argc, char** argv) {
     else if (a == "--concurrency") o.concurrency = std::stoi(next());
     else if (a == "--peers") o.peers = std::stoi(next());
     else if (a == "--ledger") o.ledger_dir = next();
+    else if (a == "--peer") o.peer = next();
     else if (a == "--json") o.json = true;
     else if (o.model.empty() && a[0] != '-') o.model = a;
     else {
@@ -399,7 +410,7 @@ int main(int argc, char** argv) {
   }
   if (o.model.empty()) {
     fmt::print(stderr, "usage: grid_bench MODEL.onnx [--only overhead,throughput,auction,membership] [--jobs N] "
-                       "[--concurrency C] [--peers N] [--ledger DIR] [--json]\n");
+                       "[--concurrency C] [--peers N] [--ledger DIR] [--peer URL] [--json]\n");
     return 2;
   }
   json_writer out;

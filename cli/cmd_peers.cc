@@ -88,8 +88,8 @@ int peers_command(const peers_options& o) {
     }
     return 0;
   }
-  fmt::print("{:<14} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10} {:>9} {:>5}\n", "NODE", "URL", "DEVICE", "MEMORY", "CC",
-             "GFLOPS", "PRICE", "RTT", "REP");
+  fmt::print("{:<14} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10} {:>9} {:>5} {:>8}\n", "NODE", "URL", "DEVICE", "MEMORY", "CC",
+             "GFLOPS", "PRICE", "RTT", "REP", "RECEIPTS");
   for (const auto& p : providers) {
     const auto& r = p.record;
     std::string device = "?", mem = "-", cc = "-", gflops = "-";
@@ -100,9 +100,9 @@ int peers_command(const peers_options& o) {
       if (d.kind == "cuda") cc = fmt::format("{}.{}", d.cc_major, d.cc_minor);
       gflops = fmt::format("{:.0f}", d.gflops);
     }
-    fmt::print("{:<14} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10.6f} {:>9} {:>5.2f}\n", p.node_id.substr(0, 14), r.url,
+    fmt::print("{:<14} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10.6f} {:>9} {:>5.2f} {:>8}\n", p.node_id.substr(0, 14), r.url,
                device, mem, cc, gflops, r.info.price_per_gflop, p.rtt_ms >= 0 ? fmt::format("{:.2f}ms", p.rtt_ms) : "-",
-               reputation->score(p.node_id));
+               reputation->score(p.node_id), p.connected ? std::to_string(r.info.ledger_count) : "-");
   }
   return 0;
 }

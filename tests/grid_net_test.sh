@@ -195,6 +195,25 @@ bids_after="$(metric liar gpugrid_bids_total)"
 "$bin" ledger verify --data-dir "$tmp/client" >/dev/null 2>&1 || fail "client ledger does not verify after the dispute"
 "$bin" ledger show --data-dir "$tmp/client" --json | grep -q '"kind":"dispute"' || fail "no dispute receipt for the liar's signed wrong result"
 
+# ---- 7b. balance: what the client paid equals what the providers earned, by their own ledgers
+client_id="$("$bin" identity show --data-dir "$tmp/client" --json | sed -n 's/.*"node_id":"\([^"]*\)".*/\1/p')"
+balanced=0
+for _ in $(seq 1 40); do
+  paid="$("$bin" ledger balance --data-dir "$tmp/client" --json |
+    python3 -c 'import json,sys; me=sys.argv[1]; print(round(sum(e["paid"] for e in json.load(sys.stdin) if e["node_id"]==me)*1e6))' "$client_id")"
+  earned=0
+  for n in p0 p1 p2 p3 p4 victim crasher staller liar; do
+    [ -d "$tmp/$n" ] || continue
+    id="$("$bin" identity show --data-dir "$tmp/$n" --json | sed -n 's/.*"node_id":"\([^"]*\)".*/\1/p')"
+    e="$("$bin" ledger balance --data-dir "$tmp/$n" --json 2>/dev/null |
+      python3 -c 'import json,sys; me=sys.argv[1]; print(round(sum(e["earned"] for e in json.load(sys.stdin) if e["node_id"]==me)*1e6))' "$id" 2>/dev/null)"
+    earned=$((earned + ${e:-0}))
+  done
+  if [ "$paid" -gt 0 ] && [ "$paid" -eq "$earned" ]; then balanced=1; break; fi
+  sleep 0.05
+done
+[ "$balanced" -eq 1 ] || fail "the client paid $paid micro-credits but the providers' ledgers show $earned earned"
+
 # ---- 8. metrics, plain HTTP and graceful shutdown
 body="$(exec 3<>"/dev/tcp/127.0.0.1/$port_p1" && printf 'GET /nothing HTTP/1.0\r\n\r\n' >&3 && cat <&3)"
 [[ "$body" == *"404"* ]] || fail "GET /nothing is not a 404: ${body:0:80}"
