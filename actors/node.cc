@@ -831,7 +831,7 @@ void grid_node::ping_all() {
   for (auto& c : impl_->transport->connections()) c->ping();
 }
 
-int grid_node::drain(std::chrono::milliseconds grace) {
+int grid_node::drain(std::chrono::milliseconds grace, const std::function<bool()>& hurry) {
   auto& p = *impl_;
   if (!p.offering()) return 0;
   p.opt.provider->drain();
@@ -840,7 +840,7 @@ int grid_node::drain(std::chrono::milliseconds grace) {
     {
       std::lock_guard<std::mutex> lk(p.mu);
       if (p.running.empty()) return 0;
-      if (std::chrono::steady_clock::now() >= deadline) {
+      if (std::chrono::steady_clock::now() >= deadline || (hurry && hurry())) {
         int handed = 0;
         for (const auto& [job, conn_id] : p.running) {
           auto it = p.conns.find(conn_id);

@@ -91,9 +91,10 @@ class grid_node {
   // Pings every connection; round trips show up in peers() once the pongs are back.
   void ping_all();
 
-  // Provider: stop taking bids, wait up to `grace` for running jobs, hand back the rest.
-  // Returns the number of jobs handed back.
-  int drain(std::chrono::milliseconds grace);
+  // Provider: stop taking bids, wait up to `grace` for running jobs (or until `hurry` returns
+  // true; it is polled every 10 ms), then hand back the rest: their clients get a JobError
+  // (draining) and fail over at once. Returns the number of jobs handed back.
+  int drain(std::chrono::milliseconds grace, const std::function<bool()>& hurry = nullptr);
   // Prometheus text for GET /metrics.
   std::string metrics_text() const;
   net::transport_metrics transport_metrics() const;

@@ -1,6 +1,8 @@
 // gpugrid offer: this machine joins the grid as a provider and serves jobs until SIGINT or
 // SIGTERM, then drains: no new bids, running jobs finish (or are handed back after a grace
 // period, so their clients fail over at once).
+#include <errno.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -25,6 +27,16 @@ namespace {
 
 constexpr auto kDrainGrace = std::chrono::seconds(30);
 
+volatile sig_atomic_t g_signal_count = 0;
+volatile sig_atomic_t g_last_signal = 0;
+sem_t g_stop_sem;
+
+void on_stop_signal(int sig) {
+  g_last_signal = sig;
+  g_signal_count = g_signal_count + 1;
+  sem_post(&g_stop_sem);  // async-signal-safe
+}
+
 int fail(const status& st) {
   fmt::print(stderr, "gpugrid: offer: {}\n", st.message());
   return exit_code_for(st.kind());
@@ -46,13 +58,16 @@ std::string devices_json(const std::vector<grid::device_summary>& devices) {
 
 int offer_command(const offer_options& o) {
   if (!valid_device_spec(o.device)) return fail(invalid_input("'{}' is not a device (use auto, cpu, cuda or cuda:N)", o.device));
-  // Signals are taken by sigwait below: block them before any thread starts, so every thread
-  // inherits the mask and none is interrupted.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGINT/SIGTERM only count and wake the main thread: a handler (not a blocked mask) because
+  // threads that libraries start before main (OpenBLAS's pool) would otherwise take the
+  // default action and kill the process mid-drain.
+  sem_init(&g_stop_sem, 0, 0);
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
 
   auto dir = grid_data_dir(o.data_dir);
   if (!dir) return fail(dir.error());
@@ -117,12 +132,17 @@ int offer_command(const offer_options& o) {
   }
   std::fflush(stdout);
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  if (!json) fmt::print(stderr, "gpugrid: {}: draining (no new jobs; running jobs finish)\n", sig == SIGINT ? "interrupted" : "terminated");
+  while (sem_wait(&g_stop_sem) != 0 && errno == EINTR) {
+  }
+  int sig = g_last_signal;
+  if (!json)
+    fmt::print(stderr, "gpugrid: {}: draining (no new jobs; running jobs finish; signal again to hand them back now)\n",
+               sig == SIGINT ? "interrupted" : "terminated");
   else fmt::print("{{\"event\":\"draining\",\"signal\":\"{}\"}}\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   std::fflush(stdout);
-  int handed_back = (*node)->drain(kDrainGrace);
+  // A second SIGINT/SIGTERM hands the running jobs back at once.
+  auto second_signal = []() { return g_signal_count >= 2; };
+  int handed_back = (*node)->drain(kDrainGrace, second_signal);
   if (handed_back > 0) fmt::print(stderr, "gpugrid: handed {} running job{} back to their clients\n", handed_back, handed_back == 1 ? "" : "s");
   (*node)->stop();
   if (json) fmt::print("{{\"event\":\"stopped\",\"handed_back\":{}}}\n", handed_back);

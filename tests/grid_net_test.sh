@@ -169,7 +169,35 @@ t1=$(date +%s)
 cmp -s "$tmp/local.npy" "$tmp/grid5.npy" || fail "result after a stall differs from --local"
 [ $((t1 - t0)) -ge 2 ] || fail "the stalled job did not wait for its timeout ($((t1 - t0)) s)"
 [ $((t1 - t0)) -le 8 ] || fail "the stalled job took $((t1 - t0)) s"
-kill "$pid_staller" 2>/dev/null
+kill -TERM "$pid_staller" 2>/dev/null; sleep 0.1; kill -TERM "$pid_staller" 2>/dev/null
+
+# ---- 6b. graceful drain: SIGTERM takes no new bids; a second one hands the running job back
+start_provider drainer --peer "$boot" --fault stall --price 0.00001 || exit 1
+sleep 0.3
+"$bin" run "$model" "$sample" --peer "$boot" --data-dir "$tmp/client" -o "$tmp/grid8.npy" \
+  >"$tmp/drain.out" 2>"$tmp/drain.err" </dev/null &
+client=$!
+inflight=0
+for _ in $(seq 1 100); do
+  inflight="$(metric drainer gpugrid_jobs_in_flight 2>/dev/null)"
+  [ "${inflight:-0}" -ge 1 ] && break
+  sleep 0.05
+done
+[ "${inflight:-0}" -ge 1 ] || fail "the draining provider never got the job"
+t0=$(date +%s)
+kill -TERM "$pid_drainer"
+sleep 0.3
+[ "$(metric drainer gpugrid_draining)" = "1" ] || fail "after SIGTERM the provider does not report draining"
+kill -TERM "$pid_drainer"
+wait "$client"
+code=$?
+t1=$(date +%s)
+[ "$code" -eq 0 ] || fail "run whose provider drained exited $code: $(cat "$tmp/drain.err")"
+cmp -s "$tmp/local.npy" "$tmp/grid8.npy" || fail "result after a hand-back differs from --local"
+[ $((t1 - t0)) -le 10 ] || fail "the handed-back job took $((t1 - t0)) s to finish elsewhere"
+wait "$pid_drainer"
+[ $? -eq 0 ] || fail "the draining provider exited non-zero"
+grep -q '"event":"stopped","handed_back":1' "$tmp/drainer.log" || fail "the drainer did not report handing back 1 job: $(tail -2 "$tmp/drainer.log")"
 
 # ---- 7. a corrupting provider is caught with --redundancy 2, loses reputation, gets no more bids
 start_provider liar --peer "$boot" --fault corrupt --price 0.00001 || exit 1
@@ -202,7 +230,7 @@ for _ in $(seq 1 40); do
   paid="$("$bin" ledger balance --data-dir "$tmp/client" --json |
     python3 -c 'import json,sys; me=sys.argv[1]; print(round(sum(e["paid"] for e in json.load(sys.stdin) if e["node_id"]==me)*1e6))' "$client_id")"
   earned=0
-  for n in p0 p1 p2 p3 p4 victim crasher staller liar; do
+  for n in p0 p1 p2 p3 p4 victim crasher staller drainer liar; do
     [ -d "$tmp/$n" ] || continue
     id="$("$bin" identity show --data-dir "$tmp/$n" --json | sed -n 's/.*"node_id":"\([^"]*\)".*/\1/p')"
     e="$("$bin" ledger balance --data-dir "$tmp/$n" --json 2>/dev/null |
