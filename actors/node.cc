@@ -27,6 +27,9 @@ using gossip_atom = caf::atom_constant<caf::atom("gossip")>;
 using dialed_atom = caf::atom_constant<caf::atom("dialed")>;
 using pump_atom = caf::atom_constant<caf::atom("pump")>;
 using rumor_atom = caf::atom_constant<caf::atom("rumor")>;
+using progress_atom = caf::atom_constant<caf::atom("progress")>;
+
+using upload_progress_fn = std::function<void(const std::string&, uint64_t, uint64_t)>;
 
 // News (peers just learned of) is forwarded to every neighbour after this pause, batched, so
 // that a join reaches the whole grid in a few hops instead of a few gossip rounds.
@@ -61,6 +64,11 @@ struct proxy_state {
   std::deque<out_item> outbox;
   bool pump_scheduled = false;
   bool down = false;
+  // Upload progress: bytes of the current upload handed to the connection, and how many of
+  // the connection's queued bytes were there when it started (those go out first).
+  upload_progress_fn on_progress;
+  uint64_t up_total = 0, up_enqueued = 0, up_queued_before = 0;
+  bool progress_scheduled = false;
 };
 
 execute_result_ptr failed_result(const job_id& job, const key32& provider, std::string why, bool input = false) {
@@ -98,13 +106,28 @@ void pump(caf::stateful_actor<proxy_state>* self) {
     net::send_result r = net::send_result::queued;
     if (it.payload) {
       if (!it.put_sent) {
+        size_t before = st.conn->queued_bytes();
         r = st.conn->send(it.plan);
-        if (r == net::send_result::queued) it.put_sent = true;
+        if (r == net::send_result::queued) {
+          it.put_sent = true;
+          st.up_total = it.plan.total_bytes;
+          st.up_enqueued = 0;
+          st.up_queued_before = before;
+          if (st.on_progress && !st.progress_scheduled) {
+            st.progress_scheduled = true;
+            self->delayed_send(self, std::chrono::milliseconds(250), progress_atom::value);
+          }
+        }
       }
       uint32_t count = net::chunk_count(it.plan.total_bytes, it.plan.chunk_bytes);
       while (r == net::send_result::queued && it.next_chunk < count) {
-        r = st.conn->send(net::chunk_at(it.plan, *it.payload, it.next_chunk));
-        if (r == net::send_result::queued) ++it.next_chunk;
+        auto chunk = net::chunk_at(it.plan, *it.payload, it.next_chunk);
+        uint64_t n = chunk.data.size();
+        r = st.conn->send(chunk);
+        if (r == net::send_result::queued) {
+          ++it.next_chunk;
+          st.up_enqueued += n;
+        }
       }
     } else {
       r = st.conn->send(it.msg);
@@ -137,9 +160,27 @@ void enqueue_execute(proxy_state& st, const execute_request& req) {
   st.outbox.push_back(std::move(it));
 }
 
-caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::connection_ptr conn) {
+caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::connection_ptr conn,
+                              upload_progress_fn on_progress) {
   self->state.conn = std::move(conn);
+  self->state.on_progress = std::move(on_progress);
   return {
+      [self](progress_atom) {
+        auto& st = self->state;
+        st.progress_scheduled = false;
+        if (st.down || !st.on_progress || st.up_total == 0) return;
+        // Written = handed over minus what still waits in the connection's queue.
+        uint64_t waiting = st.conn->queued_bytes();
+        uint64_t handed = st.up_queued_before + st.up_enqueued;
+        uint64_t sent = handed > waiting ? std::min<uint64_t>(handed - waiting, st.up_enqueued) : 0;
+        st.on_progress(st.conn->peer_id(), sent, st.up_total);
+        if (sent >= st.up_total) {
+          st.up_total = 0;
+          return;
+        }
+        st.progress_scheduled = true;
+        self->delayed_send(self, std::chrono::milliseconds(250), progress_atom::value);
+      },
       [self](bid_atom, const bid_request_ptr& req) -> caf::result<bid_reply_ptr> {
         auto& st = self->state;
         const key32& who = st.conn->peer_key();
@@ -404,7 +445,7 @@ struct grid_node::impl {
       ro.max_transfers = 2;
       cs.uploads = std::make_unique<net::reassembler>(ro);
     }
-    if (!offering() && cs.is_provider) cs.proxy = self_actor->spawn(remote_provider, c);
+    if (!offering() && cs.is_provider) cs.proxy = self_actor->spawn(remote_provider, c, opt.on_upload_progress);
     bool is_new = table.find(h.node_key) == nullptr;
     table.heard_from(h.node_key, cs.url, info_from_hello(h), cs.is_provider, now_ms());
     attempted.insert(h.node_key);

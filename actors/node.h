@@ -52,6 +52,9 @@ struct node_options {
   // Node events as one JSON object per line (peer_up, job_done, job_failed, ...); called on
   // an actor thread, must not block for long.
   std::function<void(const std::string&)> on_event;
+  // Client: progress of model uploads (provider node id, bytes written so far, total), about
+  // four times a second while one runs and once at the end; from an actor thread.
+  std::function<void(const std::string& provider, uint64_t sent, uint64_t total)> on_upload_progress;
   bool session_mac = true;                 // MACs per frame instead of Ed25519 (bids, results
                                            // and receipts are signed inside either way)
 };

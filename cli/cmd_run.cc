@@ -207,6 +207,14 @@ int run_remote(const run_options& o) {
   caf::actor_system sys{*cfg};
   grid::node_options no;
   no.bootstrap = o.peers;
+  if (tty && bytes->size() >= (size_t{4} << 20)) {
+    no.on_upload_progress = [](const std::string& provider, uint64_t sent, uint64_t total) {
+      double mib = 1.0 / (1 << 20);
+      fmt::print(stderr, "\rgpugrid: uploading the model to {}: {:3.0f}% ({:.1f} of {:.1f} MiB){}",
+                 provider.substr(0, 14), total ? 100.0 * sent / total : 100.0, sent * mib, total * mib,
+                 sent >= total ? "\n" : "");
+    };
+  }
   auto node = grid::grid_node::start(sys, *id, no);
   if (!node) return fail(node.error());
   auto settle_limit = std::chrono::milliseconds(static_cast<int64_t>(std::min(5.0, o.timeout_s) * 1000));
