@@ -2,7 +2,6 @@
 // same actors and messages the network grid uses, without sockets.
 #include <catch2/catch.hpp>
 
-#include <onnx/onnx_pb.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -12,45 +11,14 @@
 #include "actors/client.h"
 #include "actors/embedded.h"
 #include "actors/provider.h"
+#include "actors/test_models.h"
 #include "kernels/cpu/cpu_ops.h"
 
 using namespace gpugrid;
 using namespace gpugrid::grid;
+using gpugrid::grid::testing::add_relu_model;
 
 namespace {
-
-// y = Relu(x + b), x: float32 [n, 3]
-std::string add_relu_model() {
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  auto* op = m.add_opset_import();
-  op->set_domain("");
-  op->set_version(17);
-  auto* g = m.mutable_graph();
-  g->set_name("g");
-  auto* b = g->add_initializer();
-  b->set_name("b");
-  b->set_data_type(onnx::TensorProto::FLOAT);
-  b->add_dims(3);
-  for (float v : {0.5f, -1.0f, 2.0f}) b->add_float_data(v);
-  auto* n1 = g->add_node();
-  n1->set_op_type("Add");
-  n1->add_input("x");
-  n1->add_input("b");
-  n1->add_output("s");
-  auto* n2 = g->add_node();
-  n2->set_op_type("Relu");
-  n2->add_input("s");
-  n2->add_output("y");
-  for (auto* vi : {g->add_input(), g->add_output()}) {
-    vi->set_name(vi == &g->input(0) ? "x" : "y");
-    auto* tt = vi->mutable_type()->mutable_tensor_type();
-    tt->set_elem_type(onnx::TensorProto::FLOAT);
-    tt->mutable_shape()->add_dim()->set_dim_param("n");
-    tt->mutable_shape()->add_dim()->set_dim_value(3);
-  }
-  return m.SerializeAsString();
-}
 
 struct fixture {
   caf::actor_system_config cfg;

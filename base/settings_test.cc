@@ -149,7 +149,7 @@ TEST_CASE("settings: load_settings reads the file and GPUGRID_PEERS overrides pe
   CHECK(cleared->peers.empty());
 }
 
-TEST_CASE("settings: a missing config file is not an error; a malformed one is", "[settings]") {
+TEST_CASE("settings: a missing config file is not an error, a malformed one is", "[settings]") {
   temp_dir tmp;
   auto none = load_settings(fake_env({{"XDG_CONFIG_HOME", tmp.path.string()}}));
   REQUIRE(none.has_value());

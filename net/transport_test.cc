@@ -356,7 +356,7 @@ TEST_CASE("a client and a server talk over ws://", "[net][transport]") {
   CHECK(conn->send(sample_request(1)) == send_result::closed);
 }
 
-TEST_CASE("misbehaving peers are closed and counted; the server keeps serving", "[net][transport]") {
+TEST_CASE("misbehaving peers are closed and counted, and the server keeps serving", "[net][transport]") {
   server s;
   int64_t seen = 0;
   auto misbehaved = [&] {
@@ -379,10 +379,18 @@ TEST_CASE("misbehaving peers are closed and counted; the server keeps serving", 
     misbehaved();
   }
   {
-    INFO("HTTP garbage instead of a WebSocket upgrade");
+    INFO("plain HTTP instead of a WebSocket upgrade: answered 404 (GET /metrics lives on this port) and closed");
     raw_peer p(s.port);
     REQUIRE(p.tcp_connect());
     REQUIRE(p.send_tcp("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    CHECK(p.tcp_closed_within());
+    CHECK(eventually([&] { return s.m().http_requests >= 1; }));
+  }
+  {
+    INFO("an HTTP request with a body where none belongs");
+    raw_peer p(s.port);
+    REQUIRE(p.tcp_connect());
+    REQUIRE(p.send_tcp("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
     CHECK(p.tcp_closed_within());
     CHECK(misbehaved());
   }
@@ -704,7 +712,7 @@ TEST_CASE("stopping a transport closes its connections with a reason", "[net][tr
   CHECK((*c)->send(sample_request(1)) == send_result::closed);
 }
 
-TEST_CASE("idle connections live on keep-alive pings; a silent peer is dropped", "[net][transport]") {
+TEST_CASE("idle connections live on keep-alive pings, and a silent peer is dropped", "[net][transport]") {
   transport_options o = fast_options();
   o.idle_timeout = 500ms;
   server s(o);
