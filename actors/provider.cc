@@ -94,7 +94,7 @@ bid_reply provider_core::bid(const bid_request& req) {
   if (busy >= 2 * options_.slots) return decline(decline_reason::busy, fmt::format("{} jobs running or queued", busy));
   r.price = quote_price(options_.price, req.gflops, busy, options_.slots);
   if (req.max_price >= 0 && r.price > req.max_price)
-    return decline(decline_reason::too_cheap, fmt::format("price {:.6f} is above the limit {:.6f}", r.price, req.max_price));
+    return decline(decline_reason::too_cheap, fmt::format("price {:.6g} is above the limit {:.6g}", r.price, req.max_price));
   double rate = devices_.empty() ? 1.0 : devices_[0].gflops;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -92,10 +92,6 @@ int offer_command(const offer_options& o) {
   auto core = std::make_shared<grid::provider_core>(keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)),
                                                     po, std::shared_ptr<ledger::ledger_file>(std::move(*ledger)));
   auto info = core->info();
-  if (o.device != "cpu" && !info.devices.empty() && info.devices[0].kind == "cpu")
-    fmt::print(stderr, "gpugrid: no usable GPU found; offering the CPU backend\n");
-  if (!o.fault.empty())
-    fmt::print(stderr, "gpugrid: TEST FAULT '{}' is on: this provider misbehaves on purpose\n", o.fault);
 
   auto cfg = grid_actor_config();
   caf::actor_system sys{*cfg};
@@ -118,6 +114,10 @@ int offer_command(const offer_options& o) {
   };
   auto node = grid::grid_node::start(sys, *id, no);
   if (!node) return fail(node.error());
+  if (o.device != "cpu" && !info.devices.empty() && info.devices[0].kind == "cpu")
+    fmt::print(stderr, "gpugrid: no usable GPU found; offering the CPU backend\n");
+  if (!o.fault.empty())
+    fmt::print(stderr, "gpugrid: TEST FAULT '{}' is on: this provider misbehaves on purpose\n", o.fault);
   if (json) {
     json_writer w;
     w.begin_object().key("event").value("listening").key("node_id").value((*node)->node_id()).key("url").value((*node)->url());

@@ -56,13 +56,16 @@ int peers_command(const peers_options& o) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   auto peers = (*node)->peers();
   (*node)->stop();
-  for (const auto& f : failures) fmt::print(stderr, "gpugrid: peers: {}\n", f);
+  bool nobody = failures.size() == o.peers.size();
+  if (!nobody)
+    for (const auto& f : failures) fmt::print(stderr, "gpugrid: peers: {}\n", f);
   std::vector<grid::peer_view> providers;
   for (auto& p : peers)
     if (p.record.is_provider) providers.push_back(p);
   std::sort(providers.begin(), providers.end(), [](const auto& a, const auto& b) { return a.record.url < b.record.url; });
   if (providers.empty()) {
-    if (failures.size() == o.peers.size()) return fail(status(error_kind::no_provider, "no bootstrap peer answered"));
+    if (nobody)
+      return fail(status(error_kind::no_provider, fmt::format("no bootstrap peer answered: {}", fmt::join(failures, "; "))));
     if (!o.json) fmt::print(stderr, "gpugrid: peers: the grid has no providers right now\n");
     return 0;
   }

@@ -259,6 +259,17 @@ code=$?
 [ "$code" -eq 3 ] || fail "run with an unreachable peer exited $code, not 3"
 [ "$(wc -l <"$tmp/none.err")" -eq 1 ] || fail "unreachable peer: not one line on stderr: $(cat "$tmp/none.err")"
 
+"$bin" peers --peer ws://127.0.0.1:1 --data-dir "$tmp/client" >"$tmp/none2.out" 2>"$tmp/none2.err"
+code=$?
+[ "$code" -eq 3 ] || fail "peers with an unreachable peer exited $code, not 3"
+[ "$(wc -l <"$tmp/none2.err")" -eq 1 ] || fail "peers, unreachable peer: not one line on stderr: $(cat "$tmp/none2.err")"
+# A port that is taken: one line naming the address, exit 1 (an operating system refusal).
+"$bin" offer --listen "127.0.0.1:$port_p2" --data-dir "$tmp/taken" >"$tmp/taken.out" 2>"$tmp/taken.err"
+code=$?
+[ "$code" -eq 1 ] || fail "offer on a taken port exited $code, not 1"
+[ "$(wc -l <"$tmp/taken.err")" -eq 1 ] && grep -q "127.0.0.1:$port_p2" "$tmp/taken.err" ||
+  fail "offer on a taken port: not one line naming the address: $(cat "$tmp/taken.err")"
+
 if [ "$failures" -gt 0 ]; then
   echo "$failures failure(s)" >&2
   for f in "$tmp"/*.err; do echo "== $f"; tail -3 "$f"; done >&2
