@@ -219,7 +219,7 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
     v.decided = true;
     v.winner = 0;
     v.agreeing = {0};
-    std::mt19937_64 rng(std::random_device{}());
+    thread_local std::mt19937_64 rng(std::random_device{}());
     if (local && options.spot_check_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < options.spot_check_rate) {
       auto mine = local(job.inputs);
       std::string why;

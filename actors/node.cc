@@ -701,6 +701,13 @@ struct grid_node::impl {
 
 // ------------------------------------------------------------------ grid_node
 
+keypair keypair_of(const net::identity& id) {
+  keypair k;
+  k.public_key = id.public_key();
+  k.secret_key = id.secret_key();
+  return k;
+}
+
 void configure_actor_system(caf::actor_system_config& cfg, int threads) {
   cfg.set("scheduler.max-threads", threads);
   cfg.set("work-stealing.moderate-poll-attempts", 0);

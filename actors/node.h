@@ -38,6 +38,9 @@ class provider_core;
 // instead of CAF's default 50 us sleep-polling, which adds up to a sleep per message hop.
 void configure_actor_system(caf::actor_system_config& cfg, int threads = 2);
 
+// A node identity as the key pair that signs its bids, results and receipts.
+keypair keypair_of(const net::identity& id);
+
 struct node_options {
   std::vector<std::string> bootstrap;      // peer URLs to dial first
   std::string listen;                      // "HOST:PORT" to accept peers on; "" for a client

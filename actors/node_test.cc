@@ -44,10 +44,7 @@ struct provider_fixture {
     po.fault = fault;
     po.max_model_bytes = 1 << 16;
     auto id = net::identity::generate();
-    keypair k;
-    k.public_key = id.public_key();
-    k.secret_key = id.secret_key();
-    core = std::make_shared<provider_core>(k, std::shared_ptr<model_cache>(std::move(cache).value()), po, nullptr);
+    core = std::make_shared<provider_core>(keypair_of(id), std::shared_ptr<model_cache>(std::move(cache).value()), po, nullptr);
     node_options no;
     no.listen = "127.0.0.1:0";
     no.provider = core;
@@ -132,9 +129,7 @@ TEST_CASE("a client node finds a provider node and runs jobs through it, and the
   job.model_hash = ledger::blake2b_256(*bytes);
   job.gflops = 0.001;
   job.inputs = {tensor::from_vector<float>({2, 3}, {1, 2, 3, -4, 0.25f, -9})};
-  keypair me;
-  me.public_key = id.public_key();
-  me.secret_key = id.secret_key();
+  keypair me = keypair_of(id);
   for (int round = 0; round < 2; ++round) {
     auto r = run_job(sys, providers, job, client_options{}, me, nullptr, nullptr, nullptr, [](const std::string&) {});
     REQUIRE(r.has_value());

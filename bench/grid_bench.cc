@@ -70,13 +70,6 @@ std::unique_ptr<caf::actor_system_config> small_config(int threads) {
   return cfg;
 }
 
-grid::keypair keypair_of(const net::identity& id) {
-  grid::keypair k;
-  k.public_key = id.public_key();
-  k.secret_key = id.secret_key();
-  return k;
-}
-
 struct options {
   std::string model;
   std::vector<std::string> only;
@@ -116,7 +109,7 @@ struct provider_process {
     po.slots = slots;
     po.device = "cpu";
     po.threads = 1;
-    p->core = std::make_shared<grid::provider_core>(keypair_of(id), std::shared_ptr<grid::model_cache>(std::move(*cache)),
+    p->core = std::make_shared<grid::provider_core>(grid::keypair_of(id), std::shared_ptr<grid::model_cache>(std::move(*cache)),
                                                     po, ledger);
     grid::node_options no;
     no.listen = "127.0.0.1:0";
@@ -210,13 +203,13 @@ void bench_overhead(const options& o, json_writer& out) {
   grid::reputation_book rep;
   auto note = [](const std::string&) {};
   // The first job uploads the model; the rest find it cached.
-  auto first = grid::run_job(*client.sys, client.providers, job, co, keypair_of(client.id), &rep, client.ledger.get(), nullptr, note);
+  auto first = grid::run_job(*client.sys, client.providers, job, co, grid::keypair_of(client.id), &rep, client.ledger.get(), nullptr, note);
   if (!first) throw std::runtime_error(first.error().message());
   std::vector<double> grid_ms, bid_ms;
   double cpu0 = process_cpu_s();
   for (int i = 0; i < o.jobs; ++i) {
     auto t0 = clk::now();
-    auto r = grid::run_job(*client.sys, client.providers, job, co, keypair_of(client.id), nullptr, client.ledger.get(), nullptr, note);
+    auto r = grid::run_job(*client.sys, client.providers, job, co, grid::keypair_of(client.id), nullptr, client.ledger.get(), nullptr, note);
     grid_ms.push_back(ms_since(t0));
     if (!r) throw std::runtime_error(r.error().message());
     bid_ms.push_back(r->queue_ms);
@@ -259,7 +252,7 @@ void bench_throughput(const options& o, json_writer& out) {
   auto note = [](const std::string&) {};
   // Warm: every provider gets the model.
   for (auto& p : client.providers) {
-    auto r = grid::run_job(*client.sys, {p}, job, co, keypair_of(client.id), nullptr, nullptr, nullptr, note);
+    auto r = grid::run_job(*client.sys, {p}, job, co, grid::keypair_of(client.id), nullptr, nullptr, nullptr, note);
     if (!r) throw std::runtime_error(r.error().message());
   }
   std::atomic<int> next{0}, failed{0};
@@ -270,7 +263,7 @@ void bench_throughput(const options& o, json_writer& out) {
   for (int c = 0; c < o.concurrency; ++c) {
     threads.emplace_back([&] {
       while (next.fetch_add(1) < o.jobs) {
-        auto r = grid::run_job(*client.sys, client.providers, job, co, keypair_of(client.id), nullptr, nullptr, nullptr, note);
+        auto r = grid::run_job(*client.sys, client.providers, job, co, grid::keypair_of(client.id), nullptr, nullptr, nullptr, note);
         if (!r) {
           failed++;
           continue;

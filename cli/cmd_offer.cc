@@ -89,7 +89,7 @@ int offer_command(const offer_options& o) {
   po.price.minimum = po.price.price_per_gflop * 0.1;  // the smallest job is billed as 0.1 GFLOP
   po.max_model_bytes = max_model;
   po.fault = o.fault;
-  auto core = std::make_shared<grid::provider_core>(keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)),
+  auto core = std::make_shared<grid::provider_core>(grid::keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)),
                                                     po, std::shared_ptr<ledger::ledger_file>(std::move(*ledger)));
   auto info = core->info();
 

@@ -154,14 +154,42 @@ std::string grid_json(const std::vector<std::string>& names, const std::vector<t
 
 }  // namespace
 
-int run_embedded_grid(const run_options& o) {
+// What every grid run needs: the parsed model, its inputs and the model's bytes.
+struct grid_job_input {
+  std::shared_ptr<graph> model;
+  std::vector<tensor> inputs;
+  std::shared_ptr<std::string> bytes;
+};
+
+expected<grid_job_input> load_grid_job(const run_options& o) {
+  grid_job_input j;
   auto model = load_model_file(o.model);
-  if (!model) return fail(model.error());
-  auto inputs = load_inputs(**model, o.inputs);
-  if (!inputs) return fail(inputs.error());
-  auto bytes = std::make_shared<std::string>();
-  if (!read_whole_file(o.model, bytes.get()))
-    return fail(status(error_kind::invalid_input, fmt::format("cannot read model '{}'", o.model)));
+  if (!model) return model.error();
+  j.model = std::move(model).value();
+  auto inputs = load_inputs(*j.model, o.inputs);
+  if (!inputs) return inputs.error();
+  j.inputs = std::move(inputs).value();
+  j.bytes = std::make_shared<std::string>();
+  if (!read_whole_file(o.model, j.bytes.get()))
+    return status(error_kind::invalid_input, fmt::format("cannot read model '{}'", o.model));
+  return j;
+}
+
+// Writes the outputs of a grid run (and --json) or reports why the job failed.
+int finish_grid_run(const run_options& o, const graph& model, const expected<grid::job_outcome>& r) {
+  if (!r) return fail(r.error().with_context(o.model));
+  std::vector<std::string> names;
+  for (int id : model.outputs) names.push_back(model.values[id].name);
+  std::vector<std::string> files;
+  status st = deliver_outputs(o, names, r->outputs, &files);
+  if (!st.is_ok()) return fail(st);
+  if (o.json) fmt::print("{}\n", grid_json(names, r->outputs, files, *r));
+  return 0;
+}
+
+int run_embedded_grid(const run_options& o) {
+  auto j = load_grid_job(o);
+  if (!j) return fail(j.error());
   fmt::print(stderr, "gpugrid: no peers configured; running on an embedded local grid (one in-process provider)\n");
   grid::embedded_options eo;
   eo.device = o.device;
@@ -170,27 +198,16 @@ int run_embedded_grid(const run_options& o) {
   eo.client.max_price = o.max_price;
   eo.client.timeout_s = o.timeout_s;
   bool tty = isatty(STDERR_FILENO);
-  auto r = grid::run_embedded(bytes, std::move(inputs).value(), grid::rough_gflops(**model), eo,
+  auto r = grid::run_embedded(j->bytes, std::move(j->inputs), grid::rough_gflops(*j->model), eo,
                               [&](const std::string& msg) { if (tty) fmt::print(stderr, "gpugrid: {}\n", msg); });
-  if (!r) return fail(r.error().with_context(o.model));
-  std::vector<std::string> names;
-  for (int id : (*model)->outputs) names.push_back((*model)->values[id].name);
-  std::vector<std::string> files;
-  status st = deliver_outputs(o, names, r->outputs, &files);
-  if (!st.is_ok()) return fail(st);
-  if (o.json) fmt::print("{}\n", grid_json(names, r->outputs, files, *r));
-  return 0;
+  return finish_grid_run(o, *j->model, r);
 }
 
 // The job on remote providers found through the bootstrap peers.
 int run_remote(const run_options& o) {
-  auto model = load_model_file(o.model);
-  if (!model) return fail(model.error());
-  auto inputs = load_inputs(**model, o.inputs);
-  if (!inputs) return fail(inputs.error());
-  auto bytes = std::make_shared<std::string>();
-  if (!read_whole_file(o.model, bytes.get()))
-    return fail(status(error_kind::invalid_input, fmt::format("cannot read model '{}'", o.model)));
+  auto j = load_grid_job(o);
+  if (!j) return fail(j.error());
+  auto bytes = j->bytes;
   auto dir = grid_data_dir(o.data_dir);
   if (!dir) return fail(dir.error());
   auto id = net::load_or_create_identity(*dir);
@@ -232,8 +249,8 @@ int run_remote(const run_options& o) {
   grid::job_spec job;
   job.model_bytes = bytes;
   job.model_hash = ledger::blake2b_256(*bytes);
-  job.gflops = grid::rough_gflops(**model);
-  job.inputs = std::move(inputs).value();
+  job.gflops = grid::rough_gflops(*j->model);
+  job.inputs = std::move(j->inputs);
   grid::client_options co;
   co.redundancy = o.redundancy;
   co.max_price = o.max_price;
@@ -241,7 +258,7 @@ int run_remote(const run_options& o) {
   co.spot_check_rate = o.redundancy == 1 ? kSpotCheckRate : 0.0;
   // Spot checks and tie-breaks run on this machine's engine, created only when needed.
   std::shared_ptr<session> local_session;
-  std::shared_ptr<graph> local_model = std::move(model).value();
+  std::shared_ptr<graph> local_model = j->model;
   grid::local_runner local = [&](const std::vector<tensor>& in) -> expected<std::vector<tensor>> {
     if (!local_session) {
       session_options so;
@@ -253,17 +270,10 @@ int run_remote(const run_options& o) {
     }
     return local_session->run(in);
   };
-  auto r = grid::run_job(sys, providers, job, co, keypair_of(*id), &*reputation, ledger->get(), local,
+  auto r = grid::run_job(sys, providers, job, co, grid::keypair_of(*id), &*reputation, ledger->get(), local,
                          [&](const std::string& msg) { if (tty) fmt::print(stderr, "gpugrid: {}\n", msg); });
   (*node)->stop();
-  if (!r) return fail(r.error().with_context(o.model));
-  std::vector<std::string> names;
-  for (int oid : local_model->outputs) names.push_back(local_model->values[oid].name);
-  std::vector<std::string> files;
-  status st = deliver_outputs(o, names, r->outputs, &files);
-  if (!st.is_ok()) return fail(st);
-  if (o.json) fmt::print("{}\n", grid_json(names, r->outputs, files, *r));
-  return 0;
+  return finish_grid_run(o, *local_model, r);
 }
 
 int run_command(const run_options& o) {

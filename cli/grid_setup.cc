@@ -20,13 +20,6 @@ expected<std::string> grid_data_dir(const std::string& flag_value) {
   return dir;
 }
 
-grid::keypair keypair_of(const net::identity& id) {
-  grid::keypair k;
-  k.public_key = id.public_key();
-  k.secret_key = id.secret_key();
-  return k;
-}
-
 std::unique_ptr<caf::actor_system_config> grid_actor_config() {
   auto cfg = std::make_unique<caf::actor_system_config>();
   grid::configure_actor_system(*cfg);

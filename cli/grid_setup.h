@@ -1,5 +1,5 @@
-// What the networked commands (offer, run --peer, peers) share: the data dir, the node's
-// identity as a grid key pair, and the actor system's configuration.
+// What the networked commands (offer, run --peer, peers) share: the data dir and the actor
+// system's configuration.
 #pragma once
 
 #include <memory>
@@ -17,7 +17,6 @@ namespace gpugrid::cli {
 
 // The data dir (creating it), or the error naming why there is none.
 expected<std::string> grid_data_dir(const std::string& flag_value);
-grid::keypair keypair_of(const net::identity& id);
 // A small scheduler: the heavy work runs on detached workers and I/O threads.
 std::unique_ptr<caf::actor_system_config> grid_actor_config();
 

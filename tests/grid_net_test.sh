@@ -56,6 +56,17 @@ metric() {
   printf '%s\n' "$body" | tr -d '\r' | awk -v k="$2" '$1 == k { print $2 }'
 }
 
+# wait_for_job NAME: waits up to 5 s until the provider holds a job; fails otherwise.
+wait_for_job() {
+  local n
+  for _ in $(seq 1 100); do
+    n="$(metric "$1" gpugrid_jobs_in_flight 2>/dev/null)"
+    [ "${n:-0}" -ge 1 ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
 # model_bytes_total: model bytes received by every live provider in the list.
 model_bytes_total() {
   local total=0 v
@@ -132,13 +143,7 @@ sleep 0.3
 "$bin" run "$model" "$sample" --peer "$boot" --data-dir "$tmp/client" -o "$tmp/grid3.npy" --json \
   >"$tmp/kill.out" 2>"$tmp/kill.err" </dev/null &
 client=$!
-inflight=0
-for _ in $(seq 1 100); do
-  inflight="$(metric victim gpugrid_jobs_in_flight 2>/dev/null)"
-  [ "${inflight:-0}" -ge 1 ] && break
-  sleep 0.05
-done
-[ "${inflight:-0}" -ge 1 ] || fail "the cheapest provider never got the job"
+wait_for_job victim || fail "the cheapest provider never got the job"
 kill -9 "$pid_victim"
 wait "$client"
 code=$?
@@ -177,13 +182,7 @@ sleep 0.3
 "$bin" run "$model" "$sample" --peer "$boot" --data-dir "$tmp/client" -o "$tmp/grid8.npy" \
   >"$tmp/drain.out" 2>"$tmp/drain.err" </dev/null &
 client=$!
-inflight=0
-for _ in $(seq 1 100); do
-  inflight="$(metric drainer gpugrid_jobs_in_flight 2>/dev/null)"
-  [ "${inflight:-0}" -ge 1 ] && break
-  sleep 0.05
-done
-[ "${inflight:-0}" -ge 1 ] || fail "the draining provider never got the job"
+wait_for_job drainer || fail "the draining provider never got the job"
 t0=$(date +%s)
 kill -TERM "$pid_drainer"
 sleep 0.3
