@@ -35,6 +35,9 @@ using upload_progress_fn = std::function<void(const std::string&, uint64_t, uint
 // that a join reaches the whole grid in a few hops instead of a few gossip rounds.
 constexpr auto kRumorDelay = std::chrono::milliseconds(30);
 
+// A provider holds at most this many jobs per slot (running or waiting for a worker).
+constexpr int kQueuePerSlot = 4;
+
 int64_t now_ms() { return unix_ms(); }
 
 // ------------------------------------------------------------------ remote provider proxy
@@ -662,6 +665,11 @@ struct grid_node::impl {
       if (opt.provider->draining())
         return reply_error(net::job_error_code::draining, "the provider is shutting down");
       if (running.count(ex.job)) return reply_error(net::job_error_code::busy, "this job is already running here");
+      // Bids are cheap to collect while idle; executions beyond a bounded queue are refused,
+      // so a client holding many bids cannot make this node queue without limit.
+      size_t limit = static_cast<size_t>(kQueuePerSlot * std::max(1, opt.provider->slots()));
+      if (running.size() >= limit)
+        return reply_error(net::job_error_code::busy, fmt::format("{} jobs are running or queued here", running.size()));
       running[ex.job] = c->id();
     }
     job_id job = ex.job;

@@ -225,6 +225,34 @@ TEST_CASE("a provider node refuses jobs it did not bid on, underpaid jobs and ly
   CHECK(peer.next<net::bid>().has_value());
 }
 
+TEST_CASE("a provider node queues a bounded number of jobs, however many bids a client holds", "[grid][net]") {
+  provider_fixture p("stall");  // one slot; every job stalls until the node stops
+  raw_peer peer(p.node->url());
+  std::string model = add_relu_model();
+  // Six bids while the provider is idle, then six executions (the model comes with the first).
+  std::vector<double> prices;
+  for (uint8_t j = 1; j <= 6; ++j) {
+    REQUIRE(peer.conn->send(bid_request_of(net::job_id{j}, model)) == net::send_result::queued);
+    auto b = peer.next<net::bid>();
+    REQUIRE(b.has_value());
+    prices.push_back(b->price);
+  }
+  auto plan = net::plan_transfer(ledger::blake2b_256(model), model.size(), 1024, net::job_id{1});
+  REQUIRE(peer.conn->send(plan) == net::send_result::queued);
+  for (uint32_t i = 0; i < net::chunk_count(plan.total_bytes, plan.chunk_bytes); ++i)
+    REQUIRE(peer.conn->send(net::chunk_at(plan, model, i)) == net::send_result::queued);
+  for (uint8_t j = 1; j <= 6; ++j)
+    REQUIRE(peer.conn->send(execute_of(net::job_id{j}, model, prices[j - 1])) == net::send_result::queued);
+  // The first four are held (one running, three waiting); the last two are refused as busy.
+  for (int k = 0; k < 2; ++k) {
+    auto e = peer.next<net::job_error>();
+    REQUIRE(e.has_value());
+    CHECK(e->code == net::job_error_code::busy);
+    CHECK((e->job[0] == 5 || e->job[0] == 6));
+  }
+  CHECK(p.node->metrics_text().find("gpugrid_jobs_in_flight 4\n") != std::string::npos);
+}
+
 TEST_CASE("three provider nodes learn each other through one bootstrap peer", "[grid][net][discovery]") {
   provider_fixture a("");
   caf::actor_system_config cfg;

@@ -58,6 +58,7 @@ class provider_core {
   void stop() { draining_ = true; stopping_ = true; }
   bool draining() const { return draining_; }
   int64_t max_model_bytes() const { return options_.max_model_bytes; }
+  int slots() const { return options_.slots; }
   const provider_counters& counters() const { return counters_; }
   const key32& key() const { return id_.public_key; }
 
