@@ -290,6 +290,12 @@ struct conn_state {
   std::map<digest32, std::shared_ptr<const std::string>> models;  // uploads awaiting their Execute
 };
 
+// True for a URL whose host means "every address" (0.0.0.0, ::): nobody can dial it as is.
+bool wildcard_url(const std::string& url) {
+  auto u = net::parse_ws_url(url);
+  return !u || u->host == "0.0.0.0" || u->host == "::" || u->host.empty();
+}
+
 std::string effective_url(const std::string& advertised, const std::string& remote_address) {
   if (advertised.empty()) return "";
   auto u = net::parse_ws_url(advertised);
@@ -387,7 +393,7 @@ struct grid_node::impl {
       pi.role = g.is_provider ? net::node_role::provider : net::node_role::client;
       px.peers.push_back(std::move(pi));
     }
-    if (!url.empty()) {  // ourselves: whoever hears this can reach us
+    if (!url.empty() && !wildcard_url(url)) {  // ourselves, where we can be reached
       net::peer_info me;
       me.node_key = self.public_key();
       me.url = url;
@@ -530,7 +536,7 @@ struct grid_node::impl {
         it->second.got_peers = true;
         std::vector<gossip_entry> entries;
         for (const auto& p : px->peers)
-          if (p.node_key != self.public_key())
+          if (p.node_key != self.public_key() && !wildcard_url(p.url))
             entries.push_back({p.node_key, p.url, p.last_seen_ms, p.role != net::node_role::client});
         if (entries.size() > 10000) entries.resize(10000);
         auto fresh = table.merge_gossip(entries, now_ms());
