@@ -92,6 +92,11 @@ int offer_command(const offer_options& o) {
   auto core = std::make_shared<grid::provider_core>(grid::keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)),
                                                     po, std::shared_ptr<ledger::ledger_file>(std::move(*ledger)));
   auto info = core->info();
+  if (o.device.rfind("cuda", 0) == 0 && (info.devices.empty() || info.devices[0].kind != "cuda")) {
+    std::string note;
+    (void)cuda_devices(&note);
+    return fail(invalid_input("device {} is not available{}", o.device, note.empty() ? "" : ": " + note));
+  }
 
   auto cfg = grid_actor_config();
   caf::actor_system sys{*cfg};

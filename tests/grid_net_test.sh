@@ -262,6 +262,12 @@ code=$?
 code=$?
 [ "$code" -eq 3 ] || fail "peers with an unreachable peer exited $code, not 3"
 [ "$(wc -l <"$tmp/none2.err")" -eq 1 ] || fail "peers, unreachable peer: not one line on stderr: $(cat "$tmp/none2.err")"
+# A device that is not there: exit 2, one line naming it.
+"$bin" offer --device cuda:99 --listen 127.0.0.1:0 --data-dir "$tmp/nodev" >"$tmp/nodev.out" 2>"$tmp/nodev.err"
+code=$?
+[ "$code" -eq 2 ] || fail "offer --device cuda:99 exited $code, not 2"
+[ "$(wc -l <"$tmp/nodev.err")" -eq 1 ] && grep -q "cuda:99" "$tmp/nodev.err" ||
+  fail "offer --device cuda:99: not one line naming the device: $(cat "$tmp/nodev.err")"
 # A port that is taken: one line naming the address, exit 1 (an operating system refusal).
 "$bin" offer --listen "127.0.0.1:$port_p2" --data-dir "$tmp/taken" >"$tmp/taken.out" 2>"$tmp/taken.err"
 code=$?
