@@ -48,11 +48,71 @@ bool bid_signature_ok(const bid_reply& r) {
 
 }  // namespace
 
+void quote_book::put(const bid_reply& b, const digest32& model, int64_t now_ms) {
+  if (!b.accepted || b.valid_ms <= 0) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  quotes_[{b.provider, model}] = {b, now_ms + b.valid_ms / 2};
+}
+
+std::optional<quote_book::quote> quote_book::get(const key32& provider, const digest32& model, int64_t now_ms) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = quotes_.find({provider, model});
+  if (it == quotes_.end() || it->second.expires_ms <= now_ms) return std::nullopt;
+  return it->second;
+}
+
+void quote_book::mark_cached(const key32& provider, const digest32& model) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = quotes_.find({provider, model});
+  if (it != quotes_.end()) it->second.bid.model_cached = true;
+}
+
+void quote_book::drop(const key32& provider, const digest32& model) {
+  std::lock_guard<std::mutex> lk(mu_);
+  quotes_.erase({provider, model});
+}
+
+void quote_book::drop_model(const digest32& model) {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto it = quotes_.begin(); it != quotes_.end();) it = it->first.second == model ? quotes_.erase(it) : std::next(it);
+}
+
+size_t quote_book::size() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return quotes_.size();
+}
+
+namespace {
+
+expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<provider_handle>& providers,
+                                   const job_spec& job, const client_options& options, const keypair& client,
+                                   reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
+                                   const std::function<void(const std::string&)>& note, bool* used_quotes);
+
+}  // namespace
+
 expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider_handle>& providers,
                               const job_spec& job, const client_options& options, const keypair& client,
                               reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
                               const std::function<void(const std::string&)>& note) {
+  bool used_quotes = false;
+  auto r = run_job_once(sys, providers, job, options, client, reputation, ledger, local, note, &used_quotes);
+  if (used_quotes && !r && r.error().kind() == error_kind::no_provider) {
+    // The standing bids did not hold (a provider restarted or went away): bid afresh.
+    options.quotes->drop_model(job.model_hash);
+    return run_job_once(sys, providers, job, options, client, reputation, ledger, local, note, &used_quotes);
+  }
+  return r;
+}
+
+namespace {
+
+expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<provider_handle>& providers,
+                                   const job_spec& job, const client_options& options, const keypair& client,
+                                   reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
+                                   const std::function<void(const std::string&)>& note, bool* used_quotes) {
   auto t_start = clock_type::now();
+  *used_quotes = false;
   job_outcome res;
   caf::scoped_actor self{sys};
 
@@ -75,9 +135,18 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
   if (asked.empty()) return status(error_kind::no_provider, "no trusted provider is reachable");
   std::vector<std::pair<size_t, bid_reply>> replies;
   std::vector<std::string> declines;
+  const size_t k_wanted = static_cast<size_t>(std::max(1, options.redundancy));
+  if (options.quotes) {  // standing bids for this model, enough of them: no bidding round
+    int64_t now = unix_ms();
+    for (size_t i : asked)
+      if (auto q = options.quotes->get(providers[i].key, job.model_hash, now)) replies.push_back({i, q->bid});
+    if (replies.size() >= k_wanted) *used_quotes = true;
+    else replies.clear();
+  }
   auto window = std::chrono::milliseconds(std::max(1, options.bid_window_ms));
   std::vector<caf::response_handle<caf::blocking_actor, caf::message, true>> pending;
-  for (size_t i : asked) pending.push_back(self->request(providers[i].actor, window, bid_atom::value, req_ptr));
+  if (!*used_quotes)
+    for (size_t i : asked) pending.push_back(self->request(providers[i].actor, window, bid_atom::value, req_ptr));
   for (size_t k = 0; k < pending.size(); ++k) {
     size_t i = asked[k];
     pending[k].receive(
@@ -119,7 +188,6 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
   };
 
   // 2. Execution on K distinct providers, each failing over to the next bid.
-  const size_t k_wanted = static_cast<size_t>(std::max(1, options.redundancy));
   size_t next_bid = 0;
   std::vector<attempt> done;
   std::set<size_t> used;
@@ -165,11 +233,20 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
           [&](const execute_result_ptr& r) {
             if (r->ok) {
               done.push_back({pi, r, "", false});
+              if (options.quotes) {
+                if (!*used_quotes) {
+                  bid_reply standing = reply_of(pi);
+                  standing.signature.reset();  // checked once, above
+                  options.quotes->put(standing, job.model_hash, unix_ms());
+                }
+                options.quotes->mark_cached(providers[pi].key, job.model_hash);
+              }
             } else if (r->error_is_input) {
               input_error = status(error_kind::invalid_input, r->error);
             } else {
               note(fmt::format("provider {} failed: {}; trying the next bid", short_hex(providers[pi].key), r->error));
-              if (reputation) reputation->record(who, outcome::failed);
+              if (options.quotes) options.quotes->drop(providers[pi].key, job.model_hash);
+              if (reputation && !*used_quotes) reputation->record(who, outcome::failed);  // a stale quote is ours
             }
           },
           [&](caf::error& e) {
@@ -177,6 +254,7 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
             note(fmt::format("provider {} {}; trying the next bid", short_hex(providers[pi].key),
                              timed_out ? "timed out" : "went away (" + sys.render(e) + ")"));
             if (reputation) reputation->record(who, timed_out ? outcome::timed_out : outcome::failed);
+            if (options.quotes) options.quotes->drop(providers[pi].key, job.model_hash);
           });
     }
   }
@@ -305,5 +383,7 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
   res.transfer_ms = std::max(0.0, ms_between(t_bids, t_exec) - res.compute_ms);
   return res;
 }
+
+}  // namespace
 
 }  // namespace gpugrid::grid

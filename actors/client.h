@@ -4,6 +4,9 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,12 +33,36 @@ struct job_spec {
   std::vector<tensor> inputs;
 };
 
+// Bids a persistent client may reuse: a provider honours its bid price for the same client
+// and model for the bid's validity (valid_ms), so repeated jobs of one model can skip the
+// bidding round. Entries are used for half their validity; one that fails is dropped.
+// Thread-safe.
+class quote_book {
+ public:
+  struct quote {
+    bid_reply bid;            // as received (its job id is the job it was made for)
+    int64_t expires_ms = 0;   // unix ms
+  };
+  void put(const bid_reply& b, const digest32& model, int64_t now_ms);
+  std::optional<quote> get(const key32& provider, const digest32& model, int64_t now_ms) const;
+  // The provider now holds the model, so later jobs need not send it.
+  void mark_cached(const key32& provider, const digest32& model);
+  void drop(const key32& provider, const digest32& model);
+  void drop_model(const digest32& model);
+  size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::pair<key32, digest32>, quote> quotes_;
+};
+
 struct client_options {
   int redundancy = 1;
   double max_price = -1;          // < 0: no limit
   double timeout_s = 60;          // per execution attempt
   int bid_window_ms = 250;
   double spot_check_rate = 0.0;   // probability of re-running on the local engine (K = 1)
+  quote_book* quotes = nullptr;   // set: reuse standing bids (persistent clients)
 };
 
 struct provider_used {

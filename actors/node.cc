@@ -35,6 +35,9 @@ using upload_progress_fn = std::function<void(const std::string&, uint64_t, uint
 // that a join reaches the whole grid in a few hops instead of a few gossip rounds.
 constexpr auto kRumorDelay = std::chrono::milliseconds(30);
 
+// How long a bid's price holds (for its job, and for later jobs of the same client and model).
+constexpr int64_t kBidValidMs = 30000;
+
 // A provider holds at most this many jobs per slot (running or waiting for a worker).
 constexpr int kQueuePerSlot = 4;
 
@@ -331,6 +334,14 @@ struct grid_node::impl {
   std::map<std::string, std::string> bootstrap;  // URL -> "" pending, "ok", or the failure
   std::map<job_id, double> quoted;               // provider: prices bid, by job (bounded)
   std::deque<job_id> quoted_order;
+  // Provider: standing bids, by (client, model): the price holds for later jobs of that client
+  // and model until it expires (bounded like `quoted`).
+  struct standing_bid {
+    double price = 0;
+    int64_t expires_ms = 0;
+  };
+  std::map<std::pair<key32, digest32>, standing_bid> standing;
+  std::deque<std::pair<key32, digest32>> standing_order;
   std::map<job_id, uint64_t> running;            // provider: job -> connection id
   std::set<job_id> handed_back;
   std::vector<gossip_entry> rumors;              // learned since the last rumor flush
@@ -590,13 +601,20 @@ struct grid_node::impl {
         quoted.erase(quoted_order.front());
         quoted_order.pop_front();
       }
+      auto key = std::make_pair(c->peer_key(), br.model_hash);
+      if (!standing.count(key)) standing_order.push_back(key);
+      standing[key] = {r.price, now_ms() + kBidValidMs};
+      while (standing_order.size() > 65536) {
+        standing.erase(standing_order.front());
+        standing_order.pop_front();
+      }
     }
     net::bid b;
     b.job = br.job;
     b.price = r.price;
     b.eta_ms = r.eta_ms;
     b.model_cached = r.model_cached;
-    b.valid_ms = 30000;
+    b.valid_ms = kBidValidMs;
     auto info = opt.provider->info();
     if (!info.devices.empty()) b.device = to_device_info(info.devices.front(), 0);
     net::sign_bid(b, self);
@@ -661,13 +679,21 @@ struct grid_node::impl {
         req->model_bytes = m->second;
         it->second.models.erase(m);
       }
-      // The price must be what this provider bid for this job.
+      // The price must be what this provider bid for this job, or its standing bid to this
+      // client for this model.
+      double floor = -1;
       auto q = quoted.find(ex.job);
-      if (q == quoted.end())
-        return reply_error(net::job_error_code::not_awarded, "this provider made no bid for the job");
-      if (ex.price + 1e-12 < q->second * (1 - 1e-9))
+      if (q != quoted.end()) {
+        floor = q->second;
+      } else {
+        auto st = standing.find({c->peer_key(), ex.model_hash});
+        if (st != standing.end() && st->second.expires_ms > now_ms()) floor = st->second.price;
+      }
+      if (floor < 0)
+        return reply_error(net::job_error_code::not_awarded, "this provider made no bid for the job (or its bid expired)");
+      if (ex.price + 1e-12 < floor * (1 - 1e-9))
         return reply_error(net::job_error_code::not_awarded,
-                           fmt::format("the job offers {:.6f}, below this provider's bid {:.6f}", ex.price, q->second));
+                           fmt::format("the job offers {:.6g}, below this provider's bid {:.6g}", ex.price, floor));
       if (opt.provider->draining())
         return reply_error(net::job_error_code::draining, "the provider is shutting down");
       if (running.count(ex.job)) return reply_error(net::job_error_code::busy, "this job is already running here");

@@ -150,6 +150,53 @@ TEST_CASE("a client node finds a provider node and runs jobs through it, and the
   (*client)->stop();
 }
 
+TEST_CASE("a persistent client reuses a standing bid: later jobs of the model skip the bidding round", "[grid][net]") {
+  provider_fixture p;
+  caf::actor_system_config cfg;
+  configure_actor_system(cfg);
+  caf::actor_system sys{cfg};
+  node_options no;
+  no.bootstrap = {p.node->url()};
+  auto id = net::identity::generate();
+  auto client = grid_node::start(sys, id, no);
+  REQUIRE(client.has_value());
+  (*client)->settle(std::chrono::seconds(5));
+  auto providers = (*client)->providers();
+  REQUIRE(providers.size() == 1);
+  job_spec job;
+  auto bytes = std::make_shared<std::string>(add_relu_model());
+  job.model_bytes = bytes;
+  job.model_hash = ledger::blake2b_256(*bytes);
+  job.gflops = 0.001;
+  job.inputs = {tensor::from_vector<float>({1, 3}, {1, 2, 3})};
+  quote_book quotes;
+  client_options co;
+  co.quotes = &quotes;
+  for (int i = 0; i < 4; ++i) {
+    auto r = run_job(sys, providers, job, co, keypair_of(id), nullptr, nullptr, nullptr, [](const std::string&) {});
+    REQUIRE(r.has_value());
+    CHECK(r->providers[0].paid);
+    CHECK(r->outputs[0].data<float>()[2] == Approx(5.0f));
+  }
+  CHECK(p.core->counters().bids.load() == 1);   // one bidding round for four jobs
+  CHECK(p.core->counters().jobs.load() == 4);
+  CHECK(p.core->counters().model_bytes_received.load() == static_cast<int64_t>(bytes->size()));
+  CHECK(quotes.size() == 1);
+  // A quote the provider no longer honours (here: a forged lower price) fails once, then the
+  // client bids afresh and the job still runs.
+  auto q = quotes.get(p.core->key(), job.model_hash, unix_ms());
+  REQUIRE(q.has_value());
+  bid_reply cheap = q->bid;
+  cheap.price /= 10;
+  quotes.put(cheap, job.model_hash, unix_ms());
+  quotes.mark_cached(p.core->key(), job.model_hash);
+  auto r = run_job(sys, providers, job, co, keypair_of(id), nullptr, nullptr, nullptr, [](const std::string&) {});
+  REQUIRE(r.has_value());
+  CHECK(r->providers[0].paid);
+  CHECK(p.core->counters().bids.load() == 2);
+  (*client)->stop();
+}
+
 TEST_CASE("a provider node refuses jobs it did not bid on, underpaid jobs and lying uploads", "[grid][net]") {
   provider_fixture p;
   raw_peer peer(p.node->url());

@@ -13,7 +13,8 @@
 // --ledger DIR also appends them to fsync'ed ledgers under DIR, as `gpugrid run` does.
 //
 // Usage: grid_bench MODEL.onnx [--only overhead,throughput,auction,membership] [--jobs N]
-//                   [--concurrency C] [--peers N] [--ledger DIR] [--peer URL] [--json]
+//                   [--concurrency C] [--peers N] [--ledger DIR] [--peer URL] [--standing] [--json]
+//   --standing: the client reuses standing bids (a persistent client's quote book)
 //   --peer URL: throughput against running `gpugrid offer` processes (4 of them behind URL);
 //               the CPU time reported is then the client's alone.
 #include <algorithm>
@@ -78,6 +79,7 @@ struct options {
   int peers = 200;
   std::string ledger_dir;
   std::string peer;   // throughput: use the providers behind this bootstrap peer instead
+  bool standing = false;  // reuse standing bids (a persistent client's quote book)
   bool json = false;
   bool wants(const std::string& what) const {
     return only.empty() || std::find(only.begin(), only.end(), what) != only.end();
@@ -200,6 +202,8 @@ void bench_overhead(const options& o, json_writer& out) {
   client_process client(std::vector<std::string>{prov->node->url()}, o.ledger_dir, 1);
   grid::client_options co;
   co.timeout_s = 10;
+  grid::quote_book quotes;
+  if (o.standing) co.quotes = &quotes;
   grid::reputation_book rep;
   auto note = [](const std::string&) {};
   // The first job uploads the model; the rest find it cached.
@@ -223,12 +227,13 @@ void bench_overhead(const options& o, json_writer& out) {
   out.key("overhead_p50_ms").value(overhead);
   out.key("cpu_ms_per_job_both_sides").value(cpu * 1000 / o.jobs);
   out.key("ledger").value(!o.ledger_dir.empty());
+  out.key("standing_bids").value(o.standing);
   out.end_object();
   if (!o.json)
     fmt::print("overhead: engine p50 {:.3f} ms, grid p50 {:.3f} ms p90 {:.3f} ms (bidding p50 {:.3f} ms) -> overhead p50 {:.3f} ms; "
-               "{:.3f} ms CPU per job (client + provider){}\n",
+               "{:.3f} ms CPU per job (client + provider){}{}\n",
                percentile(local_ms, 0.5), percentile(grid_ms, 0.5), percentile(grid_ms, 0.9), percentile(bid_ms, 0.5), overhead,
-               cpu * 1000 / o.jobs, o.ledger_dir.empty() ? "" : ", ledgers on");
+               cpu * 1000 / o.jobs, o.ledger_dir.empty() ? "" : ", ledgers on", o.standing ? ", standing bids" : "");
   client.node->stop();
   prov->node->stop();
   std::filesystem::remove_all(tmp);
@@ -249,6 +254,8 @@ void bench_throughput(const options& o, json_writer& out) {
   client_process client(std::vector<std::string>{boot}, o.ledger_dir, 4);
   grid::client_options co;
   co.timeout_s = 30;
+  grid::quote_book quotes;
+  if (o.standing) co.quotes = &quotes;
   auto note = [](const std::string&) {};
   // Warm: every provider gets the model.
   for (auto& p : client.providers) {
@@ -277,13 +284,13 @@ void bench_throughput(const options& o, json_writer& out) {
   std::vector<int64_t> per;
   for (auto& p : provs) per.push_back(p->core->counters().jobs.load());
   out.key("throughput").begin_object().key("jobs").value(static_cast<int64_t>(o.jobs)).key("concurrency").value(static_cast<int64_t>(o.concurrency))
-      .key("seconds").value(secs).key("jobs_per_s").value(o.jobs / secs).key("failed").value(static_cast<int64_t>(failed.load()))
+      .key("standing_bids").value(o.standing).key("seconds").value(secs).key("jobs_per_s").value(o.jobs / secs).key("failed").value(static_cast<int64_t>(failed.load()))
       .key(o.peer.empty() ? "cpu_ms_per_job_all_nodes" : "cpu_ms_per_job_client").value(cpu * 1000 / o.jobs).key("jobs_per_provider").begin_array();
   for (auto n : per) out.value(n);
   out.end_array().end_object();
   if (!o.json)
-    fmt::print("throughput: {} jobs over 4 providers{}, {} in flight: {:.0f} jobs/s ({} failed; {:.3f} ms CPU per job, {}; per provider {})\n",
-               o.jobs, o.peer.empty() ? "" : " in other processes", o.concurrency, o.jobs / secs, failed.load(),
+    fmt::print("throughput{}: {} jobs over 4 providers{}, {} in flight: {:.0f} jobs/s ({} failed; {:.3f} ms CPU per job, {}; per provider {})\n",
+               o.standing ? " (standing bids)" : "", o.jobs, o.peer.empty() ? "" : " in other processes", o.concurrency, o.jobs / secs, failed.load(),
                cpu * 1000 / o.jobs, o.peer.empty() ? "all nodes" : "the client alone",
                per.empty() ? std::string("-") : fmt::format("{}", fmt::join(per, "/")));
   client.node->stop();
@@ -394,6 +401,7 @@ int main(int argc, char** argv) {
     else if (a == "--peers") o.peers = std::stoi(next());
     else if (a == "--ledger") o.ledger_dir = next();
     else if (a == "--peer") o.peer = next();
+    else if (a == "--standing") o.standing = true;
     else if (a == "--json") o.json = true;
     else if (o.model.empty() && a[0] != '-') o.model = a;
     else {
@@ -403,7 +411,7 @@ int main(int argc, char** argv) {
   }
   if (o.model.empty()) {
     fmt::print(stderr, "usage: grid_bench MODEL.onnx [--only overhead,throughput,auction,membership] [--jobs N] "
-                       "[--concurrency C] [--peers N] [--ledger DIR] [--peer URL] [--json]\n");
+                       "[--concurrency C] [--peers N] [--ledger DIR] [--peer URL] [--standing] [--json]\n");
     return 2;
   }
   json_writer out;

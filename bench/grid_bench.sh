@@ -3,13 +3,14 @@
 #   1. grid_bench (bench/grid_bench.cc): overhead of a job over the engine for a tiny cached
 #      model in a persistent client, throughput over 4 in-process providers, a 100-provider
 #      auction, 200-node membership;
+#      and the same for a persistent client that reuses standing bids (--standing);
 #   2. throughput again against 4 real `gpugrid offer` processes (the client's CPU alone);
 #   3. the whole command line: `gpugrid run` on the embedded grid against `gpugrid run --local`.
 #
 #   bench/grid_bench.sh BUILD_DIR [OUT_DIR]
 #
 # BUILD_DIR is a configured CMake build tree; OUT_DIR (default BUILD_DIR/grid_bench) receives
-# grid_bench.json, grid_bench_external.json and cli.json. JOBS sets the build's parallelism.
+# grid_bench.json, grid_bench_standing.json, grid_bench_external.json and cli.json. JOBS sets the build's parallelism.
 set -euo pipefail
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
   echo "usage: $0 BUILD_DIR [OUT_DIR]" >&2
@@ -32,6 +33,10 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$gb" "$model" --jobs "${GRID_JOBS:-3000}" --concurrency 32 --json >"$out/grid_bench.json"
 "$gb" "$model" --jobs "${GRID_JOBS:-3000}" --concurrency 32 | sed 's/^/  /' || true
 
+# 1b. A persistent client reusing standing bids (no bidding round per job).
+"$gb" "$model" --only overhead,throughput --standing --jobs "${GRID_JOBS:-3000}" --concurrency 32 --json >"$out/grid_bench_standing.json"
+"$gb" "$model" --only overhead,throughput --standing --jobs "${GRID_JOBS:-3000}" --concurrency 32 | sed 's/^/  /' || true
+
 # 2. Throughput against real provider processes.
 tmp="$(mktemp -d)"
 pids=()
@@ -51,6 +56,7 @@ done
 sleep 1
 "$gb" "$model" --only throughput --jobs "${GRID_JOBS:-3000}" --concurrency 32 --peer "$url" --json >"$out/grid_bench_external.json"
 "$gb" "$model" --only throughput --jobs "${GRID_JOBS:-3000}" --concurrency 32 --peer "$url" | sed 's/^/  /'
+"$gb" "$model" --only throughput --standing --jobs "${GRID_JOBS:-3000}" --concurrency 32 --peer "$url" | sed 's/^/  /'
 kill "${pids[@]}" 2>/dev/null || true
 
 # 3. The whole command line, median of N runs each.
@@ -73,4 +79,4 @@ print(f"  whole command line: run --local median {local:.1f} ms, run on the embe
       f"(difference {embedded - local:.1f} ms; target <= 50)")
 EOF
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrote $out/grid_bench.json, $out/grid_bench_external.json, $out/cli.json"
+echo "wrote $out/grid_bench.json, $out/grid_bench_standing.json, $out/grid_bench_external.json, $out/cli.json"
