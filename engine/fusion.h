@@ -1,6 +1,8 @@
 // Operator fusion: BatchNormalization folded into Conv; bias and activation into Conv, Gemm
-// and MatMul (com.gpugrid Fused* ops); x*sigmoid(x) into Silu; unfused GELU and LayerNorm
-// patterns into their single ops. Each rewrite keeps the graph's results within float
+// and MatMul (com.gpugrid Fused* ops); x*sigmoid(x) into Silu; unfused GELU (erf, and tanh
+// as Gelu approximate="tanh") and LayerNorm (over the last axis) patterns into their single
+// ops. A pattern is rewritten only when its intermediates have no other reader and its
+// constants have the expected values; each rewrite keeps the graph's results within float
 // rounding of the original.
 #pragma once
 

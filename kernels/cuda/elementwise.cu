@@ -296,7 +296,12 @@ void register_elementwise_ops(op_registry& r) {
   r.add("Abs", simple_kernel(unary<unop::abs>));
   r.add("Erf", simple_kernel(unary<unop::erf>));
   r.add("Reciprocal", simple_kernel(unary<unop::reciprocal>));
-  r.add("Gelu", simple_kernel(unary<unop::gelu>));
+  r.add("Gelu", simple_kernel([](kernel_context& ctx) -> status {
+    // The kernel computes the exact (erf) form; the tanh approximation runs on the CPU.
+    const std::string a = ctx.op().attr_string("approximate", "none");
+    if (a != "none") return ctx.unsupported("Gelu approximate=\"{}\" runs on the CPU", a);
+    return unary<unop::gelu>(ctx);
+  }));
   r.add("Silu", simple_kernel(unary<unop::silu>), "com.gpugrid");
   r.add("IsNaN", simple_kernel([](kernel_context& c) { return isnan_like(c, 0); }));
   r.add("IsInf", simple_kernel([](kernel_context& c) { return isnan_like(c, 1); }));
