@@ -9,7 +9,7 @@ namespace gpugrid::cpu {
 void register_elementwise_ops(op_registry& r);   // elementwise.cc: unary, binary, Where, Clip, Cast
 void register_reduce_ops(op_registry& r);        // reduce.cc: Reduce*, ArgMax/Min, Softmax, CumSum, TopK
 void register_norm_ops(op_registry& r);          // normalization.cc: BatchNorm, LayerNorm, InstanceNorm, ...
-void register_nn_ops(op_registry& r);            // gemm.cc, conv.cc, pool.cc, resize.cc
+void register_nn_ops(op_registry& r);            // gemm.cc, conv.cc, pool.cc, resize.cc, grid_sample.cc, roi_align.cc
 void register_tensor_ops(op_registry& r);        // tensor_ops.cc: Reshape, Transpose, Concat, Gather, ...
 
 // All of the above: the CPU backend's registry, built once, read-only afterwards.

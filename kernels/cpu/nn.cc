@@ -9,6 +9,8 @@ void register_nn_ops(op_registry& r) {
   register_conv_ops(r);
   register_pool_ops(r);
   register_resize_ops(r);
+  register_grid_sample_ops(r);
+  register_roi_align_ops(r);
 }
 
 }  // namespace gpugrid::cpu

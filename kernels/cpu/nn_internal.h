@@ -1,5 +1,5 @@
 // Internals shared by the CPU neural-network kernel files (gemm.cc, conv.cc, pool.cc,
-// resize.cc); not for other kernels.
+// resize.cc, grid_sample.cc, roi_align.cc); not for other kernels.
 #pragma once
 
 #include <cblas.h>
@@ -22,6 +22,8 @@ void register_gemm_ops(op_registry& r);    // gemm.cc: MatMul, Gemm, MatMulInteg
 void register_conv_ops(op_registry& r);    // conv.cc: Conv, ConvTranspose, FusedConv
 void register_pool_ops(op_registry& r);    // pool.cc: MaxPool, AveragePool, LpPool, Global*Pool
 void register_resize_ops(op_registry& r);  // resize.cc: Resize, DepthToSpace, SpaceToDepth
+void register_grid_sample_ops(op_registry& r);  // grid_sample.cc: GridSample
+void register_roi_align_ops(op_registry& r);    // roi_align.cc: RoiAlign
 
 namespace nn {
 
