@@ -260,6 +260,9 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
   }
   if (!input_error.is_ok()) return input_error;
   if (done.empty()) return status(error_kind::no_provider, "every provider that bid failed or timed out");
+  if (done.size() < k_wanted)
+    note(fmt::format("--redundancy {}: only {} provider{} could run the job; the result is not cross-checked as asked",
+                     k_wanted, done.size(), done.size() == 1 ? "" : "s"));
   auto t_exec = clock_type::now();
 
   // 3. Verification: a strict majority of agreeing results, with a tie-break when needed.
