@@ -30,8 +30,10 @@ inline const tensor* optional_input(const kernel_context& ctx, size_t i) {
   return (t && t->defined() && t->numel() > 0) ? t : nullptr;
 }
 
+// Runs body(begin, end) over [0, n): inline when small or single-threaded, else on the pool;
+// `grain` is the least number of items per task.
 template <typename F>
-void par(kernel_context& ctx, int64_t n, int64_t grain, F&& body) {
+void parallel(kernel_context& ctx, int64_t n, int64_t grain, F&& body) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   if (n <= grain || ctx.pool().size() <= 1) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/kernel.h"
+#include "kernels/cpu/kernel_helpers.h"
 
 namespace gpugrid::cpu {
 
@@ -42,23 +43,10 @@ inline status check_inputs(const kernel_context& ctx, size_t lo, size_t hi, size
   return status::ok();
 }
 
-// A present, non-empty optional input (an empty tensor counts as omitted, as ONNX allows).
-inline const tensor* optional_input(const kernel_context& ctx, size_t i) {
-  const tensor* t = ctx.input(i);
-  return (t && t->defined() && t->numel() > 0) ? t : nullptr;
-}
-
-// Runs body(begin, end) over [0, n): inline when small or single-threaded, else on the pool.
-template <typename F>
-void parallel(kernel_context& ctx, int64_t n, int64_t grain, F&& body) {
-  if (n <= 0) return;
-  if (grain < 1) grain = 1;
-  if (n <= grain || ctx.pool().size() <= 1) {
-    body(int64_t{0}, n);
-    return;
-  }
-  ctx.pool().parallel_for(n, grain, [&](int64_t b, int64_t e) { body(b, e); });
-}
+// A present, non-empty optional input (an empty tensor counts as omitted, as ONNX allows), and
+// the parallel loop: one copy of each, in kernel_helpers.h.
+using helpers::optional_input;
+using helpers::parallel;
 
 // Per-thread scratch memory that grows and is kept (no per-run allocation in steady state).
 // `slot` separates buffers a kernel needs at the same time. Returns nullptr when n is absurd.

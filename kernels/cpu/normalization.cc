@@ -29,7 +29,7 @@ namespace {
 // Shared helpers
 // ---------------------------------------------------------------------------------------------
 
-using namespace helpers;  // check_inputs, optional_input, par, grain_for, normalize_axis, prod
+using namespace helpers;  // check_inputs, optional_input, parallel, grain_for, normalize_axis, prod
 
 bool is_half(dtype t) { return t == dtype::f16 || t == dtype::bf16; }
 bool is_float_type(dtype t) { return t == dtype::f32 || t == dtype::f64 || is_half(t); }
@@ -218,7 +218,7 @@ status run_batchnorm(kernel_context& ctx) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
     std::vector<T> at(a.begin(), a.end()), bt(b.begin(), b.end());
     if (per_position) {
-      par(ctx, N, grain_for(C * S), [&](int64_t lo, int64_t hi) {
+      parallel(ctx, N, grain_for(C * S), [&](int64_t lo, int64_t hi) {
         for (int64_t n = lo; n < hi; ++n) {
           const T* xr = x + n * P;
           T* yr = y + n * P;
@@ -226,7 +226,7 @@ status run_batchnorm(kernel_context& ctx) {
         }
       });
     } else {
-      par(ctx, N * C, grain_for(S), [&](int64_t lo, int64_t hi) {
+      parallel(ctx, N * C, grain_for(S), [&](int64_t lo, int64_t hi) {
         for (int64_t t = lo; t < hi; ++t) {
           const int64_t c = t % C;
           affine_row<T>(x + t * S, y + t * S, S, at[c], bt[c]);
@@ -322,7 +322,7 @@ status run_layernorm(kernel_context& ctx) {
       }
       return;
     }
-    par(ctx, outer, grain_for(n * 3), [&](int64_t lo, int64_t hi) {
+    parallel(ctx, outer, grain_for(n * 3), [&](int64_t lo, int64_t hi) {
       for (int64_t o = lo; o < hi; ++o) {
         const T* xr = x + o * n;
         T* yr = y + o * n;
@@ -355,7 +355,7 @@ void group_normalize(kernel_context& ctx, const T* x, T* y, int64_t groups_total
                      int64_t C, int64_t S, double eps, const std::vector<double>& scale,
                      const std::vector<double>& bias) {
   const int64_t gsize = chans_per_group * S;
-  par(ctx, groups_total, grain_for(gsize * 3), [&](int64_t lo, int64_t hi) {
+  parallel(ctx, groups_total, grain_for(gsize * 3), [&](int64_t lo, int64_t hi) {
     for (int64_t g = lo; g < hi; ++g) {
       const T* xg = x + g * gsize;
       T* yg = y + g * gsize;
@@ -459,7 +459,7 @@ status run_lpnorm(kernel_context& ctx) {
   if (X.numel() == 0) return status::ok();
   with_float_data(X, Y, [&](const auto* x, auto* y) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    par(ctx, outer, grain_for(n * inner * 2), [&](int64_t lo, int64_t hi) {
+    parallel(ctx, outer, grain_for(n * inner * 2), [&](int64_t lo, int64_t hi) {
       std::vector<double> norm(static_cast<size_t>(inner));
       for (int64_t o = lo; o < hi; ++o) {
         const T* xb = x + o * n * inner;
@@ -549,7 +549,7 @@ status run_lrn(kernel_context& ctx) {
   if (X.numel() == 0) return status::ok();
   with_float_data(X, Y, [&](const auto* x, auto* y) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    par(ctx, N * C, grain_for(S * std::min(size, C)), [&](int64_t lo, int64_t hi) {
+    parallel(ctx, N * C, grain_for(S * std::min(size, C)), [&](int64_t lo, int64_t hi) {
       std::vector<double> sq(static_cast<size_t>(S));
       for (int64_t t = lo; t < hi; ++t) {
         const int64_t n = t / C, c = t % C;

@@ -32,7 +32,7 @@ namespace {
 // Shared helpers
 // ---------------------------------------------------------------------------------------------
 
-using namespace helpers;  // check_inputs, optional_input, par, grain_for, normalize_axis, prod
+using namespace helpers;  // check_inputs, optional_input, parallel, grain_for, normalize_axis, prod
 
 // Double -> integer without UB: NaN -> 0, out of range saturates.
 template <typename I>
@@ -363,7 +363,7 @@ void reduce_core(kernel_context& ctx, const reduce_plan& p, const T* x, A* acc, 
   const int64_t* roff = p.roff.data();
   const int64_t inner = p.inner;
   if (p.inner_reduced) {
-    par(ctx, nk, grain_for(p.count), [&](int64_t b, int64_t e) {
+    parallel(ctx, nk, grain_for(p.count), [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) {
         auto fo = [&](T v) { return f(v, o); };
         (void)fo;
@@ -381,7 +381,7 @@ void reduce_core(kernel_context& ctx, const reduce_plan& p, const T* x, A* acc, 
   } else {
     const int64_t chunk = 2048;
     const int64_t nchunks = (inner + chunk - 1) / chunk;
-    par(ctx, nk * nchunks, grain_for(std::min(inner, chunk) * nr), [&](int64_t b, int64_t e) {
+    parallel(ctx, nk * nchunks, grain_for(std::min(inner, chunk) * nr), [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const int64_t o = t / nchunks;
         const int64_t j0 = (t % nchunks) * chunk, j1 = std::min(inner, j0 + chunk);
@@ -413,7 +413,7 @@ void reduce_typed(kernel_context& ctx, rop k, const T* x, const reduce_plan& p, 
   const int64_t n = p.n_out;
   const int64_t count = p.count;
   auto each = [&](auto&& fn) {
-    par(ctx, n, 65536, [&](int64_t b, int64_t e) {
+    parallel(ctx, n, 65536, [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) fn(o);
     });
   };
@@ -650,7 +650,7 @@ inline bool arg_better(T v, T b) {
 
 template <typename T, bool Max, bool Last>
 void arg_typed(kernel_context& ctx, const T* x, int64_t outer, int64_t n, int64_t inner, int64_t* y) {
-  par(ctx, outer, grain_for(n * inner), [&](int64_t b, int64_t e) {
+  parallel(ctx, outer, grain_for(n * inner), [&](int64_t b, int64_t e) {
     std::vector<T> best(static_cast<size_t>(inner));
     for (int64_t o = b; o < e; ++o) {
       const T* base = x + o * n * inner;
@@ -770,7 +770,7 @@ void softmax_row_generic(const T* x, T* y, int64_t n, int64_t stride, smx mode) 
 
 // Contiguous rows of length n: the hot path (attention scores, logits).
 void softmax_rows_f32(kernel_context& ctx, const float* x, float* y, int64_t rows, int64_t n, smx mode) {
-  par(ctx, rows, grain_for(n * 4), [&](int64_t b, int64_t e) {
+  parallel(ctx, rows, grain_for(n * 4), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const float* xr = x + r * n;
       float* yr = y + r * n;
@@ -795,7 +795,7 @@ void softmax_rows_f32(kernel_context& ctx, const float* x, float* y, int64_t row
 // Softmax along the middle axis of [outer, n, inner] with inner > 1 (float).
 void softmax_strided_f32(kernel_context& ctx, const float* x, float* y, int64_t outer, int64_t n, int64_t inner,
                          smx mode) {
-  par(ctx, outer, grain_for(n * inner * 4), [&](int64_t b, int64_t e) {
+  parallel(ctx, outer, grain_for(n * inner * 4), [&](int64_t b, int64_t e) {
     std::vector<float> m(static_cast<size_t>(inner));
     std::vector<double> s(static_cast<size_t>(inner));  // double: tiny terms still count
     std::vector<uint8_t> bad(static_cast<size_t>(inner));
@@ -862,7 +862,7 @@ void softmax_strided_f32(kernel_context& ctx, const float* x, float* y, int64_t 
 
 template <typename T>
 void softmax_generic(kernel_context& ctx, const T* x, T* y, int64_t outer, int64_t n, int64_t inner, smx mode) {
-  par(ctx, outer * inner, grain_for(n * 8), [&](int64_t b, int64_t e) {
+  parallel(ctx, outer * inner, grain_for(n * 8), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t o = t / inner, j = t % inner;
       softmax_row_generic<T>(x + o * n * inner + j, y + o * n * inner + j, n, inner, mode);
@@ -937,7 +937,7 @@ inline T add_wrap(T a, T b) {
 template <typename T>
 void cumsum_typed(kernel_context& ctx, const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool exclusive,
                   bool reverse) {
-  par(ctx, outer, grain_for(n * inner), [&](int64_t b, int64_t e) {
+  parallel(ctx, outer, grain_for(n * inner), [&](int64_t b, int64_t e) {
     std::vector<T> acc(static_cast<size_t>(inner));
     for (int64_t o = b; o < e; ++o) {
       const T* xb = x + o * n * inner;
@@ -1025,7 +1025,7 @@ struct topk_less {
 template <typename T, bool Largest>
 void topk_typed(kernel_context& ctx, const T* x, T* vals, int64_t* idx, int64_t outer, int64_t n, int64_t inner,
                 int64_t k) {
-  par(ctx, outer * inner, grain_for(n * 4), [&](int64_t b, int64_t e) {
+  parallel(ctx, outer * inner, grain_for(n * 4), [&](int64_t b, int64_t e) {
     std::vector<T> row(static_cast<size_t>(n));
     std::vector<int64_t> order(static_cast<size_t>(n));
     for (int64_t t = b; t < e; ++t) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/kernel.h"
+#include "kernels/cpu/kernel_helpers.h"
 
 namespace gpugrid::cpu::tops {
 
@@ -73,18 +74,8 @@ status check_indices(const kernel_context& ctx, const I* idx, int64_t n, int64_t
 
 // ---- parallel loops and copies ----
 
-// Runs body(begin, end) over [0, n): inline when the work is small, else on the context's pool.
-// `grain` is the least number of items per task.
-template <typename F>
-void parallel(kernel_context& ctx, int64_t n, int64_t grain, F&& body) {
-  if (n <= 0) return;
-  if (grain < 1) grain = 1;
-  if (n <= grain || ctx.pool().size() <= 1) {
-    body(int64_t{0}, n);
-    return;
-  }
-  ctx.pool().parallel_for(n, grain, [&](int64_t b, int64_t e) { body(b, e); });
-}
+// Runs body(begin, end) over [0, n), inline or on the context's pool (kernel_helpers.h).
+using helpers::parallel;
 
 // Items per task so each task moves about `target` bytes.
 inline int64_t grain_for(int64_t bytes_per_item, int64_t target = 64 * 1024) {
