@@ -293,6 +293,15 @@ struct conn_state {
   std::map<digest32, std::shared_ptr<const std::string>> models;  // uploads awaiting their Execute
 };
 
+// Tells a client that its job will not run here (or not any more), and why.
+void send_job_error(const net::connection_ptr& c, const job_id& job, net::job_error_code code, std::string text) {
+  net::job_error e;
+  e.job = job;
+  e.code = code;
+  e.message = std::move(text);
+  (void)c->send(e);
+}
+
 // True for a URL whose host means "every address" (0.0.0.0, ::): nobody can dial it as is.
 bool wildcard_url(const std::string& url) {
   auto u = net::parse_ws_url(url);
@@ -615,8 +624,8 @@ struct grid_node::impl {
     b.eta_ms = r.eta_ms;
     b.model_cached = r.model_cached;
     b.valid_ms = kBidValidMs;
-    auto info = opt.provider->info();
-    if (!info.devices.empty()) b.device = to_device_info(info.devices.front(), 0);
+    const auto& devices = opt.provider->devices();
+    if (!devices.empty()) b.device = to_device_info(devices.front(), 0);
     net::sign_bid(b, self);
     (void)c->send(b);
   }
@@ -626,13 +635,7 @@ struct grid_node::impl {
     auto it = conns.find(c->id());
     if (it == conns.end() || !it->second.uploads) return;
     status st = it->second.uploads->begin(put);
-    if (!st.is_ok() && put.job) {
-      net::job_error e;
-      e.job = *put.job;
-      e.code = net::job_error_code::model_too_big;
-      e.message = st.message();
-      (void)c->send(e);
-    }
+    if (!st.is_ok() && put.job) send_job_error(c, *put.job, net::job_error_code::model_too_big, st.message());
   }
 
   void on_model_chunk(const net::connection_ptr& c, const net::model_chunk& ch) {
@@ -650,13 +653,7 @@ struct grid_node::impl {
 
   void on_execute(caf::event_based_actor* self_actor, const net::inbound_ptr& in, const net::execute& ex) {
     const net::connection_ptr c = in->from();
-    auto reply_error = [&](net::job_error_code code, std::string text) {
-      net::job_error e;
-      e.job = ex.job;
-      e.code = code;
-      e.message = std::move(text);
-      (void)c->send(e);
-    };
+    auto reply_error = [&](net::job_error_code code, std::string text) { send_job_error(c, ex.job, code, std::move(text)); };
     auto req = std::make_shared<execute_request>();
     req->job = ex.job;
     req->client = c->peer_key();
@@ -725,15 +722,12 @@ struct grid_node::impl {
                         ledger::to_hex(job), client, r->compute_ms, r->model_was_cached ? "true" : "false"));
       return;
     }
-    net::job_error e;
-    e.job = job;
     std::string text = r ? r->error : failure;
-    e.code = net::job_error_code::internal;
-    if (r && r->error_is_input) e.code = net::job_error_code::bad_input;
-    else if (r && r->failure_kind == error_kind::no_provider) e.code = net::job_error_code::model_missing;
-    else if (r && r->failure_kind == error_kind::unsupported_here) e.code = net::job_error_code::unsupported;
-    e.message = text;
-    (void)c->send(e);
+    auto code = net::job_error_code::internal;
+    if (r && r->error_is_input) code = net::job_error_code::bad_input;
+    else if (r && r->failure_kind == error_kind::no_provider) code = net::job_error_code::model_missing;
+    else if (r && r->failure_kind == error_kind::unsupported_here) code = net::job_error_code::unsupported;
+    send_job_error(c, job, code, text);
     event(fmt::format("{{\"event\":\"job_failed\",\"job\":\"{}\",\"client\":\"{}\",\"why\":\"{}\"}}", ledger::to_hex(job),
                       client, json_writer::escape(text)));
   }
@@ -934,11 +928,8 @@ int grid_node::drain(std::chrono::milliseconds grace, const std::function<bool()
           auto it = p.conns.find(conn_id);
           p.handed_back.insert(job);
           if (it == p.conns.end()) continue;
-          net::job_error e;
-          e.job = job;
-          e.code = net::job_error_code::draining;
-          e.message = "the provider is shutting down; run the job elsewhere";
-          (void)it->second.conn->send(e);
+          send_job_error(it->second.conn, job, net::job_error_code::draining,
+                         "the provider is shutting down; run the job elsewhere");
           ++handed;
         }
         p.opt.provider->stop();

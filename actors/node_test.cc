@@ -97,6 +97,14 @@ net::execute execute_of(const net::job_id& job, const std::string& model, double
   return to_wire_execute(r);
 }
 
+// Sends `payload` announced under `hash` (which it may not match) in 1 KiB chunks.
+void upload(raw_peer& peer, const ledger::digest32& hash, const std::string& payload, const net::job_id& job) {
+  auto plan = net::plan_transfer(hash, payload.size(), 1024, job);
+  REQUIRE(peer.conn->send(plan) == net::send_result::queued);
+  for (uint32_t i = 0; i < net::chunk_count(plan.total_bytes, plan.chunk_bytes); ++i)
+    REQUIRE(peer.conn->send(net::chunk_at(plan, payload, i)) == net::send_result::queued);
+}
+
 net::bid_request bid_request_of(const net::job_id& job, const std::string& model) {
   net::bid_request b;
   b.job = job;
@@ -235,10 +243,7 @@ TEST_CASE("a provider node refuses jobs it did not bid on, underpaid jobs and ly
     REQUIRE(b.has_value());
     std::string forged = model;
     forged[forged.size() / 2] ^= 0x55;
-    auto plan = net::plan_transfer(ledger::blake2b_256(model), forged.size(), 1024, job);
-    REQUIRE(peer.conn->send(plan) == net::send_result::queued);
-    for (uint32_t i = 0; i < net::chunk_count(plan.total_bytes, plan.chunk_bytes); ++i)
-      REQUIRE(peer.conn->send(net::chunk_at(plan, forged, i)) == net::send_result::queued);
+    upload(peer, ledger::blake2b_256(model), forged, job);
     REQUIRE(peer.conn->send(execute_of(job, model, b->price)) == net::send_result::queued);
     auto e = peer.next<net::job_error>();
     REQUIRE(e.has_value());
@@ -250,10 +255,7 @@ TEST_CASE("a provider node refuses jobs it did not bid on, underpaid jobs and ly
     REQUIRE(peer.conn->send(bid_request_of(job, model)) == net::send_result::queued);
     auto b = peer.next<net::bid>();
     REQUIRE(b.has_value());
-    auto plan = net::plan_transfer(ledger::blake2b_256(model), model.size(), 1024, job);
-    REQUIRE(peer.conn->send(plan) == net::send_result::queued);
-    for (uint32_t i = 0; i < net::chunk_count(plan.total_bytes, plan.chunk_bytes); ++i)
-      REQUIRE(peer.conn->send(net::chunk_at(plan, model, i)) == net::send_result::queued);
+    upload(peer, ledger::blake2b_256(model), model, job);
     REQUIRE(peer.conn->send(execute_of(job, model, b->price)) == net::send_result::queued);
     auto r = peer.next<net::result>();
     REQUIRE(r.has_value());
@@ -284,10 +286,7 @@ TEST_CASE("a provider node queues a bounded number of jobs, however many bids a 
     REQUIRE(b.has_value());
     prices.push_back(b->price);
   }
-  auto plan = net::plan_transfer(ledger::blake2b_256(model), model.size(), 1024, net::job_id{1});
-  REQUIRE(peer.conn->send(plan) == net::send_result::queued);
-  for (uint32_t i = 0; i < net::chunk_count(plan.total_bytes, plan.chunk_bytes); ++i)
-    REQUIRE(peer.conn->send(net::chunk_at(plan, model, i)) == net::send_result::queued);
+  upload(peer, ledger::blake2b_256(model), model, net::job_id{1});
   for (uint8_t j = 1; j <= 6; ++j)
     REQUIRE(peer.conn->send(execute_of(net::job_id{j}, model, prices[j - 1])) == net::send_result::queued);
   // The first four are held (one running, three waiting); the last two are refused as busy.

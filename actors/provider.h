@@ -59,6 +59,8 @@ class provider_core {
   bool draining() const { return draining_; }
   int64_t max_model_bytes() const { return options_.max_model_bytes; }
   int slots() const { return options_.slots; }
+  // Fixed at construction (no lock, no copy: bids read it on every request).
+  const std::vector<device_summary>& devices() const { return devices_; }
   const provider_counters& counters() const { return counters_; }
   const key32& key() const { return id_.public_key; }
 
