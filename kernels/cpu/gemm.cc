@@ -1,15 +1,19 @@
 // MatMul, Gemm, MatMulInteger and the fused com.gpugrid FusedGemm / FusedMatMul.
 //
-// float goes to OpenBLAS sgemm (double to dgemm); integer types use a plain loop. A batched A
-// times a 2-D B is one sgemm with M = batch * rows. The fused ops add their bias and apply
-// their activation in one pass over each output row.
+// float goes to the engine's packed sgemm (sgemm.h) where the CPU allows, with a constant B
+// packed once (from the first run with more than one row: a matrix-vector product gains
+// nothing from it) and the bias and activation applied per block; else to OpenBLAS sgemm.
+// double goes to dgemm; integer types use a plain loop. A batched A times a 2-D B is one
+// product with M = batch * rows.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/broadcast.h"
 #include "kernels/cpu/nn_internal.h"
+#include "kernels/cpu/sgemm.h"
 
 namespace gpugrid::cpu {
 namespace {
@@ -146,12 +150,47 @@ T act_double(const activation_spec& a, T x) {
   return x;
 }
 
+// A constant right operand (a weight matrix), packed for sgemm the first time it pays.
+class packed_weight {
+ public:
+  // Remembers a constant 2-D float B; transposed when the product reads B^T.
+  void remember(const tensor* b, bool transposed) {
+    if (!b || b->type() != dtype::f32 || b->rank() != 2 || !sgemm::available()) return;
+    src_ = b->data<float>();
+    k_ = transposed ? b->dim(1) : b->dim(0);
+    n_ = transposed ? b->dim(0) : b->dim(1);
+    transposed_ = transposed;
+  }
+  // The packed operand when `b` is the remembered constant, packing it on first use; null
+  // when it is not (or packing failed: then the caller packs per run).
+  const sgemm::packed* get(const float* b) {
+    if (!src_ || b != src_) return nullptr;
+    std::call_once(once_, [&] {
+      const int64_t ld = transposed_ ? k_ : n_;
+      pk_ = sgemm::packed::right(transposed_ ? sgemm::view{src_, 1, ld} : sgemm::view{src_, ld, 1}, k_, n_);
+    });
+    return pk_.get();
+  }
+
+ private:
+  const float* src_ = nullptr;
+  int64_t k_ = 0, n_ = 0;
+  bool transposed_ = false;
+  std::once_flag once_;
+  std::shared_ptr<const sgemm::packed> pk_;
+};
+
 // ---------------------------------------------------------------------------------------
 // MatMul / FusedMatMul
 
 class matmul_kernel final : public kernel {
  public:
   matmul_kernel(bool fused, activation_spec act) : fused_(fused), act_(act) {}
+
+  status prepare(const std::vector<const tensor*>& constants) override {
+    if (constants.size() > 1) weight_.remember(constants[1], false);
+    return status::ok();
+  }
 
   status run(kernel_context& ctx) override {
     GG_RETURN_IF_ERROR(check_inputs(ctx, 2, fused_ ? 3 : 2, 2));
@@ -168,6 +207,27 @@ class matmul_kernel final : public kernel {
     }
     const dtype t = A.type();
     GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, t, p.out));
+    if (t == dtype::f32 && sgemm::available() && p.calls > 0 && (p.rows > 1 || p.calls > 1)) {
+      sgemm::problem q;
+      q.m = p.rows;
+      q.n = p.N;
+      q.k = p.K;
+      q.a.v = {A.data<float>(), p.K, 1};
+      q.b.v = {B.data<float>(), p.N, 1};
+      if (p.calls == 1) q.b.pk = weight_.get(B.data<float>());
+      q.c = y->data<float>();
+      q.ldc = p.N;
+      q.ep.bias = bias ? bias->data<float>() : nullptr;
+      q.ep.act = act_;
+      q.batch = p.calls;
+      const int64_t ystep = p.rows * p.N;
+      q.offsets = [&p, ystep](int64_t i, int64_t* ao, int64_t* bo, int64_t* co) {
+        p.offsets(i, ao, bo);
+        *co = i * ystep;
+      };
+      if (!sgemm::run(&ctx.pool(), q)) return ctx.fail("out of memory for the packed blocks");
+      return status::ok();
+    }
     status st = status::ok();
     bool ok = false;
     auto go = [&](auto tag) {
@@ -210,6 +270,7 @@ class matmul_kernel final : public kernel {
  private:
   bool fused_;
   activation_spec act_;
+  packed_weight weight_;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -220,6 +281,11 @@ class gemm_kernel final : public kernel {
   gemm_kernel(const node& n, activation_spec act)
       : alpha_(n.attr_float("alpha", 1.f)), beta_(n.attr_float("beta", 1.f)),
         ta_(n.attr_int("transA", 0) != 0), tb_(n.attr_int("transB", 0) != 0), act_(act) {}
+
+  status prepare(const std::vector<const tensor*>& constants) override {
+    if (constants.size() > 1) weight_.remember(constants[1], tb_);
+    return status::ok();
+  }
 
   status run(kernel_context& ctx) override {
     GG_RETURN_IF_ERROR(check_inputs(ctx, 2, 3, 2));
@@ -265,8 +331,18 @@ class gemm_kernel final : public kernel {
           if (!bias) { st = ctx.fail("out of memory"); return; }
           const float* c = C->data<float>();
           for (int64_t j = 0; j < N; ++j) bias[j] = beta_ * c[cc == 1 ? 0 : j];
+          if (M > 1 && sgemm::available()) {
+            if (!product(ctx, M, N, K, a, lda, b, ldb, Y, bias)) st = ctx.fail("out of memory for the packed blocks");
+            return;
+          }
           gemm<float>(ta_, tb_, M, N, K, alpha_, a, lda, b, ldb, 0.f, Y, N);
           bias_act_rows(ctx, act_, Y, M, N, bias);
+          return;
+        }
+      }
+      if constexpr (std::is_same_v<T, float>) {
+        if (!use_c && M > 1 && sgemm::available()) {
+          if (!product(ctx, M, N, K, a, lda, b, ldb, Y, nullptr)) st = ctx.fail("out of memory for the packed blocks");
           return;
         }
       }
@@ -303,9 +379,28 @@ class gemm_kernel final : public kernel {
   }
 
  private:
+  // Y = act(alpha * op(A) op(B) + bias) through sgemm.
+  bool product(kernel_context& ctx, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+               int64_t ldb, float* Y, const float* bias) {
+    sgemm::problem q;
+    q.m = M;
+    q.n = N;
+    q.k = K;
+    q.a.v = ta_ ? sgemm::view{a, 1, lda} : sgemm::view{a, lda, 1};
+    q.b.v = tb_ ? sgemm::view{b, 1, ldb} : sgemm::view{b, ldb, 1};
+    q.b.pk = weight_.get(b);
+    q.c = Y;
+    q.ldc = N;
+    q.ep.alpha = alpha_;
+    q.ep.bias = bias;
+    q.ep.act = act_;
+    return sgemm::run(&ctx.pool(), q);
+  }
+
   float alpha_, beta_;
   bool ta_, tb_;
   activation_spec act_;
+  packed_weight weight_;
 };
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,497 @@
+#include "kernels/cpu/sgemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "engine/thread_pool.h"
+
+namespace gpugrid::cpu::sgemm {
+namespace {
+
+// Cache blocks: a KC x NR panel of B stays in L1 while the MC x KC block of A streams from L2;
+// a KC x NC slice of B (1 MiB) is reused by every MC block of A.
+constexpr int64_t KC = 256;
+constexpr int64_t NC = 1024;  // a multiple of every NR
+// Products smaller than this many multiply-adds run on the calling thread.
+constexpr double kSerialMacs = 192.0 * 1024;
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+void free_aligned(float* p) { std::free(p); }
+
+float* alloc_aligned(size_t n) {
+  size_t bytes = std::max<size_t>(64, (n * sizeof(float) + 63) / 64 * 64);
+  return static_cast<float*>(std::aligned_alloc(64, bytes));
+}
+
+// Per-thread scratch for the packed blocks of the operands that are not prepacked.
+struct scratch_buf {
+  float* p = nullptr;
+  size_t n = 0;
+  ~scratch_buf() { std::free(p); }
+  float* get(size_t want) {
+    if (want > n) {
+      std::free(p);
+      p = alloc_aligned(want);
+      n = p ? want : 0;
+    }
+    return p;
+  }
+};
+
+// Packs rows [0, mr) x k-range [k0, k0 + kc) of A (element (i, k) at a[i * rs + k * cs]) into
+// one MR-row panel: dst[k * MR + i], zero rows past mr.
+template <int64_t MR>
+void pack_a_panel(const float* a, int64_t rs, int64_t cs, int64_t mr, int64_t k0, int64_t kc, float* dst) {
+  if (mr == MR && cs == 1) {
+    const float* r[MR];
+    for (int64_t i = 0; i < MR; ++i) r[i] = a + i * rs + k0;
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int64_t i = 0; i < MR; ++i) dst[i] = r[i][k];
+      dst += MR;
+    }
+    return;
+  }
+  if (rs == 1 && mr == MR) {  // A transposed: each k is 6 consecutive floats
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* s = a + (k0 + k) * cs;
+      for (int64_t i = 0; i < MR; ++i) dst[i] = s[i];
+      dst += MR;
+    }
+    return;
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    for (int64_t i = 0; i < MR; ++i) dst[i] = i < mr ? a[i * rs + (k0 + k) * cs] : 0.f;
+    dst += MR;
+  }
+}
+
+// Packs k-range [k0, k0 + kc) x columns [0, nr) of B (element (k, j) at b[k * rs + j * cs])
+// into one NR-column panel: dst[k * NR + j], zero columns past nr.
+template <int64_t NR>
+void pack_b_panel(const float* b, int64_t rs, int64_t cs, int64_t nr, int64_t k0, int64_t kc, float* dst) {
+  if (cs == 1 && nr == NR) {
+    const float* s = b + k0 * rs;
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int64_t j = 0; j < NR; j += 8) _mm256_store_ps(dst + j, _mm256_loadu_ps(s + j));
+      s += rs;
+      dst += NR;
+    }
+    return;
+  }
+  if (cs == 1) {
+    const float* s = b + k0 * rs;
+    for (int64_t k = 0; k < kc; ++k) {
+      int64_t j = 0;
+      for (; j < nr; ++j) dst[j] = s[j];
+      for (; j < NR; ++j) dst[j] = 0.f;
+      s += rs;
+      dst += NR;
+    }
+    return;
+  }
+  // B transposed (or strided): walk each source column along k, write with stride NR.
+  for (int64_t j = 0; j < NR; ++j) {
+    float* d = dst + j;
+    if (j < nr) {
+      const float* s = b + j * cs + k0 * rs;
+      for (int64_t k = 0; k < kc; ++k) d[k * NR] = s[k * rs];
+    } else {
+      for (int64_t k = 0; k < kc; ++k) d[k * NR] = 0.f;
+    }
+  }
+}
+
+// C[0:MR, 0:NR] (+)= A panel x B panel over kc steps, c with row stride ldc.
+
+// AVX2 + FMA: 6 rows of 16 floats = 12 ymm accumulators, two for the B row, one for A.
+struct avx2_6x16 {
+  static constexpr int64_t MR = 6, NR = 16, MC = 96;
+  static void kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, int64_t ldc,
+                     bool accumulate) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kc; ++k) {
+      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+      __m256 av = _mm256_broadcast_ss(a);
+      c00 = _mm256_fmadd_ps(av, b0, c00);
+      c01 = _mm256_fmadd_ps(av, b1, c01);
+      av = _mm256_broadcast_ss(a + 1);
+      c10 = _mm256_fmadd_ps(av, b0, c10);
+      c11 = _mm256_fmadd_ps(av, b1, c11);
+      av = _mm256_broadcast_ss(a + 2);
+      c20 = _mm256_fmadd_ps(av, b0, c20);
+      c21 = _mm256_fmadd_ps(av, b1, c21);
+      av = _mm256_broadcast_ss(a + 3);
+      c30 = _mm256_fmadd_ps(av, b0, c30);
+      c31 = _mm256_fmadd_ps(av, b1, c31);
+      av = _mm256_broadcast_ss(a + 4);
+      c40 = _mm256_fmadd_ps(av, b0, c40);
+      c41 = _mm256_fmadd_ps(av, b1, c41);
+      av = _mm256_broadcast_ss(a + 5);
+      c50 = _mm256_fmadd_ps(av, b0, c50);
+      c51 = _mm256_fmadd_ps(av, b1, c51);
+      a += MR;
+      b += NR;
+    }
+    auto put = [&](float* row, __m256 lo, __m256 hi) {
+      if (accumulate) {
+        lo = _mm256_add_ps(lo, _mm256_loadu_ps(row));
+        hi = _mm256_add_ps(hi, _mm256_loadu_ps(row + 8));
+      }
+      _mm256_storeu_ps(row, lo);
+      _mm256_storeu_ps(row + 8, hi);
+    };
+    put(c, c00, c01);
+    put(c + ldc, c10, c11);
+    put(c + 2 * ldc, c20, c21);
+    put(c + 3 * ldc, c30, c31);
+    put(c + 4 * ldc, c40, c41);
+    put(c + 5 * ldc, c50, c51);
+  }
+};
+
+// AVX-512F: 8 rows of 32 floats = 16 zmm accumulators (enough independent chains for two
+// FMA pipes of latency 4), two for the B row, one for A. On CPUs with full-width AVX-512 units
+// this doubles the multiply-adds per cycle of the AVX2 kernel.
+#define GG_ROW(i)                                   \
+  av = _mm512_set1_ps(a[i]);                        \
+  c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);       \
+  c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);
+#define GG_PUT(i)                                                              \
+  {                                                                            \
+    float* row = c + (i) * ldc;                                                \
+    if (accumulate) {                                                          \
+      c##i##0 = _mm512_add_ps(c##i##0, _mm512_loadu_ps(row));                  \
+      c##i##1 = _mm512_add_ps(c##i##1, _mm512_loadu_ps(row + 16));             \
+    }                                                                          \
+    _mm512_storeu_ps(row, c##i##0);                                            \
+    _mm512_storeu_ps(row + 16, c##i##1);                                       \
+  }
+struct avx512_8x32 {
+  static constexpr int64_t MR = 8, NR = 32, MC = 128;
+  __attribute__((target("avx512f"))) static void kernel(int64_t kc, const float* __restrict a,
+                                                        const float* __restrict b, float* c, int64_t ldc,
+                                                        bool accumulate) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps(), c10 = _mm512_setzero_ps(),
+           c11 = _mm512_setzero_ps(), c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps(),
+           c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps(), c40 = _mm512_setzero_ps(),
+           c41 = _mm512_setzero_ps(), c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps(),
+           c60 = _mm512_setzero_ps(), c61 = _mm512_setzero_ps(), c70 = _mm512_setzero_ps(),
+           c71 = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; ++k) {
+      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+      __m512 av;
+      GG_ROW(0)
+      GG_ROW(1)
+      GG_ROW(2)
+      GG_ROW(3)
+      GG_ROW(4)
+      GG_ROW(5)
+      GG_ROW(6)
+      GG_ROW(7)
+      a += MR;
+      b += NR;
+    }
+    GG_PUT(0)
+    GG_PUT(1)
+    GG_PUT(2)
+    GG_PUT(3)
+    GG_PUT(4)
+    GG_PUT(5)
+    GG_PUT(6)
+    GG_PUT(7)
+  }
+};
+#undef GG_ROW
+#undef GG_PUT
+
+// A partial tile (mr < MR or nr < NR): the full kernel into a buffer, then the valid part.
+template <class Kern>
+void kernel_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
+                 int64_t nr) {
+  constexpr int64_t MR = Kern::MR, NR = Kern::NR;
+  alignas(64) float tmp[MR * NR];
+  Kern::kernel(kc, a, b, tmp, NR, false);
+  for (int64_t i = 0; i < mr; ++i) {
+    float* row = c + i * ldc;
+    const float* t = tmp + i * NR;
+    if (accumulate)
+      for (int64_t j = 0; j < nr; ++j) row[j] += t[j];
+    else
+      std::memcpy(row, t, static_cast<size_t>(nr) * sizeof(float));
+  }
+}
+
+// alpha, bias and activation over rows [r0, r1) x columns [n0, n1) of C.
+void apply_epilogue(const epilogue& ep, float* c, int64_t ldc, int64_t r0, int64_t r1, int64_t n0, int64_t n1) {
+  if (ep.trivial()) return;
+  const int64_t len = n1 - n0;
+  for (int64_t r = r0; r < r1; ++r) {
+    float* row = c + r * ldc + n0;
+    if (ep.alpha != 1.f) {
+      const __m256 va = _mm256_set1_ps(ep.alpha);
+      int64_t j = 0;
+      for (; j + 8 <= len; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(va, _mm256_loadu_ps(row + j)));
+      for (; j < len; ++j) row[j] *= ep.alpha;
+    }
+    if (ep.bias_per_row) apply_activation(ep.act, row, len, ep.bias ? ep.bias[r] : 0.f);
+    else apply_activation(ep.act, row, len, ep.bias ? ep.bias + n0 : nullptr);
+  }
+}
+
+// One tile of one product: rows [m0, m1) x columns [n0, n1) of C, m0 a multiple of MR and n0
+// of NR (so prepacked panels line up). False when scratch memory could not be had.
+template <class Kern>
+bool run_tile(const problem& p, const float* A, const float* B, float* C, int64_t m0, int64_t m1, int64_t n0,
+              int64_t n1) {
+  constexpr int64_t MR = Kern::MR, NR = Kern::NR, MC = Kern::MC;
+  thread_local scratch_buf abuf, bbuf;
+  const int64_t K = p.k;
+  for (int64_t nc0 = n0; nc0 < n1; nc0 += NC) {
+    const int64_t nc1 = std::min(n1, nc0 + NC);
+    const int64_t npanels = (nc1 - nc0 + NR - 1) / NR;
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min(KC, K - k0);
+      const bool accumulate = k0 > 0;
+      const bool last = k0 + kc >= K;
+      const float* bp;
+      if (p.b.pk) {
+        bp = p.b.pk->block(k0, kc, nc0 / NR);
+      } else if (p.b.pack) {
+        float* buf = bbuf.get(static_cast<size_t>(npanels * NR * kc));
+        if (!buf) return false;
+        p.b.pack(k0, kc, nc0, nc1, NR, buf);
+        bp = buf;
+      } else {
+        float* buf = bbuf.get(static_cast<size_t>(npanels * NR * kc));
+        if (!buf) return false;
+        for (int64_t q = 0; q < npanels; ++q) {
+          const int64_t j0 = nc0 + q * NR;
+          pack_b_panel<NR>(B + j0 * p.b.v.cs, p.b.v.rs, p.b.v.cs, std::min(NR, nc1 - j0), k0, kc, buf + q * NR * kc);
+        }
+        bp = buf;
+      }
+      for (int64_t mc0 = m0; mc0 < m1; mc0 += MC) {
+        const int64_t mc1 = std::min(m1, mc0 + MC);
+        const int64_t mpanels = (mc1 - mc0 + MR - 1) / MR;
+        const float* ap;
+        if (p.a.pk) {
+          ap = p.a.pk->block(k0, kc, mc0 / MR);
+        } else {
+          float* buf = abuf.get(static_cast<size_t>(mpanels * MR * kc));
+          if (!buf) return false;
+          for (int64_t q = 0; q < mpanels; ++q) {
+            const int64_t i0 = mc0 + q * MR;
+            pack_a_panel<MR>(A + i0 * p.a.v.rs, p.a.v.rs, p.a.v.cs, std::min(MR, mc1 - i0), k0, kc, buf + q * MR * kc);
+          }
+          ap = buf;
+        }
+        for (int64_t q = 0; q < npanels; ++q) {
+          const int64_t j0 = nc0 + q * NR;
+          const int64_t nr = std::min(NR, nc1 - j0);
+          const float* bq = bp + q * NR * kc;
+          for (int64_t r = 0; r < mpanels; ++r) {
+            const int64_t i0 = mc0 + r * MR;
+            const int64_t mr = std::min(MR, mc1 - i0);
+            float* ct = C + i0 * p.ldc + j0;
+            if (mr == MR && nr == NR) Kern::kernel(kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate);
+            else kernel_edge<Kern>(kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate, mr, nr);
+          }
+        }
+        if (last) apply_epilogue(p.ep, C, p.ldc, mc0, mc1, nc0, nc1);
+      }
+    }
+  }
+  return true;
+}
+
+
+enum class isa { none, avx2, avx512 };
+
+// The micro-kernel this process uses: AVX-512 where the CPU has it, else AVX2 + FMA, else none
+// (callers use BLAS). GPUGRID_SGEMM=avx2 or =blas chooses a lesser one (for comparisons).
+isa chosen() {
+  static const isa k = [] {
+    const char* e = std::getenv("GPUGRID_SGEMM");
+    const std::string want = e ? e : "";
+    if (want == "blas") return isa::none;
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return isa::none;
+    if (want != "avx2" && __builtin_cpu_supports("avx512f")) return isa::avx512;
+    return isa::avx2;
+  }();
+  return k;
+}
+
+int64_t panel_rows() { return chosen() == isa::avx512 ? avx512_8x32::MR : avx2_6x16::MR; }
+int64_t panel_cols() { return chosen() == isa::avx512 ? avx512_8x32::NR : avx2_6x16::NR; }
+
+template <class Kern>
+bool run_with(thread_pool* pool, const problem& p) {
+  constexpr int64_t MR = Kern::MR, NR = Kern::NR;
+  if (p.m <= 0 || p.n <= 0 || p.batch <= 0) return true;
+  auto item = [&](int64_t i, const float** a, const float** b, float** c) {
+    int64_t ao = 0, bo = 0, co = 0;
+    if (p.batch > 1 && p.offsets) p.offsets(i, &ao, &bo, &co);
+    *a = p.a.pk ? nullptr : p.a.v.p + ao;
+    *b = p.b.pk ? nullptr : p.b.v.p + bo;
+    *c = p.c + co;
+  };
+  if (p.k <= 0) {  // an empty sum: C = epilogue(0)
+    for (int64_t i = 0; i < p.batch; ++i) {
+      const float *a, *b;
+      float* c;
+      item(i, &a, &b, &c);
+      for (int64_t r = 0; r < p.m; ++r) std::fill(c + r * p.ldc, c + r * p.ldc + p.n, 0.f);
+      apply_epilogue(p.ep, c, p.ldc, 0, p.m, 0, p.n);
+    }
+    return true;
+  }
+
+  // Split each product into tm x tn tiles so that there are about as many tasks as threads
+  // (four times as many when there is plenty of work, so that a thread that loses its core for a
+  // while does not hold up the rest). Each tile streams its
+  // columns of B once and its rows of A once per NC-wide slice; an operand that is not
+  // prepacked is also written and read again by the packing. Pick the split that moves the
+  // fewest floats.
+  const int threads = pool ? pool->size() : 1;
+  const double macs = static_cast<double>(p.m) * p.n * p.k;
+  const double total = macs * p.batch;
+  int64_t want = 1;
+  if (threads > 1 && total > kSerialMacs) {
+    want = threads;
+    if (total > 64.0 * kSerialMacs * threads) want = 4 * threads;
+  }
+  const int64_t per_item = std::max<int64_t>(1, (want + p.batch - 1) / p.batch);
+  const int64_t mpan = (p.m + MR - 1) / MR, npan = (p.n + NR - 1) / NR;
+  int64_t tm = 1, tn = 1;
+  if (per_item > 1) {
+    double best = -1;
+    for (int64_t cm = 1; cm <= per_item; ++cm) {
+      const int64_t cn = (per_item + cm - 1) / cm;
+      if (cm > mpan || cn > npan) continue;
+      const double mt = double(round_up((p.m + cm - 1) / cm, MR)), nt = double(round_up((p.n + cn - 1) / cn, NR));
+      const double per_tile = double(p.k) * nt * (p.b.pk ? 1 : 2) +
+                              double(p.k) * mt * std::ceil(nt / NC) * (p.a.pk ? 1 : 2);
+      const double cost = per_tile * double(cm * cn);
+      if (best < 0 || cost < best) {
+        best = cost;
+        tm = cm;
+        tn = cn;
+      }
+    }
+  }
+  const int64_t mstep = round_up((p.m + tm - 1) / tm, MR), nstep = round_up((p.n + tn - 1) / tn, NR);
+  tm = (p.m + mstep - 1) / mstep;
+  tn = (p.n + nstep - 1) / nstep;
+  const int64_t tiles = tm * tn;
+  const int64_t tasks = tiles * p.batch;
+  std::atomic<bool> failed{false};
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t i = t / tiles, r = t % tiles;
+      const int64_t mi = r / tn, ni = r % tn;
+      const float *a, *bb;
+      float* c;
+      item(i, &a, &bb, &c);
+      if (!run_tile<Kern>(p, a, bb, c, mi * mstep, std::min(p.m, (mi + 1) * mstep), ni * nstep,
+                    std::min(p.n, (ni + 1) * nstep)))
+        failed = true;
+    }
+  };
+  if (tasks == 1 || threads <= 1 || total <= kSerialMacs) {
+    body(0, tasks);
+  } else {
+    const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kSerialMacs / std::max(1.0, macs / tiles)));
+    pool->parallel_for(tasks, grain, body);
+  }
+  return !failed;
+}
+
+}  // namespace
+
+bool available() { return chosen() != isa::none; }
+
+const char* kernel_name() {
+  switch (chosen()) {
+    case isa::avx512: return "avx512 8x32";
+    case isa::avx2: return "avx2 6x16";
+    case isa::none: break;
+  }
+  return "blas";
+}
+
+std::shared_ptr<const packed> packed::left(view a, int64_t m, int64_t k) {
+  if (!available()) return nullptr;
+  std::shared_ptr<packed> pk(new packed());
+  const int64_t MR = panel_rows();
+  pk->left_ = true;
+  pk->rows_ = m;
+  pk->cols_ = k;
+  pk->panel_ = MR;
+  pk->padded_ = round_up(std::max<int64_t>(m, 1), MR);
+  pk->size_ = static_cast<size_t>(pk->padded_ * std::max<int64_t>(k, 1));
+  pk->data_ = {alloc_aligned(pk->size_), free_aligned};
+  if (!pk->data_) return nullptr;
+  for (int64_t k0 = 0; k0 < k; k0 += KC) {
+    const int64_t kc = std::min(KC, k - k0);
+    for (int64_t i0 = 0; i0 < m; i0 += MR) {
+      float* dst = const_cast<float*>(pk->block(k0, kc, i0 / MR));
+      const float* src = a.p + i0 * a.rs;
+      if (MR == avx512_8x32::MR) pack_a_panel<avx512_8x32::MR>(src, a.rs, a.cs, std::min(MR, m - i0), k0, kc, dst);
+      else pack_a_panel<avx2_6x16::MR>(src, a.rs, a.cs, std::min(MR, m - i0), k0, kc, dst);
+    }
+  }
+  return pk;
+}
+
+std::shared_ptr<const packed> packed::right(view b, int64_t k, int64_t n) {
+  if (!available()) return nullptr;
+  std::shared_ptr<packed> pk(new packed());
+  const int64_t NR = panel_cols();
+  pk->left_ = false;
+  pk->rows_ = k;
+  pk->cols_ = n;
+  pk->panel_ = NR;
+  pk->padded_ = round_up(std::max<int64_t>(n, 1), NR);
+  pk->size_ = static_cast<size_t>(pk->padded_ * std::max<int64_t>(k, 1));
+  pk->data_ = {alloc_aligned(pk->size_), free_aligned};
+  if (!pk->data_) return nullptr;
+  for (int64_t k0 = 0; k0 < k; k0 += KC) {
+    const int64_t kc = std::min(KC, k - k0);
+    for (int64_t j0 = 0; j0 < n; j0 += NR) {
+      float* dst = const_cast<float*>(pk->block(k0, kc, j0 / NR));
+      const float* src = b.p + j0 * b.cs;
+      if (NR == avx512_8x32::NR) pack_b_panel<avx512_8x32::NR>(src, b.rs, b.cs, std::min(NR, n - j0), k0, kc, dst);
+      else pack_b_panel<avx2_6x16::NR>(src, b.rs, b.cs, std::min(NR, n - j0), k0, kc, dst);
+    }
+  }
+  return pk;
+}
+
+const float* packed::block(int64_t k0, int64_t kc, int64_t panel) const {
+  // Blocks before k0 are KC deep and padded_ wide; within a block, panels of kc x panel_.
+  return data_.get() + k0 * padded_ + panel * panel_ * kc;
+}
+
+bool run(thread_pool* pool, const problem& p) {
+  switch (chosen()) {
+    case isa::avx512: return run_with<avx512_8x32>(pool, p);
+    case isa::avx2: return run_with<avx2_6x16>(pool, p);
+    case isa::none: break;
+  }
+  return false;
+}
+
+}  // namespace gpugrid::cpu::sgemm
