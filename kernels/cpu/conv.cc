@@ -3,14 +3,21 @@
 // Conv paths: a 1x1 stride-1 unpadded conv is one GEMM per image and group; a conv with one
 // input channel per group (depthwise) runs a direct kernel per output plane; everything else
 // is im2col + GEMM per group, tiled along output rows so the column buffer stays bounded.
-// Bias and activation are applied to each block of output right after it is computed.
+// Bias and activation are applied to each block of output right after it is computed. float
+// products go to sgemm (sgemm.h) with the weights packed once, on the first run; without
+// AVX2/FMA, to OpenBLAS.
 // ConvTranspose is GEMM (W^T x X) + col2im.
 //
 // 1-D and 2-D convolutions run through the 3-D loops with leading spatial dims of size 1.
+#include <immintrin.h>
+
 #include <cmath>
+#include <mutex>
+#include <vector>
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/nn_internal.h"
+#include "kernels/cpu/sgemm.h"
 
 namespace gpugrid::cpu {
 namespace {
@@ -279,9 +286,127 @@ status check_conv(kernel_context& ctx, const window_attrs& wa, int64_t group, co
   return conv_geometry(ctx, wa, group, X, W, B, cs);
 }
 
+// n floats from src to dst, short runs without a library call.
+inline void copy_floats(const float* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+  if (i < n) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(dst + i, mask, _mm256_maskload_ps(src + i, mask));
+  }
+}
+
+// sgemm's packing function for the implicit im2col matrix of one image and group: rows
+// [k0, k0 + kc) (k = (c, kd, kh, kw)) x columns [j0, j1) (j = output position) into panels of
+// nr columns (a power of two), zeros where the window reads padding.
+void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, int64_t j0, int64_t j1, int64_t nr,
+                 float* dst) {
+  const int64_t D = g.in[0], H = g.in[1], W = g.in[2];
+  const int64_t OH = g.out[1], OW = g.out[2];
+  const int64_t kH = g.k[1], kW = g.k[2];
+  const int64_t kprod = g.k[0] * kH * kW;
+  const int64_t plane = D * H * W, sw = g.s[2];
+  const int64_t panel = kc * nr;
+  const int64_t len = j1 - j0, padded = (len + nr - 1) / nr * nr;
+  // One row of the im2col matrix is built contiguously (copies of whole image rows where the
+  // stride is 1), then cut into the panels.
+  thread_local std::vector<float> row_buf;
+  if (static_cast<int64_t>(row_buf.size()) < padded + 16) row_buf.resize(static_cast<size_t>(padded + 16));
+  float* row = row_buf.data();
+  std::fill(row + len, row + padded, 0.f);
+  for (int64_t k = k0; k < k0 + kc; ++k) {
+    const int64_t c = k / kprod, rem = k % kprod;
+    const int64_t kd = rem / (kH * kW), kh = (rem / kW) % kH, kw = rem % kW;
+    const float* xc = x + c * plane;
+    const int64_t iw0 = kw * g.d[2] - g.pb[2];
+    // Output columns whose input column is inside the image: lo <= ow < hi.
+    int64_t lo = iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw;
+    int64_t hi = (W - 1 - iw0) < 0 ? 0 : (W - 1 - iw0) / sw + 1;
+    lo = std::min(lo, OW);
+    hi = std::max(lo, std::min(hi, OW));
+    int64_t r = j0 / OW, ow0 = j0 % OW;
+    float* out = row;
+    for (int64_t j = j0; j < j1; ++r, ow0 = 0) {
+      const int64_t ow1 = ow0 + std::min(j1 - j, OW - ow0);  // columns [ow0, ow1) of output row r
+      const int64_t od = r / OH, oh = r % OH;
+      const int64_t id = od * g.s[0] - g.pb[0] + kd * g.d[0];
+      const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
+      if (id < 0 || id >= D || ih < 0 || ih >= H) {
+        std::fill(out, out + (ow1 - ow0), 0.f);
+      } else {
+        const float* src = xc + (id * H + ih) * W;
+        const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
+        std::fill(out, out + (a - ow0), 0.f);
+        if (sw == 1) {
+          copy_floats(src + a + iw0, out + (a - ow0), b - a);
+        } else {
+          int64_t ow = a;
+          if (sw == 2) {  // the even elements of 16 consecutive inputs, while inside the row
+            const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+            for (; ow + 8 <= b && ow * 2 + iw0 + 15 < W; ow += 8) {
+              const float* p = src + ow * 2 + iw0;
+              const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p), even);
+              const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + 8), even);
+              _mm256_storeu_ps(out + (ow - ow0), _mm256_permute2f128_ps(lo, hi, 0x20));
+            }
+          }
+          for (; ow < b; ++ow) out[ow - ow0] = src[ow * sw + iw0];
+        }
+        std::fill(out + (b - ow0), out + (ow1 - ow0), 0.f);
+      }
+      out += ow1 - ow0;
+      j += ow1 - ow0;
+    }
+    float* d = dst + (k - k0) * nr;
+    for (int64_t q = 0; q < padded; q += nr, d += panel)
+      for (int64_t t = 0; t < nr; t += 8) _mm256_store_ps(d + t, _mm256_loadu_ps(row + q + t));
+  }
+}
+
+// The weights of one conv packed for sgemm, one left operand (Mg x K) per group.
+struct packed_weights {
+  const float* src = nullptr;
+  std::once_flag once;
+  std::vector<std::shared_ptr<const sgemm::packed>> groups;  // empty when packing failed
+  // The packed groups when w is the constant these were made for, packing on first use.
+  const std::vector<std::shared_ptr<const sgemm::packed>>* get(const float* w, int64_t group, int64_t Mg, int64_t K) {
+    if (!src || w != src) return nullptr;
+    std::call_once(once, [&] {
+      for (int64_t gi = 0; gi < group; ++gi) {
+        auto pk = sgemm::packed::left({src + gi * Mg * K, K, 1}, Mg, K);
+        if (!pk) {
+          groups.clear();
+          return;
+        }
+        groups.push_back(std::move(pk));
+      }
+    });
+    return groups.empty() ? nullptr : &groups;
+  }
+};
+
+// C[Mg, ncols] (row stride ldc) = act(W_g x B + bias) through sgemm, W_g prepacked or not.
+bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, int64_t Mg, int64_t K, const float* b,
+               int64_t ldb, int64_t ncols, float* c, int64_t ldc, const float* bias, const activation_spec& act) {
+  sgemm::problem q;
+  q.m = Mg;
+  q.n = ncols;
+  q.k = K;
+  q.a.v = {w, K, 1};
+  q.a.pk = wpk;
+  q.b.v = {b, ldb, 1};
+  q.c = c;
+  q.ldc = ldc;
+  q.ep.bias = bias;
+  q.ep.bias_per_row = true;
+  q.ep.act = act;
+  return sgemm::run(&ctx.pool(), q);
+}
+
 template <typename T>
 status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spec& act, const tensor& X,
-                const tensor& Wt, const tensor* Bt, tensor* y) {
+                const tensor& Wt, const tensor* Bt, tensor* y, packed_weights* pw = nullptr) {
   const window_geom& g = cs.g;
   const T* x = X.data<T>();
   const T* w = Wt.data<T>();
@@ -333,6 +458,43 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
     }
   }
 
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm::available()) {
+      const auto* wpk = pw ? pw->get(w, cs.group, cs.Mg, K) : nullptr;
+      auto oom = [&] { return internal_error("{}: out of memory for the packed blocks", ctx.op().describe()); };
+      if (pointwise) {
+        for (int64_t n = 0; n < cs.N; ++n)
+          for (int64_t gi = 0; gi < cs.group; ++gi)
+            if (!conv_gemm(ctx, wpk ? (*wpk)[gi].get() : nullptr, w + gi * cs.Mg * K, cs.Mg, K,
+                           x + (n * cs.C + gi * cs.Cg) * S_in, S_in, S, out + (n * cs.M + gi * cs.Mg) * S, S,
+                           bias ? bias + gi * cs.Mg : nullptr, act))
+              return oom();
+        return status::ok();
+      }
+      // The im2col matrix is never written out: sgemm packs its panels straight from the image.
+      for (int64_t n = 0; n < cs.N; ++n)
+        for (int64_t gi = 0; gi < cs.group; ++gi) {
+          const float* xg = x + (n * cs.C + gi * cs.Cg) * S_in;
+          sgemm::problem q;
+          q.m = cs.Mg;
+          q.n = S;
+          q.k = K;
+          q.a.v = {w + gi * cs.Mg * K, K, 1};
+          q.a.pk = wpk ? (*wpk)[gi].get() : nullptr;
+          q.b.pack = [xg, &g](int64_t k0, int64_t kc, int64_t j0, int64_t j1, int64_t nr, float* dst) {
+            pack_im2col(xg, g, k0, kc, j0, j1, nr, dst);
+          };
+          q.c = out + (n * cs.M + gi * cs.Mg) * S;
+          q.ldc = S;
+          q.ep.bias = bias ? bias + gi * cs.Mg : nullptr;
+          q.ep.bias_per_row = true;
+          q.ep.act = act;
+          if (!sgemm::run(&ctx.pool(), q)) return oom();
+        }
+      return status::ok();
+    }
+  }
+
   if (pointwise) {
     for (int64_t n = 0; n < cs.N; ++n) {
       for (int64_t gi = 0; gi < cs.group; ++gi) {
@@ -373,6 +535,11 @@ class conv_kernel final : public kernel {
  public:
   conv_kernel(window_attrs wa, int64_t group, activation_spec act) : wa_(std::move(wa)), group_(group), act_(act) {}
 
+  status prepare(const std::vector<const tensor*>& constants) override {
+    if (constants.size() > 1 && constants[1] && constants[1]->type() == dtype::f32) weights_.src = constants[1]->data<float>();
+    return status::ok();
+  }
+
   status run(kernel_context& ctx) override {
     conv_shapes cs;
     GG_RETURN_IF_ERROR(check_conv(ctx, wa_, group_, &cs));
@@ -380,7 +547,7 @@ class conv_kernel final : public kernel {
     if (t != dtype::f32 && t != dtype::f64) return ctx.fail("unsupported input type {}", dtype_name(t));
     GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, t, cs.out));
     const tensor* B = nn::optional_input(ctx, 2);
-    if (t == dtype::f32) return conv_run<float>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y);
+    if (t == dtype::f32) return conv_run<float>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y, &weights_);
     return conv_run<double>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y);
   }
 
@@ -388,6 +555,7 @@ class conv_kernel final : public kernel {
   window_attrs wa_;
   int64_t group_;
   activation_spec act_;
+  packed_weights weights_;
 };
 
 expected<std::unique_ptr<kernel>> make_conv(const node& n, bool fused) {

@@ -150,6 +150,9 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 1, 1, 1}, {1, 1, 1, 1}, 1, {}, {}, {}, "", true},
       {{1, 3, 7, 8}, {4, 3, 1, 1}, 1, {2, 3}, {}, {}, "", true},         // strided 1x1
       {{1, 2, 6, 6}, {4, 2, 1, 1}, 1, {}, {}, {1, 1, 1, 1}, "", true},   // padded 1x1
+      {{1, 3, 45, 47}, {10, 3, 7, 7}, 1, {2, 2}, {}, {3, 3, 3, 3}, "", true},  // stem: 7x7 s2, wide rows
+      {{2, 5, 33, 38}, {9, 5, 3, 3}, 1, {2, 2}, {}, {1, 0, 1, 2}, "", true},   // 3x3 s2, odd pads
+      {{1, 40, 14, 14}, {70, 40, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},    // K > 256: several k-blocks
   };
   uint32_t seed = 100;
   for (auto& c : cases) {
