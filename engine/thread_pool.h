@@ -3,8 +3,13 @@
 // Thread-safety: parallel_for may be called from one thread at a time per pool (the executor
 // runs one node at a time per job); the calling thread takes part in the work. Nested calls
 // from inside a parallel_for body run serially.
+//
+// Between loops the workers spin for a short while (kernels of one model follow each other
+// within microseconds, and waking a sleeping thread costs tens of microseconds), then sleep
+// on a condition variable, so an idle pool costs no CPU.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -29,16 +34,22 @@ class thread_pool {
 
  private:
   void worker_loop();
+  // Claims and runs chunks of the loop published as `state` until none is left.
+  void work_on(uint64_t state);
 
   std::vector<std::thread> workers_;
+  // The current loop: the generation in the high 32 bits, the next unclaimed index in the low
+  // 32 (kClosed once the loop is over). A chunk is claimed by a compare-and-swap on the whole
+  // word, so a late worker can never claim a chunk of a loop other than the one it read.
+  std::atomic<uint64_t> state_{0};
+  // The loop's fields, written before its generation is published and read after it is seen.
+  std::atomic<const std::function<void(int64_t, int64_t)>*> body_{nullptr};
+  std::atomic<int64_t> n_{0}, chunk_{1};
+  std::atomic<int64_t> remaining_{0};  // items not yet finished in the current loop
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable wake_;
-  std::condition_variable done_;
-  const std::function<void(int64_t, int64_t)>* body_ = nullptr;
-  int64_t n_ = 0, chunk_ = 0, next_ = 0;
-  int active_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
 };
 
 // The number of threads "all cores" means here.
