@@ -68,6 +68,9 @@ int bench_command(const bench_options& o) {
     w.key("peak_bytes").value(stats.peak_bytes).key("arena_bytes").value(stats.arena_bytes);
     w.key("device_peak_bytes").value(stats.device_peak_bytes).key("device_arena_bytes").value(stats.device_arena_bytes);
     w.key("load_ms").value(load_ms);
+    w.key("times_ms").begin_array();
+    for (double t : times) w.value(t);
+    w.end_array();
     w.key("graph_replay").value(stats.graph_replay).key("cpu_fallbacks").value(stats.cpu_fallbacks);
     if (o.profile) {
       w.key("op_ms").begin_object();
