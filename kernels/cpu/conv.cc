@@ -205,7 +205,49 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
     const float* __restrict r1 = r0 + dh * Wp;
     const float* __restrict r2 = r1 + dh * Wp;
     float* __restrict yr = y + oh * OW;
-    for (int64_t ow = 0; ow < OW; ++ow) {
+    int64_t ow = 0;
+    if (dw == 1 && (SW == 1 || SW == 2)) {
+      // Eight outputs at a time. Stride 2 reads 16 (+1) inputs per row and keeps the even
+      // (kw = 0, 2) and odd (kw = 1) ones; the last block stays inside the padded row.
+      const __m256 v0 = _mm256_set1_ps(w0), v1 = _mm256_set1_ps(w1), v2 = _mm256_set1_ps(w2);
+      const __m256 v3 = _mm256_set1_ps(w3), v4 = _mm256_set1_ps(w4), v5 = _mm256_set1_ps(w5);
+      const __m256 v6 = _mm256_set1_ps(w6), v7 = _mm256_set1_ps(w7), v8 = _mm256_set1_ps(w8);
+      const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+      auto taps = [&](const float* r, __m256* t0, __m256* t1, __m256* t2) {
+        if constexpr (SW == 1) {
+          *t0 = _mm256_loadu_ps(r);
+          *t1 = _mm256_loadu_ps(r + 1);
+          *t2 = _mm256_loadu_ps(r + 2);
+        } else {
+          // r[0..15] -> evens (t0) and odds (t1); r[2..17] evens -> t2.
+          const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(r), even);
+          const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(r + 8), even);
+          const __m256 c = _mm256_permutevar8x32_ps(_mm256_loadu_ps(r + 2), even);
+          const __m256 d = _mm256_permutevar8x32_ps(_mm256_loadu_ps(r + 10), even);
+          *t0 = _mm256_permute2f128_ps(a, b, 0x20);
+          *t1 = _mm256_permute2f128_ps(a, b, 0x31);
+          *t2 = _mm256_permute2f128_ps(c, d, 0x20);
+        }
+      };
+      // Inputs read by a block of 8 outputs at ow: [ow * SW, ow * SW + (SW == 1 ? 10 : 18)).
+      for (; ow + 8 <= OW && ow * SW + (SW == 1 ? 10 : 18) <= Wp; ow += 8) {
+        __m256 t0, t1, t2, acc;
+        taps(r0 + ow * SW, &t0, &t1, &t2);
+        acc = _mm256_mul_ps(v0, t0);
+        acc = _mm256_fmadd_ps(v1, t1, acc);
+        acc = _mm256_fmadd_ps(v2, t2, acc);
+        taps(r1 + ow * SW, &t0, &t1, &t2);
+        acc = _mm256_fmadd_ps(v3, t0, acc);
+        acc = _mm256_fmadd_ps(v4, t1, acc);
+        acc = _mm256_fmadd_ps(v5, t2, acc);
+        taps(r2 + ow * SW, &t0, &t1, &t2);
+        acc = _mm256_fmadd_ps(v6, t0, acc);
+        acc = _mm256_fmadd_ps(v7, t1, acc);
+        acc = _mm256_fmadd_ps(v8, t2, acc);
+        _mm256_storeu_ps(yr + ow, acc);
+      }
+    }
+    for (; ow < OW; ++ow) {
       const int64_t b = ow * sw;
       yr[ow] = w0 * r0[b] + w1 * r0[b + dw] + w2 * r0[b + 2 * dw] + w3 * r1[b] + w4 * r1[b + dw] + w5 * r1[b + 2 * dw] +
                w6 * r2[b] + w7 * r2[b + dw] + w8 * r2[b + 2 * dw];
@@ -297,6 +339,13 @@ inline void copy_floats(const float* src, float* dst, int64_t n) {
   }
 }
 
+// n zeros at dst, short runs without a library call.
+inline void zero_floats(float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_setzero_ps());
+  for (; i < n; ++i) dst[i] = 0.f;
+}
+
 // sgemm's packing function for the implicit im2col matrix of one image and group: rows
 // [k0, k0 + kc) (k = (c, kd, kh, kw)) x columns [j0, j1) (j = output position) into panels of
 // nr columns (a power of two), zeros where the window reads padding.
@@ -310,11 +359,28 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
   const int64_t panel = kc * nr;
   const int64_t len = j1 - j0, padded = (len + nr - 1) / nr * nr;
   // One row of the im2col matrix is built contiguously (copies of whole image rows where the
-  // stride is 1), then cut into the panels.
+  // stride is 1), then cut into the panels. The output rows the columns cross are worked out
+  // once per call, not per k.
+  struct segment {
+    int64_t id0, ih0;  // input depth / row of tap (0, 0)
+    int64_t ow0, ow1;  // output columns [ow0, ow1) of one output row
+    int64_t off;       // where they go in the im2col row
+  };
   thread_local std::vector<float> row_buf;
+  thread_local std::vector<segment> segs;
   if (static_cast<int64_t>(row_buf.size()) < padded + 16) row_buf.resize(static_cast<size_t>(padded + 16));
   float* row = row_buf.data();
-  std::fill(row + len, row + padded, 0.f);
+  zero_floats(row + len, padded - len);
+  segs.clear();
+  {
+    int64_t r = j0 / OW, ow0 = j0 % OW;
+    for (int64_t j = j0; j < j1; ++r, ow0 = 0) {
+      const int64_t ow1 = ow0 + std::min(j1 - j, OW - ow0);
+      const int64_t od = r / OH, oh = r % OH;
+      segs.push_back({od * g.s[0] - g.pb[0], oh * g.s[1] - g.pb[1], ow0, ow1, j - j0});
+      j += ow1 - ow0;
+    }
+  }
   for (int64_t k = k0; k < k0 + kc; ++k) {
     const int64_t c = k / kprod, rem = k % kprod;
     const int64_t kd = rem / (kH * kW), kh = (rem / kW) % kH, kw = rem % kW;
@@ -325,38 +391,34 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
     int64_t hi = (W - 1 - iw0) < 0 ? 0 : (W - 1 - iw0) / sw + 1;
     lo = std::min(lo, OW);
     hi = std::max(lo, std::min(hi, OW));
-    int64_t r = j0 / OW, ow0 = j0 % OW;
-    float* out = row;
-    for (int64_t j = j0; j < j1; ++r, ow0 = 0) {
-      const int64_t ow1 = ow0 + std::min(j1 - j, OW - ow0);  // columns [ow0, ow1) of output row r
-      const int64_t od = r / OH, oh = r % OH;
-      const int64_t id = od * g.s[0] - g.pb[0] + kd * g.d[0];
-      const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
+    const int64_t dd = kd * g.d[0], dh = kh * g.d[1];
+    for (const segment& sg : segs) {
+      float* out = row + sg.off;
+      const int64_t id = sg.id0 + dd, ih = sg.ih0 + dh;
       if (id < 0 || id >= D || ih < 0 || ih >= H) {
-        std::fill(out, out + (ow1 - ow0), 0.f);
-      } else {
-        const float* src = xc + (id * H + ih) * W;
-        const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
-        std::fill(out, out + (a - ow0), 0.f);
-        if (sw == 1) {
-          copy_floats(src + a + iw0, out + (a - ow0), b - a);
-        } else {
-          int64_t ow = a;
-          if (sw == 2) {  // the even elements of 16 consecutive inputs, while inside the row
-            const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-            for (; ow + 8 <= b && ow * 2 + iw0 + 15 < W; ow += 8) {
-              const float* p = src + ow * 2 + iw0;
-              const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p), even);
-              const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + 8), even);
-              _mm256_storeu_ps(out + (ow - ow0), _mm256_permute2f128_ps(lo, hi, 0x20));
-            }
-          }
-          for (; ow < b; ++ow) out[ow - ow0] = src[ow * sw + iw0];
-        }
-        std::fill(out + (b - ow0), out + (ow1 - ow0), 0.f);
+        zero_floats(out, sg.ow1 - sg.ow0);
+        continue;
       }
-      out += ow1 - ow0;
-      j += ow1 - ow0;
+      const float* src = xc + (id * H + ih) * W;
+      const int64_t ow0 = sg.ow0, ow1 = sg.ow1;
+      const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
+      zero_floats(out, a - ow0);
+      if (sw == 1) {
+        copy_floats(src + a + iw0, out + (a - ow0), b - a);
+      } else {
+        int64_t ow = a;
+        if (sw == 2) {  // the even elements of 16 consecutive inputs, while inside the row
+          const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+          for (; ow + 8 <= b && ow * 2 + iw0 + 15 < W; ow += 8) {
+            const float* p = src + ow * 2 + iw0;
+            const __m256 lo8 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p), even);
+            const __m256 hi8 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + 8), even);
+            _mm256_storeu_ps(out + (ow - ow0), _mm256_permute2f128_ps(lo8, hi8, 0x20));
+          }
+        }
+        for (; ow < b; ++ow) out[ow - ow0] = src[ow * sw + iw0];
+      }
+      zero_floats(out + (b - ow0), ow1 - b);
     }
     float* d = dst + (k - k0) * nr;
     for (int64_t q = 0; q < padded; q += nr, d += panel)

@@ -153,6 +153,10 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 3, 45, 47}, {10, 3, 7, 7}, 1, {2, 2}, {}, {3, 3, 3, 3}, "", true},  // stem: 7x7 s2, wide rows
       {{2, 5, 33, 38}, {9, 5, 3, 3}, 1, {2, 2}, {}, {1, 0, 1, 2}, "", true},   // 3x3 s2, odd pads
       {{1, 40, 14, 14}, {70, 40, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},    // K > 256: several k-blocks
+      {{1, 4, 20, 37}, {4, 1, 3, 3}, 4, {}, {}, {1, 1, 1, 1}, "", true},       // depthwise s1, wide rows
+      {{2, 3, 23, 41}, {3, 1, 3, 3}, 3, {2, 2}, {}, {1, 1, 1, 1}, "", true},   // depthwise s2, wide rows
+      {{1, 3, 24, 40}, {3, 1, 3, 3}, 3, {2, 2}, {}, {0, 1, 1, 0}, "", false},  // depthwise s2, uneven pads
+      {{1, 2, 19, 35}, {2, 1, 3, 3}, 2, {}, {2, 2}, {2, 2, 2, 2}, "", true},   // depthwise dilated (scalar)
   };
   uint32_t seed = 100;
   for (auto& c : cases) {

@@ -216,13 +216,48 @@ struct avx512_8x32 {
 #undef GG_ROW
 #undef GG_PUT
 
+// The last columns of an AVX-512 panel when at most 16 of its 32 are real (a 7x7 or 14x14
+// feature map leaves such a tail): half the multiply-adds of the full kernel, into a buffer
+// with row stride 32 that kernel_edge then copies out.
+__attribute__((target("avx512f"))) void kernel_8x16_of_32(int64_t kc, const float* __restrict a,
+                                                          const float* __restrict b, float* c) {
+  __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps(), c3 = _mm512_setzero_ps(),
+         c4 = _mm512_setzero_ps(), c5 = _mm512_setzero_ps(), c6 = _mm512_setzero_ps(), c7 = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_load_ps(b);
+    c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), b0, c0);
+    c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[1]), b0, c1);
+    c2 = _mm512_fmadd_ps(_mm512_set1_ps(a[2]), b0, c2);
+    c3 = _mm512_fmadd_ps(_mm512_set1_ps(a[3]), b0, c3);
+    c4 = _mm512_fmadd_ps(_mm512_set1_ps(a[4]), b0, c4);
+    c5 = _mm512_fmadd_ps(_mm512_set1_ps(a[5]), b0, c5);
+    c6 = _mm512_fmadd_ps(_mm512_set1_ps(a[6]), b0, c6);
+    c7 = _mm512_fmadd_ps(_mm512_set1_ps(a[7]), b0, c7);
+    a += 8;
+    b += 32;
+  }
+  _mm512_store_ps(c, c0);
+  _mm512_store_ps(c + 32, c1);
+  _mm512_store_ps(c + 64, c2);
+  _mm512_store_ps(c + 96, c3);
+  _mm512_store_ps(c + 128, c4);
+  _mm512_store_ps(c + 160, c5);
+  _mm512_store_ps(c + 192, c6);
+  _mm512_store_ps(c + 224, c7);
+}
+
 // A partial tile (mr < MR or nr < NR): the full kernel into a buffer, then the valid part.
 template <class Kern>
 void kernel_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
                  int64_t nr) {
   constexpr int64_t MR = Kern::MR, NR = Kern::NR;
   alignas(64) float tmp[MR * NR];
-  Kern::kernel(kc, a, b, tmp, NR, false);
+  if constexpr (NR == 32 && MR == 8) {
+    if (nr <= 16) kernel_8x16_of_32(kc, a, b, tmp);
+    else Kern::kernel(kc, a, b, tmp, NR, false);
+  } else {
+    Kern::kernel(kc, a, b, tmp, NR, false);
+  }
   for (int64_t i = 0; i < mr; ++i) {
     float* row = c + i * ldc;
     const float* t = tmp + i * NR;
