@@ -209,24 +209,33 @@ def bench_family(args, fam, base):
            "shapes": " ".join(f"{i['name']}{i['shape']}" for i in fam["inputs"]), "model_mb": fam["bytes"] / 1e6}
     common = ["--warmup", str(args.warmup), "--iterations", str(args.iterations)]
 
-    rc, out, err, rss = run_child([args.gpugrid, "bench", model, *inputs, "--device", "cpu", "--threads", str(args.threads),
-                                   *common, "--json"], args.timeout)
-    if rc == 0:
-        try:
-            row["gg"] = last_json(out)
-            row["gg_rss"] = rss
-        except ValueError as e:
-            row["gg_error"] = f"{e}: {out[-200:]}"
-    else:
-        row["gg_error"] = f"exit {rc}: " + (err.strip().splitlines() or ["(no message)"])[-1][:200]
-
     worker = [sys.executable, os.path.abspath(__file__), "--ort-worker", model, *inputs, "--threads", str(args.threads), *common]
-    rc, out, err, rss = run_child(worker, args.timeout)
-    if rc == 0:
-        row["ort"] = last_json(out)
-        row["ort_rss"] = rss
-    else:
-        row["ort_error"] = f"exit {rc}: " + (err.strip().splitlines() or ["(no message)"])[-1][:200]
+    # With --rounds R the two engines take turns R times (a shared machine's speed drifts over
+    # seconds); each engine's row is its round with the median median, and every round's
+    # median is listed under the table.
+    gg_runs, ort_runs = [], []
+    for _ in range(max(1, args.rounds)):
+        rc, out, err, rss = run_child([args.gpugrid, "bench", model, *inputs, "--device", "cpu", "--threads",
+                                       str(args.threads), *common, "--json"], args.timeout)
+        if rc == 0:
+            try:
+                gg_runs.append((last_json(out), rss))
+            except ValueError as e:
+                row["gg_error"] = f"{e}: {out[-200:]}"
+        else:
+            row["gg_error"] = f"exit {rc}: " + (err.strip().splitlines() or ["(no message)"])[-1][:200]
+        rc, out, err, rss = run_child(worker, args.timeout)
+        if rc == 0:
+            ort_runs.append((last_json(out), rss))
+        else:
+            row["ort_error"] = f"exit {rc}: " + (err.strip().splitlines() or ["(no message)"])[-1][:200]
+    for key, runs in (("gg", gg_runs), ("ort", ort_runs)):
+        if runs:
+            runs_sorted = sorted(runs, key=lambda r: r[0]["median_ms"])
+            pick = runs_sorted[(len(runs_sorted) - 1) // 2]
+            row[key] = pick[0]
+            row[key + "_rss"] = max(r[1] for r in runs)
+            row[key + "_rounds"] = [r[0]["median_ms"] for r in runs]
     rc, out, err, rss = run_child(worker + ["--baseline"], args.timeout)
     row["py_rss"] = rss if rc == 0 else 0
 
@@ -270,7 +279,9 @@ def report(args, rows, started, load_before, load_after, ort_version):
               f"- onnxruntime {ort_version} (CPUExecutionProvider, intra_op_num_threads={args.threads}, inter_op_num_threads=1, "
               "ORT_SEQUENTIAL, default graph optimisations)",
               f"- both: {args.threads} threads, {args.warmup} warm-up runs, {args.iterations} timed runs, same inputs, "
-              "float32, batch 1, run one after the other",
+              "float32, batch 1, run one after the other"
+              + (f", {args.rounds} rounds taken in turn (each engine's row: its round with the median median)"
+                 if args.rounds > 1 else ""),
               f"- load average before / after: {load_before} / {load_after}", ""]
     cores = len(os.sched_getaffinity(0))
     if max(float(x) for x in (load_before.split()[0], load_after.split()[0])) > cores:
@@ -303,6 +314,12 @@ def report(args, rows, started, load_before, load_after, ort_version):
         gg, ort = r.get("gg", {}), r.get("ort", {})
         lines.append(f"| {r['label']} | {r['shapes']} | {r['model_mb']:.1f} | "
                      f"{gg.get('load_ms', 0):.0f} | {ort.get('load_ms', 0):.0f} |")
+    if args.rounds > 1:
+        lines += ["", "Median ms of every round (gpugrid / ORT):", ""]
+        for r in rows:
+            g = ", ".join(f"{x:.2f}" for x in r.get("gg_rounds", []))
+            o = ", ".join(f"{x:.2f}" for x in r.get("ort_rounds", []))
+            lines.append(f"- {r['label']}: {g} / {o}")
     if notes:
         lines += ["", "Errors:", ""] + notes
     lines += ["", "Made by `bench/engine_vs_ort.py` (models from `tests/models/make_families.py --size bench`, "
@@ -318,6 +335,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the two engines this many times per model")
     ap.add_argument("--timeout", type=float, default=900, help="seconds for one child process")
     ap.add_argument("--out", help="report path (default bench/results/engine-cpu-<date>.md)")
     ap.add_argument("--no-write", action="store_true", help="print the report only")
