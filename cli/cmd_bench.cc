@@ -10,6 +10,7 @@
 #include "cli/model_io.h"
 #include "engine/onnx_loader.h"
 #include "engine/session.h"
+#include "kernels/cpu/sgemm.h"
 
 namespace gpugrid::cli {
 
@@ -62,7 +63,7 @@ int bench_command(const bench_options& o) {
   if (o.json) {
     json_writer w;
     w.begin_object().key("model").value(o.model).key("device").value((*sess)->device_name());
-    w.key("threads").value(threads).key("iterations").value(o.iterations);
+    w.key("threads").value(threads).key("cpu_gemm").value(cpu::sgemm::kernel_name()).key("iterations").value(o.iterations);
     w.key("median_ms").value(pct(0.5)).key("p90_ms").value(pct(0.9)).key("mean_ms").value(mean);
     w.key("min_ms").value(sorted.front()).key("max_ms").value(sorted.back());
     w.key("peak_bytes").value(stats.peak_bytes).key("arena_bytes").value(stats.arena_bytes);
@@ -80,7 +81,8 @@ int bench_command(const bench_options& o) {
     w.end_object();
     fmt::print("{}\n", w.str());
   } else {
-    fmt::print("model       {}\ndevice      {} ({} CPU threads)\niterations  {}\n", o.model, (*sess)->device_name(), threads, o.iterations);
+    fmt::print("model       {}\ndevice      {} ({} CPU threads, CPU GEMM {})\niterations  {}\n", o.model,
+               (*sess)->device_name(), threads, cpu::sgemm::kernel_name(), o.iterations);
     fmt::print("median      {:.3f} ms\np90         {:.3f} ms\nmin         {:.3f} ms\n", pct(0.5), pct(0.9), sorted.front());
     fmt::print("peak        {:.2f} MiB (arena {:.2f} MiB)\nload        {:.1f} ms\n",
                static_cast<double>(stats.peak_bytes) / (1 << 20), static_cast<double>(stats.arena_bytes) / (1 << 20), load_ms);

@@ -132,6 +132,18 @@ run_cli completion bash
 [ "$code" -eq 0 ] || fail "'completion bash' should not read the config (exited $code: $err)"
 rm "$XDG_CONFIG_HOME/gpugrid/config.toml"
 
+# bench --json: one object with the figures scripts read, one latency per timed run.
+run_cli bench "$src/examples/digits/digits.onnx" "$src/examples/digits/batch.npy" --warmup 1 --iterations 4 --json
+[ "$code" -eq 0 ] || fail "bench --json exited $code: $err"
+printf '%s' "$out" | "${PY:-python3}" -c '
+import json, sys
+d = json.load(sys.stdin)
+for k in ("median_ms", "p90_ms", "min_ms", "peak_bytes", "times_ms", "cpu_gemm", "threads"):
+    assert k in d, "bench --json lacks " + k
+assert len(d["times_ms"]) == 4, d["times_ms"]
+assert min(d["times_ms"]) == d["min_ms"] and d["min_ms"] <= d["median_ms"] <= d["p90_ms"] <= d["max_ms"], d
+' || fail "bench --json output: $out"
+
 if ((failures > 0)); then
   echo "$failures CLI check(s) failed" >&2
   exit 1

@@ -351,7 +351,6 @@ bool run_tile(const problem& p, const float* A, const float* B, float* C, int64_
   return true;
 }
 
-
 enum class isa { none, avx2, avx512 };
 
 // The micro-kernel this process uses: AVX-512 where the CPU has it, else AVX2 + FMA, else none
@@ -395,11 +394,10 @@ bool run_with(thread_pool* pool, const problem& p) {
   }
 
   // Split each product into tm x tn tiles so that there are about as many tasks as threads
-  // (four times as many when there is plenty of work, so that a thread that loses its core for a
-  // while does not hold up the rest). Each tile streams its
-  // columns of B once and its rows of A once per NC-wide slice; an operand that is not
-  // prepacked is also written and read again by the packing. Pick the split that moves the
-  // fewest floats.
+  // (four times as many when there is plenty of work, so that a thread that loses its core for
+  // a while does not hold up the rest). Each tile streams its columns of B once and its rows of
+  // A once per NC-wide slice; an operand that is not prepacked is also written and read again
+  // by the packing. Pick the split that moves the fewest floats.
   const int threads = pool ? pool->size() : 1;
   const double macs = static_cast<double>(p.m) * p.n * p.k;
   const double total = macs * p.batch;
