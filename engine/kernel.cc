@@ -5,6 +5,14 @@
 namespace gpugrid {
 
 expected<tensor*> kernel_context::output(size_t i, dtype type, const shape_t& shape) {
+  return make_output(i, type, shape, true);
+}
+
+expected<tensor*> kernel_context::output_for_overwrite(size_t i, dtype type, const shape_t& shape) {
+  return make_output(i, type, shape, false);
+}
+
+expected<tensor*> kernel_context::make_output(size_t i, dtype type, const shape_t& shape, bool zero) {
   if (i >= outputs_->size()) return fail("kernel asked for output {} of {}", i, outputs_->size());
   size_t esize = dtype_size(type);
   if (esize == 0) return fail("output {} has unsupported type {}", i, dtype_name(type));
@@ -12,7 +20,7 @@ expected<tensor*> kernel_context::output(size_t i, dtype type, const shape_t& sh
   if (!checked_num_elements(shape, max_tensor_bytes / static_cast<int64_t>(esize), &n))
     return fail("output {} would have shape {}, which is negative or too large", i, shape_str(shape));
   if (alloc_) {
-    auto t = alloc_->allocate(i, type, shape);
+    auto t = alloc_->allocate(i, type, shape, zero);
     if (!t) return t.error();
     (*outputs_)[i] = std::move(t).value();
   } else {

@@ -25,8 +25,9 @@ namespace gpugrid {
 class output_allocator {
  public:
   virtual ~output_allocator() = default;
-  // Allocates output `index` of the current node.
-  virtual expected<tensor> allocate(size_t index, dtype type, const shape_t& shape) = 0;
+  // Allocates output `index` of the current node, zero-filled unless `zero` is false (the
+  // kernel then writes every element itself).
+  virtual expected<tensor> allocate(size_t index, dtype type, const shape_t& shape, bool zero) = 0;
   // True when input `input_index` of the current node may be overwritten by an output of the
   // same size (its last use is here and nobody else sees its bytes).
   virtual bool may_overwrite_input(size_t input_index) = 0;
@@ -49,6 +50,9 @@ class kernel_context {
 
   // Allocates output i. Fails (invalid_input) when the shape is negative or absurdly large.
   expected<tensor*> output(size_t i, dtype type, const shape_t& shape);
+  // Like output(), for a kernel that writes every element of the output: the memory is not
+  // zero-filled first.
+  expected<tensor*> output_for_overwrite(size_t i, dtype type, const shape_t& shape);
   // Like output(), but reuses input j's bytes when the executor says that is safe and the
   // sizes match; elementwise kernels that read element k before writing element k use this.
   expected<tensor*> output_reusing(size_t i, size_t j, dtype type, const shape_t& shape);
@@ -75,6 +79,8 @@ class kernel_context {
   }
 
  private:
+  expected<tensor*> make_output(size_t i, dtype type, const shape_t& shape, bool zero);
+
   const node& node_;
   std::vector<const tensor*> inputs_;
   std::vector<tensor>* outputs_;

@@ -67,7 +67,7 @@ class run_allocator final : public output_allocator {
     return on_device && !(host_outputs && index < host_outputs->size() && (*host_outputs)[index]);
   }
 
-  expected<tensor> allocate(size_t index, dtype type, const shape_t& shape) override {
+  expected<tensor> allocate(size_t index, dtype type, const shape_t& shape, bool zero) override {
     const node& n = *current;
     int v = index < n.outputs.size() ? n.outputs[index] : -1;
     const bool dev = output_on_device(index);
@@ -76,7 +76,7 @@ class run_allocator final : public output_allocator {
     int64_t bytes = num_elements(shape) * static_cast<int64_t>(dtype_size(type));
     if (plan_offset && v >= 0 && (*plan_offset)[v] >= 0 && bytes <= (*plan_size)[v] && arena[d]) {
       std::byte* p = arena[d].get() + (*plan_offset)[v];
-      if (!dev && bytes) std::memset(p, 0, static_cast<size_t>(bytes));
+      if (!dev && bytes && zero) std::memset(p, 0, static_cast<size_t>(bytes));
       return tensor(type, shape, std::shared_ptr<std::byte>(arena[d], p), kind);
     }
     if (plan_offset && v >= 0 && (*plan_offset)[v] >= 0) ++fallbacks;

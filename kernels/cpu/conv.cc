@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -193,10 +194,30 @@ void depthwise_plane(const float* x, const float* w, const window_geom& g, float
   }
 }
 
+// n floats from src to dst, short runs without a library call.
+inline void copy_floats(const float* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+  if (i < n) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(dst + i, mask, _mm256_maskload_ps(src + i, mask));
+  }
+}
+
+// n zeros at dst, short runs without a library call.
+inline void zero_floats(float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_setzero_ps());
+  for (; i < n; ++i) dst[i] = 0.f;
+}
+
 // Depthwise 3x3 (any strides, dilations, pads) on a zero-padded copy of the plane: no bounds
 // checks in the inner loop, all nine taps summed in registers, one store per output.
+// Each output is clamped to [lo, hi] after adding bias (a fused ReLU or Clip, or none).
 template <int SW>
-void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom& g, float* y) {
+void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom& g, float* y, float bias, float lo,
+                float hi) {
   const int64_t OH = g.out[1], OW = g.out[2], sh = g.s[1], dh = g.d[1], dw = g.d[2];
   const int64_t sw = SW > 0 ? SW : g.s[2];
   const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
@@ -213,6 +234,7 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
       const __m256 v3 = _mm256_set1_ps(w3), v4 = _mm256_set1_ps(w4), v5 = _mm256_set1_ps(w5);
       const __m256 v6 = _mm256_set1_ps(w6), v7 = _mm256_set1_ps(w7), v8 = _mm256_set1_ps(w8);
       const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+      const __m256 vb = _mm256_set1_ps(bias), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
       auto taps = [&](const float* r, __m256* t0, __m256* t1, __m256* t2) {
         if constexpr (SW == 1) {
           *t0 = _mm256_loadu_ps(r);
@@ -229,8 +251,10 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
           *t2 = _mm256_permute2f128_ps(c, d, 0x20);
         }
       };
-      // Inputs read by a block of 8 outputs at ow: [ow * SW, ow * SW + (SW == 1 ? 10 : 18)).
-      for (; ow + 8 <= OW && ow * SW + (SW == 1 ? 10 : 18) <= Wp; ow += 8) {
+      // A block of 8 outputs at ow reads [ow * SW, ow * SW + (SW == 1 ? 10 : 18)) of each row:
+      // the last block of a row may read past it (into the next row, or the buffer's slack) and
+      // stores only its real outputs.
+      for (; ow < OW; ow += 8) {
         __m256 t0, t1, t2, acc;
         taps(r0 + ow * SW, &t0, &t1, &t2);
         acc = _mm256_mul_ps(v0, t0);
@@ -244,39 +268,64 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
         acc = _mm256_fmadd_ps(v6, t0, acc);
         acc = _mm256_fmadd_ps(v7, t1, acc);
         acc = _mm256_fmadd_ps(v8, t2, acc);
-        _mm256_storeu_ps(yr + ow, acc);
+        acc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(acc, vb)));  // NaN stays NaN
+        if (ow + 8 <= OW) {
+          _mm256_storeu_ps(yr + ow, acc);
+        } else {
+          const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(OW - ow)),
+                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+          _mm256_maskstore_ps(yr + ow, mask, acc);
+        }
       }
     }
     for (; ow < OW; ++ow) {
       const int64_t b = ow * sw;
-      yr[ow] = w0 * r0[b] + w1 * r0[b + dw] + w2 * r0[b + 2 * dw] + w3 * r1[b] + w4 * r1[b + dw] + w5 * r1[b + 2 * dw] +
-               w6 * r2[b] + w7 * r2[b + dw] + w8 * r2[b + 2 * dw];
+      const float v = w0 * r0[b] + w1 * r0[b + dw] + w2 * r0[b + 2 * dw] + w3 * r1[b] + w4 * r1[b + dw] +
+                      w5 * r1[b + 2 * dw] + w6 * r2[b] + w7 * r2[b + dw] + w8 * r2[b + 2 * dw];
+      yr[ow] = std::min(std::max(v + bias, lo), hi);
     }
   }
 }
 
-// Returns false when the padded plane would not fit the scratch buffer.
-bool depthwise3x3_plane(const float* x, const float* w, const window_geom& g, float* y) {
+// Returns false when the padded plane would not fit the scratch buffer. Adds `bias` and
+// applies `act` when it is none, ReLU or Clip (*fused set), else leaves both to the caller.
+bool depthwise3x3_plane(const float* x, const float* w, const window_geom& g, float* y, float bias,
+                        const activation_spec& act, bool* fused) {
   const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
   const int64_t ph = g.pb[1], pw = g.pb[2];
   const int64_t Hp = (OH - 1) * g.s[1] + 2 * g.d[1] + 1, Wp = (OW - 1) * g.s[2] + 2 * g.d[2] + 1;
-  float* buf = nn::scratch<float>(2, static_cast<size_t>(Hp * Wp));
+  // Slack after the plane for the vector loop's last block (see dw3x3_rows).
+  constexpr int64_t slack = 32;
+  float* buf = nn::scratch<float>(2, static_cast<size_t>(Hp * Wp + slack));
   if (!buf) return false;
+  zero_floats(buf + Hp * Wp, slack);
   const int64_t left = std::min(pw, Wp), ncopy = std::max<int64_t>(0, std::min(W, Wp - pw));
   for (int64_t r = 0; r < Hp; ++r) {
     float* d = buf + r * Wp;
     const int64_t ih = r - ph;
     if (ih < 0 || ih >= H) {
-      std::fill(d, d + Wp, 0.f);
+      zero_floats(d, Wp);
       continue;
     }
-    std::fill(d, d + left, 0.f);
-    if (ncopy > 0) std::memcpy(d + left, x + ih * W, static_cast<size_t>(ncopy) * sizeof(float));
-    std::fill(d + left + ncopy, d + Wp, 0.f);
+    zero_floats(d, left);
+    if (ncopy > 0) copy_floats(x + ih * W, d + left, ncopy);
+    zero_floats(d + left + ncopy, Wp - left - ncopy);
   }
-  if (g.s[2] == 1) dw3x3_rows<1>(buf, Wp, w, g, y);
-  else if (g.s[2] == 2) dw3x3_rows<2>(buf, Wp, w, g, y);
-  else dw3x3_rows<0>(buf, Wp, w, g, y);
+  const float inf = std::numeric_limits<float>::infinity();
+  float lo = -inf, hi = inf;
+  *fused = true;
+  if (act.kind == activation_kind::relu) {
+    lo = 0.f;
+  } else if (act.kind == activation_kind::clip) {
+    lo = act.alpha;
+    hi = act.beta;
+  } else if (!act.is_none()) {
+    *fused = false;
+    bias = 0.f;
+  }
+  if (g.s[2] == 1) dw3x3_rows<1>(buf, Wp, w, g, y, bias, lo, hi);
+  else if (g.s[2] == 2) dw3x3_rows<2>(buf, Wp, w, g, y, bias, lo, hi);
+  else dw3x3_rows<0>(buf, Wp, w, g, y, bias, lo, hi);
   return true;
 }
 
@@ -326,24 +375,6 @@ status check_conv(kernel_context& ctx, const window_attrs& wa, int64_t group, co
   if (X.type() != W.type() || (B && B->type() != X.type()))
     return ctx.fail("X, W (and B) must share one type, got {} and {}", dtype_name(X.type()), dtype_name(W.type()));
   return conv_geometry(ctx, wa, group, X, W, B, cs);
-}
-
-// n floats from src to dst, short runs without a library call.
-inline void copy_floats(const float* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
-  if (i < n) {
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)),
-                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    _mm256_maskstore_ps(dst + i, mask, _mm256_maskload_ps(src + i, mask));
-  }
-}
-
-// n zeros at dst, short runs without a library call.
-inline void zero_floats(float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_setzero_ps());
-  for (; i < n; ++i) dst[i] = 0.f;
 }
 
 // sgemm's packing function for the implicit im2col matrix of one image and group: rows
@@ -511,9 +542,11 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
           const int64_t c = m / cs.Mg;  // the input channel of this output channel's group
           float* yp = out + p * S;
           const float* xp = x + (n * cs.C + c) * S_in;
-          if (!(g.k[1] == 3 && g.k[2] == 3 && depthwise3x3_plane(xp, w + m * kprod, g, yp)))
+          bool fused = false;
+          if (!(g.k[1] == 3 && g.k[2] == 3 &&
+                depthwise3x3_plane(xp, w + m * kprod, g, yp, bias ? bias[m] : 0.f, act, &fused)))
             depthwise_plane(xp, w + m * kprod, g, yp);
-          epilogue<float>(act, yp, S, bias ? bias[m] : 0.f);
+          if (!fused) epilogue<float>(act, yp, S, bias ? bias[m] : 0.f);
         }
       });
       return status::ok();
@@ -607,7 +640,7 @@ class conv_kernel final : public kernel {
     GG_RETURN_IF_ERROR(check_conv(ctx, wa_, group_, &cs));
     const dtype t = ctx.input(0)->type();
     if (t != dtype::f32 && t != dtype::f64) return ctx.fail("unsupported input type {}", dtype_name(t));
-    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, t, cs.out));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, t, cs.out));
     const tensor* B = nn::optional_input(ctx, 2);
     if (t == dtype::f32) return conv_run<float>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y, &weights_);
     return conv_run<double>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y);

@@ -229,6 +229,10 @@ TEST_CASE("FusedConv applies bias and activation", "[nn]") {
       {{1, 3, 9, 9}, {4, 3, 3, 3}, 1, "Silu", 0, 0},
       {{1, 3, 9, 9}, {4, 3, 3, 3}, 1, "Gelu", 0, 0},
       {{1, 3, 9, 9}, {4, 3, 3, 3}, 1, "Tanh", 0, 0},
+      // Depthwise 3x3 with the activation fused into the kernel (Relu, Clip) or after it.
+      {{1, 6, 19, 21}, {6, 1, 3, 3}, 6, "Relu", 0, 0},
+      {{2, 4, 23, 30}, {4, 1, 3, 3}, 4, "Clip", -0.5f, 1.5f},
+      {{1, 4, 17, 18}, {4, 1, 3, 3}, 4, "Sigmoid", 0, 0},
   };
   uint32_t seed = 500;
   for (auto& cs : cases) {

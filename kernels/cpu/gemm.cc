@@ -206,7 +206,7 @@ class matmul_kernel final : public kernel {
       if (bias->numel() != p.N) return ctx.fail("bias has {} values for {} output columns", bias->numel(), p.N);
     }
     const dtype t = A.type();
-    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, t, p.out));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, t, p.out));
     if (t == dtype::f32 && sgemm::available() && p.calls > 0 && (p.rows > 1 || p.calls > 1)) {
       sgemm::problem q;
       q.m = p.rows;
@@ -311,7 +311,7 @@ class gemm_kernel final : public kernel {
         return ctx.fail("C of shape {} does not broadcast to [{}, {}]", shape_str(C->shape()), M, N);
     }
     const dtype t = A.type();
-    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, t, {M, N}));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, t, {M, N}));
     if (M == 0 || N == 0) return status::ok();
     bool ok = false;
     status st = status::ok();
