@@ -19,6 +19,7 @@
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/nn_internal.h"
 #include "kernels/cpu/sgemm.h"
+#include "kernels/cpu/winograd.h"
 
 namespace gpugrid::cpu {
 namespace {
@@ -460,7 +461,8 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
 // The weights of one conv packed for sgemm, one left operand (Mg x K) per group.
 struct packed_weights {
   const float* src = nullptr;
-  std::once_flag once;
+  std::once_flag once, wino_once;
+  std::unique_ptr<winograd::weights> wino;  // null when the transform failed
   std::vector<std::shared_ptr<const sgemm::packed>> groups;  // empty when packing failed
   // The packed groups when w is the constant these were made for, packing on first use.
   const std::vector<std::shared_ptr<const sgemm::packed>>* get(const float* w, int64_t group, int64_t Mg, int64_t K) {
@@ -476,6 +478,12 @@ struct packed_weights {
       }
     });
     return groups.empty() ? nullptr : &groups;
+  }
+  // The Winograd-transformed weights when w is the constant these were made for.
+  const winograd::weights* winograd_of(const float* w, int64_t M, int64_t C) {
+    if (!src || w != src) return nullptr;
+    std::call_once(wino_once, [&] { wino = winograd::transform_weights(src, M, C); });
+    return wino.get();
   }
 };
 
@@ -555,8 +563,15 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
 
   if constexpr (std::is_same_v<T, float>) {
     if (sgemm::available()) {
-      const auto* wpk = pw ? pw->get(w, cs.group, cs.Mg, K) : nullptr;
       auto oom = [&] { return internal_error("{}: out of memory for the packed blocks", ctx.op().describe()); };
+      if (pw && winograd::applies(g, cs.group, cs.C, cs.M)) {
+        if (const winograd::weights* U = pw->winograd_of(w, cs.M, cs.C)) {
+          for (int64_t n = 0; n < cs.N; ++n)
+            if (!winograd::run(&ctx.pool(), *U, x + n * cs.C * S_in, g, bias, act, out + n * cs.M * S)) return oom();
+          return status::ok();
+        }
+      }
+      const auto* wpk = pw ? pw->get(w, cs.group, cs.Mg, K) : nullptr;
       if (pointwise) {
         for (int64_t n = 0; n < cs.N; ++n)
           for (int64_t gi = 0; gi < cs.group; ++gi)

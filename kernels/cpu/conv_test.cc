@@ -157,6 +157,12 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{2, 3, 23, 41}, {3, 1, 3, 3}, 3, {2, 2}, {}, {1, 1, 1, 1}, "", true},   // depthwise s2, wide rows
       {{1, 3, 24, 40}, {3, 1, 3, 3}, 3, {2, 2}, {}, {0, 1, 1, 0}, "", false},  // depthwise s2, uneven pads
       {{1, 2, 19, 35}, {2, 1, 3, 3}, 2, {}, {2, 2}, {2, 2, 2, 2}, "", true},   // depthwise dilated (scalar)
+      // 3x3 stride 1 with 16+ channels: Winograd F(2x2, 3x3) when the weights are constant.
+      {{2, 16, 9, 11}, {20, 16, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
+      {{1, 32, 14, 14}, {16, 32, 3, 3}, 1, {}, {}, {0, 0, 0, 0}, "", false},
+      {{1, 17, 7, 8}, {19, 17, 3, 3}, 1, {}, {}, {0, 2, 1, 0}, "", true},      // odd output, uneven pads
+      {{1, 24, 30, 45}, {33, 24, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},    // several 8-tile blocks per row
+      {{1, 300, 6, 6}, {18, 300, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},    // C > 256: several k-blocks
   };
   uint32_t seed = 100;
   for (auto& c : cases) {
@@ -168,12 +174,14 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
     if (!c.pads.empty()) n.attrs["pads"] = ais(c.pads);
     std::vector<tensor> in = {X, W};
     if (c.bias) in.push_back(B);
-    for (bool parallel : {false, true}) {
-      auto r = run(n, in, false, parallel);
+    // Constant weights take the prepacked (and Winograd) paths.
+    for (int mode = 0; mode < 4; ++mode) {
+      const bool constant = mode >= 2, parallel = mode % 2 == 1;
+      auto r = run(n, in, constant, parallel);
       REQUIRE(r);
       shape_t s;
       auto want = ref_conv(X, W, c.bias ? &B : nullptr, c.group, c.strides, c.dilations, c.pads, &s);
-      INFO("X " << shape_str(c.x) << " W " << shape_str(c.w) << " group " << c.group);
+      INFO("X " << shape_str(c.x) << " W " << shape_str(c.w) << " group " << c.group << " constant " << constant);
       CHECK((*r)[0].shape() == s);
       check_close((*r)[0], want, 1e-4f, 1e-4f);
     }
@@ -233,6 +241,8 @@ TEST_CASE("FusedConv applies bias and activation", "[nn]") {
       {{1, 6, 19, 21}, {6, 1, 3, 3}, 6, "Relu", 0, 0},
       {{2, 4, 23, 30}, {4, 1, 3, 3}, 4, "Clip", -0.5f, 1.5f},
       {{1, 4, 17, 18}, {4, 1, 3, 3}, 4, "Sigmoid", 0, 0},
+      {{1, 16, 12, 13}, {24, 16, 3, 3}, 1, "Clip", 0.f, 6.f},  // Winograd with a fused Clip
+      {{1, 16, 12, 13}, {24, 16, 3, 3}, 1, "Silu", 0, 0},
   };
   uint32_t seed = 500;
   for (auto& cs : cases) {

@@ -288,8 +288,8 @@ void apply_epilogue(const epilogue& ep, float* c, int64_t ldc, int64_t r0, int64
 // One tile of one product: rows [m0, m1) x columns [n0, n1) of C, m0 a multiple of MR and n0
 // of NR (so prepacked panels line up). False when scratch memory could not be had.
 template <class Kern>
-bool run_tile(const problem& p, const float* A, const float* B, float* C, int64_t m0, int64_t m1, int64_t n0,
-              int64_t n1) {
+bool run_tile(const problem& p, const packed* apk, const float* A, const float* B, float* C, int64_t m0, int64_t m1,
+              int64_t n0, int64_t n1) {
   constexpr int64_t MR = Kern::MR, NR = Kern::NR, MC = Kern::MC;
   thread_local scratch_buf abuf, bbuf;
   const int64_t K = p.k;
@@ -321,8 +321,8 @@ bool run_tile(const problem& p, const float* A, const float* B, float* C, int64_
         const int64_t mc1 = std::min(m1, mc0 + MC);
         const int64_t mpanels = (mc1 - mc0 + MR - 1) / MR;
         const float* ap;
-        if (p.a.pk) {
-          ap = p.a.pk->block(k0, kc, mc0 / MR);
+        if (apk) {
+          ap = apk->block(k0, kc, mc0 / MR);
         } else {
           float* buf = abuf.get(static_cast<size_t>(mpanels * MR * kc));
           if (!buf) return false;
@@ -375,18 +375,20 @@ template <class Kern>
 bool run_with(thread_pool* pool, const problem& p) {
   constexpr int64_t MR = Kern::MR, NR = Kern::NR;
   if (p.m <= 0 || p.n <= 0 || p.batch <= 0) return true;
-  auto item = [&](int64_t i, const float** a, const float** b, float** c) {
+  auto item = [&](int64_t i, const packed** apk, const float** a, const float** b, float** c) {
     int64_t ao = 0, bo = 0, co = 0;
     if (p.batch > 1 && p.offsets) p.offsets(i, &ao, &bo, &co);
-    *a = p.a.pk ? nullptr : p.a.v.p + ao;
+    *apk = p.a_each ? p.a_each[i] : p.a.pk;
+    *a = *apk ? nullptr : p.a.v.p + ao;
     *b = p.b.pk ? nullptr : p.b.v.p + bo;
     *c = p.c + co;
   };
   if (p.k <= 0) {  // an empty sum: C = epilogue(0)
     for (int64_t i = 0; i < p.batch; ++i) {
+      const packed* apk;
       const float *a, *b;
       float* c;
-      item(i, &a, &b, &c);
+      item(i, &apk, &a, &b, &c);
       for (int64_t r = 0; r < p.m; ++r) std::fill(c + r * p.ldc, c + r * p.ldc + p.n, 0.f);
       apply_epilogue(p.ep, c, p.ldc, 0, p.m, 0, p.n);
     }
@@ -416,7 +418,7 @@ bool run_with(thread_pool* pool, const problem& p) {
       if (cm > mpan || cn > npan) continue;
       const double mt = double(round_up((p.m + cm - 1) / cm, MR)), nt = double(round_up((p.n + cn - 1) / cn, NR));
       const double per_tile = double(p.k) * nt * (p.b.pk ? 1 : 2) +
-                              double(p.k) * mt * std::ceil(nt / NC) * (p.a.pk ? 1 : 2);
+                              double(p.k) * mt * std::ceil(nt / NC) * (p.a.pk || p.a_each ? 1 : 2);
       const double cost = per_tile * double(cm * cn);
       if (best < 0 || cost < best) {
         best = cost;
@@ -435,10 +437,11 @@ bool run_with(thread_pool* pool, const problem& p) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t i = t / tiles, r = t % tiles;
       const int64_t mi = r / tn, ni = r % tn;
+      const packed* apk;
       const float *a, *bb;
       float* c;
-      item(i, &a, &bb, &c);
-      if (!run_tile<Kern>(p, a, bb, c, mi * mstep, std::min(p.m, (mi + 1) * mstep), ni * nstep,
+      item(i, &apk, &a, &bb, &c);
+      if (!run_tile<Kern>(p, apk, a, bb, c, mi * mstep, std::min(p.m, (mi + 1) * mstep), ni * nstep,
                     std::min(p.n, (ni + 1) * nstep)))
         failed = true;
     }

@@ -94,6 +94,8 @@ struct problem {
   epilogue ep;
   int64_t batch = 1;
   std::function<void(int64_t, int64_t*, int64_t*, int64_t*)> offsets;
+  // Optional: a packed left operand per batch item (a_each[i] for item i), instead of a.
+  const packed* const* a_each = nullptr;
 };
 
 // False when scratch memory for the packed blocks could not be allocated.

@@ -1,0 +1,271 @@
+#include "kernels/cpu/winograd.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/thread_pool.h"
+
+namespace gpugrid::cpu::winograd {
+namespace {
+
+// Runs f(begin, end) over [0, n), on the pool when there is one and enough items.
+template <typename F>
+void par(thread_pool* pool, int64_t n, int64_t grain, F&& f) {
+  if (n <= 0) return;
+  if (!pool || pool->size() <= 1 || n <= grain) {
+    f(int64_t{0}, n);
+    return;
+  }
+  pool->parallel_for(n, grain, [&](int64_t b, int64_t e) { f(b, e); });
+}
+
+// Lanes [0, n) of a vector of 8 floats.
+inline __m256i lanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline void store8(float* p, __m256 v, int64_t n) {
+  if (n >= 8) _mm256_storeu_ps(p, v);
+  else if (n > 0) _mm256_maskstore_ps(p, lanes(n), v);
+}
+
+inline __m256 load8(const float* p, int64_t n) {
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes(n));
+}
+
+// Even and odd elements of the 16 floats a:b.
+inline __m256 evens(__m256 a, __m256 b) {
+  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  return _mm256_permute2f128_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx), 0x20);
+}
+inline __m256 odds(__m256 a, __m256 b) {
+  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  return _mm256_permute2f128_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx), 0x31);
+}
+
+// Slack after a padded plane: the last block of a row reads up to 14 floats past it.
+constexpr int64_t kSlack = 32;
+
+// Per-thread buffer for one padded input plane.
+float* plane_buffer(size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+struct geometry {
+  int64_t C, H, W, OH, OW, ph, pw;
+  int64_t TH, TW, T;  // tiles of 2x2 outputs
+  int64_t Hp, Wp;     // the padded plane the tiles read: (2 TH + 2) x (2 TW + 2)
+};
+
+// V[xi][c][t] = (B^T d B)[xi] for every tile t of channel c (V points at channel c's row of
+// xi = 0; rows of the next xi are cs floats further).
+void input_transform(const geometry& q, const float* xc, float* pad, float* V, int64_t cs) {
+  // The zero-padded plane: row r is input row r - ph, column j is input column j - pw.
+  const int64_t left = std::min(q.pw, q.Wp), ncopy = std::max<int64_t>(0, std::min(q.W, q.Wp - q.pw));
+  for (int64_t r = 0; r < q.Hp; ++r) {
+    float* d = pad + r * q.Wp;
+    const int64_t ih = r - q.ph;
+    if (ih < 0 || ih >= q.H) {
+      std::fill(d, d + q.Wp, 0.f);
+      continue;
+    }
+    std::fill(d, d + left, 0.f);
+    if (ncopy > 0) std::memcpy(d + left, xc + ih * q.W, static_cast<size_t>(ncopy) * sizeof(float));
+    std::fill(d + left + ncopy, d + q.Wp, 0.f);
+  }
+  std::fill(pad + q.Hp * q.Wp, pad + q.Hp * q.Wp + kSlack, 0.f);
+
+  for (int64_t th = 0; th < q.TH; ++th) {
+    const float* rows[4];
+    for (int i = 0; i < 4; ++i) rows[i] = pad + (2 * th + i) * q.Wp;
+    for (int64_t tw0 = 0; tw0 < q.TW; tw0 += 8) {
+      const int64_t n = std::min<int64_t>(8, q.TW - tw0);
+      // d[i][j]: input (2 th + i, 2 tw + j) of eight tiles tw0..tw0+7.
+      __m256 d[4][4];
+      for (int i = 0; i < 4; ++i) {
+        const float* b = rows[i] + 2 * tw0;
+        const __m256 a0 = _mm256_loadu_ps(b), a1 = _mm256_loadu_ps(b + 8);
+        const __m256 c0 = _mm256_loadu_ps(b + 2), c1 = _mm256_loadu_ps(b + 10);
+        d[i][0] = evens(a0, a1);
+        d[i][1] = odds(a0, a1);
+        d[i][2] = evens(c0, c1);
+        d[i][3] = odds(c0, c1);
+      }
+      // s = B^T d (rows), then v = s B (columns).
+      __m256 s[4][4];
+      for (int j = 0; j < 4; ++j) {
+        s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
+        s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
+        s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
+        s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
+      }
+      float* out = V + th * q.TW + tw0;
+      for (int i = 0; i < 4; ++i) {
+        store8(out + (i * 4 + 0) * cs, _mm256_sub_ps(s[i][0], s[i][2]), n);
+        store8(out + (i * 4 + 1) * cs, _mm256_add_ps(s[i][1], s[i][2]), n);
+        store8(out + (i * 4 + 2) * cs, _mm256_sub_ps(s[i][2], s[i][1]), n);
+        store8(out + (i * 4 + 3) * cs, _mm256_sub_ps(s[i][1], s[i][3]), n);
+      }
+    }
+  }
+}
+
+// y_m = act(A^T m A + bias) for every tile of output channel m (Mo points at m's row of
+// xi = 0; rows of the next xi are ms floats further).
+void output_transform(const geometry& q, const float* Mo, int64_t ms, float bias, const activation_spec& act,
+                      float* ym) {
+  for (int64_t th = 0; th < q.TH; ++th) {
+    float* y0 = ym + 2 * th * q.OW;
+    float* y1 = y0 + q.OW;
+    const bool second_row = 2 * th + 1 < q.OH;
+    for (int64_t tw0 = 0; tw0 < q.TW; tw0 += 8) {
+      const int64_t n = std::min<int64_t>(8, q.TW - tw0);
+      const float* in = Mo + th * q.TW + tw0;
+      __m256 m[4][4];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) m[i][j] = load8(in + (i * 4 + j) * ms, n);
+      __m256 a0[4], a1[4];  // A^T m
+      for (int j = 0; j < 4; ++j) {
+        a0[j] = _mm256_add_ps(_mm256_add_ps(m[0][j], m[1][j]), m[2][j]);
+        a1[j] = _mm256_sub_ps(_mm256_sub_ps(m[1][j], m[2][j]), m[3][j]);
+      }
+      // (A^T m) A: the 2x2 outputs of each tile.
+      const __m256 y00 = _mm256_add_ps(_mm256_add_ps(a0[0], a0[1]), a0[2]);
+      const __m256 y01 = _mm256_sub_ps(_mm256_sub_ps(a0[1], a0[2]), a0[3]);
+      const __m256 y10 = _mm256_add_ps(_mm256_add_ps(a1[0], a1[1]), a1[2]);
+      const __m256 y11 = _mm256_sub_ps(_mm256_sub_ps(a1[1], a1[2]), a1[3]);
+      // Interleave each row's two outputs per tile: 16 consecutive output columns.
+      const int64_t cols = std::min(q.OW - 2 * tw0, 2 * n);
+      auto put = [&](float* row, __m256 e, __m256 o) {
+        const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+        store8(row + 2 * tw0, _mm256_permute2f128_ps(lo, hi, 0x20), cols);
+        store8(row + 2 * tw0 + 8, _mm256_permute2f128_ps(lo, hi, 0x31), cols - 8);
+      };
+      put(y0, y00, y01);
+      if (second_row) put(y1, y10, y11);
+    }
+    apply_activation(act, y0, q.OW, bias);
+    if (second_row) apply_activation(act, y1, q.OW, bias);
+  }
+}
+
+// Per-thread scratch for V and M (grown, never shrunk).
+float* scratch(int slot, size_t n) {
+  thread_local std::vector<float> bufs[2];
+  if (bufs[slot].size() < n) {
+    try {
+      bufs[slot].resize(n);
+    } catch (const std::bad_alloc&) {
+      return nullptr;
+    }
+  }
+  return bufs[slot].data();
+}
+
+}  // namespace
+
+bool applies(const nn::window_geom& g, int64_t group, int64_t C, int64_t M) {
+  if (g.nsp != 2 || group != 1 || !sgemm::available()) return false;
+  if (g.k[1] != 3 || g.k[2] != 3 || g.s[1] != 1 || g.s[2] != 1 || g.d[1] != 1 || g.d[2] != 1) return false;
+  // Few channels make the 16 products too thin to win back the transforms.
+  return C >= 16 && M >= 16 && g.out[1] >= 4 && g.out[2] >= 4;
+}
+
+std::unique_ptr<weights> transform_weights(const float* w, int64_t M, int64_t C) {
+  std::vector<float> u;
+  try {
+    u.resize(static_cast<size_t>(16 * M * C));
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+  const int64_t MC = M * C;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t c = 0; c < C; ++c) {
+      const float* g = w + (m * C + c) * 9;
+      // G g: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2 (each a row of three).
+      float gg[4][3];
+      for (int s = 0; s < 3; ++s) {
+        gg[0][s] = g[s];
+        gg[1][s] = 0.5f * (g[s] + g[3 + s] + g[6 + s]);
+        gg[2][s] = 0.5f * (g[s] - g[3 + s] + g[6 + s]);
+        gg[3][s] = g[6 + s];
+      }
+      // (G g) G^T, row by row.
+      for (int r = 0; r < 4; ++r) {
+        const float a = gg[r][0], b = gg[r][1], cc = gg[r][2];
+        const float row[4] = {a, 0.5f * (a + b + cc), 0.5f * (a - b + cc), cc};
+        for (int j = 0; j < 4; ++j) u[static_cast<size_t>((r * 4 + j) * MC + m * C + c)] = row[j];
+      }
+    }
+  auto out = std::make_unique<weights>();
+  out->M = M;
+  out->C = C;
+  for (int xi = 0; xi < 16; ++xi) {
+    auto pk = sgemm::packed::left({u.data() + xi * MC, C, 1}, M, C);
+    if (!pk) return nullptr;
+    out->u.push_back(std::move(pk));
+  }
+  return out;
+}
+
+bool run(thread_pool* pool, const weights& U, const float* x, const nn::window_geom& g, const float* bias,
+         const activation_spec& act, float* y) {
+  geometry q;
+  q.C = U.C;
+  q.H = g.in[1];
+  q.W = g.in[2];
+  q.OH = g.out[1];
+  q.OW = g.out[2];
+  q.ph = g.pb[1];
+  q.pw = g.pb[2];
+  q.TH = (q.OH + 1) / 2;
+  q.TW = (q.OW + 1) / 2;
+  q.T = q.TH * q.TW;
+  q.Hp = 2 * q.TH + 2;
+  q.Wp = 2 * q.TW + 2;
+  const int64_t M = U.M, C = U.C, T = q.T;
+  float* V = scratch(0, static_cast<size_t>(16 * C * T));
+  float* Mo = scratch(1, static_cast<size_t>(16 * M * T));
+  if (!V || !Mo) return false;
+
+  // 1. Input tiles, one channel per item.
+  const size_t plane = static_cast<size_t>(q.Hp * q.Wp + kSlack);
+  bool ok = true;
+  par(pool, C, std::max<int64_t>(1, 4096 / std::max<int64_t>(T, 1)), [&](int64_t b, int64_t e) {
+    float* pad = plane_buffer(plane);
+    for (int64_t c = b; c < e; ++c) input_transform(q, x + c * q.H * q.W, pad, V + c * T, C * T);
+  });
+
+  // 2. Sixteen products M_xi [M x T] = U_xi [M x C] x V_xi [C x T].
+  std::vector<const sgemm::packed*> us;
+  for (const auto& u : U.u) us.push_back(u.get());
+  sgemm::problem p;
+  p.m = M;
+  p.n = T;
+  p.k = C;
+  p.a_each = us.data();
+  p.b.v = {V, T, 1};
+  p.c = Mo;
+  p.ldc = T;
+  p.batch = 16;
+  p.offsets = [C, M, T](int64_t i, int64_t* ao, int64_t* bo, int64_t* co) {
+    *ao = 0;
+    *bo = i * C * T;
+    *co = i * M * T;
+  };
+  ok = sgemm::run(pool, p);
+  if (!ok) return false;
+
+  // 3. Output tiles, bias and activation, one output channel per item.
+  par(pool, M, std::max<int64_t>(1, 4096 / std::max<int64_t>(T, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m)
+      output_transform(q, Mo + m * T, M * T, bias ? bias[m] : 0.f, act, y + m * q.OH * q.OW);
+  });
+  return true;
+}
+
+}  // namespace gpugrid::cpu::winograd
