@@ -17,8 +17,7 @@ namespace {
 thread_local bool in_parallel_region = false;
 
 constexpr uint64_t kClosed = 0xffffffffu;
-// How long an idle worker spins before it sleeps, and how long the caller spins waiting for
-// the last chunks before it yields its core (GPUGRID_SPIN_US overrides it).
+// How long an idle worker spins before it sleeps (GPUGRID_SPIN_US overrides it).
 std::chrono::microseconds spin_time() {
   static const std::chrono::microseconds t = [] {
     const char* e = std::getenv("GPUGRID_SPIN_US");
@@ -27,6 +26,11 @@ std::chrono::microseconds spin_time() {
   }();
   return t;
 }
+
+// Spinning longer than this also yields the core now and then: when the machine gives the
+// process fewer cores than it has threads (a busy host, a shared VM), a thread that only spins
+// would take the time slice of the very thread it waits for.
+constexpr auto kPureSpin = std::chrono::microseconds(20);
 
 uint64_t generation_of(uint64_t s) { return s >> 32; }
 uint64_t index_of(uint64_t s) { return s & 0xffffffffu; }
@@ -78,11 +82,16 @@ void thread_pool::worker_loop() {
     uint64_t s = state_.load(std::memory_order_acquire);
     if (generation_of(s) == seen) {
       // Spin a little for the next loop, then sleep.
-      const auto until = std::chrono::steady_clock::now() + spin_time();
+      const auto start = std::chrono::steady_clock::now();
+      const auto until = start + spin_time(), polite = start + kPureSpin;
       int spins = 0;
       while (generation_of(s = state_.load(std::memory_order_acquire)) == seen && !stop_.load()) {
         GG_PAUSE();
-        if (++spins % 64 == 0 && std::chrono::steady_clock::now() > until) break;
+        if (++spins % 64 == 0) {
+          const auto now = std::chrono::steady_clock::now();
+          if (now > until) break;
+          if (now > polite) std::this_thread::yield();
+        }
       }
       if (generation_of(s) == seen) {
         std::unique_lock<std::mutex> lock(mu_);
@@ -122,11 +131,11 @@ void thread_pool::parallel_for(int64_t n, int64_t grain,
   }
   work_on(state_.load(std::memory_order_acquire));
   // Wait for the chunks other threads claimed.
-  const auto until = std::chrono::steady_clock::now() + spin_time();
+  const auto polite = std::chrono::steady_clock::now() + kPureSpin;
   int spins = 0;
   while (remaining_.load(std::memory_order_acquire) > 0) {
     if (spins < 1 << 30) ++spins;
-    if (spins % 64 == 0 && std::chrono::steady_clock::now() > until) std::this_thread::yield();
+    if (spins % 64 == 0 && std::chrono::steady_clock::now() > polite) std::this_thread::yield();
     else GG_PAUSE();
   }
   // Close the loop so that no late worker can claim from it.
