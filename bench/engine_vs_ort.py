@@ -166,8 +166,9 @@ def mem_total():
 def git_describe():
     try:
         rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
+        # (Earlier reports under bench/results/ do not change what is measured.)
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!bench/results"], capture_output=True, text=True).stdout.strip()
         return rev + (" (with uncommitted changes)" if dirty else "") if rev else "unknown"
     except OSError:
         return "unknown"
