@@ -37,6 +37,16 @@ void write_values(json_writer& w, const graph& g, const std::vector<int>& ids) {
 
 }  // namespace
 
+// A name from the model file as one printable line (control characters escaped).
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
 int inspect_command(const inspect_options& o) {
   auto model = load_model_file(o.model);
   if (!model) { fmt::print(stderr, "gpugrid: {}\n", model.error().message()); return 2; }
@@ -111,12 +121,12 @@ int inspect_command(const inspect_options& o) {
   }
   fmt::print("model    {}\nopset    {}\nnodes    {}\n", o.model, g.opsets.count("") ? g.opsets.at("") : 0, g.nodes.size());
   fmt::print("inputs\n");
-  for (int id : g.inputs) fmt::print("  {:<24} {:<8} {}\n", g.values[id].name, dtype_name(g.values[id].type), dims_str(g.values[id]));
+  for (int id : g.inputs) fmt::print("  {:<24} {:<8} {}\n", printable(g.values[id].name), dtype_name(g.values[id].type), dims_str(g.values[id]));
   fmt::print("outputs\n");
-  for (int id : g.outputs) fmt::print("  {:<24} {:<8} {}\n", g.values[id].name, dtype_name(g.values[id].type), dims_str(g.values[id]));
+  for (int id : g.outputs) fmt::print("  {:<24} {:<8} {}\n", printable(g.values[id].name), dtype_name(g.values[id].type), dims_str(g.values[id]));
   fmt::print("ops\n");
   for (auto& [op, count] : histogram) {
-    fmt::print("  {:<28} {:>5}   cpu: {:<3}  cuda: {}\n", op, count, supports(&cpu_reg, op) ? "yes" : "no",
+    fmt::print("  {:<28} {:>5}   cpu: {:<3}  cuda: {}\n", printable(op), count, supports(&cpu_reg, op) ? "yes" : "no",
                !cuda_reg ? "-" : supports(cuda_reg, op) ? "yes" : "no (runs on the CPU)");
   }
   if (!cuda_reg) fmt::print("cuda     {}\n", cuda_note);

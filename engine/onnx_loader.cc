@@ -189,6 +189,15 @@ void read_value_info(const onnx::ValueInfoProto& vi, value_info* out) {
 
 // Orders g.nodes so that every node comes after the producers of its inputs.
 status topological_sort(graph& g, const std::string& what) {
+  // Every id must name a value (a bug in a pass, not in the file, if one does not).
+  const int nvalues = static_cast<int>(g.values.size());
+  auto bad_id = [&](int id) { return id < -1 || id >= nvalues; };
+  for (const node& n : g.nodes)
+    for (const auto* ids : {&n.inputs, &n.outputs})
+      for (int id : *ids)
+        if (bad_id(id)) return internal_error("{}: {} refers to value #{}, which does not exist", what, n.describe(), id);
+  for (int id : g.outputs)
+    if (bad_id(id)) return internal_error("{}: a graph output refers to value #{}, which does not exist", what, id);
   std::vector<int> producer(g.values.size(), -1);
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     for (int out : g.nodes[i].outputs) {
