@@ -361,7 +361,8 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
         ledger::sign_as_client(rc, client.secret_key);
         {
           if (ledger) {
-            auto h = ledger->append(rc);
+            // The provider's signature was verified above and the client's was just made.
+            auto h = ledger->append_verified(rc);
             if (!h) return h.error();
           }
           auto rp = std::make_shared<const ledger::receipt>(rc);

@@ -240,9 +240,11 @@ status provider_core::accept_receipt(const ledger::receipt& r) {
       return invalid_input("the countersigned receipt differs from the one issued");
     issued_.erase(it);
   }
-  // The provider's own signature was compared byte for byte above.
-  if (!ledger_) return ledger::verify_client_signature(r);
-  auto h = ledger_->append(r);  // checks both signatures
+  // The provider's own signature was compared byte for byte above; the client's is checked
+  // here, once.
+  GG_RETURN_IF_ERROR(ledger::verify_client_signature(r));
+  if (!ledger_) return status::ok();
+  auto h = ledger_->append_verified(r);
   if (!h) return h.error();
   return status::ok();
 }

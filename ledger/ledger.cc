@@ -117,6 +117,10 @@ expected<std::unique_ptr<ledger_file>> ledger_file::open(const std::string& dir,
   return l;
 }
 
+ledger_file::~ledger_file() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
 head ledger_file::current_head() const {
   std::lock_guard<std::mutex> lock(mu_);
   head h;
@@ -132,6 +136,10 @@ std::vector<entry> ledger_file::entries() const {
 
 expected<head> ledger_file::append(const receipt& r) {
   GG_RETURN_IF_ERROR(verify_receipt(r).with_context("refusing to record a receipt"));
+  return append_verified(r);
+}
+
+expected<head> ledger_file::append_verified(const receipt& r) {
   std::lock_guard<std::mutex> lock(mu_);
   entry e;
   e.index = entries_.size();
@@ -144,26 +152,28 @@ expected<head> ledger_file::append(const receipt& r) {
   for (int i = 0; i < 4; ++i) record.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
   record += e.raw;
   record.append(reinterpret_cast<const char*>(e.hash.data()), 32);
-  bool fresh = !std::filesystem::exists(path_);
-  int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) return io_error("cannot open ledger '{}': {}", path_, std::strerror(errno));
+  bool fresh = false;
+  if (fd_ < 0) {
+    fresh = !std::filesystem::exists(path_);
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd_ < 0) return io_error("cannot open ledger '{}': {}", path_, std::strerror(errno));
+  }
+  // On a failed write or sync the file is closed, so that the next append reopens it (and a
+  // torn record is cut when the ledger is next opened).
+  auto fail = [&](const char* what) {
+    int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    return io_error("cannot {} ledger '{}': {}", what, path_, std::strerror(err));
+  };
   size_t done = 0;
   while (done < record.size()) {
-    ssize_t n = ::write(fd, record.data() + done, record.size() - done);
+    ssize_t n = ::write(fd_, record.data() + done, record.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      ::close(fd);
-      return io_error("cannot write ledger '{}': {}", path_, std::strerror(err));
-    }
+    if (n <= 0) return fail("write");
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    return io_error("cannot sync ledger '{}': {}", path_, std::strerror(err));
-  }
-  ::close(fd);
+  if (::fsync(fd_) != 0) return fail("sync");
   if (fresh) GG_RETURN_IF_ERROR(fsync_dir(std::filesystem::path(path_).parent_path().string()));
   entries_.push_back(std::move(e));
   head h;

@@ -41,17 +41,22 @@ class ledger_file {
 
   // Appends a receipt (both signatures must verify) and fsyncs. Returns the new head.
   expected<head> append(const receipt& r);
+  // The same for a caller that has just checked both signatures itself (it verified the
+  // other side's and made or byte-compared its own): two Ed25519 verifications fewer per job.
+  expected<head> append_verified(const receipt& r);
   head current_head() const;
   // Every entry as read at open plus those appended since, oldest first.
   std::vector<entry> entries() const;
 
   const std::string& path() const { return path_; }
+  ~ledger_file();
 
  private:
   ledger_file() = default;
   mutable std::mutex mu_;
   std::string path_;
   std::vector<entry> entries_;
+  int fd_ = -1;  // the file, opened for appending on the first append and kept open
 };
 
 // Reads a ledger file without changing it (no torn-record repair): for `ledger show|verify`.
