@@ -24,6 +24,7 @@ int bench_command(const bench_options& o) {
   if (!model) return fail(model.error());
   session_options so;
   so.threads = o.threads;
+  so.allow_tf32 = o.precision == "tf32";
   so.device = o.device;
   so.profile = o.profile;
   set_blas_threads(o.threads);

@@ -94,6 +94,7 @@ int run_local(const run_options& o, bool say_local) {
   session_options so;
   so.threads = o.threads;
   so.device = o.device;
+  so.allow_tf32 = o.precision == "tf32";
   set_blas_threads(o.threads);
   auto sess = session::create(*model, so);
   if (!sess) return fail(sess.error().with_context(o.model));
@@ -282,6 +283,11 @@ int run_command(const run_options& o) {
     return 2;
   }
   if (o.local) return run_local(o, false);
+  if (o.precision != "fp32") {
+    // Providers compute in fp32, so that their results can be compared with each other.
+    fmt::print(stderr, "gpugrid: --precision {} applies to --local runs only\n", o.precision);
+    return 2;
+  }
   if (!o.peers.empty()) return run_remote(o);
   return run_embedded_grid(o);
 }

@@ -59,7 +59,7 @@ bool is_unsupported(const status& st) {
   return m.find("unsupported") != std::string::npos || m.find("not supported") != std::string::npos;
 }
 
-case_result run_case(const fs::path& dir, int threads, const std::string& device) {
+case_result run_case(const fs::path& dir, int threads, const std::string& device, bool allow_tf32) {
   case_result r;
   r.name = dir.filename().string();
   auto model = load_model_file((dir / "model.onnx").string());
@@ -71,6 +71,7 @@ case_result run_case(const fs::path& dir, int threads, const std::string& device
   session_options opt;
   opt.threads = threads;
   opt.device = device;
+  opt.allow_tf32 = allow_tf32;
   auto sess = session::create(*model, opt);
   if (!sess) {
     r.result = is_unsupported(sess.error()) ? outcome::skipped : outcome::failed;
@@ -180,7 +181,7 @@ int selftest_command(const selftest_options& o) {
   for (const auto& dir : cases) {
     case_result r;
     try {
-      r = run_case(dir, o.threads, o.device);
+      r = run_case(dir, o.threads, o.device, o.precision == "tf32");
     } catch (const std::exception& e) {
       r.name = dir.filename().string();
       r.result = outcome::failed;

@@ -141,6 +141,14 @@ void add_threads(CLI::App& sub, int& v) {
       ->check(whole_number(0, 4096));
 }
 
+void add_precision(CLI::App& sub, std::string& v) {
+  sub.add_option("--precision", v,
+                 "float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, "
+                 "about three significant digits)")
+      ->type_name("fp32|tf32")
+      ->check(one_of({"fp32", "tf32"}));
+}
+
 void add_model(CLI::App& sub, std::string& v) {
   sub.add_option("MODEL", v, "the ONNX model file")->type_name("")->required();
 }
@@ -208,6 +216,7 @@ void run_flags(CLI::App& sub, parsed_options& o) {
   add_device(sub, v.device, "auto|cpu|cuda[:N]",
              "the device for --local and the embedded local grid (default auto)");
   add_threads(sub, v.threads);
+  add_precision(sub, v.precision);
   add_data_dir(sub, v.data_dir);
   add_json(sub, v.json, "print one JSON object: outputs, providers, verification and timing");
 }
@@ -232,6 +241,7 @@ void selftest_flags(CLI::App& sub, parsed_options& o) {
   add_device(sub, v.device, "cpu|cuda", "the backend to test (default cpu)");
   sub.add_option("--filter", v.filter, "run only the cases whose name contains TEXT")->type_name("TEXT");
   add_threads(sub, v.threads);
+  add_precision(sub, v.precision);
   add_json(sub, v.json, "print one JSON object with every case's result");
   sub.add_flag("--verbose", v.verbose, "print every case, not only the failures");
 }
@@ -246,6 +256,7 @@ void bench_flags(CLI::App& sub, parsed_options& o) {
   sub.add_option("--warmup", v.warmup, "untimed runs first (default 3)")->type_name("N")->check(whole_number(0, kMaxInt));
   sub.add_flag("--profile", v.profile, "time every op type (waits for the device after each node; slower)");
   add_threads(sub, v.threads);
+  add_precision(sub, v.precision);
   add_json(sub, v.json, "print one JSON object (median, p90, peak memory)");
 }
 

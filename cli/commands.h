@@ -20,6 +20,7 @@ struct run_options {
   double timeout_s = 60;
   std::string device = "auto";         // for --local: auto|cpu|cuda[:N]
   int threads = 0;                     // 0: all cores
+  std::string precision = "fp32";      // fp32|tf32 (CUDA float products, --local and the embedded grid)
   std::string data_dir;
   bool json = false;
 };
@@ -40,6 +41,7 @@ struct bench_options {
   int iterations = 20;
   int warmup = 3;
   int threads = 0;
+  std::string precision = "fp32";  // fp32|tf32
   bool json = false;
 };
 int bench_command(const bench_options& o);
@@ -49,6 +51,7 @@ struct selftest_options {
   std::string device = "cpu";
   std::string filter;                  // substring a case name must contain
   int threads = 0;
+  std::string precision = "fp32";  // fp32|tf32
   bool json = false;
   bool verbose = false;
 };

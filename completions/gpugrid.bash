@@ -9,11 +9,11 @@ _gpugrid_flags() {
   case "$1" in
     "") echo '-h --help --version' ;;
     offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --data-dir --tls-cert --tls-key --json --fault' ;;
-    run) echo '-h --help -o --output --output-dir --peer --local --redundancy --max-price --timeout --device --threads --data-dir --json' ;;
+    run) echo '-h --help -o --output --output-dir --peer --local --redundancy --max-price --timeout --device --threads --precision --data-dir --json' ;;
     peers) echo '-h --help --peer --data-dir --json' ;;
     inspect) echo '-h --help --device --json' ;;
-    selftest) echo '-h --help --suite --device --filter --threads --json --verbose' ;;
-    bench) echo '-h --help --device --iterations --warmup --profile --threads --json' ;;
+    selftest) echo '-h --help --suite --device --filter --threads --precision --json --verbose' ;;
+    bench) echo '-h --help --device --iterations --warmup --profile --threads --precision --json' ;;
     ledger) echo '-h --help --data-dir --json' ;;
     identity) echo '-h --help --data-dir --json' ;;
     completion) echo '-h --help' ;;
@@ -25,11 +25,11 @@ _gpugrid_flags() {
 _gpugrid_valued() {
   case "$1" in
     offer) echo '--listen --peer --device --price --slots --max-model-mb --data-dir --tls-cert --tls-key --fault' ;;
-    run) echo '-o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --data-dir' ;;
+    run) echo '-o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' ;;
     peers) echo '--peer --data-dir' ;;
     inspect) echo '--device' ;;
-    selftest) echo '--suite --device --filter --threads' ;;
-    bench) echo '--device --iterations --warmup --threads' ;;
+    selftest) echo '--suite --device --filter --threads --precision' ;;
+    bench) echo '--device --iterations --warmup --threads --precision' ;;
     ledger) echo '--data-dir' ;;
     identity) echo '--data-dir' ;;
   esac
@@ -56,6 +56,7 @@ _gpugrid_flag_kind() {
     'run --timeout') echo 'text' ;;
     'run --device') echo 'choice auto cpu cuda' ;;
     'run --threads') echo 'text' ;;
+    'run --precision') echo 'choice fp32 tf32' ;;
     'run --data-dir') echo 'directory' ;;
     'peers --peer') echo 'text' ;;
     'peers --data-dir') echo 'directory' ;;
@@ -64,10 +65,12 @@ _gpugrid_flag_kind() {
     'selftest --device') echo 'choice cpu cuda' ;;
     'selftest --filter') echo 'text' ;;
     'selftest --threads') echo 'text' ;;
+    'selftest --precision') echo 'choice fp32 tf32' ;;
     'bench --device') echo 'choice auto cpu cuda' ;;
     'bench --iterations') echo 'text' ;;
     'bench --warmup') echo 'text' ;;
     'bench --threads') echo 'text' ;;
+    'bench --precision') echo 'choice fp32 tf32' ;;
     'ledger --data-dir') echo 'directory' ;;
     'identity --data-dir') echo 'directory' ;;
     *) echo none ;;

@@ -131,10 +131,11 @@ complete -c gpugrid -n '__gpugrid_command_is run' -l max-price -x -d 'the most t
 complete -c gpugrid -n '__gpugrid_command_is run' -l timeout -x -d 'give up after this many seconds (default 60)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l device -x -a 'auto cpu cuda' -d 'the device for --local and the embedded local grid (default auto)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
+complete -c gpugrid -n '__gpugrid_command_is run' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l json -d 'print one JSON object: outputs, providers, verification and timing'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --data-dir' -a '(__gpugrid_files onnx)' -d 'MODEL'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --data-dir' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files onnx)' -d 'MODEL'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
 
 # peers
 complete -c gpugrid -n '__gpugrid_command_is peers' -s h -l help -d 'print this help and exit'
@@ -154,6 +155,7 @@ complete -c gpugrid -n '__gpugrid_command_is selftest' -l suite -x -a '(__fish_c
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l device -x -a 'cpu cuda' -d 'the backend to test (default cpu)'
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l filter -x -d 'run only the cases whose name contains TEXT'
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
+complete -c gpugrid -n '__gpugrid_command_is selftest' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l json -d 'print one JSON object with every case\'s result'
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l verbose -d 'print every case, not only the failures'
 
@@ -164,9 +166,10 @@ complete -c gpugrid -n '__gpugrid_command_is bench' -l iterations -x -d 'timed r
 complete -c gpugrid -n '__gpugrid_command_is bench' -l warmup -x -d 'untimed runs first (default 3)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l profile -d 'time every op type (waits for the device after each node; slower)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
+complete -c gpugrid -n '__gpugrid_command_is bench' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l json -d 'print one JSON object (median, p90, peak memory)'
-complete -c gpugrid -n '__gpugrid_command_is bench; and __gpugrid_positional 0 --device --iterations --warmup --threads' -a '(__gpugrid_files onnx)' -d 'MODEL'
-complete -c gpugrid -n '__gpugrid_command_is bench; and __gpugrid_positional 1+ --device --iterations --warmup --threads' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
+complete -c gpugrid -n '__gpugrid_command_is bench; and __gpugrid_positional 0 --device --iterations --warmup --threads --precision' -a '(__gpugrid_files onnx)' -d 'MODEL'
+complete -c gpugrid -n '__gpugrid_command_is bench; and __gpugrid_positional 1+ --device --iterations --warmup --threads --precision' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
 
 # ledger
 complete -c gpugrid -n '__gpugrid_command_is ledger' -s h -l help -d 'print this help and exit'

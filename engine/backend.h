@@ -36,6 +36,9 @@ class run_context {
   virtual ~run_context() = default;
   virtual void* native() = 0;       // what kernel_context::device_context() returns
   virtual status synchronize() = 0;  // waits for everything queued on this run's stream
+  // Lets float matrix products and convolutions use TF32 tensor cores (device backends that
+  // have them; a no-op elsewhere). Off unless the user asks (--precision tf32).
+  virtual void set_allow_tf32(bool on) { (void)on; }
 
   // Graph capture (CUDA Graphs): launches between begin and end are recorded instead of run;
   // replay() launches the recording. Backends without graphs fail begin_capture().

@@ -37,9 +37,12 @@ namespace {
 
 // A pretend device whose memory is host memory tagged as device memory: lets the placement
 // and copy logic of the session be tested without a GPU.
+int tf32_seen = -1;  // what the last run context was told about TF32 (-1: nothing)
+
 class fake_run_context final : public run_context {
  public:
   void* native() override { return this; }
+  void set_allow_tf32(bool on) override { tf32_seen = on ? 1 : 0; }
   status synchronize() override { return status::ok(); }
   status upload(void* d, const void* s, size_t n) override { std::memcpy(d, s, n); return status::ok(); }
   status download(void* d, const void* s, size_t n) override { std::memcpy(d, s, n); return status::ok(); }
@@ -260,4 +263,36 @@ TEST_CASE("repeated runs with changing inputs stay right with CUDA graph replay"
     return;
   }
   check_repeated_runs(devices[0].id);
+}
+
+TEST_CASE("TF32 reaches the device's run contexts only when asked for", "[backend]") {
+  if (!cpu::registry().find("", "Relu")) {
+    WARN("CPU ops missing; skipping");
+    return;
+  }
+  auto g = std::make_shared<graph>();
+  int x = g->value_id("x"), y = g->value_id("y");
+  g->values[x].type = dtype::f32;
+  g->values[x].shape = std::vector<dim_t>{{4, ""}};
+  g->inputs = {x};
+  g->outputs = {y};
+  g->opsets[""] = 17;
+  node n = make_node("Relu");
+  n.inputs = {x};
+  n.outputs = {y};
+  g->nodes.push_back(n);
+  fake_module module;
+  struct restore { ~restore() { set_device_module_for_testing(nullptr); } } restore_module;
+  set_device_module_for_testing(&module);
+  for (bool tf32 : {false, true}) {
+    session_options o;
+    o.device = "cuda";
+    o.allow_tf32 = tf32;
+    auto s = session::create(g, o);
+    REQUIRE(s.has_value());
+    tf32_seen = -1;
+    auto out = (*s)->run({tensor::from_vector<float>({4}, {-1, 2, -3, 4})});
+    REQUIRE(out.has_value());
+    CHECK(tf32_seen == (tf32 ? 1 : 0));
+  }
 }

@@ -530,6 +530,7 @@ expected<std::vector<tensor>> session::run_graph(graph_bundle& b, const std::sha
       auto made = device_->new_run_context();
       if (!made) return made.error();
       b.rc = std::move(made).value();
+      b.rc->set_allow_tf32(options_.allow_tf32);
     }
     std::string signature;
     GG_RETURN_IF_ERROR(check_inputs(inputs, &signature));
@@ -593,6 +594,7 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
       auto made = device_->new_run_context();
       if (!made) return made.error();
       rc = std::move(made).value();
+      rc->set_allow_tf32(options_.allow_tf32);
     }
   }
   struct context_return {

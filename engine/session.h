@@ -28,6 +28,9 @@ struct session_options {
   // graph (CUDA Graph) and replay it, so kernel launches cost almost nothing.
   bool device_graphs = true;
   bool profile = false;      // time every node (see run_stats::op_ms); turns device graphs off
+  // On CUDA: float matrix products and convolutions may use TF32 tensor cores (about three
+  // significant digits; --precision tf32). Never on by default.
+  bool allow_tf32 = false;
 };
 
 struct run_stats {

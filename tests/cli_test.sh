@@ -132,6 +132,13 @@ run_cli completion bash
 [ "$code" -eq 0 ] || fail "'completion bash' should not read the config (exited $code: $err)"
 rm "$XDG_CONFIG_HOME/gpugrid/config.toml"
 
+# --precision: fp32 or tf32, and tf32 only where this process runs the model itself.
+expect_usage_error "bad precision" bench "$src/examples/digits/digits.onnx" --precision fp16
+expect_usage_error "tf32 on the grid" run "$src/examples/digits/digits.onnx" "$src/examples/digits/sample_0.npy" --precision tf32
+[[ "$err" == *"--precision tf32 applies to --local runs only"* ]] || fail "tf32 without --local: $err"
+run_cli run --local "$src/examples/digits/digits.onnx" "$src/examples/digits/sample_0.npy" --precision tf32 -o "$tmp/tf32.npy"
+[ "$code" -eq 0 ] || fail "run --local --precision tf32 exited $code: $err"
+
 # bench --json: one object with the figures scripts read, one latency per timed run.
 run_cli bench "$src/examples/digits/digits.onnx" "$src/examples/digits/batch.npy" --warmup 1 --iterations 4 --json
 [ "$code" -eq 0 ] || fail "bench --json exited $code: $err"

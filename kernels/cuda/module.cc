@@ -80,6 +80,7 @@ class cuda_run_context final : public run_context {
     return status::ok();
   }
   void* native() override { cudaSetDevice(rs_.device); return &rs_; }
+  void set_allow_tf32(bool on) override { rs_.allow_tf32 = on; }
 
   status begin_capture() override {
     if (exec_) { cudaGraphExecDestroy(exec_); exec_ = nullptr; }
