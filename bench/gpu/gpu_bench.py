@@ -6,7 +6,9 @@ the architectures, nothing is downloaded), exports them to ONNX, then for each m
 size measures `gpugrid bench --device cuda` against PyTorch eager on the same card (and
 onnxruntime's CUDA provider when it is installed), checks gpugrid's outputs against PyTorch's,
 and measures a bandwidth-bound chain and a GEMM chain against the card's own copy rate and
-cuBLAS (through PyTorch). Writes results.json and results.md into --out.
+cuBLAS (through PyTorch). Both engines compute in fp32 (PyTorch's cuDNN TF32 default is turned
+off); at batch 32 each model is also timed with TF32 on both sides (`--precision tf32`).
+Writes results.json and results.md into --out.
 
 Usage: gpu_bench.py --gpugrid PATH --out DIR [--quick]
 """
@@ -172,8 +174,13 @@ def main():
     work = os.path.join(a.out, "models")
     os.makedirs(work, exist_ok=True)
     props = torch.cuda.get_device_properties(0)
+    # The fp32 comparison is fp32 on both sides: PyTorch lets cuDNN use TF32 for convolutions
+    # unless told not to. The TF32 figures below turn it on for both (gpugrid: --precision tf32).
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     res = {"card": props.name, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-           "host": platform.node(), "models": [], "kernels": {}}
+           "host": platform.node(), "models": [], "kernels": {},
+           "note": "torch fp32 with cudnn/matmul TF32 off; *_tf32 entries: both engines with TF32 on"}
     log("card:", props.name)
     torch.manual_seed(0)
     for name, model, make, in_names in build_models(a.quick):
@@ -200,6 +207,23 @@ def main():
                     entry["profile_op_ms"] = prof.get("op_ms", prof)
                 if "median_ms" in g:
                     entry["ratio_vs_torch"] = g["median_ms"] / t_med
+                if batch == 32:  # TF32 on both sides (batch 32 only, to keep the run short)
+                    try:
+                        torch.backends.cudnn.allow_tf32 = True
+                        torch.backends.cuda.matmul.allow_tf32 = True
+                        model_cuda = model.to("cuda")
+                        t32_med, _, _ = torch_time(model_cuda, inputs, a.iterations)
+                        model.to("cpu")
+                        g32 = gpugrid_bench(a.gpugrid, path, files, a.iterations, ("--precision", "tf32"))
+                        entry["torch_tf32_median_ms"] = t32_med
+                        entry["gpugrid_tf32"] = g32
+                        if "median_ms" in g32:
+                            entry["ratio_vs_torch_tf32"] = g32["median_ms"] / t32_med
+                    except Exception as e:  # noqa: BLE001
+                        entry["tf32_error"] = repr(e)[-200:]
+                    finally:
+                        torch.backends.cudnn.allow_tf32 = False
+                        torch.backends.cuda.matmul.allow_tf32 = False
                 outs, err = gpugrid_outputs(a.gpugrid, path, files, os.path.join(work, f"{name}-b{batch}-out"))
                 if outs is None:
                     entry["check"] = "run failed: " + err
