@@ -468,49 +468,38 @@ const char* kernel_name() {
   return "blas";
 }
 
-std::shared_ptr<const packed> packed::left(view a, int64_t m, int64_t k) {
-  if (!available()) return nullptr;
-  std::shared_ptr<packed> pk(new packed());
-  const int64_t MR = panel_rows();
-  pk->left_ = true;
-  pk->rows_ = m;
-  pk->cols_ = k;
-  pk->panel_ = MR;
-  pk->padded_ = round_up(std::max<int64_t>(m, 1), MR);
-  pk->size_ = static_cast<size_t>(pk->padded_ * std::max<int64_t>(k, 1));
-  pk->data_ = {alloc_aligned(pk->size_), free_aligned};
-  if (!pk->data_) return nullptr;
-  for (int64_t k0 = 0; k0 < k; k0 += KC) {
-    const int64_t kc = std::min(KC, k - k0);
-    for (int64_t i0 = 0; i0 < m; i0 += MR) {
-      float* dst = const_cast<float*>(pk->block(k0, kc, i0 / MR));
-      const float* src = a.p + i0 * a.rs;
-      if (MR == avx512_8x32::MR) pack_a_panel<avx512_8x32::MR>(src, a.rs, a.cs, std::min(MR, m - i0), k0, kc, dst);
-      else pack_a_panel<avx2_6x16::MR>(src, a.rs, a.cs, std::min(MR, m - i0), k0, kc, dst);
-    }
-  }
-  return pk;
-}
+std::shared_ptr<const packed> packed::left(view a, int64_t m, int64_t k) { return make(a, m, k, true); }
 
-std::shared_ptr<const packed> packed::right(view b, int64_t k, int64_t n) {
+std::shared_ptr<const packed> packed::right(view b, int64_t k, int64_t n) { return make(b, n, k, false); }
+
+std::shared_ptr<const packed> packed::make(view v, int64_t outer, int64_t k, bool left) {
+  // outer: the rows of a left operand (M) or the columns of a right one (N).
   if (!available()) return nullptr;
   std::shared_ptr<packed> pk(new packed());
-  const int64_t NR = panel_cols();
-  pk->left_ = false;
-  pk->rows_ = k;
-  pk->cols_ = n;
-  pk->panel_ = NR;
-  pk->padded_ = round_up(std::max<int64_t>(n, 1), NR);
+  const int64_t P = left ? panel_rows() : panel_cols();
+  pk->left_ = left;
+  pk->rows_ = left ? outer : k;
+  pk->cols_ = left ? k : outer;
+  pk->panel_ = P;
+  pk->padded_ = round_up(std::max<int64_t>(outer, 1), P);
   pk->size_ = static_cast<size_t>(pk->padded_ * std::max<int64_t>(k, 1));
   pk->data_ = {alloc_aligned(pk->size_), free_aligned};
   if (!pk->data_) return nullptr;
+  const bool wide = chosen() == isa::avx512;
   for (int64_t k0 = 0; k0 < k; k0 += KC) {
     const int64_t kc = std::min(KC, k - k0);
-    for (int64_t j0 = 0; j0 < n; j0 += NR) {
-      float* dst = const_cast<float*>(pk->block(k0, kc, j0 / NR));
-      const float* src = b.p + j0 * b.cs;
-      if (NR == avx512_8x32::NR) pack_b_panel<avx512_8x32::NR>(src, b.rs, b.cs, std::min(NR, n - j0), k0, kc, dst);
-      else pack_b_panel<avx2_6x16::NR>(src, b.rs, b.cs, std::min(NR, n - j0), k0, kc, dst);
+    for (int64_t o0 = 0; o0 < outer; o0 += P) {
+      float* dst = const_cast<float*>(pk->block(k0, kc, o0 / P));
+      const int64_t n = std::min(P, outer - o0);
+      if (left) {
+        const float* src = v.p + o0 * v.rs;
+        if (wide) pack_a_panel<avx512_8x32::MR>(src, v.rs, v.cs, n, k0, kc, dst);
+        else pack_a_panel<avx2_6x16::MR>(src, v.rs, v.cs, n, k0, kc, dst);
+      } else {
+        const float* src = v.p + o0 * v.cs;
+        if (wide) pack_b_panel<avx512_8x32::NR>(src, v.rs, v.cs, n, k0, kc, dst);
+        else pack_b_panel<avx2_6x16::NR>(src, v.rs, v.cs, n, k0, kc, dst);
+      }
     }
   }
   return pk;

@@ -54,6 +54,7 @@ class packed {
 
  private:
   packed() = default;
+  static std::shared_ptr<const packed> make(view v, int64_t outer, int64_t k, bool left);
   bool left_ = false;
   int64_t rows_ = 0, cols_ = 0, padded_ = 0;  // padded_: M or N rounded up to whole panels
   int64_t panel_ = 0;                          // the micro-kernel's MR (left) or NR (right)
