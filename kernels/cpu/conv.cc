@@ -19,10 +19,14 @@
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/nn_internal.h"
 #include "kernels/cpu/sgemm.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/cpu/winograd.h"
 
 namespace gpugrid::cpu {
 namespace {
+
+using simd::copy_floats;
+using simd::zero_floats;
 
 using nn::check_inputs;
 using nn::gemm;
@@ -195,24 +199,6 @@ void depthwise_plane(const float* x, const float* w, const window_geom& g, float
   }
 }
 
-// n floats from src to dst, short runs without a library call.
-inline void copy_floats(const float* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
-  if (i < n) {
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)),
-                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    _mm256_maskstore_ps(dst + i, mask, _mm256_maskload_ps(src + i, mask));
-  }
-}
-
-// n zeros at dst, short runs without a library call.
-inline void zero_floats(float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_setzero_ps());
-  for (; i < n; ++i) dst[i] = 0.f;
-}
-
 // Depthwise 3x3 (any strides, dilations, pads) on a zero-padded copy of the plane: no bounds
 // checks in the inner loop, all nine taps summed in registers, one store per output.
 // Each output is clamped to [lo, hi] after adding bias (a fused ReLU or Clip, or none).
@@ -234,7 +220,6 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
       const __m256 v0 = _mm256_set1_ps(w0), v1 = _mm256_set1_ps(w1), v2 = _mm256_set1_ps(w2);
       const __m256 v3 = _mm256_set1_ps(w3), v4 = _mm256_set1_ps(w4), v5 = _mm256_set1_ps(w5);
       const __m256 v6 = _mm256_set1_ps(w6), v7 = _mm256_set1_ps(w7), v8 = _mm256_set1_ps(w8);
-      const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
       const __m256 vb = _mm256_set1_ps(bias), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
       auto taps = [&](const float* r, __m256* t0, __m256* t1, __m256* t2) {
         if constexpr (SW == 1) {
@@ -243,13 +228,10 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
           *t2 = _mm256_loadu_ps(r + 2);
         } else {
           // r[0..15] -> evens (t0) and odds (t1); r[2..17] evens -> t2.
-          const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(r), even);
-          const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(r + 8), even);
-          const __m256 c = _mm256_permutevar8x32_ps(_mm256_loadu_ps(r + 2), even);
-          const __m256 d = _mm256_permutevar8x32_ps(_mm256_loadu_ps(r + 10), even);
-          *t0 = _mm256_permute2f128_ps(a, b, 0x20);
-          *t1 = _mm256_permute2f128_ps(a, b, 0x31);
-          *t2 = _mm256_permute2f128_ps(c, d, 0x20);
+          const __m256 a = _mm256_loadu_ps(r), b = _mm256_loadu_ps(r + 8);
+          *t0 = simd::evens(a, b);
+          *t1 = simd::odds(a, b);
+          *t2 = simd::evens(_mm256_loadu_ps(r + 2), _mm256_loadu_ps(r + 10));
         }
       };
       // A block of 8 outputs at ow reads [ow * SW, ow * SW + (SW == 1 ? 10 : 18)) of each row:
@@ -270,13 +252,8 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
         acc = _mm256_fmadd_ps(v7, t1, acc);
         acc = _mm256_fmadd_ps(v8, t2, acc);
         acc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(acc, vb)));  // NaN stays NaN
-        if (ow + 8 <= OW) {
-          _mm256_storeu_ps(yr + ow, acc);
-        } else {
-          const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(OW - ow)),
-                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-          _mm256_maskstore_ps(yr + ow, mask, acc);
-        }
+        if (ow + 8 <= OW) _mm256_storeu_ps(yr + ow, acc);
+        else _mm256_maskstore_ps(yr + ow, simd::lanes(OW - ow), acc);
       }
     }
     for (; ow < OW; ++ow) {
@@ -299,19 +276,7 @@ bool depthwise3x3_plane(const float* x, const float* w, const window_geom& g, fl
   constexpr int64_t slack = 32;
   float* buf = nn::scratch<float>(2, static_cast<size_t>(Hp * Wp + slack));
   if (!buf) return false;
-  zero_floats(buf + Hp * Wp, slack);
-  const int64_t left = std::min(pw, Wp), ncopy = std::max<int64_t>(0, std::min(W, Wp - pw));
-  for (int64_t r = 0; r < Hp; ++r) {
-    float* d = buf + r * Wp;
-    const int64_t ih = r - ph;
-    if (ih < 0 || ih >= H) {
-      zero_floats(d, Wp);
-      continue;
-    }
-    zero_floats(d, left);
-    if (ncopy > 0) copy_floats(x + ih * W, d + left, ncopy);
-    zero_floats(d + left + ncopy, Wp - left - ncopy);
-  }
+  simd::pad_plane(x, H, W, ph, pw, Hp, Wp, slack, buf);
   const float inf = std::numeric_limits<float>::infinity();
   float lo = -inf, hi = inf;
   *fused = true;
@@ -440,12 +405,9 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
       } else {
         int64_t ow = a;
         if (sw == 2) {  // the even elements of 16 consecutive inputs, while inside the row
-          const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
           for (; ow + 8 <= b && ow * 2 + iw0 + 15 < W; ow += 8) {
             const float* p = src + ow * 2 + iw0;
-            const __m256 lo8 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p), even);
-            const __m256 hi8 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + 8), even);
-            _mm256_storeu_ps(out + (ow - ow0), _mm256_permute2f128_ps(lo8, hi8, 0x20));
+            _mm256_storeu_ps(out + (ow - ow0), simd::evens(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)));
           }
         }
         for (; ow < b; ++ow) out[ow - ow0] = src[ow * sw + iw0];
@@ -487,16 +449,17 @@ struct packed_weights {
   }
 };
 
-// C[Mg, ncols] (row stride ldc) = act(W_g x B + bias) through sgemm, W_g prepacked or not.
-bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, int64_t Mg, int64_t K, const float* b,
-               int64_t ldb, int64_t ncols, float* c, int64_t ldc, const float* bias, const activation_spec& act) {
+// C[Mg, ncols] (row stride ldc) = act(W_g x B + bias) through sgemm, W_g prepacked or not; B
+// in memory (pointwise) or packed from the image (im2col).
+bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, int64_t Mg, int64_t K, sgemm::operand b,
+               int64_t ncols, float* c, int64_t ldc, const float* bias, const activation_spec& act) {
   sgemm::problem q;
   q.m = Mg;
   q.n = ncols;
   q.k = K;
   q.a.v = {w, K, 1};
   q.a.pk = wpk;
-  q.b.v = {b, ldb, 1};
+  q.b = std::move(b);
   q.c = c;
   q.ldc = ldc;
   q.ep.bias = bias;
@@ -574,32 +537,26 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
       const auto* wpk = pw ? pw->get(w, cs.group, cs.Mg, K) : nullptr;
       if (pointwise) {
         for (int64_t n = 0; n < cs.N; ++n)
-          for (int64_t gi = 0; gi < cs.group; ++gi)
-            if (!conv_gemm(ctx, wpk ? (*wpk)[gi].get() : nullptr, w + gi * cs.Mg * K, cs.Mg, K,
-                           x + (n * cs.C + gi * cs.Cg) * S_in, S_in, S, out + (n * cs.M + gi * cs.Mg) * S, S,
-                           bias ? bias + gi * cs.Mg : nullptr, act))
+          for (int64_t gi = 0; gi < cs.group; ++gi) {
+            sgemm::operand xs;
+            xs.v = {x + (n * cs.C + gi * cs.Cg) * S_in, S_in, 1};
+            if (!conv_gemm(ctx, wpk ? (*wpk)[gi].get() : nullptr, w + gi * cs.Mg * K, cs.Mg, K, std::move(xs), S,
+                           out + (n * cs.M + gi * cs.Mg) * S, S, bias ? bias + gi * cs.Mg : nullptr, act))
               return oom();
+          }
         return status::ok();
       }
       // The im2col matrix is never written out: sgemm packs its panels straight from the image.
       for (int64_t n = 0; n < cs.N; ++n)
         for (int64_t gi = 0; gi < cs.group; ++gi) {
           const float* xg = x + (n * cs.C + gi * cs.Cg) * S_in;
-          sgemm::problem q;
-          q.m = cs.Mg;
-          q.n = S;
-          q.k = K;
-          q.a.v = {w + gi * cs.Mg * K, K, 1};
-          q.a.pk = wpk ? (*wpk)[gi].get() : nullptr;
-          q.b.pack = [xg, &g](int64_t k0, int64_t kc, int64_t j0, int64_t j1, int64_t nr, float* dst) {
+          sgemm::operand cols;
+          cols.pack = [xg, &g](int64_t k0, int64_t kc, int64_t j0, int64_t j1, int64_t nr, float* dst) {
             pack_im2col(xg, g, k0, kc, j0, j1, nr, dst);
           };
-          q.c = out + (n * cs.M + gi * cs.Mg) * S;
-          q.ldc = S;
-          q.ep.bias = bias ? bias + gi * cs.Mg : nullptr;
-          q.ep.bias_per_row = true;
-          q.ep.act = act;
-          if (!sgemm::run(&ctx.pool(), q)) return oom();
+          if (!conv_gemm(ctx, wpk ? (*wpk)[gi].get() : nullptr, w + gi * cs.Mg * K, cs.Mg, K, std::move(cols), S,
+                         out + (n * cs.M + gi * cs.Mg) * S, S, bias ? bias + gi * cs.Mg : nullptr, act))
+            return oom();
         }
       return status::ok();
     }

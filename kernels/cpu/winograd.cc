@@ -3,9 +3,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
+#include <atomic>
 
 #include "engine/thread_pool.h"
+#include "kernels/cpu/simd.h"
 
 namespace gpugrid::cpu::winograd {
 namespace {
@@ -21,39 +22,17 @@ void par(thread_pool* pool, int64_t n, int64_t grain, F&& f) {
   pool->parallel_for(n, grain, [&](int64_t b, int64_t e) { f(b, e); });
 }
 
-// Lanes [0, n) of a vector of 8 floats.
-inline __m256i lanes(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 inline void store8(float* p, __m256 v, int64_t n) {
   if (n >= 8) _mm256_storeu_ps(p, v);
-  else if (n > 0) _mm256_maskstore_ps(p, lanes(n), v);
+  else if (n > 0) _mm256_maskstore_ps(p, simd::lanes(n), v);
 }
 
 inline __m256 load8(const float* p, int64_t n) {
-  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes(n));
-}
-
-// Even and odd elements of the 16 floats a:b.
-inline __m256 evens(__m256 a, __m256 b) {
-  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-  return _mm256_permute2f128_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx), 0x20);
-}
-inline __m256 odds(__m256 a, __m256 b) {
-  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-  return _mm256_permute2f128_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx), 0x31);
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, simd::lanes(n));
 }
 
 // Slack after a padded plane: the last block of a row reads up to 14 floats past it.
 constexpr int64_t kSlack = 32;
-
-// Per-thread buffer for one padded input plane.
-float* plane_buffer(size_t n) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
 
 struct geometry {
   int64_t C, H, W, OH, OW, ph, pw;
@@ -65,19 +44,7 @@ struct geometry {
 // xi = 0; rows of the next xi are cs floats further).
 void input_transform(const geometry& q, const float* xc, float* pad, float* V, int64_t cs) {
   // The zero-padded plane: row r is input row r - ph, column j is input column j - pw.
-  const int64_t left = std::min(q.pw, q.Wp), ncopy = std::max<int64_t>(0, std::min(q.W, q.Wp - q.pw));
-  for (int64_t r = 0; r < q.Hp; ++r) {
-    float* d = pad + r * q.Wp;
-    const int64_t ih = r - q.ph;
-    if (ih < 0 || ih >= q.H) {
-      std::fill(d, d + q.Wp, 0.f);
-      continue;
-    }
-    std::fill(d, d + left, 0.f);
-    if (ncopy > 0) std::memcpy(d + left, xc + ih * q.W, static_cast<size_t>(ncopy) * sizeof(float));
-    std::fill(d + left + ncopy, d + q.Wp, 0.f);
-  }
-  std::fill(pad + q.Hp * q.Wp, pad + q.Hp * q.Wp + kSlack, 0.f);
+  simd::pad_plane(xc, q.H, q.W, q.ph, q.pw, q.Hp, q.Wp, kSlack, pad);
 
   for (int64_t th = 0; th < q.TH; ++th) {
     const float* rows[4];
@@ -90,10 +57,10 @@ void input_transform(const geometry& q, const float* xc, float* pad, float* V, i
         const float* b = rows[i] + 2 * tw0;
         const __m256 a0 = _mm256_loadu_ps(b), a1 = _mm256_loadu_ps(b + 8);
         const __m256 c0 = _mm256_loadu_ps(b + 2), c1 = _mm256_loadu_ps(b + 10);
-        d[i][0] = evens(a0, a1);
-        d[i][1] = odds(a0, a1);
-        d[i][2] = evens(c0, c1);
-        d[i][3] = odds(c0, c1);
+        d[i][0] = simd::evens(a0, a1);
+        d[i][1] = simd::odds(a0, a1);
+        d[i][2] = simd::evens(c0, c1);
+        d[i][3] = simd::odds(c0, c1);
       }
       // s = B^T d (rows), then v = s B (columns).
       __m256 s[4][4];
@@ -151,19 +118,6 @@ void output_transform(const geometry& q, const float* Mo, int64_t ms, float bias
     apply_activation(act, y0, q.OW, bias);
     if (second_row) apply_activation(act, y1, q.OW, bias);
   }
-}
-
-// Per-thread scratch for V and M (grown, never shrunk).
-float* scratch(int slot, size_t n) {
-  thread_local std::vector<float> bufs[2];
-  if (bufs[slot].size() < n) {
-    try {
-      bufs[slot].resize(n);
-    } catch (const std::bad_alloc&) {
-      return nullptr;
-    }
-  }
-  return bufs[slot].data();
 }
 
 }  // namespace
@@ -228,17 +182,24 @@ bool run(thread_pool* pool, const weights& U, const float* x, const nn::window_g
   q.Hp = 2 * q.TH + 2;
   q.Wp = 2 * q.TW + 2;
   const int64_t M = U.M, C = U.C, T = q.T;
-  float* V = scratch(0, static_cast<size_t>(16 * C * T));
-  float* Mo = scratch(1, static_cast<size_t>(16 * M * T));
+  // The caller's scratch slots 0 and 1 (the im2col buffer and Gemm's bias, never in use here)
+  // hold V and M; each thread's slot 2 (the depthwise kernel's) holds its padded input plane.
+  float* V = nn::scratch<float>(0, static_cast<size_t>(16 * C * T));
+  float* Mo = nn::scratch<float>(1, static_cast<size_t>(16 * M * T));
   if (!V || !Mo) return false;
 
   // 1. Input tiles, one channel per item.
   const size_t plane = static_cast<size_t>(q.Hp * q.Wp + kSlack);
-  bool ok = true;
+  std::atomic<bool> no_memory{false};
   par(pool, C, std::max<int64_t>(1, 4096 / std::max<int64_t>(T, 1)), [&](int64_t b, int64_t e) {
-    float* pad = plane_buffer(plane);
+    float* pad = nn::scratch<float>(2, plane);
+    if (!pad) {
+      no_memory = true;
+      return;
+    }
     for (int64_t c = b; c < e; ++c) input_transform(q, x + c * q.H * q.W, pad, V + c * T, C * T);
   });
+  if (no_memory) return false;
 
   // 2. Sixteen products M_xi [M x T] = U_xi [M x C] x V_xi [C x T].
   std::vector<const sgemm::packed*> us;
@@ -257,8 +218,7 @@ bool run(thread_pool* pool, const weights& U, const float* x, const nn::window_g
     *bo = i * C * T;
     *co = i * M * T;
   };
-  ok = sgemm::run(pool, p);
-  if (!ok) return false;
+  if (!sgemm::run(pool, p)) return false;
 
   // 3. Output tiles, bias and activation, one output channel per item.
   par(pool, M, std::max<int64_t>(1, 4096 / std::max<int64_t>(T, 1)), [&](int64_t b, int64_t e) {

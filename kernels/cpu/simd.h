@@ -1,0 +1,62 @@
+// Small AVX2 helpers shared by the CPU convolution kernels (conv.cc, winograd.cc): masks for a
+// partial vector, short copies and fills without a library call, the even and odd elements of
+// 16 floats (stride-2 windows), and a zero-padded copy of one image plane.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace gpugrid::cpu::simd {
+
+// Lanes [0, n) of a vector of 8 floats (n may be anything; <= 0 selects none).
+inline __m256i lanes(int64_t n) {
+  const int k = static_cast<int>(std::clamp<int64_t>(n, 0, 8));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// n floats from src to dst.
+inline void copy_floats(const float* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+  if (i < n) _mm256_maskstore_ps(dst + i, lanes(n - i), _mm256_maskload_ps(src + i, lanes(n - i)));
+}
+
+// n zeros at dst.
+inline void zero_floats(float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_setzero_ps());
+  for (; i < n; ++i) dst[i] = 0.f;
+}
+
+// The even (0, 2, ..., 14) and odd (1, 3, ..., 15) elements of the 16 floats a:b.
+inline __m256 evens(__m256 a, __m256 b) {
+  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  return _mm256_permute2f128_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx), 0x20);
+}
+inline __m256 odds(__m256 a, __m256 b) {
+  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  return _mm256_permute2f128_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx), 0x31);
+}
+
+// buf[Hp x Wp] = the H x W plane x placed at row ph, column pw, zeros around it, then `slack`
+// zeros after the plane (for vector loops whose last block reads past its end).
+inline void pad_plane(const float* x, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Hp, int64_t Wp,
+                      int64_t slack, float* buf) {
+  const int64_t left = std::min(pw, Wp), ncopy = std::max<int64_t>(0, std::min(W, Wp - pw));
+  for (int64_t r = 0; r < Hp; ++r) {
+    float* d = buf + r * Wp;
+    const int64_t ih = r - ph;
+    if (ih < 0 || ih >= H) {
+      zero_floats(d, Wp);
+      continue;
+    }
+    zero_floats(d, left);
+    if (ncopy > 0) copy_floats(x + ih * W, d + left, ncopy);
+    zero_floats(d + left + ncopy, Wp - left - ncopy);
+  }
+  zero_floats(buf + Hp * Wp, slack);
+}
+
+}  // namespace gpugrid::cpu::simd
