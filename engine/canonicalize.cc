@@ -21,12 +21,14 @@ tensor ints_tensor(const std::vector<int64_t>& v) {
   return tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v);
 }
 
-// (Inputs are resized with -1, "omitted": a node that had fewer inputs must not end up reading
-// value 0.)
 void set_input(node& n, size_t index, int id) {
   if (n.inputs.size() <= index) n.inputs.resize(index + 1, -1);
   n.inputs[index] = id;
 }
+
+// Drops every input but the data input, before attributes are moved into inputs 1.. . A node
+// that had no inputs at all gets an omitted one (-1), never value 0.
+void keep_data_input(node& n) { n.inputs.resize(1, -1); }
 
 // Moves an ints attribute into input `index` (when present) and erases the attribute.
 void ints_attr_to_input(graph& g, node& n, const std::string& key, size_t index) {
@@ -75,28 +77,28 @@ status canonicalize(graph& g, const std::string& what) {
       }
       if (n.op_type == "Clip" && v < 11) {
         float lo = n.attr_float("min", -3.402823466e38f), hi = n.attr_float("max", 3.402823466e38f);
-        n.inputs.resize(1, -1);
+        keep_data_input(n);
         set_input(n, 1, add_constant(g, n, "min", tensor::scalar<float>(lo)));
         set_input(n, 2, add_constant(g, n, "max", tensor::scalar<float>(hi)));
         n.attrs.erase("min");
         n.attrs.erase("max");
       } else if (n.op_type == "Pad" && v < 11) {
-        n.inputs.resize(1, -1);
+        keep_data_input(n);
         set_input(n, 1, add_constant(g, n, "pads", ints_tensor(n.attr_ints("pads"))));
         set_input(n, 2, add_constant(g, n, "value", tensor::scalar<float>(n.attr_float("value", 0))));
         n.attrs.erase("pads");
         n.attrs.erase("value");
       } else if ((n.op_type == "Squeeze" || n.op_type == "Unsqueeze") && v < 13) {
-        n.inputs.resize(1, -1);
+        keep_data_input(n);
         ints_attr_to_input(g, n, "axes", 1);
       } else if (n.op_type == "Split" && v < 13) {
-        n.inputs.resize(1, -1);
+        keep_data_input(n);
         ints_attr_to_input(g, n, "split", 1);
       } else if (reduce_ops.count(n.op_type) && (v < 18 && !(n.op_type == "ReduceSum" && v >= 13))) {
-        n.inputs.resize(1, -1);
+        keep_data_input(n);
         ints_attr_to_input(g, n, "axes", 1);
       } else if (n.op_type == "Slice" && v < 10) {
-        n.inputs.resize(1, -1);
+        keep_data_input(n);
         set_input(n, 1, add_constant(g, n, "starts", ints_tensor(n.attr_ints("starts"))));
         set_input(n, 2, add_constant(g, n, "ends", ints_tensor(n.attr_ints("ends"))));
         if (n.has_attr("axes")) set_input(n, 3, add_constant(g, n, "axes", ints_tensor(n.attr_ints("axes"))));
@@ -104,7 +106,7 @@ status canonicalize(graph& g, const std::string& what) {
         n.attrs.erase("ends");
         n.attrs.erase("axes");
       } else if (n.op_type == "TopK" && v < 10) {
-        n.inputs.resize(1, -1);
+        keep_data_input(n);
         set_input(n, 1, add_constant(g, n, "k", ints_tensor({n.attr_int("k", 1)})));
         n.attrs.erase("k");
       } else if (n.op_type == "Upsample" || (n.op_type == "Resize" && v < 11)) {
