@@ -477,13 +477,9 @@ std::shared_ptr<const packed> packed::make(view v, int64_t outer, int64_t k, boo
   if (!available()) return nullptr;
   std::shared_ptr<packed> pk(new packed());
   const int64_t P = left ? panel_rows() : panel_cols();
-  pk->left_ = left;
-  pk->rows_ = left ? outer : k;
-  pk->cols_ = left ? k : outer;
   pk->panel_ = P;
   pk->padded_ = round_up(std::max<int64_t>(outer, 1), P);
-  pk->size_ = static_cast<size_t>(pk->padded_ * std::max<int64_t>(k, 1));
-  pk->data_ = {alloc_aligned(pk->size_), free_aligned};
+  pk->data_ = {alloc_aligned(static_cast<size_t>(pk->padded_ * std::max<int64_t>(k, 1))), free_aligned};
   if (!pk->data_) return nullptr;
   const bool wide = chosen() == isa::avx512;
   for (int64_t k0 = 0; k0 < k; k0 += KC) {

@@ -44,10 +44,6 @@ class packed {
   static std::shared_ptr<const packed> left(view a, int64_t m, int64_t k);
   static std::shared_ptr<const packed> right(view b, int64_t k, int64_t n);
 
-  bool is_left() const { return left_; }
-  int64_t rows() const { return rows_; }  // M for a left operand, K for a right one
-  int64_t cols() const { return cols_; }  // K for a left operand, N for a right one
-  size_t bytes() const { return size_ * sizeof(float); }
   // The packed panels of kc-block starting at k0 (all blocks before it are KC deep), starting
   // at panel `panel` (MR rows of a left operand, NR columns of a right one).
   const float* block(int64_t k0, int64_t kc, int64_t panel) const;
@@ -55,10 +51,8 @@ class packed {
  private:
   packed() = default;
   static std::shared_ptr<const packed> make(view v, int64_t outer, int64_t k, bool left);
-  bool left_ = false;
-  int64_t rows_ = 0, cols_ = 0, padded_ = 0;  // padded_: M or N rounded up to whole panels
-  int64_t panel_ = 0;                          // the micro-kernel's MR (left) or NR (right)
-  size_t size_ = 0;
+  int64_t padded_ = 0;  // M (left) or N (right) rounded up to whole panels
+  int64_t panel_ = 0;   // the micro-kernel's MR (left) or NR (right)
   std::unique_ptr<float[], void (*)(float*)> data_{nullptr, nullptr};
 };
 
