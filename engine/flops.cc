@@ -1,5 +1,6 @@
 #include "engine/flops.h"
 
+#include <algorithm>
 #include <random>
 
 #include "engine/session.h"
@@ -32,6 +33,29 @@ int64_t node_flops(const node& n, const std::vector<const tensor*>& in, const st
     int64_t per_in = 1;
     for (size_t d = 1; d < in[1]->rank(); ++d) per_in *= in[1]->dim(d);
     return 2 * in[0]->numel() * per_in;
+  }
+  // Recurrent nets: per step and direction, the input and recurrent products of every gate.
+  if ((op == "LSTM" || op == "GRU" || op == "RNN") && in.size() >= 3 && in[0] && in[1] && in[2] &&
+      in[1]->rank() == 3 && in[2]->rank() == 3 && in[1]->dim(2) > 0) {
+    const int64_t steps_x_batch = in[0]->numel() / in[1]->dim(2);
+    return 2 * steps_x_batch * in[1]->dim(0) * in[1]->dim(1) * (in[1]->dim(2) + in[2]->dim(2));
+  }
+  if (n.domain == "com.microsoft" && !out.empty() && out[0]) {
+    if (op == "MatMulNBits") return 2 * out[0]->numel() * n.attr_int("K", 0);
+    if ((op == "DynamicQuantizeMatMul" || op == "MatMulIntegerToFloat") && in.size() >= 2 && in[1] && in[1]->rank() == 2)
+      return 2 * out[0]->numel() * in[1]->dim(0);
+    // Attention: scores and the weighted sum, 4 * (query elements) * (keys), plus Attention's
+    // input projection.
+    if (op == "GroupQueryAttention" || op == "MultiHeadAttention" || op == "Attention") {
+      int64_t keys = 0;
+      if (out.size() > 1 && out[1] && out[1]->rank() >= 2) keys = out[1]->dim(out[1]->rank() - 2);
+      else if (op == "MultiHeadAttention" && in.size() > 1 && in[1] && in[1]->rank() == 3) keys = in[1]->dim(1);
+      else if (in[0] && in[0]->rank() == 3) keys = in[0]->dim(1);
+      int64_t f = 4 * out[0]->numel() * keys;
+      if (op == "Attention" && in.size() > 1 && in[0] && in[1] && in[1]->rank() == 2)
+        f += 2 * (in[0]->numel() / std::max<int64_t>(1, in[1]->dim(0))) * in[1]->dim(0) * in[1]->dim(1);
+      return f;
+    }
   }
   return out_elems();
 }

@@ -1,4 +1,5 @@
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/contrib_ops.h"
 
 namespace gpugrid::cpu {
 
@@ -10,6 +11,10 @@ const op_registry& registry() {
     register_norm_ops(reg);
     register_nn_ops(reg);
     register_tensor_ops(reg);
+    register_rnn_ops(reg);
+    register_contrib_norm_ops(reg);
+    register_contrib_matmul_ops(reg);
+    register_contrib_attention_ops(reg);
     return reg;
   }();
   return r;

@@ -1,0 +1,378 @@
+// onnxruntime's matrix products (domain com.microsoft):
+//   MatMulNBits: Y = A x dequant(B)^T (+ bias) with B [N, k_blocks, blob] holding `bits`-bit
+//     weights (2, 4 or 8) in blocks of block_size along K, as onnxruntime-genai's model builder
+//     writes them; scales [N * k_blocks]; zero points packed like the weights (uint8) or one
+//     float per block, default 2^(bits-1). The weights stay quantized: a few rows of A are
+//     multiplied block by block straight from the packed bytes, more rows dequantize a strip
+//     of columns at a time for the float product. accuracy_level is ignored (float math).
+//   GatherBlockQuantized: rows of a blockwise-quantized table (uint8 holding 4- or 8-bit
+//     values), dequantized; gather_axis 0 and quantize_axis last (the embedding layout).
+//   FusedMatMul: alpha * op(A) op(B) with numpy batch broadcasting (transBatch* 0 only).
+//   DynamicQuantizeMatMul: A quantized to uint8 per tensor as DynamicQuantizeLinear does, times
+//     an int8/uint8 B, scaled back to float (+ bias). MatMulIntegerToFloat: the same from an
+//     already quantized A.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/contrib_ops.h"
+#include "kernels/cpu/dense.h"
+#include "kernels/cpu/kernel_helpers.h"
+
+namespace gpugrid::cpu {
+namespace {
+
+status check_float(kernel_context& ctx, const tensor* t, const char* what) {
+  if (t && !dense::is_float_like(t->type()))
+    return ctx.fail("{} must be float, float16 or bfloat16, got {}", what, dtype_name(t->type()));
+  return status::ok();
+}
+
+// The `bits`-bit unsigned value number i of a little-endian packed byte string.
+inline int unpack(const uint8_t* p, int64_t i, int bits) {
+  if (bits == 8) return p[i];
+  const int64_t bit = i * bits;
+  return (p[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
+}
+
+class matmul_nbits_kernel final : public kernel {
+ public:
+  static expected<std::unique_ptr<kernel>> make(const node& n) {
+    auto k = std::make_unique<matmul_nbits_kernel>();
+    k->K_ = n.attr_int("K", -1);
+    k->N_ = n.attr_int("N", -1);
+    k->bits_ = static_cast<int>(n.attr_int("bits", 4));
+    k->block_ = n.attr_int("block_size", -1);
+    if (k->K_ <= 0 || k->N_ <= 0) return invalid_input("{}: attributes K and N must be positive", n.describe());
+    if (k->bits_ != 2 && k->bits_ != 4 && k->bits_ != 8)
+      return invalid_input("{}: bits must be 2, 4 or 8, got {}", n.describe(), k->bits_);
+    if (k->block_ < 16 || (k->block_ & (k->block_ - 1)) != 0)
+      return invalid_input("{}: block_size must be a power of 2 and at least 16, got {}", n.describe(), k->block_);
+    return std::unique_ptr<kernel>(std::move(k));
+  }
+
+  status run(kernel_context& ctx) override {
+    GG_RETURN_IF_ERROR(helpers::check_inputs(ctx, 3, 6, 3));
+    const tensor& A = *ctx.input(0);
+    const tensor& B = *ctx.input(1);
+    const tensor& S = *ctx.input(2);
+    const tensor* zp = helpers::optional_input(ctx, 3);
+    const tensor* gidx = helpers::optional_input(ctx, 4);
+    const tensor* bias = helpers::optional_input(ctx, 5);
+    GG_RETURN_IF_ERROR(check_float(ctx, &A, "A"));
+    GG_RETURN_IF_ERROR(check_float(ctx, &S, "scales"));
+    GG_RETURN_IF_ERROR(check_float(ctx, bias, "bias"));
+    if (gidx) return ctx.fail("g_idx (act-order weights) is not supported");
+    const int64_t K = K_, N = N_, kb = (K + block_ - 1) / block_, blob = block_ * bits_ / 8;
+    if (A.rank() == 0 || A.shape().back() != K)
+      return ctx.fail("A's last axis is {}, attribute K is {}", A.rank() ? A.shape().back() : 0, K);
+    if (B.type() != dtype::u8) return ctx.fail("B must be uint8, got {}", dtype_name(B.type()));
+    if (B.numel() != N * kb * blob || B.dim(0) != N)
+      return ctx.fail("B {} does not hold N={} columns of {} blocks of {} bytes (K={} in blocks of {})",
+                      shape_str(B.shape()), N, kb, blob, K, block_);
+    if (S.numel() != N * kb) return ctx.fail("scales has {} values, expected N * blocks = {}", S.numel(), N * kb);
+    const int64_t zp_row = (kb * bits_ + 7) / 8;
+    const bool zp_packed = zp && zp->type() == dtype::u8;
+    if (zp && !zp_packed && !dense::is_float_like(zp->type()))
+      return ctx.fail("zero_points must be uint8 or the scales' type, got {}", dtype_name(zp->type()));
+    if (zp && zp->numel() != (zp_packed ? N * zp_row : N * kb))
+      return ctx.fail("zero_points has {} values, expected {}", zp->numel(), zp_packed ? N * zp_row : N * kb);
+    if (bias && bias->numel() != N) return ctx.fail("bias has {} values, N is {}", bias->numel(), N);
+    shape_t out_shape = A.shape();
+    out_shape.back() = N;
+    GG_ASSIGN_OR_RETURN(tensor * Y, ctx.output_for_overwrite(0, A.type(), out_shape));
+    const int64_t M = A.numel() / K;
+    if (M == 0) return status::ok();
+
+    std::vector<float> ab, sb, zb, bb;
+    const float* a = dense::as_float(A, &ab);
+    const float* scales = dense::as_float(S, &sb);
+    const float* zf = zp && !zp_packed ? dense::as_float(*zp, &zb) : nullptr;
+    const uint8_t* zq = zp_packed ? zp->data<uint8_t>() : nullptr;
+    const float* bi = bias ? dense::as_float(*bias, &bb) : nullptr;
+    const uint8_t* w = B.data<uint8_t>();
+    const float default_zp = static_cast<float>(1 << (bits_ - 1));
+    auto zero_point = [&](int64_t n, int64_t b) -> float {
+      if (zq) return static_cast<float>(unpack(zq + n * zp_row, b, bits_));
+      if (zf) return zf[n * kb + b];
+      return default_zp;
+    };
+    float* yf = Y->type() == dtype::f32 ? Y->data<float>() : nullptr;
+    std::vector<float> ybuf;
+    if (!yf) {
+      ybuf.resize(static_cast<size_t>(M * N));
+      yf = ybuf.data();
+    }
+
+    if (M <= 4) {
+      // Straight from the packed weights: per block, sum_i (q_i - zp) a_i * scale
+      // = scale * (sum_i q_i a_i - zp * sum_i a_i).
+      std::vector<float> asum(static_cast<size_t>(M * kb), 0.f);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < K; ++k) asum[m * kb + k / block_] += a[m * K + k];
+      helpers::parallel(ctx, N, helpers::grain_for(K * M, 65536), [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) {
+          for (int64_t m = 0; m < M; ++m) {
+            const float* am = a + m * K;
+            float acc = 0.f;
+            for (int64_t b = 0; b < kb; ++b) {
+              const uint8_t* q = w + (n * kb + b) * blob;
+              const int64_t k0 = b * block_, len = std::min<int64_t>(block_, K - k0);
+              float dot = 0.f;
+              if (bits_ == 4) {
+                int64_t i = 0;
+                for (; i + 1 < len; i += 2) {
+                  const uint8_t v = q[i >> 1];
+                  dot += static_cast<float>(v & 15) * am[k0 + i] + static_cast<float>(v >> 4) * am[k0 + i + 1];
+                }
+                if (i < len) dot += static_cast<float>(q[i >> 1] & 15) * am[k0 + i];
+              } else {
+                for (int64_t i = 0; i < len; ++i) dot += static_cast<float>(unpack(q, i, bits_)) * am[k0 + i];
+              }
+              acc += scales[n * kb + b] * (dot - zero_point(n, b) * asum[m * kb + b]);
+            }
+            yf[m * N + n] = acc + (bi ? bi[n] : 0.f);
+          }
+        }
+      });
+    } else {
+      // Dequantize strips of columns and multiply them as floats.
+      constexpr int64_t strip = 64;
+      const int64_t strips = (N + strip - 1) / strip;
+      helpers::parallel(ctx, strips, 1, [&](int64_t s0, int64_t s1) {
+        std::vector<float> deq(static_cast<size_t>(strip * K));
+        for (int64_t s = s0; s < s1; ++s) {
+          const int64_t n0 = s * strip, nn = std::min(strip, N - n0);
+          for (int64_t j = 0; j < nn; ++j) {
+            const int64_t n = n0 + j;
+            for (int64_t b = 0; b < kb; ++b) {
+              const uint8_t* q = w + (n * kb + b) * blob;
+              const float sc = scales[n * kb + b], z = zero_point(n, b);
+              const int64_t k0 = b * block_, len = std::min<int64_t>(block_, K - k0);
+              for (int64_t i = 0; i < len; ++i) deq[j * K + k0 + i] = (static_cast<float>(unpack(q, i, bits_)) - z) * sc;
+            }
+          }
+          dense::matmul(nullptr, M, nn, K, a, K, deq.data(), K, true, yf + n0, N, 1.f, bi ? bi + n0 : nullptr);
+        }
+      });
+    }
+    if (!ybuf.empty()) dense::store_float(*Y, 0, ybuf.data(), M * N);
+    return status::ok();
+  }
+
+ private:
+  int64_t K_ = 0, N_ = 0, block_ = 0;
+  int bits_ = 4;
+};
+
+status gather_block_quantized(kernel_context& ctx) {
+  GG_RETURN_IF_ERROR(helpers::check_inputs(ctx, 3, 4, 3));
+  const tensor& data = *ctx.input(0);
+  const tensor& idx = *ctx.input(1);
+  const tensor& S = *ctx.input(2);
+  const tensor* zp = helpers::optional_input(ctx, 3);
+  const node& n = ctx.op();
+  const int bits = static_cast<int>(n.attr_int("bits", 4));
+  const int64_t block = n.attr_int("block_size", 128);
+  if (data.type() != dtype::u8 && data.type() != dtype::i8)
+    return ctx.fail("data must be uint8 (packed {}-bit values) or int8, got {}", bits, dtype_name(data.type()));
+  if (bits != 4 && bits != 8) return ctx.fail("bits must be 4 or 8, got {}", bits);
+  if (data.type() == dtype::i8 && bits != 8) return ctx.fail("int8 data holds 8-bit values, bits is {}", bits);
+  if (block < 16 || (block & (block - 1)) != 0)
+    return ctx.fail("block_size must be a power of 2 and at least 16, got {}", block);
+  if (data.rank() != 2) return ctx.fail("data must be 2-D, got {}", shape_str(data.shape()));
+  if (n.attr_int("gather_axis", 0) != 0) return ctx.fail("only gather_axis 0 is supported");
+  const int64_t qa = n.attr_int("quantize_axis", 1);
+  if (qa != 1 && qa != -1) return ctx.fail("only quantize_axis 1 (the last axis) is supported");
+  GG_RETURN_IF_ERROR(check_float(ctx, &S, "scales"));
+  if (idx.type() != dtype::i32 && idx.type() != dtype::i64)
+    return ctx.fail("indices must be int32 or int64, got {}", dtype_name(idx.type()));
+  const int64_t V = data.dim(0), K = data.dim(1) * (8 / bits), kb = (K + block - 1) / block;
+  if (S.numel() != V * kb) return ctx.fail("scales has {} values, expected {} rows of {} blocks", S.numel(), V, kb);
+  const int64_t zp_row = (kb * bits + 7) / 8;
+  if (zp && zp->type() != data.type()) return ctx.fail("zero_points must have data's type");
+  if (zp && zp->numel() != V * zp_row) return ctx.fail("zero_points has {} values, expected {}", zp->numel(), V * zp_row);
+  shape_t out_shape = idx.shape();
+  out_shape.push_back(K);
+  GG_ASSIGN_OR_RETURN(tensor * Y, ctx.output_for_overwrite(0, S.type(), out_shape));
+  std::vector<float> sb;
+  const float* scales = dense::as_float(S, &sb);
+  const uint8_t* d = data.data<uint8_t>();
+  const bool is_signed = data.type() == dtype::i8;
+  const int64_t rows = idx.numel();
+  std::vector<float> row(static_cast<size_t>(K));
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t v = idx.as_int64(r);
+    if (v < -V || v >= V) return ctx.fail("index {} is out of range for {} rows", v, V);
+    if (v < 0) v += V;
+    const uint8_t* q = d + v * data.dim(1);
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t b = k / block;
+      float z, x;
+      if (is_signed) {
+        x = static_cast<float>(static_cast<int8_t>(q[k]));
+        z = zp ? static_cast<float>(zp->data<int8_t>()[v * zp_row + b]) : 0.f;
+      } else {
+        x = static_cast<float>(unpack(q, k, bits));
+        z = zp ? static_cast<float>(unpack(zp->data<uint8_t>() + v * zp_row, b, bits)) : static_cast<float>(1 << (bits - 1));
+      }
+      row[k] = (x - z) * scales[v * kb + b];
+    }
+    dense::store_float(*Y, r * K, row.data(), K);
+  }
+  return status::ok();
+}
+
+// Broadcast batched product for FusedMatMul.
+status fused_matmul(kernel_context& ctx) {
+  GG_RETURN_IF_ERROR(helpers::check_inputs(ctx, 2, 2, 2));
+  const tensor& A = *ctx.input(0);
+  const tensor& B = *ctx.input(1);
+  GG_RETURN_IF_ERROR(check_float(ctx, &A, "A"));
+  GG_RETURN_IF_ERROR(check_float(ctx, &B, "B"));
+  const node& n = ctx.op();
+  if (n.attr_int("transBatchA", 0) || n.attr_int("transBatchB", 0))
+    return ctx.fail("transBatchA / transBatchB are not supported");
+  const bool ta = n.attr_int("transA", 0) != 0, tb = n.attr_int("transB", 0) != 0;
+  const float alpha = n.attr_float("alpha", 1.f);
+  if (A.rank() == 0 || B.rank() == 0) return ctx.fail("A and B must have at least one dimension");
+  shape_t as = A.shape(), bs = B.shape();
+  const bool a1 = as.size() == 1, b1 = bs.size() == 1;
+  if (a1) as.insert(as.begin(), 1);
+  if (b1) bs.push_back(1);
+  if (a1 && ta) std::swap(as[0], as[1]);
+  if (b1 && tb) std::swap(bs[0], bs[1]);
+  const int64_t M = ta ? as[as.size() - 1] : as[as.size() - 2];
+  const int64_t Ka = ta ? as[as.size() - 2] : as[as.size() - 1];
+  const int64_t Kb = tb ? bs[bs.size() - 1] : bs[bs.size() - 2];
+  const int64_t N = tb ? bs[bs.size() - 2] : bs[bs.size() - 1];
+  if (Ka != Kb) return ctx.fail("A {} and B {} have different inner dimensions", shape_str(A.shape()), shape_str(B.shape()));
+  const size_t ra = as.size() - 2, rb = bs.size() - 2, rank = std::max(ra, rb);
+  shape_t batch(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    const int64_t da = i + ra >= rank ? as[i + ra - rank] : 1, db = i + rb >= rank ? bs[i + rb - rank] : 1;
+    if (da != db && da != 1 && db != 1)
+      return ctx.fail("batch dimensions of A {} and B {} do not broadcast", shape_str(A.shape()), shape_str(B.shape()));
+    batch[i] = std::max(da, db);
+  }
+  shape_t out = batch;
+  if (!a1) out.push_back(M);
+  if (!b1) out.push_back(N);
+  GG_ASSIGN_OR_RETURN(tensor * Y, ctx.output_for_overwrite(0, A.type(), out));
+  std::vector<float> abuf, bbuf, tbuf, ybuf(static_cast<size_t>(M * N));
+  const float* a = dense::as_float(A, &abuf);
+  const float* b = dense::as_float(B, &bbuf);
+  const int64_t calls = helpers::prod(batch, 0, batch.size());
+  for (int64_t c = 0; c < calls; ++c) {
+    int64_t ao = 0, bo = 0, rem = c, sa = M * Ka, sb = Kb * N;
+    for (size_t i = rank; i-- > 0;) {
+      const int64_t x = rem % batch[i];
+      rem /= batch[i];
+      const int64_t da = i + ra >= rank ? as[i + ra - rank] : 1, db = i + rb >= rank ? bs[i + rb - rank] : 1;
+      if (da != 1) ao += x * sa;
+      if (db != 1) bo += x * sb;
+      sa *= da;
+      sb *= db;
+    }
+    const float* ap = a + ao;
+    if (ta) {  // A stored [K, M]: make it [M, K]
+      tbuf.resize(static_cast<size_t>(M * Ka));
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < Ka; ++k) tbuf[i * Ka + k] = ap[k * M + i];
+      ap = tbuf.data();
+    }
+    if (!dense::matmul(&ctx.pool(), M, N, Ka, ap, Ka, b + bo, tb ? Kb : N, tb, ybuf.data(), N, alpha))
+      return ctx.fail("out of memory");
+    dense::store_float(*Y, c * M * N, ybuf.data(), M * N);
+  }
+  return status::ok();
+}
+
+bool is_q8(dtype t) { return t == dtype::u8 || t == dtype::i8; }
+float q8_at(const tensor& t, int64_t i) {
+  return t.type() == dtype::u8 ? static_cast<float>(t.data<uint8_t>()[i]) : static_cast<float>(t.data<int8_t>()[i]);
+}
+
+// Y = (Aq - za) x (B - zb) * sa * sb[n] + bias[n], for A already quantized (a given) or
+// quantized here from float (a_float given).
+status int_to_float_matmul(kernel_context& ctx, bool dynamic) {
+  // DynamicQuantizeMatMul: A, B, b_scale, b_zero_point, bias.
+  // MatMulIntegerToFloat:  A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias.
+  GG_RETURN_IF_ERROR(dynamic ? helpers::check_inputs(ctx, 3, 5, 3) : helpers::check_inputs(ctx, 4, 7, 4));
+  const tensor& A = *ctx.input(0);
+  const tensor& B = *ctx.input(1);
+  const tensor* as = dynamic ? nullptr : ctx.input(2);
+  const tensor& bsc = *ctx.input(dynamic ? 2 : 3);
+  const tensor* az = dynamic ? nullptr : helpers::optional_input(ctx, 4);
+  const tensor* bz = helpers::optional_input(ctx, dynamic ? 3 : 5);
+  const tensor* bias = helpers::optional_input(ctx, dynamic ? 4 : 6);
+  if (dynamic) GG_RETURN_IF_ERROR(check_float(ctx, &A, "A"));
+  else if (!is_q8(A.type())) return ctx.fail("A must be int8 or uint8, got {}", dtype_name(A.type()));
+  if (!is_q8(B.type())) return ctx.fail("B must be int8 or uint8, got {}", dtype_name(B.type()));
+  if (B.rank() != 2) return ctx.fail("B must be 2-D, got {}", shape_str(B.shape()));
+  const int64_t K = B.dim(0), N = B.dim(1);
+  if (A.rank() == 0 || A.shape().back() != K)
+    return ctx.fail("A {} and B {} have different inner dimensions", shape_str(A.shape()), shape_str(B.shape()));
+  GG_RETURN_IF_ERROR(check_float(ctx, &bsc, "b_scale"));
+  if (bsc.numel() != 1 && bsc.numel() != N) return ctx.fail("b_scale must have 1 or N={} values", N);
+  if (bz && (bz->type() != B.type() || (bz->numel() != 1 && bz->numel() != N)))
+    return ctx.fail("b_zero_point must have B's type and 1 or N={} values", N);
+  if (as) {
+    GG_RETURN_IF_ERROR(check_float(ctx, as, "a_scale"));
+    if (as->numel() != 1) return ctx.fail("a_scale must be one value (per-tensor)");
+  }
+  if (az && (az->type() != A.type() || az->numel() != 1)) return ctx.fail("a_zero_point must be one value of A's type");
+  GG_RETURN_IF_ERROR(check_float(ctx, bias, "bias"));
+  if (bias && bias->numel() != N) return ctx.fail("bias has {} values, N is {}", bias->numel(), N);
+  const dtype out_type = dynamic ? A.type() : bsc.type();
+  shape_t out_shape = A.shape();
+  out_shape.back() = N;
+  GG_ASSIGN_OR_RETURN(tensor * Y, ctx.output_for_overwrite(0, out_type, out_shape));
+  const int64_t M = A.numel() / std::max<int64_t>(1, K), numel = A.numel();
+  std::vector<float> aq(static_cast<size_t>(numel)), bq(static_cast<size_t>(K * N)), y(static_cast<size_t>(M * N));
+  float a_scale = 1.f;
+  if (dynamic) {
+    // DynamicQuantizeLinear: uint8, range widened to include 0, round half to even.
+    std::vector<float> ab;
+    const float* a = dense::as_float(A, &ab);
+    float lo = 0.f, hi = 0.f;
+    for (int64_t i = 0; i < numel; ++i) lo = std::min(lo, a[i]), hi = std::max(hi, a[i]);
+    a_scale = (hi - lo) / 255.f;
+    float zp = 0.f;
+    if (a_scale != 0.f) zp = std::min(255.f, std::max(0.f, std::nearbyint(-lo / a_scale)));
+    for (int64_t i = 0; i < numel; ++i) {
+      const float q = a_scale == 0.f ? zp : std::min(255.f, std::max(0.f, std::nearbyint(a[i] / a_scale) + zp));
+      aq[i] = q - zp;
+    }
+  } else {
+    std::vector<float> sb;
+    a_scale = dense::as_float(*as, &sb)[0];
+    const float za = az ? q8_at(*az, 0) : 0.f;
+    for (int64_t i = 0; i < numel; ++i) aq[i] = q8_at(A, i) - za;
+  }
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t j = 0; j < N; ++j) bq[k * N + j] = q8_at(B, k * N + j) - (bz ? q8_at(*bz, bz->numel() == 1 ? 0 : j) : 0.f);
+  if (M > 0 && !dense::matmul(&ctx.pool(), M, N, K, aq.data(), K, bq.data(), N, false, y.data(), N))
+    return ctx.fail("out of memory");
+  std::vector<float> sbuf, bbuf;
+  const float* bs = dense::as_float(bsc, &sbuf);
+  const float* bi = bias ? dense::as_float(*bias, &bbuf) : nullptr;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t j = 0; j < N; ++j)
+      y[m * N + j] = y[m * N + j] * (a_scale * bs[bsc.numel() == 1 ? 0 : j]) + (bi ? bi[j] : 0.f);
+  dense::store_float(*Y, 0, y.data(), M * N);
+  return status::ok();
+}
+
+}  // namespace
+
+void register_contrib_matmul_ops(op_registry& r) {
+  const std::string ms = "com.microsoft";
+  r.add("MatMulNBits", [](const node& n) { return matmul_nbits_kernel::make(n); }, ms);
+  r.add("GatherBlockQuantized", simple_kernel(gather_block_quantized), ms);
+  r.add("FusedMatMul", simple_kernel(fused_matmul), ms);
+  r.add("DynamicQuantizeMatMul", simple_kernel([](kernel_context& c) { return int_to_float_matmul(c, true); }), ms);
+  r.add("MatMulIntegerToFloat", simple_kernel([](kernel_context& c) { return int_to_float_matmul(c, false); }), ms);
+}
+
+}  // namespace gpugrid::cpu

@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""Builds one-node ONNX models for the recurrent ops (LSTM, GRU, RNN) and the com.microsoft
+operators that exported transformers and LLM decoders carry, with reference outputs from
+onnxruntime.
+
+    make_op_cases.py OUT_DIR [--cases a,b,...] [--list]
+
+Writes OUT_DIR/<case>/model.onnx, input_<i>.npy, output_<j>.npy and OUT_DIR/manifest.json in
+the format of make_families.py (one "family" per case), so tests/models/compare.py and
+tests/op_cases_test.sh read it the same way. Weights are initializers; the inputs a model
+declares are fed from the .npy files in order. Seeded, so the files are the same on every run.
+Needs numpy, onnx and onnxruntime (no torch).
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SEED = 13
+OPSET = 17
+MS = "com.microsoft"
+CASES = {}
+
+
+def case(fn):
+    CASES[fn.__name__] = fn
+    return fn
+
+
+def rnd(rng, *shape, scale=1.0, dtype=np.float32):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+class spec:
+    """One single-node model: inputs (name, array, constant?), outputs (name, dtype), node."""
+
+    def __init__(self, op, inputs, outputs, domain="", rtol=1e-3, atol=1e-4, **attrs):
+        self.op, self.inputs, self.outputs, self.domain, self.attrs = op, inputs, outputs, domain, attrs
+        self.rtol, self.atol = rtol, atol
+        # Attributes changed for the reference run only (e.g. MatMulNBits' accuracy_level 4
+        # makes onnxruntime quantize A to int8; gpugrid ignores it and computes in float).
+        self.ref_attrs = {}
+
+
+ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
+        np.dtype(np.int32): TensorProto.INT32, np.dtype(np.int64): TensorProto.INT64,
+        np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
+
+
+def build(s):
+    node_inputs, graph_inputs, inits = [], [], []
+    for name, arr, const in s.inputs:
+        if arr is None:
+            node_inputs.append("")
+            continue
+        node_inputs.append(name)
+        if const:
+            inits.append(numpy_helper.from_array(arr, name))
+        else:
+            graph_inputs.append(helper.make_tensor_value_info(name, ELEM[arr.dtype], list(arr.shape)))
+    node_outputs = [o[0] for o in s.outputs]
+    graph_outputs = [helper.make_tensor_value_info(n, t, None) for n, t in s.outputs if n]
+    node = helper.make_node(s.op, node_inputs, node_outputs, domain=s.domain or None, **s.attrs)
+    g = helper.make_graph([node], "op_case", graph_inputs, graph_outputs, inits)
+    opsets = [helper.make_opsetid("", OPSET)]
+    if s.domain:
+        opsets.append(helper.make_opsetid(s.domain, 1))
+    m = helper.make_model(g, opset_imports=opsets, producer_name="make_op_cases")
+    m.ir_version = 8
+    return m
+
+
+# ---------------------------------------------------------------------------------------
+# Recurrent nets. W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H], P [D, 3*H].
+
+def rnn_case(rng, op, gates, *, S=5, N=3, I=4, H=6, direction="forward", layout=0, bias=True, lens=None,
+             init_h=False, init_c=False, peep=False, want=(1, 1, 1), **attrs):
+    D = 2 if direction == "bidirectional" else 1
+    X = rnd(rng, *((N, S, I) if layout else (S, N, I)))
+    ins = [("X", X, False), ("W", rnd(rng, D, gates * H, I, scale=0.5), True),
+           ("R", rnd(rng, D, gates * H, H, scale=0.5), True),
+           ("B", rnd(rng, D, 2 * gates * H, scale=0.3) if bias else None, True),
+           ("sequence_lens", np.array(lens, np.int32) if lens is not None else None, False)]
+    state = (N, D, H) if layout else (D, N, H)
+    ins.append(("initial_h", rnd(rng, *state) if init_h else None, False))
+    if op == "LSTM":
+        ins.append(("initial_c", rnd(rng, *state) if init_c else None, False))
+        ins.append(("P", rnd(rng, D, 3 * H, scale=0.5) if peep else None, True))
+    while ins and ins[-1][1] is None:
+        ins.pop()
+    names = ["Y", "Y_h", "Y_c"][:3 if op == "LSTM" else 2]
+    outs = [(n if w else "", TensorProto.FLOAT) for n, w in zip(names, want)]
+    while outs and not outs[-1][0]:
+        outs.pop()
+    return spec(op, ins, outs, hidden_size=H, direction=direction, layout=layout, **attrs)
+
+
+@case
+def lstm_forward(rng):
+    return rnn_case(rng, "LSTM", 4)
+
+
+@case
+def lstm_bidirectional_peepholes(rng):
+    return rnn_case(rng, "LSTM", 4, direction="bidirectional", lens=[5, 3, 1], init_h=True, init_c=True,
+                    peep=True, clip=1.5)
+
+
+@case
+def lstm_reverse_layout1(rng):
+    return rnn_case(rng, "LSTM", 4, direction="reverse", layout=1, lens=[2, 5, 4], init_h=True, init_c=True,
+                    input_forget=1, want=(1, 0, 1))
+
+
+@case
+def lstm_activations(rng):
+    return rnn_case(rng, "LSTM", 4, direction="bidirectional", bias=False, peep=True,
+                    activations=["HardSigmoid", "LeakyRelu", "ScaledTanh", "Sigmoid", "Elu", "Softsign"],
+                    activation_alpha=[0.3, 0.05, 0.9, 1.2], activation_beta=[0.4, 1.1])
+
+
+@case
+def gru_forward(rng):
+    return rnn_case(rng, "GRU", 3)
+
+
+@case
+def gru_linear_before_reset(rng):
+    return rnn_case(rng, "GRU", 3, direction="bidirectional", lens=[4, 5, 2], init_h=True,
+                    linear_before_reset=1, clip=2.0)
+
+
+@case
+def gru_reverse_layout1(rng):
+    return rnn_case(rng, "GRU", 3, direction="reverse", layout=1, init_h=True, lens=[5, 1, 3])
+
+
+@case
+def gru_activations(rng):
+    return rnn_case(rng, "GRU", 3, activations=["Affine", "ThresholdedRelu"], activation_alpha=[0.5, 0.1],
+                    activation_beta=[0.2], want=(0, 1))
+
+
+@case
+def rnn_forward(rng):
+    return rnn_case(rng, "RNN", 1, S=7, N=2, I=5, H=8)
+
+
+@case
+def rnn_bidirectional(rng):
+    return rnn_case(rng, "RNN", 1, direction="bidirectional", lens=[5, 2, 4], init_h=True,
+                    activations=["Relu", "Softplus"], clip=3.0)
+
+
+@case
+def rnn_batch_large(rng):
+    # A batch wide enough for the packed recurrent product.
+    return rnn_case(rng, "RNN", 1, S=6, N=9, I=12, H=16, direction="reverse", init_h=True)
+
+
+@case
+def lstm_batch_large(rng):
+    return rnn_case(rng, "LSTM", 4, S=6, N=8, I=10, H=12, direction="bidirectional", init_h=True, init_c=True,
+                    peep=True, lens=[6, 5, 6, 1, 2, 6, 3, 4])
+
+
+@case
+def gru_batch_large(rng):
+    return rnn_case(rng, "GRU", 3, S=4, N=7, I=9, H=11, init_h=True, lens=[4, 3, 2, 1, 4, 4, 2])
+
+
+# ---------------------------------------------------------------------------------------
+# com.microsoft normalisation and GELU family.
+
+@case
+def simplified_layernorm(rng):
+    return spec("SimplifiedLayerNormalization", [("X", rnd(rng, 2, 5, 16), False), ("scale", rnd(rng, 16), True)],
+                [("Y", TensorProto.FLOAT)], axis=-1, epsilon=1e-6)
+
+
+@case
+def skip_simplified_layernorm(rng):
+    return spec("SkipSimplifiedLayerNormalization",
+                [("input", rnd(rng, 2, 4, 32), False), ("skip", rnd(rng, 2, 4, 32), False),
+                 ("gamma", rnd(rng, 32), True)],
+                [("output", TensorProto.FLOAT), ("", 0), ("", 0), ("input_skip_bias_sum", TensorProto.FLOAT)],
+                domain=MS, epsilon=1e-6)
+
+
+@case
+def skip_layernorm_bias(rng):
+    return spec("SkipLayerNormalization",
+                [("input", rnd(rng, 3, 2, 24), False), ("skip", rnd(rng, 3, 2, 24), False),
+                 ("gamma", rnd(rng, 24), True), ("beta", rnd(rng, 24), True), ("bias", rnd(rng, 24), True)],
+                [("output", TensorProto.FLOAT)], domain=MS, epsilon=1e-5)
+
+
+@case
+def fast_gelu(rng):
+    return spec("FastGelu", [("X", rnd(rng, 2, 3, 40, scale=2), False), ("bias", rnd(rng, 40), True)],
+                [("Y", TensorProto.FLOAT)], domain=MS)
+
+
+@case
+def bias_gelu(rng):
+    return spec("BiasGelu", [("A", rnd(rng, 4, 33, scale=2), False), ("B", rnd(rng, 33), True)],
+                [("C", TensorProto.FLOAT)], domain=MS)
+
+
+@case
+def quick_gelu(rng):
+    return spec("QuickGelu", [("X", rnd(rng, 5, 17, scale=3), False)], [("Y", TensorProto.FLOAT)], domain=MS,
+                alpha=1.5)
+
+
+@case
+def ms_gelu(rng):
+    return spec("Gelu", [("X", rnd(rng, 3, 50, scale=3), False)], [("Y", TensorProto.FLOAT)], domain=MS)
+
+
+# ---------------------------------------------------------------------------------------
+# com.microsoft matrix products.
+
+def quantize_nbits(rng, N, K, block, bits=4, zp=True):
+    """Random weights quantized as the model builder stores them: B [N, blocks, blob], scales,
+    packed uint8 zero points."""
+    kb = (K + block - 1) // block
+    q = rng.integers(0, 2 ** bits, size=(N, kb * block)).astype(np.uint8)
+    per = 8 // bits
+    packed = np.zeros((N, kb * block // per), np.uint8)
+    for i in range(per):
+        packed |= (q[:, i::per] << (bits * i)).astype(np.uint8)
+    B = packed.reshape(N, kb, block * bits // 8)
+    scales = (rng.random((N * kb,)) * 0.05 + 0.01).astype(np.float32)
+    if not zp:
+        return B, scales, None
+    zq = rng.integers(0, 2 ** bits, size=(N, kb)).astype(np.uint8)
+    zrow = (kb * bits + 7) // 8
+    zp_packed = np.zeros((N, zrow), np.uint8)
+    for b in range(kb):
+        zp_packed[:, (b * bits) // 8] |= (zq[:, b] << ((b * bits) % 8)).astype(np.uint8)
+    return B, scales, zp_packed.reshape(-1)
+
+
+@case
+def matmul_nbits_decode(rng):
+    N, K, block = 48, 96, 32
+    B, sc, zp = quantize_nbits(rng, N, K, block)
+    s = spec("MatMulNBits", [("A", rnd(rng, 1, 1, K), False), ("B", B, True), ("scales", sc, True),
+                             ("zero_points", zp, True)], [("Y", TensorProto.FLOAT)], domain=MS,
+             K=K, N=N, bits=4, block_size=block, accuracy_level=4)
+    s.ref_attrs = {"accuracy_level": 0}
+    return s
+
+
+@case
+def matmul_nbits_prompt(rng):
+    N, K, block = 80, 128, 16
+    B, sc, _ = quantize_nbits(rng, N, K, block, zp=False)
+    return spec("MatMulNBits", [("A", rnd(rng, 2, 7, K), False), ("B", B, True), ("scales", sc, True),
+                                ("", None, True), ("", None, True), ("bias", rnd(rng, N), True)],
+                [("Y", TensorProto.FLOAT)], domain=MS, K=K, N=N, bits=4, block_size=block)
+
+
+@case
+def matmul_nbits_ragged_k(rng):
+    # K = 72 is not a whole number of 32-wide blocks: the last block is zero-padded.
+    N, K, block = 24, 72, 32
+    B, sc, zp = quantize_nbits(rng, N, K, block)
+    return spec("MatMulNBits", [("A", rnd(rng, 5, K), False), ("B", B, True), ("scales", sc, True),
+                                ("zero_points", zp, True)], [("Y", TensorProto.FLOAT)], domain=MS,
+                K=K, N=N, bits=4, block_size=block)
+
+
+@case
+def matmul_nbits_8bit(rng):
+    N, K, block = 20, 64, 32
+    B, sc, zp = quantize_nbits(rng, N, K, block, bits=8)
+    return spec("MatMulNBits", [("A", rnd(rng, 3, K), False), ("B", B, True), ("scales", sc, True),
+                                ("zero_points", zp, True)], [("Y", TensorProto.FLOAT)], domain=MS,
+                K=K, N=N, bits=8, block_size=block)
+
+
+@case
+def gather_block_quantized(rng):
+    V, K, block = 10, 64, 32
+    B, sc, zp = quantize_nbits(rng, V, K, block)
+    return spec("GatherBlockQuantized", [("data", B.reshape(V, -1), True), ("indices", np.array([[3, 0, 9], [-1, 4, 4]], np.int64), False),
+                                         ("scales", sc.reshape(V, -1), True), ("zero_points", zp.reshape(V, -1), True)],
+                [("Y", TensorProto.FLOAT)], domain=MS, block_size=block, gather_axis=0, quantize_axis=1, bits=4)
+
+
+@case
+def fused_matmul(rng):
+    return spec("FusedMatMul", [("A", rnd(rng, 2, 1, 6, 5), False), ("B", rnd(rng, 3, 7, 6), False)],
+                [("Y", TensorProto.FLOAT)], domain=MS, alpha=0.5, transA=1, transB=1)
+
+
+@case
+def dynamic_quantize_matmul(rng):
+    # B within [-63, 63]: onnxruntime's AVX2 u8 x s8 kernel adds pairs of products in int16 and
+    # saturates beyond that.
+    return spec("DynamicQuantizeMatMul", [("A", rnd(rng, 3, 4, 16), False),
+                                          ("B", rng.integers(-63, 64, size=(16, 12)).astype(np.int8), True),
+                                          ("b_scale", (rng.random(12) * 0.02 + 0.01).astype(np.float32), True),
+                                          ("b_zero_point", None, True), ("bias", rnd(rng, 12), True)],
+                [("Y", TensorProto.FLOAT)], domain=MS, rtol=2e-3, atol=2e-3)
+
+
+@case
+def matmul_integer_to_float(rng):
+    return spec("MatMulIntegerToFloat", [("A", rng.integers(0, 255, size=(2, 5, 16)).astype(np.uint8), False),
+                                         ("B", rng.integers(0, 255, size=(16, 8)).astype(np.uint8), True),
+                                         ("a_scale", np.array(0.02, np.float32), True),
+                                         ("b_scale", (rng.random(8) * 0.02 + 0.01).astype(np.float32), True),
+                                         ("a_zero_point", np.array(128, np.uint8), True),
+                                         ("b_zero_point", rng.integers(100, 150, size=8).astype(np.uint8), True),
+                                         ("bias", rnd(rng, 8), True)],
+                [("Y", TensorProto.FLOAT)], domain=MS)
+
+
+# ---------------------------------------------------------------------------------------
+# com.microsoft attention.
+
+def rope_caches(max_pos, rot):
+    inv = 1.0 / (10000 ** (np.arange(0, rot, 2, dtype=np.float64) / rot))
+    ang = np.arange(max_pos)[:, None] * inv[None, :]
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+@case
+def rotary_embedding(rng):
+    cos, sin = rope_caches(32, 16)
+    pos = np.array([[0, 1, 2, 3], [5, 6, 7, 8]], np.int64)
+    return spec("RotaryEmbedding", [("input", rnd(rng, 2, 4, 3 * 16), False), ("position_ids", pos, False),
+                                    ("cos_cache", cos, True), ("sin_cache", sin, True)],
+                [("output", TensorProto.FLOAT)], domain=MS, num_heads=3)
+
+
+@case
+def rotary_embedding_interleaved_partial(rng):
+    cos, sin = rope_caches(16, 8)
+    return spec("RotaryEmbedding", [("input", rnd(rng, 1, 2, 5, 16), False), ("position_ids", np.array([[3, 4, 5, 6, 7]], np.int64), False),
+                                    ("cos_cache", cos, True), ("sin_cache", sin, True)],
+                [("output", TensorProto.FLOAT)], domain=MS, interleaved=1, rotary_embedding_dim=8, num_heads=2)
+
+
+def gqa_case(rng, *, B=2, S=4, P=0, N=4, Nkv=2, H=16, rotary=False, packed=False, lens=None, **attrs):
+    total = P + S
+    q = rnd(rng, B, S, (N + 2 * Nkv) * H if packed else N * H)
+    ins = [("query", q, False),
+           ("key", None if packed else rnd(rng, B, S, Nkv * H), False),
+           ("value", None if packed else rnd(rng, B, S, Nkv * H), False),
+           ("past_key", rnd(rng, B, Nkv, P, H), False), ("past_value", rnd(rng, B, Nkv, P, H), False),
+           ("seqlens_k", np.array(lens if lens is not None else [total - 1] * B, np.int32), False),
+           ("total_sequence_length", np.array(total, np.int32), False)]
+    if rotary:
+        cos, sin = rope_caches(64, H)
+        ins += [("cos_cache", cos, True), ("sin_cache", sin, True)]
+    outs = [("output", TensorProto.FLOAT), ("present_key", TensorProto.FLOAT), ("present_value", TensorProto.FLOAT)]
+    return spec("GroupQueryAttention", ins, outs, domain=MS, num_heads=N, kv_num_heads=Nkv,
+                do_rotary=int(rotary), **attrs)
+
+
+@case
+def gqa_prompt(rng):
+    return gqa_case(rng, S=5, P=0)
+
+
+@case
+def gqa_decode_rotary(rng):
+    return gqa_case(rng, S=1, P=6, rotary=True)
+
+
+@case
+def gqa_prompt_rotary_packed(rng):
+    return gqa_case(rng, B=1, S=6, P=0, N=6, Nkv=2, rotary=True, packed=True, rotary_interleaved=1)
+
+
+@case
+def gqa_local_window_softcap(rng):
+    return gqa_case(rng, B=1, S=3, P=5, local_window_size=3, softcap=2.0, scale=0.3)
+
+
+@case
+def multi_head_attention(rng):
+    B, S, L, N, H = 2, 3, 5, 2, 4
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)
+    return spec("MultiHeadAttention", [("query", rnd(rng, B, S, N * H), False), ("key", rnd(rng, B, L, N * H), False),
+                                       ("value", rnd(rng, B, L, N * 6), False), ("bias", rnd(rng, 2 * N * H + N * 6), True),
+                                       ("key_padding_mask", mask, False)],
+                [("output", TensorProto.FLOAT)], domain=MS, num_heads=N)
+
+
+@case
+def multi_head_attention_past(rng):
+    B, S, P, N, H = 1, 2, 3, 2, 4
+    return spec("MultiHeadAttention", [("query", rnd(rng, B, S, N * H), False), ("key", rnd(rng, B, S, N * H), False),
+                                       ("value", rnd(rng, B, S, N * H), False), ("bias", None, True),
+                                       ("key_padding_mask", None, False),
+                                       ("attention_bias", rnd(rng, 1, N, S, P + S), False),
+                                       ("past_key", rnd(rng, B, N, P, H), False), ("past_value", rnd(rng, B, N, P, H), False)],
+                [("output", TensorProto.FLOAT), ("present_key", TensorProto.FLOAT), ("present_value", TensorProto.FLOAT)],
+                domain=MS, num_heads=N, unidirectional=1, scale=0.4)
+
+
+@case
+def attention(rng):
+    B, S, Din, N, H = 2, 4, 10, 2, 3
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.int32)
+    return spec("Attention", [("input", rnd(rng, B, S, Din), False), ("weights", rnd(rng, Din, 3 * N * H, scale=0.5), True),
+                              ("bias", rnd(rng, 3 * N * H), True), ("mask_index", mask, False)],
+                [("output", TensorProto.FLOAT)], domain=MS, num_heads=N)
+
+
+@case
+def attention_causal_past(rng):
+    B, S, P, Din, N, H = 1, 3, 2, 8, 2, 4
+    return spec("Attention", [("input", rnd(rng, B, S, Din), False), ("weights", rnd(rng, Din, 3 * N * H, scale=0.5), True),
+                              ("bias", rnd(rng, 3 * N * H), True), ("mask_index", None, False),
+                              ("past", rnd(rng, 2, B, N, P, H), False)],
+                [("output", TensorProto.FLOAT), ("present", TensorProto.FLOAT)], domain=MS, num_heads=N, unidirectional=1)
+
+
+# ---------------------------------------------------------------------------------------
+# float16 versions (what fp16 model exports carry): float inputs and outputs in float16,
+# math in float.
+
+def as_f16(s):
+    s.inputs = [(n, a.astype(np.float16) if a is not None and a.dtype == np.float32 else a, c) for n, a, c in s.inputs]
+    s.outputs = [(n, TensorProto.FLOAT16 if t == TensorProto.FLOAT else t) for n, t in s.outputs]
+    s.rtol, s.atol = 1e-2, 1e-2
+    return s
+
+
+@case
+def matmul_nbits_fp16(rng):
+    return as_f16(matmul_nbits_decode(rng))
+
+
+@case
+def gqa_decode_rotary_fp16(rng):
+    return as_f16(gqa_case(rng, S=1, P=6, rotary=True))
+
+
+@case
+def skip_simplified_layernorm_fp16(rng):
+    return as_f16(skip_simplified_layernorm(rng))
+
+
+@case
+def simplified_layernorm_fp16(rng):
+    return as_f16(simplified_layernorm(rng))
+
+
+@case
+def rotary_embedding_fp16(rng):
+    return as_f16(rotary_embedding(rng))
+
+
+@case
+def lstm_fp16(rng):
+    return as_f16(rnn_case(rng, "LSTM", 4, direction="bidirectional", lens=[5, 3, 4]))
+
+
+# ---------------------------------------------------------------------------------------
+
+def run_reference(s, model_path):
+    import onnxruntime as ort
+    if s.ref_attrs:
+        t = spec(s.op, s.inputs, s.outputs, s.domain, **{**s.attrs, **s.ref_attrs})
+        path = model_path + ".reference.onnx"
+        onnx.save(build(t), path)
+        try:
+            return run_reference(t, path)
+        finally:
+            os.remove(path)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 4
+    feeds = {n: a for n, a, c in s.inputs if a is not None and not c}
+    names = [n for n, _ in s.outputs if n]
+    try:
+        sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
+        return sess.run(names, feeds)
+    except Exception as e:  # noqa: BLE001
+        if s.attrs.get("layout") != 1:
+            raise
+        # onnxruntime's CPU kernels take layout 0 only: run the same cell with the batch-major
+        # tensors transposed and transpose the results back.
+        del e
+        t = spec(s.op, [], s.outputs, s.domain, **{**s.attrs, "layout": 0})
+        for n, a, c in s.inputs:
+            if a is not None and n == "X":
+                a = a.transpose(1, 0, 2).copy()
+            elif a is not None and n in ("initial_h", "initial_c"):
+                a = a.transpose(1, 0, 2).copy()
+            t.inputs.append((n, a, c))
+        path = model_path + ".layout0.onnx"
+        onnx.save(build(t), path)
+        outs = run_reference(t, path)
+        os.remove(path)
+        fixed = []
+        for n, y in zip(names, outs):
+            fixed.append(y.transpose(2, 0, 1, 3).copy() if n == "Y" else y.transpose(1, 0, 2).copy())
+        return fixed
+
+
+def tensor_entry(name, f, a):
+    return {"name": name, "file": f, "shape": list(a.shape), "dtype": str(a.dtype)}
+
+
+def generate(name, out_dir, seed):
+    rng = np.random.default_rng(seed)
+    s = CASES[name](rng)
+    os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+    model = build(s)
+    path = os.path.join(out_dir, name, "model.onnx")
+    onnx.save(model, path)
+    outs = run_reference(s, path)
+    case = {"inputs": [], "outputs": []}
+    k = 0
+    for n, a, const in s.inputs:
+        if a is None or const:
+            continue
+        f = f"{name}/input_{k}.npy"
+        np.save(os.path.join(out_dir, f), a)
+        case["inputs"].append(tensor_entry(n, f, a))
+        k += 1
+    for j, (n, y) in enumerate(zip([n for n, _ in s.outputs if n], outs)):
+        f = f"{name}/output_{j}.npy"
+        np.save(os.path.join(out_dir, f), y)
+        case["outputs"].append(tensor_entry(n, f, y))
+    return {"name": name, "model": f"{name}/model.onnx", "rtol": s.rtol, "atol": s.atol,
+            "op": (s.domain + ":" if s.domain else "") + s.op, "cases": [case],
+            "inputs": case["inputs"], "outputs": case["outputs"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out_dir", nargs="?")
+    ap.add_argument("--cases", default="", help="comma-separated subset (default: all)")
+    ap.add_argument("--list", action="store_true", help="print the case names and exit")
+    args = ap.parse_args()
+    if args.list:
+        print("\n".join(CASES))
+        return 0
+    if not args.out_dir:
+        ap.error("OUT_DIR is required")
+    names = [n for n in args.cases.split(",") if n] or list(CASES)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        ap.error(f"unknown cases: {', '.join(unknown)}")
+    import onnxruntime
+    os.makedirs(args.out_dir, exist_ok=True)
+    manifest = {"opset": OPSET, "seed": SEED, "rtol": 1e-3, "atol": 1e-4,
+                "generator": {"script_sha256": hashlib.sha256(open(__file__, "rb").read()).hexdigest(),
+                              "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                              "numpy": np.__version__},
+                "families": []}
+    for name in names:
+        manifest["families"].append(generate(name, args.out_dir, SEED + list(CASES).index(name)))
+    with open(os.path.join(args.out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    print(f"wrote {len(names)} cases to {args.out_dir}/manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
