@@ -61,6 +61,19 @@ while read -r name k model inputs; do
   fi
 done < <("$py" "$models/compare.py" --list "$work/cases/manifest.json")
 
+# Bad input: a MatMulNBits whose blocks do not cover K is one line on stderr and exit 2.
+bad="$src/tests/fuzz/corpus/fuzz_model_loader/matmul_nbits_bad_blocks.onnx"
+"$py" -c "import numpy as np, sys; np.save(sys.argv[1], np.ones((1, 64), np.float32))" "$work/x64.npy"
+"$bin" run --local "$bad" "$work/x64.npy" >"$work/bad.out" 2>"$work/bad.err"
+rc=$?
+if [ $rc -eq 2 ] && [ "$(wc -l < "$work/bad.err")" -eq 1 ] && grep -q "does not hold N=8 columns" "$work/bad.err"; then
+  echo "PASS matmul_nbits_bad_blocks (exit 2: $(cat "$work/bad.err"))"
+  passed=$((passed + 1))
+else
+  echo "FAIL matmul_nbits_bad_blocks: exit $rc, stderr: $(cat "$work/bad.err")"
+  failed=$((failed + 1))
+fi
+
 echo "op cases: $passed passed, $failed failed"
 [ $((passed + failed)) -gt 0 ] || { echo "FAIL: no case selected"; exit 1; }
 [ $failed -eq 0 ]

@@ -83,3 +83,25 @@ out("fuzz_model_loader", "reshape_const.onnx", model(
     [helper.make_node("Constant", [], ["s"], value=helper.make_tensor("sv", TensorProto.INT64, [2], [-1, 2])),
      helper.make_node("Reshape", ["x", "s"], ["y"])], [X], [S]))
 out("fuzz_model_loader", "softmax_opset11.onnx", model([helper.make_node("Softmax", ["x"], ["y"], axis=1)], [X], [Y], opset=11))
+
+# Recurrent nets and com.microsoft operators, including a MatMulNBits whose blocks do not cover
+# K (its kernel rejects it at run time; the seed gives the fuzzer the shape to mutate).
+def model_ms(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+XS = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 1, 4])
+YH = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2])
+out("fuzz_model_loader", "lstm.onnx", model_ms(
+    [helper.make_node("LSTM", ["x", "w", "r"], ["", "y"], hidden_size=2, direction="forward")], [XS], [YH],
+    [numpy_helper.from_array(np.full((1, 8, 4), 0.1, np.float32), "w"),
+     numpy_helper.from_array(np.full((1, 8, 2), 0.1, np.float32), "r")]))
+XA = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])
+YN = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+out("fuzz_model_loader", "matmul_nbits_bad_blocks.onnx", model_ms(
+    [helper.make_node("MatMulNBits", ["x", "b", "s"], ["y"], domain="com.microsoft", K=64, N=8, bits=4,
+                      block_size=32)], [XA], [YN],
+    [numpy_helper.from_array(np.zeros((8, 3, 16), np.uint8), "b"),
+     numpy_helper.from_array(np.ones(24, np.float32), "s")]))
