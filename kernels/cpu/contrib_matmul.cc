@@ -2,9 +2,10 @@
 //   MatMulNBits: Y = A x dequant(B)^T (+ bias) with B [N, k_blocks, blob] holding `bits`-bit
 //     weights (2, 4 or 8) in blocks of block_size along K, as onnxruntime-genai's model builder
 //     writes them; scales [N * k_blocks]; zero points packed like the weights (uint8) or one
-//     float per block, default 2^(bits-1). The weights stay quantized: a few rows of A are
-//     multiplied block by block straight from the packed bytes, more rows dequantize a strip
-//     of columns at a time for the float product. accuracy_level is ignored (float math).
+//     float per block, default 2^(bits-1). The weights stay quantized in memory: a few rows of
+//     A are multiplied block by block as each block is dequantized, more rows dequantize a
+//     strip of 64 columns at a time for the float product. accuracy_level is ignored (float
+//     math, where onnxruntime's level 4 quantizes A to int8).
 //   GatherBlockQuantized: rows of a blockwise-quantized table (uint8 holding 4- or 8-bit
 //     values), dequantized; gather_axis 0 and quantize_axis last (the embedding layout).
 //   FusedMatMul: alpha * op(A) op(B) with numpy batch broadcasting (transBatch* 0 only).
@@ -18,6 +19,11 @@
 #include "kernels/cpu/contrib_ops.h"
 #include "kernels/cpu/dense.h"
 #include "kernels/cpu/kernel_helpers.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define GG_NBITS_AVX2 1
+#endif
 
 namespace gpugrid::cpu {
 namespace {
@@ -33,6 +39,55 @@ inline int unpack(const uint8_t* p, int64_t i, int bits) {
   if (bits == 8) return p[i];
   const int64_t bit = i * bits;
   return (p[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
+}
+
+// out[i] = (q_i - zp) * scale for the `len` values of one block (len <= block size).
+inline void dequant_block(const uint8_t* q, int bits, int64_t len, float scale, float zp, float* out) {
+  int64_t i = 0;
+#ifdef GG_NBITS_AVX2
+  if (bits == 4) {
+    const __m128i mask = _mm_set1_epi8(15);
+    const __m256 vs = _mm256_set1_ps(scale), vzs = _mm256_set1_ps(-zp * scale);
+    for (; i + 32 <= len; i += 32) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i / 2));
+      const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+      const __m128i v0 = _mm_unpacklo_epi8(lo, hi), v1 = _mm_unpackhi_epi8(lo, hi);
+      const __m128i parts[4] = {v0, _mm_srli_si128(v0, 8), v1, _mm_srli_si128(v1, 8)};
+      for (int k = 0; k < 4; ++k) {
+        const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k]));
+        _mm256_storeu_ps(out + i + 8 * k, _mm256_fmadd_ps(f, vs, vzs));
+      }
+    }
+  } else if (bits == 8) {
+    const __m256 vs = _mm256_set1_ps(scale), vzs = _mm256_set1_ps(-zp * scale);
+    for (; i + 8 <= len; i += 8) {
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i));
+      _mm256_storeu_ps(out + i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), vs, vzs));
+    }
+  }
+#endif
+  for (; i < len; ++i) out[i] = (static_cast<float>(unpack(q, i, bits)) - zp) * scale;
+}
+
+// acc[m] += sum_i w[i] * a[m * lda + i] for i < len, m < M.
+inline void accumulate_rows(const float* w, int64_t len, const float* a, int64_t lda, int64_t M, float* acc) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* am = a + m * lda;
+    int64_t i = 0;
+    float s = 0.f;
+#ifdef GG_NBITS_AVX2
+    __m256 v0 = _mm256_setzero_ps(), v1 = _mm256_setzero_ps();
+    for (; i + 16 <= len; i += 16) {
+      v0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(am + i), v0);
+      v1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(am + i + 8), v1);
+    }
+    alignas(32) float t[8];
+    _mm256_store_ps(t, _mm256_add_ps(v0, v1));
+    for (float x : t) s += x;
+#endif
+    for (; i < len; ++i) s += w[i] * am[i];
+    acc[m] += s;
+  }
 }
 
 class matmul_nbits_kernel final : public kernel {
@@ -90,7 +145,7 @@ class matmul_nbits_kernel final : public kernel {
     const float* zf = zp && !zp_packed ? dense::as_float(*zp, &zb) : nullptr;
     const uint8_t* zq = zp_packed ? zp->data<uint8_t>() : nullptr;
     const float* bi = bias ? dense::as_float(*bias, &bb) : nullptr;
-    const uint8_t* w = B.data<uint8_t>();
+    const uint8_t* w_q = B.data<uint8_t>();
     const float default_zp = static_cast<float>(1 << (bits_ - 1));
     auto zero_point = [&](int64_t n, int64_t b) -> float {
       if (zq) return static_cast<float>(unpack(zq + n * zp_row, b, bits_));
@@ -105,34 +160,55 @@ class matmul_nbits_kernel final : public kernel {
     }
 
     if (M <= 4) {
-      // Straight from the packed weights: per block, sum_i (q_i - zp) a_i * scale
-      // = scale * (sum_i q_i a_i - zp * sum_i a_i).
-      std::vector<float> asum(static_cast<size_t>(M * kb), 0.f);
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t k = 0; k < K; ++k) asum[m * kb + k / block_] += a[m * K + k];
+      // Few rows (decoding): dequantize one block at a time into registers' worth of floats
+      // and multiply it into every row, column by column.
       helpers::parallel(ctx, N, helpers::grain_for(K * M, 65536), [&](int64_t n0, int64_t n1) {
+        std::vector<float> w(static_cast<size_t>(block_));
+        float acc[4];
         for (int64_t n = n0; n < n1; ++n) {
-          for (int64_t m = 0; m < M; ++m) {
-            const float* am = a + m * K;
-            float acc = 0.f;
-            for (int64_t b = 0; b < kb; ++b) {
-              const uint8_t* q = w + (n * kb + b) * blob;
-              const int64_t k0 = b * block_, len = std::min<int64_t>(block_, K - k0);
-              float dot = 0.f;
-              if (bits_ == 4) {
-                int64_t i = 0;
-                for (; i + 1 < len; i += 2) {
-                  const uint8_t v = q[i >> 1];
-                  dot += static_cast<float>(v & 15) * am[k0 + i] + static_cast<float>(v >> 4) * am[k0 + i + 1];
+          std::fill(acc, acc + 4, 0.f);
+          int64_t b = 0;
+#ifdef GG_NBITS_AVX2
+          if (bits_ == 4 && block_ % 32 == 0) {
+            // Whole blocks in registers: the 4-bit values become floats and go straight into
+            // per-row vector sums, reduced once per column.
+            const __m128i mask = _mm_set1_epi8(15);
+            __m256 vacc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (; b < kb && (b + 1) * block_ <= K; ++b) {
+              const uint8_t* q = w_q + (n * kb + b) * blob;
+              const float sc = scales[n * kb + b];
+              const __m256 vs = _mm256_set1_ps(sc), vzs = _mm256_set1_ps(-zero_point(n, b) * sc);
+              const float* ab = a + b * block_;
+              for (int64_t i = 0; i < block_; i += 32) {
+                const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i / 2));
+                const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+                const __m128i v0 = _mm_unpacklo_epi8(lo, hi), v1 = _mm_unpackhi_epi8(lo, hi);
+                const __m256 f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v0)), vs, vzs);
+                const __m256 f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v0, 8))), vs, vzs);
+                const __m256 f2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v1)), vs, vzs);
+                const __m256 f3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v1, 8))), vs, vzs);
+                for (int64_t m = 0; m < M; ++m) {
+                  const float* am = ab + m * K + i;
+                  __m256 t = _mm256_fmadd_ps(f0, _mm256_loadu_ps(am), vacc[m]);
+                  t = _mm256_fmadd_ps(f1, _mm256_loadu_ps(am + 8), t);
+                  t = _mm256_fmadd_ps(f2, _mm256_loadu_ps(am + 16), t);
+                  vacc[m] = _mm256_fmadd_ps(f3, _mm256_loadu_ps(am + 24), t);
                 }
-                if (i < len) dot += static_cast<float>(q[i >> 1] & 15) * am[k0 + i];
-              } else {
-                for (int64_t i = 0; i < len; ++i) dot += static_cast<float>(unpack(q, i, bits_)) * am[k0 + i];
               }
-              acc += scales[n * kb + b] * (dot - zero_point(n, b) * asum[m * kb + b]);
             }
-            yf[m * N + n] = acc + (bi ? bi[n] : 0.f);
+            for (int64_t m = 0; m < M; ++m) {
+              alignas(32) float t[8];
+              _mm256_store_ps(t, vacc[m]);
+              for (float x : t) acc[m] += x;
+            }
           }
+#endif
+          for (; b < kb; ++b) {
+            const int64_t k0 = b * block_, len = std::min<int64_t>(block_, K - k0);
+            dequant_block(w_q + (n * kb + b) * blob, bits_, len, scales[n * kb + b], zero_point(n, b), w.data());
+            accumulate_rows(w.data(), len, a + k0, K, M, acc);
+          }
+          for (int64_t m = 0; m < M; ++m) yf[m * N + n] = acc[m] + (bi ? bi[n] : 0.f);
         }
       });
     } else {
@@ -146,10 +222,8 @@ class matmul_nbits_kernel final : public kernel {
           for (int64_t j = 0; j < nn; ++j) {
             const int64_t n = n0 + j;
             for (int64_t b = 0; b < kb; ++b) {
-              const uint8_t* q = w + (n * kb + b) * blob;
-              const float sc = scales[n * kb + b], z = zero_point(n, b);
               const int64_t k0 = b * block_, len = std::min<int64_t>(block_, K - k0);
-              for (int64_t i = 0; i < len; ++i) deq[j * K + k0 + i] = (static_cast<float>(unpack(q, i, bits_)) - z) * sc;
+              dequant_block(w_q + (n * kb + b) * blob, bits_, len, scales[n * kb + b], zero_point(n, b), deq.data() + j * K + k0);
             }
           }
           dense::matmul(nullptr, M, nn, K, a, K, deq.data(), K, true, yf + n0, N, 1.f, bi ? bi + n0 : nullptr);

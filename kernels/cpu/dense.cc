@@ -4,9 +4,45 @@
 
 #include <algorithm>
 
+#include "engine/thread_pool.h"
 #include "kernels/cpu/sgemm.h"
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define GG_DENSE_AVX2 1
+#endif
+
 namespace gpugrid::cpu::dense {
+namespace {
+
+float dot(const float* x, const float* y, int64_t n) {
+  int64_t i = 0;
+  float s = 0.f;
+#ifdef GG_DENSE_AVX2
+  __m256 v0 = _mm256_setzero_ps(), v1 = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    v0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), v0);
+    v1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), v1);
+  }
+  alignas(32) float t[8];
+  _mm256_store_ps(t, _mm256_add_ps(v0, v1));
+  for (float x8 : t) s += x8;
+#endif
+  for (; i < n; ++i) s += x[i] * y[i];
+  return s;
+}
+
+// y[i] += a * x[i]
+void axpy(float a, const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+#ifdef GG_DENSE_AVX2
+  const __m256 va = _mm256_set1_ps(a);
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace
 
 bool matmul(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
             int64_t ldb, bool b_trans, float* c, int64_t ldc, float alpha, const float* bias) {
@@ -29,18 +65,35 @@ bool matmul(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, 
     q.ep.bias = bias;
     return sgemm::run(pool, q);
   }
-  // A few rows: matrix-vector products (no packing), then the bias.
-  for (int64_t i = 0; i < m; ++i) {
-    float* crow = c + i * ldc;
-    if (b_trans)
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)k, alpha, b, (blasint)ldb, a + i * lda, 1, 0.f,
-                  crow, 1);
-    else
-      cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)k, (blasint)n, alpha, b, (blasint)ldb, a + i * lda, 1, 0.f,
-                  crow, 1);
+  if (m > 2) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k,
+                alpha, a, (blasint)lda, b, (blasint)ldb, 0.f, c, (blasint)ldc);
     if (bias)
-      for (int64_t j = 0; j < n; ++j) crow[j] += bias[j];
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) c[i * ldc + j] += bias[j];
+    return true;
   }
+  // One or two rows: matrix-vector products on the engine's threads (no packing, and no BLAS
+  // threads started from inside the engine's own parallel loops), then the bias.
+  auto columns = [&](int64_t j0, int64_t j1) {
+    for (int64_t i = 0; i < m; ++i) {
+      const float* arow = a + i * lda;
+      float* crow = c + i * ldc;
+      if (b_trans) {
+        for (int64_t j = j0; j < j1; ++j) crow[j] = alpha * dot(arow, b + j * ldb, k);
+      } else {
+        std::fill(crow + j0, crow + j1, 0.f);
+        for (int64_t p = 0; p < k; ++p)
+          if (arow[p] != 0.f) axpy(alpha * arow[p], b + p * ldb + j0, crow + j0, j1 - j0);
+      }
+      if (bias)
+        for (int64_t j = j0; j < j1; ++j) crow[j] += bias[j];
+    }
+  };
+  if (pool && pool->size() > 1 && n * k >= (int64_t{1} << 17) && n >= 64)
+    pool->parallel_for(n, std::max<int64_t>(32, (int64_t{1} << 15) / std::max<int64_t>(1, k)), columns);
+  else
+    columns(0, n);
   return true;
 }
 

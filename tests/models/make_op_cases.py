@@ -278,6 +278,16 @@ def matmul_nbits_ragged_k(rng):
 
 
 @case
+def matmul_nbits_ragged_decode(rng):
+    # Two rows (the per-block path) with K = 80: two whole 32-wide blocks and a padded one.
+    N, K, block = 40, 80, 32
+    B, sc, zp = quantize_nbits(rng, N, K, block)
+    return spec("MatMulNBits", [("A", rnd(rng, 2, K), False), ("B", B, True), ("scales", sc, True),
+                                ("zero_points", zp, True), ("", None, True), ("bias", rnd(rng, N), True)],
+                [("Y", TensorProto.FLOAT)], domain=MS, K=K, N=N, bits=4, block_size=block)
+
+
+@case
 def matmul_nbits_8bit(rng):
     N, K, block = 20, 64, 32
     B, sc, zp = quantize_nbits(rng, N, K, block, bits=8)
@@ -360,7 +370,7 @@ def gqa_case(rng, *, B=2, S=4, P=0, N=4, Nkv=2, H=16, rotary=False, packed=False
            ("seqlens_k", np.array(lens if lens is not None else [total - 1] * B, np.int32), False),
            ("total_sequence_length", np.array(total, np.int32), False)]
     if rotary:
-        cos, sin = rope_caches(64, H)
+        cos, sin = rope_caches(max(64, total), H)
         ins += [("cos_cache", cos, True), ("sin_cache", sin, True)]
     outs = [("output", TensorProto.FLOAT), ("present_key", TensorProto.FLOAT), ("present_value", TensorProto.FLOAT)]
     return spec("GroupQueryAttention", ins, outs, domain=MS, num_heads=N, kv_num_heads=Nkv,
