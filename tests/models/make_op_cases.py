@@ -383,6 +383,12 @@ def gqa_prompt(rng):
 
 
 @case
+def gqa_decode_uneven_past(rng):
+    # Decoding one token for two sequences whose caches hold 6 and 3 valid positions.
+    return gqa_case(rng, B=2, S=1, P=6, lens=[6, 3], rotary=True)
+
+
+@case
 def gqa_decode_rotary(rng):
     return gqa_case(rng, S=1, P=6, rotary=True)
 
