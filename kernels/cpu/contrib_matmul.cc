@@ -122,7 +122,7 @@ class matmul_nbits_kernel final : public kernel {
     if (A.rank() == 0 || A.shape().back() != K)
       return ctx.fail("A's last axis is {}, attribute K is {}", A.rank() ? A.shape().back() : 0, K);
     if (B.type() != dtype::u8) return ctx.fail("B must be uint8, got {}", dtype_name(B.type()));
-    if (B.numel() != N * kb * blob || B.dim(0) != N)
+    if (B.numel() != N * kb * blob || B.dim(0) != N || (B.rank() == 3 && (B.dim(1) != kb || B.dim(2) != blob)))
       return ctx.fail("B {} does not hold N={} columns of {} blocks of {} bytes (K={} in blocks of {})",
                       shape_str(B.shape()), N, kb, blob, K, block_);
     if (S.numel() != N * kb) return ctx.fail("scales has {} values, expected N * blocks = {}", S.numel(), N * kb);
