@@ -58,36 +58,54 @@ struct attention_problem {
 
 void attend(kernel_context& ctx, const attention_problem& p) {
   const int64_t group = p.N / p.Nkv;
+  // Query rows in chunks: a chunk needs only the keys up to its last row's limit (half the
+  // work of a causal prompt).
+  constexpr int64_t chunk = 32;
   helpers::parallel(ctx, p.B * p.N, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scores(static_cast<size_t>(p.S * p.T));
+    std::vector<float> scores(static_cast<size_t>(std::min(chunk, p.S) * p.T));
+    std::vector<int64_t> lo(chunk), hi(chunk);
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / p.N, n = i % p.N, kvh = n / group;
       const float* q = p.q.p + b * p.q.b + n * p.q.h;
       const float* k = p.k.p + b * p.k.b + kvh * p.k.h;
       const float* v = p.v.p + b * p.v.b + kvh * p.v.h;
-      dense::matmul(nullptr, p.S, p.T, p.H, q, p.q.row, k, p.k.row, true, scores.data(), p.T, p.scale);
-      for (int64_t s = 0; s < p.S; ++s) {
-        float* row = scores.data() + s * p.T;
-        int64_t lo = 0, hi = p.T;
-        if (p.range) p.range(b, s, &lo, &hi);
-        lo = std::max<int64_t>(0, lo);
-        hi = std::min(hi, p.T);
-        if (p.softcap > 0.f)
-          for (int64_t t = lo; t < hi; ++t) row[t] = p.softcap * std::tanh(row[t] / p.softcap);
-        if (p.add) p.add(b, n, s, row);
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t t = lo; t < hi; ++t) mx = std::max(mx, row[t]);
-        if (p.smooth) mx = std::max(mx, 0.f);
-        double sum = p.smooth ? std::exp(-static_cast<double>(mx)) : 0.0;
-        for (int64_t t = lo; t < hi; ++t) {
-          row[t] = std::exp(row[t] - mx);
-          sum += row[t];
-        }
-        const float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.f;
-        for (int64_t t = 0; t < p.T; ++t) row[t] = (t >= lo && t < hi) ? row[t] * inv : 0.f;
-      }
       float* o = p.out + b * p.out_b + n * p.out_h;
-      dense::matmul(nullptr, p.S, p.Hv, p.T, scores.data(), p.T, v, p.v.row, false, o, p.out_row);
+      for (int64_t s0 = 0; s0 < p.S; s0 += chunk) {
+        const int64_t rows = std::min(chunk, p.S - s0);
+        int64_t tn = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          lo[r] = 0, hi[r] = p.T;
+          if (p.range) p.range(b, s0 + r, &lo[r], &hi[r]);
+          lo[r] = std::max<int64_t>(0, lo[r]);
+          hi[r] = std::min(hi[r], p.T);
+          tn = std::max(tn, hi[r]);
+        }
+        if (tn == 0) {
+          for (int64_t r = 0; r < rows; ++r) std::fill(o + (s0 + r) * p.out_row, o + (s0 + r) * p.out_row + p.Hv, 0.f);
+          continue;
+        }
+        dense::matmul(nullptr, rows, tn, p.H, q + s0 * p.q.row, p.q.row, k, p.k.row, true, scores.data(), p.T, p.scale);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* row = scores.data() + r * p.T;
+          const int64_t l = lo[r], h = hi[r];
+          if (p.softcap > 0.f)
+            for (int64_t t = l; t < h; ++t) row[t] = p.softcap * std::tanh(row[t] / p.softcap);
+          if (p.add) p.add(b, n, s0 + r, row);
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t t = l; t < h; ++t) mx = std::max(mx, row[t]);
+          if (p.smooth) mx = std::max(mx, 0.f);
+          float sum = p.smooth ? std::exp(-mx) : 0.f;
+          for (int64_t t = l; t < h; ++t) {
+            row[t] = std::exp(row[t] - mx);
+            sum += row[t];
+          }
+          const float inv = sum > 0.f ? 1.f / sum : 0.f;
+          for (int64_t t = 0; t < l; ++t) row[t] = 0.f;
+          for (int64_t t = l; t < h; ++t) row[t] *= inv;
+          for (int64_t t = h; t < tn; ++t) row[t] = 0.f;
+        }
+        dense::matmul(nullptr, rows, p.Hv, tn, scores.data(), p.T, v, p.v.row, false, o + s0 * p.out_row, p.out_row);
+      }
     }
   });
 }
