@@ -45,6 +45,7 @@ class spec:
         # Attributes changed for the reference run only (e.g. MatMulNBits' accuracy_level 4
         # makes onnxruntime quantize A to int8; gpugrid ignores it and computes in float).
         self.ref_attrs = {}
+        self.model = None  # a whole model instead of one node (inputs then list only the feeds)
 
 
 ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
@@ -53,6 +54,8 @@ ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorPro
 
 
 def build(s):
+    if s.model is not None:
+        return s.model
     node_inputs, graph_inputs, inits = [], [], []
     for name, arr, const in s.inputs:
         if arr is None:
@@ -444,6 +447,91 @@ def attention_causal_past(rng):
 
 
 # ---------------------------------------------------------------------------------------
+# A two-layer Llama-style decoder in the layout onnxruntime-genai's model builder writes for
+# int4 CPU models: Gather embeddings, SimplifiedLayerNormalization, MatMulNBits projections,
+# GroupQueryAttention with rotary embeddings and a KV cache, SkipSimplifiedLayerNormalization
+# residuals, a SiLU-gated MLP, seqlens_k / total_sequence_length computed from attention_mask.
+
+def decoder(rng, S, P):
+    V, D, N, Nkv, H, F, L = 64, 64, 4, 2, 16, 128, 2
+    T = P + S
+    nodes, inits = [], []
+
+    def init(name, arr):
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def nbits(x, name, n_out, k_in):
+        B, sc, zp = quantize_nbits(rng, n_out, k_in, 32)
+        nodes.append(helper.make_node("MatMulNBits", [x, init(name + ".B", B), init(name + ".scales", sc),
+                                                      init(name + ".zp", zp)], [name + ".out"], domain=MS,
+                                      K=k_in, N=n_out, bits=4, block_size=32, accuracy_level=4))
+        return name + ".out"
+
+    cos, sin = rope_caches(64, H)
+    init("cos_cache", cos)
+    init("sin_cache", sin)
+    nodes += [helper.make_node("Gather", [init("embed", rnd(rng, V, D)), "input_ids"], ["x0"]),
+              helper.make_node("ReduceSum", ["attention_mask", init("axes1", np.array([1], np.int64))], ["mask_sum"], keepdims=1),
+              helper.make_node("Sub", ["mask_sum", init("one", np.array(1, np.int64))], ["seqlens64"]),
+              helper.make_node("Cast", ["seqlens64"], ["seqlens_k"], to=TensorProto.INT32),
+              helper.make_node("Shape", ["attention_mask"], ["mask_shape"]),
+              helper.make_node("Gather", ["mask_shape", init("idx1", np.array(1, np.int64))], ["total64"]),
+              helper.make_node("Cast", ["total64"], ["total_len"], to=TensorProto.INT32),
+              helper.make_node("SimplifiedLayerNormalization", ["x0", init("ln.0.1", 1 + rnd(rng, D, scale=0.1))],
+                               ["h.0"], axis=-1, epsilon=1e-6)]
+    residual, h, outputs, feeds = "x0", "h.0", [], []
+    ids = rng.integers(0, V, size=(1, S)).astype(np.int64)
+    feeds += [("input_ids", ids, False), ("attention_mask", np.ones((1, T), np.int64), False)]
+    for i in range(L):
+        q, k, v = nbits(h, f"l{i}.q", N * H, D), nbits(h, f"l{i}.k", Nkv * H, D), nbits(h, f"l{i}.v", Nkv * H, D)
+        pk, pv = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
+        feeds += [(pk, rnd(rng, 1, Nkv, P, H), False), (pv, rnd(rng, 1, Nkv, P, H), False)]
+        nodes.append(helper.make_node("GroupQueryAttention", [q, k, v, pk, pv, "seqlens_k", "total_len", "cos_cache", "sin_cache"],
+                                      [f"l{i}.attn", f"present.{i}.key", f"present.{i}.value"], domain=MS,
+                                      num_heads=N, kv_num_heads=Nkv, do_rotary=1))
+        outputs += [f"present.{i}.key", f"present.{i}.value"]
+        o = nbits(f"l{i}.attn", f"l{i}.o", D, N * H)
+        nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [o, residual, init(f"ln.{i}.2", 1 + rnd(rng, D, scale=0.1))],
+                                      [f"l{i}.n2", "", "", f"l{i}.res2"], domain=MS, epsilon=1e-6))
+        g, u = nbits(f"l{i}.n2", f"l{i}.gate", F, D), nbits(f"l{i}.n2", f"l{i}.up", F, D)
+        nodes += [helper.make_node("Sigmoid", [g], [f"l{i}.sig"]), helper.make_node("Mul", [g, f"l{i}.sig"], [f"l{i}.silu"]),
+                  helper.make_node("Mul", [f"l{i}.silu", u], [f"l{i}.act"])]
+        down = nbits(f"l{i}.act", f"l{i}.down", D, F)
+        ln = f"ln.{i + 1}.1" if i + 1 < L else "ln.final"
+        nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [down, f"l{i}.res2", init(ln, 1 + rnd(rng, D, scale=0.1))],
+                                      [f"h.{i + 1}", "", "", f"res.{i + 1}"], domain=MS, epsilon=1e-6))
+        residual, h = f"res.{i + 1}", f"h.{i + 1}"
+    nodes.append(helper.make_node("MatMul", [h, init("lm_head", rnd(rng, D, V, scale=0.2))], ["logits"]))
+    ginputs = [helper.make_tensor_value_info(n, ELEM[a.dtype], list(a.shape)) for n, a, _ in feeds]
+    goutputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ["logits"] + outputs]
+    g = helper.make_graph(nodes, "decoder", ginputs, goutputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)])
+    m.ir_version = 8
+    s = spec("decoder", feeds, [(n, TensorProto.FLOAT) for n in ["logits"] + outputs], rtol=1e-3, atol=1e-3)
+    s.model = m
+    # onnxruntime's accuracy_level 4 quantizes activations to int8: the reference runs level 0.
+    ref = onnx.ModelProto()
+    ref.CopyFrom(m)
+    for nd in ref.graph.node:
+        for a in nd.attribute:
+            if a.name == "accuracy_level":
+                a.i = 0
+    s.ref_model = ref
+    return s
+
+
+@case
+def decoder_prompt(rng):
+    return decoder(rng, S=5, P=0)
+
+
+@case
+def decoder_step(rng):
+    return decoder(rng, S=1, P=7)
+
+
+# ---------------------------------------------------------------------------------------
 # float16 versions (what fp16 model exports carry): float inputs and outputs in float16,
 # math in float.
 
@@ -488,6 +576,14 @@ def lstm_fp16(rng):
 
 def run_reference(s, model_path):
     import onnxruntime as ort
+    if getattr(s, "ref_model", None) is not None:
+        path = model_path + ".reference.onnx"
+        onnx.save(s.ref_model, path)
+        t = spec(s.op, s.inputs, s.outputs)
+        try:
+            return run_reference(t, path)
+        finally:
+            os.remove(path)
     if s.ref_attrs:
         t = spec(s.op, s.inputs, s.outputs, s.domain, **{**s.attrs, **s.ref_attrs})
         path = model_path + ".reference.onnx"
