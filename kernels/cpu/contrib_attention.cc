@@ -8,7 +8,8 @@
 //     max(P, total), H], seqlens_k [B] (total length - 1 per sequence), total_sequence_length,
 //     optional rotary embeddings from cos/sin caches (do_rotary), local_window_size, softcap,
 //     smooth_softmax. Each query attends causally to the keys of its own sequence.
-//   MultiHeadAttention: query [B, S, D], key/value [B, L, D] / [B, L, Dv], optional bias,
+//   MultiHeadAttention: query [B, S, D], key/value [B, L, D] / [B, L, Dv] (or [B, N, L, H]
+//     heads, without bias or past), optional bias,
 //     key_padding_mask ([B] lengths or [B, T] 0/1), attention_bias [B|1, N|1, S, T], past_key /
 //     past_value [B, N, P, H] -> present, unidirectional.
 //   Attention: input [B, S, Din] x weights [Din, Dq+Dk+Dv] (+ bias), then as
@@ -329,6 +330,7 @@ struct mha_inputs {
   int64_t q_row = 0;
   const float* k = nullptr;
   int64_t k_row = 0;
+  bool kv_bnsh = false;  // k and v are [B, N, L, H] / [B, N, L, Hv] instead of rows
   const float* v = nullptr;
   int64_t v_row = 0;
   const tensor* mask = nullptr;      // [B] lengths, [B, T] or [B, S, T] 0/1
@@ -373,8 +375,8 @@ status mha_run(kernel_context& ctx, const mha_inputs& in, tensor* out, tensor* p
                   vc->data() + (b * N + h) * T * Hv);
       }
       for (int64_t l = 0; l < in.L; ++l) {
-        const float* ks = in.k + (b * in.L + l) * in.k_row + h * H;
-        const float* vs = in.v + (b * in.L + l) * in.v_row + h * Hv;
+        const float* ks = in.kv_bnsh ? in.k + ((b * N + h) * in.L + l) * H : in.k + (b * in.L + l) * in.k_row + h * H;
+        const float* vs = in.kv_bnsh ? in.v + ((b * N + h) * in.L + l) * Hv : in.v + (b * in.L + l) * in.v_row + h * Hv;
         std::copy(ks, ks + H, kc->data() + ((b * N + h) * T + in.P + l) * H);
         std::copy(vs, vs + Hv, vc->data() + ((b * N + h) * T + in.P + l) * Hv);
       }
@@ -432,14 +434,22 @@ status multi_head_attention(kernel_context& ctx) {
   if (N <= 0) return ctx.fail("num_heads must be positive");
   for (const tensor* t : {&Q, Kt, Vt, bias, pk, pv}) GG_RETURN_IF_ERROR(check_float(ctx, t, "query, key, value, bias and past"));
   if (!Kt || !Vt) return ctx.fail("key and value are required (packed QKV is not supported)");
-  if (Q.rank() != 3 || Kt->rank() != 3 || Vt->rank() != 3)
-    return ctx.fail("query, key and value must be 3-D [batch, sequence, hidden] (got {}, {}, {})", shape_str(Q.shape()),
+  // key / value as [B, L, D] rows, or already split into heads [B, N, L, H] (cross-attention
+  // caches, as encoder-decoder exports pass them).
+  const bool bnsh = Kt->rank() == 4;
+  if (Q.rank() != 3 || (Kt->rank() != 3 && !bnsh) || Vt->rank() != Kt->rank())
+    return ctx.fail("query must be 3-D and key/value 3-D or 4-D (got {}, {}, {})", shape_str(Q.shape()),
                     shape_str(Kt->shape()), shape_str(Vt->shape()));
-  const int64_t B = Q.dim(0), S = Q.dim(1), D = Q.dim(2), L = Kt->dim(1), Dv = Vt->dim(2);
+  const int64_t B = Q.dim(0), S = Q.dim(1), D = Q.dim(2);
+  const int64_t L = bnsh ? Kt->dim(2) : Kt->dim(1), Dv = bnsh ? Vt->dim(1) * Vt->dim(3) : Vt->dim(2);
   if (D % N != 0 || Dv % N != 0) return ctx.fail("hidden sizes {} and {} are not multiples of {} heads", D, Dv, N);
-  if (Kt->dim(0) != B || Kt->dim(2) != D || Vt->dim(0) != B || Vt->dim(1) != L)
-    return ctx.fail("key {} and value {} do not match query {}", shape_str(Kt->shape()), shape_str(Vt->shape()),
-                    shape_str(Q.shape()));
+  const bool shapes_ok = bnsh ? (Kt->shape() == shape_t{B, N, L, D / N} && Vt->dim(0) == B && Vt->dim(1) == N && Vt->dim(2) == L)
+                              : (Kt->dim(0) == B && Kt->dim(2) == D && Vt->dim(0) == B && Vt->dim(1) == L);
+  if (!shapes_ok)
+    return ctx.fail("key {} and value {} do not match query {} with {} heads", shape_str(Kt->shape()), shape_str(Vt->shape()),
+                    shape_str(Q.shape()), N);
+  if (bnsh && (bias || helpers::optional_input(ctx, 6)))
+    return ctx.fail("bias and past_key are not supported with 4-D key/value");
   if (bias && bias->numel() != 2 * D + Dv) return ctx.fail("bias has {} values, expected {}", bias->numel(), 2 * D + Dv);
   const int64_t H = D / N, Hv = Dv / N;
   int64_t P = 0;
@@ -462,13 +472,14 @@ status multi_head_attention(kernel_context& ctx) {
     kk.assign(k, k + Kt->numel());
     vv.assign(v, v + Vt->numel());
     for (int64_t i = 0; i < Q.numel(); ++i) qq[i] += bi[i % D];
-    for (int64_t i = 0; i < Kt->numel(); ++i) kk[i] += bi[D + i % D];
+    for (int64_t i = 0; i < Kt->numel(); ++i) kk[i] += bi[D + i % D];  // (3-D key/value only)
     for (int64_t i = 0; i < Vt->numel(); ++i) vv[i] += bi[2 * D + i % Dv];
     q = qq.data(), k = kk.data(), v = vv.data();
   }
   mha_inputs in;
   in.B = B, in.S = S, in.L = L, in.N = N, in.H = H, in.Hv = Hv;
   in.q = q, in.q_row = D, in.k = k, in.k_row = D, in.v = v, in.v_row = Dv;
+  in.kv_bnsh = bnsh;
   in.mask = mask, in.attn_bias = ab, in.P = P;
   in.past_k = pk ? dense::as_float(*pk, &pkb) : nullptr;
   in.past_v = pv ? dense::as_float(*pv, &pvb) : nullptr;

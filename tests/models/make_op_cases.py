@@ -417,6 +417,15 @@ def multi_head_attention(rng):
 
 
 @case
+def multi_head_attention_cross_bnsh(rng):
+    # Cross-attention with the encoder's keys and values already split into heads.
+    B, S, L, N, H = 2, 3, 5, 2, 4
+    return spec("MultiHeadAttention", [("query", rnd(rng, B, S, N * H), False), ("key", rnd(rng, B, N, L, H), False),
+                                       ("value", rnd(rng, B, N, L, H), False)],
+                [("output", TensorProto.FLOAT)], domain=MS, num_heads=N)
+
+
+@case
 def multi_head_attention_past(rng):
     B, S, P, N, H = 1, 2, 3, 2, 4
     return spec("MultiHeadAttention", [("query", rnd(rng, B, S, N * H), False), ("key", rnd(rng, B, S, N * H), False),
