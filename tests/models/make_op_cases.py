@@ -363,7 +363,7 @@ def rotary_embedding_interleaved_partial(rng):
                 [("output", TensorProto.FLOAT)], domain=MS, interleaved=1, rotary_embedding_dim=8, num_heads=2)
 
 
-def gqa_case(rng, *, B=2, S=4, P=0, N=4, Nkv=2, H=16, rotary=False, packed=False, lens=None, **attrs):
+def gqa_case(rng, *, B=2, S=4, P=0, N=4, Nkv=2, H=16, rotary=False, packed=False, lens=None, pos=None, **attrs):
     total = P + S
     q = rnd(rng, B, S, (N + 2 * Nkv) * H if packed else N * H)
     ins = [("query", q, False),
@@ -375,6 +375,8 @@ def gqa_case(rng, *, B=2, S=4, P=0, N=4, Nkv=2, H=16, rotary=False, packed=False
     if rotary:
         cos, sin = rope_caches(max(64, total), H)
         ins += [("cos_cache", cos, True), ("sin_cache", sin, True)]
+    if pos is not None:
+        ins += [("position_ids", np.array(pos, np.int64), False)]
     outs = [("output", TensorProto.FLOAT), ("present_key", TensorProto.FLOAT), ("present_value", TensorProto.FLOAT)]
     return spec("GroupQueryAttention", ins, outs, domain=MS, num_heads=N, kv_num_heads=Nkv,
                 do_rotary=int(rotary), **attrs)
@@ -389,6 +391,12 @@ def gqa_prompt(rng):
 def gqa_decode_uneven_past(rng):
     # Decoding one token for two sequences whose caches hold 6 and 3 valid positions.
     return gqa_case(rng, B=2, S=1, P=6, lens=[6, 3], rotary=True)
+
+
+@case
+def gqa_decode_position_ids(rng):
+    # Rotary positions given explicitly (here not the cache positions).
+    return gqa_case(rng, B=2, S=1, P=4, rotary=True, pos=[[9], [4]])
 
 
 @case
