@@ -6,8 +6,8 @@
 //   GroupQueryAttention: query [B, S, N*H] (or packed Q|K|V when key is omitted), key/value
 //     [B, S, Nkv*H], a KV cache past_key/past_value [B, Nkv, P, H] -> present [B, Nkv,
 //     max(P, total), H], seqlens_k [B] (total length - 1 per sequence), total_sequence_length,
-//     optional rotary embeddings from cos/sin caches (do_rotary), local_window_size, softcap,
-//     smooth_softmax. Each query attends causally to the keys of its own sequence.
+//     optional rotary embeddings from cos/sin caches (do_rotary, position_ids), attention_bias
+//     [B|1, N|1, S, total], local_window_size, softcap, smooth_softmax. Each query attends causally to the keys of its own sequence.
 //   MultiHeadAttention: query [B, S, D], key/value [B, L, D] / [B, L, Dv] (or [B, N, L, H]
 //     heads, without bias or past), optional bias,
 //     key_padding_mask ([B] lengths or [B, T] 0/1), attention_bias [B|1, N|1, S, T], past_key /
@@ -201,7 +201,7 @@ status group_query_attention(kernel_context& ctx) {
   const tensor* cos_t = helpers::optional_input(ctx, 7);
   const tensor* sin_t = helpers::optional_input(ctx, 8);
   const tensor* pos_ids = helpers::optional_input(ctx, 9);
-  if (helpers::optional_input(ctx, 10)) return ctx.fail("attention_bias is not supported");
+  const tensor* attn_bias = helpers::optional_input(ctx, 10);
   if (helpers::optional_input(ctx, 11)) return ctx.fail("head_sink is not supported");
   if (!seqlens || !total) return ctx.fail("seqlens_k and total_sequence_length are required");
   const int64_t N = nd.attr_int("num_heads", 0), Nkv = nd.attr_int("kv_num_heads", 0);
@@ -303,6 +303,20 @@ status group_query_attention(kernel_context& ctx) {
   ap.scale = scale;
   ap.softcap = nd.attr_float("softcap", 0.f);
   ap.smooth = nd.attr_int("smooth_softmax", 0) != 0;
+  std::vector<float> abuf;
+  if (attn_bias) {
+    GG_RETURN_IF_ERROR(check_float(ctx, attn_bias, "attention_bias"));
+    const tensor& ab = *attn_bias;
+    if (ab.rank() != 4 || (ab.dim(0) != B && ab.dim(0) != 1) || (ab.dim(1) != N && ab.dim(1) != 1) || ab.dim(2) != S ||
+        ab.dim(3) != total_len)
+      return ctx.fail("attention_bias {} must be [{} or 1, {} or 1, {}, {}]", shape_str(ab.shape()), B, N, S, total_len);
+    const float* abf = dense::as_float(ab, &abuf);
+    const int64_t sb = ab.dim(0) == 1 ? 0 : ab.dim(1) * S * total_len, sn = ab.dim(1) == 1 ? 0 : S * total_len;
+    ap.add = [abf, sb, sn, S, total_len, T](int64_t b, int64_t n, int64_t s, float* row) {
+      const float* br = abf + b * sb + n * sn + s * total_len;
+      for (int64_t t = 0; t < std::min(total_len, T); ++t) row[t] += br[t];
+    };
+  }
   ap.range = [&](int64_t b, int64_t s, int64_t* lo, int64_t* hi) {
     const int64_t p = past_len[b] + s;
     *hi = std::min(p + 1, seq_total[b]);

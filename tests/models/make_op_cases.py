@@ -375,8 +375,12 @@ def gqa_case(rng, *, B=2, S=4, P=0, N=4, Nkv=2, H=16, rotary=False, packed=False
     if rotary:
         cos, sin = rope_caches(max(64, total), H)
         ins += [("cos_cache", cos, True), ("sin_cache", sin, True)]
-    if pos is not None:
-        ins += [("position_ids", np.array(pos, np.int64), False)]
+    if not rotary and (pos is not None or "bias" in attrs):
+        ins += [("cos_cache", None, True), ("sin_cache", None, True)]
+    if pos is not None or "bias" in attrs:
+        ins += [("position_ids", np.array(pos, np.int64) if pos is not None else None, False)]
+    if "bias" in attrs:
+        ins += [("attention_bias", attrs.pop("bias"), False)]
     outs = [("output", TensorProto.FLOAT), ("present_key", TensorProto.FLOAT), ("present_value", TensorProto.FLOAT)]
     return spec("GroupQueryAttention", ins, outs, domain=MS, num_heads=N, kv_num_heads=Nkv,
                 do_rotary=int(rotary), **attrs)
@@ -397,6 +401,11 @@ def gqa_decode_uneven_past(rng):
 def gqa_decode_position_ids(rng):
     # Rotary positions given explicitly (here not the cache positions).
     return gqa_case(rng, B=2, S=1, P=4, rotary=True, pos=[[9], [4]])
+
+
+@case
+def gqa_attention_bias(rng):
+    return gqa_case(rng, B=1, S=3, P=2, bias=rnd(rng, 1, 4, 3, 5))
 
 
 @case
