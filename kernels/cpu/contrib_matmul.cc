@@ -4,7 +4,7 @@
 //     writes them; scales [N * k_blocks]; zero points packed like the weights (uint8) or one
 //     float per block, default 2^(bits-1). The weights stay quantized in memory: a few rows of
 //     A are multiplied block by block as each block is dequantized, more rows dequantize a
-//     strip of 64 columns at a time for the float product. accuracy_level is ignored (float
+//     strip of 128 columns at a time for the float product (A packed once for all strips). accuracy_level is ignored (float
 //     math, where onnxruntime's level 4 quantizes A to int8).
 //   GatherBlockQuantized: rows of a blockwise-quantized table (uint8 holding 4- or 8-bit
 //     values), dequantized; gather_axis 0 and quantize_axis last (the embedding layout).
@@ -13,12 +13,14 @@
 //     an int8/uint8 B, scaled back to float (+ bias). MatMulIntegerToFloat: the same from an
 //     already quantized A.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
 #include "kernels/cpu/contrib_ops.h"
 #include "kernels/cpu/dense.h"
 #include "kernels/cpu/kernel_helpers.h"
+#include "kernels/cpu/sgemm.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -213,8 +215,12 @@ class matmul_nbits_kernel final : public kernel {
       });
     } else {
       // Dequantize strips of columns and multiply them as floats.
-      constexpr int64_t strip = 64;
+      constexpr int64_t strip = 128;
       const int64_t strips = (N + strip - 1) / strip;
+      // A is packed once for every strip's product.
+      std::atomic<bool> failed{false};
+      std::shared_ptr<const sgemm::packed> apk =
+          sgemm::available() ? sgemm::packed::left(sgemm::view{a, K, 1}, M, K) : nullptr;
       helpers::parallel(ctx, strips, 1, [&](int64_t s0, int64_t s1) {
         std::vector<float> deq(static_cast<size_t>(strip * K));
         for (int64_t s = s0; s < s1; ++s) {
@@ -226,9 +232,23 @@ class matmul_nbits_kernel final : public kernel {
               dequant_block(w_q + (n * kb + b) * blob, bits_, len, scales[n * kb + b], zero_point(n, b), deq.data() + j * K + k0);
             }
           }
-          dense::matmul(nullptr, M, nn, K, a, K, deq.data(), K, true, yf + n0, N, 1.f, bi ? bi + n0 : nullptr);
+          if (apk) {
+            sgemm::problem q;
+            q.m = M;
+            q.n = nn;
+            q.k = K;
+            q.a.pk = apk.get();
+            q.b.v = sgemm::view{deq.data(), 1, K};
+            q.c = yf + n0;
+            q.ldc = N;
+            q.ep.bias = bi ? bi + n0 : nullptr;
+            if (!sgemm::run(nullptr, q)) failed = true;
+          } else {
+            dense::matmul(nullptr, M, nn, K, a, K, deq.data(), K, true, yf + n0, N, 1.f, bi ? bi + n0 : nullptr);
+          }
         }
       });
+      if (failed) return ctx.fail("out of memory for the product");
     }
     if (!ybuf.empty()) dense::store_float(*Y, 0, ybuf.data(), M * N);
     return status::ok();
