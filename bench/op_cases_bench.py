@@ -6,13 +6,16 @@ tests/models/make_op_cases.py), then times each with
   gpugrid bench MODEL INPUT... --device cpu --threads T --iterations N --json
 and onnxruntime (intra_op_num_threads=T, sequential, default optimisations) on the same
 inputs in this process, alternating the two --rounds times and keeping each one's best median.
-Prints a markdown table; --out FILE also writes it.
+It also reports CPU time per run (user + system; for gpugrid the difference between a run of
+2N and one of N iterations, so loading cancels out), which a busy machine distorts less than
+wall time. Prints a markdown table; --out FILE also writes it.
 
     .venv/bin/python bench/op_cases_bench.py [--threads 2] [--iterations 20] [--cases a,b]
 """
 import argparse
 import json
 import os
+import resource
 import platform
 import subprocess
 import sys
@@ -77,30 +80,44 @@ def main():
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
             names = [n for n, _ in s.outputs if n]
-            gg, ox = [], []
-            for _ in range(args.rounds):
+            gg, ox, gg_cpu, ox_cpu = [], [], [], []
+
+            def gpugrid_bench(iterations):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 r = subprocess.run([args.gpugrid, "bench", path, *files, "--device", "cpu", "--threads",
-                                    str(args.threads), "--iterations", str(args.iterations), "--json"],
+                                    str(args.threads), "--iterations", str(iterations), "--json"],
                                    capture_output=True, text=True, timeout=600)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if r.returncode != 0:
                     raise SystemExit(f"{name}: gpugrid bench failed: {r.stderr.strip()}")
-                gg.append(json.loads(r.stdout)["median_ms"])
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                return json.loads(r.stdout)["median_ms"], cpu
+
+            for _ in range(args.rounds):
+                med, cpu1 = gpugrid_bench(args.iterations)
+                _, cpu2 = gpugrid_bench(2 * args.iterations)
+                gg.append(med)
+                gg_cpu.append(max(0.0, cpu2 - cpu1) * 1e3 / args.iterations)
                 for _ in range(3):
                     sess.run(names, feeds)
                 times = []
+                c0 = time.process_time()
                 for _ in range(args.iterations):
                     t0 = time.perf_counter()
                     sess.run(names, feeds)
                     times.append((time.perf_counter() - t0) * 1e3)
+                ox_cpu.append((time.process_time() - c0) * 1e3 / args.iterations)
                 ox.append(float(np.median(times)))
-            rows.append((name, min(gg), min(ox)))
-            print(f"{name}: gpugrid {min(gg):.3f} ms, onnxruntime {min(ox):.3f} ms", file=sys.stderr, flush=True)
+            rows.append((name, min(gg), min(ox), min(gg_cpu), min(ox_cpu)))
+            print(f"{name}: gpugrid {min(gg):.3f} ms ({min(gg_cpu):.3f} CPU), onnxruntime {min(ox):.3f} ms "
+                  f"({min(ox_cpu):.3f} CPU)", file=sys.stderr, flush=True)
     lines = [f"# Recurrent and LLM operators, gpugrid vs onnxruntime {ort.__version__} (CPU)", "",
              f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
              f"{args.threads} threads, median of {args.iterations} runs, best of {args.rounds} alternating rounds.", "",
-             "| op case | gpugrid ms | onnxruntime ms | ratio |", "|---|---:|---:|---:|"]
-    for name, g, o in rows:
-        lines.append(f"| {name} | {g:.3f} | {o:.3f} | {g / o:.2f} |")
+             "| op case | gpugrid ms | onnxruntime ms | ratio | gpugrid CPU ms/run | onnxruntime CPU ms/run | CPU ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, g, o, gc, oc in rows:
+        lines.append(f"| {name} | {g:.3f} | {o:.3f} | {g / o:.2f} | {gc:.3f} | {oc:.3f} | {gc / max(oc, 1e-9):.2f} |")
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:

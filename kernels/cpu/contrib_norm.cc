@@ -17,8 +17,47 @@
 #include "kernels/cpu/dense.h"
 #include "kernels/cpu/kernel_helpers.h"
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define GG_CNORM_AVX2 1
+#endif
+
 namespace gpugrid::cpu {
 namespace {
+
+// sum_j (x[j] - shift)^2 with eight lanes (float).
+float sum_sq(const float* x, int64_t n, float shift) {
+  int64_t j = 0;
+  float s = 0.f;
+#ifdef GG_CNORM_AVX2
+  const __m256 vs = _mm256_set1_ps(shift);
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  for (; j + 16 <= n; j += 16) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + j), vs), d1 = _mm256_sub_ps(_mm256_loadu_ps(x + j + 8), vs);
+    a0 = _mm256_fmadd_ps(d0, d0, a0);
+    a1 = _mm256_fmadd_ps(d1, d1, a1);
+  }
+  alignas(32) float t[8];
+  _mm256_store_ps(t, _mm256_add_ps(a0, a1));
+  for (float v : t) s += v;
+#endif
+  for (; j < n; ++j) s += (x[j] - shift) * (x[j] - shift);
+  return s;
+}
+
+float sum_of(const float* x, int64_t n) {
+  int64_t j = 0;
+  float s = 0.f;
+#ifdef GG_CNORM_AVX2
+  __m256 a0 = _mm256_setzero_ps();
+  for (; j + 8 <= n; j += 8) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + j));
+  alignas(32) float t[8];
+  _mm256_store_ps(t, a0);
+  for (float v : t) s += v;
+#endif
+  for (; j < n; ++j) s += x[j];
+  return s;
+}
 
 status check_float(kernel_context& ctx, const tensor* t, const char* what) {
   if (t && !dense::is_float_like(t->type()))
@@ -58,9 +97,7 @@ status simplified_layernorm(kernel_context& ctx) {
     std::vector<float> row(static_cast<size_t>(cols));
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * cols;
-      double ss = 0;
-      for (int64_t j = 0; j < cols; ++j) ss += static_cast<double>(xr[j]) * xr[j];
-      const float is = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(cols) + eps));
+      const float is = 1.f / std::sqrt(sum_sq(xr, cols, 0.f) / static_cast<float>(cols) + eps);
       for (int64_t j = 0; j < cols; ++j) row[j] = xr[j] * is * g[j];
       dense::store_float(*Y, r * cols, row.data(), cols);
       if (inv) inv->data<float>()[r] = is;
@@ -106,24 +143,32 @@ status skip_layernorm(kernel_context& ctx, bool simplified) {
   const float* g = dense::as_float(gamma, &gb);
   const float* be = beta ? dense::as_float(*beta, &bb) : nullptr;
   const float* bi = bias ? dense::as_float(*bias, &cb) : nullptr;
+  // Float outputs are written in place; other types go through a row of floats.
+  float* yf = Y->type() == dtype::f32 ? Y->data<float>() : nullptr;
+  float* sf = sum_out && sum_out->type() == dtype::f32 ? sum_out->data<float>() : nullptr;
   helpers::parallel(ctx, rows, helpers::grain_for(cols), [&](int64_t r0, int64_t r1) {
-    std::vector<float> sum(static_cast<size_t>(cols)), row(static_cast<size_t>(cols));
+    std::vector<float> sum_buf(sf ? 0 : static_cast<size_t>(cols)), row_buf(yf ? 0 : static_cast<size_t>(cols));
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * cols;
       const float* sr = s + (r % skip_rows) * cols;
-      double m = 0, ss = 0;
-      for (int64_t j = 0; j < cols; ++j) {
-        sum[j] = xr[j] + sr[j] + (bi ? bi[j] : 0.f);
-        m += sum[j];
-        ss += static_cast<double>(sum[j]) * sum[j];
+      float* sum = sf ? sf + r * cols : sum_buf.data();
+      float* row = yf ? yf + r * cols : row_buf.data();
+      if (bi) {
+        for (int64_t j = 0; j < cols; ++j) sum[j] = xr[j] + sr[j] + bi[j];
+      } else {
+        for (int64_t j = 0; j < cols; ++j) sum[j] = xr[j] + sr[j];
       }
-      m /= static_cast<double>(cols);
-      const double var = simplified ? ss / static_cast<double>(cols) : ss / static_cast<double>(cols) - m * m;
-      const float is = static_cast<float>(1.0 / std::sqrt(std::max(0.0, var) + eps));
-      const float mf = simplified ? 0.f : static_cast<float>(m);
-      for (int64_t j = 0; j < cols; ++j) row[j] = (sum[j] - mf) * is * g[j] + (be ? be[j] : 0.f);
-      dense::store_float(*Y, r * cols, row.data(), cols);
-      if (sum_out) dense::store_float(*sum_out, r * cols, sum.data(), cols);
+      // Mean first, then the squares about it (RMS: about 0).
+      const float mf = simplified ? 0.f : sum_of(sum, cols) / static_cast<float>(cols);
+      const float var = sum_sq(sum, cols, mf) / static_cast<float>(cols);
+      const float is = 1.f / std::sqrt(var + eps);
+      if (be) {
+        for (int64_t j = 0; j < cols; ++j) row[j] = (sum[j] - mf) * is * g[j] + be[j];
+      } else {
+        for (int64_t j = 0; j < cols; ++j) row[j] = (sum[j] - mf) * is * g[j];
+      }
+      if (!yf) dense::store_float(*Y, r * cols, row, cols);
+      if (sum_out && !sf) dense::store_float(*sum_out, r * cols, sum, cols);
       if (mean_out) mean_out->data<float>()[r] = mf;
       if (inv_out) inv_out->data<float>()[r] = is;
     }
