@@ -235,6 +235,9 @@ status group_query_attention(kernel_context& ctx) {
   if (total_len < S || total_len > (int64_t{1} << 24))
     return ctx.fail("total_sequence_length {} is below the sequence length {} or too large", total_len, S);
   const int64_t T = std::max(P, total_len);
+  int64_t cache_elems = 0;
+  if (!checked_num_elements({B, Nkv, T, H}, max_tensor_bytes / 4, &cache_elems))
+    return ctx.fail("a KV cache of [{}, {}, {}, {}] is too large", B, Nkv, T, H);
   std::vector<int64_t> past_len(B), seq_total(B);
   for (int64_t b = 0; b < B; ++b) {
     seq_total[b] = seqlens->as_int64(b) + 1;

@@ -100,7 +100,8 @@ class matmul_nbits_kernel final : public kernel {
     k->N_ = n.attr_int("N", -1);
     k->bits_ = static_cast<int>(n.attr_int("bits", 4));
     k->block_ = n.attr_int("block_size", -1);
-    if (k->K_ <= 0 || k->N_ <= 0) return invalid_input("{}: attributes K and N must be positive", n.describe());
+    if (k->K_ <= 0 || k->N_ <= 0 || k->K_ > (int64_t{1} << 31) || k->N_ > (int64_t{1} << 31))
+      return invalid_input("{}: attributes K and N must be in [1, 2^31], got {} and {}", n.describe(), k->K_, k->N_);
     if (k->bits_ != 2 && k->bits_ != 4 && k->bits_ != 8)
       return invalid_input("{}: bits must be 2, 4 or 8, got {}", n.describe(), k->bits_);
     if (k->block_ < 16 || (k->block_ & (k->block_ - 1)) != 0)
