@@ -409,6 +409,11 @@ def gqa_attention_bias(rng):
 
 
 @case
+def gqa_smooth_softmax(rng):
+    return gqa_case(rng, B=2, S=1, P=3, smooth_softmax=1)
+
+
+@case
 def gqa_decode_rotary(rng):
     return gqa_case(rng, S=1, P=6, rotary=True)
 
@@ -458,6 +463,24 @@ def multi_head_attention_past(rng):
 def attention(rng):
     B, S, Din, N, H = 2, 4, 10, 2, 3
     mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.int32)
+    return spec("Attention", [("input", rnd(rng, B, S, Din), False), ("weights", rnd(rng, Din, 3 * N * H, scale=0.5), True),
+                              ("bias", rnd(rng, 3 * N * H), True), ("mask_index", mask, False)],
+                [("output", TensorProto.FLOAT)], domain=MS, num_heads=N)
+
+
+@case
+def attention_mask_lengths(rng):
+    # mask_index as one valid length per sequence.
+    B, S, Din, N, H = 2, 4, 6, 2, 3
+    return spec("Attention", [("input", rnd(rng, B, S, Din), False), ("weights", rnd(rng, Din, 3 * N * H, scale=0.5), True),
+                              ("bias", rnd(rng, 3 * N * H), True), ("mask_index", np.array([3, 4], np.int32), False)],
+                [("output", TensorProto.FLOAT)], domain=MS, num_heads=N)
+
+
+@case
+def attention_mask_3d(rng):
+    B, S, Din, N, H = 1, 3, 6, 3, 2
+    mask = np.array([[[1, 0, 1], [1, 1, 0], [0, 1, 1]]], np.int32)
     return spec("Attention", [("input", rnd(rng, B, S, Din), False), ("weights", rnd(rng, Din, 3 * N * H, scale=0.5), True),
                               ("bias", rnd(rng, 3 * N * H), True), ("mask_index", mask, False)],
                 [("output", TensorProto.FLOAT)], domain=MS, num_heads=N)
