@@ -356,6 +356,15 @@ def rotary_embedding(rng):
 
 
 @case
+def rotary_embedding_start_position(rng):
+    # position_ids as one start position for every sequence.
+    cos, sin = rope_caches(32, 16)
+    return spec("RotaryEmbedding", [("input", rnd(rng, 2, 3, 2 * 16), False), ("position_ids", np.array([5], np.int64), False),
+                                    ("cos_cache", cos, True), ("sin_cache", sin, True)],
+                [("output", TensorProto.FLOAT)], domain=MS, num_heads=2)
+
+
+@case
 def rotary_embedding_interleaved_partial(rng):
     cos, sin = rope_caches(16, 8)
     return spec("RotaryEmbedding", [("input", rnd(rng, 1, 2, 5, 16), False), ("position_ids", np.array([[3, 4, 5, 6, 7]], np.int64), False),
