@@ -9,7 +9,8 @@
 //     optional rotary embeddings from cos/sin caches (do_rotary, position_ids), attention_bias
 //     [B|1, N|1, S, total], local_window_size, softcap, smooth_softmax. Each query attends causally to the keys of its own sequence.
 //   MultiHeadAttention: query [B, S, D], key/value [B, L, D] / [B, L, Dv] (or [B, N, L, H]
-//     heads, without bias or past), optional bias,
+//     heads, without bias or past; or packed: query [B, S, N, 3, H], key [B, L, N, 2, H]),
+//     optional bias,
 //     key_padding_mask ([B] lengths or [B, T] 0/1), attention_bias [B|1, N|1, S, T], past_key /
 //     past_value [B, N, P, H] -> present, unidirectional.
 //   Attention: input [B, S, Din] x weights [Din, Dq+Dk+Dv] (+ bias), then as
@@ -450,21 +451,58 @@ status multi_head_attention(kernel_context& ctx) {
   const int64_t N = nd.attr_int("num_heads", 0);
   if (N <= 0) return ctx.fail("num_heads must be positive");
   for (const tensor* t : {&Q, Kt, Vt, bias, pk, pv}) GG_RETURN_IF_ERROR(check_float(ctx, t, "query, key, value, bias and past"));
-  if (!Kt || !Vt) return ctx.fail("key and value are required (packed QKV is not supported)");
+  // Packed inputs (onnxruntime's fused layouts): query [B, S, N, 3, H] holding Q, K and V, or
+  // key [B, L, N, 2, H] holding K and V. They are split into [B, S|L, N*H] rows here.
+  tensor q_split, k_split, v_split;
+  if (!Kt && !Vt && Q.rank() == 5 && Q.dim(2) == N && Q.dim(3) == 3) {
+    if (bias) return ctx.fail("bias is not supported with packed QKV");
+    const int64_t b_ = Q.dim(0), s_ = Q.dim(1), h_ = Q.dim(4);
+    std::vector<float> buf;
+    const float* src = dense::as_float(Q, &buf);
+    q_split = tensor::zeros(dtype::f32, {b_, s_, N * h_});
+    k_split = tensor::zeros(dtype::f32, {b_, s_, N * h_});
+    v_split = tensor::zeros(dtype::f32, {b_, s_, N * h_});
+    for (int64_t r = 0; r < b_ * s_; ++r)
+      for (int64_t h = 0; h < N; ++h)
+        for (int64_t part = 0; part < 3; ++part) {
+          tensor& dst = part == 0 ? q_split : part == 1 ? k_split : v_split;
+          const float* from = src + ((r * N + h) * 3 + part) * h_;
+          std::copy(from, from + h_, dst.data<float>() + (r * N + h) * h_);
+        }
+    Kt = &k_split;
+    Vt = &v_split;
+  } else if (Kt && !Vt && Kt->rank() == 5 && Kt->dim(2) == N && Kt->dim(3) == 2) {
+    if (bias) return ctx.fail("bias is not supported with packed KV");
+    const int64_t b_ = Kt->dim(0), l_ = Kt->dim(1), h_ = Kt->dim(4);
+    std::vector<float> buf;
+    const float* src = dense::as_float(*Kt, &buf);
+    k_split = tensor::zeros(dtype::f32, {b_, l_, N * h_});
+    v_split = tensor::zeros(dtype::f32, {b_, l_, N * h_});
+    for (int64_t r = 0; r < b_ * l_; ++r)
+      for (int64_t h = 0; h < N; ++h) {
+        const float* from = src + (r * N + h) * 2 * h_;
+        std::copy(from, from + h_, k_split.data<float>() + (r * N + h) * h_);
+        std::copy(from + h_, from + 2 * h_, v_split.data<float>() + (r * N + h) * h_);
+      }
+    Kt = &k_split;
+    Vt = &v_split;
+  }
+  const tensor& Qv = q_split.defined() ? q_split : Q;
+  if (!Kt || !Vt) return ctx.fail("key and value are required unless query is packed [B, S, N, 3, H]");
   // key / value as [B, L, D] rows, or already split into heads [B, N, L, H] (cross-attention
   // caches, as encoder-decoder exports pass them).
   const bool bnsh = Kt->rank() == 4;
-  if (Q.rank() != 3 || (Kt->rank() != 3 && !bnsh) || Vt->rank() != Kt->rank())
-    return ctx.fail("query must be 3-D and key/value 3-D or 4-D (got {}, {}, {})", shape_str(Q.shape()),
+  if (Qv.rank() != 3 || (Kt->rank() != 3 && !bnsh) || Vt->rank() != Kt->rank())
+    return ctx.fail("query must be 3-D and key/value 3-D or 4-D (got {}, {}, {})", shape_str(Qv.shape()),
                     shape_str(Kt->shape()), shape_str(Vt->shape()));
-  const int64_t B = Q.dim(0), S = Q.dim(1), D = Q.dim(2);
+  const int64_t B = Qv.dim(0), S = Qv.dim(1), D = Qv.dim(2);
   const int64_t L = bnsh ? Kt->dim(2) : Kt->dim(1), Dv = bnsh ? Vt->dim(1) * Vt->dim(3) : Vt->dim(2);
   if (D % N != 0 || Dv % N != 0) return ctx.fail("hidden sizes {} and {} are not multiples of {} heads", D, Dv, N);
   const bool shapes_ok = bnsh ? (Kt->shape() == shape_t{B, N, L, D / N} && Vt->dim(0) == B && Vt->dim(1) == N && Vt->dim(2) == L)
                               : (Kt->dim(0) == B && Kt->dim(2) == D && Vt->dim(0) == B && Vt->dim(1) == L);
   if (!shapes_ok)
     return ctx.fail("key {} and value {} do not match query {} with {} heads", shape_str(Kt->shape()), shape_str(Vt->shape()),
-                    shape_str(Q.shape()), N);
+                    shape_str(Qv.shape()), N);
   if (bnsh && (bias || helpers::optional_input(ctx, 6)))
     return ctx.fail("bias and past_key are not supported with 4-D key/value");
   if (bias && bias->numel() != 2 * D + Dv) return ctx.fail("bias has {} values, expected {}", bias->numel(), 2 * D + Dv);
@@ -479,16 +517,16 @@ status multi_head_attention(kernel_context& ctx) {
     P = pk->dim(2);
   }
   std::vector<float> qb, kb, vb, bb, pkb, pvb;
-  const float* q = dense::as_float(Q, &qb);
+  const float* q = dense::as_float(Qv, &qb);
   const float* k = dense::as_float(*Kt, &kb);
   const float* v = dense::as_float(*Vt, &vb);
   std::vector<float> qq, kk, vv;
   if (bias) {
     const float* bi = dense::as_float(*bias, &bb);
-    qq.assign(q, q + Q.numel());
+    qq.assign(q, q + Qv.numel());
     kk.assign(k, k + Kt->numel());
     vv.assign(v, v + Vt->numel());
-    for (int64_t i = 0; i < Q.numel(); ++i) qq[i] += bi[i % D];
+    for (int64_t i = 0; i < Qv.numel(); ++i) qq[i] += bi[i % D];
     for (int64_t i = 0; i < Kt->numel(); ++i) kk[i] += bi[D + i % D];  // (3-D key/value only)
     for (int64_t i = 0; i < Vt->numel(); ++i) vv[i] += bi[2 * D + i % Dv];
     q = qq.data(), k = kk.data(), v = vv.data();
