@@ -7,7 +7,7 @@
 //     [B, S, Nkv*H], a KV cache past_key/past_value [B, Nkv, P, H] -> present [B, Nkv,
 //     max(P, total), H], seqlens_k [B] (total length - 1 per sequence), total_sequence_length,
 //     optional rotary embeddings from cos/sin caches (do_rotary, position_ids), attention_bias
-//     [B|1, N|1, S, total], local_window_size, softcap, smooth_softmax. Each query attends causally to the keys of its own sequence.
+//     [B|1, N|1, S, total], local_window_size, softcap, smooth_softmax, head_sink. Each query attends causally to the keys of its own sequence.
 //   MultiHeadAttention: query [B, S, D], key/value [B, L, D] / [B, L, Dv] (or [B, N, L, H]
 //     heads, without bias or past; or packed: query [B, S, N, 3, H], key [B, L, N, 2, H]),
 //     optional bias,
@@ -51,7 +51,8 @@ struct attention_problem {
   float* out = nullptr;
   int64_t out_b = 0, out_h = 0, out_row = 0;
   float scale = 1.f, softcap = 0.f;
-  bool smooth = false;
+  bool smooth = false;           // an extra logit of 0 in every softmax
+  const float* sink = nullptr;   // or one extra logit per head (head_sink)
   // Keys [lo, hi) that query row s of (b, n) may see at all.
   std::function<void(int64_t b, int64_t s, int64_t* lo, int64_t* hi)> range;
   // Adds masks and biases to the row of scores (T values) of (b, n, s); may be empty.
@@ -95,8 +96,10 @@ void attend(kernel_context& ctx, const attention_problem& p) {
           if (p.add) p.add(b, n, s0 + r, row);
           float mx = -std::numeric_limits<float>::infinity();
           for (int64_t t = l; t < h; ++t) mx = std::max(mx, row[t]);
-          if (p.smooth) mx = std::max(mx, 0.f);
-          float sum = p.smooth ? std::exp(-mx) : 0.f;
+          const bool extra = p.smooth || p.sink;
+          const float extra_logit = p.sink ? p.sink[n] : 0.f;
+          if (extra) mx = std::max(mx, extra_logit);
+          float sum = extra ? std::exp(extra_logit - mx) : 0.f;
           for (int64_t t = l; t < h; ++t) {
             row[t] = std::exp(row[t] - mx);
             sum += row[t];
@@ -203,7 +206,7 @@ status group_query_attention(kernel_context& ctx) {
   const tensor* sin_t = helpers::optional_input(ctx, 8);
   const tensor* pos_ids = helpers::optional_input(ctx, 9);
   const tensor* attn_bias = helpers::optional_input(ctx, 10);
-  if (helpers::optional_input(ctx, 11)) return ctx.fail("head_sink is not supported");
+  const tensor* head_sink = helpers::optional_input(ctx, 11);
   if (!seqlens || !total) return ctx.fail("seqlens_k and total_sequence_length are required");
   const int64_t N = nd.attr_int("num_heads", 0), Nkv = nd.attr_int("kv_num_heads", 0);
   if (N <= 0 || Nkv <= 0 || N % Nkv != 0)
@@ -307,6 +310,12 @@ status group_query_attention(kernel_context& ctx) {
   ap.scale = scale;
   ap.softcap = nd.attr_float("softcap", 0.f);
   ap.smooth = nd.attr_int("smooth_softmax", 0) != 0;
+  std::vector<float> sink_buf;
+  if (head_sink) {
+    GG_RETURN_IF_ERROR(check_float(ctx, head_sink, "head_sink"));
+    if (head_sink->numel() != N) return ctx.fail("head_sink has {} values for {} heads", head_sink->numel(), N);
+    ap.sink = dense::as_float(*head_sink, &sink_buf);
+  }
   std::vector<float> abuf;
   if (attn_bias) {
     GG_RETURN_IF_ERROR(check_float(ctx, attn_bias, "attention_bias"));

@@ -384,12 +384,15 @@ def gqa_case(rng, *, B=2, S=4, P=0, N=4, Nkv=2, H=16, rotary=False, packed=False
     if rotary:
         cos, sin = rope_caches(max(64, total), H)
         ins += [("cos_cache", cos, True), ("sin_cache", sin, True)]
-    if not rotary and (pos is not None or "bias" in attrs):
+    later = pos is not None or "bias" in attrs or "sink" in attrs
+    if not rotary and later:
         ins += [("cos_cache", None, True), ("sin_cache", None, True)]
-    if pos is not None or "bias" in attrs:
+    if later:
         ins += [("position_ids", np.array(pos, np.int64) if pos is not None else None, False)]
-    if "bias" in attrs:
-        ins += [("attention_bias", attrs.pop("bias"), False)]
+    if "bias" in attrs or "sink" in attrs:
+        ins += [("attention_bias", attrs.pop("bias", None), False)]
+    if "sink" in attrs:
+        ins += [("head_sink", attrs.pop("sink"), True)]
     outs = [("output", TensorProto.FLOAT), ("present_key", TensorProto.FLOAT), ("present_value", TensorProto.FLOAT)]
     return spec("GroupQueryAttention", ins, outs, domain=MS, num_heads=N, kv_num_heads=Nkv,
                 do_rotary=int(rotary), **attrs)
@@ -420,6 +423,11 @@ def gqa_attention_bias(rng):
 @case
 def gqa_smooth_softmax(rng):
     return gqa_case(rng, B=2, S=1, P=3, smooth_softmax=1)
+
+
+@case
+def gqa_head_sink(rng):
+    return gqa_case(rng, B=2, S=1, P=3, sink=rnd(rng, 4))
 
 
 @case
