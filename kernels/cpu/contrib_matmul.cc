@@ -2,10 +2,11 @@
 //   MatMulNBits: Y = A x dequant(B)^T (+ bias) with B [N, k_blocks, blob] holding `bits`-bit
 //     weights (2, 4 or 8) in blocks of block_size along K, as onnxruntime-genai's model builder
 //     writes them; scales [N * k_blocks]; zero points packed like the weights (uint8) or one
-//     float per block, default 2^(bits-1). The weights stay quantized in memory: a few rows of
-//     A are multiplied block by block as each block is dequantized, more rows dequantize a
-//     strip of 128 columns at a time for the float product (A packed once for all strips). accuracy_level is ignored (float
-//     math, where onnxruntime's level 4 quantizes A to int8).
+//     float per block, default 2^(bits-1); g_idx (act-order) names each k's block. The
+//     weights stay quantized in memory: a few rows of A are multiplied block by block as each
+//     block is dequantized; more rows dequantize a strip of 128 columns at a time for the float
+//     product (A packed once for all strips). accuracy_level is ignored (float math, where
+//     onnxruntime's level 4 quantizes A to int8).
 //   GatherBlockQuantized: rows of a blockwise-quantized table (uint8 holding 4- or 8-bit
 //     values), dequantized; gather_axis 0 and quantize_axis last (the embedding layout).
 //   FusedMatMul: alpha * op(A) op(B) with numpy batch broadcasting (transBatch* 0 only).
@@ -120,7 +121,6 @@ class matmul_nbits_kernel final : public kernel {
     GG_RETURN_IF_ERROR(check_float(ctx, &A, "A"));
     GG_RETURN_IF_ERROR(check_float(ctx, &S, "scales"));
     GG_RETURN_IF_ERROR(check_float(ctx, bias, "bias"));
-    if (gidx) return ctx.fail("g_idx (act-order weights) is not supported");
     const int64_t K = K_, N = N_, kb = (K + block_ - 1) / block_, blob = block_ * bits_ / 8;
     if (A.rank() == 0 || A.shape().back() != K)
       return ctx.fail("A's last axis is {}, attribute K is {}", A.rank() ? A.shape().back() : 0, K);
@@ -136,6 +136,17 @@ class matmul_nbits_kernel final : public kernel {
     if (zp && zp->numel() != (zp_packed ? N * zp_row : N * kb))
       return ctx.fail("zero_points has {} values, expected {}", zp->numel(), zp_packed ? N * zp_row : N * kb);
     if (bias && bias->numel() != N) return ctx.fail("bias has {} values, N is {}", bias->numel(), N);
+    // g_idx (act-order weights): the quantization block of each k, instead of k / block_size.
+    std::vector<int32_t> group;
+    if (gidx) {
+      if (gidx->type() != dtype::i32 || (gidx->numel() != K && gidx->numel() != kb * block_))
+        return ctx.fail("g_idx must be {} int32 values", K);
+      group.resize(static_cast<size_t>(K));
+      for (int64_t k = 0; k < K; ++k) {
+        group[k] = gidx->data<int32_t>()[k];
+        if (group[k] < 0 || group[k] >= kb) return ctx.fail("g_idx[{}] = {} is not a block in [0, {})", k, group[k], kb);
+      }
+    }
     shape_t out_shape = A.shape();
     out_shape.back() = N;
     GG_ASSIGN_OR_RETURN(tensor * Y, ctx.output_for_overwrite(0, A.type(), out_shape));
@@ -162,7 +173,24 @@ class matmul_nbits_kernel final : public kernel {
       yf = ybuf.data();
     }
 
-    if (M <= 4) {
+    if (!group.empty()) {
+      // Act-order weights: dequantize each column with its per-k blocks, then multiply.
+      helpers::parallel(ctx, N, helpers::grain_for(K * M, 65536), [&](int64_t n0, int64_t n1) {
+        std::vector<float> col(static_cast<size_t>(K));
+        for (int64_t n = n0; n < n1; ++n) {
+          const uint8_t* q = w_q + n * kb * blob;
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t g = group[k];
+            col[k] = (static_cast<float>(unpack(q, k, bits_)) - zero_point(n, g)) * scales[n * kb + g];
+          }
+          for (int64_t m = 0; m < M; ++m) {
+            float acc = 0.f;
+            accumulate_rows(col.data(), K, a + m * K, K, 1, &acc);
+            yf[m * N + n] = acc + (bi ? bi[n] : 0.f);
+          }
+        }
+      });
+    } else if (M <= 4) {
       // Few rows (decoding): dequantize one block at a time into registers' worth of floats
       // and multiply it into every row, column by column.
       helpers::parallel(ctx, N, helpers::grain_for(K * M, 65536), [&](int64_t n0, int64_t n1) {

@@ -144,3 +144,21 @@ TEST_CASE("GroupQueryAttention: bad head counts and sequence lengths are one-lin
     CHECK(out.error().message().find("seqlens_k[0] = 9") != std::string::npos);
   }
 }
+
+TEST_CASE("MatMulNBits: g_idx in natural order gives the plain blockwise result", "[contrib]") {
+  const int64_t N = 12, K = 64, block = 32;
+  nbits_weights w = make_nbits(N, K, block, 5);
+  tensor A = rnd({3, K}, 9);
+  std::vector<int32_t> order(K);
+  for (int64_t k = 0; k < K; ++k) order[k] = static_cast<int32_t>(k / block);
+  tensor g = tensor::from_vector<int32_t>({K}, order);
+  auto plain = run(nbits_node(K, N, block), {A, w.B, w.scales, w.zp});
+  auto with_g = run(nbits_node(K, N, block), {A, w.B, w.scales, w.zp, g});
+  REQUIRE(plain);
+  REQUIRE(with_g);
+  check_close((*with_g)[0], values((*plain)[0]), 1e-5f, 1e-5f);
+  order[0] = 2;  // not a block
+  auto bad = run(nbits_node(K, N, block), {A, w.B, w.scales, w.zp, tensor::from_vector<int32_t>({K}, order)});
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message().find("g_idx[0] = 2") != std::string::npos);
+}

@@ -291,6 +291,19 @@ def matmul_nbits_ragged_decode(rng):
 
 
 @case
+def matmul_nbits_act_order(rng):
+    # g_idx: each k's quantization block, here a shuffled assignment (GPTQ act-order). Without
+    # zero points: onnxruntime 1.23's CPU kernel uses 8 for every block when g_idx is given,
+    # whatever zero_points holds.
+    N, K, block = 16, 64, 32
+    B, sc, _ = quantize_nbits(rng, N, K, block, zp=False)
+    g = rng.permutation(np.arange(K) // block).astype(np.int32)
+    return spec("MatMulNBits", [("A", rnd(rng, 3, K), False), ("B", B, True), ("scales", sc, True),
+                                ("", None, True), ("g_idx", g, True)], [("Y", TensorProto.FLOAT)], domain=MS,
+                K=K, N=N, bits=4, block_size=block)
+
+
+@case
 def matmul_nbits_8bit(rng):
     N, K, block = 20, 64, 32
     B, sc, zp = quantize_nbits(rng, N, K, block, bits=8)
