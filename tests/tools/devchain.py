@@ -13,10 +13,11 @@ eth_getTransactionCount, eth_gasPrice, eth_maxPriorityFeePerGas, eth_getBlockByN
 eth_estimateGas, eth_call, eth_sendRawTransaction, eth_getTransactionReceipt, eth_getLogs.
 Test-only methods: dev_fund(address, wei_hex) sends from the funder; dev_increaseTime(seconds)
 mines a block that many seconds later; dev_fault(mode, count) misbehaves on the next `count`
-requests: "malformed" (a body that is not JSON), "http500", "slow" (answers after 5 s),
+requests: "malformed" (a body that is not JSON), "http500", "slow" (answers after 2 s),
 "drop" (closes the connection without answering), "wrong_chain" (eth_chainId lies).
 """
 import argparse
+import ast
 import json
 import pathlib
 import signal
@@ -26,7 +27,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from eth_tester import EthereumTester, PyEVMBackend
-from eth_tester.exceptions import TransactionFailed, TransactionNotFound, ValidationError
+from eth_tester.exceptions import TransactionFailed, TransactionNotFound
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -48,6 +49,13 @@ def block_id(v):
 
 
 def revert_message(data):
+    if isinstance(data, Exception) and data.args:  # py-evm's Revert(bytes) from estimate_gas
+        data = data.args[0]
+    if isinstance(data, str) and data[:2] in ("b'", 'b"'):  # eth-tester passes repr(bytes)
+        try:
+            data = ast.literal_eval(data)
+        except (ValueError, SyntaxError):
+            pass
     if isinstance(data, (bytes, bytearray)):
         raw = bytes(data)
     elif isinstance(data, str) and data.startswith("0x"):
@@ -152,8 +160,11 @@ class Chain:
         if method == "eth_sendRawTransaction":
             try:
                 return t.send_raw_transaction(params[0])
-            except (ValidationError, ValueError) as e:
-                raise RpcError(-32000, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            except Exception as e:  # py-evm and eth-tester each have their own ValidationError
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if "nonce" in msg.lower():  # say it the way geth does
+                    msg = "nonce too low: " + msg
+                raise RpcError(-32000, msg)
         if method == "eth_getTransactionReceipt":
             try:
                 return self.receipt_out(t.get_transaction_receipt(params[0]))
@@ -215,7 +226,7 @@ def make_handler(chain):
                 self.connection.shutdown(2)
                 return
             if fault == "slow":
-                time.sleep(5)
+                time.sleep(2)
             resp = {"jsonrpc": "2.0", "id": req.get("id")}
             try:
                 with chain.lock:
