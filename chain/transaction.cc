@@ -21,8 +21,9 @@ std::vector<bytes> unsigned_fields(const eip1559_transaction& tx) {
 }
 
 bytes typed(const bytes& payload) {
-  bytes out = {0x02};
-  out.insert(out.end(), payload.begin(), payload.end());
+  bytes out(payload.size() + 1);
+  out[0] = 0x02;
+  std::copy(payload.begin(), payload.end(), out.begin() + 1);
   return out;
 }
 
