@@ -87,7 +87,7 @@ expected<json> rpc_client::call(const std::string& method, json params) {
     }
     return std::move(*result);
   }
-  if (options_.retries > 0) return last.with_context(fmt::format("after {} attempts", options_.retries + 1));
+  if (options_.retries > 0) return status(last.kind(), fmt::format("{} (after {} attempts)", last.message(), options_.retries + 1));
   return last;
 }
 

@@ -2,7 +2,7 @@
 """A local EVM development chain for the tests: py-evm through eth-tester behind a small
 Ethereum JSON-RPC server over HTTP on a loopback port.
 
-    devchain.py --port 0 --ready FILE [--chain-id-lie N]
+    devchain.py --port 0 --ready FILE [--chain-id-lie N] [--tls-cert PEM --tls-key PEM]
 
 On start it deploys contracts/payment_channel.json from prefunded account 0 and writes one JSON
 line to --ready: {"url", "chain_id", "contract", "funder"}. It serves until SIGTERM/SIGINT.
@@ -21,6 +21,7 @@ import ast
 import json
 import pathlib
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -250,12 +251,20 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--ready", required=True)
     ap.add_argument("--chain-id-lie", type=int, default=None)
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
     a = ap.parse_args()
     chain = Chain(a.chain_id_lie)
     server = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(chain))
     server.daemon_threads = True
+    scheme = "http"
+    if a.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     port = server.server_address[1]
-    info = {"url": f"http://127.0.0.1:{port}", "chain_id": chain.chain_id, "contract": chain.contract,
+    info = {"url": f"{scheme}://127.0.0.1:{port}", "chain_id": chain.chain_id, "contract": chain.contract,
             "funder": chain.funder}
     tmp = a.ready + ".tmp"
     with open(tmp, "w") as f:
