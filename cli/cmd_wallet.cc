@@ -79,6 +79,7 @@ expected<chain_context> connect(const wallet_options& o, bool need_contract) {
   } else if (cs.max_fee_gwei) {
     c.gas.max_fee_per_gas = *cs.max_fee_gwei * 1000000000;
   }
+  c.confirm.timeout = std::chrono::milliseconds(static_cast<long long>(o.wait_s * 1000));
   if (o.confirmations >= 0) c.confirm.confirmations = static_cast<unsigned>(o.confirmations);
   else if (cs.confirmations) c.confirm.confirmations = *cs.confirmations;
   return c;
@@ -339,6 +340,11 @@ void wallet_flags(CLI::App& sub, parsed_options&) {
   sub.add_option("--rpc-timeout", v.rpc_timeout_s, "seconds to wait for each answer of the endpoint (default 10)")
       ->type_name("SECONDS")
       ->check(CLI::Range(0.1, 600.0));
+  sub.add_option("--wait", v.wait_s,
+                 "seconds to wait for a sent transaction's receipt and confirmations (default 120); when they "
+                 "run out the transaction may still be mined: its hash is printed")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(1.0, 86400.0));
   sub.add_option("--data-dir", v.data_dir,
                  "folder for the wallet key and chain.toml (default: data_dir in config.toml, else "
                  "$XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)")

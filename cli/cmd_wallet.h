@@ -23,6 +23,7 @@ struct wallet_options {
   std::string who;           // --address (balance, channels)
   long long timeout_s = 7 * 24 * 3600;
   double rpc_timeout_s = 10;
+  double wait_s = 120;       // for a sent transaction's receipt
   std::string data_dir;
   bool json = false;
 };

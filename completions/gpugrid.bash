@@ -16,7 +16,7 @@ _gpugrid_flags() {
     bench) echo '-h --help --device --iterations --warmup --profile --threads --precision --json' ;;
     ledger) echo '-h --help --data-dir --json' ;;
     identity) echo '-h --help --data-dir --json' ;;
-    wallet) echo '-h --help --chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --data-dir --json' ;;
+    wallet) echo '-h --help --chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir --json' ;;
     completion) echo '-h --help' ;;
     help) echo '-h --help' ;;
   esac
@@ -33,7 +33,7 @@ _gpugrid_valued() {
     bench) echo '--device --iterations --warmup --threads --precision' ;;
     ledger) echo '--data-dir' ;;
     identity) echo '--data-dir' ;;
-    wallet) echo '--chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --data-dir' ;;
+    wallet) echo '--chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir' ;;
   esac
 }
 
@@ -88,6 +88,7 @@ _gpugrid_flag_kind() {
     'wallet --address') echo 'text' ;;
     'wallet --timeout') echo 'text' ;;
     'wallet --rpc-timeout') echo 'text' ;;
+    'wallet --wait') echo 'text' ;;
     'wallet --data-dir') echo 'directory' ;;
     *) echo none ;;
   esac

@@ -199,9 +199,10 @@ complete -c gpugrid -n '__gpugrid_command_is wallet' -l voucher -r -F -d 'redeem
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l address -x -d 'balance, channels: another address than this wallet\'s'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l timeout -x -d 'deposit: seconds until the client may withdraw the unredeemed rest (default one week)'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l rpc-timeout -x -d 'seconds to wait for each answer of the endpoint (default 10)'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l wait -x -d 'seconds to wait for a sent transaction\'s receipt and confirmations (default 120); when they run out the transaction may still be mined: its hash is printed'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the wallet key and chain.toml (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l json -d 'print JSON'
-complete -c gpugrid -n '__gpugrid_command_is wallet; and __gpugrid_positional 0 --chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --data-dir' -a 'show new balance deposit withdraw channels voucher redeem:{show,new,balance,deposit,withdraw,channels,voucher,redeem}' -d 'ACTION'
+complete -c gpugrid -n '__gpugrid_command_is wallet; and __gpugrid_positional 0 --chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir' -a 'show new balance deposit withdraw channels voucher redeem:{show,new,balance,deposit,withdraw,channels,voucher,redeem}' -d 'ACTION'
 
 # completion
 complete -c gpugrid -n '__gpugrid_command_is completion' -s h -l help -d 'print this help and exit'
