@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/cmd_wallet.h"
 #include "engine/backend.h"
 
 #ifndef GPUGRID_VERSION
@@ -544,6 +545,7 @@ const std::vector<command>& command_table() {
       {"bench", "measure the engine's latency on a model in this process (no grid)", false, bench_flags, run_bench},
       {"ledger", "show, verify or total the hash-chained ledger of paid jobs", true, ledger_flags, run_ledger},
       {"identity", "show this node's Ed25519 identity, or make a new one", true, identity_flags, run_identity},
+      {"wallet", "the chain wallet and payment channels: show, new, balance, deposit, withdraw, channels, voucher, redeem", true, wallet_flags, run_wallet},
       {"completion", "print a shell completion script (bash, zsh or fish)", false, completion_flags, run_completion},
       {"help", "show the help of a command", false, help_flags, run_help},
   };

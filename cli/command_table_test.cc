@@ -71,7 +71,7 @@ TEST_CASE("command table: the commands of DESIGN.md, each with a summary", "[com
     CHECK(c.run != nullptr);
   }
   CHECK(names == std::vector<std::string>{"offer", "run", "peers", "inspect", "selftest", "bench", "ledger",
-                                          "identity", "completion", "help"});
+                                          "identity", "wallet", "completion", "help"});
   CHECK(find_command("run") != nullptr);
   CHECK(find_command("rnu") == nullptr);
   for (const char* reader : {"run", "offer", "peers"}) CHECK(find_command(reader)->reads_settings);

@@ -101,6 +101,7 @@ complete -c gpugrid -n '__gpugrid_no_command' -a selftest -d 'run ONNX backend n
 complete -c gpugrid -n '__gpugrid_no_command' -a bench -d 'measure the engine\'s latency on a model in this process (no grid)'
 complete -c gpugrid -n '__gpugrid_no_command' -a ledger -d 'show, verify or total the hash-chained ledger of paid jobs'
 complete -c gpugrid -n '__gpugrid_no_command' -a identity -d 'show this node\'s Ed25519 identity, or make a new one'
+complete -c gpugrid -n '__gpugrid_no_command' -a wallet -d 'the chain wallet and payment channels: show, new, balance, deposit, withdraw, channels, voucher, redeem'
 complete -c gpugrid -n '__gpugrid_no_command' -a completion -d 'print a shell completion script (bash, zsh or fish)'
 complete -c gpugrid -n '__gpugrid_no_command' -a help -d 'show the help of a command'
 complete -c gpugrid -n '__gpugrid_no_command' -s h -l help -d 'print this help and exit'
@@ -183,10 +184,30 @@ complete -c gpugrid -n '__gpugrid_command_is identity' -l data-dir -x -a '(__fis
 complete -c gpugrid -n '__gpugrid_command_is identity' -l json -d 'print JSON'
 complete -c gpugrid -n '__gpugrid_command_is identity; and __gpugrid_positional 0 --data-dir' -a 'show new' -d 'ACTION'
 
+# wallet
+complete -c gpugrid -n '__gpugrid_command_is wallet' -s h -l help -d 'print this help and exit'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l chain-rpc -x -d 'the chain\'s JSON-RPC endpoint (default: GPUGRID_CHAIN_RPC, else rpc in DATA_DIR/chain.toml)'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l contract -x -d 'the payment-channel contract (default: GPUGRID_CHAIN_CONTRACT or chain.toml)'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l chain-id -x -d 'refuse an endpoint that serves another chain'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l max-fee -x -d 'the most to pay per gas, in gwei (default 500); above it nothing is sent'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l confirmations -x -d 'blocks to wait for after a transaction is mined (default 1)'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l provider -x -d 'deposit: the provider to open a channel with'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l amount -x -d 'in the chain\'s token (0.5, or 1000wei); deposit: the amount locked; voucher: the cumulative total owed'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l channel -x -d 'the channel id'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l nonce -x -d 'voucher: its nonce, above every earlier one (default: microseconds since 1970)'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l voucher -r -F -d 'redeem: the voucher JSON that \'wallet voucher\' printed'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l address -x -d 'balance, channels: another address than this wallet\'s'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l timeout -x -d 'deposit: seconds until the client may withdraw the unredeemed rest (default one week)'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l rpc-timeout -x -d 'seconds to wait for each answer of the endpoint (default 10)'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l wait -x -d 'seconds to wait for a sent transaction\'s receipt and confirmations (default 120); when they run out the transaction may still be mined: its hash is printed'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the wallet key and chain.toml (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l json -d 'print JSON'
+complete -c gpugrid -n '__gpugrid_command_is wallet; and __gpugrid_positional 0 --chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir' -a 'show new balance deposit withdraw channels voucher redeem:{show,new,balance,deposit,withdraw,channels,voucher,redeem}' -d 'ACTION'
+
 # completion
 complete -c gpugrid -n '__gpugrid_command_is completion' -s h -l help -d 'print this help and exit'
 complete -c gpugrid -n '__gpugrid_command_is completion; and __gpugrid_positional 0' -a 'bash zsh fish' -d 'SHELL'
 
 # help
 complete -c gpugrid -n '__gpugrid_command_is help' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is help; and __gpugrid_positional 0' -a 'offer run peers inspect selftest bench ledger identity completion help' -d 'COMMAND'
+complete -c gpugrid -n '__gpugrid_command_is help; and __gpugrid_positional 0' -a 'offer run peers inspect selftest bench ledger identity wallet completion help' -d 'COMMAND'

@@ -32,7 +32,7 @@ expect_usage_error() {
   [[ "$err" == "gpugrid: "* ]] || fail "$what: 'gpugrid $*' error should start with 'gpugrid: ': $err"
 }
 
-commands="offer run peers inspect selftest bench ledger identity completion help"
+commands="offer run peers inspect selftest bench ledger identity wallet completion help"
 
 # --help lists every command, on stdout, exit 0.
 run_cli --help
