@@ -11,6 +11,8 @@ packages=(
   libcaf-dev libboost-dev libboost-system-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
   catch2 libcli11-dev libsodium-dev libssl-dev libprotobuf-dev protobuf-compiler libonnx-dev
   libopenblas-dev libtomlplusplus-dev
+  # llm/: tokenizer.json and config files, Unicode regexes, Unicode normalization
+  nlohmann-json3-dev libpcre2-dev libicu-dev
   # tests: the libFuzzer targets (clang's sanitizer and fuzzer runtimes)
   clang libclang-rt-14-dev
   # tests: fixture generation, the completion tests
