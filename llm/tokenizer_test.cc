@@ -140,7 +140,7 @@ TEST_CASE("decode_stream emits only complete UTF-8 and the same text as decode",
 TEST_CASE("tokenizer parity with the tokenizers package", "[.llm_parity]") {
   const char* dir = std::getenv("GPUGRID_LLM_TOKENIZERS");
   REQUIRE(dir != nullptr);
-  for (const char* kind : {"gpt2_bpe", "llama3_bpe", "sp_bpe_legacy", "sp_bpe_metaspace", "unigram",
+  for (const char* kind : {"gpt2_bpe", "llama3_bpe", "qwen2_bpe", "roberta_bpe", "sp_bpe_legacy", "sp_bpe_metaspace", "unigram",
                            "unigram_nfkc_bytes"}) {
     std::string base = std::string(dir) + "/" + kind;
     auto t = tokenizer::load(base + "/tokenizer.json");

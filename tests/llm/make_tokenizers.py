@@ -12,9 +12,11 @@ import os
 import random
 import sys
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+                 r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
 LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"""
                   r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
@@ -51,6 +53,9 @@ TEST_TEXTS = [
     "unseen script: ქართული ენა and ꯃꯩꯇꯩ and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 and 🦀🦀",
     "trailing whitespace   \t  ",
     "<|endoftext|>text after a special token",
+    "<|im_start|>user\nHi  <mask>  there<|im_end|>\n<|im_start|>assistant\n",
+    "Café vs Cafe\u0301 (NFC), ﬁ ligature, ① circled, Ｆｕｌｌ width",
+    "a<mask>b <mask> c  <mask>\t d",
     "before<|endoftext|>after and <|user|> hi <|end|>",
     "<s> not at start </s> and <unk>",
     "repeated aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa and !!!!!!!!!!",
@@ -90,6 +95,27 @@ def byte_level_bpe(llama3):
             single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def qwen2_bpe(prefix_space):
+    """Qwen2 style (NFC, digits one by one, ChatML special tokens) or, with prefix_space, a
+    RoBERTa-style ByteLevel(add_prefix_space); plus added tokens that strip the space around them."""
+    tok = Tokenizer(models.BPE())
+    if prefix_space:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    else:
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus(), trainer)
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=prefix_space, special=True, normalized=False)])
+    tok.add_tokens([AddedToken(" there", normalized=True, special=False)])
     return tok
 
 
@@ -142,6 +168,8 @@ def unigram(byte_fallback):
 KINDS = {
     "gpt2_bpe": lambda: byte_level_bpe(False),
     "llama3_bpe": lambda: byte_level_bpe(True),
+    "qwen2_bpe": lambda: qwen2_bpe(False),
+    "roberta_bpe": lambda: qwen2_bpe(True),
     "sp_bpe_legacy": lambda: sentencepiece_bpe(True),
     "sp_bpe_metaspace": lambda: sentencepiece_bpe(False),
     "unigram": lambda: unigram(False),
