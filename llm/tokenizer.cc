@@ -281,18 +281,44 @@ struct unigram_model : model {
   int32_t unk_id = -1;
   bool byte_fallback = false;
   double min_score = 0;
-  size_t max_piece_bytes = 0;
   int32_t byte_ids[256];
+
+  // A byte trie of the pieces: node 0 is the root; children sorted by byte.
+  struct trie_node {
+    std::vector<std::pair<uint8_t, int32_t>> next;
+    int32_t id = -1;
+  };
+  std::vector<trie_node> trie{trie_node{}};
+
+  int32_t trie_child(int32_t node, uint8_t b) const {
+    const auto& next = trie[static_cast<size_t>(node)].next;
+    auto it = std::lower_bound(next.begin(), next.end(), std::make_pair(b, INT32_MIN));
+    return it != next.end() && it->first == b ? it->second : -1;
+  }
+  void trie_insert(const std::string& piece, int32_t id) {
+    int32_t node = 0;
+    for (unsigned char b : piece) {
+      int32_t child = trie_child(node, b);
+      if (child < 0) {
+        child = static_cast<int32_t>(trie.size());
+        trie.emplace_back();
+        auto& next = trie[static_cast<size_t>(node)].next;
+        next.insert(std::lower_bound(next.begin(), next.end(), std::make_pair(b, INT32_MIN)), {b, child});
+      }
+      node = child;
+    }
+    if (trie[static_cast<size_t>(node)].id < 0) trie[static_cast<size_t>(node)].id = id;
+  }
 
   void encode(const std::string& s, std::vector<int32_t>& out) const override {
     if (s.empty()) return;
     const double unk_score = min_score - 10.0;
-    struct node {
+    struct node_t {
       double score = 0;
       long start = -1;
       int32_t id = -1;
     };
-    std::vector<node> best(s.size() + 1);
+    std::vector<node_t> best(s.size() + 1);
     best[0].start = 0;
     for (size_t at = 0; at < s.size();) {
       size_t mb = utf8_char_length(s, at);
@@ -300,19 +326,21 @@ struct unigram_model : model {
       double base = best[at].score;
       bool single = false;
       // Every vocabulary piece that starts here, shortest first (the trie order).
-      for (size_t end = at + mb; end <= s.size() && end - at <= max_piece_bytes;) {
-        auto it = vocab.find(s.substr(at, end - at));
-        if (it != vocab.end()) {
-          node& t = best[end];
-          double cand = scores[it->second] + base;
-          if (t.start < 0 || cand > t.score) t = {cand, static_cast<long>(at), it->second};
+      int32_t node = 0;
+      for (size_t end = at; end < s.size();) {
+        node = trie_child(node, static_cast<uint8_t>(s[end]));
+        if (node < 0) break;
+        ++end;
+        int32_t id = trie[static_cast<size_t>(node)].id;
+        if (id >= 0) {
+          node_t& t = best[end];
+          double cand = scores[static_cast<size_t>(id)] + base;
+          if (t.start < 0 || cand > t.score) t = {cand, static_cast<long>(at), id};
           if (end - at == mb) single = true;
         }
-        size_t n = utf8_char_length(s, end);
-        end += n ? n : 1;
       }
       if (!single) {
-        node& t = best[at + mb];
+        node_t& t = best[at + mb];
         double cand = unk_score + base;
         if (t.start < 0 || cand > t.score) t = {cand, static_cast<long>(at), unk_id};
       }
@@ -322,7 +350,7 @@ struct unigram_model : model {
     std::vector<std::string> pieces;
     std::string unk_run;
     for (size_t end = s.size(); end > 0;) {
-      const node& n = best[end];
+      const node_t& n = best[end];
       size_t start = static_cast<size_t>(n.start);
       std::string text = s.substr(start, end - start);
       if (unk_id >= 0 && n.id == unk_id) {
@@ -738,7 +766,7 @@ std::unique_ptr<model> make_model(const json& j) {
       m->id_to_token.push_back(tok);
       m->scores.push_back(score);
       m->min_score = id == 0 ? score : std::min(m->min_score, score);
-      m->max_piece_bytes = std::max(m->max_piece_bytes, tok.size());
+      if (!tok.empty()) m->trie_insert(tok, m->vocab.at(tok));
       ++id;
     }
     if (j.contains("unk_id") && !j.at("unk_id").is_null()) {
@@ -797,7 +825,7 @@ std::vector<tokenizer_impl::segment> tokenizer_impl::split_added(std::string_vie
       if (best >= 0 && added[static_cast<size_t>(best)].content.size() >= a.content.size()) continue;
       if (a.single_word) {
         size_t e = i + a.content.size();
-        bool left_ok = i == 0 || !is_word_char(text, i - 1 - (i >= 1 ? 0 : 0));
+        bool left_ok = true;
         if (i > 0) {
           size_t k2 = i - 1;
           while (k2 > 0 && (static_cast<unsigned char>(text[k2]) & 0xC0) == 0x80) --k2;
