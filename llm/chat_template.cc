@@ -613,7 +613,7 @@ struct expr {
 };
 
 struct template_node {
-  enum class kind { text, output, if_, for_, set, set_block, break_, continue_, body };
+  enum class kind { text, output, if_, for_, set, set_block, break_, continue_, body, macro };
   kind k;
   int line = 0;
   std::string text;
@@ -623,6 +623,8 @@ struct template_node {
   std::vector<std::string> targets;  // for / set names; set "ns.attr" keeps {ns, attr} in targets with attr_set
   bool attr_set = false;
   expr_ptr loop_filter;
+  std::string macro_name;
+  std::vector<expr_ptr> defaults;  // per macro parameter (targets); null when it has none
 };
 
 namespace {
@@ -785,6 +787,27 @@ class parser {
       n->k = template_node::kind::set_block;
       expect_block_end();
       n->body = parse_body({"endset"}, &stop);
+      expect_block_end();
+      return n;
+    }
+    if (kw == "macro") {
+      n->k = template_node::kind::macro;
+      n->macro_name = expect_name();
+      expect_op("(");
+      while (!is_op(")")) {
+        n->targets.push_back(expect_name());
+        expr_ptr dflt;
+        if (is_op("=")) {
+          ++p_;
+          dflt = parse_ternary(true);
+        }
+        n->defaults.push_back(dflt);
+        if (!is_op(",")) break;
+        ++p_;
+      }
+      expect_op(")");
+      expect_block_end();
+      n->body = parse_body({"endmacro"}, &stop);
       expect_block_end();
       return n;
     }
@@ -1242,8 +1265,44 @@ class renderer {
       case template_node::kind::break_: return flow::break_;
       case template_node::kind::continue_: return flow::continue_;
       case template_node::kind::body: return render_list(n.body, out);
+      case template_node::kind::macro: assign(n.macro_name, make_macro(n)); return flow::normal;
     }
     return flow::normal;
+  }
+
+  // A macro sees the template's top-level variables and its parameters, not the caller's locals.
+  value make_macro(const template_node& n) {
+    return value::function([this, &n](std::vector<value>& args, kwargs_t& kw) {
+      if (args.size() > n.targets.size())
+        fail(fmt::format("line {}: macro '{}' takes {} arguments, got {}", n.line, n.macro_name, n.targets.size(), args.size()));
+      if (++macro_depth_ > 64) fail(fmt::format("line {}: macro '{}' nests deeper than 64 calls", n.line, n.macro_name));
+      value frame = value::object();
+      for (size_t k = 0; k < n.targets.size(); ++k) {
+        value v = k < args.size() ? args[k] : value::undefined(n.targets[k]);
+        for (auto& [name, x] : kw)
+          if (name == n.targets[k]) v = x;
+        if (v.is_undefined() && n.defaults[k]) v = eval(*n.defaults[k]);
+        frame.put(n.targets[k], v);
+      }
+      for (auto& [name, x] : kw)
+        if (std::find(n.targets.begin(), n.targets.end(), name) == n.targets.end())
+          fail(fmt::format("line {}: macro '{}' has no parameter '{}'", n.line, n.macro_name, name));
+      std::vector<value> saved = {scopes_[0], frame};
+      std::swap(saved, scopes_);
+      std::string out;
+      flow f = flow::normal;
+      try {
+        f = render_list(n.body, out);
+      } catch (...) {
+        std::swap(saved, scopes_);
+        --macro_depth_;
+        throw;
+      }
+      std::swap(saved, scopes_);
+      --macro_depth_;
+      if (f != flow::normal) fail(fmt::format("line {}: break or continue outside a loop in macro '{}'", n.line, n.macro_name));
+      return value::string(out);
+    });
   }
 
   flow render_for(const template_node& n, std::string& out) {
@@ -1558,7 +1617,8 @@ class renderer {
     if (name == "true") return v.k == value::kind::boolean && v.b;
     if (name == "false") return v.k == value::kind::boolean && !v.b;
     if (name == "mapping") return v.is_object();
-    if (name == "iterable" || name == "sequence") return v.is_array() || v.is_object() || v.is_string();
+    // Jinja's Undefined iterates as empty, so it passes these two tests.
+    if (name == "iterable" || name == "sequence") return v.is_array() || v.is_object() || v.is_string() || v.is_undefined();
     if (name == "callable") return v.k == value::kind::function;
     if (name == "even" || name == "odd") {
       if (v.k != value::kind::integer) fail(fmt::format("line {}: test '{}' needs an integer", line, name));
@@ -1846,6 +1906,7 @@ class renderer {
   std::vector<value> scopes_;  // objects; [0] holds the render variables
   render_limits limits_;
   size_t steps_ = 0;
+  int macro_depth_ = 0;
 };
 
 }  // namespace

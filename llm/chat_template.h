@@ -3,7 +3,8 @@
 // Supported: text with {{ }}, {% %}, {# #}, whitespace control {%- -%} and the
 // trim_blocks/lstrip_blocks settings transformers renders with; statements if/elif/else,
 // for (tuple unpacking, loop.index/index0/revindex/first/last/length/previtem/nextitem, an `if`
-// filter, else), set (also `set ns.attr` on a namespace(), and block set), break/continue;
+// filter, else), set (also `set ns.attr` on a namespace(), and block set), break/continue,
+// macro (positional, keyword and default parameters; recursion up to 64 calls deep);
 // expressions with literals (strings, numbers, lists, dicts, true/false/none), attribute and
 // item access, slicing, calls, `x if c else y`, and/or/not, comparisons, in / not in, + - * / //
 // % and ~, filters (trim, tojson, length/count, upper, lower, title, capitalize, default/d,

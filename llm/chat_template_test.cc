@@ -60,10 +60,23 @@ TEST_CASE("chat template expressions follow Jinja semantics", "[llm][chat_templa
         "x|c|x-y");
 }
 
+TEST_CASE("chat template macros take defaults and keywords and may recurse", "[llm][chat_template]") {
+  CHECK(render("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}"
+               "{{ greet('a') }} {{ greet('b', '?') }} {{ greet(punct='.', name='c') }}",
+               "{}") == "Hi a! Hi b? Hi c.");
+  CHECK(render("{% macro py(t) %}{% if t.type == 'array' %}list[{{ py(t['items']) }}]{% else %}{{ t.type }}{% endif %}"
+               "{% endmacro %}{{ py(spec) }}",
+               R"({"spec": {"type": "array", "items": {"type": "array", "items": {"type": "int"}}}})") ==
+        "list[list[int]]");
+  auto loop = chat_template::parse("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "t");
+  REQUIRE(loop.has_value());
+  CHECK_FALSE(loop->render_json("{}").has_value());
+}
+
 TEST_CASE("chat template errors are one line and name the construct", "[llm][chat_template]") {
-  auto macro = chat_template::parse("{% macro f() %}x{% endmacro %}", "tokenizer_config.json");
-  REQUIRE_FALSE(macro.has_value());
-  CHECK(macro.error().message() == "tokenizer_config.json: line 1: unsupported statement 'macro'");
+  auto call = chat_template::parse("{% call f() %}x{% endcall %}", "tokenizer_config.json");
+  REQUIRE_FALSE(call.has_value());
+  CHECK(call.error().message() == "tokenizer_config.json: line 1: unsupported statement 'call'");
   auto filt = chat_template::parse("\n{{ x | wordwrap }}", "t");
   REQUIRE_FALSE(filt.has_value());
   CHECK(filt.error().message() == "t: line 2: unsupported filter 'wordwrap'");

@@ -209,6 +209,55 @@ TEMPLATES = {
         "{%- set ns.is_output_first = false %}{%- else %}{{'\\n<\uff5ctool\u2581output\u2581begin\uff5c>' + message['content'] + '<\uff5ctool\u2581output\u2581end\uff5c>'}}"
         "{%- endif %}{%- endif %}{%- endfor -%}{% if ns.is_tool %}{{'<\uff5ctool\u2581outputs\u2581end\uff5c>'}}{% endif %}"
         "{% if add_generation_prompt and not ns.is_tool %}{{'<\uff5cAssistant\uff5c><think>\\n'}}{% endif %}"),
+    "tool_macro": """{%- macro json_to_python_type(json_spec) %}
+{%- set basic_type_map = {
+    "string": "str",
+    "number": "float",
+    "integer": "int",
+    "boolean": "bool"
+} %}
+
+{%- if basic_type_map[json_spec.type] is defined %}
+    {{- basic_type_map[json_spec.type] }}
+{%- elif json_spec.type == "array" %}
+    {{- "list[" +  json_to_python_type(json_spec['items']) + "]" }}
+{%- elif json_spec.type == "object" %}
+    {%- if json_spec.additionalProperties is defined %}
+        {{- "dict[str, " + json_to_python_type(json_spec.additionalProperties) + ']' }}
+    {%- else %}
+        {{- "dict" }}
+    {%- endif %}
+{%- elif json_spec.type is iterable %}
+    {{- "Union[" }}
+    {%- for t in json_spec.type %}
+        {{- json_to_python_type({"type": t}) }}
+        {%- if not loop.last %}
+            {{- "," }}
+        {%- endif %}
+    {%- endfor %}
+    {{- "]" }}
+{%- else %}
+    {{- "Any" }}
+{%- endif %}
+{%- endmacro %}
+{%- set specs = [
+    {"name": "get_weather", "parameters": {"city": {"type": "string"}, "days": {"type": "integer"},
+     "hours": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+     "extra": {"type": "object", "additionalProperties": {"type": "boolean"}},
+     "either": {"type": ["string", "integer"]}, "blob": {"type": "object"}, "thing": {}}}
+] %}
+{{- bos_token }}
+{%- for spec in specs %}
+def {{ spec.name }}(
+{%- for name, p in spec.parameters.items() %}
+{{- name }}: {{ json_to_python_type(p) }}{% if not loop.last %}, {% endif %}
+{%- endfor %}):
+{% endfor %}
+{%- for message in messages %}
+{{ message.role }}: {{ message.content | trim }}
+{% endfor %}
+{%- if add_generation_prompt %}assistant:{% endif %}
+""",
     "features": """{#- Exercises the rest of the subset: namespace, filters, tests, slicing, loop vars. -#}
 {%- set ns = namespace(sys='', turns=0, chars=0) -%}
 {%- if messages[0]['role'] == 'system' -%}
