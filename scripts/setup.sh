@@ -11,8 +11,12 @@ packages=(
   libcaf-dev libboost-dev libboost-system-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
   catch2 libcli11-dev libsodium-dev libssl-dev libprotobuf-dev protobuf-compiler libonnx-dev
   libopenblas-dev libtomlplusplus-dev
-  # chain settlement: secp256k1 signatures, Keccak-256, JSON-RPC bodies
-  libsecp256k1-dev libcrypto++-dev nlohmann-json3-dev
+  # JSON (JSON-RPC bodies, tokenizer.json, HTTP APIs)
+  nlohmann-json3-dev
+  # chain settlement: secp256k1 signatures, Keccak-256
+  libsecp256k1-dev libcrypto++-dev
+  # llm/: Unicode regexes and normalization for tokenizers
+  libpcre2-dev libicu-dev
   # tests: the libFuzzer targets (clang's sanitizer and fuzzer runtimes)
   clang libclang-rt-14-dev
   # tests: fixture generation, the completion tests
