@@ -9,6 +9,7 @@
 
 #include "actors/atoms.h"
 #include "actors/auction.h"
+#include "actors/receipt_outbox.h"
 #include "actors/verification.h"
 #include "net/codec.h"
 #include "net/identity.h"
@@ -95,6 +96,8 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
                               const job_spec& job, const client_options& options, const keypair& client,
                               reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
                               const std::function<void(const std::string&)>& note) {
+  // Receipts of earlier jobs that their providers have not recorded yet go first.
+  if (options.outbox) (void)redeliver_receipts(sys, providers, *options.outbox, 16, std::chrono::seconds(5), note);
   bool used_quotes = false;
   auto r = run_job_once(sys, providers, job, options, client, reputation, ledger, local, note, &used_quotes);
   if (used_quotes && !r && r.error().kind() == error_kind::no_provider) {
@@ -343,42 +346,42 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
     if (reputation) (void)reputation->save();
     return status(error_kind::verification, "results from different providers disagree beyond tolerance");
   }
-  bool paid = false;
+  // Every provider whose result agrees is paid: its receipt is checked, countersigned, recorded
+  // here, kept in the outbox and sent back until the provider records it.
+  std::vector<std::pair<caf::actor, ledger::receipt>> receipts;
   for (size_t idx : v.agreeing) {
     if (idx >= done.size() || !done[idx].result) continue;  // the local engine
     const auto& r = done[idx].result;
     std::string who = node_hex(r->provider);
     if (reputation) reputation->record(who, outcome::agreed);
     provider_used u{who, providers[done[idx].bid_index].url, reply_of(done[idx].bid_index).price, false, true};
-    if (!paid) {
-      // Only the accepted result is paid: check the provider's receipt says what happened.
-      ledger::receipt rc = r->receipt;
-      bool honest = rc.job_id == req->job && rc.client_key == client.public_key && rc.provider_key == r->provider &&
-                    rc.model_hash == job.model_hash && rc.input_digest == tensors_digest(job.inputs) &&
-                    rc.output_digest == tensors_digest(r->outputs) &&
-                    rc.price_micros == static_cast<int64_t>(reply_of(done[idx].bid_index).price * 1e6 + 0.5);
-      if (honest && ledger::verify_provider_signature(rc).is_ok()) {
-        ledger::sign_as_client(rc, client.secret_key);
-        {
-          if (ledger) {
-            // The provider's signature was verified above and the client's was just made.
-            auto h = ledger->append_verified(rc);
-            if (!h) return h.error();
-          }
-          auto rp = std::make_shared<const ledger::receipt>(rc);
-          self->request(providers[done[idx].bid_index].actor, std::chrono::seconds(10), receipt_atom::value, receipt_ptr(rp))
-              .receive([&](bool) {}, [&](caf::error&) { note("the provider did not acknowledge its receipt"); });
-          u.paid = true;
-          paid = true;
-        }
-      } else {
-        note(fmt::format("provider {} sent a receipt that does not match the job; not paid", short_hex(r->provider)));
+    // Check the provider's receipt says what happened.
+    ledger::receipt rc = r->receipt;
+    bool honest = rc.job_id == req->job && rc.client_key == client.public_key && rc.provider_key == r->provider &&
+                  rc.model_hash == job.model_hash && rc.input_digest == tensors_digest(job.inputs) &&
+                  rc.output_digest == tensors_digest(r->outputs) &&
+                  rc.price_micros == static_cast<int64_t>(reply_of(done[idx].bid_index).price * 1e6 + 0.5);
+    if (honest && ledger::verify_provider_signature(rc).is_ok()) {
+      ledger::sign_as_client(rc, client.secret_key);
+      if (ledger) {
+        // The provider's signature was verified above and the client's was just made.
+        auto h = ledger->append_verified(rc);
+        if (!h) return h.error();
       }
+      if (options.outbox) {
+        status st = options.outbox->add(rc);
+        if (!st.is_ok()) note("cannot keep the receipt for redelivery: " + st.message());
+      }
+      receipts.push_back({providers[done[idx].bid_index].actor, rc});
+      u.paid = true;
+    } else {
+      note(fmt::format("provider {} sent a receipt that does not match the job; not paid", short_hex(r->provider)));
     }
     res.providers.push_back(u);
     if (res.outputs.empty()) res.outputs = r->outputs;
     res.compute_ms = std::max(res.compute_ms, r->compute_ms);
   }
+  (void)deliver_receipts(sys, receipts, options.outbox, std::chrono::seconds(10), note);
   if (res.outputs.empty()) res.outputs = results[v.winner];
   res.agreeing = static_cast<int>(v.agreeing.size());
   if (reputation) (void)reputation->save();

@@ -56,6 +56,8 @@ class quote_book {
   std::map<std::pair<key32, digest32>, quote> quotes_;
 };
 
+class receipt_outbox;
+
 struct client_options {
   int redundancy = 1;
   double max_price = -1;          // < 0: no limit
@@ -63,6 +65,9 @@ struct client_options {
   int bid_window_ms = 250;
   double spot_check_rate = 0.0;   // probability of re-running on the local engine (K = 1)
   quote_book* quotes = nullptr;   // set: reuse standing bids (persistent clients)
+  // Set: receipts are kept there until their providers record them, and pending ones are sent
+  // again before each job (see actors/receipt_outbox.h).
+  receipt_outbox* outbox = nullptr;
 };
 
 struct provider_used {

@@ -67,6 +67,7 @@ struct proxy_state {
     bool reuploaded = false;
   };
   std::map<job_id, pending_exec> execs;
+  std::map<job_id, caf::response_promise> receipts;  // receipts sent, awaiting a ReceiptAck
   std::deque<out_item> outbox;
   bool pump_scheduled = false;
   bool down = false;
@@ -208,10 +209,15 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
         pump(self);
         return rp;
       },
-      [self](receipt_atom, const receipt_ptr& r) -> bool {
+      [self](receipt_atom, const receipt_ptr& r) -> caf::result<int32_t> {
         auto& st = self->state;
-        if (st.down) return false;
-        return st.conn->send(net::message(*r)) == net::send_result::queued;
+        const auto later = static_cast<int32_t>(net::receipt_status::retry_later);
+        if (st.down || st.conn->send(net::message(*r)) != net::send_result::queued) return later;
+        auto rp = self->make_response_promise();
+        auto old = st.receipts.find(r->job_id);
+        if (old != st.receipts.end()) old->second.deliver(later);
+        st.receipts[r->job_id] = rp;
+        return rp;
       },
       [self](pump_atom) {
         self->state.pump_scheduled = false;
@@ -251,6 +257,11 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
           in->release();
           it->second.rp.deliver(r);
           st.execs.erase(it);
+        } else if (auto* a = std::get_if<net::receipt_ack>(&m)) {
+          auto it = st.receipts.find(a->job);
+          if (it == st.receipts.end()) return;
+          it->second.deliver(static_cast<int32_t>(a->status));
+          st.receipts.erase(it);
         } else if (auto* e = std::get_if<net::job_error>(&m)) {
           auto it = st.execs.find(e->job);
           if (it == st.execs.end()) return;
@@ -275,6 +286,8 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
         st.bids.clear();
         for (auto& [job, pe] : st.execs) pe.rp.deliver(failed_result(job, st.conn->peer_key(), text));
         st.execs.clear();
+        for (auto& [job, rp] : st.receipts) rp.deliver(static_cast<int32_t>(net::receipt_status::retry_later));
+        st.receipts.clear();
         st.outbox.clear();
         self->quit();
       },
@@ -292,6 +305,15 @@ struct conn_state {
   std::unique_ptr<net::reassembler> uploads;
   std::map<digest32, std::shared_ptr<const std::string>> models;  // uploads awaiting their Execute
 };
+
+// Answers a client's countersigned receipt (it sends it again until recorded or rejected).
+void send_receipt_ack(const net::connection_ptr& c, const job_id& job, net::receipt_status status, std::string detail) {
+  net::receipt_ack a;
+  a.job = job;
+  a.status = status;
+  a.detail = std::move(detail);
+  (void)c->send(a);
+}
 
 // Tells a client that its job will not run here (or not any more), and why.
 void send_job_error(const net::connection_ptr& c, const job_id& job, net::job_error_code code, std::string text) {
@@ -567,7 +589,7 @@ struct grid_node::impl {
     }
     if (std::holds_alternative<net::bid>(m) || std::holds_alternative<net::bid_decline>(m) ||
         std::holds_alternative<net::result>(m) || std::holds_alternative<net::job_error>(m) ||
-        std::holds_alternative<net::model_need>(m)) {
+        std::holds_alternative<net::model_need>(m) || std::holds_alternative<net::receipt_ack>(m)) {
       if (proxy) self_actor->send(proxy, net::wire_atom::value, in);
       return;
     }
@@ -578,8 +600,12 @@ struct grid_node::impl {
     if (auto* ex = std::get_if<net::execute>(&m)) return on_execute(self_actor, in, *ex);
     if (auto* rc = std::get_if<ledger::receipt>(&m)) {
       auto r = std::make_shared<const ledger::receipt>(*rc);
-      if (r->client_key != c->peer_key()) return;  // only the job's client countersigns
-      caf::anon_send(provider_actor, receipt_atom::value, receipt_ptr(r));
+      job_id job = r->job_id;
+      if (r->client_key != c->peer_key())  // only the job's client countersigns
+        return send_receipt_ack(c, job, net::receipt_status::rejected, "the receipt is not this client's");
+      self_actor->request(provider_actor, std::chrono::seconds(30), receipt_atom::value, receipt_ptr(r))
+          .then([c, job](int32_t code) { send_receipt_ack(c, job, static_cast<net::receipt_status>(code), ""); },
+                [c, job](caf::error&) { send_receipt_ack(c, job, net::receipt_status::retry_later, "no answer"); });
       return;
     }
   }

@@ -63,10 +63,11 @@ struct raw_peer {
   net::inbox box;
   std::unique_ptr<net::transport> t;
   net::connection_ptr conn;
+  net::identity id = net::identity::generate();
   explicit raw_peer(const std::string& url) {
     net::transport_options o;
     o.session_mac = true;
-    auto tr = net::transport::create(net::identity::generate(), o, box.handlers());
+    auto tr = net::transport::create(id, o, box.handlers());
     REQUIRE(tr.has_value());
     t = std::move(tr).value();
     auto c = t->connect_sync(url);
@@ -268,6 +269,21 @@ TEST_CASE("a provider node refuses jobs it did not bid on, underpaid jobs and ly
     ledger::receipt forged = res->receipt;
     forged.price_micros += 1;
     CHECK_FALSE(p.core->accept_receipt(forged).is_ok());
+    // The countersigned receipt is answered: recorded, and recorded again when sent twice.
+    ledger::receipt paid = res->receipt;
+    ledger::sign_as_client(paid, peer.id.secret_key());
+    for (int k = 0; k < 2; ++k) {
+      REQUIRE(peer.conn->send(net::message(paid)) == net::send_result::queued);
+      auto ack = peer.next<net::receipt_ack>();
+      REQUIRE(ack.has_value());
+      CHECK(ack->job == job);
+      CHECK(ack->status == net::receipt_status::recorded);
+    }
+    // An altered receipt is refused for good.
+    REQUIRE(peer.conn->send(net::message(forged)) == net::send_result::queued);
+    auto refused = peer.next<net::receipt_ack>();
+    REQUIRE(refused.has_value());
+    CHECK(refused->status == net::receipt_status::rejected);
   }
   // Whatever happened, the node still serves: a fresh bid gets an answer.
   REQUIRE(peer.conn->send(bid_request_of(net::job_id{9}, model)) == net::send_result::queued);

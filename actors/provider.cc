@@ -1,4 +1,5 @@
 #include "actors/provider.h"
+#include "actors/receipt_outbox.h"
 
 #include <csignal>
 #include <chrono>
@@ -15,7 +16,7 @@ namespace gpugrid::grid {
 
 namespace {
 
-constexpr size_t kMaxIssued = 65536;  // receipts awaiting countersignature
+constexpr size_t kMaxUnpaid = 65536;  // unpaid jobs remembered, all clients together
 
 std::vector<device_summary> discover_devices(const std::string& device) {
   std::vector<device_summary> out;
@@ -82,6 +83,11 @@ bid_reply provider_core::bid(const bid_request& req) {
     return r;
   };
   if (draining_) return decline(decline_reason::draining, "the provider is shutting down");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string why = refusal_locked(req.client);
+    if (!why.empty()) return decline(decline_reason::internal, why);
+  }
   if (req.model_bytes > options_.max_model_bytes)
     return decline(decline_reason::too_big, fmt::format("model is {} bytes; this provider takes at most {}", req.model_bytes,
                                                         options_.max_model_bytes));
@@ -169,6 +175,11 @@ execute_result provider_core::execute(const execute_request& req) {
     res.failure_kind = st.kind();
     return res;
   };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string why = refusal_locked(req.client);
+    if (!why.empty()) return fail(internal_error("{}", why));
+  }
   if (tensors_digest(req.inputs) != req.input_digest) return fail(invalid_input("inputs do not match their digest"));
   res.model_was_cached = !req.model_bytes;
   auto s = session_for(req.model_hash, req.model_bytes);
@@ -218,10 +229,14 @@ execute_result provider_core::execute(const execute_request& req) {
   ledger::sign_as_provider(r, id_.secret_key);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (issued_.emplace(req.job, r).second) issued_order_.push_back(req.job);
-    while (issued_order_.size() > kMaxIssued) {
-      issued_.erase(issued_order_.front());
-      issued_order_.pop_front();
+    if (unpaid_.emplace(req.job, req.client).second) {
+      unpaid_order_.push_back(req.job);
+      ++unpaid_by_client_[req.client];
+    }
+    // Past the bound the oldest are forgotten (their clients get that credit back).
+    while (unpaid_order_.size() > kMaxUnpaid) {
+      forget_unpaid_locked(unpaid_order_.front());
+      unpaid_order_.pop_front();
     }
   }
   res.ok = true;
@@ -229,23 +244,51 @@ execute_result provider_core::execute(const execute_request& req) {
   return res;
 }
 
+std::string provider_core::refusal_locked(const key32& client) {
+  if (ledger_failed_) return fmt::format("this provider cannot record payments now ({})", ledger_error_);
+  auto it = unpaid_by_client_.find(client);
+  if (it != unpaid_by_client_.end() && it->second >= options_.unpaid_credit)
+    return fmt::format("{} jobs done for this client are unpaid (receipts not countersigned); no more until they are",
+                       it->second);
+  return {};
+}
+
+void provider_core::forget_unpaid_locked(const job_id& job) {
+  auto it = unpaid_.find(job);
+  if (it == unpaid_.end()) return;
+  auto c = unpaid_by_client_.find(it->second);
+  if (c != unpaid_by_client_.end() && --c->second <= 0) unpaid_by_client_.erase(c);
+  unpaid_.erase(it);  // its place in unpaid_order_ is skipped when reached
+}
+
+int provider_core::unpaid_jobs(const key32& client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = unpaid_by_client_.find(client);
+  return it == unpaid_by_client_.end() ? 0 : it->second;
+}
+
 status provider_core::accept_receipt(const ledger::receipt& r) {
   if (r.provider_key != id_.public_key) return invalid_input("receipt is for another provider");
-  {
-    // Only a receipt this provider issued, unchanged, and only once.
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = issued_.find(r.job_id);
-    if (it == issued_.end()) return invalid_input("no receipt was issued here for this job (or it was countersigned already)");
-    if (it->second.body_bytes() != r.body_bytes() || it->second.provider_sig != r.provider_sig)
-      return invalid_input("the countersigned receipt differs from the one issued");
-    issued_.erase(it);
-  }
-  // The provider's own signature was compared byte for byte above; the client's is checked
-  // here, once.
+  if (r.kind != ledger::receipt_kind::payment) return invalid_input("only payment receipts are recorded by a provider");
+  // This provider's own signature shows it issued the receipt (in this run or before a restart).
+  GG_RETURN_IF_ERROR(ledger::verify_provider_signature(r).with_context("not a receipt issued here"));
   GG_RETURN_IF_ERROR(ledger::verify_client_signature(r));
-  if (!ledger_) return status::ok();
-  auto h = ledger_->append_verified(r);
-  if (!h) return h.error();
+  status st = status::ok();
+  if (ledger_ && !ledger_->contains(r.job_id, r.provider_key)) {
+    auto h = ledger_->append_verified(r);
+    if (!h && !ledger_->contains(r.job_id, r.provider_key)) st = h.error();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!st.is_ok()) {
+    if (st.kind() == error_kind::invalid_input) return st;
+    if (!ledger_failed_.exchange(true)) {
+      ledger_error_ = st.message();
+      if (options_.log) options_.log("cannot record payments: " + st.message() + "; taking no jobs until the ledger can be written");
+    }
+    return st;
+  }
+  if (ledger_failed_.exchange(false) && options_.log) options_.log("the ledger can be written again; taking jobs");
+  forget_unpaid_locked(r.job_id);
   return status::ok();
 }
 
@@ -280,7 +323,9 @@ caf::behavior provider_actor(caf::stateful_actor<provider_state>* self, std::sha
         caf::actor w = st.workers[st.next++ % st.workers.size()];
         return self->delegate(w, exec_atom::value, req);
       },
-      [core](receipt_atom, const receipt_ptr& r) -> bool { return core->accept_receipt(*r).is_ok(); },
+      [core](receipt_atom, const receipt_ptr& r) -> int32_t {
+        return static_cast<int32_t>(receipt_answer_of(core->accept_receipt(*r)));
+      },
   };
 }
 

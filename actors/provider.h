@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,6 +35,10 @@ struct provider_options {
   price_policy price;
   int64_t max_model_bytes = int64_t{1} << 30;
   std::string fault;                 // test-only: "corrupt" | "stall" | "crash" | ""
+  // Jobs a client may hold done but unpaid (receipt not yet countersigned) before it is refused.
+  int unpaid_credit = 8;
+  // Notes for the operator (the ledger cannot be written, ...); called from any thread.
+  std::function<void(const std::string&)> log;
 };
 
 struct provider_counters {
@@ -51,8 +56,15 @@ class provider_core {
   bid_reply bid(const bid_request& req);
   // Runs one job (blocking; call from a worker thread). Never throws.
   execute_result execute(const execute_request& req);
-  // Records the client's countersigned receipt in this provider's ledger.
+  // Records the client's countersigned receipt in this provider's ledger. Any receipt this
+  // provider signed is taken, also one issued before a restart (the client redelivers until it
+  // gets an answer). OK: recorded now or before. invalid_input: never acceptable (not signed
+  // here, not countersigned by its client, not a payment). io: the ledger cannot be written;
+  // the provider then takes no more jobs until an append succeeds again.
   status accept_receipt(const ledger::receipt& r);
+  // Jobs done for this client and not yet paid (at most provider_options::unpaid_credit).
+  int unpaid_jobs(const key32& client);
+  bool can_record_payments() const { return !ledger_failed_; }
   void drain() { draining_ = true; }
   // Ends any deliberately stalled job (test fault) so the workers can exit.
   void stop() { draining_ = true; stopping_ = true; }
@@ -79,12 +91,19 @@ class provider_core {
   std::map<digest32, std::shared_ptr<session>> sessions_;
   std::map<digest32, std::string> bad_models_;  // hash -> why it cannot run here
   std::map<digest32, double> measured_ms_;      // per model: last compute time
-  std::map<job_id, ledger::receipt> issued_;    // receipts signed here, awaiting the client's signature
-  std::deque<job_id> issued_order_;
+  // Admission: why jobs are refused now, or empty. Takes mu_.
+  std::string refusal_locked(const key32& client);
+  void forget_unpaid_locked(const job_id& job);
+
+  std::atomic<bool> ledger_failed_{false};
+  std::string ledger_error_;                   // under mu_
+  std::map<job_id, key32> unpaid_;             // jobs done, receipt not countersigned yet -> client
+  std::deque<job_id> unpaid_order_;            // oldest first (bounded; see provider.cc)
+  std::map<key32, int> unpaid_by_client_;
 };
 
 // Spawns the actor shell: handles (bid_atom, bid_request) -> bid_reply,
-// (exec_atom, execute_request) -> execute_result, (receipt_atom, receipt) -> bool,
+// (exec_atom, execute_request) -> execute_result, (receipt_atom, receipt) -> int32_t (a net::receipt_status),
 // (info_atom) -> provider_info. All payloads travel as shared_ptr<const T>.
 caf::actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core);
 

@@ -1,6 +1,9 @@
 // gpugrid identity show|new: this node's Ed25519 identity (net/identity.h).
+#include <optional>
+
 #include <fmt/format.h>
 
+#include "base/data_dir.h"
 #include "base/json.h"
 #include "base/settings.h"
 #include "cli/commands.h"
@@ -26,6 +29,13 @@ int identity_command(const identity_options& o) {
     dir = *resolved;
   }
 
+  // A new key must not change under a running node: `new` needs the data dir to itself.
+  std::optional<data_dir_lock> dir_lock;
+  if (o.action == "new") {
+    auto l = data_dir_lock::acquire(dir, "gpugrid identity new");
+    if (!l) return fail(l.error());
+    dir_lock.emplace(std::move(l).value());
+  }
   bool created = false;
   std::string old_path;
   auto id = o.action == "new" ? net::rotate_identity(dir, &old_path) : net::load_or_create_identity(dir, &created);

@@ -39,11 +39,66 @@ int ledger_command(const ledger_options& o) {
   if (!dir) return fail(dir.error());
   std::string path = (std::filesystem::path(*dir) / "ledger.log").string();
   bool torn = false;
+
+  if (o.action == "verify") {  // streams the file: memory does not grow with the ledger
+    ledger::chain_checker checker;
+    ledger::digest32 last{};
+    status st = ledger::for_each_entry(path, [&](const ledger::entry& e) {
+      last = e.hash;
+      return checker.add(e);
+    }, &torn);
+    if (o.json) {
+      json_writer w;
+      w.begin_object().key("ok").value(st.is_ok()).key("entries").value(static_cast<int64_t>(checker.count()));
+      w.key("head").value(checker.count() == 0 ? std::string() : ledger::to_hex(last));
+      if (!st.is_ok()) w.key("error").value(st.message());
+      w.key("torn_tail").value(torn).end_object();
+      fmt::print("{}\n", w.str());
+    }
+    if (!st.is_ok()) {
+      fmt::print(stderr, "gpugrid: ledger: {}: {}\n", path, st.message());
+      return 1;
+    }
+    if (!o.json)
+      fmt::print("ledger OK: {} entries, every link and signature checks; head {}\n", checker.count(),
+                 checker.count() == 0 ? std::string("(empty)") : ledger::to_hex(last));
+    return 0;
+  }
+  if (o.action == "balance") {  // streams the file too
+    ledger::balance_sheet sheet;
+    status st = ledger::for_each_entry(path, [&](const ledger::entry& e) {
+      sheet.add(e);
+      return status::ok();
+    }, &torn);
+    if (!st.is_ok()) return fail(st);
+    auto rows = sheet.rows();
+    if (o.json) {
+      json_writer w;
+      w.begin_array();
+      for (const auto& r : rows) {
+        w.begin_object().key("node_id").value(net::node_id_of(r.node));
+        w.key("earned").value(static_cast<double>(r.earned_micros) / 1e6).key("paid").value(static_cast<double>(r.paid_micros) / 1e6);
+        w.key("net").value(static_cast<double>(r.earned_micros - r.paid_micros) / 1e6);
+        w.key("jobs").value(r.jobs).key("disputes").value(r.disputes).end_object();
+      }
+      w.end_array();
+      fmt::print("{}\n", w.str());
+    } else {
+      fmt::print("{:<22}  {:>12}  {:>12}  {:>12}  {:>6}  {:>8}\n", "node", "earned", "paid", "net", "jobs", "disputes");
+      for (const auto& r : rows)
+        fmt::print("{:<22}  {:>12}  {:>12}  {:>12}  {:>6}  {:>8}\n", net::node_id_of(r.node), credits(r.earned_micros),
+                   credits(r.paid_micros), credits(r.earned_micros - r.paid_micros), r.jobs, r.disputes);
+    }
+    return 0;
+  }
+  if (o.action != "show") {
+    fmt::print(stderr, "gpugrid: ledger: unknown action '{}' (use show, verify or balance)\n", o.action);
+    return 2;
+  }
   auto entries = ledger::read_entries(path, &torn);
   if (!entries) return fail(entries.error());
   const auto& es = *entries;
-
-  if (o.action == "show") {
+  {
     if (o.json) {
       json_writer w;
       w.begin_array();
@@ -77,48 +132,6 @@ int ledger_command(const ledger_options& o) {
     if (torn) fmt::print(stderr, "gpugrid: ledger: the last entry is torn (a crash while writing); it is cut when the node next opens the ledger\n");
     return 0;
   }
-  if (o.action == "verify") {
-    status st = ledger::verify_entries(es);
-    if (o.json) {
-      json_writer w;
-      w.begin_object().key("ok").value(st.is_ok()).key("entries").value(es.size());
-      w.key("head").value(es.empty() ? std::string() : ledger::to_hex(es.back().hash));
-      if (!st.is_ok()) w.key("error").value(st.message());
-      w.key("torn_tail").value(torn).end_object();
-      fmt::print("{}\n", w.str());
-    }
-    if (!st.is_ok()) {
-      fmt::print(stderr, "gpugrid: ledger: {}: {}\n", path, st.message());
-      return 1;
-    }
-    if (!o.json)
-      fmt::print("ledger OK: {} entries, every link and signature checks; head {}\n", es.size(),
-                 es.empty() ? std::string("(empty)") : ledger::to_hex(es.back().hash));
-    return 0;
-  }
-  if (o.action == "balance") {
-    auto rows = ledger::balances(es);
-    if (o.json) {
-      json_writer w;
-      w.begin_array();
-      for (const auto& r : rows) {
-        w.begin_object().key("node_id").value(net::node_id_of(r.node));
-        w.key("earned").value(static_cast<double>(r.earned_micros) / 1e6).key("paid").value(static_cast<double>(r.paid_micros) / 1e6);
-        w.key("net").value(static_cast<double>(r.earned_micros - r.paid_micros) / 1e6);
-        w.key("jobs").value(r.jobs).key("disputes").value(r.disputes).end_object();
-      }
-      w.end_array();
-      fmt::print("{}\n", w.str());
-    } else {
-      fmt::print("{:<22}  {:>12}  {:>12}  {:>12}  {:>6}  {:>8}\n", "node", "earned", "paid", "net", "jobs", "disputes");
-      for (const auto& r : rows)
-        fmt::print("{:<22}  {:>12}  {:>12}  {:>12}  {:>6}  {:>8}\n", net::node_id_of(r.node), credits(r.earned_micros),
-                   credits(r.paid_micros), credits(r.earned_micros - r.paid_micros), r.jobs, r.disputes);
-    }
-    return 0;
-  }
-  fmt::print(stderr, "gpugrid: ledger: unknown action '{}' (use show, verify or balance)\n", o.action);
-  return 2;
 }
 
 }  // namespace gpugrid::cli

@@ -15,6 +15,7 @@
 #include "actors/model_cache.h"
 #include "actors/node.h"
 #include "actors/provider.h"
+#include "base/data_dir.h"
 #include "base/json.h"
 #include "cli/commands.h"
 #include "cli/grid_setup.h"
@@ -71,6 +72,11 @@ int offer_command(const offer_options& o) {
 
   auto dir = grid_data_dir(o.data_dir);
   if (!dir) return fail(dir.error());
+  // The data dir is this provider's alone while it runs (see base/data_dir.h).
+  auto dir_lock = data_dir_lock::acquire(*dir, "gpugrid offer");
+  if (!dir_lock) return fail(dir_lock.error());
+  // A file-size limit makes a write fail (and the ledger cut back) instead of killing the node.
+  ::signal(SIGXFSZ, SIG_IGN);
   auto id = net::load_or_create_identity(*dir);
   if (!id) return fail(id.error());
   int64_t max_model = int64_t{o.max_model_mb} << 20;
@@ -89,6 +95,7 @@ int offer_command(const offer_options& o) {
   po.price.minimum = po.price.price_per_gflop * 0.1;  // the smallest job is billed as 0.1 GFLOP
   po.max_model_bytes = max_model;
   po.fault = o.fault;
+  po.log = [](const std::string& line) { fmt::print(stderr, "gpugrid: offer: {}\n", line); };
   auto core = std::make_shared<grid::provider_core>(grid::keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)),
                                                     po, std::shared_ptr<ledger::ledger_file>(std::move(*ledger)));
   auto info = core->info();

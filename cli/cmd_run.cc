@@ -1,4 +1,5 @@
 // gpugrid run: one inference, on the grid or (with --local) in this process.
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -11,6 +12,7 @@
 
 #include "actors/embedded.h"
 #include "actors/node.h"
+#include "actors/receipt_outbox.h"
 #include "actors/reputation.h"
 #include "cli/grid_setup.h"
 #include "ledger/ledger.h"
@@ -211,6 +213,9 @@ int run_remote(const run_options& o) {
   auto bytes = j->bytes;
   auto dir = grid_data_dir(o.data_dir);
   if (!dir) return fail(dir.error());
+  // Runs share a data dir (see base/data_dir.h). A file-size limit makes a write fail (and the
+  // ledger cut back) instead of killing the run.
+  ::signal(SIGXFSZ, SIG_IGN);
   auto id = net::load_or_create_identity(*dir);
   if (!id) return fail(id.error());
   auto reputation = grid::reputation_book::load(*dir);
@@ -257,6 +262,9 @@ int run_remote(const run_options& o) {
   co.max_price = o.max_price;
   co.timeout_s = o.timeout_s;
   co.spot_check_rate = o.redundancy == 1 ? kSpotCheckRate : 0.0;
+  auto outbox = grid::receipt_outbox::open(*dir);
+  if (!outbox) return fail(outbox.error());
+  co.outbox = outbox->get();
   // Spot checks and tie-breaks run on this machine's engine, created only when needed.
   std::shared_ptr<session> local_session;
   std::shared_ptr<graph> local_model = j->model;

@@ -1,15 +1,15 @@
 #include "ledger/ledger.h"
 
 #include <fcntl.h>
+#include <sodium.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <map>
-#include <sstream>
 
 namespace gpugrid::ledger {
 
@@ -18,6 +18,7 @@ namespace {
 constexpr char entry_magic[8] = {'G', 'G', 'L', 'E', 'D', 'G', '1', '\0'};
 constexpr size_t entry_size = 8 + 8 + 32 + receipt_size;
 constexpr size_t record_size = 4 + entry_size + 32;
+constexpr size_t records_per_read = 256;
 
 std::string entry_bytes(uint64_t index, const digest32& prev, const receipt& r) {
   std::string out(entry_magic, 8);
@@ -27,7 +28,7 @@ std::string entry_bytes(uint64_t index, const digest32& prev, const receipt& r) 
   return out;
 }
 
-expected<entry> parse_entry(const std::string& raw, const digest32& stored_hash, size_t position, const std::string& path) {
+expected<entry> parse_entry(const std::string& raw, const digest32& stored_hash, uint64_t position, const std::string& path) {
   std::string what = fmt::format("{}: entry {}", path, position);
   if (raw.size() != entry_size || std::memcmp(raw.data(), entry_magic, 8) != 0)
     return invalid_input("{} is not a ledger entry", what);
@@ -43,42 +44,67 @@ expected<entry> parse_entry(const std::string& raw, const digest32& stored_hash,
   return e;
 }
 
-expected<std::vector<entry>> scan(const std::string& path, bool* torn, uint64_t* good_bytes) {
-  std::vector<entry> out;
-  *torn = false;
-  *good_bytes = 0;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (errno == ENOENT) return out;
-    return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
+// Reads exactly n bytes at offset (fewer only when the file ends first).
+expected<size_t> read_at(int fd, char* out, size_t n, uint64_t offset, const std::string& path) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t got = ::pread(fd, out + done, n - done, static_cast<off_t>(offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
+    if (got == 0) break;
+    done += static_cast<size_t>(got);
   }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  const std::string data = ss.str();
-  size_t pos = 0;
-  while (pos < data.size()) {
-    if (data.size() - pos < 4) { *torn = true; break; }
-    uint32_t len = 0;
-    for (int i = 0; i < 4; ++i) len |= static_cast<uint32_t>(static_cast<uint8_t>(data[pos + i])) << (8 * i);
-    if (len != entry_size) {
-      // Either a torn length field at the very end, or damage: only the former is recoverable.
-      if (data.size() - pos < record_size) { *torn = true; break; }
-      return invalid_input("{}: entry {} has a bad length ({} bytes); the file is damaged", path, out.size(), len);
+  return done;
+}
+
+struct scan_state {
+  uint64_t good_end = 0;  // end of the last whole record
+  uint64_t next_index = 0;
+  bool torn = false;
+};
+
+// Streams the records of fd from st->good_end on, calling fn for each whole entry. The last
+// record of the file is torn when it is short, has a bad length or does not match its hash; a
+// bad length earlier is damage (an error), and a hash mismatch earlier is left to verify.
+status scan_fd(int fd, const std::string& path, scan_state* st, const std::function<status(const entry&)>& fn) {
+  struct stat sb {};
+  if (::fstat(fd, &sb) != 0) return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
+  const uint64_t size = static_cast<uint64_t>(sb.st_size);
+  st->torn = false;
+  std::string buf;
+  uint64_t pos = st->good_end;
+  while (pos < size) {
+    uint64_t remaining = size - pos;
+    if (remaining < record_size) { st->torn = true; break; }
+    size_t n = static_cast<size_t>(std::min<uint64_t>(remaining / record_size, records_per_read));
+    buf.resize(n * record_size);
+    auto got = read_at(fd, buf.data(), buf.size(), pos, path);
+    if (!got) return got.error();
+    if (*got < buf.size()) { st->torn = true; break; }  // the file shrank while it was read
+    for (size_t k = 0; k < n; ++k) {
+      const char* p = buf.data() + k * record_size;
+      const bool last = pos + record_size == size;
+      uint32_t len = 0;
+      for (int i = 0; i < 4; ++i) len |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+      digest32 stored{};
+      std::memcpy(stored.data(), p + 4 + entry_size, 32);
+      std::string raw(p + 4, entry_size);
+      if (last && (len != entry_size || blake2b_256(raw) != stored)) { st->torn = true; return status::ok(); }
+      if (len != entry_size)
+        return invalid_input("{}: entry {} has a bad length ({} bytes); the file is damaged", path, st->next_index, len);
+      auto e = parse_entry(raw, stored, st->next_index, path);
+      if (!e) return e.error();
+      GG_RETURN_IF_ERROR(fn(*e));
+      pos += record_size;
+      st->good_end = pos;
+      ++st->next_index;
     }
-    if (data.size() - pos < record_size) { *torn = true; break; }
-    digest32 stored{};
-    std::memcpy(stored.data(), data.data() + pos + 4 + entry_size, 32);
-    auto e = parse_entry(data.substr(pos + 4, entry_size), stored, out.size(), path);
-    if (!e) return e.error();
-    out.push_back(std::move(e).value());
-    pos += record_size;
-    *good_bytes = pos;
   }
-  return out;
+  return status::ok();
 }
 
 status fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return io_error("cannot open '{}': {}", dir, std::strerror(errno));
   int rc = ::fsync(fd);
   ::close(fd);
@@ -86,34 +112,117 @@ status fsync_dir(const std::string& dir) {
   return status::ok();
 }
 
+// Cuts the file back to good_end, keeping the cut bytes (at most one record) in <path>.cut.
+status cut_tail(int fd, const std::string& path, uint64_t good_end, uint64_t entries, std::string* note) {
+  struct stat sb {};
+  if (::fstat(fd, &sb) != 0) return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
+  uint64_t size = static_cast<uint64_t>(sb.st_size);
+  if (size <= good_end) return status::ok();
+  std::string tail(static_cast<size_t>(std::min<uint64_t>(size - good_end, record_size)), '\0');
+  auto got = read_at(fd, tail.data(), tail.size(), good_end, path);
+  std::string kept;
+  if (got) {
+    tail.resize(*got);
+    int cf = ::open((path + ".cut").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (cf >= 0) {
+      if (::write(cf, tail.data(), tail.size()) == static_cast<ssize_t>(tail.size())) kept = fmt::format(", kept in {}.cut", path);
+      ::close(cf);
+    }
+  }
+  if (::ftruncate(fd, static_cast<off_t>(good_end)) != 0 || ::fsync(fd) != 0)
+    return io_error("cannot cut the torn last entry of '{}': {}", path, std::strerror(errno));
+  if (note)
+    *note = fmt::format("cut a torn last entry ({} bytes{}) from {}; kept {} entries", size - good_end, kept, path, entries);
+  return status::ok();
+}
+
+// An exclusive flock held for the object's life.
+class file_lock {
+ public:
+  explicit file_lock(int fd) : fd_(fd) {
+    int rc;
+    while ((rc = ::flock(fd_, LOCK_EX)) != 0 && errno == EINTR) {}
+    ok_ = rc == 0;
+    if (!ok_) err_ = errno;
+  }
+  ~file_lock() { if (ok_) ::flock(fd_, LOCK_UN); }
+  bool ok() const { return ok_; }
+  int error() const { return err_; }
+
+ private:
+  int fd_;
+  bool ok_ = false;
+  int err_ = 0;
+};
+
+std::string pair_bytes(const std::array<uint8_t, 16>& job_id, const key32& provider) {
+  std::string k(reinterpret_cast<const char*>(job_id.data()), 16);
+  k.append(reinterpret_cast<const char*>(provider.data()), 32);
+  return k;
+}
+
 }  // namespace
 
+size_t record_bytes() { return record_size; }
+
+bool key_index::contains(uint64_t key) const {
+  return recent_.count(key) != 0 || std::binary_search(sorted_.begin(), sorted_.end(), key);
+}
+
+void key_index::insert(uint64_t key) {
+  recent_.insert(key);
+  if (recent_.size() < 4096) return;
+  size_t mid = sorted_.size();
+  sorted_.insert(sorted_.end(), recent_.begin(), recent_.end());
+  std::sort(sorted_.begin() + static_cast<std::ptrdiff_t>(mid), sorted_.end());
+  std::inplace_merge(sorted_.begin(), sorted_.begin() + static_cast<std::ptrdiff_t>(mid), sorted_.end());
+  recent_.clear();
+}
+
+status for_each_entry(const std::string& path, const std::function<status(const entry&)>& fn, bool* torn_tail) {
+  if (torn_tail) *torn_tail = false;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return status::ok();
+    return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
+  }
+  scan_state st;
+  status s = scan_fd(fd, path, &st, fn);
+  ::close(fd);
+  if (torn_tail) *torn_tail = st.torn;
+  return s;
+}
+
 expected<std::vector<entry>> read_entries(const std::string& path, bool* torn_tail) {
-  uint64_t good = 0;
-  bool torn = false;
-  auto r = scan(path, &torn, &good);
-  if (torn_tail) *torn_tail = torn;
-  return r;
+  std::vector<entry> out;
+  GG_RETURN_IF_ERROR(for_each_entry(path, [&](const entry& e) { out.push_back(e); return status::ok(); }, torn_tail));
+  return out;
+}
+
+uint64_t ledger_file::key_of(const std::array<uint8_t, 16>& job_id, const key32& provider) const {
+  std::string k = pair_bytes(job_id, provider);
+  uint64_t out = 0;
+  crypto_shorthash(reinterpret_cast<unsigned char*>(&out), reinterpret_cast<const unsigned char*>(k.data()), k.size(),
+                   hash_key_.data());
+  return out;
 }
 
 expected<std::unique_ptr<ledger_file>> ledger_file::open(const std::string& dir, std::string* recovered) {
+  if (sodium_init() < 0) return internal_error("libsodium cannot start");
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return io_error("cannot create '{}': {}", dir, ec.message());
   std::unique_ptr<ledger_file> l(new ledger_file());
+  randombytes_buf(l->hash_key_.data(), l->hash_key_.size());
   l->path_ = (std::filesystem::path(dir) / "ledger.log").string();
-  bool torn = false;
-  uint64_t good = 0;
-  auto entries = scan(l->path_, &torn, &good);
-  if (!entries) return entries.error();
-  if (torn) {
-    if (::truncate(l->path_.c_str(), static_cast<off_t>(good)) != 0)
-      return io_error("cannot cut the torn last entry of '{}': {}", l->path_, std::strerror(errno));
-    int fd = ::open(l->path_.c_str(), O_WRONLY);
-    if (fd >= 0) { ::fsync(fd); ::close(fd); }
-    if (recovered) *recovered = fmt::format("cut a torn last entry from {} (kept {} entries)", l->path_, entries->size());
-  }
-  l->entries_ = std::move(entries).value();
+  bool fresh = !std::filesystem::exists(l->path_, ec);
+  l->fd_ = ::open(l->path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (l->fd_ < 0) return io_error("cannot open ledger '{}': {}", l->path_, std::strerror(errno));
+  if (fresh) GG_RETURN_IF_ERROR(fsync_dir(dir));
+  std::lock_guard<std::mutex> lock(l->mu_);
+  file_lock fl(l->fd_);
+  if (!fl.ok()) return io_error("cannot lock ledger '{}': {}", l->path_, std::strerror(fl.error()));
+  GG_RETURN_IF_ERROR(l->catch_up_locked(recovered));
   return l;
 }
 
@@ -121,17 +230,37 @@ ledger_file::~ledger_file() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-head ledger_file::current_head() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  head h;
-  h.count = entries_.size();
-  if (!entries_.empty()) h.hash = entries_.back().hash;
-  return h;
+status ledger_file::catch_up_locked(std::string* note) {
+  struct stat sb {};
+  if (::fstat(fd_, &sb) != 0) return io_error("cannot read ledger '{}': {}", path_, std::strerror(errno));
+  const uint64_t size = static_cast<uint64_t>(sb.st_size);
+  if (size == end_) return status::ok();
+  if (size < end_)
+    return io_error("ledger '{}' shrank from {} to {} bytes while this process used it; it was cut by another program",
+                    path_, end_, size);
+  scan_state st;
+  st.good_end = end_;
+  st.next_index = head_.count;
+  GG_RETURN_IF_ERROR(scan_fd(fd_, path_, &st, [&](const entry& e) {
+    head_.hash = e.hash;
+    ++head_.count;
+    ids_.insert(key_of(e.rec.job_id, e.rec.provider_key));
+    return status::ok();
+  }));
+  end_ = st.good_end;
+  // Under the lock nobody else is writing: a torn tail is a write that failed or crashed.
+  if (st.torn) GG_RETURN_IF_ERROR(cut_tail(fd_, path_, end_, head_.count, note));
+  return status::ok();
 }
 
-std::vector<entry> ledger_file::entries() const {
+head ledger_file::current_head() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return entries_;
+  return head_;
+}
+
+bool ledger_file::contains(const std::array<uint8_t, 16>& job_id, const key32& provider) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ids_.contains(key_of(job_id, provider));
 }
 
 expected<head> ledger_file::append(const receipt& r) {
@@ -141,10 +270,17 @@ expected<head> ledger_file::append(const receipt& r) {
 
 expected<head> ledger_file::append_verified(const receipt& r) {
   std::lock_guard<std::mutex> lock(mu_);
+  file_lock fl(fd_);
+  if (!fl.ok()) return io_error("cannot lock ledger '{}': {}", path_, std::strerror(fl.error()));
+  std::string note;
+  GG_RETURN_IF_ERROR(catch_up_locked(&note));
+  const uint64_t key = key_of(r.job_id, r.provider_key);
+  // A 64-bit keyed hash: a false match has odds of about (entries / 2^64) per append.
+  if (ids_.contains(key))
+    return invalid_input("job {} from provider {} is in the ledger already", to_hex(r.job_id), to_hex(r.provider_key).substr(0, 16));
   entry e;
-  e.index = entries_.size();
-  if (!entries_.empty()) e.prev_hash = entries_.back().hash;
-  e.rec = r;
+  e.index = head_.count;
+  e.prev_hash = head_.hash;
   e.raw = entry_bytes(e.index, e.prev_hash, r);
   e.hash = blake2b_256(e.raw);
   std::string record;
@@ -152,74 +288,78 @@ expected<head> ledger_file::append_verified(const receipt& r) {
   for (int i = 0; i < 4; ++i) record.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
   record += e.raw;
   record.append(reinterpret_cast<const char*>(e.hash.data()), 32);
-  bool fresh = false;
-  if (fd_ < 0) {
-    fresh = !std::filesystem::exists(path_);
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd_ < 0) return io_error("cannot open ledger '{}': {}", path_, std::strerror(errno));
-  }
-  // On a failed write or sync the file is closed, so that the next append reopens it (and a
-  // torn record is cut when the ledger is next opened).
-  auto fail = [&](const char* what) {
-    int err = errno;
-    ::close(fd_);
-    fd_ = -1;
-    return io_error("cannot {} ledger '{}': {}", what, path_, std::strerror(err));
+  // Any failure cuts the file back to its last whole entry; if that cut fails too, the next
+  // append (or open) finds the torn tail and cuts it before writing.
+  auto fail = [&](const char* what, int err) {
+    if (::ftruncate(fd_, static_cast<off_t>(end_)) == 0) (void)::fsync(fd_);
+    return io_error("cannot {} ledger '{}': {}; the entry was not recorded", what, path_, std::strerror(err));
   };
   size_t done = 0;
   while (done < record.size()) {
-    ssize_t n = ::write(fd_, record.data() + done, record.size() - done);
+    ssize_t n = ::pwrite(fd_, record.data() + done, record.size() - done, static_cast<off_t>(end_ + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail("write");
+    if (n < 0) return fail("write", errno);
+    if (n == 0) return fail("write", ENOSPC);
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd_) != 0) return fail("sync");
-  if (fresh) GG_RETURN_IF_ERROR(fsync_dir(std::filesystem::path(path_).parent_path().string()));
-  entries_.push_back(std::move(e));
-  head h;
-  h.count = entries_.size();
-  h.hash = entries_.back().hash;
-  return h;
+  if (::fsync(fd_) != 0) return fail("sync", errno);
+  end_ += record.size();
+  head_.hash = e.hash;
+  ++head_.count;
+  ids_.insert(key);
+  return head_;
 }
 
-status verify_entries(const std::vector<entry>& entries) {
-  digest32 prev{};
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const entry& e = entries[i];
-    if (blake2b_256(e.raw) != e.hash)
-      return invalid_input("entry {}: its contents do not match its hash (altered bytes)", i);
-    if (e.index != i)
-      return invalid_input("entry {}: it says it is entry {} (an entry was deleted, inserted or moved)", i, e.index);
-    if (e.prev_hash != prev)
-      return invalid_input("entry {}: it does not link to entry {} (an entry was deleted, replaced or moved)", i,
-                           i == 0 ? std::string("(none)") : std::to_string(i - 1));
-    status st = verify_receipt(e.rec);
-    if (!st.is_ok()) return invalid_input("entry {}: {}", i, st.message());
-    prev = e.hash;
-  }
+status chain_checker::add(const entry& e) {
+  const uint64_t i = count_;
+  if (blake2b_256(e.raw) != e.hash) return invalid_input("entry {}: its contents do not match its hash (altered bytes)", i);
+  if (e.index != i)
+    return invalid_input("entry {}: it says it is entry {} (an entry was deleted, inserted or moved)", i, e.index);
+  if (e.prev_hash != prev_)
+    return invalid_input("entry {}: it does not link to entry {} (an entry was deleted, replaced or moved)", i,
+                         i == 0 ? std::string("(none)") : std::to_string(i - 1));
+  status st = verify_receipt(e.rec);
+  if (!st.is_ok()) return invalid_input("entry {}: {}", i, st.message());
+  if (!seen_.insert(pair_bytes(e.rec.job_id, e.rec.provider_key)).second)
+    return invalid_input("entry {}: job {} from provider {} is in the ledger twice (a receipt counted twice)", i,
+                         to_hex(e.rec.job_id), to_hex(e.rec.provider_key).substr(0, 16));
+  prev_ = e.hash;
+  ++count_;
   return status::ok();
 }
 
-std::vector<balance_row> balances(const std::vector<entry>& entries) {
-  std::map<key32, balance_row> rows;
-  for (const entry& e : entries) {
-    const receipt& r = e.rec;
-    balance_row& p = rows[r.provider_key];
-    balance_row& c = rows[r.client_key];
-    p.node = r.provider_key;
-    c.node = r.client_key;
-    if (r.kind == receipt_kind::payment) {
-      p.earned_micros += r.price_micros;
-      c.paid_micros += r.price_micros;
-      ++p.jobs;
-      if (&p != &c) ++c.jobs;
-    } else {
-      ++p.disputes;
-    }
+status verify_entries(const std::vector<entry>& entries) {
+  chain_checker c;
+  for (const entry& e : entries) GG_RETURN_IF_ERROR(c.add(e));
+  return status::ok();
+}
+
+void balance_sheet::add(const entry& e) {
+  const receipt& r = e.rec;
+  balance_row& p = rows_[r.provider_key];
+  balance_row& c = rows_[r.client_key];
+  p.node = r.provider_key;
+  c.node = r.client_key;
+  if (r.kind == receipt_kind::payment) {
+    p.earned_micros += r.price_micros;
+    c.paid_micros += r.price_micros;
+    ++p.jobs;
+    if (&p != &c) ++c.jobs;
+  } else {
+    ++p.disputes;
   }
+}
+
+std::vector<balance_row> balance_sheet::rows() const {
   std::vector<balance_row> out;
-  for (auto& [k, v] : rows) out.push_back(v);
+  for (const auto& [k, v] : rows_) out.push_back(v);
   return out;
+}
+
+std::vector<balance_row> balances(const std::vector<entry>& entries) {
+  balance_sheet s;
+  for (const entry& e : entries) s.add(e);
+  return s.rows();
 }
 
 }  // namespace gpugrid::ledger

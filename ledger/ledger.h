@@ -5,14 +5,34 @@
 // previous entry (zeros for the first) + the receipt's canonical bytes. The chain head is the
 // hash of the last entry: anchoring it anywhere (see README) commits to the whole history.
 //
-// Durability: append() writes one record and fsyncs before it returns. A record cut short by a
-// crash (the file ends inside it) is detected on open and cut off; nothing earlier is lost.
-// A complete record whose hash does not match is damage, never cut silently: verify() names it.
-// Thread-safety: one ledger object per file per process; its methods lock internally.
+// Uniqueness: a (job id, provider) pair appears at most once. append() refuses a second one and
+// verify_entries() rejects a file that has one (a job run with --redundancy K leaves K receipts
+// with the same job id, one per provider).
+//
+// Across processes: every append takes an exclusive flock on the file, first reads any entries
+// other processes appended since (so indexes and links continue their chain), then writes, so
+// several processes may share one ledger file.
+//
+// Durability: append() writes one record and fsyncs before it returns. A write or sync that
+// fails (disk full, file-size limit, I/O error) cuts the file back to its last whole entry
+// before append() returns the error; if even that fails, every later append retries the cut
+// first and fails until it succeeds. A record cut short by a crash (the file ends inside it, or
+// the last record does not match its hash) is cut off when the ledger is next opened or appended
+// to, with a note; the cut bytes are kept in ledger.log.cut. A damaged record before the last
+// one is never cut silently: open() fails and verify() names it.
+//
+// Memory: the ledger keeps its head, its size and an index of 8 bytes per entry (a keyed hash of
+// each entry's job id and provider), never the entries themselves; readers stream the file.
+// Thread-safety: ledger_file's methods lock internally; the free functions are pure.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "base/status.h"
@@ -33,36 +53,79 @@ struct head {
   uint64_t count = 0;
 };
 
+// Bytes of one record in ledger.log.
+size_t record_bytes();
+
+// A set of 64-bit keys in 8 bytes each (a sorted array plus a small hash set of recent keys).
+class key_index {
+ public:
+  bool contains(uint64_t key) const;
+  void insert(uint64_t key);
+  size_t size() const { return sorted_.size() + recent_.size(); }
+
+ private:
+  std::vector<uint64_t> sorted_;
+  std::unordered_set<uint64_t> recent_;
+};
+
 class ledger_file {
  public:
-  // Opens (creating when absent) <dir>/ledger.log. Cuts a torn last record (reported in
-  // *recovered when not null). Fails when the file cannot be read or a record is malformed.
+  // Opens (creating when absent) <dir>/ledger.log. Cuts a torn last record (described in
+  // *recovered when not null). Fails when the file cannot be read or an earlier record is malformed.
   static expected<std::unique_ptr<ledger_file>> open(const std::string& dir, std::string* recovered = nullptr);
 
-  // Appends a receipt (both signatures must verify) and fsyncs. Returns the new head.
+  // Appends a receipt (both signatures must verify) and fsyncs. Returns the new head. Fails with
+  // invalid_input when the (job id, provider) pair is in the ledger already, with io when the
+  // entry could not be written (the file is then as before the call).
   expected<head> append(const receipt& r);
   // The same for a caller that has just checked both signatures itself (it verified the
   // other side's and made or byte-compared its own): two Ed25519 verifications fewer per job.
   expected<head> append_verified(const receipt& r);
+  // Whether an entry for this job from this provider was appended by this or another process
+  // (as of this process's last read of the file; an append reads the file first).
+  bool contains(const std::array<uint8_t, 16>& job_id, const key32& provider) const;
   head current_head() const;
-  // Every entry as read at open plus those appended since, oldest first.
-  std::vector<entry> entries() const;
 
   const std::string& path() const { return path_; }
   ~ledger_file();
+  ledger_file(const ledger_file&) = delete;
+  ledger_file& operator=(const ledger_file&) = delete;
 
  private:
   ledger_file() = default;
+  status catch_up_locked(std::string* note);
+  uint64_t key_of(const std::array<uint8_t, 16>& job_id, const key32& provider) const;
+
   mutable std::mutex mu_;
   std::string path_;
-  std::vector<entry> entries_;
-  int fd_ = -1;  // the file, opened for appending on the first append and kept open
+  int fd_ = -1;
+  uint64_t end_ = 0;        // bytes of whole records known to this process
+  head head_;
+  key_index ids_;
+  std::array<uint8_t, 16> hash_key_{};  // random per process: the index's keyed hash
+  bool needs_cut_ = false;  // a failed write could not be cut back yet
 };
 
-// Reads a ledger file without changing it (no torn-record repair): for `ledger show|verify`.
+// Streams a ledger file without changing it: calls fn for every whole entry, oldest first.
+// A torn tail (see above) stops the scan and sets *torn_tail; an earlier malformed record fails.
+// A status returned by fn stops the scan and is returned.
+status for_each_entry(const std::string& path, const std::function<status(const entry&)>& fn, bool* torn_tail);
+
+// Reads every entry into memory (for the ledger commands and tests).
 expected<std::vector<entry>> read_entries(const std::string& path, bool* torn_tail);
 
-// Checks every link and signature. On failure the status names the first bad entry.
+// Checks entries one by one, in order: every link, signature and (job id, provider) pair.
+class chain_checker {
+ public:
+  // On failure the status names the bad entry.
+  status add(const entry& e);
+  uint64_t count() const { return count_; }
+
+ private:
+  uint64_t count_ = 0;
+  digest32 prev_{};
+  std::unordered_set<std::string> seen_;
+};
 status verify_entries(const std::vector<entry>& entries);
 
 struct balance_row {
@@ -71,6 +134,15 @@ struct balance_row {
   int64_t paid_micros = 0;    // as client
   int64_t jobs = 0;
   int64_t disputes = 0;
+};
+// Balances accumulated entry by entry.
+class balance_sheet {
+ public:
+  void add(const entry& e);
+  std::vector<balance_row> rows() const;
+
+ private:
+  std::map<key32, balance_row> rows_;
 };
 std::vector<balance_row> balances(const std::vector<entry>& entries);
 

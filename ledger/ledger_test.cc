@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
 #include <sodium.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -55,6 +58,20 @@ void spit(const std::string& p, const std::string& data) {
 }
 
 constexpr size_t record = 4 + 8 + 8 + 32 + receipt_size + 32;
+
+// One record as the file format defines it, built by hand: what a program that edits the file
+// directly would write.
+std::string hand_record(uint64_t index, const digest32& prev, const receipt& r, digest32* hash) {
+  std::string e("GGLEDG1", 8);
+  for (int i = 0; i < 8; ++i) e.push_back(static_cast<char>((index >> (8 * i)) & 0xff));
+  e.append(reinterpret_cast<const char*>(prev.data()), 32);
+  e += r.canonical_bytes();
+  *hash = blake2b_256(e);
+  std::string out;
+  uint32_t len = static_cast<uint32_t>(e.size());
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
+  return out + e + std::string(reinterpret_cast<const char*>(hash->data()), 32);
+}
 
 }  // namespace
 
@@ -155,10 +172,158 @@ TEST_CASE("tampering is caught and the first bad entry named", "[ledger]") {
     REQUIRE(l.has_value());
     CHECK_FALSE(note.empty());
     CHECK((*l)->current_head().count == 3);
-    CHECK(verify_entries((*l)->entries()).is_ok());
+    CHECK(verify_entries(*read_entries(path, nullptr)).is_ok());
     CHECK(slurp(path).size() == 3 * record);
     REQUIRE((*l)->append(make_receipt(client, provider, 99, 9)).has_value());
     CHECK(verify_entries(*read_entries(path, nullptr)).is_ok());
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a (job, provider) pair is recorded once: appends refuse it and verify rejects it", "[ledger]") {
+  keypair client, p1, p2;
+  std::string dir = temp_dir("dup");
+  auto l = ledger_file::open(dir);
+  REQUIRE(l.has_value());
+  receipt r = make_receipt(client, p1, 100, 7);
+  REQUIRE((*l)->append(r).has_value());
+  CHECK((*l)->contains(r.job_id, p1.pk));
+  auto again = (*l)->append(r);
+  REQUIRE_FALSE(again.has_value());
+  CHECK(again.error().kind() == error_kind::invalid_input);
+  CHECK(again.error().message().find("already") != std::string::npos);
+  // The same job on another provider (a redundant run) is a separate receipt.
+  CHECK((*l)->append(make_receipt(client, p2, 100, 7)).has_value());
+  CHECK((*l)->current_head().count == 2);
+  // Reopened, the index is rebuilt from the file.
+  l->reset();
+  auto reopened = ledger_file::open(dir);
+  REQUIRE(reopened.has_value());
+  CHECK_FALSE((*reopened)->append(r).has_value());
+
+  // A file with a duplicate written around the ledger (a well-formed chain) fails verify.
+  std::string path = dir + "/dup.log";
+  digest32 h0{}, h1{}, h2{};
+  std::string bytes = hand_record(0, digest32{}, r, &h0);
+  bytes += hand_record(1, h0, make_receipt(client, p1, 5, 8), &h1);
+  bytes += hand_record(2, h1, r, &h2);
+  spit(path, bytes);
+  auto e = read_entries(path, nullptr);
+  REQUIRE(e.has_value());
+  REQUIRE(e->size() == 3);
+  status st = verify_entries(*e);
+  REQUIRE_FALSE(st.is_ok());
+  INFO(st.message());
+  CHECK(st.message().rfind("entry 2:", 0) == 0);
+  CHECK(st.message().find("twice") != std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("processes appending to one ledger at once keep one clean chain", "[ledger]") {
+  keypair client, provider;
+  std::string dir = temp_dir("procs");
+  { REQUIRE(ledger_file::open(dir).has_value()); }
+  constexpr int kProcs = 4, kEach = 20;
+  std::vector<pid_t> kids;
+  for (int p = 0; p < kProcs; ++p) {
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int bad = 0;
+      auto l = ledger_file::open(dir);
+      if (!l) ::_exit(3);
+      for (int j = 0; j < kEach; ++j)
+        if (!(*l)->append(make_receipt(client, provider, 1, static_cast<uint8_t>(p * kEach + j))).has_value()) ++bad;
+      ::_exit(bad == 0 ? 0 : 4);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t k : kids) {
+    int wst = 0;
+    REQUIRE(::waitpid(k, &wst, 0) == k);
+    CHECK(WIFEXITED(wst));
+    CHECK(WEXITSTATUS(wst) == 0);
+  }
+  bool torn = true;
+  auto e = read_entries(dir + "/ledger.log", &torn);
+  REQUIRE(e.has_value());
+  CHECK_FALSE(torn);
+  CHECK(e->size() == kProcs * kEach);
+  CHECK(verify_entries(*e).is_ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a write that fails (file-size limit) leaves the ledger at its last whole entry", "[ledger]") {
+  keypair client, provider;
+  std::string dir = temp_dir("fsize");
+  auto l = ledger_file::open(dir);
+  REQUIRE(l.has_value());
+  REQUIRE((*l)->append(make_receipt(client, provider, 1, 1)).has_value());
+  REQUIRE((*l)->append(make_receipt(client, provider, 1, 2)).has_value());
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+  rlimit small = old;
+  small.rlim_cur = 2 * record + 100;  // the third record fits only in part
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+  auto failed = (*l)->append(make_receipt(client, provider, 1, 3));
+  auto failed_again = (*l)->append(make_receipt(client, provider, 1, 4));
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &old) == 0);
+  ::signal(SIGXFSZ, old_handler);
+  REQUIRE_FALSE(failed.has_value());
+  CHECK(failed.error().kind() == error_kind::io);
+  CHECK_FALSE(failed_again.has_value());
+  std::string path = dir + "/ledger.log";
+  CHECK(slurp(path).size() == 2 * record);  // no fragment left behind
+  CHECK((*l)->current_head().count == 2);
+  // Once there is room again, appends continue the chain.
+  REQUIRE((*l)->append(make_receipt(client, provider, 1, 3)).has_value());
+  auto e = read_entries(path, nullptr);
+  REQUIRE(e.has_value());
+  CHECK(e->size() == 3);
+  CHECK(verify_entries(*e).is_ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("torn tails are cut, on open and before an append, with the bytes kept", "[ledger]") {
+  keypair client, provider;
+  std::string dir = temp_dir("torn");
+  std::string path = dir + "/ledger.log";
+  auto l = ledger_file::open(dir);
+  REQUIRE(l.has_value());
+  REQUIRE((*l)->append(make_receipt(client, provider, 1, 1)).has_value());
+  // Another process died inside its write: half a record follows.
+  std::string good = slurp(path);
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::app);
+    out << good.substr(0, record / 2);
+  }
+  REQUIRE((*l)->append(make_receipt(client, provider, 1, 2)).has_value());
+  CHECK(slurp(path).size() == 2 * record);
+  CHECK(verify_entries(*read_entries(path, nullptr)).is_ok());
+  CHECK(slurp(path + ".cut").size() == record / 2);
+  l->reset();
+  // A whole-sized last record of zeros (a crash that extended the file but wrote nothing).
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::app);
+    out << std::string(record, '\0');
+  }
+  bool torn = false;
+  REQUIRE(read_entries(path, &torn).has_value());
+  CHECK(torn);
+  std::string note;
+  auto reopened = ledger_file::open(dir, &note);
+  REQUIRE(reopened.has_value());
+  CHECK(note.find("torn") != std::string::npos);
+  CHECK((*reopened)->current_head().count == 2);
+  CHECK(slurp(path).size() == 2 * record);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the job index holds many keys in a sorted array", "[ledger]") {
+  key_index ix;
+  for (uint64_t k = 0; k < 10000; ++k) ix.insert(k * 7919 + 3);
+  CHECK(ix.size() == 10000);
+  for (uint64_t k = 0; k < 10000; k += 97) CHECK(ix.contains(k * 7919 + 3));
+  CHECK_FALSE(ix.contains(5));
 }

@@ -346,6 +346,15 @@ class body_writer {
     return x.Finish().Union();
   }
   Offset<void> operator()(const ledger::receipt& m) { return receipt(m).Union(); }
+  Offset<void> operator()(const receipt_ack& m) {
+    auto detail = str(m.detail);
+    auto job = b16(m.job);
+    fb::ReceiptAckBuilder x(b_);
+    x.add_job_id(&job);
+    x.add_status(static_cast<fb::ReceiptStatus>(m.status));
+    x.add_detail(detail);
+    return x.Finish().Union();
+  }
 
  private:
   FlatBufferBuilder& b_;
@@ -734,6 +743,16 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       ledger::receipt m;
       GG_RETURN_IF_ERROR(read_receipt(body->msg_as_Receipt(), "Receipt", m));
       return message(m);
+    }
+    case fb::Message::ReceiptAck: {
+      const fb::ReceiptAck* x = body->msg_as_ReceiptAck();
+      receipt_ack m;
+      GG_NEED("ReceiptAck", copy_fixed(x->job_id(), m.job), "job_id");
+      if (!enum_in_range(x->status()))
+        return invalid_input("ReceiptAck: unknown status {}", static_cast<int>(x->status()));
+      m.status = static_cast<receipt_status>(x->status());
+      m.detail = str(x->detail());
+      return message(std::move(m));
     }
     case fb::Message::NONE:
       *code = frame_error::unknown_message;

@@ -141,6 +141,10 @@ TEST_CASE("decoded fields match the originals", "[net][codec]") {
 
   auto rc = std::get<ledger::receipt>(round(samples[17]));
   CHECK(rc.canonical_bytes() == testing::sample_receipt().canonical_bytes());
+  auto ack = std::get<receipt_ack>(round(samples[18]));
+  CHECK(ack.job == std::get<receipt_ack>(samples[18]).job);
+  CHECK(ack.status == receipt_status::retry_later);
+  CHECK(ack.detail == "the ledger cannot be written");
 
   // Optional fields stay absent.
   hello bare;

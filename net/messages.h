@@ -190,10 +190,19 @@ struct job_error {
   std::string message;
 };
 
+// The provider's answer to a countersigned receipt (see the schema's ReceiptAck).
+enum class receipt_status : uint8_t { recorded = 0, rejected = 1, retry_later = 2 };
+
+struct receipt_ack {
+  job_id job{};
+  receipt_status status = receipt_status::recorded;
+  std::string detail;
+};
+
 // The order of the alternatives is the order of the schema's union (index + 1 = union tag).
 using message = std::variant<hello, hello_ack, goodbye, peer_exchange, ping, pong, bid_request, bid,
                              bid_decline, award, cancel, model_put, model_chunk, model_need, execute,
-                             result, job_error, ledger::receipt>;
+                             result, job_error, ledger::receipt, receipt_ack>;
 
 // The schema name of the message held ("Hello", "BidRequest", ...).
 const char* message_name(const message& m);

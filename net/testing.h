@@ -124,6 +124,7 @@ inline std::vector<message> sample_messages() {
   v.push_back(r);
   v.push_back(job_error{pattern<16>(17), job_error_code::bad_input, "input 'x' has shape [1, 3], expected [1, 4]"});
   v.push_back(sample_receipt());
+  v.push_back(receipt_ack{pattern<16>(17), receipt_status::retry_later, "the ledger cannot be written"});
   return v;
 }
 

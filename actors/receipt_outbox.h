@@ -1,0 +1,65 @@
+// The client's outbox of countersigned receipts: each paid job's receipt is kept here from the
+// moment the client records it until its provider answers that it recorded it (or refuses it
+// for good), and is sent again on later jobs and later runs until then. A provider that crashed
+// before its ledger append therefore still gets every receipt that the client's ledger holds.
+//
+// File: <dir>/receipts.pending, the pending receipts' canonical bytes back to back. Every change
+// rereads it and writes it anew (temporary file, fsync, rename) under an exclusive flock on
+// <dir>/receipts.lock, so runs that share a data dir see each other's changes and a crash
+// leaves either the old or the new list. At most max_pending receipts are kept; past that the
+// oldest are dropped (they remain in the client's ledger, as evidence for settlement).
+// Thread-safety: one object may be used from several threads (calls serialize on the lock).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "actors/client.h"
+#include "base/status.h"
+#include "ledger/receipt.h"
+#include "net/messages.h"
+
+namespace gpugrid::grid {
+
+class receipt_outbox {
+ public:
+  static constexpr size_t max_pending = 4096;
+
+  // Creates the dir when absent; reads nothing yet.
+  static expected<std::unique_ptr<receipt_outbox>> open(const std::string& dir);
+
+  // Adds a receipt (a second add of the same job and provider replaces it).
+  status add(const ledger::receipt& r);
+  // Removes the receipt of this job from this provider, when present.
+  status remove(const std::array<uint8_t, 16>& job_id, const key32& provider);
+  // Every pending receipt, oldest first.
+  expected<std::vector<ledger::receipt>> pending() const;
+
+ private:
+  receipt_outbox() = default;
+  template <typename F> status change(F&& edit);
+  expected<std::vector<ledger::receipt>> read_locked() const;
+
+  std::string path_, lock_path_;
+  mutable std::mutex mu_;
+};
+
+// What a provider answered (net::receipt_status as an int, the reply to receipt_atom).
+net::receipt_status receipt_answer_of(const status& st);
+
+// Sends receipts to their providers (in parallel; at most timeout each) and settles the outbox
+// (may be null): removes those recorded or refused for good, keeps the rest for a later try.
+// Returns how many were recorded.
+int deliver_receipts(caf::actor_system& sys, const std::vector<std::pair<caf::actor, ledger::receipt>>& receipts,
+                     receipt_outbox* outbox, std::chrono::milliseconds timeout,
+                     const std::function<void(const std::string&)>& note);
+
+// Sends the outbox's pending receipts to those of `providers` they are for (at most `limit`).
+int redeliver_receipts(caf::actor_system& sys, const std::vector<provider_handle>& providers, receipt_outbox& outbox,
+                       size_t limit, std::chrono::milliseconds timeout, const std::function<void(const std::string&)>& note);
+
+}  // namespace gpugrid::grid

@@ -1,0 +1,251 @@
+// Receipts until paid: the client's outbox, the provider's unpaid-job credit, recording a
+// receipt issued before a restart, a provider that cannot write its ledger, and payment of
+// every agreeing provider of a redundant job.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <caf/all.hpp>
+
+#include "actors/client.h"
+#include "actors/provider.h"
+#include "actors/receipt_outbox.h"
+#include "actors/test_models.h"
+#include "kernels/cpu/cpu_ops.h"
+
+using namespace gpugrid;
+using namespace gpugrid::grid;
+using gpugrid::grid::testing::add_relu_model;
+
+namespace {
+
+std::string temp_dir(const std::string& name) {
+  auto d = std::filesystem::temp_directory_path() / ("gg-outbox-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
+}
+
+std::shared_ptr<const std::string> relu_model() {
+  static auto m = std::make_shared<const std::string>(add_relu_model());
+  return m;
+}
+
+struct provider_box {
+  keypair id;
+  std::string dir;
+  std::vector<std::string> log;
+  std::shared_ptr<provider_core> core;
+  provider_box(keypair k, std::string d, int credit = 8) : id(k), dir(std::move(d)) { start(credit); }
+  void start(int credit = 8) {
+    provider_options po;
+    po.device = "cpu";
+    po.threads = 1;
+    po.unpaid_credit = credit;
+    po.log = [this](const std::string& line) { log.push_back(line); };
+    auto cache = model_cache::open(dir + "/models", 1 << 20);
+    auto led = ledger::ledger_file::open(dir);
+    REQUIRE(cache.has_value());
+    REQUIRE(led.has_value());
+    core = std::make_shared<provider_core>(id, std::shared_ptr<model_cache>(std::move(cache).value()), po,
+                                           std::shared_ptr<ledger::ledger_file>(std::move(led).value()));
+  }
+  bid_reply bid(const keypair& client, uint8_t job) {
+    bid_request b;
+    b.job = job_id{job};
+    b.client = client.public_key;
+    b.model_hash = ledger::blake2b_256(*relu_model());
+    b.gflops = 1;
+    return core->bid(b);
+  }
+  // Runs one job for the client; returns the provider-signed receipt.
+  ledger::receipt run(const keypair& client, uint8_t job) {
+    execute_request ex;
+    ex.job = job_id{job};
+    ex.client = client.public_key;
+    ex.model_hash = ledger::blake2b_256(*relu_model());
+    ex.model_bytes = relu_model();
+    ex.inputs = {tensor::from_vector<float>({2, 3}, {1, 2, 3, -4, 0.25f, -9})};
+    ex.input_digest = tensors_digest(ex.inputs);
+    ex.price = 0.001;
+    auto r = core->execute(ex);
+    REQUIRE(r.ok);
+    return r.receipt;
+  }
+  size_t ledger_entries() {
+    auto e = ledger::read_entries(dir + "/ledger.log", nullptr);
+    REQUIRE(e.has_value());
+    return e->size();
+  }
+};
+
+ledger::receipt countersigned(ledger::receipt r, const keypair& client) {
+  ledger::sign_as_client(r, client.secret_key);
+  return r;
+}
+
+bool have_cpu() { return cpu::registry().find("", "Relu") != nullptr; }
+
+}  // namespace
+
+TEST_CASE("the receipt outbox keeps receipts across reopening until removed", "[grid][receipts]") {
+  std::string dir = temp_dir("box");
+  keypair client = keypair::generate(), p1 = keypair::generate(), p2 = keypair::generate();
+  auto make = [&](const keypair& p, uint8_t job) {
+    ledger::receipt r;
+    r.job_id[0] = job;
+    r.client_key = client.public_key;
+    r.provider_key = p.public_key;
+    r.price_micros = 5;
+    ledger::sign_as_provider(r, p.secret_key);
+    return countersigned(r, client);
+  };
+  {
+    auto box = receipt_outbox::open(dir);
+    REQUIRE(box.has_value());
+    REQUIRE((*box)->add(make(p1, 1)).is_ok());
+    REQUIRE((*box)->add(make(p2, 1)).is_ok());  // the same job on another provider
+    REQUIRE((*box)->add(make(p1, 2)).is_ok());
+    REQUIRE((*box)->add(make(p1, 2)).is_ok());  // added twice: kept once
+  }
+  auto box = receipt_outbox::open(dir);
+  REQUIRE(box.has_value());
+  auto list = (*box)->pending();
+  REQUIRE(list.has_value());
+  REQUIRE(list->size() == 3);
+  CHECK(list->at(0).provider_key == p1.public_key);
+  CHECK(list->at(1).provider_key == p2.public_key);
+  REQUIRE((*box)->remove(job_id{1}, p1.public_key).is_ok());
+  list = (*box)->pending();
+  REQUIRE(list->size() == 2);
+  CHECK(list->at(0).provider_key == p2.public_key);
+  REQUIRE((*box)->remove(job_id{1}, p2.public_key).is_ok());
+  REQUIRE((*box)->remove(job_id{2}, p1.public_key).is_ok());
+  CHECK((*box)->pending()->empty());
+  CHECK_FALSE(std::filesystem::exists(dir + "/receipts.pending"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a provider serves a client that does not countersign only up to its credit", "[grid][receipts]") {
+  if (!have_cpu()) { WARN("CPU ops missing; skipping"); return; }
+  std::string dir = temp_dir("credit");
+  provider_box p(keypair::generate(), dir, 2);
+  keypair client = keypair::generate(), other = keypair::generate();
+  ledger::receipt first = p.run(client, 1);
+  p.run(client, 2);
+  CHECK(p.core->unpaid_jobs(client.public_key) == 2);
+  bid_reply refused = p.bid(client, 3);
+  CHECK_FALSE(refused.accepted);
+  CHECK(refused.detail.find("unpaid") != std::string::npos);
+  CHECK(p.bid(other, 4).accepted);  // other clients are not affected
+  // Paying one job makes room for one more.
+  REQUIRE(p.core->accept_receipt(countersigned(first, client)).is_ok());
+  CHECK(p.core->unpaid_jobs(client.public_key) == 1);
+  CHECK(p.bid(client, 3).accepted);
+  // A receipt the client altered, or did not sign, is refused for good.
+  ledger::receipt altered = countersigned(p.run(client, 5), client);
+  altered.price_micros *= 10;
+  status st = p.core->accept_receipt(altered);
+  CHECK(st.kind() == error_kind::invalid_input);
+  CHECK(receipt_answer_of(st) == net::receipt_status::rejected);
+  CHECK(p.ledger_entries() == 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a restarted provider records a receipt it issued before, once", "[grid][receipts]") {
+  if (!have_cpu()) { WARN("CPU ops missing; skipping"); return; }
+  std::string dir = temp_dir("restart");
+  keypair id = keypair::generate(), client = keypair::generate();
+  provider_box p(id, dir);
+  ledger::receipt r = countersigned(p.run(client, 7), client);
+  p.core.reset();  // the provider dies before the receipt arrives
+  p.start();
+  REQUIRE(p.core->accept_receipt(r).is_ok());
+  REQUIRE(p.core->accept_receipt(r).is_ok());  // redelivered (the answer was lost): still one entry
+  CHECK(p.ledger_entries() == 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a provider that cannot write its ledger takes no jobs until it can, and says so", "[grid][receipts]") {
+  if (!have_cpu()) { WARN("CPU ops missing; skipping"); return; }
+  std::string dir = temp_dir("full");
+  keypair client = keypair::generate();
+  provider_box p(keypair::generate(), dir);
+  ledger::receipt r = countersigned(p.run(client, 1), client);
+  // No room for a single byte more in any file of this process.
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+  rlimit none = old;
+  none.rlim_cur = 0;
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &none) == 0);
+  status st = p.core->accept_receipt(r);
+  bid_reply during = p.bid(client, 2);
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &old) == 0);
+  ::signal(SIGXFSZ, old_handler);
+  CHECK(st.kind() == error_kind::io);
+  CHECK(receipt_answer_of(st) == net::receipt_status::retry_later);
+  CHECK_FALSE(p.core->can_record_payments());
+  CHECK_FALSE(during.accepted);
+  CHECK(during.detail.find("cannot record payments") != std::string::npos);
+  REQUIRE(p.log.size() == 1);
+  CHECK(p.log[0].find("cannot record payments") != std::string::npos);
+  CHECK(std::filesystem::file_size(dir + "/ledger.log") == 0);
+  // The client sends the receipt again once there is room: recorded, and jobs are taken again.
+  REQUIRE(p.core->accept_receipt(r).is_ok());
+  CHECK(p.core->can_record_payments());
+  CHECK(p.bid(client, 2).accepted);
+  CHECK(p.ledger_entries() == 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("every agreeing provider of a redundant job is paid, and pending receipts are sent again",
+          "[grid][receipts]") {
+  if (!have_cpu()) { WARN("CPU ops missing; skipping"); return; }
+  std::string dir = temp_dir("pay");
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{cfg};
+  keypair client = keypair::generate();
+  provider_box a(keypair::generate(), dir + "/a"), b(keypair::generate(), dir + "/b");
+  std::vector<provider_handle> handles = {{spawn_provider(sys, a.core), a.id.public_key, "a"},
+                                          {spawn_provider(sys, b.core), b.id.public_key, "b"}};
+  auto led = ledger::ledger_file::open(dir + "/client");
+  auto box = receipt_outbox::open(dir + "/client");
+  REQUIRE(led.has_value());
+  REQUIRE(box.has_value());
+  // A receipt from an earlier run whose delivery never happened (the client died first).
+  ledger::receipt earlier = countersigned(a.run(client, 99), client);
+  REQUIRE((*led)->append(earlier).has_value());
+  REQUIRE((*box)->add(earlier).is_ok());
+
+  job_spec job;
+  job.model_bytes = relu_model();
+  job.model_hash = ledger::blake2b_256(*relu_model());
+  job.gflops = 1;
+  job.inputs = {tensor::from_vector<float>({2, 3}, {1, 2, 3, -4, 0.25f, -9})};
+  client_options o;
+  o.redundancy = 2;
+  o.outbox = box->get();
+  auto r = run_job(sys, handles, job, o, client, nullptr, led->get(), nullptr, [](const std::string&) {});
+  REQUIRE(r.has_value());
+  REQUIRE(r->providers.size() == 2);
+  CHECK(r->providers[0].paid);
+  CHECK(r->providers[1].paid);
+  CHECK(a.ledger_entries() == 2);  // the earlier receipt and this job's
+  CHECK(b.ledger_entries() == 1);
+  auto mine = ledger::read_entries((*led)->path(), nullptr);
+  REQUIRE(mine.has_value());
+  CHECK(mine->size() == 3);
+  CHECK(ledger::verify_entries(*mine).is_ok());
+  CHECK((*box)->pending()->empty());
+  CHECK(a.core->unpaid_jobs(client.public_key) == 0);
+  for (auto& h : handles) caf::anon_send_exit(h.actor, caf::exit_reason::user_shutdown);
+  a.core->stop();
+  b.core->stop();
+  std::filesystem::remove_all(dir);
+}
