@@ -95,6 +95,7 @@ complete -c gpugrid -f
 # Commands and the flags before them.
 complete -c gpugrid -n '__gpugrid_no_command' -a offer -d 'sell this machine\'s GPU (or CPU) time: serve jobs until SIGINT or SIGTERM'
 complete -c gpugrid -n '__gpugrid_no_command' -a run -d 'run one inference on the grid (or, with --local, in this process)'
+complete -c gpugrid -n '__gpugrid_no_command' -a serve -d 'serve models over HTTP (Open Inference Protocol v2) until SIGINT or SIGTERM'
 complete -c gpugrid -n '__gpugrid_no_command' -a peers -d 'list the providers reachable through the bootstrap peers'
 complete -c gpugrid -n '__gpugrid_no_command' -a inspect -d 'show a model\'s inputs, outputs, ops, backend support and FLOPs'
 complete -c gpugrid -n '__gpugrid_no_command' -a selftest -d 'run ONNX backend node test cases on a backend'
@@ -134,8 +135,35 @@ complete -c gpugrid -n '__gpugrid_command_is run' -l threads -x -d 'CPU threads 
 complete -c gpugrid -n '__gpugrid_command_is run' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l json -d 'print one JSON object: outputs, providers, verification and timing'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files onnx)' -d 'MODEL'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
+complete -c gpugrid -n '__gpugrid_command_is run' -l batch -x -d 'run many jobs: SOURCE is a folder of input files, a list file (one job per line: FILE or NAME=FILE ...), or - for NDJSON on stdin ({"NAME": "FILE", ...} per line); needs --output-dir'
+complete -c gpugrid -n '__gpugrid_command_is run' -l in-flight -x -d 'batch jobs running at once (default: 2 per provider)'
+complete -c gpugrid -n '__gpugrid_command_is run' -l attempts -x -d 'tries per batch job before it is listed as failed (default 3)'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' -a '(__gpugrid_files onnx)' -d 'MODEL'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
+
+# serve
+complete -c gpugrid -n '__gpugrid_command_is serve' -s h -l help -d 'print this help and exit'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l listen -x -d 'address to serve HTTP on (default 127.0.0.1:8080; port 0 picks a free one; anything but loopback needs API keys)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l models -x -a '(__fish_complete_directories)' -d 'the model repository: its .onnx files are the models, reloaded when they change (default .)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l peer -x -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces GPUGRID_PEERS and the peers in config.toml'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l local -d 'run requests on this process\'s engine, with no grid at all'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l device -x -a 'auto cpu cuda' -d 'the device for --local and the embedded local grid (default auto)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l workers -x -d 'requests run at once (default 4)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l api-key-file -r -F -d 'bearer-token API keys, one per line (added to [serve] api_keys of config.toml); with any key every request but the health checks needs one'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l rate-limit -x -d 'requests per second per API key (default: no limit)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l rate-burst -x -d 'requests one key may send at once before the rate applies (default: R)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l max-body-mb -x -d 'largest request body in MiB (default 64)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l max-model-mb -x -d 'largest model file served, in MiB (default 1024)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l header-timeout -x -d 'seconds a client has to send a request\'s header, and the longest idle keep-alive (default 10)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l body-timeout -x -d 'seconds a client has to send a request\'s body (default 30)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l tls-cert -r -F -d 'TLS certificate (PEM) to serve https with; needs --tls-key'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l tls-key -r -F -d 'TLS private key (PEM) of --tls-cert'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l redundancy -x -d 'run each request on K distinct providers and compare (default 1)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l max-price -x -d 'the most to pay per request, in credits (default: no limit)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l timeout -x -d 'seconds per execution attempt on a provider (default 60)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l json -d 'print the URL and state as one JSON object'
 
 # peers
 complete -c gpugrid -n '__gpugrid_command_is peers' -s h -l help -d 'print this help and exit'
@@ -189,4 +217,4 @@ complete -c gpugrid -n '__gpugrid_command_is completion; and __gpugrid_positiona
 
 # help
 complete -c gpugrid -n '__gpugrid_command_is help' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is help; and __gpugrid_positional 0' -a 'offer run peers inspect selftest bench ledger identity completion help' -d 'COMMAND'
+complete -c gpugrid -n '__gpugrid_command_is help; and __gpugrid_positional 0' -a 'offer run serve peers inspect selftest bench ledger identity completion help' -d 'COMMAND'

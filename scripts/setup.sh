@@ -10,7 +10,7 @@ packages=(
   # libraries
   libcaf-dev libboost-dev libboost-system-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
   catch2 libcli11-dev libsodium-dev libssl-dev libprotobuf-dev protobuf-compiler libonnx-dev
-  libopenblas-dev libtomlplusplus-dev
+  libopenblas-dev libtomlplusplus-dev nlohmann-json3-dev
   # tests: the libFuzzer targets (clang's sanitizer and fuzzer runtimes)
   clang libclang-rt-14-dev
   # tests: fixture generation, the completion tests
