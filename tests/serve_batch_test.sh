@@ -109,10 +109,11 @@ for _ in $(seq 1 400); do
   sleep 0.01
 done
 used_p1="$(grep -c "$(sed -n 's/.*"node_id":"\([0-9a-f]*\)".*/\1/p' "$tmp/p1.log" | head -1)" "$tmp/b8.out")"
+done_at_kill=$(grep -c '"status":"ok"' "$tmp/b8.out")
 kill -9 "$pid_p1"
 wait "$batch"
 code=$?
-done_at_kill=$(grep -c '"status":"ok"' "$tmp/b8.out")
+[ "$done_at_kill" -lt 200 ] || fail "the batch had finished before the provider was killed"
 [ "$code" -eq 0 ] || fail "batch with a provider killed exited $code: $(tail -3 "$tmp/b8.err")"
 check_outputs "$tmp/out6" 200
 [ "$used_p1" -ge 1 ] || fail "the killed provider had run none of the first jobs (no spreading?)"
