@@ -87,3 +87,41 @@ TEST_CASE("v2 codec: datatype names round-trip", "[serve]") {
   CHECK_FALSE(dtype_from_v2("BYTES", &d));
   CHECK(json_depth(R"({"a":"[[[[","b":[[1]]})", 64) == 3);
 }
+
+TEST_CASE("v2 codec: mutated requests fail cleanly or parse", "[serve]") {
+  std::string header = R"({"id":"q","inputs":[{"name":"x","shape":[2,2],"datatype":"FP16","parameters":{"binary_data_size":8}},)"
+                       R"({"name":"y","shape":[3],"datatype":"INT8","data":[1,[2,3]]}],"outputs":[{"name":"o"}],)"
+                       R"("parameters":{"binary_data_output":true}})";
+  std::string valid = header + std::string(8, '\x3c');
+  REQUIRE(parse_infer_request(valid, static_cast<int64_t>(header.size())).has_value());
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<uint32_t>(state >> 33);
+  };
+  const char alphabet[] = "{}[]\",:0123456789-e.a \\";
+  int parsed = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string body = valid;
+    int edits = 1 + next() % 4;
+    for (int e = 0; e < edits; ++e) {
+      size_t at = next() % body.size();
+      switch (next() % 3) {
+        case 0: body[at] = alphabet[next() % (sizeof(alphabet) - 1)]; break;
+        case 1: body.erase(at, 1 + next() % 3); break;
+        default: body.insert(at, 1, alphabet[next() % (sizeof(alphabet) - 1)]); break;
+      }
+      if (body.empty()) body = "{";
+    }
+    int64_t hl = next() % 4 == 0 ? -1 : static_cast<int64_t>(next() % (body.size() + 2));
+    auto r = parse_infer_request(body, hl);
+    if (r.has_value()) {
+      ++parsed;
+      for (const auto& t : r->inputs) CHECK(t.bytes() <= body.size() * 8);
+    } else {
+      CHECK(r.error().kind() == error_kind::invalid_input);
+      CHECK(r.error().message().find('\n') == std::string::npos);
+    }
+  }
+  CHECK(parsed < 3000);
+}

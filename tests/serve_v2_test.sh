@@ -64,6 +64,24 @@ for mode in grid local; do
 done
 [ "$mode" = local ] && grep -q '"backend":"the local engine' "$tmp/local.log" || fail "serve --local does not say it runs locally"
 
+# ---- 1b. in front of a provider on the network (--peer): the providers header names it
+"$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/provider" --json >"$tmp/provider.log" 2>"$tmp/provider.err" &
+pids+=("$!")
+purl=""
+for _ in $(seq 1 100); do
+  purl="$(sed -n 's/.*"event":"listening".*"url":"\([^"]*\)".*/\1/p' "$tmp/provider.log" 2>/dev/null | head -1)"
+  [ -n "$purl" ] && break
+  sleep 0.05
+done
+node="$(sed -n 's/.*"node_id":"\([a-z0-9]*\)".*/\1/p' "$tmp/provider.log" | head -1)"
+start_serve peer --peer "$purl" --data-dir "$tmp/client" || exit 1
+hdr="$(curl -s -D - -o "$tmp/peer.json" -X POST "http://$addr/v2/models/digits/infer" \
+  -d '{"inputs":[{"name":"pixels","shape":[1,64],"datatype":"FP32","data":['"$(seq -s, 0 63)"']}]}')"
+echo "$hdr" | grep -qi "^X-Gpugrid-Providers: $node" || fail "serve --peer: the providers header does not name the provider $node: $hdr"
+grep -q '"name":"logits"' "$tmp/peer.json" || fail "serve --peer infer: $(cat "$tmp/peer.json")"
+kill -TERM "$pid"
+wait "$pid" || fail "serve --peer did not exit 0 after SIGTERM"
+
 # ---- 2. bad and slow clients, with API keys
 printf '# keys\nkey-0123456789abcdef\n' >"$tmp/keys.txt"
 start_serve raw --local --api-key-file "$tmp/keys.txt" --max-body-mb 1 --header-timeout 1 --body-timeout 1 || exit 1
