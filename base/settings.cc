@@ -15,7 +15,7 @@ namespace gpugrid {
 
 namespace {
 
-const char* const kKnownKeys = "peers, price, device, slots, listen, data_dir, max_model_mb";
+const char* const kKnownKeys = "peers, price, device, slots, listen, data_dir, max_model_mb, [serve]";
 
 status key_error(const std::string& path, const toml::source_region& where, std::string_view key,
                  std::string_view what) {
@@ -62,6 +62,36 @@ status read_string(const std::string& path, std::string_view key, const toml::no
   return status::ok();
 }
 
+// The [serve] table: api_keys, api_key_file, rate_limit, max_body_mb.
+status read_serve(const std::string& path, const toml::node& node, serve_settings* out) {
+  const toml::table* t = node.as_table();
+  if (!t) return key_error(path, node.source(), "serve", "must be a table ([serve])");
+  for (const auto& [k, v] : *t) {
+    std::string key = "serve." + std::string(k.str());
+    if (k.str() == "api_keys") {
+      const toml::array* list = v.as_array();
+      if (!list) return key_error(path, v.source(), key, "must be a list of strings");
+      for (const toml::node& item : *list) {
+        auto s = item.value_exact<std::string>();
+        if (!s || s->empty()) return key_error(path, item.source(), key, "must hold only non-empty strings");
+        out->api_keys.push_back(std::move(*s));
+      }
+    } else if (k.str() == "api_key_file") {
+      GG_RETURN_IF_ERROR(read_string(path, key, v, &out->api_key_file));
+    } else if (k.str() == "rate_limit") {
+      auto d = v.value<double>();
+      if (!d || !(v.is_floating_point() || v.is_integer()) || !(*d > 0)) return key_error(path, v.source(), key, "must be a number above 0");
+      out->rate_limit = *d;
+    } else if (k.str() == "max_body_mb") {
+      GG_RETURN_IF_ERROR(read_int(path, key, v, 1, 4096, &out->max_body_mb));
+    } else {
+      return invalid_input("{}:{}: unknown key '{}' (known keys in [serve]: api_keys, api_key_file, rate_limit, max_body_mb)",
+                           path, k.source().begin.line, key);
+    }
+  }
+  return status::ok();
+}
+
 status read_key(const std::string& path, std::string_view key, const toml::source_region& key_at,
                 const toml::node& node, settings* s) {
   if (key == "peers") {
@@ -98,6 +128,7 @@ status read_key(const std::string& path, std::string_view key, const toml::sourc
     return status::ok();
   }
   if (key == "data_dir") return read_string(path, key, node, &s->data_dir);
+  if (key == "serve") return read_serve(path, node, &s->serve);
   return invalid_input("{}:{}: unknown key '{}' (known keys: {})", path, key_at.begin.line, key, kKnownKeys);
 }
 

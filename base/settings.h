@@ -22,6 +22,14 @@
 
 namespace gpugrid {
 
+// [serve]: API keys and limits of `gpugrid serve`.
+struct serve_settings {
+  std::vector<std::string> api_keys;       // bearer tokens
+  std::optional<std::string> api_key_file; // more keys, one per line
+  std::optional<double> rate_limit;        // requests per second per key
+  std::optional<int> max_body_mb;
+};
+
 struct settings {
   std::vector<std::string> peers;          // bootstrap peer URLs (ws:// or wss://)
   std::optional<double> price;             // offer: price per GFLOP
@@ -30,6 +38,7 @@ struct settings {
   std::optional<std::string> listen;       // offer: HOST:PORT
   std::optional<std::string> data_dir;     // replaces the XDG data folder
   std::optional<int> max_model_mb;         // offer: largest model accepted
+  serve_settings serve;                    // [serve]
   std::string source;                      // the config file read; empty when there was none
   bool peers_from_env = false;             // GPUGRID_PEERS replaced the configured peers
 };

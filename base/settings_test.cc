@@ -201,3 +201,21 @@ TEST_CASE("settings: ensure_data_dir creates a private folder on demand", "[sett
   CHECK(st_file.kind() == error_kind::io);
   CHECK(ensure_data_dir((tmp.path / "file" / "below").string()).kind() == error_kind::io);
 }
+
+TEST_CASE("settings: the [serve] table", "[settings]") {
+  auto s = parse_settings("peers = []\n[serve]\napi_keys = [\"k1\", \"k2\"]\napi_key_file = \"/etc/keys\"\n"
+                          "rate_limit = 5\nmax_body_mb = 8\n",
+                          "c.toml");
+  REQUIRE(s.has_value());
+  CHECK(s->serve.api_keys == std::vector<std::string>{"k1", "k2"});
+  CHECK(*s->serve.api_key_file == "/etc/keys");
+  CHECK(*s->serve.rate_limit == 5.0);
+  CHECK(*s->serve.max_body_mb == 8);
+  auto bad = parse_settings("[serve]\nrate_limit = -1\n", "c.toml");
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error().message() == "c.toml:2: key 'serve.rate_limit' must be a number above 0");
+  auto unknown = parse_settings("[serve]\nport = 1\n", "c.toml");
+  REQUIRE_FALSE(unknown.has_value());
+  CHECK(unknown.error().message().find("c.toml:2: unknown key 'serve.port'") != std::string::npos);
+  CHECK_FALSE(parse_settings("serve = 3\n", "c.toml").has_value());
+}

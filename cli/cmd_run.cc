@@ -286,6 +286,7 @@ int run_remote(const run_options& o) {
 }
 
 int run_command(const run_options& o) {
+  if (!o.batch.empty()) return batch_run_command(o);
   if (!valid_device_spec(o.device)) {
     fmt::print(stderr, "gpugrid: '{}' is not a device (use auto, cpu, cuda or cuda:N)\n", o.device);
     return 2;

@@ -220,6 +220,75 @@ void run_flags(CLI::App& sub, parsed_options& o) {
   add_precision(sub, v.precision);
   add_data_dir(sub, v.data_dir);
   add_json(sub, v.json, "print one JSON object: outputs, providers, verification and timing");
+  sub.add_option("--batch", v.batch,
+                 "run many jobs: SOURCE is a folder of input files, a list file (one job per line: FILE or "
+                 "NAME=FILE ...), or - for NDJSON on stdin ({\"NAME\": \"FILE\", ...} per line); needs --output-dir")
+      ->type_name("SOURCE");
+  sub.add_option("--in-flight", v.in_flight, "batch jobs running at once (default: 2 per provider)")
+      ->type_name("N")
+      ->check(whole_number(1, 1024));
+  sub.add_option("--attempts", v.attempts, "tries per batch job before it is listed as failed (default 3)")
+      ->type_name("N")
+      ->check(whole_number(1, 100));
+}
+
+void serve_flags(CLI::App& sub, parsed_options& o) {
+  auto& v = o.serve;
+  sub.add_option("--listen", v.listen,
+                 "address to serve HTTP on (default 127.0.0.1:8080; port 0 picks a free one; anything but "
+                 "loopback needs API keys)")
+      ->type_name("HOST:PORT")
+      ->check(listen_address());
+  sub.add_option("--models", v.models, "the model repository: its .onnx files are the models, reloaded when they change (default .)")
+      ->type_name("DIR");
+  add_peers(sub, v.peers);
+  sub.add_flag("--local", v.local, "run requests on this process's engine, with no grid at all");
+  add_device(sub, v.device, "auto|cpu|cuda[:N]", "the device for --local and the embedded local grid (default auto)");
+  add_threads(sub, v.threads);
+  sub.add_option("--workers", v.workers, "requests run at once (default 4)")->type_name("N")->check(whole_number(1, 1024));
+  sub.add_option("--api-key-file", v.api_key_file,
+                 "bearer-token API keys, one per line (added to [serve] api_keys of config.toml); with any key "
+                 "every request but the health checks needs one")
+      ->type_name("FILE")
+      ->check(existing_file());
+  sub.add_option("--rate-limit", v.rate_limit, "requests per second per API key (default: no limit)")
+      ->type_name("R")
+      ->check(number_above(0, false));
+  sub.add_option("--rate-burst", v.rate_burst, "requests one key may send at once before the rate applies (default: R)")
+      ->type_name("N")
+      ->check(number_above(1, true));
+  sub.add_option("--max-body-mb", v.max_body_mb, "largest request body in MiB (default 64)")
+      ->type_name("N")
+      ->check(whole_number(1, 4096));
+  sub.add_option("--max-model-mb", v.max_model_mb, "largest model file served, in MiB (default 1024)")
+      ->type_name("N")
+      ->check(whole_number(1, 1 << 20));
+  sub.add_option("--header-timeout", v.header_timeout_s,
+                 "seconds a client has to send a request's header, and the longest idle keep-alive (default 10)")
+      ->type_name("SECONDS")
+      ->check(number_above(0, false));
+  sub.add_option("--body-timeout", v.body_timeout_s, "seconds a client has to send a request's body (default 30)")
+      ->type_name("SECONDS")
+      ->check(number_above(0, false));
+  auto* cert = sub.add_option("--tls-cert", v.tls_cert, "TLS certificate (PEM) to serve https with; needs --tls-key")
+                   ->type_name("FILE")
+                   ->check(existing_file());
+  auto* key = sub.add_option("--tls-key", v.tls_key, "TLS private key (PEM) of --tls-cert")
+                  ->type_name("FILE")
+                  ->check(existing_file());
+  cert->needs(key);
+  key->needs(cert);
+  sub.add_option("--redundancy", v.redundancy, "run each request on K distinct providers and compare (default 1)")
+      ->type_name("K")
+      ->check(whole_number(1, 64));
+  sub.add_option("--max-price", v.max_price, "the most to pay per request, in credits (default: no limit)")
+      ->type_name("P")
+      ->check(number_above(0, true));
+  sub.add_option("--timeout", v.timeout_s, "seconds per execution attempt on a provider (default 60)")
+      ->type_name("SECONDS")
+      ->check(number_above(0, false));
+  add_data_dir(sub, v.data_dir);
+  add_json(sub, v.json, "print the URL and state as one JSON object");
 }
 
 void peers_flags(CLI::App& sub, parsed_options& o) {
@@ -325,6 +394,19 @@ int run_run(const invocation& inv) {
   apply_device(inv, &v.device);
   apply_data_dir(inv, &v.data_dir);
   return run_command(v);
+}
+
+int run_serve(const invocation& inv) {
+  auto& v = inv.options.serve;
+  apply_peers(inv, &v.peers);
+  apply_device(inv, &v.device);
+  apply_data_dir(inv, &v.data_dir);
+  const settings& c = *inv.config;
+  v.config_keys = c.serve.api_keys;
+  if (v.api_key_file.empty() && c.serve.api_key_file) v.api_key_file = *c.serve.api_key_file;
+  if (!inv.given("--rate-limit") && c.serve.rate_limit) v.rate_limit = *c.serve.rate_limit;
+  if (!inv.given("--max-body-mb") && c.serve.max_body_mb) v.max_body_mb = *c.serve.max_body_mb;
+  return serve_command(v);
 }
 
 int run_peers(const invocation& inv) {
@@ -539,6 +621,7 @@ const std::vector<command>& command_table() {
   static const std::vector<command> table = {
       {"offer", "sell this machine's GPU (or CPU) time: serve jobs until SIGINT or SIGTERM", true, offer_flags, run_offer},
       {"run", "run one inference on the grid (or, with --local, in this process)", true, run_flags, run_run},
+      {"serve", "serve models over HTTP (Open Inference Protocol v2) until SIGINT or SIGTERM", true, serve_flags, run_serve},
       {"peers", "list the providers reachable through the bootstrap peers", true, peers_flags, run_peers},
       {"inspect", "show a model's inputs, outputs, ops, backend support and FLOPs", false, inspect_flags, run_inspect},
       {"selftest", "run ONNX backend node test cases on a backend", false, selftest_flags, run_selftest},

@@ -35,6 +35,7 @@ struct parsed_options {
   peers_options peers;
   ledger_options ledger;
   identity_options identity;
+  serve_options serve;
   std::string shell;   // completion SHELL
   std::string topic;   // help COMMAND
 };

@@ -70,11 +70,11 @@ TEST_CASE("command table: the commands of DESIGN.md, each with a summary", "[com
     CHECK(c.add_flags != nullptr);
     CHECK(c.run != nullptr);
   }
-  CHECK(names == std::vector<std::string>{"offer", "run", "peers", "inspect", "selftest", "bench", "ledger",
+  CHECK(names == std::vector<std::string>{"offer", "run", "serve", "peers", "inspect", "selftest", "bench", "ledger",
                                           "identity", "wallet", "completion", "help"});
   CHECK(find_command("run") != nullptr);
   CHECK(find_command("rnu") == nullptr);
-  for (const char* reader : {"run", "offer", "peers"}) CHECK(find_command(reader)->reads_settings);
+  for (const char* reader : {"run", "offer", "peers", "serve"}) CHECK(find_command(reader)->reads_settings);
   for (const char* pure : {"inspect", "selftest", "bench", "completion", "help"}) CHECK_FALSE(find_command(pure)->reads_settings);
 }
 
@@ -130,6 +130,20 @@ TEST_CASE("command table: flags bind to the option structs", "[command_table]") 
   CHECK(f.offer.max_model_mb == 64);
   CHECK(f.offer.fault == "stall");
   CHECK(f.offer.data_dir == "d");
+
+  auto sv = parse({"serve", "--listen", "0.0.0.0:8080", "--models", "m", "--local", "--workers", "8", "--rate-limit", "2.5",
+                   "--max-body-mb", "3", "--header-timeout", "0.5"});
+  CHECK(sv.serve.listen == "0.0.0.0:8080");
+  CHECK(sv.serve.models == "m");
+  CHECK(sv.serve.local);
+  CHECK(sv.serve.workers == 8);
+  CHECK(sv.serve.rate_limit == 2.5);
+  CHECK(sv.serve.max_body_mb == 3);
+  CHECK(sv.serve.header_timeout_s == 0.5);
+  auto bt = parse({"run", "m.onnx", "--batch", "-", "--output-dir", "o", "--in-flight", "5", "--attempts", "2"});
+  CHECK(bt.run.batch == "-");
+  CHECK(bt.run.in_flight == 5);
+  CHECK(bt.run.attempts == 2);
 
   CHECK(parse({"ledger", "verify", "--json"}).ledger.action == "verify");
   CHECK(parse({"identity", "new", "--data-dir", "x"}).identity.data_dir == "x");

@@ -23,8 +23,40 @@ struct run_options {
   std::string precision = "fp32";      // fp32|tf32 (CUDA float products, --local and the embedded grid)
   std::string data_dir;
   bool json = false;
+  // --batch SOURCE: a folder of inputs, a list file, or "-" (NDJSON on stdin); see batch_run.h
+  std::string batch;
+  int in_flight = 0;                   // --in-flight: jobs running at once (0: 2 per provider)
+  int attempts = 3;                    // --attempts: tries per batch job
 };
 int run_command(const run_options& o);
+// run --batch (cli/batch_run.cc).
+int batch_run_command(const run_options& o);
+
+struct serve_options {
+  std::string listen = "127.0.0.1:8080";
+  std::string models = ".";            // the model repository: DIR/*.onnx
+  std::vector<std::string> peers;
+  bool local = false;
+  std::string device = "auto";
+  int threads = 0;
+  int workers = 4;                     // requests run at once
+  std::string api_key_file;
+  std::vector<std::string> config_keys;  // [serve] api_keys in config.toml
+  double rate_limit = 0;               // requests per second per key; 0: none
+  double rate_burst = 0;               // 0: same as the rate
+  int max_body_mb = 64;
+  int max_model_mb = 1024;
+  double header_timeout_s = 10;
+  double body_timeout_s = 30;
+  double reload_interval_s = 1;
+  std::string tls_cert, tls_key;
+  int redundancy = 1;
+  double max_price = -1;
+  double timeout_s = 60;
+  std::string data_dir;
+  bool json = false;
+};
+int serve_command(const serve_options& o);
 
 struct inspect_options {
   std::string model;

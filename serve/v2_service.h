@@ -1,0 +1,123 @@
+// The Open Inference Protocol v2 (KServe / Triton HTTP) in front of a model repository and an
+// inference backend, as a function from one HTTP request to its response. The HTTP server
+// (serve/http_server.h) feeds it; tests call handle() directly.
+//
+// Routes: GET /v2/health/live, /v2/health/ready, /v2 (server metadata), /v2/models/NAME
+// (metadata), /v2/models/NAME/ready, POST /v2/models/NAME/infer (JSON tensors and the binary
+// tensor data extension), POST /v2/repository/index, GET /healthz, GET /metrics
+// (Prometheus text). "/versions/V" after NAME is accepted for version "1" (each file is one
+// version). Errors are {"error": "..."} with 400 (bad request), 401 (missing or wrong API
+// key), 404 (unknown model or route), 405, 429 (rate limit; Retry-After), 500, 502
+// (providers disagree), 503 (model not loadable, no provider).
+//
+// Access: when keys are required every route but the health checks needs
+// "Authorization: Bearer KEY"; each key (and anonymous loopback use) has its own token bucket.
+//
+// Thread-safety: handle() may be called from many threads at once; the backend must allow that.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/tensor.h"
+#include "serve/access.h"
+#include "serve/model_repository.h"
+
+namespace gpugrid::serve {
+
+struct http_request {
+  std::string method;                              // "GET", "POST", ...
+  std::string target;                              // path and query
+  std::map<std::string, std::string> headers;      // names in lower case
+  std::string body;
+  // Set by the HTTP layer when the client hung up while the request waited or ran: a request
+  // not yet started on the backend is then dropped (nothing runs, nothing is paid).
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  std::string header(const std::string& lower_name) const {
+    auto it = headers.find(lower_name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+struct http_response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+http_response error_response(int status, const std::string& message);
+
+struct infer_outcome {
+  std::vector<tensor> outputs;            // in the model's output order
+  double cost = 0;                        // credits paid
+  std::vector<std::string> providers;     // node ids, "local" or "embedded"
+};
+
+// Runs one inference. Called from many threads at once. Failures: invalid_input -> 400,
+// no_provider -> 503, verification -> 502, anything else -> 500.
+class infer_backend {
+ public:
+  virtual ~infer_backend() = default;
+  virtual expected<infer_outcome> infer(const model_entry& model, std::vector<tensor> inputs) = 0;
+  virtual std::string describe() const = 0;   // "local engine", "embedded grid", "grid (3 providers)"
+};
+
+struct service_options {
+  key_ring keys;
+  bool require_keys = false;
+  double rate_limit = 0;        // requests per second per key (0: none)
+  double rate_burst = 0;        // bucket size (0: same as the rate)
+  std::string version;          // of the server, for /v2
+};
+
+// Counters the HTTP layer adds to (it sees what never reaches handle()).
+struct transport_counters {
+  std::atomic<int64_t> connections{0};
+  std::atomic<int64_t> too_large{0};          // bodies over the limit (413)
+  std::atomic<int64_t> timeouts{0};           // header/body read timeouts (slow clients)
+  std::atomic<int64_t> bad_requests{0};       // unparsable HTTP
+  std::atomic<int64_t> disconnects{0};        // clients gone before their response was written
+  std::atomic<int64_t> overloaded{0};         // refused: too many requests queued
+};
+
+class v2_service {
+ public:
+  // `repo` and `backend` must outlive the service.
+  v2_service(model_repository* repo, infer_backend* backend, service_options options);
+
+  http_response handle(const http_request& request);
+  std::string metrics_text() const;
+  transport_counters& transport() { return transport_; }
+
+ private:
+  http_response route(const http_request& r, const std::string& path);
+  http_response infer(const http_request& r, const std::shared_ptr<const model_entry>& m);
+  http_response model_metadata(const model_entry& m) const;
+  http_response repository_index();
+
+  model_repository* repo_;
+  infer_backend* backend_;
+  service_options options_;
+  rate_limiter limiter_;
+  transport_counters transport_;
+
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, int>, int64_t> responses_;   // (route, status) -> count
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<int64_t> inferences_ok_{0}, inferences_failed_{0};
+  std::atomic<int64_t> auth_failures_{0}, rate_limited_{0}, cancelled_{0};
+  std::vector<double> latency_bounds_ms_;
+  std::vector<int64_t> latency_buckets_;     // guarded by mu_
+  double latency_sum_ms_ = 0;                // guarded by mu_
+  double cost_total_ = 0;                    // guarded by mu_
+};
+
+}  // namespace gpugrid::serve

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# `gpugrid run MODEL --batch SOURCE --output-dir DIR` end to end: a folder, a list file and
+# NDJSON on stdin over the embedded grid and --local; resume; failures listed and exit 1; and a
+# multi-process loopback grid where one provider is killed mid-batch: every job is done once
+# and paid once.
+# Usage: tests/serve_batch_test.sh path/to/gpugrid path/to/source
+set -uo pipefail
+bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+src="$2"
+tmp="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" HOME="$tmp/home"
+unset GPUGRID_PEERS
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+model="$src/examples/digits/digits.onnx"
+
+# 40 inputs: the five samples, eight copies each under distinct names.
+mkdir -p "$tmp/in"
+for i in 0 1 2 3 4; do
+  for k in 0 1 2 3 4 5 6 7; do cp "$src/examples/digits/sample_$i.npy" "$tmp/in/s${k}_$i.npy"; done
+  "$bin" run --local "$model" "$src/examples/digits/sample_$i.npy" -o "$tmp/want_$i.npy" || { echo "FAIL: --local run" >&2; exit 1; }
+done
+
+# check_outputs DIR N: N job folders, each output equal to the --local result of its sample.
+check_outputs() {
+  local n=0 f
+  for f in "$1"/*/logits.npy; do
+    [ -e "$f" ] || continue
+    n=$((n + 1))
+    local id="${f%/logits.npy}"
+    id="${id##*/}"
+    cmp -s "$f" "$tmp/want_${id##*_}.npy" || fail "$1: job $id differs from --local"
+  done
+  [ "$n" -eq "$2" ] || fail "$1 holds $n finished jobs, not $2"
+}
+
+# ---- 1. a folder on the embedded grid, --json lines, then a resume that skips everything
+"$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out1" --json >"$tmp/b1.out" 2>"$tmp/b1.err"
+code=$?
+[ "$code" -eq 0 ] || fail "batch over the embedded grid exited $code: $(tail -2 "$tmp/b1.err")"
+[ "$(grep -c '"status":"ok"' "$tmp/b1.out")" -eq 40 ] || fail "--json printed $(grep -c '"status":"ok"' "$tmp/b1.out") ok lines, not 40"
+grep -q '"summary":{"jobs":40,"done":40,"skipped":0,"failed":0' "$tmp/b1.out" || fail "no summary line: $(tail -1 "$tmp/b1.out")"
+check_outputs "$tmp/out1" 40
+"$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out1" >"$tmp/b2.out" 2>"$tmp/b2.err"
+code=$?
+[ "$code" -eq 0 ] || fail "resumed batch exited $code"
+grep -q "40 jobs: 0 done, 40 already done, 0 failed" "$tmp/b2.err" || fail "resume did not skip: $(tail -1 "$tmp/b2.err")"
+
+# ---- 2. a partial earlier run is resumed; a bad input fails alone, listed in failures.tsv
+mkdir -p "$tmp/out2"
+cp -r "$tmp/out1/s0_0" "$tmp/out1/s1_1" "$tmp/out2/"
+printf 'garbage' >"$tmp/in/zz_bad.npy"
+"$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out2" --local >"$tmp/b3.out" 2>"$tmp/b3.err"
+code=$?
+[ "$code" -eq 1 ] || fail "a batch with a bad input exited $code, not 1"
+grep -q "41 jobs: 38 done, 2 already done, 1 failed" "$tmp/b3.err" || fail "summary: $(grep summary -A0 "$tmp/b3.err"; tail -2 "$tmp/b3.err")"
+grep -q "^zz_bad	" "$tmp/out2/failures.tsv" || fail "failures.tsv does not list the bad input: $(cat "$tmp/out2/failures.tsv" 2>&1)"
+check_outputs "$tmp/out2" 40
+rm "$tmp/in/zz_bad.npy"
+"$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out2" --local >/dev/null 2>&1 || fail "batch after fixing the input failed"
+[ ! -e "$tmp/out2/failures.tsv" ] || fail "failures.tsv left behind after a clean run"
+
+# ---- 3. a list file and NDJSON on stdin
+printf '# a list\n%s\npixels=%s\n' "$tmp/in/s0_3.npy" "$tmp/in/s0_4.npy" >"$tmp/list.txt"
+"$bin" run "$model" --batch "$tmp/list.txt" --output-dir "$tmp/out3" --local >/dev/null 2>"$tmp/b4.err" || fail "list file batch: $(tail -1 "$tmp/b4.err")"
+check_outputs "$tmp/out3" 2
+printf '{"pixels": "%s", "id": "one_2"}\n{"pixels": "%s"}\n' "$tmp/in/s0_2.npy" "$tmp/in/s3_1.npy" |
+  "$bin" run "$model" --batch - --output-dir "$tmp/out4" >/dev/null 2>"$tmp/b5.err" || fail "NDJSON batch: $(tail -1 "$tmp/b5.err")"
+check_outputs "$tmp/out4" 2
+"$bin" run "$model" --batch "$tmp/in" >/dev/null 2>"$tmp/b6.err"
+[ $? -eq 2 ] && grep -q "needs --output-dir" "$tmp/b6.err" || fail "--batch without --output-dir not refused"
+echo '{"pixels": 5}' | "$bin" run "$model" --batch - --output-dir "$tmp/out5" >/dev/null 2>"$tmp/b7.err"
+[ $? -eq 2 ] && grep -q "stdin:1" "$tmp/b7.err" || fail "bad NDJSON not refused by line: $(cat "$tmp/b7.err")"
+
+# ---- 4. three providers on loopback, one killed with SIGKILL in the middle of the batch
+start_provider() {
+  local name="$1"
+  shift
+  "$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/$name" --json "$@" >"$tmp/$name.log" 2>"$tmp/$name.err" &
+  local p=$!
+  pids+=("$p")
+  local url=""
+  for _ in $(seq 1 100); do
+    url="$(sed -n 's/.*"event":"listening".*"url":"\([^"]*\)".*/\1/p' "$tmp/$name.log" 2>/dev/null | head -1)"
+    [ -n "$url" ] && break
+    sleep 0.05
+  done
+  [ -n "$url" ] || { fail "provider $name did not start: $(cat "$tmp/$name.err")"; return 1; }
+  printf -v "url_$name" '%s' "$url"
+  printf -v "pid_$name" '%s' "$p"
+}
+start_provider p0 || exit 1
+start_provider p1 --peer "$url_p0" || exit 1
+start_provider p2 --peer "$url_p0" || exit 1
+mkdir -p "$tmp/big"
+for k in $(seq 0 39); do for i in 0 1 2 3 4; do ln -s "$tmp/in/s0_$i.npy" "$tmp/big/b${k}_$i.npy"; done; done
+"$bin" run "$model" --batch "$tmp/big" --output-dir "$tmp/out6" --peer "$url_p0" --data-dir "$tmp/client" --in-flight 6 \
+  --timeout 5 --json >"$tmp/b8.out" 2>"$tmp/b8.err" &
+batch=$!
+for _ in $(seq 1 400); do
+  [ "$(grep -c '"status":"ok"' "$tmp/b8.out" 2>/dev/null)" -ge 30 ] && break
+  sleep 0.01
+done
+used_p1="$(grep -c "$(sed -n 's/.*"node_id":"\([0-9a-f]*\)".*/\1/p' "$tmp/p1.log" | head -1)" "$tmp/b8.out")"
+done_at_kill=$(grep -c '"status":"ok"' "$tmp/b8.out")
+kill -9 "$pid_p1"
+wait "$batch"
+code=$?
+[ "$done_at_kill" -lt 200 ] || fail "the batch had finished before the provider was killed"
+[ "$code" -eq 0 ] || fail "batch with a provider killed exited $code: $(tail -3 "$tmp/b8.err")"
+check_outputs "$tmp/out6" 200
+[ "$used_p1" -ge 1 ] || fail "the killed provider had run none of the first jobs (no spreading?)"
+spread="$(grep -o '"providers":\["[a-z0-9]*' "$tmp/b8.out" | sort | uniq -c | wc -l)"
+[ "$spread" -ge 2 ] || fail "jobs ran on $spread provider(s), not spread over several"
+receipts="$("$bin" ledger show --data-dir "$tmp/client" --json | grep -o '"job_id":"[0-9a-f]*"' | sort)"
+[ "$(echo "$receipts" | grep -c job_id)" -eq 200 ] || fail "client ledger holds $(echo "$receipts" | grep -c job_id) receipts, not 200 (one per job)"
+[ "$(echo "$receipts" | uniq -d | wc -l)" -eq 0 ] || fail "a job was paid twice"
+"$bin" ledger verify --data-dir "$tmp/client" >/dev/null 2>&1 || fail "client ledger does not verify"
+
+[ "$failures" -eq 0 ] || exit 1
+echo "serve_batch_test: all checks passed ($done_at_kill jobs finished when the kill came)"
