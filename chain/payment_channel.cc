@@ -73,19 +73,27 @@ expected<channel_state> read_channel(rpc_client& rpc, const address& contract, c
   return c;
 }
 
-expected<std::vector<channel_state>> channels_of(rpc_client& rpc, const address& contract, const address& who) {
+expected<std::vector<channel_state>> channels_of(rpc_client& rpc, const address& contract, const address& who,
+                                                 const u256& from_block, const u256& window) {
   hash32 who_topic{};
   std::copy(who.b.begin(), who.b.end(), who_topic.begin() + 12);
+  GG_ASSIGN_OR_RETURN(u256 head, rpc.block_number());
   std::set<u256> ids;
-  for (int position : {2, 3}) {  // client, then provider
-    log_filter f;
-    f.emitter = contract;
-    f.topics.resize(position + 1);
-    f.topics[0] = {opened_topic()};
-    f.topics[position] = {who_topic};
-    GG_ASSIGN_OR_RETURN(std::vector<log_entry> logs, rpc.get_logs(f));
-    for (const auto& l : logs)
-      if (l.topics.size() == 4) ids.insert(from_be(l.topics[1].data(), 32));
+  const u256 step = window == 0 ? u256(1) : window;
+  for (u256 start = from_block; start <= head; start += step) {
+    u256 end = start + step - 1 < head ? start + step - 1 : head;
+    for (int position : {2, 3}) {  // client, then provider
+      log_filter f;
+      f.from_block = start;
+      f.to_block = end;
+      f.emitter = contract;
+      f.topics.resize(position + 1);
+      f.topics[0] = {opened_topic()};
+      f.topics[position] = {who_topic};
+      GG_ASSIGN_OR_RETURN(std::vector<log_entry> logs, rpc.get_logs(f));
+      for (const auto& l : logs)
+        if (l.topics.size() == 4) ids.insert(from_be(l.topics[1].data(), 32));
+    }
   }
   std::vector<channel_state> out;
   for (const auto& id : ids) {

@@ -45,8 +45,10 @@ expected<u256> opened_channel(const receipt& r, const address& contract);
 // Reads one channel with eth_call; a channel that does not exist fails with invalid_input.
 expected<channel_state> read_channel(rpc_client& rpc, const address& contract, const u256& id);
 
-// Every channel in which `who` is the client or the provider (from the Opened logs), with its
-// current state.
-expected<std::vector<channel_state>> channels_of(rpc_client& rpc, const address& contract, const address& who);
+// Every channel in which `who` is the client or the provider (from the Opened logs since
+// `from_block`, the contract's deployment block; asked for in windows of `window` blocks, since
+// public endpoints limit the range of one eth_getLogs), with its current state.
+expected<std::vector<channel_state>> channels_of(rpc_client& rpc, const address& contract, const address& who,
+                                                 const u256& from_block = 0, const u256& window = 10000);
 
 }  // namespace gpugrid::chain::payment_channel

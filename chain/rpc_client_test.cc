@@ -134,3 +134,20 @@ TEST_CASE("rpc: URLs", "[chain]") {
   CHECK(!parse_http_url("http://host:99999"));
   CHECK(!parse_http_url("http://user:pw@host"));
 }
+
+TEST_CASE("rpc: channels are looked up in windows of blocks from the deployment block", "[chain]") {
+  int posts = 0;
+  std::deque<std::string> answers = {R"({"jsonrpc":"2.0","id":{id},"result":"0x4e84"})"};  // head 20100
+  for (int i = 0; i < 6; ++i) answers.push_back(R"({"jsonrpc":"2.0","id":{id},"result":[]})");
+  auto* t = new scripted_transport(answers, &posts);
+  rpc_options o;
+  o.retries = 0;
+  rpc_client c(std::unique_ptr<http_transport>(t), o);
+  address contract, who;
+  auto list = payment_channel::channels_of(c, contract, who, 100, 10000);
+  REQUIRE(list);
+  CHECK(list->empty());
+  CHECK(posts == 7);  // the head, then windows [100, 10099], [10100, 20099], [20100, 20100] x client and provider
+  CHECK(t->last_request["params"][0]["fromBlock"] == "0x4e84");
+  CHECK(t->last_request["params"][0]["toBlock"] == "0x4e84");
+}

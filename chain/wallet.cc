@@ -169,6 +169,10 @@ expected<chain_settings> load_chain_settings(const std::string& data_dir) {
           GG_ASSIGN_OR_RETURN(address a, parse_address(s, where));
           c.contract = a;
         }
+      } else if (key == "from_block") {
+        auto n = v.value<int64_t>();
+        if (!v.is_integer() || !n || *n < 0) return invalid_input("{}: must be a whole number", where);
+        c.from_block = u256(*n);
       } else if (key == "chain_id" || key == "max_fee_gwei" || key == "confirmations") {
         auto n = v.value<int64_t>();
         if (!v.is_integer() || !n || *n < 0 || (key != "confirmations" && *n == 0) || (key == "confirmations" && *n > 1000))
@@ -177,7 +181,7 @@ expected<chain_settings> load_chain_settings(const std::string& data_dir) {
         else if (key == "max_fee_gwei") c.max_fee_gwei = u256(*n);
         else c.confirmations = static_cast<unsigned>(*n);
       } else {
-        return invalid_input("{}: unknown key (expected rpc, contract, chain_id, max_fee_gwei, confirmations)", where);
+        return invalid_input("{}: unknown key (expected rpc, contract, chain_id, max_fee_gwei, confirmations, from_block)", where);
       }
     }
   }

@@ -12,6 +12,7 @@
 //   chain_id = 137               # optional: refuse an endpoint that serves another chain
 //   max_fee_gwei = 500           # optional: the gas price limit
 //   confirmations = 2            # optional: blocks to wait for after a transaction is mined
+//   from_block = 12345678        # optional: the contract's deployment block (where log scans start)
 // Unknown keys and malformed values are errors naming the file and key.
 //
 // Functions touch only the files named; any thread (not concurrently on one folder).
@@ -41,6 +42,7 @@ struct chain_settings {
   std::optional<u256> chain_id;
   std::optional<u256> max_fee_gwei;
   std::optional<unsigned> confirmations;
+  std::optional<u256> from_block;
   std::string source;  // DIR/chain.toml when it was read
 };
 

@@ -40,6 +40,7 @@ struct chain_context {
   std::optional<address> contract;
   gas_policy gas;
   confirm_policy confirm;
+  u256 from_block;
 };
 
 expected<chain_context> connect(const wallet_options& o, bool need_contract) {
@@ -79,6 +80,7 @@ expected<chain_context> connect(const wallet_options& o, bool need_contract) {
   } else if (cs.max_fee_gwei) {
     c.gas.max_fee_per_gas = *cs.max_fee_gwei * 1000000000;
   }
+  if (cs.from_block) c.from_block = *cs.from_block;
   c.confirm.timeout = std::chrono::milliseconds(static_cast<long long>(o.wait_s * 1000));
   if (o.confirmations >= 0) c.confirm.confirmations = static_cast<unsigned>(o.confirmations);
   else if (cs.confirmations) c.confirm.confirmations = *cs.confirmations;
@@ -222,7 +224,7 @@ int run_action(const wallet_options& o, std::FILE* out, std::FILE* err, status* 
     if (!o.who.empty()) {
       WALLET_TRY(who, parse_address(o.who, "--address"));
     }
-    WALLET_TRY(auto list, payment_channel::channels_of(*c.rpc, contract, who));
+    WALLET_TRY(auto list, payment_channel::channels_of(*c.rpc, contract, who, c.from_block));
     if (o.json) {
       ordered_json arr = ordered_json::array();
       for (const auto& ch : list) arr.push_back(channel_json(ch));

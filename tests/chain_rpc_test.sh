@@ -34,7 +34,7 @@ make_cert other "DNS:other.example"
 
 "$py" "$src/tests/tools/devchain.py" --port 0 --ready "$tmp/ready" --tls-cert "$tmp/local.pem" --tls-key "$tmp/local.key" 2>"$tmp/chain.log" &
 chain_pid=$!
-for _ in $(seq 1 120); do [ -f "$tmp/ready" ] && break; sleep 0.25; done
+for _ in $(seq 1 480); do [ -f "$tmp/ready" ] && break; kill -0 "$chain_pid" 2>/dev/null || break; sleep 0.25; done
 [ -f "$tmp/ready" ] || { cat "$tmp/chain.log"; fail "the dev chain did not start"; }
 url=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['url'])" "$tmp/ready")
 port=${url##*:}

@@ -29,7 +29,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 "$py" "$src/tests/tools/devchain.py" --port 0 --ready "$tmp/ready" 2>"$tmp/chain.log" &
 chain_pid=$!
-for _ in $(seq 1 120); do [ -f "$tmp/ready" ] && break; sleep 0.25; done
+for _ in $(seq 1 480); do [ -f "$tmp/ready" ] && break; kill -0 "$chain_pid" 2>/dev/null || break; sleep 0.25; done
 [ -f "$tmp/ready" ] || { cat "$tmp/chain.log"; fail "the dev chain did not start"; }
 field() { "$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$tmp/ready" "$1"; }
 url=$(field url); contract=$(field contract); chain_id=$(field chain_id)
@@ -164,7 +164,8 @@ expect 2 "not http" w balance --data-dir "$C" --chain-rpc ftp://x
 expect 2 "no chain endpoint" env -u GPUGRID_CHAIN_RPC "$bin" wallet balance --data-dir "$C"
 printf 'rpc = 5\n' > "$C/chain.toml"
 expect 2 "chain.toml: rpc" env -u GPUGRID_CHAIN_RPC "$bin" wallet balance --data-dir "$C"
-printf 'rpc = "%s"\ncontract = "%s"\nchain_id = %s\n' "$url" "$contract" "$chain_id" > "$C/chain.toml"
-env -u GPUGRID_CHAIN_RPC -u GPUGRID_CHAIN_CONTRACT "$bin" wallet channels --data-dir "$C" >/dev/null 2>&1 || fail "chain.toml was not used"
+printf 'rpc = "%s"\ncontract = "%s"\nchain_id = %s\nfrom_block = 1\n' "$url" "$contract" "$chain_id" > "$C/chain.toml"
+from_toml=$(env -u GPUGRID_CHAIN_RPC -u GPUGRID_CHAIN_CONTRACT "$bin" wallet channels --data-dir "$C" --json 2>/dev/null) || fail "chain.toml was not used"
+[ "$(jget "$from_toml" ".__len__()")" = "$(jget "$(w channels --data-dir "$C" --json)" ".__len__()")" ] || fail "chain.toml: channels differ"
 expect 2 "not a JSON object" w redeem --data-dir "$P" --voucher "$C/chain.toml"
 echo "chain_wallet_test: ok"
