@@ -45,6 +45,9 @@ def cases():
         out[f"MatMulNBits M{M} K{K} N{N} int4"] = s
     out["GQA decode P511 N16 Nkv4 H64 rotary"] = mc.gqa_case(rng, B=1, S=1, P=511, N=16, Nkv=4, H=64, rotary=True)
     out["GQA prompt S128 N16 Nkv4 H64"] = mc.gqa_case(rng, B=1, S=128, P=0, N=16, Nkv=4, H=64)
+    dims = dict(V=2048, D=512, N=8, Nkv=2, H=64, F=1536, L=4)
+    out["int4 decoder D512 L4: step, 127 cached"] = mc.decoder(rng, S=1, P=127, **dims)
+    out["int4 decoder D512 L4: prompt of 64"] = mc.decoder(rng, S=64, P=0, **dims)
     out["SkipSimplifiedLN 64x2048"] = mc.spec(
         "SkipSimplifiedLayerNormalization", [("input", mc.rnd(rng, 1, 64, 2048), False),
                                              ("skip", mc.rnd(rng, 1, 64, 2048), False), ("gamma", mc.rnd(rng, 2048), True)],

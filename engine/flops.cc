@@ -68,28 +68,43 @@ expected<int64_t> estimate_flops(std::shared_ptr<const graph> g) {
   auto s = session::create(g, opt);
   if (!s) return s.error();
   const graph& gr = (*s)->model();
-  std::mt19937 rng(1);
-  std::vector<tensor> inputs;
-  for (int id : gr.inputs) {
-    const value_info& v = gr.values[id];
-    if (!v.shape || v.type == dtype::undefined) return invalid_input("input '{}' has no declared shape", v.name);
-    shape_t shape;
-    for (const auto& d : *v.shape) shape.push_back(d.value >= 0 ? d.value : 1);
-    int64_t n = 0;
-    if (!checked_num_elements(shape, int64_t{1} << 30, &n)) return invalid_input("input '{}' is too large", v.name);
-    tensor t = tensor::zeros(v.type, shape);
-    if (v.type == dtype::f32) {
-      std::uniform_real_distribution<float> u(-1, 1);
-      for (int64_t i = 0; i < n; ++i) t.data<float>()[i] = u(rng);
+  // Inputs: random floats, integers all `fill`. Zeros first; when the model refuses them
+  // (an attention mask of zeros gives a decoder negative sequence lengths), ones.
+  auto make_inputs = [&](int fill, std::vector<tensor>* inputs) -> status {
+    std::mt19937 rng(1);
+    for (int id : gr.inputs) {
+      const value_info& v = gr.values[id];
+      if (!v.shape || v.type == dtype::undefined) return invalid_input("input '{}' has no declared shape", v.name);
+      shape_t shape;
+      for (const auto& d : *v.shape) shape.push_back(d.value >= 0 ? d.value : 1);
+      int64_t n = 0;
+      if (!checked_num_elements(shape, int64_t{1} << 30, &n)) return invalid_input("input '{}' is too large", v.name);
+      tensor t = tensor::zeros(v.type, shape);
+      if (v.type == dtype::f32) {
+        std::uniform_real_distribution<float> u(-1, 1);
+        for (int64_t i = 0; i < n; ++i) t.data<float>()[i] = u(rng);
+      } else if (fill != 0 && (v.type == dtype::i64 || v.type == dtype::i32)) {
+        for (int64_t i = 0; i < n; ++i) {
+          if (v.type == dtype::i64) t.data<int64_t>()[i] = fill;
+          else t.data<int32_t>()[i] = fill;
+        }
+      }
+      inputs->push_back(std::move(t));
     }
-    inputs.push_back(std::move(t));
+    return status::ok();
+  };
+  expected<int64_t> result = int64_t{0};
+  for (int fill : {0, 1}) {
+    std::vector<tensor> inputs;
+    GG_RETURN_IF_ERROR(make_inputs(fill, &inputs));
+    int64_t total = 0;
+    session::node_observer obs = [&](const node& n, const std::vector<const tensor*>& in,
+                                     const std::vector<const tensor*>& out) { total += node_flops(n, in, out); };
+    auto r = (*s)->run(inputs, nullptr, &obs);
+    if (r) return total;
+    if (fill == 0) result = r.error();
   }
-  int64_t total = 0;
-  session::node_observer obs = [&](const node& n, const std::vector<const tensor*>& in,
-                                   const std::vector<const tensor*>& out) { total += node_flops(n, in, out); };
-  auto r = (*s)->run(inputs, nullptr, &obs);
-  if (!r) return r.error();
-  return total;
+  return result;
 }
 
 }  // namespace gpugrid

@@ -93,6 +93,56 @@ inline void accumulate_rows(const float* w, int64_t len, const float* a, int64_t
   }
 }
 
+#ifdef GG_NBITS_AVX2
+// acc[m] += sum over the first `whole` blocks of one column of (q - zp) * scale * A[m]: per
+// block the integer values' dot product with A in float lanes, then scale * (dot - zp * sum(A)).
+// MR rows of A (a compile-time count, so the sums stay in registers).
+template <int MR, typename ZP>
+void q4_column(const uint8_t* q, const float* scales, const ZP& zp_of, const float* asum, int64_t kb, int64_t whole,
+               int64_t block, const float* a, int64_t K, float* acc) {
+  const __m128i mask = _mm_set1_epi8(15);
+  __m256 vacc[MR];
+  for (int m = 0; m < MR; ++m) vacc[m] = _mm256_setzero_ps();
+  float corr[MR] = {};
+  const int64_t blob = block / 2;
+  for (int64_t b = 0; b < whole; ++b) {
+    const uint8_t* qb = q + b * blob;
+    const float* ab = a + b * block;
+    __m256 vdot[MR];
+    for (int m = 0; m < MR; ++m) vdot[m] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < block; i += 32) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qb + i / 2));
+      const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+      const __m128i v0 = _mm_unpacklo_epi8(lo, hi), v1 = _mm_unpackhi_epi8(lo, hi);
+      const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v0));
+      const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v0, 8)));
+      const __m256 f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v1));
+      const __m256 f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v1, 8)));
+      for (int m = 0; m < MR; ++m) {
+        const float* am = ab + m * K + i;
+        __m256 t = _mm256_fmadd_ps(f0, _mm256_loadu_ps(am), vdot[m]);
+        t = _mm256_fmadd_ps(f1, _mm256_loadu_ps(am + 8), t);
+        t = _mm256_fmadd_ps(f2, _mm256_loadu_ps(am + 16), t);
+        vdot[m] = _mm256_fmadd_ps(f3, _mm256_loadu_ps(am + 24), t);
+      }
+    }
+    const float sc = scales[b], z = zp_of(b);
+    const __m256 vs = _mm256_set1_ps(sc);
+    for (int m = 0; m < MR; ++m) {
+      vacc[m] = _mm256_fmadd_ps(vdot[m], vs, vacc[m]);
+      corr[m] += sc * z * asum[m * kb + b];
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, vacc[m]);
+    float sum = 0.f;
+    for (float x : t) sum += x;
+    acc[m] += sum - corr[m];
+  }
+}
+#endif
+
 class matmul_nbits_kernel final : public kernel {
  public:
   static expected<std::unique_ptr<kernel>> make(const node& n) {
@@ -193,6 +243,10 @@ class matmul_nbits_kernel final : public kernel {
     } else if (M <= 4) {
       // Few rows (decoding): dequantize one block at a time into registers' worth of floats
       // and multiply it into every row, column by column.
+      // Per row and block: the sum of A's values there (for the zero-point term).
+      std::vector<float> asum(static_cast<size_t>(M * kb), 0.f);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < K; ++k) asum[m * kb + k / block_] += a[m * K + k];
       helpers::parallel(ctx, N, helpers::grain_for(K * M, 65536), [&](int64_t n0, int64_t n1) {
         std::vector<float> w(static_cast<size_t>(block_));
         float acc[4];
@@ -201,37 +255,15 @@ class matmul_nbits_kernel final : public kernel {
           int64_t b = 0;
 #ifdef GG_NBITS_AVX2
           if (bits_ == 4 && block_ % 32 == 0) {
-            // Whole blocks in registers: the 4-bit values become floats and go straight into
-            // per-row vector sums, reduced once per column.
-            const __m128i mask = _mm_set1_epi8(15);
-            __m256 vacc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-            for (; b < kb && (b + 1) * block_ <= K; ++b) {
-              const uint8_t* q = w_q + (n * kb + b) * blob;
-              const float sc = scales[n * kb + b];
-              const __m256 vs = _mm256_set1_ps(sc), vzs = _mm256_set1_ps(-zero_point(n, b) * sc);
-              const float* ab = a + b * block_;
-              for (int64_t i = 0; i < block_; i += 32) {
-                const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i / 2));
-                const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-                const __m128i v0 = _mm_unpacklo_epi8(lo, hi), v1 = _mm_unpackhi_epi8(lo, hi);
-                const __m256 f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v0)), vs, vzs);
-                const __m256 f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v0, 8))), vs, vzs);
-                const __m256 f2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v1)), vs, vzs);
-                const __m256 f3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v1, 8))), vs, vzs);
-                for (int64_t m = 0; m < M; ++m) {
-                  const float* am = ab + m * K + i;
-                  __m256 t = _mm256_fmadd_ps(f0, _mm256_loadu_ps(am), vacc[m]);
-                  t = _mm256_fmadd_ps(f1, _mm256_loadu_ps(am + 8), t);
-                  t = _mm256_fmadd_ps(f2, _mm256_loadu_ps(am + 16), t);
-                  vacc[m] = _mm256_fmadd_ps(f3, _mm256_loadu_ps(am + 24), t);
-                }
-              }
+            const int64_t whole = std::min(kb, K / block_);
+            auto zp_of = [&](int64_t bb) { return zero_point(n, bb); };
+            switch (M) {
+              case 1: q4_column<1>(w_q + n * kb * blob, scales + n * kb, zp_of, asum.data(), kb, whole, block_, a, K, acc); break;
+              case 2: q4_column<2>(w_q + n * kb * blob, scales + n * kb, zp_of, asum.data(), kb, whole, block_, a, K, acc); break;
+              case 3: q4_column<3>(w_q + n * kb * blob, scales + n * kb, zp_of, asum.data(), kb, whole, block_, a, K, acc); break;
+              default: q4_column<4>(w_q + n * kb * blob, scales + n * kb, zp_of, asum.data(), kb, whole, block_, a, K, acc); break;
             }
-            for (int64_t m = 0; m < M; ++m) {
-              alignas(32) float t[8];
-              _mm256_store_ps(t, vacc[m]);
-              for (float x : t) acc[m] += x;
-            }
+            b = whole;
           }
 #endif
           for (; b < kb; ++b) {

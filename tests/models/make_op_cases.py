@@ -567,8 +567,7 @@ def attention_causal_past(rng):
 # GroupQueryAttention with rotary embeddings and a KV cache, SkipSimplifiedLayerNormalization
 # residuals, a SiLU-gated MLP, seqlens_k / total_sequence_length computed from attention_mask.
 
-def decoder(rng, S, P):
-    V, D, N, Nkv, H, F, L = 64, 64, 4, 2, 16, 128, 2
+def decoder(rng, S, P, V=64, D=64, N=4, Nkv=2, H=16, F=128, L=2):
     T = P + S
     nodes, inits = [], []
 
@@ -583,7 +582,7 @@ def decoder(rng, S, P):
                                       K=k_in, N=n_out, bits=4, block_size=32, accuracy_level=4))
         return name + ".out"
 
-    cos, sin = rope_caches(64, H)
+    cos, sin = rope_caches(max(64, T), H)
     init("cos_cache", cos)
     init("sin_cache", sin)
     nodes += [helper.make_node("Gather", [init("embed", rnd(rng, V, D)), "input_ids"], ["x0"]),
