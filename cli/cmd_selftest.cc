@@ -148,7 +148,13 @@ case_result run_case(const fs::path& dir, int threads, const std::string& device
 int selftest_command(const selftest_options& o) {
   std::error_code ec;
   fs::path suite(o.suite);
-  if (o.suite.empty() || !fs::is_directory(suite, ec)) {
+  if (o.suite.empty()) {
+    fmt::print(stderr,
+               "gpugrid: selftest: give --suite DIR, a folder of ONNX backend test cases (python3 "
+               "tests/node_suite/generate.py DIR writes one)\n");
+    return 2;
+  }
+  if (!fs::is_directory(suite, ec)) {
     fmt::print(stderr, "gpugrid: selftest: suite folder '{}' does not exist\n", o.suite);
     return 2;
   }

@@ -57,31 +57,37 @@ function __gpugrid_positional
 end
 
 # Files for the word being completed, preferring those with the given extensions (and
-# folders); every file when none matches.
+# folders); every file when none matches. fish's own file completion does the matching, so ~,
+# escaped spaces and quotes work as everywhere else. NAME=FILE completes the file after '='.
 function __gpugrid_files
-    set -l cur (commandline -ct)
-    set -l all $cur*
+    set -l token (commandline -ct)
+    set -l name ''
+    if string match -qr -- '^[^-/~=][^/=]*=' $token
+        set name (string replace -r -- '=.*' '=' $token)
+        set token (string replace -r -- '^[^=]*=' '' $token)
+    end
+    # A command without completions gets fish's default: file names.
+    set -l all (complete -C"__gpugrid_no_such_command $token" | string replace -r -- '\t.*' '')
     set -l found
-    if test (count $all) -gt 0
-        for ext in $argv
-            set -a found (string match -- "*.$ext" $all)
-        end
+    for ext in $argv
+        set -a found (string match -- "*.$ext" $all)
     end
     if test (count $found) -gt 0
-        for d in $cur*/
-            set -a found $d
-        end
+        set -a found (string match -- '*/' $all)
     else
-        for f in $all
-            if test -d $f
-                set -a found $f/
-            else
-                set -a found $f
-            end
-        end
+        set found $all
     end
     for f in $found
-        echo $f
+        echo $name$f
+    end
+end
+
+# ws://, wss:// and the configured peers (config.toml or GPUGRID_PEERS).
+function __gpugrid_peer_urls
+    echo ws://
+    echo wss://
+    if command -q gpugrid
+        command gpugrid config show --json 2>/dev/null | string match -r -g -- '"peers":\[([^]]*)\]' | string split , | string trim -c '"'
     end
 end
 
@@ -101,30 +107,37 @@ complete -c gpugrid -n '__gpugrid_no_command' -a selftest -d 'run ONNX backend n
 complete -c gpugrid -n '__gpugrid_no_command' -a bench -d 'measure the engine\'s latency on a model in this process (no grid)'
 complete -c gpugrid -n '__gpugrid_no_command' -a ledger -d 'show, verify or total the hash-chained ledger of paid jobs'
 complete -c gpugrid -n '__gpugrid_no_command' -a identity -d 'show this node\'s Ed25519 identity, or make a new one'
-complete -c gpugrid -n '__gpugrid_no_command' -a completion -d 'print a shell completion script (bash, zsh or fish)'
+complete -c gpugrid -n '__gpugrid_no_command' -a config -d 'show the settings in effect, the config file\'s path, or set one setting'
+complete -c gpugrid -n '__gpugrid_no_command' -a completion -d 'print a shell completion script (bash, zsh or fish) and how to install it'
+complete -c gpugrid -n '__gpugrid_no_command' -a version -d 'print the version'
 complete -c gpugrid -n '__gpugrid_no_command' -a help -d 'show the help of a command'
 complete -c gpugrid -n '__gpugrid_no_command' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_no_command' -l version -d 'print the version and exit'
+complete -c gpugrid -n '__gpugrid_no_command' -s V -l version -d 'print the version and exit'
+complete -c gpugrid -n '__gpugrid_no_command' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_no_command' -s v -l verbose -d 'also print debug lines'
 
 # offer
 complete -c gpugrid -n '__gpugrid_command_is offer' -s h -l help -d 'print this help and exit'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l listen -x -d 'address to accept peers on (default 0.0.0.0:7447; port 0 picks a free one)'
-complete -c gpugrid -n '__gpugrid_command_is offer' -l peer -x -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces GPUGRID_PEERS and the peers in config.toml'
+complete -c gpugrid -n '__gpugrid_command_is offer' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l device -x -a 'auto cpu cuda' -d 'the device to offer (default auto: the GPU if there is one, else the CPU)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l price -x -d 'credits asked per GFLOP when idle (default: price in config.toml, else 0.001)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l slots -x -d 'jobs run at once (default 1)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l max-model-mb -x -d 'the largest model accepted, in MiB (default 1024)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is offer' -l tls-cert -r -F -d 'TLS certificate (PEM) to serve wss:// with; needs --tls-key'
+complete -c gpugrid -n '__gpugrid_command_is offer' -l tls-cert -r -F -d 'TLS certificate (PEM) to serve wss:// with; give --tls-key too'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l tls-key -r -F -d 'TLS private key (PEM) of --tls-cert'
-complete -c gpugrid -n '__gpugrid_command_is offer' -l json -d 'print the node id, URL and events as one JSON object per line'
+complete -c gpugrid -n '__gpugrid_command_is offer' -l json -d 'print the node id, URL and events on stdout as JSON Lines (one object per event, with "event" and "time")'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l fault -x -a 'corrupt stall crash' -d 'TEST ONLY: misbehave on purpose to exercise verification and failover: corrupt results, stall, or crash mid-job'
+complete -c gpugrid -n '__gpugrid_command_is offer' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is offer' -s v -l verbose -d 'also print debug lines'
 
 # run
 complete -c gpugrid -n '__gpugrid_command_is run' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is run' -s o -l output -r -F -d 'write the first output to FILE (.npy, .pb or raw bytes, by extension); - is stdout'
+complete -c gpugrid -n '__gpugrid_command_is run' -s o -l output -r -F -d 'write the first output to FILE (.npy, .pb or raw bytes, by extension or --output-format); - is stdout (never a terminal)'
+complete -c gpugrid -n '__gpugrid_command_is run' -l output-format -x -a 'npy pb raw' -d 'the format of -o FILE or of stdout: npy, pb (TensorProto) or raw bytes'
 complete -c gpugrid -n '__gpugrid_command_is run' -l output-dir -x -a '(__fish_complete_directories)' -d 'write every output as DIR/<name>.npy'
-complete -c gpugrid -n '__gpugrid_command_is run' -l peer -x -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces GPUGRID_PEERS and the peers in config.toml'
+complete -c gpugrid -n '__gpugrid_command_is run' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is run' -l local -d 'run in this process, with no grid at all'
 complete -c gpugrid -n '__gpugrid_command_is run' -l redundancy -x -d 'run on K distinct providers and compare the results (default 1)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l max-price -x -d 'the most to pay for the job, in credits (default: no limit)'
@@ -133,20 +146,26 @@ complete -c gpugrid -n '__gpugrid_command_is run' -l device -x -a 'auto cpu cuda
 complete -c gpugrid -n '__gpugrid_command_is run' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is run' -l json -d 'print one JSON object: outputs, providers, verification and timing'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files onnx)' -d 'MODEL'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
+complete -c gpugrid -n '__gpugrid_command_is run' -l json -d 'print one JSON object: outputs (with their values), providers, verification and timing'
+complete -c gpugrid -n '__gpugrid_command_is run' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is run' -s v -l verbose -d 'also print debug lines'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files onnx)' -d 'MODEL'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
 
 # peers
 complete -c gpugrid -n '__gpugrid_command_is peers' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is peers' -l peer -x -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces GPUGRID_PEERS and the peers in config.toml'
+complete -c gpugrid -n '__gpugrid_command_is peers' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is peers' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is peers' -l json -d 'print one JSON object per provider'
+complete -c gpugrid -n '__gpugrid_command_is peers' -l json -d 'print one JSON array, one provider per line'
+complete -c gpugrid -n '__gpugrid_command_is peers' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is peers' -s v -l verbose -d 'also print debug lines'
 
 # inspect
 complete -c gpugrid -n '__gpugrid_command_is inspect' -s h -l help -d 'print this help and exit'
 complete -c gpugrid -n '__gpugrid_command_is inspect' -l device -x -a 'auto cpu cuda' -d 'also show which ops this device runs and which fall back to the CPU (default cpu)'
 complete -c gpugrid -n '__gpugrid_command_is inspect' -l json -d 'print one JSON object'
+complete -c gpugrid -n '__gpugrid_command_is inspect' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is inspect' -s v -l verbose -d 'also print debug lines'
 complete -c gpugrid -n '__gpugrid_command_is inspect; and __gpugrid_positional 0 --device' -a '(__gpugrid_files onnx)' -d 'MODEL'
 
 # selftest
@@ -157,7 +176,8 @@ complete -c gpugrid -n '__gpugrid_command_is selftest' -l filter -x -d 'run only
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l json -d 'print one JSON object with every case\'s result'
-complete -c gpugrid -n '__gpugrid_command_is selftest' -l verbose -d 'print every case, not only the failures'
+complete -c gpugrid -n '__gpugrid_command_is selftest' -s v -l verbose -d 'print every case, not only the failures'
+complete -c gpugrid -n '__gpugrid_command_is selftest' -s q -l quiet -d 'print no notes, only warnings and errors'
 
 # bench
 complete -c gpugrid -n '__gpugrid_command_is bench' -s h -l help -d 'print this help and exit'
@@ -168,25 +188,52 @@ complete -c gpugrid -n '__gpugrid_command_is bench' -l profile -d 'time every op
 complete -c gpugrid -n '__gpugrid_command_is bench' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l json -d 'print one JSON object (median, p90, peak memory)'
+complete -c gpugrid -n '__gpugrid_command_is bench' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is bench' -s v -l verbose -d 'also print debug lines'
 complete -c gpugrid -n '__gpugrid_command_is bench; and __gpugrid_positional 0 --device --iterations --warmup --threads --precision' -a '(__gpugrid_files onnx)' -d 'MODEL'
 complete -c gpugrid -n '__gpugrid_command_is bench; and __gpugrid_positional 1+ --device --iterations --warmup --threads --precision' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
 
 # ledger
 complete -c gpugrid -n '__gpugrid_command_is ledger' -s h -l help -d 'print this help and exit'
 complete -c gpugrid -n '__gpugrid_command_is ledger' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is ledger' -l json -d 'print JSON'
-complete -c gpugrid -n '__gpugrid_command_is ledger; and __gpugrid_positional 0 --data-dir' -a 'show verify balance' -d 'ACTION'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -l limit -x -d 'show: only the newest N receipts'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -l since -x -d 'show: only receipts finished at or after TIME (2026-12-01, 2026-12-01T10:00:00Z, or an age: 30m, 12h, 7d)'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -l json -d 'print JSON (show and balance: an array, one entry per line)'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -s v -l verbose -d 'also print debug lines'
+complete -c gpugrid -n '__gpugrid_command_is ledger; and __gpugrid_positional 0 --data-dir --limit --since' -a 'show verify balance' -d 'ACTION'
 
 # identity
 complete -c gpugrid -n '__gpugrid_command_is identity' -s h -l help -d 'print this help and exit'
 complete -c gpugrid -n '__gpugrid_command_is identity' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is identity' -l json -d 'print JSON'
+complete -c gpugrid -n '__gpugrid_command_is identity' -l json -d 'print one JSON object'
+complete -c gpugrid -n '__gpugrid_command_is identity' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is identity' -s v -l verbose -d 'also print debug lines'
 complete -c gpugrid -n '__gpugrid_command_is identity; and __gpugrid_positional 0 --data-dir' -a 'show new' -d 'ACTION'
+
+# config
+complete -c gpugrid -n '__gpugrid_command_is config' -s h -l help -d 'print this help and exit'
+complete -c gpugrid -n '__gpugrid_command_is config' -l json -d 'print one JSON object'
+complete -c gpugrid -n '__gpugrid_command_is config' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is config' -s v -l verbose -d 'also print debug lines'
+complete -c gpugrid -n '__gpugrid_command_is config; and __gpugrid_positional 0' -a 'show path set' -d 'ACTION'
+complete -c gpugrid -n '__gpugrid_command_is config; and __gpugrid_positional 1' -a 'peers price device slots listen data_dir max_model_mb' -d 'KEY'
 
 # completion
 complete -c gpugrid -n '__gpugrid_command_is completion' -s h -l help -d 'print this help and exit'
+complete -c gpugrid -n '__gpugrid_command_is completion' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is completion' -s v -l verbose -d 'also print debug lines'
 complete -c gpugrid -n '__gpugrid_command_is completion; and __gpugrid_positional 0' -a 'bash zsh fish' -d 'SHELL'
+
+# version
+complete -c gpugrid -n '__gpugrid_command_is version' -s h -l help -d 'print this help and exit'
+complete -c gpugrid -n '__gpugrid_command_is version' -l json -d 'print one JSON object'
+complete -c gpugrid -n '__gpugrid_command_is version' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is version' -s v -l verbose -d 'also print debug lines'
 
 # help
 complete -c gpugrid -n '__gpugrid_command_is help' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is help; and __gpugrid_positional 0' -a 'offer run peers inspect selftest bench ledger identity completion help' -d 'COMMAND'
+complete -c gpugrid -n '__gpugrid_command_is help' -l man -d 'print the manual page (roff) of every command'
+complete -c gpugrid -n '__gpugrid_command_is help' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is help' -s v -l verbose -d 'also print debug lines'
+complete -c gpugrid -n '__gpugrid_command_is help; and __gpugrid_positional 0' -a 'offer run peers inspect selftest bench ledger identity config completion version help' -d 'COMMAND'

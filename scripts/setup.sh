@@ -11,10 +11,14 @@ packages=(
   libcaf-dev libboost-dev libboost-system-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
   catch2 libcli11-dev libsodium-dev libssl-dev libprotobuf-dev protobuf-compiler libonnx-dev
   libopenblas-dev libtomlplusplus-dev
+  # the CLI: JSON output and parsing, log lines with levels and timestamps
+  nlohmann-json3-dev libspdlog-dev
   # tests: the libFuzzer targets (clang's sanitizer and fuzzer runtimes)
   clang libclang-rt-14-dev
   # tests: fixture generation, the completion tests
   python3 python3-numpy python3-onnx python3-venv python3-pip python3-sklearn python3-torch bash-completion
+  # the completion tests drive zsh and fish too; groff checks the man page
+  zsh fish groff-base
 )
 
 missing=()
