@@ -109,8 +109,7 @@ int peers_command(const peers_options& o) {
       if (d.kind == "cuda") cc = fmt::format("{}.{}", d.cc_major, d.cc_minor);
       gflops = fmt::format("{:.0f}", d.gflops);
     }
-    // Node ids are 34 characters ("gg" + 32); the column fits them whole.
-  fmt::print("{:<34} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10.6f} {:>9} {:>5.2f} {:>8}\n", p.node_id.substr(0, 14), r.url,
+    fmt::print("{:<34} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10.6f} {:>9} {:>5.2f} {:>8}\n", p.node_id, r.url,
                device, mem, cc, gflops, r.info.price_per_gflop, p.rtt_ms >= 0 ? fmt::format("{:.2f}ms", p.rtt_ms) : "-",
                reputation->score(p.node_id), p.connected ? std::to_string(r.info.ledger_count) : "-");
   }

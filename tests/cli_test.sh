@@ -318,13 +318,20 @@ else
   port="${url##*:}"
   health="$(curl -s "http://127.0.0.1:$port/healthz")"
   [ "$health" == "ok" ] || fail "GET /healthz answered '$health'"
+  curl -s "http://127.0.0.1:$port/metrics" | grep -q '^gpugrid_' || fail "GET /metrics serves no metrics beside /healthz"
+  # peers: one JSON document (the issue's json.tool case); the table shows the whole node id.
+  run_cli peers --peer "$url" --data-dir "$tmp/client" --json
+  json_doc peers
+  [[ "$out" == "["* ]] || fail "peers --json is not one array: $out"
+  run_cli peers --peer "$url" --data-dir "$tmp/client"
+  printf '%s\n' "$out" | grep -qE '^gg[a-z2-7]{32} ' || fail "peers does not show the whole node id: $out"
   # Two jobs through the provider: receipts in both ledgers.
   for k in 1 2; do
     "$bin" run "$model" "$sample" --peer "$url" --data-dir "$tmp/client" -o "$tmp/grid$k.npy" 2>"$tmp/err" >/dev/null ||
       fail "run --peer $url: $(cat "$tmp/err")"
   done
   # The same data dir as the provider: connected to itself, with a hint.
-  "$bin" run "$model" "$sample" --peer "$url" --data-dir "$tmp/prov" --timeout 3 -o "$tmp/self.npy" >/dev/null 2>"$tmp/err"
+  "$bin" run "$model" "$sample" --peer "$url" --data-dir "$tmp/prov" --timeout 1 -o "$tmp/self.npy" >/dev/null 2>"$tmp/err"
   grep -q "connected to itself.*another --data-dir" "$tmp/err" || fail "dialing itself gives no hint: $(cat "$tmp/err")"
 fi
 kill -TERM "$offer_pid" 2>/dev/null
@@ -333,9 +340,9 @@ grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z gpug
   fail "offer's stderr (a file) has no timestamped 'offering' line: $(cat "$tmp/offer.err")"
 grep -qE 'Z gpugrid: job_done ' "$tmp/offer.err" || fail "offer's job events did not reach a non-terminal stderr: $(cat "$tmp/offer.err")"
 grep -qE 'Z gpugrid: terminated: draining' "$tmp/offer.err" || fail "offer's draining line is missing: $(cat "$tmp/offer.err")"
-timeout --preserve-status -s TERM 2 "$bin" offer -q --listen 127.0.0.1:0 --data-dir "$tmp/prov" --device cpu >/dev/null 2>"$tmp/err" </dev/null
+# -q: nothing on stderr; --json: JSON Lines on stdout.
+timeout --preserve-status -s TERM 2 "$bin" offer -q --json --listen 127.0.0.1:0 --data-dir "$tmp/prov" --device cpu >"$tmp/out" 2>"$tmp/err" </dev/null
 [ ! -s "$tmp/err" ] || fail "offer -q printed on stderr: $(cat "$tmp/err")"
-timeout --preserve-status -s TERM 2 "$bin" offer --json --listen 127.0.0.1:0 --data-dir "$tmp/prov" --device cpu >"$tmp/out" 2>/dev/null </dev/null
 if [ -n "$PY" ]; then
   "$PY" -c '
 import json, sys
