@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "net/identity.h"
+
 namespace gpugrid::grid {
 
 keypair keypair::generate() {
@@ -52,6 +54,6 @@ int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string short_hex(const key32& key) { return ledger::to_hex(key.data(), 6); }
+std::string short_hex(const key32& key) { return net::node_id_of(key); }
 
 }  // namespace gpugrid::grid

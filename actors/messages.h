@@ -106,6 +106,6 @@ struct execute_result {
 digest32 tensors_digest(const std::vector<tensor>& tensors);
 job_id new_job_id();
 int64_t unix_ms();
-std::string short_hex(const key32& key);  // first 12 hex digits, for people
+std::string short_hex(const key32& key);  // the node id ("gg" + 32), as every message shows it
 
 }  // namespace gpugrid::grid

@@ -1,27 +1,19 @@
 #include "base/json.h"
 
-#include <cmath>
-
-#include <fmt/format.h>
-
 namespace gpugrid {
 
-std::string json_writer::escape(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-        else out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
+std::string dump_json(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string dump_json_list(const json& array) {
+  if (!array.is_array() || array.empty()) return dump_json(array);
+  std::string out = "[\n";
+  for (size_t i = 0; i < array.size(); ++i) out += dump_json(array[i]) + (i + 1 < array.size() ? ",\n" : "\n");
+  return out + "]";
 }
+
+json parse_json(const std::string& text) { return json::parse(text, nullptr, false); }
+
+std::string json_writer::escape(const std::string& s) { return dump_json(json(s)); }
 
 void json_writer::separator() {
   if (after_key_) { after_key_ = false; return; }
@@ -43,12 +35,8 @@ json_writer& json_writer::key(const std::string& k) {
   return *this;
 }
 json_writer& json_writer::value(const std::string& s) { separator(); out_ += escape(s); return *this; }
-json_writer& json_writer::value(double d) {
-  separator();
-  out_ += std::isfinite(d) ? fmt::format("{}", d) : "null";
-  return *this;
-}
-json_writer& json_writer::value(int64_t i) { separator(); out_ += std::to_string(i); return *this; }
+json_writer& json_writer::value(double d) { separator(); out_ += dump_json(json(d)); return *this; }
+json_writer& json_writer::value(int64_t i) { separator(); out_ += dump_json(json(i)); return *this; }
 json_writer& json_writer::value(bool b) { separator(); out_ += b ? "true" : "false"; return *this; }
 json_writer& json_writer::null() { separator(); out_ += "null"; return *this; }
 json_writer& json_writer::raw(const std::string& json) { separator(); out_ += json; return *this; }

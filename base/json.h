@@ -1,13 +1,37 @@
-// A small streaming JSON writer for --json output (objects, arrays, strings, numbers).
-// Not a parser. Strings are escaped per RFC 8259; non-finite numbers are written as null.
+// JSON for --json output and event lines: nlohmann::json (Debian's nlohmann-json3-dev), with
+// keys kept in the order they are set so that documents read top-down as the help describes.
+//
+// The command line's convention (README, "JSON output"): with --json a command prints exactly
+// one JSON document (an object) on stdout followed by a newline, and nothing else on stdout;
+// a command that runs until stopped (offer) prints JSON Lines instead, one object per event,
+// each with "event" and "time" keys.
+//
+// Pure functions; safe from any thread.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace gpugrid {
 
+using json = nlohmann::ordered_json;
+
+// Compact JSON on one line (no newline). Non-finite numbers become null and bytes that are
+// not UTF-8 become U+FFFD, so this never throws on the program's own values.
+std::string dump_json(const json& j);
+
+// A JSON array with one element per line: "[\n{...},\n{...}\n]" ("[]" when empty). One
+// document for json.load, and still one line per item for grep.
+std::string dump_json_list(const json& array);
+
+// Parses one JSON document; nullopt-like: a discarded value (is_discarded()) when malformed.
+json parse_json(const std::string& text);
+
+// A streaming writer kept for the callers that build JSON text piecewise (bench and the node's
+// event lines); strings and numbers are encoded by nlohmann::json. New code builds a `json`.
 class json_writer {
  public:
   json_writer& begin_object();
@@ -27,6 +51,7 @@ class json_writer {
   json_writer& raw(const std::string& json);
   const std::string& str() const { return out_; }
 
+  // A JSON string literal (with the quotes) for s.
   static std::string escape(const std::string& s);
 
  private:

@@ -62,25 +62,30 @@ int bench_command(const bench_options& o) {
   mean /= static_cast<double>(times.size());
   int threads = o.threads > 0 ? o.threads : hardware_threads();
   if (o.json) {
-    json_writer w;
-    w.begin_object().key("model").value(o.model).key("device").value((*sess)->device_name());
-    w.key("threads").value(threads).key("cpu_gemm").value(cpu::sgemm::kernel_name()).key("iterations").value(o.iterations);
-    w.key("median_ms").value(pct(0.5)).key("p90_ms").value(pct(0.9)).key("mean_ms").value(mean);
-    w.key("min_ms").value(sorted.front()).key("max_ms").value(sorted.back());
-    w.key("peak_bytes").value(stats.peak_bytes).key("arena_bytes").value(stats.arena_bytes);
-    w.key("device_peak_bytes").value(stats.device_peak_bytes).key("device_arena_bytes").value(stats.device_arena_bytes);
-    w.key("load_ms").value(load_ms);
-    w.key("times_ms").begin_array();
-    for (double t : times) w.value(t);
-    w.end_array();
-    w.key("graph_replay").value(stats.graph_replay).key("cpu_fallbacks").value(stats.cpu_fallbacks);
+    json j{{"model", o.model},
+           {"device", (*sess)->device_name()},
+           {"threads", threads},
+           {"cpu_gemm", cpu::sgemm::kernel_name()},
+           {"iterations", o.iterations},
+           {"median_ms", pct(0.5)},
+           {"p90_ms", pct(0.9)},
+           {"mean_ms", mean},
+           {"min_ms", sorted.front()},
+           {"max_ms", sorted.back()},
+           {"peak_bytes", stats.peak_bytes},
+           {"arena_bytes", stats.arena_bytes},
+           {"device_peak_bytes", stats.device_peak_bytes},
+           {"device_arena_bytes", stats.device_arena_bytes},
+           {"load_ms", load_ms},
+           {"times_ms", times},
+           {"graph_replay", stats.graph_replay},
+           {"cpu_fallbacks", stats.cpu_fallbacks}};
     if (o.profile) {
-      w.key("op_ms").begin_object();
-      for (auto& [op, ms] : op_total) w.key(op).value(ms);
-      w.end_object();
+      json ops = json::object();
+      for (auto& [op, ms] : op_total) ops[op] = ms;
+      j["op_ms"] = std::move(ops);
     }
-    w.end_object();
-    fmt::print("{}\n", w.str());
+    fmt::print("{}\n", dump_json(j));
   } else {
     fmt::print("model       {}\ndevice      {} ({} CPU threads, CPU GEMM {})\niterations  {}\n", o.model,
                (*sess)->device_name(), threads, cpu::sgemm::kernel_name(), o.iterations);

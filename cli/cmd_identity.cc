@@ -1,4 +1,7 @@
-// gpugrid identity show|new: this node's Ed25519 identity (net/identity.h).
+// gpugrid identity show|new: this node's Ed25519 identity (net/identity.h). `show` only reads:
+// with no key yet it says how to make one and creates nothing.
+#include <unistd.h>
+
 #include <optional>
 
 #include <fmt/format.h>
@@ -7,6 +10,7 @@
 #include "base/json.h"
 #include "base/settings.h"
 #include "cli/commands.h"
+#include "cli/log.h"
 #include "net/hash.h"
 #include "net/identity.h"
 
@@ -36,31 +40,33 @@ int identity_command(const identity_options& o) {
     if (!l) return fail(l.error());
     dir_lock.emplace(std::move(l).value());
   }
-  bool created = false;
-  std::string old_path;
-  auto id = o.action == "new" ? net::rotate_identity(dir, &old_path) : net::load_or_create_identity(dir, &created);
-  if (!id) return fail(id.error());
   std::string key_file = net::identity_path(dir);
 
+  std::string old_path;
+  expected<net::identity> id = status(error_kind::internal, "no identity");
   if (o.action == "new") {
-    if (old_path.empty()) fmt::print(stderr, "gpugrid: created a new identity key in {}\n", key_file);
-    else fmt::print(stderr, "gpugrid: made a new identity key in {}; the old key is kept as {}\n", key_file, old_path);
-  } else if (created) {
-    fmt::print(stderr, "gpugrid: no identity yet; created a new key in {}\n", key_file);
+    id = net::rotate_identity(dir, &old_path);
+  } else {
+    if (::access(key_file.c_str(), F_OK) != 0)
+      return fail(status(error_kind::usage,
+                         fmt::format("no identity in {} yet: 'gpugrid identity new' makes one (offer and run make "
+                                     "one on first use)",
+                                     dir)));
+    id = net::identity::load(key_file);
+  }
+  if (!id) return fail(id.error());
+
+  if (o.action == "new") {
+    if (old_path.empty()) log::note("created a new identity key in {}", key_file);
+    else log::note("made a new identity key in {}; the old key is kept as {}", key_file, old_path);
   }
 
   std::string node_id = id->node_id();
   std::string public_key = net::to_hex(id->public_key());
   if (o.json) {
-    json_writer w;
-    w.begin_object()
-        .key("node_id").value(node_id)
-        .key("public_key").value(public_key)
-        .key("key_file").value(key_file)
-        .key("created").value(created || o.action == "new");
-    if (!old_path.empty()) w.key("old_key_file").value(old_path);
-    w.end_object();
-    fmt::print("{}\n", w.str());
+    json j{{"node_id", node_id}, {"public_key", public_key}, {"key_file", key_file}, {"created", o.action == "new"}};
+    if (!old_path.empty()) j["old_key_file"] = old_path;
+    fmt::print("{}\n", dump_json(j));
   } else {
     fmt::print("node id     {}\npublic key  {}\nkey file    {}\n", node_id, public_key, key_file);
   }

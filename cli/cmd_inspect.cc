@@ -23,16 +23,16 @@ std::string dims_str(const value_info& v) {
   return "[" + fmt::format("{}", fmt::join(dims, ", ")) + "]";
 }
 
-void write_values(json_writer& w, const graph& g, const std::vector<int>& ids) {
-  w.begin_array();
+json values_json(const graph& g, const std::vector<int>& ids) {
+  json list = json::array();
   for (int id : ids) {
     const value_info& v = g.values[id];
-    w.begin_object().key("name").value(v.name).key("dtype").value(std::string(dtype_name(v.type)));
-    w.key("shape").begin_array();
-    if (v.shape) for (const auto& d : *v.shape) { if (d.value >= 0) w.value(d.value); else w.value(d.symbol.empty() ? "?" : d.symbol); }
-    w.end_array().end_object();
+    json shape = json::array();
+    if (v.shape)
+      for (const auto& d : *v.shape) shape.push_back(d.value >= 0 ? json(d.value) : json(d.symbol.empty() ? "?" : d.symbol));
+    list.push_back(json{{"name", v.name}, {"dtype", std::string(dtype_name(v.type))}, {"shape", std::move(shape)}});
   }
-  w.end_array();
+  return list;
 }
 
 }  // namespace
@@ -86,37 +86,25 @@ int inspect_command(const inspect_options& o) {
     flops_note = "unsupported ops";
   }
   if (o.json) {
-    json_writer w;
-    w.begin_object().key("model").value(o.model);
-    w.key("opset").value(g.opsets.count("") ? g.opsets.at("") : 0);
-    w.key("inputs"); write_values(w, g, g.inputs);
-    w.key("outputs"); write_values(w, g, g.outputs);
-    w.key("nodes").value(g.nodes.size());
     int64_t params = 0;
     for (auto& [id, t] : g.initializers) params += t.numel();
-    w.key("parameters").value(params);
-    w.key("ops").begin_object();
-    for (auto& [op, count] : histogram) w.key(op).value(count);
-    w.end_object();
-    w.key("backends").begin_object().key("cpu").begin_object().key("unsupported").begin_array();
-    for (auto& op : cpu_missing) w.value(op);
-    w.end_array().end_object();
-    w.key("cuda").begin_object();
-    if (cuda_reg) {
-      w.key("unsupported").begin_array();
-      for (auto& op : cuda_missing) w.value(op);
-      w.end_array();
-    } else {
-      w.key("unsupported").null().key("note").value(cuda_note);
-    }
-    w.end_object().end_object();
-    w.key("device").value(device_used);
-    w.key("cpu_fallback").begin_object();
-    for (auto& [op, count] : fallback) w.key(op).value(count);
-    w.end_object();
-    if (flops >= 0) w.key("flops").value(flops); else w.key("flops").null();
-    w.end_object();
-    fmt::print("{}\n", w.str());
+    json ops = json::object();
+    for (auto& [op, count] : histogram) ops[op] = count;
+    json cuda = cuda_reg ? json{{"unsupported", cuda_missing}} : json{{"unsupported", nullptr}, {"note", cuda_note}};
+    json fallbacks = json::object();
+    for (auto& [op, count] : fallback) fallbacks[op] = count;
+    json j{{"model", o.model},
+           {"opset", g.opsets.count("") ? g.opsets.at("") : 0},
+           {"inputs", values_json(g, g.inputs)},
+           {"outputs", values_json(g, g.outputs)},
+           {"nodes", g.nodes.size()},
+           {"parameters", params},
+           {"ops", std::move(ops)},
+           {"backends", json{{"cpu", json{{"unsupported", cpu_missing}}}, {"cuda", std::move(cuda)}}},
+           {"device", device_used},
+           {"cpu_fallback", std::move(fallbacks)},
+           {"flops", flops >= 0 ? json(flops) : json(nullptr)}};
+    fmt::print("{}\n", dump_json(j));
     return 0;
   }
   fmt::print("model    {}\nopset    {}\nnodes    {}\n", o.model, g.opsets.count("") ? g.opsets.at("") : 0, g.nodes.size());

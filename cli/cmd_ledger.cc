@@ -1,4 +1,5 @@
 // gpugrid ledger show|verify|balance: the receipts of this node's paid jobs.
+#include <chrono>
 #include <ctime>
 #include <filesystem>
 
@@ -7,6 +8,7 @@
 #include "base/json.h"
 #include "base/settings.h"
 #include "cli/commands.h"
+#include "cli/log.h"
 #include "ledger/ledger.h"
 #include "net/identity.h"
 
@@ -30,6 +32,37 @@ std::string when(int64_t ms) {
 
 std::string credits(int64_t micros) { return fmt::format("{:.6f}", static_cast<double>(micros) / 1e6); }
 
+// --since: an age ("30m", "12h", "7d", "90s") before now, or a UTC date or time
+// ("2026-12-01", "2026-12-01T10:00:00Z"), as milliseconds since the epoch.
+expected<int64_t> parse_since(const std::string& s, int64_t now_ms) {
+  char* end = nullptr;
+  double n = std::strtod(s.c_str(), &end);
+  if (end && end != s.c_str() && end[0] && !end[1] && n >= 0 && s[0] != '-') {
+    int64_t unit = 0;
+    switch (end[0]) {
+      case 's': unit = 1000; break;
+      case 'm': unit = 60 * 1000; break;
+      case 'h': unit = 3600 * 1000; break;
+      case 'd': unit = 86400 * 1000; break;
+      case 'w': unit = 7 * 86400 * 1000; break;
+    }
+    if (unit) return now_ms - static_cast<int64_t>(n * static_cast<double>(unit));
+  }
+  std::tm tm{};
+  const char* rest = strptime(s.c_str(), "%Y-%m-%d", &tm);
+  if (rest && *rest == 'T') rest = strptime(rest + 1, "%H:%M:%S", &tm);
+  if (rest && *rest == 'Z') ++rest;
+  if (!rest || *rest != '\0')
+    return status(error_kind::usage,
+                  fmt::format("--since '{}' is not a time (use 2026-12-01, 2026-12-01T10:00:00Z, or an age such as "
+                              "30m, 12h, 7d)", s));
+  return static_cast<int64_t>(timegm(&tm)) * 1000;
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 }  // namespace
 
 int ledger_command(const ledger_options& o) {
@@ -40,6 +73,8 @@ int ledger_command(const ledger_options& o) {
   std::string path = (std::filesystem::path(*dir) / "ledger.log").string();
   bool torn = false;
 
+  if (o.action != "show" && (o.limit > 0 || !o.since.empty()))
+    return fail(status(error_kind::usage, fmt::format("--limit and --since apply to 'ledger show', not '{}'", o.action)));
   if (o.action == "verify") {  // streams the file: memory does not grow with the ledger
     ledger::chain_checker checker;
     ledger::digest32 last{};
@@ -47,13 +82,12 @@ int ledger_command(const ledger_options& o) {
       last = e.hash;
       return checker.add(e);
     }, &torn);
+    std::string head = checker.count() == 0 ? std::string() : ledger::to_hex(last);
     if (o.json) {
-      json_writer w;
-      w.begin_object().key("ok").value(st.is_ok()).key("entries").value(static_cast<int64_t>(checker.count()));
-      w.key("head").value(checker.count() == 0 ? std::string() : ledger::to_hex(last));
-      if (!st.is_ok()) w.key("error").value(st.message());
-      w.key("torn_tail").value(torn).end_object();
-      fmt::print("{}\n", w.str());
+      json j{{"ok", st.is_ok()}, {"entries", checker.count()}, {"head", head}};
+      if (!st.is_ok()) j["error"] = st.message();
+      j["torn_tail"] = torn;
+      fmt::print("{}\n", dump_json(j));
     }
     if (!st.is_ok()) {
       fmt::print(stderr, "gpugrid: ledger: {}: {}\n", path, st.message());
@@ -61,7 +95,7 @@ int ledger_command(const ledger_options& o) {
     }
     if (!o.json)
       fmt::print("ledger OK: {} entries, every link and signature checks; head {}\n", checker.count(),
-                 checker.count() == 0 ? std::string("(empty)") : ledger::to_hex(last));
+                 head.empty() ? std::string("(empty)") : head);
     return 0;
   }
   if (o.action == "balance") {  // streams the file too
@@ -73,20 +107,20 @@ int ledger_command(const ledger_options& o) {
     if (!st.is_ok()) return fail(st);
     auto rows = sheet.rows();
     if (o.json) {
-      json_writer w;
-      w.begin_array();
+      json list = json::array();
       for (const auto& r : rows) {
-        w.begin_object().key("node_id").value(net::node_id_of(r.node));
-        w.key("earned").value(static_cast<double>(r.earned_micros) / 1e6).key("paid").value(static_cast<double>(r.paid_micros) / 1e6);
-        w.key("net").value(static_cast<double>(r.earned_micros - r.paid_micros) / 1e6);
-        w.key("jobs").value(r.jobs).key("disputes").value(r.disputes).end_object();
+        list.push_back(json{{"node_id", net::node_id_of(r.node)},
+                            {"earned", static_cast<double>(r.earned_micros) / 1e6},
+                            {"paid", static_cast<double>(r.paid_micros) / 1e6},
+                            {"net", static_cast<double>(r.earned_micros - r.paid_micros) / 1e6},
+                            {"jobs", r.jobs},
+                            {"disputes", r.disputes}});
       }
-      w.end_array();
-      fmt::print("{}\n", w.str());
+      fmt::print("{}\n", dump_json_list(list));
     } else {
-      fmt::print("{:<22}  {:>12}  {:>12}  {:>12}  {:>6}  {:>8}\n", "node", "earned", "paid", "net", "jobs", "disputes");
+      fmt::print("{:<34}  {:>12}  {:>12}  {:>12}  {:>6}  {:>8}\n", "node", "earned", "paid", "net", "jobs", "disputes");
       for (const auto& r : rows)
-        fmt::print("{:<22}  {:>12}  {:>12}  {:>12}  {:>6}  {:>8}\n", net::node_id_of(r.node), credits(r.earned_micros),
+        fmt::print("{:<34}  {:>12}  {:>12}  {:>12}  {:>6}  {:>8}\n", net::node_id_of(r.node), credits(r.earned_micros),
                    credits(r.paid_micros), credits(r.earned_micros - r.paid_micros), r.jobs, r.disputes);
     }
     return 0;
@@ -98,40 +132,50 @@ int ledger_command(const ledger_options& o) {
   auto entries = ledger::read_entries(path, &torn);
   if (!entries) return fail(entries.error());
   const auto& es = *entries;
-  {
-    if (o.json) {
-      json_writer w;
-      w.begin_array();
-      for (size_t i = es.size(); i-- > 0;) {
-        const auto& r = es[i].rec;
-        w.begin_object().key("index").value(static_cast<int64_t>(es[i].index));
-        w.key("kind").value(r.kind == ledger::receipt_kind::payment ? "payment" : "dispute");
-        w.key("job_id").value(ledger::to_hex(r.job_id));
-        w.key("client").value(net::node_id_of(r.client_key)).key("provider").value(net::node_id_of(r.provider_key));
-        w.key("model_hash").value(ledger::to_hex(r.model_hash));
-        w.key("input_digest").value(ledger::to_hex(r.input_digest));
-        w.key("output_digest").value(ledger::to_hex(r.output_digest));
-        w.key("price").value(static_cast<double>(r.price_micros) / 1e6);
-        w.key("started").value(when(r.started_ms)).key("finished").value(when(r.finished_ms));
-        w.key("hash").value(ledger::to_hex(es[i].hash));
-        w.end_object();
-      }
-      w.end_array();
-      fmt::print("{}\n", w.str());
-    } else if (es.empty()) {
-      fmt::print("the ledger at {} is empty\n", path);
-    } else {
-      fmt::print("{:>5}  {:<8}  {:<20}  {:<22}  {:<22}  {:>12}\n", "#", "kind", "finished", "provider", "client", "price");
-      for (size_t i = es.size(); i-- > 0;) {
-        const auto& r = es[i].rec;
-        fmt::print("{:>5}  {:<8}  {:<20}  {:<22}  {:<22}  {:>12}\n", es[i].index,
-                   r.kind == ledger::receipt_kind::payment ? "payment" : "dispute", when(r.finished_ms),
-                   net::node_id_of(r.provider_key), net::node_id_of(r.client_key), credits(r.price_micros));
-      }
-    }
-    if (torn) fmt::print(stderr, "gpugrid: ledger: the last entry is torn (a crash while writing); it is cut when the node next opens the ledger\n");
-    return 0;
+  int64_t since_ms = 0;
+  if (!o.since.empty()) {
+    auto since = parse_since(o.since, now_ms());
+    if (!since) return fail(since.error());
+    since_ms = *since;
   }
+  // Newest first; --since and --limit choose which.
+  std::vector<size_t> shown;
+  for (size_t i = es.size(); i-- > 0;) {
+    if (o.limit > 0 && shown.size() >= static_cast<size_t>(o.limit)) break;
+    if (es[i].rec.finished_ms >= since_ms) shown.push_back(i);
+  }
+  if (o.json) {
+    json list = json::array();
+    for (size_t i : shown) {
+      const auto& r = es[i].rec;
+      list.push_back(json{{"index", static_cast<int64_t>(es[i].index)},
+                          {"kind", r.kind == ledger::receipt_kind::payment ? "payment" : "dispute"},
+                          {"job_id", ledger::to_hex(r.job_id)},
+                          {"client", net::node_id_of(r.client_key)},
+                          {"provider", net::node_id_of(r.provider_key)},
+                          {"model_hash", ledger::to_hex(r.model_hash)},
+                          {"input_digest", ledger::to_hex(r.input_digest)},
+                          {"output_digest", ledger::to_hex(r.output_digest)},
+                          {"price", static_cast<double>(r.price_micros) / 1e6},
+                          {"started", when(r.started_ms)},
+                          {"finished", when(r.finished_ms)},
+                          {"hash", ledger::to_hex(es[i].hash)}});
+    }
+    fmt::print("{}\n", dump_json_list(list));
+  } else if (es.empty()) {
+    fmt::print("the ledger at {} is empty\n", path);
+  } else {
+    // Node ids are 34 characters ("gg" + 32); the columns fit them whole.
+    fmt::print("{:>5}  {:<8}  {:<20}  {:<34}  {:<34}  {:>12}\n", "#", "kind", "finished", "provider", "client", "price");
+    for (size_t i : shown) {
+      const auto& r = es[i].rec;
+      fmt::print("{:>5}  {:<8}  {:<20}  {:<34}  {:<34}  {:>12}\n", es[i].index,
+                 r.kind == ledger::receipt_kind::payment ? "payment" : "dispute", when(r.finished_ms),
+                 net::node_id_of(r.provider_key), net::node_id_of(r.client_key), credits(r.price_micros));
+    }
+  }
+  if (torn) log::warning("ledger: the last entry is torn (a crash while writing); it is cut when the node next opens the ledger");
+  return 0;
 }
 
 }  // namespace gpugrid::cli

@@ -19,6 +19,7 @@
 #include "base/json.h"
 #include "cli/commands.h"
 #include "cli/grid_setup.h"
+#include "cli/log.h"
 #include "engine/backend.h"
 #include "ledger/ledger.h"
 
@@ -43,16 +44,44 @@ int fail(const status& st) {
   return exit_code_for(st.kind());
 }
 
-std::string devices_json(const std::vector<grid::device_summary>& devices) {
-  json_writer w;
-  w.begin_array();
+json devices_json(const std::vector<grid::device_summary>& devices) {
+  json list = json::array();
   for (const auto& d : devices) {
-    w.begin_object().key("name").value(d.name).key("kind").value(d.kind).key("memory_bytes").value(d.memory_bytes);
-    if (d.kind == "cuda") w.key("compute_capability").value(fmt::format("{}.{}", d.cc_major, d.cc_minor));
-    w.key("gflops").value(d.gflops).end_object();
+    json j{{"name", d.name}, {"kind", d.kind}, {"memory_bytes", d.memory_bytes}};
+    if (d.kind == "cuda") j["compute_capability"] = fmt::format("{}.{}", d.cc_major, d.cc_minor);
+    j["gflops"] = d.gflops;
+    list.push_back(std::move(j));
   }
-  w.end_array();
-  return w.str();
+  return list;
+}
+
+// An event as a person reads it: "peer_up node_id=gg... role=client".
+std::string event_text(const json& e) {
+  std::string text = e.value("event", std::string("event"));
+  for (const auto& [k, v] : e.items()) {
+    if (k == "event" || k == "time") continue;
+    text += " " + k + "=" + (v.is_string() ? v.get<std::string>() : dump_json(v));
+  }
+  return text;
+}
+
+// A hint for the handshake failure of a node that dialed its own identity.
+std::string with_self_hint(const std::string& message) {
+  if (message.find("connected to itself") == std::string::npos) return message;
+  return message +
+         " (that peer has this node's own identity: this process, or a node sharing this data dir; give one of "
+         "them another --data-dir)";
+}
+
+// One event line: JSON Lines on stdout with --json, else a timestamped line on stderr.
+void emit_event(bool as_json, json e) {
+  if (as_json) {
+    e["time"] = log::utc_timestamp();  // last, so the event's own keys lead the line
+    fmt::print("{}\n", dump_json(e));
+    std::fflush(stdout);
+  } else {
+    log::event_line(with_self_hint(event_text(e)));
+  }
 }
 
 }  // namespace
@@ -86,7 +115,7 @@ int offer_command(const offer_options& o) {
   std::string recovered;
   auto ledger = ledger::ledger_file::open(*dir, &recovered);
   if (!ledger) return fail(ledger.error());
-  if (!recovered.empty()) fmt::print(stderr, "gpugrid: {}\n", recovered);
+  if (!recovered.empty()) log::warning("{}", recovered);
 
   grid::provider_options po;
   po.slots = o.slots;
@@ -114,50 +143,48 @@ int offer_command(const offer_options& o) {
   no.tls_key = o.tls_key;
   no.provider = core;
   no.software = "gpugrid " GPUGRID_VERSION;
-  bool json = o.json;
-  bool tty = isatty(STDERR_FILENO);
-  no.on_event = [json, tty](const std::string& line) {
-    if (json) {
-      fmt::print("{}\n", line);
-      std::fflush(stdout);
-    } else if (tty) {
-      fmt::print(stderr, "gpugrid: {}\n", line);
-    }
+  const bool as_json = o.json;
+  no.on_event = [as_json](const std::string& line) {
+    json e = parse_json(line);
+    if (e.is_discarded() || !e.is_object()) e = json{{"event", "note"}, {"text", line}};
+    emit_event(as_json, std::move(e));
   };
   auto node = grid::grid_node::start(sys, *id, no);
   if (!node) return fail(node.error());
   if (o.device != "cpu" && !info.devices.empty() && info.devices[0].kind == "cpu")
-    fmt::print(stderr, "gpugrid: no usable GPU found; offering the CPU backend\n");
-  if (!o.fault.empty())
-    fmt::print(stderr, "gpugrid: TEST FAULT '{}' is on: this provider misbehaves on purpose\n", o.fault);
-  if (json) {
-    json_writer w;
-    w.begin_object().key("event").value("listening").key("node_id").value((*node)->node_id()).key("url").value((*node)->url());
-    w.key("devices").raw(devices_json(info.devices)).key("price_per_gflop").value(info.price_per_gflop);
-    w.key("slots").value(info.slots).key("data_dir").value(*dir).end_object();
-    fmt::print("{}\n", w.str());
+    log::warning("no usable GPU found; offering the CPU backend");
+  if (!o.fault.empty()) log::warning("TEST FAULT '{}' is on: this provider misbehaves on purpose", o.fault);
+  if (as_json) {
+    emit_event(true, json{{"event", "listening"},
+                          {"node_id", (*node)->node_id()},
+                          {"url", (*node)->url()},
+                          {"devices", devices_json(info.devices)},
+                          {"price_per_gflop", info.price_per_gflop},
+                          {"slots", info.slots},
+                          {"data_dir", *dir}});
   } else {
     fmt::print("node {}\nlistening on {}\n", (*node)->node_id(), (*node)->url());
-    fmt::print(stderr, "gpugrid: offering {} at {:.6f} credits per GFLOP, {} slot{}; stop with Ctrl-C\n",
-               info.devices.empty() ? "nothing" : info.devices[0].name, info.price_per_gflop, info.slots,
-               info.slots == 1 ? "" : "s");
+    log::event_line(fmt::format("offering {} at {:.6f} credits per GFLOP, {} slot{}; stop with Ctrl-C",
+                                info.devices.empty() ? "nothing" : info.devices[0].name, info.price_per_gflop,
+                                info.slots, info.slots == 1 ? "" : "s"));
   }
   std::fflush(stdout);
 
   while (sem_wait(&g_stop_sem) != 0 && errno == EINTR) {
   }
   int sig = g_last_signal;
-  if (!json)
-    fmt::print(stderr, "gpugrid: {}: draining (no new jobs; running jobs finish; signal again to hand them back now)\n",
-               sig == SIGINT ? "interrupted" : "terminated");
-  else fmt::print("{{\"event\":\"draining\",\"signal\":\"{}\"}}\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  if (!as_json)
+    log::event_line(fmt::format("{}: draining (no new jobs; running jobs finish; signal again to hand them back now)",
+                                sig == SIGINT ? "interrupted" : "terminated"));
+  else emit_event(true, json{{"event", "draining"}, {"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
   std::fflush(stdout);
   // A second SIGINT/SIGTERM hands the running jobs back at once.
   auto second_signal = []() { return g_signal_count >= 2; };
   int handed_back = (*node)->drain(kDrainGrace, second_signal);
-  if (handed_back > 0) fmt::print(stderr, "gpugrid: handed {} running job{} back to their clients\n", handed_back, handed_back == 1 ? "" : "s");
+  if (handed_back > 0) log::warning("handed {} running job{} back to their clients", handed_back, handed_back == 1 ? "" : "s");
   (*node)->stop();
-  if (json) fmt::print("{{\"event\":\"stopped\",\"handed_back\":{}}}\n", handed_back);
+  if (as_json) emit_event(true, json{{"event", "stopped"}, {"handed_back", handed_back}});
+  else log::event_line("stopped");
   return 0;
 }
 

@@ -15,6 +15,7 @@
 #include "base/json.h"
 #include "cli/commands.h"
 #include "cli/grid_setup.h"
+#include "cli/log.h"
 
 namespace gpugrid::cli {
 
@@ -58,7 +59,7 @@ int peers_command(const peers_options& o) {
   (*node)->stop();
   bool nobody = failures.size() == o.peers.size();
   if (!nobody)
-    for (const auto& f : failures) fmt::print(stderr, "gpugrid: peers: {}\n", f);
+    for (const auto& f : failures) log::warning("peers: {}", f);
   std::vector<grid::peer_view> providers;
   for (auto& p : peers)
     if (p.record.is_provider) providers.push_back(p);
@@ -66,32 +67,37 @@ int peers_command(const peers_options& o) {
   if (providers.empty()) {
     if (nobody)
       return fail(status(error_kind::no_provider, fmt::format("no bootstrap peer answered: {}", fmt::join(failures, "; "))));
-    if (!o.json) fmt::print(stderr, "gpugrid: peers: the grid has no providers right now\n");
+    if (o.json) fmt::print("[]\n");
+    else log::note("peers: the grid has no providers right now");
     return 0;
   }
   if (o.json) {
+    json list = json::array();
     for (const auto& p : providers) {
       const auto& r = p.record;
-      json_writer w;
-      w.begin_object().key("node_id").value(p.node_id).key("url").value(r.url).key("connected").value(p.connected);
-      w.key("devices").begin_array();
+      json devices = json::array();
       for (const auto& d : r.info.devices) {
-        w.begin_object().key("name").value(d.name).key("kind").value(d.kind).key("memory_bytes").value(d.memory_bytes);
-        if (d.kind == "cuda") w.key("compute_capability").value(fmt::format("{}.{}", d.cc_major, d.cc_minor));
-        else w.key("compute_capability").null();
-        w.key("gflops").value(d.gflops).end_object();
+        devices.push_back(json{{"name", d.name},
+                               {"kind", d.kind},
+                               {"memory_bytes", d.memory_bytes},
+                               {"compute_capability", d.kind == "cuda" ? json(fmt::format("{}.{}", d.cc_major, d.cc_minor)) : json(nullptr)},
+                               {"gflops", d.gflops}});
       }
-      w.end_array();
-      w.key("price_per_gflop").value(r.info.price_per_gflop).key("slots").value(r.info.slots);
-      if (p.rtt_ms >= 0) w.key("rtt_ms").value(p.rtt_ms); else w.key("rtt_ms").null();
-      w.key("reputation").value(reputation->score(p.node_id));
-      w.key("ledger").begin_object().key("head").value(ledger::to_hex(r.info.ledger_head)).key("count").value(static_cast<int64_t>(r.info.ledger_count)).end_object();
-      w.end_object();
-      fmt::print("{}\n", w.str());
+      list.push_back(json{{"node_id", p.node_id},
+                          {"url", r.url},
+                          {"connected", p.connected},
+                          {"devices", std::move(devices)},
+                          {"price_per_gflop", r.info.price_per_gflop},
+                          {"slots", r.info.slots},
+                          {"rtt_ms", p.rtt_ms >= 0 ? json(p.rtt_ms) : json(nullptr)},
+                          {"reputation", reputation->score(p.node_id)},
+                          {"ledger", json{{"head", ledger::to_hex(r.info.ledger_head)}, {"count", static_cast<int64_t>(r.info.ledger_count)}}}});
     }
+    fmt::print("{}\n", dump_json_list(list));
     return 0;
   }
-  fmt::print("{:<14} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10} {:>9} {:>5} {:>8}\n", "NODE", "URL", "DEVICE", "MEMORY", "CC",
+  // Node ids are 34 characters ("gg" + 32); the column fits them whole.
+  fmt::print("{:<34} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10} {:>9} {:>5} {:>8}\n", "NODE", "URL", "DEVICE", "MEMORY", "CC",
              "GFLOPS", "PRICE", "RTT", "REP", "RECEIPTS");
   for (const auto& p : providers) {
     const auto& r = p.record;
@@ -103,7 +109,7 @@ int peers_command(const peers_options& o) {
       if (d.kind == "cuda") cc = fmt::format("{}.{}", d.cc_major, d.cc_minor);
       gflops = fmt::format("{:.0f}", d.gflops);
     }
-    fmt::print("{:<14} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10.6f} {:>9} {:>5.2f} {:>8}\n", p.node_id.substr(0, 14), r.url,
+    fmt::print("{:<34} {:<28} {:<26} {:>8} {:>4} {:>8} {:>10.6f} {:>9} {:>5.2f} {:>8}\n", p.node_id, r.url,
                device, mem, cc, gflops, r.info.price_per_gflop, p.rtt_ms >= 0 ? fmt::format("{:.2f}ms", p.rtt_ms) : "-",
                reputation->score(p.node_id), p.connected ? std::to_string(r.info.ledger_count) : "-");
   }

@@ -1,8 +1,11 @@
 // gpugrid run: one inference, on the grid or (with --local) in this process.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -15,6 +18,7 @@
 #include "actors/receipt_outbox.h"
 #include "actors/reputation.h"
 #include "cli/grid_setup.h"
+#include "cli/log.h"
 #include "ledger/ledger.h"
 #include "net/identity.h"
 #include "base/json.h"
@@ -43,6 +47,59 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
+// The bytes of `t` in `format` (npy | pb | raw).
+std::string encode_output(const tensor& t, const std::string& name, const std::string& format) {
+  if (format == "npy") return write_npy(t);
+  if (format == "pb") return write_tensor_proto(t, name);
+  return std::string(static_cast<const char*>(t.raw()), static_cast<size_t>(t.bytes()));
+}
+
+// Writes one output to a file or "-" (stdout), in --output-format when given, else by
+// extension (raw bytes for "-"). A file is replaced atomically.
+status write_output(const std::string& path, const tensor& t, const std::string& name, const std::string& format) {
+  if (format.empty()) return write_tensor_file(path, t, name);
+  std::string bytes = encode_output(t, name, format);
+  if (path == "-") {
+    if (std::fwrite(bytes.data(), 1, bytes.size(), stdout) != bytes.size() || std::fflush(stdout) != 0)
+      return io_error("cannot write the output to stdout");
+    return status::ok();
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    // /dev/null, a named pipe: written in place (renaming over it would replace the node).
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f) return io_error("cannot write '{}': {}", path, std::strerror(errno));
+    bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+    if (std::fclose(f) != 0 || !ok) return io_error("cannot write '{}'", path);
+    return status::ok();
+  }
+  std::string tmp = path + ".partial";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) return io_error("cannot write '{}': {}", path, std::strerror(errno));
+  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return io_error("cannot write '{}'", path);
+  }
+  return status::ok();
+}
+
+// Refuses what would go wrong before any work is done: binary on a terminal, and --json
+// sharing stdout with output bytes.
+status check_output_flags(const run_options& o) {
+  if (o.output == "-" && o.json)
+    return status(error_kind::usage,
+                  "--json and -o - would both write to stdout: give -o FILE, or read the values from the JSON");
+  if (!o.output_format.empty() && o.output.empty() && (o.json || !o.output_dir.empty()))
+    return status(error_kind::usage, "--output-format applies to -o FILE or stdout, not to --json or --output-dir");
+  bool binary_to_stdout = o.output == "-" || (o.output.empty() && !o.output_format.empty());
+  if (binary_to_stdout && isatty(STDOUT_FILENO))
+    return status(error_kind::usage,
+                  "refusing to write binary output to a terminal: redirect stdout (> FILE or | ...) or give -o FILE");
+  return status::ok();
+}
+
 // Writes outputs per -o / --output-dir / terminal rules; fills file names for --json.
 status deliver_outputs(const run_options& o, const std::vector<std::string>& names,
                        const std::vector<tensor>& outputs, std::vector<std::string>* files) {
@@ -59,13 +116,13 @@ status deliver_outputs(const run_options& o, const std::vector<std::string>& nam
   }
   if (!o.output.empty()) {
     if (outputs.empty()) return invalid_input("the model has no outputs to write");
-    GG_RETURN_IF_ERROR(write_tensor_file(o.output, outputs[0], names[0]));
+    GG_RETURN_IF_ERROR(write_output(o.output, outputs[0], names[0], o.output_format));
     (*files)[0] = o.output == "-" ? "-" : o.output;
     return status::ok();
   }
   if (!o.output_dir.empty() || o.json) return status::ok();
   if (!isatty(STDOUT_FILENO)) {
-    if (!outputs.empty()) GG_RETURN_IF_ERROR(write_tensor_file("-", outputs[0], names[0]));
+    if (!outputs.empty()) GG_RETURN_IF_ERROR(write_output("-", outputs[0], names[0], o.output_format));
     (*files)[0] = "-";
     return status::ok();
   }
@@ -73,20 +130,35 @@ status deliver_outputs(const run_options& o, const std::vector<std::string>& nam
   return status::ok();
 }
 
-std::string outputs_json(const std::vector<std::string>& names, const std::vector<tensor>& outputs,
-                         const std::vector<std::string>& files) {
-  json_writer w;
-  w.begin_array();
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    w.begin_object().key("name").value(names[i]).key("dtype").value(std::string(dtype_name(outputs[i].type())));
-    w.key("shape").begin_array();
-    for (int64_t d : outputs[i].shape()) w.value(d);
-    w.end_array();
-    if (files[i].empty()) w.key("file").null(); else w.key("file").value(files[i]);
-    w.end_object();
+// Every element of t, flattened in C order: numbers (null for NaN and infinities) or booleans.
+json tensor_values(const tensor& t) {
+  json values = json::array();
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    if (t.type() == dtype::boolean) values.push_back(t.as_int64(i) != 0);
+    else if (is_float(t.type())) values.push_back(t.as_double(i));
+    else values.push_back(t.as_int64(i));
   }
-  w.end_array();
-  return w.str();
+  return values;
+}
+
+json outputs_json(const std::vector<std::string>& names, const std::vector<tensor>& outputs,
+                  const std::vector<std::string>& files) {
+  json list = json::array();
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    json o;
+    o["name"] = names[i];
+    o["dtype"] = std::string(dtype_name(outputs[i].type()));
+    o["shape"] = outputs[i].shape();
+    o["values"] = tensor_values(outputs[i]);
+    o["file"] = files[i].empty() ? json(nullptr) : json(files[i]);
+    list.push_back(std::move(o));
+  }
+  return list;
+}
+
+json timing_json(double total, double queue, double transfer, double compute) {
+  return json{{"total", total}, {"queue", queue}, {"transfer", transfer}, {"compute", compute}};
 }
 
 int run_local(const run_options& o, bool say_local) {
@@ -102,9 +174,8 @@ int run_local(const run_options& o, bool say_local) {
   if (!sess) return fail(sess.error().with_context(o.model));
   auto inputs = load_inputs((*sess)->model(), o.inputs);
   if (!inputs) return fail(inputs.error());
-  if (say_local) fmt::print(stderr, "gpugrid: no peers configured; running on the local engine\n");
-  if (!(*sess)->device_note().empty() && o.device == "auto" && isatty(STDERR_FILENO))
-    fmt::print(stderr, "gpugrid: using the CPU ({})\n", (*sess)->device_note());
+  if (say_local) log::note("no peers configured; running on the local engine");
+  if (!(*sess)->device_note().empty() && o.device == "auto") log::note("using the CPU ({})", (*sess)->device_note());
   auto t1 = std::chrono::steady_clock::now();
   auto outputs = (*sess)->run(*inputs);
   double compute_ms = ms_since(t1);
@@ -113,14 +184,12 @@ int run_local(const run_options& o, bool say_local) {
   status st = deliver_outputs(o, (*sess)->output_names(), *outputs, &files);
   if (!st.is_ok()) return fail(st);
   if (o.json) {
-    json_writer w;
-    w.begin_object().key("outputs").raw(outputs_json((*sess)->output_names(), *outputs, files));
-    w.key("providers").begin_array().end_array();
-    w.key("verified").begin_object().key("count").value(1).key("method").value("local").end_object();
-    w.key("timing_ms").begin_object().key("total").value(ms_since(t0)).key("queue").value(0.0)
-        .key("transfer").value(0.0).key("compute").value(compute_ms).end_object();
-    w.end_object();
-    fmt::print("{}\n", w.str());
+    json j;
+    j["outputs"] = outputs_json((*sess)->output_names(), *outputs, files);
+    j["providers"] = json::array();
+    j["verified"] = json{{"count", 1}, {"method", "local"}};
+    j["timing_ms"] = timing_json(ms_since(t0), 0.0, 0.0, compute_ms);
+    fmt::print("{}\n", dump_json(j));
   }
   return 0;
 }
@@ -140,19 +209,27 @@ bool read_whole_file(const std::string& path, std::string* out) {
 
 std::string grid_json(const std::vector<std::string>& names, const std::vector<tensor>& outputs,
                       const std::vector<std::string>& files, const grid::job_outcome& r) {
-  json_writer w;
-  w.begin_object().key("outputs").raw(outputs_json(names, outputs, files));
-  w.key("providers").begin_array();
+  json j;
+  j["outputs"] = outputs_json(names, outputs, files);
+  j["providers"] = json::array();
   for (const auto& p : r.providers) {
-    w.begin_object().key("node_id").value(p.node).key("url").value(p.url.empty() ? "embedded" : p.url);
-    w.key("price").value(p.paid ? p.price : 0.0).key("paid").value(p.paid).key("agreed").value(p.agreed).end_object();
+    j["providers"].push_back(json{{"node_id", p.node},
+                                  {"url", p.url.empty() ? "embedded" : p.url},
+                                  {"price", p.paid ? p.price : 0.0},
+                                  {"paid", p.paid},
+                                  {"agreed", p.agreed}});
   }
-  w.end_array();
-  w.key("verified").begin_object().key("count").value(r.agreeing).key("method").value(r.method).end_object();
-  w.key("timing_ms").begin_object().key("total").value(r.total_ms).key("queue").value(r.queue_ms)
-      .key("transfer").value(r.transfer_ms).key("compute").value(r.compute_ms).end_object();
-  w.end_object();
-  return w.str();
+  j["verified"] = json{{"count", r.agreeing}, {"method", r.method}};
+  j["timing_ms"] = timing_json(r.total_ms, r.queue_ms, r.transfer_ms, r.compute_ms);
+  return dump_json(j);
+}
+
+// A hint for the handshake failure of a node that dialed its own identity.
+std::string with_self_hint(const std::string& message) {
+  if (message.find("connected to itself") == std::string::npos) return message;
+  return message +
+         " (that peer has this node's own identity: it is this process, or a node sharing this data dir; "
+         "give one of them another --data-dir)";
 }
 
 }  // namespace
@@ -180,7 +257,7 @@ expected<grid_job_input> load_grid_job(const run_options& o) {
 
 // Writes the outputs of a grid run (and --json) or reports why the job failed.
 int finish_grid_run(const run_options& o, const graph& model, const expected<grid::job_outcome>& r) {
-  if (!r) return fail(r.error().with_context(o.model));
+  if (!r) return fail(status(r.error().kind(), with_self_hint(r.error().with_context(o.model).message())));
   std::vector<std::string> names;
   for (int id : model.outputs) names.push_back(model.values[id].name);
   std::vector<std::string> files;
@@ -193,16 +270,15 @@ int finish_grid_run(const run_options& o, const graph& model, const expected<gri
 int run_embedded_grid(const run_options& o) {
   auto j = load_grid_job(o);
   if (!j) return fail(j.error());
-  fmt::print(stderr, "gpugrid: no peers configured; running on an embedded local grid (one in-process provider)\n");
+  log::note("no peers configured; running on an embedded local grid (one in-process provider)");
   grid::embedded_options eo;
   eo.device = o.device;
   eo.threads = o.threads;
   eo.client.redundancy = o.redundancy;
   eo.client.max_price = o.max_price;
   eo.client.timeout_s = o.timeout_s;
-  bool tty = isatty(STDERR_FILENO);
   auto r = grid::run_embedded(j->bytes, std::move(j->inputs), grid::rough_gflops(*j->model), eo,
-                              [&](const std::string& msg) { if (tty) fmt::print(stderr, "gpugrid: {}\n", msg); });
+                              [&](const std::string& msg) { log::note("{}", msg); });
   return finish_grid_run(o, *j->model, r);
 }
 
@@ -223,8 +299,8 @@ int run_remote(const run_options& o) {
   std::string recovered;
   auto ledger = ledger::ledger_file::open(*dir, &recovered);
   if (!ledger) return fail(ledger.error());
-  bool tty = isatty(STDERR_FILENO);
-  if (!recovered.empty()) fmt::print(stderr, "gpugrid: {}\n", recovered);
+  bool tty = isatty(STDERR_FILENO) && log::current() != log::verbosity::quiet;
+  if (!recovered.empty()) log::warning("{}", recovered);
 
   auto cfg = grid_actor_config();
   caf::actor_system sys{*cfg};
@@ -234,7 +310,7 @@ int run_remote(const run_options& o) {
     no.on_upload_progress = [](const std::string& provider, uint64_t sent, uint64_t total) {
       double mib = 1.0 / (1 << 20);
       fmt::print(stderr, "\rgpugrid: uploading the model to {}: {:3.0f}% ({:.1f} of {:.1f} MiB){}",
-                 provider.substr(0, 14), total ? 100.0 * sent / total : 100.0, sent * mib, total * mib,
+                 provider, total ? 100.0 * sent / total : 100.0, sent * mib, total * mib,
                  sent >= total ? "\n" : "");
     };
   }
@@ -245,12 +321,10 @@ int run_remote(const run_options& o) {
   auto providers = (*node)->providers();
   if (providers.empty()) {
     std::string why = failures.empty() ? "the grid has no providers right now" : fmt::format("{}", fmt::join(failures, "; "));
-    return fail(status(error_kind::no_provider, "no provider is reachable: " + why));
+    return fail(status(error_kind::no_provider, with_self_hint("no provider is reachable: " + why)));
   }
-  if (tty) {
-    for (const auto& f : failures) fmt::print(stderr, "gpugrid: {}\n", f);
-    fmt::print(stderr, "gpugrid: {} provider{} reachable\n", providers.size(), providers.size() == 1 ? "" : "s");
-  }
+  for (const auto& f : failures) log::warning("{}", with_self_hint(f));
+  log::note("{} provider{} reachable", providers.size(), providers.size() == 1 ? "" : "s");
 
   grid::job_spec job;
   job.model_bytes = bytes;
@@ -280,7 +354,7 @@ int run_remote(const run_options& o) {
     return local_session->run(in);
   };
   auto r = grid::run_job(sys, providers, job, co, grid::keypair_of(*id), &*reputation, ledger->get(), local,
-                         [&](const std::string& msg) { if (tty) fmt::print(stderr, "gpugrid: {}\n", msg); });
+                         [&](const std::string& msg) { log::note("{}", msg); });
   (*node)->stop();
   return finish_grid_run(o, *local_model, r);
 }
@@ -291,6 +365,7 @@ int run_command(const run_options& o) {
     fmt::print(stderr, "gpugrid: '{}' is not a device (use auto, cpu, cuda or cuda:N)\n", o.device);
     return 2;
   }
+  if (status st = check_output_flags(o); !st.is_ok()) return fail(st);
   if (o.local) return run_local(o, false);
   if (o.precision != "fp32") {
     // Providers compute in fp32, so that their results can be compared with each other.

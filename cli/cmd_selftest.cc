@@ -148,7 +148,13 @@ case_result run_case(const fs::path& dir, int threads, const std::string& device
 int selftest_command(const selftest_options& o) {
   std::error_code ec;
   fs::path suite(o.suite);
-  if (o.suite.empty() || !fs::is_directory(suite, ec)) {
+  if (o.suite.empty()) {
+    fmt::print(stderr,
+               "gpugrid: selftest: give --suite DIR, a folder of ONNX backend test cases (python3 "
+               "tests/node_suite/generate.py DIR writes one)\n");
+    return 2;
+  }
+  if (!fs::is_directory(suite, ec)) {
     fmt::print(stderr, "gpugrid: selftest: suite folder '{}' does not exist\n", o.suite);
     return 2;
   }
@@ -199,18 +205,15 @@ int selftest_command(const selftest_options& o) {
     results.push_back(std::move(r));
   }
   if (o.json) {
-    json_writer w;
-    w.begin_object().key("device").value(o.device);
-    w.key("passed").value(passed).key("failed").value(failed).key("skipped").value(skipped);
-    w.key("cases").begin_array();
+    json cases = json::array();
     for (const auto& r : results) {
-      w.begin_object().key("name").value(r.name);
-      w.key("result").value(r.result == outcome::passed ? "passed" : r.result == outcome::failed ? "failed" : "skipped");
-      if (!r.reason.empty()) w.key("reason").value(r.reason);
-      w.end_object();
+      json c{{"name", r.name},
+             {"result", r.result == outcome::passed ? "passed" : r.result == outcome::failed ? "failed" : "skipped"}};
+      if (!r.reason.empty()) c["reason"] = r.reason;
+      cases.push_back(std::move(c));
     }
-    w.end_array().end_object();
-    fmt::print("{}\n", w.str());
+    json j{{"device", o.device}, {"passed", passed}, {"failed", failed}, {"skipped", skipped}, {"cases", std::move(cases)}};
+    fmt::print("{}\n", dump_json(j));
   } else {
     fmt::print("{} passed, {} failed, {} skipped\n", passed, failed, skipped);
   }

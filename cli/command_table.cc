@@ -1,6 +1,8 @@
 #include "cli/command_table.h"
 
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -10,6 +12,9 @@
 
 #include <fmt/format.h>
 
+#include "base/json.h"
+#include "cli/log.h"
+#include "cli/man_page.h"
 #include "cli/cmd_wallet.h"
 #include "engine/backend.h"
 
@@ -125,10 +130,12 @@ void add_data_dir(CLI::App& sub, std::string& v) {
 
 void add_peers(CLI::App& sub, std::vector<std::string>& v) {
   sub.add_option("--peer", v,
-                 "a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces "
-                 "GPUGRID_PEERS and the peers in config.toml")
+                 "a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more "
+                 "(--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml")
       ->type_name("URL")
+      ->expected(1)
       ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->check(peer_url());
 }
 
@@ -179,15 +186,13 @@ void offer_flags(CLI::App& sub, parsed_options& o) {
       ->type_name("N")
       ->check(whole_number(1, 1 << 20));
   add_data_dir(sub, v.data_dir);
-  auto* cert = sub.add_option("--tls-cert", v.tls_cert, "TLS certificate (PEM) to serve wss:// with; needs --tls-key")
-                   ->type_name("FILE")
-                   ->check(existing_file());
-  auto* key = sub.add_option("--tls-key", v.tls_key, "TLS private key (PEM) of --tls-cert")
-                  ->type_name("FILE")
-                  ->check(existing_file());
-  cert->needs(key);
-  key->needs(cert);
-  add_json(sub, v.json, "print the node id, URL and events as one JSON object per line");
+  sub.add_option("--tls-cert", v.tls_cert, "TLS certificate (PEM) to serve wss:// with; give --tls-key too")
+      ->type_name("FILE")
+      ->check(existing_file());
+  sub.add_option("--tls-key", v.tls_key, "TLS private key (PEM) of --tls-cert")->type_name("FILE")->check(existing_file());
+  add_json(sub, v.json,
+           "print the node id, URL and events on stdout as JSON Lines (one object per event, with "
+           "\"event\" and \"time\")");
   sub.add_option("--fault", v.fault,
                  "TEST ONLY: misbehave on purpose to exercise verification and failover: corrupt "
                  "results, stall, or crash mid-job")
@@ -200,8 +205,13 @@ void run_flags(CLI::App& sub, parsed_options& o) {
   add_model(sub, v.model);
   add_inputs(sub, v.inputs);
   sub.add_option("-o,--output", v.output,
-                 "write the first output to FILE (.npy, .pb or raw bytes, by extension); - is stdout")
+                 "write the first output to FILE (.npy, .pb or raw bytes, by extension or --output-format); "
+                 "- is stdout (never a terminal)")
       ->type_name("FILE|-");
+  sub.add_option("--output-format", v.output_format,
+                 "the format of -o FILE or of stdout: npy, pb (TensorProto) or raw bytes")
+      ->type_name("npy|pb|raw")
+      ->check(one_of({"npy", "pb", "raw"}));
   sub.add_option("--output-dir", v.output_dir, "write every output as DIR/<name>.npy")->type_name("DIR");
   add_peers(sub, v.peers);
   sub.add_flag("--local", v.local, "run in this process, with no grid at all");
@@ -219,7 +229,7 @@ void run_flags(CLI::App& sub, parsed_options& o) {
   add_threads(sub, v.threads);
   add_precision(sub, v.precision);
   add_data_dir(sub, v.data_dir);
-  add_json(sub, v.json, "print one JSON object: outputs, providers, verification and timing");
+    add_json(sub, v.json, "print one JSON object: outputs (with their values), providers, verification and timing");
   sub.add_option("--batch", v.batch,
                  "run many jobs: SOURCE is a folder of input files, a list file (one job per line: FILE or "
                  "NAME=FILE ...), or - for NDJSON on stdin ({\"NAME\": \"FILE\", ...} per line); needs --output-dir")
@@ -294,7 +304,7 @@ void serve_flags(CLI::App& sub, parsed_options& o) {
 void peers_flags(CLI::App& sub, parsed_options& o) {
   add_peers(sub, o.peers.peers);
   add_data_dir(sub, o.peers.data_dir);
-  add_json(sub, o.peers.json, "print one JSON object per provider");
+  add_json(sub, o.peers.json, "print one JSON array, one provider per line");
 }
 
 void inspect_flags(CLI::App& sub, parsed_options& o) {
@@ -313,7 +323,7 @@ void selftest_flags(CLI::App& sub, parsed_options& o) {
   add_threads(sub, v.threads);
   add_precision(sub, v.precision);
   add_json(sub, v.json, "print one JSON object with every case's result");
-  sub.add_flag("--verbose", v.verbose, "print every case, not only the failures");
+  sub.add_flag("-v,--verbose", v.verbose, "print every case, not only the failures");
 }
 
 void bench_flags(CLI::App& sub, parsed_options& o) {
@@ -337,7 +347,12 @@ void ledger_flags(CLI::App& sub, parsed_options& o) {
       ->required()
       ->check(one_of({"show", "verify", "balance"}));
   add_data_dir(sub, o.ledger.data_dir);
-  add_json(sub, o.ledger.json, "print JSON");
+  sub.add_option("--limit", o.ledger.limit, "show: only the newest N receipts")->type_name("N")->check(whole_number(1, kMaxInt));
+  sub.add_option("--since", o.ledger.since,
+                 "show: only receipts finished at or after TIME (2026-12-01, 2026-12-01T10:00:00Z, or an age: "
+                 "30m, 12h, 7d)")
+      ->type_name("TIME");
+  add_json(sub, o.ledger.json, "print JSON (show and balance: an array, one entry per line)");
 }
 
 void identity_flags(CLI::App& sub, parsed_options& o) {
@@ -346,18 +361,41 @@ void identity_flags(CLI::App& sub, parsed_options& o) {
       ->required()
       ->check(one_of({"show", "new"}));
   add_data_dir(sub, o.identity.data_dir);
-  add_json(sub, o.identity.json, "print JSON");
+  add_json(sub, o.identity.json, "print one JSON object");
 }
+
+void config_flags(CLI::App& sub, parsed_options& o) {
+  auto& v = o.config;
+  sub.add_option("ACTION", v.action,
+                 "show: the settings in effect and where each comes from; path: the config file's path; "
+                 "set KEY VALUE: write one setting to the config file")
+      ->type_name("show|path|set")
+      ->required()
+      ->check(one_of({"show", "path", "set"}));
+  sub.add_option("KEY", v.key, "set: peers, price, device, slots, listen, data_dir or max_model_mb")
+      ->type_name("peers|price|device|slots|listen|data_dir|max_model_mb");
+  sub.add_option("VALUE", v.value, "set: the value (peers: comma-separated URLs; \"\" removes the key)")->type_name("");
+  add_json(sub, v.json, "print one JSON object");
+}
+
+void version_flags(CLI::App& sub, parsed_options& o) { add_json(sub, o.version.json, "print one JSON object"); }
 
 void completion_flags(CLI::App& sub, parsed_options& o) {
   sub.add_option("SHELL", o.shell, "the shell to print a completion script for")
       ->type_name("bash|zsh|fish")
       ->required()
       ->check(one_of(completion_shells()));
+  sub.footer(
+      "Install (installed packages already carry these):\n"
+      "  bash: gpugrid completion bash > ~/.local/share/bash-completion/completions/gpugrid\n"
+      "  zsh: gpugrid completion zsh > ~/.zfunc/_gpugrid, with fpath+=(~/.zfunc) before compinit in ~/.zshrc\n"
+      "  fish: gpugrid completion fish > ~/.config/fish/completions/gpugrid.fish\n"
+      "Then open a new shell.");
 }
 
 void help_flags(CLI::App& sub, parsed_options& o) {
   sub.add_option("COMMAND", o.topic, "the command to show the help of")->type_name("");
+  sub.add_flag("--man", o.man, "print the manual page (roff) of every command");
 }
 
 // ---- applying settings: a flag given on the command line wins over config and environment ----
@@ -378,6 +416,10 @@ void apply_device(const invocation& inv, std::string* device) {
 int run_offer(const invocation& inv) {
   auto& v = inv.options.offer;
   const settings& c = *inv.config;
+  if (v.tls_cert.empty() != v.tls_key.empty()) {
+    fmt::print(inv.err, "gpugrid: offer: --tls-cert and --tls-key go together: give both or neither\n");
+    return 2;
+  }
   apply_peers(inv, &v.peers);
   apply_device(inv, &v.device);
   apply_data_dir(inv, &v.data_dir);
@@ -417,6 +459,12 @@ int run_peers(const invocation& inv) {
 }
 
 int run_inspect(const invocation& inv) { return inspect_command(inv.options.inspect); }
+int run_config(const invocation& inv) { return config_command(inv.options.config); }
+int run_version(const invocation& inv) {
+  if (inv.options.version.json) fmt::print(inv.out, "{}\n", dump_json(json{{"version", GPUGRID_VERSION}}));
+  else fmt::print(inv.out, "gpugrid {}\n", GPUGRID_VERSION);
+  return 0;
+}
 int run_selftest(const invocation& inv) { return selftest_command(inv.options.selftest); }
 int run_bench(const invocation& inv) { return bench_command(inv.options.bench); }
 
@@ -460,6 +508,14 @@ std::string root_help(const CLI::App& root) {
 
 int run_help(const invocation& inv) {
   const std::string& topic = inv.options.topic;
+  if (inv.options.man) {
+    if (!topic.empty()) {
+      fmt::print(inv.err, "gpugrid: help: --man prints the page of every command; give no COMMAND\n");
+      return 2;
+    }
+    fmt::print(inv.out, "{}", man_page(describe_cli(inv.root), GPUGRID_VERSION));
+    return 0;
+  }
   if (topic.empty()) {
     fmt::print(inv.out, "{}", root_help(inv.root));
     return 0;
@@ -534,6 +590,7 @@ std::string one_line(std::string s) {
 }
 
 int dispatch_unguarded(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
+  log::configure(err, log::verbosity::normal);
   parsed_options options;
   std::unique_ptr<CLI::App> app = make_app(&options);
   std::vector<std::string> args(argv + 1, argv + std::max(argc, 1));
@@ -606,6 +663,11 @@ int dispatch_unguarded(int argc, const char* const* argv, std::FILE* out, std::F
     }
     config = std::move(loaded).value();
   }
+  log::configure(err, options.quiet ? log::verbosity::quiet
+                      : options.verbose || (cmd->run == run_selftest && options.selftest.verbose)
+                          ? log::verbosity::verbose
+                          : log::verbosity::normal);
+  if (config && !config->source.empty()) log::debug("settings from {}", config->source);
   invocation inv{options, *app, *chosen.front(), config ? &*config : nullptr, out, err};
   return guarded([&] { return cmd->run(inv); }, err);
 }
@@ -629,7 +691,9 @@ const std::vector<command>& command_table() {
       {"ledger", "show, verify or total the hash-chained ledger of paid jobs", true, ledger_flags, run_ledger},
       {"identity", "show this node's Ed25519 identity, or make a new one", true, identity_flags, run_identity},
       {"wallet", "the chain wallet and payment channels: show, new, balance, deposit, withdraw, channels, voucher, redeem", true, wallet_flags, run_wallet},
-      {"completion", "print a shell completion script (bash, zsh or fish)", false, completion_flags, run_completion},
+      {"config", "show the settings in effect, the config file's path, or set one setting", false, config_flags, run_config},
+      {"completion", "print a shell completion script (bash, zsh or fish) and how to install it", false, completion_flags, run_completion},
+      {"version", "print the version", false, version_flags, run_version},
       {"help", "show the help of a command", false, help_flags, run_help},
   };
   return table;
@@ -641,26 +705,131 @@ const command* find_command(std::string_view name) {
   return nullptr;
 }
 
-std::unique_ptr<CLI::App> make_app(parsed_options* o) {
+namespace {
+
+// Words of `text` in lines of at most `width` columns; '\n' in the text starts a new line.
+std::vector<std::string> wrap_words(const std::string& text, size_t width) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t nl = text.find('\n', start);
+    std::string para = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+    // Keep a paragraph's leading indentation on each of its lines.
+    size_t indent = para.find_first_not_of(' ');
+    if (indent == std::string::npos) indent = para.size();
+    std::string pad(indent, ' ');
+    std::string line = pad;
+    size_t pos = indent;
+    while (pos < para.size()) {
+      size_t sp = para.find(' ', pos);
+      std::string word = para.substr(pos, sp == std::string::npos ? std::string::npos : sp - pos);
+      pos = sp == std::string::npos ? para.size() : sp + 1;
+      if (word.empty()) continue;
+      if (line.size() > pad.size() && line.size() + 1 + word.size() > width) {
+        lines.push_back(line);
+        line = pad;
+      }
+      if (line.size() > pad.size()) line += ' ';
+      line += word;
+    }
+    lines.push_back(line);
+    if (nl == std::string::npos) break;
+    start = nl + 1;
+  }
+  return lines;
+}
+
+// CLI11's layout with descriptions wrapped to the terminal, and without the "Needs:",
+// "REQUIRED" and "=default" decorations (the descriptions say those in words).
+class wrapping_formatter final : public CLI::Formatter {
+ public:
+  explicit wrapping_formatter(size_t width) : width_(width) {}
+
+  std::string make_option_opts(const CLI::Option* opt) const override {
+    if (opt->get_type_size() == 0) return {};
+    std::string s = opt->get_type_name().empty() ? "" : " " + opt->get_type_name();
+    if (opt->get_expected_max() == CLI::detail::expected_max_vector_size) s += " ...";
+    return s;
+  }
+  std::string make_option(const CLI::Option* opt, bool is_positional) const override {
+    return row(make_option_name(opt, is_positional) + make_option_opts(opt), make_option_desc(opt));
+  }
+  std::string make_subcommand(const CLI::App* sub) const override {
+    return row(sub->get_display_name(), sub->get_description());
+  }
+  std::string make_description(const CLI::App* app) const override {
+    if (app->get_description().empty()) return {};
+    return join_lines(wrap_words(app->get_description(), width_)) + "\n";
+  }
+  std::string make_footer(const CLI::App* app) const override {
+    if (app->get_footer().empty()) return {};
+    return join_lines(wrap_words(app->get_footer(), width_));
+  }
+
+ private:
+  static std::string join_lines(const std::vector<std::string>& lines) {
+    std::string out;
+    for (const auto& l : lines) out += l + "\n";
+    return out;
+  }
+  std::string row(const std::string& name, const std::string& desc) const {
+    std::string left = "  " + name;
+    size_t col = column_width_;
+    std::string out = left;
+    if (desc.empty()) return out + "\n";
+    if (left.size() + 1 > col) out += "\n" + std::string(col, ' ');
+    else out += std::string(col - left.size(), ' ');
+    auto lines = wrap_words(desc, std::max<size_t>(width_ > col ? width_ - col : 0, 24));
+    for (size_t i = 0; i < lines.size(); ++i) out += (i ? std::string(col, ' ') : "") + lines[i] + "\n";
+    return out;
+  }
+  size_t width_;
+};
+
+size_t help_width(int requested) {
+  if (requested > 0) return static_cast<size_t>(requested);
+  long cols = 0;
+  struct winsize ws {};
+  if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) cols = ws.ws_col;
+  if (cols <= 0) {
+    if (const char* c = std::getenv("COLUMNS")) cols = std::strtol(c, nullptr, 10);
+  }
+  if (cols <= 0) cols = 80;
+  return static_cast<size_t>(std::clamp(cols, 50L, 200L));
+}
+
+// -q and -v, which every command takes (cli/log.h).
+void add_log_flags(CLI::App& app, parsed_options& o) {
+  app.add_flag("-q,--quiet", o.quiet, "print no notes, only warnings and errors");
+  if (!app.get_option_no_throw("--verbose")) app.add_flag("-v,--verbose", o.verbose, "also print debug lines");
+}
+
+}  // namespace
+
+std::unique_ptr<CLI::App> make_app(parsed_options* o, int width) {
   auto app = std::make_unique<CLI::App>(
       "gpugrid: a peer-to-peer GPU inference grid. Sell inference time with 'gpugrid offer'; "
       "run an ONNX model with 'gpugrid run MODEL INPUT...'.",
       "gpugrid");
+  app->formatter(std::make_shared<wrapping_formatter>(help_width(width)));
   app->set_help_flag("-h,--help", "print this help and exit");
-  app->set_version_flag("--version", std::string("gpugrid ") + GPUGRID_VERSION, "print the version and exit");
+  app->set_version_flag("-V,--version", std::string("gpugrid ") + GPUGRID_VERSION, "print the version and exit");
+  add_log_flags(*app, *o);
   app->require_subcommand(0, 1);  // a later word that names a command is an argument, not a command
   app->get_formatter()->column_width(32);
-  app->get_formatter()->label("Subcommands", "Commands");
   app->get_formatter()->label("SUBCOMMAND", "COMMAND");
   for (const auto& c : command_table()) {
     CLI::App* sub = app->add_subcommand(c.name, c.summary);
+    sub->group("Commands");
     c.add_flags(*sub, *o);
-    sub->footer(kExitCodes);
+    add_log_flags(*sub, *o);
+    sub->footer(sub->get_footer().empty() ? std::string(kExitCodes) : sub->get_footer() + "\n" + kExitCodes);
   }
   app->footer(
       "Run 'gpugrid help COMMAND' for a command's flags.\n"
-      "Settings: $XDG_CONFIG_HOME/gpugrid/config.toml; GPUGRID_PEERS (comma-separated URLs) "
-      "overrides its peers.\n" +
+      "Settings: $XDG_CONFIG_HOME/gpugrid/config.toml ('gpugrid config path'); GPUGRID_PEERS (comma-separated "
+      "URLs) overrides its peers.\n"
+      "JSON: with --json a command prints one JSON document on stdout; offer prints one object per event.\n" +
       std::string(kExitCodes));
   return app;
 }
@@ -690,6 +859,7 @@ value_kind kind_for(const std::string& name, const std::string& type_name, std::
     *choices = table_names();
     return value_kind::choice;
   }
+  if (type_name == "URL") return value_kind::url;
   if (type_name == "DIR") return value_kind::directory;
   if (type_name == "FILE" || type_name == "FILE|-") return value_kind::file;
   if (type_name.find('|') != std::string::npos) {
@@ -710,7 +880,7 @@ std::vector<flag_spec> describe_flags(const CLI::App& app) {
     if (takes_value(*opt)) {
       f.value_name = opt->get_type_name();
       f.kind = kind_for(opt->get_single_name(), f.value_name, &f.choices);
-      f.repeatable = opt->get_expected_max() > 1;
+      f.repeatable = opt->get_expected_max() > 1 || opt->get_multi_option_policy() == CLI::MultiOptionPolicy::TakeAll;
     }
     flags.push_back(std::move(f));
   }
@@ -799,7 +969,9 @@ int guarded(const std::function<int()>& fn, std::FILE* err) {
 }
 
 int dispatch(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
-  return guarded([&] { return dispatch_unguarded(argc, argv, out, err); }, err);
+  int code = guarded([&] { return dispatch_unguarded(argc, argv, out, err); }, err);
+  log::configure(stderr, log::verbosity::normal);  // `err` may be closed once we return
+  return code;
 }
 
 }  // namespace gpugrid::cli

@@ -36,8 +36,13 @@ struct parsed_options {
   ledger_options ledger;
   identity_options identity;
   serve_options serve;
+  config_options config;
+  version_options version;
   std::string shell;   // completion SHELL
   std::string topic;   // help COMMAND
+  bool man = false;    // help --man: the manual page (roff)
+  bool quiet = false;  // -q on any command: no notes, only warnings and errors
+  bool verbose = false;  // -v on any command: debug lines too
 };
 
 // One parsed command line, as a handler sees it. Everything is borrowed from dispatch().
@@ -66,7 +71,9 @@ const std::vector<command>& command_table();
 const command* find_command(std::string_view name);
 
 // The parser for the whole table. Flags are bound into *o, which must outlive the app.
-std::unique_ptr<CLI::App> make_app(parsed_options* o);
+// Every command also takes -q/--quiet and -v/--verbose (cli/log.h). Help is wrapped to
+// `width` columns (0: the terminal's width, else $COLUMNS, else 80).
+std::unique_ptr<CLI::App> make_app(parsed_options* o, int width = 0);
 
 // The completion description of an app made by make_app. What a value completes to comes
 // from the positional's name (MODEL, INPUT, COMMAND) or the option's type name (DIR, FILE,

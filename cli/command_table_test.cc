@@ -71,11 +71,12 @@ TEST_CASE("command table: the commands of DESIGN.md, each with a summary", "[com
     CHECK(c.run != nullptr);
   }
   CHECK(names == std::vector<std::string>{"offer", "run", "serve", "peers", "inspect", "selftest", "bench", "ledger",
-                                          "identity", "wallet", "completion", "help"});
+                                          "identity", "wallet", "config", "completion", "version", "help"});
   CHECK(find_command("run") != nullptr);
   CHECK(find_command("rnu") == nullptr);
   for (const char* reader : {"run", "offer", "peers", "serve"}) CHECK(find_command(reader)->reads_settings);
-  for (const char* pure : {"inspect", "selftest", "bench", "completion", "help"}) CHECK_FALSE(find_command(pure)->reads_settings);
+  for (const char* pure : {"inspect", "selftest", "bench", "config", "completion", "version", "help"})
+    CHECK_FALSE(find_command(pure)->reads_settings);
 }
 
 TEST_CASE("command table: every flag has help text", "[command_table]") {
@@ -149,6 +150,90 @@ TEST_CASE("command table: flags bind to the option structs", "[command_table]") 
   CHECK(parse({"identity", "new", "--data-dir", "x"}).identity.data_dir == "x");
   CHECK(parse({"completion", "fish"}).shell == "fish");
   CHECK(parse({"help", "run"}).topic == "run");
+  CHECK(parse({"help", "--man"}).man);
+
+  auto l = parse({"ledger", "show", "--limit", "5", "--since", "7d"});
+  CHECK(l.ledger.limit == 5);
+  CHECK(l.ledger.since == "7d");
+  auto c = parse({"config", "set", "price", "0.5"});
+  CHECK(c.config.action == "set");
+  CHECK(c.config.key == "price");
+  CHECK(c.config.value == "0.5");
+  CHECK(parse({"run", "m.onnx", "-o", "-", "--output-format", "npy"}).run.output_format == "npy");
+}
+
+TEST_CASE("command table: -q and -v on every command and before it", "[command_table]") {
+  CHECK(parse({"-q", "version"}).quiet);
+  CHECK(parse({"-v", "version"}).verbose);
+  for (const auto& cmd : command_table()) {
+    INFO(cmd.name);
+    parsed_options o;
+    auto app = make_app(&o);
+    const CLI::App* sub = app->get_subcommand(cmd.name);
+    CHECK(sub->get_option_no_throw("-q") != nullptr);
+    CHECK(sub->get_option_no_throw("--quiet") != nullptr);
+    CHECK(sub->get_option_no_throw("-v") != nullptr);
+  }
+  CHECK(parse({"run", "m.onnx", "-q"}).quiet);
+  CHECK(parse({"peers", "--verbose"}).verbose);
+}
+
+TEST_CASE("command table: --peer takes one URL per use", "[command_table]") {
+  CHECK(parse({"peers", "--peer", "ws://a:1", "--peer", "ws://b:2"}).peers.peers ==
+        std::vector<std::string>{"ws://a:1", "ws://b:2"});
+  auto c = run_cli({"peers", "--peer", "ws://a:1", "ws://b:2"});
+  CHECK(c.code == 2);
+  CHECK(c.err == "gpugrid: peers: unexpected argument 'ws://b:2'\n");
+  // Help shows "--peer URL" without the "..." that promised a list.
+  auto h = run_cli({"help", "peers"});
+  CHECK(h.out.find("--peer URL ") != std::string::npos);
+  CHECK(h.out.find("--peer URL ...") == std::string::npos);
+}
+
+TEST_CASE("dispatch: help is wrapped and free of CLI11's decorations", "[command_table]") {
+  for (const auto& cmd : command_table()) {
+    auto h = run_cli({"help", cmd.name});
+    INFO(cmd.name << "\n" << h.out);
+    CHECK(h.out.find("Needs:") == std::string::npos);
+    CHECK(h.out.find("REQUIRED") == std::string::npos);
+    CHECK(h.out.find("Subcommands") == std::string::npos);
+  }
+  auto root = run_cli({"--help"});
+  CHECK(root.out.find("Subcommands") == std::string::npos);
+  CHECK(root.out.find("Commands:") != std::string::npos);
+  // With no terminal and COLUMNS unset, 80 columns; a narrow and a wide width both hold.
+  for (int width : {60, 100}) {
+    parsed_options o;
+    auto app = make_app(&o, width);
+    std::string help = app->get_subcommand("run")->help("gpugrid");
+    size_t start = 0;
+    while (start < help.size()) {
+      size_t nl = help.find('\n', start);
+      if (nl == std::string::npos) nl = help.size();
+      INFO(help.substr(start, nl - start));
+      CHECK(nl - start <= static_cast<size_t>(width));
+      start = nl + 1;
+    }
+  }
+}
+
+TEST_CASE("dispatch: version and -V", "[command_table]") {
+  auto v = run_cli({"version"});
+  CHECK(v.code == 0);
+  auto V = run_cli({"-V"});
+  CHECK(V.code == 0);
+  CHECK(V.out == v.out);
+  CHECK(v.out.rfind("gpugrid ", 0) == 0);
+}
+
+TEST_CASE("dispatch: help --man is a man page of every command", "[command_table]") {
+  auto m = run_cli({"help", "--man"});
+  CHECK(m.code == 0);
+  CHECK(m.out.rfind(".TH GPUGRID 1", 0) == 0);
+  for (const auto& cmd : command_table()) CHECK(m.out.find(".SS gpugrid " + std::string(cmd.name)) != std::string::npos);
+  CHECK(m.out.find("\\fB\\-\\-redundancy\\fR") != std::string::npos);
+  CHECK(m.out.find(".SH EXIT STATUS") != std::string::npos);
+  CHECK(run_cli({"help", "run", "--man"}).code == 2);
 }
 
 TEST_CASE("command table: a word that names a command is an argument after the command", "[command_table]") {
@@ -210,6 +295,10 @@ TEST_CASE("dispatch: bad flags and values are one line on stderr and exit 2", "[
       {"ledger"},
       {"ledger", "frob"},
       {"identity", "old"},
+      {"config"},
+      {"config", "frob"},
+      {"run", "m.onnx", "--output-format", "png"},
+      {"ledger", "show", "--limit", "0"},
       {"completion", "tcsh"},
       {"offer", "--fault", "boom"},
       {"offer", "--listen", "nowhere"},

@@ -12,6 +12,7 @@ struct run_options {
   std::string model;
   std::vector<std::string> inputs;     // FILE or NAME=FILE; "-" is stdin
   std::string output;                  // -o FILE or "-"
+  std::string output_format;           // npy|pb|raw; empty: by -o's extension (raw for "-")
   std::string output_dir;
   std::vector<std::string> peers;
   bool local = false;
@@ -113,6 +114,8 @@ int peers_command(const peers_options& o);
 struct ledger_options {
   std::string action;                  // show | verify | balance
   std::string data_dir;
+  int limit = 0;                       // show: at most this many (the newest); 0: all
+  std::string since;                   // show: only entries finished at or after this time
   bool json = false;
 };
 int ledger_command(const ledger_options& o);
@@ -123,5 +126,17 @@ struct identity_options {
   bool json = false;
 };
 int identity_command(const identity_options& o);
+
+struct config_options {
+  std::string action;                  // show | path | set
+  std::string key;                     // set: a config.toml key
+  std::string value;                   // set: its value
+  bool json = false;
+};
+int config_command(const config_options& o);
+
+struct version_options {
+  bool json = false;
+};
 
 }  // namespace gpugrid::cli

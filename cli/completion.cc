@@ -49,6 +49,7 @@ std::string bash_kind(value_kind kind, const std::vector<std::string>& choices) 
     case value_kind::directory: return "directory";
     case value_kind::model: return "model";
     case value_kind::input: return "input";
+    case value_kind::url: return "url";
     case value_kind::choice: return "choice " + join(choices, " ");
   }
   return "none";
@@ -85,13 +86,32 @@ _gpugrid_files() {
   return 0
 }
 
+# The configured peers (config.toml or GPUGRID_PEERS), as `gpugrid config show` reports them.
+_gpugrid_configured_peers() {
+  command gpugrid config show --json 2>/dev/null |
+    sed -n 's/.*"peers":\[\([^]]*\)\].*/\1/p' | tr ',' '\n' | tr -d '"'
+}
+
 # Completes the word $2 as a value of kind $1 (see _gpugrid_flag_kind).
 _gpugrid_complete_kind() {
-  local kind="$1" cur="$2"
+  local kind="$1" cur="$2" name
   case "$kind" in
     file) _gpugrid_files "$cur" ;;
     model) _gpugrid_files "$cur" @MODEL_EXTS@ ;;
-    input) _gpugrid_files "$cur" @INPUT_EXTS@ ;;
+    input)
+      if [[ "$cur" == [!/-]*=* ]]; then  # NAME=FILE in one word (no '=' in COMP_WORDBREAKS)
+        name="${cur%%=*}="
+        _gpugrid_files "${cur#*=}" @INPUT_EXTS@
+        COMPREPLY=( "${COMPREPLY[@]/#/$name}" )
+      else
+        _gpugrid_files "$cur" @INPUT_EXTS@
+      fi
+      ;;
+    url)
+      local IFS=$'\n'
+      COMPREPLY=( $(compgen -W "ws://"$'\n'"wss://"$'\n'"$(_gpugrid_configured_peers)" -- "$cur") )
+      compopt -o nospace 2>/dev/null
+      ;;
     directory)
       local IFS=$'\n'
       COMPREPLY=( $(compgen -d -- "$cur") )
@@ -140,6 +160,11 @@ _gpugrid() {
   elif (( COMP_CWORD - 1 >= start )) && [[ "$valued" == *" ${COMP_WORDS[COMP_CWORD-1]} "* ]]; then
     flag="${COMP_WORDS[COMP_CWORD-1]}"
   fi
+  if [[ -n "$flag" && "$flag" != -* ]]; then
+    # NAME=FILE, split by bash at '=': the file after it.
+    _gpugrid_complete_kind input "$cur"
+    return 0
+  fi
   if [[ -n "$flag" ]]; then
     _gpugrid_complete_kind "$(_gpugrid_flag_kind "$cmd" "$flag")" "$cur"
     if [[ -n "$prefix" ]]; then
@@ -162,7 +187,8 @@ _gpugrid() {
     fi
     case "$word" in
       --) rest=1 ;;
-      --*=*|=) ;;
+      =) skip=1 ;;  # NAME = FILE (bash splits at '='): NAME was counted, FILE is not
+      --*=*) ;;
       -*) [[ "$valued" == *" $word "* ]] && skip=1 ;;
       *) nth=$(( nth + 1 )) ;;
     esac
@@ -224,9 +250,10 @@ std::string zsh_action(value_kind kind, const std::vector<std::string>& choices)
     case value_kind::model:
     case value_kind::input: {
       auto exts = preferred_extensions(kind);
-      if (exts.size() == 1) return "_files -g \"*." + exts[0] + "\"";
-      return "_files -g \"*.(" + join(exts, "|") + ")\"";
+      std::string files = exts.size() == 1 ? "_files -g \"*." + exts[0] + "\"" : "_files -g \"*.(" + join(exts, "|") + ")\"";
+      return kind == value_kind::input ? "_gpugrid_input" : files;
     }
+    case value_kind::url: return "_gpugrid_peer_urls";
     case value_kind::choice: return "(" + join(choices, " ") + ")";
   }
   return " ";
@@ -284,6 +311,7 @@ std::string fish_value(value_kind kind, const std::vector<std::string>& choices)
     case value_kind::directory: return " -x -a '(__fish_complete_directories)'";
     case value_kind::model:
     case value_kind::input: return " -x -a '(__gpugrid_files " + join(preferred_extensions(kind), " ") + ")'";
+    case value_kind::url: return " -x -a '(__gpugrid_peer_urls)'";
     case value_kind::choice: return " -x -a " + fish_quote(join(choices, " "));
   }
   return " -x";
@@ -345,31 +373,37 @@ function __gpugrid_positional
 end
 
 # Files for the word being completed, preferring those with the given extensions (and
-# folders); every file when none matches.
+# folders); every file when none matches. fish's own file completion does the matching, so ~,
+# escaped spaces and quotes work as everywhere else. NAME=FILE completes the file after '='.
 function __gpugrid_files
-    set -l cur (commandline -ct)
-    set -l all $cur*
+    set -l token (commandline -ct)
+    set -l name ''
+    if string match -qr -- '^[^-/~=][^/=]*=' $token
+        set name (string replace -r -- '=.*' '=' $token)
+        set token (string replace -r -- '^[^=]*=' '' $token)
+    end
+    # A command without completions gets fish's default: file names.
+    set -l all (complete -C"__gpugrid_no_such_command $token" | string replace -r -- '\t.*' '')
     set -l found
-    if test (count $all) -gt 0
-        for ext in $argv
-            set -a found (string match -- "*.$ext" $all)
-        end
+    for ext in $argv
+        set -a found (string match -- "*.$ext" $all)
     end
     if test (count $found) -gt 0
-        for d in $cur*/
-            set -a found $d
-        end
+        set -a found (string match -- '*/' $all)
     else
-        for f in $all
-            if test -d $f
-                set -a found $f/
-            else
-                set -a found $f
-            end
-        end
+        set found $all
     end
     for f in $found
-        echo $f
+        echo $name$f
+    end
+end
+
+# ws://, wss:// and the configured peers (config.toml or GPUGRID_PEERS).
+function __gpugrid_peer_urls
+    echo ws://
+    echo wss://
+    if command -q gpugrid
+        command gpugrid config show --json 2>/dev/null | string match -r -g -- '"peers":\[([^]]*)\]' | string split , | string trim -c '"'
     end
 end
 
@@ -451,6 +485,18 @@ std::string zsh_completion(const cli_spec& spec) {
     out += fmt::format("    '{}:{}'\n", zsh_colon(c.name), zsh_single(c.summary));
   out += "  )\n  _describe -t commands 'gpugrid command' commands\n}\n\n";
 
+  out += "# INPUT: FILE or NAME=FILE (the file after the '=').\n_gpugrid_input() {\n";
+  out += "  compset -P '*='\n";
+  {
+    auto exts = preferred_extensions(value_kind::input);
+    out += "  _files -g \"*.(" + join(exts, "|") + ")\"\n}\n\n";
+  }
+  out += "# ws://, wss:// and the configured peers (config.toml or GPUGRID_PEERS).\n_gpugrid_peer_urls() {\n";
+  out += R"ZSH(  local -a urls
+  urls=(ws:// wss:// ${(f)"$(command gpugrid config show --json 2>/dev/null |
+    sed -n 's/.*"peers":\[\([^]]*\)\].*/\1/p' | tr ',' '\n' | tr -d '"')"})
+)ZSH";
+  out += "  compadd -S '' -a urls\n}\n\n";
   out += "_gpugrid() {\n";
   out += "  local curcontext=\"$curcontext\" state state_descr line ret=1\n";
   out += "  typeset -A opt_args\n\n";

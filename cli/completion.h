@@ -21,7 +21,8 @@ enum class value_kind {
   file,       // any file
   directory,  // folders only
   model,      // files, preferring *.onnx
-  input,      // files, preferring *.npy, *.pb, *.bin
+  input,      // files, preferring *.npy, *.pb, *.bin; also NAME=FILE (files after the '=')
+  url,        // a peer URL: ws:// or wss://, and the peers `gpugrid config show` reports
   choice,     // one of `choices`
 };
 

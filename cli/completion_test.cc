@@ -45,7 +45,7 @@ TEST_CASE("completion: the description follows the command table", "[completion]
   }
   std::vector<std::string> global;
   for (const auto& f : spec.global_flags) global.insert(global.end(), f.names.begin(), f.names.end());
-  CHECK(global == std::vector<std::string>{"-h", "--help", "--version"});
+  CHECK(global == std::vector<std::string>{"-h", "--help", "-V", "--version", "-q", "--quiet", "-v", "--verbose"});
 }
 
 TEST_CASE("completion: value kinds of flags and positionals", "[completion]") {
@@ -66,6 +66,7 @@ TEST_CASE("completion: value kinds of flags and positionals", "[completion]") {
   CHECK(find_flag(run, "--output-dir")->kind == value_kind::directory);
   CHECK(find_flag(run, "--data-dir")->kind == value_kind::directory);
   CHECK(find_flag(run, "--peer")->repeatable);
+  CHECK(find_flag(run, "--peer")->kind == value_kind::url);
   CHECK_FALSE(find_flag(run, "--redundancy")->repeatable);
   CHECK(find_flag(run, "--device")->choices == std::vector<std::string>{"auto", "cpu", "cuda"});
 
@@ -80,6 +81,7 @@ TEST_CASE("completion: value kinds of flags and positionals", "[completion]") {
   CHECK(find(spec, "identity").positionals.at(0).choices == std::vector<std::string>{"show", "new"});
   CHECK(find(spec, "completion").positionals.at(0).choices == completion_shells());
   CHECK(find(spec, "help").positionals.at(0).choices.size() == command_table().size());
+  CHECK(find(spec, "config").positionals.at(0).choices == std::vector<std::string>{"show", "path", "set"});
 }
 
 TEST_CASE("completion: every script names every command and flag", "[completion]") {

@@ -1,5 +1,7 @@
 #include "cli/model_io.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <map>
 #include <random>
@@ -40,10 +42,10 @@ expected<std::vector<tensor>> load_inputs(const graph& g, const std::vector<std:
         if (g.values[g.inputs[i]].name == name) slot = i;
       if (slot < g.inputs.size()) {
         file = arg.substr(eq + 1);
-      } else if (g.find_value(name) >= 0 || arg.find('/') == std::string::npos) {
+      } else if (::access(arg.c_str(), F_OK) != 0) {  // not a file whose name holds '='
         std::vector<std::string> names;
         for (int id : g.inputs) names.push_back(g.values[id].name);
-        return status(error_kind::usage, fmt::format("input '{}' is not an input of the model (inputs: {})", name,
+        return status(error_kind::usage, fmt::format("the model has no input named {} (inputs: {})", name,
                                                      fmt::join(names, ", ")));
       }
     }

@@ -11,7 +11,9 @@
 
 namespace gpugrid::cli {
 
-// Each arg is FILE (matched to the graph's inputs in order) or NAME=FILE; "-" is stdin.
+// Each arg is FILE (matched to the graph's inputs in order) or NAME=FILE; "-" is stdin. An
+// arg with '=' whose NAME is not an input is a usage error naming the model's inputs, unless a
+// file of that whole name exists.
 // Checks every model input is given exactly once. Formats by extension (see tensor_io.h).
 expected<std::vector<tensor>> load_inputs(const graph& g, const std::vector<std::string>& args);
 

@@ -584,7 +584,8 @@ expected<tensor> read_tensor_file(const std::string& path, dtype expected_type, 
   const std::string what = is_stdin ? "stdin" : path;
   GG_ASSIGN_OR_RETURN(std::string bytes, read_all(path));
   expected<tensor> t = tensor();
-  if (ext == ".npy" || (is_stdin && bytes.size() >= 6 && bytes.compare(0, 6, "\x93NUMPY") == 0)) {
+  const bool npy_magic = bytes.size() >= 6 && bytes.compare(0, 6, "\x93NUMPY") == 0;
+  if (ext == ".npy" || (ext != ".pb" && npy_magic)) {  // a .npy under any name, or from a pipe
     t = read_npy(bytes, what);
   } else if (ext == ".pb") {
     t = read_tensor_proto(bytes, what, name_out);

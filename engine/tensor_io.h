@@ -50,7 +50,8 @@ expected<tensor> read_raw(const std::string& bytes, dtype type, const shape_t& s
 
 // Reads a file, or stdin for "-". The format comes from the extension: .npy, .pb, anything
 // else raw bytes, which need expected_type and static_shape (an error says so when the model
-// does not declare them). From stdin, a .npy is recognised by its magic; anything else is raw.
+// does not declare them). A .npy is also recognised by its magic whatever the name (stdin, a
+// pipe, sample.dat); anything else is raw.
 // expected_type dtype::undefined accepts any dtype; otherwise a different one is an error.
 // The shape of a .npy or .pb is not compared with static_shape (the caller checks shapes,
 // which may have symbolic dims). name_out gets the TensorProto's name (empty for other formats).

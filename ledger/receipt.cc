@@ -88,10 +88,9 @@ bool verify_signature(const key32& key, const std::string& message, const sig64&
 }
 
 std::string to_hex(const uint8_t* data, size_t n) {
-  static const char* digits = "0123456789abcdef";
-  std::string s;
-  s.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) { s.push_back(digits[data[i] >> 4]); s.push_back(digits[data[i] & 15]); }
+  std::string s(2 * n + 1, '\0');
+  sodium_bin2hex(s.data(), s.size(), data, n);
+  s.pop_back();
   return s;
 }
 

@@ -41,13 +41,9 @@ digest32 blake2b_hasher::finish() {
 }
 
 std::string to_hex(const void* data, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  const auto* p = static_cast<const uint8_t*>(data);
-  std::string s(2 * n, '0');
-  for (size_t i = 0; i < n; ++i) {
-    s[2 * i] = digits[p[i] >> 4];
-    s[2 * i + 1] = digits[p[i] & 15];
-  }
+  std::string s(2 * n + 1, '\0');
+  sodium_bin2hex(s.data(), s.size(), static_cast<const unsigned char*>(data), n);
+  s.pop_back();
   return s;
 }
 

@@ -159,9 +159,13 @@ TEST_CASE("gpugrid identity show and new", "[net][identity][cli]") {
   cli::identity_options o;
   o.data_dir = dir.path;
   o.action = "show";
-  CHECK(cli::identity_command(o) == 0);  // creates
+  CHECK(cli::identity_command(o) == 2);  // show only reads: no key yet, none made
+  CHECK(::access(identity_path(dir.path).c_str(), F_OK) != 0);
+  o.action = "new";
+  CHECK(cli::identity_command(o) == 0);
   auto id = identity::load(identity_path(dir.path));
   REQUIRE(id.has_value());
+  o.action = "show";
   o.json = true;
   CHECK(cli::identity_command(o) == 0);
   o.action = "new";

@@ -781,12 +781,16 @@ class session final : public session_base {
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
       res->result(http::status::method_not_allowed);
       body = "only GET is served here\n";
+    } else if (path == "/healthz") {  // liveness for load balancers and supervisors
+      res->result(http::status::ok);
+      res->set(http::field::content_type, "text/plain; charset=utf-8");
+      body = "ok\n";
     } else if (t_->opt.http_get && (body = t_->opt.http_get(path))) {
       res->result(http::status::ok);
       res->set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
     } else {
       res->result(http::status::not_found);
-      body = "not found; peers speak WebSocket here, and GET /metrics serves metrics\n";
+      body = "not found; peers speak WebSocket here, GET /metrics serves metrics and GET /healthz liveness\n";
     }
     res->body() = req.method() == http::verb::head ? std::string() : std::move(*body);
     res->prepare_payload();

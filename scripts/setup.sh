@@ -11,8 +11,8 @@ packages=(
   libcaf-dev libboost-dev libboost-system-dev libflatbuffers-dev flatbuffers-compiler libfmt-dev
   catch2 libcli11-dev libsodium-dev libssl-dev libprotobuf-dev protobuf-compiler libonnx-dev
   libopenblas-dev libtomlplusplus-dev
-  # JSON (JSON-RPC bodies, tokenizer.json, HTTP APIs)
-  nlohmann-json3-dev
+  # JSON (CLI output, JSON-RPC bodies, tokenizer.json, HTTP APIs); log lines with levels and timestamps
+  nlohmann-json3-dev libspdlog-dev
   # chain settlement: secp256k1 signatures, Keccak-256
   libsecp256k1-dev libcrypto++-dev
   # llm/: Unicode regexes and normalization for tokenizers
@@ -21,6 +21,8 @@ packages=(
   clang libclang-rt-14-dev
   # tests: fixture generation, the completion tests
   python3 python3-numpy python3-onnx python3-venv python3-pip python3-sklearn python3-torch bash-completion
+  # the completion tests drive zsh and fish too; groff checks the man page
+  zsh fish groff-base
 )
 
 missing=()
