@@ -15,6 +15,8 @@ packages=(
   clang libclang-rt-14-dev
   # tests: fixture generation, the completion tests
   python3 python3-numpy python3-onnx python3-venv python3-pip python3-sklearn python3-torch bash-completion
+  # tests: serve's HTTP and TLS checks
+  curl openssl
 )
 
 missing=()
