@@ -111,6 +111,18 @@ curl -s -H 'Authorization: Bearer key-0123456789abcdef' "http://$addr/metrics" |
 kill -TERM "$pid"
 wait "$pid"
 
+# ---- 3b. the per-key rate limit answers 429 with Retry-After
+start_serve rate --local --api-key-file "$tmp/keys.txt" --rate-limit 0.5 --rate-burst 2 || exit 1
+codes=""
+for _ in 1 2 3; do
+  codes="$codes $(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer key-0123456789abcdef' "http://$addr/v2/models/digits")"
+done
+[ "$codes" = " 200 200 429" ] || fail "rate limit: got$codes, not 200 200 429"
+curl -s -D - -o /dev/null -H 'Authorization: Bearer key-0123456789abcdef' "http://$addr/v2/models/digits" | grep -qi '^Retry-After: [1-9]' ||
+  fail "429 without Retry-After"
+kill -TERM "$pid"
+wait "$pid"
+
 # ---- 4. anything but loopback needs keys
 "$bin" serve --listen 0.0.0.0:0 --models "$tmp/models" --local >"$tmp/public.out" 2>"$tmp/public.err"
 code=$?
