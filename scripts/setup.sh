@@ -23,6 +23,8 @@ packages=(
   python3 python3-numpy python3-onnx python3-venv python3-pip python3-sklearn python3-torch bash-completion
   # the completion tests drive zsh and fish too; groff checks the man page
   zsh fish groff-base
+  # tests: serve's HTTP and TLS checks
+  curl openssl
 )
 
 missing=()

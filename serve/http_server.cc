@@ -220,6 +220,8 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
     arm(server_->opt.write_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res](const error_code& ec, size_t) {
       self->disarm();
+      error_code ignored;
+      self->socket().cancel(ignored);   // ends watch_hangup's wait, which would hold the session
       if (ec) {
         ++self->server_->service->transport().disconnects;
         return;
@@ -233,6 +235,7 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
     error_code ignored;
     if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
       socket().shutdown(tcp::socket::shutdown_send, ignored);
+      socket().cancel(ignored);   // nothing may keep the session (and its descriptor) alive now
     } else {
       arm(std::chrono::milliseconds(2000));
       stream_.async_shutdown([self = this->shared_from_this()](const error_code&) { self->disarm(); });

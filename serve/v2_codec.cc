@@ -23,14 +23,21 @@ constexpr v2_name kNames[] = {
     {dtype::bf16, "BF16"},
 };
 
-// Appends the leaves of a (possibly nested) JSON array to *out.
-status flatten(const json& v, std::vector<const json*>* out, const std::string& what) {
-  if (!v.is_array()) {
-    out->push_back(&v);
-    return status::ok();
-  }
-  for (const json& item : v) GG_RETURN_IF_ERROR(flatten(item, out, what));
-  return status::ok();
+// The number of leaves of a (possibly nested) JSON array; a scalar is one leaf.
+int64_t count_leaves(const json& v) {
+  if (!v.is_array()) return 1;
+  int64_t n = 0;
+  for (const json& item : v) n += count_leaves(item);
+  return n;
+}
+
+// Visits the leaves in order (depth is bounded by max_json_depth before parsing).
+template <typename F>
+bool for_each_leaf(const json& v, int64_t* index, F&& f) {
+  if (!v.is_array()) return f(v, (*index)++);
+  for (const json& item : v)
+    if (!for_each_leaf(item, index, f)) return false;
+  return true;
 }
 
 template <typename T>
@@ -77,23 +84,22 @@ expected<tensor> tensor_from_json(const json& in, dtype type, const shape_t& sha
                                   const std::string& what) {
   auto it = in.find("data");
   if (it == in.end()) return invalid_input("input '{}' has neither 'data' nor parameters.binary_data_size", what);
-  std::vector<const json*> leaves;
-  GG_RETURN_IF_ERROR(flatten(*it, &leaves, what));
-  if (static_cast<int64_t>(leaves.size()) != numel)
+  int64_t leaves = count_leaves(*it);
+  if (leaves != numel)
     return invalid_input("input '{}': shape {} needs {} elements but 'data' holds {}", what, shape_str(shape), numel,
-                         leaves.size());
+                         leaves);
   tensor t = tensor::zeros(type, shape);
   status bad = status::ok();
   dispatch_all(type, [&](auto tag) {
     using T = decltype(tag);
     T* dst = t.data<T>();
-    for (size_t i = 0; i < leaves.size(); ++i) {
-      if (!convert<T>(*leaves[i], &dst[i])) {
-        bad = invalid_input("input '{}': element {} ({}) is not a valid {}", what, i, leaves[i]->dump().substr(0, 40),
-                            v2_datatype(type));
-        return;
-      }
-    }
+    int64_t index = 0;
+    for_each_leaf(*it, &index, [&](const json& leaf, int64_t i) {
+      if (convert<T>(leaf, &dst[i])) return true;
+      bad = invalid_input("input '{}': element {} ({}) is not a valid {}", what, i, leaf.dump().substr(0, 40),
+                          v2_datatype(type));
+      return false;
+    });
   });
   if (!bad.is_ok()) return bad;
   return t;

@@ -5,7 +5,10 @@
 // input or field at fault (the server answers it as 400 {"error": "..."}). Nothing is
 // allocated beyond what the body itself accounts for: a JSON tensor holds as many elements as
 // the body has numbers, a binary tensor's size must match the bytes present, and nesting of
-// JSON deeper than max_json_depth is refused before parsing. Pure functions; any thread.
+// JSON deeper than max_json_depth is refused before parsing. While parsed, a JSON body is held
+// as a document of about 16 bytes per value, so memory is bounded by about eight times the
+// body limit for a body of one-digit numbers (binary tensors cost their own size). Pure
+// functions; any thread.
 #pragma once
 
 #include <cstdint>

@@ -106,8 +106,21 @@ rm "$tmp/models/digits2.onnx"
 sleep 1.2
 code="$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer key-0123456789abcdef' "http://$addr/v2/models/digits2")"
 [ "$code" = 404 ] || fail "a removed model still answers ($code)"
-curl -s -H 'Authorization: Bearer key-0123456789abcdef' "http://$addr/metrics" | grep -q '^gpugrid_serve_model_reloads_total [1-9]' ||
-  fail "metrics count no reload"
+metrics="$(curl -s -H 'Authorization: Bearer key-0123456789abcdef' "http://$addr/metrics")"
+echo "$metrics" | grep -q '^gpugrid_serve_model_reloads_total [1-9]' ||
+  fail "metrics count no reload: $(echo "$metrics" | grep reloads)"
+kill -TERM "$pid"
+wait "$pid"
+
+# ---- 3b. the per-key rate limit answers 429 with Retry-After
+start_serve rate --local --api-key-file "$tmp/keys.txt" --rate-limit 0.5 --rate-burst 2 || exit 1
+codes=""
+for _ in 1 2 3; do
+  codes="$codes $(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer key-0123456789abcdef' "http://$addr/v2/models/digits")"
+done
+[ "$codes" = " 200 200 429" ] || fail "rate limit: got$codes, not 200 200 429"
+hdr="$(curl -s -D - -o /dev/null -H 'Authorization: Bearer key-0123456789abcdef' "http://$addr/v2/models/digits")"
+echo "$hdr" | grep -qi '^Retry-After: [1-9]' || fail "429 without Retry-After: $hdr"
 kill -TERM "$pid"
 wait "$pid"
 
