@@ -133,3 +133,46 @@ TEST_CASE("chat template parity with jinja2 as transformers uses it", "[.llm_par
     }
   }
 }
+
+// Mutated templates (bytes dropped, duplicated, replaced by template syntax) must parse or fail
+// with a status, and render or fail with a status: never crash, hang or throw.
+TEST_CASE("chat template survives mutated sources", "[llm][chat_template]") {
+  const std::string base =
+      "{%- set ns = namespace(a=0) -%}{% macro m(x, y=2) %}{{ x ~ y }}{% endmacro %}"
+      "{%- for message in messages if message.role != 'x' %}{% if loop.first and messages[0]['role'] == 'system' %}"
+      "{{ m(message.content | trim, y=loop.index) }}{% elif message.content is string %}{% set ns.a = ns.a + 1 %}"
+      "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'][1:-1] ~ (ns.a // 2) }}{% else %}"
+      "{{ raise_exception('bad') }}{% endif %}{% endfor %}{{ {'k': [1, 2.5, none]} | tojson }}"
+      "{% if add_generation_prompt %}{{ 'x' if true else 'y' }}{% endif %}";
+  const char* pieces[] = {"{{", "}}", "{%", "%}", "{%-", "-%}", "(", ")", "[", "]", "'", "\"", "|", ".", ",", "=",
+                          "endfor", "endif", "if", "for", "in", "not", "is", "~", "+", "-", "*", "//", "{", "}", "\\"};
+  const std::string ctx = R"({"messages": [{"role": "system", "content": " s "}, {"role": "user", "content": "hello"},
+                              {"role": "user", "content": 5}], "add_generation_prompt": true})";
+  uint32_t seed = 12345;
+  auto rnd = [&](uint32_t n) {
+    seed = seed * 1664525u + 1013904223u;
+    return (seed >> 8) % n;
+  };
+  int parsed = 0, rendered = 0;
+  for (int iter = 0; iter < 1500; ++iter) {
+    std::string s = base;
+    for (int k = 0, edits = 1 + static_cast<int>(rnd(4)); k < edits; ++k) {
+      size_t at = rnd(static_cast<uint32_t>(s.size()));
+      switch (rnd(3)) {
+        case 0: s.erase(at, 1 + rnd(6)); break;
+        case 1: s.insert(at, pieces[rnd(sizeof pieces / sizeof *pieces)]); break;
+        default: s.insert(at, s.substr(rnd(static_cast<uint32_t>(s.size())), rnd(12))); break;
+      }
+    }
+    auto t = chat_template::parse(s, "m");
+    if (!t.has_value()) {
+      CHECK(t.error().message().find('\n') == std::string::npos);
+      continue;
+    }
+    ++parsed;
+    auto out = t->render_json(ctx, gpugrid::llm::render_limits{20000, 1 << 16});
+    if (out.has_value()) ++rendered;
+  }
+  CHECK(parsed > 0);  // the mutations leave some templates valid
+  CHECK(rendered > 0);
+}

@@ -57,7 +57,7 @@ TEST_CASE("model config reads an onnxruntime-genai folder", "[llm][model_config]
   CHECK(c->generation.top_k == 20);
 }
 
-TEST_CASE("model config reads an optimum folder; generation_config overrides config", "[llm][model_config]") {
+TEST_CASE("model config reads an optimum folder, generation_config overriding config", "[llm][model_config]") {
   temp_dir d;
   d.write("tokenizer.json", "{}");
   d.write("decoder_model_merged.onnx", "");

@@ -167,3 +167,47 @@ TEST_CASE("tokenizer parity with the tokenizers package", "[.llm_parity]") {
     }
   }
 }
+
+// Random valid UTF-8 text (characters of every length, whitespace runs) and mutated tokenizer
+// files: ids or a one-line status, never a crash.
+TEST_CASE("tokenizer survives random text and mutated files", "[llm][tokenizer]") {
+  uint32_t seed = 777;
+  auto rnd = [&](uint32_t n) {
+    seed = seed * 1664525u + 1013904223u;
+    return (seed >> 8) % n;
+  };
+  tokenizer bl = load(kByteLevel);
+  for (int iter = 0; iter < 300; ++iter) {
+    std::string text;
+    for (int k = 0, n = static_cast<int>(rnd(40)); k < n; ++k) {
+      static const uint32_t ranges[] = {0x20, 0x7f, 0xa0, 0x800, 0x3000, 0xd7ff, 0xe000, 0x10ffff};
+      uint32_t r = rnd(4);
+      uint32_t cp = ranges[2 * r] + rnd(ranges[2 * r + 1] - ranges[2 * r]);
+      if (rnd(5) == 0) cp = " \t\n"[rnd(3)];
+      gpugrid::llm::append_utf8(text, cp);
+    }
+    auto ids = bl.encode(text);
+    REQUIRE(ids.has_value());
+  }
+  // Mutated tokenizer files load or fail with a one-line status.
+  std::string base = kByteLevel;
+  int loaded = 0;
+  for (int iter = 0; iter < 500; ++iter) {
+    std::string s = base;
+    size_t at = rnd(static_cast<uint32_t>(s.size()));
+    switch (rnd(3)) {
+      case 0: s.erase(at, 1 + rnd(4)); break;
+      case 1: s.insert(at, 1, "{}[]\",:0-9a"[rnd(12)]); break;
+      default: s[at] = static_cast<char>('0' + rnd(10)); break;
+    }
+    auto t = tokenizer::from_json(s, "m.json");
+    if (!t.has_value()) {
+      CHECK(t.error().message().find('\n') == std::string::npos);
+      continue;
+    }
+    ++loaded;
+    auto ids = t->encode("lower low<|eot|> er");
+    if (ids.has_value()) (void)t->decode(*ids);
+  }
+  CHECK(loaded > 0);
+}
