@@ -10,6 +10,8 @@ const op_registry& registry() {
     register_norm_ops(reg);
     register_nn_ops(reg);
     register_tensor_ops(reg);
+    register_control_flow_ops(reg);
+    register_sequence_ops(reg);
     return reg;
   }();
   return r;
