@@ -23,6 +23,18 @@ std::string node::attr_string(const std::string& key, const std::string& dflt) c
   return it == attrs.end() ? dflt : it->second.s;
 }
 
+std::shared_ptr<const graph> node::attr_graph(const std::string& key) const {
+  auto it = attrs.find(key);
+  if (it == attrs.end() || it->second.type != attribute::kind::graph) return nullptr;
+  return it->second.g;
+}
+
+bool node::has_subgraphs() const {
+  for (const auto& [key, a] : attrs)
+    if (a.type == attribute::kind::graph) return true;
+  return false;
+}
+
 std::vector<int64_t> node::attr_ints(const std::string& key, std::vector<int64_t> dflt) const {
   auto it = attrs.find(key);
   return it == attrs.end() ? dflt : it->second.ints;

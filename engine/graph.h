@@ -39,7 +39,8 @@ struct dim_t {
 struct value_info {
   std::string name;
   dtype type = dtype::undefined;
-  std::optional<std::vector<dim_t>> shape;  // nullopt: rank unknown
+  std::optional<std::vector<dim_t>> shape;  // nullopt: rank unknown (for a sequence: its elements')
+  bool sequence = false;                     // declared as a sequence of tensors of `type`
 };
 
 struct node {
@@ -50,6 +51,13 @@ struct node {
   std::vector<int> inputs;      // value ids; -1 for an omitted optional input
   std::vector<int> outputs;     // value ids; -1 for an omitted optional output
   std::map<std::string, attribute> attrs;
+  // The last `implicit_inputs` inputs are values of this graph that the node's subgraphs
+  // (If/Loop/Scan bodies) read from the enclosing scope, in the order of those subgraphs'
+  // captured inputs. Passes and the executor treat them as ordinary inputs.
+  int implicit_inputs = 0;
+
+  size_t explicit_inputs() const { return inputs.size() - static_cast<size_t>(implicit_inputs); }
+  bool has_subgraphs() const;
 
   bool has_attr(const std::string& key) const { return attrs.count(key) != 0; }
   int64_t attr_int(const std::string& key, int64_t dflt) const;
@@ -58,6 +66,8 @@ struct node {
   std::vector<int64_t> attr_ints(const std::string& key, std::vector<int64_t> dflt = {}) const;
   std::vector<float> attr_floats(const std::string& key, std::vector<float> dflt = {}) const;
   const tensor* attr_tensor(const std::string& key) const;
+  // The subgraph held by attribute `key`; nullptr when absent or not a graph.
+  std::shared_ptr<const graph> attr_graph(const std::string& key) const;
   // "Conv 'conv1'" or "Conv #12" when unnamed: how error messages name a node.
   std::string describe() const;
 };
@@ -69,6 +79,9 @@ struct graph {
   std::vector<int> inputs;                    // graph inputs that are not initializers
   std::vector<int> outputs;
   std::map<std::string, int> opsets;          // domain -> version ("" is the ONNX domain)
+  // For a subgraph: the last `captured_inputs` of `inputs` are values of enclosing graphs it
+  // reads (its node's implicit inputs, in the same order). 0 for a model's main graph.
+  int captured_inputs = 0;
 
   // Returns the id of the value with this name, adding it when absent.
   int value_id(const std::string& name);

@@ -171,8 +171,14 @@ status convert_attribute(const onnx::AttributeProto& a, const std::string& what,
 }
 
 void read_value_info(const onnx::ValueInfoProto& vi, value_info* out) {
-  if (!vi.has_type() || !vi.type().has_tensor_type()) return;
-  const auto& tt = vi.type().tensor_type();
+  if (!vi.has_type()) return;
+  const onnx::TypeProto* type = &vi.type();
+  if (type->has_sequence_type() && type->sequence_type().has_elem_type()) {
+    out->sequence = true;
+    type = &type->sequence_type().elem_type();
+  }
+  if (!type->has_tensor_type()) return;
+  const auto& tt = type->tensor_type();
   dtype t;
   if (dtype_from_onnx(tt.elem_type(), &t)) out->type = t;
   if (tt.has_shape()) {
@@ -185,6 +191,13 @@ void read_value_info(const onnx::ValueInfoProto& vi, value_info* out) {
     }
     out->shape = std::move(dims);
   }
+}
+
+// A type the engine can hold in a value: a tensor, or (inside subgraphs) a sequence of tensors.
+bool supported_type(const onnx::TypeProto& t, bool allow_sequence) {
+  if (t.has_tensor_type()) return true;
+  return allow_sequence && t.has_sequence_type() &&
+         (!t.sequence_type().has_elem_type() || t.sequence_type().elem_type().has_tensor_type());
 }
 
 // Orders g.nodes so that every node comes after the producers of its inputs.
@@ -288,6 +301,158 @@ expected<std::shared_ptr<graph>> load_model_from_bytes(const std::string& bytes,
 }
 
 namespace {
+
+// The names one graph defines, and the graphs around it (for subgraphs' outer-scope reads).
+struct scope {
+  const scope* parent = nullptr;
+  std::set<std::string> names;
+  bool visible(const std::string& name) const {
+    for (const scope* s = this; s; s = s->parent)
+      if (s->names.count(name)) return true;
+    return false;
+  }
+};
+
+struct build_state {
+  std::string what;
+  const load_options& options;
+  int64_t weight_bytes = 0;
+};
+
+status build_body(onnx::GraphProto& gp, graph& g, build_state& st, int depth, const scope* outer,
+                  const std::string& where, std::vector<std::string>* free_names);
+
+// Reads the graph attributes of node `n` (If branches, Loop and Scan bodies), then gives each
+// of them the same captured inputs: the union of the names they read from enclosing graphs,
+// which become n's implicit inputs.
+status build_subgraphs(onnx::NodeProto& np, node& n, graph& g, build_state& st, int depth,
+                       const scope& here, const std::string& where) {
+  std::vector<std::pair<std::string, std::shared_ptr<graph>>> subs;
+  std::vector<std::string> captured;
+  for (auto& a : *np.mutable_attribute()) {
+    if (a.type() != onnx::AttributeProto::GRAPH) continue;
+    if (depth + 1 > max_subgraph_depth)
+      return invalid_input("{}: subgraphs are nested deeper than {} levels (at {} in {})", st.what,
+                           max_subgraph_depth, n.describe(), where);
+    auto sub = std::make_shared<graph>();
+    sub->opsets = g.opsets;
+    std::string sub_where = where + " > " + n.describe() + " " + a.name();
+    std::vector<std::string> reads;
+    GG_RETURN_IF_ERROR(build_body(*a.mutable_g(), *sub, st, depth + 1, &here, sub_where, &reads));
+    for (auto& name : reads)
+      if (std::find(captured.begin(), captured.end(), name) == captured.end()) captured.push_back(name);
+    subs.push_back({a.name(), std::move(sub)});
+  }
+  for (auto& [key, sub] : subs) {
+    for (const auto& name : captured) {
+      int id = sub->value_id(name);
+      if (std::find(sub->inputs.begin(), sub->inputs.end(), id) != sub->inputs.end() || sub->initializers.count(id))
+        return internal_error("{}: captured value '{}' is already an input of {}", st.what, name, key);
+      sub->inputs.push_back(id);
+    }
+    sub->captured_inputs = static_cast<int>(captured.size());
+    std::string sub_what = st.what + ": " + n.describe() + " " + key;
+    GG_RETURN_IF_ERROR(canonicalize(*sub, sub_what));
+    GG_RETURN_IF_ERROR(topological_sort(*sub, sub_what));
+    attribute attr;
+    attr.type = attribute::kind::graph;
+    attr.g = std::move(sub);
+    n.attrs[key] = std::move(attr);
+  }
+  for (const auto& name : captured) n.inputs.push_back(g.value_id(name));
+  n.implicit_inputs = static_cast<int>(captured.size());
+  return status::ok();
+}
+
+// Reads one graph: the model's main graph (depth 0, outer == nullptr) or a subgraph, whose
+// reads of names it does not define are checked against the enclosing graphs and returned in
+// free_names (in order of first use).
+status build_body(onnx::GraphProto& gp, graph& g, build_state& st, int depth, const scope* outer,
+                  const std::string& where, std::vector<std::string>* free_names) {
+  const std::string& what = st.what;
+  const bool sub = depth > 0;
+  for (auto& init : *gp.mutable_initializer()) {
+    if (init.name().empty()) return invalid_input("{}: an initializer has no name", what);
+    auto t = load_initializer(init, what, st.options, &st.weight_bytes);
+    if (!t) return t.error();
+    int id = g.value_id(init.name());
+    if (g.initializers.count(id)) return invalid_input("{}: initializer '{}' appears twice", what, init.name());
+    g.values[id].type = t->type();
+    g.initializers[id] = std::move(t).value();
+  }
+  if (gp.sparse_initializer_size() > 0)
+    return invalid_input("{}: sparse initializers are not supported", what);
+  for (const auto& in : gp.input()) {
+    if (in.name().empty()) return invalid_input("{}: a graph input has no name", what);
+    if (in.has_type() && !supported_type(in.type(), sub))
+      return invalid_input("{}: input '{}' is a {}, which is not supported", what, in.name(),
+                           sub ? "map or optional" : "sequence, map or optional");
+    int id = g.value_id(in.name());
+    if (g.initializers.count(id)) continue;  // an input with a default: treated as a constant
+    read_value_info(in, &g.values[id]);
+    if (std::find(g.inputs.begin(), g.inputs.end(), id) != g.inputs.end())
+      return invalid_input("{}: graph input '{}' appears twice", what, in.name());
+    g.inputs.push_back(id);
+  }
+  for (const auto& out : gp.output()) {
+    if (out.name().empty()) return invalid_input("{}: a graph output has no name", what);
+    if (out.has_type() && !supported_type(out.type(), sub))
+      return invalid_input("{}: output '{}' is a {}, which is not supported", what, out.name(),
+                           sub ? "map or optional" : "sequence, map or optional");
+    int id = g.value_id(out.name());
+    read_value_info(out, &g.values[id]);
+    g.outputs.push_back(id);
+  }
+  for (const auto& vi : gp.value_info()) {
+    int id = g.find_value(vi.name());
+    if (id >= 0 && g.values[id].type == dtype::undefined) read_value_info(vi, &g.values[id]);
+  }
+  // The names this graph defines, visible to its subgraphs.
+  scope here;
+  here.parent = outer;
+  for (const auto& init : gp.initializer()) here.names.insert(init.name());
+  for (const auto& in : gp.input()) here.names.insert(in.name());
+  for (const auto& np : gp.node())
+    for (const auto& o : np.output())
+      if (!o.empty()) here.names.insert(o);
+  auto read_name = [&](const std::string& name, const std::string& reader) -> status {
+    if (!sub || here.names.count(name)) return status::ok();
+    if (!outer || !outer->visible(name))
+      return invalid_input("{}: {} in subgraph {} reads '{}', which is not defined there or in any enclosing graph",
+                           what, reader, where, name);
+    if (std::find(free_names->begin(), free_names->end(), name) == free_names->end()) free_names->push_back(name);
+    return status::ok();
+  };
+  for (auto& np : *gp.mutable_node()) {
+    node n;
+    n.name = np.name();
+    n.op_type = np.op_type();
+    n.domain = np.domain() == "ai.onnx" ? "" : np.domain();
+    if (n.op_type.empty()) return invalid_input("{}: a node has no op_type", what);
+    auto ops = g.opsets.find(n.domain);
+    if (ops == g.opsets.end())
+      return invalid_input("{}: {} uses domain '{}', which the model does not import", what, n.describe(), n.domain);
+    n.opset = ops->second;
+    for (const auto& in : np.input()) {
+      if (!in.empty()) GG_RETURN_IF_ERROR(read_name(in, n.describe()));
+      n.inputs.push_back(in.empty() ? -1 : g.value_id(in));
+    }
+    for (const auto& out : np.output()) n.outputs.push_back(out.empty() ? -1 : g.value_id(out));
+    for (const auto& a : np.attribute()) {
+      if (a.type() == onnx::AttributeProto::GRAPH) continue;  // below
+      attribute attr;
+      GG_RETURN_IF_ERROR(convert_attribute(a, what + ": " + n.describe(), st.options, &st.weight_bytes, &attr));
+      n.attrs[a.name()] = std::move(attr);
+    }
+    GG_RETURN_IF_ERROR(build_subgraphs(np, n, g, st, depth, here, where));
+    for (size_t k = n.explicit_inputs(); k < n.inputs.size(); ++k)
+      GG_RETURN_IF_ERROR(read_name(g.values[n.inputs[k]].name, n.describe()));
+    g.nodes.push_back(std::move(n));
+  }
+  for (const auto& out : gp.output()) GG_RETURN_IF_ERROR(read_name(out.name(), "output '" + out.name() + "'"));
+  return status::ok();
+}
+
 expected<std::shared_ptr<graph>> build_graph(onnx::ModelProto& model, const std::string& what,
                                              const load_options& options) {
   if (!model.has_graph()) return invalid_input("{}: not an ONNX model (no graph)", what);
@@ -306,62 +471,8 @@ expected<std::shared_ptr<graph>> build_graph(onnx::ModelProto& model, const std:
     return invalid_input("{}: default-domain opset {} is not supported (supported: {} to {})", what,
                          opset, min_supported_opset, max_supported_opset);
 
-  const auto& gp = model.graph();
-  int64_t weight_bytes = 0;
-  std::set<int> initializer_ids;
-  for (auto& init : *model.mutable_graph()->mutable_initializer()) {
-    if (init.name().empty()) return invalid_input("{}: an initializer has no name", what);
-    auto t = load_initializer(init, what, options, &weight_bytes);
-    if (!t) return t.error();
-    int id = g->value_id(init.name());
-    if (g->initializers.count(id)) return invalid_input("{}: initializer '{}' appears twice", what, init.name());
-    g->values[id].type = t->type();
-    g->initializers[id] = std::move(t).value();
-  }
-  if (gp.sparse_initializer_size() > 0)
-    return invalid_input("{}: sparse initializers are not supported", what);
-  for (const auto& in : gp.input()) {
-    if (in.name().empty()) return invalid_input("{}: a graph input has no name", what);
-    if (in.has_type() && !in.type().has_tensor_type())
-      return invalid_input("{}: input '{}' is a sequence, map or optional, which is not supported", what, in.name());
-    int id = g->value_id(in.name());
-    if (g->initializers.count(id)) continue;  // an input with a default: treated as a constant
-    read_value_info(in, &g->values[id]);
-    if (std::find(g->inputs.begin(), g->inputs.end(), id) != g->inputs.end())
-      return invalid_input("{}: graph input '{}' appears twice", what, in.name());
-    g->inputs.push_back(id);
-  }
-  for (const auto& out : gp.output()) {
-    if (out.name().empty()) return invalid_input("{}: a graph output has no name", what);
-    if (out.has_type() && !out.type().has_tensor_type())
-      return invalid_input("{}: output '{}' is a sequence, map or optional, which is not supported", what, out.name());
-    int id = g->value_id(out.name());
-    read_value_info(out, &g->values[id]);
-    g->outputs.push_back(id);
-  }
-  for (const auto& vi : gp.value_info()) {
-    int id = g->find_value(vi.name());
-    if (id >= 0 && g->values[id].type == dtype::undefined) read_value_info(vi, &g->values[id]);
-  }
-  for (const auto& np : gp.node()) {
-    node n;
-    n.name = np.name();
-    n.op_type = np.op_type();
-    n.domain = np.domain() == "ai.onnx" ? "" : np.domain();
-    if (n.op_type.empty()) return invalid_input("{}: a node has no op_type", what);
-    auto ops = g->opsets.find(n.domain);
-    if (ops == g->opsets.end())
-      return invalid_input("{}: {} uses domain '{}', which the model does not import", what, n.describe(), n.domain);
-    n.opset = ops->second;
-    for (const auto& in : np.input()) n.inputs.push_back(in.empty() ? -1 : g->value_id(in));
-    for (const auto& out : np.output()) n.outputs.push_back(out.empty() ? -1 : g->value_id(out));
-    for (const auto& a : np.attribute()) {
-      attribute attr;
-      GG_RETURN_IF_ERROR(convert_attribute(a, what + ": " + n.describe(), options, &weight_bytes, &attr));
-      n.attrs[a.name()] = std::move(attr);
-    }
-    g->nodes.push_back(std::move(n));
-  }
+  build_state st{what, options};
+  GG_RETURN_IF_ERROR(build_body(*model.mutable_graph(), *g, st, 0, nullptr, "main", nullptr));
   GG_RETURN_IF_ERROR(canonicalize(*g, what));
   GG_RETURN_IF_ERROR(topological_sort(*g, what));
   return g;

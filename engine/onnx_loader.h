@@ -32,5 +32,7 @@ expected<std::shared_ptr<graph>> load_model_file(const std::string& path);
 // Lowest and highest default-domain opset the engine accepts.
 constexpr int min_supported_opset = 1;  // ops whose form never changed load from any opset
 constexpr int max_supported_opset = 21;
+// Graphs inside graphs (If branches, Loop and Scan bodies) may nest this deep; deeper is an error.
+constexpr int max_subgraph_depth = 16;
 
 }  // namespace gpugrid

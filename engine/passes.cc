@@ -51,7 +51,9 @@ void fold_constants(graph& g, thread_pool* pool) {
   std::vector<node> kept;
   const op_registry& reg = cpu::registry();
   for (node& n : g.nodes) {
-    bool foldable = !n.outputs.empty() && !nondeterministic.count(n.op_type) && reg.find(n.domain, n.op_type);
+    // Nodes with subgraphs (If, Loop, Scan, SequenceMap) are left for run time.
+    bool foldable = !n.outputs.empty() && !nondeterministic.count(n.op_type) && !n.has_subgraphs() &&
+                    reg.find(n.domain, n.op_type);
     for (int in : n.inputs) if (in >= 0 && !g.initializers.count(in)) foldable = false;
     // Folding runs the op at load time: keep heavy work on big constants for run time.
     if (foldable) {

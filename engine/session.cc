@@ -38,6 +38,12 @@ int64_t align_up(int64_t n) { return (n + 255) / 256 * 256; }
 // used, so that shape arithmetic never waits on the device.
 const std::set<std::string> shape_ops = {"Shape", "Size", "ConstantOfShape", "Range", "NonZero", "Unique"};
 
+// Default-domain ops that may read sequence values (every other kernel expects tensors).
+const std::set<std::string> sequence_ops = {
+    "If", "Loop", "Scan", "Identity", "SequenceConstruct", "SequenceAt", "SequenceInsert",
+    "SequenceErase", "SequenceLength", "SequenceEmpty", "SplitToSequence", "ConcatFromSequence",
+    "SequenceMap", "Optional", "OptionalGetElement", "OptionalHasElement"};
+
 // Hands kernels their outputs: arena slices when a plan exists, plain allocations (recorded
 // to make the plan) otherwise. Outputs of device-placed nodes live on the device.
 class run_allocator final : public output_allocator {
@@ -386,19 +392,25 @@ expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> 
                                                    const session_options& options) {
   std::unique_ptr<session> s(new session());
   s->options_ = options;
+  if (options.subgraph) {
+    s->options_.memory_plan = false;
+    s->options_.device = "cpu";
+    s->options_.threads = 1;  // runs on its caller's pool (run_subgraph)
+  }
   s->graph_ = std::make_shared<graph>(*g);
-  s->pool_ = std::make_unique<thread_pool>(options.threads);
+  s->pool_ = std::make_unique<thread_pool>(s->options_.threads);
   graph& gr = *s->graph_;
   if (options.optimize) GG_RETURN_IF_ERROR(optimize_graph(gr, s->pool_.get()));
 
-  if (!valid_device_spec(options.device))
-    return invalid_input("'{}' is not a device (use auto, cpu, cuda or cuda:N)", options.device);
-  if (options.device != "cpu") {
-    std::string spec = options.device == "auto" ? "cuda" : options.device;
+  const std::string& device = s->options_.device;
+  if (!valid_device_spec(device))
+    return invalid_input("'{}' is not a device (use auto, cpu, cuda or cuda:N)", device);
+  if (device != "cpu") {
+    std::string spec = device == "auto" ? "cuda" : device;
     auto dev = open_device(spec);
     if (dev) {
       s->device_ = std::move(dev).value();
-    } else if (options.device == "auto") {
+    } else if (device == "auto") {
       s->device_note_ = dev.error().message();
     } else {
       return dev.error();
@@ -434,6 +446,9 @@ expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> 
     GG_RETURN_IF_ERROR((*k)->prepare(constants));
     s->kernels_.push_back(std::move(k).value());
   }
+  s->takes_sequences_.resize(gr.nodes.size());
+  for (size_t i = 0; i < gr.nodes.size(); ++i)
+    s->takes_sequences_[i] = gr.nodes[i].domain.empty() && sequence_ops.count(gr.nodes[i].op_type) ? 1 : 0;
   s->use_counts_.assign(gr.values.size(), 0);
   s->pinned_.assign(gr.values.size(), false);
   for (const node& n : gr.nodes)
@@ -464,8 +479,8 @@ status session::check_inputs(const std::vector<tensor>& inputs, std::string* sig
     return invalid_input("the model takes {} input(s) ({}), got {}", g.inputs.size(),
                          fmt::join(input_names(), ", "), inputs.size());
   }
-  std::map<std::string, int64_t> symbols;
   signature->clear();
+  if (options_.subgraph) return status::ok();  // declarations inside subgraphs are hints
   for (size_t i = 0; i < inputs.size(); ++i) {
     const value_info& v = g.values[g.inputs[i]];
     const tensor& t = inputs[i];
@@ -478,11 +493,9 @@ status session::check_inputs(const std::vector<tensor>& inputs, std::string* sig
       bool ok = v.shape->size() == t.rank();
       for (size_t d = 0; ok && d < t.rank(); ++d) {
         const dim_t& dim = (*v.shape)[d];
+        // A symbolic name is a hint, not a constraint: exporters give every unknown dim the
+        // same name ("?"), so two dims sharing a name may differ (as in onnxruntime).
         if (dim.value >= 0 && dim.value != t.dim(d)) ok = false;
-        if (dim.value < 0 && !dim.symbol.empty()) {
-          auto [it, fresh] = symbols.emplace(dim.symbol, t.dim(d));
-          if (!fresh && it->second != t.dim(d)) ok = false;
-        }
       }
       if (!ok)
         return invalid_input("input '{}' has shape {} but the model expects {}", v.name,
@@ -520,6 +533,13 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
     }
   }
   return execute(signature, inputs, stats, observer, nullptr, nullptr, nullptr);
+}
+
+expected<std::vector<tensor>> session::run_subgraph(const std::vector<tensor>& inputs, thread_pool* pool) {
+  if (!options_.subgraph) return internal_error("run_subgraph on a session that is not a subgraph's");
+  if (inputs.size() != graph_->inputs.size())
+    return internal_error("a subgraph takes {} inputs, got {}", graph_->inputs.size(), inputs.size());
+  return execute(std::string(), inputs, nullptr, nullptr, nullptr, nullptr, nullptr, pool);
 }
 
 expected<std::vector<tensor>> session::run_graph(graph_bundle& b, const std::shared_ptr<plan>& p,
@@ -573,8 +593,9 @@ expected<std::vector<tensor>> session::run_graph(graph_bundle& b, const std::sha
 expected<std::vector<tensor>> session::execute(const std::string& signature, const std::vector<tensor>& inputs,
                                                run_stats* stats, const node_observer* observer,
                                                run_context* given_rc, std::shared_ptr<std::byte>* given_arenas,
-                                               graph_bundle* capture) {
+                                               graph_bundle* capture, thread_pool* pool) {
   const graph& g = *graph_;
+  if (!pool) pool = pool_.get();
   const size_t nv = g.values.size();
 
   std::shared_ptr<plan> p;
@@ -687,10 +708,15 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
     std::vector<const tensor*> ins;
     ins.reserve(n.inputs.size());
     for (int in : n.inputs) ins.push_back(in >= 0 && vals[in].defined() ? &vals[in] : nullptr);
+    if (!takes_sequences_[ni])
+      for (size_t j = 0; j < ins.size(); ++j)
+        if (ins[j] && ins[j]->is_sequence())
+          return invalid_input("{} reads '{}', which is a sequence, not a tensor", n.describe(),
+                               g.values[n.inputs[j]].name);
     std::vector<tensor> outs(n.outputs.size());
     std::vector<const tensor*> observed_ins;
     if (observer) observed_ins = ins;
-    kernel_context ctx(n, std::move(ins), &outs, pool_.get(), &alloc,
+    kernel_context ctx(n, std::move(ins), &outs, pool, &alloc,
                        on_device_[ni] && ctx_rc ? ctx_rc->native() : nullptr);
     auto t_node = std::chrono::steady_clock::now();
     status st = kernels_[ni]->run(ctx);
@@ -746,7 +772,11 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
 
   std::vector<tensor> outputs;
   outputs.reserve(g.outputs.size());
-  for (int out : g.outputs) outputs.push_back(vals[out]);
+  for (int out : g.outputs) {
+    if (!options_.subgraph && vals[out].is_sequence())
+      return invalid_input("output '{}' is a sequence; a model's outputs must be tensors", g.values[out].name);
+    outputs.push_back(vals[out]);
+  }
   vals.clear();
 
   if (p) {
@@ -769,6 +799,8 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
     }
     return outputs;
   }
+
+  if (!options_.memory_plan && !stats) return outputs;  // nobody wants the plan or its figures
 
   // Build the plan from what this run allocated: each fresh allocation is a buffer living from
   // its node to the last node that reads it or any view of it; buffers are packed per device.

@@ -31,6 +31,11 @@ struct session_options {
   // On CUDA: float matrix products and convolutions may use TF32 tensor cores (about three
   // significant digits; --precision tf32). Never on by default.
   bool allow_tf32 = false;
+  // A subgraph run by a control-flow kernel (If, Loop, Scan, SequenceMap): always on the CPU,
+  // no memory plan, inputs not checked against their declarations (as in onnxruntime, a
+  // subgraph's declared shapes are hints), sequences allowed as inputs and outputs, and run
+  // with run_subgraph() on the calling kernel's thread pool.
+  bool subgraph = false;
 };
 
 struct run_stats {
@@ -67,6 +72,10 @@ class session {
   expected<std::vector<tensor>> run(const std::vector<tensor>& inputs, run_stats* stats = nullptr,
                                     const node_observer* observer = nullptr);
 
+  // For control-flow kernels: runs a session made with session_options::subgraph on the
+  // caller's pool. inputs follow graph().inputs (formal inputs, then captured values).
+  expected<std::vector<tensor>> run_subgraph(const std::vector<tensor>& inputs, thread_pool* pool);
+
   // Names of graph inputs/outputs, for matching NAME=FILE arguments.
   std::vector<std::string> input_names() const;
   std::vector<std::string> output_names() const;
@@ -93,7 +102,8 @@ class session {
   session() = default;
   expected<std::vector<tensor>> execute(const std::string& signature, const std::vector<tensor>& inputs,
                                         run_stats* stats, const node_observer* observer, run_context* given_rc,
-                                        std::shared_ptr<std::byte>* given_arenas, graph_bundle* capture);
+                                        std::shared_ptr<std::byte>* given_arenas, graph_bundle* capture,
+                                        thread_pool* pool = nullptr);
   expected<std::vector<tensor>> run_graph(graph_bundle& b, const std::shared_ptr<plan>& p,
                                           const std::vector<tensor>& inputs, run_stats* stats);
   void find_capture_range();
@@ -122,6 +132,7 @@ class session {
   std::map<std::string, std::shared_ptr<graph_bundle>> graphs_;
   std::vector<int> use_counts_;       // per value: node inputs + graph outputs reading it
   std::vector<bool> pinned_;          // per value: graph input, initializer or graph output
+  std::vector<char> takes_sequences_; // per node: the op accepts sequence values as inputs
   session_options options_;
   std::unique_ptr<thread_pool> pool_;
   std::mutex plans_mu_;

@@ -45,6 +45,7 @@ tensor tensor::zeros(dtype type, shape_t shape) {
 }
 
 tensor tensor::clone() const {
+  if (seq_) return *this;  // sequences are immutable
   tensor t = zeros(type_, shape_);
   if (bytes()) std::memcpy(t.raw(), raw(), bytes());
   return t;
@@ -80,6 +81,13 @@ std::vector<int64_t> tensor::to_int64_vector() const {
   std::vector<int64_t> out(static_cast<size_t>(numel()));
   for (int64_t i = 0; i < numel(); ++i) out[static_cast<size_t>(i)] = as_int64(i);
   return out;
+}
+
+tensor tensor::sequence(dtype elem, std::vector<tensor> items) {
+  tensor t;
+  t.type_ = elem;
+  t.seq_ = std::make_shared<const std::vector<tensor>>(std::move(items));
+  return t;
 }
 
 }  // namespace gpugrid

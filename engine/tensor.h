@@ -45,7 +45,14 @@ class tensor {
   template <typename T>
   static tensor scalar(T value) { return from_vector<T>({}, {value}); }
 
-  bool defined() const { return type_ != dtype::undefined; }
+  // A sequence (the ONNX sequence type): an immutable list of CPU tensors. type() is the
+  // element type (dtype::undefined for an empty sequence of unknown type), the shape is empty
+  // and there is no storage; only the sequence ops, control flow and Identity accept one.
+  static tensor sequence(dtype elem, std::vector<tensor> items);
+  bool is_sequence() const { return seq_ != nullptr; }
+  const std::vector<tensor>& items() const { return *seq_; }
+
+  bool defined() const { return type_ != dtype::undefined || seq_ != nullptr; }
   dtype type() const { return type_; }
   const shape_t& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_[i]; }
@@ -76,6 +83,7 @@ class tensor {
   shape_t shape_;
   std::shared_ptr<std::byte> storage_;
   device_kind device_ = device_kind::cpu;
+  std::shared_ptr<const std::vector<tensor>> seq_;
 };
 
 // Allocates size bytes aligned to 64 on the CPU, zero-filled; nullptr when bytes is too big.

@@ -15,6 +15,8 @@ const op_registry& registry() {
     register_contrib_norm_ops(reg);
     register_contrib_matmul_ops(reg);
     register_contrib_attention_ops(reg);
+    register_control_flow_ops(reg);
+    register_sequence_ops(reg);
     return reg;
   }();
   return r;

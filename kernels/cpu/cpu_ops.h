@@ -11,6 +11,8 @@ void register_reduce_ops(op_registry& r);        // reduce.cc: Reduce*, ArgMax/M
 void register_norm_ops(op_registry& r);          // normalization.cc: BatchNorm, LayerNorm, InstanceNorm, ...
 void register_nn_ops(op_registry& r);            // gemm.cc, conv.cc, pool.cc, resize.cc, grid_sample.cc, roi_align.cc
 void register_tensor_ops(op_registry& r);        // tensor_ops.cc: Reshape, Transpose, Concat, Gather, ...
+void register_control_flow_ops(op_registry& r);  // control_flow.cc: If, Loop, Scan
+void register_sequence_ops(op_registry& r);      // sequence.cc: Sequence*, SplitToSequence, ConcatFromSequence
 
 // All of the above: the CPU backend's registry, built once, read-only afterwards.
 const op_registry& registry();

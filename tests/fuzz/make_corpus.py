@@ -105,3 +105,39 @@ out("fuzz_model_loader", "matmul_nbits_bad_blocks.onnx", model_ms(
                       block_size=32)], [XA], [YN],
     [numpy_helper.from_array(np.zeros((8, 3, 16), np.uint8), "b"),
      numpy_helper.from_array(np.ones(24, np.float32), "s")]))
+# Control flow: nested If reading outer-scope values, a Loop with a negative trip count, a Loop
+# with a huge one, a subgraph reading a name nothing defines, Ifs nested past the limit, a Scan.
+B1 = helper.make_tensor_value_info("b", TensorProto.BOOL, [])
+inner = helper.make_graph([helper.make_node("Add", ["x", "x"], ["r1"])], "t", [], [helper.make_tensor_value_info("r1", TensorProto.FLOAT, None)])
+inner_else = helper.make_graph([helper.make_node("Neg", ["x"], ["r2"])], "e", [], [helper.make_tensor_value_info("r2", TensorProto.FLOAT, None)])
+outer = helper.make_graph([helper.make_node("If", ["b"], ["r3"], then_branch=inner, else_branch=inner_else)], "o", [],
+                          [helper.make_tensor_value_info("r3", TensorProto.FLOAT, None)])
+out("fuzz_model_loader", "if_nested.onnx", model(
+    [helper.make_node("If", ["b"], ["y"], then_branch=outer, else_branch=inner_else)], [B1, X], [Y]))
+body = helper.make_graph(
+    [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Add", ["v", "x"], ["v_out"])], "body",
+    [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+     helper.make_tensor_value_info("v", TensorProto.FLOAT, None)],
+    [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)])
+for name, trips in (("loop_negative.onnx", -3), ("loop_huge.onnx", 2**62)):
+    out("fuzz_model_loader", name, model(
+        [helper.make_node("Constant", [], ["m"], value=helper.make_tensor("mv", TensorProto.INT64, [], [trips])),
+         helper.make_node("Loop", ["m", "", "x"], ["y"], body=body)], [X], [Y]))
+undefined = helper.make_graph([helper.make_node("Add", ["x", "nowhere"], ["r"])], "u", [],
+                              [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+out("fuzz_model_loader", "subgraph_undefined_name.onnx", model(
+    [helper.make_node("If", ["b"], ["y"], then_branch=undefined, else_branch=undefined)], [B1, X], [Y]))
+leaf = helper.make_graph([helper.make_node("Identity", ["x"], ["r"])], "leaf", [], [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+deep = leaf
+for _ in range(18):
+    deep = helper.make_graph([helper.make_node("If", ["b"], ["r"], then_branch=deep, else_branch=leaf)], "level", [],
+                             [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+out("fuzz_model_loader", "if_too_deep.onnx", model(list(deep.node), [B1, X], [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)]))
+scan_body = helper.make_graph(
+    [helper.make_node("Add", ["s", "a"], ["s_out"]), helper.make_node("Identity", ["s_out"], ["o"])], "sb",
+    [helper.make_tensor_value_info("s", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("a", TensorProto.FLOAT, [4])],
+    [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("o", TensorProto.FLOAT, [4])])
+out("fuzz_model_loader", "scan.onnx", model(
+    [helper.make_node("Constant", [], ["z"], value=helper.make_tensor("zv", TensorProto.FLOAT, [4], [0] * 4)),
+     helper.make_node("Scan", ["z", "x"], ["last", "y"], body=scan_body, num_scan_inputs=1, scan_input_directions=[1])],
+    [X], [Y]))
