@@ -132,7 +132,9 @@ TEST_CASE("redundancy catches a corrupting provider, which then loses its reputa
   CHECK(rep->score(liar) < reputation_book::initial);
   // The evidence is in the ledger as a dispute; both agreeing providers were paid.
   int payments = 0, disputes = 0;
-  for (const auto& e : *ledger::read_entries((*led)->path(), nullptr)) {
+  auto entries = ledger::read_entries((*led)->path(), nullptr);
+  REQUIRE(entries.has_value());
+  for (const auto& e : *entries) {
     if (e.rec.kind == ledger::receipt_kind::payment) ++payments;
     if (e.rec.kind == ledger::receipt_kind::dispute) { ++disputes; CHECK(e.rec.provider_key == f.cores[0]->key()); }
   }

@@ -213,6 +213,8 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
         auto& st = self->state;
         const auto later = static_cast<int32_t>(net::receipt_status::retry_later);
         if (st.down || st.conn->send(net::message(*r)) != net::send_result::queued) return later;
+        // A version 1 provider sends no answer: the receipt was sent once, as such providers expect.
+        if (st.conn->version() < net::kReceiptAckVersion) return static_cast<int32_t>(net::receipt_status::recorded);
         auto rp = self->make_response_promise();
         auto old = st.receipts.find(r->job_id);
         if (old != st.receipts.end()) old->second.deliver(later);
@@ -308,6 +310,7 @@ struct conn_state {
 
 // Answers a client's countersigned receipt (it sends it again until recorded or rejected).
 void send_receipt_ack(const net::connection_ptr& c, const job_id& job, net::receipt_status status, std::string detail) {
+  if (c->version() < net::kReceiptAckVersion) return;  // a version 1 client would close on it
   net::receipt_ack a;
   a.job = job;
   a.status = status;

@@ -64,9 +64,10 @@ struct raw_peer {
   std::unique_ptr<net::transport> t;
   net::connection_ptr conn;
   net::identity id = net::identity::generate();
-  explicit raw_peer(const std::string& url) {
+  explicit raw_peer(const std::string& url, uint16_t newest_version = net::kProtocolVersion) {
     net::transport_options o;
     o.session_mac = true;
+    o.newest_version = newest_version;
     auto tr = net::transport::create(id, o, box.handlers());
     REQUIRE(tr.has_value());
     t = std::move(tr).value();
@@ -288,6 +289,27 @@ TEST_CASE("a provider node refuses jobs it did not bid on, underpaid jobs and ly
   // Whatever happened, the node still serves: a fresh bid gets an answer.
   REQUIRE(peer.conn->send(bid_request_of(net::job_id{9}, model)) == net::send_result::queued);
   CHECK(peer.next<net::bid>().has_value());
+}
+
+TEST_CASE("a version 1 client gets no ReceiptAck, which it could not read", "[grid][net][receipts]") {
+  provider_fixture p;
+  raw_peer peer(p.node->url(), 1);
+  REQUIRE(peer.conn->version() == 1);
+  std::string model = add_relu_model();
+  ledger::receipt r;
+  r.client_key = peer.id.public_key();
+  REQUIRE(peer.conn->send(net::message(r)) == net::send_result::queued);
+  REQUIRE(peer.conn->send(bid_request_of(net::job_id{3}, model)) == net::send_result::queued);
+  bool acked = false, bid = false;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!bid && std::chrono::steady_clock::now() < deadline) {
+    auto in = peer.box.next_message(std::chrono::milliseconds(100));
+    if (!in) continue;
+    acked |= std::holds_alternative<net::receipt_ack>(in->msg());
+    bid |= std::holds_alternative<net::bid>(in->msg());
+  }
+  CHECK(bid);  // the connection is still open
+  CHECK_FALSE(acked);
 }
 
 TEST_CASE("a provider node queues a bounded number of jobs, however many bids a client holds", "[grid][net]") {

@@ -71,6 +71,8 @@ TEST_CASE("handshake failures name the problem", "[net][handshake]") {
 
   SECTION("no common version") {
     handshake_options old_o, new_o;
+    old_o.newest_version = 1;
+    old_o.oldest_version = 1;
     new_o.newest_version = 3;
     new_o.oldest_version = 2;
     handshake a(ia, true, hello{}, old_o), b(ib, false, hello{}, new_o);

@@ -26,8 +26,11 @@ using nonce32 = std::array<uint8_t, 32>;
 
 // The newest and oldest protocol versions this build speaks. Two peers speak
 // min(their newest); they refuse each other when that is below either one's oldest.
-constexpr uint16_t kProtocolVersion = 1;
+// 2: a provider answers each Receipt with a ReceiptAck (version 1 peers get none and send
+// none).
+constexpr uint16_t kProtocolVersion = 2;
 constexpr uint16_t kMinProtocolVersion = 1;
+constexpr uint16_t kReceiptAckVersion = 2;
 
 enum class node_role : uint8_t { client = 0, provider = 1, both = 2 };
 
