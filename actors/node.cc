@@ -44,6 +44,9 @@ constexpr size_t kPeerPage = 1000;
 // Outbound dials to peers learned of by gossip in flight at once.
 constexpr size_t kMaxConcurrentDials = 16;
 
+// How long drain() waits for the receipts of jobs it let finish.
+constexpr auto kDrainReceiptWait = std::chrono::milliseconds(3000);
+
 // How long settle() waits for dials to gossiped peers once a provider is connected.
 constexpr auto kGossipDialWait = std::chrono::milliseconds(3000);
 
@@ -421,6 +424,7 @@ struct grid_node::impl {
   };
   std::map<job_id, running_job> running;         // provider: jobs received and not yet answered
   std::set<job_id> handed_back;
+  std::set<job_id> drain_receipts;               // answered while draining, receipt not yet recorded
   std::vector<gossip_entry> rumors;              // learned since the last rumor flush
   bool rumor_scheduled = false;
   std::mt19937_64 rng{std::random_device{}()};
@@ -659,9 +663,16 @@ struct grid_node::impl {
     if (auto* rc = std::get_if<ledger::receipt>(&m)) {
       auto r = std::make_shared<const ledger::receipt>(*rc);
       if (r->client_key != c->peer_key()) return;  // only the job's client countersigns
-      caf::anon_send(provider_actor, receipt_atom::value, receipt_ptr(r));
+      job_id job = r->job_id;
+      self_actor->request(provider_actor, caf::infinite, receipt_atom::value, receipt_ptr(r))
+          .then([this, job](bool) { forget_receipt(job); }, [this, job](caf::error&) { forget_receipt(job); });
       return;
     }
+  }
+
+  void forget_receipt(const job_id& job) {
+    std::lock_guard<std::mutex> lk(mu);
+    drain_receipts.erase(job);
   }
 
   void on_bid_request(const net::connection_ptr& c, const net::bid_request& br) {
@@ -801,6 +812,7 @@ struct grid_node::impl {
       }
     } leave_running{lk, *this, job};
     if (handed_back.erase(job)) return;  // the client was told to go elsewhere
+    if (r && r->ok && opt.provider->draining()) drain_receipts.insert(job);  // drain() waits for it
     lk.unlock();
     if (r && r->ok) {
       (void)c->send(to_wire_result(*r));
@@ -1032,6 +1044,16 @@ int grid_node::drain(std::chrono::milliseconds grace, const std::function<bool()
       if (p.running.empty()) {
         lk.unlock();
         flushed();
+        // The clients of jobs answered while draining countersign them just after: wait a
+        // little for those receipts so that the provider's ledger records the paid work.
+        auto receipts_by = std::min(deadline, std::chrono::steady_clock::now() + kDrainReceiptWait);
+        while (std::chrono::steady_clock::now() < receipts_by && !(hurry && hurry())) {
+          {
+            std::lock_guard<std::mutex> rl(p.mu);
+            if (p.drain_receipts.empty()) break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
         return 0;
       }
       if (std::chrono::steady_clock::now() >= deadline || (hurry && hurry())) {
