@@ -42,4 +42,60 @@ std::vector<bid_offer> rank_bids(std::vector<bid_offer> bids, const choice_optio
   return ok;
 }
 
+std::string network_of(const std::string& url) {
+  std::string host = url;
+  auto scheme = host.find("://");
+  if (scheme != std::string::npos) host = host.substr(scheme + 3);
+  host = host.substr(0, host.find('/'));
+  if (!host.empty() && host[0] == '[') {  // [v6]:port
+    host = host.substr(1, host.find(']') - 1);
+    std::string out;
+    int groups = 0;
+    for (size_t i = 0; i < host.size() && groups < 3; ++i) {
+      if (host[i] == ':') ++groups;
+      if (groups < 3) out += host[i];
+    }
+    return out;
+  }
+  host = host.substr(0, host.rfind(':') == std::string::npos ? host.size() : host.rfind(':'));
+  int dots = static_cast<int>(std::count(host.begin(), host.end(), '.'));
+  bool numeric = !host.empty() && host.find_first_not_of("0123456789.") == std::string::npos;
+  if (numeric && dots == 3) return host.substr(0, host.rfind('.'));
+  return host;
+}
+
+std::vector<bid_offer> diversify(std::vector<bid_offer> b, size_t k) {
+  k = std::min(k, b.size());
+  if (k < 2) return b;
+  auto move_into_set = [&](size_t from, size_t to) {  // the member at `to` drops out of the set
+    bid_offer x = b[from];
+    b.erase(b.begin() + static_cast<std::ptrdiff_t>(from));
+    b.insert(b.begin() + static_cast<std::ptrdiff_t>(to), x);
+  };
+  // Not all new: the best established bid outside takes the last place.
+  bool all_new = std::all_of(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(k), [](const bid_offer& o) { return o.is_new; });
+  if (all_new)
+    for (size_t j = k; j < b.size(); ++j)
+      if (!b[j].is_new) {
+        move_into_set(j, k - 1);
+        break;
+      }
+  // Not all in one network: the best bid from elsewhere replaces the worst member whose leaving
+  // keeps an established provider in the set.
+  const std::string net = b[0].network;
+  bool one_net = std::all_of(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(k),
+                             [&](const bid_offer& o) { return o.network == net; });
+  if (one_net)
+    for (size_t j = k; j < b.size(); ++j) {
+      if (b[j].network == net) continue;
+      size_t established = 0;
+      for (size_t i = 0; i < k; ++i) established += b[i].is_new ? 0 : 1;
+      size_t victim = k - 1;
+      while (victim > 0 && !b[victim].is_new && established == 1 && b[j].is_new) --victim;
+      std::swap(b[victim], b[j]);
+      break;
+    }
+  return b;
+}
+
 }  // namespace gpugrid::grid

@@ -25,7 +25,18 @@ struct bid_offer {
   int64_t eta_ms = 0;
   bool model_cached = false;
   double reputation = 0.5;
+  bool is_new = false;         // few verified results yet (reputation_book::is_new)
+  std::string network;         // network_of(url)
 };
+
+// The network a provider URL's host is in, for keeping a redundant set apart: the /24 of an
+// IPv4 address, the /48 of an IPv6 one, a host name as is; "" for no URL.
+std::string network_of(const std::string& url);
+
+// Reorders ranked bids so that the first k, the redundant set, are neither all new providers
+// nor all in one network when other bids allow it; otherwise keeps the rank order. With k < 2
+// the bids come back as they are.
+std::vector<bid_offer> diversify(std::vector<bid_offer> ranked, size_t k);
 
 struct choice_options {
   double max_price = -1;       // < 0: no limit

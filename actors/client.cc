@@ -130,11 +130,14 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
   req->max_price = options.max_price;
   bid_request_ptr req_ptr = req;
 
-  std::vector<size_t> asked;
+  std::vector<size_t> asked, cooling;
   for (size_t i = 0; i < providers.size(); ++i) {
     if (reputation && !reputation->trusted(node_hex(providers[i].key))) continue;
-    asked.push_back(i);
+    // One that timed out lately is asked only when nobody else is there.
+    if (reputation && reputation->cooling(node_hex(providers[i].key), unix_ms())) cooling.push_back(i);
+    else asked.push_back(i);
   }
+  if (asked.size() < static_cast<size_t>(std::max(1, options.redundancy))) asked.insert(asked.end(), cooling.begin(), cooling.end());
   if (asked.empty()) return status(error_kind::no_provider, "no trusted provider is reachable");
   std::vector<std::pair<size_t, bid_reply>> replies;
   std::vector<std::string> declines;
@@ -168,6 +171,8 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
     o.eta_ms = r.eta_ms;
     o.model_cached = r.model_cached;
     o.reputation = reputation ? reputation->score(node_hex(providers[i].key)) : 0.5;
+    o.is_new = reputation ? reputation->is_new(node_hex(providers[i].key)) : true;
+    o.network = network_of(providers[i].url);
     offers.push_back(o);
   }
   // Equal bids go to a random one of them (rank_bids keeps ties in order), spreading load.
@@ -178,7 +183,8 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
   choice_options co;
   co.max_price = options.max_price;
   co.min_reputation = reputation_book::threshold;
-  auto ranked = rank_bids(offers, co);
+  // A redundant set is not all new identities, nor all from one network, when others bid.
+  auto ranked = diversify(rank_bids(offers, co), k_wanted);
   auto t_bids = clock_type::now();
   res.queue_ms = ms_between(t_start, t_bids);
   if (ranked.empty()) {
@@ -304,7 +310,10 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
     v.winner = 0;
     v.agreeing = {0};
     thread_local std::mt19937_64 rng(std::random_device{}());
-    if (local && options.spot_check_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < options.spot_check_rate) {
+    // Adaptive: every job of a provider never verified, fewer as its verified record grows.
+    double rate = reputation ? reputation->spot_check_rate(node_hex(done[0].result->provider), options.spot_check_rate)
+                             : options.spot_check_rate;
+    if (local && rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < rate) {
       auto mine = local(job.inputs);
       std::string why;
       if (!mine) {
@@ -353,7 +362,7 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
     if (idx >= done.size() || !done[idx].result) continue;  // the local engine
     const auto& r = done[idx].result;
     std::string who = node_hex(r->provider);
-    if (reputation) reputation->record(who, outcome::agreed);
+    if (reputation && res.method != "single") reputation->record(who, outcome::agreed);  // verified results only
     provider_used u{who, providers[done[idx].bid_index].url, reply_of(done[idx].bid_index).price, false, true};
     // Check the provider's receipt says what happened.
     ledger::receipt rc = r->receipt;

@@ -11,6 +11,7 @@
 #include "actors/client.h"
 #include "actors/embedded.h"
 #include "actors/provider.h"
+#include "actors/testing/faulty_provider.h"
 #include "actors/test_models.h"
 #include "kernels/cpu/cpu_ops.h"
 
@@ -42,7 +43,6 @@ struct fixture {
     provider_options po;
     po.device = "cpu";
     po.threads = 1;
-    po.fault = fault;
     po.price.price_per_gflop = price;
     po.price.minimum = price;
     std::string pdir = dir + "/p" + std::to_string(cores.size());
@@ -50,8 +50,11 @@ struct fixture {
     auto led = ledger::ledger_file::open(pdir);
     REQUIRE(cache.has_value());
     REQUIRE(led.has_value());
-    auto core = std::make_shared<provider_core>(keypair::generate(), std::shared_ptr<model_cache>(std::move(cache).value()), po,
-                                                std::shared_ptr<ledger::ledger_file>(std::move(led).value()));
+    auto f = gpugrid::grid::testing::parse_fault(fault);
+    REQUIRE(f.has_value());
+    std::shared_ptr<provider_core> core = std::make_shared<gpugrid::grid::testing::faulty_provider>(
+        keypair::generate(), std::shared_ptr<model_cache>(std::move(cache).value()), po,
+        std::shared_ptr<ledger::ledger_file>(std::move(led).value()), *f);
     cores.push_back(core);
     handles.push_back({spawn_provider(*sys, core), core->key(), "p" + std::to_string(cores.size() - 1)});
   }
@@ -177,4 +180,39 @@ TEST_CASE("a stalling provider times out and the next bid runs the job", "[grid]
   REQUIRE(r.has_value());
   check_output(r->outputs);
   CHECK(rep->entry(node_hex(f.cores[0]->key())).timed_out == 1);
+  // Later runs, even from a book read back from disk, do not ask it while it cools down.
+  std::filesystem::create_directories(f.dir + "/client");
+  REQUIRE(rep->save().is_ok());
+  auto reread = reputation_book::load(f.dir + "/client");
+  REQUIRE(reread.has_value());
+  int64_t bids = f.cores[0]->counters().bids;
+  for (int i = 0; i < 3; ++i) {
+    auto again = run_job(*f.sys, f.handles, make_job(), o, client, &*reread, nullptr, nullptr, quiet);
+    REQUIRE(again.has_value());
+  }
+  CHECK(f.cores[0]->counters().bids == bids);
+}
+
+TEST_CASE("a provider never verified is spot-checked on every job, and one lie ends its trust", "[grid]") {
+  if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
+  fixture f;
+  f.add("corrupt", 0.0005);
+  f.add("", 0.001);
+  keypair client = keypair::generate();
+  auto rep = reputation_book::load(f.dir + "/client");
+  REQUIRE(rep.has_value());
+  client_options o;
+  o.spot_check_rate = 0.05;  // the floor; a new provider is checked every time regardless
+  local_runner local = [](const std::vector<tensor>&) -> expected<std::vector<tensor>> {
+    return std::vector<tensor>{tensor::from_vector<float>({2, 3}, {1.5f, 1.0f, 5.0f, 0.0f, 0.0f, 0.0f})};
+  };
+  std::string liar = node_hex(f.cores[0]->key());
+  auto r = run_job(*f.sys, f.handles, make_job(), o, client, &*rep, nullptr, local, quiet);
+  REQUIRE_FALSE(r.has_value());  // caught on its first job
+  CHECK(r.error().kind() == error_kind::verification);
+  CHECK_FALSE(rep->trusted(liar));
+  auto next = run_job(*f.sys, f.handles, make_job(), o, client, &*rep, nullptr, local, quiet);
+  REQUIRE(next.has_value());
+  check_output(next->outputs);
+  CHECK(next->providers.at(0).node == node_hex(f.cores[1]->key()));
 }

@@ -22,10 +22,10 @@ std::string temp_dir(const char* name) {
 
 TEST_CASE("bids above the price limit or from distrusted providers are never chosen", "[grid]") {
   std::vector<bid_offer> bids = {
-      {"cheap-slow", "", 1.0, 900, false, 0.9},
-      {"pricey-fast", "", 5.0, 10, false, 0.9},
-      {"liar", "", 0.1, 5, true, 0.05},
-      {"balanced", "", 1.2, 100, true, 0.8},
+      {"cheap-slow", "", 1.0, 900, false, 0.9, false, ""},
+      {"pricey-fast", "", 5.0, 10, false, 0.9, false, ""},
+      {"liar", "", 0.1, 5, true, 0.05, false, ""},
+      {"balanced", "", 1.2, 100, true, 0.8, false, ""},
   };
   choice_options o;
   o.max_price = 2.0;
@@ -99,4 +99,78 @@ TEST_CASE("the model cache checks hashes, evicts least recently used, survives r
   CHECK((*reopened)->count() == 2);
   CHECK((*reopened)->contains(ha));
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a signed dispute costs far more than a job earns; timeouts cool a provider down", "[grid]") {
+  std::string dir = temp_dir("rep2");
+  std::filesystem::create_directories(dir);
+  auto book = reputation_book::load(dir);
+  REQUIRE(book.has_value());
+  for (int i = 0; i < 200; ++i) book->record("veteran", outcome::agreed);
+  double high = book->score("veteran");
+  CHECK(high > 0.9);
+  book->record("veteran", outcome::disagreed);
+  CHECK_FALSE(book->trusted("veteran"));          // one caught lie, from the best standing
+  double before = book->score("fresh");
+  book->record("fresh", outcome::agreed);
+  CHECK(book->score("fresh") - before < 0.02);     // one job earns little
+  CHECK(high * 0.9 > 40 * 0.02);                   // a dispute takes what dozens of jobs earn
+
+  book->record("sleepy", outcome::timed_out, 1000000);
+  CHECK(book->cooling("sleepy", 1000000 + 1000));
+  CHECK_FALSE(book->cooling("sleepy", 1000000 + reputation_book::cooldown_ms + 1));
+  REQUIRE(book->save().is_ok());
+  auto again = reputation_book::load(dir);
+  REQUIRE(again.has_value());
+  CHECK(again->cooling("sleepy", 1000000 + 1000));
+  CHECK(again->entry("sleepy").last_timeout_ms == 1000000);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("new providers are spot-checked often, established ones down to the floor", "[grid]") {
+  reputation_book book;
+  CHECK(book.spot_check_rate("new", 0.05) == 1.0);
+  CHECK(book.spot_check_rate("new", 0.0) == 0.0);  // spot checks off
+  CHECK(book.is_new("new"));
+  for (int i = 0; i < 3; ++i) book.record("p", outcome::agreed);
+  CHECK(book.spot_check_rate("p", 0.05) == Approx(0.5));
+  for (int i = 0; i < 2; ++i) book.record("p", outcome::agreed);
+  CHECK_FALSE(book.is_new("p"));
+  for (int i = 0; i < 1000; ++i) book.record("p", outcome::agreed);
+  CHECK(book.spot_check_rate("p", 0.05) == Approx(0.05));
+}
+
+TEST_CASE("a redundant set is not all new providers nor all from one network when others bid", "[grid]") {
+  CHECK(network_of("ws://10.1.2.3:7447") == "10.1.2");
+  CHECK(network_of("wss://[2001:db8:1:2::5]:7447/x") == "2001:db8:1");
+  CHECK(network_of("ws://node.example:1") == "node.example");
+  CHECK(network_of("") == "");
+  auto offer = [](const char* id, const char* url, bool is_new) {
+    bid_offer b;
+    b.provider = id;
+    b.url = url;
+    b.network = network_of(url);
+    b.is_new = is_new;
+    return b;
+  };
+  // Sybils: three cheap new identities in one /24, then honest providers elsewhere.
+  std::vector<bid_offer> ranked = {offer("s1", "ws://10.0.0.1:1", true), offer("s2", "ws://10.0.0.2:1", true),
+                                   offer("s3", "ws://10.0.0.3:1", true), offer("h1", "ws://10.9.0.1:1", false),
+                                   offer("h2", "ws://10.8.0.1:1", false)};
+  auto set = diversify(ranked, 2);
+  REQUIRE(set.size() == 5);
+  CHECK(set[0].provider == "s1");
+  CHECK(set[1].provider == "h1");  // an established provider from another network
+  // All established but in one network: the best bid from elsewhere joins.
+  std::vector<bid_offer> one_net = {offer("a", "ws://10.0.0.1:1", false), offer("b", "ws://10.0.0.2:1", false),
+                                    offer("c", "ws://10.7.0.1:1", false)};
+  auto s2 = diversify(one_net, 2);
+  CHECK(s2[0].provider == "a");
+  CHECK(s2[1].provider == "c");
+  // Nothing else to choose from: the order stands.
+  std::vector<bid_offer> alike = {offer("a", "ws://10.0.0.1:1", true), offer("b", "ws://10.0.0.2:1", true)};
+  auto s3 = diversify(alike, 2);
+  CHECK(s3[0].provider == "a");
+  CHECK(s3[1].provider == "b");
+  CHECK(diversify(ranked, 1)[0].provider == "s1");
 }

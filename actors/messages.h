@@ -3,6 +3,8 @@
 // other part of the program sees generated code.
 #pragma once
 
+#include <atomic>
+
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -84,6 +86,9 @@ struct execute_request {
   digest32 input_digest{};
   double price = 0;                                // the awarded price
   int64_t started_ms = 0;
+  // Provider side: set (by the node) when the client went away or the job was handed back;
+  // the run stops at the next node. Null: never cancelled.
+  std::shared_ptr<std::atomic<bool>> cancel;
 };
 
 struct execute_result {

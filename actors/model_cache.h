@@ -31,6 +31,8 @@ class model_cache {
   // model alone is larger than the cache. Evicts least recently used models to make room.
   status put(const ledger::digest32& hash, const std::string& bytes);
 
+  // The folder (for keeping it out of messages sent to peers).
+  const std::string& dir() const { return dir_; }
   int64_t size_bytes();
   size_t count();
 

@@ -38,6 +38,22 @@ constexpr auto kRumorDelay = std::chrono::milliseconds(30);
 // How long a bid's price holds (for its job, and for later jobs of the same client and model).
 constexpr int64_t kBidValidMs = 30000;
 
+// Peers per PeerExchange message (the codec refuses more than net::kMaxPeersPerExchange).
+constexpr size_t kPeerPage = 1000;
+
+// Outbound dials to peers learned of by gossip in flight at once.
+constexpr size_t kMaxConcurrentDials = 16;
+
+// How long drain() waits for the receipts of jobs it let finish.
+constexpr auto kDrainReceiptWait = std::chrono::milliseconds(3000);
+
+// How long settle() waits for dials to gossiped peers once a provider is connected.
+constexpr auto kGossipDialWait = std::chrono::milliseconds(3000);
+
+// Uploads complete and not yet executed: per connection, and how long they are kept.
+constexpr size_t kMaxParkedPerConnection = 2;
+constexpr int64_t kParkedUploadMs = 30000;
+
 // A provider holds at most this many jobs per slot (running or waiting for a worker).
 constexpr int kQueuePerSlot = 4;
 
@@ -305,7 +321,57 @@ struct conn_state {
   bool got_peers = false;            // it sent its PeerExchange
   std::string url;
   std::unique_ptr<net::reassembler> uploads;
-  std::map<digest32, std::shared_ptr<const std::string>> models;  // uploads awaiting their Execute
+  // Uploads complete and awaiting their Execute (at most kMaxParkedPerConnection, each for at
+  // most kParkedUploadMs); their bytes count against the node's upload budget.
+  struct parked_model {
+    std::shared_ptr<const std::string> bytes;
+    int64_t since_ms = 0;
+  };
+  std::map<digest32, parked_model> models;
+  std::shared_ptr<net::byte_budget> budget;
+
+  conn_state() = default;
+  conn_state(conn_state&&) = default;
+  conn_state& operator=(conn_state&&) = default;
+  ~conn_state() { unpark_all(); }
+
+  void park(const digest32& hash, std::shared_ptr<const std::string> bytes, int64_t now) {
+    unpark(hash);
+    while (models.size() >= kMaxParkedPerConnection) unpark(oldest());
+    uint64_t n = bytes->size();
+    if (budget && !budget->take(n)) return;  // over the node's budget: the Execute asks again
+    models[hash] = {std::move(bytes), now};
+  }
+  std::shared_ptr<const std::string> take(const digest32& hash) {
+    auto it = models.find(hash);
+    if (it == models.end()) return nullptr;
+    auto b = it->second.bytes;
+    unpark(hash);
+    return b;
+  }
+  void expire_parked(int64_t now) {
+    std::vector<digest32> old;
+    for (const auto& [h, m] : models)
+      if (now - m.since_ms > kParkedUploadMs) old.push_back(h);
+    for (const auto& h : old) unpark(h);
+  }
+
+ private:
+  digest32 oldest() const {
+    auto best = models.begin();
+    for (auto it = models.begin(); it != models.end(); ++it)
+      if (it->second.since_ms < best->second.since_ms) best = it;
+    return best->first;
+  }
+  void unpark(const digest32& hash) {
+    auto it = models.find(hash);
+    if (it == models.end()) return;
+    if (budget) budget->give(it->second.bytes->size());
+    models.erase(it);
+  }
+  void unpark_all() {
+    while (!models.empty()) unpark(models.begin()->first);
+  }
 };
 
 // Answers a client's countersigned receipt (it sends it again until recorded or rejected).
@@ -359,6 +425,7 @@ struct grid_node::impl {
   caf::actor provider_actor;
   std::string url;
   std::atomic<bool> stopped{false};
+  std::shared_ptr<net::byte_budget> upload_budget;  // provider: bytes of uploads held, all connections
 
   mutable std::mutex mu;  // everything below
   peer_table table;
@@ -376,8 +443,13 @@ struct grid_node::impl {
   };
   std::map<std::pair<key32, digest32>, standing_bid> standing;
   std::deque<std::pair<key32, digest32>> standing_order;
-  std::map<job_id, uint64_t> running;            // provider: job -> connection id
+  struct running_job {
+    uint64_t conn = 0;                           // the client's connection
+    std::shared_ptr<std::atomic<bool>> cancel;   // set when the client goes away
+  };
+  std::map<job_id, running_job> running;         // provider: jobs received and not yet answered
   std::set<job_id> handed_back;
+  std::set<job_id> drain_receipts;               // answered while draining, receipt not yet recorded
   std::vector<gossip_entry> rumors;              // learned since the last rumor flush
   bool rumor_scheduled = false;
   std::mt19937_64 rng{std::random_device{}()};
@@ -414,9 +486,11 @@ struct grid_node::impl {
     return false;
   }
 
-  // Dials peers learned of by gossip, within the node's connection budget.
+  // Dials peers learned of by gossip, within the node's connection budget and at most
+  // kMaxConcurrentDials at a time, so addresses that never answer cannot hold up discovery.
   void maybe_dial_locked(const std::vector<gossip_entry>& fresh) {
     for (const auto& e : fresh) {
+      if (dialing.size() >= kMaxConcurrentDials) return;
       if (connected_to_locked(e.key) || attempted.count(e.key)) continue;
       if (offering()) {
         if (outbound_count_locked() + dialing.size() >= static_cast<size_t>(opt.max_neighbors)) return;
@@ -428,25 +502,36 @@ struct grid_node::impl {
     }
   }
 
-  net::peer_exchange gossip_locked() const {
-    net::peer_exchange px;
-    for (const auto& g : table.gossip(now_ms(), opt.peer_timeout.count())) {
-      net::peer_info pi;
-      pi.node_key = g.key;
-      pi.url = g.url;
-      pi.last_seen_ms = g.last_seen_ms;
-      pi.role = g.is_provider ? net::node_role::provider : net::node_role::client;
-      px.peers.push_back(std::move(pi));
+  // What we tell a neighbour: the peers we reached ourselves and we, in pages well under the
+  // codec's per-message limit.
+  std::vector<net::peer_exchange> gossip_locked() const {
+    std::vector<gossip_entry> all = table.gossip(now_ms(), opt.peer_timeout.count());
+    if (!url.empty() && !wildcard_url(url))  // ourselves, where we can be reached
+      all.push_back({self.public_key(), url, now_ms(), offering()});
+    return paged(all);
+  }
+
+  static std::vector<net::peer_exchange> paged(const std::vector<gossip_entry>& all) {
+    std::vector<net::peer_exchange> pages;
+    for (size_t i = 0; i < all.size() || pages.empty(); i += kPeerPage) {
+      net::peer_exchange px;
+      for (size_t j = i; j < std::min(all.size(), i + kPeerPage); ++j) {
+        const gossip_entry& g = all[j];
+        net::peer_info pi;
+        pi.node_key = g.key;
+        pi.url = g.url;
+        pi.last_seen_ms = g.last_seen_ms;
+        pi.role = g.is_provider ? net::node_role::provider : net::node_role::client;
+        px.peers.push_back(std::move(pi));
+      }
+      pages.push_back(std::move(px));
+      if (all.empty()) break;
     }
-    if (!url.empty() && !wildcard_url(url)) {  // ourselves, where we can be reached
-      net::peer_info me;
-      me.node_key = self.public_key();
-      me.url = url;
-      me.last_seen_ms = now_ms();
-      me.role = offering() ? net::node_role::provider : net::node_role::client;
-      px.peers.push_back(std::move(me));
-    }
-    return px;
+    return pages;
+  }
+
+  static void send_pages(const net::connection_ptr& c, const std::vector<net::peer_exchange>& pages) {
+    for (const auto& px : pages) (void)c->send(px);
   }
 
   // Queues news for the neighbours; the actor flushes it after kRumorDelay.
@@ -463,17 +548,9 @@ struct grid_node::impl {
     std::lock_guard<std::mutex> lk(mu);
     rumor_scheduled = false;
     if (rumors.empty()) return;
-    net::peer_exchange px;
-    for (const auto& g : rumors) {
-      net::peer_info pi;
-      pi.node_key = g.key;
-      pi.url = g.url;
-      pi.last_seen_ms = g.last_seen_ms;
-      pi.role = g.is_provider ? net::node_role::provider : net::node_role::client;
-      px.peers.push_back(std::move(pi));
-    }
+    auto pages = paged(rumors);
     rumors.clear();
-    for (auto& [id, cs] : conns) (void)cs.conn->send(px);
+    for (auto& [id, cs] : conns) send_pages(cs.conn, pages);
   }
 
   void event(const std::string& line) {
@@ -495,18 +572,21 @@ struct grid_node::impl {
     if (offering()) {
       net::reassembler_options ro;
       ro.max_transfer_bytes = static_cast<uint64_t>(opt.provider->max_model_bytes());
-      ro.max_total_bytes = 2 * ro.max_transfer_bytes;
+      ro.max_total_bytes = ro.max_transfer_bytes;
       ro.max_transfers = 2;
+      ro.budget = upload_budget;
+      cs.budget = upload_budget;
       cs.uploads = std::make_unique<net::reassembler>(ro);
     }
     if (!offering() && cs.is_provider) cs.proxy = self_actor->spawn(remote_provider, c, opt.on_upload_progress);
-    bool is_new = table.find(h.node_key) == nullptr;
+    const peer_record* before = table.find(h.node_key);
+    bool is_new = before == nullptr || !before->reached;  // news once we reached it ourselves
     table.heard_from(h.node_key, cs.url, info_from_hello(h), cs.is_provider, now_ms());
     attempted.insert(h.node_key);
     if (is_new && !cs.url.empty()) spread_locked(self_actor, {{h.node_key, cs.url, now_ms(), cs.is_provider}});
     bool provider = cs.is_provider;
     conns[c->id()] = std::move(cs);
-    (void)c->send(gossip_locked());
+    send_pages(c, gossip_locked());
     if (provider || offering())
       event(fmt::format("{{\"event\":\"peer_up\",\"node_id\":\"{}\",\"role\":\"{}\"}}", c->peer_id(),
                         provider ? "provider" : "client"));
@@ -521,6 +601,9 @@ struct grid_node::impl {
       proxy = it->second.proxy;
       conns.erase(it);
       if (!connected_to_locked(c->peer_key())) table.lost(c->peer_key());
+      // Its jobs stop at their next node: nobody is left to take the answer.
+      for (auto& [job, rj] : running)
+        if (rj.conn == c->id() && rj.cancel) rj.cancel->store(true);
     }
     if (proxy) caf::anon_send(proxy, net::wire_down_atom::value, c, why);
   }
@@ -543,6 +626,7 @@ struct grid_node::impl {
         int64_t rtt = cs.conn->rtt_us();
         table.record_rtt(cs.conn->peer_key(), rtt >= 0 ? (rtt + 999) / 1000 : (r ? r->rtt_ms : -1), now);
         if (cs.uploads) cs.uploads->expire();
+        cs.expire_parked(now);
       }
       for (const key32& k : table.evict(now, opt.peer_timeout.count(), 3)) attempted.erase(k);
       // Reconnect to bootstrap peers we lost, so a node that was cut off finds the grid again.
@@ -559,7 +643,7 @@ struct grid_node::impl {
     for (auto& [id, cs] : conns) all.push_back(&cs);
     std::shuffle(all.begin(), all.end(), rng);
     // Anti-entropy: the whole list to one random neighbour (news travels as rumors).
-    (void)all.front()->conn->send(gossip_locked());
+    send_pages(all.front()->conn, gossip_locked());
     // A provider with room for more neighbours dials a few it knows of.
     if (offering()) {
       std::vector<gossip_entry> known = table.gossip(now_ms(), opt.peer_timeout.count());
@@ -583,10 +667,10 @@ struct grid_node::impl {
         for (const auto& p : px->peers)
           if (p.node_key != self.public_key() && !wildcard_url(p.url))
             entries.push_back({p.node_key, p.url, p.last_seen_ms, p.role != net::node_role::client});
-        if (entries.size() > 10000) entries.resize(10000);
-        auto fresh = table.merge_gossip(entries, now_ms());
+        // Hearsay is dialed (within the dial budget) but not passed on: a peer is news for
+        // our neighbours only once we reached it (on_up).
+        auto fresh = table.merge_gossip(entries, now_ms(), c->peer_key());
         maybe_dial_locked(fresh);
-        spread_locked(self_actor, fresh);
         return;
       }
     }
@@ -607,10 +691,22 @@ struct grid_node::impl {
       if (r->client_key != c->peer_key())  // only the job's client countersigns
         return send_receipt_ack(c, job, net::receipt_status::rejected, "the receipt is not this client's");
       self_actor->request(provider_actor, std::chrono::seconds(30), receipt_atom::value, receipt_ptr(r))
-          .then([c, job](int32_t code) { send_receipt_ack(c, job, static_cast<net::receipt_status>(code), ""); },
-                [c, job](caf::error&) { send_receipt_ack(c, job, net::receipt_status::retry_later, "no answer"); });
+          .then(
+              [this, c, job](int32_t code) {
+                forget_receipt(job);
+                send_receipt_ack(c, job, static_cast<net::receipt_status>(code), "");
+              },
+              [this, c, job](caf::error&) {
+                forget_receipt(job);
+                send_receipt_ack(c, job, net::receipt_status::retry_later, "no answer");
+              });
       return;
     }
+  }
+
+  void forget_receipt(const job_id& job) {
+    std::lock_guard<std::mutex> lk(mu);
+    drain_receipts.erase(job);
   }
 
   void on_bid_request(const net::connection_ptr& c, const net::bid_request& br) {
@@ -677,7 +773,7 @@ struct grid_node::impl {
                         json_writer::escape(done.error().message())));
       return;
     }
-    if (*done) it->second.models[(*done)->hash] = (*done)->bytes;
+    if (*done) it->second.park((*done)->hash, (*done)->bytes, now_ms());
   }
 
   void on_execute(caf::event_based_actor* self_actor, const net::inbound_ptr& in, const net::execute& ex) {
@@ -700,11 +796,7 @@ struct grid_node::impl {
       std::lock_guard<std::mutex> lk(mu);
       auto it = conns.find(c->id());
       if (it == conns.end()) return;
-      auto m = it->second.models.find(ex.model_hash);
-      if (m != it->second.models.end()) {
-        req->model_bytes = m->second;
-        it->second.models.erase(m);
-      }
+      if (auto bytes = it->second.take(ex.model_hash)) req->model_bytes = std::move(bytes);
       // The price must be what this provider bid for this job, or its standing bid to this
       // client for this model.
       double floor = -1;
@@ -728,7 +820,8 @@ struct grid_node::impl {
       size_t limit = static_cast<size_t>(kQueuePerSlot * std::max(1, opt.provider->slots()));
       if (running.size() >= limit)
         return reply_error(net::job_error_code::busy, fmt::format("{} jobs are running or queued here", running.size()));
-      running[ex.job] = c->id();
+      req->cancel = std::make_shared<std::atomic<bool>>(false);
+      running[ex.job] = {c->id(), req->cancel};
     }
     job_id job = ex.job;
     std::string client = c->peer_id();
@@ -740,11 +833,21 @@ struct grid_node::impl {
 
   void finish_job(const net::connection_ptr& c, const job_id& job, const std::string& client,
                   const execute_result_ptr& r, const std::string& failure) {
-    {
-      std::lock_guard<std::mutex> lk(mu);
-      running.erase(job);
-      if (handed_back.erase(job)) return;  // the client was told to go elsewhere
-    }
+    // The answer is queued before the job leaves `running`, so a drain that sees no running
+    // job knows every answer is on its way (it then waits for the queues to empty).
+    std::unique_lock<std::mutex> lk(mu);
+    struct leave {
+      std::unique_lock<std::mutex>& lk;
+      grid_node::impl& p;
+      const job_id& job;
+      ~leave() {
+        if (!lk.owns_lock()) lk.lock();
+        p.running.erase(job);
+      }
+    } leave_running{lk, *this, job};
+    if (handed_back.erase(job)) return;  // the client was told to go elsewhere
+    if (r && r->ok && opt.provider->draining()) drain_receipts.insert(job);  // drain() waits for it
+    lk.unlock();
     if (r && r->ok) {
       (void)c->send(to_wire_result(*r));
       event(fmt::format("{{\"event\":\"job_done\",\"job\":\"{}\",\"client\":\"{}\",\"compute_ms\":{:.3f},\"model_cached\":{}}}",
@@ -822,6 +925,11 @@ grid_node::~grid_node() { stop(); }
 expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, const net::identity& self,
                                                       node_options options) {
   auto p = std::make_shared<impl>(sys, self, std::move(options));
+  if (p->offering()) {
+    uint64_t limit = p->opt.max_upload_bytes > 0 ? static_cast<uint64_t>(p->opt.max_upload_bytes)
+                                                 : 2 * static_cast<uint64_t>(p->opt.provider->max_model_bytes());
+    p->upload_budget = std::make_shared<net::byte_budget>(limit);
+  }
   if (p->offering()) p->provider_actor = spawn_provider(sys, p->opt.provider);
   p->actor = sys.spawn(node_actor, p);
 
@@ -831,6 +939,9 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
   to.tls_cert_file = p->opt.tls_cert;
   to.tls_key_file = p->opt.tls_key;
   to.max_frame_bytes = net::kDefaultMaxFrameBytes;
+  // A peer address that never answers (or accepts and stays silent) frees its dial soon.
+  to.connect_timeout = std::chrono::milliseconds(3000);
+  to.handshake_timeout = std::chrono::milliseconds(5000);
   std::weak_ptr<impl> weak = p;
   to.hello_source = [weak]() {
     net::hello h;
@@ -887,13 +998,18 @@ std::string grid_node::url() const { return impl_->url; }
 std::string grid_node::node_id() const { return impl_->self.node_id(); }
 
 std::vector<std::string> grid_node::settle(std::chrono::milliseconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
+  auto start = std::chrono::steady_clock::now();
+  auto deadline = start + limit;
   for (;;) {
     {
       std::lock_guard<std::mutex> lk(impl_->mu);
-      bool pending = !impl_->dialing.empty();
+      bool pending = false;
       for (const auto& [u, state] : impl_->bootstrap) pending = pending || state.empty();
       for (const auto& [id, cs] : impl_->conns) pending = pending || !cs.got_peers;
+      // Peers learned of by gossip get a short wait once some provider is there: an address
+      // that never answers must not hold every run up until its dial times out.
+      bool waited = std::chrono::steady_clock::now() - start >= kGossipDialWait;
+      if (!impl_->dialing.empty() && (!waited || impl_->provider_count_locked() == 0)) pending = true;
       if (!pending || std::chrono::steady_clock::now() >= deadline) {
         std::vector<std::string> failures;
         for (const auto& [u, state] : impl_->bootstrap)
@@ -947,15 +1063,39 @@ int grid_node::drain(std::chrono::milliseconds grace, const std::function<bool()
   if (!p.offering()) return 0;
   p.opt.provider->drain();
   auto deadline = std::chrono::steady_clock::now() + grace;
+  // Once nothing runs, the answers are queued: give them until the deadline to go out.
+  auto flushed = [&] {
+    while (std::chrono::steady_clock::now() < deadline && !(hurry && hurry())) {
+      bool empty = true;
+      for (auto& c : p.transport->connections()) empty = empty && (c->queued_bytes() == 0 || !c->is_open());
+      if (empty) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
   for (;;) {
     {
-      std::lock_guard<std::mutex> lk(p.mu);
-      if (p.running.empty()) return 0;
+      std::unique_lock<std::mutex> lk(p.mu);
+      if (p.running.empty()) {
+        lk.unlock();
+        flushed();
+        // The clients of jobs answered while draining countersign them just after: wait a
+        // little for those receipts so that the provider's ledger records the paid work.
+        auto receipts_by = std::min(deadline, std::chrono::steady_clock::now() + kDrainReceiptWait);
+        while (std::chrono::steady_clock::now() < receipts_by && !(hurry && hurry())) {
+          {
+            std::lock_guard<std::mutex> rl(p.mu);
+            if (p.drain_receipts.empty()) break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        return 0;
+      }
       if (std::chrono::steady_clock::now() >= deadline || (hurry && hurry())) {
         int handed = 0;
-        for (const auto& [job, conn_id] : p.running) {
-          auto it = p.conns.find(conn_id);
+        for (const auto& [job, rj] : p.running) {
+          auto it = p.conns.find(rj.conn);
           p.handed_back.insert(job);
+          if (rj.cancel) rj.cancel->store(true);
           if (it == p.conns.end()) continue;
           send_job_error(it->second.conn, job, net::job_error_code::draining,
                          "the provider is shutting down; run the job elsewhere");
@@ -997,6 +1137,8 @@ std::string grid_node::impl::metrics_text() const {
     metric("gpugrid_queue_depth", "gauge", "Jobs accepted and waiting for a slot.", static_cast<double>(c.queued.load()));
     metric("gpugrid_jobs_in_flight", "gauge", "Jobs received and not yet answered.", static_cast<double>(running));
     metric("gpugrid_draining", "gauge", "1 while the provider shuts down.", p.opt.provider->draining() ? 1 : 0);
+    metric("gpugrid_upload_bytes_held", "gauge", "Bytes of model uploads held (arriving or awaiting their job).",
+           static_cast<double>(p.upload_budget ? p.upload_budget->used() : 0));
   }
   metric("gpugrid_connections", "gauge", "Open peer connections.", static_cast<double>(conns));
   metric("gpugrid_peers_known", "gauge", "Peers in the peer table.", static_cast<double>(known));

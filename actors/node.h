@@ -49,6 +49,10 @@ struct node_options {
   std::string software = "gpugrid";
   int max_neighbors = 8;                   // outbound gossip connections kept
   size_t max_providers = 64;               // a client dials at most this many providers
+  // Provider: bytes of model uploads held at once over all connections (arriving or awaiting
+  // their Execute); 0: twice the provider's model size limit. Each connection may also have at
+  // most one model's worth announced, and a finished upload waits at most 30 s for its Execute.
+  int64_t max_upload_bytes = 0;
   std::chrono::milliseconds gossip_interval{500};
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds peer_timeout{15000};

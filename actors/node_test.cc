@@ -13,6 +13,7 @@
 #include "actors/client.h"
 #include "actors/node.h"
 #include "actors/provider.h"
+#include "actors/testing/faulty_provider.h"
 #include "actors/test_models.h"
 #include "actors/wire_convert.h"
 #include "net/chunker.h"
@@ -41,10 +42,12 @@ struct provider_fixture {
     provider_options po;
     po.device = "cpu";
     po.threads = 1;
-    po.fault = fault;
     po.max_model_bytes = 1 << 16;
     auto id = net::identity::generate();
-    core = std::make_shared<provider_core>(keypair_of(id), std::shared_ptr<model_cache>(std::move(cache).value()), po, nullptr);
+    auto f = gpugrid::grid::testing::parse_fault(fault);
+    REQUIRE(f.has_value());
+    core = std::make_shared<gpugrid::grid::testing::faulty_provider>(keypair_of(id), std::shared_ptr<model_cache>(std::move(cache).value()),
+                                                      po, nullptr, *f);
     node_options no;
     no.listen = "127.0.0.1:0";
     no.provider = core;
@@ -362,4 +365,69 @@ TEST_CASE("three provider nodes learn each other through one bootstrap peer", "[
   CHECK(full);
   for (auto& v : others[0]->peers()) CHECK(v.record.is_provider);
   for (auto& n : others) n->stop();
+}
+
+TEST_CASE("announced uploads hold only the bytes that arrived, within the node's budget", "[grid][net]") {
+  provider_fixture p;  // models up to 64 KiB; uploads held at once: 128 KiB
+  auto held = [&] {
+    std::string m = p.node->metrics_text();
+    auto at = m.find("\ngpugrid_upload_bytes_held ");
+    REQUIRE(at != std::string::npos);
+    return std::stoll(m.substr(at + 27));
+  };
+  std::vector<std::unique_ptr<raw_peer>> peers;
+  for (int i = 0; i < 3; ++i) {
+    peers.push_back(std::make_unique<raw_peer>(p.node->url()));
+    // Announce the largest model allowed, send two 1 KiB chunks of it.
+    std::string fake(60 << 10, static_cast<char>('a' + i));
+    auto plan = net::plan_transfer(ledger::blake2b_256(fake), fake.size(), 1024, net::job_id{static_cast<uint8_t>(i + 1)});
+    REQUIRE(peers.back()->conn->send(plan) == net::send_result::queued);
+    for (uint32_t c = 0; c < 2; ++c) REQUIRE(peers.back()->conn->send(net::chunk_at(plan, fake, c)) == net::send_result::queued);
+  }
+  int64_t h = 0;
+  for (int i = 0; i < 200 && (h = held()) < 3 * 2048; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(h == 3 * 2048);  // not 3 x 60 KiB
+  // A connection that goes away gives its bytes back.
+  peers.pop_back();
+  for (int i = 0; i < 200 && (h = held()) > 2 * 2048; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(h == 2 * 2048);
+}
+
+TEST_CASE("a job stops when its client goes away", "[grid][net]") {
+  provider_fixture p("slow");  // each job waits a second before it runs
+  std::string model = add_relu_model();
+  {
+    raw_peer peer(p.node->url());
+    REQUIRE(peer.conn->send(bid_request_of(net::job_id{1}, model)) == net::send_result::queued);
+    auto b = peer.next<net::bid>();
+    REQUIRE(b.has_value());
+    upload(peer, ledger::blake2b_256(model), model, net::job_id{1});
+    REQUIRE(peer.conn->send(execute_of(net::job_id{1}, model, b->price)) == net::send_result::queued);
+    for (int i = 0; i < 200 && p.core->counters().busy.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    REQUIRE(p.core->counters().busy.load() == 1);
+  }  // the client disconnects mid-job
+  auto t0 = std::chrono::steady_clock::now();
+  while (p.core->counters().failures.load() == 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(p.core->counters().failures.load() == 1);
+  CHECK(p.core->counters().jobs.load() == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(800));  // sooner than the job's second
+}
+
+TEST_CASE("draining finishes the running job and delivers its result before returning", "[grid][net]") {
+  provider_fixture p("slow");
+  raw_peer peer(p.node->url());
+  std::string model = add_relu_model();
+  REQUIRE(peer.conn->send(bid_request_of(net::job_id{1}, model)) == net::send_result::queued);
+  auto b = peer.next<net::bid>();
+  REQUIRE(b.has_value());
+  upload(peer, ledger::blake2b_256(model), model, net::job_id{1});
+  REQUIRE(peer.conn->send(execute_of(net::job_id{1}, model, b->price)) == net::send_result::queued);
+  for (int i = 0; i < 200 && p.core->counters().busy.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(p.core->counters().busy.load() == 1);
+  CHECK(p.node->drain(std::chrono::seconds(10)) == 0);  // nothing handed back
+  p.node->stop();  // as `offer` does right after drain()
+  auto r = peer.next<net::result>();
+  REQUIRE(r.has_value());
+  CHECK(r->job == net::job_id{1});
 }

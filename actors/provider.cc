@@ -1,14 +1,20 @@
 #include "actors/provider.h"
 #include "actors/receipt_outbox.h"
 
-#include <csignal>
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
 #include <thread>
 
 #include <caf/all.hpp>
 
 #include "actors/atoms.h"
 #include "engine/backend.h"
+#include "engine/flops.h"
 #include "engine/onnx_loader.h"
 #include "engine/session.h"
 
@@ -17,6 +23,15 @@ namespace gpugrid::grid {
 namespace {
 
 constexpr size_t kMaxUnpaid = 65536;  // unpaid jobs remembered, all clients together
+
+// A message about a file this provider keeps, with the file's path (and its folder) taken out.
+std::string strip_path(std::string text, const std::string& path) {
+  for (const std::string& p : {path, std::filesystem::path(path).parent_path().string()}) {
+    if (p.empty()) continue;
+    for (size_t at; (at = text.find(p)) != std::string::npos;) text.replace(at, p.size(), "<model>");
+  }
+  return text;
+}
 
 std::vector<device_summary> discover_devices(const std::string& device) {
   std::vector<device_summary> out;
@@ -91,6 +106,13 @@ bid_reply provider_core::bid(const bid_request& req) {
   if (req.model_bytes > options_.max_model_bytes)
     return decline(decline_reason::too_big, fmt::format("model is {} bytes; this provider takes at most {}", req.model_bytes,
                                                         options_.max_model_bytes));
+  if (req.model_bytes > memory_budget())
+    return decline(decline_reason::too_big, fmt::format("model is {} bytes; this provider keeps at most {} in memory",
+                                                        req.model_bytes, memory_budget()));
+  // The price follows the model's cost as measured here when this provider ran it before;
+  // the client's figure only for a model it has not seen (that first run is metered).
+  double gflops = req.gflops;
+  if (auto known = known_gflops(req.model_hash)) gflops = std::max(gflops, *known);
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto bad = bad_models_.find(req.model_hash);
@@ -98,17 +120,16 @@ bid_reply provider_core::bid(const bid_request& req) {
   }
   int busy = static_cast<int>(counters_.busy.load() + counters_.queued.load());
   if (busy >= 2 * options_.slots) return decline(decline_reason::busy, fmt::format("{} jobs running or queued", busy));
-  r.price = quote_price(options_.price, req.gflops, busy, options_.slots);
+  r.price = quote_price(options_.price, gflops, busy, options_.slots);
   if (req.max_price >= 0 && r.price > req.max_price)
     return decline(decline_reason::too_cheap, fmt::format("price {:.6g} is above the limit {:.6g}", r.price, req.max_price));
-  double rate = devices_.empty() ? 1.0 : devices_[0].gflops;
+  double rate = 1.0;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto m = measured_ms_.find(req.model_hash);
-    if (m != measured_ms_.end() && m->second > 0 && req.gflops > 0) rate = req.gflops / (m->second / 1000.0);
+    rate = rate_gflops_per_s(req.model_hash);
   }
   int queued = std::max(0, busy - options_.slots + 1);
-  r.eta_ms = estimate_eta_ms(req.gflops, rate, queued);
+  r.eta_ms = estimate_eta_ms(gflops, rate, queued);
   r.model_cached = cache_ && cache_->contains(req.model_hash);
   r.accepted = true;
   return r;
@@ -119,10 +140,15 @@ expected<std::shared_ptr<session>> provider_core::session_for(const digest32& ha
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sessions_.find(hash);
-    if (it != sessions_.end()) return it->second;
+    if (it != sessions_.end()) {
+      it->second.last_used = ++use_clock_;
+      return it->second.s;
+    }
   }
   std::shared_ptr<graph> g;
+  int64_t footprint = 0;
   if (bytes) {
+    footprint = static_cast<int64_t>(bytes->size());
     if (static_cast<int64_t>(bytes->size()) > options_.max_model_bytes)
       return invalid_input("model is {} bytes; this provider takes at most {}", bytes->size(), options_.max_model_bytes);
     if (ledger::blake2b_256(*bytes) != hash) return invalid_input("model bytes do not match the announced model hash");
@@ -131,14 +157,29 @@ expected<std::shared_ptr<session>> provider_core::session_for(const digest32& ha
       status st = cache_->put(hash, *bytes);
       if (!st.is_ok()) return st;
     }
-    auto loaded = load_model_from_bytes(*bytes, "model " + ledger::to_hex(hash).substr(0, 12));
+    load_options lo;  // no base folder: external data is refused
+    lo.max_weight_bytes = options_.max_model_bytes;
+    auto loaded = load_model_from_bytes(*bytes, "model " + ledger::to_hex(hash).substr(0, 12), lo);
     if (!loaded) return loaded.error();
     g = std::move(loaded).value();
   } else {
     auto path = cache_ ? cache_->path_of(hash) : std::nullopt;
     if (!path) return status(error_kind::no_provider, "model not cached here; send it with the job");
-    auto loaded = load_model_file(*path);
-    if (!loaded) return loaded.error();
+    // Loaded from its bytes with no folder to resolve external data in: a model may only use
+    // what was uploaded as that model, never another file of the cache. Errors name the model
+    // by its hash, never the cache's path.
+    std::string name = "model " + ledger::to_hex(hash).substr(0, 12);
+    std::string file_bytes;
+    {
+      std::ifstream in(*path, std::ios::binary);
+      if (in) file_bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      if (!in && !in.eof()) return status(error_kind::no_provider, name + ": cannot read the cached copy; send it with the job");
+    }
+    footprint = static_cast<int64_t>(file_bytes.size());
+    load_options lo;
+    lo.max_weight_bytes = options_.max_model_bytes;
+    auto loaded = load_model_from_bytes(file_bytes, name, lo);
+    if (!loaded) return status(loaded.error().kind(), strip_path(loaded.error().message(), *path));
     g = std::move(loaded).value();
   }
   session_options so;
@@ -152,9 +193,52 @@ expected<std::shared_ptr<session>> provider_core::session_for(const digest32& ha
   }
   std::shared_ptr<session> shared(std::move(s).value());
   std::lock_guard<std::mutex> lock(mu_);
-  if (sessions_.size() >= 16) sessions_.erase(sessions_.begin());
-  sessions_[hash] = shared;
+  auto again = sessions_.find(hash);  // another worker loaded it meanwhile
+  if (again != sessions_.end()) {
+    again->second.last_used = ++use_clock_;
+    return again->second.s;
+  }
+  // Least recently used models leave memory first (a running job keeps its own reference).
+  while (!sessions_.empty() && resident_bytes_ + footprint > memory_budget()) {
+    auto lru = sessions_.begin();
+    for (auto it = sessions_.begin(); it != sessions_.end(); ++it)
+      if (it->second.last_used < lru->second.last_used) lru = it;
+    resident_bytes_ -= lru->second.bytes;
+    sessions_.erase(lru);
+  }
+  sessions_[hash] = {shared, footprint, ++use_clock_};
+  resident_bytes_ += footprint;
   return shared;
+}
+
+int64_t provider_core::memory_budget() const {
+  return options_.max_memory_bytes > 0 ? options_.max_memory_bytes : 4 * options_.max_model_bytes;
+}
+
+int64_t provider_core::resident_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return resident_bytes_;
+}
+
+size_t provider_core::resident_models() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sessions_.size();
+}
+
+std::optional<double> provider_core::known_gflops(const digest32& hash) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = gflops_.find(hash);
+  if (it == gflops_.end()) return std::nullopt;
+  return it->second.gflops;
+}
+
+double provider_core::rate_gflops_per_s(const digest32& hash) const {
+  double rate = devices_.empty() ? 1.0 : std::max(1e-3, devices_[0].gflops);
+  auto m = measured_ms_.find(hash);
+  auto g = gflops_.find(hash);
+  if (m != measured_ms_.end() && g != gflops_.end() && m->second > 0 && g->second.gflops > 0)
+    rate = g->second.gflops / (m->second / 1000.0);
+  return rate;
 }
 
 execute_result provider_core::execute(const execute_request& req) {
@@ -170,7 +254,7 @@ execute_result provider_core::execute(const execute_request& req) {
   auto fail = [&](const status& st) {
     ++counters_.failures;
     res.ok = false;
-    res.error = st.message();
+    res.error = cache_ ? strip_path(st.message(), cache_->dir() + "/x") : st.message();  // never the cache's path
     res.error_is_input = st.kind() == error_kind::invalid_input;
     res.failure_kind = st.kind();
     return res;
@@ -185,26 +269,80 @@ execute_result provider_core::execute(const execute_request& req) {
   auto s = session_for(req.model_hash, req.model_bytes);
   if (!s) return fail(s.error());
   for (const auto& t : req.inputs) counters_.input_bytes += static_cast<int64_t>(t.bytes());
-  if (options_.fault == "stall") {
-    while (!stopping_) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    return fail(internal_error("the provider is stopping"));
+  if (status st = before_run(req); !st.is_ok()) return fail(st);
+
+  // What the job paid for, in GFLOP, and what the model costs as measured here. A model seen
+  // before is priced from that measure; the first run of a model is metered node by node and
+  // stopped once it has used twice what it paid for (plus one GFLOP of slack).
+  const price_policy& pp = options_.price;
+  double paid_gflops = pp.price_per_gflop > 0 ? req.price / pp.price_per_gflop : std::numeric_limits<double>::infinity();
+  std::optional<double> known;  // the model's exact cost, when a whole run was metered here
+  double lower_bound = 0;       // else what a stopped run used before it was stopped
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto g = gflops_.find(req.model_hash);
+    if (g != gflops_.end() && g->second.exact) known = g->second.gflops;
+    if (g != gflops_.end() && !g->second.exact) lower_bound = g->second.gflops;
   }
-  if (options_.fault == "crash") std::raise(SIGKILL);
+  if (!known && lower_bound > 0 && req.price + 1e-12 < quote_price(pp, lower_bound, 0, options_.slots) * (1 - 1e-6))
+    return fail(invalid_input("the job costs at least {:.6g} GFLOP here; it offers {:.6g} credits", lower_bound, req.price));
+  if (known) {
+    double need = quote_price(pp, *known, 0, options_.slots);
+    if (req.price + 1e-12 < need * (1 - 1e-6))
+      return fail(invalid_input("the job costs {:.6g} GFLOP here, {:.6g} credits; it offers {:.6g}", *known, need, req.price));
+  }
+  double rate = 1.0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    rate = rate_gflops_per_s(req.model_hash);
+  }
+  double work = known ? *known : paid_gflops;
+  double expected_ms = std::isfinite(work) ? work / rate * 1000.0 : static_cast<double>(options_.max_job_ms);
+  auto limit_ms = static_cast<int64_t>(std::clamp(10 * expected_ms, static_cast<double>(options_.min_job_ms),
+                                                  static_cast<double>(options_.max_job_ms)));
   auto t0 = std::chrono::steady_clock::now();
-  auto out = (*s)->run(req.inputs);
+  auto deadline = t0 + std::chrono::milliseconds(limit_ms);
+  double allowed_flops = std::isfinite(paid_gflops) ? (2 * paid_gflops + options_.free_gflops) * 1e9
+                                                    : std::numeric_limits<double>::infinity();
+  double metered = 0;
+  enum class why_stopped { none, cancelled, stopping, out_of_time, over_budget } why = why_stopped::none;
+  session::node_observer meter = [&](const node& n, const std::vector<const tensor*>& in,
+                                     const std::vector<const tensor*>& out) {
+    metered += static_cast<double>(node_flops(n, in, out));
+  };
+  session::stop_check stop = [&] {
+    if (req.cancel && req.cancel->load()) why = why_stopped::cancelled;
+    else if (stopping_) why = why_stopped::stopping;
+    else if (std::chrono::steady_clock::now() > deadline) why = why_stopped::out_of_time;
+    else if (!known && metered > allowed_flops) why = why_stopped::over_budget;
+    return why != why_stopped::none;
+  };
+  auto out = (*s)->run(req.inputs, nullptr, known ? nullptr : &meter, &stop);
   res.compute_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  // The last node is metered after it ran: a run that overdrew there is not delivered either.
+  if (out && !known && metered > allowed_flops) why = why_stopped::over_budget;
+  if (!known && (out || why == why_stopped::over_budget)) {
+    // Learned (or, when stopped, a lower bound): later bids for this model quote it.
+    std::lock_guard<std::mutex> lock(mu_);
+    model_cost& g = gflops_[req.model_hash];
+    g.gflops = out ? metered / 1e9 : std::max(g.gflops, metered / 1e9);
+    g.exact = g.exact || static_cast<bool>(out);
+  }
+  switch (why) {
+    case why_stopped::none: break;
+    case why_stopped::cancelled: return fail(status(error_kind::io, "the job was cancelled: its client went away"));
+    case why_stopped::stopping: return fail(status(error_kind::io, "the provider is stopping"));
+    case why_stopped::out_of_time: return fail(status(error_kind::io, fmt::format("the job ran past its time limit of {} ms", limit_ms)));
+    case why_stopped::over_budget:
+      return fail(status(error_kind::io, fmt::format("the job needs more than the {:.6g} GFLOP it paid for", paid_gflops)));
+  }
   if (!out) return fail(out.error());
   res.outputs = std::move(out).value();
-  if (options_.fault == "corrupt") {
-    for (auto& t : res.outputs) {
-      t = t.clone();
-      if (t.type() == dtype::f32 && t.numel() > 0) t.data<float>()[0] += 1.0f + std::abs(t.data<float>()[0]);
-    }
-  }
+  after_run(res.outputs);
   for (const auto& t : res.outputs) counters_.output_bytes += static_cast<int64_t>(t.bytes());
   {
     std::lock_guard<std::mutex> lock(mu_);
-    measured_ms_[req.model_hash] = res.compute_ms;
+    if (known) measured_ms_[req.model_hash] = res.compute_ms;  // a metered run is slower: not a rate
   }
   res.output_digest = tensors_digest(res.outputs);
   {  // the signed result statement: a wrong result with this signature is evidence

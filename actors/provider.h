@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <caf/fwd.hpp>
@@ -34,11 +35,20 @@ struct provider_options {
   int threads = 0;                   // engine threads per job; 0: all cores / slots
   price_policy price;
   int64_t max_model_bytes = int64_t{1} << 30;
-  std::string fault;                 // test-only: "corrupt" | "stall" | "crash" | ""
   // Jobs a client may hold done but unpaid (receipt not yet countersigned) before it is refused.
   int unpaid_credit = 8;
   // Notes for the operator (the ledger cannot be written, ...); called from any thread.
   std::function<void(const std::string&)> log;
+  // Loaded models kept in memory, by their size on disk (weights dominate): least recently
+  // used ones are unloaded past this (`offer --max-memory`). A model larger than the budget
+  // alone is refused. 0: four times max_model_bytes.
+  int64_t max_memory_bytes = 0;
+  // Every job stops after max_job_ms, and sooner after 10x the time its paid-for work should
+  // take at this device's rate (at least min_job_ms).
+  int64_t max_job_ms = 600000;
+  int64_t min_job_ms = 5000;
+  // A model's first run here is metered: it may use twice the GFLOP it paid for plus this.
+  double free_gflops = 1.0;
 };
 
 struct provider_counters {
@@ -50,7 +60,7 @@ class provider_core {
  public:
   provider_core(keypair identity, std::shared_ptr<model_cache> cache, provider_options options,
                 std::shared_ptr<ledger::ledger_file> ledger);
-  ~provider_core();
+  virtual ~provider_core();
 
   provider_info info() const;
   bid_reply bid(const bid_request& req);
@@ -66,8 +76,9 @@ class provider_core {
   int unpaid_jobs(const key32& client);
   bool can_record_payments() const { return !ledger_failed_; }
   void drain() { draining_ = true; }
-  // Ends any deliberately stalled job (test fault) so the workers can exit.
+  // Stops every running job at its next node so the workers can exit.
   void stop() { draining_ = true; stopping_ = true; }
+  bool stopping() const { return stopping_; }
   bool draining() const { return draining_; }
   int64_t max_model_bytes() const { return options_.max_model_bytes; }
   int slots() const { return options_.slots; }
@@ -75,9 +86,23 @@ class provider_core {
   const std::vector<device_summary>& devices() const { return devices_; }
   const provider_counters& counters() const { return counters_; }
   const key32& key() const { return id_.public_key; }
+  // GFLOP of one run of a model, as measured here (nullopt until it ran here once).
+  std::optional<double> known_gflops(const digest32& hash) const;
+  int64_t resident_bytes() const;
+  size_t resident_models() const;
+
+ protected:
+  // Test seams: a test double (actors/testing/faulty_provider.h) overrides these to misbehave;
+  // the product's provider does nothing in them. before_run runs on the worker thread after
+  // the model is loaded; a failure fails the job. after_run may change the outputs before
+  // they are digested and signed.
+  virtual status before_run(const execute_request&) { return status::ok(); }
+  virtual void after_run(std::vector<tensor>&) {}
 
  private:
   expected<std::shared_ptr<session>> session_for(const digest32& hash, const std::shared_ptr<const std::string>& bytes);
+  double rate_gflops_per_s(const digest32& hash) const;  // under mu_
+  int64_t memory_budget() const;
 
   keypair id_;
   std::shared_ptr<model_cache> cache_;
@@ -87,8 +112,20 @@ class provider_core {
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopping_{false};
   provider_counters counters_;
-  std::mutex mu_;
-  std::map<digest32, std::shared_ptr<session>> sessions_;
+  mutable std::mutex mu_;
+  struct resident {
+    std::shared_ptr<session> s;
+    int64_t bytes = 0;
+    int64_t last_used = 0;
+  };
+  std::map<digest32, resident> sessions_;        // loaded models, LRU within memory_budget()
+  int64_t resident_bytes_ = 0;
+  int64_t use_clock_ = 0;
+  struct model_cost {
+    double gflops = 0;
+    bool exact = false;  // a whole run was metered; else a lower bound from a stopped one
+  };
+  std::map<digest32, model_cost> gflops_;        // per model: GFLOP of one run, measured here
   std::map<digest32, std::string> bad_models_;  // hash -> why it cannot run here
   std::map<digest32, double> measured_ms_;      // per model: last compute time
   // Admission: why jobs are refused now, or empty. Takes mu_.

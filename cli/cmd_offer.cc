@@ -86,6 +86,11 @@ void emit_event(bool as_json, json e) {
 
 }  // namespace
 
+provider_factory& offer_provider_factory() {
+  static provider_factory f;
+  return f;
+}
+
 int offer_command(const offer_options& o) {
   if (!valid_device_spec(o.device)) return fail(invalid_input("'{}' is not a device (use auto, cpu, cuda or cuda:N)", o.device));
   // SIGINT/SIGTERM only count and wake the main thread: a handler (not a blocked mask) because
@@ -123,10 +128,17 @@ int offer_command(const offer_options& o) {
   if (o.price > 0) po.price.price_per_gflop = o.price;
   po.price.minimum = po.price.price_per_gflop * 0.1;  // the smallest job is billed as 0.1 GFLOP
   po.max_model_bytes = max_model;
-  po.fault = o.fault;
+  po.max_memory_bytes = int64_t{o.max_memory_mb} << 20;
   po.log = [](const std::string& line) { fmt::print(stderr, "gpugrid: offer: {}\n", line); };
-  auto core = std::make_shared<grid::provider_core>(grid::keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)),
-                                                    po, std::shared_ptr<ledger::ledger_file>(std::move(*ledger)));
+  provider_factory make = offer_provider_factory();
+  if (!make)
+    make = [](grid::keypair k, std::shared_ptr<grid::model_cache> c, grid::provider_options p,
+              std::shared_ptr<ledger::ledger_file> l) {
+      return std::make_shared<grid::provider_core>(k, std::move(c), std::move(p), std::move(l));
+    };
+  std::shared_ptr<grid::provider_core> core =
+      make(grid::keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)), po,
+           std::shared_ptr<ledger::ledger_file>(std::move(*ledger)));
   auto info = core->info();
   if (o.device.rfind("cuda", 0) == 0 && (info.devices.empty() || info.devices[0].kind != "cuda")) {
     std::string note;
@@ -153,7 +165,6 @@ int offer_command(const offer_options& o) {
   if (!node) return fail(node.error());
   if (o.device != "cpu" && !info.devices.empty() && info.devices[0].kind == "cpu")
     log::warning("no usable GPU found; offering the CPU backend");
-  if (!o.fault.empty()) log::warning("TEST FAULT '{}' is on: this provider misbehaves on purpose", o.fault);
   if (as_json) {
     emit_event(true, json{{"event", "listening"},
                           {"node_id", (*node)->node_id()},

@@ -185,6 +185,10 @@ void offer_flags(CLI::App& sub, parsed_options& o) {
   sub.add_option("--max-model-mb", v.max_model_mb, "the largest model accepted, in MiB (default 1024)")
       ->type_name("N")
       ->check(whole_number(1, 1 << 20));
+  sub.add_option("--max-memory", v.max_memory_mb,
+                 "MiB of loaded models kept in memory; least recently used ones are unloaded (default 4 x --max-model-mb)")
+      ->type_name("MB")
+      ->check(whole_number(1, 1 << 24));
   add_data_dir(sub, v.data_dir);
   sub.add_option("--tls-cert", v.tls_cert, "TLS certificate (PEM) to serve wss:// with; give --tls-key too")
       ->type_name("FILE")
@@ -193,11 +197,6 @@ void offer_flags(CLI::App& sub, parsed_options& o) {
   add_json(sub, v.json,
            "print the node id, URL and events on stdout as JSON Lines (one object per event, with "
            "\"event\" and \"time\")");
-  sub.add_option("--fault", v.fault,
-                 "TEST ONLY: misbehave on purpose to exercise verification and failover: corrupt "
-                 "results, stall, or crash mid-job")
-      ->type_name("corrupt|stall|crash")
-      ->check(one_of({"corrupt", "stall", "crash"}));
 }
 
 void run_flags(CLI::App& sub, parsed_options& o) {

@@ -124,12 +124,12 @@ TEST_CASE("command table: flags bind to the option structs", "[command_table]") 
   CHECK(s.selftest.device == "cuda");
 
   auto f = parse({"offer", "--listen", "127.0.0.1:9000", "--slots", "2", "--price", "0.01", "--max-model-mb", "64",
-                  "--fault", "stall", "--data-dir", "d"});
+                  "--max-memory", "256", "--data-dir", "d"});
   CHECK(f.offer.listen == "127.0.0.1:9000");
   CHECK(f.offer.slots == 2);
   CHECK(f.offer.price == 0.01);
   CHECK(f.offer.max_model_mb == 64);
-  CHECK(f.offer.fault == "stall");
+  CHECK(f.offer.max_memory_mb == 256);
   CHECK(f.offer.data_dir == "d");
 
   auto sv = parse({"serve", "--listen", "0.0.0.0:8080", "--models", "m", "--local", "--workers", "8", "--rate-limit", "2.5",
@@ -300,7 +300,8 @@ TEST_CASE("dispatch: bad flags and values are one line on stderr and exit 2", "[
       {"run", "m.onnx", "--output-format", "png"},
       {"ledger", "show", "--limit", "0"},
       {"completion", "tcsh"},
-      {"offer", "--fault", "boom"},
+      {"offer", "--fault", "stall"},  // test misbehaviour lives in a test binary, not here
+      {"offer", "--max-memory", "0"},
       {"offer", "--listen", "nowhere"},
       {"offer", "--slots", "-3"},
       {"selftest", "--threads", "many"},

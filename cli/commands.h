@@ -3,8 +3,12 @@
 // Every function returns the process exit code and prints errors as one line on stderr.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "actors/provider.h"
 
 namespace gpugrid::cli {
 
@@ -97,12 +101,17 @@ struct offer_options {
   double price = -1;                   // < 0: from config, else the default
   int slots = 1;
   int max_model_mb = 1024;
+  int max_memory_mb = 0;               // loaded models kept in memory; 0: 4 x max_model_mb
   std::string data_dir;
   std::string tls_cert, tls_key;
-  std::string fault;                   // test-only fault injection
   bool json = false;
 };
 int offer_command(const offer_options& o);
+// How `offer` makes its provider; unset: the product's grid::provider_core. A test binary
+// (tests/faulty_offer_main.cc) sets it to a misbehaving test double before dispatching.
+using provider_factory = std::function<std::shared_ptr<grid::provider_core>(
+    grid::keypair, std::shared_ptr<grid::model_cache>, grid::provider_options, std::shared_ptr<ledger::ledger_file>)>;
+provider_factory& offer_provider_factory();
 
 struct peers_options {
   std::vector<std::string> peers;

@@ -8,7 +8,7 @@ _gpugrid_commands='offer run peers inspect selftest bench ledger identity wallet
 _gpugrid_flags() {
   case "$1" in
     "") echo '-h --help --version' ;;
-    offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --data-dir --tls-cert --tls-key --json --fault' ;;
+    offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --json' ;;
     run) echo '-h --help -o --output --output-dir --peer --local --redundancy --max-price --timeout --device --threads --precision --data-dir --json' ;;
     peers) echo '-h --help --peer --data-dir --json' ;;
     inspect) echo '-h --help --device --json' ;;
@@ -25,7 +25,7 @@ _gpugrid_flags() {
 # The flags of a command that take a value.
 _gpugrid_valued() {
   case "$1" in
-    offer) echo '--listen --peer --device --price --slots --max-model-mb --data-dir --tls-cert --tls-key --fault' ;;
+    offer) echo '--listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key' ;;
     run) echo '-o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' ;;
     peers) echo '--peer --data-dir' ;;
     inspect) echo '--device' ;;
@@ -46,10 +46,10 @@ _gpugrid_flag_kind() {
     'offer --price') echo 'text' ;;
     'offer --slots') echo 'text' ;;
     'offer --max-model-mb') echo 'text' ;;
+    'offer --max-memory') echo 'text' ;;
     'offer --data-dir') echo 'directory' ;;
     'offer --tls-cert') echo 'file' ;;
     'offer --tls-key') echo 'file' ;;
-    'offer --fault') echo 'choice corrupt stall crash' ;;
     'run -o'|'run --output') echo 'file' ;;
     'run --output-dir') echo 'directory' ;;
     'run --peer') echo 'text' ;;

@@ -115,11 +115,11 @@ complete -c gpugrid -n '__gpugrid_command_is offer' -l device -x -a 'auto cpu cu
 complete -c gpugrid -n '__gpugrid_command_is offer' -l price -x -d 'credits asked per GFLOP when idle (default: price in config.toml, else 0.001)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l slots -x -d 'jobs run at once (default 1)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l max-model-mb -x -d 'the largest model accepted, in MiB (default 1024)'
+complete -c gpugrid -n '__gpugrid_command_is offer' -l max-memory -x -d 'MiB of loaded models kept in memory; least recently used ones are unloaded (default 4 x --max-model-mb)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l tls-cert -r -F -d 'TLS certificate (PEM) to serve wss:// with; needs --tls-key'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l tls-key -r -F -d 'TLS private key (PEM) of --tls-cert'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l json -d 'print the node id, URL and events as one JSON object per line'
-complete -c gpugrid -n '__gpugrid_command_is offer' -l fault -x -a 'corrupt stall crash' -d 'TEST ONLY: misbehave on purpose to exercise verification and failover: corrupt results, stall, or crash mid-job'
 
 # run
 complete -c gpugrid -n '__gpugrid_command_is run' -s h -l help -d 'print this help and exit'

@@ -7,8 +7,6 @@
 
 namespace gpugrid {
 
-namespace {
-
 int64_t node_flops(const node& n, const std::vector<const tensor*>& in, const std::vector<const tensor*>& out) {
   auto out_elems = [&]() -> int64_t {
     int64_t s = 0;
@@ -59,8 +57,6 @@ int64_t node_flops(const node& n, const std::vector<const tensor*>& in, const st
   }
   return out_elems();
 }
-
-}  // namespace
 
 expected<int64_t> estimate_flops(std::shared_ptr<const graph> g) {
   session_options opt;

@@ -13,4 +13,8 @@ namespace gpugrid {
 // other op one operation per output element.
 expected<int64_t> estimate_flops(std::shared_ptr<const graph> g);
 
+// The operations of one node run with these inputs and outputs (as estimate_flops counts them),
+// for metering a run as it goes (session::node_observer).
+int64_t node_flops(const node& n, const std::vector<const tensor*>& in, const std::vector<const tensor*>& out);
+
 }  // namespace gpugrid

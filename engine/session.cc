@@ -506,10 +506,15 @@ status session::check_inputs(const std::vector<tensor>& inputs, std::string* sig
   return status::ok();
 }
 
+namespace {
+status stopped_run() { return status(error_kind::io, "the run was stopped"); }
+}  // namespace
+
 expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, run_stats* stats,
-                                           const node_observer* observer) {
+                                           const node_observer* observer, const stop_check* stop) {
   std::string signature;
   GG_RETURN_IF_ERROR(check_inputs(inputs, &signature));
+  if (stop && *stop && (*stop)()) return stopped_run();
   if (capturable_ && options_.device_graphs && !observer && !options_.profile) {
     std::shared_ptr<plan> p;
     {
@@ -532,7 +537,7 @@ expected<std::vector<tensor>> session::run(const std::vector<tensor>& inputs, ru
       }
     }
   }
-  return execute(signature, inputs, stats, observer, nullptr, nullptr, nullptr);
+  return execute(signature, inputs, stats, observer, nullptr, nullptr, nullptr, nullptr, stop);
 }
 
 expected<std::vector<tensor>> session::run_subgraph(const std::vector<tensor>& inputs, thread_pool* pool) {
@@ -593,7 +598,7 @@ expected<std::vector<tensor>> session::run_graph(graph_bundle& b, const std::sha
 expected<std::vector<tensor>> session::execute(const std::string& signature, const std::vector<tensor>& inputs,
                                                run_stats* stats, const node_observer* observer,
                                                run_context* given_rc, std::shared_ptr<std::byte>* given_arenas,
-                                               graph_bundle* capture, thread_pool* pool) {
+                                               graph_bundle* capture, thread_pool* pool, const stop_check* stop) {
   const graph& g = *graph_;
   if (!pool) pool = pool_.get();
   const size_t nv = g.values.size();
@@ -680,6 +685,7 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
   if (capture && !p) return internal_error("graph capture needs a memory plan");
   for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
     const node& n = g.nodes[ni];
+    if (stop && *stop && (*stop)()) return stopped_run();
     if (capture && ni == capture_begin_) {
       // Everything the uploads wrote must sit at fixed addresses the graph can keep using.
       capture->uploads.clear();

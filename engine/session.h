@@ -69,8 +69,12 @@ class session {
   // observer, when set, is called after each node with its inputs and outputs.
   using node_observer = std::function<void(const node&, const std::vector<const tensor*>&,
                                            const std::vector<const tensor*>&)>;
+  // stop, when set, is asked before each node (and before a captured graph is replayed); once
+  // it returns true the run ends with an io error "the run was stopped" (a job cancelled or out
+  // of time).
+  using stop_check = std::function<bool()>;
   expected<std::vector<tensor>> run(const std::vector<tensor>& inputs, run_stats* stats = nullptr,
-                                    const node_observer* observer = nullptr);
+                                    const node_observer* observer = nullptr, const stop_check* stop = nullptr);
 
   // For control-flow kernels: runs a session made with session_options::subgraph on the
   // caller's pool. inputs follow graph().inputs (formal inputs, then captured values).
@@ -103,7 +107,7 @@ class session {
   expected<std::vector<tensor>> execute(const std::string& signature, const std::vector<tensor>& inputs,
                                         run_stats* stats, const node_observer* observer, run_context* given_rc,
                                         std::shared_ptr<std::byte>* given_arenas, graph_bundle* capture,
-                                        thread_pool* pool = nullptr);
+                                        thread_pool* pool = nullptr, const stop_check* stop = nullptr);
   expected<std::vector<tensor>> run_graph(graph_bundle& b, const std::shared_ptr<plan>& p,
                                           const std::vector<tensor>& inputs, run_stats* stats);
   void find_capture_range();

@@ -36,14 +36,29 @@ model_chunk chunk_at(const model_put& plan, const std::string& payload, uint32_t
   return c;
 }
 
+bool byte_budget::take(uint64_t n) {
+  uint64_t cur = used_.load();
+  do {
+    if (n > limit_ || cur > limit_ - n) return false;
+  } while (!used_.compare_exchange_weak(cur, cur + n));
+  return true;
+}
+
+void byte_budget::give(uint64_t n) { used_.fetch_sub(std::min(n, used_.load())); }
+
+reassembler::~reassembler() {
+  if (o_.budget) o_.budget->give(held_);
+}
+
 status reassembler::begin(const model_put& put, clock::time_point now) {
   std::string h = to_hex(put.model_hash).substr(0, 16);
   if (put.chunk_bytes == 0 || put.chunk_bytes > o_.max_chunk_bytes)
     return invalid_input("model {}: chunk size {} is outside 1..{}", h, put.chunk_bytes, o_.max_chunk_bytes);
   if (put.total_bytes > o_.max_transfer_bytes)
     return invalid_input("model {}: {} bytes exceed the limit of {}", h, put.total_bytes, o_.max_transfer_bytes);
-  if (chunk_count(put.total_bytes, put.chunk_bytes) > (uint64_t{1} << 31))
-    return invalid_input("model {}: too many chunks", h);
+  if (put.chunk_bytes < kMinChunkBytes && put.total_bytes > put.chunk_bytes)
+    return invalid_input("model {}: chunk size {} is below {} for a transfer of {} bytes", h, put.chunk_bytes,
+                         kMinChunkBytes, put.total_bytes);
   auto it = transfers_.find(put.model_hash);
   if (it != transfers_.end()) {
     if (it->second.plan.total_bytes == put.total_bytes && it->second.plan.chunk_bytes == put.chunk_bytes) {
@@ -60,7 +75,7 @@ status reassembler::begin(const model_put& put, clock::time_point now) {
   transfer t;
   t.plan = put;
   t.count = chunk_count(put.total_bytes, put.chunk_bytes);
-  t.have.assign(t.count, false);
+  t.data = std::make_shared<std::string>();
   t.last = now;
   committed_ += put.total_bytes;
   transfers_.emplace(put.model_hash, std::move(t));
@@ -81,16 +96,27 @@ expected<std::optional<completed_transfer>> reassembler::add(const model_chunk& 
   uint64_t expect = std::min<uint64_t>(t.plan.chunk_bytes, t.plan.total_bytes - begin);
   if (chunk.data.size() != expect)
     return reject(invalid_input("model {}: chunk {} has {} bytes, expected {}", h, chunk.index, chunk.data.size(), expect));
-  if (t.have[chunk.index]) return reject(invalid_input("model {}: chunk {} sent twice", h, chunk.index));
-  if (!t.data) {
-    try {
-      t.data = std::make_shared<std::string>(t.plan.total_bytes, '\0');
-    } catch (const std::bad_alloc&) {
-      return reject(io_error("model {}: cannot allocate {} bytes", h, t.plan.total_bytes));
+  if (chunk.index < t.next || t.early.count(chunk.index))
+    return reject(invalid_input("model {}: chunk {} sent twice", h, chunk.index));
+  if (o_.budget && !o_.budget->take(chunk.data.size()))
+    return reject(invalid_input("model {}: this node holds {} bytes of uploads already (limit {})", h,
+                                o_.budget->used(), o_.budget->limit()));
+  t.held += chunk.data.size();
+  held_ += chunk.data.size();
+  try {
+    if (chunk.index == t.next) {
+      t.data->append(chunk.data);
+      ++t.next;
+      for (auto e = t.early.begin(); e != t.early.end() && e->first == t.next; e = t.early.erase(e)) {
+        t.data->append(e->second);
+        ++t.next;
+      }
+    } else {
+      t.early.emplace(chunk.index, chunk.data);
     }
+  } catch (const std::bad_alloc&) {
+    return reject(io_error("model {}: out of memory at chunk {}", h, chunk.index));
   }
-  std::memcpy(&(*t.data)[0] + begin, chunk.data.data(), chunk.data.size());
-  t.have[chunk.index] = true;
   ++t.received;
   t.last = now;
   if (t.received < t.count) return std::optional<completed_transfer>();
@@ -117,6 +143,8 @@ void reassembler::drop(const digest32& hash) {
   auto it = transfers_.find(hash);
   if (it == transfers_.end()) return;
   committed_ -= it->second.plan.total_bytes;
+  held_ -= it->second.held;
+  if (o_.budget) o_.budget->give(it->second.held);
   transfers_.erase(it);
 }
 

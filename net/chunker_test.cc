@@ -154,12 +154,14 @@ TEST_CASE("a transfer that lies is dropped", "[net][chunker]") {
     CHECK_FALSE(r.begin(p).is_ok());
     p.chunk_bytes = 128u << 20;
     CHECK_FALSE(r.begin(p).is_ok());
+    p.chunk_bytes = 1;  // ten thousand one-byte chunks: refused before anything is set up
+    CHECK_FALSE(r.begin(p).is_ok());
   }
   SECTION("too many at once") {
     std::string a = payload(100, 2), b = payload(100, 3), c = payload(100, 4);
-    REQUIRE(r.begin(plan_transfer(blake2b_256(a), 100, 64)).is_ok());
-    REQUIRE(r.begin(plan_transfer(blake2b_256(b), 100, 64)).is_ok());
-    CHECK_FALSE(r.begin(plan_transfer(blake2b_256(c), 100, 64)).is_ok());
+    REQUIRE(r.begin(plan_transfer(blake2b_256(a), 100, 1024)).is_ok());
+    REQUIRE(r.begin(plan_transfer(blake2b_256(b), 100, 1024)).is_ok());
+    CHECK_FALSE(r.begin(plan_transfer(blake2b_256(c), 100, 1024)).is_ok());
   }
   SECTION("over the total in flight") {
     reassembler_options tight = o;
@@ -188,4 +190,55 @@ TEST_CASE("a stalled transfer expires", "[net][chunker]") {
   CHECK(gone[0] == plan.model_hash);
   CHECK_FALSE(r.in_progress(plan.model_hash));
   CHECK(r.committed_bytes() == 0);
+}
+
+TEST_CASE("an announced transfer holds only the bytes that arrived", "[net][chunker]") {
+  // A 1 GiB announcement with three 1 KiB chunks sent: about 3 KiB held, not 1 GiB.
+  reassembler_options o;
+  o.max_transfer_bytes = uint64_t{1} << 30;
+  o.max_total_bytes = uint64_t{1} << 30;
+  reassembler r(o);
+  std::string chunk = payload(1024, 5);
+  model_put big = plan_transfer(blake2b_256("never completes"), uint64_t{1} << 30, 1024);
+  REQUIRE(r.begin(big).is_ok());
+  CHECK(r.held_bytes() == 0);
+  for (uint32_t i : {0u, 1u, 7u}) {
+    model_chunk c;
+    c.model_hash = big.model_hash;
+    c.index = i;
+    c.data = chunk;
+    REQUIRE(r.add(c).has_value());
+  }
+  CHECK(r.held_bytes() == 3 * 1024);
+  r.drop(big.model_hash);
+  CHECK(r.held_bytes() == 0);
+}
+
+TEST_CASE("a node-wide budget bounds the bytes all reassemblers hold", "[net][chunker]") {
+  auto budget = std::make_shared<byte_budget>(5000);
+  reassembler_options o;
+  o.budget = budget;
+  std::string data = payload(4000, 6);
+  model_put plan = plan_transfer(blake2b_256(data), data.size(), 1024);
+  {
+    reassembler a(o), b(o);
+    REQUIRE(a.begin(plan).is_ok());
+    REQUIRE(b.begin(plan).is_ok());
+    for (uint32_t i = 0; i < 3; ++i) REQUIRE(a.add(chunk_at(plan, data, i)).has_value());
+    CHECK(budget->used() == 3072);
+    REQUIRE(b.add(chunk_at(plan, data, 0)).has_value());
+    auto over = b.add(chunk_at(plan, data, 1));  // 3072 + 1024 + 1024 > 5000
+    REQUIRE_FALSE(over.has_value());
+    CHECK_THAT(over.error().message(), Catch::Contains("limit 5000"));
+    CHECK(budget->used() == 3072);  // b's transfer was dropped and its bytes given back
+    auto done = a.add(chunk_at(plan, data, 3));
+    REQUIRE(done.has_value());
+    REQUIRE(done->has_value());
+    CHECK(*(*done)->bytes == data);
+    CHECK(budget->used() == 0);     // handed out: no longer the reassembler's
+    REQUIRE(a.begin(plan).is_ok());
+    REQUIRE(a.add(chunk_at(plan, data, 2)).has_value());
+    CHECK(budget->used() == 1024);
+  }
+  CHECK(budget->used() == 0);       // a destroyed reassembler gives its bytes back
 }

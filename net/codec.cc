@@ -39,7 +39,7 @@ static_assert(kMacBytes == 16, "Poly1305 tag size");
 // Sanity limits on list lengths (the frame limit bounds bytes; these bound work per frame).
 constexpr size_t kMaxTensors = 4096;
 constexpr size_t kMaxRank = 32;
-constexpr size_t kMaxPeers = 10000;
+constexpr size_t kMaxPeers = kMaxPeersPerExchange;
 constexpr size_t kMaxDevices = 256;
 
 int64_t now_ms() {

@@ -38,6 +38,8 @@
 namespace gpugrid::net {
 
 constexpr size_t kDefaultMaxFrameBytes = size_t{64} << 20;
+// A PeerExchange with more peers than this is malformed: larger lists go out in pages.
+constexpr size_t kMaxPeersPerExchange = 10000;
 
 // The encoded bytes of one envelope: immutable, cheap to copy (shared ownership), 8-aligned.
 class frame {

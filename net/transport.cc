@@ -54,7 +54,8 @@ std::string close_text(const std::string& s) { return s.size() <= 120 ? s : s.su
 // ------------------------------------------------------------------ shared state
 
 struct counters {
-  std::atomic<int64_t> accepted{0}, dialed{0}, established{0}, closed{0}, refused_overload{0}, handshake_failed{0},
+  std::atomic<int64_t> accepted{0}, dialed{0}, established{0}, closed{0}, refused_overload{0}, refused_pending{0},
+      refused_address{0}, refused_identity{0}, handshake_failed{0},
       version_mismatch{0}, auth_failed{0}, timeouts{0}, oversized{0}, text_frames{0}, bad_frames{0}, bad_signatures{0},
       replays{0}, protocol_errors{0}, frames_in{0}, frames_out{0}, bytes_in{0}, bytes_out{0}, send_queue_full{0},
       http_requests{0};
@@ -124,6 +125,9 @@ class session_base : public connection, public std::enable_shared_from_this<sess
   }
 
   const exec_t& strand() const { return strand_; }
+  bool established() const { return established_.load(std::memory_order_acquire); }
+  // The remote IP of an inbound connection, fixed at accept ("" for outbound ones).
+  const std::string& accepted_ip() const { return accepted_ip_; }
 
   // -------- connection interface
   uint64_t id() const override { return id_; }
@@ -202,6 +206,7 @@ class session_base : public connection, public std::enable_shared_from_this<sess
   std::shared_ptr<transport::impl> t_;
   exec_t strand_;
   std::string remote_;
+  std::string accepted_ip_;  // inbound: set once at accept, before any other thread sees it
 
   // The WebSocket is open: start the Hello/HelloAck exchange.
   void on_ws_open() {
@@ -454,9 +459,13 @@ class session_base : public connection, public std::enable_shared_from_this<sess
       fail(reason, s.with_context("handshake"));
       return;
     }
+    if (auto refused = admit_established(hs_->peer_hello().node_key); !refused.empty()) {
+      t_->m.refused_overload++;
+      fail(goodbye_reason::overloaded, status(error_kind::io, refused));
+      return;
+    }
     phase_ = phase::open;
     handshake_timer_.cancel();
-    established_.store(true, std::memory_order_release);
     t_->m.established++;
     auto self = shared_from_this();
     if (t_->handlers.on_open) t_->handlers.on_open(self);
@@ -466,6 +475,29 @@ class session_base : public connection, public std::enable_shared_from_this<sess
       cb(connection_ptr(self));
     }
     maybe_read();
+  }
+
+  // The caps on established connections (total and per node key), checked and taken under
+  // the transport's lock so two handshakes finishing at once cannot both pass. Returns why the
+  // connection is refused, or "".
+  std::string admit_established(const key32& key) {
+    std::lock_guard<std::mutex> lk(t_->mu);
+    size_t total = 0, same = 0;
+    for (const auto& [id, w] : t_->sessions) {
+      auto s = w.lock();
+      if (!s || s.get() == this || !s->established()) continue;
+      ++total;
+      if (s->peer_key() == key) ++same;
+    }
+    if (same >= t_->opt.max_per_identity) {
+      t_->m.refused_identity++;
+      return fmt::format("node {} already holds {} connections here (limit {})", node_id_of(key), same,
+                         t_->opt.max_per_identity);
+    }
+    if (total >= t_->opt.max_connections)
+      return fmt::format("{} connections are open here (limit {})", total, t_->opt.max_connections);
+    established_.store(true, std::memory_order_release);
+    return "";
   }
 
   void count_handshake_failure(goodbye_reason r) {
@@ -658,10 +690,12 @@ class session final : public session_base {
   using ws_t = websocket::stream<next_layer>;
 
   // Inbound: an accepted socket.
-  session(std::shared_ptr<transport::impl> t, tcp::socket socket)
+  session(std::shared_ptr<transport::impl> t, tcp::socket socket, std::string ip)
       : session_base(t, socket.get_executor(), true, std::nullopt),
         ws_(make_stream(*t, std::move(socket))),
-        resolver_(strand_) {}
+        resolver_(strand_) {
+    accepted_ip_ = std::move(ip);
+  }
   // Outbound.
   session(std::shared_ptr<transport::impl> t, exec_t strand, std::optional<key32> expect)
       : session_base(t, strand, false, expect), ws_(make_stream(*t, strand)), resolver_(strand_) {}
@@ -859,12 +893,30 @@ void transport::impl::do_accept() {
       return;
     }
     m.accepted++;
-    size_t live = 0;
+    error_code ep_ec;
+    auto ep = socket.remote_endpoint(ep_ec);
+    std::string ip = ep_ec ? std::string() : ep.address().to_string();
+    bool refuse = false;
     {
+      // Pending connections (handshake or plain HTTP) have their own budget, so established
+      // peers at max_connections never lock out new peers or /metrics.
       std::lock_guard<std::mutex> lk(mu);
-      live = sessions.size();
+      size_t pending = 0, from_ip = 0;
+      for (const auto& [id, w] : sessions) {
+        auto s = w.lock();
+        if (!s) continue;
+        if (s->inbound() && !s->established()) ++pending;
+        if (!ip.empty() && s->accepted_ip() == ip) ++from_ip;
+      }
+      if (pending >= opt.max_pending) {
+        m.refused_pending++;
+        refuse = true;
+      } else if (from_ip >= opt.max_per_address) {
+        m.refused_address++;
+        refuse = true;
+      }
     }
-    if (live >= opt.max_connections) {
+    if (refuse) {
       m.refused_overload++;
       error_code ignored;
       socket.close(ignored);
@@ -872,12 +924,12 @@ void transport::impl::do_accept() {
       std::shared_ptr<session_base> s;
       auto self_ptr = weak_self.lock();
       if (server_tls) {
-        auto p = std::make_shared<session<true>>(self_ptr, std::move(socket));
+        auto p = std::make_shared<session<true>>(self_ptr, std::move(socket), ip);
         s = p;
         register_session(s);
         asio::dispatch(p->strand(), [p] { p->start_server(); });
       } else {
-        auto p = std::make_shared<session<false>>(self_ptr, std::move(socket));
+        auto p = std::make_shared<session<false>>(self_ptr, std::move(socket), ip);
         s = p;
         register_session(s);
         asio::dispatch(p->strand(), [p] { p->start_server(); });
@@ -1094,6 +1146,9 @@ transport_metrics transport::metrics() const {
   m.established = c.established;
   m.closed = c.closed;
   m.refused_overload = c.refused_overload;
+  m.refused_pending = c.refused_pending;
+  m.refused_address = c.refused_address;
+  m.refused_identity = c.refused_identity;
   m.handshake_failed = c.handshake_failed;
   m.version_mismatch = c.version_mismatch;
   m.auth_failed = c.auth_failed;

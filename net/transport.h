@@ -54,7 +54,15 @@ struct transport_options {
   size_t send_queue_frames = 256;                   // per connection
   size_t send_queue_bytes = size_t{256} << 20;      // per connection; an empty queue takes any one frame
   size_t read_window = 1;                           // unreleased inbound frames per connection
-  size_t max_connections = 1024;                    // beyond this, new connections are refused
+  // Connection caps. Established connections beyond max_connections are refused, and so are
+  // more than max_per_identity with one node key; connections still in their handshake (or a
+  // plain HTTP GET such as /metrics) have a budget of their own, max_pending, so idle peers
+  // holding every slot never lock new peers or /metrics out. One IP address may hold at most
+  // max_per_address inbound connections in any state.
+  size_t max_connections = 1024;
+  size_t max_per_identity = 4;
+  size_t max_pending = 64;
+  size_t max_per_address = 128;
   std::chrono::milliseconds connect_timeout{10000}; // TCP connect (and TLS handshake, client side)
   std::chrono::milliseconds handshake_timeout{10000};  // TLS + WebSocket + Hello/HelloAck
   std::chrono::milliseconds idle_timeout{60000};    // silence; keep-alive pings go out at half of it
@@ -87,7 +95,10 @@ struct transport_metrics {
   int64_t dialed = 0;              // outbound connection attempts
   int64_t established = 0;         // handshakes completed
   int64_t closed = 0;              // connections fully closed (any reason)
-  int64_t refused_overload = 0;    // refused at max_connections
+  int64_t refused_overload = 0;    // refused at any connection cap (the three below included)
+  int64_t refused_pending = 0;     // at max_pending
+  int64_t refused_address = 0;     // at max_per_address
+  int64_t refused_identity = 0;    // at max_per_identity
   int64_t handshake_failed = 0;    // TLS/WebSocket/Hello failures, including the ones below
   int64_t version_mismatch = 0;
   int64_t auth_failed = 0;         // bad HelloAck proof, wrong peer key

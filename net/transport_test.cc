@@ -734,3 +734,56 @@ TEST_CASE("idle connections live on keep-alive pings, and a silent peer is dropp
   REQUIRE(reply != nullptr);
   CHECK(std::holds_alternative<bid>(reply->msg()));
 }
+
+TEST_CASE("one identity cannot take every connection slot; new peers and /metrics still get in", "[net][transport]") {
+  transport_options so = fast_options();
+  so.max_connections = 5;
+  so.max_per_identity = 2;
+  so.max_pending = 4;
+  server s(so);
+  inbox a_in;
+  auto a = transport::create(identity::generate(), fast_options(), a_in.handlers());
+  REQUIRE(a.has_value());
+  std::vector<connection_ptr> held;
+  for (int i = 0; i < 2; ++i) {
+    auto c = (*a)->connect_sync(s.url());
+    REQUIRE(c.has_value());
+    held.push_back(*c);
+  }
+  // The third connection of the same identity is refused (it may see its handshake finish
+  // first; the server closes it right away).
+  auto third = (*a)->connect_sync(s.url());
+  if (third.has_value()) CHECK(eventually([&] { return !(*third)->is_open(); }));
+  CHECK(eventually([&] { return s.m().refused_identity == 1; }));
+  for (auto& c : held) CHECK(c->is_open());
+
+  // Other identities still get in, up to the total cap. (Each inbox outlives its transport.)
+  std::vector<std::unique_ptr<inbox>> inboxes;
+  std::vector<std::unique_ptr<transport>> others;
+  std::vector<connection_ptr> other_conns;
+  for (int i = 0; i < 3; ++i) {
+    inboxes.push_back(std::make_unique<inbox>());
+    auto t = transport::create(identity::generate(), fast_options(), inboxes.back()->handlers());
+    REQUIRE(t.has_value());
+    auto c = (*t)->connect_sync(s.url());
+    REQUIRE(c.has_value());
+    other_conns.push_back(*c);
+    others.push_back(std::move(t).value());
+  }
+  auto refused_before = s.m().refused_overload;
+  {
+    inbox in;
+    auto t = transport::create(identity::generate(), fast_options(), in.handlers());
+    REQUIRE(t.has_value());
+    auto c = (*t)->connect_sync(s.url());
+    if (c.has_value()) CHECK(eventually([&] { return !(*c)->is_open(); }));
+    CHECK(eventually([&] { return s.m().refused_overload > refused_before; }));
+  }
+  // Every established slot is taken, yet a plain HTTP GET (/metrics) is still answered.
+  raw_peer p(s.port);
+  auto http_before = s.m().http_requests;
+  REQUIRE(p.tcp_connect());
+  REQUIRE(p.send_tcp("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(p.tcp_closed_within());
+  CHECK(eventually([&] { return s.m().http_requests > http_before; }));
+}

@@ -64,7 +64,6 @@ expect "run" "" gpugrid help ru
 expect "auto cpu cuda" "" gpugrid run --device ""
 expect "cpu cuda" "auto" gpugrid selftest --device ""
 expect "cuda" "cpu" gpugrid bench --device = cu
-expect "corrupt stall crash" "" gpugrid offer --fault ""
 expect "models" "a.onnx b.txt" gpugrid run a.onnx --output-dir ""
 expect "models" "a.onnx" gpugrid offer --data-dir ""
 expect "models" "a.onnx" gpugrid selftest --suite ""

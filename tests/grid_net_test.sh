@@ -21,12 +21,21 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 model="$src/examples/digits/digits.onnx"
 sample="$src/examples/digits/sample_0.npy"
 
-# start_provider NAME [ARGS...]: starts `gpugrid offer` on a free loopback port; sets url_NAME,
-# pid_NAME and port_NAME.
+# Misbehaving providers are a test double: gpugrid-faulty (built with the tests, beside gpugrid).
+faulty="$(dirname "$bin")/gpugrid-faulty"
+[ -x "$faulty" ] || { echo "SKIP: $faulty is not built (configure with -DGPUGRID_TESTS=ON)"; exit 77; }
+
+# start_provider NAME [--fault FAULT] [ARGS...]: starts `gpugrid offer` (or, with --fault, the
+# test double's) on a free loopback port; sets url_NAME, pid_NAME and port_NAME.
 start_provider() {
   local name="$1"
   shift
-  "$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/$name" --json "$@" >"$tmp/$name.log" 2>"$tmp/$name.err" &
+  local cmd=("$bin")
+  if [ "${1:-}" = "--fault" ]; then
+    cmd=("$faulty" "$2")
+    shift 2
+  fi
+  "${cmd[@]}" offer --listen 127.0.0.1:0 --data-dir "$tmp/$name" --json "$@" >"$tmp/$name.log" 2>"$tmp/$name.err" &
   local pid=$!
   pids+=("$pid")
   local url=""
@@ -138,7 +147,7 @@ for n in $all; do "$bin" ledger verify --data-dir "$tmp/$n" >/dev/null 2>&1 || f
 grep -q '"count":[1-9]' "$tmp/peers2.json" || fail "peers --json shows no provider ledger with receipts"
 
 # ---- 4. a provider killed with SIGKILL mid-job: the job completes elsewhere, paid once
-start_provider victim --peer "$boot" --fault stall --price 0.00001 || exit 1
+start_provider victim --fault stall --peer "$boot" --price 0.00001 || exit 1
 sleep 0.3
 "$bin" run "$model" "$sample" --peer "$boot" --data-dir "$tmp/client" -o "$tmp/grid3.npy" --json \
   >"$tmp/kill.out" 2>"$tmp/kill.err" </dev/null &
@@ -156,8 +165,8 @@ n_client="$("$bin" ledger show --data-dir "$tmp/client" --json | grep -o '"job_i
 n_victim="$("$bin" ledger show --data-dir "$tmp/victim" --json 2>/dev/null | grep -o '"job_id"' | wc -l)"
 [ "$n_victim" -eq 0 ] || fail "the killed provider has $n_victim receipts"
 
-# ---- 5. a provider that crashes itself mid-job (test fault): failover too
-start_provider crasher --peer "$boot" --fault crash --price 0.00001 || exit 1
+# ---- 5. a provider that crashes itself mid-job (test double): failover too
+start_provider crasher --fault crash --peer "$boot" --price 0.00001 || exit 1
 sleep 0.3
 run_grid crash --peer "$boot" -o "$tmp/grid4.npy"
 [ "$code" -eq 0 ] || fail "run with a crashing provider exited $code: $(cat "$tmp/crash.err")"
@@ -165,7 +174,7 @@ cmp -s "$tmp/local.npy" "$tmp/grid4.npy" || fail "result after a crash differs f
 alive "$pid_crasher" && fail "the crashing provider is still alive (did it get the job?)"
 
 # ---- 6. a stalling provider: timeout, then the next bid
-start_provider staller --peer "$boot" --fault stall --price 0.00001 || exit 1
+start_provider staller --fault stall --peer "$boot" --price 0.00001 || exit 1
 sleep 0.3
 t0=$(date +%s)
 run_grid stall --peer "$boot" --timeout 2 -o "$tmp/grid5.npy"
@@ -177,7 +186,7 @@ cmp -s "$tmp/local.npy" "$tmp/grid5.npy" || fail "result after a stall differs f
 kill -TERM "$pid_staller" 2>/dev/null; sleep 0.1; kill -TERM "$pid_staller" 2>/dev/null
 
 # ---- 6b. graceful drain: SIGTERM takes no new bids; a second one hands the running job back
-start_provider drainer --peer "$boot" --fault stall --price 0.00001 || exit 1
+start_provider drainer --fault stall --peer "$boot" --price 0.00001 || exit 1
 sleep 0.3
 "$bin" run "$model" "$sample" --peer "$boot" --data-dir "$tmp/client" -o "$tmp/grid8.npy" \
   >"$tmp/drain.out" 2>"$tmp/drain.err" </dev/null &
@@ -198,8 +207,25 @@ wait "$pid_drainer"
 [ $? -eq 0 ] || fail "the draining provider exited non-zero"
 grep -q '"event":"stopped","handed_back":1' "$tmp/drainer.log" || fail "the drainer did not report handing back 1 job: $(tail -2 "$tmp/drainer.log")"
 
+# ---- 6c. SIGINT during a running job: the job finishes here and its client gets the result
+start_provider slowpoke --fault slow --peer "$boot" --price 0.00001 || exit 1
+sleep 0.3
+"$bin" run "$model" "$sample" --peer "$boot" --data-dir "$tmp/client" -o "$tmp/grid9.npy" \
+  >"$tmp/sigint.out" 2>"$tmp/sigint.err" </dev/null &
+client=$!
+wait_for_job slowpoke || fail "the slow provider never got the job"
+kill -INT "$pid_slowpoke"
+wait "$client"
+code=$?
+[ "$code" -eq 0 ] || fail "run whose provider got SIGINT mid-job exited $code: $(cat "$tmp/sigint.err")"
+cmp -s "$tmp/local.npy" "$tmp/grid9.npy" || fail "result of the drained job differs from --local"
+wait "$pid_slowpoke"
+[ $? -eq 0 ] || fail "the provider stopped with SIGINT exited non-zero"
+grep -q '"event":"stopped","handed_back":0' "$tmp/slowpoke.log" || fail "the drained provider handed its job back instead of finishing it: $(tail -2 "$tmp/slowpoke.log")"
+grep -q '"event":"job_done"' "$tmp/slowpoke.log" || fail "the drained provider did not finish its job"
+
 # ---- 7. a corrupting provider is caught with --redundancy 2, loses reputation, gets no more bids
-start_provider liar --peer "$boot" --fault corrupt --price 0.00001 || exit 1
+start_provider liar --fault corrupt --peer "$boot" --price 0.00001 || exit 1
 sleep 0.3
 run_grid liar --peer "$boot" --redundancy 2 -o "$tmp/grid6.npy" --json
 if [ "$code" -eq 0 ]; then
@@ -229,7 +255,7 @@ for _ in $(seq 1 40); do
   paid="$("$bin" ledger balance --data-dir "$tmp/client" --json |
     python3 -c 'import json,sys; me=sys.argv[1]; print(round(sum(e["paid"] for e in json.load(sys.stdin) if e["node_id"]==me)*1e6))' "$client_id")"
   earned=0
-  for n in p0 p1 p2 p3 p4 victim crasher staller drainer liar; do
+  for n in p0 p1 p2 p3 p4 victim crasher staller drainer slowpoke liar; do
     [ -d "$tmp/$n" ] || continue
     id="$("$bin" identity show --data-dir "$tmp/$n" --json | sed -n 's/.*"node_id":"\([^"]*\)".*/\1/p')"
     e="$("$bin" ledger balance --data-dir "$tmp/$n" --json 2>/dev/null |

@@ -1,0 +1,144 @@
+// gpugrid-faulty: test tool for the reliability tests (built with the tests, never installed).
+//
+//   gpugrid-faulty FAULT offer [FLAGS...]   `gpugrid offer` with a misbehaving provider, FAULT
+//                                           one of corrupt, stall, crash, slow
+//                                           (actors/testing/faulty_provider.h)
+//   gpugrid-faulty attack flood-peers URL N [SILENT_PORT]
+//                                           one PeerExchange of N fake peers (at 127.0.0.1 on
+//                                           SILENT_PORT, default 9: nobody answers)
+//   gpugrid-faulty attack hold-slots URL N SECONDS
+//                                           one identity opens N connections and holds them
+//   gpugrid-faulty attack announce URL N MB SECONDS
+//                                           N connections each announce an MB upload, send one
+//                                           chunk and hold
+// An attack prints what it achieved as one line ("opened 4 of 50") and exits 0.
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actors/testing/faulty_provider.h"
+#include "cli/command_table.h"
+#include "cli/commands.h"
+#include "net/chunker.h"
+#include "net/hash.h"
+#include "net/identity.h"
+#include "net/transport.h"
+
+namespace {
+
+using namespace gpugrid;
+
+net::transport_handlers discard() {
+  net::transport_handlers h;
+  h.on_message = [](net::inbound_ptr in) { in->release(); };
+  return h;
+}
+
+std::unique_ptr<net::transport> make_transport(const net::identity& id) {
+  net::transport_options o;
+  o.session_mac = true;
+  o.max_per_identity = 1 << 20;  // the attacker's own side sets no limit
+  o.max_connections = 1 << 20;
+  auto t = net::transport::create(id, o, discard());
+  if (!t) {
+    std::fprintf(stderr, "gpugrid-faulty: %s\n", t.error().message().c_str());
+    std::exit(1);
+  }
+  return std::move(t).value();
+}
+
+int attack(int argc, char** argv) {
+  if (argc < 5) return 2;
+  std::string kind = argv[2], url = argv[3];
+  long n = std::atol(argv[4]);
+  auto id = net::identity::generate();
+  auto t = make_transport(id);
+  if (kind == "flood-peers") {
+    int port = argc > 5 ? std::atoi(argv[5]) : 9;
+    auto c = t->connect_sync(url);
+    if (!c) {
+      std::printf("no connection: %s\n", c.error().message().c_str());
+      return 0;
+    }
+    net::peer_exchange px;
+    for (long i = 0; i < n; ++i) {
+      net::peer_info p;
+      auto fake = net::identity::generate();
+      p.node_key = fake.public_key();
+      p.url = "ws://127.0.0.1:" + std::to_string(port) + "/" + std::to_string(i);
+      p.last_seen_ms = 0;
+      p.role = net::node_role::provider;
+      px.peers.push_back(std::move(p));
+    }
+    auto r = (*c)->send(px);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::printf("sent %ld fake peers: %s\n", n, net::to_string(r));
+    t->stop();
+    return 0;
+  }
+  if (kind == "hold-slots" && argc >= 6) {
+    int seconds = std::atoi(argv[5]);
+    std::vector<net::connection_ptr> held;
+    for (long i = 0; i < n; ++i) {
+      auto c = t->connect_sync(url);
+      if (c) held.push_back(*c);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    size_t open = 0;
+    for (auto& c : held) open += c->is_open() ? 1 : 0;
+    std::printf("opened %zu of %ld\n", open, n);
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    t->stop();
+    return 0;
+  }
+  if (kind == "announce" && argc >= 7) {
+    uint64_t bytes = static_cast<uint64_t>(std::atol(argv[5])) << 20;
+    int seconds = std::atoi(argv[6]);
+    std::vector<std::unique_ptr<net::transport>> ts;
+    std::vector<net::connection_ptr> held;
+    for (long i = 0; i < n; ++i) {
+      ts.push_back(make_transport(net::identity::generate()));
+      auto c = ts.back()->connect_sync(url);
+      if (!c) continue;
+      std::string one(64 << 10, static_cast<char>(i));
+      net::model_put plan = net::plan_transfer(net::blake2b_256(one), bytes, 64 << 10, net::job_id{});
+      (void)(*c)->send(plan);
+      (void)(*c)->send(net::chunk_at(plan, one, 0));
+      held.push_back(*c);
+    }
+    std::printf("announced %zu uploads of %ld MiB, 64 KiB sent each\n", held.size(), std::atol(argv[5]));
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    for (auto& tr : ts) tr->stop();
+    return 0;
+  }
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "attack") {
+    int code = attack(argc, argv);
+    if (code == 2) std::fprintf(stderr, "gpugrid-faulty: bad attack arguments (see tests/faulty_offer_main.cc)\n");
+    return code;
+  }
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: gpugrid-faulty corrupt|stall|crash|slow offer [FLAGS...] | attack KIND URL ...\n");
+    return 2;
+  }
+  auto f = grid::testing::parse_fault(argv[1]);
+  if (!f) {
+    std::fprintf(stderr, "gpugrid-faulty: '%s' is not a fault (corrupt, stall, crash, slow)\n", argv[1]);
+    return 2;
+  }
+  cli::offer_provider_factory() = [f = *f](grid::keypair k, std::shared_ptr<grid::model_cache> c,
+                                           grid::provider_options p, std::shared_ptr<ledger::ledger_file> l) {
+    return std::make_shared<grid::testing::faulty_provider>(k, std::move(c), std::move(p), std::move(l), f);
+  };
+  std::vector<char*> args{argv[0]};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  return cli::dispatch(static_cast<int>(args.size()), args.data());
+}
