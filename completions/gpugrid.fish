@@ -57,31 +57,37 @@ function __gpugrid_positional
 end
 
 # Files for the word being completed, preferring those with the given extensions (and
-# folders); every file when none matches.
+# folders); every file when none matches. fish's own file completion does the matching, so ~,
+# escaped spaces and quotes work as everywhere else. NAME=FILE completes the file after '='.
 function __gpugrid_files
-    set -l cur (commandline -ct)
-    set -l all $cur*
+    set -l token (commandline -ct)
+    set -l name ''
+    if string match -qr -- '^[^-/~=][^/=]*=' $token
+        set name (string replace -r -- '=.*' '=' $token)
+        set token (string replace -r -- '^[^=]*=' '' $token)
+    end
+    # A command without completions gets fish's default: file names.
+    set -l all (complete -C"__gpugrid_no_such_command $token" | string replace -r -- '\t.*' '')
     set -l found
-    if test (count $all) -gt 0
-        for ext in $argv
-            set -a found (string match -- "*.$ext" $all)
-        end
+    for ext in $argv
+        set -a found (string match -- "*.$ext" $all)
     end
     if test (count $found) -gt 0
-        for d in $cur*/
-            set -a found $d
-        end
+        set -a found (string match -- '*/' $all)
     else
-        for f in $all
-            if test -d $f
-                set -a found $f/
-            else
-                set -a found $f
-            end
-        end
+        set found $all
     end
     for f in $found
-        echo $f
+        echo $name$f
+    end
+end
+
+# ws://, wss:// and the configured peers (config.toml or GPUGRID_PEERS).
+function __gpugrid_peer_urls
+    echo ws://
+    echo wss://
+    if command -q gpugrid
+        command gpugrid config show --json 2>/dev/null | string match -r -g -- '"peers":\[([^]]*)\]' | string split , | string trim -c '"'
     end
 end
 
@@ -95,6 +101,7 @@ complete -c gpugrid -f
 # Commands and the flags before them.
 complete -c gpugrid -n '__gpugrid_no_command' -a offer -d 'sell this machine\'s GPU (or CPU) time: serve jobs until SIGINT or SIGTERM'
 complete -c gpugrid -n '__gpugrid_no_command' -a run -d 'run one inference on the grid (or, with --local, in this process)'
+complete -c gpugrid -n '__gpugrid_no_command' -a serve -d 'serve models over HTTP (Open Inference Protocol v2) until SIGINT or SIGTERM'
 complete -c gpugrid -n '__gpugrid_no_command' -a peers -d 'list the providers reachable through the bootstrap peers'
 complete -c gpugrid -n '__gpugrid_no_command' -a inspect -d 'show a model\'s inputs, outputs, ops, backend support and FLOPs'
 complete -c gpugrid -n '__gpugrid_no_command' -a selftest -d 'run ONNX backend node test cases on a backend'
@@ -102,30 +109,37 @@ complete -c gpugrid -n '__gpugrid_no_command' -a bench -d 'measure the engine\'s
 complete -c gpugrid -n '__gpugrid_no_command' -a ledger -d 'show, verify or total the hash-chained ledger of paid jobs'
 complete -c gpugrid -n '__gpugrid_no_command' -a identity -d 'show this node\'s Ed25519 identity, or make a new one'
 complete -c gpugrid -n '__gpugrid_no_command' -a wallet -d 'the chain wallet and payment channels: show, new, balance, deposit, withdraw, channels, voucher, redeem'
-complete -c gpugrid -n '__gpugrid_no_command' -a completion -d 'print a shell completion script (bash, zsh or fish)'
+complete -c gpugrid -n '__gpugrid_no_command' -a config -d 'show the settings in effect, the config file\'s path, or set one setting'
+complete -c gpugrid -n '__gpugrid_no_command' -a completion -d 'print a shell completion script (bash, zsh or fish) and how to install it'
+complete -c gpugrid -n '__gpugrid_no_command' -a version -d 'print the version'
 complete -c gpugrid -n '__gpugrid_no_command' -a help -d 'show the help of a command'
 complete -c gpugrid -n '__gpugrid_no_command' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_no_command' -l version -d 'print the version and exit'
+complete -c gpugrid -n '__gpugrid_no_command' -s V -l version -d 'print the version and exit'
+complete -c gpugrid -n '__gpugrid_no_command' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_no_command' -s v -l verbose -d 'also print debug lines'
 
 # offer
 complete -c gpugrid -n '__gpugrid_command_is offer' -s h -l help -d 'print this help and exit'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l listen -x -d 'address to accept peers on (default 0.0.0.0:7447; port 0 picks a free one)'
-complete -c gpugrid -n '__gpugrid_command_is offer' -l peer -x -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces GPUGRID_PEERS and the peers in config.toml'
+complete -c gpugrid -n '__gpugrid_command_is offer' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l device -x -a 'auto cpu cuda' -d 'the device to offer (default auto: the GPU if there is one, else the CPU)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l price -x -d 'credits asked per GFLOP when idle (default: price in config.toml, else 0.001)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l slots -x -d 'jobs run at once (default 1)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l max-model-mb -x -d 'the largest model accepted, in MiB (default 1024)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l max-memory -x -d 'MiB of loaded models kept in memory; least recently used ones are unloaded (default 4 x --max-model-mb)'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is offer' -l tls-cert -r -F -d 'TLS certificate (PEM) to serve wss:// with; needs --tls-key'
+complete -c gpugrid -n '__gpugrid_command_is offer' -l tls-cert -r -F -d 'TLS certificate (PEM) to serve wss:// with; give --tls-key too'
 complete -c gpugrid -n '__gpugrid_command_is offer' -l tls-key -r -F -d 'TLS private key (PEM) of --tls-cert'
-complete -c gpugrid -n '__gpugrid_command_is offer' -l json -d 'print the node id, URL and events as one JSON object per line'
+complete -c gpugrid -n '__gpugrid_command_is offer' -l json -d 'print the node id, URL and events on stdout as JSON Lines (one object per event, with "event" and "time")'
+complete -c gpugrid -n '__gpugrid_command_is offer' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is offer' -s v -l verbose -d 'also print debug lines'
 
 # run
 complete -c gpugrid -n '__gpugrid_command_is run' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is run' -s o -l output -r -F -d 'write the first output to FILE (.npy, .pb or raw bytes, by extension); - is stdout'
+complete -c gpugrid -n '__gpugrid_command_is run' -s o -l output -r -F -d 'write the first output to FILE (.npy, .pb or raw bytes, by extension or --output-format); - is stdout (never a terminal)'
+complete -c gpugrid -n '__gpugrid_command_is run' -l output-format -x -a 'npy pb raw' -d 'the format of -o FILE or of stdout: npy, pb (TensorProto) or raw bytes'
 complete -c gpugrid -n '__gpugrid_command_is run' -l output-dir -x -a '(__fish_complete_directories)' -d 'write every output as DIR/<name>.npy'
-complete -c gpugrid -n '__gpugrid_command_is run' -l peer -x -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces GPUGRID_PEERS and the peers in config.toml'
+complete -c gpugrid -n '__gpugrid_command_is run' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is run' -l local -d 'run in this process, with no grid at all'
 complete -c gpugrid -n '__gpugrid_command_is run' -l redundancy -x -d 'run on K distinct providers and compare the results (default 1)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l max-price -x -d 'the most to pay for the job, in credits (default: no limit)'
@@ -134,20 +148,55 @@ complete -c gpugrid -n '__gpugrid_command_is run' -l device -x -a 'auto cpu cuda
 complete -c gpugrid -n '__gpugrid_command_is run' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is run' -l json -d 'print one JSON object: outputs, providers, verification and timing'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files onnx)' -d 'MODEL'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
+complete -c gpugrid -n '__gpugrid_command_is run' -l json -d 'print one JSON object: outputs (with their values), providers, verification and timing'
+complete -c gpugrid -n '__gpugrid_command_is run' -l batch -x -d 'run many jobs: SOURCE is a folder of input files, a list file (one job per line: FILE or NAME=FILE ...), or - for NDJSON on stdin ({"NAME": "FILE", ...} per line); needs --output-dir'
+complete -c gpugrid -n '__gpugrid_command_is run' -l in-flight -x -d 'batch jobs running at once (default: 2 per provider)'
+complete -c gpugrid -n '__gpugrid_command_is run' -l attempts -x -d 'tries per batch job before it is listed as failed (default 3)'
+complete -c gpugrid -n '__gpugrid_command_is run' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is run' -s v -l verbose -d 'also print debug lines'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' -a '(__gpugrid_files onnx)' -d 'MODEL'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
+
+# serve
+complete -c gpugrid -n '__gpugrid_command_is serve' -s h -l help -d 'print this help and exit'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l listen -x -d 'address to serve HTTP on (default 127.0.0.1:8080; port 0 picks a free one; anything but loopback needs API keys)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l models -x -a '(__fish_complete_directories)' -d 'the model repository: its .onnx files are the models, reloaded when they change (default .)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l local -d 'run requests on this process\'s engine, with no grid at all'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l device -x -a 'auto cpu cuda' -d 'the device for --local and the embedded local grid (default auto)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l workers -x -d 'requests run at once (default 4)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l api-key-file -r -F -d 'bearer-token API keys, one per line (added to [serve] api_keys of config.toml); with any key every request but the health checks needs one'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l rate-limit -x -d 'requests per second per API key (default: no limit)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l rate-burst -x -d 'requests one key may send at once before the rate applies (default: R)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l max-body-mb -x -d 'largest request body in MiB (default 64)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l max-model-mb -x -d 'largest model file served, in MiB (default 1024)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l header-timeout -x -d 'seconds a client has to send a request\'s header, and the longest idle keep-alive (default 10)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l body-timeout -x -d 'seconds a client has to send a request\'s body (default 30)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l tls-cert -r -F -d 'TLS certificate (PEM) to serve https with; needs --tls-key'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l tls-key -r -F -d 'TLS private key (PEM) of --tls-cert'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l redundancy -x -d 'run each request on K distinct providers and compare (default 1)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l max-price -x -d 'the most to pay per request, in credits (default: no limit)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l timeout -x -d 'seconds per execution attempt on a provider (default 60)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
+complete -c gpugrid -n '__gpugrid_command_is serve' -l json -d 'print the URL and state as one JSON object'
+complete -c gpugrid -n '__gpugrid_command_is serve' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is serve' -s v -l verbose -d 'also print debug lines'
 
 # peers
 complete -c gpugrid -n '__gpugrid_command_is peers' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is peers' -l peer -x -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat for more; replaces GPUGRID_PEERS and the peers in config.toml'
+complete -c gpugrid -n '__gpugrid_command_is peers' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is peers' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is peers' -l json -d 'print one JSON object per provider'
+complete -c gpugrid -n '__gpugrid_command_is peers' -l json -d 'print one JSON array, one provider per line'
+complete -c gpugrid -n '__gpugrid_command_is peers' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is peers' -s v -l verbose -d 'also print debug lines'
 
 # inspect
 complete -c gpugrid -n '__gpugrid_command_is inspect' -s h -l help -d 'print this help and exit'
 complete -c gpugrid -n '__gpugrid_command_is inspect' -l device -x -a 'auto cpu cuda' -d 'also show which ops this device runs and which fall back to the CPU (default cpu)'
 complete -c gpugrid -n '__gpugrid_command_is inspect' -l json -d 'print one JSON object'
+complete -c gpugrid -n '__gpugrid_command_is inspect' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is inspect' -s v -l verbose -d 'also print debug lines'
 complete -c gpugrid -n '__gpugrid_command_is inspect; and __gpugrid_positional 0 --device' -a '(__gpugrid_files onnx)' -d 'MODEL'
 
 # selftest
@@ -158,7 +207,8 @@ complete -c gpugrid -n '__gpugrid_command_is selftest' -l filter -x -d 'run only
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is selftest' -l json -d 'print one JSON object with every case\'s result'
-complete -c gpugrid -n '__gpugrid_command_is selftest' -l verbose -d 'print every case, not only the failures'
+complete -c gpugrid -n '__gpugrid_command_is selftest' -s v -l verbose -d 'print every case, not only the failures'
+complete -c gpugrid -n '__gpugrid_command_is selftest' -s q -l quiet -d 'print no notes, only warnings and errors'
 
 # bench
 complete -c gpugrid -n '__gpugrid_command_is bench' -s h -l help -d 'print this help and exit'
@@ -169,24 +219,32 @@ complete -c gpugrid -n '__gpugrid_command_is bench' -l profile -d 'time every op
 complete -c gpugrid -n '__gpugrid_command_is bench' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l json -d 'print one JSON object (median, p90, peak memory)'
+complete -c gpugrid -n '__gpugrid_command_is bench' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is bench' -s v -l verbose -d 'also print debug lines'
 complete -c gpugrid -n '__gpugrid_command_is bench; and __gpugrid_positional 0 --device --iterations --warmup --threads --precision' -a '(__gpugrid_files onnx)' -d 'MODEL'
 complete -c gpugrid -n '__gpugrid_command_is bench; and __gpugrid_positional 1+ --device --iterations --warmup --threads --precision' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
 
 # ledger
 complete -c gpugrid -n '__gpugrid_command_is ledger' -s h -l help -d 'print this help and exit'
 complete -c gpugrid -n '__gpugrid_command_is ledger' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is ledger' -l json -d 'print JSON'
-complete -c gpugrid -n '__gpugrid_command_is ledger; and __gpugrid_positional 0 --data-dir' -a 'show verify balance' -d 'ACTION'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -l limit -x -d 'show: only the newest N receipts'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -l since -x -d 'show: only receipts finished at or after TIME (2026-12-01, 2026-12-01T10:00:00Z, or an age: 30m, 12h, 7d)'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -l json -d 'print JSON (show and balance: an array, one entry per line)'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is ledger' -s v -l verbose -d 'also print debug lines'
+complete -c gpugrid -n '__gpugrid_command_is ledger; and __gpugrid_positional 0 --data-dir --limit --since' -a 'show verify balance' -d 'ACTION'
 
 # identity
 complete -c gpugrid -n '__gpugrid_command_is identity' -s h -l help -d 'print this help and exit'
 complete -c gpugrid -n '__gpugrid_command_is identity' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the identity key, ledger and model cache (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
-complete -c gpugrid -n '__gpugrid_command_is identity' -l json -d 'print JSON'
+complete -c gpugrid -n '__gpugrid_command_is identity' -l json -d 'print one JSON object'
+complete -c gpugrid -n '__gpugrid_command_is identity' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is identity' -s v -l verbose -d 'also print debug lines'
 complete -c gpugrid -n '__gpugrid_command_is identity; and __gpugrid_positional 0 --data-dir' -a 'show new' -d 'ACTION'
 
 # wallet
 complete -c gpugrid -n '__gpugrid_command_is wallet' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is wallet' -l chain-rpc -x -d 'the chain\'s JSON-RPC endpoint (default: GPUGRID_CHAIN_RPC, else rpc in DATA_DIR/chain.toml)'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -l chain-rpc -x -a '(__gpugrid_peer_urls)' -d 'the chain\'s JSON-RPC endpoint (default: GPUGRID_CHAIN_RPC, else rpc in DATA_DIR/chain.toml)'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l contract -x -d 'the payment-channel contract (default: GPUGRID_CHAIN_CONTRACT or chain.toml)'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l chain-id -x -d 'refuse an endpoint that serves another chain'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l max-fee -x -d 'the most to pay per gas, in gwei (default 500); above it nothing is sent'
@@ -202,12 +260,33 @@ complete -c gpugrid -n '__gpugrid_command_is wallet' -l rpc-timeout -x -d 'secon
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l wait -x -d 'seconds to wait for a sent transaction\'s receipt and confirmations (default 120); when they run out the transaction may still be mined: its hash is printed'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l data-dir -x -a '(__fish_complete_directories)' -d 'folder for the wallet key and chain.toml (default: data_dir in config.toml, else $XDG_DATA_HOME/gpugrid, else ~/.local/share/gpugrid)'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l json -d 'print JSON'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is wallet' -s v -l verbose -d 'also print debug lines'
 complete -c gpugrid -n '__gpugrid_command_is wallet; and __gpugrid_positional 0 --chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir' -a 'show new balance deposit withdraw channels voucher redeem:{show,new,balance,deposit,withdraw,channels,voucher,redeem}' -d 'ACTION'
+
+# config
+complete -c gpugrid -n '__gpugrid_command_is config' -s h -l help -d 'print this help and exit'
+complete -c gpugrid -n '__gpugrid_command_is config' -l json -d 'print one JSON object'
+complete -c gpugrid -n '__gpugrid_command_is config' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is config' -s v -l verbose -d 'also print debug lines'
+complete -c gpugrid -n '__gpugrid_command_is config; and __gpugrid_positional 0' -a 'show path set' -d 'ACTION'
+complete -c gpugrid -n '__gpugrid_command_is config; and __gpugrid_positional 1' -a 'peers price device slots listen data_dir max_model_mb' -d 'KEY'
 
 # completion
 complete -c gpugrid -n '__gpugrid_command_is completion' -s h -l help -d 'print this help and exit'
+complete -c gpugrid -n '__gpugrid_command_is completion' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is completion' -s v -l verbose -d 'also print debug lines'
 complete -c gpugrid -n '__gpugrid_command_is completion; and __gpugrid_positional 0' -a 'bash zsh fish' -d 'SHELL'
+
+# version
+complete -c gpugrid -n '__gpugrid_command_is version' -s h -l help -d 'print this help and exit'
+complete -c gpugrid -n '__gpugrid_command_is version' -l json -d 'print one JSON object'
+complete -c gpugrid -n '__gpugrid_command_is version' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is version' -s v -l verbose -d 'also print debug lines'
 
 # help
 complete -c gpugrid -n '__gpugrid_command_is help' -s h -l help -d 'print this help and exit'
-complete -c gpugrid -n '__gpugrid_command_is help; and __gpugrid_positional 0' -a 'offer run peers inspect selftest bench ledger identity wallet completion help' -d 'COMMAND'
+complete -c gpugrid -n '__gpugrid_command_is help' -l man -d 'print the manual page (roff) of every command'
+complete -c gpugrid -n '__gpugrid_command_is help' -s q -l quiet -d 'print no notes, only warnings and errors'
+complete -c gpugrid -n '__gpugrid_command_is help' -s v -l verbose -d 'also print debug lines'
+complete -c gpugrid -n '__gpugrid_command_is help; and __gpugrid_positional 0' -a 'offer run serve peers inspect selftest bench ledger identity wallet config completion version help' -d 'COMMAND'
