@@ -101,7 +101,7 @@ TEST_CASE("the model cache checks hashes, evicts least recently used, survives r
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("a signed dispute costs far more than a job earns; timeouts cool a provider down", "[grid]") {
+TEST_CASE("a signed dispute costs far more than a job earns, and timeouts cool a provider down", "[grid]") {
   std::string dir = temp_dir("rep2");
   std::filesystem::create_directories(dir);
   auto book = reputation_book::load(dir);

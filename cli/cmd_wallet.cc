@@ -312,9 +312,9 @@ void wallet_flags(CLI::App& sub, parsed_options&) {
                  "channel with --provider (or top up --channel); withdraw: take back the unredeemed rest of an expired "
                  "channel; channels: the channels of this wallet; voucher: sign a payment (client); redeem: cash a "
                  "voucher (provider)")
-      ->type_name("show|new|balance|deposit|withdraw|channels|voucher|redeem")
+      ->type_name("")  // the eight actions are named in the description; a list here would not wrap
       ->required()
-      ->check(CLI::IsMember(actions));
+      ->check(CLI::IsMember(actions).description(""));
   sub.add_option("--chain-rpc", v.chain_rpc,
                  "the chain's JSON-RPC endpoint (default: GPUGRID_CHAIN_RPC, else rpc in DATA_DIR/chain.toml)")
       ->type_name("URL");

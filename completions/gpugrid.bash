@@ -158,7 +158,7 @@ _gpugrid_positional_kind() {
       ;;
     wallet)
       case "$2" in
-        0) echo 'choice show new balance deposit withdraw channels voucher redeem:{show,new,balance,deposit,withdraw,channels,voucher,redeem}' ;;
+        0) echo 'text' ;;
         *) echo none ;;
       esac
       ;;

@@ -262,7 +262,6 @@ complete -c gpugrid -n '__gpugrid_command_is wallet' -l data-dir -x -a '(__fish_
 complete -c gpugrid -n '__gpugrid_command_is wallet' -l json -d 'print JSON'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -s q -l quiet -d 'print no notes, only warnings and errors'
 complete -c gpugrid -n '__gpugrid_command_is wallet' -s v -l verbose -d 'also print debug lines'
-complete -c gpugrid -n '__gpugrid_command_is wallet; and __gpugrid_positional 0 --chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir' -a 'show new balance deposit withdraw channels voucher redeem:{show,new,balance,deposit,withdraw,channels,voucher,redeem}' -d 'ACTION'
 
 # config
 complete -c gpugrid -n '__gpugrid_command_is config' -s h -l help -d 'print this help and exit'

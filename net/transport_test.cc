@@ -735,7 +735,7 @@ TEST_CASE("idle connections live on keep-alive pings, and a silent peer is dropp
   CHECK(std::holds_alternative<bid>(reply->msg()));
 }
 
-TEST_CASE("one identity cannot take every connection slot; new peers and /metrics still get in", "[net][transport]") {
+TEST_CASE("one identity cannot take every connection slot, and new peers and /metrics still get in", "[net][transport]") {
   transport_options so = fast_options();
   so.max_connections = 5;
   so.max_per_identity = 2;

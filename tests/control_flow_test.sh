@@ -47,7 +47,7 @@ done < <("$py" "$src/tests/models/compare.py" --list "$work/m/manifest.json")
 while IFS=$'\t' read -r file fragment inputs; do
   [ -n "$file" ] || continue
   read -r -a files <<< "$inputs"
-  timeout 60 "$bin" run --local "$work/m/bad/$file" "${files[@]}" -o "$work/bad.npy" >/dev/null 2>"$work/bad.err"
+  timeout 60 "$bin" run --local --device cpu "$work/m/bad/$file" "${files[@]}" -o "$work/bad.npy" >/dev/null 2>"$work/bad.err"
   rc=$?
   lines=$(wc -l < "$work/bad.err")
   if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$fragment" "$work/bad.err"; then

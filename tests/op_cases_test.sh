@@ -64,7 +64,7 @@ done < <("$py" "$models/compare.py" --list "$work/cases/manifest.json")
 # Bad input: a MatMulNBits whose blocks do not cover K is one line on stderr and exit 2.
 bad="$src/tests/fuzz/corpus/fuzz_model_loader/matmul_nbits_bad_blocks.onnx"
 "$py" -c "import numpy as np, sys; np.save(sys.argv[1], np.ones((1, 64), np.float32))" "$work/x64.npy"
-"$bin" run --local "$bad" "$work/x64.npy" >"$work/bad.out" 2>"$work/bad.err"
+"$bin" run --local --device cpu "$bad" "$work/x64.npy" >"$work/bad.out" 2>"$work/bad.err"
 rc=$?
 if [ $rc -eq 2 ] && [ "$(wc -l < "$work/bad.err")" -eq 1 ] && grep -q "does not hold N=8 columns" "$work/bad.err"; then
   echo "PASS matmul_nbits_bad_blocks (exit 2: $(cat "$work/bad.err"))"
