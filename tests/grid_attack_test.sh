@@ -7,50 +7,11 @@
 #   3. announced 1000 MiB uploads with one chunk sent: the provider holds only what arrived.
 # Usage: tests/grid_attack_test.sh path/to/gpugrid path/to/source
 # GPUGRID_ATTACK_ROUNDS: runs after the flood (default 3).
-set -uo pipefail
-bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-src="$2"
+source "$2/tests/lib/loopback_grid.sh" "$@"
 faulty="$(dirname "$bin")/gpugrid-faulty"
 [ -x "$faulty" ] || { echo "SKIP: $faulty is not built (configure with -DGPUGRID_TESTS=ON)"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: python3 (for a silent listener) is missing"; exit 77; }
-tmp="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" HOME="$tmp/home"
-unset GPUGRID_PEERS
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-model="$src/examples/digits/digits.onnx"
-sample="$src/examples/digits/sample_0.npy"
 
-start_provider() {
-  local name="$1"
-  shift
-  "$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/$name" --json "$@" >"$tmp/$name.log" 2>"$tmp/$name.err" &
-  local pid=$!
-  pids+=("$pid")
-  local url=""
-  for _ in $(seq 1 100); do
-    url="$(sed -n 's/.*"event":"listening".*"url":"\([^"]*\)".*/\1/p' "$tmp/$name.log" 2>/dev/null | head -1)"
-    [ -n "$url" ] && break
-    sleep 0.05
-  done
-  [ -n "$url" ] || { fail "provider $name did not start: $(cat "$tmp/$name.err")"; return 1; }
-  printf -v "url_$name" '%s' "$url"
-  printf -v "pid_$name" '%s' "$pid"
-  printf -v "port_$name" '%s' "${url##*:}"
-}
-metric() {
-  local port_var="port_$1"
-  local body
-  body="$(exec 3<>"/dev/tcp/127.0.0.1/${!port_var}" && printf 'GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n' >&3 && cat <&3)"
-  printf '%s\n' "$body" | tr -d '\r' | awk -v k="$2" '$1 == k { print $2 }'
-}
 rss_mb() { awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/$1/status"; }
 now_ms() { date +%s%3N; }
 # run_timed NAME: a grid run through boot; sets code and ms.

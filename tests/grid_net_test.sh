@@ -3,23 +3,7 @@
 # bootstrap peer, `gpugrid run --peer` jobs, model caching, failover after SIGKILL and after a
 # stall, a corrupting provider caught by redundancy, receipts in both sides' ledgers, metrics.
 # Usage: tests/grid_net_test.sh path/to/gpugrid path/to/source
-set -uo pipefail
-bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-src="$2"
-tmp="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" HOME="$tmp/home"
-unset GPUGRID_PEERS
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-model="$src/examples/digits/digits.onnx"
-sample="$src/examples/digits/sample_0.npy"
+source "$2/tests/lib/loopback_grid.sh" "$@"
 
 # Misbehaving providers are a test double: gpugrid-faulty (built with the tests, beside gpugrid).
 faulty="$(dirname "$bin")/gpugrid-faulty"
@@ -54,16 +38,7 @@ start_provider() {
 }
 
 # alive PID: the process runs (a zombie does not count).
-alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
 
-# metric NAME KEY: the value of one metric from the provider's GET /metrics (same port).
-metric() {
-  local port_var="port_$1"
-  local port="${!port_var}"
-  local body
-  body="$(exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n' >&3 && cat <&3)"
-  printf '%s\n' "$body" | tr -d '\r' | awk -v k="$2" '$1 == k { print $2 }'
-}
 
 # wait_for_job NAME: waits up to 5 s until the provider holds a job; fails otherwise.
 wait_for_job() {

@@ -7,23 +7,7 @@
 # Usage: tests/ledger_reliability_test.sh path/to/gpugrid path/to/source
 # LEDGER_PARALLEL_RUNS (default 4) and LEDGER_KILL_ROUNDS (default 3) scale it up
 # (bench/ledger_faults.sh runs the long version).
-set -uo pipefail
-bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-src="$2"
-tmp="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" HOME="$tmp/home"
-unset GPUGRID_PEERS
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-model="$src/examples/digits/digits.onnx"
-sample="$src/examples/digits/sample_0.npy"
+source "$2/tests/lib/loopback_grid.sh" "$@"
 record=421  # bytes of one ledger record (ledger/ledger.cc)
 par="${LEDGER_PARALLEL_RUNS:-4}"
 rounds="${LEDGER_KILL_ROUNDS:-3}"
@@ -56,7 +40,6 @@ start_provider() {
   printf -v "url_$name" '%s' "$url"
   printf -v "pid_$name" '%s' "$pid"
 }
-alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 stop() { kill -"${2:-TERM}" "$1" 2>/dev/null; for _ in $(seq 1 100); do alive "$1" || return 0; sleep 0.05; done; kill -9 "$1" 2>/dev/null; }
 
 # run_job NAME DIR ARGS...: one `gpugrid run` with the client data dir DIR; sets $code.

@@ -4,22 +4,7 @@
 # multi-process loopback grid where one provider is killed mid-batch: every job is done once
 # and paid once.
 # Usage: tests/serve_batch_test.sh path/to/gpugrid path/to/source
-set -uo pipefail
-bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-src="$2"
-tmp="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" HOME="$tmp/home"
-unset GPUGRID_PEERS
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-model="$src/examples/digits/digits.onnx"
+source "$2/tests/lib/loopback_grid.sh" "$@"
 
 # 40 inputs: the five samples, eight copies each under distinct names.
 mkdir -p "$tmp/in"
@@ -80,22 +65,6 @@ echo '{"pixels": 5}' | "$bin" run "$model" --batch - --output-dir "$tmp/out5" >/
 [ $? -eq 2 ] && grep -q "stdin:1" "$tmp/b7.err" || fail "bad NDJSON not refused by line: $(cat "$tmp/b7.err")"
 
 # ---- 4. three providers on loopback, one killed with SIGKILL in the middle of the batch
-start_provider() {
-  local name="$1"
-  shift
-  "$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/$name" --json "$@" >"$tmp/$name.log" 2>"$tmp/$name.err" &
-  local p=$!
-  pids+=("$p")
-  local url=""
-  for _ in $(seq 1 100); do
-    url="$(sed -n 's/.*"event":"listening".*"url":"\([^"]*\)".*/\1/p' "$tmp/$name.log" 2>/dev/null | head -1)"
-    [ -n "$url" ] && break
-    sleep 0.05
-  done
-  [ -n "$url" ] || { fail "provider $name did not start: $(cat "$tmp/$name.err")"; return 1; }
-  printf -v "url_$name" '%s' "$url"
-  printf -v "pid_$name" '%s' "$p"
-}
 start_provider p0 || exit 1
 start_provider p1 --peer "$url_p0" || exit 1
 start_provider p2 --peer "$url_p0" || exit 1
