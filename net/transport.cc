@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "net/handshake.h"
+#include "net/tls_context.h"
 
 namespace gpugrid::net {
 
@@ -1026,15 +1027,7 @@ expected<std::unique_ptr<transport>> transport::create(const identity& self, tra
   if (cert.empty() != key.empty()) return status(error_kind::usage, "--tls-cert and --tls-key must be given together");
   if (!cert.empty()) {
     p->server_tls.emplace(ssl::context::tls_server);
-    p->server_tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                               ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-    error_code ec;
-    p->server_tls->use_certificate_chain_file(cert, ec);
-    if (ec) return invalid_input("--tls-cert '{}': cannot load a PEM certificate: {}", cert, ec.message());
-    p->server_tls->use_private_key_file(key, ssl::context::pem, ec);
-    if (ec) return invalid_input("--tls-key '{}': cannot load a PEM private key: {}", key, ec.message());
-    if (SSL_CTX_check_private_key(p->server_tls->native_handle()) != 1)
-      return invalid_input("--tls-key '{}' does not belong to the certificate in '{}'", key, cert);
+    GG_RETURN_IF_ERROR(configure_server_tls(*p->server_tls, cert, key));
   }
   p->accept_strand.emplace(asio::make_strand(p->ioc));
   p->work.emplace(p->ioc.get_executor());
