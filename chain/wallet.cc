@@ -12,6 +12,7 @@
 
 #include <toml++/toml.h>
 
+#include "base/secret_file.h"
 #include "base/settings.h"
 
 namespace gpugrid::chain {
@@ -19,19 +20,6 @@ namespace gpugrid::chain {
 namespace {
 
 std::string errno_text() { return std::strerror(errno); }
-
-struct fd_closer {
-  int fd = -1;
-  ~fd_closer() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-std::string parent_dir(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
 
 std::string utc_stamp() {
   std::time_t t = std::time(nullptr);
@@ -47,31 +35,13 @@ std::string utc_stamp() {
 std::string wallet_key_path(const std::string& data_dir) { return data_dir + "/wallet.key"; }
 
 expected<secret_key> load_wallet_key(const std::string& path) {
-  fd_closer f;
-  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (f.fd < 0) return io_error("cannot open wallet key file '{}': {}", path, errno_text());
-  struct stat st {};
-  if (::fstat(f.fd, &st) != 0) return io_error("cannot stat wallet key file '{}': {}", path, errno_text());
-  if (!S_ISREG(st.st_mode)) return invalid_input("wallet key file '{}' is not a regular file", path);
-  if ((st.st_mode & 077) != 0)
-    return invalid_input("wallet key file '{}' has permissions {:04o}: group and others must have no access "
-                         "(run: chmod 600 '{}')",
-                         path, st.st_mode & 07777, path);
-  if (st.st_size != 65)
-    return invalid_input("wallet key file '{}' has {} bytes; it holds 64 hex digits and a newline", path,
-                         static_cast<int64_t>(st.st_size));
-  char text[65];
-  size_t got = 0;
-  while (got < sizeof text) {
-    ssize_t r = ::read(f.fd, text + got, sizeof text - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return io_error("cannot read wallet key file '{}': {}", path, r < 0 ? errno_text() : "short read");
-    got += static_cast<size_t>(r);
-  }
+  GG_ASSIGN_OR_RETURN(secret_bytes file,
+                      read_secret_file(path, "wallet key file", 65, "it holds 64 hex digits and a newline"));
+  const char* text = reinterpret_cast<const char*>(file.data());
   std::string what = "wallet key file '" + path + "'";
   if (text[64] != '\n') return invalid_input("{}: does not end with a newline after 64 hex digits", what);
   auto raw = from_hex(std::string_view(text, 64), what);
-  sodium_memzero(text, sizeof text);
+  file.wipe();
   if (!raw) return invalid_input("{}: not 64 hex digits", what);
   auto key = secret_key::from_bytes(raw->data(), raw->size(), what);
   sodium_memzero(raw->data(), raw->size());
@@ -79,38 +49,9 @@ expected<secret_key> load_wallet_key(const std::string& path) {
 }
 
 status save_wallet_key(const secret_key& key, const std::string& path, bool replace) {
-  struct stat st {};
-  if (!replace && ::lstat(path.c_str(), &st) == 0) return io_error("wallet key file '{}' already exists", path);
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  fd_closer f;
-  f.fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (f.fd < 0) return io_error("cannot create '{}': {}", tmp, errno_text());
   std::string text = to_hex(key.raw(), false) + "\n";
-  status s;
-  size_t done = 0;
-  while (s.is_ok() && done < text.size()) {
-    ssize_t w = ::write(f.fd, text.data() + done, text.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) s = io_error("cannot write '{}': {}", tmp, errno_text());
-    else done += static_cast<size_t>(w);
-  }
+  status s = write_secret_file(path, "wallet key file", text.data(), text.size(), replace);
   sodium_memzero(text.data(), text.size());
-  if (s.is_ok() && ::fchmod(f.fd, 0600) != 0) s = io_error("cannot chmod '{}': {}", tmp, errno_text());
-  if (s.is_ok() && ::fsync(f.fd) != 0) s = io_error("cannot fsync '{}': {}", tmp, errno_text());
-  ::close(f.fd);
-  f.fd = -1;
-  if (s.is_ok() && !replace && ::link(tmp.c_str(), path.c_str()) != 0)
-    s = io_error("cannot create wallet key file '{}': {}", path, errno_text());
-  else if (s.is_ok() && replace && ::rename(tmp.c_str(), path.c_str()) != 0)
-    s = io_error("cannot replace wallet key file '{}': {}", path, errno_text());
-  ::unlink(tmp.c_str());
-  if (s.is_ok()) {
-    int d = ::open(parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (d >= 0) {
-      (void)::fsync(d);
-      ::close(d);
-    }
-  }
   return s;
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "base/secret_file.h"
 #include "base/settings.h"
 #include "net/hash.h"
 
@@ -19,39 +20,6 @@ namespace {
 constexpr const char* kKeyFileName = "identity.key";
 
 std::string errno_text() { return std::strerror(errno); }
-
-struct fd_closer {
-  int fd = -1;
-  ~fd_closer() { if (fd >= 0) ::close(fd); }
-};
-
-status write_all(int fd, const uint8_t* p, size_t n, const std::string& path) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return io_error("cannot write '{}': {}", path, errno_text());
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return status::ok();
-}
-
-std::string parent_dir(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-void fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    (void)::fsync(fd);
-    ::close(fd);
-  }
-}
 
 std::string utc_stamp() {
   std::time_t t = std::time(nullptr);
@@ -91,54 +59,18 @@ expected<identity> identity::from_secret_key(const secret_key64& sk, const std::
 }
 
 expected<identity> identity::load(const std::string& path) {
-  fd_closer f;
-  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (f.fd < 0) return io_error("cannot open key file '{}': {}", path, errno_text());
-  struct stat st {};
-  if (::fstat(f.fd, &st) != 0) return io_error("cannot stat key file '{}': {}", path, errno_text());
-  if (!S_ISREG(st.st_mode)) return invalid_input("key file '{}' is not a regular file", path);
-  if ((st.st_mode & 077) != 0)
-    return invalid_input("key file '{}' has permissions {:04o}: group and others must have no access "
-                         "(run: chmod 600 '{}')",
-                         path, st.st_mode & 07777, path);
-  if (st.st_size != 64)
-    return invalid_input("key file '{}' has {} bytes; an Ed25519 key file has exactly 64", path,
-                         static_cast<int64_t>(st.st_size));
+  GG_ASSIGN_OR_RETURN(secret_bytes file,
+                      read_secret_file(path, "key file", 64, "an Ed25519 key file has exactly 64"));
   secret_key64 sk{};
-  size_t got = 0;
-  while (got < sk.size()) {
-    ssize_t r = ::read(f.fd, sk.data() + got, sk.size() - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      sodium_memzero(sk.data(), sk.size());
-      return io_error("cannot read key file '{}': {}", path, r < 0 ? errno_text() : "short read");
-    }
-    got += static_cast<size_t>(r);
-  }
+  std::memcpy(sk.data(), file.data(), sk.size());
+  file.wipe();
   auto id = from_secret_key(sk, "key file '" + path + "'");
   sodium_memzero(sk.data(), sk.size());
   return id;
 }
 
 status identity::save(const std::string& path, bool replace) const {
-  struct stat st {};
-  if (!replace && ::lstat(path.c_str(), &st) == 0) return io_error("key file '{}' already exists", path);
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  fd_closer f;
-  f.fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (f.fd < 0) return io_error("cannot create '{}': {}", tmp, errno_text());
-  status s = write_all(f.fd, secret_key_.data(), secret_key_.size(), tmp);
-  if (s.is_ok() && ::fchmod(f.fd, 0600) != 0) s = io_error("cannot chmod '{}': {}", tmp, errno_text());
-  if (s.is_ok() && ::fsync(f.fd) != 0) s = io_error("cannot fsync '{}': {}", tmp, errno_text());
-  ::close(f.fd);
-  f.fd = -1;
-  if (s.is_ok() && !replace && ::link(tmp.c_str(), path.c_str()) != 0)  // no clobber
-    s = io_error("cannot create key file '{}': {}", path, errno_text());
-  else if (s.is_ok() && replace && ::rename(tmp.c_str(), path.c_str()) != 0)
-    s = io_error("cannot replace key file '{}': {}", path, errno_text());
-  ::unlink(tmp.c_str());  // after link(), or on failure; after rename() it is already gone
-  if (s.is_ok()) fsync_dir(parent_dir(path));
-  return s;
+  return write_secret_file(path, "key file", secret_key_.data(), secret_key_.size(), replace);
 }
 
 std::string identity::node_id() const { return node_id_of(public_key_); }
