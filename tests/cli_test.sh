@@ -318,7 +318,7 @@ else
   port="${url##*:}"
   health="$(curl -s "http://127.0.0.1:$port/healthz")"
   [ "$health" == "ok" ] || fail "GET /healthz answered '$health'"
-  curl -s "http://127.0.0.1:$port/metrics" | grep -q '^gpugrid_' || fail "GET /metrics serves no metrics beside /healthz"
+  grep -q '^gpugrid_' <<<"$(curl -s "http://127.0.0.1:$port/metrics")" || fail "GET /metrics serves no metrics beside /healthz"
   # peers: one JSON document (the issue's json.tool case); the table shows the whole node id.
   run_cli peers --peer "$url" --data-dir "$tmp/client" --json
   json_doc peers

@@ -221,7 +221,9 @@ cmp -s "$tmp/local.npy" "$tmp/grid7.npy" || fail "run after catching the liar go
 bids_after="$(metric liar gpugrid_bids_total)"
 [ "$bids_after" = "$bids_before" ] || fail "the distrusted liar still got bid requests ($bids_before -> $bids_after)"
 "$bin" ledger verify --data-dir "$tmp/client" >/dev/null 2>&1 || fail "client ledger does not verify after the dispute"
-"$bin" ledger show --data-dir "$tmp/client" --json | grep -q '"kind":"dispute"' || fail "no dispute receipt for the liar's signed wrong result"
+# (to a file first: under pipefail, grep -q leaving early would fail the pipeline by SIGPIPE)
+"$bin" ledger show --data-dir "$tmp/client" --json >"$tmp/ledger_show.json"
+grep -q '"kind":"dispute"' "$tmp/ledger_show.json" || fail "no dispute receipt for the liar's signed wrong result"
 
 # ---- 7b. balance: what the client paid equals what the providers earned, by their own ledgers
 client_id="$("$bin" identity show --data-dir "$tmp/client" --json | sed -n 's/.*"node_id":"\([^"]*\)".*/\1/p')"
