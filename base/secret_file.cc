@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 namespace gpugrid {
 
@@ -98,6 +99,25 @@ status write_secret_file(const std::string& path, const std::string& what, const
   ::unlink(tmp.c_str());  // after link(), or on failure; after rename() it is already gone
   if (s.is_ok()) fsync_dir(parent_dir(path));
   return s;
+}
+
+expected<std::string> keep_old_secret_file(const std::string& path, const std::string& what) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return std::string();
+    return io_error("cannot stat {} '{}': {}", what, path, errno_text());
+  }
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+  std::string keep = path + ".old-" + stamp;
+  for (int n = 1; ::lstat(keep.c_str(), &st) == 0; ++n) keep = path + ".old-" + stamp + "-" + std::to_string(n);
+  // link, not rename: until the new file is in place, `path` still holds the old one.
+  if (::link(path.c_str(), keep.c_str()) != 0)
+    return io_error("cannot keep the old {} as '{}': {}", what, keep, errno_text());
+  return keep;
 }
 
 }  // namespace gpugrid

@@ -56,4 +56,9 @@ expected<secret_bytes> read_secret_file(const std::string& path, const std::stri
 status write_secret_file(const std::string& path, const std::string& what, const void* data, size_t n,
                          bool replace);
 
+// Before a secret file is replaced: keeps the current one as a hard link "PATH.old-<UTC time>"
+// (with "-N" added when that name is taken; never overwrites). Returns the kept path, or "" when
+// there is no file at `path`. `what` names the file in errors ("key file").
+expected<std::string> keep_old_secret_file(const std::string& path, const std::string& what);
+
 }  // namespace gpugrid

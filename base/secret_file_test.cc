@@ -107,3 +107,22 @@ TEST_CASE("secret files behind a symlink or not regular are refused", "[base][se
   std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CHECK(got == "untouched");
 }
+
+TEST_CASE("secret_file: the old file is kept under a new name each time, never overwritten", "[base][secret_file]") {
+  secret_temp_dir d;
+  std::string path = d.path + "/k";
+  auto none = keep_old_secret_file(path, "key file");
+  REQUIRE(none);
+  CHECK(none->empty());
+  const char a[4] = {'a', 'a', 'a', 'a'};
+  REQUIRE(write_secret_file(path, "key file", a, sizeof a, false).is_ok());
+  auto first = keep_old_secret_file(path, "key file");
+  auto second = keep_old_secret_file(path, "key file");  // same second: a "-N" suffix
+  REQUIRE(first);
+  REQUIRE(second);
+  CHECK(*first != *second);
+  CHECK(first->rfind(path + ".old-", 0) == 0);
+  auto kept = read_secret_file(*second, "key file", 4, "four");
+  REQUIRE(kept);
+  CHECK(std::memcmp(kept->data(), a, 4) == 0);
+}

@@ -17,21 +17,6 @@
 
 namespace gpugrid::chain {
 
-namespace {
-
-std::string errno_text() { return std::strerror(errno); }
-
-std::string utc_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
-
-}  // namespace
-
 std::string wallet_key_path(const std::string& data_dir) { return data_dir + "/wallet.key"; }
 
 expected<secret_key> load_wallet_key(const std::string& path) {
@@ -75,13 +60,9 @@ expected<secret_key> rotate_wallet_key(const std::string& data_dir, std::string*
   if (old_path) old_path->clear();
   GG_RETURN_IF_ERROR(ensure_data_dir(data_dir));
   std::string path = wallet_key_path(data_dir);
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    std::string keep = path + ".old-" + utc_stamp();
-    if (::link(path.c_str(), keep.c_str()) != 0)
-      return io_error("cannot keep the old wallet key as '{}': {}", keep, errno_text());
-    if (old_path) *old_path = keep;
-  }
+  auto kept = keep_old_secret_file(path, "wallet key file");
+  if (!kept) return kept.error();
+  if (old_path) *old_path = *kept;
   secret_key k = secret_key::generate();
   GG_RETURN_IF_ERROR(save_wallet_key(k, path, /*replace=*/true));
   return k;

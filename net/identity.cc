@@ -21,15 +21,6 @@ constexpr const char* kKeyFileName = "identity.key";
 
 std::string errno_text() { return std::strerror(errno); }
 
-std::string utc_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
-
 }  // namespace
 
 identity::~identity() { sodium_memzero(secret_key_.data(), secret_key_.size()); }
@@ -129,19 +120,10 @@ expected<identity> rotate_identity(const std::string& data_dir, std::string* old
   GG_RETURN_IF_ERROR(ensure_data_dir(data_dir));
   std::string path = identity_path(data_dir);
   identity fresh = identity::generate();
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    std::string keep = path + ".old-" + utc_stamp();
-    for (int n = 1; ::lstat(keep.c_str(), &st) == 0; ++n) keep = path + ".old-" + utc_stamp() + "-" + std::to_string(n);
-    // link, not rename: until the new key is in place, identity.key still holds the old one.
-    if (::link(path.c_str(), keep.c_str()) != 0)
-      return io_error("cannot keep the old key as '{}': {}", keep, errno_text());
-    if (old_path) *old_path = keep;
-    GG_RETURN_IF_ERROR(fresh.save(path, /*replace=*/true));
-    return fresh;
-  }
-  if (errno != ENOENT) return io_error("cannot stat key file '{}': {}", path, errno_text());
-  GG_RETURN_IF_ERROR(fresh.save(path, /*replace=*/false));
+  auto kept = keep_old_secret_file(path, "key file");
+  if (!kept) return kept.error();
+  if (old_path) *old_path = *kept;
+  GG_RETURN_IF_ERROR(fresh.save(path, /*replace=*/!kept->empty()));
   return fresh;
 }
 
