@@ -4,7 +4,8 @@
 // The lock is an exclusive flock on <dir>/lock, held for the life of the data_dir_lock object
 // and released by the kernel when the process dies (a crash leaves no stale lock). `offer` and
 // `identity new` take it: a second one on the same data dir fails at once with a one-line error
-// naming the holder's pid. `run`s do not take it: they may share a data dir with each other and
+// naming the holder's pid — unless that holder is dying (a killed process whose threads are still
+// being torn down keeps its files a moment longer), which is waited for, up to 5 s. `run`s do not take it: they may share a data dir with each other and
 // with an `offer`, because every file they write is safe to share — ledger appends lock the
 // ledger and continue its chain (ledger/ledger.h), the receipt outbox locks its own file, and the
 // identity and reputation files are replaced atomically.
@@ -19,7 +20,7 @@ namespace gpugrid {
 
 class data_dir_lock {
  public:
-  // Creates the dir when absent and takes the lock without waiting. Fails with invalid_input
+  // Creates the dir when absent and takes the lock (waiting only for a dying holder). Fails with invalid_input
   // (exit 2) when another process holds it; `what` names this use ("gpugrid offer") for the
   // message a later process prints.
   static expected<data_dir_lock> acquire(const std::string& dir, const std::string& what);

@@ -141,7 +141,7 @@ for round in $(seq 1 "$rounds"); do
   loop=$!
   sleep "$(printf '0.%03d' $((200 + RANDOM % 700)))"  # anywhere in a run, the payment included
   pid_var="pid_k$round"
-  kill -9 "${!pid_var}"
+  stop "${!pid_var}" 9  # SIGKILL, then wait until it is gone (and its data-dir lock with it)
   wait "$loop"
   pending_sum=$((pending_sum + $(stat -c %s "$tmp/client/receipts.pending" 2>/dev/null || echo 0) / 337))
 done
