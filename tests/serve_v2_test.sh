@@ -5,26 +5,12 @@
 # address without keys); model reload; TLS; SIGTERM.
 # Usage: tests/serve_v2_test.sh path/to/gpugrid path/to/source
 # Exit 77 (skipped) when the Python test environment lacks tritonclient (scripts/python_env.sh).
-set -uo pipefail
-bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-src="$2"
-py=${GPUGRID_PYTHON:-$src/.venv/bin/python}
+py=${GPUGRID_PYTHON:-$2/.venv/bin/python}
 if ! "$py" -c "import tritonclient.http, onnxruntime, numpy" >/dev/null 2>&1; then
   echo "skipped: $py lacks tritonclient[http] or onnxruntime (run scripts/python_env.sh)"
   exit 77
 fi
-tmp="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" HOME="$tmp/home"
-unset GPUGRID_PEERS
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+source "$2/tests/lib/loopback_grid.sh" "$@"
 mkdir -p "$tmp/models"
 cp "$src/examples/digits/digits.onnx" "$tmp/models/"
 
