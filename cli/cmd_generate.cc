@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/llm_common.h"
 #include "cli/log.h"
+#include "llm/local_backend.h"
 
 namespace gpugrid::cli {
 
@@ -33,30 +34,68 @@ std::string read_all(std::FILE* in) {
   return s;
 }
 
+json stats_json(const llm::completion_stats& s, bool local) {
+  json j;
+  j["text"] = s.text;
+  j["token_ids"] = s.token_ids;
+  j["prompt_tokens"] = s.prompt_tokens;
+  j["generated_tokens"] = s.generated_tokens;
+  j["finish_reason"] = llm::finish_reason_name(s.reason);
+  j["time_to_first_token_ms"] = s.time_to_first_token_ms;
+  j["total_ms"] = s.total_ms;
+  j["decode_tokens_per_s"] = s.decode_tokens_per_s;
+  j["providers"] = s.providers;
+  j["cost"] = s.cost;
+  j["backend"] = local ? "local" : "grid";
+  return j;
+}
+
 }  // namespace
 
 int generate_command(const generate_options& o, std::FILE* in, std::FILE* out, std::FILE* err) {
-  std::string prompt = o.prompt;
-  const bool from_stdin = (o.prompt_given && o.prompt == "-") || (!o.prompt_given && !isatty(fileno(in)));
+  std::vector<std::string> prompts = o.prompts;
+  const bool from_stdin = (prompts.size() == 1 && prompts[0] == "-") || (prompts.empty() && !isatty(fileno(in)));
   if (from_stdin) {
-    prompt = read_all(in);
-    if (prompt.size() > (64u << 20)) return fail(err, invalid_input("the prompt on stdin is over 64 MiB"));
-  } else if (!o.prompt_given) {
+    std::string text = read_all(in);
+    if (text.size() > (64u << 20)) return fail(err, invalid_input("the prompt on stdin is over 64 MiB"));
+    prompts = {text};
+  } else if (prompts.empty()) {
     return fail(err, status(error_kind::usage, "generate needs --prompt TEXT, or the prompt on stdin (--prompt -)"));
   }
+  for (const std::string& p : prompts)
+    if (prompts.size() > 1 && p == "-") return fail(err, status(error_kind::usage, "--prompt - (stdin) cannot be batched"));
   auto p = llm_prompter::load(o.model);
   if (!p) return fail(err, p.error());
-  std::vector<llm::chat_message> messages;
-  if (!o.system.empty()) messages.push_back({"system", o.system});
-  messages.push_back({"user", prompt});
-  auto ids = p->prompt_ids(messages, o.no_template);
-  if (!ids) return fail(err, ids.error());
-  llm::completion_request req = make_request(o, p->config);
-  req.prompt_ids = std::move(*ids);
+  std::vector<llm::completion_request> requests;
+  for (const std::string& text : prompts) {
+    std::vector<llm::chat_message> messages;
+    if (!o.system.empty()) messages.push_back({"system", o.system});
+    messages.push_back({"user", text});
+    auto ids = p->prompt_ids(messages, o.no_template);
+    if (!ids) return fail(err, ids.error());
+    llm::completion_request req = make_request(o, p->config);
+    req.prompt_ids = std::move(*ids);
+    requests.push_back(std::move(req));
+  }
   std::string note;
   auto backend = make_completion_backend(o, &note);
   if (!backend) return fail(err, backend.error());
   if (!note.empty()) log::debug("{}", note);
+  const bool local = o.local || o.peers.empty();
+  if (requests.size() > 1) {
+    auto* lb = dynamic_cast<llm::local_backend*>(backend->get());
+    if (!lb) return fail(err, status(error_kind::usage, "several --prompt flags (a batch) need --local"));
+    auto all = lb->model()->complete_batch(requests, {}, {});
+    if (!all) return fail(err, all.error());
+    if (o.json) {
+      json answers = json::array();
+      for (auto& s : *all) answers.push_back(stats_json(s, true));
+      fmt::print(out, "{}\n", dump_json(json{{"answers", answers}}));
+    } else {
+      for (size_t i = 0; i < all->size(); ++i) fmt::print(out, "{}{}\n", i ? "\n" : "", (*all)[i].text);
+    }
+    return 0;
+  }
   llm::token_sink sink = [&](const llm::generated_token& t) {
     if (!o.json && !t.text.empty()) {
       std::fwrite(t.text.data(), 1, t.text.size(), out);
@@ -64,23 +103,11 @@ int generate_command(const generate_options& o, std::FILE* in, std::FILE* out, s
     }
     return true;
   };
-  auto stats = (*backend)->complete(req, sink, {});
+  auto stats = (*backend)->complete(requests[0], sink, {});
   if (!stats) return fail(err, stats.error());
   const llm::completion_stats& s = *stats;
   if (o.json) {
-    json j;
-    j["text"] = s.text;
-    j["token_ids"] = s.token_ids;
-    j["prompt_tokens"] = s.prompt_tokens;
-    j["generated_tokens"] = s.generated_tokens;
-    j["finish_reason"] = llm::finish_reason_name(s.reason);
-    j["time_to_first_token_ms"] = s.time_to_first_token_ms;
-    j["total_ms"] = s.total_ms;
-    j["decode_tokens_per_s"] = s.decode_tokens_per_s;
-    j["providers"] = s.providers;
-    j["cost"] = s.cost;
-    j["backend"] = o.local || o.peers.empty() ? "local" : "grid";
-    fmt::print(out, "{}\n", dump_json(j));
+    fmt::print(out, "{}\n", dump_json(stats_json(s, local)));
   } else {
     if (!s.text.empty() && s.text.back() != '\n') std::fputc('\n', out);
     log::debug("{}", stats_line(s));

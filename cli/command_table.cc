@@ -347,7 +347,8 @@ void llm_flags(CLI::App& sub, generate_options& v) {
   sub.add_option("--stop", v.stop, "end the answer before TEXT (not printed); repeat for more")
       ->type_name("TEXT")
       ->expected(1)
-      ->allow_extra_args(false);
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   sub.add_flag("--local", v.local, "generate in this process, with no grid at all");
   add_peers(sub, v.peers);
   add_device(sub, v.device, "auto|cpu|cuda[:N]", "the device for --local (default cpu)");
@@ -357,8 +358,13 @@ void llm_flags(CLI::App& sub, generate_options& v) {
 void generate_flags(CLI::App& sub, parsed_options& o) {
   auto& v = o.generate;
   llm_flags(sub, v);
-  sub.add_option("--prompt", v.prompt, "the prompt; - (or no --prompt with stdin not a terminal) reads stdin")
-      ->type_name("TEXT");
+  sub.add_option("--prompt", v.prompts,
+                 "the prompt; - (or no --prompt with stdin not a terminal) reads stdin; repeat the flag to "
+                 "generate several answers together in one batch (--local; printed when all are done)")
+      ->type_name("TEXT")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   add_json(sub, v.json,
            "print one JSON object at the end: text, token ids, timings, finish reason, providers and cost");
 }
@@ -521,11 +527,7 @@ int run_version(const invocation& inv) {
   return 0;
 }
 int run_selftest(const invocation& inv) { return selftest_command(inv.options.selftest); }
-int run_generate(const invocation& inv) {
-  auto& v = inv.options.generate;
-  v.prompt_given = inv.given("--prompt");
-  return generate_command(v, stdin, inv.out, inv.err);
-}
+int run_generate(const invocation& inv) { return generate_command(inv.options.generate, stdin, inv.out, inv.err); }
 int run_chat(const invocation& inv) { return chat_command(inv.options.generate, stdin, inv.out, inv.err); }
 int run_bench(const invocation& inv) { return bench_command(inv.options.bench); }
 

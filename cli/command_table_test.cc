@@ -70,12 +70,13 @@ TEST_CASE("command table: the commands of DESIGN.md, each with a summary", "[com
     CHECK(c.add_flags != nullptr);
     CHECK(c.run != nullptr);
   }
-  CHECK(names == std::vector<std::string>{"offer", "run", "serve", "peers", "inspect", "selftest", "bench", "ledger",
-                                          "identity", "wallet", "config", "completion", "version", "help"});
+  CHECK(names == std::vector<std::string>{"offer", "run", "serve", "generate", "chat", "peers", "inspect", "selftest",
+                                          "bench", "ledger", "identity", "wallet", "config", "completion", "version",
+                                          "help"});
   CHECK(find_command("run") != nullptr);
   CHECK(find_command("rnu") == nullptr);
   for (const char* reader : {"run", "offer", "peers", "serve"}) CHECK(find_command(reader)->reads_settings);
-  for (const char* pure : {"inspect", "selftest", "bench", "config", "completion", "version", "help"})
+  for (const char* pure : {"generate", "chat", "inspect", "selftest", "bench", "config", "completion", "version", "help"})
     CHECK_FALSE(find_command(pure)->reads_settings);
 }
 
@@ -141,6 +142,28 @@ TEST_CASE("command table: flags bind to the option structs", "[command_table]") 
   CHECK(sv.serve.rate_limit == 2.5);
   CHECK(sv.serve.max_body_mb == 3);
   CHECK(sv.serve.header_timeout_s == 0.5);
+  auto g = parse({"generate", "dir", "--prompt", "a", "--prompt", "b", "--max-tokens", "7", "--temperature", "0.5",
+                  "--top-k", "3", "--top-p", "0.9", "--min-p", "0.05", "--repetition-penalty", "1.1", "--seed", "9",
+                  "--stop", "x", "--stop", "y", "--system", "s", "--no-template", "--json", "--local", "--threads", "2"});
+  CHECK(g.generate.model == "dir");
+  CHECK(g.generate.prompts == std::vector<std::string>{"a", "b"});
+  CHECK(g.generate.max_tokens == 7);
+  CHECK(g.generate.temperature == 0.5);
+  CHECK(g.generate.top_k == 3);
+  CHECK(g.generate.top_p == 0.9);
+  CHECK(g.generate.min_p == 0.05);
+  CHECK(g.generate.repetition_penalty == 1.1);
+  CHECK(g.generate.seed == 9);
+  CHECK(g.generate.stop == std::vector<std::string>{"x", "y"});
+  CHECK(g.generate.system == "s");
+  CHECK(g.generate.no_template);
+  CHECK(g.generate.json);
+  CHECK(g.generate.local);
+  CHECK(g.generate.threads == 2);
+  auto ch = parse({"chat", "dir", "--stats", "--temperature", "0"});
+  CHECK(ch.generate.model == "dir");
+  CHECK(ch.generate.stats);
+  CHECK(ch.generate.temperature == 0);
   auto bt = parse({"run", "m.onnx", "--batch", "-", "--output-dir", "o", "--in-flight", "5", "--attempts", "2"});
   CHECK(bt.run.batch == "-");
   CHECK(bt.run.in_flight == 5);

@@ -154,8 +154,8 @@ struct version_options {
 // left unset (negative) take the model's generation_config / genai_config defaults.
 struct generate_options {
   std::string model;                 // MODEL_DIR
-  std::string prompt;                // --prompt TEXT, or "-" for stdin
-  bool prompt_given = false;
+  // --prompt TEXT, or "-" for stdin; several prompts are generated together as one batch.
+  std::vector<std::string> prompts;
   std::string system;                // --system TEXT
   bool no_template = false;          // the prompt is raw text, not a chat message
   bool json = false;

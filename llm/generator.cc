@@ -249,6 +249,9 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   session_options so;
   so.threads = options.threads;
   so.device = options.device;
+  // Shapes change every step (the mask and the cache grow), so a memory plan per input shape
+  // would be made, and kept, for every length: run unplanned.
+  so.memory_plan = false;
   GG_ASSIGN_OR_RETURN(std::unique_ptr<session> s, session::create(g, so));
   std::shared_ptr<generator> gen(new generator());
   gen->max_length_ = options.max_length > 0 ? options.max_length : cfg.context_length > 0 ? cfg.context_length : 4096;
@@ -457,7 +460,9 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
       for (int64_t t = 0; t < base + n; ++t) mask[b * total + t] = 1;
     }
   } else {
-    // Left padding onto a shared cache length; finished sequences' new positions are masked.
+    // A shared cache length: the prefill is right-padded (a padded query still sees its
+    // sequence's real keys, so no attention row is fully masked), later steps leave masked gaps;
+    // a finished sequence's new positions are masked too. Positions count real tokens only.
     mask_len = st.past + S;
     if (!st.prefilled) st.valid.assign(B, {});
     mask.assign(B * mask_len, 0);
@@ -467,15 +472,15 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
       const bool real = !st.prefilled || q.reason == finish_reason::none;
       std::vector<char>& v = st.valid[b];
       v.resize(static_cast<size_t>(st.past), 0);
-      for (int64_t s = 0; s < S; ++s) v.push_back(s >= S - n && real);
+      for (int64_t s = 0; s < S; ++s) v.push_back(s < n && real);
       int64_t count = q.cached;
       for (int64_t s = 0; s < S; ++s) {
-        if (s >= S - n) ids[b * S + s] = feed[b][s - (S - n)];
+        if (s < n) ids[b * S + s] = feed[b][s];
         pos[b * S + s] = count;
         if (v[st.past + s]) ++count;
       }
       for (int64_t t = 0; t < mask_len; ++t) mask[b * mask_len + t] = v[t];
-      last_row[b] = static_cast<int64_t>(b) * S + S - 1;
+      last_row[b] = static_cast<int64_t>(b) * S + n - 1;
     }
   }
 
@@ -550,6 +555,20 @@ expected<completion_stats> generator::complete(const completion_request& request
   completion_stats st = b->stats(0);
   if (st.generated_tokens > 1) measured_tps_.store(st.decode_tokens_per_s);
   return st;
+}
+
+expected<std::vector<completion_stats>> generator::complete_batch(const std::vector<completion_request>& requests,
+                                                                  const batch_sink& sink, const cancel_check& cancelled) {
+  GG_ASSIGN_OR_RETURN(std::unique_ptr<batch> b, start(requests));
+  std::vector<generated_token> out;
+  while (!b->done()) {
+    GG_RETURN_IF_ERROR(b->step(&out, cancelled));
+    for (size_t i = 0; i < out.size(); ++i)
+      if (out[i].id >= 0 && sink && !sink(i, out[i])) b->cancel(i);
+  }
+  std::vector<completion_stats> r;
+  for (size_t i = 0; i < b->size(); ++i) r.push_back(b->stats(i));
+  return r;
 }
 
 expected<score_result> generator::score(const std::vector<int32_t>& prompt_ids, const std::vector<int32_t>& answer_ids) {

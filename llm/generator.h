@@ -12,9 +12,9 @@
 // The KV cache never moves per token: the present.* outputs of one step are fed back as the
 // past.* inputs of the next. For genai folders with past_present_share_buffer the cache is one
 // preallocated buffer of the model's max length (as onnxruntime-genai does); for optimum folders
-// the cache grows by the engine's present outputs. Batched sequences are padded (left for
-// optimum folders, right with per-sequence lengths for genai GroupQueryAttention folders) with
-// an attention mask, so each sequence's tokens are those it would get alone.
+// the cache grows by the engine's present outputs. Batched sequences are right-padded with an
+// attention mask (optimum folders: one cache length, masked gaps; GroupQueryAttention folders:
+// per-sequence lengths), so each sequence's tokens are those it would get alone.
 //
 // Sampling follows generation.h's reproducibility note: the draw for answer token n comes from a
 // generator seeded with (seed, n) alone, so a continuation (request.generated_ids) samples as
@@ -30,6 +30,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -93,6 +94,13 @@ class generator : public std::enable_shared_from_this<generator> {
   // A whole completion on a batch of one: tokens go to sink on the calling thread as they come.
   expected<completion_stats> complete(const completion_request& request, const token_sink& sink,
                                       const cancel_check& cancelled);
+
+  // Several completions decoded together, one engine run per step; sink(i, token) gets sequence
+  // i's tokens. Each answer equals what complete() gives for its request alone (greedy), up to
+  // float rounding in the padded runs.
+  using batch_sink = std::function<bool(size_t, const generated_token&)>;
+  expected<std::vector<completion_stats>> complete_batch(const std::vector<completion_request>& requests,
+                                                         const batch_sink& sink, const cancel_check& cancelled);
 
   // Decode tokens/s of the last finished completion on this generator (0 before the first).
   double measured_tokens_per_s() const;

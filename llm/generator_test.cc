@@ -146,3 +146,127 @@ TEST_CASE("a folder without a model config fails with a one-line error naming th
   REQUIRE(!g.has_value());
   CHECK(g.error().message().find("/nonexistent-gpugrid-model-dir") != std::string::npos);
 }
+
+// ---- on real decoder folders: tests/llm_generator_test.sh makes them (tests/llm/make_tiny_decoder.py)
+// and points GPUGRID_LLM_DECODERS at them.
+
+namespace {
+
+std::string decoders_dir() {
+  const char* d = std::getenv("GPUGRID_LLM_DECODERS");
+  if (!d) FAIL("GPUGRID_LLM_DECODERS is not set (run tests/llm_generator_test.sh)");
+  return d;
+}
+
+completion_request request(std::vector<int32_t> prompt, int64_t max_new, double temperature = 0, uint64_t seed = 0) {
+  completion_request r;
+  r.prompt_ids = std::move(prompt);
+  r.stop.max_new_tokens = max_new;
+  r.stop.ignore_eos = true;
+  r.sampling.temperature = temperature;
+  r.sampling.seed = seed;
+  return r;
+}
+
+std::vector<generated_token> run_all(generator& g, const completion_request& r, completion_stats* stats = nullptr) {
+  std::vector<generated_token> toks;
+  auto s = g.complete(r, [&](const generated_token& t) { toks.push_back(t); return true; }, {});
+  REQUIRE(s.has_value());
+  if (stats) *stats = *s;
+  return toks;
+}
+
+}  // namespace
+
+TEST_CASE("generator on decoder folders: batches, continuation, score, cache, cancel", "[.llm_generator]") {
+  const std::string root = decoders_dir();
+  for (const char* kind : {"genai", "optimum", "merged"}) {
+    INFO(kind);
+    generator_options o;
+    o.threads = 1;
+    auto loaded = generator::load(root + "/" + kind, o);
+    REQUIRE(loaded.has_value());
+    generator& g = **loaded;
+    const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7, 8, 9, 10, 11}, {12}, {40, 41, 42, 43}};
+
+    // A batch of prompts of different lengths decodes each as it would alone.
+    std::vector<std::vector<int32_t>> alone;
+    for (auto& p : prompts) {
+      std::vector<int32_t> ids;
+      for (auto& t : run_all(g, request(p, 12))) ids.push_back(t.id);
+      alone.push_back(ids);
+    }
+    std::vector<completion_request> reqs;
+    for (size_t i = 0; i < prompts.size(); ++i) reqs.push_back(request(prompts[i], 6 + 3 * int64_t(i)));
+    auto b = g.start(reqs);
+    REQUIRE(b.has_value());
+    std::vector<std::vector<int32_t>> batched(prompts.size());
+    std::vector<generated_token> out;
+    int64_t bytes_before = -1;
+    while (!(*b)->done()) {
+      REQUIRE((*b)->step(&out).is_ok());
+      for (size_t i = 0; i < out.size(); ++i)
+        if (out[i].id >= 0) {
+          CHECK(out[i].index == int64_t(batched[i].size()));
+          batched[i].push_back(out[i].id);
+        }
+      CHECK((*b)->kv_cache_bytes() > 0);
+      if (bytes_before < 0) bytes_before = (*b)->kv_cache_bytes();
+    }
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      CHECK((*b)->reason(i) == finish_reason::length);
+      CHECK(batched[i] == std::vector<int32_t>(alone[i].begin(), alone[i].begin() + 6 + 3 * i));
+    }
+
+    // Continuation: prompt + the first k sampled tokens continue exactly as the whole answer.
+    auto whole = run_all(g, request(prompts[0], 10, 1.0, 77));
+    completion_request cont = request(prompts[0], 10, 1.0, 77);
+    for (int k = 0; k < 4; ++k) cont.generated_ids.push_back(whole[k].id);
+    completion_stats cs;
+    auto rest = run_all(g, cont, &cs);
+    REQUIRE(rest.size() == 6);
+    for (size_t i = 0; i < rest.size(); ++i) {
+      CHECK(rest[i].id == whole[4 + i].id);
+      CHECK(rest[i].index == int64_t(4 + i));
+    }
+    CHECK(cs.token_ids.size() == 10);
+    CHECK(cs.generated_tokens == 6);
+
+    // score(): the teacher-forced pass gives the streamed logprobs and the greedy arg-max.
+    auto greedy = run_all(g, request(prompts[2], 8));
+    std::vector<int32_t> ids;
+    for (auto& t : greedy) ids.push_back(t.id);
+    auto sc = g.score(prompts[2], ids);
+    REQUIRE(sc.has_value());
+    CHECK(sc->argmax == ids);
+    for (size_t i = 0; i < ids.size(); ++i) CHECK(sc->logprobs[i] == Approx(greedy[i].logprob).margin(1e-3));
+    auto sampled_toks = run_all(g, request(prompts[2], 8, 1.0, 3));
+    std::vector<int32_t> sids;
+    for (auto& t : sampled_toks) sids.push_back(t.id);
+    auto ss = g.score(prompts[2], sids);
+    REQUIRE(ss.has_value());
+    for (size_t i = 0; i < sids.size(); ++i) CHECK(ss->logprobs[i] == Approx(sampled_toks[i].logprob).margin(1e-3));
+
+    // Cancel between steps; a sink returning false cancels too.
+    int got = 0;
+    auto c = g.complete(request(prompts[0], 50), [&](const generated_token&) { return ++got > 0; },
+                        [&] { return got >= 3; });
+    REQUIRE(c.has_value());
+    CHECK(c->reason == finish_reason::cancelled);
+    CHECK(c->generated_tokens == 3);
+    auto c2 = g.complete(request(prompts[0], 50), [](const generated_token& t) { return t.index < 1; }, {});
+    REQUIRE(c2.has_value());
+    CHECK(c2->reason == finish_reason::cancelled);
+    CHECK(c2->generated_tokens == 2);
+
+    // Context: a prompt as long as the context is refused; answers stop at the context.
+    auto too_long = g.start({request(std::vector<int32_t>(g.max_length(), 5), 4)});
+    REQUIRE(!too_long.has_value());
+    CHECK(too_long.error().message().find("context is") != std::string::npos);
+    completion_stats full;
+    run_all(g, request(std::vector<int32_t>(g.max_length() - 3, 5), 10), &full);
+    CHECK(full.reason == finish_reason::context_full);
+    CHECK(full.generated_tokens == 3);
+    CHECK(g.measured_tokens_per_s() > 0);
+  }
+}

@@ -32,7 +32,7 @@ expect_usage_error() {
   [[ "$err" == "gpugrid: "* ]] || fail "$what: 'gpugrid $*' error should start with 'gpugrid: ': $err"
 }
 
-commands="offer run serve peers inspect selftest bench ledger identity wallet config completion version help"
+commands="offer run serve generate chat peers inspect selftest bench ledger identity wallet config completion version help"
 
 # --help lists every command, on stdout, exit 0.
 run_cli --help
