@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "engine/thread_pool.h"
 #include "kernels/cpu/sgemm.h"
@@ -120,6 +121,111 @@ bool matmul(thread_pool* pool, int64_t m, const float* a, int64_t lda, const rig
   return matmul(pool, m, b.n, b.k, a, lda, b.b, b.ldb, b.trans, c, ldc, 1.f, bias);
 }
 
+void f16_to_f32(const half* s, float* d, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+#endif
+  for (; i < n; ++i) d[i] = static_cast<float>(s[i]);
+}
+
+void f32_to_f16(const float* s, half* d, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+  for (; i < n; ++i) d[i] = half(s[i]);
+}
+
+namespace {
+
+// c[j] = sum_p a[p] * b[p, j] for j in [j0, j1): 64 columns at a time in eight registers,
+// each row of B converted 8 halves at a time as it is read.
+void gemv_f16(const float* a, const half* b, int64_t ldb, int64_t k, float* c, int64_t j0, int64_t j1) {
+  int64_t j = j0;
+#if defined(GG_DENSE_AVX2) && defined(__F16C__)
+  const auto* bh = reinterpret_cast<const uint16_t*>(b);
+  for (; j + 64 <= j1; j += 64) {
+    __m256 acc[8];
+    for (auto& x : acc) x = _mm256_setzero_ps();
+    const uint16_t* col = bh + j;
+    for (int64_t p = 0; p < k; ++p) {
+      const __m256 va = _mm256_broadcast_ss(a + p);
+      const uint16_t* row = col + p * ldb;
+      _mm_prefetch(reinterpret_cast<const char*>(row + 8 * ldb), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + 8 * ldb + 32), _MM_HINT_T0);
+      for (int u = 0; u < 8; ++u)
+        acc[u] = _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 8 * u))), acc[u]);
+    }
+    for (int u = 0; u < 8; ++u) _mm256_storeu_ps(c + j + 8 * u, acc[u]);
+  }
+  for (; j + 8 <= j1; j += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t p = 0; p < k; ++p)
+      acc = _mm256_fmadd_ps(_mm256_broadcast_ss(a + p),
+                            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bh + p * ldb + j))), acc);
+    _mm256_storeu_ps(c + j, acc);
+  }
+#endif
+  for (; j < j1; ++j) {
+    float s = 0.f;
+    for (int64_t p = 0; p < k; ++p) s += a[p] * static_cast<float>(b[p * ldb + j]);
+    c[j] = s;
+  }
+}
+
+}  // namespace
+
+bool matmul_f16b(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const half* b,
+                 int64_t ldb, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return true;
+  if (k <= 0) {
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
+    return true;
+  }
+  const bool threaded = pool && pool->size() > 1;
+  if (m <= 4 || !sgemm::available()) {
+    auto columns = [&](int64_t j0, int64_t j1) {
+      for (int64_t i = 0; i < m; ++i) gemv_f16(a + i * lda, b, ldb, k, c + i * ldc, j0, j1);
+    };
+    // Column blocks of 64 (the register tile), enough of them for every thread.
+    if (threaded && n * k >= (int64_t{1} << 15)) {
+      const int64_t blocks = (n + 63) / 64;
+      pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { columns(b0 * 64, std::min(n, b1 * 64)); });
+    } else {
+      columns(0, n);
+    }
+    return true;
+  }
+  // Strips of columns converted to float, each multiplied by A (packed once) with sgemm.
+  constexpr int64_t strip = 128;
+  const int64_t strips = (n + strip - 1) / strip;
+  std::shared_ptr<const sgemm::packed> apk = sgemm::packed::left(sgemm::view{a, lda, 1}, m, k);
+  if (!apk) return false;
+  std::atomic<bool> failed{false};
+  auto run_strips = [&](int64_t s0, int64_t s1) {
+    std::vector<float> deq(static_cast<size_t>(strip * k));
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t j0 = s * strip, nn = std::min(strip, n - j0);
+      for (int64_t p = 0; p < k; ++p) f16_to_f32(b + p * ldb + j0, deq.data() + p * nn, nn);
+      sgemm::problem q;
+      q.m = m;
+      q.n = nn;
+      q.k = k;
+      q.a.pk = apk.get();
+      q.b.v = sgemm::view{deq.data(), nn, 1};
+      q.c = c + j0;
+      q.ldc = ldc;
+      if (!sgemm::run(nullptr, q)) failed = true;
+    }
+  };
+  if (threaded) pool->parallel_for(strips, 1, run_strips);
+  else run_strips(0, strips);
+  return !failed;
+}
+
 bool is_float_like(dtype t) { return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16; }
 
 const float* as_float(const tensor& t, std::vector<float>* buf) {
@@ -127,8 +233,7 @@ const float* as_float(const tensor& t, std::vector<float>* buf) {
   const int64_t n = t.numel();
   buf->resize(static_cast<size_t>(n));
   if (t.type() == dtype::f16) {
-    const half* p = t.data<half>();
-    for (int64_t i = 0; i < n; ++i) (*buf)[i] = static_cast<float>(p[i]);
+    f16_to_f32(t.data<half>(), buf->data(), n);
   } else if (t.type() == dtype::bf16) {
     const bfloat16* p = t.data<bfloat16>();
     for (int64_t i = 0; i < n; ++i) (*buf)[i] = static_cast<float>(p[i]);
@@ -142,8 +247,7 @@ void store_float(tensor& t, int64_t offset, const float* src, int64_t n) {
   if (t.type() == dtype::f32) {
     std::copy(src, src + n, t.data<float>() + offset);
   } else if (t.type() == dtype::f16) {
-    half* p = t.data<half>() + offset;
-    for (int64_t i = 0; i < n; ++i) p[i] = half(src[i]);
+    f32_to_f16(src, t.data<half>() + offset, n);
   } else if (t.type() == dtype::bf16) {
     bfloat16* p = t.data<bfloat16>() + offset;
     for (int64_t i = 0; i < n; ++i) p[i] = bfloat16(src[i]);
