@@ -126,6 +126,20 @@ inline void rotate(float* x, int64_t rot, const float* cos_row, const float* sin
   }
 }
 
+// The first `rows` rows of a cos/sin cache as float: a float16 cache is converted only as far
+// as the positions in use (a decode step reads one row of thousands).
+const float* cache_rows(const tensor& t, int64_t rows, std::vector<float>* buf) {
+  if (t.type() == dtype::f32) return t.data<float>();
+  const int64_t n = std::min(t.numel(), rows * t.dim(1));
+  buf->resize(static_cast<size_t>(n));
+  if (t.type() == dtype::f16) {
+    dense::f16_to_f32(t.data<half>(), buf->data(), n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) (*buf)[i] = static_cast<float>(t.data<bfloat16>()[i]);
+  }
+  return buf->data();
+}
+
 status check_caches(kernel_context& ctx, const tensor* cos_t, const tensor* sin_t, int64_t H, int64_t* rot) {
   if (!cos_t || !sin_t) return ctx.fail("cos_cache and sin_cache are required for rotary embeddings");
   GG_RETURN_IF_ERROR(check_float(ctx, cos_t, "cos_cache"));
@@ -176,8 +190,15 @@ status rotary_embedding(kernel_context& ctx) {
   GG_ASSIGN_OR_RETURN(tensor * Y, ctx.output_for_overwrite(0, X.type(), X.shape()));
   std::vector<float> xb, cb, sb;
   const float* x = dense::as_float(X, &xb);
-  const float* cs = dense::as_float(*ctx.input(2), &cb);
-  const float* sn = dense::as_float(*ctx.input(3), &sb);
+  int64_t rows = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t p = start_only ? pos.as_int64(0) + s : pos.as_int64(b * S + s);
+      if (p < 0 || p >= max_pos) return ctx.fail("position {} is outside the caches' {} positions", p, max_pos);
+      rows = std::max(rows, p + 1);
+    }
+  const float* cs = cache_rows(*ctx.input(2), rows, &cb);
+  const float* sn = cache_rows(*ctx.input(3), rows, &sb);
   std::vector<float> y(x, x + X.numel());
   for (int64_t b = 0; b < B; ++b)
     for (int64_t s = 0; s < S; ++s) {
@@ -272,8 +293,17 @@ status group_query_attention(kernel_context& ctx) {
   const int64_t kvrow = packed ? qrow : Nkv * H;
   const float* pkf = has_past ? dense::as_float(*pk, &pkb) : nullptr;
   const float* pvf = has_past ? dense::as_float(*pv, &pvb) : nullptr;
-  const float* cs = rotary ? dense::as_float(*cos_t, &cb) : nullptr;
-  const float* sn = rotary ? dense::as_float(*sin_t, &sb) : nullptr;
+  int64_t rows = 0;
+  if (rotary)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t s = 0; s < S; ++s) {
+        const int64_t p = pos_ids ? pos_ids->as_int64(b * S + s) : past_len[b] + s;
+        if (p < 0 || p >= cos_t->dim(0))
+          return ctx.fail("position {} is outside the rotary caches' {} positions", p, cos_t->dim(0));
+        rows = std::max(rows, p + 1);
+      }
+  const float* cs = rotary ? cache_rows(*cos_t, rows, &cb) : nullptr;
+  const float* sn = rotary ? cache_rows(*sin_t, rows, &sb) : nullptr;
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < Nkv; ++h)
       for (int64_t t = 0; t < past_len[b]; ++t) {

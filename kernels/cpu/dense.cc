@@ -33,14 +33,59 @@ float dot(const float* x, const float* y, int64_t n) {
   return s;
 }
 
-// y[i] += a * x[i]
-void axpy(float a, const float* x, float* y, int64_t n) {
-  int64_t i = 0;
-#ifdef GG_DENSE_AVX2
-  const __m256 va = _mm256_set1_ps(a);
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+
+// c[j] = sum_p a[p] * b[p, j] for j in [j0, j1), B float or float16. Tiles of up to 512
+// columns whose sums stay in L1; four rows of B at a time, each read contiguously (float16
+// converted 8 values at a time).
+template <typename T>
+void gemv_rows(const float* a, const T* b, int64_t ldb, int64_t k, float* c, int64_t j0, int64_t j1) {
+#if defined(GG_DENSE_AVX2) && defined(__F16C__)
+  auto ld = [](const T* p) {
+    if constexpr (std::is_same_v<T, half>) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    else return _mm256_loadu_ps(p);
+  };
+  alignas(32) float acc[512];
+  for (int64_t t0 = j0; t0 < j1; t0 += 512) {
+    const int64_t w = std::min<int64_t>(512, j1 - t0), w8 = w & ~int64_t{7};
+    std::fill(acc, acc + w, 0.f);
+    int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+      const __m256 a0 = _mm256_broadcast_ss(a + p), a1 = _mm256_broadcast_ss(a + p + 1);
+      const __m256 a2 = _mm256_broadcast_ss(a + p + 2), a3 = _mm256_broadcast_ss(a + p + 3);
+      const T* r0 = b + p * ldb + t0;
+      const T *r1 = r0 + ldb, *r2 = r1 + ldb, *r3 = r2 + ldb;
+      for (int64_t j = 0; j < w8; j += 8) {
+        __m256 v = _mm256_load_ps(acc + j);
+        v = _mm256_fmadd_ps(a0, ld(r0 + j), v);
+        v = _mm256_fmadd_ps(a1, ld(r1 + j), v);
+        v = _mm256_fmadd_ps(a2, ld(r2 + j), v);
+        v = _mm256_fmadd_ps(a3, ld(r3 + j), v);
+        _mm256_store_ps(acc + j, v);
+      }
+      for (int64_t j = w8; j < w; ++j)
+        acc[j] += a[p] * static_cast<float>(r0[j]) + a[p + 1] * static_cast<float>(r1[j]) +
+                  a[p + 2] * static_cast<float>(r2[j]) + a[p + 3] * static_cast<float>(r3[j]);
+    }
+    for (; p < k; ++p) {
+      const __m256 a0 = _mm256_broadcast_ss(a + p);
+      const T* r0 = b + p * ldb + t0;
+      for (int64_t j = 0; j < w8; j += 8) _mm256_store_ps(acc + j, _mm256_fmadd_ps(a0, ld(r0 + j), _mm256_load_ps(acc + j)));
+      for (int64_t j = w8; j < w; ++j) acc[j] += a[p] * static_cast<float>(r0[j]);
+    }
+    std::copy(acc, acc + w, c + t0);
+  }
+#else
+  for (int64_t j = j0; j < j1; ++j) {
+    float s = 0.f;
+    for (int64_t p = 0; p < k; ++p) s += a[p] * static_cast<float>(b[p * ldb + j]);
+    c[j] = s;
+  }
 #endif
-  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+// Column blocks of 64 to 512 for a matrix-vector product of n columns, at least two per thread.
+int64_t gemv_block(thread_pool* pool, int64_t n) {
+  return std::clamp<int64_t>((n / (2 * pool->size()) + 63) / 64 * 64, 64, 512);
 }
 
 }  // namespace
@@ -83,15 +128,18 @@ bool matmul(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, 
       if (b_trans) {
         for (int64_t j = j0; j < j1; ++j) crow[j] = alpha * dot(arow, b + j * ldb, k);
       } else {
-        std::fill(crow + j0, crow + j1, 0.f);
-        for (int64_t p = 0; p < k; ++p)
-          if (arow[p] != 0.f) axpy(alpha * arow[p], b + p * ldb + j0, crow + j0, j1 - j0);
+        gemv_rows(arow, b, ldb, k, crow, j0, j1);
+        if (alpha != 1.f)
+          for (int64_t j = j0; j < j1; ++j) crow[j] *= alpha;
       }
       if (bias)
         for (int64_t j = j0; j < j1; ++j) crow[j] += bias[j];
     }
   };
-  if (pool && pool->size() > 1 && n * k >= (int64_t{1} << 17) && n >= 64)
+  if (pool && pool->size() > 1 && n * k >= (int64_t{1} << 17) && n >= 64 && !b_trans) {
+    const int64_t w = gemv_block(pool, n), blocks = (n + w - 1) / w;
+    pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { columns(b0 * w, std::min(n, b1 * w)); });
+  } else if (pool && pool->size() > 1 && n * k >= (int64_t{1} << 17) && n >= 64)
     pool->parallel_for(n, std::max<int64_t>(32, (int64_t{1} << 15) / std::max<int64_t>(1, k)), columns);
   else
     columns(0, n);
@@ -139,44 +187,6 @@ void f32_to_f16(const float* s, half* d, int64_t n) {
   for (; i < n; ++i) d[i] = half(s[i]);
 }
 
-namespace {
-
-// c[j] = sum_p a[p] * b[p, j] for j in [j0, j1): 64 columns at a time in eight registers,
-// each row of B converted 8 halves at a time as it is read.
-void gemv_f16(const float* a, const half* b, int64_t ldb, int64_t k, float* c, int64_t j0, int64_t j1) {
-  int64_t j = j0;
-#if defined(GG_DENSE_AVX2) && defined(__F16C__)
-  const auto* bh = reinterpret_cast<const uint16_t*>(b);
-  for (; j + 64 <= j1; j += 64) {
-    __m256 acc[8];
-    for (auto& x : acc) x = _mm256_setzero_ps();
-    const uint16_t* col = bh + j;
-    for (int64_t p = 0; p < k; ++p) {
-      const __m256 va = _mm256_broadcast_ss(a + p);
-      const uint16_t* row = col + p * ldb;
-      _mm_prefetch(reinterpret_cast<const char*>(row + 8 * ldb), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(row + 8 * ldb + 32), _MM_HINT_T0);
-      for (int u = 0; u < 8; ++u)
-        acc[u] = _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 8 * u))), acc[u]);
-    }
-    for (int u = 0; u < 8; ++u) _mm256_storeu_ps(c + j + 8 * u, acc[u]);
-  }
-  for (; j + 8 <= j1; j += 8) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t p = 0; p < k; ++p)
-      acc = _mm256_fmadd_ps(_mm256_broadcast_ss(a + p),
-                            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bh + p * ldb + j))), acc);
-    _mm256_storeu_ps(c + j, acc);
-  }
-#endif
-  for (; j < j1; ++j) {
-    float s = 0.f;
-    for (int64_t p = 0; p < k; ++p) s += a[p] * static_cast<float>(b[p * ldb + j]);
-    c[j] = s;
-  }
-}
-
-}  // namespace
 
 bool matmul_f16b(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const half* b,
                  int64_t ldb, float* c, int64_t ldc) {
@@ -188,12 +198,13 @@ bool matmul_f16b(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float
   const bool threaded = pool && pool->size() > 1;
   if (m <= 4 || !sgemm::available()) {
     auto columns = [&](int64_t j0, int64_t j1) {
-      for (int64_t i = 0; i < m; ++i) gemv_f16(a + i * lda, b, ldb, k, c + i * ldc, j0, j1);
+      for (int64_t i = 0; i < m; ++i) gemv_rows(a + i * lda, b, ldb, k, c + i * ldc, j0, j1);
     };
-    // Column blocks of 64 (the register tile), enough of them for every thread.
+    // Column blocks of 64 to 512, at least two per thread.
     if (threaded && n * k >= (int64_t{1} << 15)) {
-      const int64_t blocks = (n + 63) / 64;
-      pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { columns(b0 * 64, std::min(n, b1 * 64)); });
+      const int64_t w = gemv_block(pool, n);
+      const int64_t blocks = (n + w - 1) / w;
+      pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { columns(b0 * w, std::min(n, b1 * w)); });
     } else {
       columns(0, n);
     }
