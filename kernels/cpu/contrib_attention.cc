@@ -287,12 +287,40 @@ status group_query_attention(kernel_context& ctx) {
   const int64_t qrow = Q.dim(2);
   // Q in [B, S, N*H] (rotated), K/V caches in [B, Nkv, T, H].
   std::vector<float> q(static_cast<size_t>(B * S * N * H));
-  std::vector<float> kc(static_cast<size_t>(B * Nkv * T * H), 0.f), vc(kc.size(), 0.f);
   const float* k_in = packed ? q_in + N * H : dense::as_float(*Kt, &kb);
   const float* v_in = packed ? q_in + (N + Nkv) * H : dense::as_float(*Vt, &vb);
   const int64_t kvrow = packed ? qrow : Nkv * H;
-  const float* pkf = has_past ? dense::as_float(*pk, &pkb) : nullptr;
-  const float* pvf = has_past ? dense::as_float(*pv, &pvb) : nullptr;
+  // float caches: the present outputs are the attention's K/V buffers, written directly (in
+  // place over past_key/past_value when the executor allows it and the past buffer already
+  // holds every position: onnxruntime-genai's share-buffer mode); other types go through
+  // float buffers stored at the end.
+  const bool direct = Q.type() == dtype::f32 && (!has_past || (pk->type() == dtype::f32 && pv->type() == dtype::f32));
+  const shape_t present = {B, Nkv, T, H};
+  std::vector<float> kc_buf, vc_buf;
+  float* kc = nullptr;
+  float* vc = nullptr;
+  bool k_in_place = false, v_in_place = false;
+  auto cache_for = [&](size_t out_i, size_t in_i, const tensor* past, std::vector<float>* buf, float** dst,
+                       bool* in_place) -> status {
+    if (direct && ctx.num_outputs() > out_i && ctx.output_wanted(out_i)) {
+      tensor* t = nullptr;
+      if (has_past && P == T) {
+        GG_ASSIGN_OR_RETURN(t, ctx.output_reusing(out_i, in_i, dtype::f32, present));
+        *in_place = t->data<float>() == past->data<float>();
+      } else {
+        GG_ASSIGN_OR_RETURN(t, ctx.output_for_overwrite(out_i, dtype::f32, present));
+      }
+      *dst = t->data<float>();
+    } else {
+      buf->assign(static_cast<size_t>(B * Nkv * T * H), 0.f);
+      *dst = buf->data();
+    }
+    return status::ok();
+  };
+  GG_RETURN_IF_ERROR(cache_for(1, 3, pk, &kc_buf, &kc, &k_in_place));
+  GG_RETURN_IF_ERROR(cache_for(2, 4, pv, &vc_buf, &vc, &v_in_place));
+  const float* pkf = has_past && !k_in_place ? dense::as_float(*pk, &pkb) : nullptr;
+  const float* pvf = has_past && !v_in_place ? dense::as_float(*pv, &pvb) : nullptr;
   int64_t rows = 0;
   if (rotary)
     for (int64_t b = 0; b < B; ++b)
@@ -305,12 +333,15 @@ status group_query_attention(kernel_context& ctx) {
   const float* cs = rotary ? cache_rows(*cos_t, rows, &cb) : nullptr;
   const float* sn = rotary ? cache_rows(*sin_t, rows, &sb) : nullptr;
   for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < Nkv; ++h)
-      for (int64_t t = 0; t < past_len[b]; ++t) {
-        const int64_t src = ((b * Nkv + h) * P + t) * H, dst = ((b * Nkv + h) * T + t) * H;
-        std::copy(pkf + src, pkf + src + H, kc.data() + dst);
-        std::copy(pvf + src, pvf + src + H, vc.data() + dst);
-      }
+    for (int64_t h = 0; h < Nkv; ++h) {
+      const int64_t base = (b * Nkv + h) * T * H;
+      if (pkf) std::copy(pkf + (b * Nkv + h) * P * H, pkf + ((b * Nkv + h) * P + past_len[b]) * H, kc + base);
+      if (pvf) std::copy(pvf + (b * Nkv + h) * P * H, pvf + ((b * Nkv + h) * P + past_len[b]) * H, vc + base);
+      // Positions past this sequence's end: zero, unless the past buffer is written in place.
+      const int64_t end = std::max(seq_total[b], past_len[b] + S);
+      if (!k_in_place && kc_buf.empty()) std::fill(kc + base + std::min(end, T) * H, kc + base + T * H, 0.f);
+      if (!v_in_place && vc_buf.empty()) std::fill(vc + base + std::min(end, T) * H, vc + base + T * H, 0.f);
+    }
     for (int64_t s = 0; s < S; ++s) {
       const int64_t abs_pos = past_len[b] + s;
       if (abs_pos >= T) return ctx.fail("sequence {} does not fit {} cache positions", b, T);
@@ -319,10 +350,10 @@ status group_query_attention(kernel_context& ctx) {
         return ctx.fail("position {} is outside the rotary caches' {} positions", p, cos_t->dim(0));
       std::copy(q_in + (b * S + s) * qrow, q_in + (b * S + s) * qrow + N * H, q.data() + (b * S + s) * N * H);
       for (int64_t h = 0; h < Nkv; ++h) {
-        float* kd = kc.data() + ((b * Nkv + h) * T + abs_pos) * H;
+        float* kd = kc + ((b * Nkv + h) * T + abs_pos) * H;
         std::copy(k_in + (b * S + s) * kvrow + h * H, k_in + (b * S + s) * kvrow + (h + 1) * H, kd);
         std::copy(v_in + (b * S + s) * kvrow + h * H, v_in + (b * S + s) * kvrow + (h + 1) * H,
-                  vc.data() + ((b * Nkv + h) * T + abs_pos) * H);
+                  vc + ((b * Nkv + h) * T + abs_pos) * H);
         if (rotary) rotate(kd, rot, cs + p * (rot / 2), sn + p * (rot / 2), interleaved);
       }
       if (rotary)
@@ -333,8 +364,8 @@ status group_query_attention(kernel_context& ctx) {
   attention_problem ap;
   ap.B = B, ap.N = N, ap.Nkv = Nkv, ap.S = S, ap.T = T, ap.H = H, ap.Hv = H;
   ap.q = {q.data(), S * N * H, H, N * H};
-  ap.k = {kc.data(), Nkv * T * H, T * H, H};
-  ap.v = {vc.data(), Nkv * T * H, T * H, H};
+  ap.k = {kc, Nkv * T * H, T * H, H};
+  ap.v = {vc, Nkv * T * H, T * H, H};
   std::vector<float> o(static_cast<size_t>(B * S * N * H));
   ap.out = o.data(), ap.out_b = S * N * H, ap.out_h = H, ap.out_row = N * H;
   ap.scale = scale;
@@ -367,14 +398,13 @@ status group_query_attention(kernel_context& ctx) {
   };
   attend(ctx, ap);
   dense::store_float(*out, 0, o.data(), B * S * N * H);
-  const shape_t present = {B, Nkv, T, H};
-  if (ctx.num_outputs() > 1 && ctx.output_wanted(1)) {
+  if (ctx.num_outputs() > 1 && ctx.output_wanted(1) && !kc_buf.empty()) {
     GG_ASSIGN_OR_RETURN(tensor * t, ctx.output_for_overwrite(1, has_past ? pk->type() : Q.type(), present));
-    dense::store_float(*t, 0, kc.data(), B * Nkv * T * H);
+    dense::store_float(*t, 0, kc, B * Nkv * T * H);
   }
-  if (ctx.num_outputs() > 2 && ctx.output_wanted(2)) {
+  if (ctx.num_outputs() > 2 && ctx.output_wanted(2) && !vc_buf.empty()) {
     GG_ASSIGN_OR_RETURN(tensor * t, ctx.output_for_overwrite(2, has_past ? pv->type() : Q.type(), present));
-    dense::store_float(*t, 0, vc.data(), B * Nkv * T * H);
+    dense::store_float(*t, 0, vc, B * Nkv * T * H);
   }
   return status::ok();
 }

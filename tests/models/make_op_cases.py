@@ -453,6 +453,15 @@ def gqa_decode_uneven_past(rng):
 
 
 @case
+def gqa_decode_share_buffer(rng):
+    # onnxruntime-genai's share-buffer layout: the past buffer holds the whole context (10
+    # positions), of which the first 5 are valid; total_sequence_length is 6.
+    s = gqa_case(rng, B=1, S=1, P=10, lens=[5], rotary=True)
+    s.inputs = [(n, np.array(6, np.int32) if n == "total_sequence_length" else a, c) for n, a, c in s.inputs]
+    return s
+
+
+@case
 def gqa_decode_position_ids(rng):
     # Rotary positions given explicitly (here not the cache positions).
     return gqa_case(rng, B=2, S=1, P=4, rotary=True, pos=[[9], [4]])
