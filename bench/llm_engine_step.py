@@ -17,7 +17,6 @@ Run it with the test environment: .venv/bin/python bench/llm_engine_step.py [--m
 """
 import argparse
 import datetime
-import json
 import os
 import subprocess
 import sys

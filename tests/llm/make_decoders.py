@@ -8,7 +8,8 @@ layouts gpugrid reads:
            SkipSimplifiedLayerNormalization, rotary embeddings inside GQA (do_rotary=1: llama,
            phi3) or as RotaryEmbedding nodes fed by a position_ids input (qwen2), MatMulNBits
            (4-bit blocks of 32, accuracy_level 4) for int4, fp16 weights and I/O for fp16, plus
-           genai_config.json.
+           genai_config.json (a GPT-2 graph declares onnxruntime-genai's generic decoder type,
+           "llama": its "gpt2" type means the older combined-past layout).
            The graph is written here with onnx.helper, node for node in the builder's layout: the
            real builder (onnxruntime_genai.models.builder) needs onnx_ir, a recent transformers and
            torch 2, which do not install beside the test environment's torch 1.13 / onnx 1.12.
@@ -241,7 +242,7 @@ def apply_rope(x, cos, sin):  # x [h, S, hd]
 
 def reference_logits(c, W, ids):
     """Full causal forward of one sequence, float64 math on the given (dequantized) weights."""
-    S, H, hd = len(ids), c["hidden"], c["head_dim"]
+    S, hd = len(ids), c["head_dim"]
     nh, kvh = c["heads"], c["kv_heads"]
     f = lambda a: np.asarray(a, np.float64)
 
@@ -342,7 +343,7 @@ def build_genai(c, W, precision, asym):
     g = graph_builder(io)
     quant = precision == "int4"
     E = {}  # effective weights for the reference
-    H, hd, L = c["hidden"], c["head_dim"], c["layers"]
+    hd, L = c["head_dim"], c["layers"]
     nh, kvh = c["heads"], c["kv_heads"]
     cast = lambda a: a.astype(g.np_io)
 
@@ -629,10 +630,6 @@ def export_optimum(c, W, path, with_past):
         torch.onnx.export(m, tuple(args), path, input_names=in_names, output_names=out_names, dynamic_axes=dyn,
                           opset_version=17, do_constant_folding=True)
     return onnx.load(path)
-
-
-def content_name(t):
-    return "w_" + hashlib.sha1(t.SerializeToString().split(b"\x42", 1)[0] + t.raw_data).hexdigest()[:20]
 
 
 def to_branch(model, prefix, hoisted):
