@@ -126,6 +126,20 @@ inline void rotate(float* x, int64_t rot, const float* cos_row, const float* sin
   }
 }
 
+// The first `rows` rows of a cos/sin cache as float: a float16 cache is converted only as far
+// as the positions in use (a decode step reads one row of thousands).
+const float* cache_rows(const tensor& t, int64_t rows, std::vector<float>* buf) {
+  if (t.type() == dtype::f32) return t.data<float>();
+  const int64_t n = std::min(t.numel(), rows * t.dim(1));
+  buf->resize(static_cast<size_t>(n));
+  if (t.type() == dtype::f16) {
+    dense::f16_to_f32(t.data<half>(), buf->data(), n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) (*buf)[i] = static_cast<float>(t.data<bfloat16>()[i]);
+  }
+  return buf->data();
+}
+
 status check_caches(kernel_context& ctx, const tensor* cos_t, const tensor* sin_t, int64_t H, int64_t* rot) {
   if (!cos_t || !sin_t) return ctx.fail("cos_cache and sin_cache are required for rotary embeddings");
   GG_RETURN_IF_ERROR(check_float(ctx, cos_t, "cos_cache"));
@@ -176,8 +190,15 @@ status rotary_embedding(kernel_context& ctx) {
   GG_ASSIGN_OR_RETURN(tensor * Y, ctx.output_for_overwrite(0, X.type(), X.shape()));
   std::vector<float> xb, cb, sb;
   const float* x = dense::as_float(X, &xb);
-  const float* cs = dense::as_float(*ctx.input(2), &cb);
-  const float* sn = dense::as_float(*ctx.input(3), &sb);
+  int64_t rows = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t p = start_only ? pos.as_int64(0) + s : pos.as_int64(b * S + s);
+      if (p < 0 || p >= max_pos) return ctx.fail("position {} is outside the caches' {} positions", p, max_pos);
+      rows = std::max(rows, p + 1);
+    }
+  const float* cs = cache_rows(*ctx.input(2), rows, &cb);
+  const float* sn = cache_rows(*ctx.input(3), rows, &sb);
   std::vector<float> y(x, x + X.numel());
   for (int64_t b = 0; b < B; ++b)
     for (int64_t s = 0; s < S; ++s) {
@@ -266,21 +287,61 @@ status group_query_attention(kernel_context& ctx) {
   const int64_t qrow = Q.dim(2);
   // Q in [B, S, N*H] (rotated), K/V caches in [B, Nkv, T, H].
   std::vector<float> q(static_cast<size_t>(B * S * N * H));
-  std::vector<float> kc(static_cast<size_t>(B * Nkv * T * H), 0.f), vc(kc.size(), 0.f);
   const float* k_in = packed ? q_in + N * H : dense::as_float(*Kt, &kb);
   const float* v_in = packed ? q_in + (N + Nkv) * H : dense::as_float(*Vt, &vb);
   const int64_t kvrow = packed ? qrow : Nkv * H;
-  const float* pkf = has_past ? dense::as_float(*pk, &pkb) : nullptr;
-  const float* pvf = has_past ? dense::as_float(*pv, &pvb) : nullptr;
-  const float* cs = rotary ? dense::as_float(*cos_t, &cb) : nullptr;
-  const float* sn = rotary ? dense::as_float(*sin_t, &sb) : nullptr;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < Nkv; ++h)
-      for (int64_t t = 0; t < past_len[b]; ++t) {
-        const int64_t src = ((b * Nkv + h) * P + t) * H, dst = ((b * Nkv + h) * T + t) * H;
-        std::copy(pkf + src, pkf + src + H, kc.data() + dst);
-        std::copy(pvf + src, pvf + src + H, vc.data() + dst);
+  // float caches: the present outputs are the attention's K/V buffers, written directly (in
+  // place over past_key/past_value when the executor allows it and the past buffer already
+  // holds every position: onnxruntime-genai's share-buffer mode); other types go through
+  // float buffers stored at the end.
+  const bool direct = Q.type() == dtype::f32 && (!has_past || (pk->type() == dtype::f32 && pv->type() == dtype::f32));
+  const shape_t present = {B, Nkv, T, H};
+  std::vector<float> kc_buf, vc_buf;
+  float* kc = nullptr;
+  float* vc = nullptr;
+  bool k_in_place = false, v_in_place = false;
+  auto cache_for = [&](size_t out_i, size_t in_i, const tensor* past, std::vector<float>* buf, float** dst,
+                       bool* in_place) -> status {
+    if (direct && ctx.num_outputs() > out_i && ctx.output_wanted(out_i)) {
+      tensor* t = nullptr;
+      if (has_past && P == T) {
+        GG_ASSIGN_OR_RETURN(t, ctx.output_reusing(out_i, in_i, dtype::f32, present));
+        *in_place = t->data<float>() == past->data<float>();
+      } else {
+        GG_ASSIGN_OR_RETURN(t, ctx.output_for_overwrite(out_i, dtype::f32, present));
       }
+      *dst = t->data<float>();
+    } else {
+      buf->assign(static_cast<size_t>(B * Nkv * T * H), 0.f);
+      *dst = buf->data();
+    }
+    return status::ok();
+  };
+  GG_RETURN_IF_ERROR(cache_for(1, 3, pk, &kc_buf, &kc, &k_in_place));
+  GG_RETURN_IF_ERROR(cache_for(2, 4, pv, &vc_buf, &vc, &v_in_place));
+  const float* pkf = has_past && !k_in_place ? dense::as_float(*pk, &pkb) : nullptr;
+  const float* pvf = has_past && !v_in_place ? dense::as_float(*pv, &pvb) : nullptr;
+  int64_t rows = 0;
+  if (rotary)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t s = 0; s < S; ++s) {
+        const int64_t p = pos_ids ? pos_ids->as_int64(b * S + s) : past_len[b] + s;
+        if (p < 0 || p >= cos_t->dim(0))
+          return ctx.fail("position {} is outside the rotary caches' {} positions", p, cos_t->dim(0));
+        rows = std::max(rows, p + 1);
+      }
+  const float* cs = rotary ? cache_rows(*cos_t, rows, &cb) : nullptr;
+  const float* sn = rotary ? cache_rows(*sin_t, rows, &sb) : nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < Nkv; ++h) {
+      const int64_t base = (b * Nkv + h) * T * H;
+      if (pkf) std::copy(pkf + (b * Nkv + h) * P * H, pkf + ((b * Nkv + h) * P + past_len[b]) * H, kc + base);
+      if (pvf) std::copy(pvf + (b * Nkv + h) * P * H, pvf + ((b * Nkv + h) * P + past_len[b]) * H, vc + base);
+      // Positions past this sequence's end: zero, unless the past buffer is written in place.
+      const int64_t end = std::max(seq_total[b], past_len[b] + S);
+      if (!k_in_place && kc_buf.empty()) std::fill(kc + base + std::min(end, T) * H, kc + base + T * H, 0.f);
+      if (!v_in_place && vc_buf.empty()) std::fill(vc + base + std::min(end, T) * H, vc + base + T * H, 0.f);
+    }
     for (int64_t s = 0; s < S; ++s) {
       const int64_t abs_pos = past_len[b] + s;
       if (abs_pos >= T) return ctx.fail("sequence {} does not fit {} cache positions", b, T);
@@ -289,10 +350,10 @@ status group_query_attention(kernel_context& ctx) {
         return ctx.fail("position {} is outside the rotary caches' {} positions", p, cos_t->dim(0));
       std::copy(q_in + (b * S + s) * qrow, q_in + (b * S + s) * qrow + N * H, q.data() + (b * S + s) * N * H);
       for (int64_t h = 0; h < Nkv; ++h) {
-        float* kd = kc.data() + ((b * Nkv + h) * T + abs_pos) * H;
+        float* kd = kc + ((b * Nkv + h) * T + abs_pos) * H;
         std::copy(k_in + (b * S + s) * kvrow + h * H, k_in + (b * S + s) * kvrow + (h + 1) * H, kd);
         std::copy(v_in + (b * S + s) * kvrow + h * H, v_in + (b * S + s) * kvrow + (h + 1) * H,
-                  vc.data() + ((b * Nkv + h) * T + abs_pos) * H);
+                  vc + ((b * Nkv + h) * T + abs_pos) * H);
         if (rotary) rotate(kd, rot, cs + p * (rot / 2), sn + p * (rot / 2), interleaved);
       }
       if (rotary)
@@ -303,8 +364,8 @@ status group_query_attention(kernel_context& ctx) {
   attention_problem ap;
   ap.B = B, ap.N = N, ap.Nkv = Nkv, ap.S = S, ap.T = T, ap.H = H, ap.Hv = H;
   ap.q = {q.data(), S * N * H, H, N * H};
-  ap.k = {kc.data(), Nkv * T * H, T * H, H};
-  ap.v = {vc.data(), Nkv * T * H, T * H, H};
+  ap.k = {kc, Nkv * T * H, T * H, H};
+  ap.v = {vc, Nkv * T * H, T * H, H};
   std::vector<float> o(static_cast<size_t>(B * S * N * H));
   ap.out = o.data(), ap.out_b = S * N * H, ap.out_h = H, ap.out_row = N * H;
   ap.scale = scale;
@@ -337,14 +398,13 @@ status group_query_attention(kernel_context& ctx) {
   };
   attend(ctx, ap);
   dense::store_float(*out, 0, o.data(), B * S * N * H);
-  const shape_t present = {B, Nkv, T, H};
-  if (ctx.num_outputs() > 1 && ctx.output_wanted(1)) {
+  if (ctx.num_outputs() > 1 && ctx.output_wanted(1) && !kc_buf.empty()) {
     GG_ASSIGN_OR_RETURN(tensor * t, ctx.output_for_overwrite(1, has_past ? pk->type() : Q.type(), present));
-    dense::store_float(*t, 0, kc.data(), B * Nkv * T * H);
+    dense::store_float(*t, 0, kc, B * Nkv * T * H);
   }
-  if (ctx.num_outputs() > 2 && ctx.output_wanted(2)) {
+  if (ctx.num_outputs() > 2 && ctx.output_wanted(2) && !vc_buf.empty()) {
     GG_ASSIGN_OR_RETURN(tensor * t, ctx.output_for_overwrite(2, has_past ? pv->type() : Q.type(), present));
-    dense::store_float(*t, 0, vc.data(), B * Nkv * T * H);
+    dense::store_float(*t, 0, vc, B * Nkv * T * H);
   }
   return status::ok();
 }

@@ -5,8 +5,9 @@
 //     float per block, default 2^(bits-1); g_idx (act-order) names each k's block. The
 //     weights stay quantized in memory: a few rows of A are multiplied block by block as each
 //     block is dequantized; more rows dequantize a strip of 128 columns at a time for the float
-//     product (A packed once for all strips). accuracy_level is ignored (float math, where
-//     onnxruntime's level 4 quantizes A to int8).
+//     product (A packed once for all strips). With accuracy_level 4 (the model builder's
+//     setting for CPU), few rows are quantized to int8 per block and multiplied in integers
+//     as onnxruntime's MLAS does on AVX2; otherwise the math is float.
 //   GatherBlockQuantized: rows of a blockwise-quantized table (uint8 holding 4- or 8-bit
 //     values), dequantized; gather_axis 0 and quantize_axis last (the embedding layout).
 //   FusedMatMul: alpha * op(A) op(B) with numpy batch broadcasting (transBatch* 0 only).
@@ -141,6 +142,78 @@ void q4_column(const uint8_t* q, const float* scales, const ZP& zp_of, const flo
     acc[m] += sum - corr[m];
   }
 }
+
+// accuracy_level 4 (what onnxruntime's MLAS does on AVX2): each row of A quantized to int8 per
+// weight block (scale = max |a| / 127), each block's dot product with the 4-bit weights taken in
+// integers (maddubs: unsigned 4-bit weights times signed 8-bit activations), then
+//   y = sum_b wscale_b * (ascale_b * dot_b - zp_b * ascale_b * sum(qa_b)).
+// The int8 row is stored in the weights' nibble order: per 32 values, the 16 even ones (the low
+// nibbles of 16 bytes) then the 16 odd ones (the high nibbles).
+struct q8_rows {
+  int64_t M = 0, kb = 0, block = 0;
+  std::vector<int8_t> q;      // [M, kb * block]
+  std::vector<float> scale;   // [M, kb]
+  std::vector<float> zsum;    // [M, kb]: scale * sum of the block's int8 values
+};
+
+void quantize_rows_q8(const float* a, int64_t M, int64_t K, int64_t block, q8_rows* r) {
+  const int64_t kb = (K + block - 1) / block;
+  r->M = M, r->kb = kb, r->block = block;
+  r->q.assign(static_cast<size_t>(M * kb * block), 0);
+  r->scale.assign(static_cast<size_t>(M * kb), 0.f);
+  r->zsum.assign(static_cast<size_t>(M * kb), 0.f);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t b = 0; b < kb; ++b) {
+      const float* x = a + m * K + b * block;
+      const int64_t len = std::min(block, K - b * block);
+      float amax = 0.f;
+      for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[i]));
+      const float sc = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+      int8_t* q = r->q.data() + (m * kb + b) * block;
+      int sum = 0;
+      for (int64_t i = 0; i < len; ++i) {
+        const int v = static_cast<int>(std::nearbyint(x[i] * inv));
+        const int64_t g = i & ~int64_t{31}, j = i & 31;
+        q[g + (j & 1 ? 16 + j / 2 : j / 2)] = static_cast<int8_t>(v);
+        sum += v;
+      }
+      r->scale[m * kb + b] = sc;
+      r->zsum[m * kb + b] = sc * static_cast<float>(sum);
+    }
+}
+
+// out[m] = sum over blocks of one column's dot products with MR quantized rows, before the
+// zero-point term.
+template <int MR>
+void q4_column_q8(const uint8_t* q, const float* ws, const q8_rows& a, float* out) {
+  const __m256i mask = _mm256_set1_epi8(15);
+  const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t kb = a.kb, block = a.block, row = kb * block;
+  __m256 acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < kb; ++b) {
+    __m256i dot[MR];
+    for (int m = 0; m < MR; ++m) dot[m] = _mm256_setzero_si256();
+    const uint8_t* qb = q + b * block / 2;
+    for (int64_t i = 0; i < block; i += 32) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qb + i / 2));
+      const __m256i w = _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(bytes), shift), mask);
+      for (int m = 0; m < MR; ++m) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + m * row + b * block + i));
+        dot[m] = _mm256_add_epi32(dot[m], _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones));
+      }
+    }
+    for (int m = 0; m < MR; ++m)
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[m]), _mm256_set1_ps(ws[b] * a.scale[m * kb + b]), acc[m]);
+  }
+  for (int m = 0; m < MR; ++m) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[m]), _mm256_extractf128_ps(acc[m], 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    out[m] = _mm_cvtss_f32(s);
+  }
+}
 #endif
 
 class matmul_nbits_kernel final : public kernel {
@@ -151,6 +224,7 @@ class matmul_nbits_kernel final : public kernel {
     k->N_ = n.attr_int("N", -1);
     k->bits_ = static_cast<int>(n.attr_int("bits", 4));
     k->block_ = n.attr_int("block_size", -1);
+    k->accuracy_ = n.attr_int("accuracy_level", 0);
     if (k->K_ <= 0 || k->N_ <= 0 || k->K_ > (int64_t{1} << 31) || k->N_ > (int64_t{1} << 31))
       return invalid_input("{}: attributes K and N must be in [1, 2^31], got {} and {}", n.describe(), k->K_, k->N_);
     if (k->bits_ != 2 && k->bits_ != 4 && k->bits_ != 8)
@@ -240,6 +314,35 @@ class matmul_nbits_kernel final : public kernel {
           }
         }
       });
+#ifdef GG_NBITS_AVX2
+    } else if (M <= 4 && accuracy_ == 4 && bits_ == 4 && block_ % 32 == 0) {
+      q8_rows qa;
+      quantize_rows_q8(a, M, K, block_, &qa);
+      helpers::parallel(ctx, N, helpers::grain_for(K * M, 65536), [&](int64_t n0, int64_t n1) {
+        float acc[4];
+        for (int64_t n = n0; n < n1; ++n) {
+          const uint8_t* q = w_q + n * kb * blob;
+          const float* ws = scales + n * kb;
+          switch (M) {
+            case 1: q4_column_q8<1>(q, ws, qa, acc); break;
+            case 2: q4_column_q8<2>(q, ws, qa, acc); break;
+            case 3: q4_column_q8<3>(q, ws, qa, acc); break;
+            default: q4_column_q8<4>(q, ws, qa, acc); break;
+          }
+          for (int64_t m = 0; m < M; ++m) {
+            const float* zs = qa.zsum.data() + m * kb;
+            float corr = 0.f;
+            if (zq || zf) {
+              for (int64_t b = 0; b < kb; ++b) corr += ws[b] * zero_point(n, b) * zs[b];
+            } else {
+              for (int64_t b = 0; b < kb; ++b) corr += ws[b] * zs[b];
+              corr *= default_zp;
+            }
+            yf[m * N + n] = acc[m] - corr + (bi ? bi[n] : 0.f);
+          }
+        }
+      });
+#endif
     } else if (M <= 4) {
       // Few rows (decoding): dequantize one block at a time into registers' worth of floats
       // and multiply it into every row, column by column.
@@ -316,7 +419,7 @@ class matmul_nbits_kernel final : public kernel {
   }
 
  private:
-  int64_t K_ = 0, N_ = 0, block_ = 0;
+  int64_t K_ = 0, N_ = 0, block_ = 0, accuracy_ = 0;
   int bits_ = 4;
 };
 

@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "engine/thread_pool.h"
 #include "kernels/cpu/sgemm.h"
@@ -32,14 +33,59 @@ float dot(const float* x, const float* y, int64_t n) {
   return s;
 }
 
-// y[i] += a * x[i]
-void axpy(float a, const float* x, float* y, int64_t n) {
-  int64_t i = 0;
-#ifdef GG_DENSE_AVX2
-  const __m256 va = _mm256_set1_ps(a);
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+
+// c[j] = sum_p a[p] * b[p, j] for j in [j0, j1), B float or float16. Tiles of up to 512
+// columns whose sums stay in L1; four rows of B at a time, each read contiguously (float16
+// converted 8 values at a time).
+template <typename T>
+void gemv_rows(const float* a, const T* b, int64_t ldb, int64_t k, float* c, int64_t j0, int64_t j1) {
+#if defined(GG_DENSE_AVX2) && defined(__F16C__)
+  auto ld = [](const T* p) {
+    if constexpr (std::is_same_v<T, half>) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    else return _mm256_loadu_ps(p);
+  };
+  alignas(32) float acc[512];
+  for (int64_t t0 = j0; t0 < j1; t0 += 512) {
+    const int64_t w = std::min<int64_t>(512, j1 - t0), w8 = w & ~int64_t{7};
+    std::fill(acc, acc + w, 0.f);
+    int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+      const __m256 a0 = _mm256_broadcast_ss(a + p), a1 = _mm256_broadcast_ss(a + p + 1);
+      const __m256 a2 = _mm256_broadcast_ss(a + p + 2), a3 = _mm256_broadcast_ss(a + p + 3);
+      const T* r0 = b + p * ldb + t0;
+      const T *r1 = r0 + ldb, *r2 = r1 + ldb, *r3 = r2 + ldb;
+      for (int64_t j = 0; j < w8; j += 8) {
+        __m256 v = _mm256_load_ps(acc + j);
+        v = _mm256_fmadd_ps(a0, ld(r0 + j), v);
+        v = _mm256_fmadd_ps(a1, ld(r1 + j), v);
+        v = _mm256_fmadd_ps(a2, ld(r2 + j), v);
+        v = _mm256_fmadd_ps(a3, ld(r3 + j), v);
+        _mm256_store_ps(acc + j, v);
+      }
+      for (int64_t j = w8; j < w; ++j)
+        acc[j] += a[p] * static_cast<float>(r0[j]) + a[p + 1] * static_cast<float>(r1[j]) +
+                  a[p + 2] * static_cast<float>(r2[j]) + a[p + 3] * static_cast<float>(r3[j]);
+    }
+    for (; p < k; ++p) {
+      const __m256 a0 = _mm256_broadcast_ss(a + p);
+      const T* r0 = b + p * ldb + t0;
+      for (int64_t j = 0; j < w8; j += 8) _mm256_store_ps(acc + j, _mm256_fmadd_ps(a0, ld(r0 + j), _mm256_load_ps(acc + j)));
+      for (int64_t j = w8; j < w; ++j) acc[j] += a[p] * static_cast<float>(r0[j]);
+    }
+    std::copy(acc, acc + w, c + t0);
+  }
+#else
+  for (int64_t j = j0; j < j1; ++j) {
+    float s = 0.f;
+    for (int64_t p = 0; p < k; ++p) s += a[p] * static_cast<float>(b[p * ldb + j]);
+    c[j] = s;
+  }
 #endif
-  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+// Column blocks of 64 to 512 for a matrix-vector product of n columns, at least two per thread.
+int64_t gemv_block(thread_pool* pool, int64_t n) {
+  return std::clamp<int64_t>((n / (2 * pool->size()) + 63) / 64 * 64, 64, 512);
 }
 
 }  // namespace
@@ -82,15 +128,18 @@ bool matmul(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, 
       if (b_trans) {
         for (int64_t j = j0; j < j1; ++j) crow[j] = alpha * dot(arow, b + j * ldb, k);
       } else {
-        std::fill(crow + j0, crow + j1, 0.f);
-        for (int64_t p = 0; p < k; ++p)
-          if (arow[p] != 0.f) axpy(alpha * arow[p], b + p * ldb + j0, crow + j0, j1 - j0);
+        gemv_rows(arow, b, ldb, k, crow, j0, j1);
+        if (alpha != 1.f)
+          for (int64_t j = j0; j < j1; ++j) crow[j] *= alpha;
       }
       if (bias)
         for (int64_t j = j0; j < j1; ++j) crow[j] += bias[j];
     }
   };
-  if (pool && pool->size() > 1 && n * k >= (int64_t{1} << 17) && n >= 64)
+  if (pool && pool->size() > 1 && n * k >= (int64_t{1} << 17) && n >= 64 && !b_trans) {
+    const int64_t w = gemv_block(pool, n), blocks = (n + w - 1) / w;
+    pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { columns(b0 * w, std::min(n, b1 * w)); });
+  } else if (pool && pool->size() > 1 && n * k >= (int64_t{1} << 17) && n >= 64)
     pool->parallel_for(n, std::max<int64_t>(32, (int64_t{1} << 15) / std::max<int64_t>(1, k)), columns);
   else
     columns(0, n);
@@ -120,6 +169,74 @@ bool matmul(thread_pool* pool, int64_t m, const float* a, int64_t lda, const rig
   return matmul(pool, m, b.n, b.k, a, lda, b.b, b.ldb, b.trans, c, ldc, 1.f, bias);
 }
 
+void f16_to_f32(const half* s, float* d, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+#endif
+  for (; i < n; ++i) d[i] = static_cast<float>(s[i]);
+}
+
+void f32_to_f16(const float* s, half* d, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+  for (; i < n; ++i) d[i] = half(s[i]);
+}
+
+
+bool matmul_f16b(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const half* b,
+                 int64_t ldb, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return true;
+  if (k <= 0) {
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
+    return true;
+  }
+  const bool threaded = pool && pool->size() > 1;
+  if (m <= 4 || !sgemm::available()) {
+    auto columns = [&](int64_t j0, int64_t j1) {
+      for (int64_t i = 0; i < m; ++i) gemv_rows(a + i * lda, b, ldb, k, c + i * ldc, j0, j1);
+    };
+    // Column blocks of 64 to 512, at least two per thread.
+    if (threaded && n * k >= (int64_t{1} << 15)) {
+      const int64_t w = gemv_block(pool, n);
+      const int64_t blocks = (n + w - 1) / w;
+      pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { columns(b0 * w, std::min(n, b1 * w)); });
+    } else {
+      columns(0, n);
+    }
+    return true;
+  }
+  // Strips of columns converted to float, each multiplied by A (packed once) with sgemm.
+  constexpr int64_t strip = 128;
+  const int64_t strips = (n + strip - 1) / strip;
+  std::shared_ptr<const sgemm::packed> apk = sgemm::packed::left(sgemm::view{a, lda, 1}, m, k);
+  if (!apk) return false;
+  std::atomic<bool> failed{false};
+  auto run_strips = [&](int64_t s0, int64_t s1) {
+    std::vector<float> deq(static_cast<size_t>(strip * k));
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t j0 = s * strip, nn = std::min(strip, n - j0);
+      for (int64_t p = 0; p < k; ++p) f16_to_f32(b + p * ldb + j0, deq.data() + p * nn, nn);
+      sgemm::problem q;
+      q.m = m;
+      q.n = nn;
+      q.k = k;
+      q.a.pk = apk.get();
+      q.b.v = sgemm::view{deq.data(), nn, 1};
+      q.c = c + j0;
+      q.ldc = ldc;
+      if (!sgemm::run(nullptr, q)) failed = true;
+    }
+  };
+  if (threaded) pool->parallel_for(strips, 1, run_strips);
+  else run_strips(0, strips);
+  return !failed;
+}
+
 bool is_float_like(dtype t) { return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16; }
 
 const float* as_float(const tensor& t, std::vector<float>* buf) {
@@ -127,8 +244,7 @@ const float* as_float(const tensor& t, std::vector<float>* buf) {
   const int64_t n = t.numel();
   buf->resize(static_cast<size_t>(n));
   if (t.type() == dtype::f16) {
-    const half* p = t.data<half>();
-    for (int64_t i = 0; i < n; ++i) (*buf)[i] = static_cast<float>(p[i]);
+    f16_to_f32(t.data<half>(), buf->data(), n);
   } else if (t.type() == dtype::bf16) {
     const bfloat16* p = t.data<bfloat16>();
     for (int64_t i = 0; i < n; ++i) (*buf)[i] = static_cast<float>(p[i]);
@@ -142,8 +258,7 @@ void store_float(tensor& t, int64_t offset, const float* src, int64_t n) {
   if (t.type() == dtype::f32) {
     std::copy(src, src + n, t.data<float>() + offset);
   } else if (t.type() == dtype::f16) {
-    half* p = t.data<half>() + offset;
-    for (int64_t i = 0; i < n; ++i) p[i] = half(src[i]);
+    f32_to_f16(src, t.data<half>() + offset, n);
   } else if (t.type() == dtype::bf16) {
     bfloat16* p = t.data<bfloat16>() + offset;
     for (int64_t i = 0; i < n; ++i) p[i] = bfloat16(src[i]);

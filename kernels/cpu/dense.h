@@ -34,6 +34,17 @@ struct right_matrix {
 bool matmul(thread_pool* pool, int64_t m, const float* a, int64_t lda, const right_matrix& b, float* c,
             int64_t ldc, const float* bias = nullptr);
 
+// C[m, n] = A[m, k] * B[k, n] with B float16 (row stride ldb), float accumulation: a float16
+// weight matrix used as it is stored, without a float copy of it. Few rows read B once per row,
+// converting 8 values at a time; more rows convert strips of 128 columns and run them through
+// sgemm (A packed once). Returns false when scratch memory could not be allocated.
+bool matmul_f16b(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const half* b,
+                 int64_t ldb, float* c, int64_t ldc);
+
+// n halves to floats and back (F16C where the CPU has it).
+void f16_to_f32(const half* s, float* d, int64_t n);
+void f32_to_f16(const float* s, half* d, int64_t n);
+
 // True for the float types these kernels accept (f32, f16, bf16).
 bool is_float_like(dtype t);
 

@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/broadcast.h"
+#include "kernels/cpu/dense.h"
 #include "kernels/cpu/nn_internal.h"
 #include "kernels/cpu/sgemm.h"
 
@@ -228,6 +229,7 @@ class matmul_kernel final : public kernel {
       if (!sgemm::run(&ctx.pool(), q)) return ctx.fail("out of memory for the packed blocks");
       return status::ok();
     }
+    if (t == dtype::f16) return run_f16(ctx, A, B, p, bias, y);
     status st = status::ok();
     bool ok = false;
     auto go = [&](auto tag) {
@@ -268,6 +270,24 @@ class matmul_kernel final : public kernel {
   }
 
  private:
+  // float16: float accumulation. A 2-D B (the weights) is read as stored, float16, with no
+  // float copy of it; batched products of two activations convert both.
+  status run_f16(kernel_context& ctx, const tensor& A, const tensor& B, const mm_plan& p, const tensor* bias, tensor* y) {
+    if (y->numel() == 0) return status::ok();
+    std::vector<float> abuf, bbuf, biasbuf, ybuf(static_cast<size_t>(y->numel()));
+    const float* a = dense::as_float(A, &abuf);
+    if (p.calls == 1) {
+      if (!dense::matmul_f16b(&ctx.pool(), p.rows, p.N, p.K, a, p.K, B.data<half>(), p.N, ybuf.data(), p.N))
+        return ctx.fail("out of memory for the product");
+    } else {
+      run_plan<float>(ctx, p, a, dense::as_float(B, &bbuf), ybuf.data());
+    }
+    const float* bi = bias ? dense::as_float(*bias, &biasbuf) : nullptr;
+    bias_act_rows(ctx, act_, ybuf.data(), y->numel() / p.N, p.N, bi);
+    dense::store_float(*y, 0, ybuf.data(), y->numel());
+    return status::ok();
+  }
+
   bool fused_;
   activation_spec act_;
   packed_weight weight_;

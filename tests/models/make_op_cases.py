@@ -42,8 +42,8 @@ class spec:
     def __init__(self, op, inputs, outputs, domain="", rtol=1e-3, atol=1e-4, **attrs):
         self.op, self.inputs, self.outputs, self.domain, self.attrs = op, inputs, outputs, domain, attrs
         self.rtol, self.atol = rtol, atol
-        # Attributes changed for the reference run only (e.g. MatMulNBits' accuracy_level 4
-        # makes onnxruntime quantize A to int8; gpugrid ignores it and computes in float).
+        # Attributes changed for the reference run only (e.g. a MatMulNBits accuracy_level that
+        # onnxruntime and gpugrid take different paths for).
         self.ref_attrs = {}
         self.model = None  # a whole model instead of one node (inputs then list only the feeds)
 
@@ -257,8 +257,38 @@ def matmul_nbits_decode(rng):
     s = spec("MatMulNBits", [("A", rnd(rng, 1, 1, K), False), ("B", B, True), ("scales", sc, True),
                              ("zero_points", zp, True)], [("Y", TensorProto.FLOAT)], domain=MS,
              K=K, N=N, bits=4, block_size=block, accuracy_level=4)
-    s.ref_attrs = {"accuracy_level": 0}
+    s.rtol, s.atol = 1e-3, 1e-3
     return s
+
+
+# accuracy_level 4 with few rows: A quantized to int8 per block, integer dot products (as
+# onnxruntime's MLAS on AVX2); the reference is onnxruntime at the same level.
+@case
+def matmul_nbits_q8_symmetric(rng):
+    N, K, block = 72, 256, 32
+    B, sc, _ = quantize_nbits(rng, N, K, block, zp=False)
+    return spec("MatMulNBits", [("A", rnd(rng, 1, 1, K), False), ("B", B, True), ("scales", sc, True)],
+                [("Y", TensorProto.FLOAT)], domain=MS, K=K, N=N, bits=4, block_size=block, accuracy_level=4,
+                rtol=1e-3, atol=1e-3)
+
+
+@case
+def matmul_nbits_q8_block64_rows3(rng):
+    N, K, block = 40, 192, 64
+    B, sc, zp = quantize_nbits(rng, N, K, block)
+    return spec("MatMulNBits", [("A", rnd(rng, 3, K), False), ("B", B, True), ("scales", sc, True),
+                                ("zero_points", zp, True), ("", None, True), ("bias", rnd(rng, N), True)],
+                [("Y", TensorProto.FLOAT)], domain=MS, K=K, N=N, bits=4, block_size=block, accuracy_level=4,
+                rtol=1e-3, atol=1e-3)
+
+
+@case
+def matmul_nbits_q8_ragged(rng):
+    N, K, block = 24, 80, 32
+    B, sc, zp = quantize_nbits(rng, N, K, block)
+    return spec("MatMulNBits", [("A", rnd(rng, 2, K), False), ("B", B, True), ("scales", sc, True),
+                                ("zero_points", zp, True)], [("Y", TensorProto.FLOAT)], domain=MS,
+                K=K, N=N, bits=4, block_size=block, accuracy_level=4, rtol=1e-3, atol=1e-3)
 
 
 @case
@@ -420,6 +450,15 @@ def gqa_prompt(rng):
 def gqa_decode_uneven_past(rng):
     # Decoding one token for two sequences whose caches hold 6 and 3 valid positions.
     return gqa_case(rng, B=2, S=1, P=6, lens=[6, 3], rotary=True)
+
+
+@case
+def gqa_decode_share_buffer(rng):
+    # onnxruntime-genai's share-buffer layout: the past buffer holds the whole context (10
+    # positions), of which the first 5 are valid; total_sequence_length is 6.
+    s = gqa_case(rng, B=1, S=1, P=10, lens=[5], rotary=True)
+    s.inputs = [(n, np.array(6, np.int32) if n == "total_sequence_length" else a, c) for n, a, c in s.inputs]
+    return s
 
 
 @case
@@ -624,14 +663,17 @@ def decoder(rng, S, P, V=64, D=64, N=4, Nkv=2, H=16, F=128, L=2):
     m.ir_version = 8
     s = spec("decoder", feeds, [(n, TensorProto.FLOAT) for n in ["logits"] + outputs], rtol=1e-3, atol=1e-3)
     s.model = m
-    # onnxruntime's accuracy_level 4 quantizes activations to int8: the reference runs level 0.
-    ref = onnx.ModelProto()
-    ref.CopyFrom(m)
-    for nd in ref.graph.node:
-        for a in nd.attribute:
-            if a.name == "accuracy_level":
-                a.i = 0
-    s.ref_model = ref
+    # accuracy_level 4: both engines quantize the activations of a decode step (up to 4 rows)
+    # to int8, as onnxruntime does; a prompt's rows are multiplied in float by gpugrid, so the
+    # reference for more rows runs level 0.
+    if S > 4:
+        ref = onnx.ModelProto()
+        ref.CopyFrom(m)
+        for nd in ref.graph.node:
+            for a in nd.attribute:
+                if a.name == "accuracy_level":
+                    a.i = 0
+        s.ref_model = ref
     return s
 
 
@@ -654,6 +696,32 @@ def as_f16(s):
     s.outputs = [(n, TensorProto.FLOAT16 if t == TensorProto.FLOAT else t) for n, t in s.outputs]
     s.rtol, s.atol = 1e-2, 1e-2
     return s
+
+
+# float16 MatMul: a float16 weight read as stored (one row: the matrix-vector path; more rows:
+# strips converted for sgemm; more than 128 columns so that several strips run), and a batched
+# product of two float16 activations.
+@case
+def matmul_fp16_decode(rng):
+    K, N = 99, 1100  # K not a multiple of 4 rows, N two 512-column tiles and a ragged one
+    return spec("MatMul", [("A", rnd(rng, 1, 1, K).astype(np.float16), False),
+                           ("B", rnd(rng, K, N, scale=0.1).astype(np.float16), True)],
+                [("Y", TensorProto.FLOAT16)], rtol=1e-2, atol=1e-2)
+
+
+@case
+def matmul_fp16_prompt(rng):
+    K, N = 64, 300
+    return spec("MatMul", [("A", rnd(rng, 2, 9, K).astype(np.float16), False),
+                           ("B", rnd(rng, K, N, scale=0.1).astype(np.float16), True)],
+                [("Y", TensorProto.FLOAT16)], rtol=1e-2, atol=1e-2)
+
+
+@case
+def matmul_fp16_batched(rng):
+    return spec("MatMul", [("A", rnd(rng, 2, 3, 5, 16).astype(np.float16), False),
+                           ("B", rnd(rng, 2, 3, 16, 7).astype(np.float16), False)],
+                [("Y", TensorProto.FLOAT16)], rtol=1e-2, atol=1e-2)
 
 
 @case
