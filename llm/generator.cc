@@ -262,6 +262,14 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   gen->tokenizer_ = std::move(tok);
   gen->session_ = std::move(s);
   gen->io_ = std::move(io);
+  // One throw-away step, so that one-time costs (weight packing, first allocations) are paid at
+  // load and not by the first answer's time to first token.
+  completion_request warm;
+  warm.prompt_ids = {gen->config_.bos_token_id >= 0 ? gen->config_.bos_token_id : 0};
+  warm.stop.max_new_tokens = 1;
+  GG_ASSIGN_OR_RETURN(std::unique_ptr<batch> b, gen->start({warm}));
+  std::vector<generated_token> out;
+  GG_RETURN_IF_ERROR(b->step(&out).with_context(gen->config_.model_path));
   return gen;
 }
 
