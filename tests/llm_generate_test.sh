@@ -131,6 +131,23 @@ hs=$(gen "$work/m/genai" --prompt "Hello" --system "Be brief" --max-tokens 6 --s
 [ "${lines[3]}" = "$hs" ] && ok "chat: /system sets the system message" || fail "chat system: '${lines[3]}' vs '$hs'"
 grep -q "unknown chat command '/bogus'" "$work/chat.err" && ok "chat: unknown command named" || fail "chat: $(cat "$work/chat.err")"
 
+# Ctrl-C (SIGINT) does not end the chat: it goes on reading and answering.
+mkfifo "$work/chat.in"
+"$bin" chat --local --threads 1 "$work/m/genai" --max-tokens 6 --stop $'\n' <"$work/chat.in" >"$work/sig.out" 2>"$work/sig.err" &
+cpid=$!
+exec 3>"$work/chat.in"
+echo Hello >&3
+sleep 1
+kill -INT $cpid 2>/dev/null
+sleep 0.3
+echo Hello >&3
+exec 3>&-
+wait $cpid
+rc=$?
+mapfile -t sig <"$work/sig.out"
+[ $rc = 0 ] && [ "${#sig[@]}" = 2 ] && [ "${sig[1]}" = "$h1" ] && ok "chat: SIGINT stops an answer, not the chat" ||
+  fail "chat after SIGINT: exit $rc, answers ${#sig[@]}: $(cat "$work/sig.out" "$work/sig.err")"
+
 # ---- bad input: one line, exit 2
 expect_bad() {  # NAME PATTERN CMD...
   local name=$1 pat=$2; shift 2
