@@ -55,6 +55,17 @@ CLI::Validator number_above(double lo, bool inclusive) {
       "");
 }
 
+CLI::Validator number_between(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        char* end = nullptr;
+        double v = std::strtod(s.c_str(), &end);
+        if (!s.empty() && end && *end == '\0' && v >= lo && v <= hi) return {};
+        return fmt::format("must be a number from {} to {}, not '{}'", lo, hi, s);
+      },
+      "");
+}
+
 CLI::Validator one_of(std::vector<std::string> choices) {
   return CLI::Validator(
       [choices](std::string& s) -> std::string {
@@ -334,10 +345,10 @@ void llm_flags(CLI::App& sub, generate_options& v) {
       ->check(whole_number(0, std::numeric_limits<int>::max()));
   sub.add_option("--top-p", v.top_p, "sample from the smallest set of tokens whose probability reaches P (1: no cut)")
       ->type_name("P")
-      ->check(number_above(0, false) & CLI::Range(0.0, 1.0));
+      ->check(number_between(0, 1));
   sub.add_option("--min-p", v.min_p, "drop tokens less likely than P times the likeliest (0: none)")
       ->type_name("P")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(number_between(0, 1));
   sub.add_option("--repetition-penalty", v.repetition_penalty,
                  "divide the scores of tokens already in the text by R (1: none)")
       ->type_name("R")
