@@ -75,8 +75,8 @@ PY
     i=$((i + 1))
   done
   # The prompts as one batch (padded, one engine run per step) give the same ids as alone. Not
-  # for int4: its int8-activation path is taken for single decode rows only, so a batch rounds
-  # differently and may part at a near-tie.
+  # for int4: MatMulNBits takes its int8-activation path for a few rows only (up to 4), so a
+  # padded batch prefill rounds differently from a short prompt alone and may part at a near-tie.
   [ "$3" = int4 ] && continue
   args=()
   for p in "${prompts[@]}"; do args+=(--prompt "$p"); done
