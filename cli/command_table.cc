@@ -313,6 +313,62 @@ void inspect_flags(CLI::App& sub, parsed_options& o) {
   add_json(sub, o.inspect.json, "print one JSON object");
 }
 
+// generate and chat share their flags; generate adds --prompt and --json, chat adds --stats.
+void llm_flags(CLI::App& sub, generate_options& v) {
+  sub.add_option("MODEL_DIR", v.model,
+                 "a generation model folder: onnxruntime-genai's (genai_config.json) or optimum's (config.json), "
+                 "with tokenizer.json")
+      ->type_name("DIR")
+      ->required();
+  sub.add_option("--system", v.system, "a system message before the conversation")->type_name("TEXT");
+  sub.add_flag("--no-template", v.no_template, "use the text as it is, without the model's chat template");
+  sub.add_option("--max-tokens", v.max_tokens, "the most tokens to generate per answer (default 256)")
+      ->type_name("N")
+      ->check(whole_number(1, 1 << 24));
+  sub.add_option("--temperature", v.temperature,
+                 "sampling temperature; 0 is greedy (default: the model's generation config, else greedy)")
+      ->type_name("T")
+      ->check(number_above(0, true));
+  sub.add_option("--top-k", v.top_k, "sample among the K likeliest tokens only (0: no cut)")
+      ->type_name("K")
+      ->check(whole_number(0, std::numeric_limits<int>::max()));
+  sub.add_option("--top-p", v.top_p, "sample from the smallest set of tokens whose probability reaches P (1: no cut)")
+      ->type_name("P")
+      ->check(number_above(0, false) & CLI::Range(0.0, 1.0));
+  sub.add_option("--min-p", v.min_p, "drop tokens less likely than P times the likeliest (0: none)")
+      ->type_name("P")
+      ->check(CLI::Range(0.0, 1.0));
+  sub.add_option("--repetition-penalty", v.repetition_penalty,
+                 "divide the scores of tokens already in the text by R (1: none)")
+      ->type_name("R")
+      ->check(number_above(0, false));
+  sub.add_option("--seed", v.seed, "the random seed of sampling: the same seed gives the same answer (default 0)")
+      ->type_name("N");
+  sub.add_option("--stop", v.stop, "end the answer before TEXT (not printed); repeat for more")
+      ->type_name("TEXT")
+      ->expected(1)
+      ->allow_extra_args(false);
+  sub.add_flag("--local", v.local, "generate in this process, with no grid at all");
+  add_peers(sub, v.peers);
+  add_device(sub, v.device, "auto|cpu|cuda[:N]", "the device for --local (default cpu)");
+  add_threads(sub, v.threads);
+}
+
+void generate_flags(CLI::App& sub, parsed_options& o) {
+  auto& v = o.generate;
+  llm_flags(sub, v);
+  sub.add_option("--prompt", v.prompt, "the prompt; - (or no --prompt with stdin not a terminal) reads stdin")
+      ->type_name("TEXT");
+  add_json(sub, v.json,
+           "print one JSON object at the end: text, token ids, timings, finish reason, providers and cost");
+}
+
+void chat_flags(CLI::App& sub, parsed_options& o) {
+  auto& v = o.generate;
+  llm_flags(sub, v);
+  sub.add_flag("--stats", v.stats, "show tokens/s after each answer (/stats toggles it)");
+}
+
 void selftest_flags(CLI::App& sub, parsed_options& o) {
   auto& v = o.selftest;
   sub.add_option("--suite", v.suite, "a folder of ONNX backend test cases (DIR/test_*/model.onnx + test_data_set_*)")
@@ -465,6 +521,12 @@ int run_version(const invocation& inv) {
   return 0;
 }
 int run_selftest(const invocation& inv) { return selftest_command(inv.options.selftest); }
+int run_generate(const invocation& inv) {
+  auto& v = inv.options.generate;
+  v.prompt_given = inv.given("--prompt");
+  return generate_command(v, stdin, inv.out, inv.err);
+}
+int run_chat(const invocation& inv) { return chat_command(inv.options.generate, stdin, inv.out, inv.err); }
 int run_bench(const invocation& inv) { return bench_command(inv.options.bench); }
 
 int run_ledger(const invocation& inv) {
@@ -683,6 +745,8 @@ const std::vector<command>& command_table() {
       {"offer", "sell this machine's GPU (or CPU) time: serve jobs until SIGINT or SIGTERM", true, offer_flags, run_offer},
       {"run", "run one inference on the grid (or, with --local, in this process)", true, run_flags, run_run},
       {"serve", "serve models over HTTP (Open Inference Protocol v2) until SIGINT or SIGTERM", true, serve_flags, run_serve},
+      {"generate", "generate text with an LLM folder: prompt from --prompt or stdin, text to stdout as it comes", false, generate_flags, run_generate},
+      {"chat", "chat with an LLM folder interactively (streamed answers, history, /reset, /system, /stats)", false, chat_flags, run_chat},
       {"peers", "list the providers reachable through the bootstrap peers", true, peers_flags, run_peers},
       {"inspect", "show a model's inputs, outputs, ops, backend support and FLOPs", false, inspect_flags, run_inspect},
       {"selftest", "run ONNX backend node test cases on a backend", false, selftest_flags, run_selftest},

@@ -38,6 +38,7 @@ struct parsed_options {
   serve_options serve;
   config_options config;
   version_options version;
+  generate_options generate;  // generate and chat
   std::string shell;   // completion SHELL
   std::string topic;   // help COMMAND
   bool man = false;    // help --man: the manual page (roff)

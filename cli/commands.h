@@ -3,6 +3,8 @@
 // Every function returns the process exit code and prints errors as one line on stderr.
 #pragma once
 
+#include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <string>
@@ -147,5 +149,30 @@ int config_command(const config_options& o);
 struct version_options {
   bool json = false;
 };
+
+// `gpugrid generate` and `gpugrid chat` (cli/cmd_generate.cc, cli/cmd_chat.cc). Sampling flags
+// left unset (negative) take the model's generation_config / genai_config defaults.
+struct generate_options {
+  std::string model;                 // MODEL_DIR
+  std::string prompt;                // --prompt TEXT, or "-" for stdin
+  bool prompt_given = false;
+  std::string system;                // --system TEXT
+  bool no_template = false;          // the prompt is raw text, not a chat message
+  bool json = false;
+  int64_t max_tokens = 256;
+  double temperature = -1, top_p = -1, min_p = -1, repetition_penalty = -1;
+  int64_t top_k = -1;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;     // stop strings, repeatable
+  bool stats = false;                // chat: show tokens/s after each answer (toggled by /stats)
+  // Where the tokens are made (see cli/llm_backend.h).
+  bool local = false;
+  std::vector<std::string> peers;
+  std::string device = "cpu";
+  int threads = 0;
+  std::string data_dir;
+};
+int generate_command(const generate_options& o, std::FILE* in, std::FILE* out, std::FILE* err);
+int chat_command(const generate_options& o, std::FILE* in, std::FILE* out, std::FILE* err);
 
 }  // namespace gpugrid::cli

@@ -1,0 +1,91 @@
+// gpugrid generate: one completion for pipelines. The prompt comes from --prompt, or stdin
+// ("-", or no --prompt with stdin not a terminal); the text goes to stdout as it arrives, or
+// with --json as one document at the end.
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "base/json.h"
+#include "cli/commands.h"
+#include "cli/llm_common.h"
+#include "cli/log.h"
+
+namespace gpugrid::cli {
+
+namespace {
+
+int fail(std::FILE* err, const status& s) {
+  fmt::print(err, "gpugrid: {}\n", s.message());
+  return exit_code_for(s.kind());
+}
+
+std::string read_all(std::FILE* in) {
+  std::string s;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, in)) > 0) {
+    s.append(buf, n);
+    if (s.size() > (64u << 20)) break;
+  }
+  return s;
+}
+
+}  // namespace
+
+int generate_command(const generate_options& o, std::FILE* in, std::FILE* out, std::FILE* err) {
+  std::string prompt = o.prompt;
+  const bool from_stdin = (o.prompt_given && o.prompt == "-") || (!o.prompt_given && !isatty(fileno(in)));
+  if (from_stdin) {
+    prompt = read_all(in);
+    if (prompt.size() > (64u << 20)) return fail(err, invalid_input("the prompt on stdin is over 64 MiB"));
+  } else if (!o.prompt_given) {
+    return fail(err, status(error_kind::usage, "generate needs --prompt TEXT, or the prompt on stdin (--prompt -)"));
+  }
+  auto p = llm_prompter::load(o.model);
+  if (!p) return fail(err, p.error());
+  std::vector<llm::chat_message> messages;
+  if (!o.system.empty()) messages.push_back({"system", o.system});
+  messages.push_back({"user", prompt});
+  auto ids = p->prompt_ids(messages, o.no_template);
+  if (!ids) return fail(err, ids.error());
+  llm::completion_request req = make_request(o, p->config);
+  req.prompt_ids = std::move(*ids);
+  std::string note;
+  auto backend = make_completion_backend(o, &note);
+  if (!backend) return fail(err, backend.error());
+  if (!note.empty()) log::debug("{}", note);
+  llm::token_sink sink = [&](const llm::generated_token& t) {
+    if (!o.json && !t.text.empty()) {
+      std::fwrite(t.text.data(), 1, t.text.size(), out);
+      std::fflush(out);
+    }
+    return true;
+  };
+  auto stats = (*backend)->complete(req, sink, {});
+  if (!stats) return fail(err, stats.error());
+  const llm::completion_stats& s = *stats;
+  if (o.json) {
+    json j;
+    j["text"] = s.text;
+    j["token_ids"] = s.token_ids;
+    j["prompt_tokens"] = s.prompt_tokens;
+    j["generated_tokens"] = s.generated_tokens;
+    j["finish_reason"] = llm::finish_reason_name(s.reason);
+    j["time_to_first_token_ms"] = s.time_to_first_token_ms;
+    j["total_ms"] = s.total_ms;
+    j["decode_tokens_per_s"] = s.decode_tokens_per_s;
+    j["providers"] = s.providers;
+    j["cost"] = s.cost;
+    j["backend"] = o.local || o.peers.empty() ? "local" : "grid";
+    fmt::print(out, "{}\n", dump_json(j));
+  } else {
+    if (!s.text.empty() && s.text.back() != '\n') std::fputc('\n', out);
+    log::debug("{}", stats_line(s));
+  }
+  return 0;
+}
+
+}  // namespace gpugrid::cli

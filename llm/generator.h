@@ -1,0 +1,142 @@
+// The generation engine: a decoder model folder (onnxruntime-genai builder or optimum export,
+// see llm/model_config.h) loaded into an engine session, and the sequences generated with it.
+//
+//   generator       the loaded model, its tokenizer and config. Immutable after load(); start(),
+//                   score() and complete() may be called from several threads at once (each run
+//                   gets its own engine arena).
+//   batch           one or more sequences started together and decoded in one engine run per
+//                   step (a batch of one is the usual case). Owns its KV cache. Not thread-safe:
+//                   one thread drives it (step, cancel, queries); it may move between threads.
+//                   It keeps the generator alive (shared_ptr).
+//
+// The KV cache never moves per token: the present.* outputs of one step are fed back as the
+// past.* inputs of the next. For genai folders with past_present_share_buffer the cache is one
+// preallocated buffer of the model's max length (as onnxruntime-genai does); for optimum folders
+// the cache grows by the engine's present outputs. Batched sequences are padded (left for
+// optimum folders, right with per-sequence lengths for genai GroupQueryAttention folders) with
+// an attention mask, so each sequence's tokens are those it would get alone.
+//
+// Sampling follows generation.h's reproducibility note: the draw for answer token n comes from a
+// generator seeded with (seed, n) alone, so a continuation (request.generated_ids) samples as
+// if the answer had never moved.
+//
+// Failures are values: load -> invalid_input naming the file (exit 2: a folder missing its
+// config, tokenizer or model, an unsupported model input) or the engine's error; start ->
+// invalid_input for a request the model cannot take ("the prompt has N tokens; the model's
+// context is M", token ids outside the vocabulary); step -> io when the engine run fails (the
+// batch is then finished and should be dropped).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "llm/generation.h"
+#include "llm/model_config.h"
+#include "llm/tokenizer.h"
+
+namespace gpugrid {
+class session;
+}
+
+namespace gpugrid::llm {
+
+struct generator_options {
+  int threads = 0;              // engine threads; 0: all cores
+  std::string device = "cpu";   // "cpu", "cuda", "cuda:N", "auto" (see engine/session.h)
+  // Upper bound on prompt + answer tokens of one sequence; 0: the model's context length (or
+  // 4096 when the folder states none). A genai share-buffer cache is preallocated this long.
+  int64_t max_length = 0;
+};
+
+// What a verifier compares: the teacher-forced pass over prompt + answer.
+struct score_result {
+  std::vector<float> logprobs;    // per answer token: log-softmax of that token (temperature 1)
+  std::vector<int32_t> argmax;    // per answer token: the arg-max id at its position
+};
+
+class batch;
+
+// --- sampling, exposed for tests and for verifiers that re-sample ---
+
+// Applies repetition penalty (over `seen` ids), temperature and the top-k / top-p / min-p
+// filters to `logits` in place; filtered entries become -infinity. Greedy settings
+// (temperature 0) leave the logits as they are.
+void apply_sampling_filters(std::vector<float>& logits, const sampling_options& s, const std::vector<int32_t>& seen);
+// Picks the next token from raw logits: greedy arg-max when temperature is 0, else a draw from
+// the filtered distribution seeded by (s.seed, index). Deterministic for equal inputs.
+int32_t sample_token(const std::vector<float>& logits, const sampling_options& s, const std::vector<int32_t>& seen,
+                     int64_t index);
+// log-softmax of logits[id].
+float token_logprob(const float* logits, int64_t n, int32_t id);
+
+class generator : public std::enable_shared_from_this<generator> {
+ public:
+  static expected<std::shared_ptr<generator>> load(const std::string& model_dir, const generator_options& options = {});
+  ~generator();
+
+  const model_config& config() const { return config_; }
+  const tokenizer& tok() const { return tokenizer_; }
+  int64_t max_length() const { return max_length_; }
+  std::string device_name() const;
+
+  // Starts sequences (one per request); nothing runs until the batch's first step (the prefill).
+  expected<std::unique_ptr<batch>> start(const std::vector<completion_request>& requests);
+
+  // One pass over prompt_ids + answer_ids without cache; needs answer_ids non-empty.
+  expected<score_result> score(const std::vector<int32_t>& prompt_ids, const std::vector<int32_t>& answer_ids);
+
+  // A whole completion on a batch of one: tokens go to sink on the calling thread as they come.
+  expected<completion_stats> complete(const completion_request& request, const token_sink& sink,
+                                      const cancel_check& cancelled);
+
+  // Decode tokens/s of the last finished completion on this generator (0 before the first).
+  double measured_tokens_per_s() const;
+
+  struct model_io;  // the model's inputs and outputs by role (generator.cc)
+
+ private:
+  friend class batch;
+  generator() = default;
+  model_config config_;
+  tokenizer tokenizer_;
+  std::unique_ptr<session> session_;
+  std::unique_ptr<model_io> io_;
+  int64_t max_length_ = 0;
+  mutable std::atomic<double> measured_tps_{0.0};
+};
+
+class batch {
+ public:
+  ~batch();
+  size_t size() const;
+  bool done() const;  // every sequence finished
+
+  // One engine run: the prefill on the first call, then one token for every unfinished sequence.
+  // out[i] receives what sequence i produced this step (id -1 when it produced nothing, being
+  // finished). A cancelled check (asked before the run) finishes every sequence with
+  // finish_reason::cancelled. After an io error the batch is done.
+  status step(std::vector<generated_token>* out, const cancel_check& cancelled = {});
+
+  // Finishes sequence i now (finish_reason::cancelled); the others go on.
+  void cancel(size_t i);
+
+  finish_reason reason(size_t i) const;
+  // Stats so far: token ids, text, timings (the providers and cost fields are left empty).
+  const completion_stats& stats(size_t i) const;
+  // Bytes of KV cache this batch holds now (for memory accounting).
+  int64_t kv_cache_bytes() const;
+
+  struct state;
+
+ private:
+  friend class generator;
+  explicit batch(std::unique_ptr<state> s);
+  std::unique_ptr<state> s_;
+};
+
+}  // namespace gpugrid::llm
