@@ -17,6 +17,8 @@ packages=(
   libsecp256k1-dev libcrypto++-dev
   # llm/: Unicode regexes and normalization for tokenizers
   libpcre2-dev libicu-dev
+  # examples/chat/train.py: the King James Bible, the bundled chat model's corpus (public domain)
+  bible-kjv bible-kjv-text
   # tests: the libFuzzer targets (clang's sanitizer and fuzzer runtimes)
   clang libclang-rt-14-dev
   # tests: fixture generation, the completion tests
