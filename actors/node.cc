@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.h"
+#include "actors/generation_host.h"
 #include "actors/provider.h"
 #include "actors/wire_convert.h"
 #include "base/json.h"
@@ -329,6 +330,7 @@ struct conn_state {
   };
   std::map<digest32, parked_model> models;
   std::shared_ptr<net::byte_budget> budget;
+  std::set<digest32> generation_files;   // transfers announced for a generation session
 
   conn_state() = default;
   conn_state(conn_state&&) = default;
@@ -605,6 +607,8 @@ struct grid_node::impl {
       for (auto& [job, rj] : running)
         if (rj.conn == c->id() && rj.cancel) rj.cancel->store(true);
     }
+    if (opt.generation) opt.generation->on_disconnect(c->id());
+    if (opt.inbox) opt.inbox->peer_down(c->peer_key());
     if (proxy) caf::anon_send(proxy, net::wire_down_atom::value, c, why);
   }
 
@@ -634,6 +638,7 @@ struct grid_node::impl {
         for (auto& [u, state] : bootstrap) dial_locked(u, std::nullopt);
     }
     for (auto& c : live) c->ping();
+    if (opt.generation) opt.generation->tick();
   }
 
   void on_gossip() {
@@ -674,6 +679,7 @@ struct grid_node::impl {
         return;
       }
     }
+    if (opt.inbox && opt.inbox->deliver(c->peer_key(), m)) return;
     if (std::holds_alternative<net::bid>(m) || std::holds_alternative<net::bid_decline>(m) ||
         std::holds_alternative<net::result>(m) || std::holds_alternative<net::job_error>(m) ||
         std::holds_alternative<net::model_need>(m) || std::holds_alternative<net::receipt_ack>(m)) {
@@ -681,6 +687,18 @@ struct grid_node::impl {
       return;
     }
     if (!offering()) return;  // a client serves nothing
+    if (opt.generation && (std::holds_alternative<net::gen_open>(m) || std::holds_alternative<net::gen_prompt>(m) ||
+                           std::holds_alternative<net::cancel>(m))) {
+      net::connection_ptr conn = c;
+      if (std::holds_alternative<net::gen_prompt>(m))
+        event(fmt::format("{{\"event\":\"generation_prompt\",\"client\":\"{}\",\"tokens\":{}}}", c->peer_id(),
+                          std::get<net::gen_prompt>(m).prompt_ids.size() + std::get<net::gen_prompt>(m).generated_ids.size()));
+      (void)opt.generation->on_message(c->peer_key(), c->id(), m, [conn](const net::message& reply) {
+        // Token frames are small: a full queue means the client stopped reading.
+        return conn->send(reply) == net::send_result::queued;
+      });
+      return;
+    }
     if (auto* br = std::get_if<net::bid_request>(&m)) return on_bid_request(c, *br);
     if (auto* put = std::get_if<net::model_put>(&m)) return on_model_put(c, *put);
     if (auto* ch = std::get_if<net::model_chunk>(&m)) return on_model_chunk(c, *ch);
@@ -761,19 +779,34 @@ struct grid_node::impl {
     if (it == conns.end() || !it->second.uploads) return;
     status st = it->second.uploads->begin(put);
     if (!st.is_ok() && put.job) send_job_error(c, *put.job, net::job_error_code::model_too_big, st.message());
+    if (st.is_ok() && put.job && opt.generation && opt.generation->wants_file(*put.job, put.model_hash))
+      it->second.generation_files.insert(put.model_hash);
   }
 
   void on_model_chunk(const net::connection_ptr& c, const net::model_chunk& ch) {
-    std::lock_guard<std::mutex> lk(mu);
-    auto it = conns.find(c->id());
-    if (it == conns.end() || !it->second.uploads) return;
-    auto done = it->second.uploads->add(ch);
-    if (!done) {
-      event(fmt::format("{{\"event\":\"upload_refused\",\"node_id\":\"{}\",\"why\":\"{}\"}}", c->peer_id(),
-                        json_writer::escape(done.error().message())));
-      return;
+    std::shared_ptr<const std::string> generation_file;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      auto it = conns.find(c->id());
+      if (it == conns.end() || !it->second.uploads) return;
+      auto done = it->second.uploads->add(ch);
+      if (!done) {
+        event(fmt::format("{{\"event\":\"upload_refused\",\"node_id\":\"{}\",\"why\":\"{}\"}}", c->peer_id(),
+                          json_writer::escape(done.error().message())));
+        return;
+      }
+      if (!*done) return;
+      if (it->second.generation_files.erase((*done)->hash)) generation_file = (*done)->bytes;
+      else it->second.park((*done)->hash, (*done)->bytes, now_ms());
     }
-    if (*done) it->second.park((*done)->hash, (*done)->bytes, now_ms());
+    // A file of a generation session's folder: into the folder store (outside the lock: a
+    // large file takes a while to write).
+    if (generation_file) {
+      status st = opt.generation->put_file(ch.model_hash, *generation_file);
+      if (!st.is_ok())
+        event(fmt::format("{{\"event\":\"upload_refused\",\"node_id\":\"{}\",\"why\":\"{}\"}}", c->peer_id(),
+                          json_writer::escape(st.message())));
+    }
   }
 
   void on_execute(caf::event_based_actor* self_actor, const net::inbound_ptr& in, const net::execute& ex) {
@@ -1033,6 +1066,47 @@ std::vector<provider_handle> grid_node::providers() {
   return out;
 }
 
+namespace {
+
+// Sends, waiting (up to `limit`) while the connection's send queue is full.
+net::send_result send_waiting(const net::connection_ptr& c, const net::message& m, std::chrono::milliseconds limit) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (true) {
+    net::send_result r = c->send(m);
+    if (r != net::send_result::queue_full || std::chrono::steady_clock::now() >= until) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+}  // namespace
+
+std::vector<gen_peer> grid_node::generation_peers() {
+  std::vector<gen_peer> out;
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  for (auto& [id, cs] : impl_->conns) {
+    if (!cs.is_provider) continue;
+    gen_peer p;
+    p.key = cs.conn->peer_key();
+    p.url = cs.url;
+    p.actor = cs.proxy;
+    net::connection_ptr conn = cs.conn;
+    p.send = [conn](const net::message& m) {
+      return send_waiting(conn, m, std::chrono::seconds(30)) == net::send_result::queued;
+    };
+    p.upload = [conn](const net::bytes16& session, const digest32& hash, std::shared_ptr<const std::string> bytes) -> status {
+      auto plan = net::plan_transfer(hash, bytes->size(), net::choose_chunk_bytes(conn->peer_hello().max_frame_bytes), session);
+      auto r = send_waiting(conn, plan, std::chrono::seconds(60));
+      uint32_t n = net::chunk_count(plan.total_bytes, plan.chunk_bytes);
+      for (uint32_t i = 0; i < n && r == net::send_result::queued; ++i)
+        r = send_waiting(conn, net::chunk_at(plan, *bytes, i), std::chrono::seconds(60));
+      if (r != net::send_result::queued) return status(error_kind::io, fmt::format("cannot send the model: {}", net::to_string(r)));
+      return status::ok();
+    };
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 std::vector<peer_view> grid_node::peers() {
   std::vector<peer_view> out;
   std::lock_guard<std::mutex> lk(impl_->mu);
@@ -1062,6 +1136,7 @@ int grid_node::drain(std::chrono::milliseconds grace, const std::function<bool()
   auto& p = *impl_;
   if (!p.offering()) return 0;
   p.opt.provider->drain();
+  if (p.opt.generation) p.opt.generation->stop();  // their clients fail over
   auto deadline = std::chrono::steady_clock::now() + grace;
   // Once nothing runs, the answers are queued: give them until the deadline to go out.
   auto flushed = [&] {
@@ -1164,6 +1239,7 @@ void grid_node::stop() {
   auto& p = *impl_;
   if (p.stopped.exchange(true)) return;
   if (p.opt.provider) p.opt.provider->stop();
+  if (p.opt.generation) p.opt.generation->stop();
   if (p.transport) p.transport->stop();
   caf::anon_send_exit(p.actor, caf::exit_reason::user_shutdown);
   if (p.provider_actor) caf::anon_send_exit(p.provider_actor, caf::exit_reason::user_shutdown);

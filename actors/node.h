@@ -24,6 +24,7 @@
 #include <caf/fwd.hpp>
 
 #include "actors/client.h"
+#include "actors/generation_client.h"
 #include "actors/peer_table.h"
 #include "base/status.h"
 #include "net/identity.h"
@@ -32,6 +33,7 @@
 namespace gpugrid::grid {
 
 class provider_core;
+class generation_host;
 
 // The actor system settings the grid runs with: `threads` scheduler threads (the heavy work
 // runs on detached workers and I/O threads), and workers that block on their queue when idle
@@ -64,6 +66,12 @@ struct node_options {
   std::function<void(const std::string& provider, uint64_t sent, uint64_t total)> on_upload_progress;
   bool session_mac = true;                 // MACs per frame instead of Ed25519 (bids, results
                                            // and receipts are signed inside either way)
+  // Provider: hosts generation sessions (GenOpen, GenPrompt, Cancel; file uploads tagged with a
+  // session id go to its folder store).
+  std::shared_ptr<generation_host> generation;
+  // Client: generation frames (GenBid, GenTokens, and BidDecline/JobError naming an open
+  // session) go to this inbox, and so does the loss of a provider's connection.
+  std::shared_ptr<grid::generation_inbox> inbox;
 };
 
 // What `peers` shows about one peer.
@@ -95,6 +103,10 @@ class grid_node {
   std::vector<std::string> settle(std::chrono::milliseconds limit);
   // Connected providers, as actors that take the provider messages (actors/atoms.h).
   std::vector<provider_handle> providers();
+  // Connected providers as generation peers: messages and file uploads go over their
+  // connections (both block the caller while the send queue is full, so call them from a
+  // client thread, never from an actor).
+  std::vector<gen_peer> generation_peers();
   // Everyone this node knows of.
   std::vector<peer_view> peers();
   size_t known_peers() const;

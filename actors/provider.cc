@@ -407,7 +407,8 @@ int provider_core::unpaid_jobs(const key32& client) {
 
 status provider_core::accept_receipt(const ledger::receipt& r) {
   if (r.provider_key != id_.public_key) return invalid_input("receipt is for another provider");
-  if (r.kind != ledger::receipt_kind::payment) return invalid_input("only payment receipts are recorded by a provider");
+  if (r.kind != ledger::receipt_kind::payment && r.kind != ledger::receipt_kind::generation)
+    return invalid_input("only payment receipts are recorded by a provider");
   // This provider's own signature shows it issued the receipt (in this run or before a restart).
   GG_RETURN_IF_ERROR(ledger::verify_provider_signature(r).with_context("not a receipt issued here"));
   GG_RETURN_IF_ERROR(ledger::verify_client_signature(r));

@@ -149,7 +149,7 @@ int ledger_command(const ledger_options& o) {
     for (size_t i : shown) {
       const auto& r = es[i].rec;
       list.push_back(json{{"index", static_cast<int64_t>(es[i].index)},
-                          {"kind", r.kind == ledger::receipt_kind::payment ? "payment" : "dispute"},
+                          {"kind", ledger::to_string(r.kind)},
                           {"job_id", ledger::to_hex(r.job_id)},
                           {"client", net::node_id_of(r.client_key)},
                           {"provider", net::node_id_of(r.provider_key)},
@@ -160,6 +160,13 @@ int ledger_command(const ledger_options& o) {
                           {"started", when(r.started_ms)},
                           {"finished", when(r.finished_ms)},
                           {"hash", ledger::to_hex(es[i].hash)}});
+      if (r.kind == ledger::receipt_kind::generation) {
+        auto t = ledger::token_terms::unpack(r.input_digest);
+        list.back()["prompt_tokens"] = t.prompt_tokens;
+        list.back()["generated_tokens"] = t.generated_tokens;
+        list.back()["price_per_1k_prompt"] = static_cast<double>(t.prompt_micros_per_1k) / 1e6;
+        list.back()["price_per_1k_generated"] = static_cast<double>(t.generated_micros_per_1k) / 1e6;
+      }
     }
     fmt::print("{}\n", dump_json_list(list));
   } else if (es.empty()) {
@@ -170,7 +177,7 @@ int ledger_command(const ledger_options& o) {
     for (size_t i : shown) {
       const auto& r = es[i].rec;
       fmt::print("{:>5}  {:<8}  {:<20}  {:<34}  {:<34}  {:>12}\n", es[i].index,
-                 r.kind == ledger::receipt_kind::payment ? "payment" : "dispute", when(r.finished_ms),
+                 ledger::to_string(r.kind), when(r.finished_ms),
                  net::node_id_of(r.provider_key), net::node_id_of(r.client_key), credits(r.price_micros));
     }
   }

@@ -18,6 +18,7 @@
 #include "base/data_dir.h"
 #include "base/json.h"
 #include "cli/commands.h"
+#include "cli/generate_grid.h"
 #include "cli/grid_setup.h"
 #include "cli/log.h"
 #include "engine/backend.h"
@@ -155,6 +156,17 @@ int offer_command(const offer_options& o) {
   no.tls_key = o.tls_key;
   no.provider = core;
   no.software = "gpugrid " GPUGRID_VERSION;
+  // Generation sessions for any model folder a client sends (cli/generate_grid.h).
+  offer_generation_settings gs;
+  gs.data_dir = *dir;
+  gs.price_per_gflop = info.price_per_gflop;
+  gs.max_model_bytes = max_model;
+  gs.max_memory_bytes = po.max_memory_bytes;
+  gs.slots = o.slots;
+  gs.device = info.devices.empty() || info.devices[0].kind != "cuda" ? "cpu" : o.device;
+  auto generation = make_offer_generation_host(*id, gs);
+  if (!generation) return fail(generation.error());
+  no.generation = *generation;
   const bool as_json = o.json;
   no.on_event = [as_json](const std::string& line) {
     json e = parse_json(line);

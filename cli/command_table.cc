@@ -361,6 +361,10 @@ void llm_flags(CLI::App& sub, generate_options& v) {
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   sub.add_flag("--local", v.local, "generate in this process, with no grid at all");
+  sub.add_option("--redundancy", v.redundancy,
+                 "grid: with greedy decoding, generate on K providers and compare the token streams (default 1)")
+      ->type_name("K")
+      ->check(whole_number(1, 2));
   add_peers(sub, v.peers);
   add_device(sub, v.device, "auto|cpu|cuda[:N]", "the device for --local (default cpu)");
   add_threads(sub, v.threads);

@@ -171,6 +171,7 @@ struct generate_options {
   std::string device = "cpu";
   int threads = 0;
   std::string data_dir;
+  int redundancy = 1;                // grid: 2 compares two providers' token streams (greedy)
 };
 int generate_command(const generate_options& o, std::FILE* in, std::FILE* out, std::FILE* err);
 int chat_command(const generate_options& o, std::FILE* in, std::FILE* out, std::FILE* err);

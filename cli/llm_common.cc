@@ -1,5 +1,7 @@
 #include "cli/llm_common.h"
 
+#include "cli/generate_grid.h"
+
 #include <fmt/format.h>
 
 #include "base/json.h"
@@ -52,10 +54,16 @@ llm::completion_request make_request(const generate_options& o, const llm::model
 
 expected<std::unique_ptr<llm::completion_backend>> make_completion_backend(const generate_options& o, std::string* note) {
   note->clear();
-  if (!o.local && !o.peers.empty())
-    return status(error_kind::not_built,
-                  "generation on the grid is not available in this build yet; use --local to generate in this process");
-  if (!o.local) *note = "no grid generation yet: generating in this process (--local)";
+  if (!o.local) {  // the grid: --peer providers, or an embedded local grid (cli/generate_grid.h)
+    grid_generation_options g;
+    g.model_dir = o.model;
+    g.peers = o.peers;
+    g.data_dir = o.data_dir;
+    g.device = o.device;
+    g.threads = o.threads;
+    g.redundancy = o.redundancy;
+    return make_grid_completion_backend(g, note);
+  }
   llm::generator_options go;
   go.threads = o.threads;
   go.device = o.device;

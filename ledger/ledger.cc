@@ -340,7 +340,7 @@ void balance_sheet::add(const entry& e) {
   balance_row& c = rows_[r.client_key];
   p.node = r.provider_key;
   c.node = r.client_key;
-  if (r.kind == receipt_kind::payment) {
+  if (r.kind == receipt_kind::payment || r.kind == receipt_kind::generation) {
     p.earned_micros += r.price_micros;
     c.paid_micros += r.price_micros;
     ++p.jobs;

@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <cstdint>
 #include <cstring>
 
 namespace gpugrid::ledger {
@@ -32,6 +33,43 @@ const sodium_init init_sodium;
 
 }  // namespace
 
+const char* to_string(receipt_kind k) {
+  switch (k) {
+    case receipt_kind::payment: return "payment";
+    case receipt_kind::dispute: return "dispute";
+    case receipt_kind::generation: return "generation";
+  }
+  return "unknown";
+}
+
+digest32 token_terms::pack() const {
+  std::string out;
+  put_i64(out, prompt_tokens);
+  put_i64(out, generated_tokens);
+  put_i64(out, prompt_micros_per_1k);
+  put_i64(out, generated_micros_per_1k);
+  digest32 d{};
+  std::memcpy(d.data(), out.data(), d.size());
+  return d;
+}
+
+token_terms token_terms::unpack(const digest32& d) {
+  token_terms t;
+  t.prompt_tokens = get_i64(d.data());
+  t.generated_tokens = get_i64(d.data() + 8);
+  t.prompt_micros_per_1k = get_i64(d.data() + 16);
+  t.generated_micros_per_1k = get_i64(d.data() + 24);
+  return t;
+}
+
+int64_t token_terms::price_micros() const {
+  // Exact in 128 bits: counts and prices are each below 2^63.
+  __int128 n = static_cast<__int128>(prompt_tokens) * prompt_micros_per_1k +
+               static_cast<__int128>(generated_tokens) * generated_micros_per_1k;
+  n = (n + 500) / 1000;
+  return n > INT64_MAX ? INT64_MAX : static_cast<int64_t>(n);
+}
+
 std::string receipt::body_bytes() const {
   std::string out(magic, 8);
   out.push_back(static_cast<char>(kind));
@@ -60,7 +98,7 @@ expected<receipt> receipt::parse(const std::string& c, const std::string& what) 
   const uint8_t* p = reinterpret_cast<const uint8_t*>(c.data()) + 8;
   receipt r;
   uint8_t k = *p++;
-  if (k != 1 && k != 2) return invalid_input("{}: unknown receipt kind {}", what, k);
+  if (k < 1 || k > 3) return invalid_input("{}: unknown receipt kind {}", what, k);
   r.kind = static_cast<receipt_kind>(k);
   get(r.job_id, p);
   get(r.client_key, p);

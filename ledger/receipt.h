@@ -20,6 +20,24 @@ using sig64 = std::array<uint8_t, 64>;
 enum class receipt_kind : uint8_t {
   payment = 1,  // an accepted result: the client owes the provider `price`
   dispute = 2,  // a result that lost verification: evidence, no payment
+  // Tokens of a generation session: the client owes `price` for them. input_digest holds the
+  // token terms (token_terms below) instead of an input digest; output_digest is the digest of
+  // the token stream the provider signed (net::gen_stream_digest).
+  generation = 3,
+};
+const char* to_string(receipt_kind k);  // "payment", "dispute", "generation"
+
+// The token counts and per-1000-token prices of a generation receipt, as four little-endian
+// int64 in the receipt's input_digest field (so a receipt keeps its fixed size).
+struct token_terms {
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  int64_t prompt_micros_per_1k = 0;     // price per 1000 prompt tokens, millionths of a credit
+  int64_t generated_micros_per_1k = 0;
+  digest32 pack() const;
+  static token_terms unpack(const digest32& d);
+  // The price of these tokens: counts times prices, rounded to the nearest micro-credit.
+  int64_t price_micros() const;
 };
 
 struct receipt {

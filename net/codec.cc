@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cctype>
 #include <cstring>
 #include <optional>
 #include <type_traits>
@@ -41,6 +42,16 @@ constexpr size_t kMaxTensors = 4096;
 constexpr size_t kMaxRank = 32;
 constexpr size_t kMaxPeers = kMaxPeersPerExchange;
 constexpr size_t kMaxDevices = 256;
+constexpr size_t kMaxGenFiles = 256;
+constexpr size_t kMaxStopStrings = 64;
+
+// A file name a provider may create in a model folder: no directories, no dot files.
+bool plain_file_name(const std::string& n) {
+  if (n.empty() || n.size() > 255 || n[0] == '.') return false;
+  for (char c : n)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
+  return true;
+}
 
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -356,6 +367,93 @@ class body_writer {
     return x.Finish().Union();
   }
 
+  Offset<void> operator()(const gen_open& m) {
+    std::vector<Offset<fb::GenFile>> files;
+    files.reserve(m.files.size());
+    for (const auto& f : m.files) {
+      auto name = str(f.name);
+      auto hash = b32(f.hash);
+      fb::GenFileBuilder x(b_);
+      x.add_name(name);
+      x.add_hash(&hash);
+      x.add_size(f.size);
+      files.push_back(x.Finish());
+    }
+    auto list = b_.CreateVector(files);
+    auto session = b16(m.session);
+    auto manifest = b32(m.manifest);
+    fb::GenOpenBuilder x(b_);
+    x.add_session_id(&session);
+    x.add_manifest_hash(&manifest);
+    x.add_files(list);
+    x.add_prompt_tokens(m.prompt_tokens);
+    x.add_max_new_tokens(m.max_new_tokens);
+    x.add_max_price_prompt(m.max_price_prompt);
+    x.add_max_price_generated(m.max_price_generated);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const gen_bid& m) {
+    auto session = b16(m.session);
+    fb::Bytes64 sig = m.signature ? b64(*m.signature) : fb::Bytes64();
+    fb::GenBidBuilder x(b_);
+    x.add_session_id(&session);
+    x.add_price_prompt(m.price_prompt);
+    x.add_price_generated(m.price_generated);
+    x.add_tokens_per_s(m.tokens_per_s);
+    x.add_model_cached(m.model_cached);
+    x.add_valid_ms(m.valid_ms);
+    if (m.signature) x.add_signature(&sig);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const gen_prompt& m) {
+    auto prompt = b_.CreateVector(m.prompt_ids);
+    auto generated = b_.CreateVector(m.generated_ids);
+    std::vector<Offset<String>> stops;
+    for (const auto& t : m.stop_strings) stops.push_back(str(t));
+    auto stop_list = b_.CreateVector(stops);
+    auto stop_ids = b_.CreateVector(m.stop_token_ids);
+    const gen_sampling& g = m.sampling;
+    auto sampling = fb::CreateGenSampling(b_, g.temperature, g.top_k, g.top_p, g.min_p, g.repetition_penalty, g.seed);
+    auto session = b16(m.session);
+    auto manifest = b32(m.manifest);
+    fb::GenPromptBuilder x(b_);
+    x.add_session_id(&session);
+    x.add_manifest_hash(&manifest);
+    x.add_prompt_ids(prompt);
+    x.add_generated_ids(generated);
+    x.add_sampling(sampling);
+    x.add_max_new_tokens(m.max_new_tokens);
+    x.add_stop_strings(stop_list);
+    x.add_stop_token_ids(stop_ids);
+    x.add_ignore_eos(m.ignore_eos);
+    x.add_price_prompt(m.price_prompt);
+    x.add_price_generated(m.price_generated);
+    x.add_started_ms(m.started_ms);
+    x.add_score_only(m.score_only);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const gen_tokens& m) {
+    std::vector<fb::GenToken> toks;
+    toks.reserve(m.tokens.size());
+    for (const auto& t : m.tokens) toks.emplace_back(t.id, t.logprob, t.index);
+    auto list = b_.CreateVectorOfStructs(toks);
+    Offset<fb::Receipt> rc;
+    if (m.receipt) rc = receipt(*m.receipt);
+    auto session = b16(m.session);
+    auto digest = b32(m.stream_digest);
+    auto sig = b64(m.signature);
+    fb::GenTokensBuilder x(b_);
+    x.add_session_id(&session);
+    x.add_tokens(list);
+    x.add_done(m.done);
+    x.add_finish_reason(m.finish_reason);
+    x.add_stream_digest(&digest);
+    x.add_signature(&sig);
+    if (m.receipt) x.add_receipt(rc);
+    x.add_tokens_per_s(m.tokens_per_s);
+    return x.Finish().Union();
+  }
+
  private:
   FlatBufferBuilder& b_;
 };
@@ -534,7 +632,7 @@ status read_tensors(const Vector<Offset<fb::Tensor>>* v, const char* where, std:
 
 status read_receipt(const fb::Receipt* r, const char* where, ledger::receipt& out) {
   auto kind = static_cast<uint8_t>(r->kind());
-  if (kind != 1 && kind != 2) return invalid_input("{}: unknown receipt kind {}", where, kind);
+  if (kind < 1 || kind > 3) return invalid_input("{}: unknown receipt kind {}", where, kind);
   out.kind = static_cast<ledger::receipt_kind>(kind);
   GG_NEED(where, copy_fixed(r->job_id(), out.job_id), "job_id");
   GG_NEED(where, copy_fixed(r->client_key(), out.client_key), "client_key");
@@ -754,6 +852,99 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       m.detail = str(x->detail());
       return message(std::move(m));
     }
+    case fb::Message::GenOpen: {
+      const char* w = "GenOpen";
+      const fb::GenOpen* x = body->msg_as_GenOpen();
+      gen_open m;
+      GG_NEED(w, copy_fixed(x->session_id(), m.session), "session_id");
+      GG_NEED(w, copy_fixed(x->manifest_hash(), m.manifest), "manifest_hash");
+      if (x->files()) {
+        if (x->files()->size() > kMaxGenFiles) return invalid_input("GenOpen: {} files (limit {})", x->files()->size(), kMaxGenFiles);
+        for (const fb::GenFile* f : *x->files()) {
+          if (!f) return invalid_input("GenOpen: null file entry");
+          gen_file g;
+          g.name = str(f->name());
+          if (!plain_file_name(g.name)) return invalid_input("GenOpen: '{}' is not a plain file name", g.name);
+          GG_NEED(w, copy_fixed(f->hash(), g.hash), "file hash");
+          g.size = f->size();
+          m.files.push_back(std::move(g));
+        }
+      }
+      if (m.files.empty()) return invalid_input("GenOpen: no files");
+      m.prompt_tokens = x->prompt_tokens();
+      m.max_new_tokens = x->max_new_tokens();
+      m.max_price_prompt = x->max_price_prompt();
+      m.max_price_generated = x->max_price_generated();
+      GG_RETURN_IF_ERROR(check_finite(w, "max_price_prompt", m.max_price_prompt));
+      GG_RETURN_IF_ERROR(check_finite(w, "max_price_generated", m.max_price_generated));
+      return message(std::move(m));
+    }
+    case fb::Message::GenBid: {
+      const char* w = "GenBid";
+      const fb::GenBid* x = body->msg_as_GenBid();
+      gen_bid m;
+      GG_NEED(w, copy_fixed(x->session_id(), m.session), "session_id");
+      m.price_prompt = x->price_prompt();
+      m.price_generated = x->price_generated();
+      m.tokens_per_s = x->tokens_per_s();
+      GG_RETURN_IF_ERROR(check_finite(w, "price_prompt", m.price_prompt));
+      GG_RETURN_IF_ERROR(check_finite(w, "price_generated", m.price_generated));
+      GG_RETURN_IF_ERROR(check_finite(w, "tokens_per_s", m.tokens_per_s));
+      if (m.price_prompt < 0 || m.price_generated < 0) return invalid_input("GenBid: negative price");
+      m.model_cached = x->model_cached();
+      m.valid_ms = x->valid_ms();
+      if (x->signature()) copy_fixed(x->signature(), m.signature.emplace());
+      return message(std::move(m));
+    }
+    case fb::Message::GenPrompt: {
+      const char* w = "GenPrompt";
+      const fb::GenPrompt* x = body->msg_as_GenPrompt();
+      gen_prompt m;
+      GG_NEED(w, copy_fixed(x->session_id(), m.session), "session_id");
+      GG_NEED(w, copy_fixed(x->manifest_hash(), m.manifest), "manifest_hash");
+      if (x->prompt_ids()) m.prompt_ids.assign(x->prompt_ids()->begin(), x->prompt_ids()->end());
+      if (x->generated_ids()) m.generated_ids.assign(x->generated_ids()->begin(), x->generated_ids()->end());
+      if (m.prompt_ids.empty()) return invalid_input("GenPrompt: empty prompt");
+      if (const fb::GenSampling* g = x->sampling()) {
+        m.sampling = {g->temperature(), g->top_k(), g->top_p(), g->min_p(), g->repetition_penalty(), g->seed()};
+        for (double v : {m.sampling.temperature, m.sampling.top_p, m.sampling.min_p, m.sampling.repetition_penalty})
+          GG_RETURN_IF_ERROR(check_finite(w, "sampling", v));
+      }
+      m.max_new_tokens = x->max_new_tokens();
+      if (m.max_new_tokens < 0) return invalid_input("GenPrompt: negative max_new_tokens");
+      if (x->stop_strings()) {
+        if (x->stop_strings()->size() > kMaxStopStrings)
+          return invalid_input("GenPrompt: {} stop strings (limit {})", x->stop_strings()->size(), kMaxStopStrings);
+        for (const String* t : *x->stop_strings()) m.stop_strings.push_back(str(t));
+      }
+      if (x->stop_token_ids()) m.stop_token_ids.assign(x->stop_token_ids()->begin(), x->stop_token_ids()->end());
+      m.ignore_eos = x->ignore_eos();
+      m.price_prompt = x->price_prompt();
+      m.price_generated = x->price_generated();
+      GG_RETURN_IF_ERROR(check_finite(w, "price_prompt", m.price_prompt));
+      GG_RETURN_IF_ERROR(check_finite(w, "price_generated", m.price_generated));
+      m.started_ms = x->started_ms();
+      m.score_only = x->score_only();
+      return message(std::move(m));
+    }
+    case fb::Message::GenTokens: {
+      const char* w = "GenTokens";
+      const fb::GenTokens* x = body->msg_as_GenTokens();
+      gen_tokens m;
+      GG_NEED(w, copy_fixed(x->session_id(), m.session), "session_id");
+      if (x->tokens()) {
+        m.tokens.reserve(x->tokens()->size());
+        for (const fb::GenToken* t : *x->tokens()) m.tokens.push_back({t->id(), t->logprob(), t->index()});
+      }
+      m.done = x->done();
+      m.finish_reason = x->finish_reason();
+      GG_NEED(w, copy_fixed(x->stream_digest(), m.stream_digest), "stream_digest");
+      GG_NEED(w, copy_fixed(x->signature(), m.signature), "signature");
+      if (x->receipt()) GG_RETURN_IF_ERROR(read_receipt(x->receipt(), "GenTokens.receipt", m.receipt.emplace()));
+      m.tokens_per_s = x->tokens_per_s();
+      GG_RETURN_IF_ERROR(check_finite(w, "tokens_per_s", m.tokens_per_s));
+      return message(std::move(m));
+    }
     case fb::Message::NONE:
       *code = frame_error::unknown_message;
       return invalid_input("frame carries no message");
@@ -808,6 +999,9 @@ size_t encoded_size_estimate(const message& m) {
         if constexpr (std::is_same_v<T, model_chunk>) return x.data.size();
         if constexpr (std::is_same_v<T, execute>) return tensors_bytes(x.inputs);
         if constexpr (std::is_same_v<T, result>) return tensors_bytes(x.outputs);
+        if constexpr (std::is_same_v<T, gen_prompt>) return 4 * (x.prompt_ids.size() + x.generated_ids.size());
+        if constexpr (std::is_same_v<T, gen_tokens>) return 16 * x.tokens.size();
+        if constexpr (std::is_same_v<T, gen_open>) return 96 * x.files.size();
         if constexpr (std::is_same_v<T, peer_exchange>) return x.peers.size() * 96 + [&] {
           size_t n = 0;
           for (const auto& p : x.peers) n += p.url.size();
@@ -945,6 +1139,50 @@ void sign_bid(bid& b, const identity& bidder) { b.signature = bidder.sign(bid_st
 
 bool verify_bid(const bid& b, const key32& bidder) {
   return b.signature && verify_signature(bidder, bid_statement(b), *b.signature);
+}
+
+std::string gen_bid_statement(const gen_bid& b) {
+  std::string s("GGGBID1", 8);
+  s.append(reinterpret_cast<const char*>(b.session.data()), b.session.size());
+  auto put64 = [&](uint64_t v) {
+    for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  auto put_double = [&](double d) {
+    uint64_t bits = 0;
+    std::memcpy(&bits, &d, 8);
+    put64(bits);
+  };
+  put_double(b.price_prompt);
+  put_double(b.price_generated);
+  put_double(b.tokens_per_s);
+  s.push_back(b.model_cached ? 1 : 0);
+  put64(static_cast<uint64_t>(b.valid_ms));
+  return s;
+}
+
+void sign_gen_bid(gen_bid& b, const identity& bidder) { b.signature = bidder.sign(gen_bid_statement(b)); }
+
+bool verify_gen_bid(const gen_bid& b, const key32& bidder) {
+  return b.signature && verify_signature(bidder, gen_bid_statement(b), *b.signature);
+}
+
+void gen_stream_digest::add(const gen_token& t) {
+  auto put = [&](uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) bytes_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  uint32_t lp = 0;
+  std::memcpy(&lp, &t.logprob, 4);
+  put(static_cast<uint32_t>(t.id), 4);
+  put(lp, 4);
+  put(static_cast<uint64_t>(t.index), 8);
+  ++count_;
+}
+
+digest32 gen_stream_digest::finish(const bytes16& session) const {
+  std::string s("GGGSTRM1", 8);
+  s.append(reinterpret_cast<const char*>(session.data()), session.size());
+  s += bytes_;
+  return blake2b_256(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 
 }  // namespace gpugrid::net

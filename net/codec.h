@@ -135,6 +135,26 @@ std::string bid_statement(const bid& b);
 void sign_bid(bid& b, const identity& bidder);
 bool verify_bid(const bid& b, const key32& bidder);
 
+// What GenBid.signature signs: "GGGBID1\0" || session || prices, tokens/s (IEEE bits) ||
+// cached || valid_ms (LE).
+std::string gen_bid_statement(const gen_bid& b);
+void sign_gen_bid(gen_bid& b, const identity& bidder);
+bool verify_gen_bid(const gen_bid& b, const key32& bidder);
+
+// The digest a provider signs over the tokens it streamed for one prompt: BLAKE2b-256 of
+// "GGGSTRM1" || session || per token (id i32, logprob f32 bits, index i64, LE). Both sides
+// build it token by token. Not thread-safe.
+class gen_stream_digest {
+ public:
+  void add(const gen_token& t);
+  size_t count() const { return count_; }
+  digest32 finish(const bytes16& session) const;
+
+ private:
+  std::string bytes_;
+  size_t count_ = 0;
+};
+
 // Lets encode() size its buffer in one allocation: payload bytes plus a small overhead.
 size_t encoded_size_estimate(const message& m);
 

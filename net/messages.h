@@ -202,10 +202,81 @@ struct receipt_ack {
   std::string detail;
 };
 
+// ---- generation sessions (see the schema's GenOpen..GenTokens) ----
+
+struct gen_file {
+  std::string name;             // a plain file name: [A-Za-z0-9._-], not starting with '.'
+  digest32 hash{};
+  uint64_t size = 0;
+};
+
+struct gen_open {
+  bytes16 session{};
+  digest32 manifest{};
+  std::vector<gen_file> files;
+  uint64_t prompt_tokens = 0;
+  uint64_t max_new_tokens = 0;
+  double max_price_prompt = -1;      // per 1000 tokens; < 0: no limit
+  double max_price_generated = -1;
+};
+
+struct gen_bid {
+  bytes16 session{};
+  double price_prompt = 0;           // per 1000 prompt tokens
+  double price_generated = 0;        // per 1000 generated tokens
+  double tokens_per_s = 0;
+  bool model_cached = false;
+  int64_t valid_ms = 0;
+  std::optional<sig64> signature;    // over gen_bid_statement() (codec.h)
+};
+
+struct gen_sampling {
+  double temperature = 0;
+  int64_t top_k = 0;
+  double top_p = 1;
+  double min_p = 0;
+  double repetition_penalty = 1;
+  uint64_t seed = 0;
+};
+
+struct gen_prompt {
+  bytes16 session{};
+  digest32 manifest{};
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> generated_ids;
+  gen_sampling sampling;
+  int64_t max_new_tokens = 0;
+  std::vector<std::string> stop_strings;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  double price_prompt = 0;
+  double price_generated = 0;
+  int64_t started_ms = 0;
+  bool score_only = false;
+};
+
+struct gen_token {
+  int32_t id = 0;
+  float logprob = 0;
+  int64_t index = 0;
+};
+
+struct gen_tokens {
+  bytes16 session{};
+  std::vector<gen_token> tokens;
+  bool done = false;
+  uint8_t finish_reason = 0;         // llm::finish_reason
+  digest32 stream_digest{};          // of the stream so far
+  sig64 signature{};                 // over ledger::result_statement(session, stream_digest)
+  std::optional<ledger::receipt> receipt;  // for the tokens so far, signed by the provider
+  double tokens_per_s = 0;
+};
+
 // The order of the alternatives is the order of the schema's union (index + 1 = union tag).
 using message = std::variant<hello, hello_ack, goodbye, peer_exchange, ping, pong, bid_request, bid,
                              bid_decline, award, cancel, model_put, model_chunk, model_need, execute,
-                             result, job_error, ledger::receipt, receipt_ack>;
+                             result, job_error, ledger::receipt, receipt_ack, gen_open, gen_bid, gen_prompt,
+                             gen_tokens>;
 
 // The schema name of the message held ("Hello", "BidRequest", ...).
 const char* message_name(const message& m);

@@ -2,7 +2,10 @@
 //
 //   gpugrid-faulty FAULT offer [FLAGS...]   `gpugrid offer` with a misbehaving provider, FAULT
 //                                           one of corrupt, stall, crash, slow
-//                                           (actors/testing/faulty_provider.h)
+//                                           (actors/testing/faulty_provider.h); or, for
+//                                           generation, gen-truncate (answers from the last 2
+//                                           prompt tokens: a cut context) or gen-slow (40 ms a
+//                                           token) (actors/testing/faulty_gen_engine.h)
 //   gpugrid-faulty attack flood-peers URL N [SILENT_PORT]
 //                                           one PeerExchange of N fake peers (at 127.0.0.1 on
 //                                           SILENT_PORT, default 9: nobody answers)
@@ -17,7 +20,9 @@
 #include <thread>
 #include <vector>
 
+#include "actors/testing/faulty_gen_engine.h"
 #include "actors/testing/faulty_provider.h"
+#include "cli/generate_grid.h"
 #include "cli/command_table.h"
 #include "cli/commands.h"
 #include "net/chunker.h"
@@ -128,6 +133,17 @@ int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr, "usage: gpugrid-faulty corrupt|stall|crash|slow offer [FLAGS...] | attack KIND URL ...\n");
     return 2;
+  }
+  if (std::string(argv[1]) == "gen-truncate" || std::string(argv[1]) == "gen-slow") {
+    if (std::string(argv[1]) == "gen-truncate")
+      cli::offer_generation_wrapper() = [](grid::gen_engine_loader real) { return grid::testing::truncating_loader(real, 2); };
+    else
+      cli::offer_generation_wrapper() = [](grid::gen_engine_loader real) {
+        return grid::testing::slow_loader(real, std::chrono::milliseconds(40));
+      };
+    std::vector<char*> args{argv[0]};
+    for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+    return cli::dispatch(static_cast<int>(args.size()), args.data());
   }
   auto f = grid::testing::parse_fault(argv[1]);
   if (!f) {
