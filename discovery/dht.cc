@@ -217,6 +217,15 @@ void dht::tick(int64_t now) {
   for (const auto& [id, l] : lookups_)
     if (l.deadline <= now) late.push_back(id);
   for (uint64_t id : late) finish(now, id, true);
+  std::vector<uint64_t> slow;
+  for (const auto& [id, l] : lookups_)
+    for (const auto& c : l.shortlist)
+      if (c.state == cand_state::waiting && now - c.sent_ms >= cfg_.slow_request_ms && c.sent_ms + cfg_.slow_request_ms > last_tick_) {
+        slow.push_back(id);
+        break;
+      }
+  for (uint64_t id : slow) step(now, id);
+  last_tick_ = now;
 
   if (now >= next_expiry_ms_) {
     expire_records(now);
@@ -407,14 +416,20 @@ void dht::step(int64_t now, uint64_t id) {
   bool all_answered = true;
   std::vector<candidate*> next;
   for (auto& c : l.shortlist) {
+    // Slow requests count as failed here (their answers are still taken when they come).
     if (c.state == cand_state::failed) continue;
+    if (c.state == cand_state::waiting && now - c.sent_ms >= cfg_.slow_request_ms) continue;
     if (considered++ >= cfg_.k) break;
     if (c.state != cand_state::answered) all_answered = false;
     if (c.state == cand_state::fresh) next.push_back(&c);
   }
-  size_t in_flight = 0;
-  for (const auto& c : l.shortlist) in_flight += c.state == cand_state::waiting;
-  if (all_answered || (next.empty() && in_flight == 0)) return finish(now, id, false);
+  size_t in_flight = 0, waiting = 0;
+  for (const auto& c : l.shortlist) {
+    if (c.state != cand_state::waiting) continue;
+    ++waiting;
+    in_flight += now - c.sent_ms < cfg_.slow_request_ms;
+  }
+  if (all_answered || (next.empty() && waiting == 0)) return finish(now, id, false);
   for (candidate* c : next) {
     if (in_flight >= cfg_.alpha || pending_.size() >= cfg_.max_pending) break;
     dht_query q;
@@ -426,11 +441,12 @@ void dht::step(int64_t now, uint64_t id) {
       q.limit = static_cast<uint32_t>(std::min<size_t>(l.want, kMaxRecordsPerMessage));
     }
     c->state = cand_state::waiting;
+    c->sent_ms = now;
     ++l.res.queried;
     ++in_flight;
     send_query(now, c->c, std::move(q), id);
   }
-  if (in_flight == 0) finish(now, id, false);
+  if (waiting == 0 && in_flight == 0) finish(now, id, false);
 }
 
 void dht::finish(int64_t now, uint64_t id, bool timed_out) {
@@ -501,7 +517,12 @@ std::vector<lookup_result> dht::take_results() {
 int64_t dht::next_deadline() const {
   int64_t d = INT64_MAX;
   for (const auto& [_, p] : pending_) d = std::min(d, p.deadline);
-  for (const auto& [_, l] : lookups_) d = std::min(d, l.deadline);
+  for (const auto& [_, l] : lookups_) {
+    d = std::min(d, l.deadline);
+    for (const auto& c : l.shortlist)
+      if (c.state == cand_state::waiting && c.sent_ms + cfg_.slow_request_ms > last_tick_)
+        d = std::min(d, c.sent_ms + cfg_.slow_request_ms);
+  }
   if (!store_.empty()) d = std::min(d, next_expiry_ms_);
   if (!client_mode()) {
     for (const auto& p : published_) d = std::min(d, p.next_ms);
@@ -526,9 +547,10 @@ std::vector<provider_record> dht::local_records(int64_t now, const dht_key& key,
     if (r.expires_ms <= now || !f.matches(r)) continue;
     out.push_back(r);
   }
-  // The cheapest first: a client with a price cap wants those, and the cut is deterministic.
+  // The freshest first: a provider that stopped republishing is the likeliest to be gone (the
+  // client orders what it gets by price itself).
   std::sort(out.begin(), out.end(), [](const provider_record& a, const provider_record& b) {
-    return a.price != b.price ? a.price < b.price : a.provider < b.provider;
+    return a.issued_ms != b.issued_ms ? a.issued_ms > b.issued_ms : a.provider < b.provider;
   });
   if (out.size() > limit) out.resize(limit);
   return out;

@@ -44,6 +44,9 @@ struct dht_config {
   size_t k = 20;
   size_t alpha = 3;
   int64_t request_timeout_ms = 2000;
+  // A lookup request unanswered this long stops counting against alpha, so one dead or lossy
+  // contact does not stall a lookup for the whole timeout (its answer is still taken).
+  int64_t slow_request_ms = 500;
   int64_t lookup_timeout_ms = 20000;
   int64_t record_ttl_ms = 15 * 60 * 1000;
   int64_t republish_ms = 5 * 60 * 1000;
@@ -155,6 +158,7 @@ class dht {
   struct candidate {
     contact c;
     cand_state state = cand_state::fresh;
+    int64_t sent_ms = 0;
   };
   struct lookup {
     lookup_result res;
@@ -206,7 +210,7 @@ class dht {
   std::map<node_id, size_t> keys_per_source_;
   std::vector<published> published_;
   std::array<int64_t, 256> bucket_refreshed_{};
-  int64_t next_refresh_ms_ = 0, next_expiry_ms_ = 0;
+  int64_t next_refresh_ms_ = 0, next_expiry_ms_ = 0, last_tick_ = 0;
   std::vector<outgoing> outbox_;
   std::vector<lookup_result> results_;
   dht_stats stats_;
