@@ -125,6 +125,12 @@ inline std::vector<message> sample_messages() {
   v.push_back(job_error{pattern<16>(17), job_error_code::bad_input, "input 'x' has shape [1, 3], expected [1, 4]"});
   v.push_back(sample_receipt());
   v.push_back(receipt_ack{pattern<16>(17), receipt_status::retry_later, "the ledger cannot be written"});
+  v.push_back(dial_back{0x0102030405060708ull});
+  v.push_back(dial_back_result{0x0102030405060708ull, false, "ws://10.0.0.2:7447", "connecting failed: refused"});
+  v.push_back(relay_attach{true});
+  v.push_back(relay_attach_ack{true, "ws://203.0.113.5:7447/relay/ggaaaa", ""});
+  v.push_back(relay_incoming{pattern<16>(23)});
+  v.push_back(node_status{false, "ws://203.0.113.5:7447/relay/ggaaaa", false});
   return v;
 }
 
