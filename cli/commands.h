@@ -113,7 +113,7 @@ struct offer_options {
 int offer_command(const offer_options& o);
 // Test doubles only: changes what `offer --relay` passes on (a tampering relay); unset in the
 // product. tests/faulty_offer_main.cc sets it before dispatching.
-using relay_tamper = std::function<void(std::string& data, bool upstream)>;
+using relay_tamper = std::function<std::vector<std::string>(std::string data, bool upstream)>;
 relay_tamper& offer_relay_tamper();
 // "10M", "500K", "1.5G", "2000" (bytes per second; K = 1000) -> the rate; bad input names RATE.
 expected<double> parse_rate(const std::string& text);

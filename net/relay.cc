@@ -296,16 +296,25 @@ void relay_service::splice(uint64_t circuit, pipe_ptr client, pipe_ptr provider)
       auto src = weak_from.lock();
       if (!self || !src) return;
       int64_t wait = 0;
+      std::vector<std::string> out;
       {
         std::lock_guard<std::mutex> lk(self->mu_);
-        if (self->core_.options().tamper) self->core_.options().tamper(data, upstream);
-        wait = self->core_.pace(data.size(), now_ms());
+        if (self->core_.options().tamper) out = self->core_.options().tamper(std::move(data), upstream);
+        else out.push_back(std::move(data));
+        size_t bytes = 0;
+        for (const auto& d : out) bytes += d.size();
+        wait = self->core_.pace(bytes, now_ms());
       }
+      if (out.empty()) return src->resume(std::chrono::milliseconds(wait));
       std::weak_ptr<relay_pipe> again = src;
-      bool ok = to->write(std::move(data), [again, wait] {
-        if (auto s = again.lock()) s->resume(std::chrono::milliseconds(wait));
-      });
-      if (!ok) src->close();
+      for (size_t i = 0; i < out.size(); ++i) {
+        std::function<void()> written;
+        if (i + 1 == out.size())
+          written = [again, wait] {
+            if (auto s = again.lock()) s->resume(std::chrono::milliseconds(wait));
+          };
+        if (!to->write(std::move(out[i]), std::move(written))) return src->close();
+      }
     };
   };
   auto closed = [weak, circuit](const status&) {

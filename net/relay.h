@@ -47,8 +47,10 @@ struct relay_options {
   int64_t accept_timeout_ms = 5000;     // for the provider to dial back a circuit
   // Called for the refusals that are logged (one line each); from any thread, must not block.
   std::function<void(const std::string&)> log;
-  // Test doubles only: may change each message passed on (client -> provider when `upstream`).
-  std::function<void(std::string& data, bool upstream)> tamper;
+  // Test doubles only: what to pass on in place of each message (client -> provider when
+  // `upstream`): nothing (a drop), the message altered, several (duplicates, a held message
+  // released late: reordering). Unset: each message as it came.
+  std::function<std::vector<std::string>(std::string data, bool upstream)> tamper;
 };
 
 // "/relay/<node id>" -> the node id; "" when `path` is no relayed address.

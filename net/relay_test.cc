@@ -276,9 +276,10 @@ TEST_CASE("relay circuit: handshake and MACs end to end, frames in order both wa
 TEST_CASE("relay circuit: a tampering relay is detected end to end", "[net][relay][transport]") {
   relay_options ro;
   std::atomic<int> seen{0};
-  ro.tamper = [&](std::string& data, bool upstream) {
+  ro.tamper = [&](std::string data, bool upstream) {
     // Past the Hello and HelloAck, flip one byte of each client frame.
     if (upstream && ++seen > 2 && !data.empty()) data[data.size() / 2] ^= 0x20;
+    return std::vector<std::string>{std::move(data)};
   };
   relay_node relay(ro);
   hidden_provider p(relay.url);
@@ -354,4 +355,96 @@ TEST_CASE("relay circuit: one address flooding circuits leaves others unaffected
   }
   CHECK(delivered);
   flooder->stop();
+}
+
+namespace {
+
+// A relay whose client -> provider direction misbehaves from the 4th message on (the Hello,
+// HelloAck and one more pass): the provider must refuse the circuit and deliver nothing out of
+// order. `how` turns each later message into what the relay passes on.
+void misbehaving_relay(const std::function<std::vector<std::string>(std::string, int)>& how, int64_t relay_metric_replays_min) {
+  relay_options ro;
+  std::atomic<int> n{0};
+  ro.tamper = [&](std::string data, bool upstream) {
+    if (!upstream) return std::vector<std::string>{std::move(data)};
+    int k = ++n;
+    if (k <= 3) return std::vector<std::string>{std::move(data)};
+    return how(std::move(data), k);
+  };
+  relay_node relay(ro);
+  hidden_provider p(relay.url);
+  inbox client_in;
+  auto client = std::move(transport::create(identity::generate(), fast(), client_in.handlers())).value();
+  auto c = client->connect_sync(relayed_url(relay.url, p.id.node_id()));
+  REQUIRE(c.has_value());
+  for (uint64_t i = 0; i < 8; ++i) (void)(*c)->send(cancel{testing::pattern<16>(static_cast<uint8_t>(i)), std::to_string(i)});
+  // What is delivered comes in order, with no gap and no repeat, until the provider refuses.
+  int expect = 0;
+  for (int i = 0; i < 150 && (*c)->is_open(); ++i) {
+    auto m = p.in.next_message(20ms);
+    if (!m) continue;
+    if (const auto* x = std::get_if<cancel>(&m->msg())) CHECK(x->reason == std::to_string(expect++));
+  }
+  CHECK_FALSE((*c)->is_open());
+  CHECK(p.t->metrics().replays >= relay_metric_replays_min);
+  CHECK(expect < 8);
+  client->stop();
+}
+
+}  // namespace
+
+TEST_CASE("relay circuit: a relay that drops a frame is caught by the sequence numbers", "[net][relay][transport]") {
+  misbehaving_relay([](std::string d, int k) { return k == 5 ? std::vector<std::string>{} : std::vector<std::string>{std::move(d)}; }, 1);
+}
+
+TEST_CASE("relay circuit: a relay that reorders frames is caught", "[net][relay][transport]") {
+  std::string held;
+  misbehaving_relay(
+      [&held](std::string d, int k) {
+        if (k == 5) {
+          held = std::move(d);
+          return std::vector<std::string>{};
+        }
+        if (k == 6) return std::vector<std::string>{std::move(d), held};
+        return std::vector<std::string>{std::move(d)};
+      },
+      1);
+}
+
+TEST_CASE("relay circuit: a relay that floods replays is caught, and the relay itself stays well", "[net][relay][transport]") {
+  misbehaving_relay([](std::string d, int) { return std::vector<std::string>(50, d); }, 1);
+}
+
+TEST_CASE("relay circuit: a slow relay (bandwidth budget) delays but delivers everything in order", "[net][relay][transport]") {
+  relay_options ro;
+  ro.max_bytes_per_second = 400'000;  // the first 64 KiB pass at once, the rest at 400 kB/s
+  relay_node relay(ro);
+  hidden_provider p(relay.url);
+  inbox client_in;
+  auto client = std::move(transport::create(identity::generate(), fast(), client_in.handlers())).value();
+  auto c = client->connect_sync(relayed_url(relay.url, p.id.node_id()));
+  REQUIRE(c.has_value());
+  auto start = std::chrono::steady_clock::now();
+  const int n = 20;
+  for (int i = 0; i < n; ++i) {
+    net::model_chunk ch;
+    ch.index = static_cast<uint32_t>(i);
+    ch.data = std::string(20000, static_cast<char>('a' + i));
+    while ((*c)->send(ch) == send_result::queue_full) (*c)->wait_writable(100ms);
+  }
+  int got = 0;
+  while (got < n) {
+    auto m = p.in.next_message(3000ms);
+    REQUIRE(m);
+    if (const auto* ch = std::get_if<model_chunk>(&m->msg())) {
+      CHECK(ch->index == static_cast<uint32_t>(got));
+      CHECK(ch->data == std::string(20000, static_cast<char>('a' + got)));
+      ++got;
+    }
+  }
+  auto took = std::chrono::steady_clock::now() - start;
+  // 400 kB through a 400 kB/s budget with a 64 KiB burst: at least about 0.8 s.
+  CHECK(took >= 700ms);
+  CHECK(p.t->metrics().replays == 0);
+  client->stop();
 }

@@ -137,8 +137,9 @@ int main(int argc, char** argv) {
     // `offer --relay` whose circuits flip one byte of every client frame after the first two
     // (the Hello and HelloAck pass, so the end-to-end session MAC is what catches it).
     auto seen = std::make_shared<std::atomic<long>>(0);
-    cli::offer_relay_tamper() = [seen](std::string& data, bool upstream) {
+    cli::offer_relay_tamper() = [seen](std::string data, bool upstream) {
       if (upstream && ++*seen > 2 && !data.empty()) data[data.size() / 2] ^= 0x20;
+      return std::vector<std::string>{std::move(data)};
     };
     std::vector<char*> args{argv[0]};
     for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
