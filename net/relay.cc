@@ -13,6 +13,7 @@ namespace {
 
 constexpr const char* kRelayPrefix = "/relay/";
 constexpr const char* kAcceptPrefix = "/relay/accept/";
+constexpr size_t kWindowBytes = size_t{8} << 20;  // per circuit and direction, on their way out
 
 bool power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
 
@@ -287,34 +288,65 @@ void relay_service::on_provider(const bytes16& token, pipe_ptr p) {
 
 void relay_service::splice(uint64_t circuit, pipe_ptr client, pipe_ptr provider) {
   std::weak_ptr<relay_service> weak = shared_from_this();
-  // One direction: a message read from `from` is written to `to`; `from` is read again once it
-  // went out (and after the bandwidth budget's wait).
+  // One direction: a message read from `from` is written to `to`. Up to kWindowBytes may be on
+  // their way out at once (so reading the next message overlaps writing the last); past that,
+  // `from` is read again only when writes complete. The budget's wait applies either way.
+  struct flow {
+    std::mutex mu;
+    size_t in_flight = 0;   // bytes handed to `to` and not yet written
+    bool paused = false;    // `from` waits for writes to complete
+    int64_t wait_ms = 0;    // the budget's wait for the resume
+  };
   auto forward = [weak](pipe_ptr from, pipe_ptr to, bool upstream) {
     std::weak_ptr<relay_pipe> weak_from = from;
-    return [weak, weak_from, to, upstream](std::string data) {
+    auto fl = std::make_shared<flow>();
+    return [weak, weak_from, to, upstream, fl](std::string data) {
       auto self = weak.lock();
       auto src = weak_from.lock();
       if (!self || !src) return;
       int64_t wait = 0;
       std::vector<std::string> out;
+      size_t bytes = 0;
       {
         std::lock_guard<std::mutex> lk(self->mu_);
         if (self->core_.options().tamper) out = self->core_.options().tamper(std::move(data), upstream);
         else out.push_back(std::move(data));
-        size_t bytes = 0;
         for (const auto& d : out) bytes += d.size();
         wait = self->core_.pace(bytes, now_ms());
       }
       if (out.empty()) return src->resume(std::chrono::milliseconds(wait));
+      {
+        std::lock_guard<std::mutex> lk(fl->mu);
+        fl->in_flight += bytes;
+      }
       std::weak_ptr<relay_pipe> again = src;
       for (size_t i = 0; i < out.size(); ++i) {
-        std::function<void()> written;
-        if (i + 1 == out.size())
-          written = [again, wait] {
-            if (auto s = again.lock()) s->resume(std::chrono::milliseconds(wait));
-          };
+        size_t n = out[i].size();
+        auto written = [again, fl, n] {
+          int64_t resume_after = -1;
+          {
+            std::lock_guard<std::mutex> lk(fl->mu);
+            fl->in_flight -= std::min(fl->in_flight, n);
+            if (fl->paused && fl->in_flight < kWindowBytes) {
+              fl->paused = false;
+              resume_after = fl->wait_ms;
+            }
+          }
+          if (resume_after >= 0)
+            if (auto s = again.lock()) s->resume(std::chrono::milliseconds(resume_after));
+        };
         if (!to->write(std::move(out[i]), std::move(written))) return src->close();
       }
+      bool now = false;
+      {
+        std::lock_guard<std::mutex> lk(fl->mu);
+        if (fl->in_flight < kWindowBytes) now = true;
+        else {
+          fl->paused = true;
+          fl->wait_ms = wait;
+        }
+      }
+      if (now) src->resume(std::chrono::milliseconds(wait));
     };
   };
   auto closed = [weak, circuit](const status&) {

@@ -7,7 +7,8 @@
 // client's WebSocket as a pipe, sends RelayIncoming(token) to the provider on its attach
 // connection, and the provider dials RELAY/relay/accept/<hex token>, playing the dialed side of
 // the handshake there (transport::answer_circuit). From then on the relay copies binary
-// WebSocket messages between the two pipes, one at a time each way, without reading them: the
+// WebSocket messages between the two pipes without reading them (up to 8 MiB on their way out
+// per direction, then it reads on only as writes complete, so memory stays bounded): the
 // gpugrid handshake, signatures and session MACs run end to end between client and provider,
 // so the relay can neither read (under wss), forge, replay nor reorder frames unnoticed, and a
 // client refuses any node but the one its relayed address names.

@@ -54,8 +54,8 @@ constexpr uint16_t kDefaultPort = 7447;
 // runs at this end; the two far ends run them with each other, end to end.
 //
 // Flow control: one message is read at a time; the next only after resume(). Writes queue
-// without bound here, so the relay writes a message only after the one before it went out
-// (the `written` callback) and pauses the reading side meanwhile.
+// without bound here, so the relay bounds what it has handed to a pipe and not yet seen written
+// (the `written` callbacks), pausing the reading side past that.
 // Threads: handlers run on the pipe's I/O strand and must not block; methods are thread-safe.
 class relay_pipe {
  public:
