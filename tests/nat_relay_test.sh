@@ -106,7 +106,9 @@ for r in r1 r2 r3; do wait_for "$tmp/$r.log" '"event":"listening"' 5 || fail "re
 export GPUGRID_FAULTY_DELAY_MS=2000
 start a a "$faulty" slow offer --listen 0.0.0.0:7447 --price 0.0001 \
   --via-relay ws://10.88.0.1:7447 --via-relay ws://10.88.0.2:7447 --via-relay ws://10.88.0.3:7447
-start b b "$bin" offer --listen 0.0.0.0:7447 --price 0.001 --via-relay ws://10.88.0.2:7447
+# B names no relay: it picks relays among its peers that announce relay service (R2, its
+# bootstrap peer, first).
+start b b "$bin" offer --listen 0.0.0.0:7447 --price 0.001 --peer ws://10.88.0.2:7447
 for p in a b; do
   wait_for "$tmp/$p.log" '"event":"behind_nat"' 10 || fail "provider $p did not find itself behind NAT: $(cat "$tmp/$p.log" "$tmp/$p.err")"
 done
@@ -120,6 +122,7 @@ via_r2_b="ws://10.88.0.2:7447/relay/$id_b"
 for r in r1 r2 r3; do
   wait_for "$tmp/$r.log" "\"event\":\"relay_attached\",\"node_id\":\"$id_a\"" 5 || fail "relay $r did not attach provider a"
 done
+wait_for "$tmp/r2.log" "\"event\":\"relay_attached\",\"node_id\":\"$id_b\"" 5 || fail "provider b did not pick relay r2"
 # The plain text form says it in words.
 nsx a "$bin" offer --listen 0.0.0.0:7448 --data-dir "$tmp/a2" --via-relay ws://10.88.0.1:7447 >/dev/null 2>"$tmp/a2.err" &
 pids+=("$!")
