@@ -131,8 +131,8 @@ wait_for "$tmp/a2.err" "behind NAT: serving through relay ws://10.88.0.1:7447 at
   fail "offer did not say it serves through a relay: $(cat "$tmp/a2.err")"
 kill "$pid_a2" 2>/dev/null
 wait "$pid_a2" 2>/dev/null
-# R1 itself was dialed back by R2... no: R1 dialed nobody. R2 and R3 dialed nobody either; the
-# reachable case is covered by a public provider dialing R1:
+# The relays dial nobody, so none of them is asked; a public provider dialing R1 is found
+# reachable:
 start cl pub "$bin" offer --listen 0.0.0.0:7449 --price 1 --peer ws://10.88.0.1:7447
 wait_for "$tmp/pub.log" '"event":"reachable"' 10 || fail "a public provider was not found reachable: $(cat "$tmp/pub.log")"
 
@@ -146,6 +146,14 @@ grep -q "$id_a" "$tmp/run1.out" || fail "run through relay r1 was not served by 
 "$bin" ledger verify --data-dir "$tmp/client" >/dev/null 2>&1 || fail "client ledger does not verify"
 "$bin" ledger show --data-dir "$tmp/client" --json 2>/dev/null | grep -q "$id_a" ||
   fail "the client's ledger has no receipt with provider a"
+job1="$(sed -n 's/.*"job_done","job":"\([0-9a-f]*\)".*/\1/p' "$tmp/a.log" | head -1)"
+[ -n "$job1" ] || fail "provider a logged no finished job"
+for _ in $(seq 1 40); do
+  "$bin" ledger show --data-dir "$tmp/a" --json 2>/dev/null | grep -q "$job1" && break
+  sleep 0.05
+done
+"$bin" ledger show --data-dir "$tmp/a" --json 2>/dev/null | grep -q "$job1" ||
+  fail "provider a's ledger has no receipt for job $job1"
 
 # 2. R1 dies while A runs the job: the client fails over to B (through R2), and A moves to
 #    another relay and announces it.
