@@ -480,6 +480,8 @@ struct grid_node::impl {
   std::string announced;                         // the relayed address announced now
   std::set<std::string> relay_peers;             // URLs of peers that announce relay service
   std::set<std::string> bad_relayed;             // relayed addresses whose relay refused us
+  static constexpr int kMaxAnswering = 32;       // circuits being dialed back at once
+  std::shared_ptr<std::atomic<int>> answering = std::make_shared<std::atomic<int>>(0);
 
   std::string reach_url_locked() const { return reach_state == reach::behind_nat ? announced : url; }
   // The URL our Hello advertises, under a lock of its own: the transport asks for it while a
@@ -1338,7 +1340,10 @@ void grid_node::impl::on_reach_message(caf::event_based_actor*, const net::conne
       auto parsed = net::parse_ws_url(base);
       if (!parsed) return;
       parsed->path = net::accept_path(in->token);
-      transport->answer_circuit(parsed->str(), [](expected<net::connection_ptr>) {});
+      // A relay that sends circuit after circuit gets at most kMaxAnswering dials at once.
+      if (answering->load() >= kMaxAnswering) return;
+      ++*answering;
+      transport->answer_circuit(parsed->str(), [n = answering](expected<net::connection_ptr>) { --*n; });
       return;
     }
     return;
