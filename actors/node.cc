@@ -1287,7 +1287,9 @@ void grid_node::impl::on_reach_message(caf::event_based_actor*, const net::conne
       bool was_behind = reach_state == reach::behind_nat;
       reach_state = reach::reachable;
       announced.clear();
-      event(fmt::format("{{\"event\":\"reachable\",\"url\":\"{}\",\"checked_by\":\"{}\"}}", url, c->peer_id()));
+      // The address the peer reached us at (our own may be 0.0.0.0).
+      event(fmt::format("{{\"event\":\"reachable\",\"url\":\"{}\",\"checked_by\":\"{}\"}}",
+                        json_escape(r->url.empty() ? url : r->url), c->peer_id()));
       if (was_behind)
         for (auto& [u, l] : relay_links)
           if (auto lc = conns.find(l.conn); l.conn && l.attached && lc != conns.end())
@@ -1298,8 +1300,8 @@ void grid_node::impl::on_reach_message(caf::event_based_actor*, const net::conne
     if (reach_state != reach::unknown) return;
     reach_state = reach::behind_nat;
     publish_url_locked();
-    event(fmt::format("{{\"event\":\"unreachable\",\"url\":\"{}\",\"checked_by\":\"{}\",\"why\":\"{}\"}}", url,
-                      c->peer_id(), json_escape(r->detail)));
+    event(fmt::format("{{\"event\":\"unreachable\",\"url\":\"{}\",\"checked_by\":\"{}\",\"why\":\"{}\"}}",
+                      json_escape(r->url.empty() ? url : r->url), c->peer_id(), json_escape(r->detail)));
     if (opt.via_relays.empty() && relay_peers.empty())
       event("{\"event\":\"note\",\"text\":\"behind NAT and no relay known: give --via-relay URL\"}");
     use_relays_locked();

@@ -134,7 +134,7 @@ wait "$pid_a2" 2>/dev/null
 # The relays dial nobody, so none of them is asked; a public provider dialing R1 is found
 # reachable:
 start cl pub "$bin" offer --listen 0.0.0.0:7449 --price 1 --peer ws://10.88.0.1:7447
-wait_for "$tmp/pub.log" '"event":"reachable"' 10 || fail "a public provider was not found reachable: $(cat "$tmp/pub.log")"
+wait_for "$tmp/pub.log" '"event":"reachable","url":"ws://10.88.0.9:7449"' 10 || fail "a public provider was not found reachable: $(cat "$tmp/pub.log")"
 
 # 1. A job through relay R1 to A: the right result, and a receipt on both sides.
 nsx cl "$bin" run "$model" "$sample" --peer "$via_r1" --data-dir "$tmp/client" -o "$tmp/r1.npy" --json \
