@@ -29,6 +29,8 @@ using dialed_atom = caf::atom_constant<caf::atom("dialed")>;
 using pump_atom = caf::atom_constant<caf::atom("pump")>;
 using rumor_atom = caf::atom_constant<caf::atom("rumor")>;
 using progress_atom = caf::atom_constant<caf::atom("progress")>;
+using dialback_atom = caf::atom_constant<caf::atom("dialback")>;
+using relaylink_atom = caf::atom_constant<caf::atom("relaylink")>;
 
 using upload_progress_fn = std::function<void(const std::string&, uint64_t, uint64_t)>;
 
@@ -401,6 +403,12 @@ bool wildcard_url(const std::string& url) {
   return !u || u->host == "0.0.0.0" || u->host == "::" || u->host.empty();
 }
 
+// `s` as the inside of a JSON string.
+std::string json_escape(const std::string& s) {
+  std::string d = json(s).dump();
+  return d.substr(1, d.size() - 2);
+}
+
 std::string effective_url(const std::string& advertised, const std::string& remote_address) {
   if (advertised.empty()) return "";
   auto u = net::parse_ws_url(advertised);
@@ -459,6 +467,91 @@ struct grid_node::impl {
   bool offering() const { return opt.provider != nullptr; }
   std::string metrics_text() const;
 
+  // -------- reachability and relays (under mu; see node_options::relay)
+  enum class reach { unknown, reachable, behind_nat };
+  reach reach_state = reach::unknown;
+  std::shared_ptr<net::relay_service> relay;     // offering --relay
+  std::set<uint64_t> asked_dial_back;            // connections we asked to dial us back
+  std::set<uint64_t> dialed_back_for;            // connections we dialed back (one each)
+  int dial_backs_running = 0;
+  struct relay_link {
+    uint64_t conn = 0;                           // the attach connection; 0 while none
+    bool dialing = false, attached = false;
+  };
+  std::map<std::string, relay_link> relay_links; // by relay URL
+  std::string announced;                         // the relayed address announced now
+  std::set<std::string> relay_peers;             // URLs of peers that announce relay service
+  std::set<std::string> bad_relayed;             // relayed addresses whose relay refused us
+  static constexpr int kMaxAnswering = 32;       // circuits being dialed back at once
+  std::shared_ptr<std::atomic<int>> answering = std::make_shared<std::atomic<int>>(0);
+
+  std::string reach_url_locked() const { return reach_state == reach::behind_nat ? announced : url; }
+  // The URL our Hello advertises, under a lock of its own: the transport asks for it while a
+  // dial made under `mu` builds its connection.
+  mutable std::mutex hello_mu;
+  std::string hello_url;
+  void publish_url_locked() {
+    std::lock_guard<std::mutex> g(hello_mu);
+    hello_url = reach_url_locked();
+  }
+  net::node_status status_locked() const {
+    return net::node_status{reach_state == reach::reachable, reach_url_locked(), relay != nullptr};
+  }
+  void announce_locked() {
+    publish_url_locked();
+    net::node_status st = status_locked();
+    for (auto& [id, cs] : conns) (void)cs.conn->send(st);
+  }
+  void dial_relay_locked(const std::string& u) {
+    relay_link& l = relay_links[u];
+    if (l.dialing || l.conn || stopped) return;
+    l.dialing = true;
+    caf::actor a = actor;
+    transport->connect(u, [a, u](expected<net::connection_ptr> c) {
+      caf::anon_send(a, relaylink_atom::value, u, c ? *c : net::connection_ptr(), c ? std::string() : c.error().message());
+    });
+  }
+  // Behind NAT: attach to the given relays, else to up to two that peers announced.
+  void use_relays_locked() {
+    if (reach_state != reach::behind_nat || !offering()) return;
+    std::vector<std::string> want = opt.via_relays;
+    if (want.empty())
+      for (const auto& u : relay_peers)
+        if (want.size() < 2) want.push_back(u);
+    for (const auto& u : want) {
+      auto it = relay_links.find(u);
+      if (it != relay_links.end() && it->second.conn) {
+        auto c = conns.find(it->second.conn);
+        if (!it->second.attached && c != conns.end()) (void)c->second.conn->send(net::relay_attach{true});
+      } else {
+        dial_relay_locked(u);
+      }
+    }
+  }
+  // A relay link went away or refused us: announce another attached relay, if any.
+  void reannounce_locked() {
+    std::string next, next_relay;
+    for (const auto& [u, l] : relay_links)
+      if (l.attached) {
+        std::string r = net::relayed_url(u, self.node_id());
+        if (r == announced) return;  // still attached where we said
+        if (next.empty()) next = r, next_relay = u;
+      }
+    if (next == announced) return;
+    announced = next;
+    publish_url_locked();
+    if (!next.empty()) {
+      event(fmt::format("{{\"event\":\"behind_nat\",\"relay\":\"{}\",\"url\":\"{}\"}}", next_relay, next));
+      announce_locked();
+    } else {
+      event("{\"event\":\"relay_lost\",\"text\":\"no relay carries this node now; attaching to another\"}");
+    }
+  }
+  void on_reach_message(caf::event_based_actor* self_actor, const net::connection_ptr& c, conn_state& cs,
+                        const net::message& m);
+  void on_dial_back_done(uint64_t conn, uint64_t nonce, const std::string& target, const std::string& error);
+  void on_relay_link(const std::string& u, const net::connection_ptr& c, const std::string& error);
+
   // -------- under mu
   void dial_locked(const std::string& u, std::optional<key32> expect) {
     if (dialing.count(u) || stopped) return;
@@ -493,7 +586,7 @@ struct grid_node::impl {
   void maybe_dial_locked(const std::vector<gossip_entry>& fresh) {
     for (const auto& e : fresh) {
       if (dialing.size() >= kMaxConcurrentDials) return;
-      if (connected_to_locked(e.key) || attempted.count(e.key)) continue;
+      if (connected_to_locked(e.key) || attempted.count(e.key) || bad_relayed.count(e.url)) continue;
       if (offering()) {
         if (outbound_count_locked() + dialing.size() >= static_cast<size_t>(opt.max_neighbors)) return;
       } else {
@@ -508,8 +601,9 @@ struct grid_node::impl {
   // codec's per-message limit.
   std::vector<net::peer_exchange> gossip_locked() const {
     std::vector<gossip_entry> all = table.gossip(now_ms(), opt.peer_timeout.count());
-    if (!url.empty() && !wildcard_url(url))  // ourselves, where we can be reached
-      all.push_back({self.public_key(), url, now_ms(), offering()});
+    std::string here = reach_url_locked();
+    if (!here.empty() && !wildcard_url(here))  // ourselves, where we can be reached
+      all.push_back({self.public_key(), here, now_ms(), offering()});
     return paged(all);
   }
 
@@ -589,6 +683,12 @@ struct grid_node::impl {
     bool provider = cs.is_provider;
     conns[c->id()] = std::move(cs);
     send_pages(c, gossip_locked());
+    if (offering()) {
+      if (reach_state != reach::unknown || relay) (void)c->send(status_locked());
+      if (opt.dial_back && reach_state == reach::unknown && !c->inbound() && !url.empty() &&
+          asked_dial_back.size() < 8 && asked_dial_back.insert(c->id()).second)
+        (void)c->send(net::dial_back{c->id()});
+    }
     if (provider || offering())
       event(fmt::format("{{\"event\":\"peer_up\",\"node_id\":\"{}\",\"role\":\"{}\"}}", c->peer_id(),
                         provider ? "provider" : "client"));
@@ -602,6 +702,16 @@ struct grid_node::impl {
       if (it == conns.end()) return;
       proxy = it->second.proxy;
       conns.erase(it);
+      asked_dial_back.erase(c->id());
+      if (relay) relay->on_closed(c);
+      for (auto& [u, l] : relay_links)
+        if (l.conn == c->id()) {
+          l.conn = 0;
+          l.attached = false;
+          event(fmt::format("{{\"event\":\"relay_down\",\"relay\":\"{}\",\"why\":\"{}\"}}", u,
+                            json_escape(why.empty() ? "closed" : why)));
+          reannounce_locked();
+        }
       if (!connected_to_locked(c->peer_key())) table.lost(c->peer_key());
       // Its jobs stop at their next node: nobody is left to take the answer.
       for (auto& [job, rj] : running)
@@ -615,6 +725,7 @@ struct grid_node::impl {
   void on_dialed(const std::string& u, const std::string& error) {
     std::lock_guard<std::mutex> lk(mu);
     dialing.erase(u);
+    if (error.find("the relay refused the circuit") != std::string::npos) bad_relayed.insert(u);
     auto b = bootstrap.find(u);
     if (b != bootstrap.end() && b->second.empty()) b->second = error.empty() ? "ok" : error;
   }
@@ -633,6 +744,8 @@ struct grid_node::impl {
         cs.expire_parked(now);
       }
       for (const key32& k : table.evict(now, opt.peer_timeout.count(), 3)) attempted.erase(k);
+      if (relay) relay->tick();
+      use_relays_locked();  // behind NAT: re-dial relays we lost
       // Reconnect to bootstrap peers we lost, so a node that was cut off finds the grid again.
       if (conns.empty())
         for (auto& [u, state] : bootstrap) dial_locked(u, std::nullopt);
@@ -678,6 +791,10 @@ struct grid_node::impl {
         maybe_dial_locked(fresh);
         return;
       }
+      if (std::holds_alternative<net::dial_back>(m) || std::holds_alternative<net::dial_back_result>(m) ||
+          std::holds_alternative<net::relay_attach>(m) || std::holds_alternative<net::relay_attach_ack>(m) ||
+          std::holds_alternative<net::relay_incoming>(m) || std::holds_alternative<net::node_status>(m))
+        return on_reach_message(self_actor, c, it->second, m);
     }
     if (opt.inbox && opt.inbox->deliver(c->peer_key(), m)) return;
     if (std::holds_alternative<net::bid>(m) || std::holds_alternative<net::bid_decline>(m) ||
@@ -927,6 +1044,12 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<grid_node
         self->delayed_send(self, p->opt.heartbeat_interval, tick_atom::value);
       },
       [p](rumor_atom) { p->on_rumor(); },
+      [p](dialback_atom, uint64_t conn, uint64_t nonce, const std::string& target, const std::string& error) {
+        p->on_dial_back_done(conn, nonce, target, error);
+      },
+      [p](relaylink_atom, const std::string& u, const net::connection_ptr& c, const std::string& error) {
+        p->on_relay_link(u, c, error);
+      },
       [self, p](gossip_atom) {
         p->on_gossip();
         self->delayed_send(self, p->opt.gossip_interval, gossip_atom::value);
@@ -981,7 +1104,10 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
     auto q = weak.lock();
     if (!q) return h;
     h.role = q->offering() ? net::node_role::provider : net::node_role::client;
-    h.listen_url = q->url;
+    {
+      std::lock_guard<std::mutex> lk(q->hello_mu);
+      h.listen_url = q->hello_url;
+    }
     h.software = q->opt.software;
     if (q->offering()) {
       provider_info info = q->opt.provider->info();
@@ -999,6 +1125,10 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
     if (!q || path != "/metrics") return std::nullopt;
     return q->metrics_text();
   };
+  if (p->opt.relay && p->offering() && !p->opt.listen.empty()) {
+    p->relay = std::make_shared<net::relay_service>(p->opt.relay_options);
+    to.relay = p->relay->hooks();
+  }
   auto t = net::transport::create(self, to, net::actor_handlers(p->actor));
   if (!t) {
     caf::anon_send_exit(p->actor, caf::exit_reason::user_shutdown);
@@ -1013,6 +1143,9 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
     auto port = p->transport->listen(hp->first, hp->second);
     if (!port) return port.error();
     p->url = p->transport->url();
+    if (p->relay) p->relay->set_public_url(p->url);
+    std::lock_guard<std::mutex> lk(p->mu);
+    p->publish_url_locked();
   }
   {
     std::lock_guard<std::mutex> lk(p->mu);
@@ -1023,6 +1156,13 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
       p->bootstrap[u] = "";
       p->dial_locked(u, std::nullopt);
     }
+    // Relays are dialed at once: they answer the dial-back question and are ready to attach.
+    if (p->offering())
+      for (const auto& u : p->opt.via_relays) {
+        auto parsed = net::parse_ws_url(u);
+        if (!parsed) return parsed.error().with_context("--via-relay");
+        p->dial_relay_locked(u);
+      }
   }
   return node;
 }
@@ -1184,6 +1324,162 @@ int grid_node::drain(std::chrono::milliseconds grace, const std::function<bool()
   }
 }
 
+// -------- reachability and relays
+
+void grid_node::impl::on_reach_message(caf::event_based_actor*, const net::connection_ptr& c, conn_state& cs,
+                                       const net::message& m) {
+  if (const auto* db = std::get_if<net::dial_back>(&m)) {
+    // Dial the address the peer's Hello gave (never one the request names), once per
+    // connection, four at a time, bounded by the transport's connect and handshake timeouts.
+    std::string target = cs.url;
+    if (!net::relayed_node_id(net::parse_ws_url(target) ? net::parse_ws_url(target)->path : "").empty())
+      return;  // a relayed address says nothing about whether the node can be dialed: no verdict
+    if (target.empty() || wildcard_url(target)) {
+      (void)c->send(net::dial_back_result{db->nonce, false, target, "no listen address to dial"});
+      return;
+    }
+    // Busy, or asked before on this connection: no answer (no verdict either way); the node
+    // asks its other peers.
+    if (dial_backs_running >= 4 || !dialed_back_for.insert(c->id()).second) return;
+    if (dialed_back_for.size() > 4096) dialed_back_for.clear();
+    ++dial_backs_running;
+    caf::actor a = actor;
+    uint64_t conn = c->id(), nonce = db->nonce;
+    transport->connect(
+        target,
+        [a, conn, nonce, target](expected<net::connection_ptr> r) {
+          if (r) (*r)->close(net::goodbye_reason::normal, "dial-back done");
+          caf::anon_send(a, dialback_atom::value, conn, nonce, target, r ? std::string() : r.error().message());
+        },
+        c->peer_key());
+    return;
+  }
+  if (const auto* r = std::get_if<net::dial_back_result>(&m)) {
+    if (!asked_dial_back.count(c->id()) || r->nonce != c->id()) return;  // not asked: ignored
+    asked_dial_back.erase(c->id());
+    if (r->reachable) {
+      if (reach_state == reach::reachable) return;
+      bool was_behind = reach_state == reach::behind_nat;
+      reach_state = reach::reachable;
+      announced.clear();
+      // The address the peer reached us at (our own may be 0.0.0.0).
+      event(fmt::format("{{\"event\":\"reachable\",\"url\":\"{}\",\"checked_by\":\"{}\"}}",
+                        json_escape(r->url.empty() ? url : r->url), c->peer_id()));
+      if (was_behind)
+        for (auto& [u, l] : relay_links)
+          if (auto lc = conns.find(l.conn); l.conn && l.attached && lc != conns.end())
+            (void)lc->second.conn->send(net::relay_attach{false});
+      announce_locked();
+      return;
+    }
+    if (reach_state != reach::unknown) return;
+    reach_state = reach::behind_nat;
+    publish_url_locked();
+    event(fmt::format("{{\"event\":\"unreachable\",\"url\":\"{}\",\"checked_by\":\"{}\",\"why\":\"{}\"}}",
+                      json_escape(r->url.empty() ? url : r->url), c->peer_id(), json_escape(r->detail)));
+    if (opt.via_relays.empty() && relay_peers.empty())
+      event("{\"event\":\"note\",\"text\":\"behind NAT and no relay known: give --via-relay URL\"}");
+    use_relays_locked();
+    return;
+  }
+  if (const auto* a = std::get_if<net::relay_attach>(&m)) {
+    net::relay_attach_ack ack;
+    if (relay) ack = relay->on_attach(c, *a);
+    else ack.detail = "this node is no relay";
+    (void)c->send(ack);
+    if (ack.accepted) event(fmt::format("{{\"event\":\"relay_attached\",\"node_id\":\"{}\"}}", c->peer_id()));
+    return;
+  }
+  if (const auto* ack = std::get_if<net::relay_attach_ack>(&m)) {
+    for (auto& [u, l] : relay_links) {
+      if (l.conn != c->id()) continue;
+      if (!ack->accepted) {
+        event(fmt::format("{{\"event\":\"relay_refused\",\"relay\":\"{}\",\"why\":\"{}\"}}", u, json_escape(ack->detail)));
+        return;
+      }
+      l.attached = true;
+      if (announced.empty()) {
+        // The relayed address is built on the URL we reached the relay at, which the relay
+        // (listening on 0.0.0.0, say) may not know.
+        announced = net::relayed_url(u, self.node_id());
+        event(fmt::format("{{\"event\":\"behind_nat\",\"relay\":\"{}\",\"url\":\"{}\"}}", u, announced));
+        announce_locked();
+      }
+      return;
+    }
+    return;
+  }
+  if (const auto* in = std::get_if<net::relay_incoming>(&m)) {
+    for (auto& [u, l] : relay_links) {
+      if (l.conn != c->id() || !l.attached) continue;
+      std::string base = u;
+      while (!base.empty() && base.back() == '/') base.pop_back();
+      auto parsed = net::parse_ws_url(base);
+      if (!parsed) return;
+      parsed->path = net::accept_path(in->token);
+      // A relay that sends circuit after circuit gets at most kMaxAnswering dials at once.
+      if (answering->load() >= kMaxAnswering) return;
+      ++*answering;
+      transport->answer_circuit(parsed->str(), [n = answering](expected<net::connection_ptr>) { --*n; });
+      return;
+    }
+    return;
+  }
+  if (const auto* st = std::get_if<net::node_status>(&m)) {
+    if (st->relay && (st->reachable || !c->inbound()) && !cs.url.empty() && !wildcard_url(cs.url) && relay_peers.size() < 64) {
+      relay_peers.insert(cs.url);
+      use_relays_locked();
+    }
+    auto parsed = net::parse_ws_url(st->url);
+    if (!st->url.empty() && parsed && !wildcard_url(st->url) && st->url != cs.url) {
+      // The peer moved (behind NAT: its relayed address): reach it there from now on.
+      cs.url = st->url;
+      const net::hello& h = c->peer_hello();
+      table.heard_from(h.node_key, cs.url, info_from_hello(h), cs.is_provider, now_ms());
+    }
+    return;
+  }
+}
+
+void grid_node::impl::on_dial_back_done(uint64_t conn, uint64_t nonce, const std::string& target, const std::string& error) {
+  std::lock_guard<std::mutex> lk(mu);
+  --dial_backs_running;
+  auto it = conns.find(conn);
+  if (it == conns.end()) return;
+  (void)it->second.conn->send(net::dial_back_result{nonce, error.empty(), target, error});
+}
+
+void grid_node::impl::on_relay_link(const std::string& u, const net::connection_ptr& c, const std::string& error) {
+  std::lock_guard<std::mutex> lk(mu);
+  relay_link& l = relay_links[u];
+  l.dialing = false;
+  if (!c) {
+    event(fmt::format("{{\"event\":\"relay_unreachable\",\"relay\":\"{}\",\"why\":\"{}\"}}", u, json_escape(error)));
+    return;
+  }
+  l.conn = c->id();
+  if (reach_state == reach::behind_nat) (void)c->send(net::relay_attach{true});
+}
+
+std::string grid_node::reachability() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  switch (impl_->reach_state) {
+    case impl::reach::reachable: return "reachable";
+    case impl::reach::behind_nat: return "behind_nat";
+    default: return "unknown";
+  }
+}
+
+std::string grid_node::announced_url() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->reach_url_locked();
+}
+
+std::optional<net::relay_counters> grid_node::relay_counters() const {
+  if (!impl_->relay) return std::nullopt;
+  return impl_->relay->counters();
+}
+
 std::string grid_node::impl::metrics_text() const {
   auto& p = *this;
   auto tm = p.transport ? p.transport->metrics() : net::transport_metrics{};
@@ -1215,6 +1511,16 @@ std::string grid_node::impl::metrics_text() const {
     metric("gpugrid_upload_bytes_held", "gauge", "Bytes of model uploads held (arriving or awaiting their job).",
            static_cast<double>(p.upload_budget ? p.upload_budget->used() : 0));
   }
+  if (p.relay) {
+    auto rc = p.relay->counters();
+    metric("gpugrid_relay_attached", "gauge", "Providers attached to this relay.", static_cast<double>(rc.attached));
+    metric("gpugrid_relay_circuits", "gauge", "Relay circuits open or waiting for their provider.",
+           static_cast<double>(rc.open + rc.pending));
+    metric("gpugrid_relay_circuits_total", "counter", "Relay circuits that reached their provider.", static_cast<double>(rc.opened));
+    metric("gpugrid_relay_refused_total", "counter", "Relay circuits refused (not attached, caps).",
+           static_cast<double>(rc.refused_unattached + rc.refused_source + rc.refused_total + rc.bad_accept));
+    metric("gpugrid_relay_bytes_total", "counter", "Bytes passed through relay circuits.", static_cast<double>(rc.bytes));
+  }
   metric("gpugrid_connections", "gauge", "Open peer connections.", static_cast<double>(conns));
   metric("gpugrid_peers_known", "gauge", "Peers in the peer table.", static_cast<double>(known));
   metric("gpugrid_frames_in_total", "counter", "Frames received.", static_cast<double>(tm.frames_in));
@@ -1240,6 +1546,7 @@ void grid_node::stop() {
   if (p.stopped.exchange(true)) return;
   if (p.opt.provider) p.opt.provider->stop();
   if (p.opt.generation) p.opt.generation->stop();
+  if (p.relay) p.relay->stop();
   if (p.transport) p.transport->stop();
   caf::anon_send_exit(p.actor, caf::exit_reason::user_shutdown);
   if (p.provider_actor) caf::anon_send_exit(p.provider_actor, caf::exit_reason::user_shutdown);

@@ -28,6 +28,7 @@
 #include "actors/peer_table.h"
 #include "base/status.h"
 #include "net/identity.h"
+#include "net/relay.h"
 #include "net/transport.h"
 
 namespace gpugrid::grid {
@@ -72,6 +73,15 @@ struct node_options {
   // Client: generation frames (GenBid, GenTokens, and BidDecline/JobError naming an open
   // session) go to this inbox, and so does the loss of a provider's connection.
   std::shared_ptr<grid::generation_inbox> inbox;
+  // Reachability and relays (net/relay.h, README "Offering from behind NAT"). A node with a
+  // listen address asks the peers it dials to dial it back; once one could, it is reachable;
+  // once one could not (and none could), it is behind NAT and attaches to relays: via_relays,
+  // else up to two peers that announce relay service. It then announces the relayed address of
+  // the first relay that took it, and moves to another when that relay goes away.
+  bool relay = false;                      // serve circuits for providers behind NAT
+  net::relay_options relay_options;
+  std::vector<std::string> via_relays;     // relay URLs to attach to when behind NAT
+  bool dial_back = true;                   // ask peers to dial this node back
 };
 
 // What `peers` shows about one peer.
@@ -120,6 +130,12 @@ class grid_node {
   // Prometheus text for GET /metrics.
   std::string metrics_text() const;
   net::transport_metrics transport_metrics() const;
+  // Reachability as found so far: "unknown", "reachable" or "behind_nat"; and the address peers
+  // are told to reach this node at (the relayed address behind NAT; "" while none).
+  std::string reachability() const;
+  std::string announced_url() const;
+  // This node's relay service, if it runs one (counters for tests and metrics).
+  std::optional<net::relay_counters> relay_counters() const;
   // Closes every connection and stops the actor. Idempotent.
   void stop();
 

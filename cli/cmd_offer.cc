@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include <caf/actor_system.hpp>
@@ -92,6 +93,35 @@ provider_factory& offer_provider_factory() {
   return f;
 }
 
+relay_tamper& offer_relay_tamper() {
+  static relay_tamper f;
+  return f;
+}
+
+expected<double> parse_rate(const std::string& text) {
+  std::string t = text;
+  for (const char* unit : {"B/s", "/s", "B"})
+    if (t.size() > std::strlen(unit) && t.compare(t.size() - std::strlen(unit), std::string::npos, unit) == 0) {
+      t.resize(t.size() - std::strlen(unit));
+      break;
+    }
+  double scale = 1;
+  if (!t.empty()) {
+    switch (t.back()) {
+      case 'k': case 'K': scale = 1e3; break;
+      case 'm': case 'M': scale = 1e6; break;
+      case 'g': case 'G': scale = 1e9; break;
+      default: break;
+    }
+    if (scale != 1) t.pop_back();
+  }
+  char* end = nullptr;
+  double v = t.empty() ? 0 : std::strtod(t.c_str(), &end);
+  if (t.empty() || !end || *end != '\0' || !(v > 0) || v * scale > 1e12)
+    return invalid_input("--relay-max-bandwidth '{}' is not a rate (bytes per second, e.g. 10M or 500K)", text);
+  return v * scale;
+}
+
 int offer_command(const offer_options& o) {
   if (!valid_device_spec(o.device)) return fail(invalid_input("'{}' is not a device (use auto, cpu, cuda or cuda:N)", o.device));
   // SIGINT/SIGTERM only count and wake the main thread: a handler (not a blocked mask) because
@@ -105,6 +135,14 @@ int offer_command(const offer_options& o) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
+  double relay_rate = 0;
+  if (!o.relay_max_bandwidth.empty()) {
+    auto r = parse_rate(o.relay_max_bandwidth);
+    if (!r) return fail(r.error());
+    relay_rate = *r;
+  }
+  if (!o.relay && (!o.relay_max_bandwidth.empty() || o.relay_max_circuits != 256))
+    return fail(status(error_kind::usage, "--relay-max-circuits and --relay-max-bandwidth need --relay"));
   auto dir = grid_data_dir(o.data_dir);
   if (!dir) return fail(dir.error());
   // The data dir is this provider's alone while it runs (see base/data_dir.h).
@@ -167,10 +205,23 @@ int offer_command(const offer_options& o) {
   auto generation = make_offer_generation_host(*id, gs);
   if (!generation) return fail(generation.error());
   no.generation = *generation;
+  no.relay = o.relay;
+  no.relay_options.max_circuits = static_cast<size_t>(o.relay_max_circuits);
+  no.relay_options.max_circuits_per_source = std::max<size_t>(1, std::min<size_t>(16, no.relay_options.max_circuits / 4));
+  no.relay_options.max_bytes_per_second = relay_rate;
+  no.relay_options.log = [](const std::string& line) { log::warning("{}", line); };
+  no.relay_options.tamper = offer_relay_tamper();
+  no.via_relays = o.via_relays;
   const bool as_json = o.json;
   no.on_event = [as_json](const std::string& line) {
     json e = parse_json(line);
     if (e.is_discarded() || !e.is_object()) e = json{{"event", "note"}, {"text", line}};
+    // Reachability, in words (README "Offering from behind NAT").
+    std::string kind = e.value("event", std::string());
+    if (!as_json && kind == "reachable") return log::event_line("reachable at " + e.value("url", std::string()));
+    if (!as_json && kind == "behind_nat")
+      return log::event_line("behind NAT: serving through relay " + e.value("relay", std::string()) + " at " +
+                             e.value("url", std::string()));
     emit_event(as_json, std::move(e));
   };
   auto node = grid::grid_node::start(sys, *id, no);

@@ -205,6 +205,21 @@ void offer_flags(CLI::App& sub, parsed_options& o) {
       ->type_name("FILE")
       ->check(existing_file());
   sub.add_option("--tls-key", v.tls_key, "TLS private key (PEM) of --tls-cert")->type_name("FILE")->check(existing_file());
+  sub.add_flag("--relay", v.relay, "also serve as a relay for providers behind NAT (this node must be reachable)");
+  sub.add_option("--relay-max-circuits", v.relay_max_circuits, "relay: circuits carried at once (default 256)")
+      ->type_name("N")
+      ->check(whole_number(1, 1 << 20));
+  sub.add_option("--relay-max-bandwidth", v.relay_max_bandwidth,
+                 "relay: bytes per second over all circuits, e.g. 10M or 500K (default: no limit)")
+      ->type_name("RATE");
+  sub.add_option("--via-relay", v.via_relays,
+                 "behind NAT: serve through this relay (ws://HOST:PORT of a node offering with --relay); repeat "
+                 "for more")
+      ->type_name("URL")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->check(peer_url());
   add_json(sub, v.json,
            "print the node id, URL and events on stdout as JSON Lines (one object per event, with "
            "\"event\" and \"time\")");

@@ -107,8 +107,18 @@ struct offer_options {
   std::string data_dir;
   std::string tls_cert, tls_key;
   bool json = false;
+  bool relay = false;                  // serve as a relay (net/relay.h)
+  int relay_max_circuits = 256;
+  std::string relay_max_bandwidth;     // "" (no limit) or RATE: bytes/s with an optional K, M or G
+  std::vector<std::string> via_relays;
 };
 int offer_command(const offer_options& o);
+// Test doubles only: changes what `offer --relay` passes on (a tampering relay); unset in the
+// product. tests/faulty_offer_main.cc sets it before dispatching.
+using relay_tamper = std::function<std::vector<std::string>(std::string data, bool upstream)>;
+relay_tamper& offer_relay_tamper();
+// "10M", "500K", "1.5G", "2000" (bytes per second; K = 1000) -> the rate; bad input names RATE.
+expected<double> parse_rate(const std::string& text);
 // How `offer` makes its provider; unset: the product's grid::provider_core. A test binary
 // (tests/faulty_offer_main.cc) sets it to a misbehaving test double before dispatching.
 using provider_factory = std::function<std::shared_ptr<grid::provider_core>(

@@ -41,6 +41,7 @@ static_assert(kMacBytes == 16, "Poly1305 tag size");
 constexpr size_t kMaxTensors = 4096;
 constexpr size_t kMaxRank = 32;
 constexpr size_t kMaxPeers = kMaxPeersPerExchange;
+constexpr size_t kMaxUrlBytes = 2048;  // URLs and reasons in the reachability and relay messages
 constexpr size_t kMaxDevices = 256;
 constexpr size_t kMaxGenFiles = 256;
 constexpr size_t kMaxStopStrings = 64;
@@ -451,6 +452,49 @@ class body_writer {
     x.add_signature(&sig);
     if (m.receipt) x.add_receipt(rc);
     x.add_tokens_per_s(m.tokens_per_s);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const dial_back& m) {
+    fb::DialBackBuilder x(b_);
+    x.add_nonce(m.nonce);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const dial_back_result& m) {
+    auto url = str(m.url);
+    auto detail = str(m.detail);
+    fb::DialBackResultBuilder x(b_);
+    x.add_nonce(m.nonce);
+    x.add_reachable(m.reachable);
+    x.add_url(url);
+    x.add_detail(detail);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const relay_attach& m) {
+    fb::RelayAttachBuilder x(b_);
+    x.add_attach(m.attach);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const relay_attach_ack& m) {
+    auto url = str(m.relayed_url);
+    auto detail = str(m.detail);
+    fb::RelayAttachAckBuilder x(b_);
+    x.add_accepted(m.accepted);
+    x.add_relayed_url(url);
+    x.add_detail(detail);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const relay_incoming& m) {
+    auto token = b16(m.token);
+    fb::RelayIncomingBuilder x(b_);
+    x.add_token(&token);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const node_status& m) {
+    auto url = str(m.url);
+    fb::NodeStatusBuilder x(b_);
+    x.add_reachable(m.reachable);
+    x.add_url(url);
+    x.add_relay(m.relay);
     return x.Finish().Union();
   }
 
@@ -943,6 +987,44 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       if (x->receipt()) GG_RETURN_IF_ERROR(read_receipt(x->receipt(), "GenTokens.receipt", m.receipt.emplace()));
       m.tokens_per_s = x->tokens_per_s();
       GG_RETURN_IF_ERROR(check_finite(w, "tokens_per_s", m.tokens_per_s));
+      return message(std::move(m));
+    }
+    case fb::Message::DialBack: return message(dial_back{body->msg_as_DialBack()->nonce()});
+    case fb::Message::DialBackResult: {
+      const fb::DialBackResult* x = body->msg_as_DialBackResult();
+      dial_back_result m;
+      m.nonce = x->nonce();
+      m.reachable = x->reachable();
+      m.url = str(x->url());
+      m.detail = str(x->detail());
+      if (m.url.size() > kMaxUrlBytes) return invalid_input("DialBackResult: URL of {} bytes (limit {})", m.url.size(), kMaxUrlBytes);
+      if (m.detail.size() > kMaxUrlBytes) m.detail.resize(kMaxUrlBytes);
+      return message(std::move(m));
+    }
+    case fb::Message::RelayAttach: return message(relay_attach{body->msg_as_RelayAttach()->attach()});
+    case fb::Message::RelayAttachAck: {
+      const fb::RelayAttachAck* x = body->msg_as_RelayAttachAck();
+      relay_attach_ack m;
+      m.accepted = x->accepted();
+      m.relayed_url = str(x->relayed_url());
+      m.detail = str(x->detail());
+      if (m.relayed_url.size() > kMaxUrlBytes)
+        return invalid_input("RelayAttachAck: URL of {} bytes (limit {})", m.relayed_url.size(), kMaxUrlBytes);
+      if (m.detail.size() > kMaxUrlBytes) m.detail.resize(kMaxUrlBytes);
+      return message(std::move(m));
+    }
+    case fb::Message::RelayIncoming: {
+      relay_incoming m;
+      GG_NEED("RelayIncoming", copy_fixed(body->msg_as_RelayIncoming()->token(), m.token), "token");
+      return message(m);
+    }
+    case fb::Message::NodeStatus: {
+      const fb::NodeStatus* x = body->msg_as_NodeStatus();
+      node_status m;
+      m.reachable = x->reachable();
+      m.url = str(x->url());
+      m.relay = x->relay();
+      if (m.url.size() > kMaxUrlBytes) return invalid_input("NodeStatus: URL of {} bytes (limit {})", m.url.size(), kMaxUrlBytes);
       return message(std::move(m));
     }
     case fb::Message::NONE:

@@ -36,7 +36,9 @@ const char* message_name(size_t variant_index) {
                                       "Pong",       "BidRequest", "Bid",      "BidDecline",   "Award",
                                       "Cancel",     "ModelPut",   "ModelChunk", "ModelNeed",  "Execute",
                                       "Result",     "JobError",   "Receipt",  "ReceiptAck",   "GenOpen",
-                                      "GenBid",     "GenPrompt",  "GenTokens"};
+                                      "GenBid",     "GenPrompt",  "GenTokens",
+                                      "DialBack", "DialBackResult", "RelayAttach", "RelayAttachAck",
+                                      "RelayIncoming", "NodeStatus"};
   static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<message>, "one name per message");
   return variant_index < std::variant_size_v<message> ? names[variant_index] : "unknown";
 }

@@ -272,11 +272,38 @@ struct gen_tokens {
   double tokens_per_s = 0;
 };
 
+// Reachability and relays (net/relay.h; the schema documents the fields).
+struct dial_back { uint64_t nonce = 0; };
+
+struct dial_back_result {
+  uint64_t nonce = 0;
+  bool reachable = false;
+  std::string url;
+  std::string detail;
+};
+
+struct relay_attach { bool attach = true; };
+
+struct relay_attach_ack {
+  bool accepted = false;
+  std::string relayed_url;
+  std::string detail;
+};
+
+struct relay_incoming { bytes16 token{}; };
+
+struct node_status {
+  bool reachable = false;
+  std::string url;
+  bool relay = false;
+};
+
 // The order of the alternatives is the order of the schema's union (index + 1 = union tag).
 using message = std::variant<hello, hello_ack, goodbye, peer_exchange, ping, pong, bid_request, bid,
                              bid_decline, award, cancel, model_put, model_chunk, model_need, execute,
                              result, job_error, ledger::receipt, receipt_ack, gen_open, gen_bid, gen_prompt,
-                             gen_tokens>;
+                             gen_tokens, dial_back, dial_back_result, relay_attach, relay_attach_ack, relay_incoming,
+                             node_status>;
 
 // The schema name of the message held ("Hello", "BidRequest", ...).
 const char* message_name(const message& m);

@@ -159,6 +159,12 @@ inline std::vector<message> sample_messages() {
   gt.receipt = sample_receipt();
   gt.tokens_per_s = 38.25;
   v.push_back(gt);
+  v.push_back(dial_back{0x0102030405060708ull});
+  v.push_back(dial_back_result{0x0102030405060708ull, false, "ws://10.0.0.2:7447", "connecting failed: refused"});
+  v.push_back(relay_attach{true});
+  v.push_back(relay_attach_ack{true, "ws://203.0.113.5:7447/relay/ggaaaa", ""});
+  v.push_back(relay_incoming{pattern<16>(23)});
+  v.push_back(node_status{false, "ws://203.0.113.5:7447/relay/ggaaaa", false});
   return v;
 }
 

@@ -107,7 +107,7 @@ struct transport::impl {
 
 // ------------------------------------------------------------------ session logic
 
-class session_base : public connection, public std::enable_shared_from_this<session_base> {
+class session_base : public connection, public relay_pipe, public std::enable_shared_from_this<session_base> {
  public:
   session_base(std::shared_ptr<transport::impl> t, exec_t strand, bool is_inbound, std::optional<key32> expect)
       : t_(std::move(t)),
@@ -115,7 +115,8 @@ class session_base : public connection, public std::enable_shared_from_this<sess
         inbound_(is_inbound),
         id_(t_->next_id++),
         handshake_timer_(strand_),
-        close_timer_(strand_) {
+        close_timer_(strand_),
+        pace_timer_(strand_) {
     handshake_options ho;
     ho.session_mac = t_->opt.session_mac;
     ho.expected_peer = expect;
@@ -133,12 +134,66 @@ class session_base : public connection, public std::enable_shared_from_this<sess
   // -------- connection interface
   uint64_t id() const override { return id_; }
   bool inbound() const override { return inbound_; }
+  bool is_pipe() const { return pipe_mode_.load(std::memory_order_acquire); }
   const key32& peer_key() const override { return peer_hello().node_key; }
   const hello& peer_hello() const override {
     static const hello none;
     return established_.load(std::memory_order_acquire) ? hs_->peer_hello() : none;
   }
   const std::string& remote_address() const override { return remote_; }
+
+  // -------- pipe interface (relay circuits)
+  void start(std::function<void(std::string)> on_data, std::function<void(const status&)> on_close) override {
+    auto self = shared_from_this();
+    post([self, on_data = std::move(on_data), on_close = std::move(on_close)]() mutable {
+      self->pipe_on_data_ = std::move(on_data);
+      self->pipe_on_close_ = std::move(on_close);
+      if (self->phase_ == phase::done) {
+        auto cb = std::move(self->pipe_on_close_);
+        self->pipe_on_close_ = nullptr;
+        if (cb) cb(status(error_kind::io, "the circuit closed"));
+        return;
+      }
+      self->maybe_read();
+    });
+  }
+  void resume(ms delay) override {
+    auto self = shared_from_this();
+    if (delay.count() <= 0) {
+      post([self] {
+        if (self->unreleased_ > 0) --self->unreleased_;
+        self->maybe_read();
+      });
+      return;
+    }
+    post([self, delay] {
+      self->pace_timer_.expires_after(delay);
+      self->pace_timer_.async_wait([self](error_code ec) {
+        if (ec) return;
+        if (self->unreleased_ > 0) --self->unreleased_;
+        self->maybe_read();
+      });
+    });
+  }
+  bool write(std::string data, std::function<void()> written) override {
+    bool kick = false;
+    {
+      std::lock_guard<std::mutex> lk(q_mu_);
+      if (tx_closed_ || finished_) return false;
+      frame f = frame::copy_of(data.data(), data.size());
+      queue_bytes_ += f.size();
+      queue_.push_back(std::move(f));
+      pipe_written_.push_back(std::move(written));
+      kick = !write_posted_;
+      write_posted_ = true;
+    }
+    if (kick) {
+      auto self = shared_from_this();
+      post([self] { self->pump(); });
+    }
+    return true;
+  }
+  void close() override { close(goodbye_reason::normal, ""); }
   uint16_t version() const override { return established_.load(std::memory_order_acquire) ? hs_->version() : 0; }
   bool session_mac() const override { return established_.load(std::memory_order_acquire) && hs_->tx_key().has_value(); }
 
@@ -194,6 +249,8 @@ class session_base : public connection, public std::enable_shared_from_this<sess
     connect_cb_ = std::move(cb);
     url_ = std::move(url);
   }
+  // Refuse a peer whose node id is not this one (a relayed address names the node it reaches).
+  void set_expected_id(std::string id) { expect_id_ = std::move(id); }
 
  protected:
   // -------- what a concrete stream provides (all on the strand)
@@ -224,9 +281,25 @@ class session_base : public connection, public std::enable_shared_from_this<sess
     maybe_read();
   }
 
+  // The WebSocket is open as a relay pipe: no handshake here; the hook starts it.
+  void on_pipe_open(const std::string& path) {
+    pipe_mode_.store(true, std::memory_order_release);
+    phase_ = phase::open;
+    unreleased_ = 0;
+    auto self = shared_from_this();
+    if (t_->opt.relay.opened) t_->opt.relay.opened(path, accepted_ip_, std::static_pointer_cast<relay_pipe>(self));
+    else close_gracefully(goodbye_reason::normal, "", status::ok(), false);
+  }
+
   // A plain HTTP request (not a peer) was answered: close without counting a refused peer.
   void mark_http_served() { http_served_ = true; }
   void finish_http() { finish(status::ok()); }
+
+  // A relay refused the circuit (its HTTP answer to the upgrade says why).
+  void on_circuit_refused(const std::string& why) {
+    t_->m.handshake_failed++;
+    finish(status(error_kind::io, fmt::format("the relay refused the circuit: {}", why)));
+  }
 
   // Setup (TCP, TLS, WebSocket) failed before the connection opened.
   void on_setup_error(const char* step, error_code ec) {
@@ -247,6 +320,21 @@ class session_base : public connection, public std::enable_shared_from_this<sess
     }
     t_->m.frames_in++;
     t_->m.bytes_in += static_cast<int64_t>(n);
+    if (pipe_mode_) {
+      auto buf = rx_buf_.data();
+      std::string data(static_cast<const char*>(buf.data()), buf.size());
+      rx_buf_.consume(rx_buf_.size());
+      if (rx_buf_.capacity() > kKeepReadBuffer) rx_buf_.shrink_to_fit();
+      if (!io_got_binary()) {
+        t_->m.text_frames++;
+        close_gracefully(goodbye_reason::protocol_error, "text frame on a relay circuit",
+                         invalid_input("text frame on a relay circuit"), false, websocket::close_code::policy_error);
+        return;
+      }
+      ++unreleased_;
+      if (pipe_on_data_) pipe_on_data_(std::move(data));
+      return;
+    }
     if (!io_got_binary()) {
       rx_buf_.consume(rx_buf_.size());
       t_->m.text_frames++;
@@ -329,14 +417,20 @@ class session_base : public connection, public std::enable_shared_from_this<sess
 
   void on_write(error_code ec, size_t n) {
     writing_ = false;
+    std::function<void()> written;
     {
       std::lock_guard<std::mutex> lk(q_mu_);
       if (!queue_.empty()) {
         queue_bytes_ -= queue_.front().size();
         queue_.pop_front();
       }
+      if (!pipe_written_.empty()) {
+        written = std::move(pipe_written_.front());
+        pipe_written_.pop_front();
+      }
     }
     q_cv_.notify_all();
+    if (written) written();
     if (ec) {
       if (phase_ != phase::done) finish(close_reason_ ? *close_reason_ : status(error_kind::io, fmt::format("write failed: {}", ec.message())));
       return;
@@ -422,6 +516,7 @@ class session_base : public connection, public std::enable_shared_from_this<sess
 
   void maybe_read() {
     if (reading_ || (phase_ != phase::handshaking && phase_ != phase::open)) return;
+    if (pipe_mode_ && (unreleased_ > 0 || !pipe_on_data_)) return;  // one message at a time
     if (phase_ == phase::open && unreleased_ >= std::max<size_t>(1, t_->opt.read_window)) return;
     reading_ = true;
     io_read();
@@ -458,6 +553,13 @@ class session_base : public connection, public std::enable_shared_from_this<sess
     if (!s.is_ok()) {
       count_handshake_failure(reason);
       fail(reason, s.with_context("handshake"));
+      return;
+    }
+    if (expect_id_ && node_id_of(hs_->peer_key()) != *expect_id_) {
+      t_->m.auth_failed++;
+      t_->m.handshake_failed++;
+      fail(goodbye_reason::auth_failed,
+           invalid_input("the relayed address names node {} but {} answered", *expect_id_, node_id_of(hs_->peer_key())));
       return;
     }
     if (auto refused = admit_established(hs_->peer_hello().node_key); !refused.empty()) {
@@ -591,7 +693,7 @@ class session_base : public connection, public std::enable_shared_from_this<sess
     bool was_open = phase_ == phase::open || phase_ == phase::handshaking;
     phase_ = phase::closing;
     handshake_timer_.cancel();
-    if (send_goodbye && was_open) (void)enqueue(goodbye{reason, text}, /*bounded=*/false);
+    if (send_goodbye && was_open && !pipe_mode_) (void)enqueue(goodbye{reason, text}, /*bounded=*/false);
     {
       std::lock_guard<std::mutex> lk(q_mu_);
       tx_closed_ = true;
@@ -620,18 +722,28 @@ class session_base : public connection, public std::enable_shared_from_this<sess
     phase_ = phase::done;
     handshake_timer_.cancel();
     close_timer_.cancel();
+    pace_timer_.cancel();
     io_hard_close();
+    std::deque<std::function<void()>> written;
     {
       std::lock_guard<std::mutex> lk(q_mu_);
       finished_ = true;
       tx_closed_ = true;
       queue_.clear();
       queue_bytes_ = 0;
+      written.swap(pipe_written_);
     }
     q_cv_.notify_all();
+    for (auto& w : written)
+      if (w) w();
     t_->m.closed++;
     auto self = shared_from_this();
-    if (was_established) {
+    if (pipe_mode_) {
+      auto cb = std::move(pipe_on_close_);
+      pipe_on_close_ = nullptr;
+      pipe_on_data_ = nullptr;
+      if (cb) cb(why);
+    } else if (was_established) {
       if (t_->handlers.on_close) t_->handlers.on_close(self, why);
     } else if (connect_cb_) {
       auto cb = std::move(connect_cb_);
@@ -646,6 +758,10 @@ class session_base : public connection, public std::enable_shared_from_this<sess
 
   const bool inbound_;
   const uint64_t id_;
+  std::optional<std::string> expect_id_;
+  std::atomic<bool> pipe_mode_{false};
+  std::function<void(std::string)> pipe_on_data_;          // strand only
+  std::function<void(const status&)> pipe_on_close_;       // strand only
   std::optional<handshake> hs_;
   std::atomic<bool> established_{false};
   std::atomic<int64_t> rtt_us_{-1}, ping_sent_us_{0};
@@ -654,7 +770,7 @@ class session_base : public connection, public std::enable_shared_from_this<sess
 
   // Strand-only state.
   phase phase_ = phase::setup;
-  asio::steady_timer handshake_timer_, close_timer_;
+  asio::steady_timer handshake_timer_, close_timer_, pace_timer_;
   uint64_t rx_seq_ = 0;
   std::optional<session_key> rx_key_;
   size_t unreleased_ = 0;
@@ -678,6 +794,7 @@ class session_base : public connection, public std::enable_shared_from_this<sess
   std::deque<frame> queue_;
   size_t queue_bytes_ = 0;
   bool write_posted_ = false, tx_closed_ = false, finished_ = false, close_after_drain_ = false;
+  std::deque<std::function<void()>> pipe_written_;  // pipes: one callback per queued message
 
   friend struct transport::impl;
 };
@@ -698,8 +815,9 @@ class session final : public session_base {
     accepted_ip_ = std::move(ip);
   }
   // Outbound.
-  session(std::shared_ptr<transport::impl> t, exec_t strand, std::optional<key32> expect)
-      : session_base(t, strand, false, expect), ws_(make_stream(*t, strand)), resolver_(strand_) {}
+  // answer: the dialed side of the handshake (a relay circuit; see transport::answer_circuit).
+  session(std::shared_ptr<transport::impl> t, exec_t strand, std::optional<key32> expect, bool answer = false)
+      : session_base(t, strand, answer, expect), ws_(make_stream(*t, strand)), resolver_(strand_) {}
 
   void start_server() {
     error_code ec;
@@ -791,6 +909,19 @@ class session final : public session_base {
       if (ec) return self->on_setup_error("reading the HTTP request", ec);
       auto req = self->http_parser_->release();
       self->http_parser_.reset();
+      std::string target(req.target());
+      if (websocket::is_upgrade(req) && target.rfind("/relay/", 0) == 0) {
+        status admitted = self->t_->opt.relay.admit ? self->t_->opt.relay.admit(target, self->accepted_ip_)
+                                                    : invalid_input("this node is no relay");
+        if (!admitted.is_ok()) return self->refuse_upgrade(req, admitted);
+        beast::get_lowest_layer(self->ws_).expires_never();
+        self->set_ws_options(beast::role_type::server);
+        self->ws_.async_accept(req, [self, target](error_code ec2) {
+          if (ec2) return self->on_setup_error("WebSocket handshake", ec2);
+          self->on_pipe_open(target);
+        });
+        return;
+      }
       if (websocket::is_upgrade(req)) {
         beast::get_lowest_layer(self->ws_).expires_never();  // the WebSocket's own timeouts take over
         self->set_ws_options(beast::role_type::server);
@@ -802,6 +933,22 @@ class session final : public session_base {
       }
       self->serve_http(req);
     });
+  }
+
+  // A relay circuit that cannot be had: HTTP 404 (or 503 for a cap) with the reason as the body.
+  void refuse_upgrade(const beast::http::request<beast::http::empty_body>& req, const status& why) {
+    namespace http = beast::http;
+    auto res = std::make_shared<http::response<http::string_body>>();
+    res->version(req.version());
+    res->keep_alive(false);
+    res->set(http::field::server, "gpugrid");
+    res->result(why.kind() == error_kind::io ? http::status::service_unavailable : http::status::not_found);
+    res->set(http::field::content_type, "text/plain; charset=utf-8");
+    res->body() = why.message();
+    res->prepare_payload();
+    mark_http_served();
+    t_->m.http_requests++;
+    http::async_write(ws_.next_layer(), *res, [self = me(), res](error_code, size_t) { self->finish_http(); });
   }
 
   void serve_http(const beast::http::request<beast::http::empty_body>& req) {
@@ -869,8 +1016,15 @@ class session final : public session_base {
   void ws_handshake() {
     beast::get_lowest_layer(ws_).expires_never();
     set_ws_options(beast::role_type::client);
-    ws_.async_handshake(host_header_, path_, [self = me()](error_code ec) {
-      if (ec) return self->on_setup_error("WebSocket handshake", ec);
+    ws_.async_handshake(upgrade_response_, host_header_, path_, [self = me()](error_code ec) {
+      if (ec) {
+        const std::string& body = self->upgrade_response_.body();
+        if (ec == websocket::error::upgrade_declined && !body.empty() && body.size() < 512 &&
+            self->path_.rfind("/relay/", 0) == 0) {
+          return self->on_circuit_refused(body);
+        }
+        return self->on_setup_error("WebSocket handshake", ec);
+      }
       self->on_ws_open();
     });
   }
@@ -878,6 +1032,7 @@ class session final : public session_base {
   ws_t ws_;
   tcp::resolver resolver_;
   std::string host_, host_header_, path_;
+  websocket::response_type upgrade_response_;
 };
 
 // ------------------------------------------------------------------ transport
@@ -906,7 +1061,7 @@ void transport::impl::do_accept() {
       for (const auto& [id, w] : sessions) {
         auto s = w.lock();
         if (!s) continue;
-        if (s->inbound() && !s->established()) ++pending;
+        if (s->inbound() && !s->established() && !s->is_pipe()) ++pending;
         if (!ip.empty() && s->accepted_ip() == ip) ++from_ip;
       }
       if (pending >= opt.max_pending) {
@@ -1103,13 +1258,41 @@ void transport::connect(const std::string& url, std::function<void(expected<conn
   }
   p.m.dialed++;
   exec_t strand = asio::make_strand(p.ioc);
+  std::string relayed_id;
+  if (u->path.rfind("/relay/", 0) == 0 && u->path.rfind("/relay/accept/", 0) != 0) relayed_id = u->path.substr(7);
   auto start = [&](auto s) {
     s->set_connect_callback(std::move(done), url);
+    if (!relayed_id.empty()) s->set_expected_id(relayed_id);
     p.register_session(s);
     s->post([s, u = *u] { s->start_client(u); });
   };
   if (u->tls) start(std::make_shared<session<true>>(impl_, strand, expect));
   else start(std::make_shared<session<false>>(impl_, strand, expect));
+}
+
+void transport::answer_circuit(const std::string& url, std::function<void(expected<connection_ptr>)> done) {
+  impl& p = *impl_;
+  auto u = parse_ws_url(url);
+  if (!u) {
+    done(u.error());
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    if (p.stopped) {
+      done(status(error_kind::io, fmt::format("{}: the transport has stopped", url)));
+      return;
+    }
+  }
+  p.m.dialed++;
+  exec_t strand = asio::make_strand(p.ioc);
+  auto start = [&](auto s) {
+    s->set_connect_callback(std::move(done), url);
+    p.register_session(s);
+    s->post([s, u = *u] { s->start_client(u); });
+  };
+  if (u->tls) start(std::make_shared<session<true>>(impl_, strand, std::nullopt, true));
+  else start(std::make_shared<session<false>>(impl_, strand, std::nullopt, true));
 }
 
 expected<connection_ptr> transport::connect_sync(const std::string& url, std::optional<key32> expect) {

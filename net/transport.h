@@ -49,6 +49,40 @@ namespace gpugrid::net {
 
 constexpr uint16_t kDefaultPort = 7447;
 
+// A WebSocket that carries somebody else's gpugrid frames opaquely: a relay (net/relay.h) reads
+// binary messages from one pipe and writes them to another. No gpugrid handshake or frame check
+// runs at this end; the two far ends run them with each other, end to end.
+//
+// Flow control: one message is read at a time; the next only after resume(). Writes queue
+// without bound here, so the relay bounds what it has handed to a pipe and not yet seen written
+// (the `written` callbacks), pausing the reading side past that.
+// Threads: handlers run on the pipe's I/O strand and must not block; methods are thread-safe.
+class relay_pipe {
+ public:
+  virtual ~relay_pipe() = default;
+  virtual uint64_t id() const = 0;
+  virtual const std::string& remote_address() const = 0;  // "ip:port"
+  // Sets the handlers and reads the first message. on_close runs once (ok: orderly close).
+  virtual void start(std::function<void(std::string data)> on_data,
+                     std::function<void(const status& why)> on_close) = 0;
+  // Reads the next message, at once or after `delay` (bandwidth pacing).
+  virtual void resume(std::chrono::milliseconds delay = std::chrono::milliseconds(0)) = 0;
+  // Queues one binary message; `written` runs once it went out or the pipe closed. False (and
+  // `written` never runs) when the pipe is closed.
+  virtual bool write(std::string data, std::function<void()> written) = 0;
+  virtual void close() = 0;
+};
+using pipe_ptr = std::shared_ptr<relay_pipe>;
+
+// Requests for paths under /relay/ are relay circuits, not peer connections.
+struct pipe_hooks {
+  // Before the WebSocket upgrade: ok, or why not (answered with HTTP 404 and the text; 503 when
+  // the error kind is io: a cap or budget). Unset: every /relay/ request gets 404.
+  std::function<status(const std::string& path, const std::string& remote_ip)> admit;
+  // After the upgrade, on the pipe's strand; the hook must start() or close() the pipe.
+  std::function<void(const std::string& path, const std::string& remote_ip, pipe_ptr)> opened;
+};
+
 struct transport_options {
   size_t max_frame_bytes = kDefaultMaxFrameBytes;   // larger inbound frames close the connection (1009)
   size_t send_queue_frames = 256;                   // per connection
@@ -76,6 +110,7 @@ struct transport_options {
   // response body (text/plain) for a path, or nullopt for 404. Unset: every such request is
   // answered 404. Called on an I/O thread; must not block.
   std::function<std::optional<std::string>(const std::string& path)> http_get;
+  pipe_hooks relay;                                 // relay circuits (net/relay.h)
   uint16_t newest_version = kProtocolVersion;      // the versions offered (tests play old/new peers)
   uint16_t oldest_version = kMinProtocolVersion;
 };
@@ -213,6 +248,13 @@ class transport {
   // reason it failed (names the URL). `expect`: refuse any other node key.
   void connect(const std::string& url, std::function<void(expected<connection_ptr>)> done,
                std::optional<key32> expect = std::nullopt);
+  // Relayed addresses: a URL whose path is /relay/<node id> reaches that node through the relay
+  // at its host; the connection is refused unless the far end proves that very node id.
+  //
+  // Dials a relay's circuit endpoint (RELAY/relay/accept/<token>) and plays the dialed side of
+  // the handshake there: the client at the circuit's other end dialed us. The connection is
+  // reported as inbound, with the relay's address as its remote address.
+  void answer_circuit(const std::string& url, std::function<void(expected<connection_ptr>)> done);
   // connect() and wait. Not from an I/O thread.
   expected<connection_ptr> connect_sync(const std::string& url, std::optional<key32> expect = std::nullopt);
 

@@ -27,6 +27,8 @@ packages=(
   zsh fish groff-base
   # tests: serve's HTTP and TLS checks
   curl openssl
+  # tests: providers behind NAT (tests/nat_relay_test.sh: iptables MASQUERADE in namespaces)
+  iptables
 )
 
 missing=()

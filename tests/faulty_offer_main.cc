@@ -6,6 +6,8 @@
 //                                           generation, gen-truncate (answers from the last 2
 //                                           prompt tokens: a cut context) or gen-slow (40 ms a
 //                                           token) (actors/testing/faulty_gen_engine.h)
+//   gpugrid-faulty tamper-relay offer --relay [FLAGS...]
+//                                           a relay that alters the frames it carries
 //   gpugrid-faulty attack flood-peers URL N [SILENT_PORT]
 //                                           one PeerExchange of N fake peers (at 127.0.0.1 on
 //                                           SILENT_PORT, default 9: nobody answers)
@@ -15,7 +17,9 @@
 //                                           N connections each announce an MB upload, send one
 //                                           chunk and hold
 // An attack prints what it achieved as one line ("opened 4 of 50") and exits 0.
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -145,6 +149,18 @@ int main(int argc, char** argv) {
     for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
     return cli::dispatch(static_cast<int>(args.size()), args.data());
   }
+  if (std::string(argv[1]) == "tamper-relay") {
+    // `offer --relay` whose circuits flip one byte of every client frame after the first two
+    // (the Hello and HelloAck pass, so the end-to-end session MAC is what catches it).
+    auto seen = std::make_shared<std::atomic<long>>(0);
+    cli::offer_relay_tamper() = [seen](std::string data, bool upstream) {
+      if (upstream && ++*seen > 2 && !data.empty()) data[data.size() / 2] ^= 0x20;
+      return std::vector<std::string>{std::move(data)};
+    };
+    std::vector<char*> args{argv[0]};
+    for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+    return cli::dispatch(static_cast<int>(args.size()), args.data());
+  }
   auto f = grid::testing::parse_fault(argv[1]);
   if (!f) {
     std::fprintf(stderr, "gpugrid-faulty: '%s' is not a fault (corrupt, stall, crash, slow)\n", argv[1]);
@@ -152,7 +168,9 @@ int main(int argc, char** argv) {
   }
   cli::offer_provider_factory() = [f = *f](grid::keypair k, std::shared_ptr<grid::model_cache> c,
                                            grid::provider_options p, std::shared_ptr<ledger::ledger_file> l) {
-    return std::make_shared<grid::testing::faulty_provider>(k, std::move(c), std::move(p), std::move(l), f);
+    const char* ms = std::getenv("GPUGRID_FAULTY_DELAY_MS");  // slow: the wait per job (default 1000)
+    auto delay = std::chrono::milliseconds(ms ? std::atol(ms) : 1000);
+    return std::make_shared<grid::testing::faulty_provider>(k, std::move(c), std::move(p), std::move(l), f, delay);
   };
   std::vector<char*> args{argv[0]};
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
