@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "actors/client.h"
 #include "actors/generation_client.h"
 #include "actors/generation_host.h"
 #include "actors/testing/fake_gen_engine.h"
