@@ -55,6 +55,7 @@ class run_allocator final : public output_allocator {
   const std::vector<tensor>* vals = nullptr;
   const std::vector<int>* remaining = nullptr;
   const std::vector<bool>* pinned = nullptr;
+  const std::vector<bool>* overwritable = nullptr;  // graph inputs the caller lets kernels overwrite
   device_backend* device = nullptr;
 
   // Planned mode.
@@ -107,8 +108,10 @@ class run_allocator final : public output_allocator {
     const node& n = *current;
     if (plan_overwrite) return j < (*plan_overwrite)[node_index].size() && (*plan_overwrite)[node_index][j];
     int u = j < n.inputs.size() ? n.inputs[j] : -1;
-    bool ok = u >= 0 && !(*pinned)[u] && (*remaining)[u] == 1 && (*vals)[u].storage() &&
-              (*vals)[u].storage().use_count() == 1;
+    // An overwritable graph input is also held by the caller's inputs vector: two holders.
+    const bool given = u >= 0 && overwritable && (*overwritable)[u];
+    bool ok = u >= 0 && (!(*pinned)[u] || given) && (*remaining)[u] == 1 && (*vals)[u].storage() &&
+              (*vals)[u].storage().use_count() == (given ? 2 : 1);
     if (ok) rec_overwrite[node_index][j] = 1;
     return ok;
   }
@@ -458,6 +461,12 @@ expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> 
   for (int in : gr.inputs) s->pinned_[in] = true;
   for (auto& [id, t] : gr.initializers) s->pinned_[id] = true;
   for (auto& [id, t] : s->device_initializers_) s->pinned_[id] = true;
+  if (s->options_.overwrite_inputs && !s->options_.memory_plan) {
+    s->overwritable_.assign(gr.values.size(), false);
+    for (int in : gr.inputs) s->overwritable_[in] = true;
+    for (int out : gr.outputs) s->overwritable_[out] = false;
+    for (auto& [id, t] : gr.initializers) s->overwritable_[id] = false;
+  }
   return s;
 }
 
@@ -641,6 +650,7 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
   alloc.vals = &vals;
   alloc.remaining = &remaining;
   alloc.pinned = &pinned_;
+  if (!overwritable_.empty() && !p) alloc.overwritable = &overwritable_;
   alloc.device = device_.get();
   if (p) {
     alloc.plan_offset = &p->offset;

@@ -36,6 +36,11 @@ struct session_options {
   // subgraph's declared shapes are hints), sequences allowed as inputs and outputs, and run
   // with run_subgraph() on the calling kernel's thread pool.
   bool subgraph = false;
+  // With memory_plan false: a graph input whose bytes nobody holds but the inputs vector given
+  // to run() may be overwritten in place by a kernel that reuses an input for an output (as
+  // GroupQueryAttention does with a past/present buffer shared across steps, so a KV cache is
+  // not copied per token). The caller then must not read that input after the run.
+  bool overwrite_inputs = false;
 };
 
 struct run_stats {
@@ -136,6 +141,7 @@ class session {
   std::map<std::string, std::shared_ptr<graph_bundle>> graphs_;
   std::vector<int> use_counts_;       // per value: node inputs + graph outputs reading it
   std::vector<bool> pinned_;          // per value: graph input, initializer or graph output
+  std::vector<bool> overwritable_;    // per value: a graph input that may be overwritten (overwrite_inputs)
   std::vector<char> takes_sequences_; // per node: the op accepts sequence values as inputs
   session_options options_;
   std::unique_ptr<thread_pool> pool_;

@@ -57,3 +57,48 @@ TEST_CASE("session: dims sharing a symbolic name may differ (names are hints)", 
   REQUIRE(!bad);
   CHECK_THAT(bad.error().message(), Catch::Contains("[?, 3, ?, ?]"));
 }
+
+TEST_CASE("session: overwrite_inputs lets a kernel reuse an input only the inputs vector holds", "[session]") {
+  auto g = load_model_from_bytes(relu_model({"4"}));
+  REQUIRE(g);
+  session_options o{1};
+  o.memory_plan = false;
+  o.overwrite_inputs = true;
+  auto s = session::create(*g, o);
+  REQUIRE(s);
+  auto make = [] {
+    tensor x = tensor::zeros(dtype::f32, {4});
+    x.data<float>()[0] = -1;
+    x.data<float>()[1] = 2;
+    return x;
+  };
+  {  // Handed over: Relu writes into the input's bytes.
+    std::vector<tensor> in{make()};
+    const void* bytes = in[0].raw();
+    auto r = (*s)->run(in);
+    REQUIRE(r);
+    CHECK((*r)[0].raw() == bytes);
+    CHECK((*r)[0].data<float>()[0] == 0);
+    CHECK((*r)[0].data<float>()[1] == 2);
+  }
+  {  // Also held by the caller: left as it was.
+    tensor x = make();
+    auto r = (*s)->run({x});
+    REQUIRE(r);
+    CHECK((*r)[0].raw() != x.raw());
+    CHECK(x.data<float>()[0] == -1);
+    CHECK((*r)[0].data<float>()[0] == 0);
+  }
+  {  // Without the option an input is never overwritten.
+    session_options plain{1};
+    plain.memory_plan = false;
+    auto p = session::create(*g, plain);
+    REQUIRE(p);
+    std::vector<tensor> in{make()};
+    const void* bytes = in[0].raw();
+    auto r = (*p)->run(in);
+    REQUIRE(r);
+    CHECK((*r)[0].raw() != bytes);
+    CHECK(in[0].data<float>()[0] == -1);
+  }
+}

@@ -252,6 +252,9 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   // Shapes change every step (the mask and the cache grow), so a memory plan per input shape
   // would be made, and kept, for every length: run unplanned.
   so.memory_plan = false;
+  // The cache buffers are handed to each run and not read again: a GroupQueryAttention with a
+  // shared past/present buffer writes the new positions into it in place.
+  so.overwrite_inputs = true;
   GG_ASSIGN_OR_RETURN(std::unique_ptr<session> s, session::create(g, so));
   std::shared_ptr<generator> gen(new generator());
   gen->max_length_ = options.max_length > 0 ? options.max_length : cfg.context_length > 0 ? cfg.context_length : 4096;
@@ -507,7 +510,8 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
     for (size_t c = 0; c < io.cache.size(); ++c)
       st.cache.push_back(tensor::zeros(io.cache_type, {Bn, io.kv_heads, len, io.head_size}));
   }
-  for (size_t c = 0; c < io.cache.size(); ++c) inputs[io.cache[c].input] = st.cache[c];
+  // Moved, not copied: the run may then write the new positions into these buffers in place.
+  for (size_t c = 0; c < io.cache.size(); ++c) inputs[io.cache[c].input] = std::move(st.cache[c]);
 
   session::stop_check stop = [&cancelled]() { return cancelled && cancelled(); };
   auto res = g.session_->run(inputs, nullptr, nullptr, cancelled ? &stop : nullptr);

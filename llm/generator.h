@@ -11,8 +11,9 @@
 //
 // The KV cache never moves per token: the present.* outputs of one step are fed back as the
 // past.* inputs of the next. For genai folders with past_present_share_buffer the cache is one
-// preallocated buffer of the model's max length (as onnxruntime-genai does); for optimum folders
-// the cache grows by the engine's present outputs. Batched sequences are right-padded with an
+// preallocated buffer of the model's max length (as onnxruntime-genai does) that each step hands
+// to the engine (session_options::overwrite_inputs), so GroupQueryAttention writes the new
+// positions into it in place; for optimum folders the cache grows by the present outputs. Batched sequences are right-padded with an
 // attention mask (optimum folders: one cache length, masked gaps; GroupQueryAttention folders:
 // per-sequence lengths), so each sequence's tokens are those it would get alone.
 //
