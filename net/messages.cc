@@ -35,7 +35,8 @@ const char* message_name(size_t variant_index) {
   static const char* const names[] = {"Hello",      "HelloAck",   "Goodbye",  "PeerExchange", "Ping",
                                       "Pong",       "BidRequest", "Bid",      "BidDecline",   "Award",
                                       "Cancel",     "ModelPut",   "ModelChunk", "ModelNeed",  "Execute",
-                                      "Result",     "JobError",   "Receipt",  "ReceiptAck"};
+                                      "Result",     "JobError",   "Receipt",  "ReceiptAck",
+                                      "DhtQuery",   "DhtReply"};
   static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<message>, "one name per message");
   return variant_index < std::variant_size_v<message> ? names[variant_index] : "unknown";
 }
