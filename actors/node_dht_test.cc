@@ -86,4 +86,18 @@ TEST_CASE("providers announce in the DHT and a client finds and dials them by lo
   CHECK(cheap.size() == 4);
   for (const auto& r : cheap) CHECK(r.price <= 0.002);
   (*client)->stop();
+
+  // `run` in a grid larger than it would dial: settle() looks the model up (nobody has served it
+  // yet, so the general key answers) and dials what it finds.
+  node_options large;
+  large.bootstrap = {ps[0]->node->url()};
+  large.max_providers = 1;
+  large.dht_lookup_above = 1;
+  large.wanted_model = std::array<uint8_t, 32>{7};
+  auto runner = grid_node::start(sys, net::identity::generate(), large);
+  REQUIRE(runner.has_value());
+  (*runner)->settle(std::chrono::seconds(8));
+  for (int i = 0; i < 100 && (*runner)->providers().size() < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK((*runner)->providers().size() >= 5);
+  (*runner)->stop();
 }
