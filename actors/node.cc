@@ -1297,13 +1297,24 @@ std::string grid_node::impl::metrics_text() const {
   auto metric = [&](const char* name, const char* type, const char* help, double v) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
   };
-  size_t conns = 0, known = 0, running = 0;
+  size_t conns = 0, known = 0, running = 0, dht_contacts = 0, dht_records = 0;
+  discovery::dht_stats dht_stats;
   {
     std::lock_guard<std::mutex> lk(p.mu);
     conns = p.conns.size();
     known = p.table.size();
     running = p.running.size();
+    if (p.dht) {
+      dht_contacts = p.dht->table().size();
+      dht_records = p.dht->stored_records();
+      dht_stats = p.dht->stats();
+    }
   }
+  metric("gpugrid_dht_contacts", "gauge", "Contacts in the DHT routing table.", static_cast<double>(dht_contacts));
+  metric("gpugrid_dht_records", "gauge", "Provider records this node stores for the DHT.", static_cast<double>(dht_records));
+  metric("gpugrid_dht_queries_total", "counter", "DHT queries received.", static_cast<double>(dht_stats.queries_in));
+  metric("gpugrid_dht_refused_total", "counter", "DHT messages and records refused (bad, unsigned, over a bound).",
+         static_cast<double>(dht_stats.bad_messages + dht_stats.records_refused + dht_stats.bad_signatures));
   if (p.offering()) {
     const auto& c = p.opt.provider->counters();
     metric("gpugrid_jobs_total", "counter", "Jobs completed.", static_cast<double>(c.jobs.load()));
