@@ -16,6 +16,7 @@
 #include "actors/provider.h"
 #include "actors/wire_convert.h"
 #include "base/json.h"
+#include "discovery/dht.h"
 #include "net/actor_bridge.h"
 #include "net/chunker.h"
 
@@ -464,6 +465,120 @@ struct grid_node::impl {
   bool rumor_scheduled = false;
   std::mt19937_64 rng{std::random_device{}()};
 
+  // -------- discovery at scale: the DHT (discovery/dht.h) over this node's connections.
+  // Under mu. Messages for a peer we are not connected to wait (bounded) while it is dialed.
+  std::unique_ptr<discovery::dht> dht;
+  bool dht_bootstrapped = false;
+  std::map<key32, std::vector<net::message>> dht_waiting;
+  std::map<std::string, key32> dht_dials;                     // URL -> the node it was dialed for
+  std::map<uint64_t, discovery::lookup_result> dht_results;   // finished lookups, by id (bounded)
+  std::deque<digest32> dht_models;                            // provider: models served, newest last
+
+  void dht_start() {
+    const bool server = offering() && !url.empty() && !wildcard_url(url);
+    const net::identity id = self;
+    dht = std::make_unique<discovery::dht>(
+        discovery::contact{self.public_key(), server ? url : std::string()}, discovery::dht_config{},
+        [id](discovery::provider_record& r) { discovery::sign_record(r, id.secret_key()); }, rng());
+  }
+  void dht_flush_locked() {
+    if (!dht) return;
+    for (auto& o : dht->take_outbox()) {
+      net::message m = std::visit([](auto& x) { return net::message(std::move(x)); }, o.msg);
+      net::connection_ptr c;
+      for (const auto& [id, cs] : conns)
+        if (cs.conn->peer_key() == o.to.id && cs.conn->is_open()) c = cs.conn;
+      if (c) {
+        (void)c->send(m);
+        continue;
+      }
+      auto& q = dht_waiting[o.to.id];
+      if (o.to.address.empty() || q.size() >= 16 || (q.empty() && dht_waiting.size() > 64) ||
+          connected_to_locked(o.to.id)) {
+        if (q.empty()) dht_waiting.erase(o.to.id);
+        dht->on_unreachable(now_ms(), o.to.id);
+        continue;
+      }
+      q.push_back(std::move(m));
+      if (!dialing.count(o.to.address)) {
+        dht_dials[o.to.address] = o.to.id;
+        dial_locked(o.to.address, o.to.id);
+      }
+    }
+    for (auto& r : dht->take_results()) {
+      if (dht_results.size() >= 64) dht_results.erase(dht_results.begin());
+      dht_results[r.id] = std::move(r);
+    }
+  }
+  void dht_on_up_locked(const net::connection_ptr& c, const std::string& peer_url) {
+    if (!dht) return;
+    if (!peer_url.empty() && !wildcard_url(peer_url)) {
+      dht->add_seeds({{c->peer_key(), peer_url}});
+      if (c->peer_hello().role != net::node_role::client) dht->observe(now_ms(), {c->peer_key(), peer_url});
+    }
+    auto w = dht_waiting.find(c->peer_key());
+    if (w != dht_waiting.end()) {
+      for (auto& m : w->second) (void)c->send(m);
+      dht_waiting.erase(w);
+    }
+    if (!dht_bootstrapped && !dht->client_mode() && dht->table().size() > 0) {
+      dht_bootstrapped = true;
+      dht->bootstrap(now_ms());
+    }
+    dht_flush_locked();
+  }
+  void dht_on_dial_failed_locked(const std::string& u) {
+    auto d = dht_dials.find(u);
+    if (d == dht_dials.end()) return;
+    const key32 k = d->second;
+    dht_dials.erase(d);
+    dht_waiting.erase(k);
+    if (dht) dht->on_unreachable(now_ms(), k);
+    dht_flush_locked();
+  }
+  void dht_on_message_locked(const net::connection_ptr& c, const std::string& peer_url, const net::message& m) {
+    if (!dht) return;
+    if (auto* q = std::get_if<net::dht_query>(&m)) {
+      net::dht_query query = *q;
+      // A server is kept at the address its Hello gave (checked by this very connection).
+      if (!query.sender_address.empty()) query.sender_address = peer_url;
+      (void)dht->on_query(now_ms(), c->peer_key(), query);
+    } else if (auto* r = std::get_if<net::dht_reply>(&m)) {
+      (void)dht->on_reply(now_ms(), c->peer_key(), *r);
+    }
+    dht_flush_locked();
+  }
+  // Provider: what it announces, kept current (the dht republishes on its own schedule).
+  void dht_announce_locked() {
+    if (!dht || dht->client_mode() || !offering()) return;
+    provider_info info = opt.provider->info();
+    std::string cls = "cpu";
+    for (const auto& d : info.devices) {
+      net::device_info w = to_device_info(d, 0);
+      if (w.kind == "cuda") {
+        cls = fmt::format("cuda-sm{}{}-{}g", w.cc_major, w.cc_minor, (w.memory_bytes + (int64_t{1} << 29)) >> 30);
+        break;
+      }
+    }
+    const std::vector<std::string> addr{url};
+    std::vector<discovery::announcement> a{{discovery::providers_key(), addr, cls, info.price_per_gflop},
+                                           {discovery::device_key(cls), addr, cls, info.price_per_gflop}};
+    for (const auto& h : dht_models) a.push_back({discovery::model_key(h), addr, cls, info.price_per_gflop});
+    (void)dht->set_announcements(now_ms(), a);
+  }
+  void dht_served_model_locked(const digest32& h) {
+    auto it = std::find(dht_models.begin(), dht_models.end(), h);
+    if (it != dht_models.end()) dht_models.erase(it);
+    dht_models.push_back(h);
+    if (dht_models.size() > 32) dht_models.pop_front();
+  }
+  void dht_tick_locked() {
+    if (!dht) return;
+    dht_announce_locked();
+    dht->tick(now_ms());
+    dht_flush_locked();
+  }
+
   bool offering() const { return opt.provider != nullptr; }
   std::string metrics_text() const;
 
@@ -681,7 +796,9 @@ struct grid_node::impl {
     attempted.insert(h.node_key);
     if (is_new && !cs.url.empty()) spread_locked(self_actor, {{h.node_key, cs.url, now_ms(), cs.is_provider}});
     bool provider = cs.is_provider;
+    const std::string peer_url = cs.url;
     conns[c->id()] = std::move(cs);
+    dht_on_up_locked(c, peer_url);
     send_pages(c, gossip_locked());
     if (offering()) {
       if (reach_state != reach::unknown || relay) (void)c->send(status_locked());
@@ -726,6 +843,8 @@ struct grid_node::impl {
     std::lock_guard<std::mutex> lk(mu);
     dialing.erase(u);
     if (error.find("the relay refused the circuit") != std::string::npos) bad_relayed.insert(u);
+    if (!error.empty()) dht_on_dial_failed_locked(u);
+    else dht_dials.erase(u);
     auto b = bootstrap.find(u);
     if (b != bootstrap.end() && b->second.empty()) b->second = error.empty() ? "ok" : error;
   }
@@ -746,6 +865,7 @@ struct grid_node::impl {
       for (const key32& k : table.evict(now, opt.peer_timeout.count(), 3)) attempted.erase(k);
       if (relay) relay->tick();
       use_relays_locked();  // behind NAT: re-dial relays we lost
+      dht_tick_locked();
       // Reconnect to bootstrap peers we lost, so a node that was cut off finds the grid again.
       if (conns.empty())
         for (auto& [u, state] : bootstrap) dial_locked(u, std::nullopt);
@@ -795,6 +915,8 @@ struct grid_node::impl {
           std::holds_alternative<net::relay_attach>(m) || std::holds_alternative<net::relay_attach_ack>(m) ||
           std::holds_alternative<net::relay_incoming>(m) || std::holds_alternative<net::node_status>(m))
         return on_reach_message(self_actor, c, it->second, m);
+      if (std::holds_alternative<net::dht_query>(m) || std::holds_alternative<net::dht_reply>(m))
+        return dht_on_message_locked(c, it->second.url, m);
     }
     if (opt.inbox && opt.inbox->deliver(c->peer_key(), m)) return;
     if (std::holds_alternative<net::bid>(m) || std::holds_alternative<net::bid_decline>(m) ||
@@ -947,6 +1069,7 @@ struct grid_node::impl {
       auto it = conns.find(c->id());
       if (it == conns.end()) return;
       if (auto bytes = it->second.take(ex.model_hash)) req->model_bytes = std::move(bytes);
+      dht_served_model_locked(ex.model_hash);
       // The price must be what this provider bid for this job, or its standing bid to this
       // client for this model.
       double floor = -1;
@@ -1149,6 +1272,10 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
   }
   {
     std::lock_guard<std::mutex> lk(p->mu);
+    p->dht_start();
+  }
+  {
+    std::lock_guard<std::mutex> lk(p->mu);
     for (const auto& u : p->opt.bootstrap) {
       auto parsed = net::parse_ws_url(u);
       if (!parsed) return parsed.error();
@@ -1173,7 +1300,8 @@ std::string grid_node::node_id() const { return impl_->self.node_id(); }
 std::vector<std::string> grid_node::settle(std::chrono::milliseconds limit) {
   auto start = std::chrono::steady_clock::now();
   auto deadline = start + limit;
-  for (;;) {
+  std::optional<std::vector<std::string>> large_grid_failures;
+  while (!large_grid_failures) {
     {
       std::lock_guard<std::mutex> lk(impl_->mu);
       bool pending = false;
@@ -1188,11 +1316,64 @@ std::vector<std::string> grid_node::settle(std::chrono::milliseconds limit) {
         for (const auto& [u, state] : impl_->bootstrap)
           if (state.empty()) failures.push_back(fmt::format("{}: no answer within {} ms", u, limit.count()));
           else if (state != "ok") failures.push_back(state);
-        return failures;
+        const size_t above = impl_->opt.dht_lookup_above ? impl_->opt.dht_lookup_above : impl_->opt.max_providers;
+        if (!impl_->opt.wanted_model || impl_->table.size() <= above) return failures;
+        large_grid_failures = std::move(failures);
+        break;
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  // A large grid: the model's providers (then any) through the DHT, within what is left.
+  auto left = [&] {
+    return std::max(std::chrono::milliseconds(500), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                        deadline - std::chrono::steady_clock::now()));
+  };
+  auto found = find_providers(discovery::model_key(*impl_->opt.wanted_model), {}, 20, left());
+  if (found.size() < 8) find_providers(discovery::providers_key(), {}, 20, left());
+  return *large_grid_failures;
+}
+
+std::vector<discovery::provider_record> grid_node::find_providers(const discovery::dht_key& key,
+                                                                 const discovery::provider_filter& filter, size_t want,
+                                                                 std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    if (!impl_->dht) return {};
+    id = impl_->dht->find_providers(now_ms(), key, filter, want);
+    impl_->dht_flush_locked();
+    if (id == 0) return {};
+  }
+  std::vector<discovery::provider_record> records;
+  std::set<std::string> dialed;
+  for (bool done = false; std::chrono::steady_clock::now() < deadline;) {
+    {
+      std::lock_guard<std::mutex> lk(impl_->mu);
+      if (!done) {
+        auto it = impl_->dht_results.find(id);
+        if (it != impl_->dht_results.end()) {
+          records = std::move(it->second.records);
+          impl_->dht_results.erase(it);
+          done = true;
+          for (const auto& r : records) {
+            if (r.provider == impl_->self.public_key() || impl_->connected_to_locked(r.provider)) continue;
+            if (!net::parse_ws_url(r.addresses.front())) continue;
+            dialed.insert(r.addresses.front());
+            impl_->dial_locked(r.addresses.front(), r.provider);
+          }
+        }
+      }
+      if (done) {
+        bool waiting = false;
+        for (const auto& u : dialed) waiting = waiting || impl_->dialing.count(u);
+        if (!waiting) break;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return records;
 }
 
 std::vector<provider_handle> grid_node::providers() {
@@ -1487,13 +1668,24 @@ std::string grid_node::impl::metrics_text() const {
   auto metric = [&](const char* name, const char* type, const char* help, double v) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
   };
-  size_t conns = 0, known = 0, running = 0;
+  size_t conns = 0, known = 0, running = 0, dht_contacts = 0, dht_records = 0;
+  discovery::dht_stats dht_stats;
   {
     std::lock_guard<std::mutex> lk(p.mu);
     conns = p.conns.size();
     known = p.table.size();
     running = p.running.size();
+    if (p.dht) {
+      dht_contacts = p.dht->table().size();
+      dht_records = p.dht->stored_records();
+      dht_stats = p.dht->stats();
+    }
   }
+  metric("gpugrid_dht_contacts", "gauge", "Contacts in the DHT routing table.", static_cast<double>(dht_contacts));
+  metric("gpugrid_dht_records", "gauge", "Provider records this node stores for the DHT.", static_cast<double>(dht_records));
+  metric("gpugrid_dht_queries_total", "counter", "DHT queries received.", static_cast<double>(dht_stats.queries_in));
+  metric("gpugrid_dht_refused_total", "counter", "DHT messages and records refused (bad, unsigned, over a bound).",
+         static_cast<double>(dht_stats.bad_messages + dht_stats.records_refused + dht_stats.bad_signatures));
   if (p.offering()) {
     const auto& c = p.opt.provider->counters();
     metric("gpugrid_jobs_total", "counter", "Jobs completed.", static_cast<double>(c.jobs.load()));

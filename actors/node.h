@@ -18,6 +18,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "actors/generation_client.h"
 #include "actors/peer_table.h"
 #include "base/status.h"
+#include "discovery/dht.h"
 #include "net/identity.h"
 #include "net/relay.h"
 #include "net/transport.h"
@@ -65,6 +67,11 @@ struct node_options {
   // Client: progress of model uploads (provider node id, bytes written so far, total), about
   // four times a second while one runs and once at the end; from an actor thread.
   std::function<void(const std::string& provider, uint64_t sent, uint64_t total)> on_upload_progress;
+  // Client: the model `run` will send (BLAKE2b-256 of its bytes). When the peer table holds more
+  // than dht_lookup_above peers (0: max_providers), settle() also looks up the model's
+  // providers in the DHT, then providers in general if that finds fewer than 8, and dials them.
+  std::optional<std::array<uint8_t, 32>> wanted_model;
+  size_t dht_lookup_above = 0;
   bool session_mac = true;                 // MACs per frame instead of Ed25519 (bids, results
                                            // and receipts are signed inside either way)
   // Provider: hosts generation sessions (GenOpen, GenPrompt, Cancel; file uploads tagged with a
@@ -111,6 +118,12 @@ class grid_node {
   // sent its peer list, and every provider learned of is connected or failed — or until
   // `limit` passes. Returns the bootstrap failures (one line each).
   std::vector<std::string> settle(std::chrono::milliseconds limit);
+  // Looks up to `want` providers up in the DHT (discovery/dht.h) under `key` that pass `filter`
+  // and dials them; waits at most `limit` for the lookup and the dials. Returns the verified
+  // records found (cheapest first); empty when the DHT found none or has no contacts yet.
+  std::vector<discovery::provider_record> find_providers(const discovery::dht_key& key,
+                                                         const discovery::provider_filter& filter, size_t want,
+                                                         std::chrono::milliseconds limit);
   // Connected providers, as actors that take the provider messages (actors/atoms.h).
   std::vector<provider_handle> providers();
   // Connected providers as generation peers: messages and file uploads go over their

@@ -306,6 +306,7 @@ int run_remote(const run_options& o) {
   caf::actor_system sys{*cfg};
   grid::node_options no;
   no.bootstrap = o.peers;
+  no.wanted_model = ledger::blake2b_256(*bytes);  // large grids: its providers come from the DHT
   if (tty && bytes->size() >= (size_t{4} << 20)) {
     no.on_upload_progress = [](const std::string& provider, uint64_t sent, uint64_t total) {
       double mib = 1.0 / (1 << 20);

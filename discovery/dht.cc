@@ -233,7 +233,8 @@ void dht::tick(int64_t now) {
   }
   if (!client_mode()) {
     for (auto& p : published_) {
-      if (p.next_ms > now) continue;
+      // Nobody to store at yet: publish once the routing table has someone.
+      if (p.next_ms > now || table_.size() == 0) continue;
       std::uniform_int_distribution<int64_t> jitter(-cfg_.republish_ms / 10, cfg_.republish_ms / 10);
       p.next_ms = now + cfg_.republish_ms + jitter(rng_);
       publish(now, p.a);
@@ -467,6 +468,7 @@ void dht::finish(int64_t now, uint64_t id, bool timed_out) {
   for (auto& [_, r] : l.found) l.res.records.push_back(std::move(r));
   std::sort(l.res.records.begin(), l.res.records.end(),
             [](const provider_record& a, const provider_record& b) { return a.price < b.price; });
+  if (l.want && l.res.records.size() > l.want) l.res.records.resize(l.want);
   if (!l.to_store.empty()) {
     // Store at the k closest that answered; here too when we are among them.
     const dht_key& t = l.res.target;
@@ -525,9 +527,10 @@ int64_t dht::next_deadline() const {
   }
   if (!store_.empty()) d = std::min(d, next_expiry_ms_);
   if (!client_mode()) {
-    for (const auto& p : published_) d = std::min(d, p.next_ms);
+    if (table_.size() > 0)
+      for (const auto& p : published_) d = std::min(d, p.next_ms);
     d = std::min(d, next_refresh_ms_);
-    if (table_.size() == 0 && !seeds_.empty()) d = std::min<int64_t>(d, 0);
+    if (table_.size() == 0 && !seeds_.empty() && lookups_.empty()) d = std::min<int64_t>(d, 0);
   }
   return d;
 }

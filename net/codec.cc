@@ -367,6 +367,42 @@ class body_writer {
     x.add_detail(detail);
     return x.Finish().Union();
   }
+  Offset<void> operator()(const dht_query& m) {
+    auto records = provider_records(m.records);
+    auto addr = str(m.sender_address);
+    auto cls = str(m.device_class);
+    auto target = b32(m.target);
+    fb::DhtQueryBuilder x(b_);
+    x.add_request_id(m.request_id);
+    x.add_kind(static_cast<fb::DhtQueryKind>(m.kind));
+    x.add_target(&target);
+    x.add_sender_address(addr);
+    x.add_device_class(cls);
+    x.add_max_price(m.max_price);
+    x.add_limit(m.limit);
+    x.add_records(records);
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const dht_reply& m) {
+    std::vector<Offset<fb::DhtContact>> nodes;
+    nodes.reserve(m.nodes.size());
+    for (const auto& c : m.nodes) {
+      auto addr = str(c.address);
+      auto key = b32(c.id);
+      fb::DhtContactBuilder x(b_);
+      x.add_node_key(&key);
+      x.add_address(addr);
+      nodes.push_back(x.Finish());
+    }
+    auto node_list = b_.CreateVector(nodes);
+    auto records = provider_records(m.records);
+    fb::DhtReplyBuilder x(b_);
+    x.add_request_id(m.request_id);
+    x.add_nodes(node_list);
+    x.add_records(records);
+    x.add_stored(m.stored);
+    return x.Finish().Union();
+  }
 
   Offset<void> operator()(const gen_open& m) {
     std::vector<Offset<fb::GenFile>> files;
@@ -499,6 +535,29 @@ class body_writer {
   }
 
  private:
+  Offset<Vector<Offset<fb::ProviderRecord>>> provider_records(const std::vector<discovery::provider_record>& rs) {
+    std::vector<Offset<fb::ProviderRecord>> out;
+    out.reserve(rs.size());
+    for (const auto& r : rs) {
+      std::vector<Offset<String>> addrs;
+      for (const auto& a : r.addresses) addrs.push_back(str(a));
+      auto addr_list = b_.CreateVector(addrs);
+      auto cls = str(r.device_class);
+      auto key = b32(r.key), provider = b32(r.provider);
+      auto sig = b64(r.sig);
+      fb::ProviderRecordBuilder x(b_);
+      x.add_key(&key);
+      x.add_provider(&provider);
+      x.add_addresses(addr_list);
+      x.add_device_class(cls);
+      x.add_price(r.price);
+      x.add_issued_ms(r.issued_ms);
+      x.add_expires_ms(r.expires_ms);
+      x.add_signature(&sig);
+      out.push_back(x.Finish());
+    }
+    return b_.CreateVector(out);
+  }
   FlatBufferBuilder& b_;
 };
 
@@ -689,6 +748,32 @@ status read_receipt(const fb::Receipt* r, const char* where, ledger::receipt& ou
   out.price_micros = r->price_micros();
   out.started_ms = r->started_ms();
   out.finished_ms = r->finished_ms();
+  return status::ok();
+}
+
+status read_provider_records(const Vector<Offset<fb::ProviderRecord>>* v, const char* where,
+                             std::vector<discovery::provider_record>& out) {
+  if (!v) return status::ok();
+  if (v->size() > discovery::kMaxRecordsPerMessage)
+    return invalid_input("{}: {} records (limit {})", where, v->size(), discovery::kMaxRecordsPerMessage);
+  out.reserve(v->size());
+  for (const fb::ProviderRecord* r : *v) {
+    if (!r) return invalid_input("{}: null record", where);
+    discovery::provider_record& x = out.emplace_back();
+    GG_NEED(where, copy_fixed(r->key(), x.key), "record key");
+    GG_NEED(where, copy_fixed(r->provider(), x.provider), "record provider");
+    GG_NEED(where, copy_fixed(r->signature(), x.sig), "record signature");
+    if (const auto* addrs = r->addresses()) {
+      if (addrs->size() > discovery::kMaxAddresses)
+        return invalid_input("{}: a record with {} addresses (limit {})", where, addrs->size(), discovery::kMaxAddresses);
+      for (const String* a : *addrs) x.addresses.push_back(str(a));
+    }
+    x.device_class = str(r->device_class());
+    x.price = r->price();
+    GG_RETURN_IF_ERROR(check_finite(where, "record price", x.price));
+    x.issued_ms = r->issued_ms();
+    x.expires_ms = r->expires_ms();
+  }
   return status::ok();
 }
 
@@ -1027,6 +1112,40 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       if (m.url.size() > kMaxUrlBytes) return invalid_input("NodeStatus: URL of {} bytes (limit {})", m.url.size(), kMaxUrlBytes);
       return message(std::move(m));
     }
+    case fb::Message::DhtQuery: {
+      const fb::DhtQuery* x = body->msg_as_DhtQuery();
+      dht_query m;
+      m.request_id = x->request_id();
+      if (!enum_in_range(x->kind())) return invalid_input("DhtQuery: unknown kind {}", static_cast<int>(x->kind()));
+      m.kind = static_cast<discovery::query_kind>(x->kind());
+      GG_NEED("DhtQuery", copy_fixed(x->target(), m.target), "target");
+      m.sender_address = str(x->sender_address());
+      m.device_class = str(x->device_class());
+      m.max_price = x->max_price();
+      m.limit = x->limit();
+      GG_RETURN_IF_ERROR(read_provider_records(x->records(), "DhtQuery", m.records));
+      GG_RETURN_IF_ERROR(discovery::validate(m));
+      return message(std::move(m));
+    }
+    case fb::Message::DhtReply: {
+      const fb::DhtReply* x = body->msg_as_DhtReply();
+      dht_reply m;
+      m.request_id = x->request_id();
+      if (const auto* nodes = x->nodes()) {
+        if (nodes->size() > discovery::kMaxNodesPerReply)
+          return invalid_input("DhtReply: {} nodes (limit {})", nodes->size(), discovery::kMaxNodesPerReply);
+        for (const fb::DhtContact* c : *nodes) {
+          if (!c) return invalid_input("DhtReply: null node entry");
+          discovery::contact& out = m.nodes.emplace_back();
+          GG_NEED("DhtReply", copy_fixed(c->node_key(), out.id), "node_key");
+          out.address = str(c->address());
+        }
+      }
+      GG_RETURN_IF_ERROR(read_provider_records(x->records(), "DhtReply", m.records));
+      m.stored = x->stored();
+      GG_RETURN_IF_ERROR(discovery::validate(m));
+      return message(std::move(m));
+    }
     case fb::Message::NONE:
       *code = frame_error::unknown_message;
       return invalid_input("frame carries no message");
@@ -1084,6 +1203,8 @@ size_t encoded_size_estimate(const message& m) {
         if constexpr (std::is_same_v<T, gen_prompt>) return 4 * (x.prompt_ids.size() + x.generated_ids.size());
         if constexpr (std::is_same_v<T, gen_tokens>) return 16 * x.tokens.size();
         if constexpr (std::is_same_v<T, gen_open>) return 96 * x.files.size();
+        if constexpr (std::is_same_v<T, dht_query>) return x.records.size() * 512;
+        if constexpr (std::is_same_v<T, dht_reply>) return x.records.size() * 512 + x.nodes.size() * 128;
         if constexpr (std::is_same_v<T, peer_exchange>) return x.peers.size() * 96 + [&] {
           size_t n = 0;
           for (const auto& p : x.peers) n += p.url.size();

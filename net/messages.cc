@@ -38,7 +38,8 @@ const char* message_name(size_t variant_index) {
                                       "Result",     "JobError",   "Receipt",  "ReceiptAck",   "GenOpen",
                                       "GenBid",     "GenPrompt",  "GenTokens",
                                       "DialBack", "DialBackResult", "RelayAttach", "RelayAttachAck",
-                                      "RelayIncoming", "NodeStatus"};
+                                      "RelayIncoming", "NodeStatus",
+                                      "DhtQuery",   "DhtReply"};
   static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<message>, "one name per message");
   return variant_index < std::variant_size_v<message> ? names[variant_index] : "unknown";
 }

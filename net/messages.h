@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "discovery/messages.h"
 #include "engine/dtype.h"
 #include "ledger/receipt.h"
 
@@ -298,12 +299,17 @@ struct node_status {
   bool relay = false;
 };
 
+// The DHT's messages (discovery/messages.h).
+using dht_query = discovery::dht_query;
+using dht_reply = discovery::dht_reply;
+
 // The order of the alternatives is the order of the schema's union (index + 1 = union tag).
 using message = std::variant<hello, hello_ack, goodbye, peer_exchange, ping, pong, bid_request, bid,
                              bid_decline, award, cancel, model_put, model_chunk, model_need, execute,
                              result, job_error, ledger::receipt, receipt_ack, gen_open, gen_bid, gen_prompt,
                              gen_tokens, dial_back, dial_back_result, relay_attach, relay_attach_ack, relay_incoming,
-                             node_status>;
+                             node_status,
+                             dht_query, dht_reply>;
 
 // The schema name of the message held ("Hello", "BidRequest", ...).
 const char* message_name(const message& m);

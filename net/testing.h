@@ -165,6 +165,31 @@ inline std::vector<message> sample_messages() {
   v.push_back(relay_attach_ack{true, "ws://203.0.113.5:7447/relay/ggaaaa", ""});
   v.push_back(relay_incoming{pattern<16>(23)});
   v.push_back(node_status{false, "ws://203.0.113.5:7447/relay/ggaaaa", false});
+  discovery::provider_record pr;
+  pr.key = pattern<32>(23);
+  pr.provider = pattern<32>(24);
+  pr.addresses = {"ws://198.51.100.2:7447", "wss://p.example:7447"};
+  pr.device_class = "cuda-sm90-80g";
+  pr.price = 0.002;
+  pr.issued_ms = 1700000000000;
+  pr.expires_ms = 1700000900000;
+  pr.sig = pattern<64>(25);
+  dht_query dq;
+  dq.request_id = 77;
+  dq.kind = discovery::query_kind::add_provider;
+  dq.target = pattern<32>(23);
+  dq.sender_address = "ws://198.51.100.2:7447";
+  dq.device_class = "cpu";
+  dq.max_price = 0.01;
+  dq.limit = 20;
+  dq.records = {pr};
+  v.push_back(dq);
+  dht_reply dr;
+  dr.request_id = 77;
+  dr.nodes = {discovery::contact{pattern<32>(26), "ws://198.51.100.3:7447"}};
+  dr.records = {pr};
+  dr.stored = 1;
+  v.push_back(dr);
   return v;
 }
 
