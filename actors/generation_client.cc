@@ -241,8 +241,8 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
   auto t_bids = steady::now();
 
   // Sends the folder's files to a provider that lacks them.
-  auto upload = [&](const offer& o) -> status {
-    if (o.bid.model_cached) return status::ok();
+  auto upload = [&](const offer& o, bool force) -> status {
+    if (o.bid.model_cached && !force) return status::ok();
     const gen_peer& p = peers[o.peer];
     if (!p.upload) return status(error_kind::no_provider, "the provider lacks the model and takes no uploads");
     note(fmt::format("sending the model folder ({} bytes) to {}", model_.total_bytes, short_hex(p.key)));
@@ -325,7 +325,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     else sg.prompt = p.prompt_ids;
     sg.started_ms = unix_ms();
     sg.score_only = p.score_only;
-    if (status st = upload(o); !st.is_ok()) {
+    if (status st = upload(o, false); !st.is_ok()) {
       last_error = st.message();
       return st.kind() == error_kind::invalid_input ? ended::input_error : ended::failed;
     }
@@ -334,6 +334,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       return ended::failed;
     }
     auto deadline = steady::now() + std::chrono::milliseconds(options_.first_token_timeout_ms);
+    bool resent = false;
     while (true) {
       if (cancelled && cancelled()) {
         *reason = llm::finish_reason::cancelled;
@@ -354,6 +355,11 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
         return ended::failed;
       }
       if (auto* e = std::get_if<net::job_error>(&*ev->msg)) {
+        if (e->code == net::job_error_code::model_missing && !resent && sg.tokens.empty()) {
+          // The provider lost files since it bid (its store is bounded): send them once more.
+          resent = true;
+          if (upload(o, true).is_ok() && peer.send(p)) continue;
+        }
         last_error = fmt::format("{}: {}", net::to_string(e->code), e->message);
         return e->code == net::job_error_code::bad_input ? ended::input_error : ended::failed;
       }

@@ -177,10 +177,13 @@ void generation_host::on_open(const key32& client, uint64_t conn, const net::gen
     auto e = engines_.find(m.manifest);
     if (e != engines_.end()) {
       tps = e->second.engine->tokens_per_s();
-      int64_t tokens = static_cast<int64_t>(std::min<uint64_t>(m.prompt_tokens + m.max_new_tokens, INT64_MAX / 2));
-      if (e->second.engine->context_length() > 0 && tokens > e->second.engine->context_length())
+      int64_t ctx = e->second.engine->context_length();
+      if (ctx > 0 && static_cast<int64_t>(std::min<uint64_t>(m.prompt_tokens, INT64_MAX / 2)) > ctx)
         return decline(net::decline_reason::unsupported,
-                       fmt::format("{} tokens are over the model's context of {}", tokens, e->second.engine->context_length()));
+                       fmt::format("the prompt has {} tokens; the model's context is {}", m.prompt_tokens, ctx));
+      // The answer stops at the context's end, so no session needs more cache than that.
+      int64_t tokens = static_cast<int64_t>(std::min<uint64_t>(m.prompt_tokens + m.max_new_tokens, INT64_MAX / 2));
+      if (ctx > 0) tokens = std::min(tokens, ctx);
       kv = std::max<int64_t>(0, e->second.engine->kv_bytes_per_token()) * tokens;
       if (!make_room_locked(kv)) return decline(net::decline_reason::busy, "no memory free for the session's cache");
     }
@@ -373,10 +376,14 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
     if (id < 0 || (vocab > 0 && id >= vocab)) return fail(net::job_error_code::bad_input, fmt::format("prompt token id {} is outside the vocabulary", id));
   for (int32_t id : p.generated_ids)
     if (id < 0 || (vocab > 0 && id >= vocab)) return fail(net::job_error_code::bad_input, fmt::format("answer token id {} is outside the vocabulary", id));
-  int64_t tokens = static_cast<int64_t>(p.prompt_ids.size()) + (p.score_only ? static_cast<int64_t>(p.generated_ids.size()) : p.max_new_tokens);
-  if (eng.context_length() > 0 && tokens > eng.context_length())
+  // A prompt (with the answer so far, or the answer to score) past the context is refused; an
+  // answer that would run past it stops there (finish_reason::context_full), as --local does.
+  int64_t given = static_cast<int64_t>(p.prompt_ids.size() + p.generated_ids.size());
+  if (eng.context_length() > 0 && given > eng.context_length())
     return fail(net::job_error_code::bad_input,
-                fmt::format("the prompt and answer need {} tokens; the model's context is {}", tokens, eng.context_length()));
+                fmt::format("the prompt has {} tokens; the model's context is {}", given, eng.context_length()));
+  int64_t tokens = p.score_only ? given : static_cast<int64_t>(p.prompt_ids.size()) + p.max_new_tokens;
+  if (eng.context_length() > 0) tokens = std::min(tokens, eng.context_length());
   bool room = true;
   {
     std::lock_guard<std::mutex> lk(mu_);
