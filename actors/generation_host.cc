@@ -1,6 +1,7 @@
 #include "actors/generation_host.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -56,7 +57,7 @@ generation_host::generation_host(const net::identity& id, std::shared_ptr<folder
   key_ = kp.public_key;
   secret_ = kp.secret_key;
   options_.slots = std::max(1, options_.slots);
-  options_.tokens_per_frame = std::max(1, options_.tokens_per_frame);
+  options_.max_tokens_per_frame = std::max(1, options_.max_tokens_per_frame);
 }
 
 generation_host::~generation_host() {
@@ -429,6 +430,7 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
     ledger::sign_as_provider(r, secret_);
     frame.receipt = r;
   };
+  auto last_flush = std::chrono::steady_clock::now() - std::chrono::hours(1);  // the first token goes at once
   auto flush = [&] {
     if (frame.tokens.empty()) return;
     stamp();
@@ -468,7 +470,12 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
           frame.tokens.push_back(t);
           ++generated;
           ++counters_.tokens;
-          if (static_cast<int>(frame.tokens.size()) >= options_.tokens_per_frame) flush();
+          auto at = std::chrono::steady_clock::now();
+          if (static_cast<int>(frame.tokens.size()) >= options_.max_tokens_per_frame ||
+              at - last_flush >= std::chrono::microseconds(options_.frame_interval_us)) {
+            flush();
+            last_flush = at;
+          }
           return !send_failed;
         },
         [cancel] { return cancel->load(); });
