@@ -241,8 +241,8 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
   auto t_bids = steady::now();
 
   // Sends the folder's files to a provider that lacks them.
-  auto upload = [&](const offer& o) -> status {
-    if (o.bid.model_cached) return status::ok();
+  auto upload = [&](const offer& o, bool force) -> status {
+    if (o.bid.model_cached && !force) return status::ok();
     const gen_peer& p = peers[o.peer];
     if (!p.upload) return status(error_kind::no_provider, "the provider lacks the model and takes no uploads");
     note(fmt::format("sending the model folder ({} bytes) to {}", model_.total_bytes, short_hex(p.key)));
@@ -288,14 +288,15 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
            t.generated_tokens == static_cast<int64_t>(sg.score_only ? 0 : sg.tokens.size()) &&
            t.prompt_micros_per_1k == static_cast<int64_t>(std::llround(o.bid.price_prompt * 1e6)) &&
            t.generated_micros_per_1k == static_cast<int64_t>(std::llround(o.bid.price_generated * 1e6)) &&
-           r.price_micros == t.price_micros() && r.output_digest == sg.digest.finish(sg.session) &&
-           ledger::verify_provider_signature(r).is_ok();
+           r.price_micros == t.price_micros() && r.output_digest == sg.digest.finish(sg.session);  // signature: at payment
   };
   auto dispute = [&](const segment& sg, const offer& o, const std::string& why) {
     std::string who = node_hex(peers[o.peer].key);
     note(fmt::format("provider {} {}; disputed", short_hex(peers[o.peer].key), why));
     if (options_.reputation) options_.reputation->record(who, outcome::disagreed);
-    if (!sg.signed_any) return;
+    if (!sg.signed_any ||
+        !ledger::verify_signature(peers[o.peer].key, ledger::result_statement(sg.session, sg.signed_digest), sg.signature))
+      return;  // no signed evidence
     ledger::receipt d;
     d.kind = ledger::receipt_kind::dispute;
     d.job_id = sg.session;
@@ -325,7 +326,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     else sg.prompt = p.prompt_ids;
     sg.started_ms = unix_ms();
     sg.score_only = p.score_only;
-    if (status st = upload(o); !st.is_ok()) {
+    if (status st = upload(o, false); !st.is_ok()) {
       last_error = st.message();
       return st.kind() == error_kind::invalid_input ? ended::input_error : ended::failed;
     }
@@ -334,6 +335,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       return ended::failed;
     }
     auto deadline = steady::now() + std::chrono::milliseconds(options_.first_token_timeout_ms);
+    bool resent = false;
     while (true) {
       if (cancelled && cancelled()) {
         *reason = llm::finish_reason::cancelled;
@@ -354,6 +356,11 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
         return ended::failed;
       }
       if (auto* e = std::get_if<net::job_error>(&*ev->msg)) {
+        if (e->code == net::job_error_code::model_missing && !resent && sg.tokens.empty()) {
+          // The provider lost files since it bid (its store is bounded): send them once more.
+          resent = true;
+          if (upload(o, true).is_ok() && peer.send(p)) continue;
+        }
         last_error = fmt::format("{}: {}", net::to_string(e->code), e->message);
         return e->code == net::job_error_code::bad_input ? ended::input_error : ended::failed;
       }
@@ -374,18 +381,23 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
         d.add(t);
         ++next;
       }
+      // Signatures are checked when they are needed (a dispute, a payment), not per token: two
+      // Ed25519 verifications a token would cost more than a small model's decode step.
       ledger::digest32 claimed = d.finish(o.session);
-      bool signed_ok = ledger::verify_signature(peer.key, ledger::result_statement(o.session, f->stream_digest), f->signature);
-      if (bad.empty() && (claimed != f->stream_digest || !signed_ok)) bad = "sent a frame whose signed stream digest does not match its tokens";
-      if (signed_ok) {  // signed evidence, also of a bad frame
-        sg.signature = f->signature;
-        sg.signed_digest = f->stream_digest;
-        sg.signed_any = true;
-      }
+      if (bad.empty() && claimed != f->stream_digest) bad = "sent a frame whose stream digest does not match its tokens";
       if (!bad.empty()) {
+        // A bad frame under a valid signature is evidence.
+        if (ledger::verify_signature(peer.key, ledger::result_statement(o.session, f->stream_digest), f->signature)) {
+          sg.signature = f->signature;
+          sg.signed_digest = f->stream_digest;
+          sg.signed_any = true;
+        }
         last_error = bad;
         return ended::garbage;
       }
+      sg.signature = f->signature;
+      sg.signed_digest = f->stream_digest;
+      sg.signed_any = true;  // checked in dispute()
       bool go_on = true;
       for (const auto& t : f->tokens) {
         sg.tokens.push_back(t);
@@ -619,6 +631,10 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     u.generated_tokens = sg.score_only ? 0 : static_cast<int64_t>(sg.tokens.size());
     u.verified = checked;
     u.role = sg.role;
+    if (sg.receipt && !ledger::verify_provider_signature(*sg.receipt).is_ok()) {
+      note(fmt::format("provider {} signed its receipt wrongly; not paid", short_hex(peers[o.peer].key)));
+      sg.receipt.reset();
+    }
     if (sg.receipt && !bad && !sg.disputed) {
       ledger::receipt rc = *sg.receipt;
       u.cost = receipt_cost(rc);

@@ -6,8 +6,9 @@
 // the answer's cost and then speed, uploads the folder's files to the chosen provider when
 // it lacks them, sends the prompt and streams the tokens to the sink. Every frame is checked:
 // the next index in order, ids inside the vocabulary, finite log-probs, no more tokens than
-// asked, the provider's signature over the digest of the stream so far; a provider that breaks
-// any of these is cut off and disputed. When the provider goes away or sends nothing for
+// asked, a stream digest that matches the tokens; a provider that breaks any of these is cut
+// off and disputed. (The provider's signatures over the digest and on its receipt are checked
+// when they are used: as evidence in a dispute, and before a receipt is countersigned.) When the provider goes away or sends nothing for
 // stall_timeout_ms, the client moves to the next bid and sends the prompt plus the tokens so
 // far (completion_request::generated_ids), so the sink sees every index once. Every frame
 // carries the provider's receipt for the tokens so far; each provider is paid, once, for the

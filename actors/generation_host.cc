@@ -1,6 +1,7 @@
 #include "actors/generation_host.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -56,7 +57,7 @@ generation_host::generation_host(const net::identity& id, std::shared_ptr<folder
   key_ = kp.public_key;
   secret_ = kp.secret_key;
   options_.slots = std::max(1, options_.slots);
-  options_.tokens_per_frame = std::max(1, options_.tokens_per_frame);
+  options_.max_tokens_per_frame = std::max(1, options_.max_tokens_per_frame);
 }
 
 generation_host::~generation_host() {
@@ -177,10 +178,13 @@ void generation_host::on_open(const key32& client, uint64_t conn, const net::gen
     auto e = engines_.find(m.manifest);
     if (e != engines_.end()) {
       tps = e->second.engine->tokens_per_s();
-      int64_t tokens = static_cast<int64_t>(std::min<uint64_t>(m.prompt_tokens + m.max_new_tokens, INT64_MAX / 2));
-      if (e->second.engine->context_length() > 0 && tokens > e->second.engine->context_length())
+      int64_t ctx = e->second.engine->context_length();
+      if (ctx > 0 && static_cast<int64_t>(std::min<uint64_t>(m.prompt_tokens, INT64_MAX / 2)) > ctx)
         return decline(net::decline_reason::unsupported,
-                       fmt::format("{} tokens are over the model's context of {}", tokens, e->second.engine->context_length()));
+                       fmt::format("the prompt has {} tokens; the model's context is {}", m.prompt_tokens, ctx));
+      // The answer stops at the context's end, so no session needs more cache than that.
+      int64_t tokens = static_cast<int64_t>(std::min<uint64_t>(m.prompt_tokens + m.max_new_tokens, INT64_MAX / 2));
+      if (ctx > 0) tokens = std::min(tokens, ctx);
       kv = std::max<int64_t>(0, e->second.engine->kv_bytes_per_token()) * tokens;
       if (!make_room_locked(kv)) return decline(net::decline_reason::busy, "no memory free for the session's cache");
     }
@@ -373,10 +377,14 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
     if (id < 0 || (vocab > 0 && id >= vocab)) return fail(net::job_error_code::bad_input, fmt::format("prompt token id {} is outside the vocabulary", id));
   for (int32_t id : p.generated_ids)
     if (id < 0 || (vocab > 0 && id >= vocab)) return fail(net::job_error_code::bad_input, fmt::format("answer token id {} is outside the vocabulary", id));
-  int64_t tokens = static_cast<int64_t>(p.prompt_ids.size()) + (p.score_only ? static_cast<int64_t>(p.generated_ids.size()) : p.max_new_tokens);
-  if (eng.context_length() > 0 && tokens > eng.context_length())
+  // A prompt (with the answer so far, or the answer to score) past the context is refused; an
+  // answer that would run past it stops there (finish_reason::context_full), as --local does.
+  int64_t given = static_cast<int64_t>(p.prompt_ids.size() + p.generated_ids.size());
+  if (eng.context_length() > 0 && given > eng.context_length())
     return fail(net::job_error_code::bad_input,
-                fmt::format("the prompt and answer need {} tokens; the model's context is {}", tokens, eng.context_length()));
+                fmt::format("the prompt has {} tokens; the model's context is {}", given, eng.context_length()));
+  int64_t tokens = p.score_only ? given : static_cast<int64_t>(p.prompt_ids.size()) + p.max_new_tokens;
+  if (eng.context_length() > 0) tokens = std::min(tokens, eng.context_length());
   bool room = true;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -422,6 +430,7 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
     ledger::sign_as_provider(r, secret_);
     frame.receipt = r;
   };
+  auto last_flush = std::chrono::steady_clock::now() - std::chrono::hours(1);  // the first token goes at once
   auto flush = [&] {
     if (frame.tokens.empty()) return;
     stamp();
@@ -461,7 +470,12 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
           frame.tokens.push_back(t);
           ++generated;
           ++counters_.tokens;
-          if (static_cast<int>(frame.tokens.size()) >= options_.tokens_per_frame) flush();
+          auto at = std::chrono::steady_clock::now();
+          if (static_cast<int>(frame.tokens.size()) >= options_.max_tokens_per_frame ||
+              at - last_flush >= std::chrono::microseconds(options_.frame_interval_us)) {
+            flush();
+            last_flush = at;
+          }
           return !send_failed;
         },
         [cancel] { return cancel->load(); });

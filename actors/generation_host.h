@@ -67,7 +67,11 @@ struct generation_host_options {
   int slots = 1;                     // answers generated at once
   size_t max_sessions = 256;
   int64_t bid_valid_ms = 30000;
-  int tokens_per_frame = 1;          // tokens batched into one GenTokens frame
+  // Tokens go out as they come, except that a model faster than one token per frame_interval_us
+  // has its tokens batched (up to max_tokens_per_frame) into one frame per interval: a frame
+  // costs two Ed25519 signatures, more than a tiny model's decode step.
+  int64_t frame_interval_us = 2000;
+  int max_tokens_per_frame = 64;
   std::function<int64_t()> clock;    // unix ms; empty: the system clock
   std::function<void(const std::string&)> log;
 };

@@ -3,7 +3,10 @@
 // eviction, spot checks and redundancy.
 #include <catch2/catch.hpp>
 
+#include <mutex>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "actors/client.h"
 #include "actors/generation_client.h"
@@ -313,10 +316,16 @@ TEST_CASE("sessions are evicted when idle and when memory is wanted", "[grid][ge
   o.max_memory_bytes = 7 + 1000 * 40;  // the folder plus 40 tokens of cache
   provider p(o);
   key32 client = keypair::generate().public_key;
+  std::mutex mu;  // replies come from the host's worker too
   std::vector<net::message> got;
   auto reply = [&](const net::message& m) {
+    std::lock_guard<std::mutex> lk(mu);
     got.push_back(m);
     return true;
+  };
+  auto last = [&] {
+    std::lock_guard<std::mutex> lk(mu);
+    return got.back();
   };
   auto open = [&](uint64_t new_tokens) {
     net::gen_open m;
@@ -340,10 +349,13 @@ TEST_CASE("sessions are evicted when idle and when memory is wanted", "[grid][ge
   };
   auto s1 = open(20);
   prompt(s1, 20);
-  for (int i = 0; i < 400 && !(got.size() > 1 && std::holds_alternative<net::gen_tokens>(got.back()) &&
-                               std::get<net::gen_tokens>(got.back()).done); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  REQUIRE(std::get<net::gen_tokens>(got.back()).done);
+  auto done = [&] {
+    auto m = last();
+    return std::holds_alternative<net::gen_tokens>(m) && std::get<net::gen_tokens>(m).done;
+  };
+  for (int i = 0; i < 400 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(done());
+  for (int i = 0; i < 400 && p.host->running() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   CHECK(p.host->sessions() == 1);
   CHECK(p.host->reserved_bytes() == 7 + 25 * 1000);  // the folder and the session's cache
   // Idle past the timeout: evicted, its memory released.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Generation on a real multi-process grid on loopback (issue 14, "the grid"):
 #  1. two providers: `generate --peer` gives the same tokens as `--local` (greedy), and the
-#     client's ledger holds one generation receipt whose token counts are the answer's;
+#     client's ledger holds one generation receipt whose token counts are the answer's; with
+#     --redundancy 2 both generate, the streams agree and both are paid;
 #  2. the answering provider is killed (SIGKILL) mid-answer: the answer completes on the other
 #     with the same text as --local, and the two receipts' generated tokens add up;
 #  3. a provider that answers from a cut context (gpugrid-faulty gen-truncate) is caught by the
@@ -42,6 +43,17 @@ import json, sys
 rs = [r for r in json.load(open(sys.argv[1])) if r["kind"] == "generation"]
 assert len(rs) == 1, rs
 assert rs[0]["generated_tokens"] == int(sys.argv[2]), rs
+PY
+# --redundancy 2 (greedy): both providers generate, the streams agree, both are paid.
+XDG_DATA_HOME="$tmp/client4" "$bin" generate "$model" --peer "$url_a" --peer "$url_b" --redundancy 2 --prompt "$prompt" \
+  --max-tokens 40 --json >"$tmp/redundant.json" 2>"$tmp/redundant.err" || fail "generate --redundancy 2: $(cat "$tmp/redundant.err")"
+[ "$(field "$tmp/redundant.json" token_ids)" = "$want_ids" ] || fail "--redundancy 2 tokens differ from --local"
+XDG_DATA_HOME="$tmp/client4" "$bin" ledger show --json >"$tmp/ledger4.json" 2>&1
+"$py" - "$tmp/ledger4.json" "$want_n" <<'PY' || fail "client ledger after --redundancy 2: $(cat "$tmp/ledger4.json")"
+import json, sys
+rs = [r for r in json.load(open(sys.argv[1])) if r["kind"] == "generation"]
+assert len(rs) == 2 and len({r["provider"] for r in rs}) == 2, rs
+assert all(r["generated_tokens"] == int(sys.argv[2]) for r in rs), rs
 PY
 kill "$pid_a" "$pid_b" 2>/dev/null
 wait "$pid_a" "$pid_b" 2>/dev/null
