@@ -206,7 +206,7 @@ complete -c gpugrid -n '__gpugrid_command_is generate' -l redundancy -x -d 'grid
 complete -c gpugrid -n '__gpugrid_command_is generate' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is generate' -l device -x -a 'auto cpu cuda' -d 'the device for --local (default cpu)'
 complete -c gpugrid -n '__gpugrid_command_is generate' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
-complete -c gpugrid -n '__gpugrid_command_is generate' -l prompt -x -d 'the prompt; - (or no --prompt with stdin not a terminal) reads stdin'
+complete -c gpugrid -n '__gpugrid_command_is generate' -l prompt -x -d 'the prompt; - (or no --prompt with stdin not a terminal) reads stdin; repeat the flag to generate several answers together in one batch (--local; printed when all are done)'
 complete -c gpugrid -n '__gpugrid_command_is generate' -l json -d 'print one JSON object at the end: text, token ids, timings, finish reason, providers and cost'
 complete -c gpugrid -n '__gpugrid_command_is generate' -s q -l quiet -d 'print no notes, only warnings and errors'
 complete -c gpugrid -n '__gpugrid_command_is generate' -s v -l verbose -d 'also print debug lines'
