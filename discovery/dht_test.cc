@@ -173,7 +173,7 @@ TEST_CASE("a node cannot store records for another and forged records are refuse
   CHECK(net.at(c).stored_records() == 0);
 }
 
-TEST_CASE("stores are bounded per key and per source; replies to nobody's request are refused", "[discovery]") {
+TEST_CASE("stores are bounded per key and per source, and replies to nobody's request are refused", "[discovery]") {
   REQUIRE(sodium_init() >= 0);
   instant_net net;
   net.cfg.max_records_per_key = 4;

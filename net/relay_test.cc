@@ -127,7 +127,7 @@ TEST_CASE("relay_core: a provider that never dials back frees the slot", "[net][
   CHECK(r.admit(kNode, "10.0.0.1", 1500).is_ok());
 }
 
-TEST_CASE("relay_core: attach cap; a newer attach replaces the old connection", "[net][relay]") {
+TEST_CASE("relay_core: attach cap, and a newer attach replaces the old connection", "[net][relay]") {
   relay_core r(small_caps());
   REQUIRE(r.attach(kNode, 1).is_ok());
   REQUIRE(r.attach(kOther, 2).is_ok());

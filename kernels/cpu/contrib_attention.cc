@@ -394,7 +394,7 @@ status group_query_attention(kernel_context& ctx) {
   ap.range = [&](int64_t b, int64_t s, int64_t* lo, int64_t* hi) {
     const int64_t p = past_len[b] + s;
     *hi = std::min(p + 1, seq_total[b]);
-    *lo = window > 0 ? p - window : 0;
+    *lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;  // the last `window` keys, this one included (as onnxruntime 1.31+)
   };
   attend(ctx, ap);
   dense::store_float(*out, 0, o.data(), B * S * N * H);
