@@ -1031,7 +1031,7 @@ struct grid_node::impl {
       auto done = it->second.uploads->add(ch);
       if (!done) {
         event(fmt::format("{{\"event\":\"upload_refused\",\"node_id\":\"{}\",\"why\":\"{}\"}}", c->peer_id(),
-                          json_writer::escape(done.error().message())));
+                          json_escape(done.error().message())));
         return;
       }
       if (!*done) return;
@@ -1044,7 +1044,7 @@ struct grid_node::impl {
       status st = opt.generation->put_file(ch.model_hash, *generation_file);
       if (!st.is_ok())
         event(fmt::format("{{\"event\":\"upload_refused\",\"node_id\":\"{}\",\"why\":\"{}\"}}", c->peer_id(),
-                          json_writer::escape(st.message())));
+                          json_escape(st.message())));
     }
   }
 
@@ -1134,7 +1134,7 @@ struct grid_node::impl {
     else if (r && r->failure_kind == error_kind::unsupported_here) code = net::job_error_code::unsupported;
     send_job_error(c, job, code, text);
     event(fmt::format("{{\"event\":\"job_failed\",\"job\":\"{}\",\"client\":\"{}\",\"why\":\"{}\"}}", ledger::to_hex(job),
-                      client, json_writer::escape(text)));
+                      client, json_escape(text)));
   }
 };
 

@@ -81,7 +81,8 @@ int generate_command(const generate_options& o, std::FILE* in, std::FILE* out, s
   auto backend = make_completion_backend(o, &note);
   if (!backend) return fail(err, backend.error());
   if (!note.empty()) log::debug("{}", note);
-  const bool local = o.local || o.peers.empty();
+  // The backend is local only with --local; without peers it is the embedded grid.
+  const bool local = dynamic_cast<llm::local_backend*>(backend->get()) != nullptr;
   if (requests.size() > 1) {
     auto* lb = dynamic_cast<llm::local_backend*>(backend->get());
     if (!lb) return fail(err, status(error_kind::usage, "several --prompt flags (a batch) need --local"));

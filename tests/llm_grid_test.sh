@@ -37,6 +37,7 @@ XDG_DATA_HOME="$tmp/client1" "$bin" generate "$model" --peer "$url_a" --peer "$u
   >"$tmp/grid.json" 2>"$tmp/grid.err" || fail "generate --peer: $(cat "$tmp/grid.err")"
 [ "$(field "$tmp/grid.json" token_ids)" = "$want_ids" ] || fail "grid tokens differ from --local: $(field "$tmp/grid.json" token_ids) vs $want_ids"
 [ "$(field "$tmp/grid.json" text)" = "$want_text" ] || fail "grid text differs from --local"
+[ "$(field "$tmp/grid.json" backend)" = '"grid"' ] || fail "generate --peer --json says backend $(field "$tmp/grid.json" backend)"
 XDG_DATA_HOME="$tmp/client1" "$bin" ledger show --json >"$tmp/ledger1.json" 2>&1 || fail "ledger show: $(cat "$tmp/ledger1.json")"
 "$py" - "$tmp/ledger1.json" "$want_n" <<'PY' || fail "client ledger after one answer: $(cat "$tmp/ledger1.json")"
 import json, sys
