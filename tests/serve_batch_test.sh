@@ -68,6 +68,11 @@ echo '{"pixels": 5}' | "$bin" run "$model" --batch - --output-dir "$tmp/out5" >/
 start_provider p0 || exit 1
 start_provider p1 --peer "$url_p0" || exit 1
 start_provider p2 --peer "$url_p0" || exit 1
+# The client learns p1 and p2 from p0: wait until p0 holds both connections (slow under load).
+for _ in $(seq 1 200); do
+  [ "$(metric p0 gpugrid_connections)" = "2" ] && break
+  sleep 0.05
+done
 mkdir -p "$tmp/big"
 for k in $(seq 0 39); do for i in 0 1 2 3 4; do ln -s "$tmp/in/s0_$i.npy" "$tmp/big/b${k}_$i.npy"; done; done
 "$bin" run "$model" --batch "$tmp/big" --output-dir "$tmp/out6" --peer "$url_p0" --data-dir "$tmp/client" --in-flight 6 \
