@@ -560,7 +560,7 @@ struct grid_node::impl {
         break;
       }
     }
-    const std::vector<std::string> addr{url};
+    const std::vector<std::string> addr{dht->self().address};
     std::vector<discovery::announcement> a{{discovery::providers_key(), addr, cls, info.price_per_gflop},
                                            {discovery::device_key(cls), addr, cls, info.price_per_gflop}};
     for (const auto& h : dht_models) a.push_back({discovery::model_key(h), addr, cls, info.price_per_gflop});
@@ -571,6 +571,27 @@ struct grid_node::impl {
     if (it != dht_models.end()) dht_models.erase(it);
     dht_models.push_back(h);
     if (dht_models.size() > 32) dht_models.pop_front();
+  }
+  // The address the DHT knows this provider by: where it can be dialed now (its relayed URL
+  // behind NAT, the address a dial-back reached it at when it listens on 0.0.0.0), or none (it
+  // then takes part as a client and announces nothing).
+  std::string dht_url_locked() const {
+    if (!offering()) return "";
+    if (reach_state == reach::behind_nat) return announced;
+    if (!url.empty() && !wildcard_url(url)) return url;
+    return reach_state == reach::reachable ? reached_url : "";
+  }
+  void dht_readdress_locked() {
+    if (!dht) return;
+    std::string u = dht_url_locked();
+    if (u == dht->self().address) return;
+    dht->set_address(u);
+    if (!dht_bootstrapped && !dht->client_mode() && dht->table().size() > 0) {
+      dht_bootstrapped = true;
+      dht->bootstrap(now_ms());
+    }
+    dht_announce_locked();
+    dht_flush_locked();
   }
   void dht_tick_locked() {
     if (!dht) return;
@@ -595,6 +616,7 @@ struct grid_node::impl {
   };
   std::map<std::string, relay_link> relay_links; // by relay URL
   std::string announced;                         // the relayed address announced now
+  std::string reached_url;                       // where a dial-back reached us (our own may be 0.0.0.0)
   std::set<std::string> relay_peers;             // URLs of peers that announce relay service
   std::set<std::string> bad_relayed;             // relayed addresses whose relay refused us
   static constexpr int kMaxAnswering = 32;       // circuits being dialed back at once
@@ -614,6 +636,7 @@ struct grid_node::impl {
   }
   void announce_locked() {
     publish_url_locked();
+    dht_readdress_locked();
     net::node_status st = status_locked();
     for (auto& [id, cs] : conns) (void)cs.conn->send(st);
   }
@@ -1543,6 +1566,8 @@ void grid_node::impl::on_reach_message(caf::event_based_actor*, const net::conne
       bool was_behind = reach_state == reach::behind_nat;
       reach_state = reach::reachable;
       announced.clear();
+      reached_url = r->url;
+      dht_readdress_locked();
       // The address the peer reached us at (our own may be 0.0.0.0).
       event(fmt::format("{{\"event\":\"reachable\",\"url\":\"{}\",\"checked_by\":\"{}\"}}",
                         json_escape(r->url.empty() ? url : r->url), c->peer_id()));
@@ -1556,6 +1581,7 @@ void grid_node::impl::on_reach_message(caf::event_based_actor*, const net::conne
     if (reach_state != reach::unknown) return;
     reach_state = reach::behind_nat;
     publish_url_locked();
+    dht_readdress_locked();
     event(fmt::format("{{\"event\":\"unreachable\",\"url\":\"{}\",\"checked_by\":\"{}\",\"why\":\"{}\"}}",
                       json_escape(r->url.empty() ? url : r->url), c->peer_id(), json_escape(r->detail)));
     if (opt.via_relays.empty() && relay_peers.empty())
@@ -1654,6 +1680,11 @@ std::string grid_node::reachability() const {
 std::string grid_node::announced_url() const {
   std::lock_guard<std::mutex> lk(impl_->mu);
   return impl_->reach_url_locked();
+}
+
+std::string grid_node::dht_address() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->dht ? impl_->dht->self().address : std::string();
 }
 
 std::optional<net::relay_counters> grid_node::relay_counters() const {

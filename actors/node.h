@@ -147,6 +147,9 @@ class grid_node {
   // are told to reach this node at (the relayed address behind NAT; "" while none).
   std::string reachability() const;
   std::string announced_url() const;
+  // The address this node takes DHT queries at and files its provider records under: its
+  // relayed URL behind NAT; "" when it takes part as a client only.
+  std::string dht_address() const;
   // This node's relay service, if it runs one (counters for tests and metrics).
   std::optional<net::relay_counters> relay_counters() const;
   // Closes every connection and stops the actor. Idempotent.

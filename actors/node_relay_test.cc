@@ -126,6 +126,8 @@ TEST_CASE("a provider found unreachable serves through its relay and notices the
   REQUIRE(eventually([&] { return node->reachability() == "behind_nat"; }));
   std::string relayed = net::relayed_url(relay.url, id.node_id());
   REQUIRE(eventually([&] { return node->announced_url() == relayed; }));
+  // The DHT files its records under the relayed address too (it listens where nobody can dial).
+  REQUIRE(eventually([&] { return node->dht_address() == relayed; }));
   CHECK(seen("\"event\":\"behind_nat\""));
   CHECK(relay.service->counters().attached == 1);
 

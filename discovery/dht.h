@@ -149,6 +149,10 @@ class dht {
   size_t active_lookups() const { return lookups_.size(); }
   const contact& self() const { return self_; }
   bool client_mode() const { return self_.address.empty(); }
+  // Where this node takes queries from now on ("" for client mode): a provider learns it once
+  // its reachability is known (its relayed address behind NAT). Announcements made after this
+  // carry whatever addresses the caller gives; the routing table is kept.
+  void set_address(std::string address) { self_.address = std::move(address); }
   // Local records under key passing filter (unexpired).
   std::vector<provider_record> local_records(int64_t now, const dht_key& key, const provider_filter& f,
                                              size_t limit) const;
