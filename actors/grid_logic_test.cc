@@ -92,12 +92,15 @@ TEST_CASE("the model cache checks hashes, evicts least recently used, survives r
     CHECK_FALSE((*cache)->contains(hb));
     CHECK((*cache)->contains(hc));
     CHECK((*cache)->size_bytes() == 800);
+    CHECK((*cache)->recent(8) == std::vector<ledger::digest32>{ha, hc});  // most recently used last
+    CHECK((*cache)->recent(1) == std::vector<ledger::digest32>{hc});
     CHECK_FALSE((*cache)->put(ledger::blake2b_256(std::string(2000, 'x')), std::string(2000, 'x')).is_ok());
   }
   auto reopened = model_cache::open(dir, 1000);
   REQUIRE(reopened.has_value());
   CHECK((*reopened)->count() == 2);
   CHECK((*reopened)->contains(ha));
+  CHECK((*reopened)->recent(8).size() == 2);  // what a provider announces in the DHT on start
   std::filesystem::remove_all(dir);
 }
 

@@ -135,4 +135,15 @@ size_t model_cache::count() {
   return items_.size();
 }
 
+
+std::vector<ledger::digest32> model_cache::recent(size_t n) {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<item> by_use = items_;
+  std::sort(by_use.begin(), by_use.end(), [](const item& a, const item& b) { return a.last_used < b.last_used; });
+  if (by_use.size() > n) by_use.erase(by_use.begin(), by_use.end() - static_cast<std::ptrdiff_t>(n));
+  std::vector<ledger::digest32> out;
+  for (const auto& it : by_use) out.push_back(it.hash);
+  return out;
+}
+
 }  // namespace gpugrid::grid

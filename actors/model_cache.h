@@ -35,6 +35,8 @@ class model_cache {
   const std::string& dir() const { return dir_; }
   int64_t size_bytes();
   size_t count();
+  // Up to n cached models, the most recently used last.
+  std::vector<ledger::digest32> recent(size_t n);
 
  private:
   struct item {

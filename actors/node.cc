@@ -476,6 +476,9 @@ struct grid_node::impl {
 
   void dht_start() {
     const bool server = offering() && !url.empty() && !wildcard_url(url);
+    // A provider announces the models already in its cache, not only those it serves from now.
+    if (offering() && opt.provider->cache())
+      for (const auto& h : opt.provider->cache()->recent(32)) dht_models.push_back(h);
     const net::identity id = self;
     dht = std::make_unique<discovery::dht>(
         discovery::contact{self.public_key(), server ? url : std::string()}, discovery::dht_config{},

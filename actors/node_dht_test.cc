@@ -20,17 +20,21 @@ struct dht_provider {
   std::string dir;
   std::shared_ptr<provider_core> core;
   std::unique_ptr<grid_node> node;
-  dht_provider(caf::actor_system& sys, int i, const std::string& bootstrap, double price) {
+  std::array<uint8_t, 32> key{};
+  dht_provider(caf::actor_system& sys, int i, const std::string& bootstrap, double price,
+               const std::string& cached_model = "") {
     dir = (std::filesystem::temp_directory_path() / ("gg_dht_" + std::to_string(getpid()) + "_" + std::to_string(i))).string();
     std::filesystem::create_directories(dir);
     auto cache = model_cache::open(dir + "/models", 1 << 20);
     REQUIRE(cache.has_value());
+    if (!cached_model.empty()) REQUIRE((*cache)->put(ledger::blake2b_256(cached_model), cached_model).is_ok());
     provider_options po;
     po.device = "cpu";
     po.threads = 1;
     po.max_model_bytes = 1 << 16;
     po.price.price_per_gflop = price;
     auto id = net::identity::generate();
+    std::copy(id.public_key().begin(), id.public_key().end(), key.begin());
     core = std::make_shared<provider_core>(keypair_of(id), std::shared_ptr<model_cache>(std::move(cache).value()), po,
                                            nullptr);
     node_options no;
@@ -56,9 +60,11 @@ TEST_CASE("providers announce in the DHT and a client finds and dials them by lo
   configure_actor_system(cfg);
   caf::actor_system sys{cfg};
   std::vector<std::unique_ptr<dht_provider>> ps;
+  // Providers 5 and 9 start with a model in their cache (from an earlier run, say).
+  const std::string cached(300, 'm');
   for (int i = 0; i < 12; ++i)
     ps.push_back(std::make_unique<dht_provider>(sys, i, i == 0 ? "" : ps[static_cast<size_t>(i) / 2]->node->url(),
-                                                i < 4 ? 0.001 : 0.01));
+                                                i < 4 ? 0.001 : 0.01, i == 5 || i == 9 ? cached : ""));
   node_options no;
   no.bootstrap = {ps[0]->node->url()};
   no.max_providers = 1;   // gossip alone would reach one provider
@@ -80,6 +86,14 @@ TEST_CASE("providers announce in the DHT and a client finds and dials them by lo
   // It dialed what it found: more providers than gossip alone gave it.
   for (int i = 0; i < 100 && (*client)->providers().size() < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   CHECK((*client)->providers().size() >= 5);
+
+  // The model's key: the two providers that hold it in their cache, announced from the start.
+  std::vector<discovery::provider_record> holders;
+  for (int attempt = 0; attempt < 20 && holders.size() < 2; ++attempt)
+    holders = (*client)->find_providers(discovery::model_key(ledger::blake2b_256(cached)), {}, 10, std::chrono::seconds(3));
+  REQUIRE(holders.size() == 2);
+  for (const auto& r : holders)
+    CHECK((r.provider == ps[5]->key || r.provider == ps[9]->key));
 
   // A price cap: only the four cheap ones.
   auto cheap = (*client)->find_providers(discovery::device_key("cpu"), {"cpu", 0.002}, 20, std::chrono::seconds(5));

@@ -63,6 +63,8 @@ class provider_core {
   virtual ~provider_core();
 
   provider_info info() const;
+  // The model cache (what it holds is announced in the DHT).
+  const std::shared_ptr<model_cache>& cache() const { return cache_; }
   bid_reply bid(const bid_request& req);
   // Runs one job (blocking; call from a worker thread). Never throws.
   execute_result execute(const execute_request& req);
