@@ -266,9 +266,13 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   gen->session_ = std::move(s);
   gen->io_ = std::move(io);
   // One throw-away step, so that one-time costs (weight packing, first allocations) are paid at
-  // load and not by the first answer's time to first token.
+  // load and not by the first answer's time to first token. The prompt has several tokens: a
+  // matrix product of one or two rows takes the matrix-vector path, which packs no weights, so
+  // a one-token warm-up left the packing of every weight to the first real prompt.
   completion_request warm;
-  warm.prompt_ids = {gen->config_.bos_token_id >= 0 ? gen->config_.bos_token_id : 0};
+  const int64_t warm_len = gen->config_.context_length > 0 ? std::min<int64_t>(8, gen->config_.context_length - 1) : 8;
+  warm.prompt_ids.assign(static_cast<size_t>(std::max<int64_t>(1, warm_len)),
+                         gen->config_.bos_token_id >= 0 ? gen->config_.bos_token_id : 0);
   warm.stop.max_new_tokens = 1;
   GG_ASSIGN_OR_RETURN(std::unique_ptr<batch> b, gen->start({warm}));
   std::vector<generated_token> out;
