@@ -1241,9 +1241,13 @@ std::string transport::url() const {
   return impl_->url;
 }
 
-void transport::connect(const std::string& url, std::function<void(expected<connection_ptr>)> done,
-                        std::optional<key32> expect) {
-  impl& p = *impl_;
+namespace {
+
+// The dialing side of a connection, for connect() (a peer) and answer_circuit() (the circuit a
+// relay holds for us, where this side answers the handshake: `answer`).
+void dial(const std::shared_ptr<transport::impl>& t, const std::string& url,
+          std::function<void(expected<connection_ptr>)> done, std::optional<key32> expect, bool answer) {
+  transport::impl& p = *t;
   auto u = parse_ws_url(url);
   if (!u) {
     done(u.error());
@@ -1266,33 +1270,19 @@ void transport::connect(const std::string& url, std::function<void(expected<conn
     p.register_session(s);
     s->post([s, u = *u] { s->start_client(u); });
   };
-  if (u->tls) start(std::make_shared<session<true>>(impl_, strand, expect));
-  else start(std::make_shared<session<false>>(impl_, strand, expect));
+  if (u->tls) start(std::make_shared<session<true>>(t, strand, expect, answer));
+  else start(std::make_shared<session<false>>(t, strand, expect, answer));
+}
+
+}  // namespace
+
+void transport::connect(const std::string& url, std::function<void(expected<connection_ptr>)> done,
+                        std::optional<key32> expect) {
+  dial(impl_, url, std::move(done), expect, false);
 }
 
 void transport::answer_circuit(const std::string& url, std::function<void(expected<connection_ptr>)> done) {
-  impl& p = *impl_;
-  auto u = parse_ws_url(url);
-  if (!u) {
-    done(u.error());
-    return;
-  }
-  {
-    std::lock_guard<std::mutex> lk(p.mu);
-    if (p.stopped) {
-      done(status(error_kind::io, fmt::format("{}: the transport has stopped", url)));
-      return;
-    }
-  }
-  p.m.dialed++;
-  exec_t strand = asio::make_strand(p.ioc);
-  auto start = [&](auto s) {
-    s->set_connect_callback(std::move(done), url);
-    p.register_session(s);
-    s->post([s, u = *u] { s->start_client(u); });
-  };
-  if (u->tls) start(std::make_shared<session<true>>(impl_, strand, std::nullopt, true));
-  else start(std::make_shared<session<false>>(impl_, strand, std::nullopt, true));
+  dial(impl_, url, std::move(done), std::nullopt, true);
 }
 
 expected<connection_ptr> transport::connect_sync(const std::string& url, std::optional<key32> expect) {
