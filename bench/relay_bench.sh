@@ -14,34 +14,16 @@ tag="gb$$"
 tmp="$(mktemp -d)"
 pids=()
 spaces=(sw relay direct cl nat p)
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  for n in "${spaces[@]}"; do ip netns del "$tag-$n" 2>/dev/null; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+source "$src/tests/lib/netns.sh"
+trap netns_cleanup EXIT
 export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" HOME="$tmp/home"
 unset GPUGRID_PEERS
-nsx() { local n="$1"; shift; ip netns exec "$tag-$n" "$@"; }
-for n in "${spaces[@]}"; do ip netns add "$tag-$n"; nsx "$n" ip link set lo up; done
-ip -n "$tag-sw" link add br0 type bridge && ip -n "$tag-sw" link set br0 up
-pub() {
-  ip link add "p$tag$1" netns "$tag-$1" type veth peer name "s$tag$1" netns "$tag-sw"
-  ip -n "$tag-sw" link set "s$tag$1" master br0 up
-  ip -n "$tag-$1" addr add "$2/24" dev "p$tag$1"
-  ip -n "$tag-$1" link set "p$tag$1" up
-}
-pub relay 10.89.0.1
-pub direct 10.89.0.2
-pub cl 10.89.0.9
-pub nat 10.89.0.11
-ip link add "h$tag" netns "$tag-p" type veth peer name "n$tag" netns "$tag-nat"
-ip -n "$tag-nat" addr add 10.3.0.1/24 dev "n$tag" && ip -n "$tag-nat" link set "n$tag" up
-ip -n "$tag-p" addr add 10.3.0.2/24 dev "h$tag" && ip -n "$tag-p" link set "h$tag" up
-ip -n "$tag-p" route add default via 10.3.0.1
-nsx nat sysctl -qw net.ipv4.ip_forward=1
-nsx nat iptables -t nat -A POSTROUTING -o "p${tag}nat" -j MASQUERADE
+fail_setup() { echo "relay_bench: $netns_error" >&2; exit 1; }
+netns_create || fail_setup
+for h in relay:1 direct:2 cl:9 nat:11; do
+  netns_public "${h%%:*}" "10.89.0.${h##*:}" || fail_setup
+done
+netns_private p nat 10.3.0 || fail_setup
 
 # The large job: Y = X + W with W a 32 MiB float weight.
 py="$src/.venv/bin/python3"

@@ -24,49 +24,20 @@ tag="gn$$"
 tmp="$(mktemp -d)"
 pids=()
 spaces=(sw r1 r2 r3 cl nata natb a b)
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  for n in "${spaces[@]}"; do ip netns del "$tag-$n" 2>/dev/null; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+source "$src/tests/lib/netns.sh"
+trap netns_cleanup EXIT
 export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" HOME="$tmp/home"
 unset GPUGRID_PEERS
-nsx() { local n="$1"; shift; ip netns exec "$tag-$n" "$@"; }
 
 # ---- the networks
-for n in "${spaces[@]}"; do ip netns add "$tag-$n" 2>/dev/null || skip "cannot create network namespaces here"; done
-for n in "${spaces[@]}"; do nsx "$n" ip link set lo up; done
-ip -n "$tag-sw" link add br0 type bridge || skip "cannot create a bridge"
-ip -n "$tag-sw" link set br0 up
+netns_create || skip "$netns_error"
 # public: R1 .1, R2 .2, R3 .3, client .9, NAT routers .11 and .12 on 10.88.0.0/24
-pub() {  # pub NS IP: a veth from NS into the bridge
-  ip link add "p$tag$1" netns "$tag-$1" type veth peer name "s$tag$1" netns "$tag-sw" || skip "cannot create veth pairs"
-  ip -n "$tag-sw" link set "s$tag$1" master br0 up
-  ip -n "$tag-$1" addr add "$2/24" dev "p$tag$1"
-  ip -n "$tag-$1" link set "p$tag$1" up
-}
-pub r1 10.88.0.1
-pub r2 10.88.0.2
-pub r3 10.88.0.3
-pub cl 10.88.0.9
-pub nata 10.88.0.11
-pub natb 10.88.0.12
+for h in r1:1 r2:2 r3:3 cl:9 nata:11 natb:12; do
+  netns_public "${h%%:*}" "10.88.0.${h##*:}" || skip "$netns_error"
+done
 # private: A 10.1.0.2 behind nata (10.1.0.1), B 10.2.0.2 behind natb (10.2.0.1)
-private() {  # private HOST NAT NET
-  ip link add "h$tag$1" netns "$tag-$1" type veth peer name "n$tag$1" netns "$tag-$2" || skip "cannot create veth pairs"
-  ip -n "$tag-$2" addr add "$3.1/24" dev "n$tag$1"
-  ip -n "$tag-$2" link set "n$tag$1" up
-  ip -n "$tag-$1" addr add "$3.2/24" dev "h$tag$1"
-  ip -n "$tag-$1" link set "h$tag$1" up
-  ip -n "$tag-$1" route add default via "$3.1"
-  nsx "$2" sysctl -qw net.ipv4.ip_forward=1 || skip "cannot enable forwarding in a namespace"
-  nsx "$2" iptables -t nat -A POSTROUTING -o "p$tag$2" -j MASQUERADE 2>"$tmp/iptables.err" ||
-    skip "the kernel lacks nat support for iptables: $(head -1 "$tmp/iptables.err")"
-}
-private a nata 10.1.0
-private b natb 10.2.0
+netns_private a nata 10.1.0 || skip "$netns_error"
+netns_private b natb 10.2.0 || skip "$netns_error"
 # A reaches the public network (through its NAT); the public network cannot reach A.
 out="$(nsx a timeout 5 bash -c 'exec 3<>/dev/tcp/10.88.0.1/9' 2>&1)"
 [[ "$out" == *refused* ]] || skip "the private network cannot reach the public one through NAT: $out"
