@@ -82,9 +82,9 @@ int generate_command(const generate_options& o, std::FILE* in, std::FILE* out, s
   if (!backend) return fail(err, backend.error());
   if (!note.empty()) log::debug("{}", note);
   // The backend is local only with --local; without peers it is the embedded grid.
-  const bool local = dynamic_cast<llm::local_backend*>(backend->get()) != nullptr;
+  auto* lb = dynamic_cast<llm::local_backend*>(backend->get());
+  const bool local = lb != nullptr;
   if (requests.size() > 1) {
-    auto* lb = dynamic_cast<llm::local_backend*>(backend->get());
     if (!lb) return fail(err, status(error_kind::usage, "several --prompt flags (a batch) need --local"));
     auto all = lb->model()->complete_batch(requests, {}, {});
     if (!all) return fail(err, all.error());
