@@ -1062,6 +1062,10 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       gen_tokens m;
       GG_NEED(w, copy_fixed(x->session_id(), m.session), "session_id");
       if (x->tokens()) {
+        // The verifier checks a vector's length field for 4-byte alignment, not its structs for
+        // theirs: a crafted frame can put these 8-byte-aligned structs at a 4-byte offset.
+        if (reinterpret_cast<uintptr_t>(x->tokens()->Data()) % alignof(fb::GenToken) != 0)
+          return invalid_input("GenTokens: misaligned token list");
         m.tokens.reserve(x->tokens()->size());
         for (const fb::GenToken* t : *x->tokens()) m.tokens.push_back({t->id(), t->logprob(), t->index()});
       }
