@@ -551,6 +551,19 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     }
     return true;
   };
+  // Whether a redundant stream's log-probs match the answer's, step by step.
+  auto same_logprobs = [&](const segment& other) {
+    std::map<int64_t, float> mine;
+    for (const auto& sg : segments)
+      for (const auto& t : sg.tokens) mine[t.index] = t.logprob;
+    for (const auto& t : other.tokens) {
+      auto it = mine.find(t.index);
+      if (it == mine.end()) continue;
+      float a = t.logprob, b = it->second;
+      if (!(std::abs(a - b) <= options_.logprob_tolerance * (1 + std::abs(b) / 10))) return false;
+    }
+    return true;
+  };
   bool greedy = request.sampling.temperature <= 0;
   if (options_.redundancy >= 2 && greedy && stats.generated_tokens > 0 && reason != llm::finish_reason::cancelled) {
     verification_ = "redundant";
@@ -579,19 +592,62 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       if (how != ended::done && how != ended::stopped) {
         note(fmt::format("--redundancy 2: the second provider failed ({}); the answer is not cross-checked", last_error));
         verification_ = "none";
-      } else if (ids == stats.token_ids) {
+      } else if (ids == stats.token_ids && same_logprobs(extra.back().second)) {
         for (size_t si = 0; si < segments.size(); ++si) segment_checked[si] = true;
         extra.back().second.role = "redundant";
       } else {
         note("the two providers' token streams differ; scoring the answer to settle it");
+        size_t second_at = extra.size() - 1;  // `extra` grows while scoring: keep the index
+        bool answer_holds = true;
         for (size_t si = 0; si < segments.size(); ++si) {
           auto ok = check_segment(si);
           if (!ok) {
             verdict = status(error_kind::verification, "the providers' token streams differ and the answer could not be scored: " + ok.error().message());
+            answer_holds = false;
             break;
           }
           segment_checked[si] = *ok;
           segment_bad[si] = !*ok;
+          answer_holds = answer_holds && *ok;
+        }
+        // The answer holds, so the second stream is the one that left greedy decoding: score it
+        // up to where it parted and dispute it when its log-probs were made up or its token
+        // there is less likely than the answer's (an exact tie is no fault).
+        if (answer_holds) {
+          size_t d = 0;
+          while (d < ids.size() && d < stats.token_ids.size() && ids[d] == stats.token_ids[d]) ++d;
+          bool parted = d < ids.size() && d < stats.token_ids.size();
+          if (!parted) d = ids.empty() ? 0 : ids.size() - 1;  // same tokens, other log-probs: score them all
+          if (!ids.empty()) {
+            std::vector<int32_t> upto(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(d) + 1);
+            auto lps = score(extra[second_at].second.prompt, upto);
+            if (!lps || lps->size() < upto.size()) {
+              note("could not score the second provider's stream: " + (lps ? std::string("too few scores") : lps.error().message()));
+            } else {
+              const segment& sec = extra[second_at].second;
+              int64_t at = static_cast<int64_t>(request.generated_ids.size() + d);
+              std::optional<float> answer_lp;
+              for (const auto& sg : segments)
+                for (const auto& t : sg.tokens)
+                  if (t.index == at) answer_lp = t.logprob;
+              std::string why;
+              for (size_t i = 0; i <= d && i < sec.tokens.size(); ++i) {
+                float a = sec.tokens[i].logprob, b = (*lps)[i];
+                if (!(std::abs(a - b) <= options_.logprob_tolerance * (1 + std::abs(b) / 10))) {
+                  why = fmt::format("streamed token {} with log-prob {:.4f}, but scoring gives {:.4f}", sec.tokens[i].index, a, b);
+                  break;
+                }
+              }
+              float mine = (*lps)[d];
+              if (why.empty() && parted && answer_lp && mine < *answer_lp - options_.logprob_tolerance * (1 + std::abs(*answer_lp) / 10))
+                why = fmt::format("chose token {} at step {} (log-prob {:.4f}) where greedy decoding takes token {} ({:.4f})",
+                                  ids[d], at, mine, stats.token_ids[d], *answer_lp);
+              if (!why.empty()) {
+                dispute(sec, offers[extra[second_at].first], why);
+                extra[second_at].second.disputed = true;
+              }
+            }
+          }
         }
       }
     }
@@ -655,7 +711,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     if (u.generated_tokens > 0 || sg.role == "answer") stats.providers.push_back(u.node);
   };
   for (size_t si = 0; si < segments.size(); ++si) pay(segments[si], offers[segment_offer[si]], segment_bad[si], segment_checked[si]);
-  for (auto& [oi, sg] : extra) pay(sg, offers[oi], false, true);
+  for (auto& [oi, sg] : extra) pay(sg, offers[oi], false, !sg.disputed);
   // Every session of this answer is closed: those that bid and were not used, and the used ones.
   for (size_t i = 0; i < offers.size(); ++i) (void)peers[offers[i].peer].send(net::cancel{offers[i].session, "close"});
   close_all();

@@ -380,6 +380,30 @@ void llm_flags(CLI::App& sub, generate_options& v) {
                  "grid: with greedy decoding, generate on K providers and compare the token streams (default 1)")
       ->type_name("K")
       ->check(whole_number(1, 2));
+  sub.add_option("--max-price-prompt", v.max_price_prompt,
+                 "grid: the most to pay per 1000 prompt tokens, in credits (default: no limit)")
+      ->type_name("PRICE")
+      ->check(number_above(0, true));
+  sub.add_option("--max-price-generated", v.max_price_generated,
+                 "grid: the most to pay per 1000 generated tokens, in credits (default: no limit)")
+      ->type_name("PRICE")
+      ->check(number_above(0, true));
+  sub.add_option("--timeout", v.timeout_s,
+                 "grid: seconds to wait for the first token (uploads, model load, prompt) (default 300)")
+      ->type_name("SECONDS")
+      ->check(number_above(0, false));
+  sub.add_option("--stall-timeout", v.stall_timeout_s,
+                 "grid: a provider silent this long mid-answer is left for the next bid, which continues (default 10)")
+      ->type_name("SECONDS")
+      ->check(number_above(0, false));
+  sub.add_option("--spot-check-rate", v.spot_check_rate,
+                 "grid: the least share of answers scored again to check the provider (default 0.05; new providers more)")
+      ->type_name("R")
+      ->check(number_between(0, 1));
+  sub.add_option("--spot-check-by", v.spot_check_by,
+                 "grid: who scores a spot check: local (this machine's engine, default) or peers (another provider that bid)")
+      ->type_name("local|peers")
+      ->check(one_of({"local", "peers"}));
   add_peers(sub, v.peers);
   add_device(sub, v.device, "auto|cpu|cuda[:N]", "the device for --local (default cpu)");
   add_threads(sub, v.threads);

@@ -182,6 +182,12 @@ struct generate_options {
   int threads = 0;
   std::string data_dir;
   int redundancy = 1;                // grid: 2 compares two providers' token streams (greedy)
+  double max_price_prompt = -1;      // grid: credits per 1000 prompt tokens; < 0: no limit
+  double max_price_generated = -1;   // grid: credits per 1000 generated tokens; < 0: no limit
+  double timeout_s = 300;            // grid: first token (uploads, model load, prefill)
+  double stall_timeout_s = 10;       // grid: a provider silent this long mid-answer is left
+  double spot_check_rate = 0.05;     // grid: floor of the adaptive spot-check rate
+  std::string spot_check_by = "local";  // grid: "local" scores on this machine, "peers" asks another provider
 };
 int generate_command(const generate_options& o, std::FILE* in, std::FILE* out, std::FILE* err);
 int chat_command(const generate_options& o, std::FILE* in, std::FILE* out, std::FILE* err);

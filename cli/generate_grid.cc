@@ -104,17 +104,19 @@ class grid_backend : public llm::completion_backend {
       co.ledger = b->ledger_.get();
       co.outbox = b->outbox_.get();
       co.system = b->sys_.get();
-      // Spot checks score on this machine's engine (it has the folder), loaded on first use.
+      // Spot checks score on this machine's engine (it has the folder), loaded on first use;
+      // with score_locally off another provider that bid scores instead.
       std::string model_dir = o.model_dir;
       auto scorer = std::make_shared<std::shared_ptr<grid::gen_engine>>();
-      co.local_score = [scorer, model_dir, go](const std::vector<int32_t>& prompt,
-                                               const std::vector<int32_t>& answer) -> expected<std::vector<float>> {
-        if (!*scorer) {
-          GG_ASSIGN_OR_RETURN(std::shared_ptr<grid::gen_engine> e, grid::generator_loader(go)(model_dir));
-          *scorer = std::move(e);
-        }
-        return (*scorer)->score(prompt, answer);
-      };
+      if (o.score_locally)
+        co.local_score = [scorer, model_dir, go](const std::vector<int32_t>& prompt,
+                                                 const std::vector<int32_t>& answer) -> expected<std::vector<float>> {
+          if (!*scorer) {
+            GG_ASSIGN_OR_RETURN(std::shared_ptr<grid::gen_engine> e, grid::generator_loader(go)(model_dir));
+            *scorer = std::move(e);
+          }
+          return (*scorer)->score(prompt, answer);
+        };
     }
     b->client_ = std::make_unique<grid::generation_client>(me, manifest, shared_tok, vocab, b->inbox_, peers, co);
     return b;

@@ -31,6 +31,7 @@ struct grid_generation_options {
   double timeout_s = 300;           // first token (uploads, model load, prefill)
   double stall_timeout_s = 10;      // a provider silent this long mid-answer is left
   double spot_check_rate = 0.05;    // floor of the adaptive rate (K = 1)
+  bool score_locally = true;        // spot checks score on this machine; false: another provider scores
 };
 
 // The grid back end. `note` gets one line for the user about where the tokens come from.

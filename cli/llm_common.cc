@@ -62,6 +62,12 @@ expected<std::unique_ptr<llm::completion_backend>> make_completion_backend(const
     g.device = o.device;
     g.threads = o.threads;
     g.redundancy = o.redundancy;
+    g.max_price_prompt = o.max_price_prompt;
+    g.max_price_generated = o.max_price_generated;
+    g.timeout_s = o.timeout_s;
+    g.stall_timeout_s = o.stall_timeout_s;
+    g.spot_check_rate = o.spot_check_rate;
+    g.score_locally = o.spot_check_by == "local";
     return make_grid_completion_backend(g, note);
   }
   llm::generator_options go;

@@ -11,8 +11,8 @@ _gpugrid_flags() {
     offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --json -q --quiet -v --verbose' ;;
     run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts -q --quiet -v --verbose' ;;
     serve) echo '-h --help --listen --models --peer --local --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir --json -q --quiet -v --verbose' ;;
-    generate) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --prompt --json -q --quiet -v --verbose' ;;
-    chat) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --stats -q --quiet -v --verbose' ;;
+    generate) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads --prompt --json -q --quiet -v --verbose' ;;
+    chat) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads --stats -q --quiet -v --verbose' ;;
     peers) echo '-h --help --peer --data-dir --json -q --quiet -v --verbose' ;;
     inspect) echo '-h --help --device --json -q --quiet -v --verbose' ;;
     selftest) echo '-h --help --suite --device --filter --threads --precision --json -v --verbose -q --quiet' ;;
@@ -33,8 +33,8 @@ _gpugrid_valued() {
     offer) echo '--listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay' ;;
     run) echo '-o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' ;;
     serve) echo '--listen --models --peer --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir' ;;
-    generate) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads --prompt' ;;
-    chat) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads' ;;
+    generate) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads --prompt' ;;
+    chat) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads' ;;
     peers) echo '--peer --data-dir' ;;
     inspect) echo '--device' ;;
     selftest) echo '--suite --device --filter --threads --precision' ;;
@@ -104,6 +104,12 @@ _gpugrid_flag_kind() {
     'generate --seed') echo 'text' ;;
     'generate --stop') echo 'text' ;;
     'generate --redundancy') echo 'text' ;;
+    'generate --max-price-prompt') echo 'text' ;;
+    'generate --max-price-generated') echo 'text' ;;
+    'generate --timeout') echo 'text' ;;
+    'generate --stall-timeout') echo 'text' ;;
+    'generate --spot-check-rate') echo 'text' ;;
+    'generate --spot-check-by') echo 'choice local peers' ;;
     'generate --peer') echo 'url' ;;
     'generate --device') echo 'choice auto cpu cuda' ;;
     'generate --threads') echo 'text' ;;
@@ -118,6 +124,12 @@ _gpugrid_flag_kind() {
     'chat --seed') echo 'text' ;;
     'chat --stop') echo 'text' ;;
     'chat --redundancy') echo 'text' ;;
+    'chat --max-price-prompt') echo 'text' ;;
+    'chat --max-price-generated') echo 'text' ;;
+    'chat --timeout') echo 'text' ;;
+    'chat --stall-timeout') echo 'text' ;;
+    'chat --spot-check-rate') echo 'text' ;;
+    'chat --spot-check-by') echo 'choice local peers' ;;
     'chat --peer') echo 'url' ;;
     'chat --device') echo 'choice auto cpu cuda' ;;
     'chat --threads') echo 'text' ;;

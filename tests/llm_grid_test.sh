@@ -6,7 +6,8 @@
 #  2. the answering provider is killed (SIGKILL) mid-answer: the answer completes on the other
 #     with the same text as --local, and the two receipts' generated tokens add up;
 #  3. a provider that answers from a cut context (gpugrid-faulty gen-truncate) is caught by the
-#     spot check (exit 4) and disputed in the client's ledger.
+#     spot check (exit 4) and disputed in the client's ledger;
+#  4. with --redundancy 2 the same provider as the second stream is disputed and not paid.
 # The test model is a tiny random-weight Llama-style folder made by tests/llm/make_tiny_decoder.py.
 # Usage: llm_grid_test.sh path/to/gpugrid SOURCE_DIR
 # Exit: 0 pass; 1 failure; 77 skipped (no Python with onnx and tokenizers, or no gpugrid-faulty).
@@ -124,6 +125,33 @@ code=$?
 grep -q "disputed" "$tmp/cheat.err" || fail "no dispute reported: $(cat "$tmp/cheat.err")"
 XDG_DATA_HOME="$tmp/client3" "$bin" ledger show --json >"$tmp/ledger3.json" 2>&1
 grep -q '"kind":"dispute"' "$tmp/ledger3.json" || grep -q '"kind": "dispute"' "$tmp/ledger3.json" || fail "no dispute receipt: $(cat "$tmp/ledger3.json")"
+
+# 4. --redundancy 2 with the cut-context provider as the second (it asks more, so an honest one
+# answers): the answer stands, the second stream is scored where it parts, and the cheat is
+# disputed and not paid.
+start_provider h || exit 1
+"$faulty" gen-truncate offer --listen 127.0.0.1:0 --data-dir "$tmp/f" --price 0.01 --json >"$tmp/f.log" 2>"$tmp/f.err" &
+pids+=("$!")
+url_f=""
+for _ in $(seq 1 100); do
+  url_f="$(sed -n 's/.*"event":"listening".*"url":"\([^"]*\)".*/\1/p' "$tmp/f.log" 2>/dev/null | head -1)"
+  [ -n "$url_f" ] && break
+  sleep 0.05
+done
+[ -n "$url_f" ] || { fail "the second faulty provider did not start: $(cat "$tmp/f.err")"; exit 1; }
+XDG_DATA_HOME="$tmp/client5" "$bin" generate "$model" --peer "$url_h" --peer "$url_f" --redundancy 2 --prompt "$prompt" \
+  --max-tokens 20 --json >"$tmp/second.json" 2>"$tmp/second.err" || fail "--redundancy 2 with a cheating second: $(cat "$tmp/second.err")"
+grep -q "disputed" "$tmp/second.err" || fail "the cheating second provider was not disputed: $(cat "$tmp/second.err")"
+XDG_DATA_HOME="$tmp/client5" "$bin" ledger show --json >"$tmp/ledger5.json" 2>&1
+"$py" - "$tmp/ledger5.json" <<'PY' || fail "client ledger after a cheating second: $(cat "$tmp/ledger5.json")"
+import json, sys
+rs = json.load(open(sys.argv[1]))
+gen = [r for r in rs if r["kind"] == "generation"]
+disp = [r for r in rs if r["kind"] == "dispute"]
+assert len(gen) == 1, gen            # only the honest answer is paid
+assert len(disp) == 1, disp
+assert disp[0]["provider"] != gen[0]["provider"], rs
+PY
 
 [ "$failures" = 0 ] && echo "llm grid: ok"
 [ "$failures" = 0 ]
