@@ -534,6 +534,18 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     }
     return status(error_kind::no_provider, "no provider is left to score the answer");
   };
+  // The first step whose streamed log-prob is off the scored one, if any.
+  auto first_mismatch = [&](const std::vector<net::gen_token>& tokens, const std::vector<float>& lps) -> std::optional<size_t> {
+    for (size_t i = 0; i < tokens.size() && i < lps.size(); ++i) {
+      float a = tokens[i].logprob, b = lps[i];
+      if (!(std::abs(a - b) <= options_.logprob_tolerance * (1 + std::abs(b) / 10))) return i;
+    }
+    return std::nullopt;
+  };
+  // Scores a segment and disputes its provider when the scores disagree. A provider's scores
+  // alone never condemn another: when a providing scorer disagrees, a second one settles it,
+  // and the side it contradicts is disputed (the first scorer, when the second agrees with the
+  // stream). Local scoring is trusted as it is.
   auto check_segment = [&](size_t si) -> expected<bool> {
     const segment& sg = segments[si];
     if (sg.tokens.empty()) return true;
@@ -541,15 +553,29 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     for (const auto& t : sg.tokens) ids.push_back(t.id);
     auto lps = score(sg.prompt, ids);
     if (!lps) return lps.error();
-    for (size_t i = 0; i < ids.size() && i < lps->size(); ++i) {
-      float a = sg.tokens[i].logprob, b = (*lps)[i];
-      if (!(std::abs(a - b) <= options_.logprob_tolerance * (1 + std::abs(b) / 10))) {
-        dispute(sg, offers[segment_offer[si]],
-                fmt::format("streamed token {} with log-prob {:.4f}, but scoring gives {:.4f}", sg.tokens[i].index, a, b));
-        return false;
+    std::optional<size_t> bad = first_mismatch(sg.tokens, *lps);
+    if (!bad) return true;
+    if (!options_.local_score && !extra.empty()) {
+      size_t first_scorer = extra.size() - 1;
+      auto again = score(sg.prompt, ids);
+      if (!again)
+        return status(error_kind::no_provider, fmt::format("provider {}'s scores disagree with the answer and no other provider could settle it ({})",
+                                                           short_hex(peers[extra[first_scorer].second.peer].key), again.error().message()));
+      if (!first_mismatch(sg.tokens, *again)) {
+        const segment& liar = extra[first_scorer].second;
+        dispute(liar, offers[extra[first_scorer].first],
+                fmt::format("scored token {} at {:.4f}, where the answer and another scorer give {:.4f}", sg.tokens[*bad].index,
+                            (*lps)[*bad], sg.tokens[*bad].logprob));
+        extra[first_scorer].second.disputed = true;
+        return true;
       }
+      lps = std::move(again);
+      bad = first_mismatch(sg.tokens, *lps);
     }
-    return true;
+    dispute(sg, offers[segment_offer[si]],
+            fmt::format("streamed token {} with log-prob {:.4f}, but scoring gives {:.4f}", sg.tokens[*bad].index,
+                        sg.tokens[*bad].logprob, (*lps)[*bad]));
+    return false;
   };
   // Whether a redundant stream's log-probs match the answer's, step by step.
   auto same_logprobs = [&](const segment& other) {
@@ -631,13 +657,10 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
                 for (const auto& t : sg.tokens)
                   if (t.index == at) answer_lp = t.logprob;
               std::string why;
-              for (size_t i = 0; i <= d && i < sec.tokens.size(); ++i) {
-                float a = sec.tokens[i].logprob, b = (*lps)[i];
-                if (!(std::abs(a - b) <= options_.logprob_tolerance * (1 + std::abs(b) / 10))) {
-                  why = fmt::format("streamed token {} with log-prob {:.4f}, but scoring gives {:.4f}", sec.tokens[i].index, a, b);
-                  break;
-                }
-              }
+              std::vector<net::gen_token> upto_tokens(sec.tokens.begin(), sec.tokens.begin() + static_cast<std::ptrdiff_t>(std::min(d + 1, sec.tokens.size())));
+              if (auto i = first_mismatch(upto_tokens, *lps))
+                why = fmt::format("streamed token {} with log-prob {:.4f}, but scoring gives {:.4f}", upto_tokens[*i].index,
+                                  upto_tokens[*i].logprob, (*lps)[*i]);
               float mine = (*lps)[d];
               if (why.empty() && parted && answer_lp && mine < *answer_lp - options_.logprob_tolerance * (1 + std::abs(*answer_lp) / 10))
                 why = fmt::format("chose token {} at step {} (log-prob {:.4f}) where greedy decoding takes token {} ({:.4f})",

@@ -7,7 +7,9 @@
 #     with the same text as --local, and the two receipts' generated tokens add up;
 #  3. a provider that answers from a cut context (gpugrid-faulty gen-truncate) is caught by the
 #     spot check (exit 4) and disputed in the client's ledger;
-#  4. with --redundancy 2 the same provider as the second stream is disputed and not paid.
+#  4. with --redundancy 2 the same provider as the second stream is disputed and not paid;
+#  5. with --spot-check-by peers it lies as the scorer of an honest answer: a third provider
+#     settles it and the scorer is disputed, not the answer.
 # The test model is a tiny random-weight Llama-style folder made by tests/llm/make_tiny_decoder.py.
 # Usage: llm_grid_test.sh path/to/gpugrid SOURCE_DIR
 # Exit: 0 pass; 1 failure; 77 skipped (no Python with onnx and tokenizers, or no gpugrid-faulty).
@@ -151,6 +153,23 @@ disp = [r for r in rs if r["kind"] == "dispute"]
 assert len(gen) == 1, gen            # only the honest answer is paid
 assert len(disp) == 1, disp
 assert disp[0]["provider"] != gen[0]["provider"], rs
+PY
+
+# 5. --spot-check-by peers: the cut-context provider scores the honest answer first (its price
+# is between the two honest ones') and disagrees; a third provider settles it against the
+# scorer, which is disputed and not paid; the answer stands and is paid.
+start_provider g --price 0.02 || exit 1
+XDG_DATA_HOME="$tmp/client6" "$bin" generate "$model" --peer "$url_h" --peer "$url_f" --peer "$url_g" --spot-check-by peers \
+  --prompt "$prompt" --max-tokens 20 --json >"$tmp/peers.json" 2>"$tmp/peers.err" || fail "--spot-check-by peers: $(cat "$tmp/peers.err")"
+grep -q "disputed" "$tmp/peers.err" || fail "the lying scorer was not disputed: $(cat "$tmp/peers.err")"
+XDG_DATA_HOME="$tmp/client6" "$bin" ledger show --json >"$tmp/ledger6.json" 2>&1
+"$py" - "$tmp/ledger6.json" <<'PY' || fail "client ledger after a lying scorer: $(cat "$tmp/ledger6.json")"
+import json, sys
+rs = json.load(open(sys.argv[1]))
+paid = {r["provider"] for r in rs if r["kind"] == "generation"}
+disp = [r for r in rs if r["kind"] == "dispute"]
+assert len(paid) == 2, rs          # the answer and the scorer that settled it
+assert len(disp) == 1 and disp[0]["provider"] not in paid, rs
 PY
 
 [ "$failures" = 0 ] && echo "llm grid: ok"
