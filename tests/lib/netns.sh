@@ -29,12 +29,13 @@ netns_create() {
   ip -n "$tag-sw" link set br0 up
 }
 
-# netns_public NS IP: a veth from NS into the bridge, NS at IP/24.
+# netns_public NS IP [PREFIX]: a veth from NS into the bridge, NS at IP/PREFIX (default 24; a
+# shorter prefix puts hosts of several /24 networks on the one bridge).
 netns_public() {
   ip link add "p$tag$1" netns "$tag-$1" type veth peer name "s$tag$1" netns "$tag-sw" ||
     { netns_error="cannot create veth pairs"; return 1; }
   ip -n "$tag-sw" link set "s$tag$1" master br0 up
-  ip -n "$tag-$1" addr add "$2/24" dev "p$tag$1"
+  ip -n "$tag-$1" addr add "$2/${3:-24}" dev "p$tag$1"
   ip -n "$tag-$1" link set "p$tag$1" up
 }
 
