@@ -13,6 +13,10 @@ nsx() { local n="$1"; shift; ip netns exec "$tag-$n" "$@"; }
 netns_cleanup() {
   local p n
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  # Anything still running inside the namespaces (a child of a backgrounded subshell, say).
+  for n in "${spaces[@]}"; do
+    for p in $(ip netns pids "$tag-$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+  done
   wait 2>/dev/null
   for n in "${spaces[@]}"; do ip netns del "$tag-$n" 2>/dev/null; done
   rm -rf "$tmp"
