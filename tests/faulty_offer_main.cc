@@ -8,14 +8,28 @@
 //                                           token) (actors/testing/faulty_gen_engine.h)
 //   gpugrid-faulty tamper-relay offer --relay [FLAGS...]
 //                                           a relay that alters the frames it carries
-//   gpugrid-faulty attack flood-peers URL N [SILENT_PORT]
-//                                           one PeerExchange of N fake peers (at 127.0.0.1 on
-//                                           SILENT_PORT, default 9: nobody answers)
-//   gpugrid-faulty attack hold-slots URL N SECONDS
-//                                           one identity opens N connections and holds them
+//   gpugrid-faulty attack flood-peers URL N [SILENT]
+//                                           one PeerExchange of N fake peers (at SILENT: PORT on
+//                                           127.0.0.1 or HOST:PORT; default port 9: nobody
+//                                           answers)
+//   gpugrid-faulty attack hold-slots URL N SECONDS [--many-ids]
+//                                           one identity (or, with --many-ids, a new one per
+//                                           connection: one address) opens N connections and
+//                                           holds them
 //   gpugrid-faulty attack announce URL N MB SECONDS
 //                                           N connections each announce an MB upload, send one
 //                                           chunk and hold
+//   gpugrid-faulty attack client URL MODEL INPUT.npy N [--gflops G] [--no-receipt]
+//                  [--receipt-copies K] [--leave-after-ms MS]
+//                                           one client identity runs N jobs over the wire,
+//                                           declaring G GFLOP (default 0.01), never
+//                                           countersigning, sending each receipt K times, or
+//                                           leaving MS after its first Execute
+//                                           (actors/testing/faulty_client.h); prints
+//                                           "served S of N ..." and the first error
+//   gpugrid-faulty attack hold-uploads URL N MB SECONDS
+//                                           N connections each upload a whole MB file that is
+//                                           never executed, and hold
 // An attack prints what it achieved as one line ("opened 4 of 50") and exits 0.
 #include <atomic>
 #include <cstdio>
@@ -24,11 +38,13 @@
 #include <thread>
 #include <vector>
 
+#include "actors/testing/faulty_client.h"
 #include "actors/testing/faulty_gen_engine.h"
 #include "actors/testing/faulty_provider.h"
 #include "cli/generate_grid.h"
 #include "cli/command_table.h"
 #include "cli/commands.h"
+#include "engine/tensor_io.h"
 #include "net/chunker.h"
 #include "net/hash.h"
 #include "net/identity.h"
@@ -57,14 +73,62 @@ std::unique_ptr<net::transport> make_transport(const net::identity& id) {
   return std::move(t).value();
 }
 
+// attack client URL MODEL INPUT N [options]
+int attack_client(int argc, char** argv) {
+  if (argc < 7) return 2;
+  std::string url = argv[3];
+  std::string model;
+  {
+    std::FILE* fp = std::fopen(argv[4], "rb");
+    if (!fp) {
+      std::fprintf(stderr, "gpugrid-faulty: cannot read %s\n", argv[4]);
+      return 1;
+    }
+    char buf[1 << 16];
+    size_t got;
+    while ((got = std::fread(buf, 1, sizeof buf, fp)) > 0) model.append(buf, got);
+    std::fclose(fp);
+  }
+  auto input = read_tensor_file(argv[5], dtype::undefined, nullptr, nullptr);
+  if (!input) {
+    std::fprintf(stderr, "gpugrid-faulty: %s\n", input.error().message().c_str());
+    return 1;
+  }
+  int n = std::atoi(argv[6]);
+  grid::testing::client_fault f;
+  for (int i = 7; i < argc; ++i) {
+    std::string a = argv[i];
+    bool has_value = i + 1 < argc;
+    if (a == "--no-receipt") f.countersign = false;
+    else if (a == "--gflops" && has_value) f.gflops = std::atof(argv[++i]);
+    else if (a == "--receipt-copies" && has_value) f.receipt_copies = std::atoi(argv[++i]);
+    else if (a == "--leave-after-ms" && has_value) f.leave_after_ms = std::atol(argv[++i]);
+    else return 2;
+  }
+  auto s = grid::testing::run_jobs(url, model, {*input}, n, f);
+  std::printf("served %d of %d; declined %d; failed %d; receipts recorded %d (acks %d); first job %.0f ms%s\n", s.served,
+              s.jobs, s.declined, s.failed, s.recorded, s.acks, s.first_ms, s.left ? "; left mid-job" : "");
+  if (s.bid_price >= 0) std::printf("last bid: price %.9g, eta %lld ms\n", s.bid_price, static_cast<long long>(s.bid_eta_ms));
+  if (!s.first_error.empty()) std::printf("first error: %s\n", s.first_error.c_str());
+  return 0;
+}
+
 int attack(int argc, char** argv) {
   if (argc < 5) return 2;
   std::string kind = argv[2], url = argv[3];
+  if (kind == "client") return attack_client(argc, argv);
+  if (kind == "hold-uploads" && argc >= 7) {
+    grid::testing::hold_uploads(url, std::atoi(argv[4]), static_cast<uint64_t>(std::atol(argv[5])) << 20,
+                                std::chrono::seconds(std::atoi(argv[6])));
+    return 0;
+  }
   long n = std::atol(argv[4]);
   auto id = net::identity::generate();
   auto t = make_transport(id);
   if (kind == "flood-peers") {
-    int port = argc > 5 ? std::atoi(argv[5]) : 9;
+    // SILENT: PORT (on 127.0.0.1) or HOST:PORT
+    std::string silent = argc > 5 ? argv[5] : "9";
+    if (silent.find(':') == std::string::npos) silent = "127.0.0.1:" + silent;
     auto c = t->connect_sync(url);
     if (!c) {
       std::printf("no connection: %s\n", c.error().message().c_str());
@@ -75,7 +139,7 @@ int attack(int argc, char** argv) {
       net::peer_info p;
       auto fake = net::identity::generate();
       p.node_key = fake.public_key();
-      p.url = "ws://127.0.0.1:" + std::to_string(port) + "/" + std::to_string(i);
+      p.url = "ws://" + silent + "/" + std::to_string(i);
       p.last_seen_ms = 0;
       p.role = net::node_role::provider;
       px.peers.push_back(std::move(p));
@@ -88,9 +152,16 @@ int attack(int argc, char** argv) {
   }
   if (kind == "hold-slots" && argc >= 6) {
     int seconds = std::atoi(argv[5]);
+    bool many_ids = argc > 6 && std::string(argv[6]) == "--many-ids";
+    std::vector<std::unique_ptr<net::transport>> others;  // --many-ids: one identity per connection
     std::vector<net::connection_ptr> held;
     for (long i = 0; i < n; ++i) {
-      auto c = t->connect_sync(url);
+      net::transport* via = t.get();
+      if (many_ids) {
+        others.push_back(make_transport(net::identity::generate()));
+        via = others.back().get();
+      }
+      auto c = via->connect_sync(url);
       if (c) held.push_back(*c);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -99,6 +170,7 @@ int attack(int argc, char** argv) {
     std::printf("opened %zu of %ld\n", open, n);
     std::fflush(stdout);
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    for (auto& o : others) o->stop();
     t->stop();
     return 0;
   }

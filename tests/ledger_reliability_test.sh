@@ -49,15 +49,7 @@ run_job() {
   "$bin" run "$model" "$sample" --data-dir "$dir" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" </dev/null
   code=$?
 }
-# jobs_of DIR [PROVIDER_NODE_ID]: the sorted payment job ids in a ledger (of one provider).
-jobs_of() {
-  "$bin" ledger show --data-dir "$1" --json 2>/dev/null | tr '{' '\n' | grep '"kind":"payment"' |
-    { if [ -n "${2:-}" ]; then grep "\"provider\":\"$2\""; else cat; fi; } |
-    grep -o '"job_id":"[0-9a-f]*"' | sort
-}
-count() { if [ -z "$1" ]; then echo 0; else echo "$1" | wc -l; fi; }
-verify() { "$bin" ledger verify --data-dir "$1" >/dev/null 2>"$tmp/verify.err" || fail "$2: ledger verify failed: $(cat "$tmp/verify.err")"; }
-node_id() { "$bin" identity show --data-dir "$1" --json | sed -n 's/.*"node_id":"\([^"]*\)".*/\1/p'; }
+source "$2/tests/lib/ledger_checks.sh"
 
 # ---- 1. a data dir is locked: a second offer on it stops at once with one line
 start_provider p1 "$tmp/p1" || exit 1

@@ -13,6 +13,10 @@ nsx() { local n="$1"; shift; ip netns exec "$tag-$n" "$@"; }
 netns_cleanup() {
   local p n
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  # Anything still running inside the namespaces (a child of a backgrounded subshell, say).
+  for n in "${spaces[@]}"; do
+    for p in $(ip netns pids "$tag-$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+  done
   wait 2>/dev/null
   for n in "${spaces[@]}"; do ip netns del "$tag-$n" 2>/dev/null; done
   rm -rf "$tmp"
@@ -29,12 +33,13 @@ netns_create() {
   ip -n "$tag-sw" link set br0 up
 }
 
-# netns_public NS IP: a veth from NS into the bridge, NS at IP/24.
+# netns_public NS IP [PREFIX]: a veth from NS into the bridge, NS at IP/PREFIX (default 24; a
+# shorter prefix puts hosts of several /24 networks on the one bridge).
 netns_public() {
   ip link add "p$tag$1" netns "$tag-$1" type veth peer name "s$tag$1" netns "$tag-sw" ||
     { netns_error="cannot create veth pairs"; return 1; }
   ip -n "$tag-sw" link set "s$tag$1" master br0 up
-  ip -n "$tag-$1" addr add "$2/24" dev "p$tag$1"
+  ip -n "$tag-$1" addr add "$2/${3:-24}" dev "p$tag$1"
   ip -n "$tag-$1" link set "p$tag$1" up
 }
 
