@@ -286,7 +286,7 @@ void anchorer::attempt(const anchor_head& h) {
     if (o_.on_event) o_.on_event(anchor_event{"anchor_failed", sequence, h.hash, std::nullopt, std::nullopt, st.message()});
   };
   if (!rpc_) {
-    auto t = make_beast_transport(o_.target.rpc);
+    auto t = o_.target.transport ? o_.target.transport(o_.target.rpc) : make_beast_transport(o_.target.rpc);
     if (!t) return report_failure(t.error(), true);
     rpc_ = std::make_unique<rpc_client>(std::move(*t), o_.target.rpc_opts);
   }

@@ -123,6 +123,8 @@ struct anchor_target {
   std::optional<u256> chain_id;         // none: whatever the endpoint serves
   gas_policy gas;
   confirm_policy confirm;
+  // How to reach `rpc`; unset: make_beast_transport (tests swap in a fake chain).
+  std::function<expected<std::unique_ptr<http_transport>>(const std::string& url)> transport;
 };
 
 struct anchor_event {

@@ -2,12 +2,18 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 
 #include <catch2/catch.hpp>
 
+#include "chain/keccak.h"
 #include "chain/payment_channel.h"
 
 using namespace gpugrid;
@@ -201,4 +207,130 @@ TEST_CASE("anchors_of reads a wallet's Anchored logs window by window and refuse
   auto r = anchors_of(down, contract, who);
   REQUIRE(!r);
   CHECK(r.error().kind() == error_kind::io);
+}
+
+namespace {
+
+// Just enough of a chain for tx_sender: fails the first `fail_first` posts, then mines every
+// transaction at once in the next block.
+struct fake_chain {
+  std::mutex mu;
+  int fail_first = 0;
+  int posts = 0;
+  uint64_t block = 100;
+  uint64_t nonce = 0;
+  std::map<std::string, uint64_t> mined;  // tx hash -> block
+};
+
+class fake_chain_transport final : public http_transport {
+ public:
+  explicit fake_chain_transport(std::shared_ptr<fake_chain> c) : c_(std::move(c)) {}
+  expected<std::string> post(const std::string& body, std::chrono::milliseconds) override {
+    std::lock_guard<std::mutex> lk(c_->mu);
+    if (c_->posts++ < c_->fail_first) return io_error("connection refused");
+    auto req = nlohmann::json::parse(body);
+    std::string m = req["method"];
+    nlohmann::json result;
+    if (m == "eth_chainId") result = "0x7";
+    else if (m == "eth_estimateGas") result = to_quantity(u256(23525));
+    else if (m == "eth_getBlockByNumber") result = {{"baseFeePerGas", "0x1"}};
+    else if (m == "eth_maxPriorityFeePerGas") result = "0x1";
+    else if (m == "eth_getTransactionCount") result = to_quantity(u256(c_->nonce));
+    else if (m == "eth_blockNumber") result = to_quantity(u256(c_->block));
+    else if (m == "eth_sendRawTransaction") {
+      auto raw = from_hex(req["params"][0].get<std::string>(), "raw").value();
+      std::string h = to_hex(keccak256(raw));
+      c_->mined[h] = ++c_->block;
+      ++c_->nonce;
+      result = h;
+    } else if (m == "eth_getTransactionReceipt") {
+      std::string h = req["params"][0];
+      auto it = c_->mined.find(h);
+      if (it == c_->mined.end()) result = nullptr;
+      else
+        result = {{"transactionHash", h}, {"blockNumber", to_quantity(u256(it->second))}, {"status", "0x1"},
+                  {"gasUsed", to_quantity(u256(23525))}, {"logs", nlohmann::json::array()}};
+    } else {
+      return io_error("unexpected method {}", m);
+    }
+    return nlohmann::json{{"jsonrpc", "2.0"}, {"id", req["id"]}, {"result", result}}.dump();
+  }
+  const std::string& url() const override { return url_; }
+
+ private:
+  std::shared_ptr<fake_chain> c_;
+  std::string url_ = "http://fake";
+};
+
+}  // namespace
+
+TEST_CASE("the anchorer anchors in the background, retries a failure and anchors the rest on stop", "[chain][anchor]") {
+  auto chain = std::make_shared<fake_chain>();
+  chain->fail_first = 3;  // the first eth_chainId and its two retries
+  std::string path = temp_file("anchorer");
+  std::atomic<uint64_t> count{2};
+  std::mutex mu;
+  std::vector<anchor_event> events;
+
+  anchorer_options o;
+  o.target.rpc = "http://fake";
+  o.target.rpc_opts.backoff = 1ms;
+  o.target.contract = parse_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", "c").value();
+  o.target.confirm.poll = 5ms;
+  o.target.transport = [chain](const std::string&) -> expected<std::unique_ptr<http_transport>> {
+    return std::unique_ptr<http_transport>(new fake_chain_transport(chain));
+  };
+  o.schedule.every = 2;
+  o.record_path = path;
+  o.poll = 10ms;
+  o.head = [&] {
+    anchor_head h;
+    h.count = count.load();
+    h.hash = filled(static_cast<uint8_t>(h.count));
+    return h;
+  };
+  o.on_event = [&](const anchor_event& e) {
+    std::lock_guard<std::mutex> lk(mu);
+    events.push_back(e);
+  };
+  auto key = secret_key::generate();
+  auto a = anchorer::start(o, key);
+  REQUIRE(a);
+  auto anchored = [&] {
+    std::lock_guard<std::mutex> lk(mu);
+    return std::count_if(events.begin(), events.end(), [](const anchor_event& e) { return e.kind == "anchored"; });
+  };
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (anchored() < 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  REQUIRE(anchored() == 1);
+  count = 3;  // one entry more: not due (every 2), but anchored on the way out
+  std::this_thread::sleep_for(50ms);
+  CHECK(anchored() == 1);
+  (*a)->stop();
+
+  std::vector<std::string> kinds;
+  for (const auto& e : events) kinds.push_back(e.kind);
+  CHECK(kinds == std::vector<std::string>{"anchor_failed", "anchor_sent", "anchored", "anchor_sent", "anchored"});
+  CHECK(events[0].error.find("connection refused") != std::string::npos);
+  CHECK(events[2].sequence == 1);
+  CHECK(events[2].head == filled(2));
+  CHECK(events[2].block == u256(101));
+  CHECK(events[4].sequence == 2);
+  CHECK(events[1].tx == events[2].tx);
+
+  auto rs = read_anchor_records(path);
+  REQUIRE(rs);
+  std::vector<std::string> states;
+  for (const auto& r : *rs) states.push_back(r.state + " " + std::to_string(r.sequence));
+  CHECK(states == std::vector<std::string>{"failed 1", "sent 1", "mined 1", "sent 2", "mined 2"});
+  CHECK(anchored_count(*rs) == 3);
+
+  // After a restart the record says what is anchored: nothing more is sent for the same head.
+  int posts_before = chain->posts;
+  auto again = anchorer::start(o, key);
+  REQUIRE(again);
+  std::this_thread::sleep_for(50ms);
+  (*again)->stop();
+  CHECK(chain->posts == posts_before);
+  std::filesystem::remove(path);
 }
