@@ -145,7 +145,10 @@ struct anchorer_options {
   anchor_target target;
   anchor_schedule schedule;
   std::string record_path;              // anchors.tsv
-  std::function<anchor_head()> head;    // called from the anchorer's thread; must be thread-safe
+  // The ledger's head as this process knows it; called from the anchorer's thread, so it must be
+  // thread-safe (ledger_file::current_head is). Entries another process appended are seen once
+  // this process appends again (ledger.h): a later anchor covers them.
+  std::function<anchor_head()> head;
   std::function<void(const anchor_event&)> on_event;  // called from the anchorer's thread
   std::chrono::milliseconds poll{500};  // how often head() is looked at
 };

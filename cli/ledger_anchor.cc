@@ -1,5 +1,6 @@
 #include "cli/ledger_anchor.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -163,6 +164,10 @@ int ledger_verify_chain(const ledger_options& o, const std::string& dir, std::FI
   }, &torn);
   ledger::anchor_report rep = anchored.finish();
   std::string head = checker.count() == 0 ? std::string() : ledger::to_hex(last);
+  uint64_t covered = 0;  // entries up to the newest matching anchor
+  for (const auto& r : rep.results)
+    if (r.outcome == ledger::anchor_outcome::match && r.anchor.sequence + 1 > covered) covered = r.anchor.sequence + 1;
+  const uint64_t unanchored = checker.count() - std::min<uint64_t>(covered, checker.count());
   std::string error;
   if (!st.is_ok()) error = path + ": " + st.message();
   else if (!rep.ok()) error = path + ": " + rep.failure();
@@ -170,7 +175,7 @@ int ledger_verify_chain(const ledger_options& o, const std::string& dir, std::FI
     json chain_j{{"address", who.checksummed()},  {"contract", c->contract.checksummed()},
                  {"chain_id", to_decimal(c->chain_id)}, {"anchors", rep.results.size()},
                  {"matched", rep.matched},             {"mismatched", rep.mismatched},
-                 {"beyond_end", rep.beyond_end}};
+                 {"beyond_end", rep.beyond_end},      {"unanchored_entries", unanchored}};
     chain_j["first_bad"] = rep.ok() ? json(nullptr) : anchor_json(rep.results[static_cast<size_t>(rep.first_bad)]);
     if (!rep.results.empty()) chain_j["newest"] = anchor_json(rep.results.back());
     json j{{"ok", error.empty()}, {"entries", checker.count()}, {"head", head}, {"torn_tail", torn}, {"chain", chain_j}};
@@ -188,9 +193,12 @@ int ledger_verify_chain(const ledger_options& o, const std::string& dir, std::FI
       fmt::print(out, "chain: no anchors by {} in contract {} on chain {} (nothing to check against)\n",
                  who.checksummed(), c->contract.checksummed(), to_decimal(c->chain_id));
     else
-      fmt::print(out, "chain OK: all {} anchors by {} match (the newest: entry {} in block {}, tx {})\n",
+      fmt::print(out, "chain OK: all {} anchors by {} match (the newest: entry {} in block {}, tx {}){}\n",
                  rep.results.size(), who.checksummed(), rep.results.back().anchor.sequence,
-                 rep.results.back().anchor.block, rep.results.back().anchor.tx);
+                 rep.results.back().anchor.block, rep.results.back().anchor.tx,
+                 unanchored == 0 ? std::string()
+                                 : fmt::format("; the last {} entr{} not anchored yet", unanchored,
+                                               unanchored == 1 ? "y is" : "ies are"));
   }
   return 0;
 }
