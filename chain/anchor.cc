@@ -243,6 +243,8 @@ void anchor_policy::failed(clock::time_point now) {
 
 // ---- anchorer ----
 
+constexpr std::chrono::milliseconds kFinalConfirmWait{30000};
+
 anchorer::anchorer(anchorer_options o, const secret_key& key, uint64_t anchored)
     : o_(std::move(o)), key_(key), policy_(o_.schedule, anchored, anchor_policy::clock::now()) {}
 
@@ -267,7 +269,14 @@ void anchorer::run() {
   }
   lk.unlock();
   anchor_head h = o_.head();
-  if (h.count > policy_.anchored_count()) attempt(h);  // the last entries, once, on the way out
+  if (h.count > policy_.anchored_count()) {  // the last entries, once, on the way out
+    // Waiting long for the receipt would hold up the exit; the hash is recorded as soon as sent.
+    if (o_.target.confirm.timeout > kFinalConfirmWait) {
+      o_.target.confirm.timeout = kFinalConfirmWait;
+      sender_.reset();
+    }
+    attempt(h);
+  }
 }
 
 void anchorer::attempt(const anchor_head& h) {
@@ -298,6 +307,7 @@ void anchorer::attempt(const anchor_head& h) {
       auto served = rpc_->chain_id();
       if (!served) return report_failure(served.error(), true);
       id = *served;
+      o_.target.chain_id = id;  // tx_sender checks it again before each first send
     }
     sender_ = std::make_unique<tx_sender>(*rpc_, key_, id, o_.target.gas, o_.target.confirm);
   }

@@ -160,7 +160,7 @@ class anchorer {
   // Reads the record (what was anchored before a restart) and starts the thread.
   static expected<std::unique_ptr<anchorer>> start(anchorer_options o, const secret_key& key);
   // Stops the thread; when entries came after the last anchor, it first makes one more try
-  // (bounded by the endpoint's timeouts and the confirmation wait).
+  // (bounded by the endpoint's timeouts and at most 30 s of waiting for the receipt).
   void stop();
   ~anchorer();
   anchorer(const anchorer&) = delete;

@@ -270,6 +270,7 @@ expected<std::unique_ptr<chain::anchorer>> start_offer_anchorer(const offer_opti
     ledger::head h = book->current_head();
     return anchor_head{h.count, h.hash};
   };
+  auto emit_copy = emit;
   ao.on_event = [emit = std::move(emit)](const anchor_event& e) {
     json j{{"event", e.kind}, {"sequence", e.sequence}, {"head", to_hex(e.head)}};
     if (e.tx) j["tx"] = to_hex(*e.tx);
@@ -277,7 +278,11 @@ expected<std::unique_ptr<chain::anchorer>> start_offer_anchorer(const offer_opti
     if (!e.error.empty()) j["error"] = e.error;
     emit(std::move(j));
   };
-  return anchorer::start(std::move(ao), key);
+  json started{{"event", "anchoring"}, {"address", key.addr().checksummed()}, {"contract", cs.contract->checksummed()},
+               {"every", s.every}, {"interval_s", s.interval.count()}};
+  GG_ASSIGN_OR_RETURN(auto a, anchorer::start(std::move(ao), key));
+  if (emit_copy) emit_copy(std::move(started));
+  return a;
 }
 
 }  // namespace gpugrid::cli

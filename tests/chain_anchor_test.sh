@@ -68,6 +68,7 @@ run_jobs() {
   done
 }
 anchored() { grep -c '"event":"anchored"' "$tmp/p.log"; }
+grep -q "\"event\":\"anchoring\",\"address\":\"$provider\".*\"every\":2" "$tmp/p.log" || fail "offer did not announce anchoring: $(head -3 "$tmp/p.log")"
 run_jobs 3
 for _ in $(seq 1 200); do [ "$(anchored)" -ge 1 ] && break; sleep 0.05; done
 grep -q '"event":"anchor_failed".*HTTP 500' "$tmp/p.log" || fail "the failing endpoint did not fail an anchor: $(grep anchor "$tmp/p.log")"
