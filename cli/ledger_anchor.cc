@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "chain/payment_channel.h"
 #include "chain/wallet.h"
+#include "cli/log.h"
 #include "ledger/anchor_check.h"
 
 namespace gpugrid::cli {
@@ -141,6 +143,18 @@ int ledger_verify_chain(const ledger_options& o, const std::string& dir, std::FI
     if (o.json) fmt::print(out, "{}\n", dump_json(json{{"ok", false}, {"error", msg}, {"chain_unreadable", !config_error}}));
     return fail(err, status(found.error().kind(), msg), code);
   }
+  // Anchors this node recorded as mined that the chain does not show: another chain or
+  // contract, a reorganised chain, or an endpoint that hides logs. A warning, since the record
+  // is this node's own word, not a proof.
+  std::vector<const anchor_record*> missing;
+  size_t skipped = 0;
+  auto records = read_anchor_records(anchors_path(dir), &skipped);
+  if (records && o.address.empty()) {
+    std::set<hash32> on_chain;
+    for (const auto& a : *found) on_chain.insert(a.tx);
+    for (const auto& r : *records)
+      if (r.state == "mined" && r.tx && !on_chain.count(*r.tx)) missing.push_back(&r);
+  }
   std::vector<ledger::chain_anchor> anchors;
   anchors.reserve(found->size());
   for (const auto& a : *found) {
@@ -178,10 +192,16 @@ int ledger_verify_chain(const ledger_options& o, const std::string& dir, std::FI
                  {"beyond_end", rep.beyond_end},      {"unanchored_entries", unanchored}};
     chain_j["first_bad"] = rep.ok() ? json(nullptr) : anchor_json(rep.results[static_cast<size_t>(rep.first_bad)]);
     if (!rep.results.empty()) chain_j["newest"] = anchor_json(rep.results.back());
+    chain_j["recorded_not_on_chain"] = missing.size();
     json j{{"ok", error.empty()}, {"entries", checker.count()}, {"head", head}, {"torn_tail", torn}, {"chain", chain_j}};
     if (!error.empty()) j["error"] = error;
     fmt::print(out, "{}\n", dump_json(j));
   }
+  if (!missing.empty())
+    log::warning("{}: {} anchor{} recorded as mined {} not on chain {} in contract {} (the first: entry {}, tx {}): "
+                 "another chain or contract, a reorganised chain, or an endpoint that hides logs",
+                 anchors_path(dir), missing.size(), missing.size() == 1 ? "" : "s", missing.size() == 1 ? "is" : "are",
+                 to_decimal(c->chain_id), c->contract.checksummed(), missing[0]->sequence, to_hex(*missing[0]->tx));
   if (!error.empty()) {
     fmt::print(err, "gpugrid: ledger: {}\n", error);
     return 1;

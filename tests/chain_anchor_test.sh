@@ -104,6 +104,12 @@ grep -q "^gpugrid: sent transaction 0x" "$tmp/err" || fail "ledger anchor did no
 cp -r "$P" "$tmp/copy" && rm "$tmp/copy/wallet.key"
 "$bin" ledger verify --chain --data-dir "$tmp/copy" --address "$provider" >/dev/null || fail "verify --chain --address of a copy"
 expect 2 "no wallet key" "$bin" ledger verify --chain --data-dir "$tmp/copy"
+# An anchor this node recorded as mined that the chain does not show: a warning.
+cp "$P/anchors.tsv" "$tmp/anchors.orig"
+printf '1\tmined\t0\t0x%s\t0x%s\t7\t-\n' "$(printf '1%.0s' $(seq 64))" "$(printf '2%.0s' $(seq 64))" >>"$P/anchors.tsv"
+"$bin" ledger verify --chain --data-dir "$P" >/dev/null 2>"$tmp/err" || fail "verify --chain with an extra local record: $(cat "$tmp/err")"
+grep -q "1 anchor recorded as mined is not on chain .*tx 0x2222" "$tmp/err" || fail "no warning about an anchor missing on chain: $(cat "$tmp/err")"
+cp "$tmp/anchors.orig" "$P/anchors.tsv"
 
 # ---- tampering: drop one entry and recompute every link and hash ----
 cp "$P/ledger.log" "$tmp/ledger.orig"
