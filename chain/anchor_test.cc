@@ -5,16 +5,17 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
-#include <filesystem>
-#include <fstream>
 
 #include <catch2/catch.hpp>
 
 #include "chain/keccak.h"
 #include "chain/payment_channel.h"
+#include "chain/wallet.h"
 
 using namespace gpugrid;
 using namespace gpugrid::chain;
@@ -333,4 +334,27 @@ TEST_CASE("the anchorer anchors in the background, retries a failure and anchors
   (*again)->stop();
   CHECK(chain->posts == posts_before);
   std::filesystem::remove(path);
+}
+
+TEST_CASE("chain.toml: anchor_every and anchor_interval are read and checked", "[chain][anchor]") {
+  auto dir = std::filesystem::temp_directory_path() / ("gg-anchor-toml-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& text) {
+    std::ofstream(dir / "chain.toml") << text;
+  };
+  write("anchor_every = 50\nanchor_interval = \"2h\"\n");
+  auto s = load_chain_settings(dir.string());
+  REQUIRE(s);
+  CHECK(s->anchor_every == uint64_t{50});
+  CHECK(s->anchor_interval == std::chrono::seconds(7200));
+  write("anchor_interval = \"soon\"\n");
+  auto bad = load_chain_settings(dir.string());
+  REQUIRE(!bad);
+  CHECK(bad.error().message().find("chain.toml: anchor_interval") != std::string::npos);
+  write("anchor_every = -1\n");
+  REQUIRE(!load_chain_settings(dir.string()));
+  write("anchor_every = \"10\"\n");
+  REQUIRE(!load_chain_settings(dir.string()));
+  std::filesystem::remove_all(dir);
 }
