@@ -81,6 +81,9 @@ int ledger_command(const ledger_options& o) {
     return fail(status(error_kind::usage, fmt::format("--chain applies to 'ledger verify', not '{}'", o.action)));
   if (o.anchors && o.action != "show")
     return fail(status(error_kind::usage, fmt::format("--anchors applies to 'ledger show', not '{}'", o.action)));
+  const bool on_chain = o.action == "anchor" || (o.action == "verify" && o.chain);
+  if (!on_chain && (!o.chain_rpc.empty() || !o.contract.empty() || !o.address.empty()))
+    return fail(status(error_kind::usage, "--chain-rpc, --contract and --address apply to 'ledger anchor' and 'ledger verify --chain'"));
   if (o.action == "anchor") return ledger_anchor_now(o, *dir, stdout, stderr);
   if (o.action == "verify" && o.chain) return ledger_verify_chain(o, *dir, stdout, stderr);
   if (o.action == "show" && o.anchors) {

@@ -52,6 +52,7 @@ expect 2 "needs a chain" "$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/noch
 expect 2 "is not a duration" "$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/nochain" --anchor-interval 5x
 expect 2 "no chain endpoint" "$bin" ledger verify --chain --data-dir "$P"
 expect 2 "applies to 'ledger verify'" "$bin" ledger show --chain --data-dir "$P"
+expect 2 "apply to 'ledger anchor'" "$bin" ledger verify --address 0x0000000000000000000000000000000000000001 --data-dir "$P"
 
 export GPUGRID_CHAIN_RPC="$url" GPUGRID_CHAIN_CONTRACT="$contract"
 expect 2 "is empty: nothing to anchor" "$bin" ledger anchor --data-dir "$P"
