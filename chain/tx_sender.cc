@@ -72,6 +72,7 @@ expected<receipt> tx_sender::send(const address& to, const u256& value, const by
                            to_hex(*sent), to_hex(s.hash));
     }
     if (log) fmt::print(log, "gpugrid: sent transaction {} (nonce {})\n", to_hex(s.hash), to_decimal(tx.nonce));
+    if (on_sent) on_sent(s.hash);
     return wait(s.hash);
   }
 }

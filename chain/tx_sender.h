@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <optional>
 
 #include "chain/rpc_client.h"
@@ -42,6 +43,10 @@ class tx_sender {
 
   // `log` (may be null) gets one line per sent transaction with its hash.
   expected<receipt> send(const address& to, const u256& value, const bytes& data, std::FILE* log = nullptr);
+
+  // When set, called with each transaction's hash as soon as the endpoint has taken it, before
+  // its receipt is awaited (a caller records it there, so a late receipt loses nothing).
+  std::function<void(const hash32& hash)> on_sent;
 
  private:
   expected<receipt> wait(const hash32& hash);

@@ -14,6 +14,7 @@
 
 #include "base/secret_file.h"
 #include "base/settings.h"
+#include "chain/anchor.h"
 
 namespace gpugrid::chain {
 
@@ -95,6 +96,13 @@ expected<chain_settings> load_chain_settings(const std::string& data_dir) {
         auto n = v.value<int64_t>();
         if (!v.is_integer() || !n || *n < 0) return invalid_input("{}: must be a whole number", where);
         c.from_block = u256(*n);
+      } else if (key == "anchor_every") {
+        auto n = v.value<int64_t>();
+        if (!v.is_integer() || !n || *n < 0) return invalid_input("{}: must be a whole number", where);
+        c.anchor_every = static_cast<uint64_t>(*n);
+      } else if (key == "anchor_interval") {
+        if (!v.is_string()) return invalid_input("{}: must be a string such as \"1h\"", where);
+        GG_ASSIGN_OR_RETURN(c.anchor_interval, parse_duration(*v.value<std::string>(), where));
       } else if (key == "chain_id" || key == "max_fee_gwei" || key == "confirmations") {
         auto n = v.value<int64_t>();
         if (!v.is_integer() || !n || *n < 0 || (key != "confirmations" && *n == 0) || (key == "confirmations" && *n > 1000))
@@ -103,7 +111,7 @@ expected<chain_settings> load_chain_settings(const std::string& data_dir) {
         else if (key == "max_fee_gwei") c.max_fee_gwei = u256(*n);
         else c.confirmations = static_cast<unsigned>(*n);
       } else {
-        return invalid_input("{}: unknown key (expected rpc, contract, chain_id, max_fee_gwei, confirmations, from_block)", where);
+        return invalid_input("{}: unknown key (expected rpc, contract, chain_id, max_fee_gwei, confirmations, from_block, anchor_every, anchor_interval)", where);
       }
     }
   }

@@ -13,11 +13,15 @@
 //   max_fee_gwei = 500           # optional: the gas price limit
 //   confirmations = 2            # optional: blocks to wait for after a transaction is mined
 //   from_block = 12345678        # optional: the contract's deployment block (where log scans start)
+//   anchor_every = 100           # optional: offer anchors its ledger head every N entries
+//   anchor_interval = "1h"       # optional: ... and/or this often (90s, 10m, 2h, 1d)
 // Unknown keys and malformed values are errors naming the file and key.
 //
 // Functions touch only the files named; any thread (not concurrently on one folder).
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -43,6 +47,8 @@ struct chain_settings {
   std::optional<u256> max_fee_gwei;
   std::optional<unsigned> confirmations;
   std::optional<u256> from_block;
+  std::optional<uint64_t> anchor_every;
+  std::optional<std::chrono::seconds> anchor_interval;
   std::string source;  // DIR/chain.toml when it was read
 };
 

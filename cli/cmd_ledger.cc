@@ -1,4 +1,5 @@
-// gpugrid ledger show|verify|balance: the receipts of this node's paid jobs.
+// gpugrid ledger show|verify|balance|anchor: the receipts of this node's paid jobs (anchors:
+// cli/ledger_anchor.h).
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include "base/json.h"
 #include "base/settings.h"
 #include "cli/commands.h"
+#include "cli/ledger_anchor.h"
 #include "cli/log.h"
 #include "ledger/ledger.h"
 #include "net/identity.h"
@@ -75,6 +77,19 @@ int ledger_command(const ledger_options& o) {
 
   if (o.action != "show" && (o.limit > 0 || !o.since.empty()))
     return fail(status(error_kind::usage, fmt::format("--limit and --since apply to 'ledger show', not '{}'", o.action)));
+  if (o.chain && o.action != "verify")
+    return fail(status(error_kind::usage, fmt::format("--chain applies to 'ledger verify', not '{}'", o.action)));
+  if (o.anchors && o.action != "show")
+    return fail(status(error_kind::usage, fmt::format("--anchors applies to 'ledger show', not '{}'", o.action)));
+  const bool on_chain = o.action == "anchor" || (o.action == "verify" && o.chain);
+  if (!on_chain && (!o.chain_rpc.empty() || !o.contract.empty() || !o.address.empty()))
+    return fail(status(error_kind::usage, "--chain-rpc, --contract and --address apply to 'ledger anchor' and 'ledger verify --chain'"));
+  if (o.action == "anchor") return ledger_anchor_now(o, *dir, stdout, stderr);
+  if (o.action == "verify" && o.chain) return ledger_verify_chain(o, *dir, stdout, stderr);
+  if (o.action == "show" && o.anchors) {
+    if (!o.since.empty()) return fail(status(error_kind::usage, "--since applies to receipts, not to --anchors"));
+    return ledger_show_anchors(o, *dir, stdout, stderr);
+  }
   if (o.action == "verify") {  // streams the file: memory does not grow with the ledger
     ledger::chain_checker checker;
     ledger::digest32 last{};
@@ -126,7 +141,7 @@ int ledger_command(const ledger_options& o) {
     return 0;
   }
   if (o.action != "show") {
-    fmt::print(stderr, "gpugrid: ledger: unknown action '{}' (use show, verify or balance)\n", o.action);
+    fmt::print(stderr, "gpugrid: ledger: unknown action '{}' (use show, verify, balance or anchor)\n", o.action);
     return 2;
   }
   auto entries = ledger::read_entries(path, &torn);

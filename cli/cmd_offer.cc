@@ -21,6 +21,7 @@
 #include "cli/commands.h"
 #include "cli/generate_grid.h"
 #include "cli/grid_setup.h"
+#include "cli/ledger_anchor.h"
 #include "cli/log.h"
 #include "engine/backend.h"
 #include "ledger/ledger.h"
@@ -175,9 +176,9 @@ int offer_command(const offer_options& o) {
               std::shared_ptr<ledger::ledger_file> l) {
       return std::make_shared<grid::provider_core>(k, std::move(c), std::move(p), std::move(l));
     };
+  std::shared_ptr<ledger::ledger_file> book(std::move(*ledger));
   std::shared_ptr<grid::provider_core> core =
-      make(grid::keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)), po,
-           std::shared_ptr<ledger::ledger_file>(std::move(*ledger)));
+      make(grid::keypair_of(*id), std::shared_ptr<grid::model_cache>(std::move(*cache)), po, book);
   auto info = core->info();
   if (o.device.rfind("cuda", 0) == 0 && (info.devices.empty() || info.devices[0].kind != "cuda")) {
     std::string note;
@@ -226,6 +227,12 @@ int offer_command(const offer_options& o) {
   };
   auto node = grid::grid_node::start(sys, *id, no);
   if (!node) return fail(node.error());
+  // Anchoring the ledger's head on chain, in the background (cli/ledger_anchor.h).
+  auto anchors = start_offer_anchorer(o, *dir, book, [as_json](json e) { emit_event(as_json, std::move(e)); });
+  if (!anchors) {
+    (*node)->stop();
+    return fail(anchors.error());
+  }
   if (o.device != "cpu" && !info.devices.empty() && info.devices[0].kind == "cpu")
     log::warning("no usable GPU found; offering the CPU backend");
   if (as_json) {
@@ -257,6 +264,7 @@ int offer_command(const offer_options& o) {
   int handed_back = (*node)->drain(kDrainGrace, second_signal);
   if (handed_back > 0) log::warning("handed {} running job{} back to their clients", handed_back, handed_back == 1 ? "" : "s");
   (*node)->stop();
+  if (*anchors) (*anchors)->stop();  // anchors what the last jobs appended, once
   if (as_json) emit_event(true, json{{"event", "stopped"}, {"handed_back", handed_back}});
   else log::event_line("stopped");
   return 0;

@@ -220,6 +220,15 @@ void offer_flags(CLI::App& sub, parsed_options& o) {
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->check(peer_url());
+  sub.add_option("--anchor-every", v.anchor_every,
+                 "anchor the ledger's head on chain every N entries (0: not by count; default: anchor_every in "
+                 "DATA_DIR/chain.toml)")
+      ->type_name("N")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  sub.add_option("--anchor-interval", v.anchor_interval,
+                 "anchor the ledger's head on chain this often when it has new entries: 90s, 10m, 2h, 1d (0: not "
+                 "by time; default: anchor_interval in DATA_DIR/chain.toml)")
+      ->type_name("DURATION");
   add_json(sub, v.json,
            "print the node id, URL and events on stdout as JSON Lines (one object per event, with "
            "\"event\" and \"time\")");
@@ -457,16 +466,31 @@ void bench_flags(CLI::App& sub, parsed_options& o) {
 
 void ledger_flags(CLI::App& sub, parsed_options& o) {
   sub.add_option("ACTION", o.ledger.action,
-                 "show: list the receipts; verify: check every link and signature; balance: credits per node")
-      ->type_name("show|verify|balance")
+                 "show: list the receipts; verify: check every link and signature; balance: credits per node; "
+                 "anchor: publish the ledger's head on chain now")
+      ->type_name("show|verify|balance|anchor")
       ->required()
-      ->check(one_of({"show", "verify", "balance"}));
+      ->check(one_of({"show", "verify", "balance", "anchor"}));
   add_data_dir(sub, o.ledger.data_dir);
   sub.add_option("--limit", o.ledger.limit, "show: only the newest N receipts")->type_name("N")->check(whole_number(1, kMaxInt));
   sub.add_option("--since", o.ledger.since,
                  "show: only receipts finished at or after TIME (2026-12-01, 2026-12-01T10:00:00Z, or an age: "
                  "30m, 12h, 7d)")
       ->type_name("TIME");
+  sub.add_flag("--chain", o.ledger.chain,
+               "verify: also check the ledger against the heads this wallet anchored on chain (exit 5 when the "
+               "chain cannot be read)");
+  sub.add_flag("--anchors", o.ledger.anchors, "show: list the anchors this node sent (DATA_DIR/anchors.tsv)");
+  sub.add_option("--chain-rpc", o.ledger.chain_rpc,
+                 "anchor, verify --chain: the chain's JSON-RPC endpoint (default: GPUGRID_CHAIN_RPC, else rpc in "
+                 "DATA_DIR/chain.toml)")
+      ->type_name("URL");
+  sub.add_option("--contract", o.ledger.contract,
+                 "anchor, verify --chain: the payment-channel contract (default: GPUGRID_CHAIN_CONTRACT or chain.toml)")
+      ->type_name("ADDRESS");
+  sub.add_option("--address", o.ledger.address,
+                 "verify --chain: the wallet whose anchors to check (default: this data dir's wallet)")
+      ->type_name("ADDRESS");
   add_json(sub, o.ledger.json, "print JSON (show and balance: an array, one entry per line)");
 }
 

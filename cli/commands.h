@@ -111,6 +111,10 @@ struct offer_options {
   int relay_max_circuits = 256;
   std::string relay_max_bandwidth;     // "" (no limit) or RATE: bytes/s with an optional K, M or G
   std::vector<std::string> via_relays;
+  // Anchoring the ledger head on chain (cli/ledger_anchor.h); unset: anchor_every and
+  // anchor_interval in DATA_DIR/chain.toml, else no anchoring.
+  int64_t anchor_every = -1;           // entries; 0: not by count
+  std::string anchor_interval;         // DURATION, or "0": not by time
 };
 int offer_command(const offer_options& o);
 // Test doubles only: changes what `offer --relay` passes on (a tampering relay); unset in the
@@ -133,11 +137,16 @@ struct peers_options {
 int peers_command(const peers_options& o);
 
 struct ledger_options {
-  std::string action;                  // show | verify | balance
+  std::string action;                  // show | verify | balance | anchor
   std::string data_dir;
   int limit = 0;                       // show: at most this many (the newest); 0: all
   std::string since;                   // show: only entries finished at or after this time
   bool json = false;
+  bool chain = false;                  // verify: also against the anchors on chain
+  bool anchors = false;                // show: the anchors sent (DATA_DIR/anchors.tsv)
+  std::string chain_rpc;               // default: GPUGRID_CHAIN_RPC, else chain.toml
+  std::string contract;                // default: GPUGRID_CHAIN_CONTRACT, else chain.toml
+  std::string address;                 // verify --chain: whose anchors (default: this wallet's)
 };
 int ledger_command(const ledger_options& o);
 

@@ -8,7 +8,7 @@ _gpugrid_commands='offer run serve generate chat peers inspect selftest bench le
 _gpugrid_flags() {
   case "$1" in
     "") echo '-h --help -V --version -q --quiet -v --verbose' ;;
-    offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --json -q --quiet -v --verbose' ;;
+    offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --anchor-every --anchor-interval --json -q --quiet -v --verbose' ;;
     run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts -q --quiet -v --verbose' ;;
     serve) echo '-h --help --listen --models --peer --local --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir --json -q --quiet -v --verbose' ;;
     generate) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads --prompt --json -q --quiet -v --verbose' ;;
@@ -17,7 +17,7 @@ _gpugrid_flags() {
     inspect) echo '-h --help --device --json -q --quiet -v --verbose' ;;
     selftest) echo '-h --help --suite --device --filter --threads --precision --json -v --verbose -q --quiet' ;;
     bench) echo '-h --help --device --iterations --warmup --profile --threads --precision --json -q --quiet -v --verbose' ;;
-    ledger) echo '-h --help --data-dir --limit --since --json -q --quiet -v --verbose' ;;
+    ledger) echo '-h --help --data-dir --limit --since --chain --anchors --chain-rpc --contract --address --json -q --quiet -v --verbose' ;;
     identity) echo '-h --help --data-dir --json -q --quiet -v --verbose' ;;
     wallet) echo '-h --help --chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir --json -q --quiet -v --verbose' ;;
     config) echo '-h --help --json -q --quiet -v --verbose' ;;
@@ -30,7 +30,7 @@ _gpugrid_flags() {
 # The flags of a command that take a value.
 _gpugrid_valued() {
   case "$1" in
-    offer) echo '--listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay' ;;
+    offer) echo '--listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay --anchor-every --anchor-interval' ;;
     run) echo '-o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' ;;
     serve) echo '--listen --models --peer --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir' ;;
     generate) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads --prompt' ;;
@@ -39,7 +39,7 @@ _gpugrid_valued() {
     inspect) echo '--device' ;;
     selftest) echo '--suite --device --filter --threads --precision' ;;
     bench) echo '--device --iterations --warmup --threads --precision' ;;
-    ledger) echo '--data-dir --limit --since' ;;
+    ledger) echo '--data-dir --limit --since --chain-rpc --contract --address' ;;
     identity) echo '--data-dir' ;;
     wallet) echo '--chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir' ;;
   esac
@@ -61,6 +61,8 @@ _gpugrid_flag_kind() {
     'offer --relay-max-circuits') echo 'text' ;;
     'offer --relay-max-bandwidth') echo 'text' ;;
     'offer --via-relay') echo 'url' ;;
+    'offer --anchor-every') echo 'text' ;;
+    'offer --anchor-interval') echo 'text' ;;
     'run -o'|'run --output') echo 'file' ;;
     'run --output-format') echo 'choice npy pb raw' ;;
     'run --output-dir') echo 'directory' ;;
@@ -149,6 +151,9 @@ _gpugrid_flag_kind() {
     'ledger --data-dir') echo 'directory' ;;
     'ledger --limit') echo 'text' ;;
     'ledger --since') echo 'text' ;;
+    'ledger --chain-rpc') echo 'url' ;;
+    'ledger --contract') echo 'text' ;;
+    'ledger --address') echo 'text' ;;
     'identity --data-dir') echo 'directory' ;;
     'wallet --chain-rpc') echo 'url' ;;
     'wallet --contract') echo 'text' ;;
@@ -204,7 +209,7 @@ _gpugrid_positional_kind() {
       ;;
     ledger)
       case "$2" in
-        0) echo 'choice show verify balance' ;;
+        0) echo 'choice show verify balance anchor' ;;
         *) echo none ;;
       esac
       ;;
