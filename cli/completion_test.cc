@@ -77,7 +77,7 @@ TEST_CASE("completion: value kinds of flags and positionals", "[completion]") {
   CHECK(find(spec, "inspect").positionals.at(0).kind == value_kind::model);
   CHECK(find(spec, "bench").positionals.at(1).kind == value_kind::input);
 
-  CHECK(find(spec, "ledger").positionals.at(0).choices == std::vector<std::string>{"show", "verify", "balance"});
+  CHECK(find(spec, "ledger").positionals.at(0).choices == std::vector<std::string>{"show", "verify", "balance", "anchor"});
   CHECK(find(spec, "identity").positionals.at(0).choices == std::vector<std::string>{"show", "new"});
   CHECK(find(spec, "completion").positionals.at(0).choices == completion_shells());
   CHECK(find(spec, "help").positionals.at(0).choices.size() == command_table().size());
