@@ -15,12 +15,6 @@ using exec_atom = caf::atom_constant<caf::atom("exec")>;
 using info_atom = caf::atom_constant<caf::atom("info")>;
 using receipt_atom = caf::atom_constant<caf::atom("receipt")>;
 
-using bid_request_ptr = std::shared_ptr<const bid_request>;
-using bid_reply_ptr = std::shared_ptr<const bid_reply>;
-using execute_request_ptr = std::shared_ptr<const execute_request>;
-using execute_result_ptr = std::shared_ptr<const execute_result>;
-using provider_info_ptr = std::shared_ptr<const provider_info>;
-using receipt_ptr = std::shared_ptr<const ledger::receipt>;
 
 }  // namespace gpugrid::grid
 

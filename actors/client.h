@@ -60,6 +60,9 @@ class receipt_outbox;
 
 struct client_options {
   int redundancy = 1;
+  // Fewest results accepted when providers are missing or fail (`--min-redundancy`); 0: all K.
+  // Below it the job fails (exit 3) instead of running less cross-checked than asked.
+  int min_redundancy = 0;
   double max_price = -1;          // < 0: no limit
   double timeout_s = 60;          // per execution attempt
   int bid_window_ms = 250;

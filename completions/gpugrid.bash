@@ -9,7 +9,7 @@ _gpugrid_flags() {
   case "$1" in
     "") echo '-h --help -V --version -q --quiet -v --verbose' ;;
     offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --json -q --quiet -v --verbose' ;;
-    run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts -q --quiet -v --verbose' ;;
+    run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --min-redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts -q --quiet -v --verbose' ;;
     serve) echo '-h --help --listen --models --peer --local --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir --json -q --quiet -v --verbose' ;;
     generate) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --prompt --json -q --quiet -v --verbose' ;;
     chat) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --stats -q --quiet -v --verbose' ;;
@@ -31,7 +31,7 @@ _gpugrid_flags() {
 _gpugrid_valued() {
   case "$1" in
     offer) echo '--listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay' ;;
-    run) echo '-o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' ;;
+    run) echo '-o --output --output-format --output-dir --peer --redundancy --min-redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' ;;
     serve) echo '--listen --models --peer --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir' ;;
     generate) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads --prompt' ;;
     chat) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads' ;;
@@ -66,6 +66,7 @@ _gpugrid_flag_kind() {
     'run --output-dir') echo 'directory' ;;
     'run --peer') echo 'url' ;;
     'run --redundancy') echo 'text' ;;
+    'run --min-redundancy') echo 'text' ;;
     'run --max-price') echo 'text' ;;
     'run --timeout') echo 'text' ;;
     'run --device') echo 'choice auto cpu cuda' ;;
