@@ -111,7 +111,7 @@ struct job_driver {
   const std::function<void(const std::string&)>& note;
   job_flow flow;
   bid_request_ptr bid_req;
-  std::map<size_t, std::shared_ptr<std::atomic<bool>>> cancels;  // by attempt
+  std::map<size_t, std::pair<std::shared_ptr<std::atomic<bool>>, execute_request_ptr>> cancels;  // by attempt
   caf::response_promise done;
   bool over = false;
   clock_type::time_point t_start = clock_type::now(), t_bids, t_exec;
@@ -179,9 +179,10 @@ void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vecto
         // is attached here, before the request leaves.
         size_t at = a.attempt;
         auto cancel = std::make_shared<std::atomic<bool>>(false);
-        d->cancels[at] = cancel;
+        execute_request_ptr ex = make_exec(*d, a, cancel);
+        d->cancels[at] = {cancel, ex};
         auto timeout = std::chrono::milliseconds(static_cast<int64_t>(d->options.timeout_s * 1000));
-        self->request(p->actor, timeout, exec_atom::value, make_exec(*d, a, cancel))
+        self->request(p->actor, timeout, exec_atom::value, ex)
             .then([self, d, at](const execute_result_ptr& r) { perform(self, d, d->flow.on_result(at, r)); },
                   [self, d, at](caf::error& e) {
                     bool timed_out = e == caf::sec::request_timeout;
@@ -190,9 +191,12 @@ void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vecto
         break;
       }
       case action_kind::cancel: {
-        // An in-process provider stops at its next node; a remote one when it hears of it.
+        // An in-process provider stops at its next node; a remote one's proxy tells it.
         auto it = d->cancels.find(a.attempt);
-        if (it != d->cancels.end()) it->second->store(true);
+        if (it != d->cancels.end()) {
+          it->second.first->store(true);
+          self->send(p->actor, cancel_atom::value, it->second.second);
+        }
         break;
       }
       case action_kind::run_local:

@@ -13,6 +13,7 @@
 #include <caf/fwd.hpp>
 #include <caf/actor.hpp>
 
+#include "actors/atoms.h"
 #include "actors/messages.h"
 #include "actors/reputation.h"
 #include "base/status.h"
@@ -21,7 +22,7 @@
 namespace gpugrid::grid {
 
 struct provider_handle {
-  caf::actor actor;
+  provider_actor actor;   // the in-process provider or a remote provider's proxy
   key32 key{};
   std::string url;     // "" for the embedded provider
 };

@@ -69,6 +69,12 @@ int64_t now_ms() { return unix_ms(); }
 // protocol over one connection. Outgoing frames go through an outbox so that a full send queue
 // (a large model upload) pauses the upload instead of blocking or dropping.
 
+// The proxy implements the provider protocol (actors/atoms.h) plus its own plumbing.
+using remote_provider_actor =
+    provider_actor::extend<caf::reacts_to<progress_atom>, caf::reacts_to<pump_atom>,
+                           caf::reacts_to<net::wire_atom, net::inbound_ptr>,
+                           caf::reacts_to<net::wire_down_atom, net::connection_ptr, std::string>>;
+
 struct out_item {
   job_id job{};
   net::message msg;                                // sent as is when payload is null
@@ -126,7 +132,7 @@ void fail_exec(proxy_state& st, const job_id& job, const std::string& why) {
 }
 
 // Sends what the outbox holds, in order, until it is empty or the send queue is full.
-void pump(caf::stateful_actor<proxy_state>* self) {
+void pump(remote_provider_actor::stateful_pointer<proxy_state> self) {
   auto& st = self->state;
   while (!st.outbox.empty()) {
     out_item& it = st.outbox.front();
@@ -187,8 +193,8 @@ void enqueue_execute(proxy_state& st, const execute_request& req) {
   st.outbox.push_back(std::move(it));
 }
 
-caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::connection_ptr conn,
-                              upload_progress_fn on_progress) {
+remote_provider_actor::behavior_type remote_provider(remote_provider_actor::stateful_pointer<proxy_state> self,
+                                                     net::connection_ptr conn, upload_progress_fn on_progress) {
   self->state.conn = std::move(conn);
   self->state.on_progress = std::move(on_progress);
   return {
@@ -241,9 +247,23 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
         st.receipts[r->job_id] = rp;
         return rp;
       },
+      [self](info_atom) -> provider_info_ptr {
+        provider_info i = info_from_hello(self->state.conn->peer_hello());
+        i.key = self->state.conn->peer_key();
+        return std::make_shared<const provider_info>(std::move(i));
+      },
       [self](pump_atom) {
         self->state.pump_scheduled = false;
         pump(self);
+      },
+      [self](cancel_atom, const execute_request_ptr& req) {
+        // The client gave up on the job (it timed out): the provider stops it at its next node.
+        auto& st = self->state;
+        auto it = st.execs.find(req->job);
+        if (it == st.execs.end()) return;
+        if (!st.down) (void)st.conn->send(net::message(net::cancel{req->job, "the client gave up on the job"}));
+        it->second.rp.deliver(failed_result(req->job, st.conn->peer_key(), "cancelled"));
+        st.execs.erase(it);
       },
       [self](net::wire_atom, const net::inbound_ptr& in) {
         auto& st = self->state;
@@ -320,7 +340,7 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
 
 struct conn_state {
   net::connection_ptr conn;
-  caf::actor proxy;                  // client side: the remote provider's proxy
+  remote_provider_actor proxy;       // client side: the remote provider's proxy
   bool is_provider = false;
   bool got_peers = false;            // it sent its PeerExchange
   std::string url;
@@ -433,7 +453,7 @@ struct grid_node::impl {
   node_options opt;
   std::shared_ptr<net::transport> transport;
   caf::actor actor;
-  caf::actor provider_actor;
+  provider_actor local_provider;   // provider: this node's own provider
   std::string url;
   std::atomic<bool> stopped{false};
   std::shared_ptr<net::byte_budget> upload_budget;  // provider: bytes of uploads held, all connections
@@ -838,7 +858,7 @@ struct grid_node::impl {
   }
 
   void on_down(const net::connection_ptr& c, const std::string& why) {
-    caf::actor proxy;
+    remote_provider_actor proxy;
     {
       std::lock_guard<std::mutex> lk(mu);
       auto it = conns.find(c->id());
@@ -919,7 +939,7 @@ struct grid_node::impl {
   void on_message(caf::event_based_actor* self_actor, const net::inbound_ptr& in) {
     const net::connection_ptr& c = in->from();
     const net::message& m = in->msg();
-    caf::actor proxy;
+    remote_provider_actor proxy;
     {
       std::lock_guard<std::mutex> lk(mu);
       auto it = conns.find(c->id());
@@ -952,6 +972,14 @@ struct grid_node::impl {
       return;
     }
     if (!offering()) return;  // a client serves nothing
+    if (auto* cn = std::get_if<net::cancel>(&m)) {  // a job its client gave up on stops at its next node
+      std::lock_guard<std::mutex> lk(mu);
+      auto it = running.find(cn->job);
+      if (it != running.end() && it->second.conn == c->id()) {
+        if (it->second.cancel) it->second.cancel->store(true);
+        return;
+      }
+    }
     if (opt.generation && (std::holds_alternative<net::gen_open>(m) || std::holds_alternative<net::gen_prompt>(m) ||
                            std::holds_alternative<net::cancel>(m))) {
       net::connection_ptr conn = c;
@@ -973,7 +1001,7 @@ struct grid_node::impl {
       job_id job = r->job_id;
       if (r->client_key != c->peer_key())  // only the job's client countersigns
         return send_receipt_ack(c, job, net::receipt_status::rejected, "the receipt is not this client's");
-      self_actor->request(provider_actor, std::chrono::seconds(30), receipt_atom::value, receipt_ptr(r))
+      self_actor->request(local_provider, std::chrono::seconds(30), receipt_atom::value, receipt_ptr(r))
           .then(
               [this, c, job](int32_t code) {
                 forget_receipt(job);
@@ -1124,7 +1152,7 @@ struct grid_node::impl {
     }
     job_id job = ex.job;
     std::string client = c->peer_id();
-    self_actor->request(provider_actor, caf::infinite, exec_atom::value, execute_request_ptr(req))
+    self_actor->request(local_provider, caf::infinite, exec_atom::value, execute_request_ptr(req))
         .then(
             [this, c, job, client](const execute_result_ptr& r) { finish_job(c, job, client, r, ""); },
             [this, c, job, client](caf::error& e) { finish_job(c, job, client, nullptr, sys.render(e)); });
@@ -1235,7 +1263,7 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
                                                  : 2 * static_cast<uint64_t>(p->opt.provider->max_model_bytes());
     p->upload_budget = std::make_shared<net::byte_budget>(limit);
   }
-  if (p->offering()) p->provider_actor = spawn_provider(sys, p->opt.provider);
+  if (p->offering()) p->local_provider = spawn_provider(sys, p->opt.provider);
   p->actor = sys.spawn(node_actor, p);
 
   net::transport_options to;
@@ -1281,7 +1309,7 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
   auto t = net::transport::create(self, to, net::actor_handlers(p->actor));
   if (!t) {
     caf::anon_send_exit(p->actor, caf::exit_reason::user_shutdown);
-    if (p->provider_actor) caf::anon_send_exit(p->provider_actor, caf::exit_reason::user_shutdown);
+    if (p->local_provider) caf::anon_send_exit(p->local_provider, caf::exit_reason::user_shutdown);
     return t.error();
   }
   p->transport = std::shared_ptr<net::transport>(std::move(t).value());
@@ -1775,7 +1803,7 @@ void grid_node::stop() {
   if (p.relay) p.relay->stop();
   if (p.transport) p.transport->stop();
   caf::anon_send_exit(p.actor, caf::exit_reason::user_shutdown);
-  if (p.provider_actor) caf::anon_send_exit(p.provider_actor, caf::exit_reason::user_shutdown);
+  if (p.local_provider) caf::anon_send_exit(p.local_provider, caf::exit_reason::user_shutdown);
 }
 
 }  // namespace gpugrid::grid

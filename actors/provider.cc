@@ -424,12 +424,15 @@ status provider_core::accept_receipt(const ledger::receipt& r) {
 
 namespace {
 
+// One worker per slot runs jobs; detached, since a job blocks its thread.
+using provider_worker = caf::typed_actor<caf::replies_to<exec_atom, execute_request_ptr>::with<execute_result_ptr>>;
+
 struct provider_state {
-  std::vector<caf::actor> workers;
+  std::vector<provider_worker> workers;
   size_t next = 0;
 };
 
-caf::behavior worker_actor(caf::event_based_actor*, std::shared_ptr<provider_core> core) {
+provider_worker::behavior_type worker_actor(provider_worker::pointer, std::shared_ptr<provider_core> core) {
   return {
       [core](exec_atom, const execute_request_ptr& req) -> execute_result_ptr {
         return std::make_shared<const execute_result>(core->execute(*req));
@@ -437,33 +440,35 @@ caf::behavior worker_actor(caf::event_based_actor*, std::shared_ptr<provider_cor
   };
 }
 
-caf::behavior provider_actor(caf::stateful_actor<provider_state>* self, std::shared_ptr<provider_core> core,
-                             int slots) {
-  for (int i = 0; i < slots; ++i) {
-    auto w = self->spawn<caf::detached + caf::linked>(worker_actor, core);
-    self->state.workers.push_back(w);
-  }
+provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<provider_state> self,
+                                             std::shared_ptr<provider_core> core, int slots) {
+  for (int i = 0; i < slots; ++i) self->state.workers.push_back(self->spawn<caf::detached + caf::linked>(worker_actor, core));
   return {
       [core](info_atom) -> provider_info_ptr { return std::make_shared<const provider_info>(core->info()); },
       [core](bid_atom, const bid_request_ptr& req) -> bid_reply_ptr {
         return std::make_shared<const bid_reply>(core->bid(*req));
       },
-      [self](exec_atom, const execute_request_ptr& req) {
+      [self](exec_atom, const execute_request_ptr& req) -> caf::result<execute_result_ptr> {
         auto& st = self->state;
-        caf::actor w = st.workers[st.next++ % st.workers.size()];
+        provider_worker w = st.workers[st.next++ % st.workers.size()];
         return self->delegate(w, exec_atom::value, req);
       },
       [core](receipt_atom, const receipt_ptr& r) -> int32_t {
         return static_cast<int32_t>(receipt_answer_of(core->accept_receipt(*r)));
+      },
+      // In this process the client shares the job's cancel flag; setting it here as well keeps
+      // the protocol the same for both kinds of provider.
+      [](cancel_atom, const execute_request_ptr& req) {
+        if (req && req->cancel) req->cancel->store(true);
       },
   };
 }
 
 }  // namespace
 
-caf::actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core) {
+provider_actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core) {
   int slots = core->info().slots;
-  return sys.spawn(provider_actor, core, slots);
+  return sys.spawn(provider_shell, core, slots);
 }
 
 }  // namespace gpugrid::grid

@@ -18,6 +18,7 @@
 #include <caf/fwd.hpp>
 
 #include "actors/admission.h"
+#include "actors/atoms.h"
 #include "actors/auction.h"
 #include "actors/messages.h"
 #include "actors/model_cache.h"
@@ -142,9 +143,8 @@ class provider_core {
   std::string unpaid_error_;                   // the unpaid file cannot be kept: no jobs (under mu_)
 };
 
-// Spawns the actor shell: handles (bid_atom, bid_request) -> bid_reply,
-// (exec_atom, execute_request) -> execute_result, (receipt_atom, receipt) -> int32_t (a net::receipt_status),
-// (info_atom) -> provider_info. All payloads travel as shared_ptr<const T>.
-caf::actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core);
+// Spawns the actor shell, a provider_actor (actors/atoms.h): bids, receipts and info answered
+// at once, jobs handed to one detached worker per slot, cancellation through the job's flag.
+provider_actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core);
 
 }  // namespace gpugrid::grid
