@@ -4,7 +4,7 @@
 
 #include "actors/verification.h"
 #include "ledger/ledger.h"
-#include "net/codec.h"
+#include "actors/wire_convert.h"
 
 namespace gpugrid::grid {
 
@@ -22,20 +22,6 @@ const char* to_string(flow_phase p) {
 }
 
 namespace {
-
-// A remote bid must carry the provider's signature over what it offered; an in-process
-// provider's bid carries none.
-bool bid_signature_ok(const bid_reply& r) {
-  if (!r.signature) return true;
-  net::bid b;
-  b.job = r.job;
-  b.price = r.price;
-  b.eta_ms = r.eta_ms;
-  b.model_cached = r.model_cached;
-  b.valid_ms = r.valid_ms;
-  b.signature = r.signature;
-  return net::verify_bid(b, r.provider);
-}
 
 flow_action act(action_kind k, size_t provider = 0) {
   flow_action a;

@@ -272,25 +272,15 @@ remote_provider_actor::behavior_type remote_provider(remote_provider_actor::stat
         if (auto* b = std::get_if<net::bid>(&m)) {
           auto it = st.bids.find(b->job);
           if (it == st.bids.end()) return;
-          if (!b->signature) {
+          if (!b->signature)
             it->second.deliver(declined(b->job, who, decline_reason::internal, "the bid is not signed"));
-          } else {
-            auto r = std::make_shared<bid_reply>();
-            r->job = b->job;
-            r->provider = who;
-            r->accepted = true;
-            r->price = b->price;
-            r->eta_ms = b->eta_ms;
-            r->model_cached = b->model_cached;
-            r->signature = b->signature;
-            r->valid_ms = b->valid_ms;
-            it->second.deliver(bid_reply_ptr(r));
-          }
+          else
+            it->second.deliver(bid_reply_ptr(std::make_shared<const bid_reply>(from_wire_bid(*b, who))));
           st.bids.erase(it);
         } else if (auto* d = std::get_if<net::bid_decline>(&m)) {
           auto it = st.bids.find(d->job);
           if (it == st.bids.end()) return;
-          it->second.deliver(declined(d->job, who, static_cast<decline_reason>(d->reason), d->detail));
+          it->second.deliver(bid_reply_ptr(std::make_shared<const bid_reply>(from_wire_decline(*d, who))));
           st.bids.erase(it);
         } else if (auto* res = std::get_if<net::result>(&m)) {
           auto it = st.execs.find(res->job);
@@ -1021,21 +1011,9 @@ struct grid_node::impl {
   }
 
   void on_bid_request(const net::connection_ptr& c, const net::bid_request& br) {
-    bid_request req;
-    req.job = br.job;
-    req.client = c->peer_key();
-    req.model_hash = br.model_hash;
-    req.model_bytes = static_cast<int64_t>(std::min<uint64_t>(br.model_bytes, INT64_MAX));
-    req.gflops = br.gflops;
-    req.input_bytes = static_cast<int64_t>(std::min<uint64_t>(br.input_bytes, INT64_MAX));
-    req.max_price = br.max_price;
-    bid_reply r = opt.provider->bid(req);
+    bid_reply r = opt.provider->bid(from_wire_bid_request(br, c->peer_key()));
     if (!r.accepted) {
-      net::bid_decline d;
-      d.job = br.job;
-      d.reason = static_cast<net::decline_reason>(r.reason);
-      d.detail = r.detail;
-      (void)c->send(d);
+      (void)c->send(to_wire_decline(r));
       return;
     }
     {
@@ -1054,12 +1032,8 @@ struct grid_node::impl {
         standing_order.pop_front();
       }
     }
-    net::bid b;
-    b.job = br.job;
-    b.price = r.price;
-    b.eta_ms = r.eta_ms;
-    b.model_cached = r.model_cached;
-    b.valid_ms = kBidValidMs;
+    r.valid_ms = kBidValidMs;
+    net::bid b = to_wire_bid(r);
     const auto& devices = opt.provider->devices();
     if (!devices.empty()) b.device = to_device_info(devices.front(), 0);
     net::sign_bid(b, self);
