@@ -1,4 +1,5 @@
 #include "actors/node.h"
+#include "actors/gossip.h"
 
 #include <algorithm>
 #include <deque>
@@ -732,20 +733,20 @@ struct grid_node::impl {
     return false;
   }
 
-  // Dials peers learned of by gossip, within the node's connection budget and at most
-  // kMaxConcurrentDials at a time, so addresses that never answer cannot hold up discovery.
+  // Dials peers learned of by gossip, within the node's connection budget (actors/gossip.h).
   void maybe_dial_locked(const std::vector<gossip_entry>& fresh) {
-    for (const auto& e : fresh) {
-      if (dialing.size() >= kMaxConcurrentDials) return;
-      if (connected_to_locked(e.key) || attempted.count(e.key) || bad_relayed.count(e.url)) continue;
-      if (offering()) {
-        if (outbound_count_locked() + dialing.size() >= static_cast<size_t>(opt.max_neighbors)) return;
-      } else {
-        if (!e.is_provider) continue;
-        if (provider_count_locked() + dialing.size() >= opt.max_providers) return;
-      }
-      dial_locked(e.url, e.key);
-    }
+    dial_budget b;
+    b.offering = offering();
+    b.dialing = dialing.size();
+    b.max_concurrent = kMaxConcurrentDials;
+    b.outbound = offering() ? outbound_count_locked() : 0;
+    b.max_neighbors = static_cast<size_t>(std::max(0, opt.max_neighbors));
+    b.providers = offering() ? 0 : provider_count_locked();
+    b.max_providers = opt.max_providers;
+    auto skip = [this](const gossip_entry& e) {
+      return connected_to_locked(e.key) || attempted.count(e.key) || bad_relayed.count(e.url);
+    };
+    for (const auto& e : choose_dials(fresh, b, skip)) dial_locked(e.url, e.key);
   }
 
   // What we tell a neighbour: the peers we reached ourselves and we, in pages well under the
@@ -758,24 +759,7 @@ struct grid_node::impl {
     return paged(all);
   }
 
-  static std::vector<net::peer_exchange> paged(const std::vector<gossip_entry>& all) {
-    std::vector<net::peer_exchange> pages;
-    for (size_t i = 0; i < all.size() || pages.empty(); i += kPeerPage) {
-      net::peer_exchange px;
-      for (size_t j = i; j < std::min(all.size(), i + kPeerPage); ++j) {
-        const gossip_entry& g = all[j];
-        net::peer_info pi;
-        pi.node_key = g.key;
-        pi.url = g.url;
-        pi.last_seen_ms = g.last_seen_ms;
-        pi.role = g.is_provider ? net::node_role::provider : net::node_role::client;
-        px.peers.push_back(std::move(pi));
-      }
-      pages.push_back(std::move(px));
-      if (all.empty()) break;
-    }
-    return pages;
-  }
+  static std::vector<net::peer_exchange> paged(const std::vector<gossip_entry>& all) { return page_gossip(all, kPeerPage); }
 
   static void send_pages(const net::connection_ptr& c, const std::vector<net::peer_exchange>& pages) {
     for (const auto& px : pages) (void)c->send(px);
