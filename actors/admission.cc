@@ -59,6 +59,20 @@ admission admit_execute(const admission_facts& f, double offered, double require
   return admission::accept();
 }
 
+award_decision admit_award(const award_facts& f) {
+  auto no = [](award_refusal why, std::string detail) { return award_decision{why, std::move(detail)}; };
+  if (f.bid_price < 0) return no(award_refusal::not_awarded, "this provider made no bid for the job (or its bid expired)");
+  if (f.offered + 1e-12 < f.bid_price * (1 - 1e-9))
+    return no(award_refusal::underpaid,
+              fmt::format("the job offers {:.6g}, below this provider's bid {:.6g}", f.offered, f.bid_price));
+  if (f.draining) return no(award_refusal::draining, "the provider is shutting down");
+  if (f.already_running) return no(award_refusal::duplicate, "this job is already running here");
+  // Bids are cheap to collect while idle; executions beyond a bounded queue are refused, so a
+  // client holding many bids cannot make the provider queue without limit.
+  if (f.queued >= f.queue_limit) return no(award_refusal::queue_full, fmt::format("{} jobs are running or queued here", f.queued));
+  return {};
+}
+
 // ------------------------------------------------------------------ unpaid_book
 
 namespace {

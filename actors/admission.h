@@ -55,6 +55,25 @@ admission admit_bid(const admission_facts& f);
 // (0: unknown until it runs; the run is then metered).
 admission admit_execute(const admission_facts& f, double offered, double required);
 
+// A job that arrives over the network (the node checks it before the provider sees it): it
+// must come from this provider's bid (for this job, or a standing bid to this client for this
+// model) at that price, while the provider takes jobs, once, and within the bounded queue.
+enum class award_refusal { none, not_awarded, underpaid, draining, duplicate, queue_full };
+struct award_facts {
+  double bid_price = -1;          // the bid this job comes from; < 0: none (or it expired)
+  double offered = 0;             // the price the job carries
+  bool draining = false;
+  bool already_running = false;   // a job with this id runs here
+  size_t queued = 0;              // jobs running or waiting here
+  size_t queue_limit = 4;
+};
+struct award_decision {
+  award_refusal why = award_refusal::none;
+  std::string detail;
+  bool ok() const { return why == award_refusal::none; }
+};
+award_decision admit_award(const award_facts& f);
+
 // Jobs done but not yet paid (receipt not countersigned), per client. Persisted when given a
 // file: one line per change ("U <job> <client>" done, "P <job>" paid), appended with O_APPEND,
 // so a crash of the process loses nothing that was written and a torn last line is ignored at

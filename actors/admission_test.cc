@@ -169,3 +169,33 @@ TEST_CASE("an unpaid file that cannot be written is an error, not a silent loss"
   CHECK(book.error().kind() == error_kind::io);
   std::filesystem::remove_all(std::filesystem::path(path).parent_path());
 }
+
+TEST_CASE("admission: a job from the network must come from this provider's bid, once, with room", "[grid][admission]") {
+  award_facts f;
+  f.bid_price = 1.0;
+  f.offered = 1.0;
+  f.queue_limit = 4;
+  CHECK(admit_award(f).ok());
+  auto refused = [](award_facts x, award_refusal why, const char* text) {
+    award_decision d = admit_award(x);
+    CHECK(d.why == why);
+    CHECK_THAT(d.detail, Catch::Contains(text));
+  };
+  auto g = f;
+  g.bid_price = -1;
+  refused(g, award_refusal::not_awarded, "made no bid for the job");
+  g = f;
+  g.offered = 0.5;
+  refused(g, award_refusal::underpaid, "offers 0.5, below this provider's bid 1");
+  g = f;
+  g.draining = true;
+  refused(g, award_refusal::draining, "shutting down");
+  g = f;
+  g.already_running = true;
+  refused(g, award_refusal::duplicate, "already running");
+  g = f;
+  g.queued = 4;
+  refused(g, award_refusal::queue_full, "4 jobs are running or queued");
+  g.queued = 3;
+  CHECK(admit_award(g).ok());
+}

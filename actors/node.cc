@@ -1092,19 +1092,22 @@ struct grid_node::impl {
         auto st = standing.find({c->peer_key(), ex.model_hash});
         if (st != standing.end() && st->second.expires_ms > now_ms()) floor = st->second.price;
       }
-      if (floor < 0)
-        return reply_error(net::job_error_code::not_awarded, "this provider made no bid for the job (or its bid expired)");
-      if (ex.price + 1e-12 < floor * (1 - 1e-9))
-        return reply_error(net::job_error_code::not_awarded,
-                           fmt::format("the job offers {:.6g}, below this provider's bid {:.6g}", ex.price, floor));
-      if (opt.provider->draining())
-        return reply_error(net::job_error_code::draining, "the provider is shutting down");
-      if (running.count(ex.job)) return reply_error(net::job_error_code::busy, "this job is already running here");
-      // Bids are cheap to collect while idle; executions beyond a bounded queue are refused,
-      // so a client holding many bids cannot make this node queue without limit.
-      size_t limit = static_cast<size_t>(kQueuePerSlot * std::max(1, opt.provider->slots()));
-      if (running.size() >= limit)
-        return reply_error(net::job_error_code::busy, fmt::format("{} jobs are running or queued here", running.size()));
+      award_facts af;
+      af.bid_price = floor;
+      af.offered = ex.price;
+      af.draining = opt.provider->draining();
+      af.already_running = running.count(ex.job) > 0;
+      af.queued = running.size();
+      af.queue_limit = static_cast<size_t>(kQueuePerSlot * std::max(1, opt.provider->slots()));
+      award_decision d = admit_award(af);
+      switch (d.why) {
+        case award_refusal::none: break;
+        case award_refusal::not_awarded:
+        case award_refusal::underpaid: return reply_error(net::job_error_code::not_awarded, d.detail);
+        case award_refusal::draining: return reply_error(net::job_error_code::draining, d.detail);
+        case award_refusal::duplicate:
+        case award_refusal::queue_full: return reply_error(net::job_error_code::busy, d.detail);
+      }
       req->cancel = std::make_shared<std::atomic<bool>>(false);
       running[ex.job] = {c->id(), req->cancel};
     }
