@@ -5,6 +5,8 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "actors/messages.h"
 
@@ -14,13 +16,22 @@ using bid_atom = caf::atom_constant<caf::atom("bid")>;
 using exec_atom = caf::atom_constant<caf::atom("exec")>;
 using info_atom = caf::atom_constant<caf::atom("info")>;
 using receipt_atom = caf::atom_constant<caf::atom("receipt")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 
-using bid_request_ptr = std::shared_ptr<const bid_request>;
-using bid_reply_ptr = std::shared_ptr<const bid_reply>;
-using execute_request_ptr = std::shared_ptr<const execute_request>;
-using execute_result_ptr = std::shared_ptr<const execute_result>;
-using provider_info_ptr = std::shared_ptr<const provider_info>;
-using receipt_ptr = std::shared_ptr<const ledger::receipt>;
+
+// The provider protocol. The in-process provider (spawn_provider, actors/provider.h) and the
+// proxy of a remote one (actors/node.cc) both implement it, so the compiler checks each against
+// it, and a client's requests are checked against the replies it declares:
+//   (info_atom)                           -> provider_info_ptr
+//   (bid_atom, bid_request_ptr)           -> bid_reply_ptr (accepted, or declined with a reason)
+//   (exec_atom, execute_request_ptr)      -> execute_result_ptr (ok, or the failure)
+//   (receipt_atom, receipt_ptr)           -> int32_t (a net::receipt_status)
+//   (cancel_atom, execute_request_ptr)    the client abandoned this job (it timed out): stop it
+using provider_actor = caf::typed_actor<caf::replies_to<info_atom>::with<provider_info_ptr>,
+                                        caf::replies_to<bid_atom, bid_request_ptr>::with<bid_reply_ptr>,
+                                        caf::replies_to<exec_atom, execute_request_ptr>::with<execute_result_ptr>,
+                                        caf::replies_to<receipt_atom, receipt_ptr>::with<int32_t>,
+                                        caf::reacts_to<cancel_atom, execute_request_ptr>>;
 
 }  // namespace gpugrid::grid
 

@@ -9,6 +9,7 @@
 
 #include "actors/atoms.h"
 #include "actors/auction.h"
+#include "actors/job_flow.h"
 #include "actors/receipt_outbox.h"
 #include "actors/verification.h"
 #include "net/codec.h"
@@ -24,27 +25,6 @@ using clock_type = std::chrono::steady_clock;
 
 double ms_between(clock_type::time_point a, clock_type::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-struct attempt {
-  size_t bid_index;
-  execute_result_ptr result;
-  std::string failure;
-  bool timed_out = false;
-};
-
-// A remote bid must carry the provider's signature over what it offered; an in-process
-// provider's bid carries none.
-bool bid_signature_ok(const bid_reply& r) {
-  if (!r.signature) return true;
-  net::bid b;
-  b.job = r.job;
-  b.price = r.price;
-  b.eta_ms = r.eta_ms;
-  b.model_cached = r.model_cached;
-  b.valid_ms = r.valid_ms;
-  b.signature = r.signature;
-  return net::verify_bid(b, r.provider);
 }
 
 }  // namespace
@@ -83,12 +63,301 @@ size_t quote_book::size() const {
   return quotes_.size();
 }
 
+
+// ------------------------------------------------------------------ the job's driver
+//
+// A detached actor that performs what the job's state machine (actors/job_flow.h) asks for:
+// requests to provider actors, the bid window timer, the local engine, reputation, the ledger
+// and the receipt outbox; every answer goes back into the machine as an event. It is detached
+// because the local engine and ledger appends block.
+
+namespace client_detail {
+
+struct job_report {
+  status st = status::ok();
+  job_outcome outcome;
+  bool used_quotes = false;
+};
+using job_report_ptr = std::shared_ptr<const job_report>;
+
+}  // namespace client_detail
+}  // namespace gpugrid::grid
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(gpugrid::grid::client_detail::job_report_ptr)
+
+namespace gpugrid::grid {
 namespace {
 
-expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<provider_handle>& providers,
-                                   const job_spec& job, const client_options& options, const keypair& client,
-                                   reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
-                                   const std::function<void(const std::string&)>& note, bool* used_quotes);
+using client_detail::job_report;
+using client_detail::job_report_ptr;
+using job_start_atom = caf::atom_constant<caf::atom("job_start")>;
+using bid_window_atom = caf::atom_constant<caf::atom("bid_window")>;
+
+constexpr auto kReceiptTimeout = std::chrono::seconds(10);
+
+// Everything the driver uses; the references stay valid because run_job waits for the job.
+struct job_driver {
+  job_driver(const std::vector<provider_handle>& p, const job_spec& j, const client_options& o, const keypair& c,
+             reputation_book* r, ledger::ledger_file* l, const local_runner& lr,
+             const std::function<void(const std::string&)>& n, flow_job fj, flow_config fc)
+      : providers(p), job(j), options(o), client(c), reputation(r), ledger(l), local(lr), note(n), flow(fj, fc) {}
+  const std::vector<provider_handle>& providers;
+  const job_spec& job;
+  const client_options& options;
+  const keypair& client;
+  reputation_book* reputation;
+  ledger::ledger_file* ledger;
+  const local_runner& local;
+  const std::function<void(const std::string&)>& note;
+  job_flow flow;
+  bid_request_ptr bid_req;
+  std::map<size_t, std::pair<std::shared_ptr<std::atomic<bool>>, execute_request_ptr>> cancels;  // by attempt
+  caf::response_promise done;
+  bool over = false;
+  clock_type::time_point t_start = clock_type::now(), t_bids, t_exec;
+  bool bids_timed = false, exec_timed = false;
+};
+using driver_ptr = std::shared_ptr<job_driver>;
+
+execute_request_ptr make_exec(const job_driver& d, const flow_action& a, std::shared_ptr<std::atomic<bool>> cancel) {
+  auto ex = std::make_shared<execute_request>();
+  ex->job = d.bid_req->job;
+  ex->client = d.client.public_key;
+  ex->model_hash = d.job.model_hash;
+  if (a.send_model) ex->model_bytes = d.job.model_bytes;
+  ex->model_source = d.job.model_bytes;
+  ex->inputs = d.job.inputs;
+  ex->input_digest = tensors_digest(d.job.inputs);
+  ex->price = a.bid.price;  // the price of the bid this attempt was awarded from (a.bid)
+  ex->started_ms = unix_ms();
+  ex->cancel = std::move(cancel);
+  return ex;
+}
+
+void finish(caf::event_based_actor* self, const driver_ptr& d) {
+  d->over = true;
+  auto rep = std::make_shared<job_report>();
+  rep->used_quotes = d->flow.used_quotes();
+  rep->st = d->flow.result();
+  if (d->reputation) (void)d->reputation->save();
+  job_outcome& res = rep->outcome;
+  auto now = clock_type::now();
+  if (!d->bids_timed) d->t_bids = now;
+  if (!d->exec_timed) d->t_exec = now;
+  res.outputs = d->flow.outputs();
+  for (const auto& u : d->flow.providers_used()) {
+    const provider_handle& p = d->providers[u.provider];
+    res.providers.push_back({node_hex(p.key), p.url, u.price, u.paid, u.agreed});
+  }
+  res.agreeing = d->flow.agreeing();
+  res.method = d->flow.method();
+  res.compute_ms = d->flow.compute_ms();
+  res.queue_ms = ms_between(d->t_start, d->t_bids);
+  res.total_ms = ms_between(d->t_start, now);
+  res.transfer_ms = std::max(0.0, ms_between(d->t_bids, d->t_exec) - res.compute_ms);
+  d->done.deliver(job_report_ptr(rep));
+  self->quit();
+}
+
+void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vector<flow_action>& actions) {
+  for (const flow_action& a : actions) {
+    if (d->over) return;
+    const provider_handle* p = a.provider < d->providers.size() ? &d->providers[a.provider] : nullptr;
+    switch (a.kind) {
+      case action_kind::request_bids: {
+        size_t i = a.provider;
+        self->request(p->actor, std::chrono::milliseconds(std::max(1, d->options.bid_window_ms)), bid_atom::value, d->bid_req)
+            .then([self, d, i](const bid_reply_ptr& r) { perform(self, d, d->flow.on_bid(i, *r)); },
+                  [self, d, i](caf::error& e) { perform(self, d, d->flow.on_bid_failed(i, self->system().render(e))); });
+        break;
+      }
+      case action_kind::close_bids_after:
+        self->delayed_send(self, std::chrono::milliseconds(a.delay_ms), bid_window_atom::value);
+        break;
+      case action_kind::send_job: {
+        // Extension point: a payment for this job (a.bid: its provider, price and signature)
+        // is attached here, before the request leaves.
+        size_t at = a.attempt;
+        auto cancel = std::make_shared<std::atomic<bool>>(false);
+        execute_request_ptr ex = make_exec(*d, a, cancel);
+        d->cancels[at] = {cancel, ex};
+        auto timeout = std::chrono::milliseconds(static_cast<int64_t>(d->options.timeout_s * 1000));
+        self->request(p->actor, timeout, exec_atom::value, ex)
+            .then([self, d, at](const execute_result_ptr& r) { perform(self, d, d->flow.on_result(at, r)); },
+                  [self, d, at](caf::error& e) {
+                    bool timed_out = e == caf::sec::request_timeout;
+                    perform(self, d, d->flow.on_exec_failed(at, self->system().render(e), timed_out));
+                  });
+        break;
+      }
+      case action_kind::cancel: {
+        // An in-process provider stops at its next node; a remote one's proxy tells it.
+        auto it = d->cancels.find(a.attempt);
+        if (it != d->cancels.end()) {
+          it->second.first->store(true);
+          self->send(p->actor, cancel_atom::value, it->second.second);
+        }
+        break;
+      }
+      case action_kind::run_local:
+        perform(self, d, d->flow.on_local_result(d->local ? d->local(d->job.inputs)
+                                                           : expected<std::vector<tensor>>(status(
+                                                                 error_kind::internal, "no local engine"))));
+        break;
+      case action_kind::record_reputation:
+        if (d->reputation) d->reputation->record(node_hex(p->key), a.rep);
+        break;
+      case action_kind::keep_quote:
+        if (d->options.quotes) {
+          if (!d->flow.used_quotes()) {
+            bid_reply standing = a.bid;
+            standing.signature.reset();  // checked once, before the award
+            d->options.quotes->put(standing, d->job.model_hash, unix_ms());
+          }
+          d->options.quotes->mark_cached(p->key, d->job.model_hash);
+        }
+        break;
+      case action_kind::drop_quote:
+        if (d->options.quotes) d->options.quotes->drop(p->key, d->job.model_hash);
+        break;
+      case action_kind::dispute: {
+        const auto& r = a.result;
+        ledger::receipt rc;
+        rc.kind = ledger::receipt_kind::dispute;
+        rc.job_id = r->job;
+        rc.client_key = d->client.public_key;
+        rc.provider_key = r->provider;
+        rc.model_hash = d->job.model_hash;
+        rc.input_digest = tensors_digest(d->job.inputs);
+        rc.output_digest = r->output_digest;
+        rc.started_ms = r->receipt.started_ms;
+        rc.finished_ms = r->receipt.finished_ms;
+        rc.provider_sig = r->result_sig;
+        ledger::sign_as_client(rc, d->client.secret_key);
+        if (d->ledger && ledger::verify_receipt(rc).is_ok()) (void)d->ledger->append(rc);
+        break;
+      }
+      case action_kind::pay: {
+        // The provider's signature and the receipt's fields were checked by the flow.
+        ledger::receipt rc = a.receipt;
+        ledger::sign_as_client(rc, d->client.secret_key);
+        if (d->ledger) {
+          auto h = d->ledger->append_verified(rc);
+          if (!h) {
+            perform(self, d, d->flow.on_fatal(h.error()));
+            return;
+          }
+        }
+        if (d->options.outbox) {
+          status st = d->options.outbox->add(rc);
+          if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
+        }
+        size_t at = a.attempt;
+        auto settle = [self, d, at, rc](net::receipt_status answer) {
+          if (d->options.outbox && answer != net::receipt_status::retry_later) {
+            status st = d->options.outbox->remove(rc.job_id, rc.provider_key);
+            if (!st.is_ok()) d->note("cannot update the receipt outbox: " + st.message());
+          }
+          perform(self, d, d->flow.on_receipt_answer(at, answer));
+        };
+        self->request(p->actor, kReceiptTimeout, receipt_atom::value, receipt_ptr(std::make_shared<const ledger::receipt>(rc)))
+            .then([settle](int32_t code) { settle(static_cast<net::receipt_status>(code)); },
+                  [settle](caf::error&) { settle(net::receipt_status::retry_later); });
+        break;
+      }
+      case action_kind::note:
+        d->note(a.text);
+        break;
+      case action_kind::finish:
+        finish(self, d);
+        return;
+    }
+  }
+  auto ph = d->flow.phase();
+  if (!d->bids_timed && ph != flow_phase::idle && ph != flow_phase::bidding) {
+    d->bids_timed = true;
+    d->t_bids = clock_type::now();
+  }
+  if (!d->exec_timed && (ph == flow_phase::local_check || ph == flow_phase::paying || ph == flow_phase::done)) {
+    d->exec_timed = true;
+    d->t_exec = clock_type::now();
+  }
+}
+
+caf::behavior job_actor(caf::event_based_actor* self, driver_ptr d) {
+  // A provider actor that goes away (a dropped connection) fails its bid and attempts at once.
+  for (const auto& p : d->providers)
+    if (p.actor) self->monitor(p.actor);
+  self->set_down_handler([self, d](caf::down_msg& m) {
+    for (size_t i = 0; i < d->providers.size() && !d->over; ++i)
+      if (d->providers[i].actor && d->providers[i].actor.address() == m.source) perform(self, d, d->flow.on_provider_gone(i));
+  });
+  return {
+      [self, d](job_start_atom) -> caf::result<job_report_ptr> {
+        d->done = self->make_response_promise();
+        std::vector<flow_candidate> cands;
+        std::vector<std::pair<size_t, bid_reply>> standing;
+        int64_t now = unix_ms();
+        for (size_t i = 0; i < d->providers.size(); ++i) {
+          const auto& p = d->providers[i];
+          std::string hex = node_hex(p.key);
+          flow_candidate c;
+          c.key = p.key;
+          c.url = p.url;
+          c.trusted = !d->reputation || d->reputation->trusted(hex);
+          c.cooling = d->reputation && d->reputation->cooling(hex, now);
+          c.reputation = d->reputation ? d->reputation->score(hex) : 0.5;
+          c.is_new = d->reputation ? d->reputation->is_new(hex) : true;
+          c.spot_check_rate = d->reputation ? d->reputation->spot_check_rate(hex, d->options.spot_check_rate)
+                                            : d->options.spot_check_rate;
+          cands.push_back(c);
+          if (d->options.quotes)
+            if (auto q = d->options.quotes->get(p.key, d->job.model_hash, now)) standing.push_back({i, q->bid});
+        }
+        perform(self, d, d->flow.start(std::move(cands), std::move(standing)));
+        return d->done;
+      },
+      [self, d](bid_window_atom) { perform(self, d, d->flow.on_bid_window_closed()); },
+  };
+}
+
+job_report run_job_once(caf::actor_system& sys, const std::vector<provider_handle>& providers, const job_spec& job,
+                        const client_options& options, const keypair& client, reputation_book* reputation,
+                        ledger::ledger_file* ledger, const local_runner& local,
+                        const std::function<void(const std::string&)>& note) {
+  auto req = std::make_shared<bid_request>();
+  req->job = new_job_id();
+  req->client = client.public_key;
+  req->model_hash = job.model_hash;
+  req->model_bytes = job.model_bytes ? static_cast<int64_t>(job.model_bytes->size()) : 0;
+  req->gflops = job.gflops;
+  for (const auto& t : job.inputs) req->input_bytes += static_cast<int64_t>(t.bytes());
+  req->max_price = options.max_price;
+
+  flow_job fj;
+  fj.job = req->job;
+  fj.client = client.public_key;
+  fj.model_hash = job.model_hash;
+  fj.model_bytes = req->model_bytes;
+  fj.input_digest = tensors_digest(job.inputs);
+  flow_config fc;
+  fc.redundancy = std::max(1, options.redundancy);
+  fc.min_results = options.min_redundancy;
+  fc.max_price = options.max_price;
+  fc.bid_window_ms = std::max(1, options.bid_window_ms);
+  fc.has_local = static_cast<bool>(local);
+  fc.has_model_bytes = static_cast<bool>(job.model_bytes);
+  auto d = std::make_shared<job_driver>(providers, job, options, client, reputation, ledger, local, note, fj, fc);
+  d->bid_req = req;
+
+  job_report out;
+  caf::scoped_actor self{sys};
+  auto worker = sys.spawn<caf::detached>(job_actor, d);
+  self->request(worker, caf::infinite, job_start_atom::value)
+      .receive([&](const job_report_ptr& r) { out = *r; },
+               [&](caf::error& e) { out.st = internal_error("the job ended unexpectedly ({})", sys.render(e)); });
+  return out;
+}
 
 }  // namespace
 
@@ -98,308 +367,14 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
                               const std::function<void(const std::string&)>& note) {
   // Receipts of earlier jobs that their providers have not recorded yet go first.
   if (options.outbox) (void)redeliver_receipts(sys, providers, *options.outbox, 16, std::chrono::seconds(5), note);
-  bool used_quotes = false;
-  auto r = run_job_once(sys, providers, job, options, client, reputation, ledger, local, note, &used_quotes);
-  if (used_quotes && !r && r.error().kind() == error_kind::no_provider) {
+  auto r = run_job_once(sys, providers, job, options, client, reputation, ledger, local, note);
+  if (r.used_quotes && !r.st.is_ok() && r.st.kind() == error_kind::no_provider) {
     // The standing bids did not hold (a provider restarted or went away): bid afresh.
     options.quotes->drop_model(job.model_hash);
-    return run_job_once(sys, providers, job, options, client, reputation, ledger, local, note, &used_quotes);
+    r = run_job_once(sys, providers, job, options, client, reputation, ledger, local, note);
   }
-  return r;
+  if (!r.st.is_ok()) return r.st;
+  return std::move(r.outcome);
 }
-
-namespace {
-
-expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<provider_handle>& providers,
-                                   const job_spec& job, const client_options& options, const keypair& client,
-                                   reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
-                                   const std::function<void(const std::string&)>& note, bool* used_quotes) {
-  auto t_start = clock_type::now();
-  *used_quotes = false;
-  job_outcome res;
-  caf::scoped_actor self{sys};
-
-  // 1. Bid requests to every trusted provider, replies collected within the window.
-  auto req = std::make_shared<bid_request>();
-  req->job = new_job_id();
-  req->client = client.public_key;
-  req->model_hash = job.model_hash;
-  req->model_bytes = job.model_bytes ? static_cast<int64_t>(job.model_bytes->size()) : 0;
-  req->gflops = job.gflops;
-  for (const auto& t : job.inputs) req->input_bytes += static_cast<int64_t>(t.bytes());
-  req->max_price = options.max_price;
-  bid_request_ptr req_ptr = req;
-
-  std::vector<size_t> asked, cooling;
-  for (size_t i = 0; i < providers.size(); ++i) {
-    if (reputation && !reputation->trusted(node_hex(providers[i].key))) continue;
-    // One that timed out lately is asked only when nobody else is there.
-    if (reputation && reputation->cooling(node_hex(providers[i].key), unix_ms())) cooling.push_back(i);
-    else asked.push_back(i);
-  }
-  if (asked.size() < static_cast<size_t>(std::max(1, options.redundancy))) asked.insert(asked.end(), cooling.begin(), cooling.end());
-  if (asked.empty()) return status(error_kind::no_provider, "no trusted provider is reachable");
-  std::vector<std::pair<size_t, bid_reply>> replies;
-  std::vector<std::string> declines;
-  const size_t k_wanted = static_cast<size_t>(std::max(1, options.redundancy));
-  if (options.quotes) {  // standing bids for this model, enough of them: no bidding round
-    int64_t now = unix_ms();
-    for (size_t i : asked)
-      if (auto q = options.quotes->get(providers[i].key, job.model_hash, now)) replies.push_back({i, q->bid});
-    if (replies.size() >= k_wanted) *used_quotes = true;
-    else replies.clear();
-  }
-  auto window = std::chrono::milliseconds(std::max(1, options.bid_window_ms));
-  std::vector<caf::response_handle<caf::blocking_actor, caf::message, true>> pending;
-  if (!*used_quotes)
-    for (size_t i : asked) pending.push_back(self->request(providers[i].actor, window, bid_atom::value, req_ptr));
-  for (size_t k = 0; k < pending.size(); ++k) {
-    size_t i = asked[k];
-    pending[k].receive(
-        [&](const bid_reply_ptr& r) {
-          if (r->accepted) replies.push_back({i, *r});
-          else declines.push_back(fmt::format("{}: {}", short_hex(providers[i].key), r->detail.empty() ? to_string(r->reason) : r->detail));
-        },
-        [&](caf::error& e) { declines.push_back(fmt::format("{}: no bid ({})", short_hex(providers[i].key), sys.render(e))); });
-  }
-  std::vector<bid_offer> offers;
-  for (auto& [i, r] : replies) {
-    bid_offer o;
-    o.provider = std::to_string(i);
-    o.url = providers[i].url;
-    o.price = r.price;
-    o.eta_ms = r.eta_ms;
-    o.model_cached = r.model_cached;
-    o.reputation = reputation ? reputation->score(node_hex(providers[i].key)) : 0.5;
-    o.is_new = reputation ? reputation->is_new(node_hex(providers[i].key)) : true;
-    o.network = network_of(providers[i].url);
-    offers.push_back(o);
-  }
-  // Equal bids go to a random one of them (rank_bids keeps ties in order), spreading load.
-  {
-    thread_local std::mt19937_64 rng(std::random_device{}());
-    std::shuffle(offers.begin(), offers.end(), rng);
-  }
-  choice_options co;
-  co.max_price = options.max_price;
-  co.min_reputation = reputation_book::threshold;
-  // A redundant set is not all new identities, nor all from one network, when others bid.
-  auto ranked = diversify(rank_bids(offers, co), k_wanted);
-  auto t_bids = clock_type::now();
-  res.queue_ms = ms_between(t_start, t_bids);
-  if (ranked.empty()) {
-    std::string why = declines.empty() ? "no acceptable bid" : fmt::format("{}", fmt::join(declines, "; "));
-    return status(error_kind::no_provider, "no provider could run the job: " + why);
-  }
-  auto reply_of = [&](size_t provider_index) -> const bid_reply& {
-    for (auto& [i, r] : replies) if (i == provider_index) return r;
-    return replies.front().second;
-  };
-
-  // 2. Execution on K distinct providers, each failing over to the next bid.
-  size_t next_bid = 0;
-  std::vector<attempt> done;
-  std::set<size_t> used;
-  auto make_exec = [&](size_t provider_index) {
-    auto ex = std::make_shared<execute_request>();
-    ex->job = req->job;
-    ex->client = client.public_key;
-    ex->model_hash = job.model_hash;
-    if (!reply_of(provider_index).model_cached) ex->model_bytes = job.model_bytes;
-    ex->model_source = job.model_bytes;
-    ex->inputs = job.inputs;
-    ex->input_digest = tensors_digest(job.inputs);
-    ex->price = reply_of(provider_index).price;
-    ex->started_ms = unix_ms();
-    return execute_request_ptr(ex);
-  };
-  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
-  status input_error = status::ok();
-  while (done.size() < k_wanted && next_bid < ranked.size() && input_error.is_ok()) {
-    // Launch as many attempts as are still missing, in parallel.
-    std::vector<size_t> batch;
-    while (batch.size() + done.size() < k_wanted && next_bid < ranked.size()) {
-      size_t pi = static_cast<size_t>(std::stoul(ranked[next_bid++].provider));
-      if (used.count(pi)) continue;
-      used.insert(pi);
-      if (!bid_signature_ok(reply_of(pi))) {
-        note(fmt::format("provider {} sent a bid whose signature does not verify; skipped", short_hex(providers[pi].key)));
-        if (reputation) reputation->record(node_hex(providers[pi].key), outcome::failed);
-        continue;
-      }
-      batch.push_back(pi);
-    }
-    std::vector<caf::response_handle<caf::blocking_actor, caf::message, true>> running;
-    for (size_t pi : batch) {
-      if (!reply_of(pi).model_cached && job.model_bytes)
-        note(fmt::format("sending the model ({} bytes) to {}", job.model_bytes->size(), short_hex(providers[pi].key)));
-      running.push_back(self->request(providers[pi].actor, timeout, exec_atom::value, make_exec(pi)));
-    }
-    for (size_t b = 0; b < batch.size(); ++b) {
-      size_t pi = batch[b];
-      std::string who = node_hex(providers[pi].key);
-      running[b].receive(
-          [&](const execute_result_ptr& r) {
-            if (r->ok) {
-              done.push_back({pi, r, "", false});
-              if (options.quotes) {
-                if (!*used_quotes) {
-                  bid_reply standing = reply_of(pi);
-                  standing.signature.reset();  // checked once, above
-                  options.quotes->put(standing, job.model_hash, unix_ms());
-                }
-                options.quotes->mark_cached(providers[pi].key, job.model_hash);
-              }
-            } else if (r->error_is_input) {
-              input_error = status(error_kind::invalid_input, r->error);
-            } else {
-              note(fmt::format("provider {} failed: {}; trying the next bid", short_hex(providers[pi].key), r->error));
-              if (options.quotes) options.quotes->drop(providers[pi].key, job.model_hash);
-              if (reputation && !*used_quotes) reputation->record(who, outcome::failed);  // a stale quote is ours
-            }
-          },
-          [&](caf::error& e) {
-            bool timed_out = e == caf::sec::request_timeout;
-            note(fmt::format("provider {} {}; trying the next bid", short_hex(providers[pi].key),
-                             timed_out ? "timed out" : "went away (" + sys.render(e) + ")"));
-            if (reputation) reputation->record(who, timed_out ? outcome::timed_out : outcome::failed);
-            if (options.quotes) options.quotes->drop(providers[pi].key, job.model_hash);
-          });
-    }
-  }
-  if (!input_error.is_ok()) return input_error;
-  if (done.empty()) return status(error_kind::no_provider, "every provider that bid failed or timed out");
-  if (done.size() < k_wanted)
-    note(fmt::format("--redundancy {}: only {} provider{} could run the job; the result is not cross-checked as asked",
-                     k_wanted, done.size(), done.size() == 1 ? "" : "s"));
-  auto t_exec = clock_type::now();
-
-  // 3. Verification: a strict majority of agreeing results, with a tie-break when needed.
-  std::vector<std::vector<tensor>> results;
-  for (auto& a : done) results.push_back(a.result->outputs);
-  verdict v;
-  res.method = "single";
-  if (results.size() >= 2) {
-    res.method = "redundant";
-    v = decide(results);
-    while (!v.decided && (next_bid < ranked.size() || local)) {
-      note("results disagree; running a tie-break");
-      bool ran = false;
-      while (next_bid < ranked.size() && !ran) {
-        size_t pi = static_cast<size_t>(std::stoul(ranked[next_bid++].provider));
-        if (used.count(pi)) continue;
-        used.insert(pi);
-        if (!bid_signature_ok(reply_of(pi))) continue;
-        self->request(providers[pi].actor, timeout, exec_atom::value, make_exec(pi))
-            .receive([&](const execute_result_ptr& r) { if (r->ok) { done.push_back({pi, r, "", false}); results.push_back(r->outputs); ran = true; } },
-                     [&](caf::error&) {});
-      }
-      if (!ran && local) {
-        auto mine = local(job.inputs);
-        if (!mine) return mine.error();
-        results.push_back(*mine);
-        done.push_back({SIZE_MAX, nullptr, "", false});
-        res.method = "redundant+local";
-        v = decide(results);
-        break;
-      }
-      v = decide(results);
-    }
-  } else {
-    v.decided = true;
-    v.winner = 0;
-    v.agreeing = {0};
-    thread_local std::mt19937_64 rng(std::random_device{}());
-    // Adaptive: every job of a provider never verified, fewer as its verified record grows.
-    double rate = reputation ? reputation->spot_check_rate(node_hex(done[0].result->provider), options.spot_check_rate)
-                             : options.spot_check_rate;
-    if (local && rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < rate) {
-      auto mine = local(job.inputs);
-      std::string why;
-      if (!mine) {
-        note("skipped the spot check: the local engine cannot run the job (" + mine.error().message() + ")");
-      } else if (res.method = "spot-check"; !results_agree(results[0], *mine, &why)) {
-        v.decided = false;
-        v.dissenting = {0};
-        v.agreeing.clear();
-        note("the provider's result disagrees with the local engine: " + why);
-      } else {
-        v.agreeing = {0};
-      }
-    }
-  }
-
-  // 4. Reputation, receipts and evidence.
-  for (size_t idx : v.dissenting) {
-    if (idx >= done.size() || !done[idx].result) continue;
-    const auto& r = done[idx].result;
-    std::string who = node_hex(r->provider);
-    if (reputation) reputation->record(who, outcome::disagreed);
-    ledger::receipt d;
-    d.kind = ledger::receipt_kind::dispute;
-    d.job_id = r->job;
-    d.client_key = client.public_key;
-    d.provider_key = r->provider;
-    d.model_hash = job.model_hash;
-    d.input_digest = tensors_digest(job.inputs);
-    d.output_digest = r->output_digest;
-    d.started_ms = r->receipt.started_ms;
-    d.finished_ms = r->receipt.finished_ms;
-    d.provider_sig = r->result_sig;
-    ledger::sign_as_client(d, client.secret_key);
-    if (ledger && ledger::verify_receipt(d).is_ok()) (void)ledger->append(d);
-    res.providers.push_back({who, done[idx].bid_index < providers.size() ? providers[done[idx].bid_index].url : "",
-                                 reply_of(done[idx].bid_index).price, false, false});
-  }
-  if (!v.decided) {
-    if (reputation) (void)reputation->save();
-    return status(error_kind::verification, "results from different providers disagree beyond tolerance");
-  }
-  // Every provider whose result agrees is paid: its receipt is checked, countersigned, recorded
-  // here, kept in the outbox and sent back until the provider records it.
-  std::vector<std::pair<caf::actor, ledger::receipt>> receipts;
-  for (size_t idx : v.agreeing) {
-    if (idx >= done.size() || !done[idx].result) continue;  // the local engine
-    const auto& r = done[idx].result;
-    std::string who = node_hex(r->provider);
-    if (reputation && res.method != "single") reputation->record(who, outcome::agreed);  // verified results only
-    provider_used u{who, providers[done[idx].bid_index].url, reply_of(done[idx].bid_index).price, false, true};
-    // Check the provider's receipt says what happened.
-    ledger::receipt rc = r->receipt;
-    bool honest = rc.job_id == req->job && rc.client_key == client.public_key && rc.provider_key == r->provider &&
-                  rc.model_hash == job.model_hash && rc.input_digest == tensors_digest(job.inputs) &&
-                  rc.output_digest == tensors_digest(r->outputs) &&
-                  rc.price_micros == static_cast<int64_t>(reply_of(done[idx].bid_index).price * 1e6 + 0.5);
-    if (honest && ledger::verify_provider_signature(rc).is_ok()) {
-      ledger::sign_as_client(rc, client.secret_key);
-      if (ledger) {
-        // The provider's signature was verified above and the client's was just made.
-        auto h = ledger->append_verified(rc);
-        if (!h) return h.error();
-      }
-      if (options.outbox) {
-        status st = options.outbox->add(rc);
-        if (!st.is_ok()) note("cannot keep the receipt for redelivery: " + st.message());
-      }
-      receipts.push_back({providers[done[idx].bid_index].actor, rc});
-      u.paid = true;
-    } else {
-      note(fmt::format("provider {} sent a receipt that does not match the job; not paid", short_hex(r->provider)));
-    }
-    res.providers.push_back(u);
-    if (res.outputs.empty()) res.outputs = r->outputs;
-    res.compute_ms = std::max(res.compute_ms, r->compute_ms);
-  }
-  (void)deliver_receipts(sys, receipts, options.outbox, std::chrono::seconds(10), note);
-  if (res.outputs.empty()) res.outputs = results[v.winner];
-  res.agreeing = static_cast<int>(v.agreeing.size());
-  if (reputation) (void)reputation->save();
-  auto t_end = clock_type::now();
-  res.total_ms = ms_between(t_start, t_end);
-  res.transfer_ms = std::max(0.0, ms_between(t_bids, t_exec) - res.compute_ms);
-  return res;
-}
-
-}  // namespace
 
 }  // namespace gpugrid::grid

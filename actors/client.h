@@ -13,6 +13,7 @@
 #include <caf/fwd.hpp>
 #include <caf/actor.hpp>
 
+#include "actors/atoms.h"
 #include "actors/messages.h"
 #include "actors/reputation.h"
 #include "base/status.h"
@@ -21,7 +22,7 @@
 namespace gpugrid::grid {
 
 struct provider_handle {
-  caf::actor actor;
+  provider_actor actor;   // the in-process provider or a remote provider's proxy
   key32 key{};
   std::string url;     // "" for the embedded provider
 };
@@ -60,6 +61,9 @@ class receipt_outbox;
 
 struct client_options {
   int redundancy = 1;
+  // Fewest results accepted when providers are missing or fail (`--min-redundancy`); 0: all K.
+  // Below it the job fails (exit 3) instead of running less cross-checked than asked.
+  int min_redundancy = 0;
   double max_price = -1;          // < 0: no limit
   double timeout_s = 60;          // per execution attempt
   int bid_window_ms = 250;

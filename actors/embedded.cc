@@ -26,7 +26,7 @@ expected<job_outcome> run_embedded(std::shared_ptr<const std::string> model_byte
   po.price.price_per_gflop = 0;   // this machine's own time is free
   po.price.minimum = 0;
   auto core = std::make_shared<provider_core>(keypair::generate(), nullptr, po, nullptr);
-  caf::actor provider = spawn_provider(sys, core);
+  provider_actor provider = spawn_provider(sys, core);
   job_spec job;
   job.model_bytes = model_bytes;
   job.model_hash = ledger::blake2b_256(*model_bytes);

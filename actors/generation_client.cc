@@ -699,7 +699,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
   }
 
   // 4. Receipts: every provider is paid for the tokens it delivered, once.
-  std::vector<std::pair<caf::actor, ledger::receipt>> to_send;
+  std::vector<std::pair<provider_actor, ledger::receipt>> to_send;
   auto pay = [&](segment& sg, const offer& o, bool bad, bool checked) {
     generation_provider_use u;
     u.node = node_hex(peers[o.peer].key);

@@ -41,6 +41,7 @@
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
+#include "actors/atoms.h"
 #include "actors/messages.h"
 #include "actors/model_folder.h"
 #include "actors/reputation.h"
@@ -58,7 +59,7 @@ class receipt_outbox;
 struct gen_peer {
   key32 key{};
   std::string url;                                       // "" for the embedded provider
-  caf::actor actor;                                      // takes receipt_atom; null: receipts stay here
+  provider_actor actor;                                  // takes receipt_atom; null: receipts stay here
   std::function<bool(const net::message&)> send;         // false: it could not be queued
   // Sends one file of the folder (tagged with the session); blocks until queued.
   std::function<status(const net::bytes16& session, const ledger::digest32& hash,

@@ -106,6 +106,14 @@ struct execute_result {
   bool model_was_cached = false;
 };
 
+// Messages between actors travel as shared pointers to immutable structs.
+using bid_request_ptr = std::shared_ptr<const bid_request>;
+using bid_reply_ptr = std::shared_ptr<const bid_reply>;
+using execute_request_ptr = std::shared_ptr<const execute_request>;
+using execute_result_ptr = std::shared_ptr<const execute_result>;
+using provider_info_ptr = std::shared_ptr<const provider_info>;
+using receipt_ptr = std::shared_ptr<const ledger::receipt>;
+
 // Digests bind receipts to the exact tensors: BLAKE2b-256 over each tensor's dtype code,
 // rank, dims and bytes, in order.
 digest32 tensors_digest(const std::vector<tensor>& tensors);

@@ -1,4 +1,5 @@
 #include "actors/node.h"
+#include "actors/gossip.h"
 
 #include <algorithm>
 #include <deque>
@@ -69,6 +70,12 @@ int64_t now_ms() { return unix_ms(); }
 // protocol over one connection. Outgoing frames go through an outbox so that a full send queue
 // (a large model upload) pauses the upload instead of blocking or dropping.
 
+// The proxy implements the provider protocol (actors/atoms.h) plus its own plumbing.
+using remote_provider_actor =
+    provider_actor::extend<caf::reacts_to<progress_atom>, caf::reacts_to<pump_atom>,
+                           caf::reacts_to<net::wire_atom, net::inbound_ptr>,
+                           caf::reacts_to<net::wire_down_atom, net::connection_ptr, std::string>>;
+
 struct out_item {
   job_id job{};
   net::message msg;                                // sent as is when payload is null
@@ -126,7 +133,7 @@ void fail_exec(proxy_state& st, const job_id& job, const std::string& why) {
 }
 
 // Sends what the outbox holds, in order, until it is empty or the send queue is full.
-void pump(caf::stateful_actor<proxy_state>* self) {
+void pump(remote_provider_actor::stateful_pointer<proxy_state> self) {
   auto& st = self->state;
   while (!st.outbox.empty()) {
     out_item& it = st.outbox.front();
@@ -187,8 +194,8 @@ void enqueue_execute(proxy_state& st, const execute_request& req) {
   st.outbox.push_back(std::move(it));
 }
 
-caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::connection_ptr conn,
-                              upload_progress_fn on_progress) {
+remote_provider_actor::behavior_type remote_provider(remote_provider_actor::stateful_pointer<proxy_state> self,
+                                                     net::connection_ptr conn, upload_progress_fn on_progress) {
   self->state.conn = std::move(conn);
   self->state.on_progress = std::move(on_progress);
   return {
@@ -241,9 +248,23 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
         st.receipts[r->job_id] = rp;
         return rp;
       },
+      [self](info_atom) -> provider_info_ptr {
+        provider_info i = info_from_hello(self->state.conn->peer_hello());
+        i.key = self->state.conn->peer_key();
+        return std::make_shared<const provider_info>(std::move(i));
+      },
       [self](pump_atom) {
         self->state.pump_scheduled = false;
         pump(self);
+      },
+      [self](cancel_atom, const execute_request_ptr& req) {
+        // The client gave up on the job (it timed out): the provider stops it at its next node.
+        auto& st = self->state;
+        auto it = st.execs.find(req->job);
+        if (it == st.execs.end()) return;
+        if (!st.down) (void)st.conn->send(net::message(net::cancel{req->job, "the client gave up on the job"}));
+        it->second.rp.deliver(failed_result(req->job, st.conn->peer_key(), "cancelled"));
+        st.execs.erase(it);
       },
       [self](net::wire_atom, const net::inbound_ptr& in) {
         auto& st = self->state;
@@ -252,25 +273,15 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
         if (auto* b = std::get_if<net::bid>(&m)) {
           auto it = st.bids.find(b->job);
           if (it == st.bids.end()) return;
-          if (!b->signature) {
+          if (!b->signature)
             it->second.deliver(declined(b->job, who, decline_reason::internal, "the bid is not signed"));
-          } else {
-            auto r = std::make_shared<bid_reply>();
-            r->job = b->job;
-            r->provider = who;
-            r->accepted = true;
-            r->price = b->price;
-            r->eta_ms = b->eta_ms;
-            r->model_cached = b->model_cached;
-            r->signature = b->signature;
-            r->valid_ms = b->valid_ms;
-            it->second.deliver(bid_reply_ptr(r));
-          }
+          else
+            it->second.deliver(bid_reply_ptr(std::make_shared<const bid_reply>(from_wire_bid(*b, who))));
           st.bids.erase(it);
         } else if (auto* d = std::get_if<net::bid_decline>(&m)) {
           auto it = st.bids.find(d->job);
           if (it == st.bids.end()) return;
-          it->second.deliver(declined(d->job, who, static_cast<decline_reason>(d->reason), d->detail));
+          it->second.deliver(bid_reply_ptr(std::make_shared<const bid_reply>(from_wire_decline(*d, who))));
           st.bids.erase(it);
         } else if (auto* res = std::get_if<net::result>(&m)) {
           auto it = st.execs.find(res->job);
@@ -320,7 +331,7 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
 
 struct conn_state {
   net::connection_ptr conn;
-  caf::actor proxy;                  // client side: the remote provider's proxy
+  remote_provider_actor proxy;       // client side: the remote provider's proxy
   bool is_provider = false;
   bool got_peers = false;            // it sent its PeerExchange
   std::string url;
@@ -433,7 +444,7 @@ struct grid_node::impl {
   node_options opt;
   std::shared_ptr<net::transport> transport;
   caf::actor actor;
-  caf::actor provider_actor;
+  provider_actor local_provider;   // provider: this node's own provider
   std::string url;
   std::atomic<bool> stopped{false};
   std::shared_ptr<net::byte_budget> upload_budget;  // provider: bytes of uploads held, all connections
@@ -722,20 +733,20 @@ struct grid_node::impl {
     return false;
   }
 
-  // Dials peers learned of by gossip, within the node's connection budget and at most
-  // kMaxConcurrentDials at a time, so addresses that never answer cannot hold up discovery.
+  // Dials peers learned of by gossip, within the node's connection budget (actors/gossip.h).
   void maybe_dial_locked(const std::vector<gossip_entry>& fresh) {
-    for (const auto& e : fresh) {
-      if (dialing.size() >= kMaxConcurrentDials) return;
-      if (connected_to_locked(e.key) || attempted.count(e.key) || bad_relayed.count(e.url)) continue;
-      if (offering()) {
-        if (outbound_count_locked() + dialing.size() >= static_cast<size_t>(opt.max_neighbors)) return;
-      } else {
-        if (!e.is_provider) continue;
-        if (provider_count_locked() + dialing.size() >= opt.max_providers) return;
-      }
-      dial_locked(e.url, e.key);
-    }
+    dial_budget b;
+    b.offering = offering();
+    b.dialing = dialing.size();
+    b.max_concurrent = kMaxConcurrentDials;
+    b.outbound = offering() ? outbound_count_locked() : 0;
+    b.max_neighbors = static_cast<size_t>(std::max(0, opt.max_neighbors));
+    b.providers = offering() ? 0 : provider_count_locked();
+    b.max_providers = opt.max_providers;
+    auto skip = [this](const gossip_entry& e) {
+      return connected_to_locked(e.key) || attempted.count(e.key) || bad_relayed.count(e.url);
+    };
+    for (const auto& e : choose_dials(fresh, b, skip)) dial_locked(e.url, e.key);
   }
 
   // What we tell a neighbour: the peers we reached ourselves and we, in pages well under the
@@ -748,24 +759,7 @@ struct grid_node::impl {
     return paged(all);
   }
 
-  static std::vector<net::peer_exchange> paged(const std::vector<gossip_entry>& all) {
-    std::vector<net::peer_exchange> pages;
-    for (size_t i = 0; i < all.size() || pages.empty(); i += kPeerPage) {
-      net::peer_exchange px;
-      for (size_t j = i; j < std::min(all.size(), i + kPeerPage); ++j) {
-        const gossip_entry& g = all[j];
-        net::peer_info pi;
-        pi.node_key = g.key;
-        pi.url = g.url;
-        pi.last_seen_ms = g.last_seen_ms;
-        pi.role = g.is_provider ? net::node_role::provider : net::node_role::client;
-        px.peers.push_back(std::move(pi));
-      }
-      pages.push_back(std::move(px));
-      if (all.empty()) break;
-    }
-    return pages;
-  }
+  static std::vector<net::peer_exchange> paged(const std::vector<gossip_entry>& all) { return page_gossip(all, kPeerPage); }
 
   static void send_pages(const net::connection_ptr& c, const std::vector<net::peer_exchange>& pages) {
     for (const auto& px : pages) (void)c->send(px);
@@ -838,7 +832,7 @@ struct grid_node::impl {
   }
 
   void on_down(const net::connection_ptr& c, const std::string& why) {
-    caf::actor proxy;
+    remote_provider_actor proxy;
     {
       std::lock_guard<std::mutex> lk(mu);
       auto it = conns.find(c->id());
@@ -919,7 +913,7 @@ struct grid_node::impl {
   void on_message(caf::event_based_actor* self_actor, const net::inbound_ptr& in) {
     const net::connection_ptr& c = in->from();
     const net::message& m = in->msg();
-    caf::actor proxy;
+    remote_provider_actor proxy;
     {
       std::lock_guard<std::mutex> lk(mu);
       auto it = conns.find(c->id());
@@ -952,6 +946,14 @@ struct grid_node::impl {
       return;
     }
     if (!offering()) return;  // a client serves nothing
+    if (auto* cn = std::get_if<net::cancel>(&m)) {  // a job its client gave up on stops at its next node
+      std::lock_guard<std::mutex> lk(mu);
+      auto it = running.find(cn->job);
+      if (it != running.end() && it->second.conn == c->id()) {
+        if (it->second.cancel) it->second.cancel->store(true);
+        return;
+      }
+    }
     if (opt.generation && (std::holds_alternative<net::gen_open>(m) || std::holds_alternative<net::gen_prompt>(m) ||
                            std::holds_alternative<net::cancel>(m))) {
       net::connection_ptr conn = c;
@@ -973,7 +975,7 @@ struct grid_node::impl {
       job_id job = r->job_id;
       if (r->client_key != c->peer_key())  // only the job's client countersigns
         return send_receipt_ack(c, job, net::receipt_status::rejected, "the receipt is not this client's");
-      self_actor->request(provider_actor, std::chrono::seconds(30), receipt_atom::value, receipt_ptr(r))
+      self_actor->request(local_provider, std::chrono::seconds(30), receipt_atom::value, receipt_ptr(r))
           .then(
               [this, c, job](int32_t code) {
                 forget_receipt(job);
@@ -993,21 +995,9 @@ struct grid_node::impl {
   }
 
   void on_bid_request(const net::connection_ptr& c, const net::bid_request& br) {
-    bid_request req;
-    req.job = br.job;
-    req.client = c->peer_key();
-    req.model_hash = br.model_hash;
-    req.model_bytes = static_cast<int64_t>(std::min<uint64_t>(br.model_bytes, INT64_MAX));
-    req.gflops = br.gflops;
-    req.input_bytes = static_cast<int64_t>(std::min<uint64_t>(br.input_bytes, INT64_MAX));
-    req.max_price = br.max_price;
-    bid_reply r = opt.provider->bid(req);
+    bid_reply r = opt.provider->bid(from_wire_bid_request(br, c->peer_key()));
     if (!r.accepted) {
-      net::bid_decline d;
-      d.job = br.job;
-      d.reason = static_cast<net::decline_reason>(r.reason);
-      d.detail = r.detail;
-      (void)c->send(d);
+      (void)c->send(to_wire_decline(r));
       return;
     }
     {
@@ -1026,12 +1016,8 @@ struct grid_node::impl {
         standing_order.pop_front();
       }
     }
-    net::bid b;
-    b.job = br.job;
-    b.price = r.price;
-    b.eta_ms = r.eta_ms;
-    b.model_cached = r.model_cached;
-    b.valid_ms = kBidValidMs;
+    r.valid_ms = kBidValidMs;
+    net::bid b = to_wire_bid(r);
     const auto& devices = opt.provider->devices();
     if (!devices.empty()) b.device = to_device_info(devices.front(), 0);
     net::sign_bid(b, self);
@@ -1106,25 +1092,28 @@ struct grid_node::impl {
         auto st = standing.find({c->peer_key(), ex.model_hash});
         if (st != standing.end() && st->second.expires_ms > now_ms()) floor = st->second.price;
       }
-      if (floor < 0)
-        return reply_error(net::job_error_code::not_awarded, "this provider made no bid for the job (or its bid expired)");
-      if (ex.price + 1e-12 < floor * (1 - 1e-9))
-        return reply_error(net::job_error_code::not_awarded,
-                           fmt::format("the job offers {:.6g}, below this provider's bid {:.6g}", ex.price, floor));
-      if (opt.provider->draining())
-        return reply_error(net::job_error_code::draining, "the provider is shutting down");
-      if (running.count(ex.job)) return reply_error(net::job_error_code::busy, "this job is already running here");
-      // Bids are cheap to collect while idle; executions beyond a bounded queue are refused,
-      // so a client holding many bids cannot make this node queue without limit.
-      size_t limit = static_cast<size_t>(kQueuePerSlot * std::max(1, opt.provider->slots()));
-      if (running.size() >= limit)
-        return reply_error(net::job_error_code::busy, fmt::format("{} jobs are running or queued here", running.size()));
+      award_facts af;
+      af.bid_price = floor;
+      af.offered = ex.price;
+      af.draining = opt.provider->draining();
+      af.already_running = running.count(ex.job) > 0;
+      af.queued = running.size();
+      af.queue_limit = static_cast<size_t>(kQueuePerSlot * std::max(1, opt.provider->slots()));
+      award_decision d = admit_award(af);
+      switch (d.why) {
+        case award_refusal::none: break;
+        case award_refusal::not_awarded:
+        case award_refusal::underpaid: return reply_error(net::job_error_code::not_awarded, d.detail);
+        case award_refusal::draining: return reply_error(net::job_error_code::draining, d.detail);
+        case award_refusal::duplicate:
+        case award_refusal::queue_full: return reply_error(net::job_error_code::busy, d.detail);
+      }
       req->cancel = std::make_shared<std::atomic<bool>>(false);
       running[ex.job] = {c->id(), req->cancel};
     }
     job_id job = ex.job;
     std::string client = c->peer_id();
-    self_actor->request(provider_actor, caf::infinite, exec_atom::value, execute_request_ptr(req))
+    self_actor->request(local_provider, caf::infinite, exec_atom::value, execute_request_ptr(req))
         .then(
             [this, c, job, client](const execute_result_ptr& r) { finish_job(c, job, client, r, ""); },
             [this, c, job, client](caf::error& e) { finish_job(c, job, client, nullptr, sys.render(e)); });
@@ -1235,7 +1224,7 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
                                                  : 2 * static_cast<uint64_t>(p->opt.provider->max_model_bytes());
     p->upload_budget = std::make_shared<net::byte_budget>(limit);
   }
-  if (p->offering()) p->provider_actor = spawn_provider(sys, p->opt.provider);
+  if (p->offering()) p->local_provider = spawn_provider(sys, p->opt.provider);
   p->actor = sys.spawn(node_actor, p);
 
   net::transport_options to;
@@ -1281,7 +1270,7 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
   auto t = net::transport::create(self, to, net::actor_handlers(p->actor));
   if (!t) {
     caf::anon_send_exit(p->actor, caf::exit_reason::user_shutdown);
-    if (p->provider_actor) caf::anon_send_exit(p->provider_actor, caf::exit_reason::user_shutdown);
+    if (p->local_provider) caf::anon_send_exit(p->local_provider, caf::exit_reason::user_shutdown);
     return t.error();
   }
   p->transport = std::shared_ptr<net::transport>(std::move(t).value());
@@ -1775,7 +1764,7 @@ void grid_node::stop() {
   if (p.relay) p.relay->stop();
   if (p.transport) p.transport->stop();
   caf::anon_send_exit(p.actor, caf::exit_reason::user_shutdown);
-  if (p.provider_actor) caf::anon_send_exit(p.provider_actor, caf::exit_reason::user_shutdown);
+  if (p.local_provider) caf::anon_send_exit(p.local_provider, caf::exit_reason::user_shutdown);
 }
 
 }  // namespace gpugrid::grid

@@ -431,3 +431,36 @@ TEST_CASE("draining finishes the running job and delivers its result before retu
   REQUIRE(r.has_value());
   CHECK(r->job == net::job_id{1});
 }
+
+TEST_CASE("a job the client gave up on stops on the remote provider", "[grid][net][client]") {
+  provider_fixture p("stall");  // runs nothing until its job is cancelled
+  caf::actor_system_config cfg;
+  configure_actor_system(cfg);
+  caf::actor_system sys{cfg};
+  node_options no;
+  no.bootstrap = {p.node->url()};
+  auto id = net::identity::generate();
+  auto client = grid_node::start(sys, id, no);
+  REQUIRE(client.has_value());
+  CHECK((*client)->settle(std::chrono::seconds(5)).empty());
+  auto providers = (*client)->providers();
+  REQUIRE(providers.size() == 1);
+  job_spec job;
+  auto bytes = std::make_shared<std::string>(add_relu_model());
+  job.model_bytes = bytes;
+  job.model_hash = ledger::blake2b_256(*bytes);
+  job.gflops = 0.001;
+  job.inputs = {tensor::from_vector<float>({2, 3}, {1, 2, 3, -4, 0.25f, -9})};
+  client_options co;
+  co.timeout_s = 0.5;
+  auto r = run_job(sys, providers, job, co, keypair_of(id), nullptr, nullptr, nullptr, [](const std::string&) {});
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().kind() == error_kind::no_provider);
+  CHECK_THAT(r.error().message(), Catch::Contains("timed out"));
+  // The client's connection stays up; the provider hears of the cancel and frees its slot.
+  for (int i = 0; i < 250 && p.core->counters().failures.load() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(p.core->counters().failures.load() == 1);
+  CHECK(p.core->counters().busy.load() == 0);
+  (*client)->stop();
+}

@@ -22,8 +22,6 @@ namespace gpugrid::grid {
 
 namespace {
 
-constexpr size_t kMaxUnpaid = 65536;  // unpaid jobs remembered, all clients together
-
 // A message about a file this provider keeps, with the file's path (and its folder) taken out.
 std::string strip_path(std::string text, const std::string& path) {
   for (const std::string& p : {path, std::filesystem::path(path).parent_path().string()}) {
@@ -67,6 +65,16 @@ provider_core::provider_core(keypair identity, std::shared_ptr<model_cache> cach
     : id_(identity), cache_(std::move(cache)), options_(std::move(options)), ledger_(std::move(ledger)) {
   devices_ = discover_devices(options_.device);
   if (options_.slots < 1) options_.slots = 1;
+  // Unpaid jobs survive a restart; those whose receipts the ledger already holds are paid.
+  auto book = unpaid_book::open(options_.unpaid_file, [this](const job_id& j) {
+    return ledger_ && ledger_->contains(j, id_.public_key);
+  });
+  if (book) {
+    unpaid_ = std::move(book).value();
+  } else {
+    unpaid_error_ = book.error().message();
+    if (options_.log) options_.log("cannot keep unpaid-job counts: " + unpaid_error_ + "; taking no jobs");
+  }
 }
 
 provider_core::~provider_core() = default;
@@ -97,32 +105,24 @@ bid_reply provider_core::bid(const bid_request& req) {
     r.detail = std::move(detail);
     return r;
   };
-  if (draining_) return decline(decline_reason::draining, "the provider is shutting down");
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::string why = refusal_locked(req.client);
-    if (!why.empty()) return decline(decline_reason::internal, why);
-  }
-  if (req.model_bytes > options_.max_model_bytes)
-    return decline(decline_reason::too_big, fmt::format("model is {} bytes; this provider takes at most {}", req.model_bytes,
-                                                        options_.max_model_bytes));
-  if (req.model_bytes > memory_budget())
-    return decline(decline_reason::too_big, fmt::format("model is {} bytes; this provider keeps at most {} in memory",
-                                                        req.model_bytes, memory_budget()));
   // The price follows the model's cost as measured here when this provider ran it before;
   // the client's figure only for a model it has not seen (that first run is metered).
   double gflops = req.gflops;
   if (auto known = known_gflops(req.model_hash)) gflops = std::max(gflops, *known);
+  int busy = static_cast<int>(counters_.busy.load() + counters_.queued.load());
+  admission_facts f;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    f = facts_locked(req.client, req.model_bytes);
     auto bad = bad_models_.find(req.model_hash);
-    if (bad != bad_models_.end()) return decline(decline_reason::unsupported, bad->second);
+    if (bad != bad_models_.end()) f.bad_model = bad->second;
   }
-  int busy = static_cast<int>(counters_.busy.load() + counters_.queued.load());
-  if (busy >= 2 * options_.slots) return decline(decline_reason::busy, fmt::format("{} jobs running or queued", busy));
-  r.price = quote_price(options_.price, gflops, busy, options_.slots);
-  if (req.max_price >= 0 && r.price > req.max_price)
-    return decline(decline_reason::too_cheap, fmt::format("price {:.6g} is above the limit {:.6g}", r.price, req.max_price));
+  f.busy = busy;
+  f.price = quote_price(options_.price, gflops, busy, options_.slots);
+  f.max_price = req.max_price;
+  admission a = admit_bid(f);
+  if (!a.accepted) return decline(a.reason, a.detail);
+  r.price = f.price;
   double rate = 1.0;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -259,11 +259,12 @@ execute_result provider_core::execute(const execute_request& req) {
     res.failure_kind = st.kind();
     return res;
   };
+  admission_facts facts;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    std::string why = refusal_locked(req.client);
-    if (!why.empty()) return fail(internal_error("{}", why));
+    facts = facts_locked(req.client, 0);
   }
+  if (admission a = admit_execute(facts, req.price, 0); !a.accepted) return fail(internal_error("{}", a.detail));
   if (tensors_digest(req.inputs) != req.input_digest) return fail(invalid_input("inputs do not match their digest"));
   res.model_was_cached = !req.model_bytes;
   auto s = session_for(req.model_hash, req.model_bytes);
@@ -284,12 +285,12 @@ execute_result provider_core::execute(const execute_request& req) {
     if (g != gflops_.end() && g->second.exact) known = g->second.gflops;
     if (g != gflops_.end() && !g->second.exact) lower_bound = g->second.gflops;
   }
-  if (!known && lower_bound > 0 && req.price + 1e-12 < quote_price(pp, lower_bound, 0, options_.slots) * (1 - 1e-6))
-    return fail(invalid_input("the job costs at least {:.6g} GFLOP here; it offers {:.6g} credits", lower_bound, req.price));
-  if (known) {
-    double need = quote_price(pp, *known, 0, options_.slots);
-    if (req.price + 1e-12 < need * (1 - 1e-6))
-      return fail(invalid_input("the job costs {:.6g} GFLOP here, {:.6g} credits; it offers {:.6g}", *known, need, req.price));
+  // The job pays what the model costs here: its exact cost, or at least what a stopped run used.
+  double required = known ? quote_price(pp, *known, 0, options_.slots)
+                          : (lower_bound > 0 ? quote_price(pp, lower_bound, 0, options_.slots) : 0.0);
+  if (admission a = admit_execute(facts, req.price, required); !a.accepted) {
+    double gf = known ? *known : lower_bound;
+    return fail(invalid_input("the job costs {}{:.6g} GFLOP here: {}", known ? "" : "at least ", gf, a.detail));
   }
   double rate = 1.0;
   {
@@ -367,42 +368,31 @@ execute_result provider_core::execute(const execute_request& req) {
   ledger::sign_as_provider(r, id_.secret_key);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (unpaid_.emplace(req.job, req.client).second) {
-      unpaid_order_.push_back(req.job);
-      ++unpaid_by_client_[req.client];
-    }
-    // Past the bound the oldest are forgotten (their clients get that credit back).
-    while (unpaid_order_.size() > kMaxUnpaid) {
-      forget_unpaid_locked(unpaid_order_.front());
-      unpaid_order_.pop_front();
-    }
+    status st = unpaid_.add(req.job, req.client);
+    if (!st.is_ok() && options_.log) options_.log("cannot record an unpaid job: " + st.message());
   }
   res.ok = true;
   ++counters_.jobs;
   return res;
 }
 
-std::string provider_core::refusal_locked(const key32& client) {
-  if (ledger_failed_) return fmt::format("this provider cannot record payments now ({})", ledger_error_);
-  auto it = unpaid_by_client_.find(client);
-  if (it != unpaid_by_client_.end() && it->second >= options_.unpaid_credit)
-    return fmt::format("{} jobs done for this client are unpaid (receipts not countersigned); no more until they are",
-                       it->second);
-  return {};
-}
-
-void provider_core::forget_unpaid_locked(const job_id& job) {
-  auto it = unpaid_.find(job);
-  if (it == unpaid_.end()) return;
-  auto c = unpaid_by_client_.find(it->second);
-  if (c != unpaid_by_client_.end() && --c->second <= 0) unpaid_by_client_.erase(c);
-  unpaid_.erase(it);  // its place in unpaid_order_ is skipped when reached
+admission_facts provider_core::facts_locked(const key32& client, int64_t model_bytes) const {
+  admission_facts f;
+  f.draining = draining_;
+  f.ledger_failed = ledger_failed_ || !unpaid_error_.empty();
+  f.ledger_error = unpaid_error_.empty() ? ledger_error_ : unpaid_error_;
+  f.unpaid_for_client = unpaid_.count(client);
+  f.unpaid_credit = options_.unpaid_credit;
+  f.model_bytes = model_bytes;
+  f.max_model_bytes = options_.max_model_bytes;
+  f.memory_budget = memory_budget();
+  f.slots = options_.slots;
+  return f;
 }
 
 int provider_core::unpaid_jobs(const key32& client) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = unpaid_by_client_.find(client);
-  return it == unpaid_by_client_.end() ? 0 : it->second;
+  return unpaid_.count(client);
 }
 
 status provider_core::accept_receipt(const ledger::receipt& r) {
@@ -427,18 +417,22 @@ status provider_core::accept_receipt(const ledger::receipt& r) {
     return st;
   }
   if (ledger_failed_.exchange(false) && options_.log) options_.log("the ledger can be written again; taking jobs");
-  forget_unpaid_locked(r.job_id);
+  status pst = unpaid_.paid(r.job_id);
+  if (!pst.is_ok() && options_.log) options_.log("cannot record a paid job: " + pst.message());
   return status::ok();
 }
 
 namespace {
 
+// One worker per slot runs jobs; detached, since a job blocks its thread.
+using provider_worker = caf::typed_actor<caf::replies_to<exec_atom, execute_request_ptr>::with<execute_result_ptr>>;
+
 struct provider_state {
-  std::vector<caf::actor> workers;
+  std::vector<provider_worker> workers;
   size_t next = 0;
 };
 
-caf::behavior worker_actor(caf::event_based_actor*, std::shared_ptr<provider_core> core) {
+provider_worker::behavior_type worker_actor(provider_worker::pointer, std::shared_ptr<provider_core> core) {
   return {
       [core](exec_atom, const execute_request_ptr& req) -> execute_result_ptr {
         return std::make_shared<const execute_result>(core->execute(*req));
@@ -446,33 +440,35 @@ caf::behavior worker_actor(caf::event_based_actor*, std::shared_ptr<provider_cor
   };
 }
 
-caf::behavior provider_actor(caf::stateful_actor<provider_state>* self, std::shared_ptr<provider_core> core,
-                             int slots) {
-  for (int i = 0; i < slots; ++i) {
-    auto w = self->spawn<caf::detached + caf::linked>(worker_actor, core);
-    self->state.workers.push_back(w);
-  }
+provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<provider_state> self,
+                                             std::shared_ptr<provider_core> core, int slots) {
+  for (int i = 0; i < slots; ++i) self->state.workers.push_back(self->spawn<caf::detached + caf::linked>(worker_actor, core));
   return {
       [core](info_atom) -> provider_info_ptr { return std::make_shared<const provider_info>(core->info()); },
       [core](bid_atom, const bid_request_ptr& req) -> bid_reply_ptr {
         return std::make_shared<const bid_reply>(core->bid(*req));
       },
-      [self](exec_atom, const execute_request_ptr& req) {
+      [self](exec_atom, const execute_request_ptr& req) -> caf::result<execute_result_ptr> {
         auto& st = self->state;
-        caf::actor w = st.workers[st.next++ % st.workers.size()];
+        provider_worker w = st.workers[st.next++ % st.workers.size()];
         return self->delegate(w, exec_atom::value, req);
       },
       [core](receipt_atom, const receipt_ptr& r) -> int32_t {
         return static_cast<int32_t>(receipt_answer_of(core->accept_receipt(*r)));
+      },
+      // In this process the client shares the job's cancel flag; setting it here as well keeps
+      // the protocol the same for both kinds of provider.
+      [](cancel_atom, const execute_request_ptr& req) {
+        if (req && req->cancel) req->cancel->store(true);
       },
   };
 }
 
 }  // namespace
 
-caf::actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core) {
+provider_actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core) {
   int slots = core->info().slots;
-  return sys.spawn(provider_actor, core, slots);
+  return sys.spawn(provider_shell, core, slots);
 }
 
 }  // namespace gpugrid::grid

@@ -17,6 +17,8 @@
 
 #include <caf/fwd.hpp>
 
+#include "actors/admission.h"
+#include "actors/atoms.h"
 #include "actors/auction.h"
 #include "actors/messages.h"
 #include "actors/model_cache.h"
@@ -37,6 +39,8 @@ struct provider_options {
   int64_t max_model_bytes = int64_t{1} << 30;
   // Jobs a client may hold done but unpaid (receipt not yet countersigned) before it is refused.
   int unpaid_credit = 8;
+  // Where the unpaid-job counts are kept across restarts (actors/admission.h); empty: in memory.
+  std::string unpaid_file;
   // Notes for the operator (the ledger cannot be written, ...); called from any thread.
   std::function<void(const std::string&)> log;
   // Loaded models kept in memory, by their size on disk (weights dominate): least recently
@@ -130,20 +134,17 @@ class provider_core {
   std::map<digest32, model_cost> gflops_;        // per model: GFLOP of one run, measured here
   std::map<digest32, std::string> bad_models_;  // hash -> why it cannot run here
   std::map<digest32, double> measured_ms_;      // per model: last compute time
-  // Admission: why jobs are refused now, or empty. Takes mu_.
-  std::string refusal_locked(const key32& client);
-  void forget_unpaid_locked(const job_id& job);
+  // The facts admission decides on (actors/admission.h). Under mu_.
+  admission_facts facts_locked(const key32& client, int64_t model_bytes) const;
 
   std::atomic<bool> ledger_failed_{false};
   std::string ledger_error_;                   // under mu_
-  std::map<job_id, key32> unpaid_;             // jobs done, receipt not countersigned yet -> client
-  std::deque<job_id> unpaid_order_;            // oldest first (bounded; see provider.cc)
-  std::map<key32, int> unpaid_by_client_;
+  unpaid_book unpaid_;                         // under mu_
+  std::string unpaid_error_;                   // the unpaid file cannot be kept: no jobs (under mu_)
 };
 
-// Spawns the actor shell: handles (bid_atom, bid_request) -> bid_reply,
-// (exec_atom, execute_request) -> execute_result, (receipt_atom, receipt) -> int32_t (a net::receipt_status),
-// (info_atom) -> provider_info. All payloads travel as shared_ptr<const T>.
-caf::actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core);
+// Spawns the actor shell, a provider_actor (actors/atoms.h): bids, receipts and info answered
+// at once, jobs handed to one detached worker per slot, cancellation through the job's flag.
+provider_actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core);
 
 }  // namespace gpugrid::grid

@@ -154,12 +154,12 @@ net::receipt_status receipt_answer_of(const status& st) {
   return net::receipt_status::retry_later;
 }
 
-int deliver_receipts(caf::actor_system& sys, const std::vector<std::pair<caf::actor, ledger::receipt>>& receipts,
+int deliver_receipts(caf::actor_system& sys, const std::vector<std::pair<provider_actor, ledger::receipt>>& receipts,
                      receipt_outbox* outbox, std::chrono::milliseconds timeout,
                      const std::function<void(const std::string&)>& note) {
   if (receipts.empty()) return 0;
   caf::scoped_actor self{sys};
-  std::vector<caf::response_handle<caf::blocking_actor, caf::message, true>> pending;
+  std::vector<caf::response_handle<caf::blocking_actor, caf::detail::type_list<int32_t>, true>> pending;
   for (const auto& [actor, r] : receipts)
     pending.push_back(self->request(actor, timeout, receipt_atom::value, receipt_ptr(std::make_shared<const ledger::receipt>(r))));
   int recorded = 0;
@@ -188,7 +188,7 @@ int redeliver_receipts(caf::actor_system& sys, const std::vector<provider_handle
     note("cannot read the receipt outbox: " + list.error().message());
     return 0;
   }
-  std::vector<std::pair<caf::actor, ledger::receipt>> todo;
+  std::vector<std::pair<provider_actor, ledger::receipt>> todo;
   for (const auto& r : *list) {
     if (todo.size() >= limit) break;
     for (const auto& p : providers)

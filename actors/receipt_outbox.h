@@ -54,7 +54,7 @@ net::receipt_status receipt_answer_of(const status& st);
 // Sends receipts to their providers (in parallel; at most timeout each) and settles the outbox
 // (may be null): removes those recorded or refused for good, keeps the rest for a later try.
 // Returns how many were recorded.
-int deliver_receipts(caf::actor_system& sys, const std::vector<std::pair<caf::actor, ledger::receipt>>& receipts,
+int deliver_receipts(caf::actor_system& sys, const std::vector<std::pair<provider_actor, ledger::receipt>>& receipts,
                      receipt_outbox* outbox, std::chrono::milliseconds timeout,
                      const std::function<void(const std::string&)>& note);
 

@@ -46,6 +46,7 @@ struct provider_box {
     po.device = "cpu";
     po.threads = 1;
     po.unpaid_credit = credit;
+    po.unpaid_file = dir + "/unpaid.log";
     po.log = [this](const std::string& line) { log.push_back(line); };
     auto cache = model_cache::open(dir + "/models", 1 << 20);
     auto led = ledger::ledger_file::open(dir);
@@ -153,6 +154,29 @@ TEST_CASE("a provider serves a client that does not countersign only up to its c
   CHECK(st.kind() == error_kind::invalid_input);
   CHECK(receipt_answer_of(st) == net::receipt_status::rejected);
   CHECK(p.ledger_entries() == 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a provider's unpaid-job counts survive a restart", "[grid][receipts][admission]") {
+  if (!have_cpu()) { WARN("CPU ops missing; skipping"); return; }
+  std::string dir = temp_dir("unpaid-restart");
+  provider_box p(keypair::generate(), dir, 2);
+  keypair client = keypair::generate();
+  ledger::receipt first = p.run(client, 1);
+  p.run(client, 2);
+  CHECK_FALSE(p.bid(client, 3).accepted);
+  p.core.reset();  // the provider stops (or crashes: every change is written as it happens)
+  p.start(2);
+  CHECK(p.core->unpaid_jobs(client.public_key) == 2);
+  bid_reply refused = p.bid(client, 3);
+  CHECK_FALSE(refused.accepted);
+  CHECK(refused.detail.find("unpaid") != std::string::npos);
+  // Paid after the restart (the client redelivers), and that survives the next restart too.
+  REQUIRE(p.core->accept_receipt(countersigned(first, client)).is_ok());
+  p.core.reset();
+  p.start(2);
+  CHECK(p.core->unpaid_jobs(client.public_key) == 1);
+  CHECK(p.bid(client, 3).accepted);
   std::filesystem::remove_all(dir);
 }
 

@@ -1,6 +1,9 @@
 #include "actors/wire_convert.h"
 
+#include <algorithm>
 #include <cstring>
+
+#include "net/codec.h"
 
 namespace gpugrid::grid {
 
@@ -67,6 +70,65 @@ net::bid_request to_wire_bid_request(const bid_request& r) {
   b.input_bytes = static_cast<uint64_t>(std::max<int64_t>(0, r.input_bytes));
   b.max_price = r.max_price;
   return b;
+}
+
+bid_request from_wire_bid_request(const net::bid_request& br, const key32& client) {
+  bid_request req;
+  req.job = br.job;
+  req.client = client;
+  req.model_hash = br.model_hash;
+  req.model_bytes = static_cast<int64_t>(std::min<uint64_t>(br.model_bytes, INT64_MAX));
+  req.gflops = br.gflops;
+  req.input_bytes = static_cast<int64_t>(std::min<uint64_t>(br.input_bytes, INT64_MAX));
+  req.max_price = br.max_price;
+  return req;
+}
+
+net::bid to_wire_bid(const bid_reply& r) {
+  net::bid b;
+  b.job = r.job;
+  b.price = r.price;
+  b.eta_ms = r.eta_ms;
+  b.model_cached = r.model_cached;
+  b.valid_ms = r.valid_ms;
+  b.signature = r.signature;
+  return b;
+}
+
+net::bid_decline to_wire_decline(const bid_reply& r) {
+  net::bid_decline d;
+  d.job = r.job;
+  d.reason = static_cast<net::decline_reason>(r.reason);
+  d.detail = r.detail;
+  return d;
+}
+
+bid_reply from_wire_bid(const net::bid& b, const key32& provider) {
+  bid_reply r;
+  r.job = b.job;
+  r.provider = provider;
+  r.accepted = true;
+  r.price = b.price;
+  r.eta_ms = b.eta_ms;
+  r.model_cached = b.model_cached;
+  r.signature = b.signature;
+  r.valid_ms = b.valid_ms;
+  return r;
+}
+
+bid_reply from_wire_decline(const net::bid_decline& d, const key32& provider) {
+  bid_reply r;
+  r.job = d.job;
+  r.provider = provider;
+  r.accepted = false;
+  r.reason = static_cast<decline_reason>(d.reason);
+  r.detail = d.detail;
+  return r;
+}
+
+bool bid_signature_ok(const bid_reply& r) {
+  if (!r.signature) return true;
+  return net::verify_bid(to_wire_bid(r), r.provider);
 }
 
 net::execute to_wire_execute(const execute_request& r) {

@@ -165,7 +165,7 @@ int batch_run_command(const run_options& o) {
   std::optional<grid::reputation_book> reputation;
   std::unique_ptr<ledger::ledger_file> ledger;
   std::shared_ptr<grid::provider_core> core;
-  caf::actor embedded;
+  grid::provider_actor embedded;
   std::shared_ptr<session> local_session;
   std::mutex local_mu;
   grid::quote_book quotes;

@@ -275,6 +275,7 @@ int run_embedded_grid(const run_options& o) {
   eo.device = o.device;
   eo.threads = o.threads;
   eo.client.redundancy = o.redundancy;
+  eo.client.min_redundancy = o.min_redundancy;
   eo.client.max_price = o.max_price;
   eo.client.timeout_s = o.timeout_s;
   auto r = grid::run_embedded(j->bytes, std::move(j->inputs), grid::rough_gflops(*j->model), eo,
@@ -334,6 +335,7 @@ int run_remote(const run_options& o) {
   job.inputs = std::move(j->inputs);
   grid::client_options co;
   co.redundancy = o.redundancy;
+  co.min_redundancy = o.min_redundancy;
   co.max_price = o.max_price;
   co.timeout_s = o.timeout_s;
   co.spot_check_rate = o.redundancy == 1 ? kSpotCheckRate : 0.0;

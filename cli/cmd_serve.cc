@@ -181,7 +181,7 @@ class grid_backend : public serve::infer_backend {
   grid::quote_book quotes_;
   session_cache local_;
   std::shared_ptr<grid::provider_core> core_;
-  caf::actor embedded_;
+  grid::provider_actor embedded_;
   grid::grid_node* node_ = nullptr;
   grid::reputation_book* reputation_ = nullptr;
   ledger::ledger_file* ledger_ = nullptr;

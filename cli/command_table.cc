@@ -252,6 +252,10 @@ void run_flags(CLI::App& sub, parsed_options& o) {
   sub.add_option("--redundancy", v.redundancy, "run on K distinct providers and compare the results (default 1)")
       ->type_name("K")
       ->check(whole_number(1, 64));
+  sub.add_option("--min-redundancy", v.min_redundancy,
+                 "accept as few as N results when fewer than K providers can run the job (default: K, else exit 3)")
+      ->type_name("N")
+      ->check(whole_number(1, 64));
   sub.add_option("--max-price", v.max_price, "the most to pay for the job, in credits (default: no limit)")
       ->type_name("P")
       ->check(number_above(0, true));

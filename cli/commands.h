@@ -23,6 +23,7 @@ struct run_options {
   std::vector<std::string> peers;
   bool local = false;
   int redundancy = 1;
+  int min_redundancy = 0;              // fewest results accepted; 0: all of --redundancy
   double max_price = -1;               // < 0: no limit
   double timeout_s = 60;
   std::string device = "auto";         // for --local: auto|cpu|cuda[:N]

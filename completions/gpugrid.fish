@@ -150,6 +150,7 @@ complete -c gpugrid -n '__gpugrid_command_is run' -l output-dir -x -a '(__fish_c
 complete -c gpugrid -n '__gpugrid_command_is run' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is run' -l local -d 'run in this process, with no grid at all'
 complete -c gpugrid -n '__gpugrid_command_is run' -l redundancy -x -d 'run on K distinct providers and compare the results (default 1)'
+complete -c gpugrid -n '__gpugrid_command_is run' -l min-redundancy -x -d 'accept as few as N results when fewer than K providers can run the job (default: K, else exit 3)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l max-price -x -d 'the most to pay for the job, in credits (default: no limit)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l timeout -x -d 'give up after this many seconds (default 60)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l device -x -a 'auto cpu cuda' -d 'the device for --local and the embedded local grid (default auto)'
@@ -162,8 +163,8 @@ complete -c gpugrid -n '__gpugrid_command_is run' -l in-flight -x -d 'batch jobs
 complete -c gpugrid -n '__gpugrid_command_is run' -l attempts -x -d 'tries per batch job before it is listed as failed (default 3)'
 complete -c gpugrid -n '__gpugrid_command_is run' -s q -l quiet -d 'print no notes, only warnings and errors'
 complete -c gpugrid -n '__gpugrid_command_is run' -s v -l verbose -d 'also print debug lines'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' -a '(__gpugrid_files onnx)' -d 'MODEL'
-complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 0 -o --output --output-format --output-dir --peer --redundancy --min-redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' -a '(__gpugrid_files onnx)' -d 'MODEL'
+complete -c gpugrid -n '__gpugrid_command_is run; and __gpugrid_positional 1+ -o --output --output-format --output-dir --peer --redundancy --min-redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' -a '(__gpugrid_files npy pb bin)' -d 'INPUT'
 
 # serve
 complete -c gpugrid -n '__gpugrid_command_is serve' -s h -l help -d 'print this help and exit'
