@@ -9,6 +9,7 @@
 
 #include "actors/atoms.h"
 #include "actors/auction.h"
+#include "actors/payment.h"
 #include "actors/receipt_outbox.h"
 #include "actors/verification.h"
 #include "net/codec.h"
@@ -44,6 +45,7 @@ bool bid_signature_ok(const bid_reply& r) {
   b.model_cached = r.model_cached;
   b.valid_ms = r.valid_ms;
   b.signature = r.signature;
+  b.terms = r.terms;
   return net::verify_bid(b, r.provider);
 }
 
@@ -200,6 +202,24 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
   size_t next_bid = 0;
   std::vector<attempt> done;
   std::set<size_t> used;
+  // Payment on a chain: the voucher for a provider's bid, made just before the job is sent.
+  std::map<size_t, ledger::voucher_claim> vouchers;
+  auto pay_for = [&](size_t pi) {
+    const bid_reply& b = reply_of(pi);
+    if (!b.terms) return true;
+    if (!options.payer) {
+      note(fmt::format("provider {} is paid on a chain and this client has none configured; skipped",
+                       short_hex(providers[pi].key)));
+      return false;
+    }
+    auto v = options.payer->pay(providers[pi].key, *b.terms);
+    if (!v) {
+      note(fmt::format("cannot pay provider {}: {}; skipped", short_hex(providers[pi].key), v.error().message()));
+      return false;
+    }
+    vouchers[pi] = *v;
+    return true;
+  };
   auto make_exec = [&](size_t provider_index) {
     auto ex = std::make_shared<execute_request>();
     ex->job = req->job;
@@ -211,6 +231,7 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
     ex->input_digest = tensors_digest(job.inputs);
     ex->price = reply_of(provider_index).price;
     ex->started_ms = unix_ms();
+    if (auto v = vouchers.find(provider_index); v != vouchers.end()) ex->voucher = v->second;
     return execute_request_ptr(ex);
   };
   auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
@@ -227,6 +248,7 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
         if (reputation) reputation->record(node_hex(providers[pi].key), outcome::failed);
         continue;
       }
+      if (!pay_for(pi)) continue;
       batch.push_back(pi);
     }
     std::vector<caf::response_handle<caf::blocking_actor, caf::message, true>> running;
@@ -290,6 +312,7 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
         if (used.count(pi)) continue;
         used.insert(pi);
         if (!bid_signature_ok(reply_of(pi))) continue;
+        if (!pay_for(pi)) continue;
         self->request(providers[pi].actor, timeout, exec_atom::value, make_exec(pi))
             .receive([&](const execute_result_ptr& r) { if (r->ok) { done.push_back({pi, r, "", false}); results.push_back(r->outputs); ran = true; } },
                      [&](caf::error&) {});
@@ -349,7 +372,7 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
     ledger::sign_as_client(d, client.secret_key);
     if (ledger && ledger::verify_receipt(d).is_ok()) (void)ledger->append(d);
     res.providers.push_back({who, done[idx].bid_index < providers.size() ? providers[done[idx].bid_index].url : "",
-                                 reply_of(done[idx].bid_index).price, false, false});
+                                 reply_of(done[idx].bid_index).price, false, false, false, {}});
   }
   if (!v.decided) {
     if (reputation) (void)reputation->save();
@@ -363,7 +386,7 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
     const auto& r = done[idx].result;
     std::string who = node_hex(r->provider);
     if (reputation && res.method != "single") reputation->record(who, outcome::agreed);  // verified results only
-    provider_used u{who, providers[done[idx].bid_index].url, reply_of(done[idx].bid_index).price, false, true};
+    provider_used u{who, providers[done[idx].bid_index].url, reply_of(done[idx].bid_index).price, false, true, false, {}};
     // Check the provider's receipt says what happened.
     ledger::receipt rc = r->receipt;
     bool honest = rc.job_id == req->job && rc.client_key == client.public_key && rc.provider_key == r->provider &&
@@ -372,9 +395,15 @@ expected<job_outcome> run_job_once(caf::actor_system& sys, const std::vector<pro
                   rc.price_micros == static_cast<int64_t>(reply_of(done[idx].bid_index).price * 1e6 + 0.5);
     if (honest && ledger::verify_provider_signature(rc).is_ok()) {
       ledger::sign_as_client(rc, client.secret_key);
+      auto paid_with = vouchers.find(done[idx].bid_index);
+      const ledger::voucher_claim* claim = paid_with == vouchers.end() ? nullptr : &paid_with->second;
+      if (claim) {
+        u.settled = true;
+        u.paid_wei = ledger::decimal(ledger::word_value(claim->price));
+      }
       if (ledger) {
         // The provider's signature was verified above and the client's was just made.
-        auto h = ledger->append_verified(rc);
+        auto h = ledger->append_verified(rc, claim);
         if (!h) return h.error();
       }
       if (options.outbox) {

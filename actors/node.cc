@@ -264,6 +264,7 @@ caf::behavior remote_provider(caf::stateful_actor<proxy_state>* self, net::conne
             r->model_cached = b->model_cached;
             r->signature = b->signature;
             r->valid_ms = b->valid_ms;
+            r->terms = b->terms;
             it->second.deliver(bid_reply_ptr(r));
           }
           st.bids.erase(it);
@@ -1032,6 +1033,7 @@ struct grid_node::impl {
     b.eta_ms = r.eta_ms;
     b.model_cached = r.model_cached;
     b.valid_ms = kBidValidMs;
+    b.terms = r.terms;
     const auto& devices = opt.provider->devices();
     if (!devices.empty()) b.device = to_device_info(devices.front(), 0);
     net::sign_bid(b, self);
@@ -1084,6 +1086,7 @@ struct grid_node::impl {
     req->input_digest = ex.input_digest;
     req->price = ex.price;
     req->started_ms = ex.started_ms;
+    req->voucher = ex.voucher;
     for (const auto& w : ex.inputs) {
       auto t = from_wire_tensor(w);
       if (!t) return reply_error(net::job_error_code::bad_input, t.error().message());
@@ -1158,6 +1161,7 @@ struct grid_node::impl {
     if (r && r->error_is_input) code = net::job_error_code::bad_input;
     else if (r && r->failure_kind == error_kind::no_provider) code = net::job_error_code::model_missing;
     else if (r && r->failure_kind == error_kind::unsupported_here) code = net::job_error_code::unsupported;
+    else if (r && r->failure_kind == error_kind::usage) code = net::job_error_code::not_awarded;  // payment refused
     send_job_error(c, job, code, text);
     event(fmt::format("{{\"event\":\"job_failed\",\"job\":\"{}\",\"client\":\"{}\",\"why\":\"{}\"}}", ledger::to_hex(job),
                       client, json_escape(text)));

@@ -77,6 +77,7 @@ net::execute to_wire_execute(const execute_request& r) {
   e.input_digest = r.input_digest;
   e.price = r.price;
   e.started_ms = r.started_ms;
+  e.voucher = r.voucher;
   return e;
 }
 
