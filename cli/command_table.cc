@@ -220,6 +220,19 @@ void offer_flags(CLI::App& sub, parsed_options& o) {
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->check(peer_url());
+  sub.add_option("--chain-rpc", v.chain_rpc,
+                 "be paid on this EVM chain's JSON-RPC endpoint (default: GPUGRID_CHAIN_RPC, else rpc in "
+                 "DATA_DIR/chain.toml; none: unsettled credits); --price is then in the chain's token")
+      ->type_name("URL");
+  sub.add_option("--contract", v.contract, "the payment-channel contract (default: GPUGRID_CHAIN_CONTRACT or chain.toml)")
+      ->type_name("ADDRESS");
+  sub.add_option("--chain-id", v.chain_id, "refuse an endpoint that serves another chain")->type_name("N");
+  sub.add_option("--min-deposit", v.min_deposit, "decline jobs paid from channels with a smaller deposit (0.05, or 1000wei)")
+      ->type_name("AMOUNT");
+  sub.add_option("--redeem-threshold", v.redeem_threshold,
+                 "redeem a channel's latest voucher once this much is unredeemed (default 0.01; also on drain, "
+                 "before the channel expires and at start)")
+      ->type_name("AMOUNT");
   add_json(sub, v.json,
            "print the node id, URL and events on stdout as JSON Lines (one object per event, with "
            "\"event\" and \"time\")");

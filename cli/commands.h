@@ -111,6 +111,11 @@ struct offer_options {
   int relay_max_circuits = 256;
   std::string relay_max_bandwidth;     // "" (no limit) or RATE: bytes/s with an optional K, M or G
   std::vector<std::string> via_relays;
+  // Paid on a chain (cli/chain_payment.h): the endpoint and contract (else GPUGRID_CHAIN_* or
+  // DATA_DIR/chain.toml); none configured: unsettled credits.
+  std::string chain_rpc, contract, chain_id;
+  std::string min_deposit;             // "" or AMOUNT: channels with less are declined
+  std::string redeem_threshold;        // "" (default 0.01) or AMOUNT: redeem a channel past this
 };
 int offer_command(const offer_options& o);
 // Test doubles only: changes what `offer --relay` passes on (a tampering relay); unset in the
