@@ -55,6 +55,22 @@ CLI::Validator number_above(double lo, bool inclusive) {
       "");
 }
 
+// A price in the chain's base unit ("1000wei") as the token amount it is (18 decimals), so
+// that --max-price takes both forms; anything else is left for the number check.
+CLI::Validator wei_suffix() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        if (s.size() <= 3 || s.compare(s.size() - 3, 3, "wei") != 0) return {};
+        std::string digits = s.substr(0, s.size() - 3);
+        if (digits.size() > 36 || digits.find_first_not_of("0123456789") != std::string::npos)
+          return fmt::format("must be a whole number of wei (1000wei), not '{}'", s);
+        while (digits.size() < 19) digits.insert(digits.begin(), '0');
+        s = digits.substr(0, digits.size() - 18) + "." + digits.substr(digits.size() - 18);
+        return {};
+      },
+      "");
+}
+
 CLI::Validator number_between(double lo, double hi) {
   return CLI::Validator(
       [lo, hi](std::string& s) -> std::string {
@@ -256,8 +272,11 @@ void run_flags(CLI::App& sub, parsed_options& o) {
   sub.add_option("--redundancy", v.redundancy, "run on K distinct providers and compare the results (default 1)")
       ->type_name("K")
       ->check(whole_number(1, 64));
-  sub.add_option("--max-price", v.max_price, "the most to pay for the job, in credits (default: no limit)")
+  sub.add_option("--max-price", v.max_price,
+                 "the most to pay for the job: in credits, or when paying on a chain in its token (0.001, or "
+                 "1000wei) (default: no limit)")
       ->type_name("P")
+      ->transform(wei_suffix())
       ->check(number_above(0, true));
   sub.add_option("--timeout", v.timeout_s, "give up after this many seconds (default 60)")
       ->type_name("SECONDS")

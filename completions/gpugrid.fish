@@ -153,7 +153,7 @@ complete -c gpugrid -n '__gpugrid_command_is run' -l output-dir -x -a '(__fish_c
 complete -c gpugrid -n '__gpugrid_command_is run' -l peer -x -a '(__gpugrid_peer_urls)' -d 'a bootstrap peer (ws://HOST:PORT or wss://HOST:PORT); repeat the flag for more (--peer A --peer B); replaces GPUGRID_PEERS and the peers in config.toml'
 complete -c gpugrid -n '__gpugrid_command_is run' -l local -d 'run in this process, with no grid at all'
 complete -c gpugrid -n '__gpugrid_command_is run' -l redundancy -x -d 'run on K distinct providers and compare the results (default 1)'
-complete -c gpugrid -n '__gpugrid_command_is run' -l max-price -x -d 'the most to pay for the job, in credits (default: no limit)'
+complete -c gpugrid -n '__gpugrid_command_is run' -l max-price -x -d 'the most to pay for the job: in credits, or when paying on a chain in its token (0.001, or 1000wei) (default: no limit)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l timeout -x -d 'give up after this many seconds (default 60)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l device -x -a 'auto cpu cuda' -d 'the device for --local and the embedded local grid (default auto)'
 complete -c gpugrid -n '__gpugrid_command_is run' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
