@@ -102,4 +102,11 @@ voucher_verdict check_voucher(const voucher_check_input& in) {
   return {true, false, ""};
 }
 
+bool redeem_due(const payment_channel::channel_state& channel, const u256& latest, const u256& threshold,
+                int64_t now_s, int64_t safety_margin_s) {
+  if (latest <= channel.redeemed) return false;
+  if (latest - channel.redeemed >= threshold) return true;
+  return channel.expiry <= u256(now_s) + u256(2 * (safety_margin_s > 0 ? safety_margin_s : 0));
+}
+
 }  // namespace gpugrid::chain

@@ -59,4 +59,10 @@ struct voucher_verdict {
 
 voucher_verdict check_voucher(const voucher_check_input& in);
 
+// Whether a provider should redeem a channel's latest accepted voucher (cumulative `latest`)
+// now: something is unredeemed and it reaches `threshold`, or the channel expires within twice
+// the safety margin (after expiry the client may withdraw what is unredeemed).
+bool redeem_due(const payment_channel::channel_state& channel, const u256& latest, const u256& threshold,
+                int64_t now_s, int64_t safety_margin_s);
+
 }  // namespace gpugrid::chain

@@ -146,3 +146,19 @@ TEST_CASE("voucher check: claims round-trip between the chain and the grid's pac
   CHECK_FALSE(gpugrid::ledger::voucher_claim::unpack(bad, "claim"));
   CHECK_FALSE(gpugrid::ledger::voucher_claim::unpack(bad.substr(1), "claim"));
 }
+
+TEST_CASE("redeem decision: threshold, expiry, nothing unredeemed", "[voucher_check]") {
+  payment_channel::channel_state ch;
+  ch.deposit = 1000;
+  ch.redeemed = 100;
+  ch.expiry = 1000000;
+  const int64_t now = 500000, margin = 3600;
+  CHECK_FALSE(redeem_due(ch, 100, 0, now, margin));     // nothing new
+  CHECK_FALSE(redeem_due(ch, 150, 60, now, margin));    // 50 unredeemed, below 60
+  CHECK(redeem_due(ch, 160, 60, now, margin));          // reaches it
+  CHECK(redeem_due(ch, 101, 0, now, margin));           // threshold 0: after every job
+  ch.expiry = now + 2 * margin;                         // close to expiry: whatever the amount
+  CHECK(redeem_due(ch, 101, 1000, now, margin));
+  ch.expiry = now + 2 * margin + 1;
+  CHECK_FALSE(redeem_due(ch, 101, 1000, now, margin));
+}

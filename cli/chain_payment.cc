@@ -284,10 +284,8 @@ bool chain_gate::due_locked(const channel_entry& e, int64_t now, bool force) con
   const u256 amount = u256_of(e.latest->amount);
   if (amount <= e.state.redeemed) return false;
   if (force) return true;
-  if (e.failed_ms && now - e.failed_ms < options_.retry_s * 1000) return false;
-  if (amount - e.state.redeemed >= options_.redeem_threshold) return true;
-  // Before the channel's expiry, after which the client may take the rest back.
-  return e.state.expiry <= u256(now / 1000 + 2 * options_.safety_margin_s);
+  if (e.failed_ms && now - e.failed_ms < options_.retry_s * 1000) return false;  // retried later
+  return redeem_due(e.state, amount, options_.redeem_threshold, now / 1000, options_.safety_margin_s);
 }
 
 status chain_gate::redeem_channel(const u256& id, bool force) {
