@@ -10,6 +10,7 @@
 #include "actors/atoms.h"
 #include "actors/auction.h"
 #include "actors/job_flow.h"
+#include "actors/payment.h"
 #include "actors/receipt_outbox.h"
 #include "actors/verification.h"
 #include "net/codec.h"
@@ -112,6 +113,7 @@ struct job_driver {
   job_flow flow;
   bid_request_ptr bid_req;
   std::map<size_t, std::pair<std::shared_ptr<std::atomic<bool>>, execute_request_ptr>> cancels;  // by attempt
+  std::map<size_t, ledger::voucher_claim> vouchers;  // by provider: the chain payment sent with its job
   caf::response_promise done;
   bool over = false;
   clock_type::time_point t_start = clock_type::now(), t_bids, t_exec;
@@ -131,6 +133,7 @@ execute_request_ptr make_exec(const job_driver& d, const flow_action& a, std::sh
   ex->price = a.bid.price;  // the price of the bid this attempt was awarded from (a.bid)
   ex->started_ms = unix_ms();
   ex->cancel = std::move(cancel);
+  if (auto v = d.vouchers.find(a.provider); v != d.vouchers.end()) ex->voucher = v->second;
   return ex;
 }
 
@@ -147,7 +150,12 @@ void finish(caf::event_based_actor* self, const driver_ptr& d) {
   res.outputs = d->flow.outputs();
   for (const auto& u : d->flow.providers_used()) {
     const provider_handle& p = d->providers[u.provider];
-    res.providers.push_back({node_hex(p.key), p.url, u.price, u.paid, u.agreed});
+    provider_used used{node_hex(p.key), p.url, u.price, u.paid, u.agreed, false, {}};
+    if (auto v = d->vouchers.find(u.provider); v != d->vouchers.end() && u.paid) {
+      used.settled = true;
+      used.paid_wei = ledger::decimal(ledger::word_value(v->second.price));
+    }
+    res.providers.push_back(std::move(used));
   }
   res.agreeing = d->flow.agreeing();
   res.method = d->flow.method();
@@ -175,9 +183,22 @@ void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vecto
         self->delayed_send(self, std::chrono::milliseconds(a.delay_ms), bid_window_atom::value);
         break;
       case action_kind::send_job: {
-        // Extension point: a payment for this job (a.bid: its provider, price and signature)
-        // is attached here, before the request leaves.
+        // A bid with chain terms is paid with a voucher that travels with the job.
         size_t at = a.attempt;
+        if (a.bid.terms) {
+          std::string why;
+          if (!d->options.payer) {
+            why = "it is paid on a chain and this client has none configured";
+          } else if (auto v = d->options.payer->pay(p->key, *a.bid.terms); !v) {
+            why = "cannot pay it: " + v.error().message();
+          } else {
+            d->vouchers[a.provider] = *v;
+          }
+          if (!why.empty()) {
+            perform(self, d, d->flow.on_unpaid(at, why));
+            break;
+          }
+        }
         auto cancel = std::make_shared<std::atomic<bool>>(false);
         execute_request_ptr ex = make_exec(*d, a, cancel);
         d->cancels[at] = {cancel, ex};
@@ -242,7 +263,8 @@ void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vecto
         ledger::receipt rc = a.receipt;
         ledger::sign_as_client(rc, d->client.secret_key);
         if (d->ledger) {
-          auto h = d->ledger->append_verified(rc);
+          auto v = d->vouchers.find(a.provider);
+          auto h = d->ledger->append_verified(rc, v == d->vouchers.end() ? nullptr : &v->second);
           if (!h) {
             perform(self, d, d->flow.on_fatal(h.error()));
             return;

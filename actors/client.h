@@ -58,6 +58,7 @@ class quote_book {
 };
 
 class receipt_outbox;
+class job_payer;  // actors/payment.h
 
 struct client_options {
   int redundancy = 1;
@@ -72,6 +73,9 @@ struct client_options {
   // Set: receipts are kept there until their providers record them, and pending ones are sent
   // again before each job (see actors/receipt_outbox.h).
   receipt_outbox* outbox = nullptr;
+  // Set: bids with chain terms are paid with a voucher sent with the job. Null: such bids are
+  // skipped (their providers would refuse the job unpaid).
+  job_payer* payer = nullptr;
 };
 
 struct provider_used {
@@ -80,6 +84,8 @@ struct provider_used {
   double price = 0;
   bool paid = false;
   bool agreed = true;
+  bool settled = false;           // paid with a voucher on a chain (else unsettled credits)
+  std::string paid_wei;           // settled: the voucher's price for this job, in wei (decimal)
 };
 
 struct job_outcome {

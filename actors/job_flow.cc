@@ -294,6 +294,18 @@ std::vector<flow_action> job_flow::on_exec_failed(size_t attempt, const std::str
   return out;
 }
 
+std::vector<flow_action> job_flow::on_unpaid(size_t attempt, const std::string& why) {
+  std::vector<flow_action> out;
+  if (attempt >= attempts_.size() || !attempts_[attempt].open) return out;
+  if (phase_ != flow_phase::executing && phase_ != flow_phase::tie_break) return out;
+  attempt_rec& a = attempts_[attempt];
+  a.open = false;
+  note(out, fmt::format("provider {}: {}; skipped", who(a.provider), why));
+  failures_.push_back(who(a.provider) + ": " + why);
+  after_attempt(out);
+  return out;
+}
+
 std::vector<flow_action> job_flow::on_provider_gone(size_t provider) {
   std::vector<flow_action> out;
   if (provider >= candidates_.size()) return out;

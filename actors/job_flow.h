@@ -127,6 +127,10 @@ class job_flow {
   std::vector<flow_action> on_exec_failed(size_t attempt, const std::string& why, bool timed_out);
   // The provider went away: its bid (while bidding) and its open attempts fail.
   std::vector<flow_action> on_provider_gone(size_t provider);
+  // The driver could not pay for an attempt it was asked to send (no payer for a bid with chain
+  // terms, or the payer refused): the attempt is closed unsent, nothing is held against the
+  // provider, and the next bid is tried.
+  std::vector<flow_action> on_unpaid(size_t attempt, const std::string& why);
   std::vector<flow_action> on_local_result(const expected<std::vector<tensor>>& outputs);
   std::vector<flow_action> on_receipt_answer(size_t attempt, net::receipt_status answer);
   // The driver could not perform an action (the ledger cannot be written): the job fails.

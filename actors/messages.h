@@ -15,6 +15,7 @@
 #include "base/status.h"
 #include "engine/tensor.h"
 #include "ledger/receipt.h"
+#include "ledger/voucher_claim.h"
 
 namespace gpugrid::grid {
 
@@ -74,6 +75,8 @@ struct bid_reply {
   // picks, so a large auction costs one verification per award instead of one per bid.
   std::optional<sig64> signature;
   int64_t valid_ms = 0;
+  // A provider paid on a chain: where and what to pay (actors/payment.h). None: credits.
+  std::optional<ledger::chain_terms> terms;
 };
 
 struct execute_request {
@@ -86,6 +89,7 @@ struct execute_request {
   digest32 input_digest{};
   double price = 0;                                // the awarded price
   int64_t started_ms = 0;
+  std::optional<ledger::voucher_claim> voucher;    // the payment, for a bid with chain terms
   // Provider side: set (by the node) when the client went away or the job was handed back;
   // the run stops at the next node. Null: never cancelled.
   std::shared_ptr<std::atomic<bool>> cancel;

@@ -1070,6 +1070,7 @@ struct grid_node::impl {
     req->input_digest = ex.input_digest;
     req->price = ex.price;
     req->started_ms = ex.started_ms;
+    req->voucher = ex.voucher;
     for (const auto& w : ex.inputs) {
       auto t = from_wire_tensor(w);
       if (!t) return reply_error(net::job_error_code::bad_input, t.error().message());
@@ -1147,6 +1148,7 @@ struct grid_node::impl {
     if (r && r->error_is_input) code = net::job_error_code::bad_input;
     else if (r && r->failure_kind == error_kind::no_provider) code = net::job_error_code::model_missing;
     else if (r && r->failure_kind == error_kind::unsupported_here) code = net::job_error_code::unsupported;
+    else if (r && r->failure_kind == error_kind::usage) code = net::job_error_code::not_awarded;  // payment refused
     send_job_error(c, job, code, text);
     event(fmt::format("{{\"event\":\"job_failed\",\"job\":\"{}\",\"client\":\"{}\",\"why\":\"{}\"}}", ledger::to_hex(job),
                       client, json_escape(text)));

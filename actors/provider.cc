@@ -1,4 +1,5 @@
 #include "actors/provider.h"
+#include "actors/payment.h"
 #include "actors/receipt_outbox.h"
 
 #include <algorithm>
@@ -123,6 +124,7 @@ bid_reply provider_core::bid(const bid_request& req) {
   admission a = admit_bid(f);
   if (!a.accepted) return decline(a.reason, a.detail);
   r.price = f.price;
+  if (options_.payment) r.terms = options_.payment->terms(r.price);
   double rate = 1.0;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -266,6 +268,11 @@ execute_result provider_core::execute(const execute_request& req) {
   }
   if (admission a = admit_execute(facts, req.price, 0); !a.accepted) return fail(internal_error("{}", a.detail));
   if (tensors_digest(req.inputs) != req.input_digest) return fail(invalid_input("inputs do not match their digest"));
+  if (options_.payment) {  // paid before it starts, or not run at all
+    status paid = options_.payment->admit(req);
+    // Kind usage: the node answers "not awarded" (the client tries its next bid, and sends no model).
+    if (!paid.is_ok()) return fail(status(error_kind::usage, "payment refused: " + paid.message()));
+  }
   res.model_was_cached = !req.model_bytes;
   auto s = session_for(req.model_hash, req.model_bytes);
   if (!s) return fail(s.error());
@@ -404,7 +411,9 @@ status provider_core::accept_receipt(const ledger::receipt& r) {
   GG_RETURN_IF_ERROR(ledger::verify_client_signature(r));
   status st = status::ok();
   if (ledger_ && !ledger_->contains(r.job_id, r.provider_key)) {
-    auto h = ledger_->append_verified(r);
+    std::optional<ledger::voucher_claim> claim;
+    if (options_.payment) claim = options_.payment->claim_for(r.job_id);
+    auto h = ledger_->append_verified(r, claim ? &*claim : nullptr);
     if (!h && !ledger_->contains(r.job_id, r.provider_key)) st = h.error();
   }
   std::lock_guard<std::mutex> lock(mu_);

@@ -31,6 +31,8 @@ class session;
 
 namespace gpugrid::grid {
 
+class payment_gate;  // actors/payment.h
+
 struct provider_options {
   int slots = 1;
   std::string device = "auto";
@@ -53,6 +55,9 @@ struct provider_options {
   int64_t min_job_ms = 5000;
   // A model's first run here is metered: it may use twice the GFLOP it paid for plus this.
   double free_gflops = 1.0;
+  // Set: jobs are paid on a chain (actors/payment.h): bids carry its terms and a job whose
+  // voucher does not pay for it is refused before it starts. Null: unsettled credits.
+  std::shared_ptr<payment_gate> payment;
 };
 
 struct provider_counters {

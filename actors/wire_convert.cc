@@ -92,6 +92,7 @@ net::bid to_wire_bid(const bid_reply& r) {
   b.model_cached = r.model_cached;
   b.valid_ms = r.valid_ms;
   b.signature = r.signature;
+  b.terms = r.terms;
   return b;
 }
 
@@ -113,6 +114,7 @@ bid_reply from_wire_bid(const net::bid& b, const key32& provider) {
   r.model_cached = b.model_cached;
   r.signature = b.signature;
   r.valid_ms = b.valid_ms;
+  r.terms = b.terms;
   return r;
 }
 
@@ -139,6 +141,7 @@ net::execute to_wire_execute(const execute_request& r) {
   e.input_digest = r.input_digest;
   e.price = r.price;
   e.started_ms = r.started_ms;
+  e.voucher = r.voucher;
   return e;
 }
 

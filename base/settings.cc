@@ -15,7 +15,7 @@ namespace gpugrid {
 
 namespace {
 
-const char* const kKnownKeys = "peers, price, device, slots, listen, data_dir, max_model_mb, [serve]";
+const char* const kKnownKeys = "peers, price, device, slots, listen, data_dir, max_model_mb, [serve], [chain]";
 
 status key_error(const std::string& path, const toml::source_region& where, std::string_view key,
                  std::string_view what) {
@@ -129,6 +129,11 @@ status read_key(const std::string& path, std::string_view key, const toml::sourc
   }
   if (key == "data_dir") return read_string(path, key, node, &s->data_dir);
   if (key == "serve") return read_serve(path, node, &s->serve);
+  // [chain]: the keys of DATA_DIR/chain.toml; read and checked by chain::load_chain_settings.
+  if (key == "chain") {
+    if (!node.as_table()) return key_error(path, node.source(), "chain", "must be a table ([chain])");
+    return status::ok();
+  }
   return invalid_input("{}:{}: unknown key '{}' (known keys: {})", path, key_at.begin.line, key, kKnownKeys);
 }
 

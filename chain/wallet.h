@@ -6,7 +6,8 @@
 // valid key, one that group or others may read.
 //
 // Chain settings, first found wins: the command-line flag, the environment (GPUGRID_CHAIN_RPC,
-// GPUGRID_CHAIN_CONTRACT, GPUGRID_CHAIN_ID), then DIR/chain.toml:
+// GPUGRID_CHAIN_CONTRACT, GPUGRID_CHAIN_ID), DIR/chain.toml, then the [chain] table of
+// config.toml (base/settings.h), with the same keys as chain.toml:
 //   rpc = "https://..."          # any EVM chain's JSON-RPC endpoint
 //   contract = "0x..."           # the payment-channel contract on that chain
 //   chain_id = 137               # optional: refuse an endpoint that serves another chain
@@ -52,8 +53,8 @@ struct chain_settings {
   std::string source;  // DIR/chain.toml when it was read
 };
 
-// DIR/chain.toml and the environment (GPUGRID_CHAIN_*), environment winning. A missing file is
-// no settings.
+// config.toml's [chain], DIR/chain.toml and the environment (GPUGRID_CHAIN_*), later ones
+// winning. A missing file is no settings.
 expected<chain_settings> load_chain_settings(const std::string& data_dir);
 
 }  // namespace gpugrid::chain

@@ -34,6 +34,7 @@
 #include "actors/reputation.h"
 #include "base/json.h"
 #include "cli/batch_source.h"
+#include "cli/chain_payment.h"
 #include "cli/commands.h"
 #include "cli/grid_setup.h"
 #include "cli/model_io.h"
@@ -189,8 +190,8 @@ int batch_run_command(const run_options& o) {
     }
     return local_session;
   };
-
   job_runner runner;
+  bool pays_on_chain = false;
   if (o.local) {
     auto s = make_local();
     if (!s) return fail(s.error());
@@ -250,8 +251,24 @@ int batch_run_command(const run_options& o) {
     co.timeout_s = o.timeout_s;
     co.spot_check_rate = node && o.redundancy == 1 ? 0.05 : 0.0;
     co.quotes = &quotes;
+    // Paid on a chain when one is configured; vouchers on one channel must arrive in order, so
+    // such a batch runs one job at a time.
+    std::shared_ptr<chain_payer> payer;
+    if (node) {
+      auto dir = grid_data_dir(o.data_dir);
+      if (!dir) return fail(dir.error());
+      auto link = open_chain_link(*dir, {});
+      if (!link) return fail(link.error());
+      if (*link) {
+        auto wallet = chain::load_or_create_wallet_key(*dir);
+        if (!wallet) return fail(wallet.error());
+        payer = std::make_shared<chain_payer>(*link, *wallet, *dir);
+        co.payer = payer.get();
+        pays_on_chain = true;
+      }
+    }
     double gflops = grid::rough_gflops(*g);
-    runner = [&, co, gflops](std::vector<tensor> in) -> expected<run_result> {
+    runner = [&, co, gflops, payer](std::vector<tensor> in) -> expected<run_result> {
       std::vector<grid::provider_handle> providers;
       if (node) providers = node->providers();
       else providers.push_back({embedded, core->key(), ""});
@@ -284,6 +301,7 @@ int batch_run_command(const run_options& o) {
 
   size_t workers = o.in_flight > 0 ? static_cast<size_t>(o.in_flight) : std::max<size_t>(2, 2 * provider_count);
   if (o.local) workers = o.in_flight > 0 ? static_cast<size_t>(o.in_flight) : 1;
+  if (pays_on_chain) workers = 1;
   workers = std::max<size_t>(1, std::min(workers, todo.size()));
   progress bar(todo.size(), tty && !o.json);
   std::atomic<size_t> next{0};

@@ -129,7 +129,13 @@ int ledger_command(const ledger_options& o) {
                             {"paid", static_cast<double>(r.paid_micros) / 1e6},
                             {"net", static_cast<double>(r.earned_micros - r.paid_micros) / 1e6},
                             {"jobs", r.jobs},
-                            {"disputes", r.disputes}});
+                            {"disputes", r.disputes},
+                            // Jobs paid with vouchers on a chain (in wei) and what is only credits.
+                            {"settled_jobs", r.settled_jobs},
+                            {"earned_wei", ledger::decimal(r.earned_wei)},
+                            {"paid_wei", ledger::decimal(r.paid_wei)},
+                            {"unsettled_earned", static_cast<double>(r.earned_micros - r.settled_earned_micros) / 1e6},
+                            {"unsettled_paid", static_cast<double>(r.paid_micros - r.settled_paid_micros) / 1e6}});
       }
       fmt::print("{}\n", dump_json_list(list));
     } else {
@@ -137,6 +143,17 @@ int ledger_command(const ledger_options& o) {
       for (const auto& r : rows)
         fmt::print("{:<34}  {:>12}  {:>12}  {:>12}  {:>6}  {:>8}\n", net::node_id_of(r.node), credits(r.earned_micros),
                    credits(r.paid_micros), credits(r.earned_micros - r.paid_micros), r.jobs, r.disputes);
+      bool any_settled = false;
+      for (const auto& r : rows) any_settled = any_settled || r.settled_jobs > 0;
+      if (!any_settled) {
+        fmt::print("(all unsettled credits: no job here was paid on a chain)\n");
+      } else {
+        fmt::print("settled on a chain (vouchers, wei); the rest is unsettled credits:\n");
+        for (const auto& r : rows)
+          if (r.settled_jobs > 0)
+            fmt::print("{:<34}  earned {} wei  paid {} wei  in {} jobs\n", net::node_id_of(r.node),
+                       ledger::decimal(r.earned_wei), ledger::decimal(r.paid_wei), r.settled_jobs);
+      }
     }
     return 0;
   }
@@ -174,7 +191,16 @@ int ledger_command(const ledger_options& o) {
                           {"price", static_cast<double>(r.price_micros) / 1e6},
                           {"started", when(r.started_ms)},
                           {"finished", when(r.finished_ms)},
-                          {"hash", ledger::to_hex(es[i].hash)}});
+                          {"hash", ledger::to_hex(es[i].hash)},
+                          {"settlement", es[i].claim ? "chain" : "unsettled"}});
+      if (const auto& c = es[i].claim) {  // the voucher that paid the job (numbers in decimal)
+        list.back()["voucher"] = json{{"chain_id", ledger::decimal(ledger::word_value(c->chain_id))},
+                                      {"contract", "0x" + ledger::to_hex(c->contract)},
+                                      {"channel", ledger::decimal(ledger::word_value(c->channel))},
+                                      {"amount_wei", ledger::decimal(ledger::word_value(c->amount))},
+                                      {"nonce", ledger::decimal(ledger::word_value(c->nonce))},
+                                      {"price_wei", ledger::decimal(ledger::word_value(c->price))}};
+      }
       if (r.kind == ledger::receipt_kind::generation) {
         auto t = ledger::token_terms::unpack(r.input_digest);
         list.back()["prompt_tokens"] = t.prompt_tokens;

@@ -18,6 +18,8 @@
 #include "actors/provider.h"
 #include "base/data_dir.h"
 #include "base/json.h"
+#include "chain/voucher_check.h"
+#include "cli/chain_payment.h"
 #include "cli/commands.h"
 #include "cli/generate_grid.h"
 #include "cli/grid_setup.h"
@@ -162,8 +164,34 @@ int offer_command(const offer_options& o) {
   if (!ledger) return fail(ledger.error());
   if (!recovered.empty()) log::warning("{}", recovered);
 
+  // Paid on a chain when one is configured (README "Paying on a chain").
+  chain_flags cf{o.chain_rpc, o.contract, o.chain_id, ""};
+  auto link = open_chain_link(*dir, cf);
+  if (!link) return fail(link.error());
+  std::shared_ptr<chain_gate> gate;
+  if (*link) {
+    auto wallet = chain::load_or_create_wallet_key(*dir);
+    if (!wallet) return fail(wallet.error());
+    gate_options go;
+    auto amount = [](const std::string& text, const char* flag, chain::u256 fallback) -> expected<chain::u256> {
+      if (text.empty()) return fallback;
+      return chain::parse_amount(text, 18, flag);
+    };
+    auto min_dep = amount(o.min_deposit, "--min-deposit", 0);
+    if (!min_dep) return fail(min_dep.error());
+    auto threshold = amount(o.redeem_threshold, "--redeem-threshold", chain::u256(10000000000000000ull));
+    if (!threshold) return fail(threshold.error());
+    go.min_deposit = *min_dep;
+    go.redeem_threshold = *threshold;
+    go.log = [](const std::string& line) { fmt::print(stderr, "gpugrid: offer: {}\n", line); };
+    gate = std::make_shared<chain_gate>(*link, *wallet, *dir, go);
+  } else if (!o.min_deposit.empty() || !o.redeem_threshold.empty()) {
+    return fail(status(error_kind::usage, "--min-deposit and --redeem-threshold need a chain (--chain-rpc URL)"));
+  }
+
   grid::provider_options po;
   po.slots = o.slots;
+  po.payment = gate;
   po.device = o.device;
   if (o.price > 0) po.price.price_per_gflop = o.price;
   po.price.minimum = po.price.price_per_gflop * 0.1;  // the smallest job is billed as 0.1 GFLOP
@@ -226,6 +254,10 @@ int offer_command(const offer_options& o) {
                              e.value("url", std::string()));
     emit_event(as_json, std::move(e));
   };
+  if (gate) {
+    status st = gate->start((std::filesystem::path(*dir) / "ledger.log").string(), grid::keypair_of(*id).public_key);
+    if (!st.is_ok()) return fail(st);
+  }
   auto node = grid::grid_node::start(sys, *id, no);
   if (!node) return fail(node.error());
   // Anchoring the ledger's head on chain, in the background (cli/ledger_anchor.h).
@@ -236,18 +268,28 @@ int offer_command(const offer_options& o) {
   }
   if (o.device != "cpu" && !info.devices.empty() && info.devices[0].kind == "cpu")
     log::warning("no usable GPU found; offering the CPU backend");
+  const std::string unit = gate ? fmt::format("on chain {} (wallet {})", chain::to_decimal((*link)->chain_id),
+                                                gate->wallet().checksummed())
+                                  : "in unsettled credits";
   if (as_json) {
-    emit_event(true, json{{"event", "listening"},
-                          {"node_id", (*node)->node_id()},
-                          {"url", (*node)->url()},
-                          {"devices", devices_json(info.devices)},
-                          {"price_per_gflop", info.price_per_gflop},
-                          {"slots", info.slots},
-                          {"data_dir", *dir}});
+    json e{{"event", "listening"},
+           {"node_id", (*node)->node_id()},
+           {"url", (*node)->url()},
+           {"devices", devices_json(info.devices)},
+           {"price_per_gflop", info.price_per_gflop},
+           {"slots", info.slots},
+           {"data_dir", *dir},
+           {"settlement", gate ? "chain" : "unsettled"}};
+    if (gate) {
+      e["chain_id"] = chain::to_decimal((*link)->chain_id);
+      e["contract"] = (*link)->contract.checksummed();
+      e["wallet"] = gate->wallet().checksummed();
+    }
+    emit_event(true, std::move(e));
   } else {
     fmt::print("node {}\nlistening on {}\n", (*node)->node_id(), (*node)->url());
-    log::event_line(fmt::format("offering {} at {:.6f} credits per GFLOP, {} slot{}; stop with Ctrl-C",
-                                info.devices.empty() ? "nothing" : info.devices[0].name, info.price_per_gflop,
+    log::event_line(fmt::format("offering {} at {:.6f} per GFLOP {}, {} slot{}; stop with Ctrl-C",
+                                info.devices.empty() ? "nothing" : info.devices[0].name, info.price_per_gflop, unit,
                                 info.slots, info.slots == 1 ? "" : "s"));
   }
   std::fflush(stdout);
@@ -266,6 +308,11 @@ int offer_command(const offer_options& o) {
   if (handed_back > 0) log::warning("handed {} running job{} back to their clients", handed_back, handed_back == 1 ? "" : "s");
   (*node)->stop();
   if (*anchors) (*anchors)->stop();  // anchors what the last jobs appended, once
+  if (gate) {  // what was earned is cashed before exit (kept for the next start if not)
+    int left = gate->redeem_all(std::chrono::seconds(60));
+    if (left > 0) log::warning("{} channel{} not redeemed yet; redeemed at the next start", left, left == 1 ? "" : "s");
+    gate->stop();
+  }
   if (as_json) emit_event(true, json{{"event", "stopped"}, {"handed_back", handed_back}});
   else log::event_line("stopped");
   return 0;

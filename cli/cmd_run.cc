@@ -17,6 +17,7 @@
 #include "actors/node.h"
 #include "actors/receipt_outbox.h"
 #include "actors/reputation.h"
+#include "cli/chain_payment.h"
 #include "cli/grid_setup.h"
 #include "cli/log.h"
 #include "ledger/ledger.h"
@@ -213,11 +214,15 @@ std::string grid_json(const std::vector<std::string>& names, const std::vector<t
   j["outputs"] = outputs_json(names, outputs, files);
   j["providers"] = json::array();
   for (const auto& p : r.providers) {
-    j["providers"].push_back(json{{"node_id", p.node},
-                                  {"url", p.url.empty() ? "embedded" : p.url},
-                                  {"price", p.paid ? p.price : 0.0},
-                                  {"paid", p.paid},
-                                  {"agreed", p.agreed}});
+    json pj{{"node_id", p.node},
+            {"url", p.url.empty() ? "embedded" : p.url},
+            {"price", p.paid ? p.price : 0.0},
+            {"paid", p.paid},
+            {"agreed", p.agreed},
+            // "chain": paid with a voucher on a chain; "unsettled": credits in the two ledgers only
+            {"settlement", p.settled ? "chain" : "unsettled"}};
+    if (p.settled) pj["paid_wei"] = p.paid_wei;
+    j["providers"].push_back(std::move(pj));
   }
   j["verified"] = json{{"count", r.agreeing}, {"method", r.method}};
   j["timing_ms"] = timing_json(r.total_ms, r.queue_ms, r.transfer_ms, r.compute_ms);
@@ -263,6 +268,11 @@ int finish_grid_run(const run_options& o, const graph& model, const expected<gri
   std::vector<std::string> files;
   status st = deliver_outputs(o, names, r->outputs, &files);
   if (!st.is_ok()) return fail(st);
+  for (const auto& p : r->providers)
+    if (p.paid)
+      log::note("{} {}: {}", p.settled ? "paid" : "owes", p.node.substr(0, 18),
+                p.settled ? fmt::format("{:.9g} in the chain's token (voucher, settled on chain)", p.price)
+                          : fmt::format("{:.6g} credits (unsettled)", p.price));
   if (o.json) fmt::print("{}\n", grid_json(names, r->outputs, files, *r));
   return 0;
 }
@@ -342,6 +352,16 @@ int run_remote(const run_options& o) {
   auto outbox = grid::receipt_outbox::open(*dir);
   if (!outbox) return fail(outbox.error());
   co.outbox = outbox->get();
+  // Paid on a chain when one is configured (GPUGRID_CHAIN_* or DATA_DIR/chain.toml).
+  auto link = open_chain_link(*dir, {});
+  if (!link) return fail(link.error());
+  std::unique_ptr<chain_payer> payer;
+  if (*link) {
+    auto wallet = chain::load_or_create_wallet_key(*dir);
+    if (!wallet) return fail(wallet.error());
+    payer = std::make_unique<chain_payer>(*link, *wallet, *dir);
+    co.payer = payer.get();
+  }
   // Spot checks and tie-breaks run on this machine's engine, created only when needed.
   std::shared_ptr<session> local_session;
   std::shared_ptr<graph> local_model = j->model;

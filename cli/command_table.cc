@@ -55,6 +55,22 @@ CLI::Validator number_above(double lo, bool inclusive) {
       "");
 }
 
+// A price in the chain's base unit ("1000wei") as the token amount it is (18 decimals), so
+// that --max-price takes both forms; anything else is left for the number check.
+CLI::Validator wei_suffix() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        if (s.size() <= 3 || s.compare(s.size() - 3, 3, "wei") != 0) return {};
+        std::string digits = s.substr(0, s.size() - 3);
+        if (digits.size() > 36 || digits.find_first_not_of("0123456789") != std::string::npos)
+          return fmt::format("must be a whole number of wei (1000wei), not '{}'", s);
+        while (digits.size() < 19) digits.insert(digits.begin(), '0');
+        s = digits.substr(0, digits.size() - 18) + "." + digits.substr(digits.size() - 18);
+        return {};
+      },
+      "");
+}
+
 CLI::Validator number_between(double lo, double hi) {
   return CLI::Validator(
       [lo, hi](std::string& s) -> std::string {
@@ -229,6 +245,19 @@ void offer_flags(CLI::App& sub, parsed_options& o) {
                  "anchor the ledger's head on chain this often when it has new entries: 90s, 10m, 2h, 1d (0: not "
                  "by time; default: anchor_interval in DATA_DIR/chain.toml)")
       ->type_name("DURATION");
+  sub.add_option("--chain-rpc", v.chain_rpc,
+                 "be paid on this EVM chain's JSON-RPC endpoint (default: GPUGRID_CHAIN_RPC, else rpc in "
+                 "DATA_DIR/chain.toml; none: unsettled credits); --price is then in the chain's token")
+      ->type_name("URL");
+  sub.add_option("--contract", v.contract, "the payment-channel contract (default: GPUGRID_CHAIN_CONTRACT or chain.toml)")
+      ->type_name("ADDRESS");
+  sub.add_option("--chain-id", v.chain_id, "refuse an endpoint that serves another chain")->type_name("N");
+  sub.add_option("--min-deposit", v.min_deposit, "decline jobs paid from channels with a smaller deposit (0.05, or 1000wei)")
+      ->type_name("AMOUNT");
+  sub.add_option("--redeem-threshold", v.redeem_threshold,
+                 "redeem a channel's latest voucher once this much is unredeemed (default 0.01; also on drain, "
+                 "before the channel expires and at start)")
+      ->type_name("AMOUNT");
   add_json(sub, v.json,
            "print the node id, URL and events on stdout as JSON Lines (one object per event, with "
            "\"event\" and \"time\")");
@@ -256,8 +285,11 @@ void run_flags(CLI::App& sub, parsed_options& o) {
                  "accept as few as N results when fewer than K providers can run the job (default: K, else exit 3)")
       ->type_name("N")
       ->check(whole_number(1, 64));
-  sub.add_option("--max-price", v.max_price, "the most to pay for the job, in credits (default: no limit)")
+  sub.add_option("--max-price", v.max_price,
+                 "the most to pay for the job: in credits, or when paying on a chain in its token (0.001, or "
+                 "1000wei) (default: no limit)")
       ->type_name("P")
+      ->transform(wei_suffix())
       ->check(number_above(0, true));
   sub.add_option("--timeout", v.timeout_s, "give up after this many seconds (default 60)")
       ->type_name("SECONDS")

@@ -111,6 +111,9 @@ TEST_CASE("command table: flags bind to the option structs", "[command_table]") 
   CHECK(o.run.local);
   CHECK(o.run.json);
   CHECK(o.run.output_dir == "outs");
+  // On a chain, --max-price also takes the chain's base unit.
+  CHECK(parse({"run", "m.onnx", "a.npy", "--max-price", "1000000000000000wei"}).run.max_price == Approx(0.001));
+  CHECK(parse({"run", "m.onnx", "a.npy", "--max-price", "5wei"}).run.max_price == Approx(5e-18));
 
   auto b = parse({"bench", "m.onnx", "in.npy", "--iterations", "7", "--warmup", "0", "--device=cpu"});
   CHECK(b.bench.model == "m.onnx");

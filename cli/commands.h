@@ -116,6 +116,11 @@ struct offer_options {
   // anchor_interval in DATA_DIR/chain.toml, else no anchoring.
   int64_t anchor_every = -1;           // entries; 0: not by count
   std::string anchor_interval;         // DURATION, or "0": not by time
+  // Paid on a chain (cli/chain_payment.h): the endpoint and contract (else GPUGRID_CHAIN_* or
+  // DATA_DIR/chain.toml); none configured: unsettled credits.
+  std::string chain_rpc, contract, chain_id;
+  std::string min_deposit;             // "" or AMOUNT: channels with less are declined
+  std::string redeem_threshold;        // "" (default 0.01) or AMOUNT: redeem a channel past this
 };
 int offer_command(const offer_options& o);
 // Test doubles only: changes what `offer --relay` passes on (a tampering relay); unset in the

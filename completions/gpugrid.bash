@@ -8,8 +8,8 @@ _gpugrid_commands='offer run serve generate chat peers inspect selftest bench le
 _gpugrid_flags() {
   case "$1" in
     "") echo '-h --help -V --version -q --quiet -v --verbose' ;;
-    offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --json -q --quiet -v --verbose' ;;
-    run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --min-redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts -q --quiet -v --verbose' ;;
+    offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --chain-rpc --contract --chain-id --min-deposit --redeem-threshold --json -q --quiet -v --verbose' ;;
+    run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts -q --quiet -v --verbose' ;;
     serve) echo '-h --help --listen --models --peer --local --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir --json -q --quiet -v --verbose' ;;
     generate) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --prompt --json -q --quiet -v --verbose' ;;
     chat) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --stats -q --quiet -v --verbose' ;;
@@ -30,8 +30,8 @@ _gpugrid_flags() {
 # The flags of a command that take a value.
 _gpugrid_valued() {
   case "$1" in
-    offer) echo '--listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay' ;;
-    run) echo '-o --output --output-format --output-dir --peer --redundancy --min-redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' ;;
+    offer) echo '--listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay --chain-rpc --contract --chain-id --min-deposit --redeem-threshold' ;;
+    run) echo '-o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' ;;
     serve) echo '--listen --models --peer --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir' ;;
     generate) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads --prompt' ;;
     chat) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads' ;;
@@ -61,12 +61,16 @@ _gpugrid_flag_kind() {
     'offer --relay-max-circuits') echo 'text' ;;
     'offer --relay-max-bandwidth') echo 'text' ;;
     'offer --via-relay') echo 'url' ;;
+    'offer --chain-rpc') echo 'url' ;;
+    'offer --contract') echo 'text' ;;
+    'offer --chain-id') echo 'text' ;;
+    'offer --min-deposit') echo 'text' ;;
+    'offer --redeem-threshold') echo 'text' ;;
     'run -o'|'run --output') echo 'file' ;;
     'run --output-format') echo 'choice npy pb raw' ;;
     'run --output-dir') echo 'directory' ;;
     'run --peer') echo 'url' ;;
     'run --redundancy') echo 'text' ;;
-    'run --min-redundancy') echo 'text' ;;
     'run --max-price') echo 'text' ;;
     'run --timeout') echo 'text' ;;
     'run --device') echo 'choice auto cpu cuda' ;;

@@ -16,31 +16,41 @@ namespace gpugrid::ledger {
 namespace {
 
 constexpr char entry_magic[8] = {'G', 'G', 'L', 'E', 'D', 'G', '1', '\0'};
+constexpr char entry_magic2[8] = {'G', 'G', 'L', 'E', 'D', 'G', '2', '\0'};
 constexpr size_t entry_size = 8 + 8 + 32 + receipt_size;
+constexpr size_t entry_size2 = entry_size + claim_size;
 constexpr size_t record_size = 4 + entry_size + 32;
+constexpr size_t record_size2 = 4 + entry_size2 + 32;
 constexpr size_t records_per_read = 256;
 
-std::string entry_bytes(uint64_t index, const digest32& prev, const receipt& r) {
-  std::string out(entry_magic, 8);
+std::string entry_bytes(uint64_t index, const digest32& prev, const receipt& r, const voucher_claim* claim) {
+  std::string out(claim ? entry_magic2 : entry_magic, 8);
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((index >> (8 * i)) & 0xff));
   out.append(reinterpret_cast<const char*>(prev.data()), 32);
   out += r.canonical_bytes();
+  if (claim) out += claim->pack();
   return out;
 }
 
 expected<entry> parse_entry(const std::string& raw, const digest32& stored_hash, uint64_t position, const std::string& path) {
   std::string what = fmt::format("{}: entry {}", path, position);
-  if (raw.size() != entry_size || std::memcmp(raw.data(), entry_magic, 8) != 0)
-    return invalid_input("{} is not a ledger entry", what);
+  const bool v1 = raw.size() == entry_size && std::memcmp(raw.data(), entry_magic, 8) == 0;
+  const bool v2 = raw.size() == entry_size2 && std::memcmp(raw.data(), entry_magic2, 8) == 0;
+  if (!v1 && !v2) return invalid_input("{} is not a ledger entry", what);
   entry e;
   e.raw = raw;
   e.hash = stored_hash;
   const uint8_t* p = reinterpret_cast<const uint8_t*>(raw.data()) + 8;
   for (int i = 0; i < 8; ++i) e.index |= static_cast<uint64_t>(p[i]) << (8 * i);
   std::memcpy(e.prev_hash.data(), p + 8, 32);
-  auto r = receipt::parse(raw.substr(48), what);
+  auto r = receipt::parse(raw.substr(48, receipt_size), what);
   if (!r) return r.error();
   e.rec = std::move(r).value();
+  if (v2) {
+    auto c = voucher_claim::unpack(raw.substr(48 + receipt_size), what + " voucher");
+    if (!c) return c.error();
+    e.claim = *c;
+  }
   return e;
 }
 
@@ -63,9 +73,10 @@ struct scan_state {
   bool torn = false;
 };
 
-// Streams the records of fd from st->good_end on, calling fn for each whole entry. The last
-// record of the file is torn when it is short, has a bad length or does not match its hash; a
-// bad length earlier is damage (an error), and a hash mismatch earlier is left to verify.
+// Streams the records of fd from st->good_end on, calling fn for each whole entry. Records
+// have one of two lengths (entries without and with a voucher). The last record of the file is
+// torn when it is short, has a bad length or does not match its hash; a bad length earlier is
+// damage (an error), and a hash mismatch earlier is left to verify.
 status scan_fd(int fd, const std::string& path, scan_state* st, const std::function<status(const entry&)>& fn) {
   struct stat sb {};
   if (::fstat(fd, &sb) != 0) return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
@@ -76,29 +87,39 @@ status scan_fd(int fd, const std::string& path, scan_state* st, const std::funct
   while (pos < size) {
     uint64_t remaining = size - pos;
     if (remaining < record_size) { st->torn = true; break; }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(remaining / record_size, records_per_read));
-    buf.resize(n * record_size);
+    size_t n = static_cast<size_t>(std::min<uint64_t>(remaining, records_per_read * record_size2));
+    buf.resize(n);
     auto got = read_at(fd, buf.data(), buf.size(), pos, path);
     if (!got) return got.error();
     if (*got < buf.size()) { st->torn = true; break; }  // the file shrank while it was read
-    for (size_t k = 0; k < n; ++k) {
-      const char* p = buf.data() + k * record_size;
-      const bool last = pos + record_size == size;
+    size_t off = 0;
+    while (off + 4 <= n) {
+      const char* p = buf.data() + off;
       uint32_t len = 0;
       for (int i = 0; i < 4; ++i) len |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
-      digest32 stored{};
-      std::memcpy(stored.data(), p + 4 + entry_size, 32);
-      std::string raw(p + 4, entry_size);
-      if (last && (len != entry_size || blake2b_256(raw) != stored)) { st->torn = true; return status::ok(); }
-      if (len != entry_size)
+      const uint64_t at = pos + off;
+      if (len != entry_size && len != entry_size2) {
+        // A length written by a crashed append can only be in the last record.
+        if (size - at <= record_size2) { st->torn = true; return status::ok(); }
         return invalid_input("{}: entry {} has a bad length ({} bytes); the file is damaged", path, st->next_index, len);
+      }
+      const size_t rec = 4 + len + 32;
+      if (at + rec > size) { st->torn = true; return status::ok(); }
+      if (off + rec > n) break;  // read on from here
+      const bool last = at + rec == size;
+      digest32 stored{};
+      std::memcpy(stored.data(), p + 4 + len, 32);
+      std::string raw(p + 4, len);
+      if (last && blake2b_256(raw) != stored) { st->torn = true; return status::ok(); }
       auto e = parse_entry(raw, stored, st->next_index, path);
       if (!e) return e.error();
       GG_RETURN_IF_ERROR(fn(*e));
-      pos += record_size;
-      st->good_end = pos;
+      off += rec;
+      st->good_end = at + rec;
       ++st->next_index;
     }
+    if (off == 0) return internal_error("{}: cannot advance while reading entry {}", path, st->next_index);
+    pos += off;
   }
   return status::ok();
 }
@@ -118,7 +139,7 @@ status cut_tail(int fd, const std::string& path, uint64_t good_end, uint64_t ent
   if (::fstat(fd, &sb) != 0) return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
   uint64_t size = static_cast<uint64_t>(sb.st_size);
   if (size <= good_end) return status::ok();
-  std::string tail(static_cast<size_t>(std::min<uint64_t>(size - good_end, record_size)), '\0');
+  std::string tail(static_cast<size_t>(std::min<uint64_t>(size - good_end, record_size2)), '\0');
   auto got = read_at(fd, tail.data(), tail.size(), good_end, path);
   std::string kept;
   if (got) {
@@ -164,6 +185,7 @@ std::string pair_bytes(const std::array<uint8_t, 16>& job_id, const key32& provi
 }  // namespace
 
 size_t record_bytes() { return record_size; }
+size_t record_bytes_with_claim() { return record_size2; }
 
 bool key_index::contains(uint64_t key) const {
   return recent_.count(key) != 0 || std::binary_search(sorted_.begin(), sorted_.end(), key);
@@ -268,7 +290,7 @@ expected<head> ledger_file::append(const receipt& r) {
   return append_verified(r);
 }
 
-expected<head> ledger_file::append_verified(const receipt& r) {
+expected<head> ledger_file::append_verified(const receipt& r, const voucher_claim* claim) {
   std::lock_guard<std::mutex> lock(mu_);
   file_lock fl(fd_);
   if (!fl.ok()) return io_error("cannot lock ledger '{}': {}", path_, std::strerror(fl.error()));
@@ -281,7 +303,7 @@ expected<head> ledger_file::append_verified(const receipt& r) {
   entry e;
   e.index = head_.count;
   e.prev_hash = head_.hash;
-  e.raw = entry_bytes(e.index, e.prev_hash, r);
+  e.raw = entry_bytes(e.index, e.prev_hash, r, claim);
   e.hash = blake2b_256(e.raw);
   std::string record;
   uint32_t len = static_cast<uint32_t>(e.raw.size());
@@ -345,6 +367,15 @@ void balance_sheet::add(const entry& e) {
     c.paid_micros += r.price_micros;
     ++p.jobs;
     if (&p != &c) ++c.jobs;
+    if (e.claim) {
+      unsigned __int128 wei = word_value(e.claim->price);
+      p.earned_wei += wei;
+      c.paid_wei += wei;
+      p.settled_earned_micros += r.price_micros;
+      c.settled_paid_micros += r.price_micros;
+      ++p.settled_jobs;
+      if (&p != &c) ++c.settled_jobs;
+    }
   } else {
     ++p.disputes;
   }

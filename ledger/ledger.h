@@ -2,7 +2,10 @@
 //
 // File format (ledger.log): records of [u32 little-endian length][entry bytes][32-byte
 // BLAKE2b of the entry bytes]. Entry bytes = "GGLEDG1\0" + u64 index + 32-byte hash of the
-// previous entry (zeros for the first) + the receipt's canonical bytes. The chain head is the
+// previous entry (zeros for the first) + the receipt's canonical bytes; an entry for a job paid
+// on a chain is "GGLEDG2\0" + the same + the voucher that paid it (ledger/voucher_claim.h, 245
+// bytes), so the claim is in the hash chain and survives a crash. Files may mix both kinds;
+// ledgers written before vouchers existed read and verify as before. The chain head is the
 // hash of the last entry: anchoring it anywhere (see README) commits to the whole history.
 //
 // Uniqueness: a (job id, provider) pair appears at most once. append() refuses a second one and
@@ -31,12 +34,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_set>
 #include <vector>
 
 #include "base/status.h"
 #include "ledger/receipt.h"
+#include "ledger/voucher_claim.h"
 
 namespace gpugrid::ledger {
 
@@ -45,6 +50,7 @@ struct entry {
   digest32 prev_hash{};
   digest32 hash{};          // as stored in the file
   receipt rec;
+  std::optional<voucher_claim> claim;  // the voucher that paid the job (GGLEDG2 entries)
   std::string raw;          // the entry bytes as stored
 };
 
@@ -53,8 +59,9 @@ struct head {
   uint64_t count = 0;
 };
 
-// Bytes of one record in ledger.log.
+// Bytes of one record in ledger.log without / with a voucher.
 size_t record_bytes();
+size_t record_bytes_with_claim();
 
 // A set of 64-bit keys in 8 bytes each (a sorted array plus a small hash set of recent keys).
 class key_index {
@@ -80,7 +87,8 @@ class ledger_file {
   expected<head> append(const receipt& r);
   // The same for a caller that has just checked both signatures itself (it verified the
   // other side's and made or byte-compared its own): two Ed25519 verifications fewer per job.
-  expected<head> append_verified(const receipt& r);
+  // `claim` (may be null): the voucher that paid the job, kept in the entry.
+  expected<head> append_verified(const receipt& r, const voucher_claim* claim = nullptr);
   // Whether an entry for this job from this provider was appended by this or another process
   // (as of this process's last read of the file; an append reads the file first).
   bool contains(const std::array<uint8_t, 16>& job_id, const key32& provider) const;
@@ -134,6 +142,11 @@ struct balance_row {
   int64_t paid_micros = 0;    // as client
   int64_t jobs = 0;
   int64_t disputes = 0;
+  // Jobs paid with vouchers on a chain, and their prices in the chain's base unit (wei); the
+  // rest of earned/paid is unsettled credits.
+  int64_t settled_jobs = 0;
+  int64_t settled_earned_micros = 0, settled_paid_micros = 0;   // the credit figures of those jobs
+  unsigned __int128 earned_wei = 0, paid_wei = 0;
 };
 // Balances accumulated entry by entry.
 class balance_sheet {

@@ -257,6 +257,8 @@ class body_writer {
     if (m.device) dev = device(*m.device);
     auto job = b16(m.job);
     fb::Bytes64 sig = m.signature ? b64(*m.signature) : fb::Bytes64();
+    Offset<flatbuffers::Vector<uint8_t>> terms;
+    if (m.terms) terms = bytes(m.terms->pack());
     fb::BidBuilder x(b_);
     x.add_job_id(&job);
     x.add_price(m.price);
@@ -265,6 +267,7 @@ class body_writer {
     if (m.device) x.add_device(dev);
     x.add_valid_ms(m.valid_ms);
     if (m.signature) x.add_signature(&sig);
+    if (m.terms) x.add_chain_terms(terms);
     return x.Finish().Union();
   }
   Offset<void> operator()(const bid_decline& m) {
@@ -322,6 +325,8 @@ class body_writer {
     auto inputs = tensors(m.inputs);
     auto job = b16(m.job);
     auto hash = b32(m.model_hash), digest = b32(m.input_digest);
+    Offset<flatbuffers::Vector<uint8_t>> voucher;
+    if (m.voucher) voucher = bytes(m.voucher->pack());
     fb::ExecuteBuilder x(b_);
     x.add_job_id(&job);
     x.add_model_hash(&hash);
@@ -329,6 +334,7 @@ class body_writer {
     x.add_input_digest(&digest);
     x.add_price(m.price);
     x.add_started_ms(m.started_ms);
+    if (m.voucher) x.add_voucher(voucher);
     return x.Finish().Union();
   }
   Offset<void> operator()(const result& m) {
@@ -882,6 +888,11 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       if (x->device()) GG_RETURN_IF_ERROR(read_device(x->device(), w, m.device.emplace()));
       m.valid_ms = x->valid_ms();
       if (x->signature()) copy_fixed(x->signature(), m.signature.emplace());
+      if (x->chain_terms()) {
+        auto t = ledger::chain_terms::unpack(bytes(x->chain_terms()), "Bid.chain_terms");
+        if (!t) return t.error();
+        m.terms = *t;
+      }
       return message(std::move(m));
     }
     case fb::Message::BidDecline: {
@@ -942,6 +953,11 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       GG_RETURN_IF_ERROR(check_finite(w, "price", m.price));
       m.started_ms = x->started_ms();
       GG_RETURN_IF_ERROR(read_tensors(x->inputs(), w, m.inputs));
+      if (x->voucher()) {
+        auto v = ledger::voucher_claim::unpack(bytes(x->voucher()), "Execute.voucher");
+        if (!v) return v.error();
+        m.voucher = *v;
+      }
       return message(std::move(m));
     }
     case fb::Message::Result: {
@@ -1339,6 +1355,7 @@ std::string bid_statement(const bid& b) {
   put64(static_cast<uint64_t>(b.eta_ms));
   s.push_back(b.model_cached ? 1 : 0);
   put64(static_cast<uint64_t>(b.valid_ms));
+  if (b.terms) s += "GGTERMS1" + b.terms->pack();  // absent: the statement of earlier versions
   return s;
 }
 

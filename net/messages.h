@@ -15,6 +15,7 @@
 #include "discovery/messages.h"
 #include "engine/dtype.h"
 #include "ledger/receipt.h"
+#include "ledger/voucher_claim.h"
 
 namespace gpugrid::net {
 
@@ -115,6 +116,7 @@ struct bid {
   std::optional<device_info> device;
   int64_t valid_ms = 0;
   std::optional<sig64> signature;   // over bid_statement() (codec.h)
+  std::optional<ledger::chain_terms> terms;  // paid on a chain
 };
 
 // Same values as grid::decline_reason.
@@ -170,6 +172,7 @@ struct execute {
   digest32 input_digest{};
   double price = 0;
   int64_t started_ms = 0;
+  std::optional<ledger::voucher_claim> voucher;  // payment on a chain
 };
 
 struct result {

@@ -1,0 +1,95 @@
+// The provider's payment hooks (actors/payment.h) without a chain: bids carry the gate's terms,
+// a job whose payment the gate refuses never runs, and the ledger entry of a paid job carries
+// the voucher that paid it.
+#include <catch2/catch.hpp>
+
+#include <sodium.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "actors/payment.h"
+#include "actors/provider.h"
+#include "actors/test_models.h"
+#include "kernels/cpu/cpu_ops.h"
+
+using namespace gpugrid;
+using namespace gpugrid::grid;
+
+namespace {
+
+struct fake_gate : payment_gate {
+  bool refuse = false;
+  int admitted = 0;
+  ledger::chain_terms terms(double price) override {
+    ledger::chain_terms t;
+    t.price = ledger::word_of(static_cast<unsigned __int128>(price * 1e9));
+    return t;
+  }
+  status admit(const execute_request& req) override {
+    if (refuse || !req.voucher) return invalid_input("channel 3's deposit does not cover it");
+    ++admitted;
+    last = *req.voucher;
+    return status::ok();
+  }
+  std::optional<ledger::voucher_claim> claim_for(const job_id&) override { return last; }
+  ledger::voucher_claim last;
+};
+
+}  // namespace
+
+TEST_CASE("payment hooks: terms in bids, refused jobs do not run, vouchers in the ledger", "[grid][voucher]") {
+  if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
+  std::string dir = (std::filesystem::temp_directory_path() / ("gg-pay-" + std::to_string(::getpid()))).string();
+  std::filesystem::remove_all(dir);
+  auto cache = std::shared_ptr<model_cache>(model_cache::open(dir + "/models", 1 << 24).value());
+  auto ledger = std::shared_ptr<ledger::ledger_file>(ledger::ledger_file::open(dir).value());
+  auto gate = std::make_shared<fake_gate>();
+  provider_options po;
+  po.device = "cpu";
+  po.threads = 1;
+  po.payment = gate;
+  keypair provider = keypair::generate(), client = keypair::generate();
+  provider_core core(provider, cache, po, ledger);
+
+  std::string model = gpugrid::grid::testing::add_relu_model();
+  bid_request br;
+  br.client = client.public_key;
+  br.model_hash = ledger::blake2b_256(model);
+  br.model_bytes = static_cast<int64_t>(model.size());
+  br.gflops = 1e-6;
+  bid_reply bid = core.bid(br);
+  REQUIRE(bid.accepted);
+  REQUIRE(bid.terms);
+  CHECK(ledger::word_value(bid.terms->price) == static_cast<unsigned __int128>(bid.price * 1e9));
+
+  execute_request req;
+  req.job[0] = 1;
+  req.client = client.public_key;
+  req.model_hash = br.model_hash;
+  req.model_bytes = std::make_shared<const std::string>(model);
+  req.inputs = {tensor::zeros(dtype::f32, {2, 3})};
+  req.input_digest = tensors_digest(req.inputs);
+  req.price = bid.price;
+  auto unpaid = core.execute(req);  // no voucher
+  CHECK_FALSE(unpaid.ok);
+  CHECK(unpaid.error.find("payment refused: channel 3's deposit") != std::string::npos);
+  CHECK_FALSE(unpaid.error_is_input);
+  CHECK(core.counters().jobs == 0);
+
+  ledger::voucher_claim v;
+  v.amount = ledger::word_of(12345);
+  v.nonce = ledger::word_of(1);
+  req.voucher = v;
+  auto paid = core.execute(req);
+  REQUIRE(paid.ok);
+  CHECK(gate->admitted == 1);
+  ledger::receipt r = paid.receipt;
+  ledger::sign_as_client(r, client.secret_key);
+  REQUIRE(core.accept_receipt(r).is_ok());
+  auto entries = ledger::read_entries(ledger->path(), nullptr).value();
+  REQUIRE(entries.size() == 1);
+  REQUIRE(entries[0].claim);
+  CHECK(*entries[0].claim == v);
+  std::filesystem::remove_all(dir);
+}
