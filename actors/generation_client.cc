@@ -502,6 +502,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
   // 3. Verification.
   std::vector<bool> segment_bad(segments.size(), false);
   std::vector<bool> segment_checked(segments.size(), false);
+  std::vector<bool> segment_withheld(segments.size(), false);  // disputed by one scorer, not settled
   status verdict = status::ok();
   auto next_free_offer = [&]() -> std::optional<size_t> {
     for (size_t i = 0; i < offers.size(); ++i)
@@ -559,8 +560,12 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       size_t first_scorer = extra.size() - 1;
       auto again = score(sg.prompt, ids);
       if (!again)
-        return status(error_kind::no_provider, fmt::format("provider {}'s scores disagree with the answer and no other provider could settle it ({})",
-                                                           short_hex(peers[extra[first_scorer].second.peer].key), again.error().message()));
+        // One word against another: the answer is not accepted, and neither side is condemned.
+        return status(error_kind::verification,
+                      fmt::format("provider {}'s scores disagree with provider {}'s answer and no other provider could settle it ({}); "
+                                  "the answer is withheld and not paid",
+                                  short_hex(peers[extra[first_scorer].second.peer].key), short_hex(peers[sg.peer].key),
+                                  again.error().message()));
       if (!first_mismatch(sg.tokens, *again)) {
         const segment& liar = extra[first_scorer].second;
         dispute(liar, offers[extra[first_scorer].first],
@@ -683,6 +688,11 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       if (rate <= 0 || std::uniform_real_distribution<double>(0, 1)(rng) >= rate) continue;
       verification_ = "spot-check";
       auto ok = check_segment(si);
+      if (!ok && ok.error().kind() == error_kind::verification) {  // unsettled: withheld, no one blamed
+        verdict = ok.error();
+        segment_withheld[si] = true;
+        continue;
+      }
       if (!ok) {
         note("skipped the spot check: " + ok.error().message());
         continue;
@@ -733,7 +743,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     used_.push_back(u);
     if (u.generated_tokens > 0 || sg.role == "answer") stats.providers.push_back(u.node);
   };
-  for (size_t si = 0; si < segments.size(); ++si) pay(segments[si], offers[segment_offer[si]], segment_bad[si], segment_checked[si]);
+  for (size_t si = 0; si < segments.size(); ++si) pay(segments[si], offers[segment_offer[si]], segment_bad[si] || segment_withheld[si], segment_checked[si]);
   for (auto& [oi, sg] : extra) pay(sg, offers[oi], false, !sg.disputed);
   // Every session of this answer is closed: those that bid and were not used, and the used ones.
   for (size_t i = 0; i < offers.size(); ++i) (void)peers[offers[i].peer].send(net::cancel{offers[i].session, "close"});

@@ -385,13 +385,18 @@ TEST_CASE("sessions are evicted when idle and when memory is wanted", "[grid][ge
 
 TEST_CASE("a spot check catches a provider running another model", "[grid][gen]") {
   for (bool local : {true, false}) {
-    INFO((local ? "scored here" : "scored by another provider"));
+    INFO((local ? "scored here" : "scored by other providers"));
     grid_fixture g;
     auto& cheat = g.add();
     cheat.engine->variant = 1;  // a cheaper model: other tokens, other log-probs
     generation_host_options dear;
     dear.price_generated = 11;
     g.add(dear);
+    if (!local) {  // a second scorer settles the first one's word against the answer's
+      generation_host_options dearer;
+      dearer.price_generated = 12;
+      g.add(dearer);
+    }
     g.options.spot_check_rate = 1;
     auto honest = std::make_shared<fake_gen_engine>();
     if (local)
@@ -405,10 +410,30 @@ TEST_CASE("a spot check catches a provider running another model", "[grid][gen]"
     REQUIRE(!c.last_providers().empty());
     CHECK_FALSE(c.last_providers()[0].paid);
     if (!local) {
-      REQUIRE(c.last_providers().size() == 2);
+      REQUIRE(c.last_providers().size() == 3);
       CHECK(c.last_providers()[1].role == "score");
       CHECK(c.last_providers()[1].paid);
+      CHECK(c.last_providers()[2].paid);
     }
+  }
+  // Only one other provider to score: its word against the answer's settles nothing. The answer
+  // is withheld (not accepted, not paid) and neither side is condemned.
+  {
+    grid_fixture g;
+    auto& cheat = g.add();
+    cheat.engine->variant = 1;
+    generation_host_options dear;
+    dear.price_generated = 11;
+    g.add(dear);
+    g.options.spot_check_rate = 1;
+    auto c = g.client();
+    recorder rec;
+    auto st = c.complete(request(8), rec.sink(), nullptr);
+    REQUIRE_FALSE(st.has_value());
+    CHECK(st.error().kind() == error_kind::verification);
+    CHECK(g.reputation.entry(cheat.node()).disagreed == 0);
+    REQUIRE(!c.last_providers().empty());
+    CHECK_FALSE(c.last_providers()[0].paid);
   }
   // An honest provider passes and earns a verified agreement.
   grid_fixture g;
