@@ -1,0 +1,109 @@
+// The OpenAI-compatible API of `serve` (routes under /v1, handed over by v2_service after the
+// access checks):
+//   GET  /v1/models, /v1/models/{id}      the generation model folders of the repository
+//   POST /v1/chat/completions             messages -> the model's chat template -> tokens
+//   POST /v1/completions                  prompt(s) -> tokens
+// with streaming as server-sent events (stream, stream_options.include_usage), n choices,
+// stop strings, seed, temperature and top_p (unset: the model's generation_config defaults),
+// usage counted in the model's tokens. Responses, chunks and errors are in OpenAI's shapes
+// (serve/openai_codec.h); where the answer came from goes in the X-Gpugrid-Cost and
+// X-Gpugrid-Providers headers (for a stream: at its start when known then, and as "x_gpugrid"
+// in its last chunk).
+//
+// Models: the subfolders of the repository folder that hold a generation model folder as
+// llm/model_config.h reads it (genai_config.json, or config.json, with tokenizer.json), named
+// by the folder's name; rescanned like the .onnx files (at most once per interval). A folder's
+// tokenizer, chat template and completion back end are loaded on its first request and again
+// after its files change.
+//
+// Threads: handle() runs on an HTTP worker and only parses; the generation runs in the
+// response's `deferred` function on the server's pool for long requests. A client that hangs
+// up stops its generation at the next token (the back end's cancel check). Back ends that take
+// one completion at a time (the grid's) are used under a per-model mutex; the local back end
+// runs requests concurrently and decodes a request's choices (n, several prompts) as one batch.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "llm/chat_template.h"
+#include "llm/generation.h"
+#include "llm/model_config.h"
+#include "llm/tokenizer.h"
+#include "serve/v2_service.h"
+
+namespace gpugrid::serve {
+
+// Opens the completion back end of one model folder (the local engine, the embedded grid or the
+// grid; cli/cmd_serve.cc chooses). Called on first use of a folder, from a long-pool thread.
+using completion_opener = std::function<expected<std::shared_ptr<llm::completion_backend>>(const std::string& dir)>;
+
+struct llm_model {
+  std::string name;
+  std::string dir;
+  std::string signature;   // sizes and modification times of its files
+  int64_t created = 0;     // seconds since the epoch (the folder's modification time)
+
+  // Loads the prompt side and the back end once (concurrent callers wait); a failure is not
+  // kept, the next request tries again.
+  status load(const completion_opener& open);
+
+  // Set by load():
+  llm::model_config config;
+  llm::tokenizer tok;
+  std::optional<llm::chat_template> tmpl;
+  std::shared_ptr<llm::completion_backend> backend;
+  int64_t context = 0;     // longest prompt + answer; 0: unknown (the back end decides)
+  std::mutex run_mu;       // held around complete() for back ends that run one at a time
+
+ private:
+  std::mutex load_mu_;
+  bool loaded_ = false;
+};
+
+class llm_model_list {
+ public:
+  llm_model_list(std::string dir, std::chrono::milliseconds interval);
+  // Rescans when the last scan is older than the interval (force: always). Fails (io) only when
+  // the folder cannot be read.
+  status refresh(bool force = false);
+  std::shared_ptr<llm_model> find(const std::string& name) const;
+  std::vector<std::shared_ptr<llm_model>> list() const;
+
+ private:
+  std::string dir_;
+  std::chrono::milliseconds interval_;
+  mutable std::mutex mu_;
+  std::mutex scan_mu_;
+  std::chrono::steady_clock::time_point last_scan_{};
+  bool scanned_ = false;
+  std::map<std::string, std::shared_ptr<llm_model>> models_;
+};
+
+struct openai_options {
+  completion_opener open;
+  bool serial = false;   // the back ends take one completion at a time
+};
+
+class openai_service : public route_handler {
+ public:
+  // `models` must outlive the service.
+  openai_service(llm_model_list* models, openai_options options);
+  http_response handle(const http_request& request, const std::vector<std::string>& path) override;
+  http_response error(int status, const std::string& message) const override;
+
+ private:
+  http_response models_route(const http_request& r, const std::vector<std::string>& path);
+
+  llm_model_list* models_;
+  openai_options options_;
+};
+
+}  // namespace gpugrid::serve
