@@ -235,6 +235,7 @@ bool parse_api_request(std::string_view body, api_kind kind, api_request* out, a
     }
   }
   if (kind == api_kind::completion && !bool_field(doc, "echo", &out->echo, e)) return false;
+  if (!bool_field(doc, "ignore_eos", &out->ignore_eos, e)) return false;
 
   // What would change the answer but is not implemented: refused by name, never ignored.
   if (!refuse_unless(doc, "presence_penalty", 0, "only 0 is accepted (no additive penalty is implemented)", e)) return false;

@@ -48,6 +48,7 @@ struct api_request {
   bool stream = false;
   bool include_usage = false;                // stream_options.include_usage
   bool echo = false;                         // completions: the prompt before the answer
+  bool ignore_eos = false;                   // vLLM's extension: generate max_tokens regardless
 };
 
 // Limits on what a request may ask for.

@@ -70,6 +70,9 @@ TEST_CASE("openai codec: completion prompts", "[serve][openai]") {
   auto two = parse_ok(R"({"model":"m","prompt":["a","b"],"echo":true,"best_of":1,"logprobs":null})", api_kind::completion);
   CHECK(two.prompts.size() == 2);
   CHECK(two.echo);
+  CHECK_FALSE(two.ignore_eos);
+  CHECK(parse_ok(R"({"model":"m","prompt":"x","ignore_eos":true})", api_kind::completion).ignore_eos);
+  CHECK(parse_bad(R"({"model":"m","prompt":"x","ignore_eos":1})", api_kind::completion).param == "ignore_eos");
   CHECK(parse_bad(R"({"model":"m","prompt":[1,2,3]})", api_kind::completion).param == "prompt");
   CHECK(parse_bad(R"({"model":"m"})", api_kind::completion).param == "prompt");
   CHECK(parse_bad(R"({"model":"m","prompt":"x","best_of":3})", api_kind::completion).param == "best_of");

@@ -171,6 +171,22 @@ http_response openai_service::error(int status, const std::string& message) cons
   return api_error_response(make_api_error(status, message));
 }
 
+std::string openai_service::metrics_text() const {
+  std::string out;
+  auto counter = [&](const char* name, const char* help, int64_t v, const char* type = "counter") {
+    out += fmt::format("# HELP {0} {1}\n# TYPE {0} {3}\n{0} {2}\n", name, help, v, type);
+  };
+  const counters& c = *stats_;
+  counter("gpugrid_serve_completions_total", "/v1 answers generated and sent", c.completions.load());
+  counter("gpugrid_serve_completions_cancelled_total", "/v1 answers stopped because the client went away", c.cancelled.load());
+  counter("gpugrid_serve_completions_failed_total", "/v1 answers that failed after they were accepted", c.failed.load());
+  counter("gpugrid_serve_prompt_tokens_total", "prompt tokens of /v1 requests", c.prompt_tokens.load());
+  counter("gpugrid_serve_generated_tokens_total", "tokens generated for /v1 requests (cancelled ones included)",
+          c.generated_tokens.load());
+  counter("gpugrid_serve_completions_running", "/v1 answers being generated now", c.running.load(), "gauge");
+  return out;
+}
+
 http_response openai_service::models_route(const http_request& r, const std::vector<std::string>& p) {
   if (r.method != "GET" && r.method != "HEAD")
     return api_error_response(make_api_error(405, "method " + r.method + " is not allowed here"));
@@ -197,6 +213,7 @@ http_response openai_service::models_route(const http_request& r, const std::vec
 namespace {
 
 struct run_context {
+  std::shared_ptr<openai_service::counters> stats;
   api_request req;
   std::shared_ptr<llm_model> model;
   bool serial = false;
@@ -265,16 +282,24 @@ http_response run_generation(run_context& c, response_stream& stream) {
     for (int j = 0; j < req.n; ++j) {
       llm::completion_request r;
       r.prompt_ids = p;
+      // Sampling as the client asked (OpenAI's defaults: temperature 1, top_p 1, no top-k, no
+      // penalty); a request that sets neither gets the model's generation_config sampling.
       auto& s = r.sampling;
-      s.temperature = req.temperature ? *req.temperature : (d.do_sample ? d.temperature : 0.0);
-      s.top_p = req.top_p ? *req.top_p : (d.do_sample ? d.top_p : 1.0);
-      s.top_k = d.do_sample ? d.top_k : 0;
-      s.repetition_penalty = d.repetition_penalty;
+      if (req.temperature || req.top_p) {
+        s.temperature = req.temperature.value_or(1.0);
+        s.top_p = req.top_p.value_or(1.0);
+      } else {
+        s.temperature = d.do_sample ? d.temperature : 0.0;
+        s.top_p = d.do_sample ? d.top_p : 1.0;
+        s.top_k = d.do_sample ? d.top_k : 0;
+        s.repetition_penalty = d.repetition_penalty;
+      }
       s.seed = seed + static_cast<uint64_t>(j);
       int64_t room = m.context > 0 ? m.context - static_cast<int64_t>(p.size()) : int64_t{1} << 30;
       int64_t want = req.max_tokens > 0 ? req.max_tokens : (kind == api_kind::chat ? room : 16);
       r.stop.max_new_tokens = std::max<int64_t>(1, std::min(want, room));
       r.stop.stop_strings = req.stop;
+      r.stop.ignore_eos = req.ignore_eos;
       runs.push_back(std::move(r));
     }
   }
@@ -312,6 +337,7 @@ http_response run_generation(run_context& c, response_stream& stream) {
     return true;
   };
   auto on_token = [&](size_t i, const llm::generated_token& t) -> bool {
+    ++c.stats->generated_tokens;
     if (!stream_mode) return !stream.gone();
     if (!start_stream()) return false;
     if (t.text.empty()) return !stream.gone();
@@ -322,6 +348,8 @@ http_response run_generation(run_context& c, response_stream& stream) {
   };
   llm::cancel_check cancelled = [&stream] { return stream.gone(); };
 
+  c.stats->prompt_tokens += prompt_tokens;
+  ++c.stats->running;
   status failed = status::ok();
   if (local && runs.size() > 1) {
     auto r = local->model()->complete_batch(runs, on_token, cancelled);
@@ -336,6 +364,7 @@ http_response run_generation(run_context& c, response_stream& stream) {
       else stats[i] = std::move(r).value();
     }
   }
+  --c.stats->running;
   for (const auto& s : stats) {
     billing.cost += s.cost;
     for (const auto& p : s.providers)
@@ -344,7 +373,12 @@ http_response run_generation(run_context& c, response_stream& stream) {
   }
   if (billing.providers.empty() && local) billing.providers.push_back("local");
 
+  if (stream.gone()) {
+    ++c.stats->cancelled;
+    return api_error_response(make_api_error(499, "the client closed the connection"));
+  }
   if (!failed.is_ok()) {
+    ++c.stats->failed;
     api_error e = make_api_error(status_for(failed.kind()), failed.message(),
                                  failed.kind() == error_kind::invalid_input ? prompt_param : "");
     if (!started) return api_error_response(e);
@@ -352,8 +386,7 @@ http_response run_generation(run_context& c, response_stream& stream) {
     (void)stream.write(api_sse(api_error_json(e)));
     return {};
   }
-  if (stream.gone()) return api_error_response(make_api_error(499, "the client closed the connection"));
-
+  ++c.stats->completions;
   api_usage usage;
   usage.prompt_tokens = prompt_tokens;
   for (const auto& s : stats) usage.completion_tokens += s.generated_tokens;
@@ -407,6 +440,7 @@ http_response openai_service::handle(const http_request& r, const std::vector<st
     return api_error_response(make_api_error(
         404, fmt::format("The model '{}' does not exist", c->req.model.substr(0, 200)), "model", "model_not_found"));
   c->serial = options_.serial;
+  c->stats = stats_;
   c->id = random_id(kind == api_kind::chat ? "chatcmpl-" : "cmpl-");
   c->created = now_seconds();
   http_response deferred;

@@ -4,7 +4,8 @@
 //   POST /v1/chat/completions             messages -> the model's chat template -> tokens
 //   POST /v1/completions                  prompt(s) -> tokens
 // with streaming as server-sent events (stream, stream_options.include_usage), n choices,
-// stop strings, seed, temperature and top_p (unset: the model's generation_config defaults),
+// stop strings, seed, temperature and top_p (a request setting neither gets the model's
+// generation_config sampling: temperature, top-k, top-p, repetition penalty),
 // usage counted in the model's tokens. Responses, chunks and errors are in OpenAI's shapes
 // (serve/openai_codec.h); where the answer came from goes in the X-Gpugrid-Cost and
 // X-Gpugrid-Providers headers (for a stream: at its start when known then, and as "x_gpugrid"
@@ -23,6 +24,7 @@
 // runs requests concurrently and decodes a request's choices (n, several prompts) as one batch.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -98,12 +100,25 @@ class openai_service : public route_handler {
   openai_service(llm_model_list* models, openai_options options);
   http_response handle(const http_request& request, const std::vector<std::string>& path) override;
   http_response error(int status, const std::string& message) const override;
+  std::string metrics_text() const override;
+
+  // Counters (also on /metrics).
+  struct counters {
+    std::atomic<int64_t> completions{0};        // answers finished and sent
+    std::atomic<int64_t> cancelled{0};          // stopped because the client went away
+    std::atomic<int64_t> failed{0};             // failed after being accepted
+    std::atomic<int64_t> prompt_tokens{0};
+    std::atomic<int64_t> generated_tokens{0};   // every token decoded, also for cancelled answers
+    std::atomic<int64_t> running{0};
+  };
+  const counters& stats() const { return *stats_; }
 
  private:
   http_response models_route(const http_request& r, const std::vector<std::string>& path);
 
   llm_model_list* models_;
   openai_options options_;
+  std::shared_ptr<counters> stats_ = std::make_shared<counters>();
 };
 
 }  // namespace gpugrid::serve

@@ -363,6 +363,7 @@ std::string v2_service::metrics_text() const {
   out += fmt::format("gpugrid_serve_inference_ms_bucket{{le=\"+Inf\"}} {}\n", cumulative);
   out += fmt::format("gpugrid_serve_inference_ms_sum {}\ngpugrid_serve_inference_ms_count {}\n", fmt_number(latency_sum_ms_),
                      cumulative);
+  if (options_.v1) out += options_.v1->metrics_text();
   return out;
 }
 

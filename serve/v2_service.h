@@ -101,6 +101,8 @@ class route_handler {
   virtual ~route_handler() = default;
   virtual http_response handle(const http_request& request, const std::vector<std::string>& path) = 0;
   virtual http_response error(int status, const std::string& message) const = 0;
+  // Prometheus lines appended to /metrics.
+  virtual std::string metrics_text() const { return {}; }
 };
 
 struct service_options {
