@@ -361,6 +361,8 @@ void http_server::impl::accept() {
         socket.close(ignored);
       } else {
         ++open_connections;
+        error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);   // streamed chunks go out as written
         if (tls) std::make_shared<http_session<beast::ssl_stream<beast::tcp_stream>>>(this, std::move(socket), *tls)->start();
         else std::make_shared<http_session<beast::tcp_stream>>(this, std::move(socket))->start();
       }
