@@ -291,11 +291,10 @@ int serve_command(const serve_options& o) {
   }
 
   // The OpenAI-compatible API: a completion back end per generation model folder, of the same
-  // kind as the /v2 one (grid back ends take one completion at a time).
+  // kind as the /v2 one.
   serve::llm_model_list llm_models(o.models, std::chrono::milliseconds(static_cast<int64_t>(o.reload_interval_s * 1000)));
   (void)llm_models.refresh(true);
   serve::openai_options oo;
-  oo.serial = !o.local;
   oo.open = [&o](const std::string& dir) -> expected<std::shared_ptr<llm::completion_backend>> {
     if (o.local) {
       llm::generator_options go;

@@ -100,6 +100,24 @@ status llm_model::load(const completion_opener& open) {
   return status::ok();
 }
 
+bool llm_model::acquire(int limit, const std::function<bool()>& gone) {
+  std::unique_lock<std::mutex> l(slot_mu_);
+  while (running_ >= limit) {
+    if (gone && gone()) return false;
+    slot_cv_.wait_for(l, std::chrono::milliseconds(50));
+  }
+  ++running_;
+  return true;
+}
+
+void llm_model::release() {
+  {
+    std::lock_guard<std::mutex> l(slot_mu_);
+    --running_;
+  }
+  slot_cv_.notify_one();
+}
+
 llm_model_list::llm_model_list(std::string dir, std::chrono::milliseconds interval)
     : dir_(std::move(dir)), interval_(interval) {}
 
@@ -216,7 +234,7 @@ struct run_context {
   std::shared_ptr<openai_service::counters> stats;
   api_request req;
   std::shared_ptr<llm_model> model;
-  bool serial = false;
+  int per_model = 1;
   std::string id;
   int64_t created = 0;
 };
@@ -348,6 +366,14 @@ http_response run_generation(run_context& c, response_stream& stream) {
   };
   llm::cancel_check cancelled = [&stream] { return stream.gone(); };
 
+  if (!m.acquire(c.per_model, [&stream] { return stream.gone(); })) {
+    ++c.stats->cancelled;
+    return api_error_response(make_api_error(499, "the client closed the connection"));
+  }
+  struct slot_guard {
+    llm_model& m;
+    ~slot_guard() { m.release(); }
+  } slot{m};
   c.stats->prompt_tokens += prompt_tokens;
   ++c.stats->running;
   status failed = status::ok();
@@ -357,8 +383,6 @@ http_response run_generation(run_context& c, response_stream& stream) {
     else stats = std::move(r).value();
   } else {
     for (size_t i = 0; i < runs.size() && failed.is_ok() && !stream.gone(); ++i) {
-      std::unique_lock<std::mutex> l(m.run_mu, std::defer_lock);
-      if (c.serial) l.lock();
       auto r = m.backend->complete(runs[i], [&, i](const llm::generated_token& t) { return on_token(i, t); }, cancelled);
       if (!r) failed = r.error();
       else stats[i] = std::move(r).value();
@@ -439,7 +463,7 @@ http_response openai_service::handle(const http_request& r, const std::vector<st
   if (!c->model)
     return api_error_response(make_api_error(
         404, fmt::format("The model '{}' does not exist", c->req.model.substr(0, 200)), "model", "model_not_found"));
-  c->serial = options_.serial;
+  c->per_model = std::max(1, options_.per_model);
   c->stats = stats_;
   c->id = random_id(kind == api_kind::chat ? "chatcmpl-" : "cmpl-");
   c->created = now_seconds();

@@ -19,13 +19,15 @@
 //
 // Threads: handle() runs on an HTTP worker and only parses; the generation runs in the
 // response's `deferred` function on the server's pool for long requests. A client that hangs
-// up stops its generation at the next token (the back end's cancel check). Back ends that take
-// one completion at a time (the grid's) are used under a per-model mutex; the local back end
-// runs requests concurrently and decodes a request's choices (n, several prompts) as one batch.
+// up stops its generation at the next token (the back end's cancel check), or its wait. Requests
+// for different models, and every other route, run concurrently; requests for one model take
+// turns (openai_options::per_model at once), a request's choices (n, several prompts) decoded
+// as one batch on the local engine.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -63,11 +65,18 @@ struct llm_model {
   std::optional<llm::chat_template> tmpl;
   std::shared_ptr<llm::completion_backend> backend;
   int64_t context = 0;     // longest prompt + answer; 0: unknown (the back end decides)
-  std::mutex run_mu;       // held around complete() for back ends that run one at a time
+
+  // A slot to generate in: at most `limit` answers (requests) run at once on this model; waits,
+  // asking `gone` every 50 ms, for one to free. False (no slot taken) once `gone` is true.
+  bool acquire(int limit, const std::function<bool()>& gone);
+  void release();
 
  private:
   std::mutex load_mu_;
   bool loaded_ = false;
+  std::mutex slot_mu_;
+  std::condition_variable slot_cv_;
+  int running_ = 0;
 };
 
 class llm_model_list {
@@ -91,7 +100,11 @@ class llm_model_list {
 
 struct openai_options {
   completion_opener open;
-  bool serial = false;   // the back ends take one completion at a time
+  // Requests generated at once per model folder; the others wait their turn (a request's own
+  // choices and prompts are one batch on the local engine). One: the grid's back ends take one
+  // completion at a time, and the local engine runs one batch fastest (concurrent runs on one
+  // generator contend for the same engine threads).
+  int per_model = 1;
 };
 
 class openai_service : public route_handler {

@@ -123,7 +123,6 @@ struct fixture {
   explicit fixture(int64_t context = 64) : folder(context), models(folder.root.string(), std::chrono::milliseconds(0)) {
     backend = std::make_shared<fake_backend>();
     openai_options o;
-    o.serial = true;
     auto b = backend;
     o.open = [b](const std::string&) -> expected<std::shared_ptr<llm::completion_backend>> {
       return std::shared_ptr<llm::completion_backend>(b);
@@ -282,6 +281,23 @@ TEST_CASE("openai service: a client that goes away stops the generation", "[serv
   CHECK(f.service->stats().cancelled == 1);
   CHECK(f.service->stats().running == 0);
   CHECK(f.service->stats().completions == 0);
+}
+
+TEST_CASE("openai service: requests for one model take turns; one whose client left while waiting never runs", "[serve][openai]") {
+  fixture f;
+  REQUIRE(f.call("GET", "/v1/models", "").status == 200);
+  auto m = f.models.find("m");
+  REQUIRE(m);
+  REQUIRE(m->acquire(1, {}));   // another request holds the model's one slot
+  fake_stream s;
+  s.hang_up_after = 0;          // this client is gone while it waits
+  auto r = f.call("POST", "/v1/completions", R"({"model":"m","prompt":"ab","stream":true})", &s);
+  CHECK(r.status == 499);
+  CHECK(f.backend->requests.empty());
+  CHECK(f.service->stats().cancelled == 1);
+  m->release();
+  CHECK(f.call("POST", "/v1/completions", R"({"model":"m","prompt":"ab","max_tokens":1})").status == 200);
+  CHECK(f.backend->requests.size() == 1);
 }
 
 TEST_CASE("openai service: errors before the answer start", "[serve][openai]") {
