@@ -1,5 +1,6 @@
 #include "serve/openai_codec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -207,6 +208,9 @@ bool parse_api_request(std::string_view body, api_kind kind, api_request* out, a
     return false;
   if (!integer_field(doc, "n", 1, max_choices, &n, e)) return false;
   out->n = static_cast<int>(n.value_or(1));
+  if (out->n * std::max<size_t>(1, out->prompts.size()) > max_answers)
+    return fail(e, "n", fmt::format("the request asks for {} answers ({} prompts, n = {}); at most {} are taken",
+                                    out->n * out->prompts.size(), out->prompts.size(), out->n, max_answers));
 
   if (auto s = doc.find("stop"); s != doc.end() && !s->is_null()) {
     if (s->is_string()) {

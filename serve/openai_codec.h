@@ -55,6 +55,7 @@ struct api_request {
 constexpr int max_choices = 16;          // n
 constexpr size_t max_prompts = 64;       // prompts in one completions request
 constexpr size_t max_stop_strings = 4;   // as OpenAI
+constexpr size_t max_answers = 64;       // prompts times n in one request
 constexpr int max_api_json_depth = 32;
 
 // Parses and checks a request body. Returns false with *error set on bad input.

@@ -74,6 +74,7 @@ TEST_CASE("openai codec: completion prompts", "[serve][openai]") {
   CHECK(parse_ok(R"({"model":"m","prompt":"x","ignore_eos":true})", api_kind::completion).ignore_eos);
   CHECK(parse_bad(R"({"model":"m","prompt":"x","ignore_eos":1})", api_kind::completion).param == "ignore_eos");
   CHECK(parse_bad(R"({"model":"m","prompt":[1,2,3]})", api_kind::completion).param == "prompt");
+  CHECK(parse_bad(R"({"model":"m","prompt":["a","b","c","d","e"],"n":16})", api_kind::completion).param == "n");
   CHECK(parse_bad(R"({"model":"m"})", api_kind::completion).param == "prompt");
   CHECK(parse_bad(R"({"model":"m","prompt":"x","best_of":3})", api_kind::completion).param == "best_of");
   CHECK(parse_bad(R"({"model":"m","prompt":"x","logprobs":2})", api_kind::completion).param == "logprobs");

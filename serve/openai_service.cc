@@ -100,23 +100,92 @@ status llm_model::load(const completion_opener& open) {
   return status::ok();
 }
 
-bool llm_model::acquire(int limit, const std::function<bool()>& gone) {
-  std::unique_lock<std::mutex> l(slot_mu_);
-  while (running_ >= limit) {
-    if (gone && gone()) return false;
-    slot_cv_.wait_for(l, std::chrono::milliseconds(50));
+void llm_model::run_job(job* j, size_t max_runs, const job_runner& run) {
+  std::unique_lock<std::mutex> l(queue_mu_);
+  queue_.push_back(j);
+  for (;;) {
+    if (j->done) return;
+    if (!busy_) {
+      std::vector<job*> take;
+      size_t runs = 0;
+      for (auto it = queue_.begin(); it != queue_.end();) {
+        job* q = *it;
+        if (q->gone && q->gone()) {
+          q->done = q->dropped = true;
+          it = queue_.erase(it);
+          continue;
+        }
+        if (!take.empty() && runs + q->runs.size() > max_runs) break;
+        take.push_back(q);
+        runs += q->runs.size();
+        it = queue_.erase(it);
+      }
+      if (!take.empty()) {
+        busy_ = true;
+        l.unlock();
+        run(take);
+        l.lock();
+        for (job* q : take) q->done = true;
+        busy_ = false;
+      }
+      queue_cv_.notify_all();
+      continue;
+    }
+    if (j->gone && j->gone()) {
+      auto it = std::find(queue_.begin(), queue_.end(), j);
+      if (it != queue_.end()) {
+        queue_.erase(it);
+        j->done = j->dropped = true;
+        return;
+      }
+    }
+    queue_cv_.wait_for(l, std::chrono::milliseconds(50));
   }
-  ++running_;
-  return true;
 }
 
-void llm_model::release() {
-  {
-    std::lock_guard<std::mutex> l(slot_mu_);
-    --running_;
+namespace {
+
+// Runs jobs taken together: on the local engine all their runs as one batch; on other back
+// ends one run after another.
+void run_jobs(llm::completion_backend* backend, std::vector<llm_model::job*>& jobs,
+              openai_service::counters* counters) {
+  counters->running += static_cast<int64_t>(jobs.size());
+  auto* local = dynamic_cast<llm::local_backend*>(backend);
+  std::vector<llm::completion_request> all;
+  std::vector<std::pair<size_t, size_t>> owner;   // (job, run within it)
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    jobs[k]->stats.assign(jobs[k]->runs.size(), llm::completion_stats());
+    for (size_t i = 0; i < jobs[k]->runs.size(); ++i) {
+      all.push_back(jobs[k]->runs[i]);
+      owner.emplace_back(k, i);
+    }
   }
-  slot_cv_.notify_one();
+  if (local && all.size() > 1) {
+    auto r = local->model()->complete_batch(
+        all, [&](size_t i, const llm::generated_token& t) { return jobs[owner[i].first]->sink(owner[i].second, t); },
+        [&] {
+          for (auto* j : jobs)
+            if (!j->gone()) return false;
+          return true;
+        });
+    if (!r) {
+      for (auto* j : jobs) j->error = r.error();
+    } else {
+      for (size_t i = 0; i < r->size(); ++i) jobs[owner[i].first]->stats[owner[i].second] = std::move((*r)[i]);
+    }
+  } else {
+    for (auto* j : jobs) {
+      for (size_t i = 0; i < j->runs.size() && j->error.is_ok() && !j->gone(); ++i) {
+        auto r = backend->complete(j->runs[i], [&, i](const llm::generated_token& t) { return j->sink(i, t); }, j->gone);
+        if (!r) j->error = r.error();
+        else j->stats[i] = std::move(r).value();
+      }
+    }
+  }
+  counters->running -= static_cast<int64_t>(jobs.size());
 }
+
+}  // namespace
 
 llm_model_list::llm_model_list(std::string dir, std::chrono::milliseconds interval)
     : dir_(std::move(dir)), interval_(interval) {}
@@ -234,7 +303,7 @@ struct run_context {
   std::shared_ptr<openai_service::counters> stats;
   api_request req;
   std::shared_ptr<llm_model> model;
-  int per_model = 1;
+  size_t max_batch = 32;
   std::string id;
   int64_t created = 0;
 };
@@ -364,31 +433,21 @@ http_response run_generation(run_context& c, response_stream& stream) {
     ch.text = t.text;
     return chunk(ch, nullptr);
   };
-  llm::cancel_check cancelled = [&stream] { return stream.gone(); };
-
-  if (!m.acquire(c.per_model, [&stream] { return stream.gone(); })) {
+  llm_model::job job;
+  job.runs = runs;
+  job.sink = on_token;
+  job.gone = [&stream] { return stream.gone(); };
+  c.stats->prompt_tokens += prompt_tokens;
+  m.run_job(&job, local ? c.max_batch : 1,
+            [backend = m.backend.get(), counters = c.stats.get()](std::vector<llm_model::job*>& jobs) {
+              run_jobs(backend, jobs, counters);
+            });
+  if (job.dropped) {
     ++c.stats->cancelled;
     return api_error_response(make_api_error(499, "the client closed the connection"));
   }
-  struct slot_guard {
-    llm_model& m;
-    ~slot_guard() { m.release(); }
-  } slot{m};
-  c.stats->prompt_tokens += prompt_tokens;
-  ++c.stats->running;
-  status failed = status::ok();
-  if (local && runs.size() > 1) {
-    auto r = local->model()->complete_batch(runs, on_token, cancelled);
-    if (!r) failed = r.error();
-    else stats = std::move(r).value();
-  } else {
-    for (size_t i = 0; i < runs.size() && failed.is_ok() && !stream.gone(); ++i) {
-      auto r = m.backend->complete(runs[i], [&, i](const llm::generated_token& t) { return on_token(i, t); }, cancelled);
-      if (!r) failed = r.error();
-      else stats[i] = std::move(r).value();
-    }
-  }
-  --c.stats->running;
+  status failed = job.error;
+  if (failed.is_ok()) stats = std::move(job.stats);
   for (const auto& s : stats) {
     billing.cost += s.cost;
     for (const auto& p : s.providers)
@@ -463,7 +522,7 @@ http_response openai_service::handle(const http_request& r, const std::vector<st
   if (!c->model)
     return api_error_response(make_api_error(
         404, fmt::format("The model '{}' does not exist", c->req.model.substr(0, 200)), "model", "model_not_found"));
-  c->per_model = std::max(1, options_.per_model);
+  c->max_batch = std::max<size_t>(1, options_.max_batch);
   c->stats = stats_;
   c->id = random_id(kind == api_kind::chat ? "chatcmpl-" : "cmpl-");
   c->created = now_seconds();

@@ -19,10 +19,12 @@
 //
 // Threads: handle() runs on an HTTP worker and only parses; the generation runs in the
 // response's `deferred` function on the server's pool for long requests. A client that hangs
-// up stops its generation at the next token (the back end's cancel check), or its wait. Requests
-// for different models, and every other route, run concurrently; requests for one model take
-// turns (openai_options::per_model at once), a request's choices (n, several prompts) decoded
-// as one batch on the local engine.
+// up stops its generation at the next token (the back end's cancel check), or leaves the queue.
+// Requests for different models, and every other route, run concurrently; for one model, one
+// batch runs at a time: on the local engine the requests waiting when it starts (and each
+// request's choices and prompts) are decoded together, one engine run per step for all of them;
+// on the grid they run one after another. A batch's sinks run on the thread of the request that
+// started it, so a client that reads slowly holds up its batch until the write timeout.
 #pragma once
 
 #include <atomic>
@@ -66,17 +68,32 @@ struct llm_model {
   std::shared_ptr<llm::completion_backend> backend;
   int64_t context = 0;     // longest prompt + answer; 0: unknown (the back end decides)
 
-  // A slot to generate in: at most `limit` answers (requests) run at once on this model; waits,
-  // asking `gone` every 50 ms, for one to free. False (no slot taken) once `gone` is true.
-  bool acquire(int limit, const std::function<bool()>& gone);
-  void release();
+  // One request's answers waiting for, or running on, the model.
+  struct job {
+    std::vector<llm::completion_request> runs;
+    std::function<bool(size_t run, const llm::generated_token&)> sink;   // false: stop that run
+    std::function<bool()> gone;                                          // the client left
+    // Set when done:
+    bool done = false;
+    bool dropped = false;        // its client left while it waited: nothing ran
+    status error = status::ok();
+    std::vector<llm::completion_stats> stats;
+  };
+  using job_runner = std::function<void(std::vector<job*>& jobs)>;
+  // Runs `j` with the requests that wait for this model at the same time: one batch at a time
+  // runs on the model; the request that finds it free takes every waiting job in order (the
+  // first always, the rest while their runs total at most max_runs) and runs them as one with
+  // `run`, on its own thread, sinks included. Returns when `j` is done or dropped (asked every
+  // 50 ms while it waits).
+  void run_job(job* j, size_t max_runs, const job_runner& run);
 
  private:
   std::mutex load_mu_;
   bool loaded_ = false;
-  std::mutex slot_mu_;
-  std::condition_variable slot_cv_;
-  int running_ = 0;
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::vector<job*> queue_;
+  bool busy_ = false;
 };
 
 class llm_model_list {
@@ -100,11 +117,10 @@ class llm_model_list {
 
 struct openai_options {
   completion_opener open;
-  // Requests generated at once per model folder; the others wait their turn (a request's own
-  // choices and prompts are one batch on the local engine). One: the grid's back ends take one
-  // completion at a time, and the local engine runs one batch fastest (concurrent runs on one
-  // generator contend for the same engine threads).
-  int per_model = 1;
+  // Answers (sequences) decoded in one batch on the local engine, requests that arrive while
+  // the model is busy merged into the next batch up to this many; on the grid, requests for one
+  // model run one after another (its back ends take one completion at a time).
+  size_t max_batch = 32;
 };
 
 class openai_service : public route_handler {

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <thread>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -288,16 +290,74 @@ TEST_CASE("openai service: requests for one model take turns; one whose client l
   REQUIRE(f.call("GET", "/v1/models", "").status == 200);
   auto m = f.models.find("m");
   REQUIRE(m);
-  REQUIRE(m->acquire(1, {}));   // another request holds the model's one slot
+  // Another request holds the model until `release` is set.
+  std::promise<void> started, release;
+  auto release_f = release.get_future().share();
+  llm_model::job blocker;
+  blocker.runs.resize(1);
+  blocker.gone = [] { return false; };
+  std::thread holder([&] {
+    m->run_job(&blocker, 1, [&](std::vector<llm_model::job*>&) {
+      started.set_value();
+      release_f.wait();
+    });
+  });
+  started.get_future().wait();
   fake_stream s;
   s.hang_up_after = 0;          // this client is gone while it waits
   auto r = f.call("POST", "/v1/completions", R"({"model":"m","prompt":"ab","stream":true})", &s);
   CHECK(r.status == 499);
   CHECK(f.backend->requests.empty());
   CHECK(f.service->stats().cancelled == 1);
-  m->release();
+  release.set_value();
+  holder.join();
+  CHECK(blocker.done);
   CHECK(f.call("POST", "/v1/completions", R"({"model":"m","prompt":"ab","max_tokens":1})").status == 200);
   CHECK(f.backend->requests.size() == 1);
+}
+
+TEST_CASE("openai service: jobs waiting together run as one batch, in order, within the limit", "[serve][openai]") {
+  fixture f;
+  REQUIRE(f.call("GET", "/v1/models", "").status == 200);
+  auto m = f.models.find("m");
+  std::promise<void> started, release;
+  auto release_f = release.get_future().share();
+  llm_model::job blocker;
+  blocker.runs.resize(1);
+  blocker.gone = [] { return false; };
+  std::thread holder([&] {
+    m->run_job(&blocker, 8, [&](std::vector<llm_model::job*>&) {
+      started.set_value();
+      release_f.wait();
+    });
+  });
+  started.get_future().wait();
+  // Three jobs queue up while the model is busy (2 + 2 + 1 runs; the batch limit is 4).
+  std::vector<std::vector<size_t>> batches;
+  std::mutex mu;
+  std::vector<llm_model::job> jobs(3);
+  std::vector<std::thread> waiters;
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    jobs[k].runs.resize(k == 2 ? 1 : 2);
+    jobs[k].gone = [] { return false; };
+    waiters.emplace_back([&, k] {
+      m->run_job(&jobs[k], 4, [&](std::vector<llm_model::job*>& taken) {
+        std::lock_guard<std::mutex> l(mu);
+        std::vector<size_t> ids;
+        for (auto* j : taken) ids.push_back(static_cast<size_t>(j - jobs.data()));
+        batches.push_back(ids);
+      });
+    });
+    // Queued in order.
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  }
+  release.set_value();
+  holder.join();
+  for (auto& t : waiters) t.join();
+  for (auto& j : jobs) CHECK(j.done);
+  REQUIRE(batches.size() == 2);
+  CHECK(batches[0] == std::vector<size_t>{0, 1});
+  CHECK(batches[1] == std::vector<size_t>{2});
 }
 
 TEST_CASE("openai service: errors before the answer start", "[serve][openai]") {
