@@ -4,8 +4,9 @@
 # seeds, stop strings, n, usage against the tokenizer, errors as the package's exceptions, a
 # client that disconnects mid-stream) on --local with the bundled chat model; then, over curl and
 # the package: errors in OpenAI's format (400, 413), /v2 served alongside, model folders picked
-# up and dropped, API keys (401) and rate limits (429), and the embedded grid (providers
-# header, x_gpugrid in the last chunk).
+# up and dropped, API keys (401) and rate limits (429), the embedded grid (providers header,
+# x_gpugrid in the last chunk), and a provider over --peer (ledger: paid tokens = usage; a
+# stream cut short is not paid to max_tokens).
 # Usage: tests/serve_openai_test.sh path/to/gpugrid path/to/source
 # Exit 77 (skipped) when the Python test environment lacks openai (scripts/python_env.sh).
 py=${GPUGRID_PYTHON:-$2/.venv/bin/python}
@@ -99,6 +100,39 @@ curl -sN "http://$addr/v1/completions" -d '{"model":"chat","prompt":"In the begi
 tail -c 14 "$tmp/grid.sse" | cmp -s - <(printf 'data: [DONE]\n\n') || fail "grid stream does not end with [DONE]: $(tail -c 200 "$tmp/grid.sse")"
 grep '"finish_reason":"' "$tmp/grid.sse" | grep -q '"x_gpugrid":{"cost":' || fail "no x_gpugrid in the last chunk: $(cat "$tmp/grid.sse")"
 stop_serve grid
+
+# ---- 5. in front of a provider (--peer): paid tokens = usage; a stream cut short is paid for
+# what was generated before the cut, not for max_tokens
+start_provider prov || exit 1
+start_serve peer --peer "$url_prov" || exit 1
+"$py" - "http://$addr/v1" >"$tmp/peer.out" 2>&1 <<'EOF' || fail "--peer: $(tail -3 "$tmp/peer.out")"
+import sys
+import openai
+c = openai.OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
+r = c.chat.completions.create(model="chat", messages=[{"role": "user", "content": "Hi"}], max_tokens=12, temperature=0)
+print("usage", r.usage.completion_tokens)
+s = c.chat.completions.create(model="chat", messages=[{"role": "user", "content": "Hi"}], max_tokens=400, temperature=0.5,
+                              seed=3, stream=True, extra_body={"ignore_eos": True})
+n = 0
+for ch in s:
+    if ch.choices and ch.choices[0].delta.content:
+        n += 1
+        if n >= 5:
+            break
+s.close()
+print("received", n)
+EOF
+sleep 1
+"$bin" ledger show --json >"$tmp/peer_ledger.json" 2>&1 || fail "ledger show: $(cat "$tmp/peer_ledger.json")"
+"$py" - "$tmp/peer_ledger.json" "$tmp/peer.out" <<'EOF' || fail "--peer ledger: $(cat "$tmp/peer_ledger.json")"
+import json, sys
+rs = sorted((r for r in json.load(open(sys.argv[1])) if r["kind"] == "generation"), key=lambda r: r["index"])
+out = dict(line.split() for line in open(sys.argv[2]))
+assert len(rs) == 2, rs
+assert rs[0]["generated_tokens"] == int(out["usage"]), (rs[0], out)
+assert int(out["received"]) <= rs[1]["generated_tokens"] < 100, (rs[1], out)
+EOF
+stop_serve peer
 
 [ "$failures" -eq 0 ] || exit 1
 echo "serve_openai_test: all checks passed"
