@@ -14,11 +14,11 @@
 
 #include <atomic>
 #include <cctype>
-#include <future>
-#include <sstream>
 #include <cerrno>
 #include <cstdio>
+#include <future>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <type_traits>
 
@@ -123,7 +123,7 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
       if (!in_body && buffer_.size() == 0 && !parser_->got_some()) return close();
       ++counters.timeouts;
       return send(error_for(408, in_body ? "the request body was not received in time"
-                                              : "the request header was not received in time"), true);
+                                         : "the request header was not received in time"), true);
     }
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
         ec == asio::error::operation_aborted || ec == ssl::error::stream_truncated)
@@ -148,7 +148,7 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
     if (length && *length > server_->opt.max_body_bytes) {
       ++counters.too_large;
       return send(error_for(413, fmt::format("the request body ({} bytes) is over the limit of {} bytes", *length,
-                                                  server_->opt.max_body_bytes)), true);
+                                             server_->opt.max_body_bytes)), true);
     }
     auto expect = parser_->get()[http::field::expect];
     if (!parser_->is_done() && beast::iequals(expect, "100-continue")) {
@@ -264,8 +264,8 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
     }
     std::shared_ptr<http_session> s_;
     std::shared_ptr<std::atomic<bool>> hung_up_;
-    bool begun_ = false;
-    bool failed_ = false;
+    std::atomic<bool> begun_{false};
+    std::atomic<bool> failed_{false};
   };
 
   // On a thread of the long pool: runs a deferred response, then sends what it returned, or

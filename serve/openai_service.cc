@@ -131,13 +131,12 @@ void llm_model::run_job(job* j, size_t max_runs, const job_runner& run) {
       queue_cv_.notify_all();
       continue;
     }
-    if (j->gone && j->gone()) {
-      auto it = std::find(queue_.begin(), queue_.end(), j);
-      if (it != queue_.end()) {
-        queue_.erase(it);
-        j->done = j->dropped = true;
-        return;
-      }
+    // Still waiting (not taken into a running batch, whose thread now owns its sink)?
+    auto it = std::find(queue_.begin(), queue_.end(), j);
+    if (it != queue_.end() && j->gone && j->gone()) {
+      queue_.erase(it);
+      j->done = j->dropped = true;
+      return;
     }
     queue_cv_.wait_for(l, std::chrono::milliseconds(50));
   }

@@ -63,7 +63,8 @@ struct http_response {
 };
 
 // A response body written while it is made (server-sent events), with chunked transfer
-// encoding. Used from the one thread that runs a deferred response.
+// encoding. begin() and write() are called by one thread at a time (the one that runs the
+// deferred response, or one it waits for); gone() from any thread.
 class response_stream {
  public:
   virtual ~response_stream() = default;
