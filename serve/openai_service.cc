@@ -149,6 +149,7 @@ namespace {
 void run_jobs(llm::completion_backend* backend, std::vector<llm_model::job*>& jobs,
               openai_service::counters* counters) {
   counters->running += static_cast<int64_t>(jobs.size());
+  ++counters->batches;
   auto* local = dynamic_cast<llm::local_backend*>(backend);
   std::vector<llm::completion_request> all;
   std::vector<std::pair<size_t, size_t>> owner;   // (job, run within it)
@@ -270,6 +271,8 @@ std::string openai_service::metrics_text() const {
   counter("gpugrid_serve_generated_tokens_total", "tokens generated for /v1 requests (cancelled ones included)",
           c.generated_tokens.load());
   counter("gpugrid_serve_completions_running", "/v1 answers being generated now", c.running.load(), "gauge");
+  counter("gpugrid_serve_completion_batches_total", "/v1 batches run (requests that wait together share one)",
+          c.batches.load());
   return out;
 }
 

@@ -139,6 +139,7 @@ class openai_service : public route_handler {
     std::atomic<int64_t> prompt_tokens{0};
     std::atomic<int64_t> generated_tokens{0};   // every token decoded, also for cancelled answers
     std::atomic<int64_t> running{0};
+    std::atomic<int64_t> batches{0};            // batches run (requests waiting together share one)
   };
   const counters& stats() const { return *stats_; }
 

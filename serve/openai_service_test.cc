@@ -283,6 +283,7 @@ TEST_CASE("openai service: a client that goes away stops the generation", "[serv
   CHECK(f.service->stats().cancelled == 1);
   CHECK(f.service->stats().running == 0);
   CHECK(f.service->stats().completions == 0);
+  CHECK(f.service->stats().batches == 1);
 }
 
 TEST_CASE("openai service: requests for one model take turns; one whose client left while waiting never runs", "[serve][openai]") {

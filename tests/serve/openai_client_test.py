@@ -154,6 +154,23 @@ for ch in nstream:
         per_choice[x.index] = per_choice.get(x.index, "") + (x.delta.content or "")
 check([per_choice[i] for i in range(3)] == [x.message.content for x in multi.choices], "n=3 streamed = non-streamed")
 
+# ---- concurrent requests for one model (decoded together when they wait at the same time)
+# answer as they do alone: greedy, and sampled with their own seeds
+import concurrent.futures
+jobs = [(0, None), (1.0, 1234), (1.0, 99), (0, None), (1.0, 1234), (1.0, 99)]
+def ask(job):
+    t, seed = job
+    kw = {"seed": seed} if seed is not None else {}
+    return client.chat.completions.create(model=name, messages=messages, temperature=t, max_tokens=16 if t else max_tokens,
+                                          **kw).choices[0].message.content
+batches_before = metrics()["gpugrid_serve_completion_batches_total"]
+with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+    answers = list(pool.map(ask, jobs))
+batches = metrics()["gpugrid_serve_completion_batches_total"] - batches_before
+check(batches < len(jobs), f"{len(jobs)} concurrent requests ran in {batches:.0f} batches")
+want = {None: greedy_text, 1234: sampled[0], 99: other.choices[0].message.content}
+check(answers == [want[s] for _, s in jobs], f"concurrent answers as alone: {answers}")
+
 # ---- stop strings
 words = greedy_text.split(" ")
 stop = " " + words[2] if len(words) > 3 else None
