@@ -146,7 +146,7 @@ namespace {
 
 // Runs jobs taken together: on the local engine all their runs as one batch; on other back
 // ends one run after another.
-void run_jobs(llm::completion_backend* backend, std::vector<llm_model::job*>& jobs,
+void run_jobs(llm::completion_backend* backend, std::vector<llm_model::job*>& jobs, size_t max_runs,
               openai_service::counters* counters) {
   counters->running += static_cast<int64_t>(jobs.size());
   ++counters->batches;
@@ -161,17 +161,33 @@ void run_jobs(llm::completion_backend* backend, std::vector<llm_model::job*>& jo
     }
   }
   if (local && all.size() > 1) {
-    auto r = local->model()->complete_batch(
-        all, [&](size_t i, const llm::generated_token& t) { return jobs[owner[i].first]->sink(owner[i].second, t); },
-        [&] {
-          for (auto* j : jobs)
-            if (!j->gone()) return false;
-          return true;
-        });
-    if (!r) {
-      for (auto* j : jobs) j->error = r.error();
-    } else {
-      for (size_t i = 0; i < r->size(); ++i) jobs[owner[i].first]->stats[owner[i].second] = std::move((*r)[i]);
+    // In engine batches of at most max_runs (a job asking for more runs them in turn).
+    for (size_t start = 0; start < all.size(); start += max_runs) {
+      size_t end = std::min(all.size(), start + max_runs);
+      std::vector<llm::completion_request> part(all.begin() + static_cast<std::ptrdiff_t>(start),
+                                                all.begin() + static_cast<std::ptrdiff_t>(end));
+      auto live = [&](size_t i) {
+        const auto* j = jobs[owner[i].first];
+        return j->error.is_ok() && !j->gone();
+      };
+      bool any = false;
+      for (size_t i = start; i < end; ++i) any = any || live(i);
+      if (!any) continue;
+      auto r = local->model()->complete_batch(
+          part,
+          [&](size_t i, const llm::generated_token& t) {
+            return live(start + i) && jobs[owner[start + i].first]->sink(owner[start + i].second, t);
+          },
+          [&] {
+            for (size_t i = start; i < end; ++i)
+              if (live(i)) return false;
+            return true;
+          });
+      if (!r) {
+        for (size_t i = start; i < end; ++i) jobs[owner[i].first]->error = r.error();
+      } else {
+        for (size_t i = 0; i < r->size(); ++i) jobs[owner[start + i].first]->stats[owner[start + i].second] = std::move((*r)[i]);
+      }
     }
   } else {
     for (auto* j : jobs) {
@@ -440,9 +456,16 @@ http_response run_generation(run_context& c, response_stream& stream) {
   job.sink = on_token;
   job.gone = [&stream] { return stream.gone(); };
   c.stats->prompt_tokens += prompt_tokens;
-  m.run_job(&job, local ? c.max_batch : 1,
-            [backend = m.backend.get(), counters = c.stats.get()](std::vector<llm_model::job*>& jobs) {
-              run_jobs(backend, jobs, counters);
+  // Sequences per engine batch: at most max_batch, and at most 64k tokens of context among them
+  // (a KV cache may be allocated for the whole context of each sequence).
+  size_t max_runs = 1;
+  if (local) {
+    max_runs = c.max_batch;
+    if (m.context > 0) max_runs = std::min<size_t>(max_runs, static_cast<size_t>(std::max<int64_t>(1, (int64_t{1} << 16) / m.context)));
+  }
+  m.run_job(&job, max_runs,
+            [backend = m.backend.get(), counters = c.stats.get(), max_runs](std::vector<llm_model::job*>& jobs) {
+              run_jobs(backend, jobs, max_runs, counters);
             });
   if (job.dropped) {
     ++c.stats->cancelled;

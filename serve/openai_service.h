@@ -118,8 +118,10 @@ class llm_model_list {
 struct openai_options {
   completion_opener open;
   // Answers (sequences) decoded in one batch on the local engine, requests that arrive while
-  // the model is busy merged into the next batch up to this many; on the grid, requests for one
-  // model run one after another (its back ends take one completion at a time).
+  // the model is busy merged into the next batch up to this many (and up to 64k tokens of
+  // context among them: a KV cache may be held for each sequence's whole context; a request
+  // asking for more runs in turns); on the grid, requests for one model run one after another
+  // (its back ends take one completion at a time).
   size_t max_batch = 32;
 };
 

@@ -130,6 +130,9 @@ two = client.completions.create(model=name, prompt=[prompt, "In the beginning"],
 check([ch.index for ch in two.choices] == [0, 1], "a list of prompts gives one choice each")
 check(two.choices[0].text == c.choices[0].text[: len(two.choices[0].text)], "batched prompt answers as alone")
 check(two.usage.prompt_tokens == len(tok.encode(prompt).ids) + len(tok.encode("In the beginning").ids), "prompt tokens summed")
+many = client.completions.create(model=name, prompt=[prompt] * 5, n=8, max_tokens=3, temperature=0)
+check([ch.index for ch in many.choices] == list(range(40)) and len({ch.text for ch in many.choices}) == 1 and
+      many.choices[0].text == c.choices[0].text[: len(many.choices[0].text)], "40 answers (over one engine batch) agree")
 echo = client.completions.create(model=name, prompt=prompt, max_tokens=3, temperature=0, echo=True)
 check(echo.choices[0].text.startswith(prompt), "echo puts the prompt first")
 parts = list(client.completions.create(model=name, prompt=prompt, max_tokens=6, temperature=0, stream=True))
