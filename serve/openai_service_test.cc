@@ -286,7 +286,7 @@ TEST_CASE("openai service: a client that goes away stops the generation", "[serv
   CHECK(f.service->stats().batches == 1);
 }
 
-TEST_CASE("openai service: requests for one model take turns; one whose client left while waiting never runs", "[serve][openai]") {
+TEST_CASE("openai service: requests for one model take turns, and one whose client left while waiting never runs", "[serve][openai]") {
   fixture f;
   REQUIRE(f.call("GET", "/v1/models", "").status == 200);
   auto m = f.models.find("m");
