@@ -253,7 +253,8 @@ bool parse_api_request(std::string_view body, api_kind kind, api_request* out, a
   if (!refuse_unless(doc, "suffix", "", "insertion (suffix) is not implemented", e)) return false;
   if (kind == api_kind::completion && !refuse_unless(doc, "best_of", 1, "only 1 is accepted", e)) return false;
   if (auto rf = doc.find("response_format"); rf != doc.end() && !rf->is_null()) {
-    if (!rf->is_object() || rf->value("type", "") != "text")
+    auto type = rf->is_object() ? rf->find("type") : rf->end();
+    if (!rf->is_object() || type == rf->end() || !type->is_string() || type->get<std::string>() != "text")
       return fail(e, "response_format", "'response_format' is not supported: only {\"type\": \"text\"} is accepted");
   }
   return true;

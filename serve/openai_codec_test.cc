@@ -199,3 +199,58 @@ TEST_CASE("openai codec: invalid UTF-8 in text is replaced, not thrown", "[serve
   auto j = json::parse(api_chunk_json(api_kind::chat, "c", 1, "m", c, false, nullptr));
   CHECK(j["choices"][0]["delta"]["content"] == "a\xEF\xBF\xBD");
 }
+
+TEST_CASE("openai codec: any JSON value in any field is an answer, never an exception", "[serve][openai]") {
+  const json values = json::array({nullptr, true, false, 0, 5, -1, 1.5, 1e300, "", "s", json::array(), json::object(),
+                                   json::array({1}), json::array({"a", 2}), json{{"type", 5}}, json{{"type", "text"}},
+                                   json{{"include_usage", "x"}}, json::array({json{{"type", "text"}, {"text", 3}}})});
+  const json base = json::parse(R"({"model":"m","messages":[{"role":"user","content":"x"}],"prompt":"p","max_tokens":3,
+      "max_completion_tokens":2,"temperature":1,"top_p":1,"seed":1,"n":1,"stop":"x","stream":true,
+      "stream_options":{"include_usage":true},"echo":false,"ignore_eos":false,"presence_penalty":0,
+      "frequency_penalty":0,"logprobs":null,"top_logprobs":0,"logit_bias":{},"tools":[],"functions":[],
+      "suffix":"","best_of":1,"response_format":{"type":"text"},"user":"u"})");
+  std::vector<std::string> bodies;
+  for (const auto& [key, _] : base.items()) {
+    for (const auto& v : values) {
+      json b = base;
+      b[key] = v;
+      bodies.push_back(b.dump());
+      b = base;
+      b.erase(key);
+      bodies.push_back(b.dump());
+    }
+  }
+  for (const char* field : {"role", "content", "tool_calls", "name"}) {
+    for (const auto& v : values) {
+      json b = base;
+      b["messages"][0][field] = v;
+      bodies.push_back(b.dump());
+    }
+  }
+  for (const auto& v : values) {
+    json b = base;
+    b["messages"] = json::array({v});
+    bodies.push_back(b.dump());
+    b = base;
+    b["response_format"]["type"] = v;
+    bodies.push_back(b.dump());
+    b = base;
+    b["stream_options"]["include_usage"] = v;
+    bodies.push_back(b.dump());
+  }
+  const std::string whole = base.dump();
+  for (size_t n = 0; n < whole.size(); n += 7) bodies.push_back(whole.substr(0, n));
+  for (const auto& body : bodies) {
+    for (api_kind kind : {api_kind::chat, api_kind::completion}) {
+      api_request r;
+      api_error e;
+      INFO(body);
+      bool ok = false;
+      REQUIRE_NOTHROW(ok = parse_api_request(body, kind, &r, &e));
+      if (!ok) {
+        CHECK(e.status == 400);
+        CHECK_FALSE(e.message.empty());
+      }
+    }
+  }
+}
