@@ -1,10 +1,9 @@
 // gpugrid serve: a long-lived HTTP server speaking the Open Inference Protocol v2 (KServe /
-// Triton) in front of the grid, the embedded local grid, or (--local) this process's engine.
-// Keeps sessions, connections and standing bids warm across requests. Serves until SIGINT or
-// SIGTERM, then lets running requests finish and exits 0.
-//
-// The OpenAI-compatible endpoints (/v1/models, /v1/chat/completions, /v1/completions) need the
-// generation engine and are not served yet: /v1/... answers 404 like any unknown route.
+// Triton) for the .onnx models and the OpenAI-compatible API (/v1/models,
+// /v1/chat/completions, /v1/completions; serve/openai_service.h) for the generation model
+// folders of --models DIR, in front of the grid, the embedded local grid, or (--local) this
+// process's engine. Keeps sessions, connections and standing bids warm across requests. Serves
+// until SIGINT or SIGTERM, then lets running requests finish and exits 0.
 #include <semaphore.h>
 #include <signal.h>
 #include <unistd.h>
@@ -28,6 +27,7 @@
 #include "actors/reputation.h"
 #include "base/json.h"
 #include "cli/commands.h"
+#include "cli/generate_grid.h"
 #include "cli/grid_setup.h"
 #include "engine/backend.h"
 #include "engine/session.h"
@@ -36,7 +36,9 @@
 #include "net/identity.h"
 #include "serve/access.h"
 #include "serve/http_server.h"
+#include "llm/local_backend.h"
 #include "serve/model_repository.h"
+#include "serve/openai_service.h"
 #include "serve/v2_service.h"
 
 #ifndef GPUGRID_VERSION
@@ -288,7 +290,35 @@ int serve_command(const serve_options& o) {
     }
   }
 
+  // The OpenAI-compatible API: a completion back end per generation model folder, of the same
+  // kind as the /v2 one.
+  serve::llm_model_list llm_models(o.models, std::chrono::milliseconds(static_cast<int64_t>(o.reload_interval_s * 1000)));
+  (void)llm_models.refresh(true);
+  serve::openai_options oo;
+  oo.open = [&o](const std::string& dir) -> expected<std::shared_ptr<llm::completion_backend>> {
+    if (o.local) {
+      llm::generator_options go;
+      go.threads = o.threads;
+      go.device = o.device;
+      GG_ASSIGN_OR_RETURN(std::shared_ptr<llm::generator> gen, llm::generator::load(dir, go));
+      return std::shared_ptr<llm::completion_backend>(std::make_shared<llm::local_backend>(std::move(gen)));
+    }
+    grid_generation_options g;
+    g.model_dir = dir;
+    g.peers = o.peers;
+    g.data_dir = o.data_dir;
+    g.device = o.device == "auto" ? "cpu" : o.device;
+    g.threads = o.threads;
+    g.redundancy = o.redundancy;
+    g.timeout_s = o.timeout_s;
+    std::string note;
+    GG_ASSIGN_OR_RETURN(std::unique_ptr<llm::completion_backend> b, make_grid_completion_backend(g, &note));
+    return std::shared_ptr<llm::completion_backend>(std::move(b));
+  };
+  serve::openai_service openai(&llm_models, std::move(oo));
+
   serve::service_options so;
+  so.v1 = &openai;
   so.keys = serve::key_ring(*keys);
   so.require_keys = !keys->empty();
   so.rate_limit = o.rate_limit;
@@ -313,12 +343,13 @@ int serve_command(const serve_options& o) {
   if (o.json) {
     json_writer w;
     w.begin_object().key("event").value("listening").key("url").value((*server)->url());
-    w.key("models").value(repo.list().size()).key("ready").value(ready).key("backend").value(backend->describe());
+    w.key("models").value(repo.list().size()).key("llm_models").value(llm_models.list().size()).key("ready").value(ready).key("backend").value(backend->describe());
     w.key("auth").value(so.require_keys).end_object();
     fmt::print("{}\n", w.str());
   } else {
-    fmt::print("gpugrid serve: {} ({} of {} models ready; {}; API keys {})\n", (*server)->url(), ready,
-               repo.list().size(), backend->describe(), so.require_keys ? "required" : "off");
+    fmt::print("gpugrid serve: {} ({} of {} models ready, {} generation models on /v1; {}; API keys {})\n",
+               (*server)->url(), ready, repo.list().size(), llm_models.list().size(), backend->describe(),
+               so.require_keys ? "required" : "off");
   }
   std::fflush(stdout);
   for (const auto& m : repo.list())

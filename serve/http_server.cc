@@ -16,7 +16,9 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <future>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <type_traits>
 
@@ -32,7 +34,8 @@ using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 
 struct http_server::impl {
-  explicit impl(const http_server_options& o, v2_service* s) : opt(o), service(s), workers(std::max(1, o.workers)) {}
+  explicit impl(const http_server_options& o, v2_service* s)
+      : opt(o), service(s), workers(std::max(1, o.workers)), long_pool(std::max(1, o.long_workers)) {}
   http_server_options opt;
   v2_service* service;
   std::atomic<size_t> queued{0};
@@ -42,6 +45,7 @@ struct http_server::impl {
   std::string host;
   std::optional<ssl::context> tls;
   asio::thread_pool workers;
+  asio::thread_pool long_pool;   // deferred responses (generation), see http_response::deferred
   // Declared after everything a session touches: destroying the context destroys the sessions
   // its pending handlers still hold.
   asio::io_context ioc;
@@ -105,6 +109,12 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
                             [self = this->shared_from_this()](const error_code& ec, size_t) { self->on_header(ec); });
   }
 
+  // The error response in the format of the route the request went to (OpenAI's under /v1).
+  http_response error_for(int status, const std::string& message) {
+    std::string target = parser_ ? std::string(parser_->get().target()) : std::string();
+    return server_->service->error_for(target, status, message);
+  }
+
   // Closes quietly when nothing of a request came; answers otherwise.
   void read_failed(const error_code& ec, bool in_body) {
     auto& counters = server_->service->transport();
@@ -112,22 +122,22 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
       // An idle kept-alive connection that sent nothing is simply closed.
       if (!in_body && buffer_.size() == 0 && !parser_->got_some()) return close();
       ++counters.timeouts;
-      return send(error_response(408, in_body ? "the request body was not received in time"
-                                              : "the request header was not received in time"), true);
+      return send(error_for(408, in_body ? "the request body was not received in time"
+                                         : "the request header was not received in time"), true);
     }
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
         ec == asio::error::operation_aborted || ec == ssl::error::stream_truncated)
       return close();
     if (ec == http::error::body_limit) {
       ++counters.too_large;
-      return send(error_response(413, fmt::format("the request body is over the limit of {} bytes", server_->opt.max_body_bytes)), true);
+      return send(error_for(413, fmt::format("the request body is over the limit of {} bytes", server_->opt.max_body_bytes)), true);
     }
     if (ec == http::error::header_limit) {
       ++counters.bad_requests;
-      return send(error_response(431, "the request header is too large"), true);
+      return send(error_for(431, "the request header is too large"), true);
     }
     ++counters.bad_requests;
-    send(error_response(400, "malformed HTTP request: " + ec.message()), true);
+    send(error_for(400, "malformed HTTP request: " + ec.message()), true);
   }
 
   void on_header(const error_code& ec) {
@@ -137,8 +147,8 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
     auto length = parser_->content_length();
     if (length && *length > server_->opt.max_body_bytes) {
       ++counters.too_large;
-      return send(error_response(413, fmt::format("the request body ({} bytes) is over the limit of {} bytes", *length,
-                                                  server_->opt.max_body_bytes)), true);
+      return send(error_for(413, fmt::format("the request body ({} bytes) is over the limit of {} bytes", *length,
+                                             server_->opt.max_body_bytes)), true);
     }
     auto expect = parser_->get()[http::field::expect];
     if (!parser_->is_done() && beast::iequals(expect, "100-continue")) {
@@ -176,7 +186,7 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
     keep_alive_ = msg.keep_alive();
     if (server_->queued.load() >= server_->opt.max_queued) {
       ++server_->service->transport().overloaded;
-      auto r = error_response(503, "the server is busy; try again");
+      auto r = error_for(503, "the server is busy; try again");
       r.headers.emplace_back("Retry-After", "1");
       return send(std::move(r), false);
     }
@@ -193,7 +203,94 @@ class http_session : public std::enable_shared_from_this<http_session<Stream>> {
         r = error_response(500, std::string("internal error: ") + e.what());
       }
       --self->server_->queued;
+      if (r.deferred) {
+        asio::post(self->server_->long_pool, [self, req, fn = std::move(r.deferred)] { self->run_deferred(req, fn); });
+        return;
+      }
       asio::post(self->stream_.get_executor(), [self, r = std::move(r)]() mutable { self->send(std::move(r), false); });
+    });
+  }
+
+  // The response_stream of one deferred response: each write is posted to the session's strand
+  // and waited for (the write timeout bounds the wait).
+  class chunk_stream : public response_stream {
+   public:
+    chunk_stream(std::shared_ptr<http_session> s, std::shared_ptr<std::atomic<bool>> hung_up)
+        : s_(std::move(s)), hung_up_(std::move(hung_up)) {}
+    bool begin(const http_response& head) override {
+      if (begun_) return !failed_;
+      begun_ = true;
+      http::response<http::empty_body> res;
+      res.version(11);
+      res.result(static_cast<unsigned>(head.status));
+      res.set(http::field::server, "gpugrid");
+      res.set(http::field::content_type, head.content_type);
+      res.set(http::field::cache_control, "no-cache");
+      for (const auto& [k, v] : head.headers) res.set(k, v);
+      res.keep_alive(s_->keep_alive_);
+      res.chunked(true);
+      std::ostringstream os;
+      os << res.base();
+      return send_raw(os.str());
+    }
+    bool write(std::string_view data) override {
+      if (!begun_ || failed_) return false;
+      if (data.empty()) return !gone();
+      return send_raw(fmt::format("{:x}\r\n", data.size()) + std::string(data) + "\r\n");
+    }
+    bool gone() const override { return failed_ || (hung_up_ && hung_up_->load()) || s_->server_->stopped.load(); }
+    bool finish() { return begun_ && !failed_ && send_raw("0\r\n\r\n"); }
+    bool begun() const { return begun_; }
+
+   private:
+    bool send_raw(std::string bytes) {
+      if (failed_) return false;
+      auto buf = std::make_shared<std::string>(std::move(bytes));
+      auto done = std::make_shared<std::promise<error_code>>();
+      auto result = done->get_future();
+      auto s = s_;
+      asio::post(s->stream_.get_executor(), [s, buf, done] {
+        s->arm(s->server_->opt.write_timeout);
+        asio::async_write(s->stream_, asio::buffer(*buf), [s, buf, done](const error_code& ec, size_t) {
+          s->disarm();
+          done->set_value(ec);
+        });
+      });
+      if (result.get()) {
+        failed_ = true;
+        ++s_->server_->service->transport().disconnects;
+      }
+      return !failed_;
+    }
+    std::shared_ptr<http_session> s_;
+    std::shared_ptr<std::atomic<bool>> hung_up_;
+    std::atomic<bool> begun_{false};
+    std::atomic<bool> failed_{false};
+  };
+
+  // On a thread of the long pool: runs a deferred response, then sends what it returned, or
+  // ends the body it streamed.
+  void run_deferred(std::shared_ptr<http_request> req, const std::function<http_response(response_stream&)>& fn) {
+    auto self = this->shared_from_this();
+    chunk_stream stream(self, req->cancelled);
+    http_response r;
+    try {
+      r = fn(stream);
+    } catch (const std::bad_alloc&) {
+      r = error_for(500, "out of memory");
+    } catch (const std::exception& e) {
+      r = error_for(500, std::string("internal error: ") + e.what());
+    }
+    if (!stream.begun()) {
+      asio::post(stream_.get_executor(), [self, r = std::move(r)]() mutable { self->send(std::move(r), false); });
+      return;
+    }
+    bool ok = stream.finish();
+    asio::post(stream_.get_executor(), [self, ok] {
+      error_code ignored;
+      self->socket().cancel(ignored);   // ends watch_hangup's wait
+      if (!ok || !self->keep_alive_) return self->close();
+      self->read_request();
     });
   }
 
@@ -264,6 +361,8 @@ void http_server::impl::accept() {
         socket.close(ignored);
       } else {
         ++open_connections;
+        error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);   // streamed chunks go out as written
         if (tls) std::make_shared<http_session<beast::ssl_stream<beast::tcp_stream>>>(this, std::move(socket), *tls)->start();
         else std::make_shared<http_session<beast::tcp_stream>>(this, std::move(socket))->start();
       }
@@ -327,6 +426,7 @@ void http_server::stop() {
     p->acceptor->close(ignored);
   });
   impl_->workers.join();   // running requests finish
+  impl_->long_pool.join(); // generations see stream.gone() and stop
   impl_->ioc.stop();
   for (auto& t : impl_->threads) t.join();
 }

@@ -13,9 +13,12 @@
 //  - more than max_queued requests waiting for a worker -> 503;
 //  - a client that disconnects before its response is written is counted, nothing else.
 //
-// Threads: io_threads run the sockets, `workers` run handle(). stop() (and the destructor)
-// closes the listener and every connection and joins all threads; requests running in a
-// worker finish first.
+// Threads: io_threads run the sockets, `workers` run handle(), `long_workers` run deferred
+// responses (http_response::deferred: text generation, streamed or not) so that long requests
+// do not hold up short ones. A streamed body goes out with chunked transfer encoding, one
+// chunk per response_stream::write. stop() (and the destructor) closes the listener and every
+// connection and joins all threads; requests running in a worker finish first, deferred ones
+// see response_stream::gone() and should stop.
 #pragma once
 
 #include <chrono>
@@ -38,6 +41,7 @@ struct http_server_options {
   std::chrono::milliseconds write_timeout{30000};
   int io_threads = 1;
   int workers = 4;
+  int long_workers = 32;                     // deferred responses (generations) at once
   size_t max_queued = 256;
   size_t max_connections = 1024;
   std::string tls_cert, tls_key;             // both set: https

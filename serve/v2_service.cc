@@ -74,6 +74,11 @@ std::string route_label(const std::vector<std::string>& p) {
   if (p.size() == 1 && p[0] == "v2") return "server_metadata";
   if (p.size() == 1 && (p[0] == "metrics" || p[0] == "healthz")) return p[0];
   if (p.size() == 3 && p[0] == "v2" && p[1] == "repository") return "repository_index";
+  if (!p.empty() && p[0] == "v1") {
+    if (p.size() >= 2 && p[1] == "models") return "v1_models";
+    if (p.size() == 3 && p[1] == "chat" && p[2] == "completions") return "v1_chat_completions";
+    if (p.size() == 2 && p[1] == "completions") return "v1_completions";
+  }
   return "other";
 }
 
@@ -134,7 +139,7 @@ http_response v2_service::handle(const http_request& r) {
     client = options_.keys.match(auth);
     if (client < 0) {
       ++auth_failures_;
-      resp = error_response(401, auth.empty() ? "this server needs an API key (Authorization: Bearer KEY)"
+      resp = error_for(path, 401, auth.empty() ? "this server needs an API key (Authorization: Bearer KEY)"
                                               : "the API key is not valid");
       resp.headers.emplace_back("WWW-Authenticate", "Bearer");
     }
@@ -142,7 +147,7 @@ http_response v2_service::handle(const http_request& r) {
   double retry_after = 0;
   if (resp.status == 200 && !open && !limiter_.take(client, std::chrono::steady_clock::now(), &retry_after)) {
     ++rate_limited_;
-    resp = error_response(429, "rate limit exceeded for this API key");
+    resp = error_for(path, 429, "rate limit exceeded for this API key");
     resp.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(retry_after))));
   }
   if (resp.status == 200) resp = route(r, path);
@@ -151,8 +156,15 @@ http_response v2_service::handle(const http_request& r) {
   return resp;
 }
 
+http_response v2_service::error_for(const std::string& target, int status, const std::string& message) const {
+  if (options_.v1 && (target == "/v1" || target.compare(0, 4, "/v1/") == 0 || target.compare(0, 4, "/v1?") == 0))
+    return options_.v1->error(status, message);
+  return error_response(status, message);
+}
+
 http_response v2_service::route(const http_request& r, const std::string& path) {
   auto p = split_path(path);
+  if (options_.v1 && !p.empty() && p[0] == "v1") return options_.v1->handle(r, p);
   bool get = r.method == "GET" || r.method == "HEAD";
   bool post = r.method == "POST";
   auto method_not_allowed = [&] { return error_response(405, "method " + r.method + " is not allowed on " + path); };
@@ -351,6 +363,7 @@ std::string v2_service::metrics_text() const {
   out += fmt::format("gpugrid_serve_inference_ms_bucket{{le=\"+Inf\"}} {}\n", cumulative);
   out += fmt::format("gpugrid_serve_inference_ms_sum {}\ngpugrid_serve_inference_ms_count {}\n", fmt_number(latency_sum_ms_),
                      cumulative);
+  if (options_.v1) out += options_.v1->metrics_text();
   return out;
 }
 

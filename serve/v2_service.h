@@ -17,6 +17,8 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <string_view>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -46,11 +48,33 @@ struct http_request {
   }
 };
 
+class response_stream;
+
 struct http_response {
   int status = 200;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // Long work (text generation): when set, the HTTP server runs it on its pool for long requests
+  // (so that it does not hold a worker that short requests wait for) and sends what it returns
+  // in place of this response; or, when it called stream.begin(), finishes the streamed body it
+  // wrote and ignores what it returns. Tests call it with a stream of their own.
+  std::function<http_response(response_stream& stream)> deferred;
+};
+
+// A response body written while it is made (server-sent events), with chunked transfer
+// encoding. begin() and write() are called by one thread at a time (the one that runs the
+// deferred response, or one it waits for); gone() from any thread.
+class response_stream {
+ public:
+  virtual ~response_stream() = default;
+  // Sends the status line and headers of `head` (its body is ignored). false: the client is gone.
+  virtual bool begin(const http_response& head) = 0;
+  // Sends `data` as one chunk (nothing for empty data) and waits until it is written.
+  // false: the client is gone or the write timed out; the producer should stop.
+  virtual bool write(std::string_view data) = 0;
+  // True once the client hung up, a write failed, or the server is stopping.
+  virtual bool gone() const = 0;
 };
 
 http_response error_response(int status, const std::string& message);
@@ -70,12 +94,25 @@ class infer_backend {
   virtual std::string describe() const = 0;   // "local engine", "embedded grid", "grid (3 providers)"
 };
 
+// The routes under /v1 (the OpenAI-compatible API, serve/openai_service.h). Gets each /v1
+// request after the access checks, and writes the error bodies of /v1 routes, also those that
+// the access checks and the HTTP layer answer (401, 413, 429, 503).
+class route_handler {
+ public:
+  virtual ~route_handler() = default;
+  virtual http_response handle(const http_request& request, const std::vector<std::string>& path) = 0;
+  virtual http_response error(int status, const std::string& message) const = 0;
+  // Prometheus lines appended to /metrics.
+  virtual std::string metrics_text() const { return {}; }
+};
+
 struct service_options {
   key_ring keys;
   bool require_keys = false;
   double rate_limit = 0;        // requests per second per key (0: none)
   double rate_burst = 0;        // bucket size (0: same as the rate)
   std::string version;          // of the server, for /v2
+  route_handler* v1 = nullptr;  // /v1/...: 404 when null; must outlive the service
 };
 
 // Counters the HTTP layer adds to (it sees what never reaches handle()).
@@ -94,6 +131,8 @@ class v2_service {
   v2_service(model_repository* repo, infer_backend* backend, service_options options);
 
   http_response handle(const http_request& request);
+  // The error response for a request to `target` (the /v1 handler's format under /v1).
+  http_response error_for(const std::string& target, int status, const std::string& message) const;
   std::string metrics_text() const;
   transport_counters& transport() { return transport_; }
 
