@@ -13,6 +13,7 @@
 #include <caf/all.hpp>
 
 #include "actors/atoms.h"
+#include "actors/batcher.h"
 #include "engine/backend.h"
 #include "engine/flops.h"
 #include "engine/onnx_loader.h"
@@ -119,7 +120,7 @@ bid_reply provider_core::bid(const bid_request& req) {
     if (bad != bad_models_.end()) return decline(decline_reason::unsupported, bad->second);
   }
   int busy = static_cast<int>(counters_.busy.load() + counters_.queued.load());
-  if (busy >= 2 * options_.slots) return decline(decline_reason::busy, fmt::format("{} jobs running or queued", busy));
+  if (busy >= job_capacity()) return decline(decline_reason::busy, fmt::format("{} jobs running or queued", busy));
   r.price = quote_price(options_.price, gflops, busy, options_.slots);
   if (req.max_price >= 0 && r.price > req.max_price)
     return decline(decline_reason::too_cheap, fmt::format("price {:.6g} is above the limit {:.6g}", r.price, req.max_price));
@@ -241,69 +242,91 @@ double provider_core::rate_gflops_per_s(const digest32& hash) const {
   return rate;
 }
 
-execute_result provider_core::execute(const execute_request& req) {
-  execute_result res;
+execute_result provider_core::failed(execute_result& res, const status& st) {
+  ++counters_.failures;
+  res.ok = false;
+  res.error = cache_ ? strip_path(st.message(), cache_->dir() + "/x") : st.message();  // never the cache's path
+  res.error_is_input = st.kind() == error_kind::invalid_input;
+  res.failure_kind = st.kind();
+  return res;
+}
+
+// What a job needs to run, found before it runs: its session and what it paid for.
+struct provider_core::prepared_job {
+  std::shared_ptr<session> s;
+  std::optional<double> known;  // the model's exact cost, when a whole run was metered here
+  double paid_gflops = 0;
+  double allowed_flops = 0;
+  int64_t limit_ms = 0;
+};
+
+bool provider_core::prepare(const execute_request& req, execute_result& res, prepared_job& p) {
   res.job = req.job;
   res.provider = id_.public_key;
-  ++counters_.queued;
-  struct busy_guard {
-    provider_counters& c;
-    explicit busy_guard(provider_counters& cc) : c(cc) { --c.queued; ++c.busy; }
-    ~busy_guard() { --c.busy; }
-  } guard(counters_);
-  auto fail = [&](const status& st) {
-    ++counters_.failures;
-    res.ok = false;
-    res.error = cache_ ? strip_path(st.message(), cache_->dir() + "/x") : st.message();  // never the cache's path
-    res.error_is_input = st.kind() == error_kind::invalid_input;
-    res.failure_kind = st.kind();
-    return res;
-  };
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::string why = refusal_locked(req.client);
-    if (!why.empty()) return fail(internal_error("{}", why));
+    if (!why.empty()) return failed(res, internal_error("{}", why)), false;
   }
-  if (tensors_digest(req.inputs) != req.input_digest) return fail(invalid_input("inputs do not match their digest"));
+  if (tensors_digest(req.inputs) != req.input_digest) return failed(res, invalid_input("inputs do not match their digest")), false;
   res.model_was_cached = !req.model_bytes;
   auto s = session_for(req.model_hash, req.model_bytes);
-  if (!s) return fail(s.error());
+  if (!s) return failed(res, s.error()), false;
+  p.s = *s;
   for (const auto& t : req.inputs) counters_.input_bytes += static_cast<int64_t>(t.bytes());
-  if (status st = before_run(req); !st.is_ok()) return fail(st);
+  if (status st = before_run(req); !st.is_ok()) return failed(res, st), false;
 
   // What the job paid for, in GFLOP, and what the model costs as measured here. A model seen
   // before is priced from that measure; the first run of a model is metered node by node and
   // stopped once it has used twice what it paid for (plus one GFLOP of slack).
   const price_policy& pp = options_.price;
-  double paid_gflops = pp.price_per_gflop > 0 ? req.price / pp.price_per_gflop : std::numeric_limits<double>::infinity();
-  std::optional<double> known;  // the model's exact cost, when a whole run was metered here
+  p.paid_gflops = pp.price_per_gflop > 0 ? req.price / pp.price_per_gflop : std::numeric_limits<double>::infinity();
   double lower_bound = 0;       // else what a stopped run used before it was stopped
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto g = gflops_.find(req.model_hash);
-    if (g != gflops_.end() && g->second.exact) known = g->second.gflops;
+    if (g != gflops_.end() && g->second.exact) p.known = g->second.gflops;
     if (g != gflops_.end() && !g->second.exact) lower_bound = g->second.gflops;
   }
-  if (!known && lower_bound > 0 && req.price + 1e-12 < quote_price(pp, lower_bound, 0, options_.slots) * (1 - 1e-6))
-    return fail(invalid_input("the job costs at least {:.6g} GFLOP here; it offers {:.6g} credits", lower_bound, req.price));
-  if (known) {
-    double need = quote_price(pp, *known, 0, options_.slots);
+  if (!p.known && lower_bound > 0 && req.price + 1e-12 < quote_price(pp, lower_bound, 0, options_.slots) * (1 - 1e-6))
+    return failed(res, invalid_input("the job costs at least {:.6g} GFLOP here; it offers {:.6g} credits", lower_bound, req.price)), false;
+  if (p.known) {
+    double need = quote_price(pp, *p.known, 0, options_.slots);
     if (req.price + 1e-12 < need * (1 - 1e-6))
-      return fail(invalid_input("the job costs {:.6g} GFLOP here, {:.6g} credits; it offers {:.6g}", *known, need, req.price));
+      return failed(res, invalid_input("the job costs {:.6g} GFLOP here, {:.6g} credits; it offers {:.6g}", *p.known, need,
+                                       req.price)), false;
   }
   double rate = 1.0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     rate = rate_gflops_per_s(req.model_hash);
   }
-  double work = known ? *known : paid_gflops;
+  double work = p.known ? *p.known : p.paid_gflops;
   double expected_ms = std::isfinite(work) ? work / rate * 1000.0 : static_cast<double>(options_.max_job_ms);
-  auto limit_ms = static_cast<int64_t>(std::clamp(10 * expected_ms, static_cast<double>(options_.min_job_ms),
-                                                  static_cast<double>(options_.max_job_ms)));
+  p.limit_ms = static_cast<int64_t>(std::clamp(10 * expected_ms, static_cast<double>(options_.min_job_ms),
+                                               static_cast<double>(options_.max_job_ms)));
+  p.allowed_flops = std::isfinite(p.paid_gflops) ? (2 * p.paid_gflops + options_.free_gflops) * 1e9
+                                                 : std::numeric_limits<double>::infinity();
+  return true;
+}
+
+execute_result provider_core::execute(const execute_request& req) {
+  execute_result res;
+  ++counters_.queued;
+  struct busy_guard {
+    provider_counters& c;
+    explicit busy_guard(provider_counters& cc) : c(cc) { --c.queued; ++c.busy; }
+    ~busy_guard() { --c.busy; }
+  } guard(counters_);
+  prepared_job p;
+  if (!prepare(req, res, p)) return res;
+  return run_prepared(req, res, p);
+}
+
+execute_result provider_core::run_prepared(const execute_request& req, execute_result& res, const prepared_job& p) {
+  const std::optional<double>& known = p.known;
   auto t0 = std::chrono::steady_clock::now();
-  auto deadline = t0 + std::chrono::milliseconds(limit_ms);
-  double allowed_flops = std::isfinite(paid_gflops) ? (2 * paid_gflops + options_.free_gflops) * 1e9
-                                                    : std::numeric_limits<double>::infinity();
+  auto deadline = t0 + std::chrono::milliseconds(p.limit_ms);
   double metered = 0;
   enum class why_stopped { none, cancelled, stopping, out_of_time, over_budget } why = why_stopped::none;
   session::node_observer meter = [&](const node& n, const std::vector<const tensor*>& in,
@@ -314,13 +337,14 @@ execute_result provider_core::execute(const execute_request& req) {
     if (req.cancel && req.cancel->load()) why = why_stopped::cancelled;
     else if (stopping_) why = why_stopped::stopping;
     else if (std::chrono::steady_clock::now() > deadline) why = why_stopped::out_of_time;
-    else if (!known && metered > allowed_flops) why = why_stopped::over_budget;
+    else if (!known && metered > p.allowed_flops) why = why_stopped::over_budget;
     return why != why_stopped::none;
   };
-  auto out = (*s)->run(req.inputs, nullptr, known ? nullptr : &meter, &stop);
+  auto out = p.s->run(req.inputs, nullptr, known ? nullptr : &meter, &stop);
   res.compute_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  counters_.batch_sizes[batch_size_bucket(1)]++;
   // The last node is metered after it ran: a run that overdrew there is not delivered either.
-  if (out && !known && metered > allowed_flops) why = why_stopped::over_budget;
+  if (out && !known && metered > p.allowed_flops) why = why_stopped::over_budget;
   if (!known && (out || why == why_stopped::over_budget)) {
     // Learned (or, when stopped, a lower bound): later bids for this model quote it.
     std::lock_guard<std::mutex> lock(mu_);
@@ -330,20 +354,25 @@ execute_result provider_core::execute(const execute_request& req) {
   }
   switch (why) {
     case why_stopped::none: break;
-    case why_stopped::cancelled: return fail(status(error_kind::io, "the job was cancelled: its client went away"));
-    case why_stopped::stopping: return fail(status(error_kind::io, "the provider is stopping"));
-    case why_stopped::out_of_time: return fail(status(error_kind::io, fmt::format("the job ran past its time limit of {} ms", limit_ms)));
+    case why_stopped::cancelled: return failed(res, status(error_kind::io, "the job was cancelled: its client went away"));
+    case why_stopped::stopping: return failed(res, status(error_kind::io, "the provider is stopping"));
+    case why_stopped::out_of_time:
+      return failed(res, status(error_kind::io, fmt::format("the job ran past its time limit of {} ms", p.limit_ms)));
     case why_stopped::over_budget:
-      return fail(status(error_kind::io, fmt::format("the job needs more than the {:.6g} GFLOP it paid for", paid_gflops)));
+      return failed(res, status(error_kind::io, fmt::format("the job needs more than the {:.6g} GFLOP it paid for", p.paid_gflops)));
   }
-  if (!out) return fail(out.error());
-  res.outputs = std::move(out).value();
+  if (!out) return failed(res, out.error());
+  if (known) {
+    std::lock_guard<std::mutex> lock(mu_);
+    measured_ms_[req.model_hash] = res.compute_ms;  // a metered run is slower: not a rate
+  }
+  return finish(req, res, std::move(out).value());
+}
+
+execute_result provider_core::finish(const execute_request& req, execute_result& res, std::vector<tensor> outputs) {
+  res.outputs = std::move(outputs);
   after_run(res.outputs);
   for (const auto& t : res.outputs) counters_.output_bytes += static_cast<int64_t>(t.bytes());
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (known) measured_ms_[req.model_hash] = res.compute_ms;  // a metered run is slower: not a rate
-  }
   res.output_digest = tensors_digest(res.outputs);
   {  // the signed result statement: a wrong result with this signature is evidence
     ledger::receipt tmp;
@@ -380,6 +409,107 @@ execute_result provider_core::execute(const execute_request& req) {
   res.ok = true;
   ++counters_.jobs;
   return res;
+}
+
+bool provider_core::batchable(const digest32& hash, const session& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = batchable_.find(hash);
+  if (it != batchable_.end()) return it->second;
+  bool ok = model_allows_batching(s.model());
+  batchable_[hash] = ok;
+  return ok;
+}
+
+std::vector<execute_result> provider_core::execute_group(const std::vector<std::shared_ptr<const execute_request>>& reqs) {
+  size_t n = reqs.size();
+  counters_.queued += static_cast<int64_t>(n);
+  struct busy_guard {
+    provider_counters& c;
+    int64_t n;
+    busy_guard(provider_counters& cc, int64_t k) : c(cc), n(k) { c.queued -= n; c.busy += n; }
+    ~busy_guard() { c.busy -= n; }
+  } guard(counters_, static_cast<int64_t>(n));
+  std::vector<execute_result> results(n);
+  std::vector<prepared_job> prepared(n);
+  // Jobs that may share one execution: prepared, priced from a measured cost (a model's first,
+  // metered run is always alone), on the same loaded session of a model that allows batching.
+  std::vector<size_t> mergeable;
+  std::vector<size_t> alone;
+  for (size_t k = 0; k < n; ++k) {
+    if (!prepare(*reqs[k], results[k], prepared[k])) continue;
+    bool ok = prepared[k].known.has_value() && batchable(reqs[k]->model_hash, *prepared[k].s) &&
+              (mergeable.empty() || prepared[mergeable[0]].s == prepared[k].s);
+    (ok ? mergeable : alone).push_back(k);
+  }
+  if (mergeable.size() < 2) {
+    alone.insert(alone.end(), mergeable.begin(), mergeable.end());
+    mergeable.clear();
+  }
+  if (!mergeable.empty()) {
+    std::vector<const std::vector<tensor>*> inputs;
+    int64_t limit_ms = 0;
+    for (size_t k : mergeable) {
+      inputs.push_back(&reqs[k]->inputs);
+      limit_ms += prepared[k].limit_ms;
+    }
+    limit_ms = std::min(limit_ms, options_.max_job_ms);
+    auto t0 = std::chrono::steady_clock::now();
+    auto deadline = t0 + std::chrono::milliseconds(limit_ms);
+    session& s = *prepared[mergeable[0]].s;
+    // A merged run stops when every job in it was cancelled, the provider stops, or the jobs'
+    // time limits together run out.
+    session::stop_check stop = [&] {
+      if (stopping_ || std::chrono::steady_clock::now() > deadline) return true;
+      for (size_t k : mergeable)
+        if (!reqs[k]->cancel || !reqs[k]->cancel->load()) return false;
+      return true;
+    };
+    double merged_ms = 0;
+    std::vector<execute_result> single(mergeable.size());
+    std::vector<bool> single_done(mergeable.size(), false);
+    auto report = run_batch(
+        inputs,
+        [&](const std::vector<tensor>& merged) {
+          auto out = s.run(merged, nullptr, nullptr, &stop);
+          merged_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+          return out;
+        },
+        [&](size_t i) -> expected<std::vector<tensor>> {
+          // Alone, as any job runs (its own limits and cancellation); its result is final.
+          size_t k = mergeable[i];
+          single[i] = run_prepared(*reqs[k], results[k], prepared[k]);
+          single_done[i] = true;
+          return std::vector<tensor>{};
+        });
+    if (report.merged) {
+      ++counters_.batched_executions;
+      counters_.batched_jobs += static_cast<int64_t>(mergeable.size());
+      counters_.batch_sizes[batch_size_bucket(static_cast<int64_t>(mergeable.size()))]++;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        measured_ms_[reqs[mergeable[0]]->model_hash] = merged_ms / static_cast<double>(mergeable.size());
+      }
+      for (size_t i = 0; i < mergeable.size(); ++i) {
+        size_t k = mergeable[i];
+        results[k].compute_ms = merged_ms;
+        if (reqs[k]->cancel && reqs[k]->cancel->load()) {
+          failed(results[k], status(error_kind::io, "the job was cancelled: its client went away"));
+          continue;
+        }
+        finish(*reqs[k], results[k], std::move(report.results[i]).value());
+      }
+    } else {
+      if (report.fell_back) ++counters_.batch_fallbacks;
+      for (size_t i = 0; i < mergeable.size(); ++i) results[mergeable[i]] = std::move(single[i]);
+    }
+  }
+  for (size_t k : alone) results[k] = run_prepared(*reqs[k], results[k], prepared[k]);
+  return results;
+}
+
+int provider_core::job_capacity() const {
+  int per_slot = options_.batch.enabled() ? std::max(2, options_.batch.max_batch) + 1 : 2;
+  return per_slot * options_.slots;
 }
 
 std::string provider_core::refusal_locked(const key32& client) {
@@ -433,9 +563,40 @@ status provider_core::accept_receipt(const ledger::receipt& r) {
 
 namespace {
 
+using exec_group_atom = caf::atom_constant<caf::atom("execgroup")>;
+using batch_flush_atom = caf::atom_constant<caf::atom("bflush")>;
+
+}  // namespace
+}  // namespace gpugrid::grid
+
+namespace gpugrid::grid::detail {
+using exec_group_ptr = std::shared_ptr<const std::vector<execute_request_ptr>>;
+using exec_group_result_ptr = std::shared_ptr<std::vector<execute_result>>;
+}  // namespace gpugrid::grid::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(gpugrid::grid::detail::exec_group_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(gpugrid::grid::detail::exec_group_result_ptr)
+
+namespace gpugrid::grid {
+
+namespace {
+
+using detail::exec_group_ptr;
+using detail::exec_group_result_ptr;
+
+struct waiting_job {
+  execute_request_ptr req;
+  caf::response_promise rp;
+};
+
 struct provider_state {
   std::vector<caf::actor> workers;
   size_t next = 0;
+  // Dynamic batching: jobs wait here until a group is ready and a worker is idle.
+  std::unique_ptr<batch_queue<waiting_job>> queue;
+  std::vector<caf::actor> idle;
+  bool timer_armed = false;
+  std::chrono::steady_clock::time_point timer_due;
 };
 
 caf::behavior worker_actor(caf::event_based_actor*, std::shared_ptr<provider_core> core) {
@@ -443,24 +604,91 @@ caf::behavior worker_actor(caf::event_based_actor*, std::shared_ptr<provider_cor
       [core](exec_atom, const execute_request_ptr& req) -> execute_result_ptr {
         return std::make_shared<const execute_result>(core->execute(*req));
       },
+      [core](exec_group_atom, const exec_group_ptr& reqs) -> exec_group_result_ptr {
+        return std::make_shared<std::vector<execute_result>>(core->execute_group(*reqs));
+      },
   };
 }
 
-caf::behavior provider_actor(caf::stateful_actor<provider_state>* self, std::shared_ptr<provider_core> core,
-                             int slots) {
+using provider_self = caf::stateful_actor<provider_state>*;
+
+// Hands ready groups to idle workers; when jobs still wait, a timer for the next one due.
+void dispatch(provider_self self, const std::shared_ptr<provider_core>& core) {
+  auto& st = self->state;
+  auto now = std::chrono::steady_clock::now();
+  while (!st.idle.empty()) {
+    // An idle provider runs what waits at once (no wait when nothing else runs); while other
+    // work runs, a group waits up to max_wait for more jobs to join it.
+    bool all_idle = st.idle.size() == st.workers.size();
+    auto group = all_idle ? st.queue->pop_oldest() : st.queue->pop_ready(now);
+    if (!group) break;
+    caf::actor w = st.idle.back();
+    st.idle.pop_back();
+    core->add_waiting(-static_cast<int64_t>(group->size()));
+    auto reqs = std::make_shared<std::vector<execute_request_ptr>>();
+    std::vector<caf::response_promise> promises;
+    for (auto& j : *group) {
+      reqs->push_back(std::move(j.req));
+      promises.push_back(std::move(j.rp));
+    }
+    self->request(w, caf::infinite, exec_group_atom::value, exec_group_ptr(std::move(reqs)))
+        .then(
+            [self, core, promises, w](const exec_group_result_ptr& res) mutable {
+              for (size_t i = 0; i < promises.size(); ++i) {
+                if (res && i < res->size())
+                  promises[i].deliver(std::make_shared<const execute_result>(std::move((*res)[i])));
+                else
+                  promises[i].deliver(caf::make_error(caf::sec::invalid_argument));
+              }
+              self->state.idle.push_back(w);
+              dispatch(self, core);
+            },
+            [self, core, promises, w](caf::error& e) mutable {
+              for (auto& p : promises) p.deliver(e);
+              self->state.idle.push_back(w);
+              dispatch(self, core);
+            });
+  }
+  if (st.queue->empty() || st.idle.empty()) return;
+  auto due = st.queue->next_deadline();
+  if (!due || (st.timer_armed && st.timer_due <= *due)) return;
+  st.timer_armed = true;
+  st.timer_due = *due;
+  auto wait = std::chrono::duration_cast<std::chrono::microseconds>(*due - now);
+  self->delayed_send(self, std::max(wait, std::chrono::microseconds(1)), batch_flush_atom::value);
+}
+
+caf::behavior provider_actor(provider_self self, std::shared_ptr<provider_core> core, int slots) {
   for (int i = 0; i < slots; ++i) {
     auto w = self->spawn<caf::detached + caf::linked>(worker_actor, core);
     self->state.workers.push_back(w);
+  }
+  const batch_options& bo = core->batching();
+  if (bo.enabled()) {
+    self->state.queue = std::make_unique<batch_queue<waiting_job>>(bo);
+    self->state.idle = self->state.workers;
   }
   return {
       [core](info_atom) -> provider_info_ptr { return std::make_shared<const provider_info>(core->info()); },
       [core](bid_atom, const bid_request_ptr& req) -> bid_reply_ptr {
         return std::make_shared<const bid_reply>(core->bid(*req));
       },
-      [self](exec_atom, const execute_request_ptr& req) {
+      [self, core](exec_atom, const execute_request_ptr& req) -> caf::result<caf::message> {
         auto& st = self->state;
-        caf::actor w = st.workers[st.next++ % st.workers.size()];
-        return self->delegate(w, exec_atom::value, req);
+        if (!st.queue) {
+          caf::actor w = st.workers[st.next++ % st.workers.size()];
+          return self->delegate(w, exec_atom::value, req);
+        }
+        auto rp = self->make_response_promise();
+        core->add_waiting(1);
+        st.queue->push(batch_signature_of(req->model_hash, req->inputs), waiting_job{req, rp},
+                       std::chrono::steady_clock::now());
+        dispatch(self, core);
+        return rp;
+      },
+      [self, core](batch_flush_atom) {
+        self->state.timer_armed = false;
+        dispatch(self, core);
       },
       [core](receipt_atom, const receipt_ptr& r) -> int32_t {
         return static_cast<int32_t>(receipt_answer_of(core->accept_receipt(*r)));

@@ -212,6 +212,7 @@ int batch_run_command(const run_options& o) {
       po.device = o.device;
       po.threads = o.threads;
       po.slots = in_flight_guess;
+      po.batch = {o.batch_max, o.batch_wait_us};
       po.price.price_per_gflop = 0;
       po.price.minimum = 0;
       core = std::make_shared<grid::provider_core>(grid::keypair::generate(), nullptr, po, nullptr);

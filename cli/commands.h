@@ -33,6 +33,8 @@ struct run_options {
   // --batch SOURCE: a folder of inputs, a list file, or "-" (NDJSON on stdin); see batch_run.h
   std::string batch;
   int in_flight = 0;                   // --in-flight: jobs running at once (0: 2 per provider)
+  int batch_max = 16;                  // the embedded grid's dynamic batching (see offer)
+  int64_t batch_wait_us = 500;
   int attempts = 3;                    // --attempts: tries per batch job
 };
 int run_command(const run_options& o);
@@ -47,6 +49,8 @@ struct serve_options {
   std::string device = "auto";
   int threads = 0;
   int workers = 4;                     // requests run at once
+  int batch_max = 16;                  // the embedded grid's dynamic batching (see offer)
+  int64_t batch_wait_us = 500;
   std::string api_key_file;
   std::vector<std::string> config_keys;  // [serve] api_keys in config.toml
   double rate_limit = 0;               // requests per second per key; 0: none
@@ -111,6 +115,8 @@ struct offer_options {
   int relay_max_circuits = 256;
   std::string relay_max_bandwidth;     // "" (no limit) or RATE: bytes/s with an optional K, M or G
   std::vector<std::string> via_relays;
+  int batch_max = 16;                  // --batch-max: jobs merged into one execution (1: off)
+  int64_t batch_wait_us = 500;         // --batch-wait-us: the longest a job waits for others
 };
 int offer_command(const offer_options& o);
 // Test doubles only: changes what `offer --relay` passes on (a tampering relay); unset in the

@@ -8,9 +8,9 @@ _gpugrid_commands='offer run serve generate chat peers inspect selftest bench le
 _gpugrid_flags() {
   case "$1" in
     "") echo '-h --help -V --version -q --quiet -v --verbose' ;;
-    offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --json -q --quiet -v --verbose' ;;
-    run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts -q --quiet -v --verbose' ;;
-    serve) echo '-h --help --listen --models --peer --local --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir --json -q --quiet -v --verbose' ;;
+    offer) echo '-h --help --listen --peer --device --price --slots --batch-max --batch-wait-us --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --json -q --quiet -v --verbose' ;;
+    run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts --batch-max --batch-wait-us -q --quiet -v --verbose' ;;
+    serve) echo '-h --help --listen --models --peer --local --device --threads --workers --batch-max --batch-wait-us --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir --json -q --quiet -v --verbose' ;;
     generate) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --prompt --json -q --quiet -v --verbose' ;;
     chat) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --stats -q --quiet -v --verbose' ;;
     peers) echo '-h --help --peer --data-dir --json -q --quiet -v --verbose' ;;
@@ -30,9 +30,9 @@ _gpugrid_flags() {
 # The flags of a command that take a value.
 _gpugrid_valued() {
   case "$1" in
-    offer) echo '--listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay' ;;
-    run) echo '-o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' ;;
-    serve) echo '--listen --models --peer --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir' ;;
+    offer) echo '--listen --peer --device --price --slots --batch-max --batch-wait-us --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay' ;;
+    run) echo '-o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts --batch-max --batch-wait-us' ;;
+    serve) echo '--listen --models --peer --device --threads --workers --batch-max --batch-wait-us --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir' ;;
     generate) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads --prompt' ;;
     chat) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads' ;;
     peers) echo '--peer --data-dir' ;;
@@ -53,6 +53,8 @@ _gpugrid_flag_kind() {
     'offer --device') echo 'choice auto cpu cuda' ;;
     'offer --price') echo 'text' ;;
     'offer --slots') echo 'text' ;;
+    'offer --batch-max') echo 'text' ;;
+    'offer --batch-wait-us') echo 'text' ;;
     'offer --max-model-mb') echo 'text' ;;
     'offer --max-memory') echo 'text' ;;
     'offer --data-dir') echo 'directory' ;;
@@ -75,12 +77,16 @@ _gpugrid_flag_kind() {
     'run --batch') echo 'text' ;;
     'run --in-flight') echo 'text' ;;
     'run --attempts') echo 'text' ;;
+    'run --batch-max') echo 'text' ;;
+    'run --batch-wait-us') echo 'text' ;;
     'serve --listen') echo 'text' ;;
     'serve --models') echo 'directory' ;;
     'serve --peer') echo 'url' ;;
     'serve --device') echo 'choice auto cpu cuda' ;;
     'serve --threads') echo 'text' ;;
     'serve --workers') echo 'text' ;;
+    'serve --batch-max') echo 'text' ;;
+    'serve --batch-wait-us') echo 'text' ;;
     'serve --api-key-file') echo 'file' ;;
     'serve --rate-limit') echo 'text' ;;
     'serve --rate-burst') echo 'text' ;;
