@@ -115,6 +115,9 @@ class grid_backend : public serve::infer_backend {
   void use_embedded(const std::string& device, int threads, int slots, grid::batch_options batch) {
     grid::provider_options po;
     po.batch = batch;
+    // This process's own provider, paid nothing: no limit on jobs awaiting their receipts (the
+    // default of 8 would refuse all but 8 of the requests running at once).
+    po.unpaid_credit = 1 << 30;
     po.device = device;
     po.threads = threads;
     po.slots = slots;
