@@ -23,7 +23,9 @@ if ! "$raypy" -c 'import ray.serve, onnxruntime' 2>/dev/null; then
 fi
 tmp="$(mktemp -d)"
 pids=()
-trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
+ray_pgid=""
+# Ray's own processes (raylet, GCS, workers, agents) share the app's process group.
+trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; [ -n "$ray_pgid" ] && kill -9 -- "-$ray_pgid" 2>/dev/null; rm -rf "$tmp"' EXIT
 export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" HOME="$tmp/home" RAY_USAGE_STATS_ENABLED=0
 unset GPUGRID_PEERS
 mkdir -p "$tmp/models" "$tmp/home"
@@ -32,7 +34,8 @@ free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 
 start_ray() {  # sets ray_port
   ray_port=$(free_port)
-  "$raypy" "$src/bench/serve_ray_app.py" "$tmp/models/digits.onnx" digits "$ray_port" --batch 16 >"$tmp/ray.log" 2>&1 &
+  setsid "$raypy" "$src/bench/serve_ray_app.py" "$tmp/models/digits.onnx" digits "$ray_port" --batch 16 >"$tmp/ray.log" 2>&1 &
+  ray_pgid=$!
   pids+=("$!")
   for _ in $(seq 1 600); do grep -q '^ready' "$tmp/ray.log" && return 0; sleep 0.5; done
   echo "serve_ray_bench: Ray Serve did not start; its log:" >&2
@@ -43,16 +46,18 @@ start_ray() {  # sets ray_port
 gg_round() {  # gg_round LABEL FLAGS...
   local label=$1
   shift
-  "$bin" serve --listen 127.0.0.1:0 --models "$tmp/models" --workers "$workers" --json "$@" >"$tmp/s.log" 2>&1 &
+  local log="$tmp/serve_${round}_$RANDOM.log"
+  "$bin" serve --listen 127.0.0.1:0 --models "$tmp/models" --workers "$workers" --json "$@" >"$log" 2>&1 &
   local pid=$!
   local addr=""
   for _ in $(seq 1 200); do
-    addr="$(sed -n 's/.*"url":"http:\/\/\([^"]*\)".*/\1/p' "$tmp/s.log" | head -1)"
+    addr="$(sed -n 's/.*"url":"http:\/\/\([^"]*\)".*/\1/p' "$log" | head -1)"
     [ -n "$addr" ] && break
     sleep 0.05
   done
   printf '{"round":%d,"server":"%s",' "$round" "$label"
-  "$py" "$src/bench/serve_bench.py" "$addr" digits pixels 1,64 --seconds "$secs" | sed 's/^{//'
+  "$py" "$src/bench/serve_bench.py" "$addr" digits pixels 1,64 --seconds "$secs" 2>"$tmp/err.txt" | sed 's/^{//'
+  [ -s "$tmp/err.txt" ] && echo "\"failed\":true}" && tail -1 "$tmp/err.txt" >&2
   kill -TERM $pid
   wait $pid 2>/dev/null
 }
@@ -75,7 +80,10 @@ echo "best of $rounds rounds (highest req/s; its latencies):"
 import json, sys
 best = {}
 for line in open(sys.argv[1]):
-    r = json.loads(line)
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue  # a round whose load generator failed
     if r["server"] not in best or r["req_per_s"] > best[r["server"]]["req_per_s"]:
         best[r["server"]] = r
 for s, r in best.items():
