@@ -458,10 +458,15 @@ std::vector<execute_result> provider_core::execute_group(const std::vector<std::
     session& s = *prepared[mergeable[0]].s;
     // A merged run stops when every job in it was cancelled, the provider stops, or the jobs'
     // time limits together run out.
+    std::string stopped;  // why the merged run was stopped; then nobody runs again alone
     session::stop_check stop = [&] {
-      if (stopping_ || std::chrono::steady_clock::now() > deadline) return true;
+      if (stopping_) stopped = "the provider is stopping";
+      else if (std::chrono::steady_clock::now() > deadline)
+        stopped = fmt::format("the jobs ran past their time limit of {} ms together", limit_ms);
+      if (!stopped.empty()) return true;
       for (size_t k : mergeable)
         if (!reqs[k]->cancel || !reqs[k]->cancel->load()) return false;
+      stopped = "the job was cancelled: its client went away";
       return true;
     };
     double merged_ms = 0;
@@ -477,7 +482,8 @@ std::vector<execute_result> provider_core::execute_group(const std::vector<std::
         [&](size_t i) -> expected<std::vector<tensor>> {
           // Alone, as any job runs (its own limits and cancellation); its result is final.
           size_t k = mergeable[i];
-          single[i] = run_prepared(*reqs[k], results[k], prepared[k]);
+          if (!stopped.empty()) single[i] = failed(results[k], status(error_kind::io, stopped));
+          else single[i] = run_prepared(*reqs[k], results[k], prepared[k]);
           single_done[i] = true;
           return std::vector<tensor>{};
         });

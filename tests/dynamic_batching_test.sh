@@ -54,7 +54,8 @@ echo "merged executions: $merged carrying $jobs of 60 jobs" >&2
 
 # ---- 2. --batch-max 1: nothing merged
 start_provider o --slots 1 --batch-max 1 || exit 1
-"$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out2" --peer "$url_o" --data-dir "$tmp/c2" --in-flight 8 \
+# (two in flight: without batching a one-slot provider takes two jobs at a time, and refuses more)
+"$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out2" --peer "$url_o" --data-dir "$tmp/c2" --in-flight 2 \
   >/dev/null 2>"$tmp/r2.err" || fail "batch over a non-batching provider: $(tail -2 "$tmp/r2.err")"
 check_outputs "$tmp/out2" 60
 [ "$(metric o gpugrid_batched_executions_total)" = "0" ] || fail "--batch-max 1 merged executions"
