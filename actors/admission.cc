@@ -40,8 +40,8 @@ admission admit_bid(const admission_facts& f) {
     return admission::decline(decline_reason::too_big, fmt::format("model is {} bytes; this provider keeps at most {} in memory",
                                                                    f.model_bytes, f.memory_budget));
   if (f.bad_model) return admission::decline(decline_reason::unsupported, *f.bad_model);
-  // Capacity: the slots running plus as many waiting.
-  if (f.busy >= 2 * f.slots) return admission::decline(decline_reason::busy, fmt::format("{} jobs running or queued", f.busy));
+  // Capacity: the slots running plus as many waiting (more with dynamic batching).
+  if (f.busy >= (f.capacity > 0 ? f.capacity : 2 * f.slots)) return admission::decline(decline_reason::busy, fmt::format("{} jobs running or queued", f.busy));
   if (f.max_price >= 0 && f.price > f.max_price)
     return admission::decline(decline_reason::too_cheap,
                               fmt::format("price {:.6g} is above the limit {:.6g}", f.price, f.max_price));

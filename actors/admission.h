@@ -46,6 +46,7 @@ struct admission_facts {
   std::optional<std::string> bad_model;  // why this model cannot run here, when known
   int busy = 0;                   // jobs running or queued
   int slots = 1;
+  int capacity = 0;               // jobs running or queued at most (0: twice the slots)
   double price = 0;               // what this provider asks for the job now
   double max_price = -1;          // the client's limit; < 0: none
 };

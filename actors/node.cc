@@ -1099,7 +1099,9 @@ struct grid_node::impl {
       af.draining = opt.provider->draining();
       af.already_running = running.count(ex.job) > 0;
       af.queued = running.size();
-      af.queue_limit = static_cast<size_t>(kQueuePerSlot * std::max(1, opt.provider->slots()));
+      // Bids are cheap to collect while idle; executions beyond a bounded queue are refused, so a
+      // client holding many bids cannot make this node queue without limit.
+      af.queue_limit = static_cast<size_t>(std::max(kQueuePerSlot * std::max(1, opt.provider->slots()), opt.provider->job_capacity()));
       award_decision d = admit_award(af);
       switch (d.why) {
         case award_refusal::none: break;
@@ -1686,6 +1688,24 @@ std::optional<net::relay_counters> grid_node::relay_counters() const {
   return impl_->relay->counters();
 }
 
+// Jobs per execution on this provider, as a Prometheus histogram.
+static std::string batch_size_histogram(const provider_counters& c) {
+  std::string out =
+      "# HELP gpugrid_batch_size Jobs per execution (1: run alone).\n# TYPE gpugrid_batch_size histogram\n";
+  int64_t cumulative = 0;
+  double sum = 0;
+  for (size_t i = 0; i < kBatchSizeBuckets; ++i) {
+    int64_t n = c.batch_sizes[i].load();
+    cumulative += n;
+    if (i + 1 < kBatchSizeBuckets) out += fmt::format("gpugrid_batch_size_bucket{{le=\"{}\"}} {}\n", kBatchSizeBounds[i], cumulative);
+    else out += fmt::format("gpugrid_batch_size_bucket{{le=\"+Inf\"}} {}\n", cumulative);
+  }
+  // Singles count 1 each; merged executions carried batched_jobs together.
+  sum = static_cast<double>(c.batch_sizes[0].load() + c.batched_jobs.load());
+  out += fmt::format("gpugrid_batch_size_sum {}\ngpugrid_batch_size_count {}\n", sum, cumulative);
+  return out;
+}
+
 std::string grid_node::impl::metrics_text() const {
   auto& p = *this;
   auto tm = p.transport ? p.transport->metrics() : net::transport_metrics{};
@@ -1725,6 +1745,12 @@ std::string grid_node::impl::metrics_text() const {
     metric("gpugrid_queue_depth", "gauge", "Jobs accepted and waiting for a slot.", static_cast<double>(c.queued.load()));
     metric("gpugrid_jobs_in_flight", "gauge", "Jobs received and not yet answered.", static_cast<double>(running));
     metric("gpugrid_draining", "gauge", "1 while the provider shuts down.", p.opt.provider->draining() ? 1 : 0);
+    metric("gpugrid_batched_executions_total", "counter", "Executions that merged several jobs (dynamic batching).",
+           static_cast<double>(c.batched_executions.load()));
+    metric("gpugrid_batched_jobs_total", "counter", "Jobs run inside merged executions.", static_cast<double>(c.batched_jobs.load()));
+    metric("gpugrid_batch_fallbacks_total", "counter", "Merged executions that failed and were redone job by job.",
+           static_cast<double>(c.batch_fallbacks.load()));
+    out += batch_size_histogram(c);
     metric("gpugrid_upload_bytes_held", "gauge", "Bytes of model uploads held (arriving or awaiting their job).",
            static_cast<double>(p.upload_budget ? p.upload_budget->used() : 0));
   }

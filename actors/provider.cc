@@ -14,6 +14,7 @@
 #include <caf/all.hpp>
 
 #include "actors/atoms.h"
+#include "actors/batcher.h"
 #include "engine/backend.h"
 #include "engine/flops.h"
 #include "engine/onnx_loader.h"
@@ -243,75 +244,96 @@ double provider_core::rate_gflops_per_s(const digest32& hash) const {
   return rate;
 }
 
-execute_result provider_core::execute(const execute_request& req) {
-  execute_result res;
+execute_result provider_core::failed(execute_result& res, const status& st) {
+  ++counters_.failures;
+  res.ok = false;
+  res.error = cache_ ? strip_path(st.message(), cache_->dir() + "/x") : st.message();  // never the cache's path
+  res.error_is_input = st.kind() == error_kind::invalid_input;
+  res.failure_kind = st.kind();
+  return res;
+}
+
+// What a job needs to run, found before it runs: its session and what it paid for.
+struct provider_core::prepared_job {
+  std::shared_ptr<session> s;
+  std::optional<double> known;  // the model's exact cost, when a whole run was metered here
+  double paid_gflops = 0;
+  double allowed_flops = 0;
+  int64_t limit_ms = 0;
+};
+
+bool provider_core::prepare(const execute_request& req, execute_result& res, prepared_job& p) {
   res.job = req.job;
   res.provider = id_.public_key;
-  ++counters_.queued;
-  struct busy_guard {
-    provider_counters& c;
-    explicit busy_guard(provider_counters& cc) : c(cc) { --c.queued; ++c.busy; }
-    ~busy_guard() { --c.busy; }
-  } guard(counters_);
-  auto fail = [&](const status& st) {
-    ++counters_.failures;
-    res.ok = false;
-    res.error = cache_ ? strip_path(st.message(), cache_->dir() + "/x") : st.message();  // never the cache's path
-    res.error_is_input = st.kind() == error_kind::invalid_input;
-    res.failure_kind = st.kind();
-    return res;
-  };
   admission_facts facts;
   {
     std::lock_guard<std::mutex> lock(mu_);
     facts = facts_locked(req.client, 0);
   }
-  if (admission a = admit_execute(facts, req.price, 0); !a.accepted) return fail(internal_error("{}", a.detail));
-  if (tensors_digest(req.inputs) != req.input_digest) return fail(invalid_input("inputs do not match their digest"));
+  if (admission a = admit_execute(facts, req.price, 0); !a.accepted) return failed(res, internal_error("{}", a.detail)), false;
+  if (tensors_digest(req.inputs) != req.input_digest) return failed(res, invalid_input("inputs do not match their digest")), false;
   if (options_.payment) {  // paid before it starts, or not run at all
     status paid = options_.payment->admit(req);
     // Kind usage: the node answers "not awarded" (the client tries its next bid, and sends no model).
-    if (!paid.is_ok()) return fail(status(error_kind::usage, "payment refused: " + paid.message()));
+    if (!paid.is_ok()) return failed(res, status(error_kind::usage, "payment refused: " + paid.message())), false;
   }
   res.model_was_cached = !req.model_bytes;
   auto s = session_for(req.model_hash, req.model_bytes);
-  if (!s) return fail(s.error());
+  if (!s) return failed(res, s.error()), false;
+  p.s = *s;
   for (const auto& t : req.inputs) counters_.input_bytes += static_cast<int64_t>(t.bytes());
-  if (status st = before_run(req); !st.is_ok()) return fail(st);
+  if (status st = before_run(req); !st.is_ok()) return failed(res, st), false;
 
   // What the job paid for, in GFLOP, and what the model costs as measured here. A model seen
   // before is priced from that measure; the first run of a model is metered node by node and
   // stopped once it has used twice what it paid for (plus one GFLOP of slack).
   const price_policy& pp = options_.price;
-  double paid_gflops = pp.price_per_gflop > 0 ? req.price / pp.price_per_gflop : std::numeric_limits<double>::infinity();
-  std::optional<double> known;  // the model's exact cost, when a whole run was metered here
+  p.paid_gflops = pp.price_per_gflop > 0 ? req.price / pp.price_per_gflop : std::numeric_limits<double>::infinity();
   double lower_bound = 0;       // else what a stopped run used before it was stopped
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto g = gflops_.find(req.model_hash);
-    if (g != gflops_.end() && g->second.exact) known = g->second.gflops;
+    if (g != gflops_.end() && g->second.exact) p.known = g->second.gflops;
     if (g != gflops_.end() && !g->second.exact) lower_bound = g->second.gflops;
   }
   // The job pays what the model costs here: its exact cost, or at least what a stopped run used.
-  double required = known ? quote_price(pp, *known, 0, options_.slots)
-                          : (lower_bound > 0 ? quote_price(pp, lower_bound, 0, options_.slots) : 0.0);
+  double required = p.known ? quote_price(pp, *p.known, 0, options_.slots)
+                            : (lower_bound > 0 ? quote_price(pp, lower_bound, 0, options_.slots) : 0.0);
   if (admission a = admit_execute(facts, req.price, required); !a.accepted) {
-    double gf = known ? *known : lower_bound;
-    return fail(invalid_input("the job costs {}{:.6g} GFLOP here: {}", known ? "" : "at least ", gf, a.detail));
+    double gf = p.known ? *p.known : lower_bound;
+    return failed(res, invalid_input("the job costs {}{:.6g} GFLOP here: {}", p.known ? "" : "at least ", gf, a.detail)), false;
   }
   double rate = 1.0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     rate = rate_gflops_per_s(req.model_hash);
   }
-  double work = known ? *known : paid_gflops;
+  double work = p.known ? *p.known : p.paid_gflops;
   double expected_ms = std::isfinite(work) ? work / rate * 1000.0 : static_cast<double>(options_.max_job_ms);
-  auto limit_ms = static_cast<int64_t>(std::clamp(10 * expected_ms, static_cast<double>(options_.min_job_ms),
-                                                  static_cast<double>(options_.max_job_ms)));
+  p.limit_ms = static_cast<int64_t>(std::clamp(10 * expected_ms, static_cast<double>(options_.min_job_ms),
+                                               static_cast<double>(options_.max_job_ms)));
+  p.allowed_flops = std::isfinite(p.paid_gflops) ? (2 * p.paid_gflops + options_.free_gflops) * 1e9
+                                                 : std::numeric_limits<double>::infinity();
+  return true;
+}
+
+execute_result provider_core::execute(const execute_request& req) {
+  execute_result res;
+  ++counters_.queued;
+  struct busy_guard {
+    provider_counters& c;
+    explicit busy_guard(provider_counters& cc) : c(cc) { --c.queued; ++c.busy; }
+    ~busy_guard() { --c.busy; }
+  } guard(counters_);
+  prepared_job p;
+  if (!prepare(req, res, p)) return res;
+  return run_prepared(req, res, p);
+}
+
+execute_result provider_core::run_prepared(const execute_request& req, execute_result& res, const prepared_job& p) {
+  const std::optional<double>& known = p.known;
   auto t0 = std::chrono::steady_clock::now();
-  auto deadline = t0 + std::chrono::milliseconds(limit_ms);
-  double allowed_flops = std::isfinite(paid_gflops) ? (2 * paid_gflops + options_.free_gflops) * 1e9
-                                                    : std::numeric_limits<double>::infinity();
+  auto deadline = t0 + std::chrono::milliseconds(p.limit_ms);
   double metered = 0;
   enum class why_stopped { none, cancelled, stopping, out_of_time, over_budget } why = why_stopped::none;
   session::node_observer meter = [&](const node& n, const std::vector<const tensor*>& in,
@@ -322,13 +344,14 @@ execute_result provider_core::execute(const execute_request& req) {
     if (req.cancel && req.cancel->load()) why = why_stopped::cancelled;
     else if (stopping_) why = why_stopped::stopping;
     else if (std::chrono::steady_clock::now() > deadline) why = why_stopped::out_of_time;
-    else if (!known && metered > allowed_flops) why = why_stopped::over_budget;
+    else if (!known && metered > p.allowed_flops) why = why_stopped::over_budget;
     return why != why_stopped::none;
   };
-  auto out = (*s)->run(req.inputs, nullptr, known ? nullptr : &meter, &stop);
+  auto out = p.s->run(req.inputs, nullptr, known ? nullptr : &meter, &stop);
   res.compute_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  counters_.batch_sizes[batch_size_bucket(1)]++;
   // The last node is metered after it ran: a run that overdrew there is not delivered either.
-  if (out && !known && metered > allowed_flops) why = why_stopped::over_budget;
+  if (out && !known && metered > p.allowed_flops) why = why_stopped::over_budget;
   if (!known && (out || why == why_stopped::over_budget)) {
     // Learned (or, when stopped, a lower bound): later bids for this model quote it.
     std::lock_guard<std::mutex> lock(mu_);
@@ -338,20 +361,25 @@ execute_result provider_core::execute(const execute_request& req) {
   }
   switch (why) {
     case why_stopped::none: break;
-    case why_stopped::cancelled: return fail(status(error_kind::io, "the job was cancelled: its client went away"));
-    case why_stopped::stopping: return fail(status(error_kind::io, "the provider is stopping"));
-    case why_stopped::out_of_time: return fail(status(error_kind::io, fmt::format("the job ran past its time limit of {} ms", limit_ms)));
+    case why_stopped::cancelled: return failed(res, status(error_kind::io, "the job was cancelled: its client went away"));
+    case why_stopped::stopping: return failed(res, status(error_kind::io, "the provider is stopping"));
+    case why_stopped::out_of_time:
+      return failed(res, status(error_kind::io, fmt::format("the job ran past its time limit of {} ms", p.limit_ms)));
     case why_stopped::over_budget:
-      return fail(status(error_kind::io, fmt::format("the job needs more than the {:.6g} GFLOP it paid for", paid_gflops)));
+      return failed(res, status(error_kind::io, fmt::format("the job needs more than the {:.6g} GFLOP it paid for", p.paid_gflops)));
   }
-  if (!out) return fail(out.error());
-  res.outputs = std::move(out).value();
+  if (!out) return failed(res, out.error());
+  if (known) {
+    std::lock_guard<std::mutex> lock(mu_);
+    measured_ms_[req.model_hash] = res.compute_ms;  // a metered run is slower: not a rate
+  }
+  return finish(req, res, std::move(out).value());
+}
+
+execute_result provider_core::finish(const execute_request& req, execute_result& res, std::vector<tensor> outputs) {
+  res.outputs = std::move(outputs);
   after_run(res.outputs);
   for (const auto& t : res.outputs) counters_.output_bytes += static_cast<int64_t>(t.bytes());
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (known) measured_ms_[req.model_hash] = res.compute_ms;  // a metered run is slower: not a rate
-  }
   res.output_digest = tensors_digest(res.outputs);
   {  // the signed result statement: a wrong result with this signature is evidence
     ledger::receipt tmp;
@@ -394,7 +422,116 @@ admission_facts provider_core::facts_locked(const key32& client, int64_t model_b
   f.max_model_bytes = options_.max_model_bytes;
   f.memory_budget = memory_budget();
   f.slots = options_.slots;
+  f.capacity = job_capacity();
   return f;
+}
+
+bool provider_core::batchable(const digest32& hash, const session& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = batchable_.find(hash);
+  if (it != batchable_.end()) return it->second;
+  bool ok = model_allows_batching(s.model());
+  batchable_[hash] = ok;
+  return ok;
+}
+
+std::vector<execute_result> provider_core::execute_group(const std::vector<std::shared_ptr<const execute_request>>& reqs) {
+  size_t n = reqs.size();
+  counters_.queued += static_cast<int64_t>(n);
+  struct busy_guard {
+    provider_counters& c;
+    int64_t n;
+    busy_guard(provider_counters& cc, int64_t k) : c(cc), n(k) { c.queued -= n; c.busy += n; }
+    ~busy_guard() { c.busy -= n; }
+  } guard(counters_, static_cast<int64_t>(n));
+  std::vector<execute_result> results(n);
+  std::vector<prepared_job> prepared(n);
+  // Jobs that may share one execution: prepared, priced from a measured cost (a model's first,
+  // metered run is always alone), on the same loaded session of a model that allows batching.
+  std::vector<size_t> mergeable;
+  std::vector<size_t> alone;
+  for (size_t k = 0; k < n; ++k) {
+    if (!prepare(*reqs[k], results[k], prepared[k])) continue;
+    bool ok = prepared[k].known.has_value() && batchable(reqs[k]->model_hash, *prepared[k].s) &&
+              (mergeable.empty() || prepared[mergeable[0]].s == prepared[k].s);
+    (ok ? mergeable : alone).push_back(k);
+  }
+  if (mergeable.size() < 2) {
+    alone.insert(alone.end(), mergeable.begin(), mergeable.end());
+    mergeable.clear();
+  }
+  if (!mergeable.empty()) {
+    std::vector<const std::vector<tensor>*> inputs;
+    int64_t limit_ms = 0;
+    for (size_t k : mergeable) {
+      inputs.push_back(&reqs[k]->inputs);
+      limit_ms += prepared[k].limit_ms;
+    }
+    limit_ms = std::min(limit_ms, options_.max_job_ms);
+    auto t0 = std::chrono::steady_clock::now();
+    auto deadline = t0 + std::chrono::milliseconds(limit_ms);
+    session& s = *prepared[mergeable[0]].s;
+    // A merged run stops when every job in it was cancelled, the provider stops, or the jobs'
+    // time limits together run out.
+    std::string stopped;  // why the merged run was stopped; then nobody runs again alone
+    session::stop_check stop = [&] {
+      if (stopping_) stopped = "the provider is stopping";
+      else if (std::chrono::steady_clock::now() > deadline)
+        stopped = fmt::format("the jobs ran past their time limit of {} ms together", limit_ms);
+      if (!stopped.empty()) return true;
+      for (size_t k : mergeable)
+        if (!reqs[k]->cancel || !reqs[k]->cancel->load()) return false;
+      stopped = "the job was cancelled: its client went away";
+      return true;
+    };
+    double merged_ms = 0;
+    std::vector<execute_result> single(mergeable.size());
+    std::vector<bool> single_done(mergeable.size(), false);
+    auto report = run_batch(
+        inputs,
+        [&](const std::vector<tensor>& merged) {
+          auto out = s.run(merged, nullptr, nullptr, &stop);
+          merged_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+          return out;
+        },
+        [&](size_t i) -> expected<std::vector<tensor>> {
+          // Alone, as any job runs (its own limits and cancellation); its result is final.
+          size_t k = mergeable[i];
+          if (!stopped.empty()) single[i] = failed(results[k], status(error_kind::io, stopped));
+          else single[i] = run_prepared(*reqs[k], results[k], prepared[k]);
+          single_done[i] = true;
+          return std::vector<tensor>{};
+        });
+    if (report.merged) {
+      ++counters_.batched_executions;
+      counters_.batched_jobs += static_cast<int64_t>(mergeable.size());
+      counters_.batch_sizes[batch_size_bucket(static_cast<int64_t>(mergeable.size()))]++;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        measured_ms_[reqs[mergeable[0]]->model_hash] = merged_ms / static_cast<double>(mergeable.size());
+      }
+      for (size_t i = 0; i < mergeable.size(); ++i) {
+        size_t k = mergeable[i];
+        results[k].compute_ms = merged_ms;
+        if (reqs[k]->cancel && reqs[k]->cancel->load()) {
+          failed(results[k], status(error_kind::io, "the job was cancelled: its client went away"));
+          continue;
+        }
+        finish(*reqs[k], results[k], std::move(report.results[i]).value());
+      }
+    } else {
+      if (report.fell_back) ++counters_.batch_fallbacks;
+      for (size_t i = 0; i < mergeable.size(); ++i) results[mergeable[i]] = std::move(single[i]);
+    }
+  }
+  for (size_t k : alone) results[k] = run_prepared(*reqs[k], results[k], prepared[k]);
+  return results;
+}
+
+int provider_core::job_capacity() const {
+  int per_slot = options_.batch.enabled() ? std::max(2, options_.batch.max_batch) + 1 : 2;
+  return per_slot * options_.slots;
+}
 }
 
 int provider_core::unpaid_jobs(const key32& client) {
@@ -433,12 +570,55 @@ status provider_core::accept_receipt(const ledger::receipt& r) {
 
 namespace {
 
-// One worker per slot runs jobs; detached, since a job blocks its thread.
-using provider_worker = caf::typed_actor<caf::replies_to<exec_atom, execute_request_ptr>::with<execute_result_ptr>>;
+using exec_group_atom = caf::atom_constant<caf::atom("execgroup")>;
+using batch_flush_atom = caf::atom_constant<caf::atom("bflush")>;
+
+}  // namespace
+}  // namespace gpugrid::grid
+
+namespace gpugrid::grid::detail {
+using exec_group_ptr = std::shared_ptr<const std::vector<execute_request_ptr>>;
+using exec_group_result_ptr = std::shared_ptr<std::vector<execute_result>>;
+}  // namespace gpugrid::grid::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(gpugrid::grid::detail::exec_group_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(gpugrid::grid::detail::exec_group_result_ptr)
+
+namespace gpugrid::grid {
+
+namespace {
+
+using detail::exec_group_ptr;
+using detail::exec_group_result_ptr;
+
+// One worker per slot runs jobs, one at a time or a merged group; detached, since a job blocks
+// its thread.
+using provider_worker =
+    caf::typed_actor<caf::replies_to<exec_atom, execute_request_ptr>::with<execute_result_ptr>,
+                     caf::replies_to<exec_group_atom, exec_group_ptr>::with<exec_group_result_ptr>>;
+
+// Dynamic batching (actors/batcher.h): jobs wait in the dispatcher until a group is ready and a
+// worker is idle. Spawned by the provider's shell only when batching is on.
+using batch_dispatcher = caf::typed_actor<caf::replies_to<exec_atom, execute_request_ptr>::with<execute_result_ptr>,
+                                          caf::reacts_to<batch_flush_atom>>;
+
+struct waiting_job {
+  execute_request_ptr req;
+  caf::typed_response_promise<execute_result_ptr> rp;
+};
+
+struct dispatcher_state {
+  std::vector<provider_worker> workers;
+  std::vector<provider_worker> idle;
+  std::unique_ptr<batch_queue<waiting_job>> queue;
+  bool timer_armed = false;
+  std::chrono::steady_clock::time_point timer_due;
+};
 
 struct provider_state {
   std::vector<provider_worker> workers;
   size_t next = 0;
+  batch_dispatcher batcher;  // null unless batching is on
 };
 
 provider_worker::behavior_type worker_actor(provider_worker::pointer, std::shared_ptr<provider_core> core) {
@@ -446,12 +626,86 @@ provider_worker::behavior_type worker_actor(provider_worker::pointer, std::share
       [core](exec_atom, const execute_request_ptr& req) -> execute_result_ptr {
         return std::make_shared<const execute_result>(core->execute(*req));
       },
+      [core](exec_group_atom, const exec_group_ptr& reqs) -> exec_group_result_ptr {
+        return std::make_shared<std::vector<execute_result>>(core->execute_group(*reqs));
+      },
+  };
+}
+
+using dispatcher_self = batch_dispatcher::stateful_pointer<dispatcher_state>;
+
+// Hands ready groups to idle workers; when jobs still wait, a timer for the next one due.
+void dispatch(dispatcher_self self, const std::shared_ptr<provider_core>& core) {
+  auto& st = self->state;
+  auto now = std::chrono::steady_clock::now();
+  while (!st.idle.empty()) {
+    // An idle provider runs what waits at once (no wait when nothing else runs); while other
+    // work runs, a group waits up to max_wait for more jobs to join it.
+    bool all_idle = st.idle.size() == st.workers.size();
+    auto group = all_idle ? st.queue->pop_oldest() : st.queue->pop_ready(now);
+    if (!group) break;
+    provider_worker w = st.idle.back();
+    st.idle.pop_back();
+    core->add_waiting(-static_cast<int64_t>(group->size()));
+    auto reqs = std::make_shared<std::vector<execute_request_ptr>>();
+    std::vector<caf::typed_response_promise<execute_result_ptr>> promises;
+    for (auto& j : *group) {
+      reqs->push_back(std::move(j.req));
+      promises.push_back(std::move(j.rp));
+    }
+    self->request(w, caf::infinite, exec_group_atom::value, exec_group_ptr(std::move(reqs)))
+        .then(
+            [self, core, promises, w](const exec_group_result_ptr& res) mutable {
+              for (size_t i = 0; i < promises.size(); ++i) {
+                if (res && i < res->size())
+                  promises[i].deliver(execute_result_ptr(std::make_shared<const execute_result>(std::move((*res)[i]))));
+                else
+                  promises[i].deliver(caf::make_error(caf::sec::invalid_argument));
+              }
+              self->state.idle.push_back(w);
+              dispatch(self, core);
+            },
+            [self, core, promises, w](caf::error& e) mutable {
+              for (auto& p : promises) p.deliver(e);
+              self->state.idle.push_back(w);
+              dispatch(self, core);
+            });
+  }
+  if (st.queue->empty() || st.idle.empty()) return;
+  auto due = st.queue->next_deadline();
+  if (!due || (st.timer_armed && st.timer_due <= *due)) return;
+  st.timer_armed = true;
+  st.timer_due = *due;
+  auto wait = std::chrono::duration_cast<std::chrono::microseconds>(*due - now);
+  self->delayed_send(self, std::max(wait, std::chrono::microseconds(1)), batch_flush_atom::value);
+}
+
+batch_dispatcher::behavior_type dispatcher_actor(dispatcher_self self, std::shared_ptr<provider_core> core,
+                                                 std::vector<provider_worker> workers) {
+  self->state.workers = workers;
+  self->state.idle = std::move(workers);
+  self->state.queue = std::make_unique<batch_queue<waiting_job>>(core->batching());
+  return {
+      [self, core](exec_atom, const execute_request_ptr& req) -> caf::result<execute_result_ptr> {
+        auto rp = self->make_response_promise<execute_result_ptr>();
+        core->add_waiting(1);
+        self->state.queue->push(batch_signature_of(req->model_hash, req->inputs), waiting_job{req, rp},
+                                std::chrono::steady_clock::now());
+        dispatch(self, core);
+        return rp;
+      },
+      [self, core](batch_flush_atom) {
+        self->state.timer_armed = false;
+        dispatch(self, core);
+      },
   };
 }
 
 provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<provider_state> self,
                                              std::shared_ptr<provider_core> core, int slots) {
   for (int i = 0; i < slots; ++i) self->state.workers.push_back(self->spawn<caf::detached + caf::linked>(worker_actor, core));
+  if (core->batching().enabled())
+    self->state.batcher = self->spawn<caf::linked>(dispatcher_actor, core, self->state.workers);
   return {
       [core](info_atom) -> provider_info_ptr { return std::make_shared<const provider_info>(core->info()); },
       [core](bid_atom, const bid_request_ptr& req) -> bid_reply_ptr {
@@ -459,6 +713,7 @@ provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<pr
       },
       [self](exec_atom, const execute_request_ptr& req) -> caf::result<execute_result_ptr> {
         auto& st = self->state;
+        if (st.batcher) return self->delegate(st.batcher, exec_atom::value, req);
         provider_worker w = st.workers[st.next++ % st.workers.size()];
         return self->delegate(w, exec_atom::value, req);
       },

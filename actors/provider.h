@@ -20,6 +20,7 @@
 #include "actors/admission.h"
 #include "actors/atoms.h"
 #include "actors/auction.h"
+#include "actors/batcher.h"
 #include "actors/messages.h"
 #include "actors/model_cache.h"
 #include "base/status.h"
@@ -58,11 +59,19 @@ struct provider_options {
   // Set: jobs are paid on a chain (actors/payment.h): bids carry its terms and a job whose
   // voucher does not pay for it is refused before it starts. Null: unsettled credits.
   std::shared_ptr<payment_gate> payment;
+  // Dynamic batching (actors/batcher.h): jobs for one model with a free batch dimension that
+  // arrive within max_wait_us of each other are merged into one execution, max_batch at most.
+  // Off unless asked for (`offer`, `serve` and `run --batch` turn it on by default).
+  batch_options batch{1, 500};
 };
 
 struct provider_counters {
   std::atomic<int64_t> jobs{0}, failures{0}, model_bytes_received{0}, input_bytes{0}, output_bytes{0};
   std::atomic<int64_t> bids{0}, declines{0}, busy{0}, queued{0};
+  // Dynamic batching: merged executions, the jobs they carried, merged runs that failed and
+  // were redone job by job, and every execution's job count (buckets: kBatchSizeBounds, +Inf).
+  std::atomic<int64_t> batched_executions{0}, batched_jobs{0}, batch_fallbacks{0};
+  std::atomic<int64_t> batch_sizes[kBatchSizeBuckets] = {};
 };
 
 class provider_core {
@@ -77,6 +86,16 @@ class provider_core {
   bid_reply bid(const bid_request& req);
   // Runs one job (blocking; call from a worker thread). Never throws.
   execute_result execute(const execute_request& req);
+  // Runs jobs that share a batch_signature (blocking; a worker thread): each is admitted,
+  // priced and checked as execute() does, those that may be merged run as one execution whose
+  // outputs are split back (a merged run that fails is redone job by job), and each gets its
+  // own result, signature and receipt. Results in the order of reqs.
+  std::vector<execute_result> execute_group(const std::vector<std::shared_ptr<const execute_request>>& reqs);
+  // Jobs this provider accepts running or queued at once (bids beyond it are declined busy).
+  int job_capacity() const;
+  const batch_options& batching() const { return options_.batch; }
+  // Jobs waiting in the actor's batch queue count as queued (bids see them).
+  void add_waiting(int64_t jobs) { counters_.queued += jobs; }
   // Records the client's countersigned receipt in this provider's ledger. Any receipt this
   // provider signed is taken, also one issued before a restart (the client redelivers until it
   // gets an answer). OK: recorded now or before. invalid_input: never acceptable (not signed
@@ -114,6 +133,14 @@ class provider_core {
   expected<std::shared_ptr<session>> session_for(const digest32& hash, const std::shared_ptr<const std::string>& bytes);
   double rate_gflops_per_s(const digest32& hash) const;  // under mu_
   int64_t memory_budget() const;
+  struct prepared_job;
+  // The stages of a job: admission, pricing and limits; one run alone (metered on a model's
+  // first run); the signed result and receipt. prepare() returns false with res failed.
+  bool prepare(const execute_request& req, execute_result& res, prepared_job& p);
+  execute_result run_prepared(const execute_request& req, execute_result& res, const prepared_job& p);
+  execute_result finish(const execute_request& req, execute_result& res, std::vector<tensor> outputs);
+  execute_result failed(execute_result& res, const status& st);
+  bool batchable(const digest32& hash, const session& s);  // model_allows_batching, cached
 
   keypair id_;
   std::shared_ptr<model_cache> cache_;
@@ -141,6 +168,7 @@ class provider_core {
   std::map<digest32, double> measured_ms_;      // per model: last compute time
   // The facts admission decides on (actors/admission.h). Under mu_.
   admission_facts facts_locked(const key32& client, int64_t model_bytes) const;
+  std::map<digest32, bool> batchable_;           // per model: model_allows_batching()
 
   std::atomic<bool> ledger_failed_{false};
   std::string ledger_error_;                   // under mu_

@@ -4,6 +4,8 @@
 # calls; each round starts fresh providers. (offer has no --threads flag yet, so on a
 # 2-core machine the providers share both cores: scaling past 2 needs a CPU quota per process.)
 # Usage: bench/batch_bench.sh path/to/gpugrid [N=10000] [P=4] [LOOP_RUNS=50]
+# Environment: IN_FLIGHT_PER_PROVIDER (default 2, the client's own default), OFFER_FLAGS (extra
+# flags for every `offer`, e.g. "--batch-max 1" to turn dynamic batching off).
 # Prints one JSON line per setup.
 set -uo pipefail
 bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
@@ -25,7 +27,7 @@ start_providers() {
   for q in $(seq 1 "$1"); do
     local peer=()
     [ ${#urls[@]} -gt 0 ] && peer=(--peer "${urls[0]}")
-    "$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/r$2p$q" --slots 1 --json "${peer[@]}" >"$tmp/r$2p$q.log" 2>&1 &
+    "$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/r$2p$q" --slots 1 --json ${OFFER_FLAGS:-} "${peer[@]}" >"$tmp/r$2p$q.log" 2>&1 &
     pids+=("$!")
     local url=""
     for _ in $(seq 1 100); do
@@ -55,7 +57,7 @@ for p in $(seq 1 "$pmax"); do
   start_providers "$p" "$p"
   t0=$(now)
   "$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out$p" --peer "${urls[0]}" --data-dir "$tmp/c$p" --timeout 2 \
-    --in-flight $((2 * p)) >/dev/null 2>"$tmp/b$p.err" || true
+    --in-flight $((${IN_FLIGHT_PER_PROVIDER:-2} * p)) >/dev/null 2>"$tmp/b$p.err" || true
   t1=$(now)
   rate=$(echo "$n / ($t1 - $t0)" | bc -l)
   done_jobs=$(find "$tmp/out$p" -name '*.npy' | wc -l)

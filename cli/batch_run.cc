@@ -213,6 +213,10 @@ int batch_run_command(const run_options& o) {
       po.device = o.device;
       po.threads = o.threads;
       po.slots = in_flight_guess;
+      po.batch = {o.batch_max, o.batch_wait_us};
+      // This process's own provider, paid nothing: no limit on jobs awaiting their receipts (the
+      // default of 8 would refuse all but 8 of the requests running at once).
+      po.unpaid_credit = 1 << 30;
       po.price.price_per_gflop = 0;
       po.price.minimum = 0;
       core = std::make_shared<grid::provider_core>(grid::keypair::generate(), nullptr, po, nullptr);

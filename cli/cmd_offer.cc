@@ -198,6 +198,7 @@ int offer_command(const offer_options& o) {
   po.max_model_bytes = max_model;
   po.max_memory_bytes = int64_t{o.max_memory_mb} << 20;
   po.unpaid_file = (std::filesystem::path(*dir) / "unpaid.log").string();
+  po.batch = {o.batch_max, o.batch_wait_us};
   po.log = [](const std::string& line) { fmt::print(stderr, "gpugrid: offer: {}\n", line); };
   provider_factory make = offer_provider_factory();
   if (!make)

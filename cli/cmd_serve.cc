@@ -114,8 +114,12 @@ class grid_backend : public serve::infer_backend {
     co_.quotes = &quotes_;
   }
   // The embedded grid: one in-process provider with `slots` jobs at once.
-  void use_embedded(const std::string& device, int threads, int slots) {
+  void use_embedded(const std::string& device, int threads, int slots, grid::batch_options batch) {
     grid::provider_options po;
+    po.batch = batch;
+    // This process's own provider, paid nothing: no limit on jobs awaiting their receipts (the
+    // default of 8 would refuse all but 8 of the requests running at once).
+    po.unpaid_credit = 1 << 30;
     po.device = device;
     po.threads = threads;
     po.slots = slots;
@@ -262,7 +266,7 @@ int serve_command(const serve_options& o) {
     sys = std::make_unique<caf::actor_system>(*cfg);
     if (o.peers.empty()) {
       auto g = std::make_unique<grid_backend>(*sys, grid::keypair::generate(), co, o.device, o.threads);
-      g->use_embedded(o.device, o.threads, o.workers);
+      g->use_embedded(o.device, o.threads, o.workers, {o.batch_max, o.batch_wait_us});
       backend = std::move(g);
     } else {
       auto dir = grid_data_dir(o.data_dir);

@@ -195,6 +195,20 @@ void add_inputs(CLI::App& sub, std::vector<std::string>& v) {
       ->type_name("");
 }
 
+void add_batching(CLI::App& sub, int& max, int64_t& wait_us, const char* where) {
+  sub.add_option("--batch-max", max,
+                 std::string("dynamic batching") + where +
+                     ": jobs for one model with a free batch dimension merged into one execution, at most N "
+                     "(default 16; 1: off)")
+      ->type_name("N")
+      ->check(whole_number(1, 4096));
+  sub.add_option("--batch-wait-us", wait_us,
+                 std::string("dynamic batching") + where + ": the longest a job waits for others to join it, in "
+                     "microseconds (default 500)")
+      ->type_name("US")
+      ->check(whole_number(0, 10000000));
+}
+
 // ---- the commands ----
 
 void offer_flags(CLI::App& sub, parsed_options& o) {
@@ -209,6 +223,7 @@ void offer_flags(CLI::App& sub, parsed_options& o) {
       ->type_name("P")
       ->check(number_above(0, true));
   sub.add_option("--slots", v.slots, "jobs run at once (default 1)")->type_name("N")->check(whole_number(1, 1024));
+  add_batching(sub, v.batch_max, v.batch_wait_us, "");
   sub.add_option("--max-model-mb", v.max_model_mb, "the largest model accepted, in MiB (default 1024)")
       ->type_name("N")
       ->check(whole_number(1, 1 << 20));
@@ -310,6 +325,7 @@ void run_flags(CLI::App& sub, parsed_options& o) {
   sub.add_option("--attempts", v.attempts, "tries per batch job before it is listed as failed (default 3)")
       ->type_name("N")
       ->check(whole_number(1, 100));
+  add_batching(sub, v.batch_max, v.batch_wait_us, " on the embedded grid");
 }
 
 void serve_flags(CLI::App& sub, parsed_options& o) {
@@ -326,6 +342,7 @@ void serve_flags(CLI::App& sub, parsed_options& o) {
   add_device(sub, v.device, "auto|cpu|cuda[:N]", "the device for --local and the embedded local grid (default auto)");
   add_threads(sub, v.threads);
   sub.add_option("--workers", v.workers, "requests run at once (default 4)")->type_name("N")->check(whole_number(1, 1024));
+  add_batching(sub, v.batch_max, v.batch_wait_us, " on the embedded grid");
   sub.add_option("--api-key-file", v.api_key_file,
                  "bearer-token API keys, one per line (added to [serve] api_keys of config.toml); with any key "
                  "every request but the health checks needs one")

@@ -34,6 +34,8 @@ struct run_options {
   // --batch SOURCE: a folder of inputs, a list file, or "-" (NDJSON on stdin); see batch_run.h
   std::string batch;
   int in_flight = 0;                   // --in-flight: jobs running at once (0: 2 per provider)
+  int batch_max = 16;                  // the embedded grid's dynamic batching (see offer)
+  int64_t batch_wait_us = 500;
   int attempts = 3;                    // --attempts: tries per batch job
 };
 int run_command(const run_options& o);
@@ -48,6 +50,8 @@ struct serve_options {
   std::string device = "auto";
   int threads = 0;
   int workers = 4;                     // requests run at once
+  int batch_max = 16;                  // the embedded grid's dynamic batching (see offer)
+  int64_t batch_wait_us = 500;
   std::string api_key_file;
   std::vector<std::string> config_keys;  // [serve] api_keys in config.toml
   double rate_limit = 0;               // requests per second per key; 0: none
@@ -121,6 +125,8 @@ struct offer_options {
   std::string chain_rpc, contract, chain_id;
   std::string min_deposit;             // "" or AMOUNT: channels with less are declined
   std::string redeem_threshold;        // "" (default 0.01) or AMOUNT: redeem a channel past this
+  int batch_max = 16;                  // --batch-max: jobs merged into one execution (1: off)
+  int64_t batch_wait_us = 500;         // --batch-wait-us: the longest a job waits for others
 };
 int offer_command(const offer_options& o);
 // Test doubles only: changes what `offer --relay` passes on (a tampering relay); unset in the
