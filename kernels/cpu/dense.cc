@@ -265,4 +265,17 @@ void store_float(tensor& t, int64_t offset, const float* src, int64_t n) {
   }
 }
 
+void load_float(const tensor& t, int64_t offset, float* dst, int64_t n) {
+  if (t.type() == dtype::f32) {
+    std::copy(t.data<float>() + offset, t.data<float>() + offset + n, dst);
+  } else if (t.type() == dtype::f16) {
+    f16_to_f32(t.data<half>() + offset, dst, n);
+  } else if (t.type() == dtype::bf16) {
+    const bfloat16* p = t.data<bfloat16>() + offset;
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(p[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(t.as_double(offset + i));
+  }
+}
+
 }  // namespace gpugrid::cpu::dense

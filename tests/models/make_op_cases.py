@@ -734,6 +734,23 @@ def gqa_decode_rotary_fp16(rng):
     return as_f16(gqa_case(rng, S=1, P=6, rotary=True))
 
 
+# float16 KV caches: the new positions are converted into the cache, the attention reads the
+# positions in use (uneven lengths, a share-buffer past longer than the sequence, a prompt).
+@case
+def gqa_decode_uneven_past_fp16(rng):
+    return as_f16(gqa_decode_uneven_past(rng))
+
+
+@case
+def gqa_decode_share_buffer_fp16(rng):
+    return as_f16(gqa_decode_share_buffer(rng))
+
+
+@case
+def gqa_prompt_past_fp16(rng):
+    return as_f16(gqa_case(rng, B=1, S=3, P=2, rotary=True))
+
+
 @case
 def skip_simplified_layernorm_fp16(rng):
     return as_f16(skip_simplified_layernorm(rng))
