@@ -246,6 +246,9 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
     if (nd.op_type == "GroupQueryAttention") io->gqa = true;
   io->share_buffer = io->gqa && cfg.format == model_config::folder_format::genai && read_share_buffer(cfg.dir);
 
+  // The few products that still go to OpenBLAS use as many threads as the engine (its
+  // default, one per core, would run next to the engine's threads).
+  set_blas_threads(options.threads);
   session_options so;
   so.threads = options.threads;
   so.device = options.device;
