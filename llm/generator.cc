@@ -268,6 +268,7 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   gen->tokenizer_ = std::move(tok);
   gen->session_ = std::move(s);
   gen->io_ = std::move(io);
+  gen->reuse_caches_ = std::max(0, options.reuse_caches);
   // One throw-away step, so that one-time costs (weight packing, first allocations) are paid at
   // load and not by the first answer's time to first token. The prompt has several tokens: a
   // matrix product of one or two rows takes the matrix-vector path, which packs no weights, so
@@ -315,6 +316,7 @@ struct batch::state {
   int64_t past = 0;           // optimum: the shared cache length
   std::vector<std::vector<char>> valid;  // optimum: per sequence, which cache positions are real
   bool prefilled = false;
+  bool reused = false;        // the cache came from an earlier completion (seqs[0].cached tokens)
   clock_type::time_point started, first_token;
   bool any_token = false;
 };
@@ -447,7 +449,7 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
   std::vector<std::vector<int32_t>> feed(B);
   for (size_t b = 0; b < B; ++b) {
     sequence& q = st.seqs[b];
-    if (!st.prefilled) feed[b] = q.ids;
+    if (!st.prefilled) feed[b].assign(q.ids.begin() + q.cached, q.ids.end());
     else if (q.reason == finish_reason::none) feed[b] = {q.ids.back()};
     else feed[b] = {g.config_.pad_token_id >= 0 ? g.config_.pad_token_id : 0};
   }
@@ -464,7 +466,7 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
     int64_t total = 0;
     for (size_t b = 0; b < B; ++b) {
       sequence& q = st.seqs[b];
-      const int64_t base = st.prefilled ? q.cached : 0;
+      const int64_t base = q.cached;
       const int64_t n = static_cast<int64_t>(feed[b].size());
       for (int64_t s = 0; s < n; ++s) ids[b * S + s] = feed[b][s], pos[b * S + s] = base + s;
       last_row[b] = static_cast<int64_t>(b) * S + n - 1;
@@ -473,7 +475,7 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
     mask_len = total;
     mask.assign(B * total, 0);
     for (size_t b = 0; b < B; ++b) {
-      const int64_t base = st.prefilled ? st.seqs[b].cached : 0;
+      const int64_t base = st.seqs[b].cached;
       const int64_t n = static_cast<int64_t>(feed[b].size());
       for (int64_t t = 0; t < base + n; ++t) mask[b * total + t] = 1;
     }
@@ -482,7 +484,7 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
     // sequence's real keys, so no attention row is fully masked), later steps leave masked gaps;
     // a finished sequence's new positions are masked too. Positions count real tokens only.
     mask_len = st.past + S;
-    if (!st.prefilled) st.valid.assign(B, {});
+    if (!st.prefilled && !st.reused) st.valid.assign(B, {});
     mask.assign(B * mask_len, 0);
     for (size_t b = 0; b < B; ++b) {
       sequence& q = st.seqs[b];
@@ -508,10 +510,10 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
   if (io.position_ids >= 0) inputs[io.position_ids] = int_tensor(io.pos_type, {Bn, S}, pos);
   if (io.use_cache_branch >= 0) {
     tensor u = tensor::zeros(dtype::boolean, {1});
-    u.data<bool>()[0] = st.prefilled && !io.gqa && st.past > 0;
+    u.data<bool>()[0] = !io.gqa && st.past > 0;
     inputs[io.use_cache_branch] = u;
   }
-  if (!st.prefilled) {
+  if (!st.prefilled && !st.reused) {
     const int64_t len = io.share_buffer ? g.max_length_ : 0;
     st.cache.clear();
     for (size_t c = 0; c < io.cache.size(); ++c)
@@ -563,14 +565,80 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
   return status::ok();
 }
 
+struct generator::kept_cache {
+  std::vector<int32_t> ids;   // the tokens whose keys and values the cache holds
+  std::vector<tensor> cache;  // per model_io::cache slot
+};
+
+void generator::adopt_kept_cache(batch& b) {
+  batch::state& st = *b.s_;
+  sequence& q = st.seqs[0];
+  std::unique_ptr<kept_cache> k;
+  size_t common = 0;
+  {
+    std::lock_guard<std::mutex> lock(kept_mu_);
+    size_t best = kept_.size();
+    for (size_t i = 0; i < kept_.size(); ++i) {
+      const std::vector<int32_t>& ids = kept_[i]->ids;
+      size_t n = 0;
+      while (n < ids.size() && n < q.ids.size() && ids[n] == q.ids[n]) ++n;
+      if (n > common) common = n, best = i;
+    }
+    // At least one token is fed: its logits give the next one.
+    common = std::min(common, q.ids.size() - 1);
+    if (best == kept_.size() || common == 0) return;
+    k = std::move(kept_[best]);
+    kept_.erase(kept_.begin() + static_cast<std::ptrdiff_t>(best));
+  }
+  const int64_t L = static_cast<int64_t>(common);
+  if (!io_->gqa) {
+    // A cache that grows by the present outputs: cut to the common prefix.
+    for (tensor& t : k->cache) {
+      if (t.dim(2) == L) continue;
+      tensor cut = tensor::zeros(t.type(), {t.dim(0), t.dim(1), L, t.dim(3)});
+      const size_t row = static_cast<size_t>(t.dim(3)) * dtype_size(t.type());
+      const auto* src = static_cast<const std::byte*>(t.raw());
+      auto* dst = static_cast<std::byte*>(cut.raw());
+      for (int64_t h = 0; h < t.dim(0) * t.dim(1); ++h)
+        std::copy(src + h * t.dim(2) * row, src + (h * t.dim(2) + L) * row, dst + h * L * row);
+      t = std::move(cut);
+    }
+    st.past = L;
+    st.valid.assign(1, std::vector<char>(static_cast<size_t>(L), 1));
+  }
+  // GroupQueryAttention caches keep their length: the attention mask and seqlens say how many
+  // positions count, and the new ones are written from position L on.
+  st.cache = std::move(k->cache);
+  st.reused = true;
+  q.cached = L;
+  q.stats.cached_prompt_tokens = L;
+}
+
+void generator::keep_cache(batch& b) {
+  batch::state& st = *b.s_;
+  if (reuse_caches_ <= 0 || st.seqs.size() != 1 || !st.prefilled || st.cache.size() != io_->cache.size()) return;
+  for (const tensor& t : st.cache)
+    if (!t.raw()) return;  // moved into a run that failed
+  const sequence& q = st.seqs[0];
+  if (q.cached <= 0) return;
+  auto k = std::make_unique<kept_cache>();
+  k->ids.assign(q.ids.begin(), q.ids.begin() + q.cached);
+  k->cache = std::move(st.cache);
+  std::lock_guard<std::mutex> lock(kept_mu_);
+  kept_.push_back(std::move(k));
+  while (static_cast<int>(kept_.size()) > reuse_caches_) kept_.erase(kept_.begin());
+}
+
 expected<completion_stats> generator::complete(const completion_request& request, const token_sink& sink,
                                                const cancel_check& cancelled) {
   GG_ASSIGN_OR_RETURN(std::unique_ptr<batch> b, start({request}));
+  if (reuse_caches_ > 0 && b->s_->seqs[0].reason == finish_reason::none) adopt_kept_cache(*b);
   std::vector<generated_token> out;
   while (!b->done()) {
     GG_RETURN_IF_ERROR(b->step(&out, cancelled));
     if (out[0].id >= 0 && sink && !sink(out[0])) b->cancel(0);
   }
+  keep_cache(*b);
   completion_stats st = b->stats(0);
   if (st.generated_tokens > 1) measured_tps_.store(st.decode_tokens_per_s);
   return st;
