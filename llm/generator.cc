@@ -151,6 +151,9 @@ struct generator::model_io {
   bool gqa = false;           // per-sequence lengths (GroupQueryAttention), right padding
   bool share_buffer = false;  // genai past_present_share_buffer: a max-length cache from the start
   size_t num_inputs = 0;
+  // The input added in front of the language-model head (see select_logits_positions): which
+  // positions get logits; -1 when the graph was left as it is.
+  int logits_positions = -1;
 };
 
 namespace {
@@ -190,6 +193,57 @@ bool read_share_buffer(const std::string& dir) {
   auto& s = j["search"];
   return s.contains("past_present_share_buffer") && s["past_present_share_buffer"].is_boolean() &&
          s["past_present_share_buffer"].get<bool>();
+}
+
+// Gives the model an extra int64 input, the positions whose logits are wanted, and gathers
+// those positions (axis 1 of [batch, sequence, hidden]) in front of the language-model head:
+// a prompt's prefill then multiplies one row by the vocabulary-sized head, not every row.
+// Only when the logits output comes (through Identity or Cast nodes) from a MatMul or
+// MatMulNBits in the main graph whose input is not declared other than 3-D (an undeclared one
+// is checked by the load's warm-up step); returns the new input's index, or -1 when left
+// unchanged.
+int select_logits_positions(graph& g, size_t logits_output) {
+  const std::string name = "gpugrid_logits_positions";
+  if (g.find_value(name) >= 0) return -1;
+  auto producer = [&g](int v) {
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      for (int o : g.nodes[i].outputs)
+        if (o == v) return static_cast<int>(i);
+    return -1;
+  };
+  int ni = producer(g.outputs[logits_output]);
+  while (ni >= 0 && (g.nodes[ni].op_type == "Identity" || g.nodes[ni].op_type == "Cast") &&
+         g.nodes[ni].domain.empty() && !g.nodes[ni].inputs.empty() && g.nodes[ni].inputs[0] >= 0)
+    ni = producer(g.nodes[ni].inputs[0]);
+  if (ni < 0) return -1;
+  const node& head = g.nodes[ni];
+  const bool matmul = head.op_type == "MatMul" && head.domain.empty();
+  const bool nbits = head.op_type == "MatMulNBits" && head.domain == "com.microsoft";
+  if ((!matmul && !nbits) || head.inputs.empty() || head.inputs[0] < 0 || g.initializers.count(head.inputs[0])) return -1;
+  const int x = head.inputs[0];
+  const auto& xs = g.values[x].shape;
+  if (xs && xs->size() != 3) return -1;  // not [batch, sequence, hidden]
+  const std::string x_name = g.values[x].name;
+  const dtype x_type = g.values[x].type;
+  const int pos = g.value_id(name);
+  g.values[pos].type = dtype::i64;
+  g.values[pos].shape = std::vector<dim_t>{dim_t{-1, "logits_positions"}};
+  const int y = g.value_id(x_name + "/gpugrid_logits_positions");
+  g.values[y].type = x_type;
+  node gather;
+  gather.name = "/gpugrid/logits_positions/Gather";
+  gather.op_type = "Gather";
+  gather.opset = g.opsets.count("") ? g.opsets.at("") : 13;
+  gather.inputs = {x, pos};
+  gather.outputs = {y};
+  attribute axis;
+  axis.type = attribute::kind::integer;
+  axis.i = 1;
+  gather.attrs["axis"] = axis;
+  g.nodes[ni].inputs[0] = y;
+  g.nodes.insert(g.nodes.begin() + ni, std::move(gather));
+  g.inputs.push_back(pos);
+  return static_cast<int>(g.inputs.size() - 1);
 }
 
 using clock_type = std::chrono::steady_clock;
@@ -249,6 +303,9 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   for (const node& nd : g->nodes)
     if (nd.op_type == "GroupQueryAttention") io->gqa = true;
   io->share_buffer = io->gqa && cfg.format == model_config::folder_format::genai && read_share_buffer(cfg.dir);
+  // The graph with only the wanted positions' logits (a copy; initializers are shared).
+  auto selected = std::make_shared<graph>(*g);
+  io->logits_positions = select_logits_positions(*selected, io->logits);
 
 #ifdef __GLIBC__
   // Every step allocates its tensors afresh and frees them after: keep blocks up to 32 MiB in
@@ -269,7 +326,6 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   // The cache buffers are handed to each run and not read again: a GroupQueryAttention with a
   // shared past/present buffer writes the new positions into it in place.
   so.overwrite_inputs = true;
-  GG_ASSIGN_OR_RETURN(std::unique_ptr<session> s, session::create(g, so));
   std::shared_ptr<generator> gen(new generator());
   gen->max_length_ = options.max_length > 0 ? options.max_length : cfg.context_length > 0 ? cfg.context_length : 4096;
   if (cfg.context_length > 0) gen->max_length_ = std::min(gen->max_length_, cfg.context_length);
@@ -277,21 +333,37 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
     gen->max_length_ = std::min(gen->max_length_, cfg.generation.max_length);
   gen->config_ = std::move(cfg);
   gen->tokenizer_ = std::move(tok);
-  gen->session_ = std::move(s);
   gen->io_ = std::move(io);
   gen->reuse_caches_ = std::max(0, options.reuse_caches);
   // One throw-away step, so that one-time costs (weight packing, first allocations) are paid at
   // load and not by the first answer's time to first token. The prompt has several tokens: a
   // matrix product of one or two rows takes the matrix-vector path, which packs no weights, so
-  // a one-token warm-up left the packing of every weight to the first real prompt.
+  // a one-token warm-up left the packing of every weight to the first real prompt. The step
+  // also checks the logits-positions graph: when it fails (a head that does not read [batch,
+  // sequence, hidden]), the model runs as it was given.
   completion_request warm;
   const int64_t warm_len = gen->config_.context_length > 0 ? std::min<int64_t>(8, gen->config_.context_length - 1) : 8;
   warm.prompt_ids.assign(static_cast<size_t>(std::max<int64_t>(1, warm_len)),
                          gen->config_.bos_token_id >= 0 ? gen->config_.bos_token_id : 0);
   warm.stop.max_new_tokens = 1;
-  GG_ASSIGN_OR_RETURN(std::unique_ptr<batch> b, gen->start({warm}));
-  std::vector<generated_token> out;
-  GG_RETURN_IF_ERROR(b->step(&out).with_context(gen->config_.model_path));
+  auto warm_up = [&]() -> status {
+    GG_ASSIGN_OR_RETURN(std::unique_ptr<batch> b, gen->start({warm}));
+    std::vector<generated_token> out;
+    return b->step(&out).with_context(gen->config_.model_path);
+  };
+  if (gen->io_->logits_positions >= 0) {
+    gen->io_->num_inputs = selected->inputs.size();
+    auto s = session::create(selected, so);
+    if (s.has_value()) {
+      gen->session_ = std::move(s.value());
+      if (warm_up().is_ok()) return gen;
+    }
+    gen->session_.reset();
+  }
+  gen->io_->logits_positions = -1;
+  gen->io_->num_inputs = g->inputs.size();
+  GG_ASSIGN_OR_RETURN(gen->session_, session::create(g, so));
+  GG_RETURN_IF_ERROR(warm_up());
   return gen;
 }
 
@@ -516,6 +588,21 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
   }
 
   std::vector<tensor> inputs(io.num_inputs);
+  // Logits of each sequence's last position only: one position when the batch has one
+  // sequence or one token each; a right-padded batched prefill asks for every position.
+  int64_t R = S;
+  if (io.logits_positions >= 0) {
+    std::vector<int64_t> rows;
+    if (B == 1 || S == 1) {
+      rows = {S - 1};
+      for (size_t b = 0; b < B; ++b) last_row[b] = static_cast<int64_t>(b);
+    } else {
+      rows.resize(static_cast<size_t>(S));
+      std::iota(rows.begin(), rows.end(), 0);
+    }
+    R = static_cast<int64_t>(rows.size());
+    inputs[io.logits_positions] = int_tensor(dtype::i64, {R}, rows);
+  }
   inputs[io.input_ids] = int_tensor(io.ids_type, {Bn, S}, ids);
   inputs[io.attention_mask] = int_tensor(io.mask_type, {Bn, mask_len}, mask);
   if (io.position_ids >= 0) inputs[io.position_ids] = int_tensor(io.pos_type, {Bn, S}, pos);
@@ -548,8 +635,8 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
   for (size_t c = 0; c < io.cache.size(); ++c) st.cache[c] = std::move(outs[io.cache[c].output]);
   if (!io.gqa) st.past += S;
   const tensor& logits = outs[io.logits];
-  if (logits.rank() != 3 || logits.dim(0) != Bn || logits.dim(1) != S)
-    return io_error("the model's logits are {}, expected [{}, {}, vocab]", shape_str(logits.shape()), Bn, S);
+  if (logits.rank() != 3 || logits.dim(0) != Bn || logits.dim(1) != R)
+    return io_error("the model's logits are {}, expected [{}, {}, vocab]", shape_str(logits.shape()), Bn, R);
   const int64_t V = logits.dim(2);
   const auto now = clock_type::now();
   std::vector<float> row;
@@ -683,6 +770,7 @@ expected<score_result> generator::score(const std::vector<int32_t>& prompt_ids, 
   std::vector<tensor> inputs(io.num_inputs);
   std::vector<int64_t> pos(S);
   std::iota(pos.begin(), pos.end(), 0);
+  if (io.logits_positions >= 0) inputs[io.logits_positions] = int_tensor(dtype::i64, {S}, pos);
   inputs[io.input_ids] = int_tensor(io.ids_type, {1, S}, ids);
   inputs[io.attention_mask] = int_tensor(io.mask_type, {1, S}, std::vector<int64_t>(S, 1));
   if (io.position_ids >= 0) inputs[io.position_ids] = int_tensor(io.pos_type, {1, S}, pos);
