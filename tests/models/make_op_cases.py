@@ -283,6 +283,16 @@ def matmul_nbits_q8_block64_rows3(rng):
 
 
 @case
+def matmul_nbits_q8_block128_decode(rng):
+    # One row, blocks of 128 (two 64-value chunk pairs each), zero points.
+    N, K, block = 36, 384, 128
+    B, sc, zp = quantize_nbits(rng, N, K, block)
+    return spec("MatMulNBits", [("A", rnd(rng, 1, 1, K), False), ("B", B, True), ("scales", sc, True),
+                                ("zero_points", zp, True)], [("Y", TensorProto.FLOAT)], domain=MS,
+                K=K, N=N, bits=4, block_size=block, accuracy_level=4, rtol=1e-3, atol=1e-3)
+
+
+@case
 def matmul_nbits_q8_ragged(rng):
     N, K, block = 24, 80, 32
     B, sc, zp = quantize_nbits(rng, N, K, block)
