@@ -65,8 +65,9 @@ int32_t argmax(const float* v, int64_t n) {
 float token_logprob(const float* logits, int64_t n, int32_t id) {
   if (id < 0 || id >= n) return -std::numeric_limits<float>::infinity();
   float mx = logits[argmax(logits, n)];
+  // Terms in float (each at most 1), summed in double: a vocabulary's worth of exp per token.
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(logits[i] - mx);
   return static_cast<float>(logits[id] - mx - std::log(sum));
 }
 
