@@ -260,6 +260,7 @@ void q4_columns_q8_pairs(const uint8_t* const* q, const float* const* ws, const 
   const __m256i mask = _mm256_set1_epi8(15);
   const __m256i ones = _mm256_set1_epi16(1);
   const int64_t kb = a.kb, block = a.block, chunks = kb * block / 32;
+  const int64_t ahead = 2 * NC * kb * block / 2;  // two groups of NC columns on
   __m256 acc[NC];
   for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
   auto pair_dot = [&](const uint8_t* wp, __m256i xe, __m256i xo) {
@@ -275,6 +276,9 @@ void q4_columns_q8_pairs(const uint8_t* const* q, const float* const* ws, const 
       const __m256 as = _mm256_permutevar8x32_ps(
           _mm256_castpd_ps(_mm256_castpd128_pd256(_mm_load_sd(reinterpret_cast<const double*>(a.scale.data() + j)))), spread);
       for (int c = 0; c < NC; ++c) {
+        // The columns after these lie right behind them: fetch ahead into them (a column of
+        // a few hundred bytes is too short a stream for the hardware prefetcher).
+        _mm_prefetch(reinterpret_cast<const char*>(q[c] + j * 16 + ahead), _MM_HINT_T0);
         const __m256i d = pair_dot(q[c] + j * 16, xe, xo);
         const __m256 wsv = _mm256_permutevar8x32_ps(
             _mm256_castpd_ps(_mm256_castpd128_pd256(_mm_load_sd(reinterpret_cast<const double*>(ws[c] + j)))), spread);
@@ -290,7 +294,10 @@ void q4_columns_q8_pairs(const uint8_t* const* q, const float* const* ws, const 
         const int64_t j = (b * per + p) * 2;
         const __m256i xe = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pairs + j * 32));
         const __m256i xo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pairs + j * 32 + 32));
-        for (int c = 0; c < NC; ++c) dot[c] = _mm256_add_epi32(dot[c], pair_dot(q[c] + j * 16, xe, xo));
+        for (int c = 0; c < NC; ++c) {
+          _mm_prefetch(reinterpret_cast<const char*>(q[c] + j * 16 + ahead), _MM_HINT_T0);
+          dot[c] = _mm256_add_epi32(dot[c], pair_dot(q[c] + j * 16, xe, xo));
+        }
       }
       const float as = a.scale[b];
       for (int c = 0; c < NC; ++c)
