@@ -17,6 +17,18 @@
 // attention mask (optimum folders: one cache length, masked gaps; GroupQueryAttention folders:
 // per-sequence lengths), so each sequence's tokens are those it would get alone.
 //
+// The session runs a copy of the model with one extra input in front of the language-model head
+// (a Gather of the positions whose logits are read: each sequence's last one), so a prefill
+// multiplies one row per sequence by the vocabulary-sized head; score() asks for every position.
+// When the head's input is not [batch, sequence, hidden] the load's warm-up step fails on the
+// copy and the model runs as given.
+//
+// complete() keeps its batch's KV cache afterwards (generator_options::reuse_caches) and the
+// next complete() whose tokens share a prefix with a kept cache's takes it and prefills only the
+// rest: the cache is cut to the common prefix (optimum folders: a copy of that many positions;
+// GroupQueryAttention folders: the mask and seqlens say how many positions count). A kept cache
+// is memory the generator holds beyond the running batches'.
+//
 // Sampling follows generation.h's reproducibility note: the draw for answer token n comes from a
 // generator seeded with (seed, n) alone, so a continuation (request.generated_ids) samples as
 // if the answer had never moved.
