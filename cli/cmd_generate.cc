@@ -39,6 +39,7 @@ json stats_json(const llm::completion_stats& s, bool local) {
   j["text"] = s.text;
   j["token_ids"] = s.token_ids;
   j["prompt_tokens"] = s.prompt_tokens;
+  j["cached_prompt_tokens"] = s.cached_prompt_tokens;
   j["generated_tokens"] = s.generated_tokens;
   j["finish_reason"] = llm::finish_reason_name(s.reason);
   j["time_to_first_token_ms"] = s.time_to_first_token_ms;

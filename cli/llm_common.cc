@@ -78,9 +78,9 @@ expected<std::unique_ptr<llm::completion_backend>> make_completion_backend(const
 }
 
 std::string stats_line(const llm::completion_stats& s) {
-  return fmt::format("[{} prompt + {} generated tokens, {:.1f} tokens/s, first token after {:.0f} ms, {}]",
-                     s.prompt_tokens, s.generated_tokens, s.decode_tokens_per_s, s.time_to_first_token_ms,
-                     llm::finish_reason_name(s.reason));
+  return fmt::format("[{} prompt ({} from the cache) + {} generated tokens, {:.1f} tokens/s, first token after {:.0f} ms, {}]",
+                     s.prompt_tokens, s.cached_prompt_tokens, s.generated_tokens, s.decode_tokens_per_s,
+                     s.time_to_first_token_ms, llm::finish_reason_name(s.reason));
 }
 
 }  // namespace gpugrid::cli

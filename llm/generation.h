@@ -76,6 +76,9 @@ struct completion_stats {
   finish_reason reason = finish_reason::none;
   std::string text;                     // the whole answer (stop string excluded)
   std::vector<int32_t> token_ids;       // the whole answer's ids
+  // Prompt tokens whose KV cache was kept from an earlier completion that began with the same
+  // tokens (a chat's previous turns), so only the rest was prefilled; 0 when none was reused.
+  int64_t cached_prompt_tokens = 0;
   std::vector<std::string> providers;   // node ids that produced it (grid); empty for local
   double cost = 0;                      // in the grid's price unit; 0 for local
 };

@@ -8,6 +8,10 @@
 #include <set>
 #include <sstream>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -61,8 +65,9 @@ int32_t argmax(const float* v, int64_t n) {
 float token_logprob(const float* logits, int64_t n, int32_t id) {
   if (id < 0 || id >= n) return -std::numeric_limits<float>::infinity();
   float mx = logits[argmax(logits, n)];
+  // Terms in float (each at most 1), summed in double: a vocabulary's worth of exp per token.
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(logits[i] - mx);
   return static_cast<float>(logits[id] - mx - std::log(sum));
 }
 
@@ -147,6 +152,9 @@ struct generator::model_io {
   bool gqa = false;           // per-sequence lengths (GroupQueryAttention), right padding
   bool share_buffer = false;  // genai past_present_share_buffer: a max-length cache from the start
   size_t num_inputs = 0;
+  // The input added in front of the language-model head (see select_logits_positions): which
+  // positions get logits; -1 when the graph was left as it is.
+  int logits_positions = -1;
 };
 
 namespace {
@@ -186,6 +194,57 @@ bool read_share_buffer(const std::string& dir) {
   auto& s = j["search"];
   return s.contains("past_present_share_buffer") && s["past_present_share_buffer"].is_boolean() &&
          s["past_present_share_buffer"].get<bool>();
+}
+
+// Gives the model an extra int64 input, the positions whose logits are wanted, and gathers
+// those positions (axis 1 of [batch, sequence, hidden]) in front of the language-model head:
+// a prompt's prefill then multiplies one row by the vocabulary-sized head, not every row.
+// Only when the logits output comes (through Identity or Cast nodes) from a MatMul or
+// MatMulNBits in the main graph whose input is not declared other than 3-D (an undeclared one
+// is checked by the load's warm-up step); returns the new input's index, or -1 when left
+// unchanged.
+int select_logits_positions(graph& g, size_t logits_output) {
+  const std::string name = "gpugrid_logits_positions";
+  if (g.find_value(name) >= 0) return -1;
+  auto producer = [&g](int v) {
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      for (int o : g.nodes[i].outputs)
+        if (o == v) return static_cast<int>(i);
+    return -1;
+  };
+  int ni = producer(g.outputs[logits_output]);
+  while (ni >= 0 && (g.nodes[ni].op_type == "Identity" || g.nodes[ni].op_type == "Cast") &&
+         g.nodes[ni].domain.empty() && !g.nodes[ni].inputs.empty() && g.nodes[ni].inputs[0] >= 0)
+    ni = producer(g.nodes[ni].inputs[0]);
+  if (ni < 0) return -1;
+  const node& head = g.nodes[ni];
+  const bool matmul = head.op_type == "MatMul" && head.domain.empty();
+  const bool nbits = head.op_type == "MatMulNBits" && head.domain == "com.microsoft";
+  if ((!matmul && !nbits) || head.inputs.empty() || head.inputs[0] < 0 || g.initializers.count(head.inputs[0])) return -1;
+  const int x = head.inputs[0];
+  const auto& xs = g.values[x].shape;
+  if (xs && xs->size() != 3) return -1;  // not [batch, sequence, hidden]
+  const std::string x_name = g.values[x].name;
+  const dtype x_type = g.values[x].type;
+  const int pos = g.value_id(name);
+  g.values[pos].type = dtype::i64;
+  g.values[pos].shape = std::vector<dim_t>{dim_t{-1, "logits_positions"}};
+  const int y = g.value_id(x_name + "/gpugrid_logits_positions");
+  g.values[y].type = x_type;
+  node gather;
+  gather.name = "/gpugrid/logits_positions/Gather";
+  gather.op_type = "Gather";
+  gather.opset = g.opsets.count("") ? g.opsets.at("") : 13;
+  gather.inputs = {x, pos};
+  gather.outputs = {y};
+  attribute axis;
+  axis.type = attribute::kind::integer;
+  axis.i = 1;
+  gather.attrs["axis"] = axis;
+  g.nodes[ni].inputs[0] = y;
+  g.nodes.insert(g.nodes.begin() + ni, std::move(gather));
+  g.inputs.push_back(pos);
+  return static_cast<int>(g.inputs.size() - 1);
 }
 
 using clock_type = std::chrono::steady_clock;
@@ -245,7 +304,20 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   for (const node& nd : g->nodes)
     if (nd.op_type == "GroupQueryAttention") io->gqa = true;
   io->share_buffer = io->gqa && cfg.format == model_config::folder_format::genai && read_share_buffer(cfg.dir);
+  // The graph with only the wanted positions' logits (a copy; initializers are shared).
+  auto selected = std::make_shared<graph>(*g);
+  io->logits_positions = select_logits_positions(*selected, io->logits);
 
+#ifdef __GLIBC__
+  // Every step allocates its tensors afresh and frees them after: keep blocks up to 32 MiB in
+  // the heap (not mmap'ed and unmapped per tensor) and freed memory up to 256 MiB mapped, so
+  // a step reuses the pages of the last one instead of faulting in zeroed pages.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+  // The few products that still go to OpenBLAS use as many threads as the engine (its
+  // default, one per core, would run next to the engine's threads).
+  set_blas_threads(options.threads);
   session_options so;
   so.threads = options.threads;
   so.device = options.device;
@@ -255,7 +327,6 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   // The cache buffers are handed to each run and not read again: a GroupQueryAttention with a
   // shared past/present buffer writes the new positions into it in place.
   so.overwrite_inputs = true;
-  GG_ASSIGN_OR_RETURN(std::unique_ptr<session> s, session::create(g, so));
   std::shared_ptr<generator> gen(new generator());
   gen->max_length_ = options.max_length > 0 ? options.max_length : cfg.context_length > 0 ? cfg.context_length : 4096;
   if (cfg.context_length > 0) gen->max_length_ = std::min(gen->max_length_, cfg.context_length);
@@ -263,20 +334,37 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
     gen->max_length_ = std::min(gen->max_length_, cfg.generation.max_length);
   gen->config_ = std::move(cfg);
   gen->tokenizer_ = std::move(tok);
-  gen->session_ = std::move(s);
   gen->io_ = std::move(io);
+  gen->reuse_caches_ = std::max(0, options.reuse_caches);
   // One throw-away step, so that one-time costs (weight packing, first allocations) are paid at
   // load and not by the first answer's time to first token. The prompt has several tokens: a
   // matrix product of one or two rows takes the matrix-vector path, which packs no weights, so
-  // a one-token warm-up left the packing of every weight to the first real prompt.
+  // a one-token warm-up left the packing of every weight to the first real prompt. The step
+  // also checks the logits-positions graph: when it fails (a head that does not read [batch,
+  // sequence, hidden]), the model runs as it was given.
   completion_request warm;
   const int64_t warm_len = gen->config_.context_length > 0 ? std::min<int64_t>(8, gen->config_.context_length - 1) : 8;
   warm.prompt_ids.assign(static_cast<size_t>(std::max<int64_t>(1, warm_len)),
                          gen->config_.bos_token_id >= 0 ? gen->config_.bos_token_id : 0);
   warm.stop.max_new_tokens = 1;
-  GG_ASSIGN_OR_RETURN(std::unique_ptr<batch> b, gen->start({warm}));
-  std::vector<generated_token> out;
-  GG_RETURN_IF_ERROR(b->step(&out).with_context(gen->config_.model_path));
+  auto warm_up = [&]() -> status {
+    GG_ASSIGN_OR_RETURN(std::unique_ptr<batch> b, gen->start({warm}));
+    std::vector<generated_token> out;
+    return b->step(&out).with_context(gen->config_.model_path);
+  };
+  if (gen->io_->logits_positions >= 0) {
+    gen->io_->num_inputs = selected->inputs.size();
+    auto s = session::create(selected, so);
+    if (s.has_value()) {
+      gen->session_ = std::move(s.value());
+      if (warm_up().is_ok()) return gen;
+    }
+    gen->session_.reset();
+  }
+  gen->io_->logits_positions = -1;
+  gen->io_->num_inputs = g->inputs.size();
+  GG_ASSIGN_OR_RETURN(gen->session_, session::create(g, so));
+  GG_RETURN_IF_ERROR(warm_up());
   return gen;
 }
 
@@ -312,6 +400,7 @@ struct batch::state {
   int64_t past = 0;           // optimum: the shared cache length
   std::vector<std::vector<char>> valid;  // optimum: per sequence, which cache positions are real
   bool prefilled = false;
+  bool reused = false;        // the cache came from an earlier completion (seqs[0].cached tokens)
   clock_type::time_point started, first_token;
   bool any_token = false;
 };
@@ -444,7 +533,7 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
   std::vector<std::vector<int32_t>> feed(B);
   for (size_t b = 0; b < B; ++b) {
     sequence& q = st.seqs[b];
-    if (!st.prefilled) feed[b] = q.ids;
+    if (!st.prefilled) feed[b].assign(q.ids.begin() + q.cached, q.ids.end());
     else if (q.reason == finish_reason::none) feed[b] = {q.ids.back()};
     else feed[b] = {g.config_.pad_token_id >= 0 ? g.config_.pad_token_id : 0};
   }
@@ -461,7 +550,7 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
     int64_t total = 0;
     for (size_t b = 0; b < B; ++b) {
       sequence& q = st.seqs[b];
-      const int64_t base = st.prefilled ? q.cached : 0;
+      const int64_t base = q.cached;
       const int64_t n = static_cast<int64_t>(feed[b].size());
       for (int64_t s = 0; s < n; ++s) ids[b * S + s] = feed[b][s], pos[b * S + s] = base + s;
       last_row[b] = static_cast<int64_t>(b) * S + n - 1;
@@ -470,7 +559,7 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
     mask_len = total;
     mask.assign(B * total, 0);
     for (size_t b = 0; b < B; ++b) {
-      const int64_t base = st.prefilled ? st.seqs[b].cached : 0;
+      const int64_t base = st.seqs[b].cached;
       const int64_t n = static_cast<int64_t>(feed[b].size());
       for (int64_t t = 0; t < base + n; ++t) mask[b * total + t] = 1;
     }
@@ -479,7 +568,7 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
     // sequence's real keys, so no attention row is fully masked), later steps leave masked gaps;
     // a finished sequence's new positions are masked too. Positions count real tokens only.
     mask_len = st.past + S;
-    if (!st.prefilled) st.valid.assign(B, {});
+    if (!st.prefilled && !st.reused) st.valid.assign(B, {});
     mask.assign(B * mask_len, 0);
     for (size_t b = 0; b < B; ++b) {
       sequence& q = st.seqs[b];
@@ -500,15 +589,30 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
   }
 
   std::vector<tensor> inputs(io.num_inputs);
+  // Logits of each sequence's last position only: one position when the batch has one
+  // sequence or one token each; a right-padded batched prefill asks for every position.
+  int64_t R = S;
+  if (io.logits_positions >= 0) {
+    std::vector<int64_t> rows;
+    if (B == 1 || S == 1) {
+      rows = {S - 1};
+      for (size_t b = 0; b < B; ++b) last_row[b] = static_cast<int64_t>(b);
+    } else {
+      rows.resize(static_cast<size_t>(S));
+      std::iota(rows.begin(), rows.end(), 0);
+    }
+    R = static_cast<int64_t>(rows.size());
+    inputs[io.logits_positions] = int_tensor(dtype::i64, {R}, rows);
+  }
   inputs[io.input_ids] = int_tensor(io.ids_type, {Bn, S}, ids);
   inputs[io.attention_mask] = int_tensor(io.mask_type, {Bn, mask_len}, mask);
   if (io.position_ids >= 0) inputs[io.position_ids] = int_tensor(io.pos_type, {Bn, S}, pos);
   if (io.use_cache_branch >= 0) {
     tensor u = tensor::zeros(dtype::boolean, {1});
-    u.data<bool>()[0] = st.prefilled && !io.gqa && st.past > 0;
+    u.data<bool>()[0] = !io.gqa && st.past > 0;
     inputs[io.use_cache_branch] = u;
   }
-  if (!st.prefilled) {
+  if (!st.prefilled && !st.reused) {
     const int64_t len = io.share_buffer ? g.max_length_ : 0;
     st.cache.clear();
     for (size_t c = 0; c < io.cache.size(); ++c)
@@ -532,8 +636,8 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
   for (size_t c = 0; c < io.cache.size(); ++c) st.cache[c] = std::move(outs[io.cache[c].output]);
   if (!io.gqa) st.past += S;
   const tensor& logits = outs[io.logits];
-  if (logits.rank() != 3 || logits.dim(0) != Bn || logits.dim(1) != S)
-    return io_error("the model's logits are {}, expected [{}, {}, vocab]", shape_str(logits.shape()), Bn, S);
+  if (logits.rank() != 3 || logits.dim(0) != Bn || logits.dim(1) != R)
+    return io_error("the model's logits are {}, expected [{}, {}, vocab]", shape_str(logits.shape()), Bn, R);
   const int64_t V = logits.dim(2);
   const auto now = clock_type::now();
   std::vector<float> row;
@@ -560,14 +664,80 @@ status batch::step(std::vector<generated_token>* out, const cancel_check& cancel
   return status::ok();
 }
 
+struct generator::kept_cache {
+  std::vector<int32_t> ids;   // the tokens whose keys and values the cache holds
+  std::vector<tensor> cache;  // per model_io::cache slot
+};
+
+void generator::adopt_kept_cache(batch& b) {
+  batch::state& st = *b.s_;
+  sequence& q = st.seqs[0];
+  std::unique_ptr<kept_cache> k;
+  size_t common = 0;
+  {
+    std::lock_guard<std::mutex> lock(kept_mu_);
+    size_t best = kept_.size();
+    for (size_t i = 0; i < kept_.size(); ++i) {
+      const std::vector<int32_t>& ids = kept_[i]->ids;
+      size_t n = 0;
+      while (n < ids.size() && n < q.ids.size() && ids[n] == q.ids[n]) ++n;
+      if (n > common) common = n, best = i;
+    }
+    // At least one token is fed: its logits give the next one.
+    common = std::min(common, q.ids.size() - 1);
+    if (best == kept_.size() || common == 0) return;
+    k = std::move(kept_[best]);
+    kept_.erase(kept_.begin() + static_cast<std::ptrdiff_t>(best));
+  }
+  const int64_t L = static_cast<int64_t>(common);
+  if (!io_->gqa) {
+    // A cache that grows by the present outputs: cut to the common prefix.
+    for (tensor& t : k->cache) {
+      if (t.dim(2) == L) continue;
+      tensor cut = tensor::zeros(t.type(), {t.dim(0), t.dim(1), L, t.dim(3)});
+      const size_t row = static_cast<size_t>(t.dim(3)) * dtype_size(t.type());
+      const auto* src = static_cast<const std::byte*>(t.raw());
+      auto* dst = static_cast<std::byte*>(cut.raw());
+      for (int64_t h = 0; h < t.dim(0) * t.dim(1); ++h)
+        std::copy(src + h * t.dim(2) * row, src + (h * t.dim(2) + L) * row, dst + h * L * row);
+      t = std::move(cut);
+    }
+    st.past = L;
+    st.valid.assign(1, std::vector<char>(static_cast<size_t>(L), 1));
+  }
+  // GroupQueryAttention caches keep their length: the attention mask and seqlens say how many
+  // positions count, and the new ones are written from position L on.
+  st.cache = std::move(k->cache);
+  st.reused = true;
+  q.cached = L;
+  q.stats.cached_prompt_tokens = L;
+}
+
+void generator::keep_cache(batch& b) {
+  batch::state& st = *b.s_;
+  if (reuse_caches_ <= 0 || st.seqs.size() != 1 || !st.prefilled || st.cache.size() != io_->cache.size()) return;
+  for (const tensor& t : st.cache)
+    if (!t.raw()) return;  // moved into a run that failed
+  const sequence& q = st.seqs[0];
+  if (q.cached <= 0) return;
+  auto k = std::make_unique<kept_cache>();
+  k->ids.assign(q.ids.begin(), q.ids.begin() + q.cached);
+  k->cache = std::move(st.cache);
+  std::lock_guard<std::mutex> lock(kept_mu_);
+  kept_.push_back(std::move(k));
+  while (static_cast<int>(kept_.size()) > reuse_caches_) kept_.erase(kept_.begin());
+}
+
 expected<completion_stats> generator::complete(const completion_request& request, const token_sink& sink,
                                                const cancel_check& cancelled) {
   GG_ASSIGN_OR_RETURN(std::unique_ptr<batch> b, start({request}));
+  if (reuse_caches_ > 0 && b->s_->seqs[0].reason == finish_reason::none) adopt_kept_cache(*b);
   std::vector<generated_token> out;
   while (!b->done()) {
     GG_RETURN_IF_ERROR(b->step(&out, cancelled));
     if (out[0].id >= 0 && sink && !sink(out[0])) b->cancel(0);
   }
+  keep_cache(*b);
   completion_stats st = b->stats(0);
   if (st.generated_tokens > 1) measured_tps_.store(st.decode_tokens_per_s);
   return st;
@@ -601,6 +771,7 @@ expected<score_result> generator::score(const std::vector<int32_t>& prompt_ids, 
   std::vector<tensor> inputs(io.num_inputs);
   std::vector<int64_t> pos(S);
   std::iota(pos.begin(), pos.end(), 0);
+  if (io.logits_positions >= 0) inputs[io.logits_positions] = int_tensor(dtype::i64, {S}, pos);
   inputs[io.input_ids] = int_tensor(io.ids_type, {1, S}, ids);
   inputs[io.attention_mask] = int_tensor(io.mask_type, {1, S}, std::vector<int64_t>(S, 1));
   if (io.position_ids >= 0) inputs[io.position_ids] = int_tensor(io.pos_type, {1, S}, pos);

@@ -17,6 +17,18 @@
 // attention mask (optimum folders: one cache length, masked gaps; GroupQueryAttention folders:
 // per-sequence lengths), so each sequence's tokens are those it would get alone.
 //
+// The session runs a copy of the model with one extra input in front of the language-model head
+// (a Gather of the positions whose logits are read: each sequence's last one), so a prefill
+// multiplies one row per sequence by the vocabulary-sized head; score() asks for every position.
+// When the head's input is not [batch, sequence, hidden] the load's warm-up step fails on the
+// copy and the model runs as given.
+//
+// complete() keeps its batch's KV cache afterwards (generator_options::reuse_caches) and the
+// next complete() whose tokens share a prefix with a kept cache's takes it and prefills only the
+// rest: the cache is cut to the common prefix (optimum folders: a copy of that many positions;
+// GroupQueryAttention folders: the mask and seqlens say how many positions count). A kept cache
+// is memory the generator holds beyond the running batches'.
+//
 // Sampling follows generation.h's reproducibility note: the draw for answer token n comes from a
 // generator seeded with (seed, n) alone, so a continuation (request.generated_ids) samples as
 // if the answer had never moved.
@@ -33,6 +45,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -53,6 +66,12 @@ struct generator_options {
   // Upper bound on prompt + answer tokens of one sequence; 0: the model's context length (or
   // 4096 when the folder states none). A genai share-buffer cache is preallocated this long.
   int64_t max_length = 0;
+  // KV caches kept after complete() for a later request whose tokens begin with the same ones
+  // (the next turn of a chat: the conversation so far, the answer, then the new message): that
+  // request prefills only the tokens after the common prefix. Each kept cache holds its memory
+  // (a genai share-buffer cache: the whole max length) until a request takes it or a newer one
+  // pushes it out. 0: none kept.
+  int reuse_caches = 1;
 };
 
 // What a verifier compares: the teacher-forced pass over prompt + answer.
@@ -93,6 +112,9 @@ class generator : public std::enable_shared_from_this<generator> {
   expected<score_result> score(const std::vector<int32_t>& prompt_ids, const std::vector<int32_t>& answer_ids);
 
   // A whole completion on a batch of one: tokens go to sink on the calling thread as they come.
+  // Takes the kept KV cache (generator_options::reuse_caches) that shares the longest prefix
+  // with the request's tokens, if any (completion_stats::cached_prompt_tokens), and keeps this
+  // completion's cache after it.
   expected<completion_stats> complete(const completion_request& request, const token_sink& sink,
                                       const cancel_check& cancelled);
 
@@ -107,10 +129,18 @@ class generator : public std::enable_shared_from_this<generator> {
   double measured_tokens_per_s() const;
 
   struct model_io;  // the model's inputs and outputs by role (generator.cc)
+  struct kept_cache;  // a finished completion's KV cache and the tokens it holds (generator.cc)
 
  private:
   friend class batch;
   generator() = default;
+  // Moves the kept cache sharing the longest prefix with b's one sequence into b.
+  void adopt_kept_cache(batch& b);
+  // Keeps b's cache for a later request (b is done with it).
+  void keep_cache(batch& b);
+  int reuse_caches_ = 0;
+  std::mutex kept_mu_;
+  std::vector<std::unique_ptr<kept_cache>> kept_;  // most recent last
   model_config config_;
   tokenizer tokenizer_;
   std::unique_ptr<session> session_;

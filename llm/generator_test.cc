@@ -270,3 +270,64 @@ TEST_CASE("generator on decoder folders: batches, continuation, score, cache, ca
     CHECK(g.measured_tokens_per_s() > 0);
   }
 }
+
+TEST_CASE("generator: a chat's KV cache is reused across turns, with the same answers", "[.llm_generator]") {
+  const std::string root = decoders_dir();
+  for (const char* kind : {"genai", "optimum", "merged"}) {
+    INFO(kind);
+    generator_options plain_o, reuse_o;
+    plain_o.threads = reuse_o.threads = 1;
+    plain_o.reuse_caches = 0;
+    reuse_o.reuse_caches = 1;
+    auto plain = generator::load(root + "/" + kind, plain_o);
+    auto reuse = generator::load(root + "/" + kind, reuse_o);
+    REQUIRE(plain.has_value());
+    REQUIRE(reuse.has_value());
+    auto ids_of = [](const std::vector<generated_token>& t) {
+      std::vector<int32_t> v;
+      for (auto& x : t) v.push_back(x.id);
+      return v;
+    };
+    // One turn on both generators: the same tokens (and log-probabilities); returns the answer
+    // and the reused count.
+    auto turn = [&](const completion_request& r, int64_t* cached) {
+      completion_stats ps, rs;
+      auto a = run_all(**plain, r, &ps);
+      auto b = run_all(**reuse, r, &rs);
+      CHECK(ps.cached_prompt_tokens == 0);
+      CHECK(ids_of(a) == ids_of(b));
+      for (size_t i = 0; i < a.size() && i < b.size(); ++i) CHECK(a[i].logprob == Approx(b[i].logprob).margin(1e-4));
+      *cached = rs.cached_prompt_tokens;
+      return ids_of(b);
+    };
+    int64_t cached = -1;
+    const std::vector<int32_t> p1 = {5, 6, 7, 8, 9};
+    auto a1 = turn(request(p1, 6), &cached);
+    CHECK(cached == 0);
+    // The next turn: the conversation so far, the answer, a new message. Everything but the
+    // answer's last token (never fed to the model) comes from the cache.
+    std::vector<int32_t> p2 = p1;
+    p2.insert(p2.end(), a1.begin(), a1.end());
+    p2.insert(p2.end(), {20, 21, 22});
+    auto a2 = turn(request(p2, 5), &cached);
+    CHECK(cached == int64_t(p1.size() + a1.size() - 1));
+    // Sampling continues the same way too.
+    std::vector<int32_t> p3 = p2;
+    p3.insert(p3.end(), a2.begin(), a2.end());
+    p3.push_back(23);
+    auto a3 = turn(request(p3, 5, 1.0, 9), &cached);
+    CHECK(cached == int64_t(p2.size() + a2.size() - 1));
+    // A prompt that leaves the conversation after 3 tokens: the cache is cut there.
+    std::vector<int32_t> p4 = {5, 6, 7, 30, 31};
+    auto a4 = turn(request(p4, 4), &cached);
+    CHECK(cached == 3);
+    // A prompt equal to what the cache holds: all but its last token are reused.
+    std::vector<int32_t> p5 = p4;
+    p5.insert(p5.end(), a4.begin(), a4.end() - 1);
+    turn(request(p5, 3), &cached);
+    CHECK(cached == int64_t(p5.size() - 1));
+    // An unrelated prompt reuses nothing.
+    turn(request({40, 41}, 3), &cached);
+    CHECK(cached == 0);
+  }
+}

@@ -6,7 +6,8 @@
 #   - batched generation (several --prompt) gives each prompt's ids of a run alone
 #   - --json fields; stop strings (never printed) and stop tokens (the model's EOS ids)
 #   - sampling with a seed is reproducible, another seed differs
-#   - chat on stdin: history, /reset, /system, multi-line input, EOF exits 0
+#   - chat on stdin: history, /reset, /system, multi-line input, EOF exits 0, the KV cache
+#     reused by the next turn
 #   - bad input: no tokenizer, no config, unknown tokenizer kind, unsupported template
 #     construct, prompt longer than the context: one line naming it, exit 2
 #
@@ -130,6 +131,13 @@ hs=$(gen "$work/m/genai" --prompt "Hello" --system "Be brief" --max-tokens 6 --s
 [ "${lines[0]}" = "$h1" ] && [ "${lines[2]}" = "$h1" ] && ok "chat: /reset forgets the history" || fail "chat reset: '${lines[0]}' '${lines[2]}' vs '$h1'"
 [ "${lines[3]}" = "$hs" ] && ok "chat: /system sets the system message" || fail "chat system: '${lines[3]}' vs '$hs'"
 grep -q "unknown chat command '/bogus'" "$work/chat.err" && ok "chat: unknown command named" || fail "chat: $(cat "$work/chat.err")"
+# The second turn starts with the first turn's tokens: their KV cache is reused, only the rest
+# is prefilled (the stats line counts the reused tokens).
+printf '/stats\nHello\nHow are you\n' |
+  "$bin" chat --local --threads 1 "$work/m/genai" --max-tokens 6 --stop $'\n' >"$work/reuse.out" 2>"$work/reuse.err"
+mapfile -t st < <(grep -o '([0-9]* from the cache)' "$work/reuse.err" | tr -dc '0-9\n')
+[ "${#st[@]}" = 2 ] && [ "${st[0]}" = 0 ] && [ "${st[1]}" -gt 0 ] && ok "chat: the second turn reuses ${st[1]} cached tokens" ||
+  fail "chat cache reuse: $(cat "$work/reuse.err")"
 
 # Ctrl-C (SIGINT) does not end the chat: it goes on reading and answering.
 mkfifo "$work/chat.in"

@@ -282,7 +282,7 @@ status group_query_attention(kernel_context& ctx) {
   const int64_t window = nd.attr_int("local_window_size", -1);
 
   GG_ASSIGN_OR_RETURN(tensor * out, ctx.output_for_overwrite(0, Q.type(), shape_t{B, S, N * H}));
-  std::vector<float> qb, kb, vb, pkb, pvb, cb, sb;
+  std::vector<float> qb, kb, vb, cb, sb;
   const float* q_in = dense::as_float(Q, &qb);
   const int64_t qrow = Q.dim(2);
   // Q in [B, S, N*H] (rotated), K/V caches in [B, Nkv, T, H].
@@ -292,17 +292,28 @@ status group_query_attention(kernel_context& ctx) {
   const int64_t kvrow = packed ? qrow : Nkv * H;
   // float caches: the present outputs are the attention's K/V buffers, written directly (in
   // place over past_key/past_value when the executor allows it and the past buffer already
-  // holds every position: onnxruntime-genai's share-buffer mode); other types go through
-  // float buffers stored at the end.
+  // holds every position: onnxruntime-genai's share-buffer mode). Caches of other types
+  // (float16, bfloat16) stay in their type: the new positions are converted into them (in place
+  // likewise), and the attention reads float copies of only the positions in use, so a decode
+  // step's work follows the sequence length, not the cache's size.
   const bool direct = Q.type() == dtype::f32 && (!has_past || (pk->type() == dtype::f32 && pv->type() == dtype::f32));
   const shape_t present = {B, Nkv, T, H};
-  std::vector<float> kc_buf, vc_buf;
   float* kc = nullptr;
   float* vc = nullptr;
   bool k_in_place = false, v_in_place = false;
-  auto cache_for = [&](size_t out_i, size_t in_i, const tensor* past, std::vector<float>* buf, float** dst,
+  tensor k_scratch, v_scratch;   // typed caches whose present output is not wanted
+  tensor* kt = nullptr;          // typed caches: the present tensors (or the scratch)
+  tensor* vt = nullptr;
+  auto cache_for = [&](size_t out_i, size_t in_i, const tensor* past, float** dst, tensor** typed, tensor* scratch,
                        bool* in_place) -> status {
-    if (direct && ctx.num_outputs() > out_i && ctx.output_wanted(out_i)) {
+    const bool wanted = ctx.num_outputs() > out_i && ctx.output_wanted(out_i);
+    if (direct) {
+      if (!wanted) {
+        *scratch = tensor::zeros(dtype::f32, present);
+        if (!scratch->raw()) return ctx.fail("out of memory for a KV cache of {}", shape_str(present));
+        *dst = scratch->data<float>();
+        return status::ok();
+      }
       tensor* t = nullptr;
       if (has_past && P == T) {
         GG_ASSIGN_OR_RETURN(t, ctx.output_reusing(out_i, in_i, dtype::f32, present));
@@ -311,16 +322,25 @@ status group_query_attention(kernel_context& ctx) {
         GG_ASSIGN_OR_RETURN(t, ctx.output_for_overwrite(out_i, dtype::f32, present));
       }
       *dst = t->data<float>();
+      return status::ok();
+    }
+    const dtype ct = has_past ? past->type() : Q.type();
+    if (!wanted) {
+      *scratch = tensor::zeros(ct, present);
+      if (!scratch->raw()) return ctx.fail("out of memory for a KV cache of {}", shape_str(present));
+      *typed = scratch;
+    } else if (has_past && P == T) {
+      GG_ASSIGN_OR_RETURN(*typed, ctx.output_reusing(out_i, in_i, ct, present));
+      *in_place = (*typed)->raw() == past->raw();
     } else {
-      buf->assign(static_cast<size_t>(B * Nkv * T * H), 0.f);
-      *dst = buf->data();
+      GG_ASSIGN_OR_RETURN(*typed, ctx.output(out_i, ct, present));  // zero-filled
     }
     return status::ok();
   };
-  GG_RETURN_IF_ERROR(cache_for(1, 3, pk, &kc_buf, &kc, &k_in_place));
-  GG_RETURN_IF_ERROR(cache_for(2, 4, pv, &vc_buf, &vc, &v_in_place));
-  const float* pkf = has_past && !k_in_place ? dense::as_float(*pk, &pkb) : nullptr;
-  const float* pvf = has_past && !v_in_place ? dense::as_float(*pv, &pvb) : nullptr;
+  GG_RETURN_IF_ERROR(cache_for(1, 3, pk, &kc, &kt, &k_scratch, &k_in_place));
+  GG_RETURN_IF_ERROR(cache_for(2, 4, pv, &vc, &vt, &v_scratch, &v_in_place));
+  const float* pkf = direct && has_past && !k_in_place ? pk->data<float>() : nullptr;
+  const float* pvf = direct && has_past && !v_in_place ? pv->data<float>() : nullptr;
   int64_t rows = 0;
   if (rotary)
     for (int64_t b = 0; b < B; ++b)
@@ -332,16 +352,31 @@ status group_query_attention(kernel_context& ctx) {
       }
   const float* cs = rotary ? cache_rows(*cos_t, rows, &cb) : nullptr;
   const float* sn = rotary ? cache_rows(*sin_t, rows, &sb) : nullptr;
+  // Typed caches not written in place: the past positions copied as they are.
+  auto copy_past = [&](const tensor* past, tensor* t, bool in_place) {
+    if (direct || !has_past || in_place) return;
+    const size_t es = dtype_size(past->type());
+    const std::byte* src = static_cast<const std::byte*>(past->raw());
+    std::byte* dst = static_cast<std::byte*>(t->raw());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < Nkv; ++h)
+        std::copy(src + (b * Nkv + h) * P * H * es, src + ((b * Nkv + h) * P + past_len[b]) * H * es,
+                  dst + (b * Nkv + h) * T * H * es);
+  };
+  copy_past(pk, kt, k_in_place);
+  copy_past(pv, vt, v_in_place);
+  std::vector<float> krow(static_cast<size_t>(H));
   for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < Nkv; ++h) {
-      const int64_t base = (b * Nkv + h) * T * H;
-      if (pkf) std::copy(pkf + (b * Nkv + h) * P * H, pkf + ((b * Nkv + h) * P + past_len[b]) * H, kc + base);
-      if (pvf) std::copy(pvf + (b * Nkv + h) * P * H, pvf + ((b * Nkv + h) * P + past_len[b]) * H, vc + base);
-      // Positions past this sequence's end: zero, unless the past buffer is written in place.
-      const int64_t end = std::max(seq_total[b], past_len[b] + S);
-      if (!k_in_place && kc_buf.empty()) std::fill(kc + base + std::min(end, T) * H, kc + base + T * H, 0.f);
-      if (!v_in_place && vc_buf.empty()) std::fill(vc + base + std::min(end, T) * H, vc + base + T * H, 0.f);
-    }
+    if (direct)
+      for (int64_t h = 0; h < Nkv; ++h) {
+        const int64_t base = (b * Nkv + h) * T * H;
+        if (pkf) std::copy(pkf + (b * Nkv + h) * P * H, pkf + ((b * Nkv + h) * P + past_len[b]) * H, kc + base);
+        if (pvf) std::copy(pvf + (b * Nkv + h) * P * H, pvf + ((b * Nkv + h) * P + past_len[b]) * H, vc + base);
+        // Positions past this sequence's end: zero, unless the past buffer is written in place.
+        const int64_t end = std::max(seq_total[b], past_len[b] + S);
+        if (!k_in_place) std::fill(kc + base + std::min(end, T) * H, kc + base + T * H, 0.f);
+        if (!v_in_place) std::fill(vc + base + std::min(end, T) * H, vc + base + T * H, 0.f);
+      }
     for (int64_t s = 0; s < S; ++s) {
       const int64_t abs_pos = past_len[b] + s;
       if (abs_pos >= T) return ctx.fail("sequence {} does not fit {} cache positions", b, T);
@@ -350,22 +385,47 @@ status group_query_attention(kernel_context& ctx) {
         return ctx.fail("position {} is outside the rotary caches' {} positions", p, cos_t->dim(0));
       std::copy(q_in + (b * S + s) * qrow, q_in + (b * S + s) * qrow + N * H, q.data() + (b * S + s) * N * H);
       for (int64_t h = 0; h < Nkv; ++h) {
-        float* kd = kc + ((b * Nkv + h) * T + abs_pos) * H;
-        std::copy(k_in + (b * S + s) * kvrow + h * H, k_in + (b * S + s) * kvrow + (h + 1) * H, kd);
-        std::copy(v_in + (b * S + s) * kvrow + h * H, v_in + (b * S + s) * kvrow + (h + 1) * H,
-                  vc + ((b * Nkv + h) * T + abs_pos) * H);
+        const int64_t at = ((b * Nkv + h) * T + abs_pos) * H;
+        const float* ks = k_in + (b * S + s) * kvrow + h * H;
+        const float* vs = v_in + (b * S + s) * kvrow + h * H;
+        float* kd = direct ? kc + at : krow.data();
+        std::copy(ks, ks + H, kd);
         if (rotary) rotate(kd, rot, cs + p * (rot / 2), sn + p * (rot / 2), interleaved);
+        if (direct) {
+          std::copy(vs, vs + H, vc + at);
+        } else {
+          dense::store_float(*kt, at, kd, H);
+          dense::store_float(*vt, at, vs, H);
+        }
       }
       if (rotary)
         for (int64_t h = 0; h < N; ++h)
           rotate(q.data() + ((b * S + s) * N + h) * H, rot, cs + p * (rot / 2), sn + p * (rot / 2), interleaved);
     }
   }
+  // Typed caches: float copies of the positions each sequence uses (Tu of them at most).
+  int64_t Ta = T;
+  std::vector<float> kf, vf;
+  if (!direct) {
+    Ta = 0;
+    for (int64_t b = 0; b < B; ++b) Ta = std::max(Ta, std::min(T, std::max(seq_total[b], past_len[b] + S)));
+    kf.resize(static_cast<size_t>(B * Nkv * Ta * H));
+    vf.resize(kf.size());
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t used = std::min(T, std::max(seq_total[b], past_len[b] + S));
+      for (int64_t h = 0; h < Nkv; ++h) {
+        dense::load_float(*kt, (b * Nkv + h) * T * H, kf.data() + (b * Nkv + h) * Ta * H, used * H);
+        dense::load_float(*vt, (b * Nkv + h) * T * H, vf.data() + (b * Nkv + h) * Ta * H, used * H);
+      }
+    }
+    kc = kf.data();
+    vc = vf.data();
+  }
   attention_problem ap;
-  ap.B = B, ap.N = N, ap.Nkv = Nkv, ap.S = S, ap.T = T, ap.H = H, ap.Hv = H;
+  ap.B = B, ap.N = N, ap.Nkv = Nkv, ap.S = S, ap.T = Ta, ap.H = H, ap.Hv = H;
   ap.q = {q.data(), S * N * H, H, N * H};
-  ap.k = {kc, Nkv * T * H, T * H, H};
-  ap.v = {vc, Nkv * T * H, T * H, H};
+  ap.k = {kc, Nkv * Ta * H, Ta * H, H};
+  ap.v = {vc, Nkv * Ta * H, Ta * H, H};
   std::vector<float> o(static_cast<size_t>(B * S * N * H));
   ap.out = o.data(), ap.out_b = S * N * H, ap.out_h = H, ap.out_row = N * H;
   ap.scale = scale;
@@ -386,9 +446,9 @@ status group_query_attention(kernel_context& ctx) {
       return ctx.fail("attention_bias {} must be [{} or 1, {} or 1, {}, {}]", shape_str(ab.shape()), B, N, S, total_len);
     const float* abf = dense::as_float(ab, &abuf);
     const int64_t sb = ab.dim(0) == 1 ? 0 : ab.dim(1) * S * total_len, sn = ab.dim(1) == 1 ? 0 : S * total_len;
-    ap.add = [abf, sb, sn, S, total_len, T](int64_t b, int64_t n, int64_t s, float* row) {
+    ap.add = [abf, sb, sn, S, total_len, Ta](int64_t b, int64_t n, int64_t s, float* row) {
       const float* br = abf + b * sb + n * sn + s * total_len;
-      for (int64_t t = 0; t < std::min(total_len, T); ++t) row[t] += br[t];
+      for (int64_t t = 0; t < std::min(total_len, Ta); ++t) row[t] += br[t];
     };
   }
   ap.range = [&](int64_t b, int64_t s, int64_t* lo, int64_t* hi) {
@@ -398,14 +458,6 @@ status group_query_attention(kernel_context& ctx) {
   };
   attend(ctx, ap);
   dense::store_float(*out, 0, o.data(), B * S * N * H);
-  if (ctx.num_outputs() > 1 && ctx.output_wanted(1) && !kc_buf.empty()) {
-    GG_ASSIGN_OR_RETURN(tensor * t, ctx.output_for_overwrite(1, has_past ? pk->type() : Q.type(), present));
-    dense::store_float(*t, 0, kc, B * Nkv * T * H);
-  }
-  if (ctx.num_outputs() > 2 && ctx.output_wanted(2) && !vc_buf.empty()) {
-    GG_ASSIGN_OR_RETURN(tensor * t, ctx.output_for_overwrite(2, has_past ? pv->type() : Q.type(), present));
-    dense::store_float(*t, 0, vc, B * Nkv * T * H);
-  }
   return status::ok();
 }
 

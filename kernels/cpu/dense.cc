@@ -83,6 +83,66 @@ void gemv_rows(const float* a, const T* b, int64_t ldb, int64_t k, float* c, int
 #endif
 }
 
+// acc[0, n) += sum over p in [p0, p1) of a[p] * b[p, 0..n): whole rows of B streamed in order
+// (four at a time), so a range of rows is one contiguous read.
+template <typename T>
+void rows_into(const float* a, const T* b, int64_t ldb, int64_t p0, int64_t p1, int64_t n, float* acc) {
+  int64_t p = p0;
+#if defined(GG_DENSE_AVX2) && defined(__F16C__)
+  auto ld = [](const T* q) {
+    if constexpr (std::is_same_v<T, half>) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+    else return _mm256_loadu_ps(q);
+  };
+  const int64_t n8 = n & ~int64_t{7};
+  for (; p + 4 <= p1; p += 4) {
+    const __m256 a0 = _mm256_broadcast_ss(a + p), a1 = _mm256_broadcast_ss(a + p + 1);
+    const __m256 a2 = _mm256_broadcast_ss(a + p + 2), a3 = _mm256_broadcast_ss(a + p + 3);
+    const T* r0 = b + p * ldb;
+    const T *r1 = r0 + ldb, *r2 = r1 + ldb, *r3 = r2 + ldb;
+    for (int64_t j = 0; j < n8; j += 8) {
+      __m256 v = _mm256_loadu_ps(acc + j);
+      v = _mm256_fmadd_ps(a0, ld(r0 + j), v);
+      v = _mm256_fmadd_ps(a1, ld(r1 + j), v);
+      v = _mm256_fmadd_ps(a2, ld(r2 + j), v);
+      v = _mm256_fmadd_ps(a3, ld(r3 + j), v);
+      _mm256_storeu_ps(acc + j, v);
+    }
+    for (int64_t j = n8; j < n; ++j)
+      acc[j] += a[p] * static_cast<float>(r0[j]) + a[p + 1] * static_cast<float>(r1[j]) +
+                a[p + 2] * static_cast<float>(r2[j]) + a[p + 3] * static_cast<float>(r3[j]);
+  }
+#endif
+  for (; p < p1; ++p)
+    for (int64_t j = 0; j < n; ++j) acc[j] += a[p] * static_cast<float>(b[p * ldb + j]);
+}
+
+// c[0, n) = a[0, k) * B[k, n] for one row: the rows of B split among tasks (each streams its
+// contiguous range of rows into its own sums, added up at the end) instead of the columns
+// (each task reading a narrow strip of every row).
+template <typename T>
+void gemv_split_rows(thread_pool* pool, const float* a, const T* b, int64_t ldb, int64_t k, int64_t n, float* c) {
+  const int64_t threads = pool ? pool->size() : 1;
+  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(threads > 1 ? 2 * threads : 1, k / 16));
+  if (tasks == 1) {
+    std::fill(c, c + n, 0.f);
+    rows_into(a, b, ldb, 0, k, n, c);
+    return;
+  }
+  const int64_t per = (k / tasks + 3) / 4 * 4;
+  std::vector<float> part(static_cast<size_t>((tasks - 1) * n), 0.f);
+  std::fill(c, c + n, 0.f);
+  pool->parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t p0 = std::min(k, t * per), p1 = t + 1 == tasks ? k : std::min(k, (t + 1) * per);
+      rows_into(a, b, ldb, p0, p1, n, t == 0 ? c : part.data() + (t - 1) * n);
+    }
+  });
+  for (int64_t t = 1; t < tasks; ++t) {
+    const float* q = part.data() + (t - 1) * n;
+    for (int64_t j = 0; j < n; ++j) c[j] += q[j];
+  }
+}
+
 // Column blocks of 64 to 512 for a matrix-vector product of n columns, at least two per thread.
 int64_t gemv_block(thread_pool* pool, int64_t n) {
   return std::clamp<int64_t>((n / (2 * pool->size()) + 63) / 64 * 64, 64, 512);
@@ -121,6 +181,11 @@ bool matmul(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, 
   }
   // One or two rows: matrix-vector products on the engine's threads (no packing, and no BLAS
   // threads started from inside the engine's own parallel loops), then the bias.
+  if (m == 1 && !b_trans && n * k >= (int64_t{1} << 15)) {
+    gemv_split_rows(pool, a, b, ldb, k, n, c);
+    for (int64_t j = 0; j < n; ++j) c[j] = alpha * c[j] + (bias ? bias[j] : 0.f);
+    return true;
+  }
   auto columns = [&](int64_t j0, int64_t j1) {
     for (int64_t i = 0; i < m; ++i) {
       const float* arow = a + i * lda;
@@ -196,6 +261,10 @@ bool matmul_f16b(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float
     return true;
   }
   const bool threaded = pool && pool->size() > 1;
+  if (m == 1 && n * k >= (int64_t{1} << 15)) {
+    gemv_split_rows(pool, a, b, ldb, k, n, c);
+    return true;
+  }
   if (m <= 4 || !sgemm::available()) {
     auto columns = [&](int64_t j0, int64_t j1) {
       for (int64_t i = 0; i < m; ++i) gemv_rows(a + i * lda, b, ldb, k, c + i * ldc, j0, j1);
@@ -262,6 +331,19 @@ void store_float(tensor& t, int64_t offset, const float* src, int64_t n) {
   } else if (t.type() == dtype::bf16) {
     bfloat16* p = t.data<bfloat16>() + offset;
     for (int64_t i = 0; i < n; ++i) p[i] = bfloat16(src[i]);
+  }
+}
+
+void load_float(const tensor& t, int64_t offset, float* dst, int64_t n) {
+  if (t.type() == dtype::f32) {
+    std::copy(t.data<float>() + offset, t.data<float>() + offset + n, dst);
+  } else if (t.type() == dtype::f16) {
+    f16_to_f32(t.data<half>() + offset, dst, n);
+  } else if (t.type() == dtype::bf16) {
+    const bfloat16* p = t.data<bfloat16>() + offset;
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(p[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(t.as_double(offset + i));
   }
 }
 

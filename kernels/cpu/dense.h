@@ -54,5 +54,7 @@ const float* as_float(const tensor& t, std::vector<float>* buf);
 
 // Writes n floats into t (f32, f16 or bf16) starting at element offset.
 void store_float(tensor& t, int64_t offset, const float* src, int64_t n);
+// Reads n elements of t (f32, f16 or bf16) from element offset as floats into dst.
+void load_float(const tensor& t, int64_t offset, float* dst, int64_t n);
 
 }  // namespace gpugrid::cpu::dense

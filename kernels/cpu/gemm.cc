@@ -230,6 +230,17 @@ class matmul_kernel final : public kernel {
       return status::ok();
     }
     if (t == dtype::f16) return run_f16(ctx, A, B, p, bias, y);
+    if (t == dtype::f32 && p.calls == 1 && p.rows <= 2) {
+      // One or two rows (a decode step): a matrix-vector product on the engine's own threads.
+      // OpenBLAS's sgemv would wake its threads next to the engine's (twice the threads of
+      // the cores asked for) for every product.
+      const float* bi = bias ? bias->data<float>() : nullptr;
+      if (!dense::matmul(&ctx.pool(), p.rows, p.N, p.K, A.data<float>(), p.K, B.data<float>(), p.N, false,
+                         y->data<float>(), p.N, 1.f, bi))
+        return ctx.fail("out of memory for the product");
+      bias_act_rows(ctx, act_, y->data<float>(), p.rows, p.N, nullptr);
+      return status::ok();
+    }
     status st = status::ok();
     bool ok = false;
     auto go = [&](auto tag) {

@@ -283,6 +283,16 @@ def matmul_nbits_q8_block64_rows3(rng):
 
 
 @case
+def matmul_nbits_q8_block128_decode(rng):
+    # One row, blocks of 128 (two 64-value chunk pairs each), zero points.
+    N, K, block = 36, 384, 128
+    B, sc, zp = quantize_nbits(rng, N, K, block)
+    return spec("MatMulNBits", [("A", rnd(rng, 1, 1, K), False), ("B", B, True), ("scales", sc, True),
+                                ("zero_points", zp, True)], [("Y", TensorProto.FLOAT)], domain=MS,
+                K=K, N=N, bits=4, block_size=block, accuracy_level=4, rtol=1e-3, atol=1e-3)
+
+
+@case
 def matmul_nbits_q8_ragged(rng):
     N, K, block = 24, 80, 32
     B, sc, zp = quantize_nbits(rng, N, K, block)
@@ -732,6 +742,23 @@ def matmul_nbits_fp16(rng):
 @case
 def gqa_decode_rotary_fp16(rng):
     return as_f16(gqa_case(rng, S=1, P=6, rotary=True))
+
+
+# float16 KV caches: the new positions are converted into the cache, the attention reads the
+# positions in use (uneven lengths, a share-buffer past longer than the sequence, a prompt).
+@case
+def gqa_decode_uneven_past_fp16(rng):
+    return as_f16(gqa_decode_uneven_past(rng))
+
+
+@case
+def gqa_decode_share_buffer_fp16(rng):
+    return as_f16(gqa_decode_share_buffer(rng))
+
+
+@case
+def gqa_prompt_past_fp16(rng):
+    return as_f16(gqa_case(rng, B=1, S=3, P=2, rotary=True))
 
 
 @case
