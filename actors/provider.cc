@@ -337,6 +337,9 @@ execute_result provider_core::execute(const execute_request& req) {
       return fail(status(error_kind::io, fmt::format("the job needs more than the {:.6g} GFLOP it paid for", paid_gflops)));
   }
   if (!out) return fail(out.error());
+  for (const auto& t : *out)
+    if (t.is_sequence() || t.is_none())
+      return fail(invalid_input("the model returns a sequence or optional value; the grid carries tensors only"));
   res.outputs = std::move(out).value();
   after_run(res.outputs);
   for (const auto& t : res.outputs) counters_.output_bytes += static_cast<int64_t>(t.bytes());

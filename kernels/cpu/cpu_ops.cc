@@ -17,6 +17,7 @@ const op_registry& registry() {
     register_contrib_attention_ops(reg);
     register_control_flow_ops(reg);
     register_sequence_ops(reg);
+    register_optional_ops(reg);
     return reg;
   }();
   return r;

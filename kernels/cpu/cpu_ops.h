@@ -13,6 +13,7 @@ void register_nn_ops(op_registry& r);            // gemm.cc, conv.cc, pool.cc, r
 void register_tensor_ops(op_registry& r);        // tensor_ops.cc: Reshape, Transpose, Concat, Gather, ...
 void register_control_flow_ops(op_registry& r);  // control_flow.cc: If, Loop, Scan
 void register_sequence_ops(op_registry& r);      // sequence.cc: Sequence*, SplitToSequence, ConcatFromSequence
+void register_optional_ops(op_registry& r);      // optional.cc: Optional, OptionalHasElement, OptionalGetElement
 
 // All of the above: the CPU backend's registry, built once, read-only afterwards.
 const op_registry& registry();
