@@ -377,6 +377,9 @@ execute_result provider_core::run_prepared(const execute_request& req, execute_r
 }
 
 execute_result provider_core::finish(const execute_request& req, execute_result& res, std::vector<tensor> outputs) {
+  for (const auto& t : outputs)
+    if (t.is_sequence() || t.is_none())
+      return failed(res, invalid_input("the model returns a sequence or optional value; the grid carries tensors only"));
   res.outputs = std::move(outputs);
   after_run(res.outputs);
   for (const auto& t : res.outputs) counters_.output_bytes += static_cast<int64_t>(t.bytes());

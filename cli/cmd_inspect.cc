@@ -30,7 +30,10 @@ json values_json(const graph& g, const std::vector<int>& ids) {
     json shape = json::array();
     if (v.shape)
       for (const auto& d : *v.shape) shape.push_back(d.value >= 0 ? json(d.value) : json(d.symbol.empty() ? "?" : d.symbol));
-    list.push_back(json{{"name", v.name}, {"dtype", std::string(dtype_name(v.type))}, {"shape", std::move(shape)}});
+    list.push_back(json{{"name", v.name},
+                        {"dtype", std::string(dtype_name(v.type))},
+                        {"kind", v.optional ? "optional" : v.sequence ? "sequence" : "tensor"},
+                        {"shape", std::move(shape)}});
   }
   return list;
 }
@@ -147,9 +150,13 @@ int inspect_command(const inspect_options& o) {
   if (ops.subgraph_nodes) fmt::print(" (and {} inside subgraphs)", ops.subgraph_nodes);
   fmt::print("\n");
   fmt::print("inputs\n");
-  for (int id : g.inputs) fmt::print("  {:<24} {:<8} {}\n", printable(g.values[id].name), dtype_name(g.values[id].type), dims_str(g.values[id]));
+  for (int id : g.inputs) fmt::print("  {:<24} {:<8} {}\n", printable(g.values[id].name), value_type_str(g.values[id]), dims_str(g.values[id]));
   fmt::print("outputs\n");
-  for (int id : g.outputs) fmt::print("  {:<24} {:<8} {}\n", printable(g.values[id].name), dtype_name(g.values[id].type), dims_str(g.values[id]));
+  for (int id : g.outputs) fmt::print("  {:<24} {:<8} {}\n", printable(g.values[id].name), value_type_str(g.values[id]), dims_str(g.values[id]));
+  {
+    status io = check_tensor_io(g);
+    if (!io.is_ok()) fmt::print("note     {}\n", io.message());
+  }
   fmt::print("ops\n");
   for (auto& [op, count] : histogram) {
     std::string where = ops.in_subgraphs.count(op) ? fmt::format("   ({} in subgraphs)", ops.in_subgraphs.at(op)) : "";

@@ -90,10 +90,24 @@ case_result run_case(const fs::path& dir, int threads, const std::string& device
   }
   for (const auto& set : sets) {
     std::vector<tensor> inputs, expected_outputs;
-    for (const auto& p : numbered(set, "input_")) {
+    const graph& declared = (*sess)->model();
+    // The .pb bytes do not say whether they hold a TensorProto, SequenceProto or OptionalProto
+    // (each parses as the others): the model's declaration of that input or output decides.
+    auto read_value = [&](const std::string& bytes, const fs::path& p, const std::vector<int>& ids, size_t i,
+                          std::string* name) -> expected<tensor> {
+      if (i < ids.size()) {
+        const value_info& v = declared.values[ids[i]];
+        if (v.optional) return read_optional_proto(bytes, p.string(), name);
+        if (v.sequence) return read_sequence_proto(bytes, p.string(), name);
+      }
+      return read_tensor_proto(bytes, p.string(), name);
+    };
+    const auto in_files = numbered(set, "input_");
+    for (size_t fi = 0; fi < in_files.size(); ++fi) {
+      const fs::path& p = in_files[fi];
       std::string bytes, name;
       if (!read_file(p, &bytes)) { r.result = outcome::failed; r.reason = "cannot read " + p.string(); return r; }
-      auto t = read_tensor_proto(bytes, p.string(), &name);
+      auto t = read_value(bytes, p, declared.inputs, fi, &name);
       if (!t) {
         r.result = is_unsupported(t.error()) ? outcome::skipped : outcome::failed;
         r.reason = t.error().message();
@@ -101,10 +115,12 @@ case_result run_case(const fs::path& dir, int threads, const std::string& device
       }
       inputs.push_back(std::move(t).value());
     }
-    for (const auto& p : numbered(set, "output_")) {
+    const auto out_files = numbered(set, "output_");
+    for (size_t fi = 0; fi < out_files.size(); ++fi) {
+      const fs::path& p = out_files[fi];
       std::string bytes, name;
       if (!read_file(p, &bytes)) { r.result = outcome::failed; r.reason = "cannot read " + p.string(); return r; }
-      auto t = read_tensor_proto(bytes, p.string(), &name);
+      auto t = read_value(bytes, p, declared.outputs, fi, &name);
       if (!t) {
         r.result = is_unsupported(t.error()) ? outcome::skipped : outcome::failed;
         r.reason = t.error().message();

@@ -29,6 +29,7 @@
 #include "cli/commands.h"
 #include "cli/generate_grid.h"
 #include "cli/grid_setup.h"
+#include "cli/model_io.h"
 #include "engine/backend.h"
 #include "engine/session.h"
 #include "ledger/ledger.h"
@@ -71,6 +72,7 @@ class session_cache {
     session_options so;
     so.device = device_;
     so.threads = threads_;
+    GG_RETURN_IF_ERROR(check_tensor_io(*m.model));
     auto s = session::create(m.model, so);
     if (!s) return s.error().with_context(m.name);
     std::shared_ptr<session> shared = std::move(s).value();

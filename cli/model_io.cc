@@ -27,7 +27,29 @@ bool static_shape(const value_info& v, shape_t* out) {
 
 }  // namespace
 
+std::string value_type_str(const value_info& v) {
+  std::string t(dtype_name(v.type));
+  if (v.sequence) t = "sequence<" + t + ">";
+  if (v.optional) t = "optional<" + t + ">";
+  return t;
+}
+
+status check_tensor_io(const graph& g) {
+  for (const auto* ids : {&g.inputs, &g.outputs})
+    for (int id : *ids) {
+      const value_info& v = g.values[id];
+      if (!v.sequence && !v.optional) continue;
+      return invalid_input(
+          "model {} '{}' has type {}: run, bench, serve and the grid take and return tensors only (such models run "
+          "with `gpugrid selftest --suite DIR` on ONNX test data, whose .pb files hold SequenceProto/OptionalProto "
+          "values)",
+          ids == &g.inputs ? "input" : "output", v.name, value_type_str(v));
+    }
+  return status::ok();
+}
+
 expected<std::vector<tensor>> load_inputs(const graph& g, const std::vector<std::string>& args) {
+  GG_RETURN_IF_ERROR(check_tensor_io(g));
   std::vector<std::string> files(g.inputs.size());
   std::vector<bool> given(g.inputs.size(), false);
   size_t next_positional = 0;
@@ -78,6 +100,7 @@ expected<std::vector<tensor>> load_inputs(const graph& g, const std::vector<std:
 }
 
 expected<std::vector<tensor>> random_inputs(const graph& g, uint64_t seed, int64_t symbolic_dim) {
+  GG_RETURN_IF_ERROR(check_tensor_io(g));
   std::mt19937_64 rng(seed);
   std::vector<tensor> out;
   for (int id : g.inputs) {

@@ -11,6 +11,14 @@
 
 namespace gpugrid::cli {
 
+// "float32", "sequence<float32>", "optional<sequence<int64>>": a declared input or output type.
+std::string value_type_str(const value_info& v);
+
+// Fails (invalid_input, naming the value) when an input or output of g is a sequence or an
+// optional: run, bench and the grid carry tensors only; `selftest` runs such models on ONNX
+// test data. load_inputs and random_inputs check this first.
+status check_tensor_io(const graph& g);
+
 // Each arg is FILE (matched to the graph's inputs in order) or NAME=FILE; "-" is stdin. An
 // arg with '=' whose NAME is not an input is a usage error naming the model's inputs, unless a
 // file of that whole name exists.

@@ -41,6 +41,7 @@ struct value_info {
   dtype type = dtype::undefined;
   std::optional<std::vector<dim_t>> shape;  // nullopt: rank unknown (for a sequence: its elements')
   bool sequence = false;                     // declared as a sequence of tensors of `type`
+  bool optional = false;                     // declared optional (of a tensor or a sequence)
 };
 
 struct node {

@@ -154,6 +154,19 @@ status convert_attribute(const onnx::AttributeProto& a, const std::string& what,
     case onnx::AttributeProto::GRAPHS:
       out->type = attribute::kind::graph;  // subgraphs (If/Loop/Scan) are not executed yet
       break;
+    case onnx::AttributeProto::TYPE_PROTO: {
+      // A type (Optional's `type`): kept as the ONNX code of the tensor element type inside
+      // it (through sequences and optionals), 0 when it names none.
+      const onnx::TypeProto* tp = &a.tp();
+      for (int depth = 0; depth < 8; ++depth) {
+        if (tp->has_optional_type()) tp = &tp->optional_type().elem_type();
+        else if (tp->has_sequence_type()) tp = &tp->sequence_type().elem_type();
+        else break;
+      }
+      out->type = attribute::kind::integer;
+      out->i = tp->has_tensor_type() ? tp->tensor_type().elem_type() : 0;
+      break;
+    }
     case onnx::AttributeProto::UNDEFINED:
       // Old models omit the type field; infer it from whichever field is set.
       if (a.has_f()) { out->type = attribute::kind::floating; out->f = a.f(); }
@@ -173,6 +186,10 @@ status convert_attribute(const onnx::AttributeProto& a, const std::string& what,
 void read_value_info(const onnx::ValueInfoProto& vi, value_info* out) {
   if (!vi.has_type()) return;
   const onnx::TypeProto* type = &vi.type();
+  if (type->has_optional_type() && type->optional_type().has_elem_type()) {
+    out->optional = true;
+    type = &type->optional_type().elem_type();
+  }
   if (type->has_sequence_type() && type->sequence_type().has_elem_type()) {
     out->sequence = true;
     type = &type->sequence_type().elem_type();
@@ -193,10 +210,14 @@ void read_value_info(const onnx::ValueInfoProto& vi, value_info* out) {
   }
 }
 
-// A type the engine can hold in a value: a tensor, or (inside subgraphs) a sequence of tensors.
-bool supported_type(const onnx::TypeProto& t, bool allow_sequence) {
+// A type the engine can hold in a value: a tensor, a sequence of tensors, or an optional of
+// either.
+bool supported_type(const onnx::TypeProto& t) {
   if (t.has_tensor_type()) return true;
-  return allow_sequence && t.has_sequence_type() &&
+  if (t.has_optional_type())
+    return !t.optional_type().has_elem_type() || (!t.optional_type().elem_type().has_optional_type() &&
+                                                    supported_type(t.optional_type().elem_type()));
+  return t.has_sequence_type() &&
          (!t.sequence_type().has_elem_type() || t.sequence_type().elem_type().has_tensor_type());
 }
 
@@ -384,9 +405,9 @@ status build_body(onnx::GraphProto& gp, graph& g, build_state& st, int depth, co
     return invalid_input("{}: sparse initializers are not supported", what);
   for (const auto& in : gp.input()) {
     if (in.name().empty()) return invalid_input("{}: a graph input has no name", what);
-    if (in.has_type() && !supported_type(in.type(), sub))
-      return invalid_input("{}: input '{}' is a {}, which is not supported", what, in.name(),
-                           sub ? "map or optional" : "sequence, map or optional");
+    if (in.has_type() && !supported_type(in.type()))
+      return invalid_input("{}: input '{}' is a map, sparse tensor or nested sequence, which is not supported", what,
+                           in.name());
     int id = g.value_id(in.name());
     if (g.initializers.count(id)) continue;  // an input with a default: treated as a constant
     read_value_info(in, &g.values[id]);
@@ -396,9 +417,9 @@ status build_body(onnx::GraphProto& gp, graph& g, build_state& st, int depth, co
   }
   for (const auto& out : gp.output()) {
     if (out.name().empty()) return invalid_input("{}: a graph output has no name", what);
-    if (out.has_type() && !supported_type(out.type(), sub))
-      return invalid_input("{}: output '{}' is a {}, which is not supported", what, out.name(),
-                           sub ? "map or optional" : "sequence, map or optional");
+    if (out.has_type() && !supported_type(out.type()))
+      return invalid_input("{}: output '{}' is a map, sparse tensor or nested sequence, which is not supported", what,
+                           out.name());
     int id = g.value_id(out.name());
     read_value_info(out, &g.values[id]);
     g.outputs.push_back(id);

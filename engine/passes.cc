@@ -68,9 +68,14 @@ void fold_constants(graph& g, thread_pool* pool) {
       node copy = n;
       auto result = run_single_op(reg, copy, ins, pool, true);
       size_t bytes = 0;
-      if (result) for (auto& t : *result) bytes += t.bytes();
+      bool holds_none = false;  // an empty optional stays a node: initializers are tensors or sequences
+      if (result)
+        for (auto& t : *result) {
+          if (t.is_none()) holds_none = true;
+          else bytes += t.bytes();
+        }
       // Folding must not blow up the model (e.g. ConstantOfShape of a huge shape stays lazy).
-      if (result && bytes <= (size_t{64} << 20)) {
+      if (result && !holds_none && bytes <= (size_t{64} << 20)) {
         for (size_t o = 0; o < n.outputs.size(); ++o) {
           int v = n.outputs[o];
           if (v < 0 || o >= result->size() || !(*result)[o].defined()) continue;

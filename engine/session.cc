@@ -43,6 +43,9 @@ const std::set<std::string> sequence_ops = {
     "If", "Loop", "Scan", "Identity", "SequenceConstruct", "SequenceAt", "SequenceInsert",
     "SequenceErase", "SequenceLength", "SequenceEmpty", "SplitToSequence", "ConcatFromSequence",
     "SequenceMap", "Optional", "OptionalGetElement", "OptionalHasElement"};
+// Of those, the ops that may read an empty optional.
+const std::set<std::string> optional_ops = {"If", "Loop", "Identity", "Optional", "OptionalGetElement",
+                                            "OptionalHasElement"};
 
 // Hands kernels their outputs: arena slices when a plan exists, plain allocations (recorded
 // to make the plan) otherwise. Outputs of device-placed nodes live on the device.
@@ -400,6 +403,14 @@ expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> 
     s->options_.device = "cpu";
     s->options_.threads = 1;  // runs on its caller's pool (run_subgraph)
   }
+  // Sequences and optionals as model inputs or outputs: their sizes vary from run to run in
+  // ways a shape signature does not capture, so such models run without a memory plan, on the CPU.
+  for (const auto* ids : {&g->inputs, &g->outputs})
+    for (int id : *ids)
+      if (g->values[id].sequence || g->values[id].optional) {
+        s->options_.memory_plan = false;
+        s->options_.device = "cpu";
+      }
   s->graph_ = std::make_shared<graph>(*g);
   s->pool_ = std::make_unique<thread_pool>(s->options_.threads);
   graph& gr = *s->graph_;
@@ -494,6 +505,23 @@ status session::check_inputs(const std::vector<tensor>& inputs, std::string* sig
     const value_info& v = g.values[g.inputs[i]];
     const tensor& t = inputs[i];
     if (!t.defined()) return invalid_input("input '{}' is missing", v.name);
+    if (t.is_none()) {
+      if (!v.optional) return invalid_input("input '{}' is an empty optional but the model expects a value", v.name);
+      *signature += "none;";
+      continue;
+    }
+    if (t.is_sequence() != v.sequence)
+      return invalid_input("input '{}' is a {} but the model expects a {}", v.name,
+                           t.is_sequence() ? "sequence" : "tensor", v.sequence ? "sequence of tensors" : "tensor");
+    if (t.is_sequence()) {
+      // Element shapes of a declared sequence are hints (items may differ); types must match.
+      for (size_t k = 0; k < t.items().size(); ++k)
+        if (v.type != dtype::undefined && t.items()[k].type() != v.type)
+          return invalid_input("input '{}': sequence item {} is {} but the model expects {}", v.name, k,
+                               dtype_name(t.items()[k].type()), dtype_name(v.type));
+      *signature += fmt::format("seq{};", t.items().size());
+      continue;
+    }
     if (t.device() != device_kind::cpu) return invalid_input("input '{}' must be in host memory", v.name);
     if (v.type != dtype::undefined && t.type() != v.type)
       return invalid_input("input '{}' is {} but the model expects {}", v.name, dtype_name(t.type()),
@@ -726,9 +754,13 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
     for (int in : n.inputs) ins.push_back(in >= 0 && vals[in].defined() ? &vals[in] : nullptr);
     if (!takes_sequences_[ni])
       for (size_t j = 0; j < ins.size(); ++j)
-        if (ins[j] && ins[j]->is_sequence())
-          return invalid_input("{} reads '{}', which is a sequence, not a tensor", n.describe(),
-                               g.values[n.inputs[j]].name);
+        if (ins[j] && (ins[j]->is_sequence() || ins[j]->is_none()))
+          return invalid_input("{} reads '{}', which is {}, not a tensor", n.describe(), g.values[n.inputs[j]].name,
+                               ins[j]->is_none() ? "an empty optional" : "a sequence");
+    for (size_t j = 0; j < ins.size(); ++j)
+      if (ins[j] && ins[j]->is_none() && !optional_ops.count(n.op_type))
+        return invalid_input("{} reads '{}', which is an empty optional, not a tensor or sequence", n.describe(),
+                             g.values[n.inputs[j]].name);
     std::vector<tensor> outs(n.outputs.size());
     std::vector<const tensor*> observed_ins;
     if (observer) observed_ins = ins;
@@ -789,8 +821,10 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
   std::vector<tensor> outputs;
   outputs.reserve(g.outputs.size());
   for (int out : g.outputs) {
-    if (!options_.subgraph && vals[out].is_sequence())
-      return invalid_input("output '{}' is a sequence; a model's outputs must be tensors", g.values[out].name);
+    if (!options_.subgraph && vals[out].is_sequence() && !g.values[out].sequence && !g.values[out].optional)
+      return invalid_input("output '{}' is a sequence but the model declares a tensor", g.values[out].name);
+    if (!options_.subgraph && vals[out].is_none() && !g.values[out].optional)
+      return invalid_input("output '{}' is an empty optional but the model declares no optional", g.values[out].name);
     outputs.push_back(vals[out]);
   }
   vals.clear();

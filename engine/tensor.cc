@@ -45,7 +45,7 @@ tensor tensor::zeros(dtype type, shape_t shape) {
 }
 
 tensor tensor::clone() const {
-  if (seq_) return *this;  // sequences are immutable
+  if (seq_ || none_) return *this;  // sequences are immutable; an empty optional holds nothing
   tensor t = zeros(type_, shape_);
   if (bytes()) std::memcpy(t.raw(), raw(), bytes());
   return t;
@@ -87,6 +87,13 @@ tensor tensor::sequence(dtype elem, std::vector<tensor> items) {
   tensor t;
   t.type_ = elem;
   t.seq_ = std::make_shared<const std::vector<tensor>>(std::move(items));
+  return t;
+}
+
+tensor tensor::none(dtype elem) {
+  tensor t;
+  t.type_ = elem;
+  t.none_ = true;
   return t;
 }
 

@@ -52,7 +52,13 @@ class tensor {
   bool is_sequence() const { return seq_ != nullptr; }
   const std::vector<tensor>& items() const { return *seq_; }
 
-  bool defined() const { return type_ != dtype::undefined || seq_ != nullptr; }
+  // An empty optional (the ONNX optional type holding no value). type() is the element type
+  // when known; no shape, no storage. An optional that holds a value is just that value (a
+  // tensor or a sequence). Only Identity, the Optional ops and control flow accept one.
+  static tensor none(dtype elem = dtype::undefined);
+  bool is_none() const { return none_; }
+
+  bool defined() const { return type_ != dtype::undefined || seq_ != nullptr || none_; }
   dtype type() const { return type_; }
   const shape_t& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_[i]; }
@@ -84,6 +90,7 @@ class tensor {
   std::shared_ptr<std::byte> storage_;
   device_kind device_ = device_kind::cpu;
   std::shared_ptr<const std::vector<tensor>> seq_;
+  bool none_ = false;
 };
 
 // Allocates size bytes aligned to 64 on the CPU, zero-filled; nullptr when bytes is too big.

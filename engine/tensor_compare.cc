@@ -16,6 +16,29 @@ tolerance default_tolerance(dtype t) {
 }
 
 bool tensors_close(const tensor& actual, const tensor& expected, const tolerance& tol, std::string* why) {
+  if (actual.is_none() || expected.is_none()) {
+    if (actual.is_none() && expected.is_none()) return true;
+    if (why) *why = actual.is_none() ? "an empty optional but expected a value" : "a value but expected an empty optional";
+    return false;
+  }
+  if (actual.is_sequence() || expected.is_sequence()) {
+    if (!actual.is_sequence() || !expected.is_sequence()) {
+      if (why) *why = actual.is_sequence() ? "a sequence but expected a tensor" : "a tensor but expected a sequence";
+      return false;
+    }
+    if (actual.items().size() != expected.items().size()) {
+      if (why) *why = fmt::format("a sequence of {} but expected {}", actual.items().size(), expected.items().size());
+      return false;
+    }
+    for (size_t k = 0; k < actual.items().size(); ++k) {
+      std::string item_why;
+      if (!tensors_close(actual.items()[k], expected.items()[k], tol, &item_why)) {
+        if (why) *why = fmt::format("sequence item {}: {}", k, item_why);
+        return false;
+      }
+    }
+    return true;
+  }
   if (actual.type() != expected.type()) {
     if (why) *why = fmt::format("dtype {} but expected {}", dtype_name(actual.type()), dtype_name(expected.type()));
     return false;

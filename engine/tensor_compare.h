@@ -15,7 +15,8 @@ struct tolerance {
 
 // True when a and b have the same dtype and shape and every element satisfies
 // |a - b| <= atol + rtol * |b| (floats; NaN equals NaN, infinities must match) or is equal
-// (integers, bool). On false, *why says where and by how much (first bad element).
+// (integers, bool). Sequences match item by item; empty optionals match each other only.
+// On false, *why says where and by how much (first bad element).
 bool tensors_close(const tensor& actual, const tensor& expected, const tolerance& tol, std::string* why);
 
 // The tolerance to use when comparing results of dtype t from two different machines.

@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "engine/tensor_proto.h"
+#include <onnx/onnx-data_pb.h>
 
 namespace gpugrid {
 
@@ -537,6 +538,65 @@ expected<tensor> read_tensor_proto(const std::string& bytes, const std::string& 
   if (!p.ParseFromString(bytes)) return invalid_input("{}: not an ONNX TensorProto (protobuf parse failed)", what);
   if (name_out) *name_out = p.name();
   return tensor_from_proto(p, what);
+}
+
+namespace {
+
+constexpr size_t max_sequence_items = 1 << 20;
+
+expected<tensor> sequence_from_proto(const onnx::SequenceProto& p, const std::string& what) {
+  if (p.elem_type() != onnx::SequenceProto::TENSOR && p.elem_type() != onnx::SequenceProto::UNDEFINED)
+    return invalid_input("{}: a sequence of element kind {} (not tensors) is not supported", what, p.elem_type());
+  if (p.sparse_tensor_values_size() || p.sequence_values_size() || p.map_values_size() || p.optional_values_size())
+    return invalid_input("{}: sequences of sparse tensors, sequences, maps or optionals are not supported", what);
+  if (static_cast<size_t>(p.tensor_values_size()) > max_sequence_items)
+    return invalid_input("{}: a sequence of {} tensors is over the limit of {}", what, p.tensor_values_size(),
+                         max_sequence_items);
+  std::vector<tensor> items;
+  dtype elem = dtype::undefined;
+  for (int i = 0; i < p.tensor_values_size(); ++i) {
+    auto t = tensor_from_proto(p.tensor_values(i), fmt::format("{}: sequence item {}", what, i));
+    if (!t) return t.error();
+    if (i > 0 && t->type() != elem)
+      return invalid_input("{}: sequence item {} is {} but item 0 is {}", what, i, dtype_name(t->type()),
+                           dtype_name(elem));
+    elem = t->type();
+    items.push_back(std::move(t).value());
+  }
+  return tensor::sequence(elem, std::move(items));
+}
+
+}  // namespace
+
+expected<tensor> read_sequence_proto(const std::string& bytes, const std::string& what, std::string* name_out) {
+  if (name_out) name_out->clear();
+  if (bytes.size() > static_cast<size_t>(INT_MAX))
+    return invalid_input("{}: {} bytes is over protobuf's 2 GiB limit for a SequenceProto", what, bytes.size());
+  onnx::SequenceProto p;
+  if (!p.ParseFromString(bytes)) return invalid_input("{}: not an ONNX SequenceProto (protobuf parse failed)", what);
+  if (name_out) *name_out = p.name();
+  return sequence_from_proto(p, what);
+}
+
+expected<tensor> read_optional_proto(const std::string& bytes, const std::string& what, std::string* name_out) {
+  if (name_out) name_out->clear();
+  if (bytes.size() > static_cast<size_t>(INT_MAX))
+    return invalid_input("{}: {} bytes is over protobuf's 2 GiB limit for an OptionalProto", what, bytes.size());
+  onnx::OptionalProto p;
+  if (!p.ParseFromString(bytes)) return invalid_input("{}: not an ONNX OptionalProto (protobuf parse failed)", what);
+  if (name_out) *name_out = p.name();
+  switch (p.elem_type()) {
+    case onnx::OptionalProto::UNDEFINED: return tensor::none();
+    case onnx::OptionalProto::TENSOR:
+      if (!p.has_tensor_value()) return tensor::none();
+      return tensor_from_proto(p.tensor_value(), what);
+    case onnx::OptionalProto::SEQUENCE:
+      if (!p.has_sequence_value()) return tensor::none();
+      return sequence_from_proto(p.sequence_value(), what);
+    default:
+      return invalid_input("{}: an optional of element kind {} (not a tensor or sequence) is not supported", what,
+                           p.elem_type());
+  }
 }
 
 std::string write_tensor_proto(const tensor& t, const std::string& name) {

@@ -40,6 +40,13 @@ std::string write_npy(const tensor& t);
 // name (even when the tensor is then refused).
 expected<tensor> read_tensor_proto(const std::string& bytes, const std::string& what,
                                    std::string* name_out);
+// ONNX SequenceProto of tensors -> a sequence tensor (tensor::sequence), and OptionalProto of a
+// tensor or of such a sequence -> that value, or tensor::none() when it holds nothing; the
+// formats onnx's backend test data uses for sequence and optional values. The bytes alone do
+// not say which of the three messages they are (they parse as each other): the caller picks by
+// the declared type. Nested sequences, maps and sparse tensors are refused as unsupported.
+expected<tensor> read_sequence_proto(const std::string& bytes, const std::string& what, std::string* name_out);
+expected<tensor> read_optional_proto(const std::string& bytes, const std::string& what, std::string* name_out);
 // A TensorProto holding the tensor's bytes as raw_data (little-endian, as ONNX specifies).
 std::string write_tensor_proto(const tensor& t, const std::string& name);
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The recurrent ops (LSTM, GRU, RNN) and the com.microsoft operators against onnxruntime:
+# The recurrent ops (LSTM, GRU, RNN), the com.microsoft operators and the node-suite ops whose
+# onnx cases are thin (losses with weights, NonMaxSuppression, Det, Shrink) against onnxruntime:
 # tests/models/make_op_cases.py builds one-node models with seeded inputs and onnxruntime's
 # outputs, each runs through
 #   GPUGRID run --local MODEL INPUT... --output-dir DIR

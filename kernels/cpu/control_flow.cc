@@ -65,7 +65,7 @@ namespace {
 
 status check_parts(const kernel_context& ctx, const std::vector<tensor>& parts) {
   for (const tensor& p : parts) {
-    if (p.is_sequence()) return ctx.fail("a sequence cannot be an element here");
+    if (p.is_sequence() || p.is_none()) return ctx.fail("a sequence or empty optional cannot be an element here");
     if (p.device() != device_kind::cpu) return ctx.fail("expects CPU tensors");
     if (dtype_size(p.type()) == 0) return ctx.fail("{} tensors are not supported here", dtype_name(p.type()));
     if (p.type() != parts[0].type())
@@ -146,7 +146,7 @@ namespace {
 bool truth(const tensor& t) { return t.as_double(0) != 0; }
 
 status read_flag(const kernel_context& ctx, const tensor* t, const char* what, bool* out) {
-  if (!t || t->is_sequence() || t->numel() != 1 || t->device() != device_kind::cpu)
+  if (!t || t->is_sequence() || t->is_none() || t->numel() != 1 || t->device() != device_kind::cpu)
     return ctx.fail("{} must be a single element", what);
   *out = truth(*t);
   return status::ok();
@@ -220,7 +220,7 @@ class loop_kernel final : public kernel {
     const tensor* c = ctx.input(1);
     int64_t trips = -1;  // -1: no trip count
     if (m) {
-      if (m->is_sequence() || m->numel() != 1 || !is_integer(m->type()))
+      if (m->is_sequence() || m->is_none() || m->numel() != 1 || !is_integer(m->type()))
         return ctx.fail("the trip count M must be one integer");
       trips = m->as_int64(0);
       if (trips < 0) return ctx.fail("the trip count {} is negative", trips);

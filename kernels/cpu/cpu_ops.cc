@@ -17,6 +17,13 @@ const op_registry& registry() {
     register_contrib_attention_ops(reg);
     register_control_flow_ops(reg);
     register_sequence_ops(reg);
+    register_loss_ops(reg);
+    register_shrink_det_ops(reg);
+    register_signal_ops(reg);
+    register_nms_ops(reg);
+    register_optional_ops(reg);
+    register_training_ops(reg);
+    register_text_ops(reg);
     return reg;
   }();
   return r;

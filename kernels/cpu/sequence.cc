@@ -221,7 +221,7 @@ class sequence_map_kernel final : public kernel {
       ins.insert(ins.end(), captured.begin(), captured.end());
       GG_ASSIGN_OR_RETURN(auto outs, run_body(ctx, *body_, "body", ins));
       for (size_t o = 0; o < outs.size(); ++o) {
-        if (!outs[o].defined() || outs[o].is_sequence()) return ctx.fail("body output {} is not a tensor", o);
+        if (!outs[o].defined() || outs[o].is_sequence() || outs[o].is_none()) return ctx.fail("body output {} is not a tensor", o);
         results[o].push_back(std::move(outs[o]));
       }
     }

@@ -368,6 +368,11 @@ static status unsqueeze_run(kernel_context& ctx) {
 
 static status identity_run(kernel_context& ctx) {
   GG_RETURN_IF_ERROR(check_input_count(ctx, 1, 1));
+  const tensor* seq = ctx.input(0);
+  if (seq && (seq->is_sequence() || seq->is_none())) {  // sequences and empty optionals pass through
+    ctx.set_output(0, *seq);
+    return status::ok();
+  }
   const tensor* x;
   GG_RETURN_IF_ERROR(require_input(ctx, 0, &x));
   ctx.set_output(0, *x);

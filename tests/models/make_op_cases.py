@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Builds one-node ONNX models for the recurrent ops (LSTM, GRU, RNN) and the com.microsoft
-operators that exported transformers and LLM decoders carry, with reference outputs from
-onnxruntime.
+"""Builds one-node ONNX models for the recurrent ops (LSTM, GRU, RNN), the com.microsoft
+operators that exported transformers and LLM decoders carry, and ONNX ops whose backend node
+cases are thin (losses with weights, NonMaxSuppression, Det, Shrink), with reference outputs
+from onnxruntime.
 
     make_op_cases.py OUT_DIR [--cases a,b,...] [--list]
 
@@ -377,6 +378,75 @@ def dynamic_quantize_matmul(rng):
                                           ("b_zero_point", None, True), ("bias", rnd(rng, 12), True)],
                 [("Y", TensorProto.FLOAT)], domain=MS, rtol=2e-3, atol=2e-3)
 
+
+
+@case
+def nll_loss_weights_ignore_nd(rng):
+    # [N, C, d1, d2] log-probabilities, targets with some at ignore_index, per-class weights.
+    x = rnd(rng, 3, 5, 4, 2)
+    t = rng.integers(0, 5, size=(3, 4, 2)).astype(np.int64)
+    t[0, 1, 0] = t[2, 3, 1] = -1
+    return spec("NegativeLogLikelihoodLoss", [("input", x, False), ("target", t, False),
+                                              ("weight", (rng.random(5) + 0.5).astype(np.float32), True)],
+                [("loss", TensorProto.FLOAT)], reduction="mean", ignore_index=-1)
+
+
+@case
+def nll_loss_none_int32(rng):
+    return spec("NegativeLogLikelihoodLoss", [("input", rnd(rng, 6, 7), False),
+                                              ("target", rng.integers(0, 7, size=(6,)).astype(np.int32), False)],
+                [("loss", TensorProto.FLOAT)], reduction="none")
+
+
+@case
+def sce_loss_weights_log_prob(rng):
+    t = rng.integers(0, 4, size=(2, 3, 5)).astype(np.int64)
+    t[1, 2, 4] = 3
+    return spec("SoftmaxCrossEntropyLoss", [("scores", rnd(rng, 2, 4, 3, 5, scale=3.0), False), ("labels", t, False),
+                                            ("weights", (rng.random(4) + 0.25).astype(np.float32), True)],
+                [("loss", TensorProto.FLOAT), ("log_prob", TensorProto.FLOAT)], reduction="sum", ignore_index=3)
+
+
+def nms_boxes(rng, B, S, center):
+    c = rng.random((B, S, 2)).astype(np.float32) * 10
+    wh = (rng.random((B, S, 2)) * 3 + 0.5).astype(np.float32)
+    if center:
+        return np.concatenate([c, wh], axis=2)
+    # Corners in either order (flipped for half the boxes).
+    a, b = c - wh / 2, c + wh / 2
+    flip = rng.random((B, S, 1)) < 0.5
+    return np.concatenate([np.where(flip, b, a), np.where(flip, a, b)], axis=2).astype(np.float32)
+
+
+@case
+def nms_corners_many(rng):
+    B, C, S = 2, 3, 40
+    scores = rng.random((B, C, S)).astype(np.float32)
+    return spec("NonMaxSuppression", [("boxes", nms_boxes(rng, B, S, False), False), ("scores", scores, False),
+                                      ("max_output_boxes_per_class", np.array([15], np.int64), True),
+                                      ("iou_threshold", np.array([0.3], np.float32), True),
+                                      ("score_threshold", np.array([0.2], np.float32), True)],
+                [("selected", TensorProto.INT64)])
+
+
+@case
+def nms_center_no_score_threshold(rng):
+    B, C, S = 1, 2, 30
+    scores = rng.random((B, C, S)).astype(np.float32)
+    return spec("NonMaxSuppression", [("boxes", nms_boxes(rng, B, S, True), False), ("scores", scores, False),
+                                      ("max_output_boxes_per_class", np.array([100], np.int64), True),
+                                      ("iou_threshold", np.array([0.1], np.float32), True)],
+                [("selected", TensorProto.INT64)], center_point_box=1)
+
+
+@case
+def det_batched(rng):
+    return spec("Det", [("X", rnd(rng, 2, 3, 5, 5), False)], [("Y", TensorProto.FLOAT)], rtol=1e-3, atol=1e-3)
+
+
+@case
+def shrink_soft(rng):
+    return spec("Shrink", [("x", rnd(rng, 4, 9, scale=2.0), False)], [("y", TensorProto.FLOAT)], bias=0.75, lambd=1.25)
 
 @case
 def matmul_integer_to_float(rng):
