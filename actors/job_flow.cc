@@ -354,20 +354,36 @@ void job_flow::verify(std::vector<flow_action>& out) {
   if (results_.size() >= 2) {
     if (method_ == "single") method_ = "redundant";
     verdict v = decide(outs);
+    if (v.decided && pending_failure_.is_ok() && config_.has_local && local_ == local_purpose::none) {
+      // Agreement among identities this client never verified proves little (one operator
+      // can run several): the agreed result is checked here at the lowest of their rates.
+      double rate = 1.0;
+      for (size_t idx : v.agreeing)
+        if (results_[idx].attempt != SIZE_MAX)
+          rate = std::min(rate, candidates_[attempts_[results_[idx].attempt].provider].spot_check_rate);
+      if (rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < rate) {
+        local_ = local_purpose::check_majority;
+        majority_ = v;
+        phase_ = flow_phase::local_check;
+        out.push_back(act(action_kind::run_local));
+        return;
+      }
+    }
     if (v.decided || !pending_failure_.is_ok()) {
       conclude(out, v.agreeing, v.dissenting, v.decided);
       return;
     }
-    // Disagreement: another provider breaks the tie, else the client's own engine.
+    // Disagreement: the client's own engine breaks the tie first (the next bid may come from
+    // the same operator as one side), else another provider.
     if (phase_ != flow_phase::tie_break) note(out, "results disagree; running a tie-break");
-    phase_ = flow_phase::tie_break;
-    if (launch_next(out)) return;
     if (config_.has_local && local_ == local_purpose::none) {
       local_ = local_purpose::tie_break;
       phase_ = flow_phase::local_check;
       out.push_back(act(action_kind::run_local));
       return;
     }
+    phase_ = flow_phase::tie_break;
+    if (launch_next(out)) return;
     conclude(out, v.agreeing, v.dissenting, false);
     return;
   }
@@ -403,9 +419,37 @@ std::vector<flow_action> job_flow::on_local_result(const expected<std::vector<te
     }
     return out;
   }
+  if (local_ == local_purpose::check_majority) {
+    if (!mine) {
+      note(out, "skipped the check of the agreed result: the local engine cannot run the job (" + mine.error().message() + ")");
+      conclude(out, majority_.agreeing, majority_.dissenting, true);
+      return out;
+    }
+    std::string why;
+    if (results_agree(results_[majority_.winner].outputs, *mine, &why)) {
+      method_ = "redundant+local";
+      conclude(out, majority_.agreeing, majority_.dissenting, true);
+      return out;
+    }
+    // The providers agree with each other and not with this machine: those that agree with the
+    // local engine (if any) stand, the rest are disputed.
+    note(out, "the providers' agreed result disagrees with the local engine: " + why);
+    method_ = "redundant+local";
+    std::vector<size_t> agree, dissent;
+    for (size_t i = 0; i < results_.size(); ++i) (results_agree(results_[i].outputs, *mine, nullptr) ? agree : dissent).push_back(i);
+    conclude(out, agree, dissent, !agree.empty());
+    return out;
+  }
   // tie-break
   if (!mine) {
-    fail(out, mine.error());
+    // The local engine cannot settle it: the next bid may.
+    note(out, "the local engine cannot break the tie (" + mine.error().message() + ")");
+    phase_ = flow_phase::tie_break;
+    if (launch_next(out)) return out;
+    std::vector<std::vector<tensor>> outs;
+    for (const auto& r : results_) outs.push_back(r.outputs);
+    verdict v = decide(outs);
+    conclude(out, v.agreeing, v.dissenting, false);
     return out;
   }
   results_.push_back({SIZE_MAX, *mine});

@@ -194,7 +194,11 @@ class job_flow {
   std::vector<std::string> failures_;                // why attempts failed, for the final error
   std::vector<result_rec> results_;
   bool used_quotes_ = false;
-  enum class local_purpose { none, spot_check, tie_break } local_ = local_purpose::none;
+  // spot_check: one result checked here; check_majority: an agreeing redundant set whose
+  // members are all unverified, checked here (colluding new identities agree with each other);
+  // tie_break: the client's own engine settles a disagreement before any other provider does.
+  enum class local_purpose { none, spot_check, check_majority, tie_break } local_ = local_purpose::none;
+  verdict majority_;  // check_majority: the verdict being checked
   status pending_failure_ = status::ok();            // reported after the paying phase
   size_t receipts_open_ = 0;
   std::vector<size_t> paid_attempts_;

@@ -431,6 +431,91 @@ TEST_CASE("job flow: with nobody left, the local engine breaks the tie, else ver
   CHECK(g.result().kind() == error_kind::verification);
 }
 
+TEST_CASE("job flow: with a local engine the tie-break runs here before any other bid", "[client][flow]") {
+  // Two colluders (same wrong answer) and one honest provider: the partner of the one that
+  // disagreed must not be the judge.
+  world w(3);
+  auto cfg = config(2);
+  cfg.has_local = true;
+  job_flow f(w.job, cfg);
+  f.start(w.candidates());
+  f.on_bid(0, w.bid(0, 0.1));
+  f.on_bid(1, w.bid(1, 0.1));
+  auto a = f.on_bid(2, w.bid(2, 0.05));  // the colluder's partner bids lowest of all
+  auto sends = of_kind(a, action_kind::send_job);
+  REQUIRE(sends.size() == 2);
+  size_t colluder = sends[0]->provider == 2 ? sends[0]->provider : sends[1]->provider;
+  REQUIRE(colluder == 2);
+  size_t honest = sends[0]->provider == 2 ? sends[1]->provider : sends[0]->provider;
+  for (const auto* sj : sends) f.on_result(sj->attempt, w.result(sj->provider, sj->provider == colluder ? 7.f : 1.f, 0.1));
+  REQUIRE(f.phase() == flow_phase::local_check);
+  auto c = f.on_local_result(out_of(1.f));
+  CHECK(f.method() == "redundant+local");
+  REQUIRE(of_kind(c, action_kind::dispute).size() == 1);
+  CHECK(of_kind(c, action_kind::dispute)[0]->provider == colluder);
+  REQUIRE(of_kind(c, action_kind::pay).size() == 1);
+  CHECK(of_kind(c, action_kind::pay)[0]->provider == honest);
+
+  // A local engine that cannot run the job hands the tie to the next bid.
+  job_flow g(w.job, cfg);
+  g.start(w.candidates());
+  g.on_bid(0, w.bid(0, 0.1));
+  g.on_bid(1, w.bid(1, 0.1));
+  auto d = g.on_bid(2, w.bid(2, 0.3));
+  auto s2 = of_kind(d, action_kind::send_job);
+  g.on_result(s2[0]->attempt, w.result(s2[0]->provider, 7.f, 0.1));
+  g.on_result(s2[1]->attempt, w.result(s2[1]->provider, 1.f, 0.1));
+  auto e = g.on_local_result(status(error_kind::unsupported_here, "an operator this machine lacks"));
+  CHECK(noted(e, "the local engine cannot break the tie"));
+  REQUIRE(sent_to(e) == std::vector<size_t>{2});
+}
+
+TEST_CASE("job flow: providers that agree but were never verified are checked here; colluders are disputed", "[client][flow]") {
+  world w(2);
+  auto cfg = config(2);
+  cfg.has_local = true;
+  auto cands = w.candidates();
+  for (auto& c : cands) c.spot_check_rate = 1.0;  // new to this client
+  job_flow f(w.job, cfg);
+  f.start(cands);
+  f.on_bid(0, w.bid(0, 0.1));
+  auto a = f.on_bid(1, w.bid(1, 0.1));
+  auto sends = of_kind(a, action_kind::send_job);
+  REQUIRE(sends.size() == 2);
+  f.on_result(sends[0]->attempt, w.result(sends[0]->provider, 7.f, 0.1));
+  auto b = f.on_result(sends[1]->attempt, w.result(sends[1]->provider, 7.f, 0.1));
+  REQUIRE(has(b, action_kind::run_local));
+  auto c = f.on_local_result(out_of(1.f));
+  CHECK(noted(c, "disagrees with the local engine"));
+  CHECK(of_kind(c, action_kind::dispute).size() == 2);
+  CHECK_FALSE(has(c, action_kind::pay));
+  REQUIRE(f.finished());
+  CHECK(f.result().kind() == error_kind::verification);
+
+  // Honest ones pass the check and are paid; established ones (rate 0) are not checked at all.
+  job_flow g(w.job, cfg);
+  g.start(cands);
+  g.on_bid(0, w.bid(0, 0.1));
+  auto d = g.on_bid(1, w.bid(1, 0.1));
+  auto s2 = of_kind(d, action_kind::send_job);
+  g.on_result(s2[0]->attempt, w.result(s2[0]->provider, 1.f, 0.1));
+  g.on_result(s2[1]->attempt, w.result(s2[1]->provider, 1.f, 0.1));
+  auto e = g.on_local_result(out_of(1.f));
+  CHECK(of_kind(e, action_kind::pay).size() == 2);
+  CHECK(g.method() == "redundant+local");
+
+  cands[0].spot_check_rate = 0;
+  job_flow h(w.job, cfg);
+  h.start(cands);
+  h.on_bid(0, w.bid(0, 0.1));
+  auto k = h.on_bid(1, w.bid(1, 0.1));
+  auto s3 = of_kind(k, action_kind::send_job);
+  h.on_result(s3[0]->attempt, w.result(s3[0]->provider, 1.f, 0.1));
+  auto m = h.on_result(s3[1]->attempt, w.result(s3[1]->provider, 1.f, 0.1));
+  CHECK_FALSE(has(m, action_kind::run_local));
+  CHECK(of_kind(m, action_kind::pay).size() == 2);
+}
+
 TEST_CASE("job flow: a spot check that disagrees disputes the provider and fails verification", "[client][flow]") {
   world w(1);
   auto cfg = config();

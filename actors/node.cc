@@ -1,8 +1,13 @@
 #include "actors/node.h"
 #include "actors/gossip.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <charconv>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -54,6 +59,10 @@ constexpr auto kDrainReceiptWait = std::chrono::milliseconds(3000);
 
 // How long settle() waits for dials to gossiped peers once a provider is connected.
 constexpr auto kGossipDialWait = std::chrono::milliseconds(3000);
+// A gossiped peer whose dial did not answer by then is not waited for again for this long
+// (node_options::slow_dials_file), and at most this many such peers are remembered.
+constexpr int64_t kSlowDialMemoryMs = 10 * 60 * 1000;
+constexpr size_t kMaxSlowDials = 1024;
 
 // Uploads complete and not yet executed: per connection, and how long they are kept.
 constexpr size_t kMaxParkedPerConnection = 2;
@@ -453,6 +462,7 @@ struct grid_node::impl {
   peer_table table;
   std::map<uint64_t, conn_state> conns;
   std::set<std::string> dialing;                 // URLs being dialed
+  std::map<std::string, int64_t> slow_dials;     // client: URL -> when its dial last went unanswered
   std::set<key32> attempted;                     // keys dialed once (until evicted)
   std::map<std::string, std::string> bootstrap;  // URL -> "" pending, "ok", or the failure
   std::map<job_id, double> quoted;               // provider: prices bid, by job (bounded)
@@ -862,6 +872,7 @@ struct grid_node::impl {
   void on_dialed(const std::string& u, const std::string& error) {
     std::lock_guard<std::mutex> lk(mu);
     dialing.erase(u);
+    if (error.empty()) slow_dials.erase(u);
     if (error.find("the relay refused the circuit") != std::string::npos) bad_relayed.insert(u);
     if (!error.empty()) dht_on_dial_failed_locked(u);
     else dht_dials.erase(u);
@@ -1316,10 +1327,67 @@ expected<std::unique_ptr<grid_node>> grid_node::start(caf::actor_system& sys, co
 std::string grid_node::url() const { return impl_->url; }
 std::string grid_node::node_id() const { return impl_->self.node_id(); }
 
+namespace {
+
+// DATA_DIR/slow-dials.tsv: "UNIX_MS<TAB>URL" lines. Unreadable or malformed lines are skipped:
+// the file only saves waiting, and losing it costs one wait.
+std::map<std::string, int64_t> load_slow_dials(const std::string& path, int64_t now) {
+  std::map<std::string, int64_t> out;
+  std::ifstream in(path);
+  std::string line;
+  while (out.size() < kMaxSlowDials && std::getline(in, line)) {
+    auto tab = line.find('\t');
+    if (tab == std::string::npos || tab == 0 || tab + 1 >= line.size() || line.size() > 4096) continue;
+    int64_t at = 0;
+    auto [ptr, ec] = std::from_chars(line.data(), line.data() + tab, at);
+    if (ec != std::errc() || ptr != line.data() + tab) continue;
+    if (at > now || now - at > kSlowDialMemoryMs) continue;
+    out[line.substr(tab + 1)] = at;
+  }
+  return out;
+}
+
+void save_slow_dials(const std::string& path, const std::map<std::string, int64_t>& dials) {
+  std::vector<std::pair<int64_t, std::string>> newest;
+  for (const auto& [u, at] : dials) newest.push_back({at, u});
+  std::sort(newest.rbegin(), newest.rend());
+  if (newest.size() > kMaxSlowDials) newest.resize(kMaxSlowDials);
+  std::string tmp = fmt::format("{}.{}.tmp", path, ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (const auto& [at, u] : newest) out << at << '\t' << u << '\n';
+    if (!out.good()) {
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      return;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);  // atomic: concurrent runs never see half a file
+  if (ec) std::filesystem::remove(tmp, ec);
+}
+
+}  // namespace
+
 std::vector<std::string> grid_node::settle(std::chrono::milliseconds limit) {
   auto start = std::chrono::steady_clock::now();
   auto deadline = start + limit;
   std::optional<std::vector<std::string>> large_grid_failures;
+  const bool remember = !impl_->opt.slow_dials_file.empty();
+  std::map<std::string, int64_t> slow_at_start;
+  if (remember) {
+    auto loaded = load_slow_dials(impl_->opt.slow_dials_file, now_ms());
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    for (const auto& [u, at] : loaded) impl_->slow_dials.emplace(u, at);
+    slow_at_start = impl_->slow_dials;
+  }
+  auto remember_unanswered = [&] {  // under mu
+    if (!remember) return;
+    int64_t now = now_ms();
+    for (const auto& u : impl_->dialing)
+      if (!impl_->bootstrap.count(u)) impl_->slow_dials[u] = now;
+    if (impl_->slow_dials != slow_at_start) save_slow_dials(impl_->opt.slow_dials_file, impl_->slow_dials);
+  };
   while (!large_grid_failures) {
     {
       std::lock_guard<std::mutex> lk(impl_->mu);
@@ -1327,10 +1395,16 @@ std::vector<std::string> grid_node::settle(std::chrono::milliseconds limit) {
       for (const auto& [u, state] : impl_->bootstrap) pending = pending || state.empty();
       for (const auto& [id, cs] : impl_->conns) pending = pending || !cs.got_peers;
       // Peers learned of by gossip get a short wait once some provider is there: an address
-      // that never answers must not hold every run up until its dial times out.
+      // that never answers must not hold every run up until its dial times out. One that did
+      // not answer an earlier run in time is not waited for at all while a provider is there.
       bool waited = std::chrono::steady_clock::now() - start >= kGossipDialWait;
-      if (!impl_->dialing.empty() && (!waited || impl_->provider_count_locked() == 0)) pending = true;
+      bool providers = impl_->provider_count_locked() > 0;
+      bool fresh_dial = false;
+      for (const auto& u : impl_->dialing) fresh_dial = fresh_dial || !impl_->slow_dials.count(u);
+      if (!impl_->dialing.empty() && !providers) pending = true;
+      if (fresh_dial && !waited) pending = true;
       if (!pending || std::chrono::steady_clock::now() >= deadline) {
+        remember_unanswered();
         std::vector<std::string> failures;
         for (const auto& [u, state] : impl_->bootstrap)
           if (state.empty()) failures.push_back(fmt::format("{}: no answer within {} ms", u, limit.count()));

@@ -89,6 +89,11 @@ struct node_options {
   net::relay_options relay_options;
   std::vector<std::string> via_relays;     // relay URLs to attach to when behind NAT
   bool dial_back = true;                   // ask peers to dial this node back
+  // Client: a file (DATA_DIR/slow-dials.tsv) naming peers learned by gossip whose dial had not
+  // answered when an earlier settle() returned (a stopped process whose kernel still accepts
+  // the connection, a black-holed address). For 10 minutes settle() does not wait for them:
+  // they are dialed in the background and used if they answer. Empty: nothing remembered.
+  std::string slow_dials_file;
 };
 
 // What `peers` shows about one peer.

@@ -535,7 +535,6 @@ int provider_core::job_capacity() const {
   int per_slot = options_.batch.enabled() ? std::max(2, options_.batch.max_batch) + 1 : 2;
   return per_slot * options_.slots;
 }
-}
 
 int provider_core::unpaid_jobs(const key32& client) {
   std::lock_guard<std::mutex> lock(mu_);

@@ -237,6 +237,7 @@ int batch_run_command(const run_options& o) {
       ledger = std::move(l).value();
       grid::node_options no;
       no.bootstrap = o.peers;
+      no.slow_dials_file = (std::filesystem::path(*dir) / "slow-dials.tsv").string();
       auto n = grid::grid_node::start(*sys, *identity, no);
       if (!n) return fail(n.error());
       node = std::move(n).value();

@@ -317,6 +317,7 @@ int run_remote(const run_options& o) {
   caf::actor_system sys{*cfg};
   grid::node_options no;
   no.bootstrap = o.peers;
+  no.slow_dials_file = (std::filesystem::path(*dir) / "slow-dials.tsv").string();
   no.wanted_model = ledger::blake2b_256(*bytes);  // large grids: its providers come from the DHT
   if (tty && bytes->size() >= (size_t{4} << 20)) {
     no.on_upload_progress = [](const std::string& provider, uint64_t sent, uint64_t total) {

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -285,6 +286,7 @@ int serve_command(const serve_options& o) {
       ledger_shared = std::move(ledger).value();
       grid::node_options no;
       no.bootstrap = o.peers;
+      no.slow_dials_file = (std::filesystem::path(*dir) / "slow-dials.tsv").string();
       auto n = grid::grid_node::start(*sys, *id, no);
       if (!n) return fail(n.error());
       node = std::move(n).value();

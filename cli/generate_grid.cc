@@ -88,6 +88,7 @@ class grid_backend : public llm::completion_backend {
       b->sys_ = std::make_unique<caf::actor_system>(*b->cfg_);
       grid::node_options no;
       no.bootstrap = o.peers;
+      no.slow_dials_file = (std::filesystem::path(dir) / "slow-dials.tsv").string();
       no.inbox = b->inbox_;
       GG_ASSIGN_OR_RETURN(b->node_, grid::grid_node::start(*b->sys_, id, no));
       auto failures = b->node_->settle(std::chrono::milliseconds(5000));
