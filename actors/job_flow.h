@@ -34,6 +34,7 @@
 #include "actors/auction.h"
 #include "actors/messages.h"
 #include "actors/reputation.h"
+#include "actors/verification.h"
 #include "base/status.h"
 #include "net/messages.h"
 

@@ -38,6 +38,7 @@ using rumor_atom = caf::atom_constant<caf::atom("rumor")>;
 using progress_atom = caf::atom_constant<caf::atom("progress")>;
 using dialback_atom = caf::atom_constant<caf::atom("dialback")>;
 using relaylink_atom = caf::atom_constant<caf::atom("relaylink")>;
+using redial_atom = caf::atom_constant<caf::atom("redial")>;
 
 using upload_progress_fn = std::function<void(const std::string&, uint64_t, uint64_t)>;
 
@@ -63,6 +64,9 @@ constexpr auto kGossipDialWait = std::chrono::milliseconds(3000);
 // (node_options::slow_dials_file), and at most this many such peers are remembered.
 constexpr int64_t kSlowDialMemoryMs = 10 * 60 * 1000;
 constexpr size_t kMaxSlowDials = 1024;
+// A bootstrap peer that refuses a connection as overloaded is dialed again up to this many
+// times, 100 ms apart and growing (settle() bounds the whole wait).
+constexpr int kMaxOverloadRetries = 12;
 
 // Uploads complete and not yet executed: per connection, and how long they are kept.
 constexpr size_t kMaxParkedPerConnection = 2;
@@ -463,6 +467,7 @@ struct grid_node::impl {
   std::map<uint64_t, conn_state> conns;
   std::set<std::string> dialing;                 // URLs being dialed
   std::map<std::string, int64_t> slow_dials;     // client: URL -> when its dial last went unanswered
+  std::map<std::string, int> overload_retries;   // bootstrap URL -> redials after "overloaded"
   std::set<key32> attempted;                     // keys dialed once (until evicted)
   std::map<std::string, std::string> bootstrap;  // URL -> "" pending, "ok", or the failure
   std::map<job_id, double> quoted;               // provider: prices bid, by job (bounded)
@@ -873,6 +878,17 @@ struct grid_node::impl {
     std::lock_guard<std::mutex> lk(mu);
     dialing.erase(u);
     if (error.empty()) slow_dials.erase(u);
+    // A bootstrap peer that is full for now (every slot taken, or this identity's share, as
+    // when several runs share one data dir) is asked again shortly, while settle() waits.
+    auto pending = bootstrap.find(u);
+    if (pending != bootstrap.end() && pending->second.empty() && !stopped &&
+        error.find("the peer closed the connection: overloaded") != std::string::npos) {
+      int n = ++overload_retries[u];
+      if (n <= kMaxOverloadRetries) {
+        caf::delayed_anon_send(actor, std::chrono::milliseconds(std::min(100 * n, 1000)), redial_atom::value, u);
+        return;
+      }
+    }
     if (error.find("the relay refused the circuit") != std::string::npos) bad_relayed.insert(u);
     if (!error.empty()) dht_on_dial_failed_locked(u);
     else dht_dials.erase(u);
@@ -1192,6 +1208,10 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<grid_node
       [p](net::wire_down_atom, const net::connection_ptr& c, const std::string& why) { p->on_down(c, why); },
       [self, p](net::wire_atom, const net::inbound_ptr& in) { p->on_message(self, in); },
       [p](dialed_atom, const std::string& u, const std::string& error) { p->on_dialed(u, error); },
+      [p](redial_atom, const std::string& u) {
+        std::lock_guard<std::mutex> lk(p->mu);
+        p->dial_locked(u, std::nullopt);
+      },
       [self, p](tick_atom) {
         p->on_tick();
         self->delayed_send(self, p->opt.heartbeat_interval, tick_atom::value);
