@@ -335,7 +335,8 @@ void serve_flags(CLI::App& sub, parsed_options& o) {
                  "loopback needs API keys)")
       ->type_name("HOST:PORT")
       ->check(listen_address());
-  sub.add_option("--models", v.models, "the model repository: its .onnx files are the models, reloaded when they change (default .)")
+  sub.add_option("--models", v.models, "the model repository: its .onnx files are the /v2 models and its generation model folders the /v1 "
+                 "(OpenAI-compatible) models, rescanned when they change (default .)")
       ->type_name("DIR");
   add_peers(sub, v.peers);
   sub.add_flag("--local", v.local, "run requests on this process's engine, with no grid at all");
@@ -877,7 +878,7 @@ const std::vector<command>& command_table() {
   static const std::vector<command> table = {
       {"offer", "sell this machine's GPU (or CPU) time: serve jobs until SIGINT or SIGTERM", true, offer_flags, run_offer},
       {"run", "run one inference on the grid (or, with --local, in this process)", true, run_flags, run_run},
-      {"serve", "serve models over HTTP (Open Inference Protocol v2) until SIGINT or SIGTERM", true, serve_flags, run_serve},
+      {"serve", "serve models over HTTP (Open Inference Protocol v2, OpenAI-compatible /v1) until SIGINT or SIGTERM", true, serve_flags, run_serve},
       {"generate", "generate text with an LLM folder: prompt from --prompt or stdin, text to stdout as it comes", false, generate_flags, run_generate},
       {"chat", "chat with an LLM folder interactively (streamed answers, history, /reset, /system, /stats)", false, chat_flags, run_chat},
       {"peers", "list the providers reachable through the bootstrap peers", true, peers_flags, run_peers},
