@@ -289,7 +289,7 @@ TEST_CASE("the provider actor batches jobs that wait while it is busy, and answe
   std::string model = testing::add_relu_model();
   key32 client = keypair::generate().public_key;
   auto core = slow_batching_provider(4, 100000, 2);
-  caf::actor provider = spawn_provider(sys, core);
+  provider_actor provider = spawn_provider(sys, core);
   caf::scoped_actor self{sys};
   auto send = [&](uint8_t tag, tensor in) {
     // An asynchronous send: the answer comes back as an ordinary message, so receive() sees it.
