@@ -8,16 +8,16 @@ _gpugrid_commands='offer run serve generate chat peers inspect selftest bench le
 _gpugrid_flags() {
   case "$1" in
     "") echo '-h --help -V --version -q --quiet -v --verbose' ;;
-    offer) echo '-h --help --listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --chain-rpc --contract --chain-id --min-deposit --redeem-threshold --json -q --quiet -v --verbose' ;;
-    run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts -q --quiet -v --verbose' ;;
-    serve) echo '-h --help --listen --models --peer --local --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir --json -q --quiet -v --verbose' ;;
-    generate) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --prompt --json -q --quiet -v --verbose' ;;
-    chat) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --peer --device --threads --stats -q --quiet -v --verbose' ;;
+    offer) echo '-h --help --listen --peer --device --price --slots --batch-max --batch-wait-us --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay --relay-max-circuits --relay-max-bandwidth --via-relay --anchor-every --anchor-interval --chain-rpc --contract --chain-id --min-deposit --redeem-threshold --json -q --quiet -v --verbose' ;;
+    run) echo '-h --help -o --output --output-format --output-dir --peer --local --redundancy --min-redundancy --max-price --timeout --device --threads --precision --data-dir --json --batch --in-flight --attempts --batch-max --batch-wait-us -q --quiet -v --verbose' ;;
+    serve) echo '-h --help --listen --models --peer --local --device --threads --workers --batch-max --batch-wait-us --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir --json -q --quiet -v --verbose' ;;
+    generate) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads --prompt --json -q --quiet -v --verbose' ;;
+    chat) echo '-h --help --system --no-template --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --local --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads --stats -q --quiet -v --verbose' ;;
     peers) echo '-h --help --peer --data-dir --json -q --quiet -v --verbose' ;;
     inspect) echo '-h --help --device --json -q --quiet -v --verbose' ;;
     selftest) echo '-h --help --suite --device --filter --threads --precision --json -v --verbose -q --quiet' ;;
     bench) echo '-h --help --device --iterations --warmup --profile --threads --precision --json -q --quiet -v --verbose' ;;
-    ledger) echo '-h --help --data-dir --limit --since --json -q --quiet -v --verbose' ;;
+    ledger) echo '-h --help --data-dir --limit --since --chain --anchors --chain-rpc --contract --address --json -q --quiet -v --verbose' ;;
     identity) echo '-h --help --data-dir --json -q --quiet -v --verbose' ;;
     wallet) echo '-h --help --chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir --json -q --quiet -v --verbose' ;;
     config) echo '-h --help --json -q --quiet -v --verbose' ;;
@@ -30,16 +30,16 @@ _gpugrid_flags() {
 # The flags of a command that take a value.
 _gpugrid_valued() {
   case "$1" in
-    offer) echo '--listen --peer --device --price --slots --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay --chain-rpc --contract --chain-id --min-deposit --redeem-threshold' ;;
-    run) echo '-o --output --output-format --output-dir --peer --redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts' ;;
-    serve) echo '--listen --models --peer --device --threads --workers --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir' ;;
-    generate) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads --prompt' ;;
-    chat) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --peer --device --threads' ;;
+    offer) echo '--listen --peer --device --price --slots --batch-max --batch-wait-us --max-model-mb --max-memory --data-dir --tls-cert --tls-key --relay-max-circuits --relay-max-bandwidth --via-relay --anchor-every --anchor-interval --chain-rpc --contract --chain-id --min-deposit --redeem-threshold' ;;
+    run) echo '-o --output --output-format --output-dir --peer --redundancy --min-redundancy --max-price --timeout --device --threads --precision --data-dir --batch --in-flight --attempts --batch-max --batch-wait-us' ;;
+    serve) echo '--listen --models --peer --device --threads --workers --batch-max --batch-wait-us --api-key-file --rate-limit --rate-burst --max-body-mb --max-model-mb --header-timeout --body-timeout --tls-cert --tls-key --redundancy --max-price --timeout --data-dir' ;;
+    generate) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads --prompt' ;;
+    chat) echo '--system --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty --seed --stop --redundancy --max-price-prompt --max-price-generated --timeout --stall-timeout --spot-check-rate --spot-check-by --peer --device --threads' ;;
     peers) echo '--peer --data-dir' ;;
     inspect) echo '--device' ;;
     selftest) echo '--suite --device --filter --threads --precision' ;;
     bench) echo '--device --iterations --warmup --threads --precision' ;;
-    ledger) echo '--data-dir --limit --since' ;;
+    ledger) echo '--data-dir --limit --since --chain-rpc --contract --address' ;;
     identity) echo '--data-dir' ;;
     wallet) echo '--chain-rpc --contract --chain-id --max-fee --confirmations --provider --amount --channel --nonce --voucher --address --timeout --rpc-timeout --wait --data-dir' ;;
   esac
@@ -53,6 +53,8 @@ _gpugrid_flag_kind() {
     'offer --device') echo 'choice auto cpu cuda' ;;
     'offer --price') echo 'text' ;;
     'offer --slots') echo 'text' ;;
+    'offer --batch-max') echo 'text' ;;
+    'offer --batch-wait-us') echo 'text' ;;
     'offer --max-model-mb') echo 'text' ;;
     'offer --max-memory') echo 'text' ;;
     'offer --data-dir') echo 'directory' ;;
@@ -61,6 +63,8 @@ _gpugrid_flag_kind() {
     'offer --relay-max-circuits') echo 'text' ;;
     'offer --relay-max-bandwidth') echo 'text' ;;
     'offer --via-relay') echo 'url' ;;
+    'offer --anchor-every') echo 'text' ;;
+    'offer --anchor-interval') echo 'text' ;;
     'offer --chain-rpc') echo 'url' ;;
     'offer --contract') echo 'text' ;;
     'offer --chain-id') echo 'text' ;;
@@ -71,6 +75,7 @@ _gpugrid_flag_kind() {
     'run --output-dir') echo 'directory' ;;
     'run --peer') echo 'url' ;;
     'run --redundancy') echo 'text' ;;
+    'run --min-redundancy') echo 'text' ;;
     'run --max-price') echo 'text' ;;
     'run --timeout') echo 'text' ;;
     'run --device') echo 'choice auto cpu cuda' ;;
@@ -80,12 +85,16 @@ _gpugrid_flag_kind() {
     'run --batch') echo 'text' ;;
     'run --in-flight') echo 'text' ;;
     'run --attempts') echo 'text' ;;
+    'run --batch-max') echo 'text' ;;
+    'run --batch-wait-us') echo 'text' ;;
     'serve --listen') echo 'text' ;;
     'serve --models') echo 'directory' ;;
     'serve --peer') echo 'url' ;;
     'serve --device') echo 'choice auto cpu cuda' ;;
     'serve --threads') echo 'text' ;;
     'serve --workers') echo 'text' ;;
+    'serve --batch-max') echo 'text' ;;
+    'serve --batch-wait-us') echo 'text' ;;
     'serve --api-key-file') echo 'file' ;;
     'serve --rate-limit') echo 'text' ;;
     'serve --rate-burst') echo 'text' ;;
@@ -109,6 +118,12 @@ _gpugrid_flag_kind() {
     'generate --seed') echo 'text' ;;
     'generate --stop') echo 'text' ;;
     'generate --redundancy') echo 'text' ;;
+    'generate --max-price-prompt') echo 'text' ;;
+    'generate --max-price-generated') echo 'text' ;;
+    'generate --timeout') echo 'text' ;;
+    'generate --stall-timeout') echo 'text' ;;
+    'generate --spot-check-rate') echo 'text' ;;
+    'generate --spot-check-by') echo 'choice local peers' ;;
     'generate --peer') echo 'url' ;;
     'generate --device') echo 'choice auto cpu cuda' ;;
     'generate --threads') echo 'text' ;;
@@ -123,6 +138,12 @@ _gpugrid_flag_kind() {
     'chat --seed') echo 'text' ;;
     'chat --stop') echo 'text' ;;
     'chat --redundancy') echo 'text' ;;
+    'chat --max-price-prompt') echo 'text' ;;
+    'chat --max-price-generated') echo 'text' ;;
+    'chat --timeout') echo 'text' ;;
+    'chat --stall-timeout') echo 'text' ;;
+    'chat --spot-check-rate') echo 'text' ;;
+    'chat --spot-check-by') echo 'choice local peers' ;;
     'chat --peer') echo 'url' ;;
     'chat --device') echo 'choice auto cpu cuda' ;;
     'chat --threads') echo 'text' ;;
@@ -142,6 +163,9 @@ _gpugrid_flag_kind() {
     'ledger --data-dir') echo 'directory' ;;
     'ledger --limit') echo 'text' ;;
     'ledger --since') echo 'text' ;;
+    'ledger --chain-rpc') echo 'url' ;;
+    'ledger --contract') echo 'text' ;;
+    'ledger --address') echo 'text' ;;
     'identity --data-dir') echo 'directory' ;;
     'wallet --chain-rpc') echo 'url' ;;
     'wallet --contract') echo 'text' ;;
@@ -197,7 +221,7 @@ _gpugrid_positional_kind() {
       ;;
     ledger)
       case "$2" in
-        0) echo 'choice show verify balance' ;;
+        0) echo 'choice show verify balance anchor' ;;
         *) echo none ;;
       esac
       ;;
