@@ -71,7 +71,7 @@ TEST_CASE("batch queue: a group leaves when its oldest job has waited max wait",
   CHECK_FALSE(q.next_deadline());
 }
 
-TEST_CASE("batch queue: incompatible jobs are not merged; unbatchable jobs go at once", "[grid][batch]") {
+TEST_CASE("batch queue: incompatible jobs are not merged and unbatchable jobs go at once", "[grid][batch]") {
   CHECK(sig(1, 4) == sig(7, 4));                    // only the first dim may differ
   CHECK_FALSE(sig(1, 4) == sig(1, 5));              // other dims
   CHECK_FALSE(sig(1, 4) == sig(1, 4, dtype::i64));  // dtypes

@@ -68,7 +68,8 @@ struct client_options {
   double max_price = -1;          // < 0: no limit
   double timeout_s = 60;          // per execution attempt
   int bid_window_ms = 250;
-  double spot_check_rate = 0.0;   // probability of re-running on the local engine (K = 1)
+  double spot_check_rate = 0.0;   // floor of the adaptive local re-run rate (K = 1: the result;
+                                  // K > 1: an agreeing set, at its members' lowest rate)
   quote_book* quotes = nullptr;   // set: reuse standing bids (persistent clients)
   // Set: receipts are kept there until their providers record them, and pending ones are sent
   // again before each job (see actors/receipt_outbox.h).

@@ -249,7 +249,7 @@ TEST_CASE("job flow: a timeout fails over to the next bid and the late answer is
   CHECK(f.providers_used()[0].paid);
 }
 
-TEST_CASE("job flow: a provider's failure fails over; a bad job does not", "[client][flow]") {
+TEST_CASE("job flow: a provider's failure fails over but a bad job does not", "[client][flow]") {
   world w(3);
   job_flow f(w.job, config());
   f.start(w.candidates());
@@ -376,7 +376,7 @@ TEST_CASE("job flow: agreeing redundant results are all paid and credited", "[cl
   CHECK(f.agreeing() == 2);
 }
 
-TEST_CASE("job flow: a disagreement is broken by the next provider; the dissenter is disputed", "[client][flow]") {
+TEST_CASE("job flow: a disagreement is broken by the next provider and the dissenter is disputed", "[client][flow]") {
   world w(3);
   job_flow f(w.job, config(2));
   f.start(w.candidates());
@@ -470,7 +470,7 @@ TEST_CASE("job flow: with a local engine the tie-break runs here before any othe
   REQUIRE(sent_to(e) == std::vector<size_t>{2});
 }
 
-TEST_CASE("job flow: providers that agree but were never verified are checked here; colluders are disputed", "[client][flow]") {
+TEST_CASE("job flow: providers that agree but were never verified are checked here and colluders are disputed", "[client][flow]") {
   world w(2);
   auto cfg = config(2);
   cfg.has_local = true;
@@ -537,7 +537,7 @@ TEST_CASE("job flow: a spot check that disagrees disputes the provider and fails
   CHECK(f.result().kind() == error_kind::verification);
 }
 
-TEST_CASE("job flow: a spot check that agrees credits and pays; rate 0 never checks", "[client][flow]") {
+TEST_CASE("job flow: a spot check that agrees credits and pays and rate 0 never checks", "[client][flow]") {
   world w(1);
   auto cfg = config();
   cfg.has_local = true;
@@ -592,7 +592,7 @@ TEST_CASE("job flow: standing quotes skip the bidding round and a failure is not
   CHECK(f.result().kind() == error_kind::no_provider);
 }
 
-TEST_CASE("job flow: a bid with a bad signature is skipped; a fatal driver error ends the job", "[client][flow]") {
+TEST_CASE("job flow: a bid with a bad signature is skipped and a fatal driver error ends the job", "[client][flow]") {
   world w(2);
   job_flow f(w.job, config());
   f.start(w.candidates());

@@ -202,7 +202,7 @@ TEST_CASE("settings: ensure_data_dir creates a private folder on demand", "[sett
   CHECK(ensure_data_dir((tmp.path / "file" / "below").string()).kind() == error_kind::io);
 }
 
-TEST_CASE("settings: the [serve] table", "[settings]") {
+TEST_CASE("settings: the serve table", "[settings]") {
   auto s = parse_settings("peers = []\n[serve]\napi_keys = [\"k1\", \"k2\"]\napi_key_file = \"/etc/keys\"\n"
                           "rate_limit = 5\nmax_body_mb = 8\n",
                           "c.toml");

@@ -10,7 +10,7 @@
 
 using namespace gpugrid::chain;
 
-TEST_CASE("chain settings: config.toml's [chain], overridden by DATA_DIR/chain.toml", "[chain][settings]") {
+TEST_CASE("chain settings: the chain table of config.toml, overridden by DATA_DIR/chain.toml", "[chain][settings]") {
   auto root = std::filesystem::temp_directory_path() / ("gg-chaincfg-" + std::to_string(::getpid()));
   std::filesystem::remove_all(root);
   std::filesystem::create_directories(root / "config" / "gpugrid");

@@ -349,7 +349,9 @@ int run_remote(const run_options& o) {
   co.min_redundancy = o.min_redundancy;
   co.max_price = o.max_price;
   co.timeout_s = o.timeout_s;
-  co.spot_check_rate = o.redundancy == 1 ? kSpotCheckRate : 0.0;
+  // K = 1: the adaptive spot check's floor; K > 1: the floor of the local check of an agreeing
+  // set of providers (every job while they are all unverified, then rarer).
+  co.spot_check_rate = kSpotCheckRate;
   auto outbox = grid::receipt_outbox::open(*dir);
   if (!outbox) return fail(outbox.error());
   co.outbox = outbox->get();

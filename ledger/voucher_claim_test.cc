@@ -94,7 +94,7 @@ TEST_CASE("ledger entries carry vouchers and old entries still verify", "[ledger
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("a voucher entry cut short by a crash is cut off; an altered one fails verify", "[ledger][voucher]") {
+TEST_CASE("a voucher entry cut short by a crash is cut off and an altered one fails verify", "[ledger][voucher]") {
   std::string dir = fresh_dir("torn");
   keys client, provider;
   std::string path;

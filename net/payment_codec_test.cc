@@ -34,7 +34,7 @@ ledger::chain_terms sample_terms() {
 
 }  // namespace
 
-TEST_CASE("bids carry chain terms; the bid signature covers them", "[net][codec][voucher]") {
+TEST_CASE("bids carry chain terms and the bid signature covers them", "[net][codec][voucher]") {
   bid b;
   b.job = testing::pattern<16>(1);
   b.price = 0.001;
@@ -54,7 +54,7 @@ TEST_CASE("bids carry chain terms; the bid signature covers them", "[net][codec]
   CHECK(bid_statement(plain).find("GGTERMS1") == std::string::npos);
 }
 
-TEST_CASE("Execute carries a voucher; a bad recovery id is refused", "[net][codec][voucher]") {
+TEST_CASE("Execute carries a voucher and a bad recovery id is refused", "[net][codec][voucher]") {
   execute e;
   e.job = testing::pattern<16>(2);
   e.price = 0.001;

@@ -45,7 +45,9 @@ expect() {
 
 P="$tmp/p" C="$tmp/c"
 provider=$(jget "$("$bin" wallet show --data-dir "$P" --json 2>/dev/null)" "['address']") || die "wallet show"
+client=$(jget "$("$bin" wallet show --data-dir "$C" --json 2>/dev/null)" "['address']") || die "wallet show (client)"
 rpc dev_fund "[\"$provider\", \"0xde0b6b3a7640000\"]" >/dev/null   # 1 ETH for gas
+rpc dev_fund "[\"$client\", \"0xde0b6b3a7640000\"]" >/dev/null     # 1 ETH: a deposit and gas
 
 # ---- bad input before anything runs ----
 expect 2 "needs a chain" "$bin" offer --listen 127.0.0.1:0 --data-dir "$tmp/nochain" --anchor-every 2
@@ -56,9 +58,15 @@ expect 2 "apply to 'ledger anchor'" "$bin" ledger verify --address 0x00000000000
 
 export GPUGRID_CHAIN_RPC="$url" GPUGRID_CHAIN_CONTRACT="$contract"
 expect 2 "is empty: nothing to anchor" "$bin" ledger anchor --data-dir "$P"
+# A provider with a chain is paid on it: the client pays every job with a voucher, and the
+# ledger's entries carry them (the anchors cover those entries like any others).
+"$bin" wallet deposit --data-dir "$C" --provider "$provider" --amount 0.1 --timeout 86400 >/dev/null 2>"$tmp/err" ||
+  die "deposit: $(cat "$tmp/err")"
 
 # ---- offer anchors every 2 entries; its first try meets a failing endpoint and is retried ----
-rpc dev_fault '["http500", 3]' >/dev/null   # the anchorer's first call and its two retries
+# Only the anchorer estimates gas here (vouchers are off-chain; nothing reaches the redeem
+# threshold): its first call and its two retries fail.
+rpc dev_fault '["http500", 3, "eth_estimateGas"]' >/dev/null
 start_provider p --anchor-every 2 || die "offer did not start"
 jobs=0
 run_jobs() {

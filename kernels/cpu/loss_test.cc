@@ -37,7 +37,7 @@ TEST_CASE("NegativeLogLikelihoodLoss: reductions, weights and ignore_index", "[l
   check_close((*ignored)[0], {3});
 }
 
-TEST_CASE("NegativeLogLikelihoodLoss refuses targets outside [0, C) and bad shapes", "[loss]") {
+TEST_CASE("NegativeLogLikelihoodLoss refuses targets outside 0..C-1 and bad shapes", "[loss]") {
   auto r = run(nll("mean"), {logp(), targets({3, 0})});
   REQUIRE_FALSE(r);
   CHECK_THAT(r.error().message(), Catch::Contains("outside [0, 3)"));

@@ -12,8 +12,8 @@ Standard methods: eth_chainId, net_version, eth_blockNumber, eth_getBalance,
 eth_getTransactionCount, eth_gasPrice, eth_maxPriorityFeePerGas, eth_getBlockByNumber,
 eth_estimateGas, eth_call, eth_sendRawTransaction, eth_getTransactionReceipt, eth_getLogs.
 Test-only methods: dev_fund(address, wei_hex) sends from the funder; dev_increaseTime(seconds)
-mines a block that many seconds later; dev_fault(mode, count) misbehaves on the next `count`
-requests: "malformed" (a body that is not JSON), "http500", "slow" (answers after 2 s),
+mines a block that many seconds later; dev_fault(mode, count[, method]) misbehaves on the next
+`count` requests (of that JSON-RPC method only, when one is named): "malformed" (a body that is not JSON), "http500", "slow" (answers after 2 s),
 "drop" (closes the connection without answering), "wrong_chain" (eth_chainId lies).
 """
 import argparse
@@ -87,9 +87,11 @@ class Chain:
         self.contract = self.t.get_transaction_receipt(h)["contract_address"]
         self.faults = []  # [mode, remaining]
 
-    def take_fault(self):
+    def take_fault(self, method):
         with self.lock:
             if not self.faults:
+                return None
+            if self.faults[0][2] is not None and self.faults[0][2] != method:
                 return None
             mode = self.faults[0][0]
             self.faults[0][1] -= 1
@@ -188,7 +190,8 @@ class Chain:
             t.time_travel(now + to_int(params[0]))
             return hx(t.get_block_by_number("latest")["timestamp"])
         if method == "dev_fault":
-            self.faults.append([params[0], int(params[1]) if len(params) > 1 else 1])
+            self.faults.append([params[0], int(params[1]) if len(params) > 1 else 1,
+                                params[2] if len(params) > 2 else None])
             return True
         raise RpcError(-32601, f"method not found: {method}")
 
@@ -217,7 +220,7 @@ def make_handler(chain):
                 return self.reply(200, json.dumps({"jsonrpc": "2.0", "id": None,
                                                    "error": {"code": -32700, "message": "parse error"}}))
             method = req.get("method", "")
-            fault = None if method.startswith("dev_") else chain.take_fault()
+            fault = None if method.startswith("dev_") else chain.take_fault(method)
             if fault == "malformed":
                 return self.reply(200, '{"jsonrpc": "2.0", "id": ')
             if fault == "http500":
