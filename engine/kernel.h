@@ -127,6 +127,11 @@ class op_registry {
   std::map<std::pair<std::string, std::string>, op_entry> ops_;
 };
 
+// The CPU backend's ops, the reference every other backend is checked against. Declared here and
+// defined by the CPU kernels (kernels/cpu/cpu_ops.cc), which register their op families into it:
+// the engine names no kernel and includes none of their headers (tests/layers_test.sh).
+const op_registry& cpu_op_registry();
+
 // A kernel whose logic is one function (most ops): wraps it in a factory.
 using simple_kernel_fn = std::function<status(kernel_context&)>;
 kernel_factory simple_kernel(simple_kernel_fn fn);

@@ -5,7 +5,6 @@
 #include "engine/fusion.h"
 #include "engine/op_runner.h"
 #include "engine/session.h"
-#include "kernels/cpu/cpu_ops.h"
 
 namespace gpugrid {
 
@@ -49,7 +48,7 @@ void remove_identities(graph& g) {
 
 void fold_constants(graph& g, thread_pool* pool) {
   std::vector<node> kept;
-  const op_registry& reg = cpu::registry();
+  const op_registry& reg = cpu_op_registry();
   for (node& n : g.nodes) {
     // Nodes with subgraphs (If, Loop, Scan, SequenceMap) are left for run time.
     bool foldable = !n.outputs.empty() && !nondeterministic.count(n.op_type) && !n.has_subgraphs() &&

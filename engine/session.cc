@@ -6,7 +6,6 @@
 #include <set>
 
 #include "engine/backend.h"
-#include "kernels/cpu/cpu_ops.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -315,7 +314,7 @@ expected<std::shared_ptr<kernel>> session::cpu_kernel_for(size_t ni) {
   if (it != cpu_fallback_.end()) return it->second;
   const graph& g = *graph_;
   const node& n = g.nodes[ni];
-  const op_entry* e = cpu::registry().find_entry(n.domain, n.op_type);
+  const op_entry* e = cpu_op_registry().find_entry(n.domain, n.op_type);
   if (!e) return status(error_kind::unsupported_here, n.describe() + ": no CPU kernel to fall back to");
   auto k = e->factory(n);
   if (!k) return k.error();
@@ -436,7 +435,7 @@ expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> 
     s->on_device_.assign(gr.nodes.size(), 0);
   }
 
-  const op_registry& cpu_reg = cpu::registry();
+  const op_registry& cpu_reg = cpu_op_registry();
   s->host_output_.resize(gr.nodes.size());
   for (size_t i = 0; i < gr.nodes.size(); ++i) {
     const node& n = gr.nodes[i];

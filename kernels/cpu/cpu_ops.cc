@@ -30,3 +30,9 @@ const op_registry& registry() {
 }
 
 }  // namespace gpugrid::cpu
+
+namespace gpugrid {
+
+const op_registry& cpu_op_registry() { return cpu::registry(); }
+
+}  // namespace gpugrid
