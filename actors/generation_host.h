@@ -34,6 +34,7 @@
 #include "actors/generation_client.h"
 #include "actors/messages.h"
 #include "actors/model_folder.h"
+#include "actors/payment.h"
 #include "base/status.h"
 #include "llm/generation.h"
 #include "net/identity.h"
@@ -74,10 +75,20 @@ struct generation_host_options {
   int max_tokens_per_frame = 64;
   std::function<int64_t()> clock;    // unix ms; empty: the system clock
   std::function<void(const std::string&)> log;
+  // Paid on a chain: bids announce the gate's terms (wei per 1000 prompt and generated tokens),
+  // a prompt must come with a voucher that pays its prompt tokens, and the answer runs at most
+  // credit_tokens generated tokens ahead of what the session's vouchers (GenPay) have paid.
+  // When the client falls further behind, the worker sends what it has and waits up to
+  // payment_wait_ms for a voucher, then stops with a JobError (not_awarded, "payment: ...").
+  // Null: unsettled credits.
+  std::shared_ptr<payment_gate> payment;
+  int64_t credit_tokens = 32;
+  int64_t payment_wait_ms = 5000;
 };
 
 struct generation_host_counters {
   std::atomic<int64_t> bids{0}, declines{0}, answers{0}, tokens{0}, cancels{0}, evictions{0}, files{0};
+  std::atomic<int64_t> vouchers{0}, payment_refusals{0}, payment_cutoffs{0};
 };
 
 class generation_host {
@@ -92,7 +103,7 @@ class generation_host {
   generation_host(const generation_host&) = delete;
   generation_host& operator=(const generation_host&) = delete;
 
-  // Takes GenOpen, GenPrompt and a Cancel naming one of its sessions. Returns false for any
+  // Takes GenOpen, GenPrompt, GenPay and a Cancel naming one of its sessions. Returns false for any
   // other message (it is someone else's). `conn` names the client's connection.
   bool on_message(const key32& client, uint64_t conn, const net::message& m, const reply_fn& reply);
   // A file upload tagged with `session` is wanted when it is one of that session's files.
@@ -116,6 +127,7 @@ class generation_host {
   int64_t now() const;
   void on_open(const key32& client, uint64_t conn, const net::gen_open& m, const reply_fn& reply);
   void on_prompt(const key32& client, const net::gen_prompt& m, const reply_fn& reply);
+  void on_pay(const key32& client, const net::gen_pay& m, const reply_fn& reply);
   void run(std::shared_ptr<session> s, net::gen_prompt p, reply_fn reply);
   void finish_run(const std::shared_ptr<session>& s);
   expected<std::shared_ptr<gen_engine>> engine_for(const ledger::digest32& manifest, const std::vector<net::gen_file>& files,
@@ -134,6 +146,7 @@ class generation_host {
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
+  std::condition_variable paid_cv_;     // a session's paid amount rose (under mu_)
   std::map<net::bytes16, std::shared_ptr<session>> sessions_;
   struct loaded {
     std::shared_ptr<gen_engine> engine;
