@@ -63,6 +63,7 @@ generation_host::generation_host(const net::identity& id, std::shared_ptr<folder
   secret_ = kp.secret_key;
   options_.slots = std::max(1, options_.slots);
   options_.max_tokens_per_frame = std::max(1, options_.max_tokens_per_frame);
+  if (options_.payment) payment_thread_ = std::thread([this] { payment_loop(); });
 }
 
 generation_host::~generation_host() {
@@ -74,6 +75,7 @@ generation_host::~generation_host() {
   }
   for (auto& w : ws)
     if (w.joinable()) w.join();
+  if (payment_thread_.joinable()) payment_thread_.join();
 }
 
 int64_t generation_host::now() const { return options_.clock ? options_.clock() : unix_ms(); }
@@ -83,6 +85,7 @@ void generation_host::stop() {
   stopping_ = true;
   for (auto& [id, s] : sessions_) s->cancel->store(true);
   paid_cv_.notify_all();
+  pays_cv_.notify_all();
 }
 
 size_t generation_host::sessions() const {
@@ -318,37 +321,6 @@ void generation_host::on_prompt(const key32& client, const net::gen_prompt& m, c
       return error(net::job_error_code::busy, fmt::format("{} answers are being generated here", running_));
     if (m.generated_ids.size() > static_cast<size_t>(std::max<int64_t>(0, m.max_new_tokens)) && !m.score_only)
       return error(net::job_error_code::bad_input, "the answer so far is longer than max_new_tokens");
-  }
-  // Paid on a chain: the prompt's tokens are paid before any work (the gate may read the chain,
-  // so not under mu_). One prompt runs per session, so nothing else pays into it meanwhile.
-  unsigned __int128 added_wei = 0;
-  if (s->terms) {
-    unsigned __int128 need, paid;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      need = s->charged + tokens_wei(static_cast<int64_t>(m.prompt_ids.size() + m.generated_ids.size()), 0, *s->terms);
-      paid = s->paid;
-    }
-    if (m.voucher) {
-      auto added = options_.payment->admit_session_voucher(m.session, *m.voucher, ledger::word_of(need > paid ? need - paid : 1));
-      if (!added) {
-        ++counters_.payment_refusals;
-        return error(net::job_error_code::not_awarded, "payment refused: " + added.error().message());
-      }
-      ++counters_.vouchers;
-      added_wei = ledger::word_value(*added);
-    } else if (paid < need) {
-      return error(net::job_error_code::not_awarded,
-                   "payment refused: this provider is paid on a chain; the prompt came without a voucher");
-    }
-  }
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (sessions_.find(m.session) == sessions_.end() || s->running)
-      return error(net::job_error_code::busy, "the session closed or took another prompt meanwhile");
-    if (running_ >= static_cast<size_t>(options_.slots))
-      return error(net::job_error_code::busy, fmt::format("{} answers are being generated here", running_));
-    s->paid += added_wei;
     s->payment_error.clear();
     s->running = true;
     s->last_used_ms = now();
@@ -361,34 +333,95 @@ void generation_host::on_prompt(const key32& client, const net::gen_prompt& m, c
 
 void generation_host::on_pay(const key32& client, const net::gen_pay& m, const reply_fn& reply) {
   if (!options_.payment) return send_error(reply, m.session, net::job_error_code::bad_input, "this provider is not paid on a chain");
-  std::shared_ptr<session> s;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    auto it = sessions_.find(m.session);
-    if (it != sessions_.end() && it->second->client == client) s = it->second;
-  }
-  if (!s) {
-    // The rest of a session the client already closed (cancelled, stopped, left for another
-    // provider): the voucher pays for tokens delivered, and the session's receipt carries it.
-    auto added = options_.payment->admit_session_voucher(m.session, m.voucher, ledger::word_of(1));
-    if (added) ++counters_.vouchers;
-    else ++counters_.payment_refusals;
-    if (!added && options_.log) options_.log("a voucher for a closed generation session was refused: " + added.error().message());
+  std::unique_lock<std::mutex> lk(mu_);
+  if (stopping_) return;
+  auto it = sessions_.find(m.session);
+  std::shared_ptr<session> s = it != sessions_.end() && it->second->client == client ? it->second : nullptr;
+  if (s && s->running) {  // its worker waits for it: checked by the payment thread, in order
+    if (pays_.size() >= 4096) {  // a client flooding vouchers: refused, its session stops
+      s->payment_error = "too many vouchers at once";
+      paid_cv_.notify_all();
+      return;
+    }
+    pays_.push_back({client, m, reply});
+    pays_cv_.notify_all();
     return;
   }
-  if (!s->terms) return send_error(reply, m.session, net::job_error_code::bad_input, "this session is not paid on a chain");
-  // GenPay frames of one session come in order from one connection: no two are checked at once.
-  auto added = options_.payment->admit_session_voucher(m.session, m.voucher, ledger::word_of(1));
+  // The rest of an answer that has ended (or of a session the client closed: cancelled,
+  // stopped, left for another provider): checked here, after any voucher of the session still
+  // queued, so that it is filed before the session's receipt comes (same connection, later).
+  pays_cv_.wait_for(lk, std::chrono::seconds(2), [&] {
+    if (stopping_ || paying_ == m.session) return stopping_;
+    for (const auto& q : pays_)
+      if (q.pay.session == m.session) return false;
+    return true;
+  });
+  lk.unlock();
+  settle_pay({client, m, reply}, s);
+}
+
+void generation_host::settle_pay(const pending_pay& next, const std::shared_ptr<session>& s) {
+  if (s && !s->terms) {
+    send_error(next.reply, next.pay.session, net::job_error_code::bad_input, "this session is not paid on a chain");
+    return;
+  }
+  auto added = options_.payment->admit_session_voucher(next.pay.session, next.pay.voucher, ledger::word_of(1));
   std::lock_guard<std::mutex> lk(mu_);
   if (!added) {
     ++counters_.payment_refusals;
-    s->payment_error = added.error().message();  // the worker stops at its next token
-    if (!s->running) send_error(reply, m.session, net::job_error_code::not_awarded, "payment refused: " + s->payment_error);
+    if (options_.log) options_.log("a generation voucher was refused: " + added.error().message());
+    if (s) {
+      s->payment_error = added.error().message();  // a running worker stops at its next token
+      if (!s->running) send_error(next.reply, next.pay.session, net::job_error_code::not_awarded, "payment refused: " + s->payment_error);
+    }
   } else {
     ++counters_.vouchers;
-    s->paid += ledger::word_value(*added);
+    if (s) s->paid += ledger::word_value(*added);
   }
   paid_cv_.notify_all();
+}
+
+void generation_host::payment_loop() {
+  for (;;) {
+    pending_pay next;
+    std::shared_ptr<session> s;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      paying_ = {};
+      pays_cv_.notify_all();
+      pays_cv_.wait(lk, [&] { return stopping_ || !pays_.empty(); });
+      if (stopping_) return;
+      next = std::move(pays_.front());
+      pays_.pop_front();
+      paying_ = next.pay.session;
+      auto it = sessions_.find(next.pay.session);
+      if (it != sessions_.end() && it->second->client == next.client) s = it->second;
+    }
+    settle_pay(next, s);
+  }
+}
+
+status generation_host::admit_prompt(session& s, const net::gen_prompt& p) {
+  unsigned __int128 need, paid;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    need = s.charged + tokens_wei(static_cast<int64_t>(p.prompt_ids.size() + p.generated_ids.size()), 0, *s.terms);
+    paid = s.paid;
+  }
+  if (!p.voucher) {
+    if (paid >= need) return status::ok();  // paid already (a prompt sent again)
+    return status(error_kind::invalid_input, "payment refused: this provider is paid on a chain; the prompt came without a voucher");
+  }
+  auto added = options_.payment->admit_session_voucher(s.id, *p.voucher, ledger::word_of(need > paid ? need - paid : 1));
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!added) {
+    ++counters_.payment_refusals;
+    return status(error_kind::invalid_input, "payment refused: " + added.error().message());
+  }
+  ++counters_.vouchers;
+  s.paid += ledger::word_value(*added);
+  paid_cv_.notify_all();
+  return status::ok();
 }
 
 expected<std::shared_ptr<gen_engine>> generation_host::engine_for(const ledger::digest32& manifest,
@@ -448,6 +481,11 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
     }
     finish_run(s);
   };
+  // Paid on a chain: the prompt's tokens are paid before any work.
+  if (s->terms) {
+    status paid = admit_prompt(*s, p);
+    if (!paid.is_ok()) return fail(net::job_error_code::not_awarded, paid.message());
+  }
   if (!store_->has_all(s->manifest, s->files))
     return fail(net::job_error_code::model_missing, "the model folder's files have not all arrived");
   auto engine = engine_for(s->manifest, s->files, s->folder_bytes);

@@ -11,7 +11,9 @@
 // prompt until it closes. A Cancel with the session id stops the worker at its next step and
 // closes the session; a session idle for idle_timeout_ms is evicted and its memory released,
 // and idle sessions are evicted (least recently used first) when a new one needs the memory;
-// a connection that goes cancels its sessions. GenPrompt with score_only answers with the teacher-forced log-probs of
+// a connection that goes cancels its sessions. Paid on a chain (options.payment), a prompt's
+// voucher is checked by its worker before any work, and GenPay vouchers by one payment thread
+// in arrival order. GenPrompt with score_only answers with the teacher-forced log-probs of
 // the given answer tokens (a client's spot check of another provider).
 //
 // Threads: on_message, put_file, on_disconnect and tick may be called from any thread (they
@@ -23,6 +25,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -128,6 +131,13 @@ class generation_host {
   void on_open(const key32& client, uint64_t conn, const net::gen_open& m, const reply_fn& reply);
   void on_prompt(const key32& client, const net::gen_prompt& m, const reply_fn& reply);
   void on_pay(const key32& client, const net::gen_pay& m, const reply_fn& reply);
+  // Checks the vouchers of GenPay frames in arrival order, off the caller's thread (a check
+  // may read the chain and writes the claim to disk).
+  void payment_loop();
+  struct pending_pay;
+  void settle_pay(const pending_pay& next, const std::shared_ptr<session>& s);
+  // The prompt's payment, on the worker: OK, or the reason it is refused.
+  status admit_prompt(session& s, const net::gen_prompt& p);
   void run(std::shared_ptr<session> s, net::gen_prompt p, reply_fn reply);
   void finish_run(const std::shared_ptr<session>& s);
   expected<std::shared_ptr<gen_engine>> engine_for(const ledger::digest32& manifest, const std::vector<net::gen_file>& files,
@@ -160,6 +170,15 @@ class generation_host {
   int64_t engine_bytes_ = 0;
   size_t running_ = 0;
   std::vector<std::thread> workers_;
+  struct pending_pay {
+    key32 client{};
+    net::gen_pay pay;
+    reply_fn reply;
+  };
+  std::deque<pending_pay> pays_;        // under mu_
+  net::bytes16 paying_{};               // the session whose voucher the payment thread checks
+  std::condition_variable pays_cv_;
+  std::thread payment_thread_;          // runs payment_loop() when options.payment is set
   std::vector<std::thread::id> finished_;
   bool stopping_ = false;
 };
