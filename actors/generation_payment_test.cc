@@ -74,11 +74,12 @@ struct fake_gate : payment_gate {
   std::vector<int64_t> engine_steps_at_voucher;  // how far generation had gone at each voucher
   std::function<int64_t()> steps;
 
+  u128 inflate = 1;  // > 1: the bid's wei terms ask more than its prices say
   ledger::chain_terms terms(double price) override {
     ledger::chain_terms t;
     t.chain_id = ledger::word_of(31337);
     t.payee = payee;
-    t.price = ledger::word_of(wei(price));
+    t.price = ledger::word_of(wei(price) * inflate);
     return t;
   }
   status admit(const execute_request&) override { return status(error_kind::invalid_input, "jobs are not tested here"); }
@@ -364,4 +365,61 @@ TEST_CASE("a client without a chain passes over chain-paid bids", "[grid][gen][p
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().kind() == error_kind::no_provider);
   CHECK(r.error().message().find("no chain configured") != std::string::npos);
+}
+
+TEST_CASE("a bid whose wei terms ask more than its prices is passed over", "[grid][gen][payment]") {
+  paid_grid g;
+  provider& p = g.add();
+  p.gate->inflate = 2;
+  auto c = g.client();
+  auto r = c.complete(request(10), [](const llm::generated_token&) { return true; }, nullptr);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message().find("chain terms ask more wei") != std::string::npos);
+  CHECK(p.gate->accepted == 0);
+}
+
+TEST_CASE("with redundancy both chain-paid providers are paid for their own streams", "[grid][gen][payment]") {
+  paid_grid g;
+  g.options.redundancy = 2;
+  provider& a = g.add();
+  provider& b = g.add();
+  auto c = g.client();
+  auto r = c.complete(request(40), [](const llm::generated_token&) { return true; }, nullptr);
+  REQUIRE(r.has_value());
+  INFO(g.all_notes());
+  CHECK(c.last_verification() == "redundant");
+  const auto& used = c.last_providers();
+  REQUIRE(used.size() == 2);
+  for (const auto& u : used) {
+    provider& p = u.node == node_hex(a.host->key()) ? a : b;
+    const u128 owed = tokens_wei(u.prompt_tokens, u.generated_tokens, p.terms());
+    CHECK(u.generated_tokens == 40);
+    CHECK(u.paid);
+    CHECK(u.paid_wei == ledger::decimal(owed));
+    CHECK(g.payer.total(p.gate->payee) == owed);
+    CHECK(p.gate->earned() == owed);
+  }
+}
+
+TEST_CASE("a chain-paid scorer is paid for its teacher-forced pass as prompt tokens", "[grid][gen][payment]") {
+  paid_grid g;
+  g.options.spot_check_rate = 1;  // every answer is scored, by the other provider
+  provider& a = g.add();
+  provider& b = g.add();
+  auto c = g.client();
+  auto r = c.complete(request(30), [](const llm::generated_token&) { return true; }, nullptr);
+  REQUIRE(r.has_value());
+  INFO(g.all_notes());
+  CHECK(c.last_verification() == "spot-check");
+  const auto& used = c.last_providers();
+  REQUIRE(used.size() == 2);
+  CHECK(used[1].role == "score");
+  CHECK(used[1].generated_tokens == 0);
+  CHECK(used[1].prompt_tokens == 5 + 30);
+  for (const auto& u : used) {
+    provider& p = u.node == node_hex(a.host->key()) ? a : b;
+    const u128 owed = tokens_wei(u.prompt_tokens, u.generated_tokens, p.terms());
+    CHECK(u.paid_wei == ledger::decimal(owed));
+    CHECK(p.gate->earned() == owed);
+  }
 }
