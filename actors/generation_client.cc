@@ -839,6 +839,8 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     if (sg.terms) {
       u.settlement = "chain";
       u.paid_wei = ledger::decimal(sg.paid);
+      note(fmt::format("provider {}: {} prompt and {} generated tokens settled on chain, {} wei", short_hex(peers[o.peer].key),
+                       u.prompt_tokens, u.generated_tokens, u.paid_wei));
     }
     used_.push_back(u);
     stats.payments.push_back({u.node, u.role, u.settlement, u.paid_wei, u.cost, u.paid});

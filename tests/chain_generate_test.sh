@@ -102,6 +102,7 @@ assert int(pays[0]["paid_wei"]) > 0, pays
 print(d["generated_tokens"], pays[0]["paid_wei"])
 PY
 ) || fail "generate --json does not label a chain payment: $(cat "$tmp/gen.json")"
+grep -q "settled on chain, $paid wei" "$tmp/gen.err" || fail "generate does not say the tokens were settled on chain: $(cat "$tmp/gen.err")"
 echo "generated $ntok tokens, paid $paid wei on chain"
 read -r cjobs cwei < <(sums "$C" paid_wei)
 [ "$cjobs" = 1 ] && [ "$cwei" = "$paid" ] || fail "the client ledger holds $cjobs settled entries, $cwei wei; paid $paid"
