@@ -132,6 +132,13 @@ bool generation_host::on_message(const key32& client, uint64_t conn, const net::
 void generation_host::close_locked(const net::bytes16& id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;
+  if (it->second->terms && closed_.emplace(id, it->second->client).second) {
+    closed_order_.push_back(id);
+    while (closed_order_.size() > 4096) {
+      closed_.erase(closed_order_.front());
+      closed_order_.pop_front();
+    }
+  }
   reserved_ -= it->second->reserved;
   it->second->reserved = 0;
   sessions_.erase(it);
@@ -337,6 +344,14 @@ void generation_host::on_pay(const key32& client, const net::gen_pay& m, const r
   if (stopping_) return;
   auto it = sessions_.find(m.session);
   std::shared_ptr<session> s = it != sessions_.end() && it->second->client == client ? it->second : nullptr;
+  if (!s) {  // only the client of a session that was paid here pays into it
+    auto c = closed_.find(m.session);
+    if (c == closed_.end() || c->second != client) {
+      ++counters_.payment_refusals;
+      return send_error(reply, m.session, net::job_error_code::not_awarded,
+                        "payment refused: no chain-paid session of this client has this id here");
+    }
+  }
   if (s && s->running) {  // its worker waits for it: checked by the payment thread, in order
     if (pays_.size() >= 4096) {  // a client flooding vouchers: refused, its session stops
       s->payment_error = "too many vouchers at once";

@@ -177,6 +177,10 @@ class generation_host {
   };
   std::deque<pending_pay> pays_;        // under mu_
   net::bytes16 paying_{};               // the session whose voucher the payment thread checks
+  // Sessions closed lately and their clients: the rest of an answer may be paid after its
+  // session closed, by its own client only (at most 4096 remembered).
+  std::map<net::bytes16, key32> closed_;
+  std::deque<net::bytes16> closed_order_;
   std::condition_variable pays_cv_;
   std::thread payment_thread_;          // runs payment_loop() when options.payment is set
   std::vector<std::thread::id> finished_;

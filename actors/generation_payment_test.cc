@@ -15,6 +15,7 @@
 #include "actors/generation_host.h"
 #include "actors/payment.h"
 #include "actors/testing/fake_gen_engine.h"
+#include "net/codec.h"
 
 using namespace gpugrid;
 using namespace gpugrid::grid;
@@ -422,4 +423,51 @@ TEST_CASE("a chain-paid scorer is paid for its teacher-forced pass as prompt tok
     CHECK(u.paid_wei == ledger::decimal(owed));
     CHECK(p.gate->earned() == owed);
   }
+}
+
+TEST_CASE("only a session's own client pays into it", "[grid][gen][payment]") {
+  paid_grid g;
+  provider& p = g.add();
+  std::vector<net::message> replies;
+  std::mutex mu;
+  generation_host::reply_fn reply = [&](const net::message& m) {
+    std::lock_guard<std::mutex> lk(mu);
+    replies.push_back(m);
+    return true;
+  };
+  net::gen_open o;
+  o.session = new_job_id();
+  o.manifest = fake_manifest().hash;
+  o.files = fake_manifest().files;
+  o.prompt_tokens = 5;
+  o.max_new_tokens = 10;
+  REQUIRE(p.host->on_message(g.me.public_key, 1, o, reply));
+  REQUIRE(replies.size() == 1);
+  auto* bid = std::get_if<net::gen_bid>(&replies[0]);
+  REQUIRE(bid);
+  REQUIRE(bid->terms.has_value());
+  CHECK(bid->terms->terms.payee == p.gate->payee);
+  CHECK(net::verify_gen_bid(*bid, p.host->key()));
+  auto pay = [&](const key32& who, const net::bytes16& session) {
+    ledger::chain_terms t = p.gate->terms(0.003);
+    auto v = g.payer.pay(p.host->key(), t);
+    REQUIRE(v.has_value());
+    replies.clear();
+    REQUIRE(p.host->on_message(who, 2, net::gen_pay{session, *v}, reply));
+  };
+  // Another client, or a session id never opened here: refused, nothing filed.
+  pay(keypair::generate().public_key, o.session);
+  REQUIRE(replies.size() == 1);
+  auto* e = std::get_if<net::job_error>(&replies[0]);
+  REQUIRE(e);
+  CHECK(e->code == net::job_error_code::not_awarded);
+  pay(g.me.public_key, new_job_id());
+  REQUIRE(replies.size() == 1);
+  CHECK(std::holds_alternative<net::job_error>(replies[0]));
+  CHECK(p.gate->accepted == 0);
+  // The session's own client, after the session closed: taken (the rest of an answer).
+  REQUIRE(p.host->on_message(g.me.public_key, 1, net::cancel{o.session, "close"}, reply));
+  pay(g.me.public_key, o.session);
+  CHECK(replies.empty());
+  CHECK(p.gate->accepted == 1);
 }
