@@ -12,7 +12,9 @@
 // stall_timeout_ms, the client moves to the next bid and sends the prompt plus the tokens so
 // far (completion_request::generated_ids), so the sink sees every index once. Every frame
 // carries the provider's receipt for the tokens so far; each provider is paid, once, for the
-// tokens it delivered (ledger::receipt_kind::generation).
+// tokens it delivered (ledger::receipt_kind::generation). A bid with chain terms is paid with
+// vouchers (options.payer): the prompt before any work, then the tokens as they arrive and the
+// rest when its share is accepted; never a token that did not arrive.
 //
 // Verification: with redundancy 2 and greedy sampling a second provider generates the same
 // answer and the token streams are compared; otherwise a share of answers (adaptive, as for

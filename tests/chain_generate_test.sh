@@ -93,17 +93,17 @@ done
 # ---- a paid answer: labelled "chain", both ledgers and the payment agree ----
 XDG_DATA_HOME="$tmp/client" "$bin" generate "$model" --peer "$purl" --prompt "Once upon a time" --max-tokens 60 --json \
   >"$tmp/gen.json" 2>"$tmp/gen.err" || fail "a paid generate failed: $(cat "$tmp/gen.err")"
-read -r ntok paid < <("$py" - "$tmp/gen.json" <<'PY'
+read -r ntok paid tps < <("$py" - "$tmp/gen.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 pays = d["payments"]
 assert len(pays) == 1 and pays[0]["settlement"] == "chain" and pays[0]["paid"], pays
 assert int(pays[0]["paid_wei"]) > 0, pays
-print(d["generated_tokens"], pays[0]["paid_wei"])
+print(d["generated_tokens"], pays[0]["paid_wei"], round(d["decode_tokens_per_s"], 1))
 PY
 ) || fail "generate --json does not label a chain payment: $(cat "$tmp/gen.json")"
 grep -q "settled on chain, $paid wei" "$tmp/gen.err" || fail "generate does not say the tokens were settled on chain: $(cat "$tmp/gen.err")"
-echo "generated $ntok tokens, paid $paid wei on chain"
+echo "generated $ntok tokens at $tps tokens/s, paid $paid wei on chain"
 read -r cjobs cwei < <(sums "$C" paid_wei)
 [ "$cjobs" = 1 ] && [ "$cwei" = "$paid" ] || fail "the client ledger holds $cjobs settled entries, $cwei wei; paid $paid"
 for _ in $(seq 1 50); do
