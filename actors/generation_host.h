@@ -13,7 +13,9 @@
 // and idle sessions are evicted (least recently used first) when a new one needs the memory;
 // a connection that goes cancels its sessions. Paid on a chain (options.payment), a prompt's
 // voucher is checked by its worker before any work, and GenPay vouchers by one payment thread
-// in arrival order. GenPrompt with score_only answers with the teacher-forced log-probs of
+// in arrival order while their answer runs; a GenPay for an answer that has ended (the rest of
+// what it delivered) is checked on the caller's thread, after that session's queued ones
+// (waiting at most 2 s for them), so that it is filed before the session's receipt arrives. GenPrompt with score_only answers with the teacher-forced log-probs of
 // the given answer tokens (a client's spot check of another provider).
 //
 // Threads: on_message, put_file, on_disconnect and tick may be called from any thread (they
