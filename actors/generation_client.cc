@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "actors/client.h"
+#include "actors/payment.h"
 #include "actors/receipt_outbox.h"
 #include "net/codec.h"
 #include "net/identity.h"
@@ -15,6 +16,32 @@
 namespace gpugrid::grid {
 
 using steady = std::chrono::steady_clock;
+
+// ------------------------------------------------------------------ payment
+
+namespace {
+
+using u128 = unsigned __int128;
+constexpr u128 kMax128 = ~u128(0);
+
+u128 mul_sat(u128 a, u128 b) { return a != 0 && b > kMax128 / a ? kMax128 : a * b; }
+u128 add_sat(u128 a, u128 b) { return b > kMax128 - a ? kMax128 : a + b; }
+
+// A price in the chain's token as wei, rounded to the nearest nano-token (as chain::price_wei).
+u128 wei_of(double token_price) {
+  if (!(token_price > 0) || !std::isfinite(token_price)) return 0;
+  double nano = std::round(token_price * 1e9);
+  if (nano > 9e18) nano = 9e18;
+  return u128(static_cast<uint64_t>(nano)) * 1000000000u;
+}
+
+}  // namespace
+
+unsigned __int128 tokens_wei(int64_t prompt, int64_t generated, const net::gen_chain_terms& t) {
+  u128 sum = add_sat(mul_sat(static_cast<u128>(std::max<int64_t>(0, prompt)), ledger::word_value(t.price_prompt)),
+                     mul_sat(static_cast<u128>(std::max<int64_t>(0, generated)), ledger::word_value(t.terms.price)));
+  return sum == kMax128 ? sum : sum / 1000 + (sum % 1000 != 0);
+}
 
 // ------------------------------------------------------------------ inbox
 
@@ -122,6 +149,11 @@ struct generation_client::segment {
   std::string role = "answer";
   bool score_only = false;             // a teacher-forced scoring, not generation
   bool disputed = false;               // cut off for a bad frame: not paid
+  // Paid on a chain: the bid's terms, what this session's vouchers added, and the last one
+  // (with `price` that sum, as the ledger entry carries it).
+  std::optional<net::gen_chain_terms> terms;
+  unsigned __int128 paid = 0;
+  std::optional<ledger::voucher_claim> last_voucher;
 };
 
 namespace {
@@ -207,6 +239,17 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       if ((options_.max_price_prompt >= 0 && b->price_prompt > options_.max_price_prompt + 1e-12) ||
           (options_.max_price_generated >= 0 && b->price_generated > options_.max_price_generated + 1e-12)) {
         declines.push_back(who + ": bid over the price limit");
+        continue;
+      }
+      if (b->terms && !options_.payer) {
+        declines.push_back(who + ": it is paid on a chain; this client has no chain configured (GPUGRID_CHAIN_RPC, "
+                                 "chain.toml)");
+        continue;
+      }
+      // The wei it asks must be the prices it bid (and its limits), rounded to a nano-token.
+      if (b->terms && (ledger::word_value(b->terms->terms.price) > wei_of(b->price_generated) ||
+                       ledger::word_value(b->terms->price_prompt) > wei_of(b->price_prompt))) {
+        declines.push_back(who + ": its chain terms ask more wei than its bid's prices");
         continue;
       }
       offer o;
@@ -311,13 +354,36 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     if (options_.ledger && ledger::verify_receipt(d).is_ok()) (void)options_.ledger->append(d);
   };
 
+  // On a chain: a voucher that raises what segment `sg` has paid to `target` wei (none when it
+  // has paid that already). The payer persists the channel's new amount before signing.
+  std::string pay_error;
+  auto pay_to = [&](const offer& o, segment& sg, unsigned __int128 target) -> std::optional<ledger::voucher_claim> {
+    pay_error.clear();
+    if (!sg.terms || !options_.payer || target <= sg.paid) return std::nullopt;
+    ledger::chain_terms t = sg.terms->terms;
+    t.price = ledger::word_of(target - sg.paid);
+    auto v = options_.payer->pay(peers[o.peer].key, t);
+    if (!v) {
+      pay_error = v.error().message();
+      return std::nullopt;
+    }
+    sg.paid += ledger::word_value(v->price);
+    ledger::voucher_claim filed = *v;
+    filed.price = ledger::word_of(sg.paid);
+    sg.last_voucher = filed;
+    return *v;
+  };
+  auto prompt_count = [](const net::gen_prompt& p) { return static_cast<int64_t>(p.prompt_ids.size() + p.generated_ids.size()); };
+
   // Runs one prompt on one offer. Tokens that pass the checks go to `on_token`, which returns
   // false to stop. Returns how it ended.
   enum class ended { done, failed, stalled, garbage, stopped, input_error };
   std::string last_error;
-  auto stream = [&](const offer& o, segment& sg, const net::gen_prompt& p, int64_t limit,
+  auto stream = [&](const offer& o, segment& sg, const net::gen_prompt& unpaid, int64_t limit,
                     const std::function<bool(const net::gen_token&)>& on_token, llm::finish_reason* reason) -> ended {
     const gen_peer& peer = peers[o.peer];
+    net::gen_prompt p = unpaid;
+    sg.terms = o.bid.terms;
     sg.peer = o.peer;
     sg.session = o.session;
     sg.first_index = p.score_only ? 0 : static_cast<int64_t>(p.generated_ids.size());
@@ -330,10 +396,19 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       last_error = st.message();
       return st.kind() == error_kind::invalid_input ? ended::input_error : ended::failed;
     }
+    if (sg.terms) {  // the prompt's tokens are paid with it
+      p.voucher = pay_to(o, sg, tokens_wei(prompt_count(p), 0, *sg.terms));
+      if (!pay_error.empty()) {
+        last_error = "cannot pay it: " + pay_error;
+        return ended::failed;
+      }
+    }
     if (!peer.send(p)) {
       last_error = "cannot send to the provider";
       return ended::failed;
     }
+    p.voucher.reset();  // paid: sent again (the files were missing), it costs nothing more
+    int64_t paid_tokens = 0;  // generated tokens the vouchers sent cover
     auto deadline = steady::now() + std::chrono::milliseconds(options_.first_token_timeout_ms);
     bool resent = false;
     while (true) {
@@ -406,6 +481,21 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       }
       if (f->receipt && receipt_ok(sg, o, *f->receipt)) sg.receipt = *f->receipt;
       else if (f->receipt) note(fmt::format("provider {} sent a receipt that does not match its tokens", short_hex(peer.key)));
+      // On a chain: the tokens received are paid as they come, pay_every_tokens at a time (the
+      // last ones when the answer is accepted), so the provider's credit is never used up.
+      const int64_t got = p.score_only ? 0 : static_cast<int64_t>(sg.tokens.size());
+      if (sg.terms && !f->done && got - paid_tokens >= std::max<int64_t>(1, options_.pay_every_tokens)) {
+        auto v = pay_to(o, sg, tokens_wei(prompt_count(p), got, *sg.terms));
+        if (!pay_error.empty()) {
+          last_error = "cannot pay it: " + pay_error;
+          return ended::failed;
+        }
+        if (v && !peer.send(net::gen_pay{o.session, *v})) {
+          last_error = "cannot send to the provider";
+          return ended::failed;
+        }
+        paid_tokens = got;
+      }
       if (!go_on) {
         *reason = llm::finish_reason::cancelled;
         return ended::stopped;
@@ -727,9 +817,15 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     if (sg.receipt && !bad && !sg.disputed) {
       ledger::receipt rc = *sg.receipt;
       u.cost = receipt_cost(rc);
+      if (sg.terms) {  // the rest of what its receipt states, before the receipt goes
+        ledger::token_terms tt = ledger::token_terms::unpack(rc.input_digest);
+        auto v = pay_to(o, sg, tokens_wei(tt.prompt_tokens, tt.generated_tokens, *sg.terms));
+        if (!pay_error.empty()) note(fmt::format("cannot pay provider {} the rest: {}", short_hex(peers[o.peer].key), pay_error));
+        else if (v) (void)peers[o.peer].send(net::gen_pay{sg.session, *v});
+      }
       ledger::sign_as_client(rc, self_.secret_key);
       if (options_.ledger) {
-        auto h = options_.ledger->append_verified(rc);
+        auto h = options_.ledger->append_verified(rc, sg.last_voucher ? &*sg.last_voucher : nullptr);
         if (!h) note("cannot record the receipt: " + h.error().message());
       }
       if (options_.outbox) {
@@ -740,7 +836,14 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       u.paid = true;
       stats.cost += u.cost;
     }
+    if (sg.terms) {
+      u.settlement = "chain";
+      u.paid_wei = ledger::decimal(sg.paid);
+      note(fmt::format("provider {}: {} prompt and {} generated tokens settled on chain, {} wei", short_hex(peers[o.peer].key),
+                       u.prompt_tokens, u.generated_tokens, u.paid_wei));
+    }
     used_.push_back(u);
+    stats.payments.push_back({u.node, u.role, u.settlement, u.paid_wei, u.cost, u.paid});
     if (u.generated_tokens > 0 || sg.role == "answer") stats.providers.push_back(u.node);
   };
   for (size_t si = 0; si < segments.size(); ++si) pay(segments[si], offers[segment_offer[si]], segment_bad[si] || segment_withheld[si], segment_checked[si]);

@@ -12,7 +12,9 @@
 // stall_timeout_ms, the client moves to the next bid and sends the prompt plus the tokens so
 // far (completion_request::generated_ids), so the sink sees every index once. Every frame
 // carries the provider's receipt for the tokens so far; each provider is paid, once, for the
-// tokens it delivered (ledger::receipt_kind::generation).
+// tokens it delivered (ledger::receipt_kind::generation). A bid with chain terms is paid with
+// vouchers (options.payer): the prompt before any work, then the tokens as they arrive and the
+// rest when its share is accepted; never a token that did not arrive.
 //
 // Verification: with redundancy 2 and greedy sampling a second provider generates the same
 // answer and the token streams are compared; otherwise a share of answers (adaptive, as for
@@ -54,6 +56,12 @@
 namespace gpugrid::grid {
 
 class receipt_outbox;
+class job_payer;  // actors/payment.h
+
+// Wei owed for `prompt` prompt tokens and `generated` generated tokens at a chain-paid bid's
+// prices per 1000 tokens, rounded up to a whole wei (saturating at 2^128 - 1). Both sides
+// compute payments with it: a session owes tokens_wei(prompt, tokens delivered).
+unsigned __int128 tokens_wei(int64_t prompt, int64_t generated, const net::gen_chain_terms& t);
 
 // One provider as the generation client reaches it.
 struct gen_peer {
@@ -110,6 +118,13 @@ struct generation_client_options {
   // Scores an answer on this machine (teacher-forced log-probs); empty: ask another provider.
   std::function<expected<std::vector<float>>(const std::vector<int32_t>& prompt, const std::vector<int32_t>& answer)> local_score;
   std::function<void(const std::string&)> note;
+  // Pays providers whose bids carry chain terms (actors/payment.h): the prompt's tokens with
+  // GenPrompt, then the tokens received (GenPay) whenever pay_every_tokens of them are unpaid,
+  // and the rest when the provider's share of the answer is accepted. A provider's credit
+  // (generation_host_options::credit_tokens, 32) must be above pay_every_tokens, or it waits
+  // for each payment. Null: bids with chain terms are passed over.
+  job_payer* payer = nullptr;
+  int64_t pay_every_tokens = 16;
 };
 
 // Who did what in the last completion (for --json).
@@ -121,6 +136,8 @@ struct generation_provider_use {
   double cost = 0;                                // what its receipt asks
   bool paid = false;
   bool verified = false;
+  std::string settlement = "unsettled";           // "chain": paid with vouchers
+  std::string paid_wei;                           // on a chain: what its vouchers added (decimal)
   std::string role;                               // "answer", "redundant", "score"
 };
 

@@ -24,6 +24,11 @@ struct generation_host::session {
   int64_t reserved = 0;  // KV-cache bytes held for it (from its bid, or its first prompt, until it closes)
   bool running = false;
   std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
+  // Paid on a chain (options.payment): the bid's terms, and what this prompt's vouchers paid.
+  std::optional<net::gen_chain_terms> terms;
+  unsigned __int128 paid = 0;     // what all its vouchers added
+  unsigned __int128 charged = 0;  // what its finished prompts cost (prefill and tokens)
+  std::string payment_error;      // a refused GenPay: the worker stops with it
 };
 
 namespace {
@@ -58,6 +63,7 @@ generation_host::generation_host(const net::identity& id, std::shared_ptr<folder
   secret_ = kp.secret_key;
   options_.slots = std::max(1, options_.slots);
   options_.max_tokens_per_frame = std::max(1, options_.max_tokens_per_frame);
+  if (options_.payment) payment_thread_ = std::thread([this] { payment_loop(); });
 }
 
 generation_host::~generation_host() {
@@ -69,6 +75,7 @@ generation_host::~generation_host() {
   }
   for (auto& w : ws)
     if (w.joinable()) w.join();
+  if (payment_thread_.joinable()) payment_thread_.join();
 }
 
 int64_t generation_host::now() const { return options_.clock ? options_.clock() : unix_ms(); }
@@ -77,6 +84,8 @@ void generation_host::stop() {
   std::lock_guard<std::mutex> lk(mu_);
   stopping_ = true;
   for (auto& [id, s] : sessions_) s->cancel->store(true);
+  paid_cv_.notify_all();
+  pays_cv_.notify_all();
 }
 
 size_t generation_host::sessions() const {
@@ -103,6 +112,10 @@ bool generation_host::on_message(const key32& client, uint64_t conn, const net::
     on_prompt(client, *p, reply);
     return true;
   }
+  if (auto* g = std::get_if<net::gen_pay>(&m)) {
+    on_pay(client, *g, reply);
+    return true;
+  }
   if (auto* c = std::get_if<net::cancel>(&m)) {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = sessions_.find(c->job);
@@ -110,6 +123,7 @@ bool generation_host::on_message(const key32& client, uint64_t conn, const net::
     ++counters_.cancels;
     it->second->cancel->store(true);  // the worker stops at its next step
     close_locked(c->job);
+    paid_cv_.notify_all();
     return true;
   }
   return false;
@@ -118,6 +132,13 @@ bool generation_host::on_message(const key32& client, uint64_t conn, const net::
 void generation_host::close_locked(const net::bytes16& id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;
+  if (it->second->terms && closed_.emplace(id, it->second->client).second) {
+    closed_order_.push_back(id);
+    while (closed_order_.size() > 4096) {
+      closed_.erase(closed_order_.front());
+      closed_order_.pop_front();
+    }
+  }
   reserved_ -= it->second->reserved;
   it->second->reserved = 0;
   sessions_.erase(it);
@@ -207,6 +228,12 @@ void generation_host::on_open(const key32& client, uint64_t conn, const net::gen
     s->price_generated = options_.price_generated;
     s->bid_expires_ms = now() + options_.bid_valid_ms;
     s->last_used_ms = now();
+    if (options_.payment) {
+      net::gen_chain_terms t;
+      t.terms = options_.payment->terms(options_.price_generated);
+      t.price_prompt = options_.payment->terms(options_.price_prompt).price;
+      s->terms = t;
+    }
     close_locked(m.session);  // the same id again: the new session replaces it
     s->reserved = kv;
     reserved_ += kv;
@@ -219,6 +246,11 @@ void generation_host::on_open(const key32& client, uint64_t conn, const net::gen
   b.tokens_per_s = tps;
   b.model_cached = store_->has_all(m.manifest, m.files);
   b.valid_ms = options_.bid_valid_ms;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = sessions_.find(m.session);
+    if (it != sessions_.end()) b.terms = it->second->terms;
+  }
   net::sign_gen_bid(b, id_);
   ++counters_.bids;
   (void)reply(b);
@@ -248,6 +280,7 @@ void generation_host::on_disconnect(uint64_t conn) {
       gone.push_back(id);
     }
   for (const auto& id : gone) close_locked(id);
+  paid_cv_.notify_all();
 }
 
 void generation_host::tick() {
@@ -295,6 +328,7 @@ void generation_host::on_prompt(const key32& client, const net::gen_prompt& m, c
       return error(net::job_error_code::busy, fmt::format("{} answers are being generated here", running_));
     if (m.generated_ids.size() > static_cast<size_t>(std::max<int64_t>(0, m.max_new_tokens)) && !m.score_only)
       return error(net::job_error_code::bad_input, "the answer so far is longer than max_new_tokens");
+    s->payment_error.clear();
     s->running = true;
     s->last_used_ms = now();
     s->cancel->store(false);
@@ -302,6 +336,107 @@ void generation_host::on_prompt(const key32& client, const net::gen_prompt& m, c
     // The worker holds the session; finish_run() hands back its slot.
     workers_.emplace_back([this, s, m, reply] { run(s, m, reply); });
   }
+}
+
+void generation_host::on_pay(const key32& client, const net::gen_pay& m, const reply_fn& reply) {
+  if (!options_.payment) return send_error(reply, m.session, net::job_error_code::bad_input, "this provider is not paid on a chain");
+  std::unique_lock<std::mutex> lk(mu_);
+  if (stopping_) return;
+  auto it = sessions_.find(m.session);
+  std::shared_ptr<session> s = it != sessions_.end() && it->second->client == client ? it->second : nullptr;
+  if (!s) {  // only the client of a session that was paid here pays into it
+    auto c = closed_.find(m.session);
+    if (c == closed_.end() || c->second != client) {
+      ++counters_.payment_refusals;
+      return send_error(reply, m.session, net::job_error_code::not_awarded,
+                        "payment refused: no chain-paid session of this client has this id here");
+    }
+  }
+  if (s && s->running) {  // its worker waits for it: checked by the payment thread, in order
+    if (pays_.size() >= 4096) {  // a client flooding vouchers: refused, its session stops
+      s->payment_error = "too many vouchers at once";
+      paid_cv_.notify_all();
+      return;
+    }
+    pays_.push_back({client, m, reply});
+    pays_cv_.notify_all();
+    return;
+  }
+  // The rest of an answer that has ended (or of a session the client closed: cancelled,
+  // stopped, left for another provider): checked here, after any voucher of the session still
+  // queued, so that it is filed before the session's receipt comes (same connection, later).
+  pays_cv_.wait_for(lk, std::chrono::seconds(2), [&] {
+    if (stopping_ || paying_ == m.session) return stopping_;
+    for (const auto& q : pays_)
+      if (q.pay.session == m.session) return false;
+    return true;
+  });
+  lk.unlock();
+  settle_pay({client, m, reply}, s);
+}
+
+void generation_host::settle_pay(const pending_pay& next, const std::shared_ptr<session>& s) {
+  if (s && !s->terms) {
+    send_error(next.reply, next.pay.session, net::job_error_code::bad_input, "this session is not paid on a chain");
+    return;
+  }
+  auto added = options_.payment->admit_session_voucher(next.pay.session, next.pay.voucher, ledger::word_of(1));
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!added) {
+    ++counters_.payment_refusals;
+    if (options_.log) options_.log("a generation voucher was refused: " + added.error().message());
+    if (s) {
+      s->payment_error = added.error().message();  // a running worker stops at its next token
+      if (!s->running) send_error(next.reply, next.pay.session, net::job_error_code::not_awarded, "payment refused: " + s->payment_error);
+    }
+  } else {
+    ++counters_.vouchers;
+    if (s) s->paid += ledger::word_value(*added);
+  }
+  paid_cv_.notify_all();
+}
+
+void generation_host::payment_loop() {
+  for (;;) {
+    pending_pay next;
+    std::shared_ptr<session> s;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      paying_ = {};
+      pays_cv_.notify_all();
+      pays_cv_.wait(lk, [&] { return stopping_ || !pays_.empty(); });
+      if (stopping_) return;
+      next = std::move(pays_.front());
+      pays_.pop_front();
+      paying_ = next.pay.session;
+      auto it = sessions_.find(next.pay.session);
+      if (it != sessions_.end() && it->second->client == next.client) s = it->second;
+    }
+    settle_pay(next, s);
+  }
+}
+
+status generation_host::admit_prompt(session& s, const net::gen_prompt& p) {
+  unsigned __int128 need, paid;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    need = s.charged + tokens_wei(static_cast<int64_t>(p.prompt_ids.size() + p.generated_ids.size()), 0, *s.terms);
+    paid = s.paid;
+  }
+  if (!p.voucher) {
+    if (paid >= need) return status::ok();  // paid already (a prompt sent again)
+    return status(error_kind::invalid_input, "payment refused: this provider is paid on a chain; the prompt came without a voucher");
+  }
+  auto added = options_.payment->admit_session_voucher(s.id, *p.voucher, ledger::word_of(need > paid ? need - paid : 1));
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!added) {
+    ++counters_.payment_refusals;
+    return status(error_kind::invalid_input, "payment refused: " + added.error().message());
+  }
+  ++counters_.vouchers;
+  s.paid += ledger::word_value(*added);
+  paid_cv_.notify_all();
+  return status::ok();
 }
 
 expected<std::shared_ptr<gen_engine>> generation_host::engine_for(const ledger::digest32& manifest,
@@ -361,6 +496,11 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
     }
     finish_run(s);
   };
+  // Paid on a chain: the prompt's tokens are paid before any work.
+  if (s->terms) {
+    status paid = admit_prompt(*s, p);
+    if (!paid.is_ok()) return fail(net::job_error_code::not_awarded, paid.message());
+  }
   if (!store_->has_all(s->manifest, s->files))
     return fail(net::job_error_code::model_missing, "the model folder's files have not all arrived");
   auto engine = engine_for(s->manifest, s->files, s->folder_bytes);
@@ -442,8 +582,26 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
   };
   uint8_t reason = 0;
   double tps = 0;
+  std::string payment_cut;
+  // Tokens the session's payments cover (for the message of a cut-off).
+  auto paid_tokens = [&](const session& ss) -> int64_t {
+    int64_t lo = 0, hi = generated;
+    while (lo < hi) {
+      int64_t mid = (lo + hi + 1) / 2;
+      if (ss.charged + tokens_wei(prompt_tokens, mid, *ss.terms) <= ss.paid) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  };
+  // What this prompt costs once the engine has run (prefill and tokens), whatever the outcome.
+  auto charge = [&] {
+    if (!s->terms) return;
+    std::lock_guard<std::mutex> lk(mu_);
+    s->charged += tokens_wei(prompt_tokens, generated, *s->terms);
+  };
   if (p.score_only) {
     auto lp = eng.score(p.prompt_ids, p.generated_ids);
+    charge();
     if (!lp) return fail(net::job_error_code::internal, lp.error().message());
     for (size_t i = 0; i < lp->size() && i < p.generated_ids.size(); ++i) {
       net::gen_token t{p.generated_ids[i], (*lp)[i], static_cast<int64_t>(i)};
@@ -462,6 +620,35 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
     req.stop.stop_token_ids = p.stop_token_ids;
     req.stop.ignore_eos = p.ignore_eos;
     auto cancel = s->cancel;
+    // On a chain: the next token is generated only while the tokens not yet paid stay within
+    // the credit; else what is made goes out, and the worker waits for a voucher.
+    const int64_t credit = std::max<int64_t>(1, options_.credit_tokens);
+    auto paid_enough = [&]() -> bool {
+      if (!s->terms) return true;
+      std::unique_lock<std::mutex> lk(mu_);
+      if (!s->payment_error.empty()) {  // a voucher was refused: no more tokens
+        if (payment_cut.empty()) payment_cut = "payment refused: " + s->payment_error;
+        return false;
+      }
+      if (generated + 1 <= credit) return true;
+      const unsigned __int128 need = s->charged + tokens_wei(prompt_tokens, generated + 1 - credit, *s->terms);
+      if (s->paid >= need) return true;
+      lk.unlock();
+      flush();
+      last_flush = std::chrono::steady_clock::now();
+      lk.lock();
+      auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.payment_wait_ms);
+      paid_cv_.wait_until(lk, until, [&] { return s->paid >= need || cancel->load() || !s->payment_error.empty(); });
+      if (s->paid >= need) return true;
+      if (cancel->load()) return false;
+      if (payment_cut.empty())
+        payment_cut = !s->payment_error.empty()
+                          ? "payment refused: " + s->payment_error
+                          : fmt::format("payment: the client paid for {} of the {} tokens generated; this provider "
+                                        "generates at most {} tokens ahead of payment",
+                                        paid_tokens(*s), generated, credit);
+      return false;
+    };
     auto stats = eng.complete(
         req,
         [&](const llm::generated_token& g) {
@@ -476,9 +663,10 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
             flush();
             last_flush = at;
           }
-          return !send_failed;
+          return !send_failed && paid_enough();
         },
         [cancel] { return cancel->load(); });
+    charge();
     if (!stats) {
       frame.tokens.clear();
       return fail(stats.error().kind() == error_kind::invalid_input ? net::job_error_code::bad_input : net::job_error_code::internal,
@@ -486,6 +674,12 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
     }
     reason = static_cast<uint8_t>(stats->reason);
     tps = stats->decode_tokens_per_s;
+    if (!payment_cut.empty()) {  // the tokens sent stand (signed, with receipts); no more come
+      ++counters_.payment_cutoffs;
+      if (options_.log) options_.log(fmt::format("generation for client {}: {}", short_hex(s->client), payment_cut));
+      frame.tokens.clear();
+      return fail(net::job_error_code::not_awarded, payment_cut);
+    }
   }
   // The last frame: what is left, the finish reason and the final receipt.
   frame.done = true;

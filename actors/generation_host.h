@@ -11,7 +11,11 @@
 // prompt until it closes. A Cancel with the session id stops the worker at its next step and
 // closes the session; a session idle for idle_timeout_ms is evicted and its memory released,
 // and idle sessions are evicted (least recently used first) when a new one needs the memory;
-// a connection that goes cancels its sessions. GenPrompt with score_only answers with the teacher-forced log-probs of
+// a connection that goes cancels its sessions. Paid on a chain (options.payment), a prompt's
+// voucher is checked by its worker before any work, and GenPay vouchers by one payment thread
+// in arrival order while their answer runs; a GenPay for an answer that has ended (the rest of
+// what it delivered) is checked on the caller's thread, after that session's queued ones
+// (waiting at most 2 s for them), so that it is filed before the session's receipt arrives. GenPrompt with score_only answers with the teacher-forced log-probs of
 // the given answer tokens (a client's spot check of another provider).
 //
 // Threads: on_message, put_file, on_disconnect and tick may be called from any thread (they
@@ -23,6 +27,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -34,6 +39,7 @@
 #include "actors/generation_client.h"
 #include "actors/messages.h"
 #include "actors/model_folder.h"
+#include "actors/payment.h"
 #include "base/status.h"
 #include "llm/generation.h"
 #include "net/identity.h"
@@ -74,10 +80,20 @@ struct generation_host_options {
   int max_tokens_per_frame = 64;
   std::function<int64_t()> clock;    // unix ms; empty: the system clock
   std::function<void(const std::string&)> log;
+  // Paid on a chain: bids announce the gate's terms (wei per 1000 prompt and generated tokens),
+  // a prompt must come with a voucher that pays its prompt tokens, and the answer runs at most
+  // credit_tokens generated tokens ahead of what the session's vouchers (GenPay) have paid.
+  // When the client falls further behind, the worker sends what it has and waits up to
+  // payment_wait_ms for a voucher, then stops with a JobError (not_awarded, "payment: ...").
+  // Null: unsettled credits.
+  std::shared_ptr<payment_gate> payment;
+  int64_t credit_tokens = 32;
+  int64_t payment_wait_ms = 5000;
 };
 
 struct generation_host_counters {
   std::atomic<int64_t> bids{0}, declines{0}, answers{0}, tokens{0}, cancels{0}, evictions{0}, files{0};
+  std::atomic<int64_t> vouchers{0}, payment_refusals{0}, payment_cutoffs{0};
 };
 
 class generation_host {
@@ -92,7 +108,7 @@ class generation_host {
   generation_host(const generation_host&) = delete;
   generation_host& operator=(const generation_host&) = delete;
 
-  // Takes GenOpen, GenPrompt and a Cancel naming one of its sessions. Returns false for any
+  // Takes GenOpen, GenPrompt, GenPay and a Cancel naming one of its sessions. Returns false for any
   // other message (it is someone else's). `conn` names the client's connection.
   bool on_message(const key32& client, uint64_t conn, const net::message& m, const reply_fn& reply);
   // A file upload tagged with `session` is wanted when it is one of that session's files.
@@ -116,6 +132,14 @@ class generation_host {
   int64_t now() const;
   void on_open(const key32& client, uint64_t conn, const net::gen_open& m, const reply_fn& reply);
   void on_prompt(const key32& client, const net::gen_prompt& m, const reply_fn& reply);
+  void on_pay(const key32& client, const net::gen_pay& m, const reply_fn& reply);
+  // Checks the vouchers of GenPay frames in arrival order, off the caller's thread (a check
+  // may read the chain and writes the claim to disk).
+  void payment_loop();
+  struct pending_pay;
+  void settle_pay(const pending_pay& next, const std::shared_ptr<session>& s);
+  // The prompt's payment, on the worker: OK, or the reason it is refused.
+  status admit_prompt(session& s, const net::gen_prompt& p);
   void run(std::shared_ptr<session> s, net::gen_prompt p, reply_fn reply);
   void finish_run(const std::shared_ptr<session>& s);
   expected<std::shared_ptr<gen_engine>> engine_for(const ledger::digest32& manifest, const std::vector<net::gen_file>& files,
@@ -134,6 +158,7 @@ class generation_host {
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
+  std::condition_variable paid_cv_;     // a session's paid amount rose (under mu_)
   std::map<net::bytes16, std::shared_ptr<session>> sessions_;
   struct loaded {
     std::shared_ptr<gen_engine> engine;
@@ -147,6 +172,19 @@ class generation_host {
   int64_t engine_bytes_ = 0;
   size_t running_ = 0;
   std::vector<std::thread> workers_;
+  struct pending_pay {
+    key32 client{};
+    net::gen_pay pay;
+    reply_fn reply;
+  };
+  std::deque<pending_pay> pays_;        // under mu_
+  net::bytes16 paying_{};               // the session whose voucher the payment thread checks
+  // Sessions closed lately and their clients: the rest of an answer may be paid after its
+  // session closed, by its own client only (at most 4096 remembered).
+  std::map<net::bytes16, key32> closed_;
+  std::deque<net::bytes16> closed_order_;
+  std::condition_variable pays_cv_;
+  std::thread payment_thread_;          // runs payment_loop() when options.payment is set
   std::vector<std::thread::id> finished_;
   bool stopping_ = false;
 };

@@ -982,7 +982,7 @@ struct grid_node::impl {
       }
     }
     if (opt.generation && (std::holds_alternative<net::gen_open>(m) || std::holds_alternative<net::gen_prompt>(m) ||
-                           std::holds_alternative<net::cancel>(m))) {
+                           std::holds_alternative<net::gen_pay>(m) || std::holds_alternative<net::cancel>(m))) {
       net::connection_ptr conn = c;
       if (std::holds_alternative<net::gen_prompt>(m))
         event(fmt::format("{{\"event\":\"generation_prompt\",\"client\":\"{}\",\"tokens\":{}}}", c->peer_id(),

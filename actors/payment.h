@@ -6,6 +6,12 @@
 // Provider: payment_gate announces the terms in bids, checks a job's voucher before the job
 // starts (one admission decision), and hands back the voucher that paid a job so the ledger
 // entry carries it. Implementations are thread-safe; calls may block on the chain's endpoint.
+//
+// Generation sessions are paid per token with the same two interfaces: the client's job_payer
+// signs each voucher with terms.price set to what it adds (the prompt's price with GenPrompt,
+// then the tokens received, with GenPay); the provider's gate checks each with
+// admit_session_voucher() and keeps the session's last one for its ledger entry
+// (README "Generation on the grid", payment on a chain).
 #pragma once
 
 #include <optional>
@@ -34,8 +40,17 @@ class payment_gate {
   // Admission: OK when the job's voucher pays for it (then it is the channel's latest claim,
   // persisted before this returns). Otherwise the one-line reason the client is shown.
   virtual status admit(const execute_request& req) = 0;
-  // The voucher that paid a job admitted in this process, for its ledger entry.
+  // The voucher that paid a job admitted in this process, for its ledger entry. For a
+  // generation session: its last voucher, with `price` the sum of what all its vouchers added.
   virtual std::optional<ledger::voucher_claim> claim_for(const job_id& job) = 0;
+  // A generation session's voucher: OK when it is good (the rules of admit()) and adds at least
+  // `min_add` wei on its channel; then it is the channel's latest claim, persisted before this
+  // returns, and the result is the wei it added. Otherwise the one-line reason.
+  virtual expected<ledger::word32> admit_session_voucher(const job_id& session, const ledger::voucher_claim& v,
+                                                         const ledger::word32& min_add) {
+    (void)session, (void)v, (void)min_add;
+    return status(error_kind::invalid_input, "this provider takes no vouchers for generation sessions");
+  }
 };
 
 }  // namespace gpugrid::grid

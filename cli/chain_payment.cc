@@ -218,10 +218,21 @@ status chain_gate::admit(const grid::execute_request& req) {
     return invalid_input("this provider is paid on chain {} through contract {} (wallet {}); the job came without a "
                          "voucher",
                          to_decimal(link_->chain_id), link_->contract.checksummed(), key_.addr().checksummed());
-  signed_voucher sv = voucher_of(*req.voucher);
+  auto added = accept(voucher_of(*req.voucher), price_wei(req.price), req.job, false);
+  if (!added) return added.error();
+  return status::ok();
+}
+
+expected<ledger::word32> chain_gate::admit_session_voucher(const grid::job_id& session, const ledger::voucher_claim& v,
+                                                           const ledger::word32& min_add) {
+  GG_ASSIGN_OR_RETURN(u256 added, accept(voucher_of(v), u256_of(min_add), session, true));
+  return word_of(added);
+}
+
+expected<u256> chain_gate::accept(const signed_voucher& sv, const u256& price, const grid::job_id& job, bool session) {
   voucher_check_input in;
   in.voucher = sv;
-  in.price = price_wei(req.price);
+  in.price = price;
   in.chain_id = link_->chain_id;
   in.contract = link_->contract;
   in.self = key_.addr();
@@ -256,16 +267,24 @@ status chain_gate::admit(const grid::execute_request& req) {
     voucher_verdict v = check_voucher(in);
     if (!v.ok && v.short_deposit && !stale) continue;  // the deposit may have grown: read it again
     if (!v.ok) return invalid_input("{}", v.reason);
-    ledger::voucher_claim claim = claim_of(sv, in.price);
+    const u256 floor_amount = in.last.amount > e.state.redeemed ? in.last.amount : e.state.redeemed;
+    const u256 added = sv.v.amount - floor_amount;
+    u256 filed = in.price;  // a job's claim carries its price
+    if (session) {          // a session's carries what all its vouchers added
+      filed = added;
+      auto it = by_job_.find(job);
+      if (it != by_job_.end()) filed += u256_of(it->second.price);
+    }
+    ledger::voucher_claim claim = claim_of(sv, filed);
     // The claim is on disk before the job runs: a crash from here on loses nothing.
     GG_RETURN_IF_ERROR(persist_claim(claim).with_context("cannot keep the voucher"));
     e.latest = claim;
-    by_job_[req.job] = claim;
+    by_job_[job] = claim;
     while (by_job_.size() > 65536) by_job_.erase(by_job_.begin());
     bool due = due_locked(e, now_ms(), false);
     lock.unlock();
     if (due) wake_.notify_all();
-    return status::ok();
+    return added;
   }
   return invalid_input("channel {} could not be checked", to_decimal(id));
 }

@@ -106,6 +106,8 @@ class chain_gate : public grid::payment_gate {
   ledger::chain_terms terms(double price) override;
   status admit(const grid::execute_request& req) override;
   std::optional<ledger::voucher_claim> claim_for(const grid::job_id& job) override;
+  expected<ledger::word32> admit_session_voucher(const grid::job_id& session, const ledger::voucher_claim& v,
+                                                 const ledger::word32& min_add) override;
 
   const chain::address& wallet() const { return key_.addr(); }
 
@@ -117,6 +119,11 @@ class chain_gate : public grid::payment_gate {
     int64_t failed_ms = 0;                         // last failed redeem
   };
   expected<chain::payment_channel::channel_state> read_channel(const chain::u256& id);
+  // Checks `sv` (adding at least `price` wei), persists it as its channel's latest claim and
+  // files it under `job`: as the job's claim, or (`session`) added to the session's total.
+  // Returns the wei it added.
+  expected<chain::u256> accept(const chain::signed_voucher& sv, const chain::u256& price, const grid::job_id& job,
+                               bool session);
   status persist_claim(const ledger::voucher_claim& c);
   // Redeems the channel's latest voucher when it is due (or `force`). Call without mu_.
   status redeem_channel(const chain::u256& id, bool force);

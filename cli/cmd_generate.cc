@@ -47,6 +47,15 @@ json stats_json(const llm::completion_stats& s, bool local) {
   j["decode_tokens_per_s"] = s.decode_tokens_per_s;
   j["providers"] = s.providers;
   j["cost"] = s.cost;
+  if (!s.payments.empty()) {
+    json pays = json::array();
+    for (const auto& p : s.payments) {
+      json e{{"node", p.node}, {"role", p.role}, {"settlement", p.settlement}, {"cost", p.cost}, {"paid", p.paid}};
+      if (p.settlement == "chain") e["paid_wei"] = p.paid_wei;
+      pays.push_back(std::move(e));
+    }
+    j["payments"] = std::move(pays);
+  }
   j["backend"] = local ? "local" : "grid";
   return j;
 }

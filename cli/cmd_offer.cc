@@ -233,6 +233,7 @@ int offer_command(const offer_options& o) {
   gs.max_memory_bytes = po.max_memory_bytes;
   gs.slots = o.slots;
   gs.device = info.devices.empty() || info.devices[0].kind != "cuda" ? "cpu" : o.device;
+  gs.payment = gate;  // generation is paid per token on the same chain
   auto generation = make_offer_generation_host(*id, gs);
   if (!generation) return fail(generation.error());
   no.generation = *generation;

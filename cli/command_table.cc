@@ -444,12 +444,16 @@ void llm_flags(CLI::App& sub, generate_options& v) {
       ->type_name("K")
       ->check(whole_number(1, 2));
   sub.add_option("--max-price-prompt", v.max_price_prompt,
-                 "grid: the most to pay per 1000 prompt tokens, in credits (default: no limit)")
+                 "grid: the most to pay per 1000 prompt tokens: in credits, or when paying on a chain in its token "
+                 "(0.001, or 1000wei) (default: no limit)")
       ->type_name("PRICE")
+      ->transform(wei_suffix())
       ->check(number_above(0, true));
   sub.add_option("--max-price-generated", v.max_price_generated,
-                 "grid: the most to pay per 1000 generated tokens, in credits (default: no limit)")
+                 "grid: the most to pay per 1000 generated tokens: in credits, or when paying on a chain in its token "
+                 "(0.001, or 1000wei) (default: no limit)")
       ->type_name("PRICE")
+      ->transform(wei_suffix())
       ->check(number_above(0, true));
   sub.add_option("--timeout", v.timeout_s,
                  "grid: seconds to wait for the first token (uploads, model load, prompt) (default 300)")

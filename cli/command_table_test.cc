@@ -114,6 +114,10 @@ TEST_CASE("command table: flags bind to the option structs", "[command_table]") 
   // On a chain, --max-price also takes the chain's base unit.
   CHECK(parse({"run", "m.onnx", "a.npy", "--max-price", "1000000000000000wei"}).run.max_price == Approx(0.001));
   CHECK(parse({"run", "m.onnx", "a.npy", "--max-price", "5wei"}).run.max_price == Approx(5e-18));
+  // So do generate's price limits per 1000 tokens.
+  auto gw = parse({"generate", "dir", "--max-price-prompt", "1000wei", "--max-price-generated", "2000000000000000wei"});
+  CHECK(gw.generate.max_price_prompt == Approx(1e-15));
+  CHECK(gw.generate.max_price_generated == Approx(0.002));
 
   auto b = parse({"bench", "m.onnx", "in.npy", "--iterations", "7", "--warmup", "0", "--device=cpu"});
   CHECK(b.bench.model == "m.onnx");

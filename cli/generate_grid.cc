@@ -14,6 +14,7 @@
 #include "actors/node.h"
 #include "actors/receipt_outbox.h"
 #include "actors/reputation.h"
+#include "cli/chain_payment.h"
 #include "cli/grid_setup.h"
 #include "cli/log.h"
 #include "ledger/ledger.h"
@@ -100,7 +101,19 @@ class grid_backend : public llm::completion_backend {
       for (const auto& f : failures) log::warning("{}", f);
       *note = fmt::format("{} provider{} reachable", found.size(), found.size() == 1 ? "" : "s");
       grid::grid_node* node = b->node_.get();
-      peers = [node] { return node->generation_peers(); };
+      peers = [node] {
+        auto found = node->generation_peers();
+        if (client_generation_peer_wrapper())
+          for (auto& p : found) p = client_generation_peer_wrapper()(std::move(p));
+        return found;
+      };
+      // Paid on a chain when one is configured (GPUGRID_CHAIN_* or DATA_DIR/chain.toml).
+      GG_ASSIGN_OR_RETURN(std::shared_ptr<chain_link> link, open_chain_link(dir, {}));
+      if (link) {
+        GG_ASSIGN_OR_RETURN(chain::secret_key wallet, chain::load_or_create_wallet_key(dir));
+        b->payer_ = std::make_unique<chain_payer>(link, wallet, dir);
+        co.payer = b->payer_.get();
+      }
       co.reputation = b->reputation_.get();
       co.ledger = b->ledger_.get();
       co.outbox = b->outbox_.get();
@@ -135,6 +148,7 @@ class grid_backend : public llm::completion_backend {
   std::unique_ptr<grid::reputation_book> reputation_;
   std::unique_ptr<ledger::ledger_file> ledger_;
   std::unique_ptr<grid::receipt_outbox> outbox_;
+  std::unique_ptr<chain_payer> payer_;
   std::shared_ptr<grid::generation_inbox> inbox_;
   std::shared_ptr<grid::generation_host> host_;
   std::unique_ptr<grid::grid_node> node_;
@@ -147,6 +161,11 @@ expected<std::unique_ptr<llm::completion_backend>> make_grid_completion_backend(
                                                                               std::string* note) {
   GG_ASSIGN_OR_RETURN(std::unique_ptr<grid_backend> b, grid_backend::open(o, note));
   return std::unique_ptr<llm::completion_backend>(std::move(b));
+}
+
+generation_peer_wrapper& client_generation_peer_wrapper() {
+  static generation_peer_wrapper w;
+  return w;
 }
 
 generation_loader_wrapper& offer_generation_wrapper() {
@@ -169,6 +188,7 @@ expected<std::shared_ptr<grid::generation_host>> make_offer_generation_host(cons
   ho.price_prompt = s.price_per_gflop / 10;
   ho.max_memory_bytes = s.max_memory_bytes;
   ho.slots = s.slots;
+  ho.payment = s.payment;
   ho.log = [](const std::string& line) { fmt::print(stderr, "gpugrid: offer: {}\n", line); };
   return std::make_shared<grid::generation_host>(id, std::shared_ptr<grid::folder_store>(std::move(store)), loader, ho);
 }

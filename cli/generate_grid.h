@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "actors/generation_client.h"
 #include "actors/generation_host.h"
+#include "actors/payment.h"
 #include "base/status.h"
 #include "llm/generation.h"
 #include "net/identity.h"
@@ -50,6 +52,8 @@ struct offer_generation_settings {
   int slots = 1;
   std::string device = "cpu";
   int threads = 0;
+  // Paid on a chain: bids announce its terms and each session is paid per token (null: credits).
+  std::shared_ptr<grid::payment_gate> payment;
 };
 expected<std::shared_ptr<grid::generation_host>> make_offer_generation_host(const net::identity& id,
                                                                            const offer_generation_settings& s);
@@ -57,5 +61,9 @@ expected<std::shared_ptr<grid::generation_host>> make_offer_generation_host(cons
 // Test seam: the gpugrid-faulty test binary wraps the engine loader of `offer` to misbehave.
 using generation_loader_wrapper = std::function<grid::gen_engine_loader(grid::gen_engine_loader)>;
 generation_loader_wrapper& offer_generation_wrapper();
+// Test seam: the gpugrid-faulty test binary wraps each provider link of `generate` (for a
+// client that stops paying: its GenPay frames are dropped).
+using generation_peer_wrapper = std::function<grid::gen_peer(grid::gen_peer)>;
+generation_peer_wrapper& client_generation_peer_wrapper();
 
 }  // namespace gpugrid::cli

@@ -81,6 +81,14 @@ struct completion_stats {
   int64_t cached_prompt_tokens = 0;
   std::vector<std::string> providers;   // node ids that produced it (grid); empty for local
   double cost = 0;                      // in the grid's price unit; 0 for local
+  // Grid: how each provider that worked on it was paid: "unsettled" credits, or "chain" with
+  // the wei its vouchers added (decimal).
+  struct payment {
+    std::string node, role, settlement, paid_wei;
+    double cost = 0;
+    bool paid = false;
+  };
+  std::vector<payment> payments;
 };
 
 // Called once per generated token, in order, on the caller's thread or the back end's (the back

@@ -438,6 +438,11 @@ class body_writer {
   Offset<void> operator()(const gen_bid& m) {
     auto session = b16(m.session);
     fb::Bytes64 sig = m.signature ? b64(*m.signature) : fb::Bytes64();
+    Offset<flatbuffers::Vector<uint8_t>> terms, terms_prompt;
+    if (m.terms) {
+      terms = bytes(m.terms->terms.pack());
+      terms_prompt = bytes(std::string(m.terms->price_prompt.begin(), m.terms->price_prompt.end()));
+    }
     fb::GenBidBuilder x(b_);
     x.add_session_id(&session);
     x.add_price_prompt(m.price_prompt);
@@ -446,6 +451,18 @@ class body_writer {
     x.add_model_cached(m.model_cached);
     x.add_valid_ms(m.valid_ms);
     if (m.signature) x.add_signature(&sig);
+    if (m.terms) {
+      x.add_chain_terms(terms);
+      x.add_chain_price_prompt(terms_prompt);
+    }
+    return x.Finish().Union();
+  }
+  Offset<void> operator()(const gen_pay& m) {
+    auto voucher = bytes(m.voucher.pack());
+    auto session = b16(m.session);
+    fb::GenPayBuilder x(b_);
+    x.add_session_id(&session);
+    x.add_voucher(voucher);
     return x.Finish().Union();
   }
   Offset<void> operator()(const gen_prompt& m) {
@@ -459,6 +476,8 @@ class body_writer {
     auto sampling = fb::CreateGenSampling(b_, g.temperature, g.top_k, g.top_p, g.min_p, g.repetition_penalty, g.seed);
     auto session = b16(m.session);
     auto manifest = b32(m.manifest);
+    Offset<flatbuffers::Vector<uint8_t>> voucher;
+    if (m.voucher) voucher = bytes(m.voucher->pack());
     fb::GenPromptBuilder x(b_);
     x.add_session_id(&session);
     x.add_manifest_hash(&manifest);
@@ -473,6 +492,7 @@ class body_writer {
     x.add_price_generated(m.price_generated);
     x.add_started_ms(m.started_ms);
     x.add_score_only(m.score_only);
+    if (m.voucher) x.add_voucher(voucher);
     return x.Finish().Union();
   }
   Offset<void> operator()(const gen_tokens& m) {
@@ -1039,6 +1059,27 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       m.model_cached = x->model_cached();
       m.valid_ms = x->valid_ms();
       if (x->signature()) copy_fixed(x->signature(), m.signature.emplace());
+      if (x->chain_terms() || x->chain_price_prompt()) {
+        if (!x->chain_terms() || !x->chain_price_prompt())
+          return invalid_input("GenBid: chain_terms and chain_price_prompt come together");
+        auto t = ledger::chain_terms::unpack(bytes(x->chain_terms()), "GenBid.chain_terms");
+        if (!t) return t.error();
+        if (x->chain_price_prompt()->size() != 32)
+          return invalid_input("GenBid.chain_price_prompt: {} bytes, not 32", x->chain_price_prompt()->size());
+        gen_chain_terms& g = m.terms.emplace();
+        g.terms = *t;
+        std::copy(x->chain_price_prompt()->begin(), x->chain_price_prompt()->end(), g.price_prompt.begin());
+      }
+      return message(std::move(m));
+    }
+    case fb::Message::GenPay: {
+      const fb::GenPay* x = body->msg_as_GenPay();
+      gen_pay m;
+      GG_NEED("GenPay", copy_fixed(x->session_id(), m.session), "session_id");
+      if (!x->voucher()) return invalid_input("GenPay: no voucher");
+      auto v = ledger::voucher_claim::unpack(bytes(x->voucher()), "GenPay.voucher");
+      if (!v) return v.error();
+      m.voucher = *v;
       return message(std::move(m));
     }
     case fb::Message::GenPrompt: {
@@ -1070,6 +1111,11 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       GG_RETURN_IF_ERROR(check_finite(w, "price_generated", m.price_generated));
       m.started_ms = x->started_ms();
       m.score_only = x->score_only();
+      if (x->voucher()) {
+        auto v = ledger::voucher_claim::unpack(bytes(x->voucher()), "GenPrompt.voucher");
+        if (!v) return v.error();
+        m.voucher = *v;
+      }
       return message(std::move(m));
     }
     case fb::Message::GenTokens: {
@@ -1381,6 +1427,10 @@ std::string gen_bid_statement(const gen_bid& b) {
   put_double(b.tokens_per_s);
   s.push_back(b.model_cached ? 1 : 0);
   put64(static_cast<uint64_t>(b.valid_ms));
+  if (b.terms) {  // absent: the statement of earlier versions
+    s += "GGTERMS1" + b.terms->terms.pack();
+    s.append(b.terms->price_prompt.begin(), b.terms->price_prompt.end());
+  }
   return s;
 }
 

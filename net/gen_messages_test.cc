@@ -122,3 +122,56 @@ TEST_CASE("stream digests depend on every token and the session", "[net][codec][
   std::swap(other[0].id, other[1].id);
   CHECK(base != digest(other, 1));
 }
+
+TEST_CASE("chain payment for generation survives the wire and binds the bid", "[net][codec][gen]") {
+  gen_bid b = sample<gen_bid>();
+  gen_chain_terms t;
+  t.terms.chain_id = testing::pattern<32>(40);
+  t.terms.contract = testing::pattern<20>(41);
+  t.terms.payee = testing::pattern<20>(42);
+  t.terms.price = testing::pattern<32>(43);
+  t.price_prompt = testing::pattern<32>(44);
+  b.terms = t;
+  sign_gen_bid(b, signer());
+  CHECK(verify_gen_bid(b, signer().public_key()));
+  auto back = std::get<gen_bid>(*round(b));
+  REQUIRE(back.terms.has_value());
+  CHECK(*back.terms == t);
+  CHECK(verify_gen_bid(back, signer().public_key()));
+  // The signature covers the chain terms: another payee or a higher prompt price breaks it.
+  gen_bid other = b;
+  other.terms->terms.payee = testing::pattern<20>(45);
+  CHECK_FALSE(verify_gen_bid(other, signer().public_key()));
+  other = b;
+  other.terms->price_prompt[31] ^= 1;
+  CHECK_FALSE(verify_gen_bid(other, signer().public_key()));
+  other = b;
+  other.terms.reset();
+  CHECK_FALSE(verify_gen_bid(other, signer().public_key()));
+
+  gen_prompt p = sample<gen_prompt>();
+  CHECK_FALSE(std::get<gen_prompt>(*round(p)).voucher.has_value());
+  p.voucher = testing::sample_voucher();
+  auto pb = std::get<gen_prompt>(*round(p));
+  REQUIRE(pb.voucher.has_value());
+  CHECK(*pb.voucher == testing::sample_voucher());
+
+  auto pay = std::get<gen_pay>(*round(sample<gen_pay>()));
+  CHECK(pay.session == testing::pattern<16>(23));
+  CHECK(pay.voucher == testing::sample_voucher());
+}
+
+TEST_CASE("generation payment fields of a wrong size are refused", "[net][codec][gen]") {
+  // A voucher with a recovery id other than 0 or 1 does not unpack.
+  gen_pay pay = sample<gen_pay>();
+  pay.voucher.v = 7;
+  auto r = round(pay);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message().find("GenPay.voucher") != std::string::npos);
+  gen_prompt p = sample<gen_prompt>();
+  p.voucher = testing::sample_voucher();
+  p.voucher->v = 2;
+  auto rp = round(p);
+  REQUIRE_FALSE(rp.has_value());
+  CHECK(rp.error().message().find("GenPrompt.voucher") != std::string::npos);
+}

@@ -39,7 +39,7 @@ const char* message_name(size_t variant_index) {
                                       "GenBid",     "GenPrompt",  "GenTokens",
                                       "DialBack", "DialBackResult", "RelayAttach", "RelayAttachAck",
                                       "RelayIncoming", "NodeStatus",
-                                      "DhtQuery",   "DhtReply"};
+                                      "DhtQuery",   "DhtReply",  "GenPay"};
   static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<message>, "one name per message");
   return variant_index < std::variant_size_v<message> ? names[variant_index] : "unknown";
 }

@@ -224,6 +224,13 @@ struct gen_open {
   double max_price_generated = -1;
 };
 
+// What a chain-paid generation bid announces (the schema's GenBid.chain_terms).
+struct gen_chain_terms {
+  ledger::chain_terms terms;          // terms.price: wei per 1000 generated tokens
+  ledger::word32 price_prompt{};      // wei per 1000 prompt tokens
+  bool operator==(const gen_chain_terms& o) const { return terms == o.terms && price_prompt == o.price_prompt; }
+};
+
 struct gen_bid {
   bytes16 session{};
   double price_prompt = 0;           // per 1000 prompt tokens
@@ -232,6 +239,7 @@ struct gen_bid {
   bool model_cached = false;
   int64_t valid_ms = 0;
   std::optional<sig64> signature;    // over gen_bid_statement() (codec.h)
+  std::optional<gen_chain_terms> terms;  // paid on a chain
 };
 
 struct gen_sampling {
@@ -257,6 +265,12 @@ struct gen_prompt {
   double price_generated = 0;
   int64_t started_ms = 0;
   bool score_only = false;
+  std::optional<ledger::voucher_claim> voucher;  // pays the prompt, on a chain
+};
+
+struct gen_pay {
+  bytes16 session{};
+  ledger::voucher_claim voucher;     // raises what the session has paid
 };
 
 struct gen_token {
@@ -312,7 +326,7 @@ using message = std::variant<hello, hello_ack, goodbye, peer_exchange, ping, pon
                              result, job_error, ledger::receipt, receipt_ack, gen_open, gen_bid, gen_prompt,
                              gen_tokens, dial_back, dial_back_result, relay_attach, relay_attach_ack, relay_incoming,
                              node_status,
-                             dht_query, dht_reply>;
+                             dht_query, dht_reply, gen_pay>;
 
 // The schema name of the message held ("Hello", "BidRequest", ...).
 const char* message_name(const message& m);

@@ -57,6 +57,21 @@ inline device_info sample_device() {
 }
 
 // One of every message, every field set (in union order).
+// A voucher with arbitrary (not chain-valid) bytes: the wire layer carries it unread.
+inline ledger::voucher_claim sample_voucher() {
+  ledger::voucher_claim c;
+  c.chain_id = pattern<32>(30);
+  c.contract = pattern<20>(31);
+  c.channel = pattern<32>(32);
+  c.amount = pattern<32>(33);
+  c.nonce = pattern<32>(34);
+  c.r = pattern<32>(35);
+  c.s = pattern<32>(36);
+  c.v = 1;
+  c.price = pattern<32>(37);
+  return c;
+}
+
 inline std::vector<message> sample_messages() {
   std::vector<message> v;
   hello h;
@@ -190,6 +205,10 @@ inline std::vector<message> sample_messages() {
   dr.records = {pr};
   dr.stored = 1;
   v.push_back(dr);
+  gen_pay pay;
+  pay.session = pattern<16>(23);
+  pay.voucher = sample_voucher();
+  v.push_back(pay);
   return v;
 }
 

@@ -142,6 +142,24 @@ echo "redeemed $got wei after a SIGKILL and restart; equal to both ledgers"
 expect_refused "is paid on a chain" env -u GPUGRID_CHAIN_RPC -u GPUGRID_CHAIN_CONTRACT "$bin" run "$model" \
   "$src/examples/digits/sample_1.npy" --peer "$purl" -o "$tmp/x.npy" --data-dir "$tmp/nochain"
 
+# ---- a client that stops paying: a client that sends its jobs without vouchers
+# (gpugrid-faulty attack client) is cut off after at most one job, and the provider's ledger
+# gains no unpaid entry (work is paid ahead, so in fact no job of it runs) ----
+faulty="$(dirname "$bin")/gpugrid-faulty"
+if [ -x "$faulty" ]; then
+  read -r pjobs_before _ < <(sums "$P" earned_wei)
+  "$faulty" attack client "$purl" "$model" "$src/examples/digits/sample_1.npy" 3 >"$tmp/unpaid.out" 2>&1 ||
+    fail "the unpaying client did not run: $(cat "$tmp/unpaid.out")"
+  served=$(sed -n 's/.*served \([0-9]*\) of.*/\1/p' "$tmp/unpaid.out" | head -1)
+  [ -n "$served" ] && [ "$served" -le 1 ] || fail "a client that does not pay was served: $(cat "$tmp/unpaid.out")"
+  grep -q "voucher" "$tmp/unpaid.out" || fail "the unpaying client was not told about the voucher: $(cat "$tmp/unpaid.out")"
+  read -r pjobs_after _ < <(sums "$P" earned_wei)
+  [ "$pjobs_after" = "$pjobs_before" ] || fail "the provider settled $pjobs_after jobs after an unpaying client, not $pjobs_before"
+  echo "an unpaying client: $(head -1 "$tmp/unpaid.out")"
+else
+  echo "note: $faulty is not built; the unpaying-client case is left out"
+fi
+
 # ---- a deposit that runs out: the job it cannot pay is not run ----
 C2="$tmp/client2"
 client2=$(jget "$("$bin" wallet show --data-dir "$C2" --json 2>/dev/null)" "['address']")

@@ -6,6 +6,9 @@
 //                                           generation, gen-truncate (answers from the last 2
 //                                           prompt tokens: a cut context) or gen-slow (40 ms a
 //                                           token) (actors/testing/faulty_gen_engine.h)
+//   gpugrid-faulty gen-unpaid generate [FLAGS...]
+//                                           `gpugrid generate` as a client that stops paying
+//                                           after the prompt (its GenPay vouchers are dropped)
 //   gpugrid-faulty tamper-relay offer --relay [FLAGS...]
 //                                           a relay that alters the frames it carries
 //   gpugrid-faulty attack flood-peers URL N [SILENT]
@@ -217,6 +220,18 @@ int main(int argc, char** argv) {
       cli::offer_generation_wrapper() = [](grid::gen_engine_loader real) {
         return grid::testing::slow_loader(real, std::chrono::milliseconds(40));
       };
+    std::vector<char*> args{argv[0]};
+    for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+    return cli::dispatch(static_cast<int>(args.size()), args.data());
+  }
+  if (std::string(argv[1]) == "gen-unpaid") {
+    // `generate` as a client that stops paying: every GenPay frame (a voucher for tokens
+    // received) is dropped while the client believes it sent it; the prompt is still paid.
+    cli::client_generation_peer_wrapper() = [](grid::gen_peer p) {
+      auto real = p.send;
+      p.send = [real](const net::message& m) { return std::holds_alternative<net::gen_pay>(m) ? true : real(m); };
+      return p;
+    };
     std::vector<char*> args{argv[0]};
     for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
     return cli::dispatch(static_cast<int>(args.size()), args.data());
