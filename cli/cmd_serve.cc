@@ -91,7 +91,10 @@ class session_cache {
 class local_backend : public serve::infer_backend {
  public:
   local_backend(const std::string& device, int threads) : sessions_(device, threads) {}
-  expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs) override {
+  // A local run takes microseconds to milliseconds: a hang-up is checked before it starts
+  // (v2_service) and its answer dropped after.
+  expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs,
+                                       const std::atomic<bool>*) override {
     auto s = sessions_.get(m);
     if (!s) return s.error();
     auto out = (*s)->run(inputs);
@@ -142,7 +145,10 @@ class grid_backend : public serve::infer_backend {
     if (embedded_) caf::anon_send_exit(embedded_, caf::exit_reason::user_shutdown);
   }
 
-  expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs) override {
+  // A client that hangs up before a result is in cancels the job at its provider (which stops
+  // at its next node) and nothing is paid; see grid::client_options::cancel.
+  expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs,
+                                       const std::atomic<bool>* cancelled) override {
     std::vector<grid::provider_handle> providers;
     if (node_) providers = node_->providers();
     else providers.push_back({embedded_, core_->key(), ""});
@@ -160,7 +166,9 @@ class grid_backend : public serve::infer_backend {
         return (*s)->run(in);
       };
     }
-    auto r = grid::run_job(sys_, providers, job, co_, client_, reputation_, ledger_, local, [](const std::string&) {});
+    grid::client_options co = co_;
+    co.cancel = cancelled;
+    auto r = grid::run_job(sys_, providers, job, co, client_, reputation_, ledger_, local, [](const std::string&) {});
     if (!r) return r.error().with_context(m.name);
     serve::infer_outcome out;
     out.outputs = std::move(r->outputs);
