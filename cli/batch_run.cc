@@ -234,7 +234,6 @@ int batch_run_command(const run_options& o) {
   std::unique_ptr<ledger::ledger_file> ledger;
   std::shared_ptr<grid::provider_core> core;
   grid::provider_actor embedded;
-  std::shared_ptr<session> local_session;
   std::mutex local_mu;
   grid::quote_book quotes;
   provider_spread spread;
@@ -246,25 +245,45 @@ int batch_run_command(const run_options& o) {
   bool tty = isatty(STDERR_FILENO);
   set_blas_threads(o.threads);
 
-  auto make_local = [&]() -> expected<std::shared_ptr<session>> {
-    std::lock_guard<std::mutex> l(local_mu);
-    if (!local_session) {
+  // Local runs (--local, spot checks, tie-breaks) take a session of their own from a pool: two
+  // runs at once on one session share its thread pool, which runs one loop at a time, and gave
+  // wrong results for larger models.
+  std::vector<std::shared_ptr<session>> idle_sessions;
+  auto run_local = [&](const std::vector<tensor>& in) -> expected<std::vector<tensor>> {
+    std::shared_ptr<session> s;
+    {
+      std::lock_guard<std::mutex> l(local_mu);
+      if (!idle_sessions.empty()) {
+        s = std::move(idle_sessions.back());
+        idle_sessions.pop_back();
+      }
+    }
+    if (!s) {
       session_options so;
       so.threads = o.threads;
       so.device = o.device;
-      auto s = session::create(g, so);
-      if (!s) return s.error().with_context(o.model);
-      local_session = std::move(s).value();
+      auto made = session::create(g, so);
+      if (!made) return made.error().with_context(o.model);
+      s = std::move(made).value();
     }
-    return local_session;
+    auto out = s->run(in);
+    std::lock_guard<std::mutex> l(local_mu);
+    idle_sessions.push_back(std::move(s));
+    return out;
   };
   job_runner runner;
   bool pays_on_chain = false;
   if (o.local) {
-    auto s = make_local();
-    if (!s) return fail(s.error());
+    {
+      session_options so;
+      so.threads = o.threads;
+      so.device = o.device;
+      auto s = session::create(g, so);   // bad models fail here, before any job
+      if (!s) return fail(s.error().with_context(o.model));
+      idle_sessions.push_back(std::move(s).value());
+    }
     runner = [&](std::vector<tensor> in) -> expected<run_result> {
-      auto out = local_session->run(in);
+      auto out = run_local(in);
       if (!out) return out.error();
       return run_result{std::move(out).value(), {"local"}, 0};
     };
@@ -356,11 +375,7 @@ int batch_run_command(const run_options& o) {
       job.inputs = std::move(in);
       grid::local_runner local;
       if (node) {
-        local = [&](const std::vector<tensor>& x) -> expected<std::vector<tensor>> {
-          auto s = make_local();
-          if (!s) return s.error();
-          return (*s)->run(x);
-        };
+        local = [&](const std::vector<tensor>& x) -> expected<std::vector<tensor>> { return run_local(x); };
       }
       auto run = [&](const std::vector<grid::provider_handle>& among) {
         return grid::run_job(*sys, among, job, co, client_key, reputation ? &*reputation : nullptr, ledger.get(), local,
