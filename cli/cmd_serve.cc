@@ -61,31 +61,45 @@ int fail(const status& st) {
 
 constexpr double kServeSpotCheckRate = 0.05;
 
-// One engine session per model file version, made on first use and shared by every request
-// (session::run may be called from several threads at once).
+// Engine sessions per model file version, made on first use. A run borrows one that no other
+// request is running on: two runs at once on one session share its thread pool, which takes
+// one loop at a time, and gave wrong answers for models large enough to split their loops. So
+// there are at most as many sessions of a model as requests that ran it at once.
 class session_cache {
  public:
   session_cache(std::string device, int threads) : device_(std::move(device)), threads_(threads) {}
-  expected<std::shared_ptr<session>> get(const serve::model_entry& m) {
+  expected<std::vector<tensor>> run(const serve::model_entry& m, const std::vector<tensor>& inputs) {
+    std::shared_ptr<session> s;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto& e = sessions_[m.name];
+      if (e.first != m.generation) e = {m.generation, {}};   // a changed file: its old sessions go
+      if (!e.second.empty()) {
+        s = std::move(e.second.back());
+        e.second.pop_back();
+      }
+    }
+    if (!s) {
+      session_options so;
+      so.device = device_;
+      so.threads = threads_;
+      GG_RETURN_IF_ERROR(check_tensor_io(*m.model));
+      auto made = session::create(m.model, so);
+      if (!made) return made.error();   // the caller names the model
+      s = std::move(made).value();
+    }
+    auto out = s->run(inputs);
     std::lock_guard<std::mutex> l(mu_);
-    auto it = sessions_.find(m.name);
-    if (it != sessions_.end() && it->second.first == m.generation) return it->second.second;
-    session_options so;
-    so.device = device_;
-    so.threads = threads_;
-    GG_RETURN_IF_ERROR(check_tensor_io(*m.model));
-    auto s = session::create(m.model, so);
-    if (!s) return s.error().with_context(m.name);
-    std::shared_ptr<session> shared = std::move(s).value();
-    sessions_[m.name] = {m.generation, shared};
-    return shared;
+    auto& e = sessions_[m.name];
+    if (e.first == m.generation) e.second.push_back(std::move(s));
+    return out;
   }
 
  private:
   std::string device_;
   int threads_;
   std::mutex mu_;
-  std::map<std::string, std::pair<uint64_t, std::shared_ptr<session>>> sessions_;
+  std::map<std::string, std::pair<uint64_t, std::vector<std::shared_ptr<session>>>> sessions_;   // idle ones
 };
 
 class local_backend : public serve::infer_backend {
@@ -95,9 +109,7 @@ class local_backend : public serve::infer_backend {
   // (v2_service) and its answer dropped after.
   expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs,
                                        const std::atomic<bool>*) override {
-    auto s = sessions_.get(m);
-    if (!s) return s.error();
-    auto out = (*s)->run(inputs);
+    auto out = sessions_.run(m, inputs);
     if (!out) return out.error().with_context(m.name);
     serve::infer_outcome r;
     r.outputs = std::move(out).value();
@@ -105,7 +117,6 @@ class local_backend : public serve::infer_backend {
     return r;
   }
   std::string describe() const override { return "the local engine (--local)"; }
-  session_cache& sessions() { return sessions_; }
 
  private:
   session_cache sessions_;
@@ -161,9 +172,7 @@ class grid_backend : public serve::infer_backend {
     grid::local_runner local;
     if (node_) {
       local = [this, &m](const std::vector<tensor>& in) -> expected<std::vector<tensor>> {
-        auto s = local_.get(m);
-        if (!s) return s.error();
-        return (*s)->run(in);
+        return local_.run(m, in);
       };
     }
     grid::client_options co = co_;
