@@ -101,20 +101,21 @@ for r in $(seq 1 "$rounds"); do
     stop_providers
     start_providers "$p" "r${r}n$p"
     t0=$(now)
-    "$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out" --peer "${urls[0]}" --data-dir "$tmp/c$r-$p" --timeout 5 \
+    "$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out$r-$p" --peer "${urls[0]}" --data-dir "$tmp/c$r-$p" --timeout 5 \
       --in-flight $((${IN_FLIGHT_PER_PROVIDER:-2} * p)) >/dev/null 2>"$tmp/b$p.err" || true
     t1=$(now)
     rate=$(echo "$n / ($t1 - $t0)" | bc -l)
-    done_jobs=$(find "$tmp/out" -name '*.npy' | wc -l)
+    done_jobs=$(find "$tmp/out$r-$p" -name '*.npy' | wc -l)
     if [ "$done_jobs" -ne "$n" ]; then
       echo "batch_bench: $p providers: $(tail -1 "$tmp/b$p.err")" >&2
-      cut -f2 "$tmp/out/failures.tsv" 2>/dev/null | sort | uniq -c | sort -rn | head -3 >&2
+      cut -f2 "$tmp/out$r-$p/failures.tsv" 2>/dev/null | sort | uniq -c | sort -rn | head -3 >&2
       [ -n "${KEEP_FAILED:-}" ] && cp -r "$tmp/c$r-$p" "$KEEP_FAILED-$r-$p"
     fi
     vs=""
     [ "$loop_runs" -gt 0 ] && vs=$(printf ',"vs_loop":%.1f' "$(echo "$rate / $loop_rate" | bc -l)")
     printf '{"round":%d,"setup":"run --batch","providers":%d,"jobs":%d,"done":%d,"seconds":%.2f,"jobs_per_s":%.1f%s}\n' \
       "$r" "$p" "$n" "$done_jobs" "$(echo "$t1 - $t0" | bc -l)" "$rate" "$vs"
-    rm -rf "$tmp/out"
+    # Kept until the end: on ext4 without a journal, creating files soon after deleting many
+    # is slower (the allocator skips recently deleted inodes), which would tax the next setup.
   done
 done
