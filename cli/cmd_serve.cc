@@ -151,6 +151,8 @@ class grid_backend : public serve::infer_backend {
     reputation_ = reputation;
     ledger_ = ledger;
     co_.spot_check_rate = co_.redundancy == 1 ? kServeSpotCheckRate : 0.0;
+    // Saved at most once a second (and when serve stops), not after every request.
+    co_.save_reputation = false;
   }
   ~grid_backend() override {
     if (embedded_) caf::anon_send_exit(embedded_, caf::exit_reason::user_shutdown);
@@ -178,6 +180,7 @@ class grid_backend : public serve::infer_backend {
     grid::client_options co = co_;
     co.cancel = cancelled;
     auto r = grid::run_job(sys_, providers, job, co, client_, reputation_, ledger_, local, [](const std::string&) {});
+    save_reputation_now_and_then();
     if (!r) return r.error().with_context(m.name);
     serve::infer_outcome out;
     out.outputs = std::move(r->outputs);
@@ -201,6 +204,15 @@ class grid_backend : public serve::infer_backend {
     return h;
   }
 
+  void save_reputation_now_and_then() {
+    if (!reputation_) return;
+    auto now = std::chrono::steady_clock::now();
+    std::unique_lock<std::mutex> l(save_mu_, std::try_to_lock);
+    if (!l || now - last_save_ < std::chrono::seconds(1)) return;
+    last_save_ = now;
+    (void)reputation_->save();
+  }
+
   caf::actor_system& sys_;
   grid::keypair client_;
   grid::client_options co_;
@@ -213,6 +225,8 @@ class grid_backend : public serve::infer_backend {
   ledger::ledger_file* ledger_ = nullptr;
   std::mutex mu_;
   std::map<std::string, std::pair<uint64_t, ledger::digest32>> hashes_;
+  std::mutex save_mu_;
+  std::chrono::steady_clock::time_point last_save_{};   // under save_mu_
 };
 
 expected<std::vector<std::string>> gather_keys(const serve_options& o) {
