@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -68,7 +69,9 @@ constexpr double kServeSpotCheckRate = 0.05;
 class session_cache {
  public:
   session_cache(std::string device, int threads) : device_(std::move(device)), threads_(threads) {}
-  expected<std::vector<tensor>> run(const serve::model_entry& m, const std::vector<tensor>& inputs) {
+  // `cancelled` (may be null): the run stops before its next node once it is true.
+  expected<std::vector<tensor>> run(const serve::model_entry& m, const std::vector<tensor>& inputs,
+                                    const std::atomic<bool>* cancelled = nullptr) {
     std::shared_ptr<session> s;
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -88,7 +91,8 @@ class session_cache {
       if (!made) return made.error();   // the caller names the model
       s = std::move(made).value();
     }
-    auto out = s->run(inputs);
+    session::stop_check stop = [cancelled] { return cancelled->load(); };
+    auto out = s->run(inputs, nullptr, nullptr, cancelled ? &stop : nullptr);
     std::lock_guard<std::mutex> l(mu_);
     auto& e = sessions_[m.name];
     if (e.first == m.generation) e.second.push_back(std::move(s));
@@ -105,11 +109,10 @@ class session_cache {
 class local_backend : public serve::infer_backend {
  public:
   local_backend(const std::string& device, int threads) : sessions_(device, threads) {}
-  // A local run takes microseconds to milliseconds: a hang-up is checked before it starts
-  // (v2_service) and its answer dropped after.
+  // A client that hangs up stops the run before its next node.
   expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs,
-                                       const std::atomic<bool>*) override {
-    auto out = sessions_.run(m, inputs);
+                                       const std::atomic<bool>* cancelled) override {
+    auto out = sessions_.run(m, inputs, cancelled);
     if (!out) return out.error().with_context(m.name);
     serve::infer_outcome r;
     r.outputs = std::move(out).value();
