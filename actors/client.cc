@@ -93,6 +93,8 @@ using client_detail::job_report;
 using client_detail::job_report_ptr;
 using job_start_atom = caf::atom_constant<caf::atom("job_start")>;
 using bid_window_atom = caf::atom_constant<caf::atom("bid_window")>;
+using cancel_check_atom = caf::atom_constant<caf::atom("cancel_chk")>;
+constexpr auto kCancelCheck = std::chrono::milliseconds(10);
 
 constexpr auto kReceiptTimeout = std::chrono::seconds(10);
 
@@ -118,6 +120,7 @@ struct job_driver {
   bool over = false;
   clock_type::time_point t_start = clock_type::now(), t_bids, t_exec;
   bool bids_timed = false, exec_timed = false;
+  bool got_result = false;   // a provider's result came back: a cancel no longer stops the job
 };
 using driver_ptr = std::shared_ptr<job_driver>;
 
@@ -142,7 +145,7 @@ void finish(caf::event_based_actor* self, const driver_ptr& d) {
   auto rep = std::make_shared<job_report>();
   rep->used_quotes = d->flow.used_quotes();
   rep->st = d->flow.result();
-  if (d->reputation) (void)d->reputation->save();
+  if (d->reputation && d->options.save_reputation) (void)d->reputation->save();
   job_outcome& res = rep->outcome;
   auto now = clock_type::now();
   if (!d->bids_timed) d->t_bids = now;
@@ -204,7 +207,10 @@ void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vecto
         d->cancels[at] = {cancel, ex};
         auto timeout = std::chrono::milliseconds(static_cast<int64_t>(d->options.timeout_s * 1000));
         self->request(p->actor, timeout, exec_atom::value, ex)
-            .then([self, d, at](const execute_result_ptr& r) { perform(self, d, d->flow.on_result(at, r)); },
+            .then([self, d, at](const execute_result_ptr& r) {
+                    d->got_result = true;
+                    perform(self, d, d->flow.on_result(at, r));
+                  },
                   [self, d, at](caf::error& e) {
                     bool timed_out = e == caf::sec::request_timeout;
                     perform(self, d, d->flow.on_exec_failed(at, self->system().render(e), timed_out));
@@ -337,9 +343,21 @@ caf::behavior job_actor(caf::event_based_actor* self, driver_ptr d) {
             if (auto q = d->options.quotes->get(p.key, d->job.model_hash, now)) standing.push_back({i, q->bid});
         }
         perform(self, d, d->flow.start(std::move(cands), std::move(standing)));
+        if (d->options.cancel && !d->over) self->delayed_send(self, kCancelCheck, cancel_check_atom::value);
         return d->done;
       },
       [self, d](bid_window_atom) { perform(self, d, d->flow.on_bid_window_closed()); },
+      // The caller gave up on the job (its HTTP client went away): before any result is in, the
+      // job fails, which cancels its open attempts at their providers and pays nothing.
+      [self, d](cancel_check_atom) {
+        if (d->over || d->got_result) return;
+        if (d->options.cancel->load()) {
+          d->note("the job was cancelled");
+          perform(self, d, d->flow.on_fatal(status(error_kind::io, "the job was cancelled before a result came back")));
+          return;
+        }
+        self->delayed_send(self, kCancelCheck, cancel_check_atom::value);
+      },
   };
 }
 
@@ -389,8 +407,10 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
                               const std::function<void(const std::string&)>& note) {
   // Receipts of earlier jobs that their providers have not recorded yet go first.
   if (options.outbox) (void)redeliver_receipts(sys, providers, *options.outbox, 16, std::chrono::seconds(5), note);
+  auto cancelled = [&] { return options.cancel && options.cancel->load(); };
+  if (cancelled()) return status(error_kind::io, "the job was cancelled before it started");
   auto r = run_job_once(sys, providers, job, options, client, reputation, ledger, local, note);
-  if (r.used_quotes && !r.st.is_ok() && r.st.kind() == error_kind::no_provider) {
+  if (r.used_quotes && !r.st.is_ok() && r.st.kind() == error_kind::no_provider && !cancelled()) {
     // The standing bids did not hold (a provider restarted or went away): bid afresh.
     options.quotes->drop_model(job.model_hash);
     r = run_job_once(sys, providers, job, options, client, reputation, ledger, local, note);

@@ -3,6 +3,7 @@
 // or proxies for remote providers — through the same messages either way.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -77,6 +78,14 @@ struct client_options {
   // Set: bids with chain terms are paid with a voucher sent with the job. Null: such bids are
   // skipped (their providers would refuse the job unpaid).
   job_payer* payer = nullptr;
+  // true: the reputation book is saved to its file after every job; false: the caller saves it
+  // (a batch of thousands of jobs saves it now and then and at its end).
+  bool save_reputation = true;
+  // Set: the job is abandoned when it becomes true (checked every 10 ms) before any result has
+  // come back: open attempts are cancelled (the provider is told to stop) and nothing is paid;
+  // run_job fails with io ("cancelled"). Once a result is in, the job runs to its end (the work
+  // was delivered and is paid as usual). Must outlive the call.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct provider_used {

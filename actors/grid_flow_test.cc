@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include <caf/all.hpp>
 
@@ -215,4 +217,40 @@ TEST_CASE("a provider never verified is spot-checked on every job, and one lie e
   REQUIRE(next.has_value());
   check_output(next->outputs);
   CHECK(next->providers.at(0).node == node_hex(f.cores[1]->key()));
+}
+
+TEST_CASE("a job cancelled by its caller stops at the provider and pays nothing", "[grid][client]") {
+  if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
+  fixture f;
+  f.add("stall", 0.001);   // answers only once the job is cancelled
+  keypair client = keypair::generate();
+  auto led = ledger::ledger_file::open(f.dir + "/client");
+  REQUIRE(led.has_value());
+  std::atomic<bool> cancel{false};
+  client_options o;
+  o.timeout_s = 20;
+  o.cancel = &cancel;
+  auto t0 = std::chrono::steady_clock::now();
+  std::thread caller([&] {
+    while (f.cores[0]->counters().busy.load() == 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10))
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    cancel = true;   // the job is running at the provider now
+  });
+  auto r = run_job(*f.sys, f.handles, make_job(), o, client, nullptr, led->get(), nullptr, quiet);
+  caller.join();
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message().find("cancelled") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  // The provider saw the cancel: its worker left the stalled job.
+  for (int i = 0; i < 500 && f.cores[0]->counters().busy.load() != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  CHECK(f.cores[0]->counters().busy.load() == 0);
+  // Nothing was paid or recorded on either side.
+  CHECK(ledger::read_entries((*led)->path(), nullptr)->empty());
+  auto provider_entries = ledger::read_entries(f.dir + "/p0/ledger.log", nullptr);
+  CHECK((!provider_entries || provider_entries->empty()));
+  // A job cancelled before it starts never reaches a provider.
+  int64_t bids = f.cores[0]->counters().bids.load();
+  auto r2 = run_job(*f.sys, f.handles, make_job(), o, client, nullptr, led->get(), nullptr, quiet);
+  REQUIRE_FALSE(r2.has_value());
+  CHECK(f.cores[0]->counters().bids.load() == bids);
 }

@@ -18,6 +18,9 @@
 #include <algorithm>
 #include <iostream>
 #include <iterator>
+#include <limits>
+#include <map>
+#include <optional>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -130,6 +133,70 @@ status write_job_outputs(const fs::path& dir, const std::string& id, const std::
 
 bool retryable(error_kind k) { return k != error_kind::invalid_input && k != error_kind::usage; }
 
+// Spreads a batch's jobs over its providers by load. Left to bidding alone, every job after the
+// first few would go to the providers whose standing bids were kept first (a standing bid skips
+// the bidding round), leaving the others idle. pick() names the provider with the fewest of
+// this batch's jobs in flight among those that are trusted, not avoided lately, and either
+// have no standing bid yet (their first job gets one) or a standing bid at the lowest price
+// known for the model. Thread-safe.
+class provider_spread {
+ public:
+  std::optional<size_t> pick(const std::vector<grid::provider_handle>& providers, const grid::quote_book& quotes,
+                             const ledger::digest32& model, const grid::reputation_book* reputation) {
+    int64_t now = grid::unix_ms();
+    std::vector<std::optional<double>> price(providers.size());
+    double lowest = std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < providers.size(); ++i) {
+      if (auto q = quotes.get(providers[i].key, model, now)) {
+        price[i] = q->bid.price;
+        lowest = std::min(lowest, q->bid.price);
+      }
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    std::optional<size_t> best;
+    int best_load = 0;
+    for (size_t i = 0; i < providers.size(); ++i) {
+      const auto& key = providers[i].key;
+      if (auto a = avoided_.find(key); a != avoided_.end() && a->second > now) continue;
+      if (price[i] && *price[i] > lowest * (1 + 1e-9) + 1e-12) continue;
+      if (reputation && !reputation->trusted(grid::node_hex(key))) continue;
+      int load = in_flight_[key];
+      if (!best || load < best_load) {
+        best = i;
+        best_load = load;
+      }
+    }
+    return best;
+  }
+  // A provider whose job failed is not picked for the next few seconds.
+  void avoid(const grid::key32& key) {
+    std::lock_guard<std::mutex> l(mu_);
+    avoided_[key] = grid::unix_ms() + 5000;
+  }
+  class hold {
+   public:
+    hold(provider_spread& s, const grid::key32& key) : s_(s), key_(key) {
+      std::lock_guard<std::mutex> l(s_.mu_);
+      ++s_.in_flight_[key_];
+    }
+    ~hold() {
+      std::lock_guard<std::mutex> l(s_.mu_);
+      --s_.in_flight_[key_];
+    }
+    hold(const hold&) = delete;
+    hold& operator=(const hold&) = delete;
+
+   private:
+    provider_spread& s_;
+    grid::key32 key_;
+  };
+
+ private:
+  std::mutex mu_;
+  std::map<grid::key32, int> in_flight_;
+  std::map<grid::key32, int64_t> avoided_;   // unix ms until which a provider is not picked
+};
+
 }  // namespace
 
 int batch_run_command(const run_options& o) {
@@ -167,9 +234,9 @@ int batch_run_command(const run_options& o) {
   std::unique_ptr<ledger::ledger_file> ledger;
   std::shared_ptr<grid::provider_core> core;
   grid::provider_actor embedded;
-  std::shared_ptr<session> local_session;
   std::mutex local_mu;
   grid::quote_book quotes;
+  provider_spread spread;
   std::optional<net::identity> identity;
   grid::keypair client_key = grid::keypair::generate();
   auto model_bytes = std::make_shared<std::string>();
@@ -178,25 +245,45 @@ int batch_run_command(const run_options& o) {
   bool tty = isatty(STDERR_FILENO);
   set_blas_threads(o.threads);
 
-  auto make_local = [&]() -> expected<std::shared_ptr<session>> {
-    std::lock_guard<std::mutex> l(local_mu);
-    if (!local_session) {
+  // Local runs (--local, spot checks, tie-breaks) take a session of their own from a pool: two
+  // runs at once on one session share its thread pool, which runs one loop at a time, and gave
+  // wrong results for larger models.
+  std::vector<std::shared_ptr<session>> idle_sessions;
+  auto run_local = [&](const std::vector<tensor>& in) -> expected<std::vector<tensor>> {
+    std::shared_ptr<session> s;
+    {
+      std::lock_guard<std::mutex> l(local_mu);
+      if (!idle_sessions.empty()) {
+        s = std::move(idle_sessions.back());
+        idle_sessions.pop_back();
+      }
+    }
+    if (!s) {
       session_options so;
       so.threads = o.threads;
       so.device = o.device;
-      auto s = session::create(g, so);
-      if (!s) return s.error().with_context(o.model);
-      local_session = std::move(s).value();
+      auto made = session::create(g, so);
+      if (!made) return made.error().with_context(o.model);
+      s = std::move(made).value();
     }
-    return local_session;
+    auto out = s->run(in);
+    std::lock_guard<std::mutex> l(local_mu);
+    idle_sessions.push_back(std::move(s));
+    return out;
   };
   job_runner runner;
   bool pays_on_chain = false;
   if (o.local) {
-    auto s = make_local();
-    if (!s) return fail(s.error());
+    {
+      session_options so;
+      so.threads = o.threads;
+      so.device = o.device;
+      auto s = session::create(g, so);   // bad models fail here, before any job
+      if (!s) return fail(s.error().with_context(o.model));
+      idle_sessions.push_back(std::move(s).value());
+    }
     runner = [&](std::vector<tensor> in) -> expected<run_result> {
-      auto out = local_session->run(in);
+      auto out = run_local(in);
       if (!out) return out.error();
       return run_result{std::move(out).value(), {"local"}, 0};
     };
@@ -256,6 +343,9 @@ int batch_run_command(const run_options& o) {
     co.timeout_s = o.timeout_s;
     co.spot_check_rate = node && o.redundancy == 1 ? 0.05 : 0.0;
     co.quotes = &quotes;
+    // Saved once a second and at the end rather than after each of thousands of jobs (a file
+    // written and renamed per job was a fifth of the client's time).
+    co.save_reputation = false;
     // Paid on a chain when one is configured; vouchers on one channel must arrive in order, so
     // such a batch runs one job at a time.
     std::shared_ptr<chain_payer> payer;
@@ -285,14 +375,23 @@ int batch_run_command(const run_options& o) {
       job.inputs = std::move(in);
       grid::local_runner local;
       if (node) {
-        local = [&](const std::vector<tensor>& x) -> expected<std::vector<tensor>> {
-          auto s = make_local();
-          if (!s) return s.error();
-          return (*s)->run(x);
-        };
+        local = [&](const std::vector<tensor>& x) -> expected<std::vector<tensor>> { return run_local(x); };
       }
-      auto r = grid::run_job(*sys, providers, job, co, client_key, reputation ? &*reputation : nullptr, ledger.get(), local,
+      auto run = [&](const std::vector<grid::provider_handle>& among) {
+        return grid::run_job(*sys, among, job, co, client_key, reputation ? &*reputation : nullptr, ledger.get(), local,
                              [](const std::string&) {});
+      };
+      expected<grid::job_outcome> r = status(error_kind::no_provider, "no provider");
+      auto pin = providers.size() > 1 && co.redundancy <= 1 ? spread.pick(providers, quotes, model_hash, reputation ? &*reputation : nullptr)
+                                                            : std::nullopt;
+      if (pin) {
+        // The job goes to the provider with the fewest of this batch's jobs in flight (among the
+        // cheapest); if that fails it is bid for among all of them, as any job is.
+        provider_spread::hold held(spread, providers[*pin].key);
+        r = run({providers[*pin]});
+        if (!r && retryable(r.error().kind())) spread.avoid(providers[*pin].key);
+      }
+      if (!pin || (!r && retryable(r.error().kind()))) r = run(providers);
       if (!r) return r.error();
       run_result out;
       out.outputs = std::move(r->outputs);
@@ -315,6 +414,8 @@ int batch_run_command(const run_options& o) {
   size_t done = 0;
   double cost = 0;
 
+  std::mutex save_mu;
+  std::atomic<std::chrono::steady_clock::time_point> last_save{std::chrono::steady_clock::now()};
   auto work = [&] {
     for (;;) {
       size_t k = next++;
@@ -342,7 +443,13 @@ int batch_run_command(const run_options& o) {
         if (attempts > o.attempts) attempts = o.attempts;
         if (last.is_ok()) last = write_job_outputs(out_dir, j.id, names, result.outputs, &files);
       }
-      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      auto t1 = std::chrono::steady_clock::now();
+      double ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+      if (reputation && t1 - last_save.load() > std::chrono::seconds(1) && save_mu.try_lock()) {
+        last_save = t1;
+        (void)reputation->save();
+        save_mu.unlock();
+      }
       bar.finished(last.is_ok());
       std::lock_guard<std::mutex> l(out_mu);
       if (last.is_ok()) {

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -61,40 +62,57 @@ int fail(const status& st) {
 
 constexpr double kServeSpotCheckRate = 0.05;
 
-// One engine session per model file version, made on first use and shared by every request
-// (session::run may be called from several threads at once).
+// Engine sessions per model file version, made on first use. A run borrows one that no other
+// request is running on: two runs at once on one session share its thread pool, which takes
+// one loop at a time, and gave wrong answers for models large enough to split their loops. So
+// there are at most as many sessions of a model as requests that ran it at once.
 class session_cache {
  public:
   session_cache(std::string device, int threads) : device_(std::move(device)), threads_(threads) {}
-  expected<std::shared_ptr<session>> get(const serve::model_entry& m) {
+  // `cancelled` (may be null): the run stops before its next node once it is true.
+  expected<std::vector<tensor>> run(const serve::model_entry& m, const std::vector<tensor>& inputs,
+                                    const std::atomic<bool>* cancelled = nullptr) {
+    std::shared_ptr<session> s;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto& e = sessions_[m.name];
+      if (e.first != m.generation) e = {m.generation, {}};   // a changed file: its old sessions go
+      if (!e.second.empty()) {
+        s = std::move(e.second.back());
+        e.second.pop_back();
+      }
+    }
+    if (!s) {
+      session_options so;
+      so.device = device_;
+      so.threads = threads_;
+      GG_RETURN_IF_ERROR(check_tensor_io(*m.model));
+      auto made = session::create(m.model, so);
+      if (!made) return made.error();   // the caller names the model
+      s = std::move(made).value();
+    }
+    session::stop_check stop = [cancelled] { return cancelled->load(); };
+    auto out = s->run(inputs, nullptr, nullptr, cancelled ? &stop : nullptr);
     std::lock_guard<std::mutex> l(mu_);
-    auto it = sessions_.find(m.name);
-    if (it != sessions_.end() && it->second.first == m.generation) return it->second.second;
-    session_options so;
-    so.device = device_;
-    so.threads = threads_;
-    GG_RETURN_IF_ERROR(check_tensor_io(*m.model));
-    auto s = session::create(m.model, so);
-    if (!s) return s.error().with_context(m.name);
-    std::shared_ptr<session> shared = std::move(s).value();
-    sessions_[m.name] = {m.generation, shared};
-    return shared;
+    auto& e = sessions_[m.name];
+    if (e.first == m.generation) e.second.push_back(std::move(s));
+    return out;
   }
 
  private:
   std::string device_;
   int threads_;
   std::mutex mu_;
-  std::map<std::string, std::pair<uint64_t, std::shared_ptr<session>>> sessions_;
+  std::map<std::string, std::pair<uint64_t, std::vector<std::shared_ptr<session>>>> sessions_;   // idle ones
 };
 
 class local_backend : public serve::infer_backend {
  public:
   local_backend(const std::string& device, int threads) : sessions_(device, threads) {}
-  expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs) override {
-    auto s = sessions_.get(m);
-    if (!s) return s.error();
-    auto out = (*s)->run(inputs);
+  // A client that hangs up stops the run before its next node.
+  expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs,
+                                       const std::atomic<bool>* cancelled) override {
+    auto out = sessions_.run(m, inputs, cancelled);
     if (!out) return out.error().with_context(m.name);
     serve::infer_outcome r;
     r.outputs = std::move(out).value();
@@ -102,7 +120,6 @@ class local_backend : public serve::infer_backend {
     return r;
   }
   std::string describe() const override { return "the local engine (--local)"; }
-  session_cache& sessions() { return sessions_; }
 
  private:
   session_cache sessions_;
@@ -137,12 +154,17 @@ class grid_backend : public serve::infer_backend {
     reputation_ = reputation;
     ledger_ = ledger;
     co_.spot_check_rate = co_.redundancy == 1 ? kServeSpotCheckRate : 0.0;
+    // Saved at most once a second (and when serve stops), not after every request.
+    co_.save_reputation = false;
   }
   ~grid_backend() override {
     if (embedded_) caf::anon_send_exit(embedded_, caf::exit_reason::user_shutdown);
   }
 
-  expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs) override {
+  // A client that hangs up before a result is in cancels the job at its provider (which stops
+  // at its next node) and nothing is paid; see grid::client_options::cancel.
+  expected<serve::infer_outcome> infer(const serve::model_entry& m, std::vector<tensor> inputs,
+                                       const std::atomic<bool>* cancelled) override {
     std::vector<grid::provider_handle> providers;
     if (node_) providers = node_->providers();
     else providers.push_back({embedded_, core_->key(), ""});
@@ -155,12 +177,13 @@ class grid_backend : public serve::infer_backend {
     grid::local_runner local;
     if (node_) {
       local = [this, &m](const std::vector<tensor>& in) -> expected<std::vector<tensor>> {
-        auto s = local_.get(m);
-        if (!s) return s.error();
-        return (*s)->run(in);
+        return local_.run(m, in);
       };
     }
-    auto r = grid::run_job(sys_, providers, job, co_, client_, reputation_, ledger_, local, [](const std::string&) {});
+    grid::client_options co = co_;
+    co.cancel = cancelled;
+    auto r = grid::run_job(sys_, providers, job, co, client_, reputation_, ledger_, local, [](const std::string&) {});
+    save_reputation_now_and_then();
     if (!r) return r.error().with_context(m.name);
     serve::infer_outcome out;
     out.outputs = std::move(r->outputs);
@@ -184,6 +207,15 @@ class grid_backend : public serve::infer_backend {
     return h;
   }
 
+  void save_reputation_now_and_then() {
+    if (!reputation_) return;
+    auto now = std::chrono::steady_clock::now();
+    std::unique_lock<std::mutex> l(save_mu_, std::try_to_lock);
+    if (!l || now - last_save_ < std::chrono::seconds(1)) return;
+    last_save_ = now;
+    (void)reputation_->save();
+  }
+
   caf::actor_system& sys_;
   grid::keypair client_;
   grid::client_options co_;
@@ -196,6 +228,8 @@ class grid_backend : public serve::infer_backend {
   ledger::ledger_file* ledger_ = nullptr;
   std::mutex mu_;
   std::map<std::string, std::pair<uint64_t, ledger::digest32>> hashes_;
+  std::mutex save_mu_;
+  std::chrono::steady_clock::time_point last_save_{};   // under save_mu_
 };
 
 expected<std::vector<std::string>> gather_keys(const serve_options& o) {

@@ -293,8 +293,13 @@ http_response v2_service::infer(const http_request& r, const std::shared_ptr<con
     return error_response(499, "the client closed the connection before the request ran");
   }
   ++in_flight_;
-  auto outcome = backend_->infer(*m, std::move(inputs));
+  auto outcome = backend_->infer(*m, std::move(inputs), r.cancelled.get());
   --in_flight_;
+  if (r.cancelled && r.cancelled->load()) {
+    // Nobody reads the answer: a job stopped on the way is not a failure of the backend.
+    ++cancelled_;
+    return error_response(499, "the client closed the connection while the request ran");
+  }
   if (!outcome) {
     ++inferences_failed_;
     return error_response(status_for(outcome.error().kind()), outcome.error().message());
@@ -335,7 +340,8 @@ std::string v2_service::metrics_text() const {
           inferences_failed_.load());
   counter("gpugrid_serve_auth_failures_total", "requests refused for a missing or wrong API key", auth_failures_.load());
   counter("gpugrid_serve_rate_limited_total", "requests refused by the per-key rate limit", rate_limited_.load());
-  counter("gpugrid_serve_cancelled_total", "requests dropped unrun because their client hung up", cancelled_.load());
+  counter("gpugrid_serve_cancelled_total", "inference requests dropped or stopped because their client hung up",
+          cancelled_.load());
   counter("gpugrid_serve_connections_total", "TCP connections accepted", transport_.connections.load());
   counter("gpugrid_serve_too_large_total", "requests refused for a body over the limit", transport_.too_large.load());
   counter("gpugrid_serve_timeouts_total", "connections closed for reading too slowly", transport_.timeouts.load());

@@ -40,7 +40,8 @@ struct http_request {
   std::map<std::string, std::string> headers;      // names in lower case
   std::string body;
   // Set by the HTTP layer when the client hung up while the request waited or ran: a request
-  // not yet started on the backend is then dropped (nothing runs, nothing is paid).
+  // not yet started on the backend is then dropped (nothing runs, nothing is paid), and one
+  // running is stopped through the backend (see infer_backend).
   std::shared_ptr<std::atomic<bool>> cancelled;
   std::string header(const std::string& lower_name) const {
     auto it = headers.find(lower_name);
@@ -87,10 +88,14 @@ struct infer_outcome {
 
 // Runs one inference. Called from many threads at once. Failures: invalid_input -> 400,
 // no_provider -> 503, verification -> 502, anything else -> 500.
+// `cancelled` (may be null) becomes true when the request's client hangs up: a backend that
+// can stop should then stop (on the grid: cancel the job at its provider, pay nothing for work
+// not delivered) and fail; the service answers such a request 499 whatever the backend returns.
 class infer_backend {
  public:
   virtual ~infer_backend() = default;
-  virtual expected<infer_outcome> infer(const model_entry& model, std::vector<tensor> inputs) = 0;
+  virtual expected<infer_outcome> infer(const model_entry& model, std::vector<tensor> inputs,
+                                        const std::atomic<bool>* cancelled) = 0;
   virtual std::string describe() const = 0;   // "local engine", "embedded grid", "grid (3 providers)"
 };
 

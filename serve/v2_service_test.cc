@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <atomic>
+#include <chrono>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -19,8 +21,17 @@ namespace {
 // the model's order and that outputs come back encoded.
 class fake_backend : public infer_backend {
  public:
-  expected<infer_outcome> infer(const model_entry&, std::vector<tensor> inputs) override {
+  expected<infer_outcome> infer(const model_entry&, std::vector<tensor> inputs, const std::atomic<bool>* cancelled) override {
     ++calls;
+    if (block) {
+      // Runs until the request is cancelled (or 10 s pass), as a grid job on a slow provider.
+      started = true;
+      auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!(cancelled && cancelled->load()) && std::chrono::steady_clock::now() < end)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      saw_cancel = cancelled && cancelled->load();
+      if (saw_cancel) return status(error_kind::io, "the job was cancelled before a result came back");
+    }
     if (fail_with != error_kind::ok) return status(fail_with, "backend says no");
     tensor y = inputs[0].clone();
     for (int64_t i = 0; i < y.numel(); ++i) y.data<float>()[i] += 1;
@@ -31,8 +42,10 @@ class fake_backend : public infer_backend {
     return r;
   }
   std::string describe() const override { return "fake"; }
-  int calls = 0;
+  std::atomic<int> calls{0};
   error_kind fail_with = error_kind::ok;
+  bool block = false;
+  std::atomic<bool> started{false}, saw_cancel{false};
 };
 
 struct fixture {
@@ -163,4 +176,27 @@ TEST_CASE("v2 service: models reload when their file changes", "[serve]") {
   CHECK(first->ready());   // a request holding the old entry keeps it
   std::filesystem::remove(f.dir / "later.onnx");
   CHECK(svc.handle(get("/v2/models/later")).status == 404);
+}
+
+TEST_CASE("v2 service: a request whose client hangs up while it runs is cancelled in the backend", "[serve]") {
+  fixture f;
+  model_repository repo(f.dir.string(), std::chrono::milliseconds(0), 1 << 20);
+  fake_backend backend;
+  backend.block = true;
+  v2_service svc(&repo, &backend, {});
+  auto req = post("/v2/models/addrelu/infer", R"({"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]})");
+  req.cancelled = std::make_shared<std::atomic<bool>>(false);
+  http_response resp;
+  auto t0 = std::chrono::steady_clock::now();
+  std::thread t([&] { resp = svc.handle(req); });
+  while (!backend.started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  req.cancelled->store(true);   // what the HTTP layer does when the socket reports EOF
+  t.join();
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  CHECK(backend.saw_cancel);
+  CHECK(resp.status == 499);
+  auto metrics = svc.handle(get("/metrics")).body;
+  CHECK(metrics.find("gpugrid_serve_cancelled_total 1\n") != std::string::npos);
+  CHECK(metrics.find("gpugrid_serve_inference_failures_total 0\n") != std::string::npos);
+  CHECK(metrics.find("gpugrid_serve_cost_credits_total 0\n") != std::string::npos);
 }

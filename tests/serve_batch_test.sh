@@ -88,8 +88,10 @@ for _ in $(seq 1 400); do
   [ "$(grep -c '"status":"ok"' "$tmp/b8.out" 2>/dev/null)" -ge 30 ] && break
   sleep 0.01
 done
-used_p1="$(grep -c "$(sed -n 's/.*"node_id":"\([0-9a-f]*\)".*/\1/p' "$tmp/p1.log" | head -1)" "$tmp/b8.out")"
+used_p1="$(grep -c "$(sed -n 's/.*"node_id":"\([0-9a-z]*\)".*/\1/p' "$tmp/p1.log" | head -1)" "$tmp/b8.out")"
 done_at_kill=$(grep -c '"status":"ok"' "$tmp/b8.out")
+# Jobs are spread by load: each of the three providers ran a share of the first jobs.
+cp "$tmp/b8.out" "$tmp/b8.before_kill"
 kill -9 "$pid_p1"
 wait "$batch"
 code=$?
@@ -99,6 +101,11 @@ check_outputs "$tmp/out6" 200
 [ "$used_p1" -ge 1 ] || fail "the killed provider had run none of the first jobs (no spreading?)"
 spread="$(grep -o '"providers":\["[a-z0-9]*' "$tmp/b8.out" | sort | uniq -c | wc -l)"
 [ "$spread" -ge 2 ] || fail "jobs ran on $spread provider(s), not spread over several"
+for q in p0 p1 p2; do
+  id="$(sed -n 's/.*"node_id":"\([0-9a-z]*\)".*/\1/p' "$tmp/$q.log" | head -1)"
+  n="$(grep '"status":"ok"' "$tmp/b8.before_kill" | grep -c "\"$id\"")"
+  [ "$n" -ge 3 ] || fail "provider $q ran $n of the first $done_at_kill jobs (jobs are not spread by load)"
+done
 receipts="$("$bin" ledger show --data-dir "$tmp/client" --json | grep -o '"job_id":"[0-9a-f]*"' | sort)"
 [ "$(echo "$receipts" | grep -c job_id)" -eq 200 ] || fail "client ledger holds $(echo "$receipts" | grep -c job_id) receipts, not 200 (one per job)"
 [ "$(echo "$receipts" | uniq -d | wc -l)" -eq 0 ] || fail "a job was paid twice"
