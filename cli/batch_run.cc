@@ -245,31 +245,24 @@ int batch_run_command(const run_options& o) {
   bool tty = isatty(STDERR_FILENO);
   set_blas_threads(o.threads);
 
-  // Local runs (--local, spot checks, tie-breaks) take a session of their own from a pool: two
-  // runs at once on one session share its thread pool, which runs one loop at a time, and gave
-  // wrong results for larger models.
-  std::vector<std::shared_ptr<session>> idle_sessions;
+  // Local runs (--local, spot checks, tie-breaks) share one session: session::run may be called
+  // from several threads at once.
+  std::shared_ptr<session> local_session;
   auto run_local = [&](const std::vector<tensor>& in) -> expected<std::vector<tensor>> {
     std::shared_ptr<session> s;
     {
       std::lock_guard<std::mutex> l(local_mu);
-      if (!idle_sessions.empty()) {
-        s = std::move(idle_sessions.back());
-        idle_sessions.pop_back();
+      if (!local_session) {
+        session_options so;
+        so.threads = o.threads;
+        so.device = o.device;
+        auto made = session::create(g, so);
+        if (!made) return made.error().with_context(o.model);
+        local_session = std::move(made).value();
       }
+      s = local_session;
     }
-    if (!s) {
-      session_options so;
-      so.threads = o.threads;
-      so.device = o.device;
-      auto made = session::create(g, so);
-      if (!made) return made.error().with_context(o.model);
-      s = std::move(made).value();
-    }
-    auto out = s->run(in);
-    std::lock_guard<std::mutex> l(local_mu);
-    idle_sessions.push_back(std::move(s));
-    return out;
+    return s->run(in);
   };
   job_runner runner;
   bool pays_on_chain = false;
@@ -280,7 +273,7 @@ int batch_run_command(const run_options& o) {
       so.device = o.device;
       auto s = session::create(g, so);   // bad models fail here, before any job
       if (!s) return fail(s.error().with_context(o.model));
-      idle_sessions.push_back(std::move(s).value());
+      local_session = std::move(s).value();
     }
     runner = [&](std::vector<tensor> in) -> expected<run_result> {
       auto out = run_local(in);

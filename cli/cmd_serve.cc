@@ -62,10 +62,8 @@ int fail(const status& st) {
 
 constexpr double kServeSpotCheckRate = 0.05;
 
-// Engine sessions per model file version, made on first use. A run borrows one that no other
-// request is running on: two runs at once on one session share its thread pool, which takes
-// one loop at a time, and gave wrong answers for models large enough to split their loops. So
-// there are at most as many sessions of a model as requests that ran it at once.
+// One engine session per model file version, made on first use and shared by every request
+// (session::run may be called from several threads at once).
 class session_cache {
  public:
   session_cache(std::string device, int threads) : device_(std::move(device)), threads_(threads) {}
@@ -75,12 +73,8 @@ class session_cache {
     std::shared_ptr<session> s;
     {
       std::lock_guard<std::mutex> l(mu_);
-      auto& e = sessions_[m.name];
-      if (e.first != m.generation) e = {m.generation, {}};   // a changed file: its old sessions go
-      if (!e.second.empty()) {
-        s = std::move(e.second.back());
-        e.second.pop_back();
-      }
+      auto it = sessions_.find(m.name);
+      if (it != sessions_.end() && it->second.first == m.generation) s = it->second.second;
     }
     if (!s) {
       session_options so;
@@ -89,21 +83,20 @@ class session_cache {
       GG_RETURN_IF_ERROR(check_tensor_io(*m.model));
       auto made = session::create(m.model, so);
       if (!made) return made.error();   // the caller names the model
-      s = std::move(made).value();
+      std::lock_guard<std::mutex> l(mu_);
+      auto& e = sessions_[m.name];
+      if (e.first != m.generation || !e.second) e = {m.generation, std::move(made).value()};
+      s = e.second;
     }
     session::stop_check stop = [cancelled] { return cancelled->load(); };
-    auto out = s->run(inputs, nullptr, nullptr, cancelled ? &stop : nullptr);
-    std::lock_guard<std::mutex> l(mu_);
-    auto& e = sessions_[m.name];
-    if (e.first == m.generation) e.second.push_back(std::move(s));
-    return out;
+    return s->run(inputs, nullptr, nullptr, cancelled ? &stop : nullptr);
   }
 
  private:
   std::string device_;
   int threads_;
   std::mutex mu_;
-  std::map<std::string, std::pair<uint64_t, std::vector<std::shared_ptr<session>>>> sessions_;   // idle ones
+  std::map<std::string, std::pair<uint64_t, std::shared_ptr<session>>> sessions_;
 };
 
 class local_backend : public serve::infer_backend {

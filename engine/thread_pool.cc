@@ -117,6 +117,12 @@ void thread_pool::parallel_for(int64_t n, int64_t grain,
     body(0, n);
     return;
   }
+  // Another thread's loop has the workers: this one runs here, on its own, with the same
+  // answer (the loop's fields below belong to one loop at a time).
+  if (owned_.exchange(true, std::memory_order_acquire)) {
+    body(0, n);
+    return;
+  }
   const int64_t chunks = std::min<int64_t>(threads * 4, (n + grain - 1) / grain);
   // Publish: the fields first, then the new generation with index 0 (release).
   body_.store(&body, std::memory_order_relaxed);
@@ -140,6 +146,7 @@ void thread_pool::parallel_for(int64_t n, int64_t grain,
   }
   // Close the loop so that no late worker can claim from it.
   state_.store(((gen & 0xffffffffu) << 32) | kClosed, std::memory_order_release);
+  owned_.store(false, std::memory_order_release);
 }
 
 }  // namespace gpugrid

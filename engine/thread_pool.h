@@ -1,8 +1,9 @@
 // A fixed pool of worker threads for data-parallel loops inside one kernel.
 //
-// Thread-safety: parallel_for may be called from one thread at a time per pool (the executor
-// runs one node at a time per job); the calling thread takes part in the work. Nested calls
-// from inside a parallel_for body run serially.
+// Thread-safety: parallel_for may be called from any number of threads at once (several jobs
+// of one session, several slots of a provider). One caller at a time owns the workers; a caller
+// that finds them taken runs its loop on its own thread, serially, rather than wait. The calling
+// thread takes part in the work. Nested calls from inside a parallel_for body run serially.
 //
 // Between loops the workers spin for a short while (kernels of one model follow each other
 // within microseconds, and waking a sleeping thread costs tens of microseconds), then sleep
@@ -48,6 +49,7 @@ class thread_pool {
   std::atomic<int64_t> remaining_{0};  // items not yet finished in the current loop
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> owned_{false};  // a caller's loop holds the workers
   std::mutex mu_;
   std::condition_variable wake_;
 };

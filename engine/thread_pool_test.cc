@@ -61,3 +61,26 @@ TEST_CASE("thread_pool is destroyed cleanly while its workers spin or sleep", "[
     if (i % 10 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
+
+TEST_CASE("thread_pool: loops from several threads at once each cover their indices exactly once", "[thread_pool]") {
+  gpugrid::thread_pool pool(4);
+  constexpr int kCallers = 4;
+  constexpr int64_t kN = 20000;
+  std::vector<std::vector<std::atomic<int>>> hits(kCallers);
+  for (auto& h : hits) h = std::vector<std::atomic<int>>(kN);
+  std::vector<std::thread> callers;
+  for (int c = 0; c < kCallers; ++c)
+    callers.emplace_back([&, c] {
+      for (int round = 0; round < 50; ++round)
+        pool.parallel_for(kN, 64, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) hits[c][i].fetch_add(1, std::memory_order_relaxed);
+        });
+    });
+  for (auto& t : callers) t.join();
+  for (int c = 0; c < kCallers; ++c) {
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < kN; ++i) wrong += hits[c][i].load() != 50;
+    INFO("caller " << c);
+    CHECK(wrong == 0);
+  }
+}

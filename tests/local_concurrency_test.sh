@@ -2,7 +2,8 @@
 # Local runs at once on a model large enough for the engine's threads to split its loops
 # (bench/make_mlp.py, 18 MFLOP): `run --batch --local --in-flight 4` gives every job of one input
 # the output of that job run alone, bit for bit, and so does `serve --local` to 8 clients at
-# once. (Runs at once on one shared session used to mix up each other's loops.)
+# once. Both share one engine session between the runs (its thread pool once mixed up the loops
+# of runs at once).
 # Usage: tests/local_concurrency_test.sh path/to/gpugrid path/to/source
 py=${GPUGRID_PYTHON:-$2/.venv/bin/python}
 if ! "$py" -c "import onnx, numpy" >/dev/null 2>&1; then
