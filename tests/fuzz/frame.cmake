@@ -9,6 +9,7 @@ target_sources(fuzz_frame PRIVATE
   ${CMAKE_SOURCE_DIR}/net/identity.cc
   ${CMAKE_SOURCE_DIR}/net/hash.cc
   ${CMAKE_SOURCE_DIR}/net/messages.cc
+  ${CMAKE_SOURCE_DIR}/ledger/voucher_claim.cc
   ${CMAKE_SOURCE_DIR}/discovery/record.cc
   ${CMAKE_SOURCE_DIR}/discovery/routing_table.cc
   ${CMAKE_SOURCE_DIR}/discovery/dht.cc)
