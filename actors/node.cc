@@ -468,6 +468,7 @@ struct grid_node::impl {
   std::set<std::string> dialing;                 // URLs being dialed
   std::map<std::string, int64_t> slow_dials;     // client: URL -> when its dial last went unanswered
   std::map<std::string, int> overload_retries;   // bootstrap URL -> redials after "overloaded"
+  std::map<uint64_t, std::string> bootstrap_conns;  // connection id -> the bootstrap URL it was dialed at
   std::set<key32> attempted;                     // keys dialed once (until evicted)
   std::map<std::string, std::string> bootstrap;  // URL -> "" pending, "ok", or the failure
   std::map<job_id, double> quoted;               // provider: prices bid, by job (bounded)
@@ -727,7 +728,7 @@ struct grid_node::impl {
     caf::actor a = actor;
     transport->connect(
         u, [a, u](expected<net::connection_ptr> c) {
-          caf::anon_send(a, dialed_atom::value, u, c ? std::string() : c.error().message());
+          caf::anon_send(a, dialed_atom::value, u, c ? std::string() : c.error().message(), c ? (*c)->id() : uint64_t{0});
         },
         expect);
   }
@@ -741,6 +742,11 @@ struct grid_node::impl {
     size_t n = 0;
     for (const auto& [id, cs] : conns) n += cs.is_provider ? 1 : 0;
     return n;
+  }
+  bool connected_elsewhere_locked(const net::connection_ptr& c) const {  // to c's peer, on another connection
+    for (const auto& [id, cs] : conns)
+      if (id != c->id() && cs.conn->peer_key() == c->peer_key()) return true;
+    return false;
   }
   bool connected_to_locked(const key32& k) const {
     for (const auto& [id, cs] : conns)
@@ -850,6 +856,16 @@ struct grid_node::impl {
     remote_provider_actor proxy;
     {
       std::lock_guard<std::mutex> lk(mu);
+      // A bootstrap peer that refused the connection as overloaded right after its handshake:
+      // pending again, and dialed again shortly.
+      if (auto bc = bootstrap_conns.find(c->id()); bc != bootstrap_conns.end()) {
+        std::string u = bc->second;
+        bootstrap_conns.erase(bc);
+        auto b = bootstrap.find(u);
+        if (b != bootstrap.end() && b->second == "ok" && why.find("overloaded") != std::string::npos &&
+            !connected_elsewhere_locked(c) && redial_overloaded_locked(u))
+          b->second.clear();
+      }
       auto it = conns.find(c->id());
       if (it == conns.end()) return;
       proxy = it->second.proxy;
@@ -874,21 +890,26 @@ struct grid_node::impl {
     if (proxy) caf::anon_send(proxy, net::wire_down_atom::value, c, why);
   }
 
-  void on_dialed(const std::string& u, const std::string& error) {
+  // A bootstrap peer that is full for now (every slot taken, or this identity's share, as when
+  // several runs share one data dir) is asked again shortly, while settle() waits: its state
+  // stays pending. False when the retries are spent.
+  bool redial_overloaded_locked(const std::string& u) {
+    if (stopped) return false;
+    int n = ++overload_retries[u];
+    if (n > kMaxOverloadRetries) return false;
+    caf::delayed_anon_send(actor, std::chrono::milliseconds(std::min(100 * n, 1000)), redial_atom::value, u);
+    return true;
+  }
+
+  void on_dialed(const std::string& u, const std::string& error, uint64_t conn) {
     std::lock_guard<std::mutex> lk(mu);
     dialing.erase(u);
     if (error.empty()) slow_dials.erase(u);
-    // A bootstrap peer that is full for now (every slot taken, or this identity's share, as
-    // when several runs share one data dir) is asked again shortly, while settle() waits.
+    if (error.empty() && bootstrap.count(u)) bootstrap_conns[conn] = u;
     auto pending = bootstrap.find(u);
-    if (pending != bootstrap.end() && pending->second.empty() && !stopped &&
-        error.find("the peer closed the connection: overloaded") != std::string::npos) {
-      int n = ++overload_retries[u];
-      if (n <= kMaxOverloadRetries) {
-        caf::delayed_anon_send(actor, std::chrono::milliseconds(std::min(100 * n, 1000)), redial_atom::value, u);
-        return;
-      }
-    }
+    if (pending != bootstrap.end() && pending->second.empty() &&
+        error.find("the peer closed the connection: overloaded") != std::string::npos && redial_overloaded_locked(u))
+      return;
     if (error.find("the relay refused the circuit") != std::string::npos) bad_relayed.insert(u);
     if (!error.empty()) dht_on_dial_failed_locked(u);
     else dht_dials.erase(u);
@@ -1207,7 +1228,7 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<grid_node
       [self, p](net::wire_up_atom, const net::connection_ptr& c) { p->on_up(self, c); },
       [p](net::wire_down_atom, const net::connection_ptr& c, const std::string& why) { p->on_down(c, why); },
       [self, p](net::wire_atom, const net::inbound_ptr& in) { p->on_message(self, in); },
-      [p](dialed_atom, const std::string& u, const std::string& error) { p->on_dialed(u, error); },
+      [p](dialed_atom, const std::string& u, const std::string& error, uint64_t conn) { p->on_dialed(u, error, conn); },
       [p](redial_atom, const std::string& u) {
         std::lock_guard<std::mutex> lk(p->mu);
         p->dial_locked(u, std::nullopt);
