@@ -7,32 +7,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "serve/http_common.h"
+
 namespace gpugrid::serve {
 
 using json = nlohmann::json;
 
 namespace {
-
-int nesting_depth(std::string_view text, int limit) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') {
-      if (++depth > deepest) deepest = depth;
-      if (deepest > limit) return deepest;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -182,7 +163,7 @@ std::string api_error_json(const api_error& e) {
 bool parse_api_request(std::string_view body, api_kind kind, api_request* out, api_error* e) {
   *out = api_request();
   out->kind = kind;
-  if (nesting_depth(body, max_api_json_depth) > max_api_json_depth)
+  if (json_depth(body, max_api_json_depth) > max_api_json_depth)
     return fail(e, "", fmt::format("the request JSON nests deeper than {} levels", max_api_json_depth));
   json doc = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return fail(e, "", "the request body is not valid JSON");

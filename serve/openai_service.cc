@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "llm/local_backend.h"
+#include "serve/http_common.h"
 #include "serve/openai_codec.h"
 
 namespace gpugrid::serve {
@@ -24,17 +25,6 @@ http_response api_error_response(const api_error& e) {
   r.body = api_error_json(e);
   if (e.status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer");
   return r;
-}
-
-int status_for(error_kind k) {
-  switch (k) {
-    case error_kind::invalid_input:
-    case error_kind::usage:
-    case error_kind::unsupported_here: return 400;
-    case error_kind::no_provider: return 503;
-    case error_kind::verification: return 502;
-    default: return 500;
-  }
 }
 
 bool valid_name(const std::string& n) {
@@ -487,7 +477,7 @@ http_response run_generation(run_context& c, response_stream& stream) {
   }
   if (!failed.is_ok()) {
     ++c.stats->failed;
-    api_error e = make_api_error(status_for(failed.kind()), failed.message(),
+    api_error e = make_api_error(http_status_for(failed.kind()), failed.message(),
                                  failed.kind() == error_kind::invalid_input ? prompt_param : "");
     if (!started) return api_error_response(e);
     // Mid-stream: OpenAI's clients raise an error event as an APIError.
@@ -555,7 +545,7 @@ http_response openai_service::handle(const http_request& r, const std::vector<st
   deferred.deferred = [c, open = options_.open](response_stream& stream) -> http_response {
     status loaded = c->model->load(open);
     if (!loaded.is_ok())
-      return api_error_response(make_api_error(status_for(loaded.kind()) == 400 ? 503 : status_for(loaded.kind()),
+      return api_error_response(make_api_error(http_status_for(loaded.kind()) == 400 ? 503 : http_status_for(loaded.kind()),
                                                fmt::format("model '{}' cannot be loaded: {}", c->model->name, loaded.message())));
     return run_generation(*c, stream);
   };

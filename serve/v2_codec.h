@@ -18,6 +18,7 @@
 
 #include "base/status.h"
 #include "engine/tensor.h"
+#include "serve/http_common.h"  // json_depth
 
 namespace gpugrid::serve {
 
@@ -58,8 +59,5 @@ expected<encoded_response> encode_infer_response(const std::string& model_name, 
 
 // {"error": "message"} as the protocol writes errors.
 std::string error_json(const std::string& message);
-
-// Deepest nesting of arrays/objects in JSON text (strings skipped); stops counting past limit.
-int json_depth(std::string_view text, int limit);
 
 }  // namespace gpugrid::serve

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "serve/http_common.h"
 #include "serve/v2_codec.h"
 
 namespace gpugrid::serve {
@@ -19,17 +20,6 @@ http_response json_response(int status, const json& doc) {
   r.status = status;
   r.body = doc.dump(-1, ' ', false, json::error_handler_t::replace);
   return r;
-}
-
-int status_for(error_kind k) {
-  switch (k) {
-    case error_kind::invalid_input:
-    case error_kind::usage:
-    case error_kind::unsupported_here: return 400;
-    case error_kind::no_provider: return 503;
-    case error_kind::verification: return 502;
-    default: return 500;
-  }
 }
 
 json shape_json(const value_info& v) {
@@ -302,7 +292,7 @@ http_response v2_service::infer(const http_request& r, const std::shared_ptr<con
   }
   if (!outcome) {
     ++inferences_failed_;
-    return error_response(status_for(outcome.error().kind()), outcome.error().message());
+    return error_response(http_status_for(outcome.error().kind()), outcome.error().message());
   }
   auto encoded = encode_infer_response(m->name, *req, names, outcome->outputs);
   if (!encoded) {
