@@ -146,7 +146,7 @@ class grid_backend : public serve::infer_backend {
     node_ = node;
     reputation_ = reputation;
     ledger_ = ledger;
-    co_.spot_check_rate = co_.redundancy == 1 ? kServeSpotCheckRate : 0.0;
+    co_.spot_check_rate = kServeSpotCheckRate;  // K > 1: the floor of the check of an agreeing set
     // Saved at most once a second (and when serve stops), not after every request.
     co_.save_reputation = false;
   }
