@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Real-model test set end to end: generates the models of tests/models/make_real_models.py
+# (a Silero-VAD-style speech model with If/LSTM and a state carried across calls, PaddleOCR
+# detector and recogniser in paddle2onnx's layout, a YOLOv8-style detector from
+# torch.onnx.export, a Magika-style byte classifier in tf2onnx's layout; seeded random weights,
+# reference outputs from onnxruntime), runs every case with
+#   GPUGRID run --local MODEL INPUT... --output-dir DIR
+# and compares the outputs with tests/models/compare.py (rtol 1e-3, atol 1e-4). A chained case
+# (OUT_DIR/chains.txt) takes its state input from gpugrid's own output of the earlier case, as
+# a caller streaming audio does, and is compared with onnxruntime doing the same. Then the bad
+# models and inputs (OUT_DIR/bad/expect.txt) must fail with exit 2 and a one-line error.
+# The LLM decoders of the set are tested by tests/llm_decoders_test.sh.
+#
+# Usage: real_models_test.sh GPUGRID_BINARY SOURCE_DIR   (ctest passes both)
+# Exit: 0 pass; 1 failure; 77 skipped (no .venv with numpy, onnx, onnxruntime and torch).
+# Environment: GPUGRID_PYTHON, GPUGRID_REAL_MODELS_DIR (model cache; default BINARY's folder
+# /real-models-test when that is a CMake build folder, else /tmp). The models are regenerated
+# only when make_real_models.py or the Python packages change.
+set -uo pipefail
+
+bin=${1:?usage: real_models_test.sh GPUGRID_BINARY SOURCE_DIR}
+src=${2:-$(cd "$(dirname "$0")/.." && pwd)}
+src=$(cd "$src" && pwd)
+models="$src/tests/models"
+py=${GPUGRID_PYTHON:-$src/.venv/bin/python}
+if [ ! -x "$py" ]; then
+  echo "skipped: no Python test environment at $py (run scripts/python_env.sh)"
+  exit 77
+fi
+versions=$("$py" -c "import numpy, onnx, onnxruntime, torch; print('torch', torch.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, 'numpy', numpy.__version__)" 2>/dev/null)
+if [ -z "$versions" ]; then
+  echo "skipped: $py lacks one of numpy, onnx, onnxruntime, torch (run scripts/python_env.sh)"
+  exit 77
+fi
+if [ ! -x "$bin" ] && ! command -v "$bin" >/dev/null 2>&1; then
+  echo "FAIL: gpugrid binary $bin not found"
+  exit 1
+fi
+
+if [ -n "${GPUGRID_REAL_MODELS_DIR:-}" ]; then
+  cache=$GPUGRID_REAL_MODELS_DIR
+elif [ -f "$(dirname "$bin")/CMakeCache.txt" ]; then
+  cache="$(cd "$(dirname "$bin")" && pwd)/real-models-test"
+else
+  cache="${TMPDIR:-/tmp}/gpugrid-real-models-test-$(id -u)"
+fi
+hash=$({ cat "$models/make_real_models.py"; echo "$versions"; } | sha256sum | cut -d' ' -f1)
+if [ -f "$cache/manifest.json" ] && [ "$(cat "$cache/.stamp" 2>/dev/null)" = "$hash" ]; then
+  echo "real models: using cached models in $cache ($versions)"
+else
+  echo "real models: generating into $cache ($versions)"
+  mkdir -p "$(dirname "$cache")"
+  tmp="$cache.tmp.$$"
+  rm -rf "$tmp"
+  if ! "$py" -W ignore "$models/make_real_models.py" "$tmp" >"$tmp.log" 2>&1; then
+    cat "$tmp.log"; rm -rf "$tmp" "$tmp.log"
+    echo "FAIL: make_real_models.py failed"
+    exit 1
+  fi
+  rm -f "$tmp.log"
+  echo "$hash" > "$tmp/.stamp"
+  rm -rf "$cache"
+  mv "$tmp" "$cache"
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpugrid-real-models.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+declare -A chain_input=() chain_from=()
+while read -r fam k idx prev name; do
+  [ -n "$fam" ] || continue
+  chain_input[$fam.$k]=$idx
+  chain_from[$fam.$k]="$work/$fam.$prev/$name.npy"
+done < "$cache/chains.txt"
+
+fail=0
+count=0
+while read -r fam k model inputs; do
+  [ -n "$fam" ] || continue
+  out="$work/$fam.$k"
+  mkdir -p "$out"
+  read -r -a files <<< "$inputs"
+  note=""
+  if [ -n "${chain_input[$fam.$k]:-}" ]; then
+    files[${chain_input[$fam.$k]}]=${chain_from[$fam.$k]}
+    note=" (state from case ${chain_from[$fam.$k]#"$work/$fam."})"
+  fi
+  count=$((count + 1))
+  if ! timeout 60 "$bin" run --local --threads 2 "$model" "${files[@]}" --output-dir "$out" >"$out.log" 2>&1; then
+    echo "FAIL $fam case $k$note: $(tail -n 2 "$out.log" | tr '\n' ' ')"
+    fail=1
+    continue
+  fi
+  if "$py" "$models/compare.py" --manifest "$cache/manifest.json" --family "$fam" --case "$k" \
+      --actual-dir "$out" >"$out.cmp" 2>&1; then
+    echo "ok   $fam case $k$note"
+  else
+    echo "FAIL $fam case $k$note:"; cat "$out.cmp"
+    fail=1
+  fi
+done < <("$py" "$models/compare.py" --list "$cache/manifest.json")
+if [ $count -eq 0 ]; then
+  echo "FAIL: no cases in $cache/manifest.json"
+  exit 1
+fi
+
+while IFS=$'\t' read -r file fragment inputs; do
+  [ -n "$file" ] || continue
+  read -r -a names <<< "$inputs"
+  files=()
+  for f in "${names[@]}"; do files+=("$cache/bad/$f"); done
+  timeout 60 "$bin" run --local --device cpu "$cache/bad/$file" "${files[@]}" --output-dir "$work/bad" >/dev/null 2>"$work/bad.err"
+  rc=$?
+  lines=$(wc -l < "$work/bad.err")
+  label="$file $(basename "${files[0]:-}")"
+  if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$fragment" "$work/bad.err"; then
+    echo "ok   $label refused: $(cat "$work/bad.err")"
+  else
+    echo "FAIL $label: exit $rc (want 2), $lines line(s), want '$fragment': $(head -c 300 "$work/bad.err")"
+    fail=1
+  fi
+done < "$cache/bad/expect.txt"
+
+[ $fail -eq 0 ] && echo "real models: all passed" || echo "real models: FAILED"
+exit $fail
