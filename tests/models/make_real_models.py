@@ -19,6 +19,7 @@ Models (tests/models/README.md says what each imitates and how it is written):
   yolo         YOLOv8-style detector exported with torch.onnx.export (Conv+SiLU, C2f with Split,
                SPPF, Resize, DFL head with box decoding on a constant anchor grid, and TopK of
                the best scores as end-to-end exports add)
+  yolo_nms     the same with NonMaxSuppression and GatherND appended, as end-to-end exports
   magika       byte-level file-type classifier as Google's Magika (a Keras model through
                tf2onnx): int32 byte ids, Gather embedding, Dense with Erf GELU,
                LayerNormalization, Conv1D as Transpose/Conv/Squeeze, ReduceMax, Softmax
@@ -376,7 +377,64 @@ def ocr_rec(rng):
 
 # ----------------------------------------------------------------------------- YOLOv8-style (torch export)
 
+_YOLO = {}
+
+
 def yolo(rng):
+    if "export" not in _YOLO:
+        _YOLO["export"] = export_yolo(rng)
+    return _YOLO["export"]
+
+
+def yolo_nms(_rng):
+    """The same export with NonMaxSuppression appended, as end-to-end ONNX exports of YOLO do:
+    boxes (center format) and scores sliced from output0, NMS per class, GatherND of the kept
+    boxes and scores."""
+    m, cases, chains, _ = yolo(np.random.default_rng(SEED + list(MODELS).index("yolo")))
+    # The thresholds sit in the middle of the widest gap between the scores (overlaps) of the
+    # cases near 0.55 (0.45), so that the selection does not hinge on rounding.
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = [sess.run(["output0"], {"images": img})[0] for (img,) in cases]
+
+    def gap_middle(values, lo, hi):
+        v = np.unique(np.concatenate(values).astype(np.float64))
+        v = np.concatenate([[lo], v[(v > lo) & (v < hi)], [hi]])
+        i = int(np.argmax(np.diff(v)))
+        assert v[i + 1] - v[i] > 1e-4, "no gap for a threshold"
+        return float((v[i] + v[i + 1]) / 2)
+
+    score_thr = gap_middle([o[:, 4:].ravel() for o in outs], 0.53, 0.57)
+    ious = []  # between the boxes that pass the score threshold for some class
+    for out in outs:
+        for xywh, sc in zip(out[:, :4].transpose(0, 2, 1), out[:, 4:]):
+            xywh = xywh[(sc > score_thr).any(0)]
+            lo, hi = xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2
+            inter = np.prod(np.clip(np.minimum(hi[:, None], hi[None]) - np.maximum(lo[:, None], lo[None]), 0, None), -1)
+            area = np.prod(hi - lo, -1)
+            ious.append((inter / (area[:, None] + area[None] - inter)).ravel())
+    iou_thr = gap_middle(ious, 0.4, 0.5)
+    m = onnx.ModelProto.FromString(m.SerializeToString())
+    g = m.graph
+    del g.output[:]
+    b = Builder(prefix="/end2end")
+    for name, arr in (("starts4", [0]), ("ends4", [4]), ("starts_cls", [4]), ("ends_cls", [1 << 30]), ("axis1", [1]),
+                      ("max_out", [5]), ("iou", [iou_thr]), ("score", [score_thr]), ("bi", [0, 2])):
+        b.const(f"/end2end/{name}", np.array(arr, np.float32 if name in ("iou", "score") else np.int64))
+    b.op("Slice", ["output0", "/end2end/starts4", "/end2end/ends4", "/end2end/axis1"], "/end2end/xywh")
+    b.op("Transpose", ["/end2end/xywh"], "/end2end/boxes", perm=[0, 2, 1])
+    b.op("Slice", ["output0", "/end2end/starts_cls", "/end2end/ends_cls", "/end2end/axis1"], "/end2end/scores")
+    b.op("NonMaxSuppression", ["/end2end/boxes", "/end2end/scores", "/end2end/max_out", "/end2end/iou",
+                               "/end2end/score"], "selected_indices", center_point_box=1)
+    b.op("Gather", ["selected_indices", "/end2end/bi"], "/end2end/batch_box", axis=1)
+    b.op("GatherND", ["/end2end/boxes", "/end2end/batch_box"], "det_boxes")
+    b.op("GatherND", ["/end2end/scores", "selected_indices"], "det_scores")
+    g.node.extend(b.nodes)
+    g.output.extend([vi("selected_indices", TP.INT64, ["n", 3]), vi("det_boxes", shape=["n", 4]),
+                     vi("det_scores", shape=["n"])])
+    return m, cases, chains
+
+
+def export_yolo(rng):
     import torch
     from torch import nn
     torch.manual_seed(int(rng.integers(1 << 30)))
@@ -603,6 +661,7 @@ def bad_cases(root):
     out.append(("../silero_vad/model.onnx", "sr", [a, np.zeros((2, 2, 128), np.float32), np.array([16000], np.int64)]))
     out.append(("../ocr_det/model.onnx", "x", [rng.standard_normal((1, 4, 64, 64)).astype(np.float32)]))
     out.append(("../ocr_rec/model.onnx", "x", [rng.standard_normal((1, 3, 32, 96)).astype(np.float32)]))
+    out.append(("../silero_vad/model.onnx", "initial_h", [a, np.zeros((2, 1, 128), np.float32), sr]))
     ids = rng.integers(0, 256, (1, 512)).astype(np.int32)
     ids[0, 7] = 300
     out.append(("../magika/model.onnx", "300", [ids]))
@@ -612,7 +671,8 @@ def bad_cases(root):
 
 # ----------------------------------------------------------------------------- main
 
-MODELS = {"silero_vad": silero_vad, "ocr_det": ocr_det, "ocr_rec": ocr_rec, "yolo": yolo, "magika": magika}
+MODELS = {"silero_vad": silero_vad, "ocr_det": ocr_det, "ocr_rec": ocr_rec, "yolo": yolo, "yolo_nms": yolo_nms,
+          "magika": magika}
 
 
 def main():
