@@ -20,6 +20,7 @@ Models (tests/models/README.md says what each imitates and how it is written):
                SPPF, Resize, DFL head with box decoding on a constant anchor grid, and TopK of
                the best scores as end-to-end exports add)
   yolo_nms     the same with NonMaxSuppression and GatherND appended, as end-to-end exports
+  yolo_dynamic the same exported with dynamic height and width (anchor grid made in the graph)
   magika       byte-level file-type classifier as Google's Magika (a Keras model through
                tf2onnx): int32 byte ids, Gather embedding, Dense with Erf GELU,
                LayerNormalization, Conv1D as Transpose/Conv/Squeeze, ReduceMax, Softmax
@@ -434,7 +435,13 @@ def yolo_nms(_rng):
     return m, cases, chains
 
 
-def export_yolo(rng):
+def yolo_dynamic(rng):
+    """Exported with dynamic height and width, as `export(dynamic=True)` does: the anchor grid
+    is made in the graph from the feature maps' shapes (Range, Expand, ...)."""
+    return export_yolo(rng, dynamic=True)
+
+
+def export_yolo(rng, dynamic=False):
     import torch
     from torch import nn
     torch.manual_seed(int(rng.integers(1 << 30)))
@@ -533,8 +540,18 @@ def export_yolo(rng):
             x_cat = torch.cat([f.view(b, 4 * REG + NC, -1) for f in feats], 2)
             box, cls = x_cat.split((4 * REG, NC), 1)
             lt, rb = self.dfl(box).chunk(2, 1)
-            x1y1, x2y2 = self.anchors.unsqueeze(0) - lt, self.anchors.unsqueeze(0) + rb
-            dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * self.strides
+            anchors, strides_ = self.anchors, self.strides
+            if dynamic:  # ultralytics' make_anchors
+                pts, sts = [], []
+                for f, s in zip(feats, strides):
+                    h_, w_ = f.shape[2:]
+                    sy, sx = torch.meshgrid(torch.arange(h_, dtype=torch.float) + 0.5,
+                                            torch.arange(w_, dtype=torch.float) + 0.5, indexing="ij")
+                    pts.append(torch.stack((sx, sy), -1).view(-1, 2))
+                    sts.append(torch.full((h_ * w_, 1), float(s), dtype=torch.float))
+                anchors, strides_ = torch.cat(pts).transpose(0, 1), torch.cat(sts).transpose(0, 1)
+            x1y1, x2y2 = anchors.unsqueeze(0) - lt, anchors.unsqueeze(0) + rb
+            dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides_
             scores = cls.sigmoid()
             y = torch.cat((dbox, scores), 1)
             best, idx = scores.amax(1).topk(10, dim=1)
@@ -558,12 +575,16 @@ def export_yolo(rng):
     import io
     buf = io.BytesIO()
     example = torch.rand(1, 3, H, W, generator=gen)
+    axes = {"images": {0: "batch"}, "output0": {0: "batch"}, "scores": {0: "batch"}, "indices": {0: "batch"}}
+    if dynamic:
+        axes["images"].update({2: "height", 3: "width"})
+        axes["output0"][2] = "anchors"
     torch.onnx.export(model, example, buf, opset_version=17, input_names=["images"],
-                      output_names=["output0", "scores", "indices"], do_constant_folding=True,
-                      dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}, "scores": {0: "batch"},
-                                    "indices": {0: "batch"}})
+                      output_names=["output0", "scores", "indices"], do_constant_folding=True, dynamic_axes=axes)
     m = onnx.load_from_string(buf.getvalue())
     cases = [[torch.rand(1, 3, H, W, generator=gen).numpy()], [torch.rand(2, 3, H, W, generator=gen).numpy()]]
+    if dynamic:
+        cases.append([torch.rand(1, 3, 64, 160, generator=gen).numpy()])
     with torch.no_grad():
         ref = model(torch.from_numpy(cases[1][0]))[0].numpy()
     return m, cases, {}, ref
@@ -672,7 +693,7 @@ def bad_cases(root):
 # ----------------------------------------------------------------------------- main
 
 MODELS = {"silero_vad": silero_vad, "ocr_det": ocr_det, "ocr_rec": ocr_rec, "yolo": yolo, "yolo_nms": yolo_nms,
-          "magika": magika}
+          "yolo_dynamic": yolo_dynamic, "magika": magika}
 
 
 def main():
