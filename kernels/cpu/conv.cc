@@ -252,7 +252,9 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
         acc = _mm256_fmadd_ps(v7, t1, acc);
         acc = _mm256_fmadd_ps(v8, t2, acc);
         acc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(acc, vb)));  // NaN stays NaN
-        if (ow + 8 <= OW) _mm256_storeu_ps(yr + ow, acc);
+        // A block that runs past the row end spills into the next row, which is written
+        // after this one; only the plane's last block is stored masked.
+        if (ow + 8 <= OW + (OH - 1 - oh) * OW) _mm256_storeu_ps(yr + ow, acc);
         else _mm256_maskstore_ps(yr + ow, simd::lanes(OW - ow), acc);
       }
     }

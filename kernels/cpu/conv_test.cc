@@ -157,6 +157,13 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{2, 3, 23, 41}, {3, 1, 3, 3}, 3, {2, 2}, {}, {1, 1, 1, 1}, "", true},   // depthwise s2, wide rows
       {{1, 3, 24, 40}, {3, 1, 3, 3}, 3, {2, 2}, {}, {0, 1, 1, 0}, "", false},  // depthwise s2, uneven pads
       {{1, 2, 19, 35}, {2, 1, 3, 3}, 2, {}, {2, 2}, {2, 2, 2, 2}, "", true},   // depthwise dilated (scalar)
+      // Planes narrower than a vector: blocks spill into the next row (and the padded copy's
+      // rows into the next), only the plane's last block is stored masked.
+      {{1, 24, 7, 7}, {24, 1, 3, 3}, 24, {}, {}, {1, 1, 1, 1}, "", true},
+      {{2, 9, 4, 3}, {9, 1, 3, 3}, 9, {}, {}, {1, 1, 1, 1}, "", true},
+      {{1, 16, 14, 13}, {16, 1, 3, 3}, 16, {2, 2}, {}, {1, 1, 1, 1}, "", true},
+      {{1, 5, 1, 1}, {5, 1, 3, 3}, 5, {}, {}, {1, 1, 1, 1}, "", false},
+      {{1, 7, 2, 9}, {7, 1, 3, 3}, 7, {2, 1}, {}, {0, 1, 2, 1}, "", true},
       // 3x3 stride 1 with 16+ channels: Winograd F(2x2, 3x3) when the weights are constant.
       {{2, 16, 9, 11}, {20, 16, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
       {{1, 32, 14, 14}, {16, 32, 3, 3}, 1, {}, {}, {0, 0, 0, 0}, "", false},
