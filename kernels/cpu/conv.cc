@@ -267,6 +267,41 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
   }
 }
 
+// Depthwise 3x3 with stride 2 and no dilation along rows, from the padded plane split into its
+// even and odd columns (E and O, row stride Ws): a row's three taps for outputs [ow, ow + 8)
+// are the plain loads E[ow], O[ow] and E[ow + 1], no shuffles in the loop. Reads up to 9 floats
+// past a row (the next row, or the slack after the planes).
+void dw3x3_s2_rows(const float* E, const float* O, int64_t Ws, const float* w, const window_geom& g, float* y,
+                   float bias, float lo, float hi) {
+  const int64_t OH = g.out[1], OW = g.out[2], sh = g.s[1], dh = g.d[1];
+  const __m256 v0 = _mm256_set1_ps(w[0]), v1 = _mm256_set1_ps(w[1]), v2 = _mm256_set1_ps(w[2]);
+  const __m256 v3 = _mm256_set1_ps(w[3]), v4 = _mm256_set1_ps(w[4]), v5 = _mm256_set1_ps(w[5]);
+  const __m256 v6 = _mm256_set1_ps(w[6]), v7 = _mm256_set1_ps(w[7]), v8 = _mm256_set1_ps(w[8]);
+  const __m256 vb = _mm256_set1_ps(bias), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    const int64_t r0 = oh * sh * Ws, r1 = r0 + dh * Ws, r2 = r1 + dh * Ws;
+    const float *__restrict e0 = E + r0, *__restrict o0 = O + r0;
+    const float *__restrict e1 = E + r1, *__restrict o1 = O + r1;
+    const float *__restrict e2 = E + r2, *__restrict o2 = O + r2;
+    float* __restrict yr = y + oh * OW;
+    for (int64_t ow = 0; ow < OW; ow += 8) {
+      __m256 acc = _mm256_mul_ps(v0, _mm256_loadu_ps(e0 + ow));
+      acc = _mm256_fmadd_ps(v1, _mm256_loadu_ps(o0 + ow), acc);
+      acc = _mm256_fmadd_ps(v2, _mm256_loadu_ps(e0 + ow + 1), acc);
+      acc = _mm256_fmadd_ps(v3, _mm256_loadu_ps(e1 + ow), acc);
+      acc = _mm256_fmadd_ps(v4, _mm256_loadu_ps(o1 + ow), acc);
+      acc = _mm256_fmadd_ps(v5, _mm256_loadu_ps(e1 + ow + 1), acc);
+      acc = _mm256_fmadd_ps(v6, _mm256_loadu_ps(e2 + ow), acc);
+      acc = _mm256_fmadd_ps(v7, _mm256_loadu_ps(o2 + ow), acc);
+      acc = _mm256_fmadd_ps(v8, _mm256_loadu_ps(e2 + ow + 1), acc);
+      acc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(acc, vb)));  // NaN stays NaN
+      // As in dw3x3_rows: a block past the row end spills into the next row.
+      if (ow + 8 <= OW + (OH - 1 - oh) * OW) _mm256_storeu_ps(yr + ow, acc);
+      else _mm256_maskstore_ps(yr + ow, simd::lanes(OW - ow), acc);
+    }
+  }
+}
+
 // Returns false when the padded plane would not fit the scratch buffer. Adds `bias` and
 // applies `act` when it is none, ReLU or Clip (*fused set), else leaves both to the caller.
 bool depthwise3x3_plane(const float* x, const float* w, const window_geom& g, float* y, float bias,
@@ -291,9 +326,32 @@ bool depthwise3x3_plane(const float* x, const float* w, const window_geom& g, fl
     *fused = false;
     bias = 0.f;
   }
-  if (g.s[2] == 1) dw3x3_rows<1>(buf, Wp, w, g, y, bias, lo, hi);
-  else if (g.s[2] == 2) dw3x3_rows<2>(buf, Wp, w, g, y, bias, lo, hi);
-  else dw3x3_rows<0>(buf, Wp, w, g, y, bias, lo, hi);
+  if (g.s[2] == 1) {
+    dw3x3_rows<1>(buf, Wp, w, g, y, bias, lo, hi);
+  } else if (g.s[2] == 2 && g.d[2] == 1) {
+    // Split the padded rows into even and odd columns, 16 at a time (reading up to 15 floats
+    // past a row: the next row or the slack); a row's last block spills into the next row,
+    // which is written after it, or into the slack after the plane (zeroed last).
+    const int64_t Ws = (Wp + 1) / 2;
+    float* E = nn::scratch<float>(3, static_cast<size_t>(2 * (Hp * Ws + slack)));
+    if (!E) return false;
+    float* O = E + Hp * Ws + slack;
+    for (int64_t r = 0; r < Hp; ++r) {
+      const float* p = buf + r * Wp;
+      for (int64_t j = 0; j < Ws; j += 8) {
+        const __m256 a = _mm256_loadu_ps(p + 2 * j), b = _mm256_loadu_ps(p + 2 * j + 8);
+        _mm256_storeu_ps(E + r * Ws + j, simd::evens(a, b));
+        _mm256_storeu_ps(O + r * Ws + j, simd::odds(a, b));
+      }
+    }
+    simd::zero_floats(E + Hp * Ws, slack);
+    simd::zero_floats(O + Hp * Ws, slack);
+    dw3x3_s2_rows(E, O, Ws, w, g, y, bias, lo, hi);
+  } else if (g.s[2] == 2) {
+    dw3x3_rows<2>(buf, Wp, w, g, y, bias, lo, hi);
+  } else {
+    dw3x3_rows<0>(buf, Wp, w, g, y, bias, lo, hi);
+  }
   return true;
 }
 
