@@ -246,6 +246,30 @@ __attribute__((target("avx512f"))) void kernel_8x16_of_32(int64_t kc, const floa
   _mm512_store_ps(c + 224, c7);
 }
 
+// The left half (8 of 16 columns) of an AVX2 tile into c (row stride 16), for edge panels of at
+// most 8 columns (a 7x7 map's 49 columns end in a panel of one): half the multiply-adds.
+void kernel_6x8_of_16(int64_t kc, const float* __restrict a, const float* __restrict b, float* c) {
+  __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps(), c2 = _mm256_setzero_ps();
+  __m256 c3 = _mm256_setzero_ps(), c4 = _mm256_setzero_ps(), c5 = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b);
+    c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a), b0, c0);
+    c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 1), b0, c1);
+    c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 2), b0, c2);
+    c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 3), b0, c3);
+    c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 4), b0, c4);
+    c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 5), b0, c5);
+    a += 6;
+    b += 16;
+  }
+  _mm256_store_ps(c, c0);
+  _mm256_store_ps(c + 16, c1);
+  _mm256_store_ps(c + 32, c2);
+  _mm256_store_ps(c + 48, c3);
+  _mm256_store_ps(c + 64, c4);
+  _mm256_store_ps(c + 80, c5);
+}
+
 // A partial tile (mr < MR or nr < NR): the full kernel into a buffer, then the valid part.
 template <class Kern>
 void kernel_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
@@ -254,6 +278,9 @@ void kernel_edge(int64_t kc, const float* a, const float* b, float* c, int64_t l
   alignas(64) float tmp[MR * NR];
   if constexpr (NR == 32 && MR == 8) {
     if (nr <= 16) kernel_8x16_of_32(kc, a, b, tmp);
+    else Kern::kernel(kc, a, b, tmp, NR, false);
+  } else if constexpr (NR == 16 && MR == 6) {
+    if (nr <= 8) kernel_6x8_of_16(kc, a, b, tmp);
     else Kern::kernel(kc, a, b, tmp, NR, false);
   } else {
     Kern::kernel(kc, a, b, tmp, NR, false);
