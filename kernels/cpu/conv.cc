@@ -302,13 +302,44 @@ void dw3x3_s2_rows(const float* E, const float* O, int64_t Ws, const float* w, c
   }
 }
 
+// Depthwise kH x KW (KW 1, 3, 5 or 7, not 3 x 3; no dilation along rows) over a padded plane: stride 1 reads
+// P (row stride Ws) at [ow + kw]; stride 2 reads the plane split into even and odd columns (P
+// and O) at [ow + kw / 2]. Eight outputs per vector, bias and clamp fused, rows spilling into
+// the next as in dw3x3_rows. Reads up to KW / 2 + 8 floats past a row.
+template <int SW, int KW>
+void dwk_rows(const float* P, const float* O, int64_t Ws, const float* w, const window_geom& g, float* y, float bias,
+              float lo, float hi) {
+  const int64_t OH = g.out[1], OW = g.out[2], sh = g.s[1], dh = g.d[1], kH = g.k[1];
+  const __m256 vb = _mm256_set1_ps(bias), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    float* __restrict yr = y + oh * OW;
+    for (int64_t ow = 0; ow < OW; ow += 8) {
+      __m256 acc = vb;
+      for (int64_t kh = 0; kh < kH; ++kh) {
+        const int64_t r = (oh * sh + kh * dh) * Ws + ow;
+        const float* wr = w + kh * KW;
+        for (int kw = 0; kw < KW; ++kw) {
+          const float* src = SW == 1 ? P + r + kw : ((kw & 1) ? O : P) + r + kw / 2;
+          acc = _mm256_fmadd_ps(_mm256_broadcast_ss(wr + kw), _mm256_loadu_ps(src), acc);
+        }
+      }
+      acc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, acc));  // NaN stays NaN
+      if (ow + 8 <= OW + (OH - 1 - oh) * OW) _mm256_storeu_ps(yr + ow, acc);
+      else _mm256_maskstore_ps(yr + ow, simd::lanes(OW - ow), acc);
+    }
+  }
+}
+
 // Returns false when the padded plane would not fit the scratch buffer. Adds `bias` and
 // applies `act` when it is none, ReLU or Clip (*fused set), else leaves both to the caller.
-bool depthwise3x3_plane(const float* x, const float* w, const window_geom& g, float* y, float bias,
-                        const activation_spec& act, bool* fused) {
+bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g, float* y, float bias,
+                            const activation_spec& act, bool* fused) {
   const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
-  const int64_t ph = g.pb[1], pw = g.pb[2];
-  const int64_t Hp = (OH - 1) * g.s[1] + 2 * g.d[1] + 1, Wp = (OW - 1) * g.s[2] + 2 * g.d[2] + 1;
+  const int64_t ph = g.pb[1], pw = g.pb[2], kH = g.k[1], kW = g.k[2];
+  const bool k3 = kH == 3 && kW == 3;
+  if (!k3 && !((kW == 1 || kW == 3 || kW == 5 || kW == 7) && kH <= 16 && g.d[2] == 1 && (g.s[2] == 1 || g.s[2] == 2)))
+    return false;
+  const int64_t Hp = (OH - 1) * g.s[1] + (kH - 1) * g.d[1] + 1, Wp = (OW - 1) * g.s[2] + (kW - 1) * g.d[2] + 1;
   // Slack after the plane for the vector loop's last block (see dw3x3_rows).
   constexpr int64_t slack = 32;
   float* buf = nn::scratch<float>(2, static_cast<size_t>(Hp * Wp + slack));
@@ -326,7 +357,12 @@ bool depthwise3x3_plane(const float* x, const float* w, const window_geom& g, fl
     *fused = false;
     bias = 0.f;
   }
-  if (g.s[2] == 1) {
+  if (!k3 && g.s[2] == 1) {
+    if (kW == 1) dwk_rows<1, 1>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
+    else if (kW == 3) dwk_rows<1, 3>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
+    else if (kW == 5) dwk_rows<1, 5>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
+    else dwk_rows<1, 7>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
+  } else if (g.s[2] == 1) {
     dw3x3_rows<1>(buf, Wp, w, g, y, bias, lo, hi);
   } else if (g.s[2] == 2 && g.d[2] == 1) {
     // Split the padded rows into even and odd columns, 16 at a time (reading up to 15 floats
@@ -346,7 +382,11 @@ bool depthwise3x3_plane(const float* x, const float* w, const window_geom& g, fl
     }
     simd::zero_floats(E + Hp * Ws, slack);
     simd::zero_floats(O + Hp * Ws, slack);
-    dw3x3_s2_rows(E, O, Ws, w, g, y, bias, lo, hi);
+    if (k3) dw3x3_s2_rows(E, O, Ws, w, g, y, bias, lo, hi);
+    else if (kW == 1) dwk_rows<2, 1>(E, O, Ws, w, g, y, bias, lo, hi);
+    else if (kW == 3) dwk_rows<2, 3>(E, O, Ws, w, g, y, bias, lo, hi);
+    else if (kW == 5) dwk_rows<2, 5>(E, O, Ws, w, g, y, bias, lo, hi);
+    else dwk_rows<2, 7>(E, O, Ws, w, g, y, bias, lo, hi);
   } else if (g.s[2] == 2) {
     dw3x3_rows<2>(buf, Wp, w, g, y, bias, lo, hi);
   } else {
@@ -574,8 +614,7 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
           float* yp = out + p * S;
           const float* xp = x + (n * cs.C + c) * S_in;
           bool fused = false;
-          if (!(g.k[1] == 3 && g.k[2] == 3 &&
-                depthwise3x3_plane(xp, w + m * kprod, g, yp, bias ? bias[m] : 0.f, act, &fused)))
+          if (!depthwise_padded_plane(xp, w + m * kprod, g, yp, bias ? bias[m] : 0.f, act, &fused))
             depthwise_plane(xp, w + m * kprod, g, yp);
           if (!fused) epilogue<float>(act, yp, S, bias ? bias[m] : 0.f);
         }
