@@ -15,6 +15,10 @@ size (ru_maxrss from wait4) of each child process. Unless --no-check, it also ru
 Writes a markdown report (machine, date, versions, table) to
 bench/results/engine-cpu-<YYYY-MM-DD>.md (--out to change, --no-write to skip) and prints it.
 
+With --small F,G,... it also runs those families at their test size (width 0.25 or so, 64x64
+images, batch 2: sub-millisecond models, where fixed per-op costs dominate), generated into
+--small-dir (default build/families-small).
+
 The models come from tests/models/make_families.py --size bench; they are generated into
 --models-dir (default build/families-bench) when missing (about 1.3 GB, a minute or two).
 Run it with the project's test environment: .venv/bin/python bench/engine_vs_ort.py
@@ -185,34 +189,34 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
 
 
-def ensure_models(args, families):
-    manifest_path = os.path.join(args.models_dir, "manifest.json")
+def ensure_models(models_dir, families, size="bench"):
+    manifest_path = os.path.join(models_dir, "manifest.json")
     have = []
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
             m = json.load(f)
-        if m.get("size") == "bench":
+        if m.get("size") == size:
             have = [fam["name"] for fam in m["families"]]
     missing = [f for f in families if f not in have]
     if missing:
-        print(f"generating bench-size models ({', '.join(missing)}) into {args.models_dir} ...", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, os.path.join(ROOT, "tests", "models", "make_families.py"), args.models_dir,
-                        "--size", "bench", "--families", ",".join(missing), "--merge", "--quiet"], check=True, stdout=sys.stderr)
+        print(f"generating {size}-size models ({', '.join(missing)}) into {models_dir} ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, os.path.join(ROOT, "tests", "models", "make_families.py"), models_dir,
+                        "--size", size, "--families", ",".join(missing), "--merge", "--quiet"], check=True, stdout=sys.stderr)
     with open(manifest_path) as f:
         m = json.load(f)
     return {fam["name"]: fam for fam in m["families"]}
 
 
-def bench_family(args, fam, base):
+def bench_family(args, fam, base, label=None):
     model = os.path.join(base, fam["model"])
     inputs = [os.path.join(base, i["file"]) for i in fam["inputs"]]
-    row = {"family": fam["name"], "label": LABELS.get(fam["name"], fam["name"]),
+    row = {"family": fam["name"], "label": label or LABELS.get(fam["name"], fam["name"]),
            "shapes": " ".join(f"{i['name']}{i['shape']}" for i in fam["inputs"]), "model_mb": fam["bytes"] / 1e6}
     common = ["--warmup", str(args.warmup), "--iterations", str(args.iterations)]
 
     worker = [sys.executable, os.path.abspath(__file__), "--ort-worker", model, *inputs, "--threads", str(args.threads), *common]
     # With --rounds R the two engines take turns R times (a shared machine's speed drifts over
-    # seconds); each engine's row is its round with the median median, and every round's
+    # seconds); each engine's row is its best round (--pick median: the median one), and every round's
     # median is listed under the table.
     gg_runs, ort_runs = [], []
     for _ in range(max(1, args.rounds)):
@@ -233,7 +237,7 @@ def bench_family(args, fam, base):
     for key, runs in (("gg", gg_runs), ("ort", ort_runs)):
         if runs:
             runs_sorted = sorted(runs, key=lambda r: r[0]["median_ms"])
-            pick = runs_sorted[(len(runs_sorted) - 1) // 2]
+            pick = runs_sorted[0] if args.pick == "best" else runs_sorted[(len(runs_sorted) - 1) // 2]
             row[key] = pick[0]
             row[key + "_rss"] = max(r[1] for r in runs)
             row[key + "_rounds"] = [r[0]["median_ms"] for r in runs]
@@ -280,8 +284,9 @@ def report(args, rows, started, load_before, load_after, ort_version):
               f"- onnxruntime {ort_version} (CPUExecutionProvider, intra_op_num_threads={args.threads}, inter_op_num_threads=1, "
               "ORT_SEQUENTIAL, default graph optimisations)",
               f"- both: {args.threads} threads, {args.warmup} warm-up runs, {args.iterations} timed runs, same inputs, "
-              "float32, batch 1, run one after the other"
-              + (f", {args.rounds} rounds taken in turn (each engine's row: its round with the median median)"
+              "float32, batch 1 (the small models: their test-size batch of 2), run one after the other"
+              + (f", {args.rounds} rounds taken in turn (each engine's row: its round with the "
+                 + ("lowest median)" if args.pick == "best" else "median median)")
                  if args.rounds > 1 else ""),
               f"- load average before / after: {load_before} / {load_after}", ""]
     cores = len(os.sched_getaffinity(0))
@@ -337,6 +342,11 @@ def main():
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1, help="alternate the two engines this many times per model")
+    ap.add_argument("--pick", choices=["best", "median"], default="best",
+                    help="each engine's row: its round with the lowest median (default) or the median median")
+    ap.add_argument("--small", default="",
+                    help="families also run at their test size (sub-millisecond models, where fixed per-op costs dominate)")
+    ap.add_argument("--small-dir", default=os.path.join(ROOT, "build", "families-small"))
     ap.add_argument("--timeout", type=float, default=900, help="seconds for one child process")
     ap.add_argument("--out", help="report path (default bench/results/engine-cpu-<date>.md)")
     ap.add_argument("--no-write", action="store_true", help="print the report only")
@@ -357,11 +367,18 @@ def main():
     families = [f for f in args.families.split(",") if f]
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    fams = ensure_models(args, families)
+    small = [f for f in args.small.split(",") if f]
+    fams = ensure_models(args.models_dir, families) if families else {}
+    small_fams = ensure_models(args.small_dir, small, "test") if small else {}
     rows = []
     for name in families:
         print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
         rows.append(bench_family(args, fams[name], args.models_dir))
+    for name in small:
+        print(f"benchmarking {name} (test size) ...", file=sys.stderr, flush=True)
+        fam = small_fams[name]
+        shape = "x".join(str(d) for d in fam["inputs"][0]["shape"])
+        rows.append(bench_family(args, fam, args.small_dir, f"{LABELS.get(name, name).split(' ')[0]} small, {shape}"))
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     ort_version = next((r["ort"]["onnxruntime"] for r in rows if "ort" in r), "unknown")
     text = report(args, rows, started, load_before, load_after, ort_version)
