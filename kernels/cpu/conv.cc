@@ -267,6 +267,28 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
   }
 }
 
+// Splits a padded plane (Hp rows of Wp, `slack` readable floats after it) into its even and odd
+// columns: E and O, Hp rows of Ws = (Wp + 1) / 2 each, then `slack` zeros. 16 columns at a
+// time: a row reads up to 15 floats past its end (the next row, or the slack) and its last block
+// spills into the next row, which is written after it, or into the slack, zeroed last.
+void split_even_odd(const float* padded, int64_t Hp, int64_t Wp, int64_t slack, float* E, float* O) {
+  const int64_t Ws = (Wp + 1) / 2;
+  for (int64_t r = 0; r < Hp; ++r) {
+    const float* p = padded + r * Wp;
+    for (int64_t j = 0; j < Ws; j += 8) {
+      const __m256 a = _mm256_loadu_ps(p + 2 * j), b = _mm256_loadu_ps(p + 2 * j + 8);
+      _mm256_storeu_ps(E + r * Ws + j, simd::evens(a, b));
+      _mm256_storeu_ps(O + r * Ws + j, simd::odds(a, b));
+    }
+  }
+  simd::zero_floats(E + Hp * Ws, slack);
+  simd::zero_floats(O + Hp * Ws, slack);
+}
+
+// The most floats the padded (and split) copies of a convolution's input may take in a thread's
+// scratch memory, which is kept for the next run: larger inputs take the other paths.
+constexpr int64_t kMaxPaddedFloats = int64_t{1} << 22;  // 16 MiB
+
 // Depthwise 3x3 with stride 2 and no dilation along rows, from the padded plane split into its
 // even and odd columns (E and O, row stride Ws): a row's three taps for outputs [ow, ow + 8)
 // are the plain loads E[ow], O[ow] and E[ow + 1], no shuffles in the loop. Reads up to 9 floats
@@ -337,9 +359,10 @@ bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g
   const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
   const int64_t ph = g.pb[1], pw = g.pb[2], kH = g.k[1], kW = g.k[2];
   const bool k3 = kH == 3 && kW == 3;
-  if (!k3 && !((kW == 1 || kW == 3 || kW == 5 || kW == 7) && kH <= 16 && g.d[2] == 1 && (g.s[2] == 1 || g.s[2] == 2)))
-    return false;
   const int64_t Hp = (OH - 1) * g.s[1] + (kH - 1) * g.d[1] + 1, Wp = (OW - 1) * g.s[2] + (kW - 1) * g.d[2] + 1;
+  // Stride 2 without dilation along rows reads the plane split into even and odd columns.
+  const bool split = g.s[2] == 2 && g.d[2] == 1 && Hp * Wp <= kMaxPaddedFloats;
+  if (!k3 && !((kW == 1 || kW == 3 || kW == 5 || kW == 7) && g.d[2] == 1 && (g.s[2] == 1 || split))) return false;
   // Slack after the plane for the vector loop's last block (see dw3x3_rows).
   constexpr int64_t slack = 32;
   float* buf = nn::scratch<float>(2, static_cast<size_t>(Hp * Wp + slack));
@@ -364,24 +387,12 @@ bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g
     else dwk_rows<1, 7>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
   } else if (g.s[2] == 1) {
     dw3x3_rows<1>(buf, Wp, w, g, y, bias, lo, hi);
-  } else if (g.s[2] == 2 && g.d[2] == 1) {
-    // Split the padded rows into even and odd columns, 16 at a time (reading up to 15 floats
-    // past a row: the next row or the slack); a row's last block spills into the next row,
-    // which is written after it, or into the slack after the plane (zeroed last).
+  } else if (split) {
     const int64_t Ws = (Wp + 1) / 2;
     float* E = nn::scratch<float>(3, static_cast<size_t>(2 * (Hp * Ws + slack)));
     if (!E) return false;
     float* O = E + Hp * Ws + slack;
-    for (int64_t r = 0; r < Hp; ++r) {
-      const float* p = buf + r * Wp;
-      for (int64_t j = 0; j < Ws; j += 8) {
-        const __m256 a = _mm256_loadu_ps(p + 2 * j), b = _mm256_loadu_ps(p + 2 * j + 8);
-        _mm256_storeu_ps(E + r * Ws + j, simd::evens(a, b));
-        _mm256_storeu_ps(O + r * Ws + j, simd::odds(a, b));
-      }
-    }
-    simd::zero_floats(E + Hp * Ws, slack);
-    simd::zero_floats(O + Hp * Ws, slack);
+    split_even_odd(buf, Hp, Wp, slack, E, O);
     if (k3) dw3x3_s2_rows(E, O, Ws, w, g, y, bias, lo, hi);
     else if (kW == 1) dwk_rows<2, 1>(E, O, Ws, w, g, y, bias, lo, hi);
     else if (kW == 3) dwk_rows<2, 3>(E, O, Ws, w, g, y, bias, lo, hi);
@@ -412,8 +423,11 @@ bool direct_applies(const conv_shapes& cs) {
   const window_geom& g = cs.g;
   // Measured against im2col + GEMM (AVX2, 2 threads): 3x faster with 8 output channels, about
   // even at 16 and 32 (224x224 stems), slower at 64.
-  return cs.group == 1 && cs.M <= 8 && g.nsp == 2 && g.d[1] == 1 && g.d[2] == 1 && (g.s[2] == 1 || g.s[2] == 2) &&
-         cs.C * g.k[1] * g.k[2] <= kDirectMaxK && g.out[2] >= 8 && g.k[1] * g.k[2] > 1;
+  if (!(cs.group == 1 && cs.M <= 8 && g.nsp == 2 && g.d[1] == 1 && g.d[2] == 1 && (g.s[2] == 1 || g.s[2] == 2) &&
+        cs.C * g.k[1] * g.k[2] <= kDirectMaxK && g.out[2] >= 8 && g.k[1] * g.k[2] > 1))
+    return false;
+  const int64_t Hp = (g.out[1] - 1) * g.s[1] + g.k[1], Wp = (g.out[2] - 1) * g.s[2] + g.k[2];
+  return (cs.C + 1) * (Hp * Wp + 64) <= kMaxPaddedFloats;  // the padded planes (see direct_conv)
 }
 
 // Eight channels x eight output columns of direct_conv: p points at the first tap's input for
@@ -479,18 +493,7 @@ bool direct_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, con
         continue;
       }
       simd::pad_plane(xn + c * H * W, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, tmp);
-      float* E = planes + 2 * c * plane;
-      float* O = E + plane;
-      for (int64_t r = 0; r < Hp; ++r) {  // as in depthwise_padded_plane
-        const float* p = tmp + r * Wp;
-        for (int64_t j = 0; j < Ws; j += 8) {
-          const __m256 a = _mm256_loadu_ps(p + 2 * j), bv = _mm256_loadu_ps(p + 2 * j + 8);
-          _mm256_storeu_ps(E + r * Ws + j, simd::evens(a, bv));
-          _mm256_storeu_ps(O + r * Ws + j, simd::odds(a, bv));
-        }
-      }
-      simd::zero_floats(E + Hp * Ws, slack);
-      simd::zero_floats(O + Hp * Ws, slack);
+      split_even_odd(tmp, Hp, Wp, slack, planes + 2 * c * plane, planes + (2 * c + 1) * plane);
     }
     float* yn = out + n * M * S;
     // Tasks: (block of 8 channels, output row).
