@@ -19,51 +19,9 @@
 # The models are regenerated only when make_families.py or the Python packages change.
 set -uo pipefail
 
-bin=${1:?usage: families_test.sh GPUGRID_BINARY SOURCE_DIR}
-src=${2:-$(cd "$(dirname "$0")/.." && pwd)}
-src=$(cd "$src" && pwd)
-models="$src/tests/models"
-py=${GPUGRID_PYTHON:-$src/.venv/bin/python}
-
-if [ ! -x "$py" ]; then
-  echo "skipped: no Python test environment at $py (run scripts/python_env.sh)"
-  exit 77
-fi
-versions=$("$py" -c "import numpy, onnx, onnxruntime, torch; print('torch', torch.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, 'numpy', numpy.__version__)" 2>/dev/null)
-if [ -z "$versions" ]; then
-  echo "skipped: $py lacks one of numpy, onnx, onnxruntime, torch (run scripts/python_env.sh; torch is Debian's python3-torch)"
-  exit 77
-fi
-if [ ! -x "$bin" ] && ! command -v "$bin" >/dev/null 2>&1; then
-  echo "FAIL: gpugrid binary $bin not found"
-  exit 1
-fi
-
-if [ -n "${GPUGRID_FAMILIES_DIR:-}" ]; then
-  cache=$GPUGRID_FAMILIES_DIR
-elif [ -f "$(dirname "$bin")/CMakeCache.txt" ]; then
-  cache="$(cd "$(dirname "$bin")" && pwd)/families-test"
-else
-  cache="${TMPDIR:-/tmp}/gpugrid-families-test-$(id -u)"
-fi
-hash=$({ cat "$models/make_families.py"; echo "$versions"; } | sha256sum | cut -d' ' -f1)
-
-if [ -f "$cache/manifest.json" ] && [ "$(cat "$cache/.stamp" 2>/dev/null)" = "$hash" ]; then
-  echo "families: using cached models in $cache ($versions)"
-else
-  echo "families: generating test-size models into $cache ($versions)"
-  mkdir -p "$(dirname "$cache")"
-  tmp="$cache.tmp.$$"
-  rm -rf "$tmp"
-  if ! "$py" "$models/make_families.py" "$tmp" --size test; then
-    rm -rf "$tmp"
-    echo "FAIL: make_families.py failed"
-    exit 1
-  fi
-  echo "$hash" > "$tmp/.stamp"
-  rm -rf "$cache"
-  mv "$tmp" "$cache"
-fi
+. "$(dirname "$0")/lib/model_cache.sh"
+model_test_env "${1:?usage: families_test.sh GPUGRID_BINARY SOURCE_DIR}" "${2:-}"
+cached_models families-test "${GPUGRID_FAMILIES_DIR:-}" "$models/make_families.py" --size test
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpugrid-families.XXXXXX")
 trap 'rm -rf "$work"' EXIT

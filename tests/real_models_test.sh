@@ -18,50 +18,9 @@
 # only when make_real_models.py or the Python packages change.
 set -uo pipefail
 
-bin=${1:?usage: real_models_test.sh GPUGRID_BINARY SOURCE_DIR}
-src=${2:-$(cd "$(dirname "$0")/.." && pwd)}
-src=$(cd "$src" && pwd)
-models="$src/tests/models"
-py=${GPUGRID_PYTHON:-$src/.venv/bin/python}
-if [ ! -x "$py" ]; then
-  echo "skipped: no Python test environment at $py (run scripts/python_env.sh)"
-  exit 77
-fi
-versions=$("$py" -c "import numpy, onnx, onnxruntime, torch; print('torch', torch.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, 'numpy', numpy.__version__)" 2>/dev/null)
-if [ -z "$versions" ]; then
-  echo "skipped: $py lacks one of numpy, onnx, onnxruntime, torch (run scripts/python_env.sh)"
-  exit 77
-fi
-if [ ! -x "$bin" ] && ! command -v "$bin" >/dev/null 2>&1; then
-  echo "FAIL: gpugrid binary $bin not found"
-  exit 1
-fi
-
-if [ -n "${GPUGRID_REAL_MODELS_DIR:-}" ]; then
-  cache=$GPUGRID_REAL_MODELS_DIR
-elif [ -f "$(dirname "$bin")/CMakeCache.txt" ]; then
-  cache="$(cd "$(dirname "$bin")" && pwd)/real-models-test"
-else
-  cache="${TMPDIR:-/tmp}/gpugrid-real-models-test-$(id -u)"
-fi
-hash=$({ cat "$models/make_real_models.py"; echo "$versions"; } | sha256sum | cut -d' ' -f1)
-if [ -f "$cache/manifest.json" ] && [ "$(cat "$cache/.stamp" 2>/dev/null)" = "$hash" ]; then
-  echo "real models: using cached models in $cache ($versions)"
-else
-  echo "real models: generating into $cache ($versions)"
-  mkdir -p "$(dirname "$cache")"
-  tmp="$cache.tmp.$$"
-  rm -rf "$tmp"
-  if ! "$py" -W ignore "$models/make_real_models.py" "$tmp" >"$tmp.log" 2>&1; then
-    cat "$tmp.log"; rm -rf "$tmp" "$tmp.log"
-    echo "FAIL: make_real_models.py failed"
-    exit 1
-  fi
-  rm -f "$tmp.log"
-  echo "$hash" > "$tmp/.stamp"
-  rm -rf "$cache"
-  mv "$tmp" "$cache"
-fi
+. "$(dirname "$0")/lib/model_cache.sh"
+model_test_env "${1:?usage: real_models_test.sh GPUGRID_BINARY SOURCE_DIR}" "${2:-}"
+cached_models real-models-test "${GPUGRID_REAL_MODELS_DIR:-}" "$models/make_real_models.py"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpugrid-real-models.XXXXXX")
 trap 'rm -rf "$work"' EXIT
