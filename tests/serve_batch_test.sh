@@ -101,10 +101,14 @@ check_outputs "$tmp/out6" 200
 [ "$used_p1" -ge 1 ] || fail "the killed provider had run none of the first jobs (no spreading?)"
 spread="$(grep -o '"providers":\["[a-z0-9]*' "$tmp/b8.out" | sort | uniq -c | wc -l)"
 [ "$spread" -ge 2 ] || fail "jobs ran on $spread provider(s), not spread over several"
+# Each provider ran some and none ran more than three quarters (before, standing bids kept
+# 97% on one provider). Not an even split: under load the client may learn p1 and p2 from p0's
+# gossip only after the first jobs have gone out.
 for q in p0 p1 p2; do
   id="$(sed -n 's/.*"node_id":"\([0-9a-z]*\)".*/\1/p' "$tmp/$q.log" | head -1)"
   n="$(grep '"status":"ok"' "$tmp/b8.before_kill" | grep -c "\"$id\"")"
-  [ "$n" -ge 3 ] || fail "provider $q ran $n of the first $done_at_kill jobs (jobs are not spread by load)"
+  [ "$n" -ge 1 ] && [ $((4 * n)) -le $((3 * done_at_kill)) ] ||
+    fail "provider $q ran $n of the first $done_at_kill jobs (jobs are not spread by load)"
 done
 receipts="$("$bin" ledger show --data-dir "$tmp/client" --json | grep -o '"job_id":"[0-9a-f]*"' | sort)"
 [ "$(echo "$receipts" | grep -c job_id)" -eq 200 ] || fail "client ledger holds $(echo "$receipts" | grep -c job_id) receipts, not 200 (one per job)"
