@@ -665,6 +665,15 @@ struct packed_weights {
     });
     return groups.empty() ? nullptr : &groups;
   }
+  // W^T (K x M) packed as sgemm's right operand, for convolutions over tiny maps (see
+  // tiny_map_conv), when w is the constant it was made for.
+  std::once_flag right_once;
+  std::shared_ptr<const sgemm::packed> right;
+  const sgemm::packed* right_of(const float* w, int64_t M, int64_t K) {
+    if (!src || w != src) return nullptr;
+    std::call_once(right_once, [&] { right = sgemm::packed::right({src, 1, K}, K, M); });
+    return right.get();
+  }
   // The Winograd-transformed weights when w is the constant these were made for.
   const winograd::weights* winograd_of(const float* w, int64_t M, int64_t C) {
     if (!src || w != src) return nullptr;
@@ -690,6 +699,62 @@ bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, in
   q.ep.bias_per_row = true;
   q.ep.act = act;
   return sgemm::run(&ctx.pool(), q);
+}
+
+// Convolutions whose output maps are tiny (up to kTinyMap positions: the last stages of small
+// models, 2x2 to 4x4): W x im2col would be a product with 4 to 16 columns per image, a quarter
+// to all of one 16-wide panel of the micro-kernel. (Measured: 1x1 convolutions over tiny maps,
+// squeeze-and-excite blocks among them, were slower this way, so they stay on the pointwise
+// path.) Instead, with every image's positions as rows,
+// C^T = im2col^T x W^T, the weights packed once as the right operand, and C^T transposed into
+// the output. Needs constant weights; false when it does not apply or scratch memory could not
+// be had (the caller then takes the other paths).
+constexpr int64_t kTinyMap = 16;
+
+bool tiny_map_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, const float* bias,
+                   const activation_spec& act, const sgemm::packed* wT, float* out) {
+  const window_geom& g = cs.g;
+  const int64_t S = g.out_size(), K = cs.C * g.k_size(), M = cs.M, rows = cs.N * S;
+  if (rows * (K + M) > kMaxPaddedFloats) return false;
+  float* A = nn::scratch<float>(1, static_cast<size_t>(rows * (K + M)));
+  if (!A) return false;
+  float* Ct = A + rows * K;
+  const int64_t D = g.in[0], H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
+  // A[n * S + s][(c, kd, kh, kw)] = the input under tap (kd, kh, kw) of output s, or 0.
+  for (int64_t n = 0; n < cs.N; ++n)
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t od = s / (OH * OW), oh = (s / OW) % OH, ow = s % OW;
+      float* a = A + (n * S + s) * K;
+      for (int64_t c = 0; c < cs.C; ++c) {
+        const float* xc = x + (n * cs.C + c) * D * H * W;
+        for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+          const int64_t id = od * g.s[0] - g.pb[0] + kd * g.d[0];
+          for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+            const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
+            for (int64_t kw = 0; kw < g.k[2]; ++kw, ++a) {
+              const int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
+              const bool inside = id >= 0 && id < D && ih >= 0 && ih < H && iw >= 0 && iw < W;
+              *a = inside ? xc[(id * H + ih) * W + iw] : 0.f;
+            }
+          }
+        }
+      }
+    }
+  sgemm::problem q;
+  q.m = rows;
+  q.n = M;
+  q.k = K;
+  q.a.v = {A, K, 1};
+  q.b.pk = wT;
+  q.c = Ct;
+  q.ldc = M;
+  q.ep.bias = bias;  // per column: per output channel
+  q.ep.act = act;
+  if (!sgemm::run(&ctx.pool(), q)) return false;
+  for (int64_t n = 0; n < cs.N; ++n)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t s = 0; s < S; ++s) out[(n * M + m) * S + s] = Ct[(n * S + s) * M + m];
+  return true;
 }
 
 template <typename T>
@@ -750,6 +815,9 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
   if constexpr (std::is_same_v<T, float>) {
     if (sgemm::available()) {
       auto oom = [&] { return internal_error("{}: out of memory for the packed blocks", ctx.op().describe()); };
+      if (pw && cs.group == 1 && !pointwise && S <= kTinyMap)
+        if (const sgemm::packed* wT = pw->right_of(w, cs.M, K))
+          if (tiny_map_conv(ctx, cs, x, bias, act, wT, out)) return status::ok();
       if (pw && winograd::applies(g, cs.group, cs.C, cs.M)) {
         if (const winograd::weights* U = pw->winograd_of(w, cs.M, cs.C)) {
           for (int64_t n = 0; n < cs.N; ++n)

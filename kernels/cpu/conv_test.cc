@@ -146,6 +146,15 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 2, 5, 6, 7}, {3, 2, 3, 2, 3}, 1, {1, 2, 1}, {1, 1, 2}, {1, 0, 1, 1, 1, 0}, "", true},  // 3-D
       {{1, 4, 5, 5, 5}, {4, 1, 3, 3, 3}, 4, {}, {}, {1, 1, 1, 1, 1, 1}, "", false},               // 3-D depthwise
       {{1, 3, 20, 20}, {5, 3, 4, 4}, 1, {3, 2}, {}, {0, 0, 0, 0}, "", true},
+      // Tiny output maps (up to 16 positions; constant weights: C^T = im2col^T x W^T): 3x3 over
+      // 4x4 and 2x2, stride 2, 3-D, dilated; and 1x1 ones over tiny maps (the pointwise path).
+      {{2, 16, 4, 4}, {24, 16, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
+      {{2, 64, 2, 2}, {32, 64, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
+      {{1, 8, 5, 5}, {16, 8, 3, 3}, 1, {2, 2}, {}, {1, 1, 1, 1}, "", false},
+      {{3, 8, 3, 3}, {10, 8, 1, 1}, 1, {}, {}, {}, "", true},
+      {{2, 6, 1, 1}, {5, 6, 1, 1}, 1, {}, {}, {}, "", true},
+      {{1, 2, 3, 3, 3}, {4, 2, 2, 2, 2}, 1, {}, {}, {}, "", true},
+      {{1, 3, 6, 6}, {7, 3, 3, 3}, 1, {}, {2, 2}, {1, 1, 1, 1}, "", true},
       // Direct convolution (at most 8 output channels, few taps): stride 1 and 2, 8 channels
       // exactly, rows of 8 and more, odd pads.
       {{2, 8, 16, 16}, {8, 8, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
