@@ -1,8 +1,13 @@
 // Conv, ConvTranspose and the fused com.gpugrid FusedConv (Conv + bias + activation).
 //
-// Conv paths: a 1x1 stride-1 unpadded conv is one GEMM per image and group; a conv with one
-// input channel per group (depthwise) runs a direct kernel per output plane; everything else
-// is im2col + GEMM per group, tiled along output rows so the column buffer stays bounded.
+// Conv paths (float, in this order): a conv with one input channel per group (depthwise) runs
+// a direct kernel per output plane, vectorized over a zero-padded copy of the plane (split into
+// even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide; with constant
+// weights, a conv over a tiny output map (up to 16 positions) is one product with the images'
+// positions as rows (tiny_map_conv), a 3x3 stride-1 one with 16+ channels is Winograd F(2x2,
+// 3x3); a conv with at most 8 output channels and few taps runs a direct kernel
+// (direct_conv); a 1x1 stride-1 unpadded conv is one GEMM per image and group; everything else
+// is im2col + GEMM per group, the im2col panels packed straight from the image.
 // Bias and activation are applied to each block of output right after it is computed. float
 // products go to sgemm (sgemm.h) with the weights packed once, on the first run; without
 // AVX2/FMA, to OpenBLAS.
