@@ -417,6 +417,62 @@ struct conv_shapes {
   shape_t out;
 };
 
+// Depthwise convolution (one input and one output channel per group) over tiny planes (up to
+// kTinyDepthwise output positions: the last stages of small models): a plane of 2x2 outputs
+// gives a per-plane kernel almost nothing to vectorize, so the channels go across the vector
+// instead. Per image: the input transposed to [position][channel] (channels padded to 8), then
+// every output position sums its taps over all channels, 8 at a time, with bias, and the
+// result is transposed back; the activation runs once over the image. False when scratch
+// memory could not be had.
+constexpr int64_t kTinyDepthwise = 16;
+
+bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, const float* w, const float* bias,
+                    const activation_spec& act, float* out) {
+  const window_geom& g = cs.g;
+  const int64_t C = cs.C, H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], S = OH * OW;
+  const int64_t kH = g.k[1], kW = g.k[2], taps = kH * kW, Cp = (C + 7) / 8 * 8;
+  float* xt = nn::scratch<float>(1, static_cast<size_t>(Cp * (H * W + taps + S + 1)));
+  if (!xt) return false;
+  float* wt = xt + Cp * H * W;   // [tap][channel]
+  float* yt = wt + Cp * taps;    // [position][channel]
+  float* bt = yt + Cp * S;       // bias per channel
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t c = 0; c < Cp; ++c) wt[t * Cp + c] = c < C ? w[c * taps + t] : 0.f;
+  for (int64_t c = 0; c < Cp; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
+  for (int64_t n = 0; n < cs.N; ++n) {
+    const float* xn = x + n * C * H * W;
+    for (int64_t q = 0; q < H * W; ++q) {
+      float* d = xt + q * Cp;
+      for (int64_t c = 0; c < C; ++c) d[c] = xn[c * H * W + q];
+      for (int64_t c = C; c < Cp; ++c) d[c] = 0.f;
+    }
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        float* y = yt + (oh * OW + ow) * Cp;
+        for (int64_t c = 0; c < Cp; c += 8) _mm256_storeu_ps(y + c, _mm256_loadu_ps(bt + c));
+        for (int64_t kh = 0; kh < kH; ++kh) {
+          const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
+          if (ih < 0 || ih >= H) continue;
+          for (int64_t kw = 0; kw < kW; ++kw) {
+            const int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
+            if (iw < 0 || iw >= W) continue;
+            const float* xq = xt + (ih * W + iw) * Cp;
+            const float* wq = wt + (kh * kW + kw) * Cp;
+            for (int64_t c = 0; c < Cp; c += 8)
+              _mm256_storeu_ps(y + c, _mm256_fmadd_ps(_mm256_loadu_ps(wq + c), _mm256_loadu_ps(xq + c),
+                                                      _mm256_loadu_ps(y + c)));
+          }
+        }
+      }
+    apply_activation(act, yt, S * Cp);
+    float* yn = out + n * C * S;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t q = 0; q < S; ++q) yn[c * S + q] = yt[q * Cp + c];
+  }
+  (void)ctx;
+  return true;
+}
+
 // Direct 2-D convolution for few output channels (up to 8) and few taps per output (C x kH x
 // kW up to kDirectMaxK: stems and thin layers of small models). im2col would pack every input
 // element once per tap and use it only M times; here the input planes are zero-padded once
@@ -797,6 +853,9 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
     if (g.k[i] != 1 || g.s[i] != 1 || g.pb[i] != 0 || g.pe[i] != 0) pointwise = false;
 
   if constexpr (std::is_same_v<T, float>) {
+    if (cs.Cg == 1 && cs.Mg == 1 && g.nsp <= 2 && !pointwise && S <= kTinyDepthwise &&
+        cs.C * (g.in_size() + g.k_size() + S + 1) <= kMaxPaddedFloats)
+      if (depthwise_tiny(ctx, cs, x, w, bias, act, out)) return status::ok();
     if (cs.Cg == 1 && g.nsp <= 2 && !pointwise) {
       // Depthwise: each output plane reads one input plane.
       const int64_t planes = cs.N * cs.M;
