@@ -223,6 +223,62 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
   }
 }
 
+TEST_CASE("Conv matches the direct definition on random shapes on every path", "[nn]") {
+  // Random groups (dense, grouped, depthwise, depthwise with a multiplier), 1-D and 2-D, kernel
+  // sizes 1 to 7, strides, dilations, pads, maps from 1x1 up, with and without bias and with
+  // constant (prepacked, Winograd, tiny-map) or per-run weights: whichever path each case
+  // takes must give the definition's result.
+  uint32_t state = 2024;
+  auto next = [&](int64_t lo, int64_t hi) {  // uniform in [lo, hi]
+    state = state * 1664525u + 1013904223u;
+    return lo + static_cast<int64_t>((state >> 8) % static_cast<uint32_t>(hi - lo + 1));
+  };
+  int ran = 0;
+  for (int it = 0; it < 1000; ++it) {
+    const int64_t nsp = next(1, 4) == 1 ? 1 : 2;
+    const int64_t kind = next(0, 3);  // 0 dense, 1 grouped, 2 depthwise, 3 depthwise x2
+    const int64_t group = kind == 0 ? 1 : kind == 1 ? next(2, 3) : next(1, 24);
+    const int64_t cg = kind >= 2 ? 1 : next(1, kind == 0 ? 24 : 6);
+    const int64_t mg = kind == 2 ? 1 : kind == 3 ? 2 : next(1, kind == 0 ? 20 : 6);
+    shape_t x = {next(1, 3), cg * group}, w = {mg * group, cg};
+    std::vector<int64_t> strides, dil, pads(2 * static_cast<size_t>(nsp));
+    bool fits = true;
+    for (int64_t i = 0; i < nsp; ++i) {
+      const int64_t k = next(1, 7), d = next(1, 5) == 1 ? 2 : 1;
+      x.push_back(next(1, 20));
+      w.push_back(k);
+      strides.push_back(next(1, 3) == 1 ? 2 : 1);
+      dil.push_back(d);
+      pads[static_cast<size_t>(i)] = next(0, k / 2 + 1);
+      pads[static_cast<size_t>(i + nsp)] = next(0, k / 2 + 1);
+      const int64_t span = x.back() + pads[static_cast<size_t>(i)] + pads[static_cast<size_t>(i + nsp)];
+      if (span < (k - 1) * d + 1) fits = false;
+    }
+    if (!fits) continue;
+    ++ran;
+    tensor X = rnd(x, 9000 + it), W = rnd(w, 19000 + it), B = rnd({w[0]}, 29000 + it);
+    const bool bias = next(0, 1) == 1;
+    node n = op("Conv");
+    n.attrs["group"] = ai(group);
+    n.attrs["strides"] = ais(strides);
+    n.attrs["dilations"] = ais(dil);
+    n.attrs["pads"] = ais(pads);
+    std::vector<tensor> in = {X, W};
+    if (bias) in.push_back(B);
+    shape_t sh;
+    auto want = ref_conv(X, W, bias ? &B : nullptr, group, strides, dil, pads, &sh);
+    for (bool constant : {false, true}) {
+      auto r = run(n, in, constant, true);
+      REQUIRE(r);
+      INFO("case " << it << " X " << shape_str(x) << " W " << shape_str(w) << " group " << group << " constant "
+                   << constant);
+      CHECK((*r)[0].shape() == sh);
+      check_close((*r)[0], want, 1e-4f, 1e-4f);
+    }
+  }
+  CHECK(ran > 600);
+}
+
 TEST_CASE("Conv auto_pad SAME_UPPER / SAME_LOWER / VALID", "[nn]") {
   tensor X = rnd({1, 2, 7, 6}, 7), W = rnd({3, 2, 4, 3}, 8);
   struct c { std::string pad; std::vector<int64_t> strides, pads; };
