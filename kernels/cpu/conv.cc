@@ -426,7 +426,7 @@ struct conv_shapes {
 // memory could not be had.
 constexpr int64_t kTinyDepthwise = 16;
 
-bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, const float* w, const float* bias,
+bool depthwise_tiny(const conv_shapes& cs, const float* x, const float* w, const float* bias,
                     const activation_spec& act, float* out) {
   const window_geom& g = cs.g;
   const int64_t C = cs.C, H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], S = OH * OW;
@@ -469,7 +469,6 @@ bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, 
     for (int64_t c = 0; c < C; ++c)
       for (int64_t q = 0; q < S; ++q) yn[c * S + q] = yt[q * Cp + c];
   }
-  (void)ctx;
   return true;
 }
 
@@ -855,7 +854,7 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
   if constexpr (std::is_same_v<T, float>) {
     if (cs.Cg == 1 && cs.Mg == 1 && g.nsp <= 2 && !pointwise && S <= kTinyDepthwise &&
         cs.C * (g.in_size() + g.k_size() + S + 1) <= kMaxPaddedFloats)
-      if (depthwise_tiny(ctx, cs, x, w, bias, act, out)) return status::ok();
+      if (depthwise_tiny(cs, x, w, bias, act, out)) return status::ok();
     if (cs.Cg == 1 && g.nsp <= 2 && !pointwise) {
       // Depthwise: each output plane reads one input plane.
       const int64_t planes = cs.N * cs.M;
