@@ -63,9 +63,10 @@ float activation_reference(const activation_spec& a, float x) {
     case activation_kind::tanh: return std::tanh(x);
     // Clip(x, min, max) = min(max(x, lo), hi): when lo > hi every value becomes hi (as ONNX).
     case activation_kind::clip: return std::min(std::max(x, a.alpha), a.beta);
-    case activation_kind::hard_sigmoid: return std::max(0.f, std::min(1.f, a.alpha * x + a.beta));
+    case activation_kind::hard_sigmoid: return std::isnan(x) ? x : std::max(0.f, std::min(1.f, a.alpha * x + a.beta));
     case activation_kind::hard_swish: return x * std::max(0.f, std::min(1.f, x / 6.f + 0.5f));
-    case activation_kind::silu: return static_cast<float>(x / (1.0 + std::exp(-static_cast<double>(x))));
+    case activation_kind::silu:  // its limit -0 at -inf, not -inf / inf
+      return std::isinf(x) && x < 0 ? -0.f : static_cast<float>(x / (1.0 + std::exp(-static_cast<double>(x))));
     case activation_kind::gelu: return static_cast<float>(0.5 * x * (1.0 + std::erf(x * 0.70710678118654752440)));
   }
   return x;
@@ -111,7 +112,8 @@ inline __m256 sigmoid256(__m256 x) {
 // tanh by a 13/6 rational approximation on [-9, 9] (|tanh| rounds to 1 beyond).
 inline __m256 tanh256(__m256 x0) {
   const __m256 lim = _mm256_set1_ps(7.90531110763549805f);
-  __m256 x = _mm256_min_ps(_mm256_max_ps(x0, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+  // max/min return their second operand when one is NaN: x0 second, so NaN stays NaN.
+  __m256 x = _mm256_min_ps(lim, _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), lim), x0));
   __m256 x2 = _mm256_mul_ps(x, x);
   __m256 p = _mm256_set1_ps(-2.76076847742355e-16f);
   p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(2.00018790482477e-13f));
@@ -168,26 +170,29 @@ inline __m256 act256(__m256 x, __m256 alpha, __m256 beta) {
   } else if constexpr (k == K::tanh) {
     return tanh256(x);
   } else if constexpr (k == K::clip) {
-    return _mm256_min_ps(_mm256_max_ps(x, alpha), beta);
+    return _mm256_min_ps(beta, _mm256_max_ps(alpha, x));  // x second: NaN stays NaN
   } else if constexpr (k == K::hard_sigmoid) {
     return _mm256_max_ps(zero, _mm256_min_ps(one, _mm256_fmadd_ps(alpha, x, beta)));
   } else if constexpr (k == K::hard_swish) {
     return _mm256_mul_ps(x, _mm256_max_ps(zero, _mm256_min_ps(one, _mm256_fmadd_ps(alpha, x, beta))));
   } else if constexpr (k == K::silu) {
-    return _mm256_mul_ps(x, sigmoid256(x));
+    // x * sigmoid(x), with its limit -0 at x = -inf (not -inf * 0 = NaN).
+    const __m256 y = _mm256_mul_ps(x, sigmoid256(x));
+    return _mm256_blendv_ps(y, _mm256_set1_ps(-0.f), _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ));
   } else {  // gelu
     __m256 e = erf256(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, e));
   }
 }
 
-// bias_mode: 0 none, 1 one scalar, 2 a vector aligned with data.
+// d[i] = act(s[i] + bias); s may be d. bias_mode: 0 none, 1 one scalar, 2 a vector aligned
+// with the data.
 template <K k, int bias_mode>
-void run_act(float* d, int64_t n, float sbias, const float* vbias, float alpha, float beta) {
+void run_act(const float* s, float* d, int64_t n, float sbias, const float* vbias, float alpha, float beta) {
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta), vs = _mm256_set1_ps(sbias);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 x = _mm256_loadu_ps(d + i);
+    __m256 x = _mm256_loadu_ps(s + i);
     if constexpr (bias_mode == 1) x = _mm256_add_ps(x, vs);
     if constexpr (bias_mode == 2) x = _mm256_add_ps(x, _mm256_loadu_ps(vbias + i));
     _mm256_storeu_ps(d + i, act256<k>(x, va, vb));
@@ -197,7 +202,7 @@ void run_act(float* d, int64_t n, float sbias, const float* vbias, float alpha, 
     alignas(32) float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const int64_t rem = n - i;
     for (int64_t j = 0; j < rem; ++j) {
-      float x = d[i + j];
+      float x = s[i + j];
       if constexpr (bias_mode == 1) x += sbias;
       if constexpr (bias_mode == 2) x += vbias[i + j];
       buf[j] = x;
@@ -210,10 +215,10 @@ void run_act(float* d, int64_t n, float sbias, const float* vbias, float alpha, 
 #else  // portable fallback
 
 template <K k, int bias_mode>
-void run_act(float* d, int64_t n, float sbias, const float* vbias, float alpha, float beta) {
+void run_act(const float* s, float* d, int64_t n, float sbias, const float* vbias, float alpha, float beta) {
   activation_spec a{k, alpha, beta};
   for (int64_t i = 0; i < n; ++i) {
-    float x = d[i];
+    float x = s[i];
     if constexpr (bias_mode == 1) x += sbias;
     if constexpr (bias_mode == 2) x += vbias[i];
     d[i] = activation_reference(a, x);
@@ -223,38 +228,43 @@ void run_act(float* d, int64_t n, float sbias, const float* vbias, float alpha, 
 #endif
 
 template <int bias_mode>
-void dispatch(const activation_spec& a, float* d, int64_t n, float sb, const float* vb) {
+void dispatch(const activation_spec& a, const float* s, float* d, int64_t n, float sb, const float* vb) {
   if (n <= 0) return;
   switch (a.kind) {
     case K::none:
-      if constexpr (bias_mode != 0) run_act<K::none, bias_mode>(d, n, sb, vb, a.alpha, a.beta);
+      if constexpr (bias_mode != 0) run_act<K::none, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+      else if (s != d) std::memmove(d, s, static_cast<size_t>(n) * sizeof(float));
       return;
-    case K::relu: return run_act<K::relu, bias_mode>(d, n, sb, vb, a.alpha, a.beta);
-    case K::leaky_relu: return run_act<K::leaky_relu, bias_mode>(d, n, sb, vb, a.alpha, a.beta);
-    case K::sigmoid: return run_act<K::sigmoid, bias_mode>(d, n, sb, vb, a.alpha, a.beta);
-    case K::tanh: return run_act<K::tanh, bias_mode>(d, n, sb, vb, a.alpha, a.beta);
-    case K::clip: return run_act<K::clip, bias_mode>(d, n, sb, vb, a.alpha, a.beta);
-    case K::hard_sigmoid: return run_act<K::hard_sigmoid, bias_mode>(d, n, sb, vb, a.alpha, a.beta);
-    case K::hard_swish: return run_act<K::hard_swish, bias_mode>(d, n, sb, vb, 1.f / 6.f, 0.5f);
-    case K::silu: return run_act<K::silu, bias_mode>(d, n, sb, vb, a.alpha, a.beta);
-    case K::gelu: return run_act<K::gelu, bias_mode>(d, n, sb, vb, a.alpha, a.beta);
+    case K::relu: return run_act<K::relu, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+    case K::leaky_relu: return run_act<K::leaky_relu, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+    case K::sigmoid: return run_act<K::sigmoid, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+    case K::tanh: return run_act<K::tanh, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+    case K::clip: return run_act<K::clip, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+    case K::hard_sigmoid: return run_act<K::hard_sigmoid, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+    case K::hard_swish: return run_act<K::hard_swish, bias_mode>(s, d, n, sb, vb, 1.f / 6.f, 0.5f);
+    case K::silu: return run_act<K::silu, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+    case K::gelu: return run_act<K::gelu, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
   }
 }
 
 }  // namespace
 
 void apply_activation(const activation_spec& a, float* data, int64_t n) {
-  dispatch<0>(a, data, n, 0.f, nullptr);
+  dispatch<0>(a, data, data, n, 0.f, nullptr);
+}
+
+void apply_activation(const activation_spec& a, const float* x, float* y, int64_t n) {
+  dispatch<0>(a, x, y, n, 0.f, nullptr);
 }
 
 void apply_activation(const activation_spec& a, float* data, int64_t n, float bias) {
-  if (bias == 0.f) return dispatch<0>(a, data, n, 0.f, nullptr);
-  dispatch<1>(a, data, n, bias, nullptr);
+  if (bias == 0.f) return dispatch<0>(a, data, data, n, 0.f, nullptr);
+  dispatch<1>(a, data, data, n, bias, nullptr);
 }
 
 void apply_activation(const activation_spec& a, float* data, int64_t n, const float* bias) {
-  if (!bias) return dispatch<0>(a, data, n, 0.f, nullptr);
-  dispatch<2>(a, data, n, 0.f, bias);
+  if (!bias) return dispatch<0>(a, data, data, n, 0.f, nullptr);
+  dispatch<2>(a, data, data, n, 0.f, bias);
 }
 
 }  // namespace gpugrid::cpu

@@ -34,6 +34,8 @@ expected<activation_spec> parse_activation(const node& n);
 
 // data[i] = act(data[i]) for i in [0, n).
 void apply_activation(const activation_spec& a, float* data, int64_t n);
+// y[i] = act(x[i]) for i in [0, n); x may be y (the standalone activation ops).
+void apply_activation(const activation_spec& a, const float* x, float* y, int64_t n);
 // data[i] = act(data[i] + bias): one channel of a convolution.
 void apply_activation(const activation_spec& a, float* data, int64_t n, float bias);
 // data[i] = act(data[i] + bias[i]): one row of a matrix with a per-column bias (may be null).

@@ -14,6 +14,7 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/elementwise_internal.h"
 
@@ -117,6 +118,7 @@ struct op_sign : cheap_int {
 };
 struct op_relu : cheap_int {
   template <typename T> GG_ALWAYS_INLINE T operator()(T x) const { return x < T(0) ? T(0) : x; }
+  activation_spec act() const { return {activation_kind::relu, 0.f, 0.f}; }
 };
 struct op_exp : costly {
   template <typename T> GG_ALWAYS_INLINE T operator()(T x) const { return fast_exp(x); }
@@ -144,16 +146,20 @@ struct op_reciprocal : cheap {
 };
 struct op_sigmoid : costly {
   template <typename T> GG_ALWAYS_INLINE T operator()(T x) const { return sigmoid(x); }
+  activation_spec act() const { return {activation_kind::sigmoid, 0.f, 0.f}; }
 };
 struct op_tanh : costly {
   template <typename T> GG_ALWAYS_INLINE T operator()(T x) const { return fast_tanh(x); }
+  activation_spec act() const { return {activation_kind::tanh, 0.f, 0.f}; }
 };
 struct op_silu : costly {
   template <typename T> GG_ALWAYS_INLINE T operator()(T x) const { return silu(x); }
+  activation_spec act() const { return {activation_kind::silu, 0.f, 0.f}; }
 };
 struct op_leaky_relu : cheap {
   float alpha = 0.01f;
   template <typename T> GG_ALWAYS_INLINE T operator()(T x) const { return leaky_relu(x, T(alpha)); }
+  activation_spec act() const { return {activation_kind::leaky_relu, alpha, 0.f}; }
 };
 struct op_elu : costly {
   float alpha = 1.0f;
@@ -175,9 +181,11 @@ struct op_celu : costly {
 struct op_hard_sigmoid : cheap {
   float alpha = 0.2f, beta = 0.5f;
   template <typename T> GG_ALWAYS_INLINE T operator()(T x) const { return hard_sigmoid(x, T(alpha), T(beta)); }
+  activation_spec act() const { return {activation_kind::hard_sigmoid, alpha, beta}; }
 };
 struct op_hard_swish : cheap {
   template <typename T> GG_ALWAYS_INLINE T operator()(T x) const { return hard_swish(x); }
+  activation_spec act() const { return {activation_kind::hard_swish, 0.f, 0.f}; }
 };
 struct op_softplus : costly {
   // log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|).
@@ -238,13 +246,21 @@ GG_LIBM_OP(op_atanh, atanh)
 
 template <typename Op, typename T, typename = void>
 struct has_bulk : std::false_type {};
+// Activations that the fused ops apply too: on float, their vector code (activation.h); the
+// scalar loops branch per element and do not vectorize.
+template <typename Op, typename = void>
+struct has_act : std::false_type {};
+template <typename Op>
+struct has_act<Op, std::void_t<decltype(std::declval<const Op&>().act())>> : std::true_type {};
 template <typename Op, typename T>
 struct has_bulk<Op, T, std::void_t<decltype(Op::template bulk<T>(nullptr, nullptr, 0))>> : std::true_type {};
 
 // Not inlined: one copy per (op, type), small enough that the op inlines and vectorizes.
 template <typename T, typename Op>
 __attribute__((noinline)) void unary_loop(const T* x, T* y, int64_t n, const Op& op_in) {
-  if constexpr (has_bulk<Op, T>::value) {
+  if constexpr (std::is_same_v<T, float> && has_act<Op>::value) {
+    apply_activation(op_in.act(), x, y, n);
+  } else if constexpr (has_bulk<Op, T>::value) {
     Op::template bulk<T>(x, y, n);
   } else {
     const Op op = op_in;
