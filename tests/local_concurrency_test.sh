@@ -28,15 +28,8 @@ done
 # serve --local, 8 clients at once
 mkdir -p "$tmp/models"
 cp "$tmp/mlp/mlp.onnx" "$tmp/models/"
-"$bin" serve --listen 127.0.0.1:0 --models "$tmp/models" --local --threads 2 --workers 8 --json >"$tmp/serve.log" 2>"$tmp/serve.err" &
-pids+=("$!")
-addr=""
-for _ in $(seq 1 200); do
-  addr="$(sed -n 's/.*"url":"http:\/\/\([^"]*\)".*/\1/p' "$tmp/serve.log" 2>/dev/null | head -1)"
-  [ -n "$addr" ] && break
-  sleep 0.05
-done
-[ -n "$addr" ] || { fail "serve did not start: $(cat "$tmp/serve.err")"; exit 1; }
+start_serve --models "$tmp/models" --local --threads 2 --workers 8 || exit 1
+addr=$serve_addr
 answers="$("$py" - "$addr" "$tmp/mlp/mlp_input.npy" <<'PY'
 import http.client, json, sys, threading
 import numpy as np

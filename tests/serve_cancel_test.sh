@@ -24,17 +24,8 @@ bin="$real_bin"
 
 mkdir -p "$tmp/models"
 cp "$model" "$tmp/models/"
-"$bin" serve --listen 127.0.0.1:0 --models "$tmp/models" --peer "$url_slow" --data-dir "$tmp/client" --json \
-  >"$tmp/serve.log" 2>"$tmp/serve.err" &
-serve_pid=$!
-pids+=("$serve_pid")
-addr=""
-for _ in $(seq 1 200); do
-  addr="$(sed -n 's/.*"url":"http:\/\/\([^"]*\)".*/\1/p' "$tmp/serve.log" 2>/dev/null | head -1)"
-  [ -n "$addr" ] && break
-  sleep 0.05
-done
-[ -n "$addr" ] || { fail "serve did not start: $(cat "$tmp/serve.err")"; exit 1; }
+start_serve --models "$tmp/models" --peer "$url_slow" --data-dir "$tmp/client" || exit 1
+addr=$serve_addr
 
 body='{"inputs":[{"name":"pixels","shape":[1,64],"datatype":"FP32","data":['"$(seq -s, 0 63)"']}]}'
 curl -s -o "$tmp/answer.json" -X POST "http://$addr/v2/models/digits/infer" -d "$body" &

@@ -46,6 +46,22 @@ start_provider() {
   printf -v "port_$name" '%s' "${url##*:}"
 }
 
+# start_serve [ARGS...]: starts `gpugrid serve` on a free loopback port (logs $tmp/serve.log and
+# .err) and waits (10 s at most) for the URL it prints; sets serve_addr (host:port) and
+# serve_pid. Returns 1 (after a fail line) when it does not come up.
+start_serve() {
+  "$bin" serve --listen 127.0.0.1:0 --json "$@" >"$tmp/serve.log" 2>"$tmp/serve.err" &
+  serve_pid=$!
+  pids+=("$serve_pid")
+  serve_addr=""
+  for _ in $(seq 1 200); do
+    serve_addr="$(sed -n 's/.*"url":"http:\/\/\([^"]*\)".*/\1/p' "$tmp/serve.log" 2>/dev/null | head -1)"
+    [ -n "$serve_addr" ] && break
+    sleep 0.05
+  done
+  [ -n "$serve_addr" ] || { fail "serve did not start: $(cat "$tmp/serve.err")"; return 1; }
+}
+
 # metric NAME KEY: the value of one metric from provider NAME's GET /metrics (same port).
 metric() {
   local port_var="port_$1"
