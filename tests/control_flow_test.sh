@@ -10,6 +10,7 @@
 # Usage: control_flow_test.sh GPUGRID_BINARY SOURCE_DIR   (ctest passes both)
 # Exit: 0 pass; 1 failure; 77 skipped (no .venv with numpy, onnx and onnxruntime).
 set -uo pipefail
+. "$(dirname "$0")/lib/model_cache.sh"
 
 bin=${1:?usage: control_flow_test.sh GPUGRID_BINARY SOURCE_DIR}
 src=${2:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -44,19 +45,7 @@ while read -r fam k model inputs; do
   fi
 done < <("$py" "$src/tests/models/compare.py" --list "$work/m/manifest.json")
 
-while IFS=$'\t' read -r file fragment inputs; do
-  [ -n "$file" ] || continue
-  read -r -a files <<< "$inputs"
-  timeout 60 "$bin" run --local --device cpu "$work/m/bad/$file" "${files[@]}" -o "$work/bad.npy" >/dev/null 2>"$work/bad.err"
-  rc=$?
-  lines=$(wc -l < "$work/bad.err")
-  if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$fragment" "$work/bad.err"; then
-    echo "ok   $file refused: $(cat "$work/bad.err")"
-  else
-    echo "FAIL $file: exit $rc (want 2), $lines line(s), want '$fragment': $(head -c 300 "$work/bad.err")"
-    fail=1
-  fi
-done < "$work/m/bad/expect.txt"
+check_refusals "$work/m/bad" "$work"
 
 # inspect lists the ops inside subgraphs and the path of nodes to an unsupported one.
 want="unsupported FooBar at If 'outer' then_branch > If 'inner_if' then_branch > FooBar 'foo'"

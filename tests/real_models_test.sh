@@ -63,22 +63,7 @@ if [ $count -eq 0 ]; then
   exit 1
 fi
 
-while IFS=$'\t' read -r file fragment inputs; do
-  [ -n "$file" ] || continue
-  read -r -a names <<< "$inputs"
-  files=()
-  for f in "${names[@]}"; do files+=("$cache/bad/$f"); done
-  timeout 60 "$bin" run --local --device cpu "$cache/bad/$file" "${files[@]}" --output-dir "$work/bad" >/dev/null 2>"$work/bad.err"
-  rc=$?
-  lines=$(wc -l < "$work/bad.err")
-  label="$file $(basename "${files[0]:-}")"
-  if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$fragment" "$work/bad.err"; then
-    echo "ok   $label refused: $(cat "$work/bad.err")"
-  else
-    echo "FAIL $label: exit $rc (want 2), $lines line(s), want '$fragment': $(head -c 300 "$work/bad.err")"
-    fail=1
-  fi
-done < "$cache/bad/expect.txt"
+check_refusals "$cache/bad" "$work"
 
 [ $fail -eq 0 ] && echo "real models: all passed" || echo "real models: FAILED"
 exit $fail

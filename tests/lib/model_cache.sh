@@ -1,5 +1,6 @@
-# Sourced by the model tests (families_test.sh, real_models_test.sh): the Python test
-# environment and a cache of the models a generator script writes.
+# Sourced by the model tests (families_test.sh, real_models_test.sh, control_flow_test.sh): the
+# Python test environment, a cache of the models a generator script writes, and the check of
+# the models that must be refused.
 #
 # model_test_env BINARY SOURCE_DIR
 #   Sets bin, src, models (SOURCE_DIR/tests/models), py (GPUGRID_PYTHON or SOURCE_DIR/.venv)
@@ -60,4 +61,31 @@ cached_models() {
   echo "$hash" > "$tmp/.stamp"
   rm -rf "$cache"
   mv "$tmp" "$cache"
+}
+
+# check_refusals BAD_DIR SCRATCH
+#   Runs every model of BAD_DIR/expect.txt (lines: FILE<TAB>a fragment of the expected
+#   message<TAB>input files, relative to BAD_DIR unless absolute) with `run --local` and checks
+#   that it exits 2 with one line naming the fragment; prints ok/FAIL per model and sets fail=1
+#   on any failure. Needs bin.
+check_refusals() {
+  local dir=$1 scratch=$2 file fragment inputs f rc lines label
+  local -a names files
+  while IFS=$'\t' read -r file fragment inputs; do
+    [ -n "$file" ] || continue
+    read -r -a names <<< "$inputs"
+    files=()
+    for f in "${names[@]}"; do [[ $f == /* ]] && files+=("$f") || files+=("$dir/$f"); done
+    timeout 60 "$bin" run --local --device cpu "$dir/$file" "${files[@]}" --output-dir "$scratch/bad" >/dev/null \
+      2>"$scratch/bad.err"
+    rc=$?
+    lines=$(wc -l < "$scratch/bad.err")
+    label="$file${files[0]:+ $(basename "${files[0]}")}"
+    if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$fragment" "$scratch/bad.err"; then
+      echo "ok   $label refused: $(cat "$scratch/bad.err")"
+    else
+      echo "FAIL $label: exit $rc (want 2), $lines line(s), want '$fragment': $(head -c 300 "$scratch/bad.err")"
+      fail=1
+    fi
+  done < "$dir/expect.txt"
 }
