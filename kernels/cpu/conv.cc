@@ -204,6 +204,21 @@ void depthwise_plane(const float* x, const float* w, const window_geom& g, float
   }
 }
 
+// The clamp [lo, hi] that a fused activation is when it is none, ReLU or Clip (the vector
+// kernels apply it in registers); false, with lo and hi unbounded, for any other activation.
+bool clamp_of(const activation_spec& act, float* lo, float* hi) {
+  const float inf = std::numeric_limits<float>::infinity();
+  *lo = -inf;
+  *hi = inf;
+  if (act.kind == activation_kind::relu) {
+    *lo = 0.f;
+  } else if (act.kind == activation_kind::clip) {
+    *lo = act.alpha;
+    *hi = act.beta;
+  }
+  return act.is_none() || act.kind == activation_kind::relu || act.kind == activation_kind::clip;
+}
+
 // Depthwise 3x3 (any strides, dilations, pads) on a zero-padded copy of the plane: no bounds
 // checks in the inner loop, all nine taps summed in registers, one store per output.
 // Each output is clamped to [lo, hi] after adding bias (a fused ReLU or Clip, or none).
@@ -373,18 +388,9 @@ bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g
   float* buf = nn::scratch<float>(2, static_cast<size_t>(Hp * Wp + slack));
   if (!buf) return false;
   simd::pad_plane(x, H, W, ph, pw, Hp, Wp, slack, buf);
-  const float inf = std::numeric_limits<float>::infinity();
-  float lo = -inf, hi = inf;
-  *fused = true;
-  if (act.kind == activation_kind::relu) {
-    lo = 0.f;
-  } else if (act.kind == activation_kind::clip) {
-    lo = act.alpha;
-    hi = act.beta;
-  } else if (!act.is_none()) {
-    *fused = false;
-    bias = 0.f;
-  }
+  float lo, hi;
+  *fused = clamp_of(act, &lo, &hi);
+  if (!*fused) bias = 0.f;  // the caller adds it with the activation
   if (!k3 && g.s[2] == 1) {
     if (kW == 1) dwk_rows<1, 1>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
     else if (kW == 3) dwk_rows<1, 3>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
@@ -540,11 +546,8 @@ bool direct_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, con
       }
   float* planes = wt + blocks * K * 8;
   float* tmp = planes + nplanes * plane;  // a padded plane before its split (stride 2)
-  const float inf = std::numeric_limits<float>::infinity();
-  float lo = -inf, hi = inf;
-  const bool fused = act.is_none() || act.kind == activation_kind::relu || act.kind == activation_kind::clip;
-  if (act.kind == activation_kind::relu) lo = 0.f;
-  if (act.kind == activation_kind::clip) lo = act.alpha, hi = act.beta;
+  float lo, hi;
+  const bool fused = clamp_of(act, &lo, &hi);
   for (int64_t n = 0; n < cs.N; ++n) {
     const float* xn = x + n * C * H * W;
     for (int64_t c = 0; c < C; ++c) {

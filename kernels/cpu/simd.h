@@ -16,20 +16,17 @@ inline __m256i lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// n floats from src to dst.
-inline void copy_floats(const float* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
-  if (i < n) _mm256_maskstore_ps(dst + i, lanes(n - i), _mm256_maskload_ps(src + i, lanes(n - i)));
-}
-
 // n floats from src to dst, in whole vectors while they read no further than src + avail
 // (avail >= n): up to 7 floats after dst + n may be overwritten with whatever follows src + n.
+// The last part vector is moved masked.
 inline void copy_floats_over(const float* src, float* dst, int64_t n, int64_t avail) {
   int64_t i = 0;
   for (; i < n && i + 8 <= avail; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
   if (i < n) _mm256_maskstore_ps(dst + i, lanes(n - i), _mm256_maskload_ps(src + i, lanes(n - i)));
 }
+
+// n floats from src to dst, nothing after either touched.
+inline void copy_floats(const float* src, float* dst, int64_t n) { copy_floats_over(src, dst, n, n); }
 
 // n zeros at dst.
 inline void zero_floats(float* dst, int64_t n) {
