@@ -334,7 +334,7 @@ int batch_run_command(const run_options& o) {
     co.redundancy = o.redundancy;
     co.max_price = o.max_price;
     co.timeout_s = o.timeout_s;
-    co.spot_check_rate = node ? 0.05 : 0.0;  // K > 1: the floor of the check of an agreeing set
+    co.spot_check_rate = node ? kSpotCheckFloor : 0.0;
     co.quotes = &quotes;
     // Saved once a second and at the end rather than after each of thousands of jobs (a file
     // written and renamed per job was a fifth of the client's time).

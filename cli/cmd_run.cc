@@ -39,9 +39,6 @@ int fail(const status& st) {
   return exit_code_for(st.kind());
 }
 
-// The share of single-provider jobs re-run on this machine's engine to catch lying providers.
-constexpr double kSpotCheckRate = 0.05;
-
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -351,7 +348,7 @@ int run_remote(const run_options& o) {
   co.timeout_s = o.timeout_s;
   // K = 1: the adaptive spot check's floor; K > 1: the floor of the local check of an agreeing
   // set of providers (every job while they are all unverified, then rarer).
-  co.spot_check_rate = kSpotCheckRate;
+  co.spot_check_rate = kSpotCheckFloor;
   auto outbox = grid::receipt_outbox::open(*dir);
   if (!outbox) return fail(outbox.error());
   co.outbox = outbox->get();

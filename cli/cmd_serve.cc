@@ -60,8 +60,6 @@ int fail(const status& st) {
   return exit_code_for(st.kind());
 }
 
-constexpr double kServeSpotCheckRate = 0.05;
-
 // One engine session per model file version, made on first use and shared by every request
 // (session::run may be called from several threads at once).
 class session_cache {
@@ -146,7 +144,7 @@ class grid_backend : public serve::infer_backend {
     node_ = node;
     reputation_ = reputation;
     ledger_ = ledger;
-    co_.spot_check_rate = kServeSpotCheckRate;  // K > 1: the floor of the check of an agreeing set
+    co_.spot_check_rate = kSpotCheckFloor;
     // Saved at most once a second (and when serve stops), not after every request.
     co_.save_reputation = false;
   }
