@@ -290,12 +290,12 @@ expected<std::string> read_all(const std::string& path) {
         return invalid_input("cannot read {}: it is {} bytes, over the {} GiB limit for a tensor", shown,
                              static_cast<uint64_t>(st.st_size), max_tensor_file_bytes >> 30);
       }
-      data.reserve(static_cast<size_t>(st.st_size) + 1);
+      data.resize(static_cast<size_t>(st.st_size) + 1);  // one byte over: the read that sees the end
     }
   }
   size_t used = 0;
   for (;;) {
-    if (data.size() - used < (size_t{1} << 16)) data.resize(std::max(data.capacity(), used + (size_t{1} << 16)));
+    if (used == data.size()) data.resize(used + (size_t{1} << 16));  // a pipe, or a file that grew
     ssize_t r = ::read(fd, &data[used], data.size() - used);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
