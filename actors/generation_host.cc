@@ -324,17 +324,29 @@ void generation_host::on_prompt(const key32& client, const net::gen_prompt& m, c
       return error(net::job_error_code::not_awarded,
                    fmt::format("the prompt offers {:.6g}/{:.6g} per 1000 tokens, below this provider's bid {:.6g}/{:.6g}",
                                m.price_prompt, m.price_generated, s->price_prompt, s->price_generated));
-    if (running_ >= static_cast<size_t>(options_.slots))
-      return error(net::job_error_code::busy, fmt::format("{} answers are being generated here", running_));
     if (m.generated_ids.size() > static_cast<size_t>(std::max<int64_t>(0, m.max_new_tokens)) && !m.score_only)
       return error(net::job_error_code::bad_input, "the answer so far is longer than max_new_tokens");
     s->payment_error.clear();
-    s->running = true;
+    s->running = true;  // from now on the session's: a second prompt is refused, it is never evicted
     s->last_used_ms = now();
     s->cancel->store(false);
+    // Every slot busy: it waits its turn (the client allows for that until its first token).
+    waiting_.push_back({s, m, reply});
+    start_waiting_locked();
+  }
+}
+
+void generation_host::start_waiting_locked() {
+  while (running_ < static_cast<size_t>(options_.slots) && !waiting_.empty()) {
+    waiting_prompt w = std::move(waiting_.front());
+    waiting_.pop_front();
+    if (stopping_ || w.s->cancel->load()) {  // cancelled, closed or shut down while it waited
+      w.s->running = false;
+      continue;
+    }
     ++running_;
     // The worker holds the session; finish_run() hands back its slot.
-    workers_.emplace_back([this, s, m, reply] { run(s, m, reply); });
+    workers_.emplace_back([this, s = std::move(w.s), m = std::move(w.p), reply = std::move(w.reply)] { run(s, m, reply); });
   }
 }
 
@@ -479,6 +491,7 @@ void generation_host::finish_run(const std::shared_ptr<session>& s) {
   if (e != engines_.end() && e->second.users > 0) --e->second.users;
   --running_;
   finished_.push_back(std::this_thread::get_id());
+  start_waiting_locked();
 }
 
 void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_fn reply) {
@@ -492,6 +505,7 @@ void generation_host::run(std::shared_ptr<session> s, net::gen_prompt p, reply_f
       s->last_used_ms = now();
       --running_;
       finished_.push_back(std::this_thread::get_id());
+      start_waiting_locked();
       return;
     }
     finish_run(s);

@@ -5,7 +5,8 @@
 // declines. The client sends the folder's missing files (uploads tagged with the session id),
 // then GenPrompt; the host loads the folder (once per manifest, kept while memory allows),
 // reserves the answer's KV-cache bytes against its memory budget and generates on a worker
-// thread, streaming GenTokens frames; the last one carries the finish reason, the signed
+// thread (at most `slots` at once; later prompts wait their turn in arrival order), streaming
+// GenTokens frames; the last one carries the finish reason, the signed
 // digest of the stream and a receipt for the tokens (ledger::receipt_kind::generation).
 // A session holds its KV-cache bytes from its bid (when the folder is loaded) or its first
 // prompt until it closes. A Cancel with the session id stops the worker at its next step and
@@ -70,7 +71,7 @@ struct generation_host_options {
   // reserves kv_bytes_per_token * (prompt + max new tokens)); 0: no limit.
   int64_t max_memory_bytes = 0;
   int64_t idle_timeout_ms = 120000;  // a session unused this long is evicted
-  int slots = 1;                     // answers generated at once
+  int slots = 1;                     // answers generated at once; more prompts wait their turn
   size_t max_sessions = 256;
   int64_t bid_valid_ms = 30000;
   // Tokens go out as they come, except that a model faster than one token per frame_interval_us
@@ -142,6 +143,8 @@ class generation_host {
   status admit_prompt(session& s, const net::gen_prompt& p);
   void run(std::shared_ptr<session> s, net::gen_prompt p, reply_fn reply);
   void finish_run(const std::shared_ptr<session>& s);
+  // Starts waiting prompts, oldest first, while a slot is free; under mu_.
+  void start_waiting_locked();
   expected<std::shared_ptr<gen_engine>> engine_for(const ledger::digest32& manifest, const std::vector<net::gen_file>& files,
                                                    int64_t folder_bytes);
   // Frees room for `bytes` (evicting idle sessions, then unused engines); under mu_.
@@ -172,6 +175,14 @@ class generation_host {
   int64_t engine_bytes_ = 0;
   size_t running_ = 0;
   std::vector<std::thread> workers_;
+  // Prompts that came while every slot was busy, in arrival order (their sessions are taken
+  // and keep their memory); one whose session is cancelled or closed meanwhile never runs.
+  struct waiting_prompt {
+    std::shared_ptr<session> s;
+    net::gen_prompt p;
+    reply_fn reply;
+  };
+  std::deque<waiting_prompt> waiting_;
   struct pending_pay {
     key32 client{};
     net::gen_pay pay;
