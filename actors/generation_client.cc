@@ -62,22 +62,22 @@ bool generation_inbox::deliver(const key32& from, const net::message& m) {
   if (!s) return false;
   std::lock_guard<std::mutex> lk(mu_);
   auto it = open_.find(*s);
-  if (it == open_.end() || it->second != from) return false;
-  events_.push_back({*s, from, m});
+  if (it == open_.end() || it->second.provider != from) return false;
+  events_.push_back({*s, from, m, it->second.waiter});
   cv_.notify_all();
   return true;
 }
 
 void generation_inbox::peer_down(const key32& from) {
   std::lock_guard<std::mutex> lk(mu_);
-  for (const auto& [s, k] : open_)
-    if (k == from) events_.push_back({s, from, std::nullopt});
+  for (const auto& [s, o] : open_)
+    if (o.provider == from) events_.push_back({s, from, std::nullopt, o.waiter});
   cv_.notify_all();
 }
 
-void generation_inbox::open(const net::bytes16& session, const key32& provider) {
+void generation_inbox::open(const net::bytes16& session, const key32& provider, uint64_t waiter) {
   std::lock_guard<std::mutex> lk(mu_);
-  open_[session] = provider;
+  open_[session] = {provider, waiter};
 }
 
 void generation_inbox::close(const net::bytes16& session) {
@@ -87,11 +87,16 @@ void generation_inbox::close(const net::bytes16& session) {
                 events_.end());
 }
 
-std::optional<generation_inbox::event> generation_inbox::wait(steady::time_point until) {
+std::optional<generation_inbox::event> generation_inbox::wait(steady::time_point until, uint64_t waiter) {
   std::unique_lock<std::mutex> lk(mu_);
-  if (!cv_.wait_until(lk, until, [&] { return !events_.empty(); })) return std::nullopt;
-  event e = std::move(events_.front());
-  events_.pop_front();
+  auto mine = events_.end();
+  auto find = [&] {
+    mine = std::find_if(events_.begin(), events_.end(), [&](const event& e) { return e.waiter == waiter; });
+    return mine != events_.end();
+  };
+  if (!cv_.wait_until(lk, until, find)) return std::nullopt;
+  event e = std::move(*mine);
+  events_.erase(mine);
   return e;
 }
 
@@ -183,8 +188,20 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
   auto note = [&](const std::string& s) {
     if (options_.note) options_.note(s);
   };
-  used_.clear();
-  verification_ = "none";
+  // What this completion did, published for last_providers() however it ends.
+  std::vector<generation_provider_use> used;
+  std::string verification = "none";
+  struct publish {
+    generation_client* c;
+    std::vector<generation_provider_use>& used;
+    std::string& verification;
+    ~publish() {
+      std::lock_guard<std::mutex> lk(c->mu_);
+      c->last_used_ = std::move(used);
+      c->last_verification_ = std::move(verification);
+    }
+  } published{this, used, verification};
+  const uint64_t waiter = next_waiter_++;
   auto t0 = steady::now();
   const int64_t max_new = request.stop.max_new_tokens;
   if (request.prompt_ids.empty()) return status(error_kind::invalid_input, "the prompt is empty");
@@ -208,7 +225,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     o.max_new_tokens = static_cast<uint64_t>(std::max<int64_t>(0, max_new));
     o.max_price_prompt = options_.max_price_prompt;
     o.max_price_generated = options_.max_price_generated;
-    inbox_->open(o.session, peers[i].key);
+    inbox_->open(o.session, peers[i].key, waiter);
     opened.push_back(o.session);
     if (!peers[i].send(o)) {
       inbox_->close(o.session);
@@ -221,7 +238,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
   };
   auto bid_deadline = t0 + std::chrono::milliseconds(options_.bid_window_ms);
   while (!pending.empty()) {
-    auto ev = inbox_->wait(bid_deadline);
+    auto ev = inbox_->wait(bid_deadline, waiter);
     if (!ev) break;
     auto it = pending.find(ev->session);
     if (it == pending.end()) continue;
@@ -290,6 +307,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     if (!p.upload) return status(error_kind::no_provider, "the provider lacks the model and takes no uploads");
     note(fmt::format("sending the model folder ({} bytes) to {}", model_.total_bytes, short_hex(p.key)));
     for (const auto& f : model_.files) {
+      std::unique_lock<std::mutex> lk(mu_);  // read once, by the first completion that needs it
       auto& bytes = file_bytes_[f.hash];
       if (!bytes) {
         std::ifstream in(model_.dir + "/" + f.name, std::ios::binary);
@@ -298,7 +316,9 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
         if (data.size() != f.size) return status(error_kind::invalid_input, model_.dir + "/" + f.name + ": changed since it was hashed");
         bytes = std::make_shared<const std::string>(std::move(data));
       }
-      GG_RETURN_IF_ERROR(p.upload(o.session, f.hash, bytes));
+      std::shared_ptr<const std::string> file = bytes;
+      lk.unlock();
+      GG_RETURN_IF_ERROR(p.upload(o.session, f.hash, file));
     }
     return status::ok();
   };
@@ -417,7 +437,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
         return ended::stopped;
       }
       // Wake up now and then to look at the cancel check.
-      auto ev = inbox_->wait(std::min(deadline, steady::now() + std::chrono::milliseconds(50)));
+      auto ev = inbox_->wait(std::min(deadline, steady::now() + std::chrono::milliseconds(50)), waiter);
       if (!ev) {
         if (steady::now() >= deadline) {
           last_error = fmt::format("sent nothing for {} ms", sg.tokens.empty() ? options_.first_token_timeout_ms : options_.stall_timeout_ms);
@@ -687,11 +707,11 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
   };
   bool greedy = request.sampling.temperature <= 0;
   if (options_.redundancy >= 2 && greedy && stats.generated_tokens > 0 && reason != llm::finish_reason::cancelled) {
-    verification_ = "redundant";
+    verification = "redundant";
     std::optional<size_t> oi = next_free_offer();
     if (!oi) {
       note("--redundancy 2: no second provider bid; the answer is not cross-checked");
-      verification_ = "none";
+      verification = "none";
     } else {
       segment second;
       second.role = "redundant";
@@ -712,7 +732,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       extra.push_back({*oi, std::move(second)});
       if (how != ended::done && how != ended::stopped) {
         note(fmt::format("--redundancy 2: the second provider failed ({}); the answer is not cross-checked", last_error));
-        verification_ = "none";
+        verification = "none";
       } else if (ids == stats.token_ids && same_logprobs(extra.back().second)) {
         for (size_t si = 0; si < segments.size(); ++si) segment_checked[si] = true;
         extra.back().second.role = "redundant";
@@ -776,7 +796,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       std::string who = node_hex(peers[segments[si].peer].key);
       double rate = options_.reputation ? options_.reputation->spot_check_rate(who, options_.spot_check_rate) : options_.spot_check_rate;
       if (rate <= 0 || std::uniform_real_distribution<double>(0, 1)(rng) >= rate) continue;
-      verification_ = "spot-check";
+      verification = "spot-check";
       auto ok = check_segment(si);
       if (!ok && ok.error().kind() == error_kind::verification) {  // unsettled: withheld, no one blamed
         verdict = ok.error();
@@ -842,7 +862,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       note(fmt::format("provider {}: {} prompt and {} generated tokens settled on chain, {} wei", short_hex(peers[o.peer].key),
                        u.prompt_tokens, u.generated_tokens, u.paid_wei));
     }
-    used_.push_back(u);
+    used.push_back(u);
     stats.payments.push_back({u.node, u.role, u.settlement, u.paid_wei, u.cost, u.paid});
     if (u.generated_tokens > 0 || sg.role == "answer") stats.providers.push_back(u.node);
   };
@@ -862,6 +882,16 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
   (void)t_bids;
   if (!verdict.is_ok()) return verdict;
   return stats;
+}
+
+std::vector<generation_provider_use> generation_client::last_providers() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return last_used_;
+}
+
+std::string generation_client::last_verification() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return last_verification_;
 }
 
 }  // namespace gpugrid::grid

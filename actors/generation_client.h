@@ -25,9 +25,11 @@
 // fails with error_kind::verification.
 //
 // Threads: complete() blocks the calling thread; the sink is called on it. The inbox is fed
-// from the transport's threads. One completion at a time per generation_client.
+// from the transport's threads. Completions may run at once on several threads (a server's
+// requests): each waits only for the messages of the sessions it opened.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -74,8 +76,8 @@ struct gen_peer {
                         std::shared_ptr<const std::string> bytes)> upload;
 };
 
-// Messages from providers for the sessions a client has open. deliver() and peer_down() are
-// called from any thread; the client waits on it.
+// Messages from providers for the sessions a client has open, kept for the waiter (one
+// completion) that opened each session. deliver() and peer_down() are called from any thread.
 class generation_inbox {
  public:
   // Takes GenBid, GenTokens, BidDecline and JobError naming an open session; false otherwise.
@@ -87,16 +89,21 @@ class generation_inbox {
     net::bytes16 session{};
     key32 from{};
     std::optional<net::message> msg;  // empty: the provider went away
+    uint64_t waiter = 0;
   };
-  void open(const net::bytes16& session, const key32& provider);
+  void open(const net::bytes16& session, const key32& provider, uint64_t waiter = 0);
   void close(const net::bytes16& session);
-  // The next event, or nullopt when `until` passes first.
-  std::optional<event> wait(std::chrono::steady_clock::time_point until);
+  // The next event of `waiter`'s sessions, or nullopt when `until` passes first.
+  std::optional<event> wait(std::chrono::steady_clock::time_point until, uint64_t waiter = 0);
 
  private:
+  struct open_session {
+    key32 provider{};
+    uint64_t waiter = 0;
+  };
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<net::bytes16, key32> open_;
+  std::map<net::bytes16, open_session> open_;
   std::deque<event> events_;
 };
 
@@ -152,8 +159,9 @@ class generation_client : public llm::completion_backend {
   expected<llm::completion_stats> complete(const llm::completion_request& request, const llm::token_sink& sink,
                                            const llm::cancel_check& cancelled) override;
 
-  const std::vector<generation_provider_use>& last_providers() const { return used_; }
-  const std::string& last_verification() const { return verification_; }  // "none", "spot-check", ...
+  // Of the completion that finished last.
+  std::vector<generation_provider_use> last_providers() const;
+  std::string last_verification() const;  // "none", "spot-check", "redundant"
 
   struct segment;  // one provider's share of an answer (generation_client.cc)
 
@@ -165,8 +173,10 @@ class generation_client : public llm::completion_backend {
   std::shared_ptr<generation_inbox> inbox_;
   std::function<std::vector<gen_peer>()> peers_;
   generation_client_options options_;
-  std::vector<generation_provider_use> used_;
-  std::string verification_;
+  std::atomic<uint64_t> next_waiter_{1};
+  mutable std::mutex mu_;  // guards the three below
+  std::vector<generation_provider_use> last_used_;
+  std::string last_verification_ = "none";
   std::map<ledger::digest32, std::shared_ptr<const std::string>> file_bytes_;  // read once
 };
 

@@ -209,7 +209,7 @@ TEST_CASE("an answer streams in order, priced per token, from the cheapest bid",
   CHECK(text == st->text);
   CHECK(text.size() == 12);
   REQUIRE(c.last_providers().size() == 1);
-  const auto& u = c.last_providers()[0];
+  const auto u = c.last_providers()[0];
   CHECK(u.node == g.providers[1]->node());
   CHECK(u.paid);
   CHECK(u.generated_tokens == 12);
@@ -217,6 +217,65 @@ TEST_CASE("an answer streams in order, priced per token, from the cheapest bid",
   // 5 prompt tokens at 1 and 12 generated at 10 per 1000.
   CHECK(u.cost == Approx((5 * 1.0 + 12 * 10.0) / 1000).epsilon(1e-6));
   CHECK(st->cost == Approx(u.cost));
+}
+
+TEST_CASE("completions at once on one client: each gets its own sessions' tokens", "[grid][gen]") {
+  grid_fixture g;
+  std::mutex notes_mu;
+  g.options.note = [&](const std::string& s) {
+    std::lock_guard<std::mutex> l(notes_mu);
+    g.notes.push_back(s);
+  };
+  generation_host_options three;
+  three.slots = 3;
+  g.add(three).engine->rendezvous = 3;  // no answer goes on until three are generated at once
+  g.options.first_token_timeout_ms = 20000;
+  auto c = g.client();
+  const int n = 3;
+  std::vector<llm::completion_request> reqs;
+  for (int k = 0; k < n; ++k) {
+    auto r = request(6 + k);
+    r.prompt_ids.push_back(10 + k);  // other prompts, other answers
+    reqs.push_back(r);
+  }
+  std::vector<expected<llm::completion_stats>> got(n, status(error_kind::internal, "not run"));
+  std::vector<recorder> recs(n);
+  std::vector<std::thread> ts;
+  for (int k = 0; k < n; ++k) ts.emplace_back([&, k] { got[k] = c.complete(reqs[k], recs[k].sink(), nullptr); });
+  for (auto& t : ts) t.join();
+  for (int k = 0; k < n; ++k) {
+    INFO("completion " << k);
+    REQUIRE(got[k].has_value());
+    CHECK(got[k]->token_ids == expected_answer(reqs[k]));
+    CHECK(recs[k].indexes() == iota(6 + k));
+  }
+  CHECK(g.providers[0]->engine->most_running == 3);
+}
+
+TEST_CASE("prompts that find every slot of the one provider busy wait their turn", "[grid][gen]") {
+  grid_fixture g;
+  std::mutex notes_mu;
+  g.options.note = [&](const std::string& s) {
+    std::lock_guard<std::mutex> l(notes_mu);
+    g.notes.push_back(s);
+  };
+  g.options.first_token_timeout_ms = 20000;
+  auto& p = g.add();  // one slot
+  p.engine->sleep_us_per_token = 3000;
+  auto c = g.client();
+  const int n = 3;
+  std::vector<expected<llm::completion_stats>> got(n, status(error_kind::internal, "not run"));
+  std::vector<recorder> recs(n);
+  std::vector<std::thread> ts;
+  for (int k = 0; k < n; ++k) ts.emplace_back([&, k] { got[k] = c.complete(request(5 + k), recs[k].sink(), nullptr); });
+  for (auto& t : ts) t.join();
+  for (int k = 0; k < n; ++k) {
+    INFO("completion " << k);
+    REQUIRE(got[k].has_value());
+    CHECK(got[k]->token_ids == expected_answer(request(5 + k)));
+  }
+  CHECK(p.engine->most_running == 1);
+  CHECK(p.host->running() == 0);
 }
 
 TEST_CASE("a provider lost mid-answer: the next bid continues where the stream stopped", "[grid][gen]") {
@@ -238,8 +297,8 @@ TEST_CASE("a provider lost mid-answer: the next bid continues where the stream s
   CHECK(st->token_ids == expected_answer(r));
   CHECK(rec.indexes() == iota(16));  // each index once: none lost, none repeated
   REQUIRE(c.last_providers().size() == 2);
-  const auto& a = c.last_providers()[0];
-  const auto& b = c.last_providers()[1];
+  const auto a = c.last_providers()[0];
+  const auto b = c.last_providers()[1];
   CHECK(a.node == g.providers[0]->node());
   CHECK(b.node == g.providers[1]->node());
   CHECK(a.generated_tokens + b.generated_tokens == 16);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
+#include <mutex>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -121,15 +122,21 @@ class grid_backend : public llm::completion_backend {
       // Spot checks score on this machine's engine (it has the folder), loaded on first use;
       // with score_locally off another provider that bid scores instead.
       std::string model_dir = o.model_dir;
-      auto scorer = std::make_shared<std::shared_ptr<grid::gen_engine>>();
+      // Completions run at once (serve): one scores at a time on the one engine.
+      struct local_scorer {
+        std::mutex mu;
+        std::shared_ptr<grid::gen_engine> engine;
+      };
+      auto scorer = std::make_shared<local_scorer>();
       if (o.score_locally)
         co.local_score = [scorer, model_dir, go](const std::vector<int32_t>& prompt,
                                                  const std::vector<int32_t>& answer) -> expected<std::vector<float>> {
-          if (!*scorer) {
+          std::lock_guard<std::mutex> lk(scorer->mu);
+          if (!scorer->engine) {
             GG_ASSIGN_OR_RETURN(std::shared_ptr<grid::gen_engine> e, grid::generator_loader(go)(model_dir));
-            *scorer = std::move(e);
+            scorer->engine = std::move(e);
           }
-          return (*scorer)->score(prompt, answer);
+          return scorer->engine->score(prompt, answer);
         };
     }
     b->client_ = std::make_unique<grid::generation_client>(me, manifest, shared_tok, vocab, b->inbox_, peers, co);
@@ -140,6 +147,7 @@ class grid_backend : public llm::completion_backend {
                                            const llm::cancel_check& cancelled) override {
     return client_->complete(request, sink, cancelled);
   }
+  bool concurrent() const override { return true; }
 
  private:
   grid_backend() = default;

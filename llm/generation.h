@@ -106,6 +106,9 @@ class completion_backend {
   // finish_reason::cancelled.
   virtual expected<completion_stats> complete(const completion_request& request, const token_sink& sink,
                                               const cancel_check& cancelled) = 0;
+  // Whether complete() may run on several threads at once (the grid's client: each completion
+  // has sessions of its own); otherwise callers take turns.
+  virtual bool concurrent() const { return false; }
 };
 
 }  // namespace gpugrid::llm

@@ -453,10 +453,16 @@ http_response run_generation(run_context& c, response_stream& stream) {
     max_runs = c.max_batch;
     if (m.context > 0) max_runs = std::min<size_t>(max_runs, static_cast<size_t>(std::max<int64_t>(1, (int64_t{1} << 16) / m.context)));
   }
-  m.run_job(&job, max_runs,
-            [backend = m.backend.get(), counters = c.stats.get(), max_runs](std::vector<llm_model::job*>& jobs) {
-              run_jobs(backend, jobs, max_runs, counters);
-            });
+  auto run = [backend = m.backend.get(), counters = c.stats.get(), max_runs](std::vector<llm_model::job*>& jobs) {
+    run_jobs(backend, jobs, max_runs, counters);
+  };
+  if (m.backend->concurrent()) {  // the grid: every request is sessions of its own, on its own thread
+    std::vector<llm_model::job*> alone{&job};
+    run(alone);
+    job.done = true;
+  } else {
+    m.run_job(&job, max_runs, run);
+  }
   if (job.dropped) {
     ++c.stats->cancelled;
     return api_error_response(make_api_error(499, "the client closed the connection"));

@@ -20,11 +20,13 @@
 // Threads: handle() runs on an HTTP worker and only parses; the generation runs in the
 // response's `deferred` function on the server's pool for long requests. A client that hangs
 // up stops its generation at the next token (the back end's cancel check), or leaves the queue.
-// Requests for different models, and every other route, run concurrently; for one model, one
-// batch runs at a time: on the local engine the requests waiting when it starts (and each
-// request's choices and prompts) are decoded together, one engine run per step for all of them;
-// on the grid they run one after another. A batch's sinks run on the thread of the request that
-// started it, so a client that reads slowly holds up its batch until the write timeout.
+// Requests for different models, and every other route, run concurrently. On the grid a
+// model's requests run concurrently too (each is sessions of its own with the providers, which
+// queue prompts beyond their slots). On the local engine one batch runs at a time per model:
+// the requests waiting when it starts (and each request's choices and prompts) are decoded
+// together, one engine run per step for all of them. A batch's sinks run on the thread of the
+// request that started it, so a client that reads slowly holds up its batch until the write
+// timeout.
 #pragma once
 
 #include <atomic>
@@ -120,8 +122,8 @@ struct openai_options {
   // Answers (sequences) decoded in one batch on the local engine, requests that arrive while
   // the model is busy merged into the next batch up to this many (and up to 64k tokens of
   // context among them: a KV cache may be held for each sequence's whole context; a request
-  // asking for more runs in turns); on the grid, requests for one model run one after another
-  // (its back ends take one completion at a time).
+  // asking for more runs in turns). Back ends that take completions at once (the grid) run
+  // every request as it comes.
   size_t max_batch = 32;
 };
 

@@ -4,10 +4,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <atomic>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 using namespace gpugrid;
@@ -59,7 +62,22 @@ class fake_backend : public llm::completion_backend {
  public:
   expected<llm::completion_stats> complete(const llm::completion_request& r, const llm::token_sink& sink,
                                            const llm::cancel_check& cancelled) override {
-    requests.push_back(r);
+    {
+      std::lock_guard<std::mutex> l(mu);
+      requests.push_back(r);
+    }
+    struct count {
+      fake_backend* b;
+      explicit count(fake_backend* self) : b(self) {
+        int now = ++b->running;
+        for (int m = b->most_running; now > m && !b->most_running.compare_exchange_weak(m, now);) {}
+      }
+      ~count() { --b->running; }
+    } counted(this);
+    // Waits (up to 10 s) until `rendezvous` completions have run at once: only a caller that
+    // runs them concurrently gets there.
+    for (int i = 0; i < 1000 && most_running < rendezvous; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (most_running < rendezvous) return status(error_kind::io, "the other completions never came");
     if (fail_with) return *fail_with;
     llm::completion_stats st;
     st.prompt_tokens = static_cast<int64_t>(r.prompt_ids.size());
@@ -85,9 +103,14 @@ class fake_backend : public llm::completion_backend {
     st.cost = 0.5;
     return st;
   }
+  bool concurrent() const override { return takes_many; }
+  std::mutex mu;
   std::vector<llm::completion_request> requests;
   std::optional<status> fail_with;
-  int64_t decoded = 0;
+  std::atomic<int64_t> decoded{0};
+  bool takes_many = false;
+  int rendezvous = 0;
+  std::atomic<int> running{0}, most_running{0};
 };
 
 class fake_stream : public response_stream {
@@ -315,6 +338,27 @@ TEST_CASE("openai service: requests for one model take turns, and one whose clie
   CHECK(blocker.done);
   CHECK(f.call("POST", "/v1/completions", R"({"model":"m","prompt":"ab","max_tokens":1})").status == 200);
   CHECK(f.backend->requests.size() == 1);
+}
+
+TEST_CASE("openai service: a back end that takes completions at once runs a model's requests at once", "[serve][openai]") {
+  fixture f;
+  f.backend->takes_many = true;  // as the grid's client does
+  f.backend->rendezvous = 3;
+  std::vector<int> codes(3, 0);
+  std::vector<std::string> texts(3);
+  std::vector<std::thread> ts;
+  for (int k = 0; k < 3; ++k)
+    ts.emplace_back([&, k] {
+      auto r = f.call("POST", "/v1/chat/completions",
+                      fmt::format(R"({{"model":"m","messages":[{{"role":"user","content":"q{}"}}],"max_tokens":{}}})", k, 2 + k));
+      codes[k] = r.status;
+      if (r.status == 200) texts[k] = body_of(r)["choices"][0]["message"]["content"];
+    });
+  for (auto& t : ts) t.join();
+  CHECK(codes == std::vector<int>{200, 200, 200});
+  CHECK(texts == std::vector<std::string>{"ab", "abc", "abcd"});
+  CHECK(f.backend->most_running == 3);
+  CHECK(f.service->stats().batches == 3);
 }
 
 TEST_CASE("openai service: jobs waiting together run as one batch, in order, within the limit", "[serve][openai]") {

@@ -132,6 +132,30 @@ assert len(rs) == 2, rs
 assert rs[0]["generated_tokens"] == int(out["usage"]), (rs[0], out)
 assert int(out["received"]) <= rs[1]["generated_tokens"] < 100, (rs[1], out)
 EOF
+# Four requests at once through one serve process: each answer is the one it gets alone, and
+# each is paid once, for its own tokens.
+"$py" - "http://$addr/v1" >"$tmp/together.out" 2>&1 <<'EOF' || fail "--peer, four at once: $(tail -3 "$tmp/together.out")"
+import concurrent.futures, sys
+import openai
+c = openai.OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
+def ask(k):
+    r = c.chat.completions.create(model="chat", messages=[{"role": "user", "content": f"Question {k}"}],
+                                  max_tokens=6 + k, temperature=0)
+    return r.choices[0].message.content, r.usage.completion_tokens
+alone = [ask(k) for k in range(4)]
+with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    together = list(pool.map(ask, range(4)))
+assert together == alone, (together, alone)
+print(sum(n for _, n in alone + together))
+EOF
+sleep 1
+"$bin" ledger show --json >"$tmp/peer_ledger.json" 2>&1 || fail "ledger show: $(cat "$tmp/peer_ledger.json")"
+"$py" - "$tmp/peer_ledger.json" "$(tail -1 "$tmp/together.out")" <<'EOF' || fail "--peer ledger, four at once: $(cat "$tmp/peer_ledger.json")"
+import json, sys
+rs = sorted((r for r in json.load(open(sys.argv[1])) if r["kind"] == "generation"), key=lambda r: r["index"])
+assert len(rs) == 2 + 8, len(rs)
+assert sum(r["generated_tokens"] for r in rs[2:]) == int(sys.argv[2]), (rs[2:], sys.argv[2])
+EOF
 stop_serve peer
 
 [ "$failures" -eq 0 ] || exit 1
