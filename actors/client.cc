@@ -188,16 +188,18 @@ void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vecto
       case action_kind::send_job: {
         // A bid with chain terms is paid with a voucher that travels with the job.
         size_t at = a.attempt;
+        std::unique_lock<std::mutex> in_order;  // the voucher, then the job into the provider's queue
         if (a.bid.terms) {
           std::string why;
           if (!d->options.payer) {
             why = "it is paid on a chain and this client has none configured";
-          } else if (auto v = d->options.payer->pay(p->key, *a.bid.terms); !v) {
-            why = "cannot pay it: " + v.error().message();
           } else {
-            d->vouchers[a.provider] = *v;
+            in_order = std::unique_lock<std::mutex>(d->options.payer->send_order());
+            if (auto v = d->options.payer->pay(p->key, *a.bid.terms); !v) why = "cannot pay it: " + v.error().message();
+            else d->vouchers[a.provider] = *v;
           }
           if (!why.empty()) {
+            if (in_order) in_order.unlock();
             perform(self, d, d->flow.on_unpaid(at, why));
             break;
           }

@@ -393,6 +393,10 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
     sg.last_voucher = filed;
     return *v;
   };
+  // Held from making a voucher until it is sent (actors/payment.h: job_payer::send_order).
+  auto in_payment_order = [&](const segment& sg) {
+    return sg.terms && options_.payer ? std::unique_lock<std::mutex>(options_.payer->send_order()) : std::unique_lock<std::mutex>();
+  };
   auto prompt_count = [](const net::gen_prompt& p) { return static_cast<int64_t>(p.prompt_ids.size() + p.generated_ids.size()); };
 
   // Runs one prompt on one offer. Tokens that pass the checks go to `on_token`, which returns
@@ -416,6 +420,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       last_error = st.message();
       return st.kind() == error_kind::invalid_input ? ended::input_error : ended::failed;
     }
+    auto in_order = in_payment_order(sg);
     if (sg.terms) {  // the prompt's tokens are paid with it
       p.voucher = pay_to(o, sg, tokens_wei(prompt_count(p), 0, *sg.terms));
       if (!pay_error.empty()) {
@@ -423,7 +428,9 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
         return ended::failed;
       }
     }
-    if (!peer.send(p)) {
+    bool sent = peer.send(p);
+    if (in_order) in_order.unlock();
+    if (!sent) {
       last_error = "cannot send to the provider";
       return ended::failed;
     }
@@ -505,6 +512,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       // last ones when the answer is accepted), so the provider's credit is never used up.
       const int64_t got = p.score_only ? 0 : static_cast<int64_t>(sg.tokens.size());
       if (sg.terms && !f->done && got - paid_tokens >= std::max<int64_t>(1, options_.pay_every_tokens)) {
+        auto in_order = in_payment_order(sg);
         auto v = pay_to(o, sg, tokens_wei(prompt_count(p), got, *sg.terms));
         if (!pay_error.empty()) {
           last_error = "cannot pay it: " + pay_error;
@@ -839,6 +847,7 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
       u.cost = receipt_cost(rc);
       if (sg.terms) {  // the rest of what its receipt states, before the receipt goes
         ledger::token_terms tt = ledger::token_terms::unpack(rc.input_digest);
+        auto in_order = in_payment_order(sg);
         auto v = pay_to(o, sg, tokens_wei(tt.prompt_tokens, tt.generated_tokens, *sg.terms));
         if (!pay_error.empty()) note(fmt::format("cannot pay provider {} the rest: {}", short_hex(peers[o.peer].key), pay_error));
         else if (v) (void)peers[o.peer].send(net::gen_pay{sg.session, *v});

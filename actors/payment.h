@@ -14,6 +14,7 @@
 // (README "Generation on the grid", payment on a chain).
 #pragma once
 
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -30,6 +31,14 @@ class job_payer {
   // terms.payee. Fails (one line) when this wallet cannot pay there: another chain or contract
   // than configured, no open channel with that provider, a deposit that does not cover it.
   virtual expected<ledger::voucher_claim> pay(const key32& provider, const ledger::chain_terms& terms) = 0;
+
+  // Vouchers on a channel are cumulative, so a provider takes them only in the order they were
+  // made (a later one refuses an earlier one as stale). Whoever pays and then sends (jobs and
+  // generation sessions, on several threads) holds this across both.
+  std::mutex& send_order() { return send_order_; }
+
+ private:
+  std::mutex send_order_;
 };
 
 class payment_gate {
