@@ -262,7 +262,18 @@ struct provider_core::prepared_job {
   int64_t limit_ms = 0;
 };
 
-bool provider_core::prepare(const execute_request& req, execute_result& res, prepared_job& p) {
+bool provider_core::pay_before_run(const execute_request& req, execute_result& res) {
+  if (!admit_and_pay(req, res)) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (paid_ahead_.insert(req.job).second) paid_ahead_order_.push_back(req.job);
+  while (paid_ahead_order_.size() > 65536) {  // jobs that never reached a worker
+    paid_ahead_.erase(paid_ahead_order_.front());
+    paid_ahead_order_.pop_front();
+  }
+  return true;
+}
+
+bool provider_core::admit_and_pay(const execute_request& req, execute_result& res) {
   res.job = req.job;
   res.provider = id_.public_key;
   admission_facts facts;
@@ -276,6 +287,23 @@ bool provider_core::prepare(const execute_request& req, execute_result& res, pre
     status paid = options_.payment->admit(req);
     // Kind usage: the node answers "not awarded" (the client tries its next bid, and sends no model).
     if (!paid.is_ok()) return failed(res, status(error_kind::usage, "payment refused: " + paid.message())), false;
+  }
+  return true;
+}
+
+bool provider_core::prepare(const execute_request& req, execute_result& res, prepared_job& p) {
+  res.job = req.job;
+  res.provider = id_.public_key;
+  bool paid_ahead = false;
+  if (options_.payment) {
+    std::lock_guard<std::mutex> lock(mu_);
+    paid_ahead = paid_ahead_.erase(req.job) > 0;  // its order entry goes with the bound
+  }
+  if (!paid_ahead && !admit_and_pay(req, res)) return false;
+  admission_facts facts;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    facts = facts_locked(req.client, 0);
   }
   res.model_was_cached = !req.model_bytes;
   auto s = session_for(req.model_hash, req.model_bytes);
@@ -617,10 +645,23 @@ struct dispatcher_state {
   std::chrono::steady_clock::time_point timer_due;
 };
 
+// Paid on a chain, every job passes the cashier first: it checks admission and the job's
+// voucher one job at a time, in the order the jobs arrived (cumulative vouchers are taken only
+// in the order they were made), then hands the job on. Detached: a check may read the chain and
+// writes the claim to disk.
+using provider_cashier = caf::typed_actor<caf::replies_to<exec_atom, execute_request_ptr>::with<execute_result_ptr>>;
+
 struct provider_state {
   std::vector<provider_worker> workers;
   size_t next = 0;
   batch_dispatcher batcher;  // null unless batching is on
+  provider_cashier cashier;  // null unless paid on a chain
+};
+
+struct cashier_state {
+  std::vector<provider_worker> workers;
+  size_t next = 0;
+  batch_dispatcher batcher;
 };
 
 provider_worker::behavior_type worker_actor(provider_worker::pointer, std::shared_ptr<provider_core> core) {
@@ -703,11 +744,29 @@ batch_dispatcher::behavior_type dispatcher_actor(dispatcher_self self, std::shar
   };
 }
 
+provider_cashier::behavior_type cashier_actor(provider_cashier::stateful_pointer<cashier_state> self,
+                                              std::shared_ptr<provider_core> core, std::vector<provider_worker> workers,
+                                              batch_dispatcher batcher) {
+  self->state.workers = std::move(workers);
+  self->state.batcher = std::move(batcher);
+  return {
+      [self, core](exec_atom, const execute_request_ptr& req) -> caf::result<execute_result_ptr> {
+        auto& st = self->state;
+        execute_result refused;
+        if (!core->pay_before_run(*req, refused)) return execute_result_ptr(std::make_shared<const execute_result>(std::move(refused)));
+        if (st.batcher) return self->delegate(st.batcher, exec_atom::value, req);
+        return self->delegate(st.workers[st.next++ % st.workers.size()], exec_atom::value, req);
+      },
+  };
+}
+
 provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<provider_state> self,
                                              std::shared_ptr<provider_core> core, int slots) {
   for (int i = 0; i < slots; ++i) self->state.workers.push_back(self->spawn<caf::detached + caf::linked>(worker_actor, core));
   if (core->batching().enabled())
     self->state.batcher = self->spawn<caf::linked>(dispatcher_actor, core, self->state.workers);
+  if (core->pays_on_chain())
+    self->state.cashier = self->spawn<caf::detached + caf::linked>(cashier_actor, core, self->state.workers, self->state.batcher);
   return {
       [core](info_atom) -> provider_info_ptr { return std::make_shared<const provider_info>(core->info()); },
       [core](bid_atom, const bid_request_ptr& req) -> bid_reply_ptr {
@@ -715,6 +774,7 @@ provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<pr
       },
       [self](exec_atom, const execute_request_ptr& req) -> caf::result<execute_result_ptr> {
         auto& st = self->state;
+        if (st.cashier) return self->delegate(st.cashier, exec_atom::value, req);
         if (st.batcher) return self->delegate(st.batcher, exec_atom::value, req);
         provider_worker w = st.workers[st.next++ % st.workers.size()];
         return self->delegate(w, exec_atom::value, req);

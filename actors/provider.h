@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <caf/fwd.hpp>
@@ -86,6 +87,12 @@ class provider_core {
   bid_reply bid(const bid_request& req);
   // Runs one job (blocking; call from a worker thread). Never throws.
   execute_result execute(const execute_request& req);
+  // Paid on a chain (provider_options::payment): admission and the job's voucher, checked before
+  // the job is queued, one job at a time in arrival order (spawn_provider's cashier): vouchers on
+  // a channel are cumulative, and one checked after a later one is refused as stale. False, with
+  // `res` failed, when the job is refused; execute() does not check a job paid here again.
+  bool pays_on_chain() const { return static_cast<bool>(options_.payment); }
+  bool pay_before_run(const execute_request& req, execute_result& res);
   // Runs jobs that share a batch_signature (blocking; a worker thread): each is admitted,
   // priced and checked as execute() does, those that may be merged run as one execution whose
   // outputs are split back (a merged run that fails is redone job by job), and each gets its
@@ -140,6 +147,8 @@ class provider_core {
   execute_result run_prepared(const execute_request& req, execute_result& res, const prepared_job& p);
   execute_result finish(const execute_request& req, execute_result& res, std::vector<tensor> outputs);
   execute_result failed(execute_result& res, const status& st);
+  // Admission, the inputs' digest and the payment: prepare()'s first stage.
+  bool admit_and_pay(const execute_request& req, execute_result& res);
   bool batchable(const digest32& hash, const session& s);  // model_allows_batching, cached
 
   keypair id_;
@@ -169,6 +178,8 @@ class provider_core {
   // The facts admission decides on (actors/admission.h). Under mu_.
   admission_facts facts_locked(const key32& client, int64_t model_bytes) const;
   std::map<digest32, bool> batchable_;           // per model: model_allows_batching()
+  std::set<job_id> paid_ahead_;                  // paid by pay_before_run, not yet prepared
+  std::deque<job_id> paid_ahead_order_;          // the same, oldest first (the set's bound)
 
   std::atomic<bool> ledger_failed_{false};
   std::string ledger_error_;                   // under mu_
@@ -177,7 +188,8 @@ class provider_core {
 };
 
 // Spawns the actor shell, a provider_actor (actors/atoms.h): bids, receipts and info answered
-// at once, jobs handed to one detached worker per slot, cancellation through the job's flag.
+// at once, jobs handed to one detached worker per slot (paid on a chain: through the cashier,
+// which checks their vouchers one at a time in arrival order), cancellation through the job's flag.
 provider_actor spawn_provider(caf::actor_system& sys, std::shared_ptr<provider_core> core);
 
 }  // namespace gpugrid::grid
