@@ -297,7 +297,7 @@ bool provider_core::prepare(const execute_request& req, execute_result& res, pre
   bool paid_ahead = false;
   if (options_.payment) {
     std::lock_guard<std::mutex> lock(mu_);
-    paid_ahead = paid_ahead_.erase(req.job) > 0;  // its order entry goes with the bound
+    paid_ahead = paid_ahead_.erase(req.job) > 0;  // (paid_ahead_order_ forgets it at its bound)
   }
   if (!paid_ahead && !admit_and_pay(req, res)) return false;
   admission_facts facts;
@@ -651,17 +651,22 @@ struct dispatcher_state {
 // writes the claim to disk.
 using provider_cashier = caf::typed_actor<caf::replies_to<exec_atom, execute_request_ptr>::with<execute_result_ptr>>;
 
-struct provider_state {
+// Where a job goes to run: the batcher when batching is on, else the next worker in turn.
+struct job_route {
   std::vector<provider_worker> workers;
   size_t next = 0;
   batch_dispatcher batcher;  // null unless batching is on
-  provider_cashier cashier;  // null unless paid on a chain
 };
 
-struct cashier_state {
-  std::vector<provider_worker> workers;
-  size_t next = 0;
-  batch_dispatcher batcher;
+template <class Self>
+caf::result<execute_result_ptr> hand_on(Self* self, job_route& r, const execute_request_ptr& req) {
+  if (r.batcher) return self->delegate(r.batcher, exec_atom::value, req);
+  return self->delegate(r.workers[r.next++ % r.workers.size()], exec_atom::value, req);
+}
+
+struct provider_state {
+  job_route route;
+  provider_cashier cashier;  // null unless paid on a chain
 };
 
 provider_worker::behavior_type worker_actor(provider_worker::pointer, std::shared_ptr<provider_core> core) {
@@ -744,40 +749,32 @@ batch_dispatcher::behavior_type dispatcher_actor(dispatcher_self self, std::shar
   };
 }
 
-provider_cashier::behavior_type cashier_actor(provider_cashier::stateful_pointer<cashier_state> self,
-                                              std::shared_ptr<provider_core> core, std::vector<provider_worker> workers,
-                                              batch_dispatcher batcher) {
-  self->state.workers = std::move(workers);
-  self->state.batcher = std::move(batcher);
+provider_cashier::behavior_type cashier_actor(provider_cashier::stateful_pointer<job_route> self,
+                                              std::shared_ptr<provider_core> core, job_route route) {
+  self->state = std::move(route);
   return {
       [self, core](exec_atom, const execute_request_ptr& req) -> caf::result<execute_result_ptr> {
-        auto& st = self->state;
         execute_result refused;
         if (!core->pay_before_run(*req, refused)) return execute_result_ptr(std::make_shared<const execute_result>(std::move(refused)));
-        if (st.batcher) return self->delegate(st.batcher, exec_atom::value, req);
-        return self->delegate(st.workers[st.next++ % st.workers.size()], exec_atom::value, req);
+        return hand_on(self, self->state, req);
       },
   };
 }
 
 provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<provider_state> self,
                                              std::shared_ptr<provider_core> core, int slots) {
-  for (int i = 0; i < slots; ++i) self->state.workers.push_back(self->spawn<caf::detached + caf::linked>(worker_actor, core));
-  if (core->batching().enabled())
-    self->state.batcher = self->spawn<caf::linked>(dispatcher_actor, core, self->state.workers);
-  if (core->pays_on_chain())
-    self->state.cashier = self->spawn<caf::detached + caf::linked>(cashier_actor, core, self->state.workers, self->state.batcher);
+  job_route& route = self->state.route;
+  for (int i = 0; i < slots; ++i) route.workers.push_back(self->spawn<caf::detached + caf::linked>(worker_actor, core));
+  if (core->batching().enabled()) route.batcher = self->spawn<caf::linked>(dispatcher_actor, core, route.workers);
+  if (core->pays_on_chain()) self->state.cashier = self->spawn<caf::detached + caf::linked>(cashier_actor, core, route);
   return {
       [core](info_atom) -> provider_info_ptr { return std::make_shared<const provider_info>(core->info()); },
       [core](bid_atom, const bid_request_ptr& req) -> bid_reply_ptr {
         return std::make_shared<const bid_reply>(core->bid(*req));
       },
       [self](exec_atom, const execute_request_ptr& req) -> caf::result<execute_result_ptr> {
-        auto& st = self->state;
-        if (st.cashier) return self->delegate(st.cashier, exec_atom::value, req);
-        if (st.batcher) return self->delegate(st.batcher, exec_atom::value, req);
-        provider_worker w = st.workers[st.next++ % st.workers.size()];
-        return self->delegate(w, exec_atom::value, req);
+        if (self->state.cashier) return self->delegate(self->state.cashier, exec_atom::value, req);
+        return hand_on(self, self->state.route, req);
       },
       [core](receipt_atom, const receipt_ptr& r) -> int32_t {
         return static_cast<int32_t>(receipt_answer_of(core->accept_receipt(*r)));

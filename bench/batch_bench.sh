@@ -13,6 +13,8 @@
 #   ROUNDS              alternating rounds (default 1)
 #   IN_FLIGHT_PER_PROVIDER (default 2, the client's own default), OFFER_FLAGS (extra flags for
 #                       every `offer`, e.g. "--batch-max 1" to turn dynamic batching off)
+#   WORK_DIR            where the inputs, outputs and data dirs go (default: a folder under
+#                       TMPDIR); /dev/shm leaves the file system's cost out
 # Prints one JSON line per setup and round.
 set -uo pipefail
 bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
@@ -21,7 +23,7 @@ pmax=${3:-4}
 loop_runs=${4:-50}
 rounds=${ROUNDS:-1}
 src="$(cd "$(dirname "$0")/.." && pwd)"
-tmp="$(mktemp -d)"
+tmp="$(mktemp -d ${WORK_DIR:+-p "$WORK_DIR"})"
 pids=()
 cgroups=()
 cleanup() {
