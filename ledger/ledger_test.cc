@@ -86,6 +86,15 @@ TEST_CASE("receipts round-trip and their signatures bind every field", "[ledger]
   tampered.price_micros += 1;
   CHECK_FALSE(verify_receipt(tampered).is_ok());
   CHECK_FALSE(receipt::parse(r.canonical_bytes().substr(1), "test").has_value());
+  // A provider knows its own signature by making it again.
+  CHECK(provider_signature_is(r, provider.sk));
+  CHECK_FALSE(provider_signature_is(tampered, provider.sk));
+  CHECK_FALSE(provider_signature_is(r, client.sk));
+  for (uint8_t job = 2; job < 40; ++job) {  // signatures over other fields never match
+    receipt other = make_receipt(client, provider, 1500, job);
+    other.provider_sig = r.provider_sig;
+    CHECK_FALSE(provider_signature_is(other, provider.sk));
+  }
 }
 
 TEST_CASE("the ledger appends, verifies and balances", "[ledger]") {

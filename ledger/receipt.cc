@@ -169,6 +169,12 @@ status verify_client_signature(const receipt& r) {
   return status::ok();
 }
 
+bool provider_signature_is(const receipt& r, const std::array<uint8_t, 64>& secret_key) {
+  receipt mine = r;
+  sign_as_provider(mine, secret_key);
+  return sodium_memcmp(mine.provider_sig.data(), r.provider_sig.data(), r.provider_sig.size()) == 0;
+}
+
 status verify_receipt(const receipt& r) {
   GG_RETURN_IF_ERROR(verify_provider_signature(r));
   return verify_client_signature(r);
