@@ -148,7 +148,7 @@ void unpaid_book::forget(const job_id& job) {
 
 status unpaid_book::append(const std::string& line) {
   if (path_.empty()) {  // in memory: only the order list needs trimming now and then
-    if (++lines_ > 64 && lines_ > 4 * jobs_.size()) return compact();
+    if (++lines_ > compact_after_lines && lines_ > 4 * jobs_.size()) return compact();
     return status::ok();
   }
   int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
@@ -159,7 +159,7 @@ status unpaid_book::append(const std::string& line) {
   if (n != static_cast<ssize_t>(line.size()))
     return status(error_kind::io, fmt::format("cannot write {}: {}", path_, n < 0 ? std::strerror(err) : "short write"));
   ++lines_;
-  if (lines_ > 64 && lines_ > 4 * jobs_.size()) return compact();
+  if (lines_ > compact_after_lines && lines_ > 4 * jobs_.size()) return compact();
   return status::ok();
 }
 

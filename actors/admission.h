@@ -86,6 +86,10 @@ award_decision admit_award(const award_facts& f);
 class unpaid_book {
  public:
   static constexpr size_t max_jobs = 65536;
+  // The file is rewritten with only the unpaid jobs once it has this many lines and four times
+  // as many as there are unpaid jobs (each rewrite is a new file and an fsync: at 64 lines a
+  // busy provider made one every 32 jobs).
+  static constexpr size_t compact_after_lines = 4096;
   // path empty: in memory only. is_recorded: whether the ledger already holds a job (may be empty).
   static expected<unpaid_book> open(const std::string& path,
                                     const std::function<bool(const job_id&)>& is_recorded = {});
