@@ -9,6 +9,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <caf/all.hpp>
 
@@ -52,100 +55,157 @@ expected<std::unique_ptr<receipt_outbox>> receipt_outbox::open(const std::string
   return o;
 }
 
-expected<std::vector<ledger::receipt>> receipt_outbox::read_locked() const {
-  std::vector<ledger::receipt> out;
-  int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return out;
-    return io_error("cannot read '{}': {}", path_, std::strerror(errno));
-  }
+namespace {
+
+bool is_tombstone(const std::string& slot) {
+  return std::all_of(slot.begin(), slot.end(), [](char c) { return c == 0; });
+}
+
+// The file's fixed-size slots as they are: a receipt, or nothing (a removed one, or bytes that
+// do not parse). `whole` is the bytes in whole slots (a torn append leaves a partial one after).
+struct slots {
+  std::vector<std::optional<ledger::receipt>> at;
+  off_t whole = 0;
+};
+
+expected<slots> read_slots(int fd, const std::string& path) {
+  slots out;
   std::string buf(ledger::receipt_size, '\0');
-  for (;;) {
+  for (off_t off = 0;; off += static_cast<off_t>(buf.size())) {
     size_t got = 0;
     while (got < buf.size()) {
-      ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
+      ssize_t n = ::pread(fd, buf.data() + got, buf.size() - got, off + static_cast<off_t>(got));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
+      if (n < 0) return io_error("cannot read '{}': {}", path, std::strerror(errno));
+      if (n == 0) break;
       got += static_cast<size_t>(n);
     }
-    if (got < buf.size()) break;  // the end (a partial record cannot occur: writes are renames)
-    auto r = ledger::receipt::parse(buf, path_);
-    if (r) out.push_back(std::move(r).value());
-    if (out.size() > 2 * max_pending) break;
+    if (got < buf.size()) break;
+    out.whole = off + static_cast<off_t>(buf.size());
+    if (is_tombstone(buf)) {
+      out.at.emplace_back();
+      continue;
+    }
+    auto r = ledger::receipt::parse(buf, path);
+    out.at.push_back(r ? std::optional<ledger::receipt>(std::move(r).value()) : std::nullopt);
+    if (out.at.size() > 4 * receipt_outbox::max_pending) break;
   }
-  ::close(fd);
   return out;
 }
+
+status write_at(int fd, const std::string& bytes, off_t off, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::pwrite(fd, bytes.data() + done, bytes.size() - done, off + static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return io_error("cannot write '{}': {}", path, std::strerror(n < 0 ? errno : ENOSPC));
+    done += static_cast<size_t>(n);
+  }
+  return status::ok();
+}
+
+class open_file {
+ public:
+  open_file(const std::string& path, int flags) : fd_(::open(path.c_str(), flags | O_CLOEXEC, 0600)) {}
+  ~open_file() { if (fd_ >= 0) ::close(fd_); }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
 
 expected<std::vector<ledger::receipt>> receipt_outbox::pending() const {
   std::lock_guard<std::mutex> lk(mu_);
   lock_file l(lock_path_);
   if (!l.ok()) return io_error("cannot lock '{}': {}", lock_path_, std::strerror(l.error()));
-  return read_locked();
+  std::vector<ledger::receipt> out;
+  open_file f(path_, O_RDONLY);
+  if (f.fd() < 0) {
+    if (errno == ENOENT) return out;
+    return io_error("cannot read '{}': {}", path_, std::strerror(errno));
+  }
+  GG_ASSIGN_OR_RETURN(slots got, read_slots(f.fd(), path_));
+  for (auto& r : got.at)
+    if (r) out.push_back(std::move(*r));
+  return out;
 }
 
-template <typename F>
-status receipt_outbox::change(F&& edit) {
-  std::lock_guard<std::mutex> lk(mu_);
-  lock_file l(lock_path_);
-  if (!l.ok()) return io_error("cannot lock '{}': {}", lock_path_, std::strerror(l.error()));
-  auto list = read_locked();
-  if (!list) return list.error();
-  if (!edit(*list)) return status::ok();
-  if (list->size() > max_pending) list->erase(list->begin(), list->end() - static_cast<std::ptrdiff_t>(max_pending));
-  if (list->empty()) {
-    if (::unlink(path_.c_str()) != 0 && errno != ENOENT) return io_error("cannot remove '{}': {}", path_, std::strerror(errno));
-    return status::ok();
-  }
+status receipt_outbox::rewrite_locked(const std::vector<ledger::receipt>& list) {
   std::string bytes;
-  for (const auto& r : *list) bytes += r.canonical_bytes();
+  for (const auto& r : list) bytes += r.canonical_bytes();
   std::string tmp = path_ + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return io_error("cannot write '{}': {}", tmp, std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = n < 0 ? errno : ENOSPC;
-      ::close(fd);
+  {
+    open_file f(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+    if (f.fd() < 0) return io_error("cannot write '{}': {}", tmp, std::strerror(errno));
+    status st = write_at(f.fd(), bytes, 0, tmp);
+    if (st.is_ok() && ::fsync(f.fd()) != 0) st = io_error("cannot sync '{}': {}", tmp, std::strerror(errno));
+    if (!st.is_ok()) {
       ::unlink(tmp.c_str());
-      return io_error("cannot write '{}': {}", tmp, std::strerror(err));
+      return st;
     }
-    done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return io_error("cannot sync '{}': {}", tmp, std::strerror(err));
-  }
-  ::close(fd);
   if (::rename(tmp.c_str(), path_.c_str()) != 0) return io_error("cannot replace '{}': {}", path_, std::strerror(errno));
-  int dfd = ::open(std::filesystem::path(path_).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
+  open_file d(std::filesystem::path(path_).parent_path().string(), O_RDONLY | O_DIRECTORY);
+  if (d.fd() >= 0) (void)::fsync(d.fd());
   return status::ok();
 }
 
 status receipt_outbox::add(const ledger::receipt& r) {
-  return change([&](std::vector<ledger::receipt>& list) {
-    for (auto& x : list)
-      if (same_job(x, r.job_id, r.provider_key)) { x = r; return true; }
+  std::lock_guard<std::mutex> lk(mu_);
+  lock_file l(lock_path_);
+  if (!l.ok()) return io_error("cannot lock '{}': {}", lock_path_, std::strerror(l.error()));
+  open_file f(path_, O_RDWR | O_CREAT);
+  if (f.fd() < 0) return io_error("cannot open '{}': {}", path_, std::strerror(errno));
+  GG_ASSIGN_OR_RETURN(slots got, read_slots(f.fd(), path_));
+  off_t at = got.whole;  // after the last whole slot: a torn append from a crash is overwritten
+  size_t live = 0;
+  for (size_t i = 0; i < got.at.size(); ++i) {
+    if (!got.at[i]) continue;
+    ++live;
+    if (same_job(*got.at[i], r.job_id, r.provider_key)) at = static_cast<off_t>(i * ledger::receipt_size);
+  }
+  if (at == got.whole && live >= max_pending) {  // full: the oldest go (they stay in the ledger)
+    std::vector<ledger::receipt> list;
+    for (auto& x : got.at)
+      if (x) list.push_back(std::move(*x));
     list.push_back(r);
-    return true;
-  });
+    list.erase(list.begin(), list.end() - static_cast<std::ptrdiff_t>(max_pending));
+    return rewrite_locked(list);
+  }
+  GG_RETURN_IF_ERROR(write_at(f.fd(), r.canonical_bytes(), at, path_));
+  if (at == got.whole && ::ftruncate(f.fd(), at + static_cast<off_t>(ledger::receipt_size)) != 0)
+    return io_error("cannot cut '{}': {}", path_, std::strerror(errno));
+  if (::fsync(f.fd()) != 0) return io_error("cannot sync '{}': {}", path_, std::strerror(errno));
+  return status::ok();
 }
 
 status receipt_outbox::remove(const std::array<uint8_t, 16>& job_id, const key32& provider) {
-  return change([&](std::vector<ledger::receipt>& list) {
-    size_t before = list.size();
-    list.erase(std::remove_if(list.begin(), list.end(), [&](const ledger::receipt& x) { return same_job(x, job_id, provider); }),
-               list.end());
-    return list.size() != before;
-  });
+  std::lock_guard<std::mutex> lk(mu_);
+  lock_file l(lock_path_);
+  if (!l.ok()) return io_error("cannot lock '{}': {}", lock_path_, std::strerror(l.error()));
+  open_file f(path_, O_RDWR);
+  if (f.fd() < 0) {
+    if (errno == ENOENT) return status::ok();
+    return io_error("cannot open '{}': {}", path_, std::strerror(errno));
+  }
+  GG_ASSIGN_OR_RETURN(slots got, read_slots(f.fd(), path_));
+  std::optional<size_t> found;
+  for (size_t i = 0; i < got.at.size() && !found; ++i)
+    if (got.at[i] && same_job(*got.at[i], job_id, provider)) found = i;
+  if (!found) return status::ok();
+  got.at[*found].reset();
+  // Its slot is zeroed, and the file cut after the last receipt still pending. Not synced: a
+  // removal a crash loses only sends that receipt again, which its provider answers as recorded.
+  size_t keep = got.at.size();
+  while (keep > 0 && !got.at[keep - 1]) --keep;
+  if (keep <= *found) {
+    if (::ftruncate(f.fd(), static_cast<off_t>(keep * ledger::receipt_size)) != 0)
+      return io_error("cannot cut '{}': {}", path_, std::strerror(errno));
+    return status::ok();
+  }
+  return write_at(f.fd(), std::string(ledger::receipt_size, '\0'), static_cast<off_t>(*found * ledger::receipt_size), path_);
 }
 
 net::receipt_status receipt_answer_of(const status& st) {

@@ -3,11 +3,15 @@
 // for good), and is sent again on later jobs and later runs until then. A provider that crashed
 // before its ledger append therefore still gets every receipt that the client's ledger holds.
 //
-// File: <dir>/receipts.pending, the pending receipts' canonical bytes back to back. Every change
-// rereads it and writes it anew (temporary file, fsync, rename) under an exclusive flock on
-// <dir>/receipts.lock, so runs that share a data dir see each other's changes and a crash
-// leaves either the old or the new list. At most max_pending receipts are kept; past that the
-// oldest are dropped (they remain in the client's ledger, as evidence for settlement).
+// File: <dir>/receipts.pending, slots of ledger::receipt_size bytes, each a pending receipt's
+// canonical bytes or zeros (a removed one). Every change rereads it under an exclusive flock on
+// <dir>/receipts.lock, so runs that share a data dir see each other's changes. An add writes
+// into the file (the receipt's old slot, or one after the last whole slot, so that an append a
+// crash tore is overwritten) and fsyncs; a removal zeroes its slot, or cuts the file when no
+// receipt follows, without an fsync (a removal a crash loses only sends that receipt again).
+// At most max_pending receipts are kept; past that the oldest are dropped (they remain in the
+// client's ledger, as evidence for settlement), by rewriting the file (temporary file, fsync,
+// rename).
 // Thread-safety: one object may be used from several threads (calls serialize on the lock).
 #pragma once
 
@@ -41,8 +45,8 @@ class receipt_outbox {
 
  private:
   receipt_outbox() = default;
-  template <typename F> status change(F&& edit);
-  expected<std::vector<ledger::receipt>> read_locked() const;
+  // Writes `list` as the whole file (temporary file, fsync, rename); under the lock.
+  status rewrite_locked(const std::vector<ledger::receipt>& list);
 
   std::string path_, lock_path_;
   mutable std::mutex mu_;
