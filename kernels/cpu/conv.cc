@@ -728,13 +728,20 @@ struct packed_weights {
     });
     return groups.empty() ? nullptr : &groups;
   }
-  // W^T (K x M) packed as sgemm's right operand, for convolutions over tiny maps (see
-  // tiny_map_conv), when w is the constant it was made for.
+  // W^T packed as sgemm's right operand with its K rows in (tap, channel) order, for
+  // convolutions over tiny maps (see tiny_map_conv), when w is the constant it was made for.
   std::once_flag right_once;
   std::shared_ptr<const sgemm::packed> right;
-  const sgemm::packed* right_of(const float* w, int64_t M, int64_t K) {
+  const sgemm::packed* right_of(const float* w, int64_t M, int64_t C, int64_t taps) {
     if (!src || w != src) return nullptr;
-    std::call_once(right_once, [&] { right = sgemm::packed::right({src, 1, K}, K, M); });
+    std::call_once(right_once, [&] {
+      const int64_t K = C * taps;
+      std::vector<float> wr(static_cast<size_t>(M * K));
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t t = 0; t < taps; ++t) wr[m * K + t * C + c] = src[m * K + c * taps + t];
+      right = sgemm::packed::right({wr.data(), 1, K}, K, M);
+    });
     return right.get();
   }
   // The Winograd-transformed weights when w is the constant these were made for.
@@ -770,39 +777,57 @@ bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, in
 // squeeze-and-excite blocks among them, were slower this way, so they stay on the pointwise
 // path.) Instead, with every image's positions as rows,
 // C^T = im2col^T x W^T, the weights packed once as the right operand, and C^T transposed into
-// the output. Needs constant weights; false when it does not apply or scratch memory could not
-// be had (the caller then takes the other paths).
+// the output. The rows of im2col^T run over (tap, channel): each image is first copied to a
+// zero-padded [position][channel] layout, so a row is one run of C floats per tap. Needs
+// constant weights; false when it does not apply or scratch memory could not be had (the
+// caller then takes the other paths).
 constexpr int64_t kTinyMap = 16;
 
 bool tiny_map_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, const float* bias,
                    const activation_spec& act, const sgemm::packed* wT, float* out) {
   const window_geom& g = cs.g;
-  const int64_t S = g.out_size(), K = cs.C * g.k_size(), M = cs.M, rows = cs.N * S;
-  if (rows * (K + M) > kMaxPaddedFloats) return false;
-  float* A = nn::scratch<float>(1, static_cast<size_t>(rows * (K + M)));
-  if (!A) return false;
-  float* Ct = A + rows * K;
-  const int64_t D = g.in[0], H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
-  // A[n * S + s][(c, kd, kh, kw)] = the input under tap (kd, kh, kw) of output s, or 0.
-  for (int64_t n = 0; n < cs.N; ++n)
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t od = s / (OH * OW), oh = (s / OW) % OH, ow = s % OW;
-      float* a = A + (n * S + s) * K;
-      for (int64_t c = 0; c < cs.C; ++c) {
-        const float* xc = x + (n * cs.C + c) * D * H * W;
-        for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-          const int64_t id = od * g.s[0] - g.pb[0] + kd * g.d[0];
-          for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-            const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
-            for (int64_t kw = 0; kw < g.k[2]; ++kw, ++a) {
-              const int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
-              const bool inside = id >= 0 && id < D && ih >= 0 && ih < H && iw >= 0 && iw < W;
-              *a = inside ? xc[(id * H + ih) * W + iw] : 0.f;
-            }
+  const int64_t C = cs.C, S = g.out_size(), K = C * g.k_size(), M = cs.M, rows = cs.N * S;
+  const int64_t D = g.in[0], H = g.in[1], W = g.in[2], OD = g.out[0], OH = g.out[1], OW = g.out[2];
+  // The part of the padded image the windows read.
+  const int64_t Dp = (OD - 1) * g.s[0] + (g.k[0] - 1) * g.d[0] + 1;
+  const int64_t Hp = (OH - 1) * g.s[1] + (g.k[1] - 1) * g.d[1] + 1;
+  const int64_t Wp = (OW - 1) * g.s[2] + (g.k[2] - 1) * g.d[2] + 1;
+  // Copies move whole vectors: up to 7 floats past a run are read (slack after xp) and written
+  // (overwritten by the next run, or the slack after A).
+  constexpr int64_t slack = 8;
+  const int64_t xp_size = Dp * Hp * Wp * C + slack;
+  if (rows * (K + M) + slack + xp_size > kMaxPaddedFloats) return false;
+  float* A = nn::scratch<float>(1, static_cast<size_t>(rows * (K + M) + slack));
+  float* xp = nn::scratch<float>(2, static_cast<size_t>(xp_size));
+  if (!A || !xp) return false;
+  float* Ct = A + rows * K + slack;
+  zero_floats(xp + xp_size - slack, slack);
+  for (int64_t n = 0; n < cs.N; ++n) {
+    const float* xn = x + n * C * D * H * W;
+    float* q = xp;
+    for (int64_t pd = 0; pd < Dp; ++pd)
+      for (int64_t ph = 0; ph < Hp; ++ph)
+        for (int64_t pw = 0; pw < Wp; ++pw, q += C) {
+          const int64_t id = pd - g.pb[0], ih = ph - g.pb[1], iw = pw - g.pb[2];
+          if (id < 0 || id >= D || ih < 0 || ih >= H || iw < 0 || iw >= W) {
+            zero_floats(q, C);
+            continue;
           }
+          const float* xi = xn + (id * H + ih) * W + iw;
+          for (int64_t c = 0; c < C; ++c) q[c] = xi[c * D * H * W];
         }
-      }
-    }
+    // A[n * S + s][(kd, kh, kw, c)] = the input under tap (kd, kh, kw) of output s.
+    float* a = A + n * S * K;
+    for (int64_t od = 0; od < OD; ++od)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow)
+          for (int64_t kd = 0; kd < g.k[0]; ++kd)
+            for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+              const float* r = xp + ((od * g.s[0] + kd * g.d[0]) * Hp + oh * g.s[1] + kh * g.d[1]) * Wp * C;
+              for (int64_t kw = 0; kw < g.k[2]; ++kw, a += C)
+                simd::copy_floats_over(r + (ow * g.s[2] + kw * g.d[2]) * C, a, C, C + slack - 1);
+            }
+  }
   sgemm::problem q;
   q.m = rows;
   q.n = M;
@@ -882,7 +907,7 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
     if (sgemm::available()) {
       auto oom = [&] { return internal_error("{}: out of memory for the packed blocks", ctx.op().describe()); };
       if (pw && cs.group == 1 && !pointwise && S <= kTinyMap)
-        if (const sgemm::packed* wT = pw->right_of(w, cs.M, K))
+        if (const sgemm::packed* wT = pw->right_of(w, cs.M, cs.C, kprod))
           if (tiny_map_conv(ctx, cs, x, bias, act, wT, out)) return status::ok();
       if (pw && winograd::applies(g, cs.group, cs.C, cs.M)) {
         if (const winograd::weights* U = pw->winograd_of(w, cs.M, cs.C)) {
