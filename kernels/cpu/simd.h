@@ -1,6 +1,7 @@
-// Small AVX2 helpers shared by the CPU convolution kernels (conv.cc, winograd.cc): masks for a
-// partial vector, short copies and fills without a library call, the even and odd elements of
-// 16 floats (stride-2 windows), and a zero-padded copy of one image plane.
+// Small AVX2 helpers shared by the CPU convolution and matrix kernels (conv.cc, winograd.cc,
+// sgemm.cc): masks for a partial vector, short copies and fills without a library call, the
+// even and odd elements of 16 floats (stride-2 windows), an 8x8 transpose, and a zero-padded
+// copy of one image plane.
 #pragma once
 
 #include <immintrin.h>
@@ -56,6 +57,26 @@ inline __m256 evens(__m256 a, __m256 b) {
 inline __m256 odds(__m256 a, __m256 b) {
   const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
   return _mm256_permute2f128_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx), 0x31);
+}
+
+// Transposes the 8x8 block whose rows are v[0..7]: afterwards v[j] holds what was column j.
+inline void transpose8x8(__m256 v[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  v[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  v[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  v[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  v[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  v[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  v[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  v[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
 // buf[Hp x Wp] = the H x W plane x placed at row ph, column pw, zeros around it, then `slack`
