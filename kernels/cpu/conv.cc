@@ -3,8 +3,8 @@
 // Conv paths (float, in this order): a conv with one input channel per group (depthwise) runs
 // a direct kernel per output plane, vectorized over a zero-padded copy of the plane (split into
 // even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide; with constant
-// weights, a conv over a tiny output map (up to 16 positions) is one product with the images'
-// positions as rows (tiny_map_conv), a 3x3 stride-1 one with 16+ channels is Winograd F(2x2,
+// weights, a conv over a tiny output map (up to 16 positions; a 1x1 one unless its map is 8 or
+// 16 positions) is one product with the images' positions as rows (tiny_map_conv), a 3x3 stride-1 one with 16+ channels is Winograd F(2x2,
 // 3x3); a conv with at most 8 output channels and few taps runs a direct kernel
 // (direct_conv); a 1x1 stride-1 unpadded conv is one GEMM per image and group; everything else
 // is im2col + GEMM per group, the im2col panels packed straight from the image.
@@ -773,9 +773,10 @@ bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, in
 
 // Convolutions whose output maps are tiny (up to kTinyMap positions: the last stages of small
 // models, 2x2 to 4x4): W x im2col would be a product with 4 to 16 columns per image, a quarter
-// to all of one 16-wide panel of the micro-kernel. (Measured: 1x1 convolutions over tiny maps,
-// squeeze-and-excite blocks among them, were slower this way, so they stay on the pointwise
-// path.) Instead, with every image's positions as rows,
+// to all of one 16-wide panel of the micro-kernel, and an epilogue over rows shorter than a
+// vector. (Measured: 1x1 convolutions whose maps are whole vectors, 8 or 16 positions, are
+// faster on the pointwise path; over 1x1 maps, the squeeze-and-excite blocks, 2x2 or 3x3
+// ones, 2 to 4 times slower.) Instead, with every image's positions as rows,
 // C^T = im2col^T x W^T, the weights packed once as the right operand, and C^T transposed into
 // the output. The rows of im2col^T run over (tap, channel): each image is first copied to a
 // zero-padded [position][channel] layout, so a row is one run of C floats per tap. Needs
@@ -906,7 +907,7 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
   if constexpr (std::is_same_v<T, float>) {
     if (sgemm::available()) {
       auto oom = [&] { return internal_error("{}: out of memory for the packed blocks", ctx.op().describe()); };
-      if (pw && cs.group == 1 && !pointwise && S <= kTinyMap)
+      if (pw && cs.group == 1 && S <= kTinyMap && (!pointwise || S % 8 != 0))
         if (const sgemm::packed* wT = pw->right_of(w, cs.M, cs.C, kprod))
           if (tiny_map_conv(ctx, cs, x, bias, act, wT, out)) return status::ok();
       if (pw && winograd::applies(g, cs.group, cs.C, cs.M)) {

@@ -1,3 +1,6 @@
+#include <cmath>
+#include <limits>
+
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/nn_test_util.h"
 
@@ -360,6 +363,56 @@ TEST_CASE("FusedConv applies bias and activation", "[nn]") {
     for (auto& v : want) v = cpu::activation_reference(*spec, v);
     INFO(cs.act);
     check_close((*r)[0], want, 1e-4f, 1e-4f);
+  }
+}
+
+TEST_CASE("FusedConv over tiny maps keeps NaN and infinities as the definition does", "[nn]") {
+  // Output maps of up to 16 positions, 1x1 kernels among them (squeeze-and-excite over 1x1
+  // maps, 2x2 and 3x3 maps through the im2col^T x W^T path, a map of 8 positions on the
+  // pointwise one), with a NaN and an infinity planted in the input.
+  struct c { shape_t x, w; int64_t stride, pad; const char* act; };
+  std::vector<c> cases = {
+      {{2, 24, 1, 1}, {40, 24, 1, 1}, 1, 0, "Sigmoid"},
+      {{2, 12, 2, 2}, {20, 12, 1, 1}, 1, 0, "Silu"},
+      {{2, 9, 3, 3}, {17, 9, 1, 1}, 1, 0, "HardSwish"},
+      {{1, 16, 2, 4}, {8, 16, 1, 1}, 1, 0, "Relu"},
+      {{2, 10, 4, 4}, {12, 10, 3, 3}, 1, 1, "Silu"},
+      {{2, 7, 3, 3}, {5, 7, 3, 3}, 2, 1, "Tanh"},
+  };
+  uint32_t seed = 800;
+  for (auto& cs : cases) {
+    tensor X = rnd(cs.x, seed++, -3, 3), W = rnd(cs.w, seed++), B = rnd({cs.w[0]}, seed++);
+    const int64_t plane = cs.x[2] * cs.x[3];
+    float* x = X.data<float>();
+    x[1 * plane] = std::numeric_limits<float>::quiet_NaN();  // image 0, channel 1, position 0
+    x[X.numel() - plane * (cs.x[1] - 2) - 1] = std::numeric_limits<float>::infinity();  // last image, channel 1, last position
+    node n = op("FusedConv", 1, 1, "com.gpugrid");
+    n.attrs["strides"] = ais({cs.stride, cs.stride});
+    n.attrs["pads"] = ais({cs.pad, cs.pad, cs.pad, cs.pad});
+    n.attrs["activation"] = as(cs.act);
+    auto spec = cpu::parse_activation(n);
+    REQUIRE(spec);
+    auto r = run(n, {X, W, B}, true);
+    REQUIRE(r);
+    shape_t s;
+    auto want = ref_conv(X, W, &B, 1, {cs.stride, cs.stride}, {}, {cs.pad, cs.pad, cs.pad, cs.pad}, &s);
+    for (auto& v : want) v = cpu::activation_reference(*spec, v);
+    REQUIRE((*r)[0].shape() == s);
+    const float* got = (*r)[0].data<float>();
+    int specials = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      INFO(cs.act << " element " << i << ": got " << got[i] << ", want " << want[i]);
+      if (std::isnan(want[i])) {
+        CHECK(std::isnan(got[i]));
+        ++specials;
+      } else if (std::isinf(want[i])) {
+        CHECK(got[i] == want[i]);
+        ++specials;
+      } else {
+        CHECK(std::abs(got[i] - want[i]) <= 1e-4f + 1e-4f * std::abs(want[i]));
+      }
+    }
+    CHECK(specials > 0);
   }
 }
 
