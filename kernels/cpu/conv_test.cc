@@ -158,6 +158,11 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{2, 6, 1, 1}, {5, 6, 1, 1}, 1, {}, {}, {}, "", true},
       {{1, 2, 3, 3, 3}, {4, 2, 2, 2, 2}, 1, {}, {}, {}, "", true},
       {{1, 3, 6, 6}, {7, 3, 3, 3}, 1, {}, {2, 2}, {1, 1, 1, 1}, "", true},
+      // Up to 64 positions with at most 32 output channels take the same path: 8x8 from a
+      // stride-2 16x16, 7x7 with 32 channels, 5x9 with uneven pads.
+      {{2, 8, 16, 16}, {16, 8, 3, 3}, 1, {2, 2}, {}, {1, 1, 1, 1}, "", true},
+      {{1, 20, 7, 7}, {32, 20, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
+      {{2, 5, 6, 9}, {11, 5, 3, 3}, 1, {}, {}, {0, 1, 2, 0}, "", true},
       // Direct convolution (at most 8 output channels, few taps): stride 1 and 2, 8 channels
       // exactly, rows of 8 and more, odd pads.
       {{2, 8, 16, 16}, {8, 8, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
