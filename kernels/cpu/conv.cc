@@ -36,6 +36,7 @@ using simd::zero_floats;
 
 using nn::check_inputs;
 using nn::gemm;
+using nn::kMaxPaddedFloats;
 using nn::parallel;
 using nn::valid_taps;
 using nn::window_attrs;
@@ -288,28 +289,6 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
   }
 }
 
-// Splits a padded plane (Hp rows of Wp, `slack` readable floats after it) into its even and odd
-// columns: E and O, Hp rows of Ws = (Wp + 1) / 2 each, then `slack` zeros. 16 columns at a
-// time: a row reads up to 15 floats past its end (the next row, or the slack) and its last block
-// spills into the next row, which is written after it, or into the slack, zeroed last.
-void split_even_odd(const float* padded, int64_t Hp, int64_t Wp, int64_t slack, float* E, float* O) {
-  const int64_t Ws = (Wp + 1) / 2;
-  for (int64_t r = 0; r < Hp; ++r) {
-    const float* p = padded + r * Wp;
-    for (int64_t j = 0; j < Ws; j += 8) {
-      const __m256 a = _mm256_loadu_ps(p + 2 * j), b = _mm256_loadu_ps(p + 2 * j + 8);
-      _mm256_storeu_ps(E + r * Ws + j, simd::evens(a, b));
-      _mm256_storeu_ps(O + r * Ws + j, simd::odds(a, b));
-    }
-  }
-  simd::zero_floats(E + Hp * Ws, slack);
-  simd::zero_floats(O + Hp * Ws, slack);
-}
-
-// The most floats the padded (and split) copies of a convolution's input may take in a thread's
-// scratch memory, which is kept for the next run: larger inputs take the other paths.
-constexpr int64_t kMaxPaddedFloats = int64_t{1} << 22;  // 16 MiB
-
 // Depthwise 3x3 with stride 2 and no dilation along rows, from the padded plane split into its
 // even and odd columns (E and O, row stride Ws): a row's three taps for outputs [ow, ow + 8)
 // are the plain loads E[ow], O[ow] and E[ow + 1], no shuffles in the loop. Reads up to 9 floats
@@ -404,7 +383,7 @@ bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g
     float* E = nn::scratch<float>(3, static_cast<size_t>(2 * (Hp * Ws + slack)));
     if (!E) return false;
     float* O = E + Hp * Ws + slack;
-    split_even_odd(buf, Hp, Wp, slack, E, O);
+    simd::split_even_odd(buf, Hp, Wp, slack, E, O);
     if (k3) dw3x3_s2_rows(E, O, Ws, w, g, y, bias, lo, hi);
     else if (kW == 1) dwk_rows<2, 1>(E, O, Ws, w, g, y, bias, lo, hi);
     else if (kW == 3) dwk_rows<2, 3>(E, O, Ws, w, g, y, bias, lo, hi);
@@ -557,7 +536,7 @@ bool direct_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, con
         continue;
       }
       simd::pad_plane(xn + c * H * W, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, tmp);
-      split_even_odd(tmp, Hp, Wp, slack, planes + 2 * c * plane, planes + (2 * c + 1) * plane);
+      simd::split_even_odd(tmp, Hp, Wp, slack, planes + 2 * c * plane, planes + (2 * c + 1) * plane);
     }
     float* yn = out + n * M * S;
     // Tasks: (block of 8 channels, output row).
