@@ -788,27 +788,23 @@ bool tiny_map_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, c
   // Copies move whole vectors: up to 7 floats past a run are read (slack after xp) and written
   // (overwritten by the next run, or the slack after A).
   constexpr int64_t slack = 8;
-  const int64_t xp_size = Dp * Hp * Wp * C + slack;
-  if (rows * (K + M) + slack + xp_size > kMaxPaddedFloats) return false;
+  const int64_t xp_size = Dp * Hp * Wp * C + slack, xt_size = D * H * W * C;
+  if (rows * (K + M) + slack + xp_size + xt_size > kMaxPaddedFloats) return false;
   float* A = nn::scratch<float>(1, static_cast<size_t>(rows * (K + M) + slack));
-  float* xp = nn::scratch<float>(2, static_cast<size_t>(xp_size));
+  float* xp = nn::scratch<float>(2, static_cast<size_t>(xp_size + xt_size));
   if (!A || !xp) return false;
   float* Ct = A + rows * K + slack;
+  float* xt = xp + xp_size;  // one image as [position][channel], unpadded
   zero_floats(xp + xp_size - slack, slack);
   for (int64_t n = 0; n < cs.N; ++n) {
-    const float* xn = x + n * C * D * H * W;
-    float* q = xp;
-    for (int64_t pd = 0; pd < Dp; ++pd)
-      for (int64_t ph = 0; ph < Hp; ++ph)
-        for (int64_t pw = 0; pw < Wp; ++pw, q += C) {
-          const int64_t id = pd - g.pb[0], ih = ph - g.pb[1], iw = pw - g.pb[2];
-          if (id < 0 || id >= D || ih < 0 || ih >= H || iw < 0 || iw >= W) {
-            zero_floats(q, C);
-            continue;
-          }
-          const float* xi = xn + (id * H + ih) * W + iw;
-          for (int64_t c = 0; c < C; ++c) q[c] = xi[c * D * H * W];
-        }
+    simd::transpose_floats(x + n * C * D * H * W, D * H * W, C, D * H * W, xt, C);
+    // Each depth slice padded as a plane whose elements are runs of C floats.
+    for (int64_t pd = 0; pd < Dp; ++pd) {
+      const int64_t id = pd - g.pb[0];
+      float* slice = xp + pd * Hp * Wp * C;
+      if (id < 0 || id >= D) zero_floats(slice, Hp * Wp * C);
+      else simd::pad_plane(xt + id * H * W * C, H, W * C, g.pb[1], g.pb[2] * C, Hp, Wp * C, 0, slice);
+    }
     // A[n * S + s][(kd, kh, kw, c)] = the input under tap (kd, kh, kw) of output s.
     float* a = A + n * S * K;
     for (int64_t od = 0; od < OD; ++od)
@@ -832,9 +828,7 @@ bool tiny_map_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, c
   q.ep.bias = bias;  // per column: per output channel
   q.ep.act = act;
   if (!sgemm::run(&ctx.pool(), q)) return false;
-  for (int64_t n = 0; n < cs.N; ++n)
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t s = 0; s < S; ++s) out[(n * M + m) * S + s] = Ct[(n * S + s) * M + m];
+  for (int64_t n = 0; n < cs.N; ++n) simd::transpose_floats(Ct + n * S * M, M, S, M, out + n * M * S, S);
   return true;
 }
 

@@ -1,7 +1,7 @@
 // Small AVX2 helpers shared by the CPU convolution and matrix kernels (conv.cc, winograd.cc,
 // sgemm.cc, pool.cc): masks for a partial vector, short copies and fills without a library
-// call, the even and odd elements of 16 floats (stride-2 windows), an 8x8 transpose, a padded
-// copy of one image plane and its split into even and odd columns.
+// call, the even and odd elements of 16 floats (stride-2 windows), 8x8 and matrix transposes, a
+// padded copy of one image plane and its split into even and odd columns.
 #pragma once
 
 #include <immintrin.h>
@@ -81,6 +81,25 @@ inline void transpose8x8(__m256 v[8]) {
   v[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
   v[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
   v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: whole 8x8 blocks through
+// transpose8x8, the edges one float at a time.
+inline void transpose_floats(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+  int64_t i = 0;
+  for (; i + 8 <= rows; i += 8) {
+    int64_t j = 0;
+    for (; j + 8 <= cols; j += 8) {
+      __m256 v[8];
+      for (int64_t k = 0; k < 8; ++k) v[k] = _mm256_loadu_ps(src + (i + k) * lds + j);
+      transpose8x8(v);
+      for (int64_t k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * ldd + i, v[k]);
+    }
+    for (; j < cols; ++j)
+      for (int64_t k = i; k < i + 8; ++k) dst[j * ldd + k] = src[k * lds + j];
+  }
+  for (; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
 }
 
 // buf[Hp x Wp] = the H x W plane x placed at row ph, column pw, `fill` (zeros unless given)
