@@ -2,7 +2,9 @@
 //
 // Conv paths (float, in this order): a conv with one input channel per group (depthwise) runs
 // a direct kernel per output plane, vectorized over a zero-padded copy of the plane (split into
-// even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide; with constant
+// even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide, or, over tiny planes
+// (up to 16 outputs, or 64 in rows shorter than a vector), with the channels across the vector
+// (depthwise_tiny); with constant
 // weights, a conv over a tiny output map (up to 16 positions, or 64 with at most 32 output
 // channels; a 1x1 one unless its map is 8 or 16 positions) is one product with the images'
 // positions as rows (tiny_map_conv), a 3x3 stride-1 one with 16+ channels is Winograd F(2x2,
@@ -404,13 +406,22 @@ struct conv_shapes {
 };
 
 // Depthwise convolution (one input and one output channel per group) over tiny planes (up to
-// kTinyDepthwise output positions: the last stages of small models): a plane of 2x2 outputs
-// gives a per-plane kernel almost nothing to vectorize, so the channels go across the vector
-// instead. Per image: the input transposed to [position][channel] (channels padded to 8), then
-// every output position sums its taps over all channels, 8 at a time, with bias, and the
-// result is transposed back; the activation runs once over the image. False when scratch
-// memory could not be had.
-constexpr int64_t kTinyDepthwise = 16;
+// kTinyDepthwise output positions: the last stages of small models), kernels of up to
+// kTinyDepthwiseTaps taps: a plane of 2x2 outputs gives a per-plane kernel almost nothing to
+// vectorize, so the channels go across the vector instead. Per image: the input transposed to
+// [position][channel] (channels padded to 8), then every output position sums its taps, 8
+// channels at a time in a register, with bias, and the result is transposed back; the
+// activation runs once over the image. False when scratch memory could not be had.
+constexpr int64_t kTinyDepthwise = 16, kTinyDepthwiseTaps = 64;
+
+// Also planes of up to 64 outputs whose rows are shorter than a vector (7x7, 5x9): measured, a
+// 960-channel 3x3 over 7x7 takes 0.78 of the per-plane kernel's time, a 576-channel stride-2
+// one from 14x14 0.73; over 8x8 the per-plane kernel is as fast or faster.
+bool depthwise_tiny_applies(const window_geom& g) {
+  const int64_t S = g.out_size();
+  if (g.k_size() > kTinyDepthwiseTaps) return false;
+  return S <= kTinyDepthwise || (S <= 64 && g.out[2] < 8);
+}
 
 bool depthwise_tiny(const conv_shapes& cs, const float* x, const float* w, const float* bias,
                     const activation_spec& act, float* out) {
@@ -422,38 +433,39 @@ bool depthwise_tiny(const conv_shapes& cs, const float* x, const float* w, const
   float* wt = xt + Cp * H * W;   // [tap][channel]
   float* yt = wt + Cp * taps;    // [position][channel]
   float* bt = yt + Cp * S;       // bias per channel
-  for (int64_t t = 0; t < taps; ++t)
-    for (int64_t c = 0; c < Cp; ++c) wt[t * Cp + c] = c < C ? w[c * taps + t] : 0.f;
+  simd::transpose_floats(w, taps, C, taps, wt, Cp);
+  for (int64_t t = 0; t < taps; ++t) zero_floats(wt + t * Cp + C, Cp - C);
   for (int64_t c = 0; c < Cp; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
+  // One output's taps that land inside the image: the tap's offset in wt, the input's in xt.
+  int64_t wofs[kTinyDepthwiseTaps], xofs[kTinyDepthwiseTaps];
   for (int64_t n = 0; n < cs.N; ++n) {
-    const float* xn = x + n * C * H * W;
-    for (int64_t q = 0; q < H * W; ++q) {
-      float* d = xt + q * Cp;
-      for (int64_t c = 0; c < C; ++c) d[c] = xn[c * H * W + q];
-      for (int64_t c = C; c < Cp; ++c) d[c] = 0.f;
-    }
+    simd::transpose_floats(x + n * C * H * W, H * W, C, H * W, xt, Cp);
+    if (Cp > C)
+      for (int64_t q = 0; q < H * W; ++q) zero_floats(xt + q * Cp + C, Cp - C);
     for (int64_t oh = 0; oh < OH; ++oh)
       for (int64_t ow = 0; ow < OW; ++ow) {
-        float* y = yt + (oh * OW + ow) * Cp;
-        for (int64_t c = 0; c < Cp; c += 8) _mm256_storeu_ps(y + c, _mm256_loadu_ps(bt + c));
+        int64_t nv = 0;
         for (int64_t kh = 0; kh < kH; ++kh) {
           const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
           if (ih < 0 || ih >= H) continue;
           for (int64_t kw = 0; kw < kW; ++kw) {
             const int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
             if (iw < 0 || iw >= W) continue;
-            const float* xq = xt + (ih * W + iw) * Cp;
-            const float* wq = wt + (kh * kW + kw) * Cp;
-            for (int64_t c = 0; c < Cp; c += 8)
-              _mm256_storeu_ps(y + c, _mm256_fmadd_ps(_mm256_loadu_ps(wq + c), _mm256_loadu_ps(xq + c),
-                                                      _mm256_loadu_ps(y + c)));
+            wofs[nv] = (kh * kW + kw) * Cp;
+            xofs[nv++] = (ih * W + iw) * Cp;
           }
+        }
+        // Each block of 8 channels sums its taps in a register.
+        float* y = yt + (oh * OW + ow) * Cp;
+        for (int64_t c = 0; c < Cp; c += 8) {
+          __m256 acc = _mm256_loadu_ps(bt + c);
+          for (int64_t v = 0; v < nv; ++v)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(wt + wofs[v] + c), _mm256_loadu_ps(xt + xofs[v] + c), acc);
+          _mm256_storeu_ps(y + c, acc);
         }
       }
     apply_activation(act, yt, S * Cp);
-    float* yn = out + n * C * S;
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t q = 0; q < S; ++q) yn[c * S + q] = yt[q * Cp + c];
+    simd::transpose_floats(yt, Cp, S, C, out + n * C * S, S);
   }
   return true;
 }
@@ -867,7 +879,7 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
     if (g.k[i] != 1 || g.s[i] != 1 || g.pb[i] != 0 || g.pe[i] != 0) pointwise = false;
 
   if constexpr (std::is_same_v<T, float>) {
-    if (cs.Cg == 1 && cs.Mg == 1 && g.nsp <= 2 && !pointwise && S <= kTinyDepthwise &&
+    if (cs.Cg == 1 && cs.Mg == 1 && g.nsp <= 2 && !pointwise && depthwise_tiny_applies(g) &&
         cs.C * (g.in_size() + g.k_size() + S + 1) <= kMaxPaddedFloats)
       if (depthwise_tiny(cs, x, w, bias, act, out)) return status::ok();
     if (cs.Cg == 1 && g.nsp <= 2 && !pointwise) {

@@ -200,6 +200,11 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 4, 10, 12}, {4, 1, 5, 5}, 4, {}, {1, 2}, {2, 4, 2, 4}, "", true},
       {{1, 6, 37}, {6, 1, 5}, 6, {2}, {}, {2, 2}, "", true},
       {{1, 6, 3, 2}, {6, 1, 5, 5}, 6, {}, {}, {2, 2, 2, 2}, "", true},
+      // Depthwise over planes of up to 64 outputs in rows shorter than a vector (channels
+      // across the vector): 7x7, stride 2 from 14x14 with 5x5, 5x9 with dilation.
+      {{1, 20, 7, 7}, {20, 1, 3, 3}, 20, {}, {}, {1, 1, 1, 1}, "", true},
+      {{2, 9, 14, 13}, {9, 1, 5, 5}, 9, {2, 2}, {}, {2, 2, 2, 2}, "", true},
+      {{1, 8, 9, 7}, {8, 1, 3, 3}, 8, {}, {2, 1}, {0, 1, 2, 1}, "", true},
       // 3x3 stride 1 with 16+ channels: Winograd F(2x2, 3x3) when the weights are constant.
       {{2, 16, 9, 11}, {20, 16, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
       {{1, 32, 14, 14}, {16, 32, 3, 3}, 1, {}, {}, {0, 0, 0, 0}, "", false},
@@ -345,6 +350,7 @@ TEST_CASE("FusedConv applies bias and activation", "[nn]") {
       // Depthwise over tiny planes (channels across the vector), the activation after it; a
       // tiny map through the im2col^T x W^T path; a direct kernel with an activation after it.
       {{2, 11, 2, 2}, {11, 1, 3, 3}, 11, "HardSwish", 0, 0},
+      {{1, 20, 7, 7}, {20, 1, 3, 3}, 20, "Silu", 0, 0},
       {{1, 16, 3, 4}, {16, 1, 3, 3}, 16, "Relu", 0, 0},
       {{2, 8, 4, 4}, {12, 8, 3, 3}, 1, "Silu", 0, 0},
       {{1, 3, 10, 12}, {5, 3, 3, 3}, 1, "HardSwish", 0, 0},
