@@ -410,8 +410,9 @@ struct conv_shapes {
 // kTinyDepthwiseTaps taps: a plane of 2x2 outputs gives a per-plane kernel almost nothing to
 // vectorize, so the channels go across the vector instead. Per image: the input transposed to
 // [position][channel] (channels padded to 8), then every output position sums its taps, 8
-// channels at a time in a register, with bias, and the result is transposed back; the
-// activation runs once over the image. False when scratch memory could not be had.
+// channels at a time in a register, with bias (the positions in parallel when there are many
+// channels), and the result is transposed back; the activation runs once over each run of
+// positions. False when scratch memory could not be had.
 constexpr int64_t kTinyDepthwise = 16, kTinyDepthwiseTaps = 64;
 
 // Also planes of up to 64 outputs whose rows are shorter than a vector (7x7, 5x9): measured, a
@@ -423,7 +424,7 @@ bool depthwise_tiny_applies(const window_geom& g) {
   return S <= kTinyDepthwise || (S <= 64 && g.out[2] < 8);
 }
 
-bool depthwise_tiny(const conv_shapes& cs, const float* x, const float* w, const float* bias,
+bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, const float* w, const float* bias,
                     const activation_spec& act, float* out) {
   const window_geom& g = cs.g;
   const int64_t C = cs.C, H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], S = OH * OW;
@@ -436,14 +437,16 @@ bool depthwise_tiny(const conv_shapes& cs, const float* x, const float* w, const
   simd::transpose_floats(w, taps, C, taps, wt, Cp);
   for (int64_t t = 0; t < taps; ++t) zero_floats(wt + t * Cp + C, Cp - C);
   for (int64_t c = 0; c < Cp; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
-  // One output's taps that land inside the image: the tap's offset in wt, the input's in xt.
-  int64_t wofs[kTinyDepthwiseTaps], xofs[kTinyDepthwiseTaps];
   for (int64_t n = 0; n < cs.N; ++n) {
     simd::transpose_floats(x + n * C * H * W, H * W, C, H * W, xt, Cp);
     if (Cp > C)
       for (int64_t q = 0; q < H * W; ++q) zero_floats(xt + q * Cp + C, Cp - C);
-    for (int64_t oh = 0; oh < OH; ++oh)
-      for (int64_t ow = 0; ow < OW; ++ow) {
+    // Output positions in parallel when there are many channels (7x7 planes of 960).
+    parallel(ctx, S, std::max<int64_t>(1, 32768 / (taps * Cp)), [&](int64_t q0, int64_t q1) {
+      // One output's taps that land inside the image: the tap's offset in wt, the input's in xt.
+      int64_t wofs[kTinyDepthwiseTaps], xofs[kTinyDepthwiseTaps];
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t oh = q / OW, ow = q % OW;
         int64_t nv = 0;
         for (int64_t kh = 0; kh < kH; ++kh) {
           const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
@@ -456,7 +459,7 @@ bool depthwise_tiny(const conv_shapes& cs, const float* x, const float* w, const
           }
         }
         // Each block of 8 channels sums its taps in a register.
-        float* y = yt + (oh * OW + ow) * Cp;
+        float* y = yt + q * Cp;
         for (int64_t c = 0; c < Cp; c += 8) {
           __m256 acc = _mm256_loadu_ps(bt + c);
           for (int64_t v = 0; v < nv; ++v)
@@ -464,7 +467,8 @@ bool depthwise_tiny(const conv_shapes& cs, const float* x, const float* w, const
           _mm256_storeu_ps(y + c, acc);
         }
       }
-    apply_activation(act, yt, S * Cp);
+      apply_activation(act, yt + q0 * Cp, (q1 - q0) * Cp);
+    });
     simd::transpose_floats(yt, Cp, S, C, out + n * C * S, S);
   }
   return true;
@@ -881,7 +885,7 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
   if constexpr (std::is_same_v<T, float>) {
     if (cs.Cg == 1 && cs.Mg == 1 && g.nsp <= 2 && !pointwise && depthwise_tiny_applies(g) &&
         cs.C * (g.in_size() + g.k_size() + S + 1) <= kMaxPaddedFloats)
-      if (depthwise_tiny(cs, x, w, bias, act, out)) return status::ok();
+      if (depthwise_tiny(ctx, cs, x, w, bias, act, out)) return status::ok();
     if (cs.Cg == 1 && g.nsp <= 2 && !pointwise) {
       // Depthwise: each output plane reads one input plane.
       const int64_t planes = cs.N * cs.M;
