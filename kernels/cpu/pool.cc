@@ -239,7 +239,7 @@ class maxpool_kernel final : public kernel {
  private:
   template <typename T>
   status run_t(kernel_context& ctx, const tensor& X, const pool_setup& ps) {
-    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, X.type(), ps.out));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, X.type(), ps.out));
     tensor* ind = nullptr;
     if (ctx.num_outputs() > 1 && ctx.output_wanted(1)) {
       GG_ASSIGN_OR_RETURN(ind, ctx.output(1, dtype::i64, ps.out));
@@ -326,7 +326,7 @@ class avgpool_kernel final : public kernel {
  private:
   template <typename T>
   status run_t(kernel_context& ctx, const tensor& X, const pool_setup& ps) {
-    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, X.type(), ps.out));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, X.type(), ps.out));
     const window_geom& g = ps.g;
     const int64_t S_in = g.in_size(), S = g.out_size();
     const int64_t rows = g.out[0] * g.out[1], OW = g.out[2];
