@@ -4,13 +4,12 @@
 // a direct kernel per output plane, vectorized over a zero-padded copy of the plane (split into
 // even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide, or, over tiny planes
 // (up to 16 outputs, or 64 in rows shorter than a vector), with the channels across the vector
-// (depthwise_tiny); with constant
-// weights, a conv over a tiny output map (up to 16 positions, or 64 with at most 32 output
-// channels; a 1x1 one unless its map is 8 or 16 positions) is one product with the images'
-// positions as rows (tiny_map_conv), a 3x3 stride-1 one with 16+ channels is Winograd F(2x2,
-// 3x3); a conv with at most 8 output channels and few taps runs a direct kernel
-// (direct_conv); a 1x1 stride-1 unpadded conv is one GEMM per image and group; everything else
-// is im2col + GEMM per group, the im2col panels packed straight from the image.
+// (depthwise_tiny); with constant weights, a conv over a tiny output map (up to 16 positions,
+// or 64 with at most 32 output channels; a 1x1 one unless its map is 8 or 16 positions) is one
+// product with the images' positions as rows (tiny_map_conv), a 3x3 stride-1 one with 16+
+// channels is Winograd F(2x2, 3x3); a conv with at most 8 output channels and few taps runs a
+// direct kernel (direct_conv); a 1x1 stride-1 unpadded conv is one GEMM per image and group;
+// everything else is im2col + GEMM per group, the im2col panels packed straight from the image.
 // Bias and activation are applied to each block of output right after it is computed. float
 // products go to sgemm (sgemm.h) with the weights packed once, on the first run; without
 // AVX2/FMA, to OpenBLAS.
