@@ -2,12 +2,14 @@
 //
 // Conv paths (float, in this order): a conv with one input channel per group (depthwise) runs
 // a direct kernel per output plane, vectorized over a zero-padded copy of the plane (split into
-// even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide; with constant
-// weights, a conv over a tiny output map (up to 16 positions) is one product with the images'
-// positions as rows (tiny_map_conv), a 3x3 stride-1 one with 16+ channels is Winograd F(2x2,
-// 3x3); a conv with at most 8 output channels and few taps runs a direct kernel
-// (direct_conv); a 1x1 stride-1 unpadded conv is one GEMM per image and group; everything else
-// is im2col + GEMM per group, the im2col panels packed straight from the image.
+// even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide, or, over tiny planes
+// (up to 16 outputs, or 64 in rows shorter than a vector), with the channels across the vector
+// (depthwise_tiny); with constant weights, a conv over a tiny output map (up to 16 positions,
+// or 64 with at most 32 output channels; a 1x1 one unless its map is 8 or 16 positions) is one
+// product with the images' positions as rows (tiny_map_conv), a 3x3 stride-1 one with 16+
+// channels is Winograd F(2x2, 3x3); a conv with at most 8 output channels and few taps runs a
+// direct kernel (direct_conv); a 1x1 stride-1 unpadded conv is one GEMM per image and group;
+// everything else is im2col + GEMM per group, the im2col panels packed straight from the image.
 // Bias and activation are applied to each block of output right after it is computed. float
 // products go to sgemm (sgemm.h) with the weights packed once, on the first run; without
 // AVX2/FMA, to OpenBLAS.
@@ -35,6 +37,7 @@ using simd::zero_floats;
 
 using nn::check_inputs;
 using nn::gemm;
+using nn::kMaxPaddedFloats;
 using nn::parallel;
 using nn::valid_taps;
 using nn::window_attrs;
@@ -287,28 +290,6 @@ void dw3x3_rows(const float* buf, int64_t Wp, const float* w, const window_geom&
   }
 }
 
-// Splits a padded plane (Hp rows of Wp, `slack` readable floats after it) into its even and odd
-// columns: E and O, Hp rows of Ws = (Wp + 1) / 2 each, then `slack` zeros. 16 columns at a
-// time: a row reads up to 15 floats past its end (the next row, or the slack) and its last block
-// spills into the next row, which is written after it, or into the slack, zeroed last.
-void split_even_odd(const float* padded, int64_t Hp, int64_t Wp, int64_t slack, float* E, float* O) {
-  const int64_t Ws = (Wp + 1) / 2;
-  for (int64_t r = 0; r < Hp; ++r) {
-    const float* p = padded + r * Wp;
-    for (int64_t j = 0; j < Ws; j += 8) {
-      const __m256 a = _mm256_loadu_ps(p + 2 * j), b = _mm256_loadu_ps(p + 2 * j + 8);
-      _mm256_storeu_ps(E + r * Ws + j, simd::evens(a, b));
-      _mm256_storeu_ps(O + r * Ws + j, simd::odds(a, b));
-    }
-  }
-  simd::zero_floats(E + Hp * Ws, slack);
-  simd::zero_floats(O + Hp * Ws, slack);
-}
-
-// The most floats the padded (and split) copies of a convolution's input may take in a thread's
-// scratch memory, which is kept for the next run: larger inputs take the other paths.
-constexpr int64_t kMaxPaddedFloats = int64_t{1} << 22;  // 16 MiB
-
 // Depthwise 3x3 with stride 2 and no dilation along rows, from the padded plane split into its
 // even and odd columns (E and O, row stride Ws): a row's three taps for outputs [ow, ow + 8)
 // are the plain loads E[ow], O[ow] and E[ow + 1], no shuffles in the loop. Reads up to 9 floats
@@ -403,7 +384,7 @@ bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g
     float* E = nn::scratch<float>(3, static_cast<size_t>(2 * (Hp * Ws + slack)));
     if (!E) return false;
     float* O = E + Hp * Ws + slack;
-    split_even_odd(buf, Hp, Wp, slack, E, O);
+    simd::split_even_odd(buf, Hp, Wp, slack, E, O);
     if (k3) dw3x3_s2_rows(E, O, Ws, w, g, y, bias, lo, hi);
     else if (kW == 1) dwk_rows<2, 1>(E, O, Ws, w, g, y, bias, lo, hi);
     else if (kW == 3) dwk_rows<2, 3>(E, O, Ws, w, g, y, bias, lo, hi);
@@ -424,15 +405,25 @@ struct conv_shapes {
 };
 
 // Depthwise convolution (one input and one output channel per group) over tiny planes (up to
-// kTinyDepthwise output positions: the last stages of small models): a plane of 2x2 outputs
-// gives a per-plane kernel almost nothing to vectorize, so the channels go across the vector
-// instead. Per image: the input transposed to [position][channel] (channels padded to 8), then
-// every output position sums its taps over all channels, 8 at a time, with bias, and the
-// result is transposed back; the activation runs once over the image. False when scratch
-// memory could not be had.
-constexpr int64_t kTinyDepthwise = 16;
+// kTinyDepthwise output positions: the last stages of small models), kernels of up to
+// kTinyDepthwiseTaps taps: a plane of 2x2 outputs gives a per-plane kernel almost nothing to
+// vectorize, so the channels go across the vector instead. Per image: the input transposed to
+// [position][channel] (channels padded to 8), then every output position sums its taps, 8
+// channels at a time in a register, with bias (the positions in parallel when there are many
+// channels), and the result is transposed back; the activation runs once over each run of
+// positions. False when scratch memory could not be had.
+constexpr int64_t kTinyDepthwise = 16, kTinyDepthwiseTaps = 64;
 
-bool depthwise_tiny(const conv_shapes& cs, const float* x, const float* w, const float* bias,
+// Also planes of up to 64 outputs whose rows are shorter than a vector (7x7, 5x9): measured, a
+// 960-channel 3x3 over 7x7 takes 0.78 of the per-plane kernel's time, a 576-channel stride-2
+// one from 14x14 0.73; over 8x8 the per-plane kernel is as fast or faster.
+bool depthwise_tiny_applies(const window_geom& g) {
+  const int64_t S = g.out_size();
+  if (g.k_size() > kTinyDepthwiseTaps) return false;
+  return S <= kTinyDepthwise || (S <= 64 && g.out[2] < 8);
+}
+
+bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, const float* w, const float* bias,
                     const activation_spec& act, float* out) {
   const window_geom& g = cs.g;
   const int64_t C = cs.C, H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], S = OH * OW;
@@ -442,38 +433,42 @@ bool depthwise_tiny(const conv_shapes& cs, const float* x, const float* w, const
   float* wt = xt + Cp * H * W;   // [tap][channel]
   float* yt = wt + Cp * taps;    // [position][channel]
   float* bt = yt + Cp * S;       // bias per channel
-  for (int64_t t = 0; t < taps; ++t)
-    for (int64_t c = 0; c < Cp; ++c) wt[t * Cp + c] = c < C ? w[c * taps + t] : 0.f;
+  simd::transpose_floats(w, taps, C, taps, wt, Cp);
+  for (int64_t t = 0; t < taps; ++t) zero_floats(wt + t * Cp + C, Cp - C);
   for (int64_t c = 0; c < Cp; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
   for (int64_t n = 0; n < cs.N; ++n) {
-    const float* xn = x + n * C * H * W;
-    for (int64_t q = 0; q < H * W; ++q) {
-      float* d = xt + q * Cp;
-      for (int64_t c = 0; c < C; ++c) d[c] = xn[c * H * W + q];
-      for (int64_t c = C; c < Cp; ++c) d[c] = 0.f;
-    }
-    for (int64_t oh = 0; oh < OH; ++oh)
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        float* y = yt + (oh * OW + ow) * Cp;
-        for (int64_t c = 0; c < Cp; c += 8) _mm256_storeu_ps(y + c, _mm256_loadu_ps(bt + c));
+    simd::transpose_floats(x + n * C * H * W, H * W, C, H * W, xt, Cp);
+    if (Cp > C)
+      for (int64_t q = 0; q < H * W; ++q) zero_floats(xt + q * Cp + C, Cp - C);
+    // Output positions in parallel when there are many channels (7x7 planes of 960).
+    parallel(ctx, S, std::max<int64_t>(1, 32768 / (taps * Cp)), [&](int64_t q0, int64_t q1) {
+      // One output's taps that land inside the image: the tap's offset in wt, the input's in xt.
+      int64_t wofs[kTinyDepthwiseTaps], xofs[kTinyDepthwiseTaps];
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t oh = q / OW, ow = q % OW;
+        int64_t nv = 0;
         for (int64_t kh = 0; kh < kH; ++kh) {
           const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
           if (ih < 0 || ih >= H) continue;
           for (int64_t kw = 0; kw < kW; ++kw) {
             const int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
             if (iw < 0 || iw >= W) continue;
-            const float* xq = xt + (ih * W + iw) * Cp;
-            const float* wq = wt + (kh * kW + kw) * Cp;
-            for (int64_t c = 0; c < Cp; c += 8)
-              _mm256_storeu_ps(y + c, _mm256_fmadd_ps(_mm256_loadu_ps(wq + c), _mm256_loadu_ps(xq + c),
-                                                      _mm256_loadu_ps(y + c)));
+            wofs[nv] = (kh * kW + kw) * Cp;
+            xofs[nv++] = (ih * W + iw) * Cp;
           }
         }
+        // Each block of 8 channels sums its taps in a register.
+        float* y = yt + q * Cp;
+        for (int64_t c = 0; c < Cp; c += 8) {
+          __m256 acc = _mm256_loadu_ps(bt + c);
+          for (int64_t v = 0; v < nv; ++v)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(wt + wofs[v] + c), _mm256_loadu_ps(xt + xofs[v] + c), acc);
+          _mm256_storeu_ps(y + c, acc);
+        }
       }
-    apply_activation(act, yt, S * Cp);
-    float* yn = out + n * C * S;
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t q = 0; q < S; ++q) yn[c * S + q] = yt[q * Cp + c];
+      apply_activation(act, yt + q0 * Cp, (q1 - q0) * Cp);
+    });
+    simd::transpose_floats(yt, Cp, S, C, out + n * C * S, S);
   }
   return true;
 }
@@ -556,7 +551,7 @@ bool direct_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, con
         continue;
       }
       simd::pad_plane(xn + c * H * W, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, tmp);
-      split_even_odd(tmp, Hp, Wp, slack, planes + 2 * c * plane, planes + (2 * c + 1) * plane);
+      simd::split_even_odd(tmp, Hp, Wp, slack, planes + 2 * c * plane, planes + (2 * c + 1) * plane);
     }
     float* yn = out + n * M * S;
     // Tasks: (block of 8 channels, output row).
@@ -728,13 +723,20 @@ struct packed_weights {
     });
     return groups.empty() ? nullptr : &groups;
   }
-  // W^T (K x M) packed as sgemm's right operand, for convolutions over tiny maps (see
-  // tiny_map_conv), when w is the constant it was made for.
+  // W^T packed as sgemm's right operand with its K rows in (tap, channel) order, for
+  // convolutions over tiny maps (see tiny_map_conv), when w is the constant it was made for.
   std::once_flag right_once;
   std::shared_ptr<const sgemm::packed> right;
-  const sgemm::packed* right_of(const float* w, int64_t M, int64_t K) {
+  const sgemm::packed* right_of(const float* w, int64_t M, int64_t C, int64_t taps) {
     if (!src || w != src) return nullptr;
-    std::call_once(right_once, [&] { right = sgemm::packed::right({src, 1, K}, K, M); });
+    std::call_once(right_once, [&] {
+      const int64_t K = C * taps;
+      std::vector<float> wr(static_cast<size_t>(M * K));
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t t = 0; t < taps; ++t) wr[m * K + t * C + c] = src[m * K + c * taps + t];
+      right = sgemm::packed::right({wr.data(), 1, K}, K, M);
+    });
     return right.get();
   }
   // The Winograd-transformed weights when w is the constant these were made for.
@@ -766,43 +768,70 @@ bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, in
 
 // Convolutions whose output maps are tiny (up to kTinyMap positions: the last stages of small
 // models, 2x2 to 4x4): W x im2col would be a product with 4 to 16 columns per image, a quarter
-// to all of one 16-wide panel of the micro-kernel. (Measured: 1x1 convolutions over tiny maps,
-// squeeze-and-excite blocks among them, were slower this way, so they stay on the pointwise
-// path.) Instead, with every image's positions as rows,
+// to all of one 16-wide panel of the micro-kernel, and an epilogue over rows shorter than a
+// vector. (Measured: 1x1 convolutions whose maps are whole vectors, 8 or 16 positions, are
+// faster on the pointwise path; over 1x1 maps, the squeeze-and-excite blocks, 2x2 or 3x3
+// ones, 2 to 4 times slower.) Instead, with every image's positions as rows,
 // C^T = im2col^T x W^T, the weights packed once as the right operand, and C^T transposed into
-// the output. Needs constant weights; false when it does not apply or scratch memory could not
-// be had (the caller then takes the other paths).
-constexpr int64_t kTinyMap = 16;
+// the output. The rows of im2col^T run over (tap, channel): each image is first copied to a
+// zero-padded [position][channel] layout, so a row is one run of C floats per tap. Needs
+// constant weights; false when it does not apply or scratch memory could not be had (the
+// caller then takes the other paths).
+//
+// Maps of up to 64 positions (8x8, 7x7) take it too when the conv is not 1x1 and has at most
+// 32 output channels (one or two panels of the micro-kernel): a 16->16 3x3 over 8x8 runs 25%
+// faster than Winograd, an 8->16 3x3 stride 2 over 16x16 30% faster than im2col (whose rows
+// are 8 floats there). With 64 and more channels Winograd or im2col were even or faster.
+constexpr int64_t kTinyMap = 16, kSmallMap = 64, kSmallMapMaxM = 32;
+
+bool tiny_map_applies(const conv_shapes& cs, bool pointwise) {
+  const int64_t S = cs.g.out_size();
+  if (cs.group != 1) return false;
+  if (pointwise) return S <= kTinyMap && S % 8 != 0;
+  return S <= kTinyMap || (S <= kSmallMap && cs.M <= kSmallMapMaxM);
+}
 
 bool tiny_map_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, const float* bias,
                    const activation_spec& act, const sgemm::packed* wT, float* out) {
   const window_geom& g = cs.g;
-  const int64_t S = g.out_size(), K = cs.C * g.k_size(), M = cs.M, rows = cs.N * S;
-  if (rows * (K + M) > kMaxPaddedFloats) return false;
-  float* A = nn::scratch<float>(1, static_cast<size_t>(rows * (K + M)));
-  if (!A) return false;
-  float* Ct = A + rows * K;
-  const int64_t D = g.in[0], H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
-  // A[n * S + s][(c, kd, kh, kw)] = the input under tap (kd, kh, kw) of output s, or 0.
-  for (int64_t n = 0; n < cs.N; ++n)
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t od = s / (OH * OW), oh = (s / OW) % OH, ow = s % OW;
-      float* a = A + (n * S + s) * K;
-      for (int64_t c = 0; c < cs.C; ++c) {
-        const float* xc = x + (n * cs.C + c) * D * H * W;
-        for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-          const int64_t id = od * g.s[0] - g.pb[0] + kd * g.d[0];
-          for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-            const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
-            for (int64_t kw = 0; kw < g.k[2]; ++kw, ++a) {
-              const int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
-              const bool inside = id >= 0 && id < D && ih >= 0 && ih < H && iw >= 0 && iw < W;
-              *a = inside ? xc[(id * H + ih) * W + iw] : 0.f;
-            }
-          }
-        }
-      }
+  const int64_t C = cs.C, S = g.out_size(), K = C * g.k_size(), M = cs.M, rows = cs.N * S;
+  const int64_t D = g.in[0], H = g.in[1], W = g.in[2], OD = g.out[0], OH = g.out[1], OW = g.out[2];
+  // The part of the padded image the windows read.
+  const int64_t Dp = (OD - 1) * g.s[0] + (g.k[0] - 1) * g.d[0] + 1;
+  const int64_t Hp = (OH - 1) * g.s[1] + (g.k[1] - 1) * g.d[1] + 1;
+  const int64_t Wp = (OW - 1) * g.s[2] + (g.k[2] - 1) * g.d[2] + 1;
+  // Copies move whole vectors: up to 7 floats past a run are read (slack after xp) and written
+  // (overwritten by the next run, or the slack after A).
+  constexpr int64_t slack = 8;
+  const int64_t xp_size = Dp * Hp * Wp * C + slack, xt_size = D * H * W * C;
+  if (rows * (K + M) + slack + xp_size + xt_size > kMaxPaddedFloats) return false;
+  float* A = nn::scratch<float>(1, static_cast<size_t>(rows * (K + M) + slack));
+  float* xp = nn::scratch<float>(2, static_cast<size_t>(xp_size + xt_size));
+  if (!A || !xp) return false;
+  float* Ct = A + rows * K + slack;
+  float* xt = xp + xp_size;  // one image as [position][channel], unpadded
+  zero_floats(xp + xp_size - slack, slack);
+  for (int64_t n = 0; n < cs.N; ++n) {
+    simd::transpose_floats(x + n * C * D * H * W, D * H * W, C, D * H * W, xt, C);
+    // Each depth slice padded as a plane whose elements are runs of C floats.
+    for (int64_t pd = 0; pd < Dp; ++pd) {
+      const int64_t id = pd - g.pb[0];
+      float* slice = xp + pd * Hp * Wp * C;
+      if (id < 0 || id >= D) zero_floats(slice, Hp * Wp * C);
+      else simd::pad_plane(xt + id * H * W * C, H, W * C, g.pb[1], g.pb[2] * C, Hp, Wp * C, 0, slice);
     }
+    // A[n * S + s][(kd, kh, kw, c)] = the input under tap (kd, kh, kw) of output s.
+    float* a = A + n * S * K;
+    for (int64_t od = 0; od < OD; ++od)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow)
+          for (int64_t kd = 0; kd < g.k[0]; ++kd)
+            for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+              const float* r = xp + ((od * g.s[0] + kd * g.d[0]) * Hp + oh * g.s[1] + kh * g.d[1]) * Wp * C;
+              for (int64_t kw = 0; kw < g.k[2]; ++kw, a += C)
+                simd::copy_floats_over(r + (ow * g.s[2] + kw * g.d[2]) * C, a, C, C + slack - 1);
+            }
+  }
   sgemm::problem q;
   q.m = rows;
   q.n = M;
@@ -814,9 +843,7 @@ bool tiny_map_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, c
   q.ep.bias = bias;  // per column: per output channel
   q.ep.act = act;
   if (!sgemm::run(&ctx.pool(), q)) return false;
-  for (int64_t n = 0; n < cs.N; ++n)
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t s = 0; s < S; ++s) out[(n * M + m) * S + s] = Ct[(n * S + s) * M + m];
+  for (int64_t n = 0; n < cs.N; ++n) simd::transpose_floats(Ct + n * S * M, M, S, M, out + n * M * S, S);
   return true;
 }
 
@@ -855,9 +882,9 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
     if (g.k[i] != 1 || g.s[i] != 1 || g.pb[i] != 0 || g.pe[i] != 0) pointwise = false;
 
   if constexpr (std::is_same_v<T, float>) {
-    if (cs.Cg == 1 && cs.Mg == 1 && g.nsp <= 2 && !pointwise && S <= kTinyDepthwise &&
+    if (cs.Cg == 1 && cs.Mg == 1 && g.nsp <= 2 && !pointwise && depthwise_tiny_applies(g) &&
         cs.C * (g.in_size() + g.k_size() + S + 1) <= kMaxPaddedFloats)
-      if (depthwise_tiny(cs, x, w, bias, act, out)) return status::ok();
+      if (depthwise_tiny(ctx, cs, x, w, bias, act, out)) return status::ok();
     if (cs.Cg == 1 && g.nsp <= 2 && !pointwise) {
       // Depthwise: each output plane reads one input plane.
       const int64_t planes = cs.N * cs.M;
@@ -881,8 +908,8 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
   if constexpr (std::is_same_v<T, float>) {
     if (sgemm::available()) {
       auto oom = [&] { return internal_error("{}: out of memory for the packed blocks", ctx.op().describe()); };
-      if (pw && cs.group == 1 && !pointwise && S <= kTinyMap)
-        if (const sgemm::packed* wT = pw->right_of(w, cs.M, K))
+      if (pw && tiny_map_applies(cs, pointwise))
+        if (const sgemm::packed* wT = pw->right_of(w, cs.M, cs.C, kprod))
           if (tiny_map_conv(ctx, cs, x, bias, act, wT, out)) return status::ok();
       if (pw && winograd::applies(g, cs.group, cs.C, cs.M)) {
         if (const winograd::weights* U = pw->winograd_of(w, cs.M, cs.C)) {

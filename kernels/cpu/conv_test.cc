@@ -1,3 +1,6 @@
+#include <cmath>
+#include <limits>
+
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/nn_test_util.h"
 
@@ -155,6 +158,11 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{2, 6, 1, 1}, {5, 6, 1, 1}, 1, {}, {}, {}, "", true},
       {{1, 2, 3, 3, 3}, {4, 2, 2, 2, 2}, 1, {}, {}, {}, "", true},
       {{1, 3, 6, 6}, {7, 3, 3, 3}, 1, {}, {2, 2}, {1, 1, 1, 1}, "", true},
+      // Up to 64 positions with at most 32 output channels take the same path: 8x8 from a
+      // stride-2 16x16, 7x7 with 32 channels, 5x9 with uneven pads.
+      {{2, 8, 16, 16}, {16, 8, 3, 3}, 1, {2, 2}, {}, {1, 1, 1, 1}, "", true},
+      {{1, 20, 7, 7}, {32, 20, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
+      {{2, 5, 6, 9}, {11, 5, 3, 3}, 1, {}, {}, {0, 1, 2, 0}, "", true},
       // Direct convolution (at most 8 output channels, few taps): stride 1 and 2, 8 channels
       // exactly, rows of 8 and more, odd pads.
       {{2, 8, 16, 16}, {8, 8, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
@@ -192,6 +200,11 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 4, 10, 12}, {4, 1, 5, 5}, 4, {}, {1, 2}, {2, 4, 2, 4}, "", true},
       {{1, 6, 37}, {6, 1, 5}, 6, {2}, {}, {2, 2}, "", true},
       {{1, 6, 3, 2}, {6, 1, 5, 5}, 6, {}, {}, {2, 2, 2, 2}, "", true},
+      // Depthwise over planes of up to 64 outputs in rows shorter than a vector (channels
+      // across the vector): 7x7, stride 2 from 14x14 with 5x5, 5x9 with dilation.
+      {{1, 20, 7, 7}, {20, 1, 3, 3}, 20, {}, {}, {1, 1, 1, 1}, "", true},
+      {{2, 9, 14, 13}, {9, 1, 5, 5}, 9, {2, 2}, {}, {2, 2, 2, 2}, "", true},
+      {{1, 8, 9, 7}, {8, 1, 3, 3}, 8, {}, {2, 1}, {0, 1, 2, 1}, "", true},
       // 3x3 stride 1 with 16+ channels: Winograd F(2x2, 3x3) when the weights are constant.
       {{2, 16, 9, 11}, {20, 16, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
       {{1, 32, 14, 14}, {16, 32, 3, 3}, 1, {}, {}, {0, 0, 0, 0}, "", false},
@@ -337,6 +350,7 @@ TEST_CASE("FusedConv applies bias and activation", "[nn]") {
       // Depthwise over tiny planes (channels across the vector), the activation after it; a
       // tiny map through the im2col^T x W^T path; a direct kernel with an activation after it.
       {{2, 11, 2, 2}, {11, 1, 3, 3}, 11, "HardSwish", 0, 0},
+      {{1, 20, 7, 7}, {20, 1, 3, 3}, 20, "Silu", 0, 0},
       {{1, 16, 3, 4}, {16, 1, 3, 3}, 16, "Relu", 0, 0},
       {{2, 8, 4, 4}, {12, 8, 3, 3}, 1, "Silu", 0, 0},
       {{1, 3, 10, 12}, {5, 3, 3, 3}, 1, "HardSwish", 0, 0},
@@ -360,6 +374,56 @@ TEST_CASE("FusedConv applies bias and activation", "[nn]") {
     for (auto& v : want) v = cpu::activation_reference(*spec, v);
     INFO(cs.act);
     check_close((*r)[0], want, 1e-4f, 1e-4f);
+  }
+}
+
+TEST_CASE("FusedConv over tiny maps keeps NaN and infinities as the definition does", "[nn]") {
+  // Output maps of up to 16 positions, 1x1 kernels among them (squeeze-and-excite over 1x1
+  // maps, 2x2 and 3x3 maps through the im2col^T x W^T path, a map of 8 positions on the
+  // pointwise one), with a NaN and an infinity planted in the input.
+  struct c { shape_t x, w; int64_t stride, pad; const char* act; };
+  std::vector<c> cases = {
+      {{2, 24, 1, 1}, {40, 24, 1, 1}, 1, 0, "Sigmoid"},
+      {{2, 12, 2, 2}, {20, 12, 1, 1}, 1, 0, "Silu"},
+      {{2, 9, 3, 3}, {17, 9, 1, 1}, 1, 0, "HardSwish"},
+      {{1, 16, 2, 4}, {8, 16, 1, 1}, 1, 0, "Relu"},
+      {{2, 10, 4, 4}, {12, 10, 3, 3}, 1, 1, "Silu"},
+      {{2, 7, 3, 3}, {5, 7, 3, 3}, 2, 1, "Tanh"},
+  };
+  uint32_t seed = 800;
+  for (auto& cs : cases) {
+    tensor X = rnd(cs.x, seed++, -3, 3), W = rnd(cs.w, seed++), B = rnd({cs.w[0]}, seed++);
+    const int64_t plane = cs.x[2] * cs.x[3];
+    float* x = X.data<float>();
+    x[1 * plane] = std::numeric_limits<float>::quiet_NaN();  // image 0, channel 1, position 0
+    x[X.numel() - plane * (cs.x[1] - 2) - 1] = std::numeric_limits<float>::infinity();  // last image, channel 1, last position
+    node n = op("FusedConv", 1, 1, "com.gpugrid");
+    n.attrs["strides"] = ais({cs.stride, cs.stride});
+    n.attrs["pads"] = ais({cs.pad, cs.pad, cs.pad, cs.pad});
+    n.attrs["activation"] = as(cs.act);
+    auto spec = cpu::parse_activation(n);
+    REQUIRE(spec);
+    auto r = run(n, {X, W, B}, true);
+    REQUIRE(r);
+    shape_t s;
+    auto want = ref_conv(X, W, &B, 1, {cs.stride, cs.stride}, {}, {cs.pad, cs.pad, cs.pad, cs.pad}, &s);
+    for (auto& v : want) v = cpu::activation_reference(*spec, v);
+    REQUIRE((*r)[0].shape() == s);
+    const float* got = (*r)[0].data<float>();
+    int specials = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      INFO(cs.act << " element " << i << ": got " << got[i] << ", want " << want[i]);
+      if (std::isnan(want[i])) {
+        CHECK(std::isnan(got[i]));
+        ++specials;
+      } else if (std::isinf(want[i])) {
+        CHECK(got[i] == want[i]);
+        ++specials;
+      } else {
+        CHECK(std::abs(got[i] - want[i]) <= 1e-4f + 1e-4f * std::abs(want[i]));
+      }
+    }
+    CHECK(specials > 0);
   }
 }
 

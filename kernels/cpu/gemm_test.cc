@@ -93,6 +93,21 @@ TEST_CASE("activation vector paths match the scalar definitions", "[nn]") {
       else CHECK(std::abs(out[i] - want) <= 2e-6f * (1.f + std::abs(want)));
     }
   }
+  // Sigmoid's small values keep their relative accuracy down to x = -87 (not only an absolute
+  // error below 1e-7, as a rational approximation around 1/2 would give).
+  {
+    const cpu::activation_spec sig{activation_kind::sigmoid, 0, 0};
+    std::vector<float> neg;
+    for (float v = -87.f; v <= 0.f; v += 0.0107f) neg.push_back(v);
+    std::vector<float> d = neg;
+    cpu::apply_activation(sig, d.data(), static_cast<int64_t>(d.size()));
+    float worst = 0;
+    for (size_t i = 0; i < neg.size(); ++i) {
+      const double want = 1.0 / (1.0 + std::exp(-static_cast<double>(neg[i])));
+      worst = std::max(worst, static_cast<float>(std::abs(d[i] - want) / want));
+    }
+    CHECK(worst <= 1e-5f);
+  }
   // Bias forms.
   cpu::activation_spec relu{activation_kind::relu, 0, 0};
   std::vector<float> d = {-1, 0.5f, 2, -3, 4, 5, 6, 7, 8, -9, 10};

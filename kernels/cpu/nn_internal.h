@@ -76,6 +76,10 @@ T* scratch(int slot, size_t n) {
   return reinterpret_cast<T*>((addr + 63) & ~uintptr_t{63});
 }
 
+// The most floats the padded (and split) copies of a kernel's input may take in a thread's
+// scratch memory, which is kept for the next run: larger inputs take the kernels' other paths.
+constexpr int64_t kMaxPaddedFloats = int64_t{1} << 22;  // 16 MiB
+
 // C = alpha * op(A) * op(B) + beta * C, row-major. Float/double go to OpenBLAS; integer types
 // use a plain loop with wrapping arithmetic.
 template <typename T>

@@ -2,11 +2,17 @@
 //
 // Every window op runs per (n, c) plane in parallel, over 3-D loops (1-D and 2-D pools have
 // leading spatial dims of size 1). Each output visits only the taps of its window that land
-// inside the input, so padding never reads out of bounds.
+// inside the input, so padding never reads out of bounds; a float MaxPool without Indices in
+// 1-D or 2-D with stride 1 or 2 along rows reads a padded copy of the plane instead
+// (max_plane_padded).
+#include <immintrin.h>
+
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "kernels/cpu/nn_internal.h"
+#include "kernels/cpu/simd.h"
 
 namespace gpugrid::cpu {
 namespace {
@@ -147,6 +153,60 @@ void fold_plane(const T* xp, const window_geom& g, const row_plan& rp, T* yp, do
   }
 }
 
+// The output rows of max_plane_padded: stride 1 reads the padded plane P (row stride Ws) at
+// [ow + kw]; stride 2 reads it split into even and odd columns (P and O) at [ow + kw / 2].
+// KW is the kernel width, or 0 to take it from g.
+template <int SW, int KW>
+void max_rows(const float* P, const float* O, int64_t Ws, const window_geom& g, float* y) {
+  const int64_t OH = g.out[1], OW = g.out[2], kH = g.k[1], sh = g.s[1], dh = g.d[1];
+  const int64_t kW = KW > 0 ? KW : g.k[2];
+  const __m256 lowest = _mm256_set1_ps(std::numeric_limits<float>::lowest());
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    float* yr = y + oh * OW;
+    for (int64_t ow = 0; ow < OW; ow += 8) {
+      __m256 acc = lowest;
+      for (int64_t kh = 0; kh < kH; ++kh) {
+        const int64_t r = (oh * sh + kh * dh) * Ws + ow;
+        for (int64_t kw = 0; kw < kW; ++kw) {
+          const float* src = SW == 1 ? P + r + kw : ((kw & 1) ? O : P) + r + kw / 2;
+          acc = _mm256_max_ps(_mm256_loadu_ps(src), acc);  // acc when the input is NaN
+        }
+      }
+      if (ow + 8 <= OW) _mm256_storeu_ps(yr + ow, acc);
+      else _mm256_maskstore_ps(yr + ow, simd::lanes(OW - ow), acc);
+    }
+  }
+}
+
+// MaxPool of one 2-D plane (1-D: one row), stride 1 or 2 along rows and no dilation along
+// them, over a copy padded with the lowest float (split into even and odd columns for stride
+// 2): eight outputs per vector, one max per tap, no bounds tests. As in fold_plane, a NaN input
+// never replaces the maximum so far. False when the copies would not fit the scratch memory.
+bool max_plane_padded(const float* x, const window_geom& g, float* y) {
+  const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
+  const int64_t kH = g.k[1], kW = g.k[2], sh = g.s[1], sw = g.s[2], dh = g.d[1];
+  const int64_t Hp = (OH - 1) * sh + (kH - 1) * dh + 1, Wp = (OW - 1) * sw + kW;
+  const int64_t Ws = sw == 2 ? (Wp + 1) / 2 : Wp;  // row stride of the planes the taps read
+  constexpr int64_t slack = 32;  // the last block of a row reads up to kW / 2 + 7 floats past it
+  const int64_t floats = 3 * (Hp * Wp + slack);
+  if (floats > nn::kMaxPaddedFloats) return false;
+  float* buf = nn::scratch<float>(0, static_cast<size_t>(floats));
+  if (!buf) return false;
+  simd::pad_plane(x, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, buf, std::numeric_limits<float>::lowest());
+  if (sw == 1) {
+    if (kW == 3) max_rows<1, 3>(buf, nullptr, Ws, g, y);
+    else max_rows<1, 0>(buf, nullptr, Ws, g, y);
+    return true;
+  }
+  float* E = buf + Hp * Wp + slack;
+  float* O = E + Hp * Ws + slack;
+  simd::split_even_odd(buf, Hp, Wp, slack, E, O);
+  if (kW == 3) max_rows<2, 3>(E, O, Ws, g, y);
+  else if (kW == 2) max_rows<2, 2>(E, O, Ws, g, y);
+  else max_rows<2, 0>(E, O, Ws, g, y);
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------
 // MaxPool
 
@@ -179,7 +239,7 @@ class maxpool_kernel final : public kernel {
  private:
   template <typename T>
   status run_t(kernel_context& ctx, const tensor& X, const pool_setup& ps) {
-    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, X.type(), ps.out));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, X.type(), ps.out));
     tensor* ind = nullptr;
     if (ctx.num_outputs() > 1 && ctx.output_wanted(1)) {
       GG_ASSIGN_OR_RETURN(ind, ctx.output(1, dtype::i64, ps.out));
@@ -196,9 +256,15 @@ class maxpool_kernel final : public kernel {
     const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(S * g.k_size(), 1));
     if (!id) {
       const row_plan rp = make_row_plan(g);
+      bool padded = false;
+      if constexpr (std::is_same_v<T, float>)
+        padded = g.nsp <= 2 && g.d[2] == 1 && (g.s[2] == 1 || g.s[2] == 2);
       parallel(ctx, planes, grain, [&](int64_t b, int64_t e) {
-        for (int64_t p = b; p < e; ++p)
+        for (int64_t p = b; p < e; ++p) {
+          if constexpr (std::is_same_v<T, float>)
+            if (padded && max_plane_padded(x + p * S_in, g, yd + p * S)) continue;
           fold_plane<fold::max, T>(x + p * S_in, g, rp, yd + p * S, 0.0, nullptr, nullptr);
+        }
       });
       return status::ok();
     }
@@ -260,7 +326,7 @@ class avgpool_kernel final : public kernel {
  private:
   template <typename T>
   status run_t(kernel_context& ctx, const tensor& X, const pool_setup& ps) {
-    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, X.type(), ps.out));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, X.type(), ps.out));
     const window_geom& g = ps.g;
     const int64_t S_in = g.in_size(), S = g.out_size();
     const int64_t rows = g.out[0] * g.out[1], OW = g.out[2];

@@ -215,6 +215,48 @@ TEST_CASE("Pools match brute force in 1-D, 2-D and 3-D", "[nn]") {
   }
 }
 
+TEST_CASE("MaxPool matches brute force on random 1-D and 2-D shapes", "[nn]") {
+  // Strides 1 to 3 (1 and 2 along rows read a padded copy of the plane, split into even and odd
+  // columns for 2), dilations, uneven pads, ceil mode, rows narrower and wider than a vector,
+  // and a NaN, which never replaces the maximum so far.
+  uint32_t state = 77;
+  auto next = [&](int64_t lo, int64_t hi) {  // uniform in [lo, hi]
+    state = state * 1664525u + 1013904223u;
+    return lo + static_cast<int64_t>((state >> 8) % static_cast<uint32_t>(hi - lo + 1));
+  };
+  int ran = 0;
+  for (int it = 0; it < 300; ++it) {
+    const int64_t nsp = next(1, 4) == 1 ? 1 : 2;
+    shape_t x = {next(1, 2), next(1, 3)};
+    std::vector<int64_t> k, st, d, pads(2 * static_cast<size_t>(nsp));
+    bool fits = true;
+    for (int64_t i = 0; i < nsp; ++i) {
+      k.push_back(next(1, 5));
+      st.push_back(next(1, 3));
+      d.push_back(next(1, 4) == 1 ? 2 : 1);
+      x.push_back(next(1, 40));
+      pads[static_cast<size_t>(i)] = next(0, k.back() - 1);
+      pads[static_cast<size_t>(i + nsp)] = next(0, k.back() - 1);
+      if (x.back() + pads[static_cast<size_t>(i)] + pads[static_cast<size_t>(i + nsp)] < (k.back() - 1) * d.back() + 1)
+        fits = false;
+    }
+    if (!fits) continue;
+    ++ran;
+    tensor X = rnd(x, 4000 + static_cast<uint32_t>(it), -2.f, 2.f);
+    X.data<float>()[next(0, X.numel() - 1)] = std::numeric_limits<float>::quiet_NaN();
+    node n = pool_node("MaxPool", k, st, pads, d);
+    if (next(0, 1) == 1) n.attrs["ceil_mode"] = ai(1);
+    auto r = run(n, {X});
+    REQUIRE(r);
+    const shape_t& ys = (*r)[0].shape();
+    INFO("case " << it << " X " << shape_str(x) << " Y " << shape_str(ys));
+    REQUIRE(ys.size() == x.size());
+    shape_t out_sp(ys.begin() + 2, ys.end());
+    check_close((*r)[0], ref_pool(X, 0, k, st, pads, d, out_sp));
+  }
+  CHECK(ran > 200);
+}
+
 TEST_CASE("Global pools", "[nn]") {
   tensor X = rnd({2, 3, 5, 7}, 40);
   for (const char* type : {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}) {

@@ -399,7 +399,7 @@ class resize_kernel final : public kernel {
         return ctx.fail("roi has {} values, expected {}", nr, 2 * na);
       }
     }
-    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output(0, X.type(), out));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, X.type(), out));
     if (y->numel() == 0) return status::ok();
     for (size_t d = 0; d < r; ++d)
       if (X.dim(d) == 0) return ctx.fail("cannot resize an empty axis {} to {}", d, out[d]);

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "engine/thread_pool.h"
+#include "kernels/cpu/simd.h"
 
 namespace gpugrid::cpu::sgemm {
 namespace {
@@ -52,7 +53,24 @@ void pack_a_panel(const float* a, int64_t rs, int64_t cs, int64_t mr, int64_t k0
   if (mr == MR && cs == 1) {
     const float* r[MR];
     for (int64_t i = 0; i < MR; ++i) r[i] = a + i * rs + k0;
-    for (int64_t k = 0; k < kc; ++k) {
+    int64_t k = 0;
+    // Eight k at a time: the MR rows' next 8 floats (rows past MR zero) transposed in registers.
+    static_assert(MR <= 8);
+    for (; k + 8 <= kc; k += 8) {
+      __m256 v[8];
+      for (int64_t i = 0; i < 8; ++i) v[i] = i < MR ? _mm256_loadu_ps(r[i] + k) : _mm256_setzero_ps();
+      simd::transpose8x8(v);
+      for (int64_t j = 0; j < 8; ++j, dst += MR) {
+        if constexpr (MR == 8) {
+          _mm256_storeu_ps(dst, v[j]);
+        } else {
+          static_assert(MR == 6);
+          _mm_storeu_ps(dst, _mm256_castps256_ps128(v[j]));
+          _mm_storel_pi(reinterpret_cast<__m64*>(dst + 4), _mm256_extractf128_ps(v[j], 1));
+        }
+      }
+    }
+    for (; k < kc; ++k) {
       for (int64_t i = 0; i < MR; ++i) dst[i] = r[i][k];
       dst += MR;
     }

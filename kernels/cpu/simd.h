@@ -1,6 +1,7 @@
-// Small AVX2 helpers shared by the CPU convolution kernels (conv.cc, winograd.cc): masks for a
-// partial vector, short copies and fills without a library call, the even and odd elements of
-// 16 floats (stride-2 windows), and a zero-padded copy of one image plane.
+// Small AVX2 helpers shared by the CPU convolution and matrix kernels (conv.cc, winograd.cc,
+// sgemm.cc, pool.cc): masks for a partial vector, short copies and fills without a library
+// call, the even and odd elements of 16 floats (stride-2 windows), 8x8 and matrix transposes, a
+// padded copy of one image plane and its split into even and odd columns.
 #pragma once
 
 #include <immintrin.h>
@@ -28,25 +29,29 @@ inline void copy_floats_over(const float* src, float* dst, int64_t n, int64_t av
 // n floats from src to dst, nothing after either touched.
 inline void copy_floats(const float* src, float* dst, int64_t n) { copy_floats_over(src, dst, n, n); }
 
-// n zeros at dst.
-inline void zero_floats(float* dst, int64_t n) {
+// n copies of v at dst.
+inline void fill_floats(float* dst, int64_t n, float v) {
+  const __m256 vv = _mm256_set1_ps(v);
   int64_t i = 0;
   // The empty asm keeps the compiler from turning the loop into a memset call, which costs
   // more than the one or two floats of a padding column (and most runs here are that short).
   for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(dst + i, _mm256_setzero_ps());
+    _mm256_storeu_ps(dst + i, vv);
     asm("");
   }
   if (n - i >= 4) {
-    _mm_storeu_ps(dst + i, _mm_setzero_ps());
+    _mm_storeu_ps(dst + i, _mm256_castps256_ps128(vv));
     i += 4;
   }
   if (n - i >= 2) {
-    _mm_storel_pi(reinterpret_cast<__m64*>(dst + i), _mm_setzero_ps());
+    _mm_storel_pi(reinterpret_cast<__m64*>(dst + i), _mm256_castps256_ps128(vv));
     i += 2;
   }
-  if (n - i >= 1) _mm_store_ss(dst + i, _mm_setzero_ps());
+  if (n - i >= 1) _mm_store_ss(dst + i, _mm256_castps256_ps128(vv));
 }
+
+// n zeros at dst.
+inline void zero_floats(float* dst, int64_t n) { fill_floats(dst, n, 0.f); }
 
 // The even (0, 2, ..., 14) and odd (1, 3, ..., 15) elements of the 16 floats a:b.
 inline __m256 evens(__m256 a, __m256 b) {
@@ -58,25 +63,83 @@ inline __m256 odds(__m256 a, __m256 b) {
   return _mm256_permute2f128_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx), 0x31);
 }
 
-// buf[Hp x Wp] = the H x W plane x placed at row ph, column pw, zeros around it, then `slack`
-// zeros after the plane (for vector loops whose last block reads past its end).
+// Transposes the 8x8 block whose rows are v[0..7]: afterwards v[j] holds what was column j.
+inline void transpose8x8(__m256 v[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  v[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  v[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  v[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  v[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  v[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  v[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  v[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: whole 8x8 blocks through
+// transpose8x8, the edges one float at a time.
+inline void transpose_floats(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+  int64_t i = 0;
+  for (; i + 8 <= rows; i += 8) {
+    int64_t j = 0;
+    for (; j + 8 <= cols; j += 8) {
+      __m256 v[8];
+      for (int64_t k = 0; k < 8; ++k) v[k] = _mm256_loadu_ps(src + (i + k) * lds + j);
+      transpose8x8(v);
+      for (int64_t k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * ldd + i, v[k]);
+    }
+    for (; j < cols; ++j)
+      for (int64_t k = i; k < i + 8; ++k) dst[j * ldd + k] = src[k * lds + j];
+  }
+  for (; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
+
+// buf[Hp x Wp] = the H x W plane x placed at row ph, column pw, `fill` (zeros unless given)
+// around it, then `slack` more after the plane (for vector loops whose last block reads past
+// its end).
 inline void pad_plane(const float* x, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Hp, int64_t Wp,
-                      int64_t slack, float* buf) {
+                      int64_t slack, float* buf, float fill = 0.f) {
   const int64_t left = std::min(pw, Wp), ncopy = std::max<int64_t>(0, std::min(W, Wp - pw));
   for (int64_t r = 0; r < Hp; ++r) {
     float* d = buf + r * Wp;
     const int64_t ih = r - ph;
     if (ih < 0 || ih >= H) {
-      zero_floats(d, Wp);
+      fill_floats(d, Wp, fill);
       continue;
     }
-    zero_floats(d, left);
+    fill_floats(d, left, fill);
     // Whole vectors while they stay inside the plane: what lands past the copied run is
-    // overwritten below (right padding), by the next row, or lies in the slack (zeroed last).
+    // overwritten below (right padding), by the next row, or lies in the slack (filled last).
     if (ncopy > 0) copy_floats_over(x + ih * W, d + left, ncopy, (H - ih) * W);
-    zero_floats(d + left + ncopy, Wp - left - ncopy);
+    fill_floats(d + left + ncopy, Wp - left - ncopy, fill);
   }
-  zero_floats(buf + Hp * Wp, slack);
+  fill_floats(buf + Hp * Wp, slack, fill);
+}
+
+// Splits a padded plane (Hp rows of Wp, `slack` readable floats after it) into its even and odd
+// columns: E and O, Hp rows of Ws = (Wp + 1) / 2 each, then `slack` zeros. 16 columns at a
+// time: a row reads up to 15 floats past its end (the next row, or the slack) and its last block
+// spills into the next row, which is written after it, or into the slack, zeroed last.
+inline void split_even_odd(const float* padded, int64_t Hp, int64_t Wp, int64_t slack, float* E, float* O) {
+  const int64_t Ws = (Wp + 1) / 2;
+  for (int64_t r = 0; r < Hp; ++r) {
+    const float* p = padded + r * Wp;
+    for (int64_t j = 0; j < Ws; j += 8) {
+      const __m256 a = _mm256_loadu_ps(p + 2 * j), b = _mm256_loadu_ps(p + 2 * j + 8);
+      _mm256_storeu_ps(E + r * Ws + j, evens(a, b));
+      _mm256_storeu_ps(O + r * Ws + j, odds(a, b));
+    }
+  }
+  zero_floats(E + Hp * Ws, slack);
+  zero_floats(O + Hp * Ws, slack);
 }
 
 }  // namespace gpugrid::cpu::simd

@@ -137,7 +137,7 @@ status transpose_run(kernel_context& ctx) {
   std::vector<int64_t> P(m);
   for (size_t j = 0; j < m; ++j) P[j] = new_axis[j];
 
-  GG_ASSIGN_OR_RETURN(tensor * out, ctx.output(0, x->type(), out_shape));
+  GG_ASSIGN_OR_RETURN(tensor * out, ctx.output_for_overwrite(0, x->type(), out_shape));
   if (out->numel() == 0) return status::ok();
   const size_t es = dtype_size(x->type());
   const auto in_strides = contiguous_strides(in_dims);
@@ -230,7 +230,7 @@ status concat_run(kernel_context& ctx) {
     ctx.set_output(0, x0);
     return status::ok();
   }
-  GG_ASSIGN_OR_RETURN(tensor * out, ctx.output(0, x0.type(), out_shape));
+  GG_ASSIGN_OR_RETURN(tensor * out, ctx.output_for_overwrite(0, x0.type(), out_shape));
   if (out->numel() == 0) return status::ok();
   const int64_t es = static_cast<int64_t>(dtype_size(x0.type()));
   int64_t outer = 1, inner = 1;
@@ -378,7 +378,7 @@ status slice_run(kernel_context& ctx) {
     start_of[a] = s;
     step_of[a] = len > 1 ? step : 1;
   }
-  GG_ASSIGN_OR_RETURN(tensor * out, ctx.output(0, x->type(), out_shape));
+  GG_ASSIGN_OR_RETURN(tensor * out, ctx.output_for_overwrite(0, x->type(), out_shape));
   if (out->numel() == 0) return status::ok();
   const auto in_strides = contiguous_strides(x->shape());
   const int64_t es = static_cast<int64_t>(dtype_size(x->type()));

@@ -184,8 +184,12 @@ bool run(thread_pool* pool, const weights& U, const float* x, const nn::window_g
   const int64_t M = U.M, C = U.C, T = q.T;
   // The caller's scratch slots 0 and 1 (the im2col buffer and Gemm's bias, never in use here)
   // hold V and M; each thread's slot 2 (the depthwise kernel's) holds its padded input plane.
-  float* V = nn::scratch<float>(0, static_cast<size_t>(16 * C * T));
-  float* Mo = nn::scratch<float>(1, static_cast<size_t>(16 * M * T));
+  // V_xi and M_xi lie vs and ms floats apart: one cache line more than they take, so that the
+  // 16 rows the transforms write or read at once do not all fall into the same cache sets
+  // (C x T floats is a multiple of 4 KiB on most maps).
+  const int64_t vs = C * T + 16, ms = M * T + 16;
+  float* V = nn::scratch<float>(0, static_cast<size_t>(16 * vs));
+  float* Mo = nn::scratch<float>(1, static_cast<size_t>(16 * ms));
   if (!V || !Mo) return false;
 
   // 1. Input tiles, one channel per item.
@@ -197,7 +201,7 @@ bool run(thread_pool* pool, const weights& U, const float* x, const nn::window_g
       no_memory = true;
       return;
     }
-    for (int64_t c = b; c < e; ++c) input_transform(q, x + c * q.H * q.W, pad, V + c * T, C * T);
+    for (int64_t c = b; c < e; ++c) input_transform(q, x + c * q.H * q.W, pad, V + c * T, vs);
   });
   if (no_memory) return false;
 
@@ -213,17 +217,17 @@ bool run(thread_pool* pool, const weights& U, const float* x, const nn::window_g
   p.c = Mo;
   p.ldc = T;
   p.batch = 16;
-  p.offsets = [C, M, T](int64_t i, int64_t* ao, int64_t* bo, int64_t* co) {
+  p.offsets = [vs, ms](int64_t i, int64_t* ao, int64_t* bo, int64_t* co) {
     *ao = 0;
-    *bo = i * C * T;
-    *co = i * M * T;
+    *bo = i * vs;
+    *co = i * ms;
   };
   if (!sgemm::run(pool, p)) return false;
 
   // 3. Output tiles, bias and activation, one output channel per item.
   par(pool, M, std::max<int64_t>(1, 4096 / std::max<int64_t>(T, 1)), [&](int64_t b, int64_t e) {
     for (int64_t m = b; m < e; ++m)
-      output_transform(q, Mo + m * T, M * T, bias ? bias[m] : 0.f, act, y + m * q.OH * q.OW);
+      output_transform(q, Mo + m * T, ms, bias ? bias[m] : 0.f, act, y + m * q.OH * q.OW);
   });
   return true;
 }
