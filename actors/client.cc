@@ -408,7 +408,8 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
                               reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
                               const std::function<void(const std::string&)>& note) {
   // Receipts of earlier jobs that their providers have not recorded yet go first.
-  if (options.outbox) (void)redeliver_receipts(sys, providers, *options.outbox, 16, std::chrono::seconds(5), note);
+  if (options.outbox && options.redeliver_before_job)
+    (void)redeliver_receipts(sys, providers, *options.outbox, 16, std::chrono::seconds(5), note);
   auto cancelled = [&] { return options.cancel && options.cancel->load(); };
   if (cancelled()) return status(error_kind::io, "the job was cancelled before it started");
   auto r = run_job_once(sys, providers, job, options, client, reputation, ledger, local, note);

@@ -73,8 +73,11 @@ struct client_options {
                                   // K > 1: an agreeing set, at its members' lowest rate)
   quote_book* quotes = nullptr;   // set: reuse standing bids (persistent clients)
   // Set: receipts are kept there until their providers record them, and pending ones are sent
-  // again before each job (see actors/receipt_outbox.h).
+  // again before each job (see actors/receipt_outbox.h) unless redeliver_before_job is off (a
+  // caller with many jobs in flight, whose pending receipts are mostly those of jobs still
+  // waiting for their answer, redelivers at its start and end instead).
   receipt_outbox* outbox = nullptr;
+  bool redeliver_before_job = true;
   // Set: bids with chain terms are paid with a voucher sent with the job. Null: such bids are
   // skipped (their providers would refuse the job unpaid).
   job_payer* payer = nullptr;

@@ -34,6 +34,7 @@
 #include "actors/embedded.h"
 #include "actors/node.h"
 #include "actors/provider.h"
+#include "actors/receipt_outbox.h"
 #include "actors/reputation.h"
 #include "base/json.h"
 #include "cli/batch_source.h"
@@ -232,6 +233,7 @@ int batch_run_command(const run_options& o) {
   std::unique_ptr<grid::grid_node> node;
   std::optional<grid::reputation_book> reputation;
   std::unique_ptr<ledger::ledger_file> ledger;
+  std::unique_ptr<grid::receipt_outbox> outbox;
   std::shared_ptr<grid::provider_core> core;
   grid::provider_actor embedded;
   std::mutex local_mu;
@@ -244,6 +246,14 @@ int batch_run_command(const run_options& o) {
   size_t provider_count = 1;
   bool tty = isatty(STDERR_FILENO);
   set_blas_threads(o.threads);
+
+  auto redeliver_pending = [&] {
+    if (!outbox || !node) return;
+    (void)grid::redeliver_receipts(*sys, node->providers(), *outbox, grid::receipt_outbox::max_pending, std::chrono::seconds(5),
+                                   [tty](const std::string& s) {
+                                     if (tty) fmt::print(stderr, "gpugrid: {}\n", s);
+                                   });
+  };
 
   // Local runs (--local, spot checks, tie-breaks) share one session: session::run may be called
   // from several threads at once.
@@ -315,6 +325,9 @@ int batch_run_command(const run_options& o) {
       auto l = ledger::ledger_file::open(*dir, &recovered);
       if (!l) return fail(l.error());
       ledger = std::move(l).value();
+      auto box = grid::receipt_outbox::open(*dir);
+      if (!box) return fail(box.error());
+      outbox = std::move(box).value();
       grid::node_options no;
       no.bootstrap = o.peers;
       no.slow_dials_file = (std::filesystem::path(*dir) / "slow-dials.tsv").string();
@@ -329,6 +342,7 @@ int batch_run_command(const run_options& o) {
         return fail(status(error_kind::no_provider, "no provider is reachable: " + why));
       }
       if (tty) fmt::print(stderr, "gpugrid: {} provider{} reachable\n", provider_count, provider_count == 1 ? "" : "s");
+      redeliver_pending();  // receipts earlier runs could not deliver
     }
     grid::client_options co;
     co.redundancy = o.redundancy;
@@ -339,6 +353,11 @@ int batch_run_command(const run_options& o) {
     // Saved once a second and at the end rather than after each of thousands of jobs (a file
     // written and renamed per job was a fifth of the client's time).
     co.save_reputation = false;
+    // Receipts wait in the outbox until their providers record them; the pending ones are sent
+    // again at the start and the end of the batch, not before each job (most would be those of
+    // the jobs still in flight).
+    co.outbox = outbox.get();
+    co.redeliver_before_job = false;
     // Paid on a chain when one is configured; vouchers on one channel must arrive in order, so
     // such a batch runs one job at a time.
     std::shared_ptr<chain_payer> payer;
@@ -476,7 +495,10 @@ int batch_run_command(const run_options& o) {
   bar.end();
   double secs = bar.seconds();
 
-  if (node) node->stop();
+  if (node) {
+    redeliver_pending();  // answers lost to a provider that went away, or a timeout
+    node->stop();
+  }
   if (embedded) caf::anon_send_exit(embedded, caf::exit_reason::user_shutdown);
   if (reputation) (void)reputation->save();
 

@@ -30,6 +30,7 @@
 #include "base/json.h"
 #include "cli/commands.h"
 #include "cli/generate_grid.h"
+#include "actors/receipt_outbox.h"
 #include "cli/grid_setup.h"
 #include "cli/model_io.h"
 #include "engine/backend.h"
@@ -282,7 +283,16 @@ int serve_command(const serve_options& o) {
   std::unique_ptr<grid::grid_node> node;
   std::optional<grid::reputation_book> reputation;
   std::shared_ptr<ledger::ledger_file> ledger_shared;
+  std::unique_ptr<grid::receipt_outbox> outbox;
   std::unique_ptr<serve::infer_backend> backend;
+  // Receipts wait in the outbox until their providers record them; the pending ones are sent
+  // again when serve starts and stops, not before each request (most would be those of requests
+  // still waiting for their answer).
+  auto redeliver_pending = [&] {
+    if (!outbox || !node) return;
+    (void)grid::redeliver_receipts(*sys, node->providers(), *outbox, grid::receipt_outbox::max_pending,
+                                   std::chrono::seconds(5), [](const std::string& s) { fmt::print(stderr, "gpugrid: serve: {}\n", s); });
+  };
   grid::client_options co;
   co.redundancy = o.redundancy;
   co.max_price = o.max_price;
@@ -309,6 +319,11 @@ int serve_command(const serve_options& o) {
       if (!ledger) return fail(ledger.error());
       if (!recovered.empty()) fmt::print(stderr, "gpugrid: {}\n", recovered);
       ledger_shared = std::move(ledger).value();
+      auto box = grid::receipt_outbox::open(*dir);
+      if (!box) return fail(box.error());
+      outbox = std::move(box).value();
+      co.outbox = outbox.get();
+      co.redeliver_before_job = false;
       grid::node_options no;
       no.bootstrap = o.peers;
       no.slow_dials_file = (std::filesystem::path(*dir) / "slow-dials.tsv").string();
@@ -317,6 +332,7 @@ int serve_command(const serve_options& o) {
       node = std::move(n).value();
       auto failures = node->settle(std::chrono::milliseconds(5000));
       for (const auto& f : failures) fmt::print(stderr, "gpugrid: serve: {}\n", f);
+      redeliver_pending();
       auto g = std::make_unique<grid_backend>(*sys, grid::keypair_of(*id), co, o.device, o.threads);
       g->use_node(node.get(), &*reputation, ledger_shared.get());
       backend = std::move(g);
@@ -394,6 +410,7 @@ int serve_command(const serve_options& o) {
   (*server)->stop();
   server->reset();
   backend.reset();
+  redeliver_pending();
   if (node) node->stop();
   if (reputation) (void)reputation->save();
   return 0;

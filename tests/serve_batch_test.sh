@@ -114,6 +114,21 @@ receipts="$("$bin" ledger show --data-dir "$tmp/client" --json | grep -o '"job_i
 [ "$(echo "$receipts" | grep -c job_id)" -eq 200 ] || fail "client ledger holds $(echo "$receipts" | grep -c job_id) receipts, not 200 (one per job)"
 [ "$(echo "$receipts" | uniq -d | wc -l)" -eq 0 ] || fail "a job was paid twice"
 "$bin" ledger verify --data-dir "$tmp/client" >/dev/null 2>&1 || fail "client ledger does not verify"
+# The providers that lived recorded a receipt for every job they ran (the batch keeps receipts
+# in its outbox until they are recorded and sends the pending ones again at its end); only
+# receipts for the killed provider may still wait there, for a later run to deliver.
+for q in p0 p2; do
+  id="$(sed -n 's/.*"node_id":"\([0-9a-z]*\)".*/\1/p' "$tmp/$q.log" | head -1)"
+  ran="$("$bin" ledger show --data-dir "$tmp/client" --json | grep -c "\"provider\":\"$id\"")"
+  for _ in $(seq 1 50); do
+    kept="$("$bin" ledger show --data-dir "$tmp/$q" --json | grep -c '"job_id"')"
+    [ "$kept" -ge "$ran" ] && break
+    sleep 0.1
+  done
+  [ "$kept" -eq "$ran" ] || fail "provider $q recorded $kept receipts for the $ran jobs it ran"
+done
+pending=$(( $(stat -c %s "$tmp/client/receipts.pending" 2>/dev/null || echo 0) / 337 ))
+echo "receipts left for the killed provider: $pending"
 
 [ "$failures" -eq 0 ] || exit 1
 echo "serve_batch_test: all checks passed ($done_at_kill jobs finished when the kill came)"
