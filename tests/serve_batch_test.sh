@@ -4,6 +4,12 @@
 # multi-process loopback grid where one provider is killed mid-batch: every job is done once
 # and paid once.
 # Usage: tests/serve_batch_test.sh path/to/gpugrid path/to/source
+# Exit 77 (skipped) when the Python test environment lacks numpy (scripts/python_env.sh).
+py=${GPUGRID_PYTHON:-$2/.venv/bin/python}
+if ! "$py" -c "import numpy" >/dev/null 2>&1; then
+  echo "skipped: $py lacks numpy (run scripts/python_env.sh)"
+  exit 77
+fi
 source "$2/tests/lib/loopback_grid.sh" "$@"
 
 # 40 inputs: the five samples, eight copies each under distinct names.
@@ -23,7 +29,7 @@ check_outputs() {
     id="${id##*/}"
     # Equal to the last bits, or within float rounding: a provider may run a job merged with
     # others (dynamic batching), where a matrix product sums in another order.
-    cmp -s "$f" "$tmp/want_${id##*_}.npy" || "$src/.venv/bin/python" -c '
+    cmp -s "$f" "$tmp/want_${id##*_}.npy" || "$py" -c '
 import sys, numpy as np
 a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
 sys.exit(0 if a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-6) else 1)' "$f" "$tmp/want_${id##*_}.npy" ||
