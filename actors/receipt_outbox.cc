@@ -66,6 +66,7 @@ bool is_tombstone(const std::string& slot) {
 struct slots {
   std::vector<std::optional<ledger::receipt>> at;
   off_t whole = 0;
+  bool cut = false;  // the file holds more slots than were read
 };
 
 expected<slots> read_slots(int fd, const std::string& path) {
@@ -88,7 +89,10 @@ expected<slots> read_slots(int fd, const std::string& path) {
     }
     auto r = ledger::receipt::parse(buf, path);
     out.at.push_back(r ? std::optional<ledger::receipt>(std::move(r).value()) : std::nullopt);
-    if (out.at.size() > 4 * receipt_outbox::max_pending) break;
+    if (out.at.size() > 4 * receipt_outbox::max_pending) {
+      out.cut = true;
+      break;
+    }
   }
   return out;
 }
@@ -166,12 +170,15 @@ status receipt_outbox::add(const ledger::receipt& r) {
     ++live;
     if (same_job(*got.at[i], r.job_id, r.provider_key)) at = static_cast<off_t>(i * ledger::receipt_size);
   }
-  if (at == got.whole && live >= max_pending) {  // full: the oldest go (they stay in the ledger)
+  // Full (the oldest go; they stay in the ledger), or mostly removed slots between receipts
+  // that wait long (a provider that went away): the file is written anew with the receipts only.
+  const bool full = at == got.whole && live >= max_pending;
+  if (full || got.cut || got.at.size() > 2 * live + 64) {
     std::vector<ledger::receipt> list;
     for (auto& x : got.at)
-      if (x) list.push_back(std::move(*x));
+      if (x && !same_job(*x, r.job_id, r.provider_key)) list.push_back(std::move(*x));
     list.push_back(r);
-    list.erase(list.begin(), list.end() - static_cast<std::ptrdiff_t>(max_pending));
+    if (list.size() > max_pending) list.erase(list.begin(), list.end() - static_cast<std::ptrdiff_t>(max_pending));
     return rewrite_locked(list);
   }
   GG_RETURN_IF_ERROR(write_at(f.fd(), r.canonical_bytes(), at, path_));

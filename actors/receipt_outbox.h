@@ -11,7 +11,7 @@
 // receipt follows, without an fsync (a removal a crash loses only sends that receipt again).
 // At most max_pending receipts are kept; past that the oldest are dropped (they remain in the
 // client's ledger, as evidence for settlement), by rewriting the file (temporary file, fsync,
-// rename).
+// rename), as is also done when most of its slots are removed ones.
 // Thread-safety: one object may be used from several threads (calls serialize on the lock).
 #pragma once
 

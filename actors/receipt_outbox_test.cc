@@ -159,6 +159,17 @@ TEST_CASE("the receipt outbox keeps receipts across reopening until removed", "[
   list = (*box)->pending();
   REQUIRE(list->size() == 2);
   CHECK(list->at(1).job_id[0] == 7);
+
+  // Many removed slots before a receipt that waits: the next add writes the file anew.
+  for (uint8_t job = 10; job < 210; ++job) REQUIRE((*box)->add(make(p1, job)).is_ok());
+  for (uint8_t job = 10; job < 209; ++job) REQUIRE((*box)->remove(job_id{job}, p1.public_key).is_ok());
+  CHECK(std::filesystem::file_size(file) == 202 * ledger::receipt_size);
+  REQUIRE((*box)->add(make(p2, 8)).is_ok());
+  CHECK(std::filesystem::file_size(file) == 4 * ledger::receipt_size);
+  list = (*box)->pending();
+  REQUIRE(list->size() == 4);
+  CHECK(list->at(2).job_id[0] == 209);
+  CHECK(list->at(3).job_id[0] == 8);
   std::filesystem::remove_all(dir);
 }
 
