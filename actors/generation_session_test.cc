@@ -81,6 +81,14 @@ struct grid_fixture {
     options.reputation = &reputation;
     options.note = [this](const std::string& s) { notes.push_back(s); };
   }
+  // Notes may come from several completions at once.
+  void notes_from_threads() {
+    options.note = [this](const std::string& s) {
+      std::lock_guard<std::mutex> l(notes_mu);
+      notes.push_back(s);
+    };
+  }
+  std::mutex notes_mu;
   provider& add(generation_host_options o = {}) {
     providers.push_back(std::make_unique<provider>(o));
     return *providers.back();
@@ -221,11 +229,7 @@ TEST_CASE("an answer streams in order, priced per token, from the cheapest bid",
 
 TEST_CASE("completions at once on one client: each gets its own sessions' tokens", "[grid][gen]") {
   grid_fixture g;
-  std::mutex notes_mu;
-  g.options.note = [&](const std::string& s) {
-    std::lock_guard<std::mutex> l(notes_mu);
-    g.notes.push_back(s);
-  };
+  g.notes_from_threads();
   generation_host_options three;
   three.slots = 3;
   g.add(three).engine->rendezvous = 3;  // no answer goes on until three are generated at once
@@ -249,16 +253,12 @@ TEST_CASE("completions at once on one client: each gets its own sessions' tokens
     CHECK(got[k]->token_ids == expected_answer(reqs[k]));
     CHECK(recs[k].indexes() == iota(6 + k));
   }
-  CHECK(g.providers[0]->engine->most_running == 3);
+  CHECK(g.providers[0]->engine->running.most == 3);
 }
 
 TEST_CASE("prompts that find every slot of the one provider busy wait their turn", "[grid][gen]") {
   grid_fixture g;
-  std::mutex notes_mu;
-  g.options.note = [&](const std::string& s) {
-    std::lock_guard<std::mutex> l(notes_mu);
-    g.notes.push_back(s);
-  };
+  g.notes_from_threads();
   g.options.first_token_timeout_ms = 20000;
   auto& p = g.add();  // one slot
   p.engine->sleep_us_per_token = 3000;
@@ -274,7 +274,7 @@ TEST_CASE("prompts that find every slot of the one provider busy wait their turn
     REQUIRE(got[k].has_value());
     CHECK(got[k]->token_ids == expected_answer(request(5 + k)));
   }
-  CHECK(p.engine->most_running == 1);
+  CHECK(p.engine->running.most == 1);
   CHECK(p.host->running() == 0);
 }
 

@@ -24,14 +24,17 @@ using namespace gpugrid::grid;
 
 namespace {
 
+// Terms that ask the bid's price in nano-units.
+ledger::chain_terms terms_at(double price) {
+  ledger::chain_terms t;
+  t.price = ledger::word_of(static_cast<unsigned __int128>(price * 1e9));
+  return t;
+}
+
 struct fake_gate : payment_gate {
   bool refuse = false;
   int admitted = 0;
-  ledger::chain_terms terms(double price) override {
-    ledger::chain_terms t;
-    t.price = ledger::word_of(static_cast<unsigned __int128>(price * 1e9));
-    return t;
-  }
+  ledger::chain_terms terms(double price) override { return terms_at(price); }
   status admit(const execute_request& req) override {
     if (refuse || !req.voucher) return invalid_input("channel 3's deposit does not cover it");
     ++admitted;
@@ -49,11 +52,7 @@ struct in_order_gate : payment_gate {
   unsigned __int128 last = 0;
   std::vector<unsigned> order;
   int stale = 0;
-  ledger::chain_terms terms(double price) override {
-    ledger::chain_terms t;
-    t.price = ledger::word_of(static_cast<unsigned __int128>(price * 1e9));
-    return t;
-  }
+  ledger::chain_terms terms(double price) override { return terms_at(price); }
   status admit(const execute_request& req) override {
     if (!req.voucher) return invalid_input("no voucher");
     unsigned __int128 nonce = ledger::word_value(req.voucher->nonce);

@@ -2,9 +2,9 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
-#include <atomic>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -12,6 +12,8 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+
+#include "base/testing/concurrency_gauge.h"
 
 using namespace gpugrid;
 using namespace gpugrid::serve;
@@ -66,18 +68,10 @@ class fake_backend : public llm::completion_backend {
       std::lock_guard<std::mutex> l(mu);
       requests.push_back(r);
     }
-    struct count {
-      fake_backend* b;
-      explicit count(fake_backend* self) : b(self) {
-        int now = ++b->running;
-        for (int m = b->most_running; now > m && !b->most_running.compare_exchange_weak(m, now);) {}
-      }
-      ~count() { --b->running; }
-    } counted(this);
     // Waits (up to 10 s) until `rendezvous` completions have run at once: only a caller that
     // runs them concurrently gets there.
-    for (int i = 0; i < 1000 && most_running < rendezvous; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (most_running < rendezvous) return status(error_kind::io, "the other completions never came");
+    gpugrid::testing::concurrency_gauge::inside counted(running);
+    if (rendezvous > 0 && !running.reached(rendezvous)) return status(error_kind::io, "the other completions never came");
     if (fail_with) return *fail_with;
     llm::completion_stats st;
     st.prompt_tokens = static_cast<int64_t>(r.prompt_ids.size());
@@ -110,7 +104,7 @@ class fake_backend : public llm::completion_backend {
   std::atomic<int64_t> decoded{0};
   bool takes_many = false;
   int rendezvous = 0;
-  std::atomic<int> running{0}, most_running{0};
+  gpugrid::testing::concurrency_gauge running;
 };
 
 class fake_stream : public response_stream {
@@ -357,7 +351,7 @@ TEST_CASE("openai service: a back end that takes completions at once runs a mode
   for (auto& t : ts) t.join();
   CHECK(codes == std::vector<int>{200, 200, 200});
   CHECK(texts == std::vector<std::string>{"ab", "abc", "abcd"});
-  CHECK(f.backend->most_running == 3);
+  CHECK(f.backend->running.most == 3);
   CHECK(f.service->stats().batches == 3);
 }
 

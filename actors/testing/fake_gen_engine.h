@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "actors/generation_host.h"
+#include "base/testing/concurrency_gauge.h"
 
 namespace gpugrid::grid::testing {
 
@@ -24,7 +25,7 @@ class fake_gen_engine : public gen_engine {
   bool ignore_limit = false;      // streams past max_new_tokens
   int sleep_us_per_token = 0;
   int rendezvous = 0;             // > 0: each answer waits (up to 10 s) until this many have run at once
-  std::atomic<int> running{0}, most_running{0};
+  gpugrid::testing::concurrency_gauge running;
   std::atomic<int64_t> steps{0};
   std::atomic<bool> saw_cancel{false};
 
@@ -38,16 +39,8 @@ class fake_gen_engine : public gen_engine {
 
   expected<llm::completion_stats> complete(const llm::completion_request& r, const llm::token_sink& sink,
                                            const llm::cancel_check& cancelled) override {
-    struct count {
-      fake_gen_engine* e;
-      explicit count(fake_gen_engine* self) : e(self) {
-        int now = ++e->running;
-        for (int m = e->most_running; now > m && !e->most_running.compare_exchange_weak(m, now);) {}
-      }
-      ~count() { --e->running; }
-    } counted(this);
-    for (int i = 0; i < 1000 && most_running < rendezvous; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (most_running < rendezvous) return status(error_kind::io, "the other answers never came");
+    gpugrid::testing::concurrency_gauge::inside counted(running);
+    if (rendezvous > 0 && !running.reached(rendezvous)) return status(error_kind::io, "the other answers never came");
     std::vector<int32_t> seq = r.prompt_ids;
     seq.insert(seq.end(), r.generated_ids.begin(), r.generated_ids.end());
     llm::completion_stats st;

@@ -241,11 +241,7 @@ TEST_CASE("Conv matches the direct definition on random shapes on every path", "
   // sizes 1 to 7, strides, dilations, pads, maps from 1x1 up, with and without bias and with
   // constant (prepacked, Winograd, tiny-map) or per-run weights: whichever path each case
   // takes must give the definition's result.
-  uint32_t state = 2024;
-  auto next = [&](int64_t lo, int64_t hi) {  // uniform in [lo, hi]
-    state = state * 1664525u + 1013904223u;
-    return lo + static_cast<int64_t>((state >> 8) % static_cast<uint32_t>(hi - lo + 1));
-  };
+  dice next(2024);
   int ran = 0;
   for (int it = 0; it < 1000; ++it) {
     const int64_t nsp = next(1, 4) == 1 ? 1 : 2;

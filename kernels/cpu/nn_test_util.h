@@ -23,6 +23,20 @@ inline tensor rnd(shape_t shape, uint32_t seed, float lo = -1.f, float hi = 1.f)
   return t;
 }
 
+// Integers uniform in [lo, hi] from one seed, the same on every machine (the tests over random
+// shapes).
+class dice {
+ public:
+  explicit dice(uint32_t seed) : state_(seed) {}
+  int64_t operator()(int64_t lo, int64_t hi) {
+    state_ = state_ * 1664525u + 1013904223u;
+    return lo + static_cast<int64_t>((state_ >> 8) % static_cast<uint32_t>(hi - lo + 1));
+  }
+
+ private:
+  uint32_t state_;
+};
+
 inline attribute ai(int64_t v) { attribute a; a.type = attribute::kind::integer; a.i = v; return a; }
 inline attribute af(float v) { attribute a; a.type = attribute::kind::floating; a.f = v; return a; }
 inline attribute as(const std::string& v) { attribute a; a.type = attribute::kind::string; a.s = v; return a; }

@@ -219,11 +219,7 @@ TEST_CASE("MaxPool matches brute force on random 1-D and 2-D shapes", "[nn]") {
   // Strides 1 to 3 (1 and 2 along rows read a padded copy of the plane, split into even and odd
   // columns for 2), dilations, uneven pads, ceil mode, rows narrower and wider than a vector,
   // and a NaN, which never replaces the maximum so far.
-  uint32_t state = 77;
-  auto next = [&](int64_t lo, int64_t hi) {  // uniform in [lo, hi]
-    state = state * 1664525u + 1013904223u;
-    return lo + static_cast<int64_t>((state >> 8) % static_cast<uint32_t>(hi - lo + 1));
-  };
+  dice next(77);
   int ran = 0;
   for (int it = 0; it < 300; ++it) {
     const int64_t nsp = next(1, 4) == 1 ? 1 : 2;
