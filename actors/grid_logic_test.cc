@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "actors/auction.h"
 #include "actors/model_cache.h"
@@ -73,6 +77,28 @@ TEST_CASE("reputation falls on disagreement, persists and gates bidding", "[grid
   REQUIRE(again.has_value());
   CHECK_FALSE(again->trusted("liar"));
   CHECK(again->entry("liar").disagreed == 2);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("reputation saved from several threads at once stays whole", "[grid]") {
+  std::string dir = temp_dir("rep-threads");
+  std::filesystem::create_directories(dir);
+  auto book = reputation_book::load(dir);
+  REQUIRE(book.has_value());
+  std::atomic<int> failed{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 6; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 40; ++i) {
+        book->record("node" + std::to_string(t), outcome::agreed);
+        if (!book->save().is_ok()) ++failed;
+      }
+    });
+  for (auto& t : ts) t.join();
+  CHECK(failed == 0);
+  auto again = reputation_book::load(dir);
+  REQUIRE(again.has_value());
+  for (int t = 0; t < 6; ++t) CHECK(again->entry("node" + std::to_string(t)).agreed == 40);
   std::filesystem::remove_all(dir);
 }
 

@@ -83,6 +83,7 @@ double reputation_book::spot_check_rate(const std::string& id, double floor) con
 
 status reputation_book::save() const {
   if (path_.empty()) return status::ok();
+  std::lock_guard<std::mutex> saving(save_mu_);
   std::string tmp = path_ + ".tmp-" + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::trunc);

@@ -55,6 +55,7 @@ class reputation_book {
  private:
   std::string path_;
   mutable std::mutex mu_;
+  mutable std::mutex save_mu_;  // one save at a time: they share the temporary file
   std::map<std::string, reputation_entry> entries_;
 };
 
