@@ -458,7 +458,8 @@ http_response run_generation(run_context& c, response_stream& stream) {
   };
   if (m.backend->concurrent()) {  // the grid: every request is sessions of its own, on its own thread
     std::vector<llm_model::job*> alone{&job};
-    run(alone);
+    if (job.gone()) job.dropped = true;  // its client left before it started: nothing runs
+    else run(alone);
     job.done = true;
   } else {
     m.run_job(&job, max_runs, run);

@@ -353,6 +353,15 @@ TEST_CASE("openai service: a back end that takes completions at once runs a mode
   CHECK(texts == std::vector<std::string>{"ab", "abc", "abcd"});
   CHECK(f.backend->running.most == 3);
   CHECK(f.service->stats().batches == 3);
+
+  // A client that left before its request started: nothing runs, 499.
+  f.backend->rendezvous = 0;
+  fake_stream left;
+  left.hang_up_after = 0;
+  auto r = f.call("POST", "/v1/chat/completions", R"({"model":"m","messages":[{"role":"user","content":"q"}],"max_tokens":3})", &left);
+  CHECK(r.status == 499);
+  CHECK(f.backend->requests.size() == 3);
+  CHECK(f.service->stats().cancelled == 1);
 }
 
 TEST_CASE("openai service: jobs waiting together run as one batch, in order, within the limit", "[serve][openai]") {
