@@ -263,7 +263,9 @@ struct provider_core::prepared_job {
 };
 
 bool provider_core::pay_before_run(const execute_request& req, execute_result& res) {
-  if (!admit_and_pay(req, res)) return false;
+  res.job = req.job;
+  res.provider = id_.public_key;
+  if (!admit_and_pay(req, facts_for(req.client), res)) return false;
   std::lock_guard<std::mutex> lock(mu_);
   if (paid_ahead_.insert(req.job).second) paid_ahead_order_.push_back(req.job);
   while (paid_ahead_order_.size() > 65536) {  // jobs that never reached a worker
@@ -273,14 +275,12 @@ bool provider_core::pay_before_run(const execute_request& req, execute_result& r
   return true;
 }
 
-bool provider_core::admit_and_pay(const execute_request& req, execute_result& res) {
-  res.job = req.job;
-  res.provider = id_.public_key;
-  admission_facts facts;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    facts = facts_locked(req.client, 0);
-  }
+admission_facts provider_core::facts_for(const key32& client) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return facts_locked(client, 0);
+}
+
+bool provider_core::admit_and_pay(const execute_request& req, const admission_facts& facts, execute_result& res) {
   if (admission a = admit_execute(facts, req.price, 0); !a.accepted) return failed(res, internal_error("{}", a.detail)), false;
   if (tensors_digest(req.inputs) != req.input_digest) return failed(res, invalid_input("inputs do not match their digest")), false;
   if (options_.payment) {  // paid before it starts, or not run at all
@@ -299,12 +299,8 @@ bool provider_core::prepare(const execute_request& req, execute_result& res, pre
     std::lock_guard<std::mutex> lock(mu_);
     paid_ahead = paid_ahead_.erase(req.job) > 0;  // (paid_ahead_order_ forgets it at its bound)
   }
-  if (!paid_ahead && !admit_and_pay(req, res)) return false;
-  admission_facts facts;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    facts = facts_locked(req.client, 0);
-  }
+  const admission_facts facts = facts_for(req.client);
+  if (!paid_ahead && !admit_and_pay(req, facts, res)) return false;
   res.model_was_cached = !req.model_bytes;
   auto s = session_for(req.model_hash, req.model_bytes);
   if (!s) return failed(res, s.error()), false;

@@ -147,8 +147,9 @@ class provider_core {
   execute_result run_prepared(const execute_request& req, execute_result& res, const prepared_job& p);
   execute_result finish(const execute_request& req, execute_result& res, std::vector<tensor> outputs);
   execute_result failed(execute_result& res, const status& st);
-  // Admission, the inputs' digest and the payment: prepare()'s first stage.
-  bool admit_and_pay(const execute_request& req, execute_result& res);
+  // Admission on `facts`, the inputs' digest and the payment: prepare()'s first stage.
+  bool admit_and_pay(const execute_request& req, const admission_facts& facts, execute_result& res);
+  admission_facts facts_for(const key32& client) const;  // facts_locked under mu_
   bool batchable(const digest32& hash, const session& s);  // model_allows_batching, cached
 
   keypair id_;
