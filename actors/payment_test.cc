@@ -69,23 +69,33 @@ struct in_order_gate : payment_gate {
   std::optional<ledger::voucher_claim> claim_for(const job_id&) override { return std::nullopt; }
 };
 
+// A provider's model cache, ledger and options (one CPU thread, paid through `gate`) in a
+// fresh folder `dir`.
+struct paid_provider {
+  paid_provider(const std::string& dir, std::shared_ptr<payment_gate> gate) {
+    std::filesystem::remove_all(dir);
+    cache = std::shared_ptr<model_cache>(model_cache::open(dir + "/models", 1 << 24).value());
+    ledger = std::shared_ptr<ledger::ledger_file>(ledger::ledger_file::open(dir).value());
+    options.device = "cpu";
+    options.threads = 1;
+    options.payment = std::move(gate);
+  }
+  std::shared_ptr<model_cache> cache;
+  std::shared_ptr<ledger::ledger_file> ledger;
+  provider_options options;
+};
+
 }  // namespace
 
 TEST_CASE("a provider with several slots takes the vouchers of jobs that arrive together in their order", "[grid][voucher]") {
   if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
   std::string dir = (std::filesystem::temp_directory_path() / ("gg-pay-order-" + std::to_string(::getpid()))).string();
-  std::filesystem::remove_all(dir);
-  auto cache = std::shared_ptr<model_cache>(model_cache::open(dir + "/models", 1 << 24).value());
-  auto ledger = std::shared_ptr<ledger::ledger_file>(ledger::ledger_file::open(dir).value());
   auto gate = std::make_shared<in_order_gate>();
-  provider_options po;
-  po.device = "cpu";
-  po.threads = 1;
-  po.slots = 4;
-  po.unpaid_credit = 100;
-  po.payment = gate;
+  paid_provider pp(dir, gate);
+  pp.options.slots = 4;
+  pp.options.unpaid_credit = 100;
   keypair provider = keypair::generate(), client = keypair::generate();
-  auto core = std::make_shared<provider_core>(provider, cache, po, ledger);
+  auto core = std::make_shared<provider_core>(provider, pp.cache, pp.options, pp.ledger);
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 2);
   caf::actor_system sys{cfg};
@@ -132,16 +142,10 @@ TEST_CASE("a provider with several slots takes the vouchers of jobs that arrive 
 TEST_CASE("payment hooks: terms in bids, refused jobs do not run, vouchers in the ledger", "[grid][voucher]") {
   if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
   std::string dir = (std::filesystem::temp_directory_path() / ("gg-pay-" + std::to_string(::getpid()))).string();
-  std::filesystem::remove_all(dir);
-  auto cache = std::shared_ptr<model_cache>(model_cache::open(dir + "/models", 1 << 24).value());
-  auto ledger = std::shared_ptr<ledger::ledger_file>(ledger::ledger_file::open(dir).value());
   auto gate = std::make_shared<fake_gate>();
-  provider_options po;
-  po.device = "cpu";
-  po.threads = 1;
-  po.payment = gate;
+  paid_provider pp(dir, gate);
   keypair provider = keypair::generate(), client = keypair::generate();
-  provider_core core(provider, cache, po, ledger);
+  provider_core core(provider, pp.cache, pp.options, pp.ledger);
 
   std::string model = gpugrid::grid::testing::add_relu_model();
   bid_request br;
@@ -178,7 +182,7 @@ TEST_CASE("payment hooks: terms in bids, refused jobs do not run, vouchers in th
   ledger::receipt r = paid.receipt;
   ledger::sign_as_client(r, client.secret_key);
   REQUIRE(core.accept_receipt(r).is_ok());
-  auto entries = ledger::read_entries(ledger->path(), nullptr).value();
+  auto entries = ledger::read_entries(pp.ledger->path(), nullptr).value();
   REQUIRE(entries.size() == 1);
   REQUIRE(entries[0].claim);
   CHECK(*entries[0].claim == v);
