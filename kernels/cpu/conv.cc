@@ -13,7 +13,7 @@
 // Bias and activation are applied to each block of output right after it is computed. float
 // products go to sgemm (sgemm.h) with the weights packed once, on the first run; without
 // AVX2/FMA, to OpenBLAS.
-// ConvTranspose is GEMM (W^T x X) + col2im.
+// ConvTranspose is GEMM (W^T x X, sgemm on the engine's threads) + col2im.
 //
 // 1-D and 2-D convolutions run through the 3-D loops with leading spatial dims of size 1.
 #include <immintrin.h>
@@ -1160,7 +1160,24 @@ class conv_transpose_kernel final : public kernel {
           for (int64_t r0 = 0; r0 < in_rows; r0 += tile_rows) {
             const int64_t r1 = std::min(in_rows, r0 + tile_rows);
             const int64_t ncols = (r1 - r0) * IW;
-            gemm<T>(true, false, R, ncols, Cg, T(1), wg, R, xg + r0 * IW, S_in, T(0), col, ncols);
+            bool done = false;
+            if constexpr (std::is_same_v<T, float>) {
+              if (sgemm::available()) {
+                // col = W_g^T x X_g on the engine's threads (W_g is [Cg, R]).
+                sgemm::problem q;
+                q.m = R;
+                q.n = ncols;
+                q.k = Cg;
+                q.a.v = {wg, 1, R};
+                q.b.v = {xg + r0 * IW, S_in, 1};
+                q.c = col;
+                q.ldc = ncols;
+                if (!sgemm::run(&ctx.pool(), q))
+                  return internal_error("{}: out of memory for the packed blocks", ctx.op().describe());
+                done = true;
+              }
+            }
+            if (!done) gemm<T>(true, false, R, ncols, Cg, T(1), wg, R, xg + r0 * IW, S_in, T(0), col, ncols);
             // col2im: each output channel owns its kprod rows and its output plane.
             parallel(ctx, Mg, 1, [&](int64_t mb, int64_t me) {
               for (int64_t m = mb; m < me; ++m) {

@@ -33,6 +33,39 @@ float dot(const float* x, const float* y, int64_t n) {
   return s;
 }
 
+// c[j] = dot(a, B[j, 0..k)) for j in [j0, j1): rows of B (op(B) transposed) four at a time,
+// each vector of a loaded once for the four.
+void gemv_trans_rows(const float* a, const float* b, int64_t ldb, int64_t k, float* c, int64_t j0, int64_t j1) {
+  int64_t j = j0;
+#ifdef GG_DENSE_AVX2
+  const int64_t k8 = k & ~int64_t{7};
+  auto hsum = [](__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  };
+  for (; j + 4 <= j1; j += 4) {
+    const float *r0 = b + j * ldb, *r1 = r0 + ldb, *r2 = r1 + ldb, *r3 = r2 + ldb;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t p = 0; p < k8; p += 8) {
+      const __m256 x = _mm256_loadu_ps(a + p);
+      s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r0 + p), s0);
+      s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r1 + p), s1);
+      s2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r2 + p), s2);
+      s3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r3 + p), s3);
+    }
+    float t0 = hsum(s0), t1 = hsum(s1), t2 = hsum(s2), t3 = hsum(s3);
+    for (int64_t p = k8; p < k; ++p) {
+      t0 += a[p] * r0[p];
+      t1 += a[p] * r1[p];
+      t2 += a[p] * r2[p];
+      t3 += a[p] * r3[p];
+    }
+    c[j] = t0, c[j + 1] = t1, c[j + 2] = t2, c[j + 3] = t3;
+  }
+#endif
+  for (; j < j1; ++j) c[j] = dot(a, b + j * ldb, k);
+}
 
 // c[j] = sum_p a[p] * b[p, j] for j in [j0, j1), B float or float16. Tiles of up to 512
 // columns whose sums stay in L1; four rows of B at a time, each read contiguously (float16
@@ -191,7 +224,9 @@ bool matmul(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, 
       const float* arow = a + i * lda;
       float* crow = c + i * ldc;
       if (b_trans) {
-        for (int64_t j = j0; j < j1; ++j) crow[j] = alpha * dot(arow, b + j * ldb, k);
+        gemv_trans_rows(arow, b, ldb, k, crow, j0, j1);
+        if (alpha != 1.f)
+          for (int64_t j = j0; j < j1; ++j) crow[j] *= alpha;
       } else {
         gemv_rows(arow, b, ldb, k, crow, j0, j1);
         if (alpha != 1.f)

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/sgemm.h"
 
 namespace gpugrid::cpu {
 
@@ -142,11 +143,31 @@ dense<T> gather_sum(const view<T>& v, const std::vector<int>& keep, const std::v
 
 // C[b, m, n] = sum_k A[b, m, k] * B[b, k, n], all row-major.
 template <typename T>
-void batched_gemm(const T* a, const T* b, T* c, int64_t batch, int64_t m, int64_t n, int64_t k) {
-  if (m == 0 || n == 0 || batch == 0) return;
+bool batched_gemm(thread_pool* pool, const T* a, const T* b, T* c, int64_t batch, int64_t m, int64_t n, int64_t k) {
+  if (m == 0 || n == 0 || batch == 0) return true;
   if (k == 0) {
     std::fill(c, c + batch * m * n, T(0));
-    return;
+    return true;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm::available()) {
+      // Every item at once on the engine's threads.
+      sgemm::problem q;
+      q.m = m;
+      q.n = n;
+      q.k = k;
+      q.a.v = {a, k, 1};
+      q.b.v = {b, n, 1};
+      q.c = c;
+      q.ldc = n;
+      q.batch = batch;
+      q.offsets = [&](int64_t i, int64_t* ao, int64_t* bo, int64_t* co) {
+        *ao = i * m * k;
+        *bo = i * k * n;
+        *co = i * m * n;
+      };
+      return sgemm::run(pool, q);
+    }
   }
   for (int64_t t = 0; t < batch; ++t) {
     const T* at = a + t * m * k;
@@ -176,6 +197,7 @@ void batched_gemm(const T* a, const T* b, T* c, int64_t batch, int64_t m, int64_
         }
     }
   }
+  return true;
 }
 
 bool contains(const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); }
@@ -196,7 +218,7 @@ bool fits(const std::vector<int>& labels, const std::vector<int64_t>& size) {
 }
 
 template <typename T>
-bool einsum_typed(const std::vector<const tensor*>& in, const plan& p, tensor* out) {
+bool einsum_typed(thread_pool* pool, const std::vector<const tensor*>& in, const plan& p, tensor* out) {
   const size_t nops = in.size();
   // Distinct-label views of the inputs.
   std::vector<view<T>> views(nops);
@@ -264,7 +286,7 @@ bool einsum_typed(const std::vector<const tensor*>& in, const plan& p, tensor* o
       dense<T> c;
       c.labels = ckeep;
       c.data.assign(static_cast<size_t>(nb * m * n), T(0));
-      batched_gemm<T>(a.data.data(), b.data.data(), c.data.data(), nb, m, n, kk);
+      if (!batched_gemm<T>(pool, a.data.data(), b.data.data(), c.data.data(), nb, m, n, kk)) return false;
       left_store = std::move(c);
       left = left_store.as_view(p.size);
     }
@@ -383,12 +405,12 @@ status run_einsum(kernel_context& ctx) {
   GG_ASSIGN_OR_RETURN(tensor* Y, ctx.output(0, ty, out_shape));
   bool ok = true;
   switch (ty) {
-    case dtype::f32: ok = einsum_typed<float>(in, p, Y); break;
-    case dtype::f64: ok = einsum_typed<double>(in, p, Y); break;
-    case dtype::i32: ok = einsum_typed<int32_t>(in, p, Y); break;
-    case dtype::i64: ok = einsum_typed<int64_t>(in, p, Y); break;
-    case dtype::u32: ok = einsum_typed<uint32_t>(in, p, Y); break;
-    case dtype::u64: ok = einsum_typed<uint64_t>(in, p, Y); break;
+    case dtype::f32: ok = einsum_typed<float>(&ctx.pool(), in, p, Y); break;
+    case dtype::f64: ok = einsum_typed<double>(&ctx.pool(), in, p, Y); break;
+    case dtype::i32: ok = einsum_typed<int32_t>(&ctx.pool(), in, p, Y); break;
+    case dtype::i64: ok = einsum_typed<int64_t>(&ctx.pool(), in, p, Y); break;
+    case dtype::u32: ok = einsum_typed<uint32_t>(&ctx.pool(), in, p, Y); break;
+    case dtype::u64: ok = einsum_typed<uint64_t>(&ctx.pool(), in, p, Y); break;
     default: break;
   }
   if (!ok) return ctx.fail("equation '{}' needs an intermediate result that is too large", eq);

@@ -366,6 +366,13 @@ class gemm_kernel final : public kernel {
             if (!product(ctx, M, N, K, a, lda, b, ldb, Y, bias)) st = ctx.fail("out of memory for the packed blocks");
             return;
           }
+          if (M == 1) {
+            // One row (a classifier at batch 1): a matrix-vector product on the engine's threads
+            // (OpenBLAS's sgemv would wake its own threads, which then spin against ours).
+            (void)dense::matmul(&ctx.pool(), 1, N, K, a, 1, b, ldb, tb_, Y, N, alpha_, bias);
+            bias_act_rows(ctx, act_, Y, M, N, nullptr);
+            return;
+          }
           gemm<float>(ta_, tb_, M, N, K, alpha_, a, lda, b, ldb, 0.f, Y, N);
           bias_act_rows(ctx, act_, Y, M, N, bias);
           return;
@@ -374,6 +381,11 @@ class gemm_kernel final : public kernel {
       if constexpr (std::is_same_v<T, float>) {
         if (!use_c && M > 1 && sgemm::available()) {
           if (!product(ctx, M, N, K, a, lda, b, ldb, Y, nullptr)) st = ctx.fail("out of memory for the packed blocks");
+          return;
+        }
+        if (!use_c && M == 1) {
+          (void)dense::matmul(&ctx.pool(), 1, N, K, a, 1, b, ldb, tb_, Y, N, alpha_, nullptr);
+          bias_act_rows(ctx, act_, Y, M, N, nullptr);
           return;
         }
       }

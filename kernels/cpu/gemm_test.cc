@@ -212,43 +212,50 @@ TEST_CASE("MatMul rejects bad inputs cleanly", "[nn]") {
 }
 
 TEST_CASE("Gemm attributes and C broadcasting", "[nn]") {
-  const int64_t M = 5, K = 7, N = 6;
-  tensor A = rnd({M, K}, 11), At = tensor::zeros(dtype::f32, {K, M});
-  tensor B = rnd({K, N}, 12), Bt = tensor::zeros(dtype::f32, {N, K});
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t k = 0; k < K; ++k) At.data<float>()[k * M + i] = A.data<float>()[i * K + k];
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t j = 0; j < N; ++j) Bt.data<float>()[j * K + k] = B.data<float>()[k * N + j];
-  std::vector<shape_t> cshapes = {{}, {N}, {1, N}, {M, 1}, {M, N}, {1}, {1, 1}};
-  for (int ta = 0; ta < 2; ++ta)
-    for (int tb = 0; tb < 2; ++tb)
-      for (auto& cs : cshapes)
-        for (int with_c = 0; with_c < 2; ++with_c) {
-          node n = op("Gemm");
-          n.attrs["alpha"] = af(0.5f);
-          n.attrs["beta"] = af(2.f);
-          n.attrs["transA"] = ai(ta);
-          n.attrs["transB"] = ai(tb);
-          tensor C = rnd(cs, 13);
-          std::vector<tensor> in = {ta ? At : A, tb ? Bt : B};
-          if (with_c) in.push_back(C);
-          auto r = run(n, in);
-          REQUIRE(r);
-          std::vector<float> want(static_cast<size_t>(M * N));
-          for (int64_t i = 0; i < M; ++i)
-            for (int64_t j = 0; j < N; ++j) {
-              double s = 0;
-              for (int64_t k = 0; k < K; ++k) s += double(A.data<float>()[i * K + k]) * B.data<float>()[k * N + j];
-              double c = 0;
-              if (with_c) {
-                int64_t cr = cs.size() == 2 ? cs[0] : 1, cc = cs.empty() ? 1 : cs.back();
-                c = C.data<float>()[(cr == 1 ? 0 : i) * cc + (cc == 1 ? 0 : j)];
+  // One row takes the matrix-vector path (split over threads from about 2^17 products on).
+  const int64_t sizes[][3] = {{5, 7, 6}, {1, 7, 6}, {1, 517, 301}};
+  for (const auto& mkn : sizes) {
+    const int64_t M = mkn[0], K = mkn[1], N = mkn[2];
+    INFO("M " << M << " K " << K << " N " << N);
+    tensor A = rnd({M, K}, 11), At = tensor::zeros(dtype::f32, {K, M});
+    tensor B = rnd({K, N}, 12), Bt = tensor::zeros(dtype::f32, {N, K});
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t k = 0; k < K; ++k) At.data<float>()[k * M + i] = A.data<float>()[i * K + k];
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < N; ++j) Bt.data<float>()[j * K + k] = B.data<float>()[k * N + j];
+    std::vector<shape_t> cshapes = {{}, {N}, {1, N}, {M, 1}, {M, N}, {1}, {1, 1}};
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (auto& cs : cshapes)
+          for (int with_c = 0; with_c < 2; ++with_c) {
+            node n = op("Gemm");
+            n.attrs["alpha"] = af(0.5f);
+            n.attrs["beta"] = af(2.f);
+            n.attrs["transA"] = ai(ta);
+            n.attrs["transB"] = ai(tb);
+            tensor C = rnd(cs, 13);
+            std::vector<tensor> in = {ta ? At : A, tb ? Bt : B};
+            if (with_c) in.push_back(C);
+            auto r = run(n, in);
+            REQUIRE(r);
+            std::vector<float> want(static_cast<size_t>(M * N));
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < N; ++j) {
+                double s = 0;
+                for (int64_t k = 0; k < K; ++k) s += double(A.data<float>()[i * K + k]) * B.data<float>()[k * N + j];
+                double c = 0;
+                if (with_c) {
+                  int64_t cr = cs.size() == 2 ? cs[0] : 1, cc = cs.empty() ? 1 : cs.back();
+                  c = C.data<float>()[(cr == 1 ? 0 : i) * cc + (cc == 1 ? 0 : j)];
+                }
+                want[static_cast<size_t>(i * N + j)] = static_cast<float>(0.5 * s + 2.0 * c);
               }
-              want[static_cast<size_t>(i * N + j)] = static_cast<float>(0.5 * s + 2.0 * c);
-            }
-          INFO("transA " << ta << " transB " << tb << " C " << shape_str(cs) << " with_c " << with_c);
-          check_close((*r)[0], want);
-        }
+            INFO("transA " << ta << " transB " << tb << " C " << shape_str(cs) << " with_c " << with_c);
+            check_close((*r)[0], want);
+          }
+  }
+  const int64_t M = 5, K = 7, N = 6;
+  tensor A = rnd({M, K}, 11), B = rnd({K, N}, 12);
   // Bad C.
   CHECK_FALSE(run(op("Gemm"), {A, B, rnd({2, N}, 3)}));
   CHECK_FALSE(run(op("Gemm"), {A, rnd({K + 1, N}, 3)}));
@@ -283,17 +290,21 @@ TEST_CASE("FusedGemm and FusedMatMul apply bias and activation", "[nn]") {
   g.attrs["activation_alpha"] = af(-0.25f);
   g.attrs["activation_beta"] = af(0.25f);
   g.attrs["transB"] = ai(1);
-  tensor GA = rnd({5, 8}, 31), GB = rnd({6, 8}, 32), GC = rnd({1, 6}, 33);
-  auto r = run(g, {GA, GB, GC});
-  REQUIRE(r);
-  std::vector<float> want(30);
-  for (int i = 0; i < 5; ++i)
-    for (int j = 0; j < 6; ++j) {
-      double s = GC.data<float>()[j];
-      for (int k = 0; k < 8; ++k) s += double(GA.data<float>()[i * 8 + k]) * GB.data<float>()[j * 8 + k];
-      want[i * 6 + j] = std::min(0.25f, std::max(-0.25f, static_cast<float>(s)));
-    }
-  check_close((*r)[0], want);
+  tensor GB = rnd({6, 8}, 32), GC = rnd({1, 6}, 33);
+  for (int rows : {5, 1}) {  // one row: the matrix-vector path
+    tensor GA = rnd({rows, 8}, 31);
+    auto r = run(g, {GA, GB, GC});
+    REQUIRE(r);
+    std::vector<float> want(static_cast<size_t>(rows * 6));
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < 6; ++j) {
+        double s = GC.data<float>()[j];
+        for (int k = 0; k < 8; ++k) s += double(GA.data<float>()[i * 8 + k]) * GB.data<float>()[j * 8 + k];
+        want[i * 6 + j] = std::min(0.25f, std::max(-0.25f, static_cast<float>(s)));
+      }
+    check_close((*r)[0], want);
+  }
+  tensor GA = rnd({5, 8}, 31);
   node bad = op("FusedGemm", 1, 1, "com.gpugrid");
   bad.attrs["activation"] = as("Softplus");
   CHECK_FALSE(run(bad, {GA, GB}));

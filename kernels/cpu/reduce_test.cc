@@ -432,6 +432,23 @@ TEST_CASE("Einsum", "[reduce]") {
   CHECK(values<float>(y) == std::vector<float>{210, 430});
   y = einsum("bij,bjk->bik", {l, f32({2, 2, 1}, {1, 1, 2, 0})});
   CHECK(values<float>(y) == std::vector<float>{3, 6});
+  // A batched product big enough for the blocked kernels (partial tiles in every direction).
+  {
+    const int64_t B = 3, I = 13, J = 37, K = 20;
+    std::vector<float> av(B * I * J), bv(B * J * K);
+    for (size_t t = 0; t < av.size(); ++t) av[t] = static_cast<float>((t * 7919) % 23) / 11.f - 1.f;
+    for (size_t t = 0; t < bv.size(); ++t) bv[t] = static_cast<float>((t * 104729) % 19) / 9.f - 1.f;
+    y = einsum("bij,bjk->bik", {f32({B, I, J}, av), f32({B, J, K}, bv)});
+    REQUIRE(y.shape() == shape_t{B, I, K});
+    const std::vector<float> got = values<float>(y);
+    for (int64_t bb = 0; bb < B; ++bb)
+      for (int64_t i = 0; i < I; ++i)
+        for (int64_t k = 0; k < K; ++k) {
+          double want = 0;
+          for (int64_t j = 0; j < J; ++j) want += double(av[(bb * I + i) * J + j]) * bv[(bb * J + j) * K + k];
+          CHECK(std::abs(got[(bb * I + i) * K + k] - want) <= 1e-4 * (1 + std::abs(want)));
+        }
+  }
   // Three operands.
   tensor c = f32({2, 2}, {1, 0, 0, 2});
   CHECK(values<float>(einsum("ij,jk,kl->il", {a, b, c})) == std::vector<float>{4, 10, 10, 22});
