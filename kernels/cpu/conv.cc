@@ -366,9 +366,12 @@ bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g
   if (!k3 && !((kW == 1 || kW == 3 || kW == 5 || kW == 7) && g.d[2] == 1 && (g.s[2] == 1 || split))) return false;
   // Slack after the plane for the vector loop's last block (see dw3x3_rows).
   constexpr int64_t slack = 32;
-  float* buf = nn::scratch<float>(2, static_cast<size_t>(Hp * Wp + slack));
-  if (!buf) return false;
-  simd::pad_plane(x, H, W, ph, pw, Hp, Wp, slack, buf);
+  float* buf = nullptr;
+  if (!split) {
+    buf = nn::scratch<float>(2, static_cast<size_t>(Hp * Wp + slack));
+    if (!buf) return false;
+    simd::pad_plane(x, H, W, ph, pw, Hp, Wp, slack, buf);
+  }
   float lo, hi;
   *fused = clamp_of(act, &lo, &hi);
   if (!*fused) bias = 0.f;  // the caller adds it with the activation
@@ -384,7 +387,7 @@ bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g
     float* E = nn::scratch<float>(3, static_cast<size_t>(2 * (Hp * Ws + slack)));
     if (!E) return false;
     float* O = E + Hp * Ws + slack;
-    simd::split_even_odd(buf, Hp, Wp, slack, E, O);
+    simd::pad_split_plane(x, H, W, ph, pw, Hp, Wp, slack, E, O);
     if (k3) dw3x3_s2_rows(E, O, Ws, w, g, y, bias, lo, hi);
     else if (kW == 1) dwk_rows<2, 1>(E, O, Ws, w, g, y, bias, lo, hi);
     else if (kW == 3) dwk_rows<2, 3>(E, O, Ws, w, g, y, bias, lo, hi);
@@ -430,45 +433,87 @@ bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, 
   const int64_t kH = g.k[1], kW = g.k[2], taps = kH * kW, Cp = (C + 7) / 8 * 8;
   float* xt = nn::scratch<float>(1, static_cast<size_t>(Cp * (H * W + taps + S + 1)));
   if (!xt) return false;
-  float* wt = xt + Cp * H * W;   // [tap][channel]
-  float* yt = wt + Cp * taps;    // [position][channel]
-  float* bt = yt + Cp * S;       // bias per channel
-  simd::transpose_floats(w, taps, C, taps, wt, Cp);
-  for (int64_t t = 0; t < taps; ++t) zero_floats(wt + t * Cp + C, Cp - C);
-  for (int64_t c = 0; c < Cp; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
+  float* wt = xt + Cp * H * W;  // [tap][channel]
+  float* yt = wt + Cp * taps;   // [position][channel]
+  float* bt = yt + Cp * S;      // bias per channel
+  // Each output's taps that land inside the image: the tap's offset in wt, the input's in xt
+  // (per channel, times Cp), the same for every channel.
+  int64_t* first = nn::scratch<int64_t>(2, static_cast<size_t>((S + 1) + 2 * S * taps));
+  if (!first) return false;
+  int64_t* wofs = first + S + 1;
+  int64_t* xofs = wofs + S * taps;
+  int64_t nv = 0;
+  for (int64_t q = 0; q < S; ++q) {
+    first[q] = nv;
+    const int64_t oh = q / OW, ow = q % OW;
+    for (int64_t kh = 0; kh < kH; ++kh) {
+      const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
+      if (ih < 0 || ih >= H) continue;
+      for (int64_t kw = 0; kw < kW; ++kw) {
+        const int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
+        if (iw < 0 || iw >= W) continue;
+        wofs[nv] = (kh * kW + kw) * Cp;
+        xofs[nv++] = (ih * W + iw) * Cp;
+      }
+    }
+  }
+  first[S] = nv;
+  const int64_t blocks = Cp / 8;
+  float lo, hi;
+  const bool clamped = clamp_of(act, &lo, &hi);  // none, Relu or Clip: applied in the register
   for (int64_t n = 0; n < cs.N; ++n) {
-    simd::transpose_floats(x + n * C * H * W, H * W, C, H * W, xt, Cp);
-    if (Cp > C)
-      for (int64_t q = 0; q < H * W; ++q) zero_floats(xt + q * Cp + C, Cp - C);
-    // Output positions in parallel when there are many channels (7x7 planes of 960).
-    parallel(ctx, S, std::max<int64_t>(1, 32768 / (taps * Cp)), [&](int64_t q0, int64_t q1) {
-      // One output's taps that land inside the image: the tap's offset in wt, the input's in xt.
-      int64_t wofs[kTinyDepthwiseTaps], xofs[kTinyDepthwiseTaps];
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t oh = q / OW, ow = q % OW;
-        int64_t nv = 0;
-        for (int64_t kh = 0; kh < kH; ++kh) {
-          const int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
-          if (ih < 0 || ih >= H) continue;
-          for (int64_t kw = 0; kw < kW; ++kw) {
-            const int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
-            if (iw < 0 || iw >= W) continue;
-            wofs[nv] = (kh * kW + kw) * Cp;
-            xofs[nv++] = (ih * W + iw) * Cp;
-          }
-        }
-        // Each block of 8 channels sums its taps in a register.
+    const float* xn = x + n * C * H * W;
+    float* yn = out + n * C * S;
+    // Blocks of 8 channels in parallel, each on its own from the transposes in to the
+    // transpose out (no barrier between them).
+    parallel(ctx, blocks, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, S * taps * 8)), [&](int64_t b0, int64_t b1) {
+      const int64_t c0 = b0 * 8, c1 = std::min(C, b1 * 8), ce = b1 * 8;
+      simd::transpose_floats(xn + c0 * H * W, H * W, c1 - c0, H * W, xt + c0, Cp);
+      simd::transpose_floats(w + c0 * taps, taps, c1 - c0, taps, wt + c0, Cp);
+      if (ce > c1) {
+        for (int64_t q = 0; q < H * W; ++q) zero_floats(xt + q * Cp + c1, ce - c1);
+        for (int64_t t = 0; t < taps; ++t) zero_floats(wt + t * Cp + c1, ce - c1);
+      }
+      for (int64_t c = c0; c < ce; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
+      const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+      for (int64_t q = 0; q < S; ++q) {
         float* y = yt + q * Cp;
-        for (int64_t c = 0; c < Cp; c += 8) {
+        int64_t c = c0;
+        // Four blocks of 8 channels at a time: four independent sums hide the multiply-add
+        // latency that one chain of taps would wait on.
+        for (; c + 32 <= ce; c += 32) {
+          __m256 a0 = _mm256_loadu_ps(bt + c), a1 = _mm256_loadu_ps(bt + c + 8);
+          __m256 a2 = _mm256_loadu_ps(bt + c + 16), a3 = _mm256_loadu_ps(bt + c + 24);
+          for (int64_t v = first[q]; v < first[q + 1]; ++v) {
+            const float *wp = wt + wofs[v] + c, *xp = xt + xofs[v] + c;
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp), _mm256_loadu_ps(xp), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 8), _mm256_loadu_ps(xp + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 16), _mm256_loadu_ps(xp + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 24), _mm256_loadu_ps(xp + 24), a3);
+          }
+          if (clamped) {  // NaN stays NaN
+            a0 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a0));
+            a1 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a1));
+            a2 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a2));
+            a3 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a3));
+          }
+          _mm256_storeu_ps(y + c, a0);
+          _mm256_storeu_ps(y + c + 8, a1);
+          _mm256_storeu_ps(y + c + 16, a2);
+          _mm256_storeu_ps(y + c + 24, a3);
+        }
+        for (; c < ce; c += 8) {
           __m256 acc = _mm256_loadu_ps(bt + c);
-          for (int64_t v = 0; v < nv; ++v)
+          for (int64_t v = first[q]; v < first[q + 1]; ++v)
             acc = _mm256_fmadd_ps(_mm256_loadu_ps(wt + wofs[v] + c), _mm256_loadu_ps(xt + xofs[v] + c), acc);
+          if (clamped) acc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, acc));  // NaN stays NaN
           _mm256_storeu_ps(y + c, acc);
         }
+        if (!clamped) apply_activation(act, y + c0, ce - c0);
       }
-      apply_activation(act, yt + q0 * Cp, (q1 - q0) * Cp);
+      // Back to [channel][position].
+      simd::transpose_floats(yt + c0, Cp, S, c1 - c0, yn + c0 * S, S);
     });
-    simd::transpose_floats(yt, Cp, S, C, out + n * C * S, S);
   }
   return true;
 }
@@ -531,7 +576,7 @@ bool direct_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, con
   const int64_t nplanes = sw == 2 ? 2 * C : C;
   const int64_t blocks = (M + 7) / 8, K = C * kH * kW;
   // Weights as [block][c][kh][kw][8 channels] (zeros past M), then the padded planes.
-  float* wt = nn::scratch<float>(1, static_cast<size_t>(blocks * K * 8 + nplanes * plane + (Hp * Wp + slack)));
+  float* wt = nn::scratch<float>(1, static_cast<size_t>(blocks * K * 8 + nplanes * plane));
   if (!wt) return false;
   for (int64_t b = 0; b < blocks; ++b)
     for (int64_t k = 0; k < K; ++k)
@@ -540,7 +585,6 @@ bool direct_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, con
         wt[(b * K + k) * 8 + j] = m < M ? w[m * K + k] : 0.f;
       }
   float* planes = wt + blocks * K * 8;
-  float* tmp = planes + nplanes * plane;  // a padded plane before its split (stride 2)
   float lo, hi;
   const bool fused = clamp_of(act, &lo, &hi);
   for (int64_t n = 0; n < cs.N; ++n) {
@@ -550,8 +594,8 @@ bool direct_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, con
         simd::pad_plane(xn + c * H * W, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, planes + c * plane);
         continue;
       }
-      simd::pad_plane(xn + c * H * W, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, tmp);
-      simd::split_even_odd(tmp, Hp, Wp, slack, planes + 2 * c * plane, planes + (2 * c + 1) * plane);
+      simd::pad_split_plane(xn + c * H * W, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, planes + 2 * c * plane,
+                            planes + (2 * c + 1) * plane);
     }
     float* yn = out + n * M * S;
     // Tasks: (block of 8 channels, output row).

@@ -205,6 +205,7 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 20, 7, 7}, {20, 1, 3, 3}, 20, {}, {}, {1, 1, 1, 1}, "", true},
       {{2, 9, 14, 13}, {9, 1, 5, 5}, 9, {2, 2}, {}, {2, 2, 2, 2}, "", true},
       {{1, 8, 9, 7}, {8, 1, 3, 3}, 8, {}, {2, 1}, {0, 1, 2, 1}, "", true},
+      {{2, 70, 14, 14}, {70, 1, 3, 3}, 70, {2, 2}, {}, {1, 1, 1, 1}, "", true},  // blocks of channels in parallel
       // 3x3 stride 1 with 16+ channels: Winograd F(2x2, 3x3) when the weights are constant.
       {{2, 16, 9, 11}, {20, 16, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
       {{1, 32, 14, 14}, {16, 32, 3, 3}, 1, {}, {}, {0, 0, 0, 0}, "", false},

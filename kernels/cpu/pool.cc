@@ -192,15 +192,17 @@ bool max_plane_padded(const float* x, const window_geom& g, float* y) {
   if (floats > nn::kMaxPaddedFloats) return false;
   float* buf = nn::scratch<float>(0, static_cast<size_t>(floats));
   if (!buf) return false;
-  simd::pad_plane(x, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, buf, std::numeric_limits<float>::lowest());
+  const float lowest = std::numeric_limits<float>::lowest();
   if (sw == 1) {
+    simd::pad_plane(x, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, buf, lowest);
     if (kW == 3) max_rows<1, 3>(buf, nullptr, Ws, g, y);
     else max_rows<1, 0>(buf, nullptr, Ws, g, y);
     return true;
   }
-  float* E = buf + Hp * Wp + slack;
+  // Stride 2: the padded plane's even and odd columns, made in one pass.
+  float* E = buf;
   float* O = E + Hp * Ws + slack;
-  simd::split_even_odd(buf, Hp, Wp, slack, E, O);
+  simd::pad_split_plane(x, H, W, g.pb[1], g.pb[2], Hp, Wp, slack, E, O, lowest);
   if (kW == 3) max_rows<2, 3>(E, O, Ws, g, y);
   else if (kW == 2) max_rows<2, 2>(E, O, Ws, g, y);
   else max_rows<2, 0>(E, O, Ws, g, y);

@@ -124,22 +124,57 @@ inline void pad_plane(const float* x, int64_t H, int64_t W, int64_t ph, int64_t 
   fill_floats(buf + Hp * Wp, slack, fill);
 }
 
-// Splits a padded plane (Hp rows of Wp, `slack` readable floats after it) into its even and odd
-// columns: E and O, Hp rows of Ws = (Wp + 1) / 2 each, then `slack` zeros. 16 columns at a
-// time: a row reads up to 15 floats past its end (the next row, or the slack) and its last block
-// spills into the next row, which is written after it, or into the slack, zeroed last.
-inline void split_even_odd(const float* padded, int64_t Hp, int64_t Wp, int64_t slack, float* E, float* O) {
+// Eight floats of a row of W from column `off` (>= 0): `fill` past the row's end.
+inline __m256 load_row8(const float* row, int64_t off, int64_t W, __m256 fill) {
+  const int64_t n = W - off;
+  if (n >= 8) return _mm256_loadu_ps(row + off);
+  if (n <= 0) return fill;
+  const __m256i m = lanes(n);
+  return _mm256_blendv_ps(fill, _mm256_maskload_ps(row + off, m), _mm256_castsi256_ps(m));
+}
+
+// The even and odd columns of the plane that pad_plane would make, in one pass over x (no
+// padded copy): E and O, Hp rows of Ws = (Wp + 1) / 2 each, then `slack` floats of `fill`.
+// 16 columns at a time: a row's last block spills up to 7 floats into the next row (written
+// after it) or the slack.
+inline void pad_split_plane(const float* x, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Hp, int64_t Wp,
+                            int64_t slack, float* E, float* O, float fill = 0.f) {
   const int64_t Ws = (Wp + 1) / 2;
+  const __m256 vf = _mm256_set1_ps(fill);
   for (int64_t r = 0; r < Hp; ++r) {
-    const float* p = padded + r * Wp;
+    float* e = E + r * Ws;
+    float* o = O + r * Ws;
+    const int64_t ih = r - ph;
+    if (ih < 0 || ih >= H) {
+      fill_floats(e, Ws, fill);
+      fill_floats(o, Ws, fill);
+      continue;
+    }
+    const float* xr = x + ih * W;
     for (int64_t j = 0; j < Ws; j += 8) {
-      const __m256 a = _mm256_loadu_ps(p + 2 * j), b = _mm256_loadu_ps(p + 2 * j + 8);
-      _mm256_storeu_ps(E + r * Ws + j, evens(a, b));
-      _mm256_storeu_ps(O + r * Ws + j, odds(a, b));
+      // Padded columns [2j, 2j + 16) are x's columns [s, s + 16).
+      const int64_t s = 2 * j - pw;
+      __m256 a, b;
+      if (s >= 0) {
+        a = load_row8(xr, s, W, vf);
+        b = load_row8(xr, s + 8, W, vf);
+      } else if (s > -16) {
+        // The left padding: the row's first floats shifted right by -s lanes.
+        alignas(32) float t[32];
+        for (int q = 0; q < 32; q += 8) _mm256_store_ps(t + q, vf);
+        _mm256_storeu_ps(t - s, load_row8(xr, 0, W, vf));
+        _mm256_storeu_ps(t - s + 8, load_row8(xr, 8, W, vf));
+        a = _mm256_load_ps(t);
+        b = _mm256_load_ps(t + 8);
+      } else {
+        a = b = vf;
+      }
+      _mm256_storeu_ps(e + j, evens(a, b));
+      _mm256_storeu_ps(o + j, odds(a, b));
     }
   }
-  zero_floats(E + Hp * Ws, slack);
-  zero_floats(O + Hp * Ws, slack);
+  fill_floats(E + Hp * Ws, slack, fill);
+  fill_floats(O + Hp * Ws, slack, fill);
 }
 
 }  // namespace gpugrid::cpu::simd
