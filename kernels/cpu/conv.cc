@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/dense.h"
 #include "kernels/cpu/nn_internal.h"
 #include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/simd.h"
@@ -952,6 +953,16 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
   if constexpr (std::is_same_v<T, float>) {
     if (sgemm::available()) {
       auto oom = [&] { return internal_error("{}: out of memory for the packed blocks", ctx.op().describe()); };
+      if (pointwise && S == 1 && S_in == 1 && cs.group == 1 && cs.N <= 2) {
+        // A 1x1 convolution over a 1x1 map (squeeze-excite): Y[N, M] = X[N, C] W^T, rows of W
+        // read in place by the matrix-vector kernel, on the engine's threads.
+        for (int64_t n = 0; n < cs.N; ++n) {
+          float* yn = out + n * cs.M;
+          (void)dense::matmul(&ctx.pool(), 1, cs.M, cs.C, x + n * cs.C, cs.C, w, cs.C, true, yn, cs.M, 1.f, bias);
+          if (!act.is_none()) apply_activation(act, yn, cs.M);
+        }
+        return status::ok();
+      }
       if (pw && tiny_map_applies(cs, pointwise))
         if (const sgemm::packed* wT = pw->right_of(w, cs.M, cs.C, kprod))
           if (tiny_map_conv(ctx, cs, x, bias, act, wT, out)) return status::ok();

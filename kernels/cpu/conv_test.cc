@@ -206,6 +206,10 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{2, 9, 14, 13}, {9, 1, 5, 5}, 9, {2, 2}, {}, {2, 2, 2, 2}, "", true},
       {{1, 8, 9, 7}, {8, 1, 3, 3}, 8, {}, {2, 1}, {0, 1, 2, 1}, "", true},
       {{2, 70, 14, 14}, {70, 1, 3, 3}, 70, {2, 2}, {}, {1, 1, 1, 1}, "", true},  // blocks of channels in parallel
+      // 1x1 over 1x1 maps (squeeze-excite): matrix-vector products, split over threads when big.
+      {{2, 40, 1, 1}, {24, 40, 1, 1}, 1, {}, {}, {}, "", true},
+      {{1, 300, 1, 1}, {203, 300, 1, 1}, 1, {}, {}, {}, "", true},
+      {{3, 30, 1, 1}, {21, 30, 1, 1}, 1, {}, {}, {}, "", false},
       // 3x3 stride 1 with 16+ channels: Winograd F(2x2, 3x3) when the weights are constant.
       {{2, 16, 9, 11}, {20, 16, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},
       {{1, 32, 14, 14}, {16, 32, 3, 3}, 1, {}, {}, {0, 0, 0, 0}, "", false},
@@ -370,6 +374,24 @@ TEST_CASE("FusedConv applies bias and activation", "[nn]") {
     auto want = ref_conv(X, W, &B, cs.group, {}, {}, {1, 1, 1, 1}, &s);
     for (auto& v : want) v = cpu::activation_reference(*spec, v);
     INFO(cs.act);
+    check_close((*r)[0], want, 1e-4f, 1e-4f);
+  }
+}
+
+TEST_CASE("FusedConv over a 1x1 map applies bias and activation", "[nn]") {
+  for (const char* act : {"Relu", "HardSigmoid", "Sigmoid"}) {
+    tensor X = rnd({2, 96, 1, 1}, 601, -3, 3), W = rnd({24, 96, 1, 1}, 602), B = rnd({24}, 603);
+    node n = op("FusedConv", 1, 1, "com.gpugrid");
+    n.attrs["activation"] = as(act);
+    auto spec = cpu::parse_activation(n);
+    REQUIRE(spec);
+    auto r = run(n, {X, W, B}, true);
+    REQUIRE(r);
+    shape_t s;
+    auto want = ref_conv(X, W, &B, 1, {}, {}, {}, &s);
+    for (auto& v : want) v = cpu::activation_reference(*spec, v);
+    INFO(act);
+    CHECK((*r)[0].shape() == s);
     check_close((*r)[0], want, 1e-4f, 1e-4f);
   }
 }

@@ -239,8 +239,9 @@ bool matmul(thread_pool* pool, int64_t m, int64_t n, int64_t k, const float* a, 
   if (pool && pool->size() > 1 && n * k >= (int64_t{1} << 17) && n >= 64 && !b_trans) {
     const int64_t w = gemv_block(pool, n), blocks = (n + w - 1) / w;
     pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { columns(b0 * w, std::min(n, b1 * w)); });
-  } else if (pool && pool->size() > 1 && n * k >= (int64_t{1} << 17) && n >= 64)
-    pool->parallel_for(n, std::max<int64_t>(32, (int64_t{1} << 15) / std::max<int64_t>(1, k)), columns);
+  } else if (pool && pool->size() > 1 && b_trans && n * k >= (int64_t{1} << 15) && n >= 16)
+    // Rows of B read in place, a few KiB each: worth a second thread from 32K products on.
+    pool->parallel_for(n, std::max<int64_t>(8, (int64_t{1} << 14) / std::max<int64_t>(1, k)), columns);
   else
     columns(0, n);
   return true;
