@@ -206,6 +206,14 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{2, 9, 14, 13}, {9, 1, 5, 5}, 9, {2, 2}, {}, {2, 2, 2, 2}, "", true},
       {{1, 8, 9, 7}, {8, 1, 3, 3}, 8, {}, {2, 1}, {0, 1, 2, 1}, "", true},
       {{2, 70, 14, 14}, {70, 1, 3, 3}, 70, {2, 2}, {}, {1, 1, 1, 1}, "", true},  // blocks of channels in parallel
+      // Stride 1 computed on wide rows from padded planes: 1x7, 7x1 (no extra columns), dilated,
+      // grouped, 1-D, and rows in several products (a wide row buffer of over 1M floats).
+      {{1, 6, 9, 120}, {12, 6, 1, 7}, 1, {}, {}, {0, 3, 0, 3}, "", true},
+      {{2, 5, 30, 11}, {12, 5, 7, 1}, 1, {}, {}, {3, 0, 3, 0}, "", true},
+      {{1, 4, 20, 80}, {6, 4, 3, 3}, 1, {}, {2, 2}, {2, 2, 2, 2}, "", false},
+      {{1, 8, 12, 40}, {8, 2, 3, 3}, 4, {}, {}, {1, 1, 1, 1}, "", true},
+      {{2, 3, 70}, {4, 3, 5}, 1, {}, {}, {2, 1}, "", true},
+      {{1, 2, 40, 500}, {64, 2, 1, 3}, 1, {}, {}, {0, 1, 0, 1}, "", true},
       // 1x1 over 1x1 maps (squeeze-excite): matrix-vector products, split over threads when big.
       {{2, 40, 1, 1}, {24, 40, 1, 1}, 1, {}, {}, {}, "", true},
       {{1, 300, 1, 1}, {203, 300, 1, 1}, 1, {}, {}, {}, "", true},
