@@ -234,6 +234,37 @@ struct avx512_8x32 {
 #undef GG_ROW
 #undef GG_PUT
 
+// The last rows of an AVX2 panel (R < 6 real rows of a 6-row panel, all 16 columns real): only
+// those rows' multiply-adds, stored straight into C (a product with 16, 32 or 64 rows leaves
+// 4, 2 or 4 such rows; the full kernel into a buffer, then a copy, did 6).
+template <int R>
+void kernel_rows_of_6x16(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, int64_t ldc,
+                         bool accumulate) {
+  __m256 lo[R], hi[R];
+  for (int i = 0; i < R; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + i);
+      lo[i] = _mm256_fmadd_ps(av, b0, lo[i]);
+      hi[i] = _mm256_fmadd_ps(av, b1, hi[i]);
+    }
+    a += avx2_6x16::MR;
+    b += avx2_6x16::NR;
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) {
+    float* row = c + i * ldc;
+    if (accumulate) {
+      lo[i] = _mm256_add_ps(lo[i], _mm256_loadu_ps(row));
+      hi[i] = _mm256_add_ps(hi[i], _mm256_loadu_ps(row + 8));
+    }
+    _mm256_storeu_ps(row, lo[i]);
+    _mm256_storeu_ps(row + 8, hi[i]);
+  }
+}
+
 // The last columns of an AVX-512 panel when at most 16 of its 32 are real (a 7x7 or 14x14
 // feature map leaves such a tail): half the multiply-adds of the full kernel, into a buffer
 // with row stride 32 that kernel_edge then copies out.
@@ -385,8 +416,24 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
             const int64_t i0 = mc0 + r * MR;
             const int64_t mr = std::min(MR, mc1 - i0);
             float* ct = C + i0 * p.ldc + j0;
-            if (mr == MR && nr == NR) Kern::kernel(kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate);
-            else kernel_edge<Kern>(kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate, mr, nr);
+            if (mr == MR && nr == NR) {
+              Kern::kernel(kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate);
+              continue;
+            }
+            if constexpr (MR == 6 && NR == 16) {
+              if (nr == NR) {
+                const float* at = ap + r * MR * kc;
+                switch (mr) {
+                  case 1: kernel_rows_of_6x16<1>(kc, at, bq, ct, p.ldc, accumulate); break;
+                  case 2: kernel_rows_of_6x16<2>(kc, at, bq, ct, p.ldc, accumulate); break;
+                  case 3: kernel_rows_of_6x16<3>(kc, at, bq, ct, p.ldc, accumulate); break;
+                  case 4: kernel_rows_of_6x16<4>(kc, at, bq, ct, p.ldc, accumulate); break;
+                  default: kernel_rows_of_6x16<5>(kc, at, bq, ct, p.ldc, accumulate); break;
+                }
+                continue;
+              }
+            }
+            kernel_edge<Kern>(kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate, mr, nr);
           }
         }
         if (last) apply_epilogue(p.ep, C, p.ldc, mc0, mc1, nc0, nc1);

@@ -138,7 +138,7 @@ TEST_CASE("sgemm matches a double-precision product on edge shapes", "[sgemm]") 
   }
   // Shapes around the register block (6 x 16), the cache blocks (KC 256, MC 96, NC 1024) and
   // one element.
-  const int64_t ms[] = {1, 5, 6, 7, 13, 97, 130};
+  const int64_t ms[] = {1, 5, 6, 7, 13, 16, 32, 39, 97, 130};  // 16, 32, 39: last panels of 4, 2, 3 rows
   const int64_t ns[] = {1, 15, 16, 17, 40, 49};
   const int64_t ks[] = {1, 3, 255, 257};
   for (int64_t m : ms)
