@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "engine/thread_pool.h"
@@ -234,12 +235,20 @@ struct avx512_8x32 {
 #undef GG_ROW
 #undef GG_PUT
 
-// The last rows of an AVX2 panel (R < 6 real rows of a 6-row panel, all 16 columns real): only
-// those rows' multiply-adds, stored straight into C (a product with 16, 32 or 64 rows leaves
-// 4, 2 or 4 such rows; the full kernel into a buffer, then a copy, did 6).
-template <int R>
+// A clamp epilogue applied in registers as a tile is stored (bias per row or per column,
+// then min/max: none, ReLU or Clip), instead of in a pass over the finished block.
+struct tile_clamp {
+  const float* row_bias = nullptr;  // at the tile's first row
+  const float* col_bias = nullptr;  // at the tile's first column
+  float lo = 0.f, hi = 0.f;
+};
+
+// R rows of an AVX2 panel (all 16 columns real): R < 6 for the last rows of a product (one
+// with 16, 32 or 64 rows leaves 4, 2 or 4 such rows; the full kernel into a buffer, then a
+// copy, did 6), and R == 6 when the clamp epilogue is fused (CLAMP).
+template <int R, bool CLAMP = false>
 void kernel_rows_of_6x16(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, int64_t ldc,
-                         bool accumulate) {
+                         bool accumulate, const tile_clamp* tc = nullptr) {
   __m256 lo[R], hi[R];
   for (int i = 0; i < R; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
@@ -253,12 +262,36 @@ void kernel_rows_of_6x16(int64_t kc, const float* __restrict a, const float* __r
     a += avx2_6x16::MR;
     b += avx2_6x16::NR;
   }
+  __m256 vlo = _mm256_setzero_ps(), vhi = vlo, cb0 = vlo, cb1 = vlo;
+  if constexpr (CLAMP) {
+    vlo = _mm256_set1_ps(tc->lo);
+    vhi = _mm256_set1_ps(tc->hi);
+    if (tc->col_bias) {
+      cb0 = _mm256_loadu_ps(tc->col_bias);
+      cb1 = _mm256_loadu_ps(tc->col_bias + 8);
+    }
+  } else {
+    (void)tc;
+  }
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
     float* row = c + i * ldc;
     if (accumulate) {
       lo[i] = _mm256_add_ps(lo[i], _mm256_loadu_ps(row));
       hi[i] = _mm256_add_ps(hi[i], _mm256_loadu_ps(row + 8));
+    }
+    if constexpr (CLAMP) {
+      if (tc->row_bias) {
+        const __m256 rb = _mm256_set1_ps(tc->row_bias[i]);
+        lo[i] = _mm256_add_ps(lo[i], rb);
+        hi[i] = _mm256_add_ps(hi[i], rb);
+      } else if (tc->col_bias) {
+        lo[i] = _mm256_add_ps(lo[i], cb0);
+        hi[i] = _mm256_add_ps(hi[i], cb1);
+      }
+      // max with the value second, then min: NaN stays NaN, as in apply_activation.
+      lo[i] = _mm256_min_ps(vhi, _mm256_max_ps(vlo, lo[i]));
+      hi[i] = _mm256_min_ps(vhi, _mm256_max_ps(vlo, hi[i]));
     }
     _mm256_storeu_ps(row, lo[i]);
     _mm256_storeu_ps(row + 8, hi[i]);
@@ -369,6 +402,19 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
   constexpr int64_t MR = Kern::MR, NR = Kern::NR, MC = Kern::MC;
   thread_local scratch_buf abuf, bbuf;
   const int64_t K = p.k;
+  // A clamp epilogue (bias, then none, ReLU or Clip) goes into the AVX2 kernel's stores on the
+  // last k block; any other runs over each finished block.
+  float clamp_lo = 0.f, clamp_hi = 0.f;
+  bool clamp = false;
+  if constexpr (MR == 6 && NR == 16) {
+    const auto kind = p.ep.act.kind;
+    const float inf = std::numeric_limits<float>::infinity();
+    if (!p.ep.trivial() && p.ep.alpha == 1.f) {
+      if (kind == activation_kind::none) clamp = true, clamp_lo = -inf, clamp_hi = inf;
+      else if (kind == activation_kind::relu) clamp = true, clamp_lo = 0.f, clamp_hi = inf;
+      else if (kind == activation_kind::clip) clamp = true, clamp_lo = p.ep.act.alpha, clamp_hi = p.ep.act.beta;
+    }
+  }
   for (int64_t nc0 = n0; nc0 < n1; nc0 += NC) {
     const int64_t nc1 = std::min(n1, nc0 + NC);
     const int64_t npanels = (nc1 - nc0 + NR - 1) / NR;
@@ -416,6 +462,29 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
             const int64_t i0 = mc0 + r * MR;
             const int64_t mr = std::min(MR, mc1 - i0);
             float* ct = C + i0 * p.ldc + j0;
+            if constexpr (MR == 6 && NR == 16) {
+              if (clamp && last) {
+                tile_clamp tc;
+                tc.lo = clamp_lo;
+                tc.hi = clamp_hi;
+                if (p.ep.bias) (p.ep.bias_per_row ? tc.row_bias : tc.col_bias) = p.ep.bias + (p.ep.bias_per_row ? i0 : j0);
+                const float* at = ap + r * MR * kc;
+                if (nr < NR) {
+                  kernel_edge<Kern>(kc, at, bq, ct, p.ldc, accumulate, mr, nr);
+                  apply_epilogue(p.ep, C, p.ldc, i0, i0 + mr, j0, j0 + nr);
+                  continue;
+                }
+                switch (mr) {
+                  case 1: kernel_rows_of_6x16<1, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
+                  case 2: kernel_rows_of_6x16<2, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
+                  case 3: kernel_rows_of_6x16<3, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
+                  case 4: kernel_rows_of_6x16<4, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
+                  case 5: kernel_rows_of_6x16<5, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
+                  default: kernel_rows_of_6x16<6, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
+                }
+                continue;
+              }
+            }
             if (mr == MR && nr == NR) {
               Kern::kernel(kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate);
               continue;
@@ -436,7 +505,7 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
             kernel_edge<Kern>(kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate, mr, nr);
           }
         }
-        if (last) apply_epilogue(p.ep, C, p.ldc, mc0, mc1, nc0, nc1);
+        if (last && !clamp) apply_epilogue(p.ep, C, p.ldc, mc0, mc1, nc0, nc1);
       }
     }
   }
