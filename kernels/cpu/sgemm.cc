@@ -235,12 +235,17 @@ struct avx512_8x32 {
 #undef GG_ROW
 #undef GG_PUT
 
-// A clamp epilogue applied in registers as a tile is stored (bias per row or per column,
-// then min/max: none, ReLU or Clip), instead of in a pass over the finished block.
+// A cheap epilogue applied in registers as a tile is stored (bias per row or per column, then
+// min/max for none, ReLU or Clip, or HardSigmoid / HardSwish), instead of in a pass over the
+// finished block.
 struct tile_clamp {
   const float* row_bias = nullptr;  // at the tile's first row
   const float* col_bias = nullptr;  // at the tile's first column
   float lo = 0.f, hi = 0.f;
+  // HardSwish (x * hard_sigmoid(x)) or HardSigmoid (alpha * x + beta clamped to [0, 1]) after
+  // the clamp (then lo, hi are unbounded), as apply_activation computes them.
+  activation_kind shape = activation_kind::none;
+  float alpha = 0.f, beta = 0.f;
 };
 
 // R rows of an AVX2 panel (all 16 columns real): R < 6 for the last rows of a product (one
@@ -292,6 +297,19 @@ void kernel_rows_of_6x16(int64_t kc, const float* __restrict a, const float* __r
       // max with the value second, then min: NaN stays NaN, as in apply_activation.
       lo[i] = _mm256_min_ps(vhi, _mm256_max_ps(vlo, lo[i]));
       hi[i] = _mm256_min_ps(vhi, _mm256_max_ps(vlo, hi[i]));
+      if (tc->shape != activation_kind::none) {
+        const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f);
+        const __m256 al = _mm256_set1_ps(tc->alpha), be = _mm256_set1_ps(tc->beta);
+        const __m256 gl = _mm256_max_ps(zero, _mm256_min_ps(one, _mm256_fmadd_ps(al, lo[i], be)));
+        const __m256 gh = _mm256_max_ps(zero, _mm256_min_ps(one, _mm256_fmadd_ps(al, hi[i], be)));
+        if (tc->shape == activation_kind::hard_swish) {
+          lo[i] = _mm256_mul_ps(lo[i], gl);
+          hi[i] = _mm256_mul_ps(hi[i], gh);
+        } else {
+          lo[i] = gl;
+          hi[i] = gh;
+        }
+      }
     }
     _mm256_storeu_ps(row, lo[i]);
     _mm256_storeu_ps(row + 8, hi[i]);
@@ -402,17 +420,29 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
   constexpr int64_t MR = Kern::MR, NR = Kern::NR, MC = Kern::MC;
   thread_local scratch_buf abuf, bbuf;
   const int64_t K = p.k;
-  // A clamp epilogue (bias, then none, ReLU or Clip) goes into the AVX2 kernel's stores on the
-  // last k block; any other runs over each finished block.
-  float clamp_lo = 0.f, clamp_hi = 0.f;
+  // A cheap epilogue (bias, then none, ReLU, Clip, HardSigmoid or HardSwish) goes into the AVX2
+  // kernel's stores on the last k block; any other runs over each finished block.
+  tile_clamp fused;
   bool clamp = false;
   if constexpr (MR == 6 && NR == 16) {
     const auto kind = p.ep.act.kind;
     const float inf = std::numeric_limits<float>::infinity();
+    fused.lo = -inf;
+    fused.hi = inf;
     if (!p.ep.trivial() && p.ep.alpha == 1.f) {
-      if (kind == activation_kind::none) clamp = true, clamp_lo = -inf, clamp_hi = inf;
-      else if (kind == activation_kind::relu) clamp = true, clamp_lo = 0.f, clamp_hi = inf;
-      else if (kind == activation_kind::clip) clamp = true, clamp_lo = p.ep.act.alpha, clamp_hi = p.ep.act.beta;
+      clamp = true;
+      if (kind == activation_kind::relu) {
+        fused.lo = 0.f;
+      } else if (kind == activation_kind::clip) {
+        fused.lo = p.ep.act.alpha;
+        fused.hi = p.ep.act.beta;
+      } else if (kind == activation_kind::hard_swish || kind == activation_kind::hard_sigmoid) {
+        fused.shape = kind;  // HardSwish is x * HardSigmoid(x) with alpha 1/6, beta 0.5
+        fused.alpha = kind == activation_kind::hard_swish ? 1.f / 6.f : p.ep.act.alpha;
+        fused.beta = kind == activation_kind::hard_swish ? 0.5f : p.ep.act.beta;
+      } else if (kind != activation_kind::none) {
+        clamp = false;
+      }
     }
   }
   for (int64_t nc0 = n0; nc0 < n1; nc0 += NC) {
@@ -464,9 +494,7 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
             float* ct = C + i0 * p.ldc + j0;
             if constexpr (MR == 6 && NR == 16) {
               if (clamp && last) {
-                tile_clamp tc;
-                tc.lo = clamp_lo;
-                tc.hi = clamp_hi;
+                tile_clamp tc = fused;
                 if (p.ep.bias) (p.ep.bias_per_row ? tc.row_bias : tc.col_bias) = p.ep.bias + (p.ep.bias_per_row ? i0 : j0);
                 const float* at = ap + r * MR * kc;
                 if (nr < NR) {

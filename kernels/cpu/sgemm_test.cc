@@ -69,6 +69,7 @@ void check(const case_t& t) {
   act.alpha = 0.1f;
   act.beta = 2.f;
   if (t.act == activation_kind::clip) act.alpha = -0.5f;
+  if (t.act == activation_kind::hard_sigmoid) act.alpha = 0.2f, act.beta = 0.5f;
   sgemm::problem p;
   p.m = t.m;
   p.n = t.n;
@@ -174,8 +175,9 @@ TEST_CASE("sgemm epilogue: alpha, bias per row or column, activations", "[sgemm]
     WARN("sgemm: this CPU has no AVX2/FMA; the BLAS fallback is used instead");
     return;
   }
-  const activation_kind acts[] = {activation_kind::none, activation_kind::relu, activation_kind::clip,
-                                  activation_kind::gelu, activation_kind::silu, activation_kind::leaky_relu};
+  const activation_kind acts[] = {activation_kind::none,       activation_kind::relu,        activation_kind::clip,
+                                  activation_kind::gelu,       activation_kind::silu,        activation_kind::leaky_relu,
+                                  activation_kind::hard_swish, activation_kind::hard_sigmoid};
   for (activation_kind a : acts)
     for (int bias : {0, 1, 2}) {
       check({50, 70, 300, false, false, bias == 2, bias == 1, 2, 1, bias, a, 1.f});
