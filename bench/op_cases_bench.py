@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Latency of the recurrent and com.microsoft LLM operators, gpugrid versus onnxruntime.
+"""Latency of the recurrent and com.microsoft LLM operators and of convolutions off the common
+paths (1x7, 7x1, 5x1, dilated, grouped), gpugrid versus onnxruntime.
 
 Builds one-node models at sizes real models use (with the builders of
 tests/models/make_op_cases.py), then times each with
@@ -48,6 +49,17 @@ def cases():
     dims = dict(V=2048, D=512, N=8, Nkv=2, H=64, F=1536, L=4)
     out["int4 decoder D512 L4: step, 127 cached"] = mc.decoder(rng, S=1, P=127, **dims)
     out["int4 decoder D512 L4: prompt of 64"] = mc.decoder(rng, S=64, P=0, **dims)
+    # Convolutions off the common paths (not 3x3 stride 1, not 1x1, not depthwise).
+    def conv(C, M, H, W, kh, kw, pads, group=1, dil=1):
+        return mc.spec("Conv", [("X", mc.rnd(rng, 1, C, H, W), False),
+                                ("W", mc.rnd(rng, M, C // group, kh, kw, scale=0.1), True),
+                                ("B", mc.rnd(rng, M), True)], [("Y", onnx.TensorProto.FLOAT)],
+                       kernel_shape=[kh, kw], pads=pads, group=group, dilations=[dil, dil])
+    out["Conv 64->64 1x7 56x56"] = conv(64, 64, 56, 56, 1, 7, [0, 3, 0, 3])
+    out["Conv 64->64 7x1 56x56"] = conv(64, 64, 56, 56, 7, 1, [3, 0, 3, 0])
+    out["Conv 64->64 3x3 dilation 2 56x56"] = conv(64, 64, 56, 56, 3, 3, [2, 2, 2, 2], dil=2)
+    out["Conv 64->64 3x3 4 groups 56x56"] = conv(64, 64, 56, 56, 3, 3, [1, 1, 1, 1], group=4)
+    out["Conv 32->32 5x1 512x256"] = conv(32, 32, 512, 256, 5, 1, [2, 0, 2, 0])
     out["SkipSimplifiedLN 64x2048"] = mc.spec(
         "SkipSimplifiedLayerNormalization", [("input", mc.rnd(rng, 1, 64, 2048), False),
                                              ("skip", mc.rnd(rng, 1, 64, 2048), False), ("gamma", mc.rnd(rng, 2048), True)],
@@ -114,7 +126,7 @@ def main():
             rows.append((name, min(gg), min(ox), min(gg_cpu), min(ox_cpu)))
             print(f"{name}: gpugrid {min(gg):.3f} ms ({min(gg_cpu):.3f} CPU), onnxruntime {min(ox):.3f} ms "
                   f"({min(ox_cpu):.3f} CPU)", file=sys.stderr, flush=True)
-    lines = [f"# Recurrent and LLM operators, gpugrid vs onnxruntime {ort.__version__} (CPU)", "",
+    lines = [f"# Single operators, gpugrid vs onnxruntime {ort.__version__} (CPU)", "",
              f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
              f"{args.threads} threads, median of {args.iterations} runs, best of {args.rounds} alternating rounds.", "",
              "| op case | gpugrid ms | onnxruntime ms | ratio | gpugrid CPU ms/run | onnxruntime CPU ms/run | CPU ratio |",
