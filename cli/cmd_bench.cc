@@ -36,6 +36,7 @@ int bench_command(const bench_options& o) {
   if (!inputs) return fail(inputs.error());
   run_stats stats;
   std::map<std::string, double> op_total;
+  std::vector<run_stats::node_time> node_total;  // by position in the optimised graph
   for (int i = 0; i < std::max(1, o.warmup); ++i) {
     auto r = (*sess)->run(*inputs, &stats);
     if (!r) return fail(r.error().with_context(o.model));
@@ -44,11 +45,22 @@ int bench_command(const bench_options& o) {
   for (int i = 0; i < o.iterations; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     stats.op_ms.clear();
+    stats.node_ms.clear();
     auto r = (*sess)->run(*inputs, &stats);
     times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (!r) return fail(r.error().with_context(o.model));
     for (auto& [op, ms] : stats.op_ms) op_total[op] += ms / o.iterations;
+    if (node_total.size() < stats.node_ms.size()) node_total.resize(stats.node_ms.size());
+    for (size_t k = 0; k < stats.node_ms.size(); ++k) {
+      if (stats.node_ms[k].op.empty()) continue;  // not run (a branch not taken)
+      if (node_total[k].op.empty()) node_total[k] = stats.node_ms[k], node_total[k].ms = 0;
+      node_total[k].ms += stats.node_ms[k].ms / o.iterations;
+    }
   }
+  std::vector<run_stats::node_time> slowest;
+  for (auto& n : node_total)
+    if (!n.op.empty()) slowest.push_back(n);
+  std::stable_sort(slowest.begin(), slowest.end(), [](const auto& a, const auto& b) { return a.ms > b.ms; });
   std::vector<double> sorted = times;
   std::sort(sorted.begin(), sorted.end());
   auto pct = [&](double p) {
@@ -84,6 +96,10 @@ int bench_command(const bench_options& o) {
       json ops = json::object();
       for (auto& [op, ms] : op_total) ops[op] = ms;
       j["op_ms"] = std::move(ops);
+      // Every node that ran, slowest first.
+      json nodes = json::array();
+      for (auto& n : slowest) nodes.push_back(json{{"op", n.op}, {"name", n.name}, {"shape", n.shape}, {"ms", n.ms}});
+      j["node_ms"] = std::move(nodes);
     }
     fmt::print("{}\n", dump_json(j));
   } else {
@@ -97,6 +113,9 @@ int bench_command(const bench_options& o) {
       for (auto& [op, ms] : op_total) rows.push_back({ms, op});
       std::sort(rows.rbegin(), rows.rend());
       for (auto& [ms, op] : rows) fmt::print("  {:<28} {:9.3f} ms\n", op, ms);
+      fmt::print("slowest nodes\n");
+      for (size_t k = 0; k < slowest.size() && k < 10; ++k)
+        fmt::print("  {:9.3f} ms  {:<16} {} {}\n", slowest[k].ms, slowest[k].op, slowest[k].name, slowest[k].shape);
     }
     if (stats.device_peak_bytes)
       fmt::print("device peak {:.2f} MiB (arena {:.2f} MiB)\n", static_cast<double>(stats.device_peak_bytes) / (1 << 20),

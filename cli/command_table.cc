@@ -516,7 +516,7 @@ void bench_flags(CLI::App& sub, parsed_options& o) {
   add_device(sub, v.device, "auto|cpu|cuda[:N]", "the device to measure (default cpu)");
   sub.add_option("--iterations", v.iterations, "timed runs (default 20)")->type_name("N")->check(whole_number(1, kMaxInt));
   sub.add_option("--warmup", v.warmup, "untimed runs first (default 3)")->type_name("N")->check(whole_number(0, kMaxInt));
-  sub.add_flag("--profile", v.profile, "time every op type (waits for the device after each node; slower)");
+  sub.add_flag("--profile", v.profile, "time every op type and node, and list the slowest nodes (waits for the device after each node; slower)");
   add_threads(sub, v.threads);
   add_precision(sub, v.precision);
   add_json(sub, v.json, "print one JSON object (median, p90, peak memory)");

@@ -78,7 +78,7 @@ struct inspect_options {
 int inspect_command(const inspect_options& o);
 
 struct bench_options {
-  bool profile = false;                // time every op type (slower; no device graphs)
+  bool profile = false;                // time every op type and node (slower; no device graphs)
   std::string model;
   std::vector<std::string> inputs;
   std::string device = "cpu";

@@ -292,7 +292,7 @@ complete -c gpugrid -n '__gpugrid_command_is bench' -s h -l help -d 'print this 
 complete -c gpugrid -n '__gpugrid_command_is bench' -l device -x -a 'auto cpu cuda' -d 'the device to measure (default cpu)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l iterations -x -d 'timed runs (default 20)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l warmup -x -d 'untimed runs first (default 3)'
-complete -c gpugrid -n '__gpugrid_command_is bench' -l profile -d 'time every op type (waits for the device after each node; slower)'
+complete -c gpugrid -n '__gpugrid_command_is bench' -l profile -d 'time every op type and node, and list the slowest nodes (waits for the device after each node; slower)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l threads -x -d 'CPU threads for the engine (default 0: one per core)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l precision -x -a 'fp32 tf32' -d 'float matrix products and convolutions on CUDA: fp32 (default) or tf32 (tensor cores, about three significant digits)'
 complete -c gpugrid -n '__gpugrid_command_is bench' -l json -d 'print one JSON object (median, p90, peak memory)'

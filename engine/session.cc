@@ -782,9 +782,18 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
     }
     if (options_.profile && stats) {
       if (ctx_rc && on_device_[ni]) (void)ctx_rc->synchronize();
-      std::string key = n.domain.empty() ? n.op_type : n.op_type;
+      std::string key = n.op_type;
       if (!on_device_[ni] && device_) key += " (cpu)";
-      stats->op_ms[key] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_node).count();
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_node).count();
+      stats->op_ms[key] += ms;
+      if (stats->node_ms.size() < g.nodes.size()) stats->node_ms.resize(g.nodes.size());
+      run_stats::node_time& nt = stats->node_ms[ni];
+      if (nt.op.empty()) {
+        nt.op = std::move(key);
+        nt.name = n.name.empty() ? fmt::format("#{}", ni) : n.name;
+        nt.shape = outs.empty() || !outs[0].defined() ? std::string("-") : shape_str(outs[0].shape());
+      }
+      nt.ms += ms;
     }
     if (observer) {
       std::vector<const tensor*> observed_outs;

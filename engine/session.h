@@ -54,6 +54,13 @@ struct run_stats {
   // With session_options::profile: milliseconds per op type ("Conv", "MemcpyToHost", ...),
   // measured by waiting for the device after every node (so the run itself is slower).
   std::map<std::string, double> op_ms;
+  // With session_options::profile: the same per node of the optimised graph, in run order
+  // (fused nodes as they run: a FusedConv is one node), with its first output's shape.
+  struct node_time {
+    std::string op, name, shape;
+    double ms = 0;
+  };
+  std::vector<node_time> node_ms;
 };
 
 class device_backend;

@@ -155,6 +155,20 @@ for k in ("median_ms", "p90_ms", "min_ms", "peak_bytes", "times_ms", "cpu_gemm",
 assert len(d["times_ms"]) == 4, d["times_ms"]
 assert min(d["times_ms"]) == d["min_ms"] and d["min_ms"] <= d["median_ms"] <= d["p90_ms"] <= d["max_ms"], d
 ' || fail "bench --json output: $out"
+# bench --profile: time per op type and per node (slowest first), which add up to the same.
+run_cli bench "$src/examples/digits/digits.onnx" --warmup 1 --iterations 3 --profile --json
+[ "$code" -eq 0 ] || fail "bench --profile --json exited $code: $err"
+printf '%s' "$out" | "${PY:-python3}" -c '
+import json, sys
+d = json.load(sys.stdin)
+ops, nodes = d["op_ms"], d["node_ms"]
+assert nodes and all(set(n) == {"op", "name", "shape", "ms"} for n in nodes), nodes
+assert [n["ms"] for n in nodes] == sorted((n["ms"] for n in nodes), reverse=True), nodes
+assert {n["op"] for n in nodes} == set(ops), (nodes, ops)
+assert abs(sum(n["ms"] for n in nodes) - sum(ops.values())) <= 1e-6 + 1e-6 * sum(ops.values()), (nodes, ops)
+' || fail "bench --profile --json output: $out"
+run_cli bench "$src/examples/digits/digits.onnx" --warmup 1 --iterations 2 --profile
+[[ "$out" == *"slowest nodes"*"/fc1/Gemm [1, 64]"* ]] || fail "bench --profile lists no slowest nodes: $out"
 
 
 # ---- issue 16: the command line as people and scripts expect it ----
