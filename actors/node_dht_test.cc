@@ -108,9 +108,11 @@ TEST_CASE("providers announce in the DHT and a client finds and dials them by lo
   // (Retried like the lookups above: under load the records may still be on their way.)
   // A lookup under load may miss a record that a later one finds: what the lookups found together.
   std::map<decltype(discovery::provider_record::provider), discovery::provider_record> cheap_by_key;
-  for (int attempt = 0; attempt < 20 && cheap_by_key.size() < 4; ++attempt)
+  for (int attempt = 0; attempt < 40 && cheap_by_key.size() < 4; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(250));
     for (auto& r : (*client)->find_providers(discovery::device_key("cpu"), {"cpu", 0.002}, 20, std::chrono::seconds(5)))
       cheap_by_key[r.provider] = r;
+  }
   std::vector<discovery::provider_record> cheap;
   for (auto& [k, r] : cheap_by_key) cheap.push_back(r);
   CHECK(cheap.size() == 4);
