@@ -80,7 +80,8 @@ T* scratch(int slot, size_t n) {
 // scratch memory, which is kept for the next run: larger inputs take the kernels' other paths.
 constexpr int64_t kMaxPaddedFloats = int64_t{1} << 22;  // 16 MiB
 
-// C = alpha * op(A) * op(B) + beta * C, row-major. Float/double go to OpenBLAS; integer types
+// C = alpha * op(A) * op(B) + beta * C, row-major. Float/double go to OpenBLAS (callers send float
+// products to sgemm where it runs, and one-row ones to dense::matmul); integer types
 // use a plain loop with wrapping arithmetic.
 template <typename T>
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
