@@ -747,6 +747,44 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
   }
 }
 
+// pack_im2col for stride-2 2-D convolutions without dilation along rows, from the input's
+// padded planes split into even and odd columns (E, O: Hp rows of Ws each, `plane` floats per
+// channel pair, see split_planes_applies): the taps of one output row are then plain copies
+// from E or O (no gathering of every other float for each tap, no edge checks).
+void pack_im2col_split(const float* EO, int64_t plane, int64_t Ws, const window_geom& g, int64_t k0, int64_t kc,
+                       int64_t j0, int64_t j1, int64_t nr, float* dst) {
+  const int64_t OW = g.out[2], kH = g.k[1], kW = g.k[2], kprod = kH * kW;
+  const int64_t panel = kc * nr, len = j1 - j0, padded = (len + nr - 1) / nr * nr;
+  thread_local std::vector<float> row_buf;
+  if (static_cast<int64_t>(row_buf.size()) < padded + 16) row_buf.resize(static_cast<size_t>(padded + 16));
+  float* row = row_buf.data();
+  zero_floats(row + len, padded - len);
+  for (int64_t k = k0; k < k0 + kc; ++k) {
+    const int64_t c = k / kprod, kh = (k % kprod) / kW, kw = k % kW;
+    const float* src = EO + c * plane + ((kw % 2) ? plane / 2 : 0) + kh * g.d[1] * Ws + kw / 2;
+    // Output columns j0..j1 cross output rows; each row's run is one copy.
+    for (int64_t j = j0; j < j1;) {
+      const int64_t oh = j / OW, ow = j % OW, n = std::min(j1 - j, OW - ow);
+      copy_floats(src + oh * g.s[1] * Ws + ow, row + (j - j0), n);
+      j += n;
+    }
+    float* d = dst + (k - k0) * nr;
+    for (int64_t q = 0; q < padded; q += nr, d += panel)
+      for (int64_t t = 0; t < nr; t += 8) _mm256_store_ps(d + t, _mm256_loadu_ps(row + q + t));
+  }
+}
+
+// Whether a stride-2 convolution's packing reads split planes (2-D, stride 2 along rows
+// without dilation there), and the planes' geometry: Hp padded rows of Ws = (Wp + 1) / 2.
+bool split_planes_applies(const conv_shapes& cs, int64_t* Hp, int64_t* Wp, int64_t* Ws) {
+  const window_geom& g = cs.g;
+  if (g.in[0] != 1 || g.k[0] != 1 || g.s[2] != 2 || g.d[2] != 1) return false;
+  *Hp = (g.out[1] - 1) * g.s[1] + (g.k[1] - 1) * g.d[1] + 1;
+  *Wp = (g.out[2] - 1) * 2 + g.k[2];
+  *Ws = (*Wp + 1) / 2;
+  return cs.Cg * (2 * (*Hp * *Ws + 16)) <= kMaxPaddedFloats;
+}
+
 // The weights of one conv packed for sgemm, one left operand (Mg x K) per group.
 struct packed_weights {
   const float* src = nullptr;
@@ -1069,14 +1107,32 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
           }
         return status::ok();
       }
-      // The im2col matrix is never written out: sgemm packs its panels straight from the image.
+      // The im2col matrix is never written out: sgemm packs its panels straight from the image
+      // or, at stride 2, from its padded planes split into even and odd columns.
+      int64_t Hp = 0, Wp = 0, Ws = 0;
+      const bool split = split_planes_applies(cs, &Hp, &Wp, &Ws);
+      const int64_t plane = 2 * (Hp * Ws + 16);  // E then O of one channel, each with slack
+      float* EO = split ? nn::scratch<float>(0, static_cast<size_t>(cs.Cg * plane)) : nullptr;
+      if (split && !EO) return oom();
       for (int64_t n = 0; n < cs.N; ++n)
         for (int64_t gi = 0; gi < cs.group; ++gi) {
           const float* xg = x + (n * cs.C + gi * cs.Cg) * S_in;
           sgemm::operand cols;
-          cols.pack = [xg, &g](int64_t k0, int64_t kc, int64_t j0, int64_t j1, int64_t nr, float* dst) {
-            pack_im2col(xg, g, k0, kc, j0, j1, nr, dst);
-          };
+          if (split) {
+            const int64_t H = g.in[1], W = g.in[2];
+            parallel(ctx, cs.Cg, 1, [&](int64_t c0, int64_t c1) {
+              for (int64_t c = c0; c < c1; ++c)
+                simd::pad_split_plane(xg + c * H * W, H, W, g.pb[1], g.pb[2], Hp, Wp, 16, EO + c * plane,
+                                      EO + c * plane + plane / 2);
+            });
+            cols.pack = [EO, plane, Ws, &g](int64_t k0, int64_t kc, int64_t j0, int64_t j1, int64_t nr, float* dst) {
+              pack_im2col_split(EO, plane, Ws, g, k0, kc, j0, j1, nr, dst);
+            };
+          } else {
+            cols.pack = [xg, &g](int64_t k0, int64_t kc, int64_t j0, int64_t j1, int64_t nr, float* dst) {
+              pack_im2col(xg, g, k0, kc, j0, j1, nr, dst);
+            };
+          }
           if (!conv_gemm(ctx, wpk ? (*wpk)[gi].get() : nullptr, w + gi * cs.Mg * K, cs.Mg, K, std::move(cols), S,
                          out + (n * cs.M + gi * cs.Mg) * S, S, bias ? bias + gi * cs.Mg : nullptr, act))
             return oom();

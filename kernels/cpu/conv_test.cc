@@ -214,6 +214,12 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 8, 12, 40}, {8, 2, 3, 3}, 4, {}, {}, {1, 1, 1, 1}, "", true},
       {{2, 3, 70}, {4, 3, 5}, 1, {}, {}, {2, 1}, "", true},
       {{1, 2, 40, 500}, {64, 2, 1, 3}, 1, {}, {}, {0, 1, 0, 1}, "", true},
+      // Stride 2 along rows packed from planes split into even and odd columns: a 1x1
+      // shortcut, a 2x2 with uneven pads, strides (1, 2) and (3, 2), rows dilated.
+      {{1, 6, 14, 15}, {12, 6, 1, 1}, 1, {2, 2}, {}, {}, "", true},
+      {{2, 5, 17, 23}, {12, 5, 2, 2}, 1, {2, 2}, {}, {0, 1, 1, 0}, "", false},
+      {{1, 4, 13, 30}, {12, 4, 3, 3}, 1, {1, 2}, {}, {1, 1, 1, 1}, "", true},
+      {{1, 4, 20, 31}, {12, 4, 3, 5}, 1, {3, 2}, {2, 1}, {2, 2, 2, 2}, "", true},
       // 1x1 over 1x1 maps (squeeze-excite): matrix-vector products, split over threads when big.
       {{2, 40, 1, 1}, {24, 40, 1, 1}, 1, {}, {}, {}, "", true},
       {{1, 300, 1, 1}, {203, 300, 1, 1}, 1, {}, {}, {}, "", true},
