@@ -670,6 +670,24 @@ status check_conv(kernel_context& ctx, const window_attrs& wa, int64_t group, co
   return conv_geometry(ctx, wa, group, X, W, B, cs);
 }
 
+// A thread's buffer for one row of `len` im2col columns, zeros after them up to a whole panel
+// of nr columns (and 16 floats of slack for whole-vector copies).
+float* im2col_row_buffer(int64_t len, int64_t nr) {
+  thread_local std::vector<float> row_buf;
+  const int64_t padded = (len + nr - 1) / nr * nr;
+  if (static_cast<int64_t>(row_buf.size()) < padded + 16) row_buf.resize(static_cast<size_t>(padded + 16));
+  zero_floats(row_buf.data() + len, padded - len);
+  return row_buf.data();
+}
+
+// Row r of a packed right operand (kc rows, panels of nr columns), from one built row.
+void row_to_panels(const float* row, int64_t len, int64_t kc, int64_t nr, int64_t r, float* dst) {
+  const int64_t padded = (len + nr - 1) / nr * nr;
+  float* d = dst + r * nr;
+  for (int64_t q = 0; q < padded; q += nr, d += kc * nr)
+    for (int64_t t = 0; t < nr; t += 8) _mm256_store_ps(d + t, _mm256_loadu_ps(row + q + t));
+}
+
 // sgemm's packing function for the implicit im2col matrix of one image and group: rows
 // [k0, k0 + kc) (k = (c, kd, kh, kw)) x columns [j0, j1) (j = output position) into panels of
 // nr columns (a power of two), zeros where the window reads padding.
@@ -680,8 +698,7 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
   const int64_t kH = g.k[1], kW = g.k[2];
   const int64_t kprod = g.k[0] * kH * kW;
   const int64_t plane = D * H * W, sw = g.s[2];
-  const int64_t panel = kc * nr;
-  const int64_t len = j1 - j0, padded = (len + nr - 1) / nr * nr;
+  const int64_t len = j1 - j0;
   // One row of the im2col matrix is built contiguously (copies of whole image rows where the
   // stride is 1), then cut into the panels. The output rows the columns cross are worked out
   // once per call, not per k.
@@ -690,11 +707,8 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
     int64_t ow0, ow1;  // output columns [ow0, ow1) of one output row
     int64_t off;       // where they go in the im2col row
   };
-  thread_local std::vector<float> row_buf;
   thread_local std::vector<segment> segs;
-  if (static_cast<int64_t>(row_buf.size()) < padded + 16) row_buf.resize(static_cast<size_t>(padded + 16));
-  float* row = row_buf.data();
-  zero_floats(row + len, padded - len);
+  float* row = im2col_row_buffer(len, nr);
   segs.clear();
   {
     int64_t r = j0 / OW, ow0 = j0 % OW;
@@ -741,9 +755,7 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
       }
       zero_floats(out + (b - ow0), ow1 - b);
     }
-    float* d = dst + (k - k0) * nr;
-    for (int64_t q = 0; q < padded; q += nr, d += panel)
-      for (int64_t t = 0; t < nr; t += 8) _mm256_store_ps(d + t, _mm256_loadu_ps(row + q + t));
+    row_to_panels(row, len, kc, nr, k - k0, dst);
   }
 }
 
@@ -754,11 +766,8 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
 void pack_im2col_split(const float* EO, int64_t plane, int64_t Ws, const window_geom& g, int64_t k0, int64_t kc,
                        int64_t j0, int64_t j1, int64_t nr, float* dst) {
   const int64_t OW = g.out[2], kH = g.k[1], kW = g.k[2], kprod = kH * kW;
-  const int64_t panel = kc * nr, len = j1 - j0, padded = (len + nr - 1) / nr * nr;
-  thread_local std::vector<float> row_buf;
-  if (static_cast<int64_t>(row_buf.size()) < padded + 16) row_buf.resize(static_cast<size_t>(padded + 16));
-  float* row = row_buf.data();
-  zero_floats(row + len, padded - len);
+  const int64_t len = j1 - j0;
+  float* row = im2col_row_buffer(len, nr);
   for (int64_t k = k0; k < k0 + kc; ++k) {
     const int64_t c = k / kprod, kh = (k % kprod) / kW, kw = k % kW;
     const float* src = EO + c * plane + ((kw % 2) ? plane / 2 : 0) + kh * g.d[1] * Ws + kw / 2;
@@ -768,21 +777,26 @@ void pack_im2col_split(const float* EO, int64_t plane, int64_t Ws, const window_
       copy_floats(src + oh * g.s[1] * Ws + ow, row + (j - j0), n);
       j += n;
     }
-    float* d = dst + (k - k0) * nr;
-    for (int64_t q = 0; q < padded; q += nr, d += panel)
-      for (int64_t t = 0; t < nr; t += 8) _mm256_store_ps(d + t, _mm256_loadu_ps(row + q + t));
+    row_to_panels(row, len, kc, nr, k - k0, dst);
   }
 }
 
 // Whether a stride-2 convolution's packing reads split planes (2-D, stride 2 along rows
-// without dilation there), and the planes' geometry: Hp padded rows of Ws = (Wp + 1) / 2.
-bool split_planes_applies(const conv_shapes& cs, int64_t* Hp, int64_t* Wp, int64_t* Ws) {
+// without dilation there), and the planes' geometry: Hp padded rows of Ws = (Wp + 1) / 2, E
+// then O of one channel in `plane` floats, each followed by `slack`.
+struct split_planes {
+  static constexpr int64_t slack = 16;
+  int64_t Hp = 0, Wp = 0, Ws = 0, plane = 0;
+};
+
+bool split_planes_applies(const conv_shapes& cs, split_planes* sp) {
   const window_geom& g = cs.g;
   if (g.in[0] != 1 || g.k[0] != 1 || g.s[2] != 2 || g.d[2] != 1) return false;
-  *Hp = (g.out[1] - 1) * g.s[1] + (g.k[1] - 1) * g.d[1] + 1;
-  *Wp = (g.out[2] - 1) * 2 + g.k[2];
-  *Ws = (*Wp + 1) / 2;
-  return cs.Cg * (2 * (*Hp * *Ws + 16)) <= kMaxPaddedFloats;
+  sp->Hp = (g.out[1] - 1) * g.s[1] + (g.k[1] - 1) * g.d[1] + 1;
+  sp->Wp = (g.out[2] - 1) * 2 + g.k[2];
+  sp->Ws = (sp->Wp + 1) / 2;
+  sp->plane = 2 * (sp->Hp * sp->Ws + split_planes::slack);
+  return cs.Cg * sp->plane <= kMaxPaddedFloats;
 }
 
 // The weights of one conv packed for sgemm, one left operand (Mg x K) per group.
@@ -850,8 +864,8 @@ bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, in
 }
 
 // Stride-1 convolutions that would otherwise pack im2col (7x1, 5x1, and 1x7 or dilated kernels
-// over wide maps; grouped convolutions): each input plane is padded once, and the output is computed "wide",
-// OH rows of Wp = OW + (kW - 1) * dW columns. Then the im2col row of tap (c, kh, kw) is the
+// over wide maps; grouped convolutions): each input plane is padded once, and the output is
+// computed "wide", OH rows of Wp = OW + (kW - 1) * dW columns. Then the im2col row of tap (c, kh, kw) is the
 // padded plane itself from offset kh * dH * Wp + kw * dW, so sgemm's right operand is packed
 // with one contiguous copy per panel row (the im2col packer walks output rows and image edges
 // for every tap). The kW - 1 extra columns of each row are computed and dropped (none for a
@@ -867,8 +881,7 @@ bool wide_applies(const conv_shapes& cs) {
 }
 
 bool wide_conv(kernel_context& ctx, const std::vector<std::shared_ptr<const sgemm::packed>>* wpk, const float* x,
-               const float* w,
-               const conv_shapes& cs, const float* bias, const activation_spec& act, float* out) {
+               const float* w, const conv_shapes& cs, const float* bias, const activation_spec& act, float* out) {
   const window_geom& g = cs.g;
   const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], S = OH * OW;
   const int64_t kH = g.k[1], kW = g.k[2], dh = g.d[1], dw = g.d[2], kprod = kH * kW;
@@ -1069,12 +1082,9 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
       auto oom = [&] { return internal_error("{}: out of memory for the packed blocks", ctx.op().describe()); };
       if (pointwise && S == 1 && S_in == 1 && cs.group == 1 && cs.N <= 2) {
         // A 1x1 convolution over a 1x1 map (squeeze-excite): Y[N, M] = X[N, C] W^T, rows of W
-        // read in place by the matrix-vector kernel, on the engine's threads.
-        for (int64_t n = 0; n < cs.N; ++n) {
-          float* yn = out + n * cs.M;
-          (void)dense::matmul(&ctx.pool(), 1, cs.M, cs.C, x + n * cs.C, cs.C, w, cs.C, true, yn, cs.M, 1.f, bias);
-          if (!act.is_none()) apply_activation(act, yn, cs.M);
-        }
+        // read in place by the matrix-vector kernel (one or two rows), on the engine's threads.
+        (void)dense::matmul(&ctx.pool(), cs.N, cs.M, cs.C, x, cs.C, w, cs.C, true, out, cs.M, 1.f, bias);
+        if (!act.is_none()) apply_activation(act, out, cs.N * cs.M);
         return status::ok();
       }
       if (pw && tiny_map_applies(cs, pointwise))
@@ -1109,9 +1119,9 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
       }
       // The im2col matrix is never written out: sgemm packs its panels straight from the image
       // or, at stride 2, from its padded planes split into even and odd columns.
-      int64_t Hp = 0, Wp = 0, Ws = 0;
-      const bool split = split_planes_applies(cs, &Hp, &Wp, &Ws);
-      const int64_t plane = 2 * (Hp * Ws + 16);  // E then O of one channel, each with slack
+      split_planes sp;
+      const bool split = split_planes_applies(cs, &sp);
+      const int64_t plane = sp.plane, Ws = sp.Ws;
       float* EO = split ? nn::scratch<float>(0, static_cast<size_t>(cs.Cg * plane)) : nullptr;
       if (split && !EO) return oom();
       for (int64_t n = 0; n < cs.N; ++n)
@@ -1122,8 +1132,8 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
             const int64_t H = g.in[1], W = g.in[2];
             parallel(ctx, cs.Cg, 1, [&](int64_t c0, int64_t c1) {
               for (int64_t c = c0; c < c1; ++c)
-                simd::pad_split_plane(xg + c * H * W, H, W, g.pb[1], g.pb[2], Hp, Wp, 16, EO + c * plane,
-                                      EO + c * plane + plane / 2);
+                simd::pad_split_plane(xg + c * H * W, H, W, g.pb[1], g.pb[2], sp.Hp, sp.Wp, split_planes::slack,
+                                      EO + c * plane, EO + c * plane + plane / 2);
             });
             cols.pack = [EO, plane, Ws, &g](int64_t k0, int64_t kc, int64_t j0, int64_t j1, int64_t nr, float* dst) {
               pack_im2col_split(EO, plane, Ws, g, k0, kc, j0, j1, nr, dst);

@@ -188,7 +188,8 @@ bool max_plane_padded(const float* x, const window_geom& g, float* y) {
   const int64_t Hp = (OH - 1) * sh + (kH - 1) * dh + 1, Wp = (OW - 1) * sw + kW;
   const int64_t Ws = sw == 2 ? (Wp + 1) / 2 : Wp;  // row stride of the planes the taps read
   constexpr int64_t slack = 32;  // the last block of a row reads up to kW / 2 + 7 floats past it
-  const int64_t floats = 3 * (Hp * Wp + slack);
+  // The padded plane (stride 1), or its even and odd columns (stride 2).
+  const int64_t floats = sw == 1 ? Hp * Wp + slack : 2 * (Hp * Ws + slack);
   if (floats > nn::kMaxPaddedFloats) return false;
   float* buf = nn::scratch<float>(0, static_cast<size_t>(floats));
   if (!buf) return false;
