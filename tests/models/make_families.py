@@ -699,7 +699,12 @@ def generate(name, size, out_dir, seed):
             ref = model(*(torch.from_numpy(x) for x in xs))
         ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
         for o, r in zip(outs, ref):
-            np.testing.assert_allclose(o, r.numpy(), rtol=1e-3, atol=1e-4, err_msg=f"{name}: onnxruntime vs torch")
+            # Absolute tolerance grows with the output's scale: the bench-size models' logits reach
+            # 1e3, where two float32 libraries summing in different orders differ by 1e-3 in a
+            # logit near zero.
+            r = r.numpy()
+            atol = max(1e-4, 1e-5 * float(np.abs(r).max(initial=0.0)))
+            np.testing.assert_allclose(o, r, rtol=1e-3, atol=atol, err_msg=f"{name}: onnxruntime vs torch")
         case = {"inputs": [], "outputs": []}
         for i, (n, x) in enumerate(zip(spec["input_names"], xs)):
             f = f"{name}/{prefix}input_{i}.npy"
