@@ -316,35 +316,79 @@ void kernel_rows_of_6x16(int64_t kc, const float* __restrict a, const float* __r
   }
 }
 
-// The last columns of an AVX-512 panel when at most 16 of its 32 are real (a 7x7 or 14x14
-// feature map leaves such a tail): half the multiply-adds of the full kernel, into a buffer
-// with row stride 32 that kernel_edge then copies out.
-__attribute__((target("avx512f"))) void kernel_8x16_of_32(int64_t kc, const float* __restrict a,
-                                                          const float* __restrict b, float* c) {
-  __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps(), c3 = _mm512_setzero_ps(),
-         c4 = _mm512_setzero_ps(), c5 = _mm512_setzero_ps(), c6 = _mm512_setzero_ps(), c7 = _mm512_setzero_ps();
+// One AVX-512 tile of up to 8 rows (mr) and 32 columns (nr) straight into C: 8 rows of NV
+// vectors of 16 floats (NV = 1 when nr <= 16: half the multiply-adds), the last vector's
+// columns past nr masked off in the loads and stores, so edge tiles need no buffer and copy.
+// With CLAMP (the last k block of a product with a cheap epilogue) the bias and activation of
+// tile_clamp are applied in registers before the store.
+// (GCC 12 warns that _mm512_min_ps/_mm512_max_ps read an "uninitialized" pass-through
+// operand, their _mm512_undefined_ps(); a false positive of the header.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+template <int NV, bool CLAMP>
+__attribute__((target("avx512f"))) void kernel_8x32_to(int64_t kc, const float* __restrict a,
+                                                       const float* __restrict b, float* c, int64_t ldc,
+                                                       bool accumulate, int64_t mr, int64_t nr,
+                                                       const tile_clamp* tc) {
+  static_assert(NV == 1 || NV == 2);
+  __m512 acc[8][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_load_ps(b);
-    c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), b0, c0);
-    c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[1]), b0, c1);
-    c2 = _mm512_fmadd_ps(_mm512_set1_ps(a[2]), b0, c2);
-    c3 = _mm512_fmadd_ps(_mm512_set1_ps(a[3]), b0, c3);
-    c4 = _mm512_fmadd_ps(_mm512_set1_ps(a[4]), b0, c4);
-    c5 = _mm512_fmadd_ps(_mm512_set1_ps(a[5]), b0, c5);
-    c6 = _mm512_fmadd_ps(_mm512_set1_ps(a[6]), b0, c6);
-    c7 = _mm512_fmadd_ps(_mm512_set1_ps(a[7]), b0, c7);
+    __m512 bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+    }
     a += 8;
     b += 32;
   }
-  _mm512_store_ps(c, c0);
-  _mm512_store_ps(c + 32, c1);
-  _mm512_store_ps(c + 64, c2);
-  _mm512_store_ps(c + 96, c3);
-  _mm512_store_ps(c + 128, c4);
-  _mm512_store_ps(c + 160, c5);
-  _mm512_store_ps(c + 192, c6);
-  _mm512_store_ps(c + 224, c7);
+  // Lanes stored per vector: all 16 but in the last vector.
+  __mmask16 mask[NV];
+  for (int v = 0; v < NV; ++v) {
+    const int64_t left = nr - 16 * v;
+    mask[v] = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << std::max<int64_t>(left, 0)) - 1);
+  }
+  __m512 vlo = _mm512_setzero_ps(), vhi = vlo, cb[NV];
+  for (int v = 0; v < NV; ++v) cb[v] = vlo;
+  if constexpr (CLAMP) {
+    vlo = _mm512_set1_ps(tc->lo);
+    vhi = _mm512_set1_ps(tc->hi);
+    if (tc->col_bias)
+      for (int v = 0; v < NV; ++v) cb[v] = _mm512_maskz_loadu_ps(mask[v], tc->col_bias + 16 * v);
+  } else {
+    (void)tc;
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    if (i >= mr) break;
+    float* row = c + i * ldc;
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      __m512 x = acc[i][v];
+      if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], row + 16 * v));
+      if constexpr (CLAMP) {
+        if (tc->row_bias) x = _mm512_add_ps(x, _mm512_set1_ps(tc->row_bias[i]));
+        else if (tc->col_bias) x = _mm512_add_ps(x, cb[v]);
+        x = _mm512_min_ps(vhi, _mm512_max_ps(vlo, x));  // NaN stays NaN, as in apply_activation
+        if (tc->shape != activation_kind::none) {
+          const __m512 g = _mm512_max_ps(_mm512_setzero_ps(),
+                                         _mm512_min_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(_mm512_set1_ps(tc->alpha), x,
+                                                                                            _mm512_set1_ps(tc->beta))));
+          x = tc->shape == activation_kind::hard_swish ? _mm512_mul_ps(x, g) : g;
+        }
+      }
+      _mm512_mask_storeu_ps(row + 16 * v, mask[v], x);
+    }
+  }
 }
+#pragma GCC diagnostic pop
 
 // The left half (8 of 16 columns) of an AVX2 tile into c (row stride 16), for edge panels of at
 // most 8 columns (a 7x7 map's 49 columns end in a panel of one): half the multiply-adds.
@@ -370,16 +414,14 @@ void kernel_6x8_of_16(int64_t kc, const float* __restrict a, const float* __rest
   _mm256_store_ps(c + 80, c5);
 }
 
-// A partial tile (mr < MR or nr < NR): the full kernel into a buffer, then the valid part.
+// A partial AVX2 tile (mr < MR or nr < NR): the full kernel into a buffer, then the valid part
+// (AVX-512 tiles store theirs masked, kernel_8x32_to).
 template <class Kern>
 void kernel_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
                  int64_t nr) {
   constexpr int64_t MR = Kern::MR, NR = Kern::NR;
   alignas(64) float tmp[MR * NR];
-  if constexpr (NR == 32 && MR == 8) {
-    if (nr <= 16) kernel_8x16_of_32(kc, a, b, tmp);
-    else Kern::kernel(kc, a, b, tmp, NR, false);
-  } else if constexpr (NR == 16 && MR == 6) {
+  if constexpr (NR == 16 && MR == 6) {
     if (nr <= 8) kernel_6x8_of_16(kc, a, b, tmp);
     else Kern::kernel(kc, a, b, tmp, NR, false);
   } else {
@@ -424,7 +466,7 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
   // kernel's stores on the last k block; any other runs over each finished block.
   tile_clamp fused;
   bool clamp = false;
-  if constexpr (MR == 6 && NR == 16) {
+  {
     const auto kind = p.ep.act.kind;
     const float inf = std::numeric_limits<float>::infinity();
     fused.lo = -inf;
@@ -492,6 +534,22 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
             const int64_t i0 = mc0 + r * MR;
             const int64_t mr = std::min(MR, mc1 - i0);
             float* ct = C + i0 * p.ldc + j0;
+            if constexpr (MR == 8 && NR == 32) {
+              const float* at = ap + r * MR * kc;
+              if (clamp && last) {
+                tile_clamp tc = fused;
+                if (p.ep.bias) (p.ep.bias_per_row ? tc.row_bias : tc.col_bias) = p.ep.bias + (p.ep.bias_per_row ? i0 : j0);
+                if (nr <= 16) kernel_8x32_to<1, true>(kc, at, bq, ct, p.ldc, accumulate, mr, nr, &tc);
+                else kernel_8x32_to<2, true>(kc, at, bq, ct, p.ldc, accumulate, mr, nr, &tc);
+              } else if (mr == MR && nr == NR) {
+                Kern::kernel(kc, at, bq, ct, p.ldc, accumulate);
+              } else if (nr <= 16) {
+                kernel_8x32_to<1, false>(kc, at, bq, ct, p.ldc, accumulate, mr, nr, nullptr);
+              } else {
+                kernel_8x32_to<2, false>(kc, at, bq, ct, p.ldc, accumulate, mr, nr, nullptr);
+              }
+              continue;
+            }
             if constexpr (MR == 6 && NR == 16) {
               if (clamp && last) {
                 tile_clamp tc = fused;
@@ -647,6 +705,8 @@ bool run_with(thread_pool* pool, const problem& p) {
 }  // namespace
 
 bool available() { return chosen() != isa::none; }
+
+bool avx512() { return chosen() == isa::avx512; }
 
 const char* kernel_name() {
   switch (chosen()) {

@@ -30,6 +30,8 @@ namespace gpugrid::cpu::sgemm {
 bool available();
 // "avx512 8x32", "avx2 6x16" or "blas".
 const char* kernel_name();
+// True when the AVX-512 kernel is the one chosen (other kernels use 16-float vectors then too).
+bool avx512();
 
 // A matrix in memory: element (i, j) at p[i * rs + j * cs].
 struct view {

@@ -182,6 +182,9 @@ TEST_CASE("sgemm epilogue: alpha, bias per row or column, activations", "[sgemm]
     for (int bias : {0, 1, 2}) {
       check({50, 70, 300, false, false, bias == 2, bias == 1, 2, 1, bias, a, 1.f});
       check({9, 33, 5, false, false, false, false, 1, 2, bias, a, 0.5f});
+      // Edge tiles of the fused epilogue: 17-31 and under 16 columns, rows past a whole panel.
+      check({13, 49, 40, false, false, bias == 2, false, 1, 1, bias, a, 1.f});
+      check({21, 12, 7, false, false, false, bias == 1, 1, 1, bias, a, 1.f});
     }
   // K = 0: the result is the epilogue of zero.
   check({7, 9, 0, false, false, false, false, 1, 1, 1, activation_kind::relu, 1.f});
