@@ -4,6 +4,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -259,6 +260,19 @@ void apply_activation(const activation_spec& a, float* data, int64_t n, float bi
 void apply_activation(const activation_spec& a, float* data, int64_t n, const float* bias) {
   if (!bias) return dispatch<0>(a, data, data, n, 0.f, nullptr);
   dispatch<2>(a, data, data, n, 0.f, bias);
+}
+
+bool clamp_of(const activation_spec& act, float* lo, float* hi) {
+  const float inf = std::numeric_limits<float>::infinity();
+  *lo = -inf;
+  *hi = inf;
+  if (act.kind == activation_kind::relu) {
+    *lo = 0.f;
+  } else if (act.kind == activation_kind::clip) {
+    *lo = act.alpha;
+    *hi = act.beta;
+  }
+  return act.is_none() || act.kind == activation_kind::relu || act.kind == activation_kind::clip;
 }
 
 }  // namespace gpugrid::cpu

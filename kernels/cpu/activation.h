@@ -41,6 +41,11 @@ void apply_activation(const activation_spec& a, float* data, int64_t n, float bi
 // data[i] = act(data[i] + bias[i]): one row of a matrix with a per-column bias (may be null).
 void apply_activation(const activation_spec& a, float* data, int64_t n, const float* bias);
 
+// The clamp [lo, hi] that an activation is when it is none, ReLU or Clip (vector kernels
+// apply it in registers as they store: min(hi, max(lo, x)), NaN stays NaN); false, with lo
+// and hi unbounded, for any other activation.
+bool clamp_of(const activation_spec& act, float* lo, float* hi);
+
 // The scalar definition of each activation (tests, and odd tails use the vector path too).
 float activation_reference(const activation_spec& a, float x);
 

@@ -208,21 +208,6 @@ void depthwise_plane(const float* x, const float* w, const window_geom& g, float
   }
 }
 
-// The clamp [lo, hi] that a fused activation is when it is none, ReLU or Clip (the vector
-// kernels apply it in registers); false, with lo and hi unbounded, for any other activation.
-bool clamp_of(const activation_spec& act, float* lo, float* hi) {
-  const float inf = std::numeric_limits<float>::infinity();
-  *lo = -inf;
-  *hi = inf;
-  if (act.kind == activation_kind::relu) {
-    *lo = 0.f;
-  } else if (act.kind == activation_kind::clip) {
-    *lo = act.alpha;
-    *hi = act.beta;
-  }
-  return act.is_none() || act.kind == activation_kind::relu || act.kind == activation_kind::clip;
-}
-
 // Depthwise 3x3 (any strides, dilations, pads) on a zero-padded copy of the plane: no bounds
 // checks in the inner loop, all nine taps summed in registers, one store per output.
 // Each output is clamped to [lo, hi] after adding bias (a fused ReLU or Clip, or none).
@@ -354,6 +339,58 @@ void dwk_rows(const float* P, const float* O, int64_t Ws, const float* w, const 
   }
 }
 
+// dwk_rows with 16 outputs per vector (AVX-512, where sgemm::avx512()): a 14-wide row is
+// one vector instead of two, a 28-wide one two instead of four. K x K kernels (K = KH = KW)
+// keep their weights in registers; KH == 0 reads kH from g and broadcasts each weight.
+// Reads up to KW / 2 + 16 floats past a row.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: _mm512_max_ps's undefined pass-through
+template <int SW, int KH, int KW>
+__attribute__((target("avx512f"))) void dwk16_rows(const float* P, const float* O, int64_t Ws, const float* w,
+                                                   const window_geom& g, float* y, float bias, float lo, float hi) {
+  const int64_t OH = g.out[1], OW = g.out[2], sh = g.s[1], dh = g.d[1], kH = KH > 0 ? KH : g.k[1];
+  const __m512 vb = _mm512_set1_ps(bias), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  __m512 wv[KH > 0 ? KH * KW : 1];
+  if constexpr (KH > 0)
+    for (int t = 0; t < KH * KW; ++t) wv[t] = _mm512_set1_ps(w[t]);
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    float* __restrict yr = y + oh * OW;
+    const int64_t left = (OH - oh) * OW;  // outputs of the plane from this row's start
+    for (int64_t ow = 0; ow < OW; ow += 16) {
+      __m512 acc = vb;
+#pragma GCC unroll 7
+      for (int64_t kh = 0; kh < kH; ++kh) {
+        const int64_t r = (oh * sh + kh * dh) * Ws + ow;
+#pragma GCC unroll 7
+        for (int kw = 0; kw < KW; ++kw) {
+          const float* src = SW == 1 ? P + r + kw : ((kw & 1) ? O : P) + r + kw / 2;
+          const __m512 wt = KH > 0 ? wv[kh * KW + kw] : _mm512_set1_ps(w[kh * KW + kw]);
+          acc = _mm512_fmadd_ps(wt, _mm512_loadu_ps(src), acc);
+        }
+      }
+      acc = _mm512_min_ps(vhi, _mm512_max_ps(vlo, acc));  // NaN stays NaN
+      // As in dw3x3_rows: a block past the row end spills into the next row, which is
+      // written after this one; only the plane's last block is stored masked.
+      if (left - ow >= 16) _mm512_storeu_ps(yr + ow, acc);
+      else _mm512_mask_storeu_ps(yr + ow, static_cast<__mmask16>((1u << (left - ow)) - 1), acc);
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
+template <int SW>
+void dwk16_dispatch(const float* P, const float* O, int64_t Ws, const float* w, const window_geom& g, float* y,
+                    float bias, float lo, float hi) {
+  const int64_t kH = g.k[1], kW = g.k[2];
+  if (kH == 3 && kW == 3) dwk16_rows<SW, 3, 3>(P, O, Ws, w, g, y, bias, lo, hi);
+  else if (kH == 5 && kW == 5) dwk16_rows<SW, 5, 5>(P, O, Ws, w, g, y, bias, lo, hi);
+  else if (kH == 7 && kW == 7) dwk16_rows<SW, 7, 7>(P, O, Ws, w, g, y, bias, lo, hi);
+  else if (kW == 1) dwk16_rows<SW, 0, 1>(P, O, Ws, w, g, y, bias, lo, hi);
+  else if (kW == 3) dwk16_rows<SW, 0, 3>(P, O, Ws, w, g, y, bias, lo, hi);
+  else if (kW == 5) dwk16_rows<SW, 0, 5>(P, O, Ws, w, g, y, bias, lo, hi);
+  else dwk16_rows<SW, 0, 7>(P, O, Ws, w, g, y, bias, lo, hi);
+}
+
 // Returns false when the padded plane would not fit the scratch buffer. Adds `bias` and
 // applies `act` when it is none, ReLU or Clip (*fused set), else leaves both to the caller.
 bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g, float* y, float bias,
@@ -376,6 +413,20 @@ bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g
   float lo, hi;
   *fused = clamp_of(act, &lo, &hi);
   if (!*fused) bias = 0.f;  // the caller adds it with the activation
+  // AVX-512: every kernel 1, 3, 5 or 7 wide without dilation along rows, stride 1 or 2.
+  if (sgemm::avx512() && g.d[2] == 1 && (kW == 1 || kW == 3 || kW == 5 || kW == 7) && (g.s[2] == 1 || split)) {
+    if (!split) {
+      dwk16_dispatch<1>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
+      return true;
+    }
+    const int64_t Ws = (Wp + 1) / 2;
+    float* E = nn::scratch<float>(3, static_cast<size_t>(2 * (Hp * Ws + slack)));
+    if (!E) return false;
+    float* O = E + Hp * Ws + slack;
+    simd::pad_split_plane(x, H, W, ph, pw, Hp, Wp, slack, E, O);
+    dwk16_dispatch<2>(E, O, Ws, w, g, y, bias, lo, hi);
+    return true;
+  }
   if (!k3 && g.s[2] == 1) {
     if (kW == 1) dwk_rows<1, 1>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
     else if (kW == 3) dwk_rows<1, 3>(buf, nullptr, Wp, w, g, y, bias, lo, hi);

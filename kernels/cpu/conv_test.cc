@@ -362,6 +362,8 @@ TEST_CASE("FusedConv applies bias and activation", "[nn]") {
       {{1, 4, 17, 18}, {4, 1, 3, 3}, 4, "Sigmoid", 0, 0},
       {{1, 16, 12, 13}, {24, 16, 3, 3}, 1, "Clip", 0.f, 6.f},  // Winograd with a fused Clip
       {{1, 16, 12, 13}, {24, 16, 3, 3}, 1, "Silu", 0, 0},
+      {{2, 17, 9, 11}, {33, 17, 3, 3}, 1, "Relu", 0, 0},  // Winograd, odd map: clamp in the output transform
+      {{1, 24, 7, 9}, {40, 24, 3, 3}, 1, "HardSwish", 0, 0},  // Winograd, activation after the transform
       // Depthwise over tiny planes (channels across the vector), the activation after it; a
       // tiny map through the im2col^T x W^T path; a direct kernel with an activation after it.
       {{2, 11, 2, 2}, {11, 1, 3, 3}, 11, "HardSwish", 0, 0},

@@ -82,9 +82,13 @@ void input_transform(const geometry& q, const float* xc, float* pad, float* V, i
 }
 
 // y_m = act(A^T m A + bias) for every tile of output channel m (Mo points at m's row of
-// xi = 0; rows of the next xi are ms floats further).
+// xi = 0; rows of the next xi are ms floats further). The bias and an activation that is a
+// clamp (none, ReLU, Clip) are applied in registers; any other runs over each output row.
 void output_transform(const geometry& q, const float* Mo, int64_t ms, float bias, const activation_spec& act,
                       float* ym) {
+  float lo, hi;
+  const bool clamped = clamp_of(act, &lo, &hi);
+  const __m256 vb = _mm256_set1_ps(clamped ? bias : 0.f), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
   for (int64_t th = 0; th < q.TH; ++th) {
     float* y0 = ym + 2 * th * q.OW;
     float* y1 = y0 + q.OW;
@@ -108,15 +112,20 @@ void output_transform(const geometry& q, const float* Mo, int64_t ms, float bias
       // Interleave each row's two outputs per tile: 16 consecutive output columns.
       const int64_t cols = std::min(q.OW - 2 * tw0, 2 * n);
       auto put = [&](float* row, __m256 e, __m256 o) {
-        const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
-        store8(row + 2 * tw0, _mm256_permute2f128_ps(lo, hi, 0x20), cols);
-        store8(row + 2 * tw0 + 8, _mm256_permute2f128_ps(lo, hi, 0x31), cols - 8);
+        // max with the value second, then min: NaN stays NaN, as in apply_activation.
+        e = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(e, vb)));
+        o = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(o, vb)));
+        const __m256 l = _mm256_unpacklo_ps(e, o), h = _mm256_unpackhi_ps(e, o);
+        store8(row + 2 * tw0, _mm256_permute2f128_ps(l, h, 0x20), cols);
+        store8(row + 2 * tw0 + 8, _mm256_permute2f128_ps(l, h, 0x31), cols - 8);
       };
       put(y0, y00, y01);
       if (second_row) put(y1, y10, y11);
     }
-    apply_activation(act, y0, q.OW, bias);
-    if (second_row) apply_activation(act, y1, q.OW, bias);
+    if (!clamped) {
+      apply_activation(act, y0, q.OW, bias);
+      if (second_row) apply_activation(act, y1, q.OW, bias);
+    }
   }
 }
 
