@@ -95,7 +95,9 @@ class run_allocator final : public output_allocator {
       if (!s) return status(s.error().kind(), n.describe() + ": " + s.error().message());
       storage = std::move(s).value();
     } else {
-      storage = allocate_cpu_bytes(static_cast<size_t>(bytes));
+      // A kernel that writes every element of its output (output_for_overwrite) gets it
+      // unzeroed: a large graph output is otherwise written twice on every run.
+      storage = allocate_cpu_bytes(static_cast<size_t>(bytes), zero);
       if (!storage) return internal_error("{}: out of memory allocating {} bytes", n.describe(), bytes);
     }
     if (!plan_offset && v >= 0) {

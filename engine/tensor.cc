@@ -28,12 +28,12 @@ bool checked_num_elements(const shape_t& shape, int64_t max_elements, int64_t* o
 
 std::string shape_str(const shape_t& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
-std::shared_ptr<std::byte> allocate_cpu_bytes(size_t bytes) {
+std::shared_ptr<std::byte> allocate_cpu_bytes(size_t bytes, bool zero) {
   size_t rounded = (bytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
   void* p = std::aligned_alloc(64, rounded);
   if (!p) return nullptr;
-  std::memset(p, 0, rounded);
+  if (zero) std::memset(p, 0, rounded);
   return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
 }
 

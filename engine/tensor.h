@@ -93,7 +93,8 @@ class tensor {
   bool none_ = false;
 };
 
-// Allocates size bytes aligned to 64 on the CPU, zero-filled; nullptr when bytes is too big.
-std::shared_ptr<std::byte> allocate_cpu_bytes(size_t bytes);
+// Allocates size bytes aligned to 64 on the CPU, zero-filled unless `zero` is false (the
+// caller then writes every byte); nullptr when bytes is too big.
+std::shared_ptr<std::byte> allocate_cpu_bytes(size_t bytes, bool zero = true);
 
 }  // namespace gpugrid
