@@ -343,6 +343,22 @@ TEST_CASE("Concat", "[tensor_ops]") {
   CHECK(yb.data<float>()[300 * 100] == 0);           // first of big2, batch 0
   CHECK(yb.data<float>()[500 * 100 + 5] == 30005);   // batch 1 of big1
   CHECK(yb.data<float>()[500 * 100 + 300 * 100 + 7] == 20007);
+  // Every element, over the threads in pieces: three inputs of uneven sizes, one and three
+  // outer rows.
+  for (int64_t outer : {1, 3}) {
+    tensor p = iota_f({outer, 70, 1001}), q = iota_f({outer, 1, 1001}), r = iota_f({outer, 131, 1001});
+    tensor y3 = run1(nb, {p, q, r}, &pool);
+    REQUIRE(y3.shape() == shape_t{outer, 202, 1001});
+    int64_t bad = 0;
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t c = 0; c < 202; ++c)
+        for (int64_t j = 0; j < 1001; ++j) {
+          const tensor& src = c < 70 ? p : c < 71 ? q : r;
+          const int64_t cc = c < 70 ? c : c < 71 ? c - 70 : c - 71, cn = src.dim(1);
+          if (y3.data<float>()[(o * 202 + c) * 1001 + j] != src.data<float>()[(o * cn + cc) * 1001 + j]) ++bad;
+        }
+    CHECK(bad == 0);
+  }
 }
 
 TEST_CASE("Split: split input, equal, num_outputs uneven", "[tensor_ops]") {
