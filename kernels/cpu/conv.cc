@@ -463,9 +463,9 @@ struct conv_shapes {
 // kTinyDepthwise output positions: the last stages of small models), kernels of up to
 // kTinyDepthwiseTaps taps: a plane of 2x2 outputs gives a per-plane kernel almost nothing to
 // vectorize, so the channels go across the vector instead. Per image: the input transposed to
-// [position][channel] (channels padded to 8), then every output position sums its taps, 8
-// channels at a time in a register, with bias (the positions in parallel when there are many
-// channels), and the result is transposed back; the activation runs once over each run of
+// [position][channel] (channels padded to 16), then every output position sums its taps, 8
+// (16 with AVX-512) channels at a time in a register, with bias (blocks of 16 channels in parallel
+// when there are many), and the result is transposed back; the activation runs once over each run of
 // positions. False when scratch memory could not be had.
 constexpr int64_t kTinyDepthwise = 16, kTinyDepthwiseTaps = 64;
 
@@ -478,11 +478,61 @@ bool depthwise_tiny_applies(const window_geom& g) {
   return S <= kTinyDepthwise || (S <= 64 && g.out[2] < 8);
 }
 
+// depthwise_tiny's sums for channels [c0, ce) (a multiple of 8) of every position, 16
+// channels per vector (AVX-512), four vectors at a time.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: _mm512_max_ps's undefined pass-through
+__attribute__((target("avx512f"))) void tiny_sums_avx512(int64_t c0, int64_t ce, int64_t S, int64_t Cp,
+                                                         const int64_t* first, const int64_t* wofs,
+                                                         const int64_t* xofs, const float* wt, const float* xt,
+                                                         const float* bt, float* yt, bool clamped, float lo, float hi) {
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  for (int64_t q = 0; q < S; ++q) {
+    float* y = yt + q * Cp;
+    int64_t c = c0;
+    for (; c + 64 <= ce; c += 64) {
+      __m512 a0 = _mm512_loadu_ps(bt + c), a1 = _mm512_loadu_ps(bt + c + 16);
+      __m512 a2 = _mm512_loadu_ps(bt + c + 32), a3 = _mm512_loadu_ps(bt + c + 48);
+      for (int64_t v = first[q]; v < first[q + 1]; ++v) {
+        const float *wp = wt + wofs[v] + c, *xp = xt + xofs[v] + c;
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wp), _mm512_loadu_ps(xp), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(wp + 16), _mm512_loadu_ps(xp + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(wp + 32), _mm512_loadu_ps(xp + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(wp + 48), _mm512_loadu_ps(xp + 48), a3);
+      }
+      if (clamped) {  // NaN stays NaN
+        a0 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a0));
+        a1 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a1));
+        a2 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a2));
+        a3 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a3));
+      }
+      _mm512_storeu_ps(y + c, a0);
+      _mm512_storeu_ps(y + c + 16, a1);
+      _mm512_storeu_ps(y + c + 32, a2);
+      _mm512_storeu_ps(y + c + 48, a3);
+    }
+    for (; c < ce; c += 16) {
+      const __mmask16 m = ce - c >= 16 ? __mmask16(0xffff) : __mmask16(0xff);  // a last 8
+      __m512 acc = _mm512_maskz_loadu_ps(m, bt + c);
+      for (int64_t v = first[q]; v < first[q + 1]; ++v)
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wt + wofs[v] + c), _mm512_maskz_loadu_ps(m, xt + xofs[v] + c), acc);
+      if (clamped) acc = _mm512_min_ps(vhi, _mm512_max_ps(vlo, acc));
+      _mm512_mask_storeu_ps(y + c, m, acc);
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
 bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, const float* w, const float* bias,
                     const activation_spec& act, float* out) {
   const window_geom& g = cs.g;
   const int64_t C = cs.C, H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], S = OH * OW;
-  const int64_t kH = g.k[1], kW = g.k[2], taps = kH * kW, Cp = (C + 7) / 8 * 8;
+  // Channels in blocks of 16, a cache line of the [position][channel] buffers, so that two
+  // threads never write the same line (with blocks of 8 they did at every chunk's edge, in
+  // every row: a 960-channel 3x3 over 7x7 took longer at two threads than at one).
+  const bool wide = sgemm::avx512();
+  const int64_t bw = 16;
+  const int64_t kH = g.k[1], kW = g.k[2], taps = kH * kW, Cp = (C + bw - 1) / bw * bw;
   float* xt = nn::scratch<float>(1, static_cast<size_t>(Cp * (H * W + taps + S + 1)));
   if (!xt) return false;
   float* wt = xt + Cp * H * W;  // [tap][channel]
@@ -510,7 +560,7 @@ bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, 
     }
   }
   first[S] = nv;
-  const int64_t blocks = Cp / 8;
+  const int64_t blocks = Cp / bw;
   float lo, hi;
   const bool clamped = clamp_of(act, &lo, &hi);  // none, Relu or Clip: applied in the register
   for (int64_t n = 0; n < cs.N; ++n) {
@@ -518,8 +568,8 @@ bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, 
     float* yn = out + n * C * S;
     // Blocks of 8 channels in parallel, each on its own from the transposes in to the
     // transpose out (no barrier between them).
-    parallel(ctx, blocks, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, S * taps * 8)), [&](int64_t b0, int64_t b1) {
-      const int64_t c0 = b0 * 8, c1 = std::min(C, b1 * 8), ce = b1 * 8;
+    parallel(ctx, blocks, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, S * taps * bw)), [&](int64_t b0, int64_t b1) {
+      const int64_t c0 = b0 * bw, c1 = std::min(C, b1 * bw), ce = b1 * bw;
       simd::transpose_floats(xn + c0 * H * W, H * W, c1 - c0, H * W, xt + c0, Cp);
       simd::transpose_floats(w + c0 * taps, taps, c1 - c0, taps, wt + c0, Cp);
       if (ce > c1) {
@@ -527,6 +577,13 @@ bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, 
         for (int64_t t = 0; t < taps; ++t) zero_floats(wt + t * Cp + c1, ce - c1);
       }
       for (int64_t c = c0; c < ce; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
+      if (wide) {
+        tiny_sums_avx512(c0, ce, S, Cp, first, wofs, xofs, wt, xt, bt, yt, clamped, lo, hi);
+        if (!clamped)
+          for (int64_t q = 0; q < S; ++q) apply_activation(act, yt + q * Cp + c0, ce - c0);
+        simd::transpose_floats(yt + c0, Cp, S, c1 - c0, yn + c0 * S, S);
+        return;
+      }
       const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
       for (int64_t q = 0; q < S; ++q) {
         float* y = yt + q * Cp;
