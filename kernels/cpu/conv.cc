@@ -1,8 +1,9 @@
 // Conv, ConvTranspose and the fused com.gpugrid FusedConv (Conv + bias + activation).
 //
 // Conv paths (float, in this order): a conv with one input channel per group (depthwise) runs
-// a direct kernel per output plane, vectorized over a zero-padded copy of the plane (split into
-// even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide, or, over tiny planes
+// a direct kernel per output plane: with AVX-512 straight from the input with masked loads
+// (kernels up to 7 wide, stride 1 or 2), else vectorized over a zero-padded copy of the plane
+// (split into even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide, or, over tiny planes
 // (up to 16 outputs, or 64 in rows shorter than a vector), with the channels across the vector
 // (depthwise_tiny); with constant weights, a conv over a tiny output map (up to 16 positions,
 // or 64 with at most 32 output channels; a 1x1 one unless its map is 8 or 16 positions) is one
@@ -339,65 +340,102 @@ void dwk_rows(const float* P, const float* O, int64_t Ws, const float* w, const 
   }
 }
 
-// dwk_rows with 16 outputs per vector (AVX-512, where sgemm::avx512()): a 14-wide row is
-// one vector instead of two, a 28-wide one two instead of four. K x K kernels (K = KH = KW)
-// keep their weights in registers; KH == 0 reads kH from g and broadcasts each weight.
-// Reads up to KW / 2 + 16 floats past a row.
+// Depthwise 2-D convolution of one plane straight from the input, 16 outputs per vector
+// (AVX-512, where sgemm::avx512()): kernels up to 7 wide, stride 1 or 2 along rows, any
+// dilation, padding and row stride. The taps of a row are masked loads of the input row (lanes
+// that fall in the padding load zero, and no memory outside the row is touched), so the plane
+// is never copied into a padded buffer: on AVX2 that copy took as long as the sums. Stride 2
+// loads 32 consecutive floats and keeps every other one (one permute). Square kernels (K =
+// KH = KW) keep their weights in registers; KH == 0 reads kH from g and broadcasts each weight.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: _mm512_max_ps's undefined pass-through
+// Lanes l of a 16-float load at column c0 + l that lie inside [0, W).
+__attribute__((target("avx512f"))) inline __mmask16 row_lanes(int64_t c0, int64_t W) {
+  const int64_t first = std::max<int64_t>(0, -c0), last = std::min<int64_t>(16, W - c0);
+  if (last <= first) return 0;
+  const uint32_t upto = last >= 16 ? 0xffffu : (1u << last) - 1;
+  return static_cast<__mmask16>(upto & ~((1u << first) - 1));
+}
+
 template <int SW, int KH, int KW>
-__attribute__((target("avx512f"))) void dwk16_rows(const float* P, const float* O, int64_t Ws, const float* w,
-                                                   const window_geom& g, float* y, float bias, float lo, float hi) {
-  const int64_t OH = g.out[1], OW = g.out[2], sh = g.s[1], dh = g.d[1], kH = KH > 0 ? KH : g.k[1];
+__attribute__((target("avx512f"))) void dw_direct16(const float* x, const float* w, const window_geom& g, float* y,
+                                                    float bias, float lo, float hi) {
+  const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
+  const int64_t sh = g.s[1], dh = g.d[1], dw = g.d[2], ph = g.pb[1], pw = g.pb[2];
+  const int64_t kH = KH > 0 ? KH : g.k[1];
   const __m512 vb = _mm512_set1_ps(bias), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   __m512 wv[KH > 0 ? KH * KW : 1];
   if constexpr (KH > 0)
     for (int t = 0; t < KH * KW; ++t) wv[t] = _mm512_set1_ps(w[t]);
-  for (int64_t oh = 0; oh < OH; ++oh) {
-    float* __restrict yr = y + oh * OW;
-    const int64_t left = (OH - oh) * OW;  // outputs of the plane from this row's start
-    for (int64_t ow = 0; ow < OW; ow += 16) {
+  for (int64_t ow = 0; ow < OW; ow += 16) {
+    // Per tap column: where its 16 (stride 2: 32) inputs start, and which of them are real.
+    int64_t c0[KW];
+    __mmask16 m0[KW], m1[KW];
+    for (int kw = 0; kw < KW; ++kw) {
+      c0[kw] = ow * SW - pw + kw * dw;
+      m0[kw] = row_lanes(c0[kw], W);
+      m1[kw] = SW == 2 ? row_lanes(c0[kw] + 16, W) : 0;
+    }
+    const __mmask16 store = OW - ow >= 16 ? __mmask16(0xffff) : __mmask16((1u << (OW - ow)) - 1);
+    for (int64_t oh = 0; oh < OH; ++oh) {
       __m512 acc = vb;
-#pragma GCC unroll 7
       for (int64_t kh = 0; kh < kH; ++kh) {
-        const int64_t r = (oh * sh + kh * dh) * Ws + ow;
+        const int64_t ih = oh * sh - ph + kh * dh;
+        if (ih < 0 || ih >= H) continue;
+        const float* row = x + ih * W;
 #pragma GCC unroll 7
         for (int kw = 0; kw < KW; ++kw) {
-          const float* src = SW == 1 ? P + r + kw : ((kw & 1) ? O : P) + r + kw / 2;
+          __m512 v;
+          if constexpr (SW == 1) {
+            v = _mm512_maskz_loadu_ps(m0[kw], row + c0[kw]);
+          } else {
+            const __m512 a = _mm512_maskz_loadu_ps(m0[kw], row + c0[kw]);
+            const __m512 b = _mm512_maskz_loadu_ps(m1[kw], row + c0[kw] + 16);
+            v = _mm512_permutex2var_ps(a, evens, b);
+          }
           const __m512 wt = KH > 0 ? wv[kh * KW + kw] : _mm512_set1_ps(w[kh * KW + kw]);
-          acc = _mm512_fmadd_ps(wt, _mm512_loadu_ps(src), acc);
+          acc = _mm512_fmadd_ps(wt, v, acc);
         }
       }
       acc = _mm512_min_ps(vhi, _mm512_max_ps(vlo, acc));  // NaN stays NaN
-      // As in dw3x3_rows: a block past the row end spills into the next row, which is
-      // written after this one; only the plane's last block is stored masked.
-      if (left - ow >= 16) _mm512_storeu_ps(yr + ow, acc);
-      else _mm512_mask_storeu_ps(yr + ow, static_cast<__mmask16>((1u << (left - ow)) - 1), acc);
+      _mm512_mask_storeu_ps(y + oh * OW + ow, store, acc);
     }
   }
 }
 #pragma GCC diagnostic pop
 
 template <int SW>
-void dwk16_dispatch(const float* P, const float* O, int64_t Ws, const float* w, const window_geom& g, float* y,
-                    float bias, float lo, float hi) {
+void dw_direct16_dispatch(const float* x, const float* w, const window_geom& g, float* y, float bias, float lo,
+                          float hi) {
   const int64_t kH = g.k[1], kW = g.k[2];
-  if (kH == 3 && kW == 3) dwk16_rows<SW, 3, 3>(P, O, Ws, w, g, y, bias, lo, hi);
-  else if (kH == 5 && kW == 5) dwk16_rows<SW, 5, 5>(P, O, Ws, w, g, y, bias, lo, hi);
-  else if (kH == 7 && kW == 7) dwk16_rows<SW, 7, 7>(P, O, Ws, w, g, y, bias, lo, hi);
-  else if (kW == 1) dwk16_rows<SW, 0, 1>(P, O, Ws, w, g, y, bias, lo, hi);
-  else if (kW == 3) dwk16_rows<SW, 0, 3>(P, O, Ws, w, g, y, bias, lo, hi);
-  else if (kW == 5) dwk16_rows<SW, 0, 5>(P, O, Ws, w, g, y, bias, lo, hi);
-  else dwk16_rows<SW, 0, 7>(P, O, Ws, w, g, y, bias, lo, hi);
+  if (kH == 3 && kW == 3) dw_direct16<SW, 3, 3>(x, w, g, y, bias, lo, hi);
+  else if (kH == 5 && kW == 5) dw_direct16<SW, 5, 5>(x, w, g, y, bias, lo, hi);
+  else if (kW == 1) dw_direct16<SW, 0, 1>(x, w, g, y, bias, lo, hi);
+  else if (kW == 2) dw_direct16<SW, 0, 2>(x, w, g, y, bias, lo, hi);
+  else if (kW == 3) dw_direct16<SW, 0, 3>(x, w, g, y, bias, lo, hi);
+  else if (kW == 4) dw_direct16<SW, 0, 4>(x, w, g, y, bias, lo, hi);
+  else if (kW == 5) dw_direct16<SW, 0, 5>(x, w, g, y, bias, lo, hi);
+  else if (kW == 6) dw_direct16<SW, 0, 6>(x, w, g, y, bias, lo, hi);
+  else dw_direct16<SW, 0, 7>(x, w, g, y, bias, lo, hi);
 }
 
-// Returns false when the padded plane would not fit the scratch buffer. Adds `bias` and
+// With AVX-512, dw_direct16 for kernels up to 7 wide at stride 1 or 2; else the padded-plane
+// kernels. Returns false when the padded plane would not fit the scratch buffer. Adds `bias` and
 // applies `act` when it is none, ReLU or Clip (*fused set), else leaves both to the caller.
 bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g, float* y, float bias,
                             const activation_spec& act, bool* fused) {
   const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
   const int64_t ph = g.pb[1], pw = g.pb[2], kH = g.k[1], kW = g.k[2];
   const bool k3 = kH == 3 && kW == 3;
+  if (sgemm::avx512() && kW <= 7 && (g.s[2] == 1 || g.s[2] == 2)) {
+    float lo, hi;
+    *fused = clamp_of(act, &lo, &hi);
+    if (!*fused) bias = 0.f;  // the caller adds it with the activation
+    if (g.s[2] == 1) dw_direct16_dispatch<1>(x, w, g, y, bias, lo, hi);
+    else dw_direct16_dispatch<2>(x, w, g, y, bias, lo, hi);
+    return true;
+  }
   const int64_t Hp = (OH - 1) * g.s[1] + (kH - 1) * g.d[1] + 1, Wp = (OW - 1) * g.s[2] + (kW - 1) * g.d[2] + 1;
   // Stride 2 without dilation along rows reads the plane split into even and odd columns.
   const bool split = g.s[2] == 2 && g.d[2] == 1 && Hp * Wp <= kMaxPaddedFloats;
@@ -413,20 +451,6 @@ bool depthwise_padded_plane(const float* x, const float* w, const window_geom& g
   float lo, hi;
   *fused = clamp_of(act, &lo, &hi);
   if (!*fused) bias = 0.f;  // the caller adds it with the activation
-  // AVX-512: every kernel 1, 3, 5 or 7 wide without dilation along rows, stride 1 or 2.
-  if (sgemm::avx512() && g.d[2] == 1 && (kW == 1 || kW == 3 || kW == 5 || kW == 7) && (g.s[2] == 1 || split)) {
-    if (!split) {
-      dwk16_dispatch<1>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
-      return true;
-    }
-    const int64_t Ws = (Wp + 1) / 2;
-    float* E = nn::scratch<float>(3, static_cast<size_t>(2 * (Hp * Ws + slack)));
-    if (!E) return false;
-    float* O = E + Hp * Ws + slack;
-    simd::pad_split_plane(x, H, W, ph, pw, Hp, Wp, slack, E, O);
-    dwk16_dispatch<2>(E, O, Ws, w, g, y, bias, lo, hi);
-    return true;
-  }
   if (!k3 && g.s[2] == 1) {
     if (kW == 1) dwk_rows<1, 1>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
     else if (kW == 3) dwk_rows<1, 3>(buf, nullptr, Wp, w, g, y, bias, lo, hi);
