@@ -349,14 +349,6 @@ void dwk_rows(const float* P, const float* O, int64_t Ws, const float* w, const 
 // KH = KW) keep their weights in registers; KH == 0 reads kH from g and broadcasts each weight.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: _mm512_max_ps's undefined pass-through
-// Lanes l of a 16-float load at column c0 + l that lie inside [0, W).
-__attribute__((target("avx512f"))) inline __mmask16 row_lanes(int64_t c0, int64_t W) {
-  const int64_t first = std::max<int64_t>(0, -c0), last = std::min<int64_t>(16, W - c0);
-  if (last <= first) return 0;
-  const uint32_t upto = last >= 16 ? 0xffffu : (1u << last) - 1;
-  return static_cast<__mmask16>(upto & ~((1u << first) - 1));
-}
-
 template <int SW, int KH, int KW>
 __attribute__((target("avx512f"))) void dw_direct16(const float* x, const float* w, const window_geom& g, float* y,
                                                     float bias, float lo, float hi) {
@@ -374,8 +366,8 @@ __attribute__((target("avx512f"))) void dw_direct16(const float* x, const float*
     __mmask16 m0[KW], m1[KW];
     for (int kw = 0; kw < KW; ++kw) {
       c0[kw] = ow * SW - pw + kw * dw;
-      m0[kw] = row_lanes(c0[kw], W);
-      m1[kw] = SW == 2 ? row_lanes(c0[kw] + 16, W) : 0;
+      m0[kw] = simd::row_lanes16(c0[kw], W);
+      m1[kw] = SW == 2 ? simd::row_lanes16(c0[kw] + 16, W) : 0;
     }
     const __mmask16 store = OW - ow >= 16 ? __mmask16(0xffff) : __mmask16((1u << (OW - ow)) - 1);
     for (int64_t oh = 0; oh < OH; ++oh) {

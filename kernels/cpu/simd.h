@@ -20,6 +20,15 @@ inline __m256i lanes(int64_t n) {
 // n floats from src to dst, in whole vectors while they read no further than src + avail
 // (avail >= n): up to 7 floats after dst + n may be overwritten with whatever follows src + n.
 // The last part vector is moved masked.
+// Lanes l of a 16-float (AVX-512) load at column c0 + l that lie inside [0, W): the mask of
+// a load from a row of W floats that reads zero (or a fill) where the window hangs over it.
+__attribute__((target("avx512f"))) inline __mmask16 row_lanes16(int64_t c0, int64_t W) {
+  const int64_t first = c0 < 0 ? -c0 : 0, last = W - c0 < 16 ? W - c0 : 16;
+  if (last <= first) return 0;
+  const uint32_t upto = last >= 16 ? 0xffffu : (1u << last) - 1;
+  return static_cast<__mmask16>(upto & ~((1u << first) - 1));
+}
+
 inline void copy_floats_over(const float* src, float* dst, int64_t n, int64_t avail) {
   int64_t i = 0;
   for (; i < n && i + 8 <= avail; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
