@@ -7,6 +7,8 @@
 #include <limits>
 #include <string>
 
+#include "kernels/cpu/sgemm.h"
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define GG_ACT_AVX2 1
@@ -207,6 +209,55 @@ void run_act(const float* s, float* d, int64_t n, float sbias, const float* vbia
   }
 }
 
+// Sigmoid and SiLU 16 floats at a time (AVX-512, where sgemm::avx512()): the steps of
+// sigmoid256, with 1 / (1 + e) by the reciprocal estimate and one Newton step (relative error
+// near 2^-28, under a float's rounding) instead of a division, which is the slowest step of
+// sigmoid256 and no faster per float on 16-float vectors.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: _mm512_max_ps's undefined pass-through
+template <K k>
+__attribute__((target("avx512f"))) inline __m512 act512(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(-1.44269504088896341f));
+  t = _mm512_min_ps(_mm512_set1_ps(126.f), _mm512_max_ps(_mm512_set1_ps(-125.f), t));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.3276470688e-3f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6755413240e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5507132775e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022119724e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314696706e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000000717f));
+  const __m512i scale = _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23);
+  const __m512 e = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), scale));
+  const __m512 d = _mm512_add_ps(one, e);
+  __m512 r = _mm512_rcp14_ps(d);
+  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));  // r (2 - d r)
+  if constexpr (k == K::sigmoid) {
+    return r;
+  } else {
+    static_assert(k == K::silu);
+    const __m512 y = _mm512_mul_ps(_mm512_max_ps(_mm512_set1_ps(-128.f), x), r);
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ), y,
+                                _mm512_set1_ps(-0.f));
+  }
+}
+
+template <K k, int bias_mode>
+__attribute__((target("avx512f"))) void run_act512(const float* s, float* d, int64_t n, float sbias,
+                                                   const float* vbias) {
+  const __m512 vs = _mm512_set1_ps(sbias);
+  for (int64_t i = 0; i < n; i += 16) {
+    // The tail is one masked vector: every element goes through the same steps.
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    __m512 x = _mm512_maskz_loadu_ps(m, s + i);
+    if constexpr (bias_mode == 1) x = _mm512_add_ps(x, vs);
+    if constexpr (bias_mode == 2) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, vbias + i));
+    _mm512_mask_storeu_ps(d + i, m, act512<k>(x));
+  }
+}
+#pragma GCC diagnostic pop
+
 #else  // portable fallback
 
 template <K k, int bias_mode>
@@ -232,12 +283,20 @@ void dispatch(const activation_spec& a, const float* s, float* d, int64_t n, flo
       return;
     case K::relu: return run_act<K::relu, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
     case K::leaky_relu: return run_act<K::leaky_relu, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
-    case K::sigmoid: return run_act<K::sigmoid, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+    case K::sigmoid:
+#ifdef GG_ACT_AVX2
+      if (sgemm::avx512()) return run_act512<K::sigmoid, bias_mode>(s, d, n, sb, vb);
+#endif
+      return run_act<K::sigmoid, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
     case K::tanh: return run_act<K::tanh, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
     case K::clip: return run_act<K::clip, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
     case K::hard_sigmoid: return run_act<K::hard_sigmoid, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
     case K::hard_swish: return run_act<K::hard_swish, bias_mode>(s, d, n, sb, vb, 1.f / 6.f, 0.5f);
-    case K::silu: return run_act<K::silu, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
+    case K::silu:
+#ifdef GG_ACT_AVX2
+      if (sgemm::avx512()) return run_act512<K::silu, bias_mode>(s, d, n, sb, vb);
+#endif
+      return run_act<K::silu, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
     case K::gelu: return run_act<K::gelu, bias_mode>(s, d, n, sb, vb, a.alpha, a.beta);
   }
 }

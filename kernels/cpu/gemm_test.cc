@@ -121,6 +121,24 @@ TEST_CASE("activation vector paths match the scalar definitions", "[nn]") {
   CHECK(d2[3] == 0.f);
   CHECK(d2[4] == 5.f);
   CHECK(d2[9] == 0.f);
+  // The same two bias forms through the exponential-based activations (their own vector code
+  // on AVX-512), over a vector and a tail.
+  for (activation_kind k : {activation_kind::silu, activation_kind::sigmoid}) {
+    const cpu::activation_spec sp{k, 0, 0};
+    std::vector<float> v(37), vb(37);
+    for (size_t i = 0; i < v.size(); ++i) {
+      v[i] = -9.f + 0.5f * static_cast<float>(i);
+      vb[i] = 0.25f * static_cast<float>(i % 5) - 0.5f;
+    }
+    auto a1 = v, a2 = v;
+    cpu::apply_activation(sp, a1.data(), 37, 0.75f);
+    cpu::apply_activation(sp, a2.data(), 37, vb.data());
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float w1 = cpu::activation_reference(sp, v[i] + 0.75f), w2 = cpu::activation_reference(sp, v[i] + vb[i]);
+      CHECK(std::abs(a1[i] - w1) <= 2e-6f * (1.f + std::abs(w1)));
+      CHECK(std::abs(a2[i] - w2) <= 2e-6f * (1.f + std::abs(w2)));
+    }
+  }
 }
 
 TEST_CASE("parse_activation reads the fused attributes", "[nn]") {
