@@ -106,7 +106,12 @@ void attend(kernel_context& ctx, const attention_problem& p) {
           }
           const float inv = sum > 0.f ? 1.f / sum : 0.f;
           for (int64_t t = 0; t < l; ++t) row[t] = 0.f;
-          for (int64_t t = l; t < h; ++t) row[t] *= inv;
+          // Weights under the smallest normal float become zero: as subnormals they would make
+          // every multiply-add of the product with V that reads them take a microcode assist.
+          for (int64_t t = l; t < h; ++t) {
+            const float w = row[t] * inv;
+            row[t] = w >= std::numeric_limits<float>::min() ? w : 0.f;
+          }
           for (int64_t t = h; t < tn; ++t) row[t] = 0.f;
         }
         dense::matmul(nullptr, rows, p.Hv, tn, scores.data(), p.T, v, p.v.row, false, o + s0 * p.out_row, p.out_row);

@@ -201,8 +201,23 @@ void exp_inplace_f32(float* y, int64_t n) {
   for (; i < n; ++i) y[i] = std::exp(y[i]);
 }
 
-void scale_f32(float* y, int64_t n, float s) {
-  for (int64_t i = 0; i < n; ++i) y[i] *= s;
+// Softmax's y[i] *= s, with results below the smallest normal float set to zero. Probabilities
+// that small change nothing, but as subnormal floats every multiply-add that reads them later
+// (attention's product with V) takes a microcode assist on x86: a GPT-2-style model with random
+// weights spent 2.1 ms instead of 0.05 in each 12 x 64 x 64 x 64 product.
+void scale_flush_f32(float* y, int64_t n, float s) {
+  int64_t i = 0;
+#ifdef GG_RED_AVX2
+  const __m256 vs = _mm256_set1_ps(s), tiny = _mm256_set1_ps(std::numeric_limits<float>::min());
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(y + i), vs);
+    _mm256_storeu_ps(y + i, _mm256_and_ps(v, _mm256_cmp_ps(v, tiny, _CMP_GE_OQ)));  // inputs are >= 0
+  }
+#endif
+  for (; i < n; ++i) {
+    const float v = y[i] * s;
+    y[i] = v >= std::numeric_limits<float>::min() ? v : 0.f;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -782,7 +797,7 @@ void softmax_rows_f32(kernel_context& ctx, const float* x, float* y, int64_t row
       }
       if (mode == smx::softmax) {
         const double s = exp_shift_sum_f32<true>(xr, yr, n, m);
-        scale_f32(yr, n, static_cast<float>(1.0 / s));
+        scale_flush_f32(yr, n, static_cast<float>(1.0 / s));
       } else {
         // (x - m) - log(s): x - m is exact for nearby values, so outputs near 0 stay accurate.
         const float ls = static_cast<float>(std::log(exp_shift_sum_f32<false>(xr, nullptr, n, m)));

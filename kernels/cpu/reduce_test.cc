@@ -292,6 +292,19 @@ TEST_CASE("Softmax / LogSoftmax / Hardmax basics", "[reduce]") {
               {-20 + tiny, -std::log(2.0), tiny, -std::log(2.0)}, 1e-5, 0);
   check_close(values<float>(run1(op("Softmax", {}, 13), {f32({2}, {std::nanf(""), 0})})), {std::nan(""), std::nan("")});
   check_close(values<float>(run1(op("Hardmax", {}, 13), {f32({2, 3}, {3, 1, 3, 0, 5, 2})})), {1, 0, 0, 0, 1, 0});
+  // Probabilities under the smallest normal float come out as zero, never subnormal (a later
+  // product reading subnormals is many times slower), through the vector body and the tail.
+  {
+    std::vector<float> row(19);
+    for (size_t i = 0; i < row.size(); ++i) row[i] = -5.f * static_cast<float>(i);  // e^-90: 8e-40
+    auto sm = values<float>(run1(op("Softmax", {}, 13), {f32({1, 19}, row)}));
+    for (size_t i = 0; i < sm.size(); ++i) {
+      INFO("i " << i << " " << sm[i]);
+      CHECK((sm[i] == 0.f || std::fpclassify(sm[i]) == FP_NORMAL));
+      if (i < 17) CHECK(std::fabs(sm[i] - std::exp(-5.0 * i) * (1 - std::exp(-5.0))) < 1e-6 * (1 + std::exp(-5.0 * i)));
+    }
+    CHECK(sm[18] == 0.f);  // e^-90
+  }
   // float64
   tensor d = run1(op("Softmax", {}, 13), {f64({3}, {1, 2, 3})});
   CHECK(std::fabs(values<double>(d)[2] - 0.6652409557748219) < 1e-12);
