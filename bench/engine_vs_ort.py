@@ -340,7 +340,10 @@ def main():
     ap.add_argument("--families", default=",".join(DEFAULT_FAMILIES))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iterations", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=30,
+                    help="untimed runs before the timed ones (default 30: at two threads the first tens of "
+                         "runs of a fresh process were 20-30%% slower on a virtual machine, which made short "
+                         "runs bimodal)")
     ap.add_argument("--rounds", type=int, default=1, help="alternate the two engines this many times per model")
     ap.add_argument("--pick", choices=["best", "median"], default="best",
                     help="each engine's row: its round with the lowest median (default) or the median median")
