@@ -3,13 +3,14 @@
 // Conv paths (float, in this order): a conv with one input channel per group (depthwise) runs
 // a direct kernel per output plane: with AVX-512 straight from the input with masked loads
 // (kernels up to 7 wide, stride 1 or 2), else vectorized over a zero-padded copy of the plane
-// (split into even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide, or, over tiny planes
-// (up to 16 outputs, or 64 in rows shorter than a vector), with the channels across the vector
-// (depthwise_tiny); with constant weights, a conv over a tiny output map (up to 16 positions,
-// or 64 with at most 32 output channels; a 1x1 one unless its map is 8 or 16 positions) is one
-// product with the images' positions as rows (tiny_map_conv), a 3x3 stride-1 one with 16+
-// channels is Winograd F(2x2, 3x3); a conv with at most 8 output channels and few taps runs a
-// direct kernel (direct_conv); a 1x1 stride-1 unpadded conv is one GEMM per image and group;
+// (split into even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide, or,
+// over tiny planes (up to 16 outputs, or 64 in rows shorter than a vector), with the channels
+// across the vector (depthwise_tiny); with constant weights, a conv over a tiny output map (up
+// to 16 positions, or 64 with at most 32 output channels; a 1x1 one unless its map is 8 or 16
+// positions) is one product with the images' positions as rows (tiny_map_conv), a 3x3
+// stride-1 one with 16+ channels is Winograd F(2x2, 3x3); a conv with at most 8 output
+// channels and few taps runs a direct kernel (direct_conv); a 1x1 stride-1 unpadded conv is
+// one GEMM per image and group;
 // everything else is im2col + GEMM per group, the im2col panels packed straight from the image.
 // Bias and activation are applied to each block of output right after it is computed. float
 // products go to sgemm (sgemm.h) with the weights packed once, on the first run; without
@@ -344,9 +345,10 @@ void dwk_rows(const float* P, const float* O, int64_t Ws, const float* w, const 
 // (AVX-512, where sgemm::avx512()): kernels up to 7 wide, stride 1 or 2 along rows, any
 // dilation, padding and row stride. The taps of a row are masked loads of the input row (lanes
 // that fall in the padding load zero, and no memory outside the row is touched), so the plane
-// is never copied into a padded buffer: on AVX2 that copy took as long as the sums. Stride 2
-// loads 32 consecutive floats and keeps every other one (one permute). Square kernels (K =
-// KH = KW) keep their weights in registers; KH == 0 reads kH from g and broadcasts each weight.
+// is never copied into a padded buffer (that copy took as long as the sums in MobileNetV2 at
+// one thread). Stride 2 loads 32 consecutive floats and keeps every other one (one permute).
+// Square kernels (K = KH = KW) keep their weights in registers; KH == 0 reads kH from g and
+// broadcasts each weight.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: _mm512_max_ps's undefined pass-through
 template <int SW, int KH, int KW>
@@ -480,9 +482,9 @@ struct conv_shapes {
 // kTinyDepthwiseTaps taps: a plane of 2x2 outputs gives a per-plane kernel almost nothing to
 // vectorize, so the channels go across the vector instead. Per image: the input transposed to
 // [position][channel] (channels padded to 16), then every output position sums its taps, 8
-// (16 with AVX-512) channels at a time in a register, with bias (blocks of 16 channels in parallel
-// when there are many), and the result is transposed back; the activation runs once over each run of
-// positions. False when scratch memory could not be had.
+// (16 with AVX-512) channels at a time in a register, with bias (blocks of 16 channels in
+// parallel when there are many), and the result is transposed back; the activation runs once
+// over each run of positions. False when scratch memory could not be had.
 constexpr int64_t kTinyDepthwise = 16, kTinyDepthwiseTaps = 64;
 
 // Also planes of up to 64 outputs whose rows are shorter than a vector (7x7, 5x9): measured, a
