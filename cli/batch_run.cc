@@ -121,7 +121,8 @@ status write_job_outputs(const fs::path& dir, const std::string& id, const std::
   if (ec) return io_error("cannot create '{}': {}", tmp.string(), ec.message());
   for (size_t i = 0; i < outputs.size() && i < names.size(); ++i) {
     std::string file = output_file_name(names[i]) + ".npy";
-    GG_RETURN_IF_ERROR(write_tensor_file((tmp / file).string(), outputs[i], names[i]));
+    // The folder is renamed into place whole: its files need no temporary file of their own.
+    GG_RETURN_IF_ERROR(write_tensor_file((tmp / file).string(), outputs[i], names[i], /*fresh=*/true));
     files->push_back((dir / id / file).string());
   }
   fs::rename(tmp, dir / id, ec);

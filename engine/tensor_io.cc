@@ -665,7 +665,7 @@ expected<tensor> read_tensor_file(const std::string& path, dtype expected_type, 
   return t;
 }
 
-status write_tensor_file(const std::string& path, const tensor& t, const std::string& name) {
+status write_tensor_file(const std::string& path, const tensor& t, const std::string& name, bool fresh) {
   const bool is_stdout = path == "-";
   const std::string shown = is_stdout ? std::string("stdout") : "'" + path + "'";
   if (!t.defined() || dtype_size(t.type()) == 0)
@@ -683,6 +683,15 @@ status write_tensor_file(const std::string& path, const tensor& t, const std::st
     std::cout.flush();
     std::fflush(stdout);
     return write_fd_all(STDOUT_FILENO, data, shown);
+  }
+
+  if (fresh) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) return io_error("cannot write {}: {}", shown, errno_text(errno));
+    status s = write_fd_all(fd, data, shown);
+    if (::close(fd) != 0 && s.is_ok()) s = io_error("cannot write {}: {}", shown, errno_text(errno));
+    if (!s.is_ok()) ::unlink(path.c_str());
+    return s;
   }
 
   // Something that is not a regular file (/dev/null, /dev/stdout, a named pipe) is written in

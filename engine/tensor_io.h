@@ -66,7 +66,11 @@ expected<tensor> read_tensor_file(const std::string& path_or_dash, dtype expecte
                                   const shape_t* static_shape, std::string* name_out);
 // Writes by extension: .npy, .pb (name is the TensorProto's name), anything else raw bytes;
 // "-" writes raw bytes to stdout. A file is written to a temporary file in the same folder and
-// renamed over the target, so no reader ever sees half an output.
-status write_tensor_file(const std::string& path_or_dash, const tensor& t, const std::string& name);
+// renamed over the target, so no reader ever sees half an output. With `fresh`, the target is
+// a new file in a folder no reader sees yet (the batch runner's temporary job folder, renamed
+// into place whole): it is created exclusively and written directly, with no second temporary
+// file and rename.
+status write_tensor_file(const std::string& path_or_dash, const tensor& t, const std::string& name,
+                         bool fresh = false);
 
 }  // namespace gpugrid

@@ -672,6 +672,19 @@ TEST_CASE("tensor files by extension", "[tensor_io]") {
     CHECK(std::filesystem::is_symlink(dir / "link.bin"));
     CHECK(read_file(dir / "c.bin") == tensor_bytes(u));
   }
+  SECTION("fresh files are created exclusively, written directly, and never replace one") {
+    tensor u = patterned(dtype::i64, {4});
+    REQUIRE(write_tensor_file(dir / "f.npy", u, "o", /*fresh=*/true).is_ok());
+    auto back = read_tensor_file(dir / "f.npy", dtype::i64, nullptr, nullptr);
+    REQUIRE(back.has_value());
+    CHECK(tensor_bytes(*back) == tensor_bytes(u));
+    status again = write_tensor_file(dir / "f.npy", t, "o", /*fresh=*/true);
+    CHECK(again.kind() == error_kind::io);
+    CHECK(again.message() == "cannot write '" + dir / "f.npy" + "': File exists");
+    CHECK(read_tensor_file(dir / "f.npy", dtype::i64, nullptr, nullptr).has_value());  // untouched
+    for (const auto& e : std::filesystem::directory_iterator(dir.path))  // no temporary files left
+      CHECK(e.path().filename().string().find(".tmp-") == std::string::npos);
+  }
   SECTION("write errors name the path") {
     status s = write_tensor_file(dir / "nope/out.npy", t, "o");
     CHECK(s.kind() == error_kind::io);
