@@ -21,7 +21,6 @@
 #include <immintrin.h>
 
 #include <cmath>
-#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -496,6 +495,48 @@ bool depthwise_tiny_applies(const window_geom& g) {
   return S <= kTinyDepthwise || (S <= 64 && g.out[2] < 8);
 }
 
+// depthwise_tiny's sums for channels [c0, ce) (a multiple of 8) of every position, 8 channels
+// per vector (AVX2).
+void tiny_sums_avx2(int64_t c0, int64_t ce, int64_t S, int64_t Cp, const int64_t* first, const int64_t* wofs,
+                    const int64_t* xofs, const float* wt, const float* xt, const float* bt, float* yt, bool clamped,
+                    float lo, float hi) {
+  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+  for (int64_t q = 0; q < S; ++q) {
+    float* y = yt + q * Cp;
+    int64_t c = c0;
+    // Four blocks of 8 channels at a time: four independent sums hide the multiply-add
+    // latency that one chain of taps would wait on.
+    for (; c + 32 <= ce; c += 32) {
+      __m256 a0 = _mm256_loadu_ps(bt + c), a1 = _mm256_loadu_ps(bt + c + 8);
+      __m256 a2 = _mm256_loadu_ps(bt + c + 16), a3 = _mm256_loadu_ps(bt + c + 24);
+      for (int64_t v = first[q]; v < first[q + 1]; ++v) {
+        const float *wp = wt + wofs[v] + c, *xp = xt + xofs[v] + c;
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp), _mm256_loadu_ps(xp), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 8), _mm256_loadu_ps(xp + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 16), _mm256_loadu_ps(xp + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 24), _mm256_loadu_ps(xp + 24), a3);
+      }
+      if (clamped) {  // NaN stays NaN
+        a0 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a0));
+        a1 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a1));
+        a2 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a2));
+        a3 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a3));
+      }
+      _mm256_storeu_ps(y + c, a0);
+      _mm256_storeu_ps(y + c + 8, a1);
+      _mm256_storeu_ps(y + c + 16, a2);
+      _mm256_storeu_ps(y + c + 24, a3);
+    }
+    for (; c < ce; c += 8) {
+      __m256 acc = _mm256_loadu_ps(bt + c);
+      for (int64_t v = first[q]; v < first[q + 1]; ++v)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(wt + wofs[v] + c), _mm256_loadu_ps(xt + xofs[v] + c), acc);
+      if (clamped) acc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, acc));  // NaN stays NaN
+      _mm256_storeu_ps(y + c, acc);
+    }
+  }
+}
+
 // depthwise_tiny's sums for channels [c0, ce) (a multiple of 8) of every position, 16
 // channels per vector (AVX-512), four vectors at a time.
 #pragma GCC diagnostic push
@@ -584,7 +625,7 @@ bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, 
   for (int64_t n = 0; n < cs.N; ++n) {
     const float* xn = x + n * C * H * W;
     float* yn = out + n * C * S;
-    // Blocks of 8 channels in parallel, each on its own from the transposes in to the
+    // Blocks of bw channels in parallel, each on its own from the transposes in to the
     // transpose out (no barrier between them).
     parallel(ctx, blocks, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, S * taps * bw)), [&](int64_t b0, int64_t b1) {
       const int64_t c0 = b0 * bw, c1 = std::min(C, b1 * bw), ce = b1 * bw;
@@ -595,49 +636,10 @@ bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, 
         for (int64_t t = 0; t < taps; ++t) zero_floats(wt + t * Cp + c1, ce - c1);
       }
       for (int64_t c = c0; c < ce; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
-      if (wide) {
-        tiny_sums_avx512(c0, ce, S, Cp, first, wofs, xofs, wt, xt, bt, yt, clamped, lo, hi);
-        if (!clamped)
-          for (int64_t q = 0; q < S; ++q) apply_activation(act, yt + q * Cp + c0, ce - c0);
-        simd::transpose_floats(yt + c0, Cp, S, c1 - c0, yn + c0 * S, S);
-        return;
-      }
-      const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-      for (int64_t q = 0; q < S; ++q) {
-        float* y = yt + q * Cp;
-        int64_t c = c0;
-        // Four blocks of 8 channels at a time: four independent sums hide the multiply-add
-        // latency that one chain of taps would wait on.
-        for (; c + 32 <= ce; c += 32) {
-          __m256 a0 = _mm256_loadu_ps(bt + c), a1 = _mm256_loadu_ps(bt + c + 8);
-          __m256 a2 = _mm256_loadu_ps(bt + c + 16), a3 = _mm256_loadu_ps(bt + c + 24);
-          for (int64_t v = first[q]; v < first[q + 1]; ++v) {
-            const float *wp = wt + wofs[v] + c, *xp = xt + xofs[v] + c;
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp), _mm256_loadu_ps(xp), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 8), _mm256_loadu_ps(xp + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 16), _mm256_loadu_ps(xp + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 24), _mm256_loadu_ps(xp + 24), a3);
-          }
-          if (clamped) {  // NaN stays NaN
-            a0 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a0));
-            a1 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a1));
-            a2 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a2));
-            a3 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a3));
-          }
-          _mm256_storeu_ps(y + c, a0);
-          _mm256_storeu_ps(y + c + 8, a1);
-          _mm256_storeu_ps(y + c + 16, a2);
-          _mm256_storeu_ps(y + c + 24, a3);
-        }
-        for (; c < ce; c += 8) {
-          __m256 acc = _mm256_loadu_ps(bt + c);
-          for (int64_t v = first[q]; v < first[q + 1]; ++v)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(wt + wofs[v] + c), _mm256_loadu_ps(xt + xofs[v] + c), acc);
-          if (clamped) acc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, acc));  // NaN stays NaN
-          _mm256_storeu_ps(y + c, acc);
-        }
-        if (!clamped) apply_activation(act, y + c0, ce - c0);
-      }
+      if (wide) tiny_sums_avx512(c0, ce, S, Cp, first, wofs, xofs, wt, xt, bt, yt, clamped, lo, hi);
+      else tiny_sums_avx2(c0, ce, S, Cp, first, wofs, xofs, wt, xt, bt, yt, clamped, lo, hi);
+      if (!clamped)
+        for (int64_t q = 0; q < S; ++q) apply_activation(act, yt + q * Cp + c0, ce - c0);
       // Back to [channel][position].
       simd::transpose_floats(yt + c0, Cp, S, c1 - c0, yn + c0 * S, S);
     });

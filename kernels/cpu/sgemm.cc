@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <string>
 
 #include "engine/thread_pool.h"
@@ -316,6 +315,20 @@ void kernel_rows_of_6x16(int64_t kc, const float* __restrict a, const float* __r
   }
 }
 
+// kernel_rows_of_6x16 for mr of 1 to 6 rows.
+template <bool CLAMP>
+void rows_of_6x16(int64_t mr, int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate,
+                  const tile_clamp* tc) {
+  switch (mr) {
+    case 1: kernel_rows_of_6x16<1, CLAMP>(kc, a, b, c, ldc, accumulate, tc); break;
+    case 2: kernel_rows_of_6x16<2, CLAMP>(kc, a, b, c, ldc, accumulate, tc); break;
+    case 3: kernel_rows_of_6x16<3, CLAMP>(kc, a, b, c, ldc, accumulate, tc); break;
+    case 4: kernel_rows_of_6x16<4, CLAMP>(kc, a, b, c, ldc, accumulate, tc); break;
+    case 5: kernel_rows_of_6x16<5, CLAMP>(kc, a, b, c, ldc, accumulate, tc); break;
+    default: kernel_rows_of_6x16<6, CLAMP>(kc, a, b, c, ldc, accumulate, tc); break;
+  }
+}
+
 // One AVX-512 tile of up to 8 rows (mr) and 32 columns (nr) straight into C: 8 rows of NV
 // vectors of 16 floats (NV = 1 when nr <= 16: half the multiply-adds), the last vector's
 // columns past nr masked off in the loads and stores, so edge tiles need no buffer and copy.
@@ -351,10 +364,7 @@ __attribute__((target("avx512f"))) void kernel_8x32_to(int64_t kc, const float* 
   }
   // Lanes stored per vector: all 16 but in the last vector.
   __mmask16 mask[NV];
-  for (int v = 0; v < NV; ++v) {
-    const int64_t left = nr - 16 * v;
-    mask[v] = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << std::max<int64_t>(left, 0)) - 1);
-  }
+  for (int v = 0; v < NV; ++v) mask[v] = simd::row_lanes16(16 * v, nr);
   __m512 vlo = _mm512_setzero_ps(), vhi = vlo, cb[NV];
   for (int v = 0; v < NV; ++v) cb[v] = vlo;
   if constexpr (CLAMP) {
@@ -462,31 +472,18 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
   constexpr int64_t MR = Kern::MR, NR = Kern::NR, MC = Kern::MC;
   thread_local scratch_buf abuf, bbuf;
   const int64_t K = p.k;
-  // A cheap epilogue (bias, then none, ReLU, Clip, HardSigmoid or HardSwish) goes into the AVX2
-  // kernel's stores on the last k block; any other runs over each finished block.
+  // A cheap epilogue (bias, then none, ReLU, Clip, HardSigmoid or HardSwish) goes into the
+  // kernels' stores on the last k block; any other runs over each finished block.
   tile_clamp fused;
-  bool clamp = false;
-  {
-    const auto kind = p.ep.act.kind;
-    const float inf = std::numeric_limits<float>::infinity();
-    fused.lo = -inf;
-    fused.hi = inf;
-    if (!p.ep.trivial() && p.ep.alpha == 1.f) {
-      clamp = true;
-      if (kind == activation_kind::relu) {
-        fused.lo = 0.f;
-      } else if (kind == activation_kind::clip) {
-        fused.lo = p.ep.act.alpha;
-        fused.hi = p.ep.act.beta;
-      } else if (kind == activation_kind::hard_swish || kind == activation_kind::hard_sigmoid) {
-        fused.shape = kind;  // HardSwish is x * HardSigmoid(x) with alpha 1/6, beta 0.5
-        fused.alpha = kind == activation_kind::hard_swish ? 1.f / 6.f : p.ep.act.alpha;
-        fused.beta = kind == activation_kind::hard_swish ? 0.5f : p.ep.act.beta;
-      } else if (kind != activation_kind::none) {
-        clamp = false;
-      }
-    }
+  bool clamp = clamp_of(p.ep.act, &fused.lo, &fused.hi);
+  const auto kind = p.ep.act.kind;
+  if (kind == activation_kind::hard_swish || kind == activation_kind::hard_sigmoid) {
+    clamp = true;
+    fused.shape = kind;  // HardSwish is x * HardSigmoid(x) with alpha 1/6, beta 0.5
+    fused.alpha = kind == activation_kind::hard_swish ? 1.f / 6.f : p.ep.act.alpha;
+    fused.beta = kind == activation_kind::hard_swish ? 0.5f : p.ep.act.beta;
   }
+  if (p.ep.trivial() || p.ep.alpha != 1.f) clamp = false;
   for (int64_t nc0 = n0; nc0 < n1; nc0 += NC) {
     const int64_t nc1 = std::min(n1, nc0 + NC);
     const int64_t npanels = (nc1 - nc0 + NR - 1) / NR;
@@ -560,14 +557,7 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
                   apply_epilogue(p.ep, C, p.ldc, i0, i0 + mr, j0, j0 + nr);
                   continue;
                 }
-                switch (mr) {
-                  case 1: kernel_rows_of_6x16<1, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
-                  case 2: kernel_rows_of_6x16<2, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
-                  case 3: kernel_rows_of_6x16<3, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
-                  case 4: kernel_rows_of_6x16<4, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
-                  case 5: kernel_rows_of_6x16<5, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
-                  default: kernel_rows_of_6x16<6, true>(kc, at, bq, ct, p.ldc, accumulate, &tc); break;
-                }
+                rows_of_6x16<true>(mr, kc, at, bq, ct, p.ldc, accumulate, &tc);
                 continue;
               }
             }
@@ -576,15 +566,8 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
               continue;
             }
             if constexpr (MR == 6 && NR == 16) {
-              if (nr == NR) {
-                const float* at = ap + r * MR * kc;
-                switch (mr) {
-                  case 1: kernel_rows_of_6x16<1>(kc, at, bq, ct, p.ldc, accumulate); break;
-                  case 2: kernel_rows_of_6x16<2>(kc, at, bq, ct, p.ldc, accumulate); break;
-                  case 3: kernel_rows_of_6x16<3>(kc, at, bq, ct, p.ldc, accumulate); break;
-                  case 4: kernel_rows_of_6x16<4>(kc, at, bq, ct, p.ldc, accumulate); break;
-                  default: kernel_rows_of_6x16<5>(kc, at, bq, ct, p.ldc, accumulate); break;
-                }
+              if (nr == NR) {  // mr < MR here: the full tile went above
+                rows_of_6x16<false>(mr, kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate, nullptr);
                 continue;
               }
             }
