@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <random>
 #include <set>
 
@@ -67,10 +68,16 @@ size_t quote_book::size() const {
 
 // ------------------------------------------------------------------ the job's driver
 //
-// A detached actor that performs what the job's state machine (actors/job_flow.h) asks for:
-// requests to provider actors, the bid window timer, the local engine, reputation, the ledger
-// and the receipt outbox; every answer goes back into the machine as an event. It is detached
-// because the local engine and ledger appends block.
+// An actor that performs what the job's state machine (actors/job_flow.h) asks for: requests
+// to provider actors, the bid window timer, the local engine, reputation, the ledger and the
+// receipt outbox; every answer goes back into the machine as an event. It runs on the actor
+// system's scheduler, and what blocks (the local engine, ledger and outbox appends with their
+// fsyncs) it hands to the thread that called run_job, which waits for the job anyway: a job
+// costs no thread of its own. While such a step is out, the actor takes no other message, a
+// provider's down message included (CAF holds them all behind an awaited response), so the
+// machine sees its events in the same order as if the step had run in place. A client that pays on a chain runs the job on a thread of its own instead
+// (a detached actor, every step in place): its payment must reach the provider's queue in
+// order with the job, under the payer's lock.
 
 namespace client_detail {
 
@@ -78,20 +85,32 @@ struct job_report {
   status st = status::ok();
   job_outcome outcome;
   bool used_quotes = false;
+  std::vector<std::pair<job_id, key32>> settled;  // receipts answered for good: out of the outbox
 };
 using job_report_ptr = std::shared_ptr<const job_report>;
+
+// A step that may block, run on the job's calling thread.
+struct blocking_step {
+  std::function<void()> run;
+};
+using blocking_step_ptr = std::shared_ptr<blocking_step>;
 
 }  // namespace client_detail
 }  // namespace gpugrid::grid
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(gpugrid::grid::client_detail::job_report_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(gpugrid::grid::client_detail::blocking_step_ptr)
 
 namespace gpugrid::grid {
 namespace {
 
+using client_detail::blocking_step;
+using client_detail::blocking_step_ptr;
 using client_detail::job_report;
 using client_detail::job_report_ptr;
 using job_start_atom = caf::atom_constant<caf::atom("job_start")>;
+using job_done_atom = caf::atom_constant<caf::atom("job_done")>;
+using blocking_atom = caf::atom_constant<caf::atom("blocking")>;
 using bid_window_atom = caf::atom_constant<caf::atom("bid_window")>;
 using cancel_check_atom = caf::atom_constant<caf::atom("cancel_chk")>;
 constexpr auto kCancelCheck = std::chrono::milliseconds(10);
@@ -116,7 +135,11 @@ struct job_driver {
   bid_request_ptr bid_req;
   std::map<size_t, std::pair<std::shared_ptr<std::atomic<bool>>, execute_request_ptr>> cancels;  // by attempt
   std::map<size_t, ledger::voucher_claim> vouchers;  // by provider: the chain payment sent with its job
-  caf::response_promise done;
+  caf::actor caller;        // the thread waiting in run_job: the report goes there
+  bool hand_off = false;    // blocking steps run on the caller (else in place)
+  bool awaiting = false;    // a blocking step is out; `todo` waits for it
+  std::deque<flow_action> todo;        // actions not performed yet, next first
+  std::vector<std::pair<job_id, key32>> settled;
   bool over = false;
   clock_type::time_point t_start = clock_type::now(), t_bids, t_exec;
   bool bids_timed = false, exec_timed = false;
@@ -142,10 +165,11 @@ execute_request_ptr make_exec(const job_driver& d, const flow_action& a, std::sh
 
 void finish(caf::event_based_actor* self, const driver_ptr& d) {
   d->over = true;
+  d->todo.clear();
   auto rep = std::make_shared<job_report>();
   rep->used_quotes = d->flow.used_quotes();
   rep->st = d->flow.result();
-  if (d->reputation && d->options.save_reputation) (void)d->reputation->save();
+  rep->settled = std::move(d->settled);
   job_outcome& res = rep->outcome;
   auto now = clock_type::now();
   if (!d->bids_timed) d->t_bids = now;
@@ -166,13 +190,42 @@ void finish(caf::event_based_actor* self, const driver_ptr& d) {
   res.queue_ms = ms_between(d->t_start, d->t_bids);
   res.total_ms = ms_between(d->t_start, now);
   res.transfer_ms = std::max(0.0, ms_between(d->t_bids, d->t_exec) - res.compute_ms);
-  d->done.deliver(job_report_ptr(rep));
+  self->send(d->caller, job_done_atom::value, job_report_ptr(rep));
   self->quit();
 }
 
-void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vector<flow_action>& actions) {
-  for (const flow_action& a : actions) {
-    if (d->over) return;
+void perform(caf::event_based_actor* self, const driver_ptr& d, std::vector<flow_action> actions);
+
+// Runs `work` where it may block, then `then` on the actor; see the note above job_report.
+void run_blocking(caf::event_based_actor* self, const driver_ptr& d, std::function<void()> work,
+                  std::function<void()> then) {
+  if (!d->hand_off) {
+    work();
+    then();
+    return;
+  }
+  d->awaiting = true;
+  auto step = std::make_shared<blocking_step>();
+  step->run = std::move(work);
+  self->request(d->caller, caf::infinite, blocking_atom::value, blocking_step_ptr(step))
+      .await(
+          [self, d, then = std::move(then)](bool ran) {
+            d->awaiting = false;
+            if (!ran) {
+              perform(self, d, d->flow.on_fatal(internal_error("a step of the job failed on the calling thread")));
+              return;
+            }
+            then();
+            perform(self, d, {});  // what was queued behind the step
+          },
+          [self, d](caf::error& e) {
+            d->awaiting = false;
+            perform(self, d, d->flow.on_fatal(internal_error("the job's caller went away ({})", self->system().render(e))));
+          });
+}
+
+void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a) {
+  {
     const provider_handle* p = a.provider < d->providers.size() ? &d->providers[a.provider] : nullptr;
     switch (a.kind) {
       case action_kind::request_bids: {
@@ -228,11 +281,13 @@ void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vecto
         }
         break;
       }
-      case action_kind::run_local:
-        perform(self, d, d->flow.on_local_result(d->local ? d->local(d->job.inputs)
-                                                           : expected<std::vector<tensor>>(status(
-                                                                 error_kind::internal, "no local engine"))));
+      case action_kind::run_local: {
+        auto mine = std::make_shared<expected<std::vector<tensor>>>(status(error_kind::internal, "no local engine"));
+        run_blocking(
+            self, d, [d, mine] { if (d->local) *mine = d->local(d->job.inputs); },
+            [self, d, mine] { perform(self, d, d->flow.on_local_result(*mine)); });
         break;
+      }
       case action_kind::record_reputation:
         if (d->reputation) d->reputation->record(node_hex(p->key), a.rep);
         break;
@@ -263,36 +318,44 @@ void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vecto
         rc.finished_ms = r->receipt.finished_ms;
         rc.provider_sig = r->result_sig;
         ledger::sign_as_client(rc, d->client.secret_key);
-        if (d->ledger && ledger::verify_receipt(rc).is_ok()) (void)d->ledger->append(rc);
+        if (d->ledger && ledger::verify_receipt(rc).is_ok())
+          run_blocking(self, d, [d, rc] { (void)d->ledger->append(rc); }, [] {});
         break;
       }
       case action_kind::pay: {
         // The provider's signature and the receipt's fields were checked by the flow.
-        ledger::receipt rc = a.receipt;
-        ledger::sign_as_client(rc, d->client.secret_key);
-        if (d->ledger) {
-          auto v = d->vouchers.find(a.provider);
-          auto h = d->ledger->append_verified(rc, v == d->vouchers.end() ? nullptr : &v->second);
-          if (!h) {
-            perform(self, d, d->flow.on_fatal(h.error()));
+        auto rc = std::make_shared<ledger::receipt>(a.receipt);
+        ledger::sign_as_client(*rc, d->client.secret_key);
+        const ledger::voucher_claim* voucher = nullptr;
+        if (auto v = d->vouchers.find(a.provider); v != d->vouchers.end()) voucher = &v->second;
+        auto recorded = std::make_shared<status>(status::ok());
+        auto record = [d, rc, voucher, recorded] {
+          if (d->ledger) {
+            auto h = d->ledger->append_verified(*rc, voucher);
+            if (!h) {
+              *recorded = h.error();
+              return;
+            }
+          }
+          if (d->options.outbox) {
+            status st = d->options.outbox->add(*rc);
+            if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
+          }
+        };
+        auto send = [self, d, p, at = a.attempt, rc, recorded] {
+          if (!recorded->is_ok()) {
+            perform(self, d, d->flow.on_fatal(*recorded));
             return;
           }
-        }
-        if (d->options.outbox) {
-          status st = d->options.outbox->add(rc);
-          if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
-        }
-        size_t at = a.attempt;
-        auto settle = [self, d, at, rc](net::receipt_status answer) {
-          if (d->options.outbox && answer != net::receipt_status::retry_later) {
-            status st = d->options.outbox->remove(rc.job_id, rc.provider_key);
-            if (!st.is_ok()) d->note("cannot update the receipt outbox: " + st.message());
-          }
-          perform(self, d, d->flow.on_receipt_answer(at, answer));
+          auto settle = [self, d, at, job = rc->job_id, provider = rc->provider_key](net::receipt_status answer) {
+            if (d->options.outbox && answer != net::receipt_status::retry_later) d->settled.push_back({job, provider});
+            perform(self, d, d->flow.on_receipt_answer(at, answer));
+          };
+          self->request(p->actor, kReceiptTimeout, receipt_atom::value, receipt_ptr(std::const_pointer_cast<const ledger::receipt>(rc)))
+              .then([settle](int32_t code) { settle(static_cast<net::receipt_status>(code)); },
+                    [settle](caf::error&) { settle(net::receipt_status::retry_later); });
         };
-        self->request(p->actor, kReceiptTimeout, receipt_atom::value, receipt_ptr(std::make_shared<const ledger::receipt>(rc)))
-            .then([settle](int32_t code) { settle(static_cast<net::receipt_status>(code)); },
-                  [settle](caf::error&) { settle(net::receipt_status::retry_later); });
+        run_blocking(self, d, std::move(record), std::move(send));
         break;
       }
       case action_kind::note:
@@ -303,6 +366,19 @@ void perform(caf::event_based_actor* self, const driver_ptr& d, const std::vecto
         return;
     }
   }
+}
+
+// Performs `actions` ahead of those still queued; a blocking step that is out holds them all.
+void perform(caf::event_based_actor* self, const driver_ptr& d, std::vector<flow_action> actions) {
+  if (d->over) return;
+  d->todo.insert(d->todo.begin(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));
+  while (!d->over && !d->awaiting) {
+    if (d->todo.empty()) break;
+    flow_action a = std::move(d->todo.front());
+    d->todo.pop_front();
+    act(self, d, a);
+  }
+  if (d->over) return;
   auto ph = d->flow.phase();
   if (!d->bids_timed && ph != flow_phase::idle && ph != flow_phase::bidding) {
     d->bids_timed = true;
@@ -323,8 +399,7 @@ caf::behavior job_actor(caf::event_based_actor* self, driver_ptr d) {
       if (d->providers[i].actor && d->providers[i].actor.address() == m.source) perform(self, d, d->flow.on_provider_gone(i));
   });
   return {
-      [self, d](job_start_atom) -> caf::result<job_report_ptr> {
-        d->done = self->make_response_promise();
+      [self, d](job_start_atom) {
         std::vector<flow_candidate> cands;
         std::vector<std::pair<size_t, bid_reply>> standing;
         int64_t now = unix_ms();
@@ -346,7 +421,6 @@ caf::behavior job_actor(caf::event_based_actor* self, driver_ptr d) {
         }
         perform(self, d, d->flow.start(std::move(cands), std::move(standing)));
         if (d->options.cancel && !d->over) self->delayed_send(self, kCancelCheck, cancel_check_atom::value);
-        return d->done;
       },
       [self, d](bid_window_atom) { perform(self, d, d->flow.on_bid_window_closed()); },
       // The caller gave up on the job (its HTTP client went away): before any result is in, the
@@ -394,10 +468,37 @@ job_report run_job_once(caf::actor_system& sys, const std::vector<provider_handl
 
   job_report out;
   caf::scoped_actor self{sys};
-  auto worker = sys.spawn<caf::detached>(job_actor, d);
-  self->request(worker, caf::infinite, job_start_atom::value)
-      .receive([&](const job_report_ptr& r) { out = *r; },
-               [&](caf::error& e) { out.st = internal_error("the job ended unexpectedly ({})", sys.render(e)); });
+  d->caller = caf::actor{self};
+  d->hand_off = !options.payer;
+  caf::actor worker = d->hand_off ? sys.spawn(job_actor, d) : sys.spawn<caf::detached>(job_actor, d);
+  self->monitor(worker);
+  self->send(worker, job_start_atom::value);
+  bool waiting = true;
+  self->receive_while(waiting)(
+      [&](blocking_atom, const blocking_step_ptr& step) {
+        try {
+          step->run();
+          return true;
+        } catch (const std::exception& e) {
+          note(std::string("a step of the job failed: ") + e.what());
+          return false;
+        }
+      },
+      [&](job_done_atom, const job_report_ptr& r) {
+        out = *r;
+        waiting = false;
+      },
+      [&](caf::down_msg& m) {
+        if (m.source != worker.address()) return;
+        out.st = internal_error("the job ended unexpectedly ({})", sys.render(m.reason));
+        waiting = false;
+      });
+  if (reputation && options.save_reputation) (void)reputation->save();
+  if (options.outbox)
+    for (const auto& [job_id, provider] : out.settled) {
+      status st = options.outbox->remove(job_id, provider);
+      if (!st.is_ok()) note("cannot update the receipt outbox: " + st.message());
+    }
   return out;
 }
 

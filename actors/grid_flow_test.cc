@@ -254,3 +254,38 @@ TEST_CASE("a job cancelled by its caller stops at the provider and pays nothing"
   REQUIRE_FALSE(r2.has_value());
   CHECK(f.cores[0]->counters().bids.load() == bids);
 }
+
+TEST_CASE("a provider lost while the client checks its result locally: the job ends, paid and recorded", "[grid][client]") {
+  if (!cpu::registry().find("", "Relu")) { WARN("CPU ops missing; skipping"); return; }
+  fixture f;
+  f.add("", 0.001);
+  keypair client = keypair::generate();
+  auto led = ledger::ledger_file::open(f.dir + "/client");
+  REQUIRE(led.has_value());
+  client_options o;
+  o.spot_check_rate = 1;
+  // The check runs on this thread while the job's actor waits for it; the provider goes away
+  // meanwhile, and its down message must reach the job only after the check's result.
+  std::atomic<int> checks{0};
+  local_runner local = [&](const std::vector<tensor>&) -> expected<std::vector<tensor>> {
+    ++checks;
+    caf::anon_send_exit(f.handles[0].actor, caf::exit_reason::user_shutdown);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return std::vector<tensor>{tensor::from_vector<float>({2, 3}, expected_y)};
+  };
+  std::vector<std::string> notes;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run_job(*f.sys, f.handles, make_job(), o, client, nullptr, led->get(), local,
+                   [&](const std::string& s) { notes.push_back(s); });
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  CHECK(checks == 1);
+  REQUIRE(r.has_value());
+  check_output(r->outputs);
+  REQUIRE(r->providers.size() == 1);
+  CHECK(r->providers[0].paid);
+  // The client recorded what it paid; the receipt could not be delivered, and the job says so.
+  CHECK(ledger::read_entries((*led)->path(), nullptr)->size() == 1);
+  bool told = false;
+  for (const auto& n : notes) told = told || n.find("not recorded its receipt") != std::string::npos;
+  CHECK(told);
+}
