@@ -77,6 +77,9 @@ struct bid_reply {
   int64_t valid_ms = 0;
   // A provider paid on a chain: where and what to pay (actors/payment.h). None: credits.
   std::optional<ledger::chain_terms> terms;
+  // Jobs the provider runs or queues at once (provider_core::queue_limit); more are refused
+  // busy. 0: not said (a provider of an earlier version).
+  int32_t capacity = 0;
 };
 
 struct execute_request {

@@ -72,9 +72,6 @@ constexpr int kMaxOverloadRetries = 12;
 constexpr size_t kMaxParkedPerConnection = 2;
 constexpr int64_t kParkedUploadMs = 30000;
 
-// A provider holds at most this many jobs per slot (running or waiting for a worker).
-constexpr int kQueuePerSlot = 4;
-
 int64_t now_ms() { return unix_ms(); }
 
 // ------------------------------------------------------------------ remote provider proxy
@@ -1149,7 +1146,7 @@ struct grid_node::impl {
       af.queued = running.size();
       // Bids are cheap to collect while idle; executions beyond a bounded queue are refused, so a
       // client holding many bids cannot make this node queue without limit.
-      af.queue_limit = static_cast<size_t>(std::max(kQueuePerSlot * std::max(1, opt.provider->slots()), opt.provider->job_capacity()));
+      af.queue_limit = static_cast<size_t>(opt.provider->queue_limit());
       award_decision d = admit_award(af);
       switch (d.why) {
         case award_refusal::none: break;

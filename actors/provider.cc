@@ -134,6 +134,7 @@ bid_reply provider_core::bid(const bid_request& req) {
   int queued = std::max(0, busy - options_.slots + 1);
   r.eta_ms = estimate_eta_ms(gflops, rate, queued);
   r.model_cached = cache_ && cache_->contains(req.model_hash);
+  r.capacity = queue_limit();
   r.accepted = true;
   return r;
 }
@@ -559,6 +560,8 @@ int provider_core::job_capacity() const {
   int per_slot = options_.batch.enabled() ? std::max(2, options_.batch.max_batch) + 1 : 2;
   return per_slot * options_.slots;
 }
+
+int provider_core::queue_limit() const { return std::max(kQueuePerSlot * std::max(1, options_.slots), job_capacity()); }
 
 int provider_core::unpaid_jobs(const key32& client) {
   std::lock_guard<std::mutex> lock(mu_);

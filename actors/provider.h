@@ -100,6 +100,10 @@ class provider_core {
   std::vector<execute_result> execute_group(const std::vector<std::shared_ptr<const execute_request>>& reqs);
   // Jobs this provider accepts running or queued at once (bids beyond it are declined busy).
   int job_capacity() const;
+  // Jobs its node admits running or queued at once (executions beyond it are refused busy):
+  // job_capacity(), and at least kQueuePerSlot per slot. Sent with every bid.
+  int queue_limit() const;
+  static constexpr int kQueuePerSlot = 4;
   const batch_options& batching() const { return options_.batch; }
   // Jobs waiting in the actor's batch queue count as queued (bids see them).
   void add_waiting(int64_t jobs) { counters_.queued += jobs; }

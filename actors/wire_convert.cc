@@ -93,6 +93,7 @@ net::bid to_wire_bid(const bid_reply& r) {
   b.valid_ms = r.valid_ms;
   b.signature = r.signature;
   b.terms = r.terms;
+  b.capacity = r.capacity;
   return b;
 }
 
@@ -115,6 +116,7 @@ bid_reply from_wire_bid(const net::bid& b, const key32& provider) {
   r.signature = b.signature;
   r.valid_ms = b.valid_ms;
   r.terms = b.terms;
+  r.capacity = b.capacity;
   return r;
 }
 

@@ -17,6 +17,7 @@ TEST_CASE("a bid crosses the wire and back as the same bid_reply, and its signat
   r.eta_ms = 42;
   r.model_cached = true;
   r.valid_ms = 60000;
+  r.capacity = 17;
   net::bid b = to_wire_bid(r);
   net::sign_bid(b, provider);
   bid_reply back = from_wire_bid(b, provider.public_key());
@@ -26,6 +27,7 @@ TEST_CASE("a bid crosses the wire and back as the same bid_reply, and its signat
   CHECK(back.eta_ms == r.eta_ms);
   CHECK(back.model_cached);
   CHECK(back.valid_ms == r.valid_ms);
+  CHECK(back.capacity == 17);
   REQUIRE(back.signature);
   CHECK(bid_signature_ok(back));
   bid_reply cheaper = back;  // a changed price no longer carries the provider's signature

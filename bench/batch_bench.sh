@@ -11,7 +11,8 @@
 #   CPU_QUOTA           percent of one core each provider may use (a cgroup per provider: cgroup
 #                       v1's cpu controller or v2's cpu.max; needs root); unset: no limit
 #   ROUNDS              alternating rounds (default 1)
-#   IN_FLIGHT_PER_PROVIDER (default 2, the client's own default), OFFER_FLAGS (extra flags for
+#   IN_FLIGHT_PER_PROVIDER (unset: the client's own default, what each provider takes up to 8
+#                       per provider), OFFER_FLAGS (extra flags for
 #                       every `offer`, e.g. "--batch-max 1" to turn dynamic batching off)
 #   WORK_DIR            where the inputs, outputs and data dirs go (default: a folder under
 #                       TMPDIR); /dev/shm leaves the file system's cost out
@@ -104,7 +105,7 @@ for r in $(seq 1 "$rounds"); do
     start_providers "$p" "r${r}n$p"
     t0=$(now)
     "$bin" run "$model" --batch "$tmp/in" --output-dir "$tmp/out$r-$p" --peer "${urls[0]}" --data-dir "$tmp/c$r-$p" --timeout 5 \
-      --in-flight $((${IN_FLIGHT_PER_PROVIDER:-2} * p)) >/dev/null 2>"$tmp/b$p.err" || true
+      ${IN_FLIGHT_PER_PROVIDER:+--in-flight $((IN_FLIGHT_PER_PROVIDER * p))} >/dev/null 2>"$tmp/b$p.err" || true
     t1=$(now)
     rate=$(echo "$n / ($t1 - $t0)" | bc -l)
     done_jobs=$(find "$tmp/out$r-$p" -name '*.npy' | wc -l)

@@ -319,7 +319,7 @@ void run_flags(CLI::App& sub, parsed_options& o) {
                  "run many jobs: SOURCE is a folder of input files, a list file (one job per line: FILE or "
                  "NAME=FILE ...), or - for NDJSON on stdin ({\"NAME\": \"FILE\", ...} per line); needs --output-dir")
       ->type_name("SOURCE");
-  sub.add_option("--in-flight", v.in_flight, "batch jobs running at once (default: 2 per provider)")
+  sub.add_option("--in-flight", v.in_flight, "batch jobs running at once (default: what each provider takes, at most 8 per provider)")
       ->type_name("N")
       ->check(whole_number(1, 1024));
   sub.add_option("--attempts", v.attempts, "tries per batch job before it is listed as failed (default 3)")

@@ -268,6 +268,7 @@ class body_writer {
     x.add_valid_ms(m.valid_ms);
     if (m.signature) x.add_signature(&sig);
     if (m.terms) x.add_chain_terms(terms);
+    if (m.capacity != 0) x.add_capacity(m.capacity);
     return x.Finish().Union();
   }
   Offset<void> operator()(const bid_decline& m) {
@@ -907,6 +908,8 @@ expected<message> read_message(const fb::Body* body, frame_error* code) {
       m.model_cached = x->model_cached();
       if (x->device()) GG_RETURN_IF_ERROR(read_device(x->device(), w, m.device.emplace()));
       m.valid_ms = x->valid_ms();
+      m.capacity = x->capacity();
+      if (m.capacity < 0) return invalid_input("Bid: negative capacity");
       if (x->signature()) copy_fixed(x->signature(), m.signature.emplace());
       if (x->chain_terms()) {
         auto t = ledger::chain_terms::unpack(bytes(x->chain_terms()), "Bid.chain_terms");

@@ -126,6 +126,10 @@ TEST_CASE("decoded fields match the originals", "[net][codec]") {
   CHECK(h.max_frame_bytes == 64u << 20);
   CHECK(h.software == "gpugrid 0.1.0");
 
+  auto bd = std::get<bid>(round(samples[7]));
+  CHECK(bd.capacity == 17);
+  CHECK(bd.valid_ms == 5000);
+
   auto e = std::get<execute>(round(samples[14]));
   REQUIRE(e.inputs.size() == 2);
   CHECK(e.inputs[0].name == "input");
@@ -156,6 +160,7 @@ TEST_CASE("decoded fields match the originals", "[net][codec]") {
   auto bb = std::get<bid>(round(b));
   CHECK_FALSE(bb.device.has_value());
   CHECK_FALSE(bb.signature.has_value());
+  CHECK(bb.capacity == 0);
   model_put mp;
   CHECK_FALSE(std::get<model_put>(round(mp)).job.has_value());
 }

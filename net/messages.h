@@ -117,6 +117,7 @@ struct bid {
   int64_t valid_ms = 0;
   std::optional<sig64> signature;   // over bid_statement() (codec.h)
   std::optional<ledger::chain_terms> terms;  // paid on a chain
+  int32_t capacity = 0;  // jobs it runs or queues at once (advisory, unsigned); 0: not said
 };
 
 // Same values as grid::decline_reason.

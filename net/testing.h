@@ -107,6 +107,7 @@ inline std::vector<message> sample_messages() {
   b.device = sample_device();
   b.valid_ms = 5000;
   b.signature = pattern<64>(19);
+  b.capacity = 17;
   v.push_back(b);
   v.push_back(bid_decline{pattern<16>(17), decline_reason::too_cheap, "price limit 0.001 is below 0.0045"});
   v.push_back(award{pattern<16>(17), 0.0045});

@@ -136,5 +136,15 @@ done
 pending=$(( $(stat -c %s "$tmp/client/receipts.pending" 2>/dev/null || echo 0) / 337 ))
 echo "receipts left for the killed provider: $pending"
 
+# ---- 5. a provider gets as many jobs at once as its bids say it takes, never more, even when
+# --in-flight asks for more: one slot without batching admits 4 jobs at once, and executions
+# past that are refused busy (a client that sent 16 at once had 948 of 1,000 jobs fail).
+start_provider q0 --slots 1 --batch-max 1 || exit 1
+"$bin" run "$model" --batch "$tmp/big" --output-dir "$tmp/out7" --peer "$url_q0" --data-dir "$tmp/client7" --timeout 5 \
+  --in-flight 16 --json >"$tmp/b9.out" 2>"$tmp/b9.err" || fail "batch over one unbatched provider failed: $(tail -2 "$tmp/b9.err")"
+check_outputs "$tmp/out7" 200
+retried=$(grep -c '"attempts":[2-9]' "$tmp/b9.out")
+[ "$retried" -eq 0 ] || fail "$retried jobs needed a second attempt: more in flight than the provider takes"
+
 [ "$failures" -eq 0 ] || exit 1
 echo "serve_batch_test: all checks passed ($done_at_kill jobs finished when the kill came)"
