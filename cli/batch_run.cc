@@ -134,6 +134,9 @@ status write_job_outputs(const fs::path& dir, const std::string& id, const std::
   return status::ok();
 }
 
+// The pause before a batch job's second attempt; it doubles for each later one.
+constexpr auto kRetryPause = std::chrono::milliseconds(200);
+
 bool retryable(error_kind k) { return k != error_kind::invalid_input && k != error_kind::usage; }
 
 // Spreads a batch's jobs over its providers by load. Left to bidding alone, every job after the
@@ -481,6 +484,8 @@ int batch_run_command(const run_options& o) {
           }
           last = r.error();
           if (!retryable(last.kind())) break;
+          // A provider too busy to bid in time, or one coming back, gets a moment first.
+          if (attempts < o.attempts) std::this_thread::sleep_for(kRetryPause * (1 << std::min(attempts - 1, 4)));
         }
         if (attempts > o.attempts) attempts = o.attempts;
         if (last.is_ok()) last = write_job_outputs(out_dir, j.id, names, result.outputs, &files);
