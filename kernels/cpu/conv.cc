@@ -890,22 +890,34 @@ void pack_im2col(const float* x, const window_geom& g, int64_t k0, int64_t kc, i
 // pack_im2col for stride-2 2-D convolutions without dilation along rows, from the input's
 // padded planes split into even and odd columns (E, O: Hp rows of Ws each, `plane` floats per
 // channel pair, see split_planes_applies): the taps of one output row are then plain copies
-// from E or O (no gathering of every other float for each tap, no edge checks).
+// from E or O (no gathering of every other float for each tap, no edge checks). The columns
+// [j0, j1) fall into runs, each within one output row and one panel, worked out once per call;
+// every tap's row is then one short copy per run straight into its panel.
 void pack_im2col_split(const float* EO, int64_t plane, int64_t Ws, const window_geom& g, int64_t k0, int64_t kc,
                        int64_t j0, int64_t j1, int64_t nr, float* dst) {
   const int64_t OW = g.out[2], kH = g.k[1], kW = g.k[2], kprod = kH * kW;
   const int64_t len = j1 - j0;
-  float* row = im2col_row_buffer(len, nr);
+  struct run {
+    int64_t src;  // from a tap's first input: output row * row step + output column
+    int64_t dst;  // panel * nr * kc + column within the panel
+    int64_t n;
+  };
+  thread_local std::vector<run> runs;
+  runs.clear();
+  for (int64_t j = j0; j < j1;) {
+    const int64_t oh = j / OW, ow = j % OW, q = (j - j0) / nr, t = (j - j0) % nr;
+    const int64_t n = std::min({j1 - j, OW - ow, nr - t});
+    runs.push_back({oh * g.s[1] * Ws + ow, q * nr * kc + t, n});
+    j += n;
+  }
+  // The last panel's columns past j1 are zeros in every row.
+  const int64_t tail = len % nr, tail_at = (len / nr) * nr * kc + tail;
   for (int64_t k = k0; k < k0 + kc; ++k) {
     const int64_t c = k / kprod, kh = (k % kprod) / kW, kw = k % kW;
     const float* src = EO + c * plane + ((kw % 2) ? plane / 2 : 0) + kh * g.d[1] * Ws + kw / 2;
-    // Output columns j0..j1 cross output rows; each row's run is one copy.
-    for (int64_t j = j0; j < j1;) {
-      const int64_t oh = j / OW, ow = j % OW, n = std::min(j1 - j, OW - ow);
-      copy_floats(src + oh * g.s[1] * Ws + ow, row + (j - j0), n);
-      j += n;
-    }
-    row_to_panels(row, len, kc, nr, k - k0, dst);
+    float* d = dst + (k - k0) * nr;
+    for (const run& r : runs) copy_floats(src + r.src, d + r.dst, r.n);
+    if (tail) zero_floats(d + tail_at, nr - tail);
   }
 }
 

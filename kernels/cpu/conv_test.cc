@@ -176,6 +176,10 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 3, 45, 47}, {10, 3, 7, 7}, 1, {2, 2}, {}, {3, 3, 3, 3}, "", true},  // stem: 7x7 s2, wide rows
       {{2, 5, 33, 38}, {9, 5, 3, 3}, 1, {2, 2}, {}, {1, 0, 1, 2}, "", true},   // 3x3 s2, odd pads
       {{1, 40, 14, 14}, {70, 40, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},    // K > 256: several k-blocks
+      // 3x3 s2 packed from split planes: a 7x7 map whose rows cross a panel's edge, over two
+      // k-blocks; rows of 33 outputs, longer than a panel, over two images.
+      {{1, 40, 14, 14}, {48, 40, 3, 3}, 1, {2, 2}, {}, {1, 1, 1, 1}, "", true},
+      {{2, 12, 70, 66}, {24, 12, 3, 3}, 1, {2, 2}, {}, {1, 1, 1, 1}, "", false},
       {{1, 4, 20, 37}, {4, 1, 3, 3}, 4, {}, {}, {1, 1, 1, 1}, "", true},       // depthwise s1, wide rows
       {{2, 3, 23, 41}, {3, 1, 3, 3}, 3, {2, 2}, {}, {1, 1, 1, 1}, "", true},   // depthwise s2, wide rows
       {{1, 3, 24, 40}, {3, 1, 3, 3}, 3, {2, 2}, {}, {0, 1, 1, 0}, "", false},  // depthwise s2, uneven pads
