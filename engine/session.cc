@@ -70,6 +70,7 @@ class run_allocator final : public output_allocator {
   std::vector<int64_t> rec_size;
   std::vector<char> rec_fresh;
   std::vector<char> rec_device;
+  std::vector<shape_t> rec_shape;
   std::vector<std::vector<char>> rec_overwrite;
 
   bool output_on_device(size_t index) const {
@@ -104,6 +105,7 @@ class run_allocator final : public output_allocator {
       rec_size[v] = bytes;
       rec_fresh[v] = 1;
       rec_device[v] = static_cast<char>(d);
+      rec_shape[v] = shape;
     }
     return tensor(type, shape, std::move(storage), kind);
   }
@@ -716,6 +718,7 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
     alloc.rec_size.assign(nv, 0);
     alloc.rec_fresh.assign(nv, 0);
     alloc.rec_device.assign(nv, 0);
+    alloc.rec_shape.assign(nv, shape_t{});
     alloc.rec_overwrite.resize(g.nodes.size());
     for (size_t i = 0; i < g.nodes.size(); ++i) alloc.rec_overwrite[i].assign(g.nodes[i].inputs.size(), 0);
   }
@@ -877,12 +880,72 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
     for (int in : g.nodes[ni].inputs)
       if (in >= 0 && root[in] >= 0) last[root[in]] = std::max(last[root[in]], static_cast<int>(ni));
   for (int out : g.outputs) if (root[out] >= 0) heap[root[out]] = true;
+  // Concatenations in place: an input of a host-side Concat whose slices of the output are
+  // contiguous (nothing but ones before the axis) lives in its slice of the output's buffer
+  // when the Concat is its only reader, so its producer writes it there and the Concat finds
+  // it in place (and copies nothing; concat_run skips an input already at its destination).
+  std::vector<int> host(nv, -1);     // the Concat output whose buffer v lives in
+  std::vector<int64_t> at(nv, 0);    // and where in it
+  {
+    std::vector<int> readers(nv, 0);
+    for (const node& n : g.nodes)
+      for (int in : n.inputs)
+        if (in >= 0) ++readers[in];
+    for (int out : g.outputs) if (out >= 0) ++readers[out];
+    auto fresh = [&](int v) {
+      return v >= 0 && root[v] == v && alloc.rec_fresh[v] && !heap[v] && alloc.rec_device[v] == 0;
+    };
+    for (const node& n : g.nodes) {
+      if (n.op_type != "Concat" || !n.domain.empty() || n.outputs.size() != 1 || n.inputs.size() < 2) continue;
+      const int out = n.outputs[0];
+      if (!fresh(out)) continue;
+      const shape_t& shape = alloc.rec_shape[out];
+      const int64_t rank = static_cast<int64_t>(shape.size());
+      int64_t axis = n.attr_int("axis", 0);
+      if (axis < 0) axis += rank;
+      if (axis < 0 || axis >= rank) continue;
+      bool ok = true;
+      for (int64_t d = 0; d < axis; ++d) ok = ok && shape[static_cast<size_t>(d)] == 1;
+      int64_t off = 0;
+      std::vector<int> seen;
+      for (int in : n.inputs) {
+        ok = ok && fresh(in) && readers[in] == 1 && host[in] < 0 && off % 64 == 0 &&
+             std::find(seen.begin(), seen.end(), in) == seen.end();
+        if (!ok) break;
+        seen.push_back(in);
+        off += alloc.rec_size[in];
+      }
+      if (!ok || off != alloc.rec_size[out]) continue;
+      off = 0;
+      for (int in : n.inputs) {
+        host[in] = out;
+        at[in] = off;
+        off += alloc.rec_size[in];
+      }
+    }
+  }
+  // The buffer a hosted value's bytes are in, and where: through nested Concats.
+  auto outermost = [&](int v, int64_t* where) {
+    *where = 0;
+    while (host[v] >= 0) {
+      *where += at[v];
+      v = host[v];
+    }
+    return v;
+  };
+  // A host's buffer lives from the first of its hosted values' producers.
+  for (size_t v = 0; v < nv; ++v) {
+    if (host[v] < 0) continue;
+    int64_t where;
+    const int top = outermost(static_cast<int>(v), &where);
+    def[top] = std::min(def[top], def[v]);
+  }
   struct buf { int v; int64_t size; int from, to; int64_t off; };
   for (int d = 0; d < 2; ++d) {
     std::vector<buf> bufs;
     int64_t output_bytes = 0;
     for (size_t v = 0; v < nv; ++v) {
-      if (root[v] != static_cast<int>(v) || alloc.rec_device[v] != d) continue;
+      if (root[v] != static_cast<int>(v) || alloc.rec_device[v] != d || host[v] >= 0) continue;
       if (heap[v]) { output_bytes += alloc.rec_size[v]; continue; }
       bufs.push_back({static_cast<int>(v), align_up(std::max<int64_t>(alloc.rec_size[v], 1)), def[v], last[v], -1});
     }
@@ -911,6 +974,14 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
       np->size[b.v] = b.size;
     }
     np->arena_bytes[d] = arena;
+    for (size_t v = 0; v < nv; ++v) {
+      if (host[v] < 0 || alloc.rec_device[v] != d) continue;
+      int64_t where;
+      const int top = outermost(static_cast<int>(v), &where);
+      if (np->offset[top] < 0) continue;
+      np->offset[v] = np->offset[top] + where;
+      np->size[v] = alloc.rec_size[v];
+    }
     // Peak: sweep over node indices with +size at `from` and -size after `to`.
     std::vector<int64_t> delta(g.nodes.size() + 1, 0);
     for (const buf& b : bufs) { delta[b.from] += b.size; delta[b.to + 1] -= b.size; }

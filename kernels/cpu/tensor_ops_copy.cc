@@ -258,6 +258,10 @@ status concat_run(kernel_context& ctx) {
     for (size_t i = 0; i < n; ++i) {
       const int64_t chunk = xs[i]->dim(a) * inner * es;
       const auto* src = static_cast<const std::byte*>(xs[i]->raw());
+      if (outer == 1 && src == dst + off) {  // written in place (the memory plan's in-place Concat)
+        off += chunk;
+        continue;
+      }
       for (int64_t r = 0; r < outer; ++r)
         for (int64_t b = 0; b < chunk; b += kConcatPiece)
           pieces.push_back({dst + r * out_row + off + b, src + r * chunk + b, std::min(kConcatPiece, chunk - b)});
@@ -274,7 +278,8 @@ status concat_run(kernel_context& ctx) {
   for (size_t i = 0; i < n; ++i) {
     const int64_t chunk = xs[i]->dim(a) * inner * es;
     if (chunk == 0) continue;
-    copy_rows(ctx, dst + off, out_row, static_cast<const std::byte*>(xs[i]->raw()), chunk, outer, chunk);
+    const auto* src = static_cast<const std::byte*>(xs[i]->raw());
+    if (!(outer == 1 && src == dst + off)) copy_rows(ctx, dst + off, out_row, src, chunk, outer, chunk);
     off += chunk;
   }
   return status::ok();
