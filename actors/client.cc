@@ -196,7 +196,7 @@ void finish(caf::event_based_actor* self, const driver_ptr& d) {
 
 void perform(caf::event_based_actor* self, const driver_ptr& d, std::vector<flow_action> actions);
 
-// Runs `work` where it may block, then `then` on the actor; see the note above job_report.
+// Runs `work` where it may block, then `then` on the actor (see the job's driver above).
 void run_blocking(caf::event_based_actor* self, const driver_ptr& d, std::function<void()> work,
                   std::function<void()> then) {
   if (!d->hand_off) {
@@ -225,146 +225,145 @@ void run_blocking(caf::event_based_actor* self, const driver_ptr& d, std::functi
 }
 
 void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a) {
-  {
-    const provider_handle* p = a.provider < d->providers.size() ? &d->providers[a.provider] : nullptr;
-    switch (a.kind) {
-      case action_kind::request_bids: {
-        size_t i = a.provider;
-        self->request(p->actor, std::chrono::milliseconds(std::max(1, d->options.bid_window_ms)), bid_atom::value, d->bid_req)
-            .then([self, d, i](const bid_reply_ptr& r) { perform(self, d, d->flow.on_bid(i, *r)); },
-                  [self, d, i](caf::error& e) { perform(self, d, d->flow.on_bid_failed(i, self->system().render(e))); });
-        break;
-      }
-      case action_kind::close_bids_after:
-        self->delayed_send(self, std::chrono::milliseconds(a.delay_ms), bid_window_atom::value);
-        break;
-      case action_kind::send_job: {
-        // A bid with chain terms is paid with a voucher that travels with the job.
-        size_t at = a.attempt;
-        std::unique_lock<std::mutex> in_order;  // the voucher, then the job into the provider's queue
-        if (a.bid.terms) {
-          std::string why;
-          if (!d->options.payer) {
-            why = "it is paid on a chain and this client has none configured";
-          } else {
-            in_order = std::unique_lock<std::mutex>(d->options.payer->send_order());
-            if (auto v = d->options.payer->pay(p->key, *a.bid.terms); !v) why = "cannot pay it: " + v.error().message();
-            else d->vouchers[a.provider] = *v;
-          }
-          if (!why.empty()) {
-            if (in_order) in_order.unlock();
-            perform(self, d, d->flow.on_unpaid(at, why));
-            break;
-          }
+  const provider_handle* p = a.provider < d->providers.size() ? &d->providers[a.provider] : nullptr;
+  switch (a.kind) {
+    case action_kind::request_bids: {
+      size_t i = a.provider;
+      self->request(p->actor, std::chrono::milliseconds(std::max(1, d->options.bid_window_ms)), bid_atom::value, d->bid_req)
+          .then([self, d, i](const bid_reply_ptr& r) { perform(self, d, d->flow.on_bid(i, *r)); },
+                [self, d, i](caf::error& e) { perform(self, d, d->flow.on_bid_failed(i, self->system().render(e))); });
+      break;
+    }
+    case action_kind::close_bids_after:
+      self->delayed_send(self, std::chrono::milliseconds(a.delay_ms), bid_window_atom::value);
+      break;
+    case action_kind::send_job: {
+      // A bid with chain terms is paid with a voucher that travels with the job.
+      size_t at = a.attempt;
+      std::unique_lock<std::mutex> in_order;  // the voucher, then the job into the provider's queue
+      if (a.bid.terms) {
+        std::string why;
+        if (!d->options.payer) {
+          why = "it is paid on a chain and this client has none configured";
+        } else {
+          in_order = std::unique_lock<std::mutex>(d->options.payer->send_order());
+          if (auto v = d->options.payer->pay(p->key, *a.bid.terms); !v) why = "cannot pay it: " + v.error().message();
+          else d->vouchers[a.provider] = *v;
         }
-        auto cancel = std::make_shared<std::atomic<bool>>(false);
-        execute_request_ptr ex = make_exec(*d, a, cancel);
-        d->cancels[at] = {cancel, ex};
-        auto timeout = std::chrono::milliseconds(static_cast<int64_t>(d->options.timeout_s * 1000));
-        self->request(p->actor, timeout, exec_atom::value, ex)
-            .then([self, d, at](const execute_result_ptr& r) {
-                    d->got_result = true;
-                    perform(self, d, d->flow.on_result(at, r));
-                  },
-                  [self, d, at](caf::error& e) {
-                    bool timed_out = e == caf::sec::request_timeout;
-                    perform(self, d, d->flow.on_exec_failed(at, self->system().render(e), timed_out));
-                  });
-        break;
-      }
-      case action_kind::cancel: {
-        // An in-process provider stops at its next node; a remote one's proxy tells it.
-        auto it = d->cancels.find(a.attempt);
-        if (it != d->cancels.end()) {
-          it->second.first->store(true);
-          self->send(p->actor, cancel_atom::value, it->second.second);
+        if (!why.empty()) {
+          if (in_order) in_order.unlock();
+          perform(self, d, d->flow.on_unpaid(at, why));
+          break;
         }
-        break;
       }
-      case action_kind::run_local: {
-        auto mine = std::make_shared<expected<std::vector<tensor>>>(status(error_kind::internal, "no local engine"));
-        run_blocking(
-            self, d, [d, mine] { if (d->local) *mine = d->local(d->job.inputs); },
-            [self, d, mine] { perform(self, d, d->flow.on_local_result(*mine)); });
-        break;
+      auto cancel = std::make_shared<std::atomic<bool>>(false);
+      execute_request_ptr ex = make_exec(*d, a, cancel);
+      d->cancels[at] = {cancel, ex};
+      auto timeout = std::chrono::milliseconds(static_cast<int64_t>(d->options.timeout_s * 1000));
+      self->request(p->actor, timeout, exec_atom::value, ex)
+          .then([self, d, at](const execute_result_ptr& r) {
+                  d->got_result = true;
+                  perform(self, d, d->flow.on_result(at, r));
+                },
+                [self, d, at](caf::error& e) {
+                  bool timed_out = e == caf::sec::request_timeout;
+                  perform(self, d, d->flow.on_exec_failed(at, self->system().render(e), timed_out));
+                });
+      break;
+    }
+    case action_kind::cancel: {
+      // An in-process provider stops at its next node; a remote one's proxy tells it.
+      auto it = d->cancels.find(a.attempt);
+      if (it != d->cancels.end()) {
+        it->second.first->store(true);
+        self->send(p->actor, cancel_atom::value, it->second.second);
       }
-      case action_kind::record_reputation:
-        if (d->reputation) d->reputation->record(node_hex(p->key), a.rep);
-        break;
-      case action_kind::keep_quote:
-        if (d->options.quotes) {
-          if (!d->flow.used_quotes()) {
-            bid_reply standing = a.bid;
-            standing.signature.reset();  // checked once, before the award
-            d->options.quotes->put(standing, d->job.model_hash, unix_ms());
-          }
-          d->options.quotes->mark_cached(p->key, d->job.model_hash);
+      break;
+    }
+    case action_kind::run_local: {
+      auto mine = std::make_shared<expected<std::vector<tensor>>>(status(error_kind::internal, "no local engine"));
+      run_blocking(
+          self, d, [d, mine] { if (d->local) *mine = d->local(d->job.inputs); },
+          [self, d, mine] { perform(self, d, d->flow.on_local_result(*mine)); });
+      break;
+    }
+    case action_kind::record_reputation:
+      if (d->reputation) d->reputation->record(node_hex(p->key), a.rep);
+      break;
+    case action_kind::keep_quote:
+      if (d->options.quotes) {
+        if (!d->flow.used_quotes()) {
+          bid_reply standing = a.bid;
+          standing.signature.reset();  // checked once, before the award
+          d->options.quotes->put(standing, d->job.model_hash, unix_ms());
         }
-        break;
-      case action_kind::drop_quote:
-        if (d->options.quotes) d->options.quotes->drop(p->key, d->job.model_hash);
-        break;
-      case action_kind::dispute: {
-        const auto& r = a.result;
-        ledger::receipt rc;
-        rc.kind = ledger::receipt_kind::dispute;
-        rc.job_id = r->job;
-        rc.client_key = d->client.public_key;
-        rc.provider_key = r->provider;
-        rc.model_hash = d->job.model_hash;
-        rc.input_digest = tensors_digest(d->job.inputs);
-        rc.output_digest = r->output_digest;
-        rc.started_ms = r->receipt.started_ms;
-        rc.finished_ms = r->receipt.finished_ms;
-        rc.provider_sig = r->result_sig;
-        ledger::sign_as_client(rc, d->client.secret_key);
-        if (d->ledger && ledger::verify_receipt(rc).is_ok())
-          run_blocking(self, d, [d, rc] { (void)d->ledger->append(rc); }, [] {});
-        break;
+        d->options.quotes->mark_cached(p->key, d->job.model_hash);
       }
-      case action_kind::pay: {
-        // The provider's signature and the receipt's fields were checked by the flow.
-        auto rc = std::make_shared<ledger::receipt>(a.receipt);
-        ledger::sign_as_client(*rc, d->client.secret_key);
-        const ledger::voucher_claim* voucher = nullptr;
-        if (auto v = d->vouchers.find(a.provider); v != d->vouchers.end()) voucher = &v->second;
-        auto recorded = std::make_shared<status>(status::ok());
-        auto record = [d, rc, voucher, recorded] {
-          if (d->ledger) {
-            auto h = d->ledger->append_verified(*rc, voucher);
-            if (!h) {
-              *recorded = h.error();
-              return;
-            }
-          }
-          if (d->options.outbox) {
-            status st = d->options.outbox->add(*rc);
-            if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
-          }
-        };
-        auto send = [self, d, p, at = a.attempt, rc, recorded] {
-          if (!recorded->is_ok()) {
-            perform(self, d, d->flow.on_fatal(*recorded));
+      break;
+    case action_kind::drop_quote:
+      if (d->options.quotes) d->options.quotes->drop(p->key, d->job.model_hash);
+      break;
+    case action_kind::dispute: {
+      const auto& r = a.result;
+      ledger::receipt rc;
+      rc.kind = ledger::receipt_kind::dispute;
+      rc.job_id = r->job;
+      rc.client_key = d->client.public_key;
+      rc.provider_key = r->provider;
+      rc.model_hash = d->job.model_hash;
+      rc.input_digest = tensors_digest(d->job.inputs);
+      rc.output_digest = r->output_digest;
+      rc.started_ms = r->receipt.started_ms;
+      rc.finished_ms = r->receipt.finished_ms;
+      rc.provider_sig = r->result_sig;
+      ledger::sign_as_client(rc, d->client.secret_key);
+      if (d->ledger && ledger::verify_receipt(rc).is_ok())
+        run_blocking(self, d, [d, rc] { (void)d->ledger->append(rc); }, [] {});
+      break;
+    }
+    case action_kind::pay: {
+      // The provider's signature and the receipt's fields were checked by the flow.
+      auto rc = std::make_shared<ledger::receipt>(a.receipt);
+      ledger::sign_as_client(*rc, d->client.secret_key);
+      const ledger::voucher_claim* voucher = nullptr;
+      if (auto v = d->vouchers.find(a.provider); v != d->vouchers.end()) voucher = &v->second;
+      auto recorded = std::make_shared<status>(status::ok());
+      auto record = [d, rc, voucher, recorded] {
+        if (d->ledger) {
+          auto h = d->ledger->append_verified(*rc, voucher);
+          if (!h) {
+            *recorded = h.error();
             return;
           }
-          auto settle = [self, d, at, job = rc->job_id, provider = rc->provider_key](net::receipt_status answer) {
-            if (d->options.outbox && answer != net::receipt_status::retry_later) d->settled.push_back({job, provider});
-            perform(self, d, d->flow.on_receipt_answer(at, answer));
-          };
-          self->request(p->actor, kReceiptTimeout, receipt_atom::value, receipt_ptr(std::const_pointer_cast<const ledger::receipt>(rc)))
-              .then([settle](int32_t code) { settle(static_cast<net::receipt_status>(code)); },
-                    [settle](caf::error&) { settle(net::receipt_status::retry_later); });
+        }
+        if (d->options.outbox) {
+          status st = d->options.outbox->add(*rc);
+          if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
+        }
+      };
+      auto send = [self, d, p, at = a.attempt, rc, recorded] {
+        if (!recorded->is_ok()) {
+          perform(self, d, d->flow.on_fatal(*recorded));
+          return;
+        }
+        auto settle = [self, d, at, job = rc->job_id, provider = rc->provider_key](net::receipt_status answer) {
+          if (d->options.outbox && answer != net::receipt_status::retry_later) d->settled.push_back({job, provider});
+          perform(self, d, d->flow.on_receipt_answer(at, answer));
         };
-        run_blocking(self, d, std::move(record), std::move(send));
-        break;
-      }
-      case action_kind::note:
-        d->note(a.text);
-        break;
-      case action_kind::finish:
-        finish(self, d);
-        return;
+        self->request(p->actor, kReceiptTimeout, receipt_atom::value, receipt_ptr(std::const_pointer_cast<const ledger::receipt>(rc)))
+            .then([settle](int32_t code) { settle(static_cast<net::receipt_status>(code)); },
+                  [settle](caf::error&) { settle(net::receipt_status::retry_later); });
+      };
+      if (d->ledger || d->options.outbox) run_blocking(self, d, std::move(record), std::move(send));
+      else send();  // nothing to write down first
+      break;
     }
+    case action_kind::note:
+      d->note(a.text);
+      break;
+    case action_kind::finish:
+      finish(self, d);
+      return;
   }
 }
 
