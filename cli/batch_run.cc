@@ -145,7 +145,7 @@ bool retryable(error_kind k) { return k != error_kind::invalid_input && k != err
 // this batch's jobs in flight among those that are trusted, not avoided lately, and either
 // have no standing bid yet (their first job gets one) or a standing bid at the lowest price
 // known for the model; it waits while every such provider has as many of the batch's jobs as
-// it takes (its bid's capacity, at most kMaxPerProvider; two while that is not known).
+// it takes (its latest bid's capacity, at most kMaxPerProvider; two until a bid says).
 // Thread-safe.
 class provider_spread {
  public:
@@ -155,9 +155,12 @@ class provider_spread {
   static constexpr int kMaxPerProvider = 8;
   static constexpr int kUnknownCapacity = 2;
 
-  static int limit_of(const std::optional<grid::quote_book::quote>& q) {
-    if (!q || q->bid.capacity <= 0) return kUnknownCapacity;
-    return std::min(q->bid.capacity, kMaxPerProvider);
+  // What a provider takes, from its latest bid (kept past the bid's validity, so that renewing
+  // a standing bid does not hold the batch to two jobs there meanwhile).
+  int limit_of(const grid::key32& key, const std::optional<grid::quote_book::quote>& q) {
+    if (q && q->bid.capacity > 0) capacity_[key] = q->bid.capacity;
+    auto it = capacity_.find(key);
+    return it == capacity_.end() ? kUnknownCapacity : std::min(it->second, kMaxPerProvider);
   }
 
   // Empty: no provider qualifies (the job is then bid for among all of them).
@@ -181,7 +184,7 @@ class provider_spread {
         if (quote[i] && quote[i]->bid.price > lowest * (1 + 1e-9) + 1e-12) continue;
         if (reputation && !reputation->trusted(grid::node_hex(key))) continue;
         int load = in_flight_[key];
-        if (load >= limit_of(quote[i])) {
+        if (load >= limit_of(key, quote[i])) {
           full = true;
           continue;
         }
@@ -226,6 +229,7 @@ class provider_spread {
   std::mutex mu_;
   std::condition_variable freed_;
   std::map<grid::key32, int> in_flight_;
+  std::map<grid::key32, int> capacity_;      // from each provider's latest bid
   std::map<grid::key32, int64_t> avoided_;   // unix ms until which a provider is not picked
 };
 
