@@ -114,6 +114,9 @@ using local_runner = std::function<expected<std::vector<tensor>>(const std::vect
 
 // Fails with no_provider (exit 3) when nobody could run the job, verification (exit 4) when
 // results cannot be reconciled, invalid_input (exit 2) when the job itself is bad.
+// Blocks its caller until the job ends, and runs the job's blocking steps (the local engine,
+// ledger and outbox writes) on that thread meanwhile: call it from a thread of the caller's
+// own, never from an actor (the job's actor needs the scheduler's threads).
 expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider_handle>& providers,
                               const job_spec& job, const client_options& options, const keypair& client,
                               reputation_book* reputation, ledger::ledger_file* ledger, const local_runner& local,
