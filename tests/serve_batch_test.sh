@@ -94,7 +94,7 @@ for _ in $(seq 1 400); do
   [ "$(grep -c '"status":"ok"' "$tmp/b8.out" 2>/dev/null)" -ge 30 ] && break
   sleep 0.01
 done
-used_p1="$(grep -c "$(sed -n 's/.*"node_id":"\([0-9a-z]*\)".*/\1/p' "$tmp/p1.log" | head -1)" "$tmp/b8.out")"
+used_p1="$(grep -c "$(node_id_of p1)" "$tmp/b8.out")"
 done_at_kill=$(grep -c '"status":"ok"' "$tmp/b8.out")
 # Jobs are spread by load: each of the three providers ran a share of the first jobs.
 cp "$tmp/b8.out" "$tmp/b8.before_kill"
@@ -111,7 +111,7 @@ spread="$(grep -o '"providers":\["[a-z0-9]*' "$tmp/b8.out" | sort | uniq -c | wc
 # 97% on one provider). Not an even split: under load the client may learn p1 and p2 from p0's
 # gossip only after the first jobs have gone out.
 for q in p0 p1 p2; do
-  id="$(sed -n 's/.*"node_id":"\([0-9a-z]*\)".*/\1/p' "$tmp/$q.log" | head -1)"
+  id="$(node_id_of "$q")"
   n="$(grep '"status":"ok"' "$tmp/b8.before_kill" | grep -c "\"$id\"")"
   [ "$n" -ge 1 ] && [ $((4 * n)) -le $((3 * done_at_kill)) ] ||
     fail "provider $q ran $n of the first $done_at_kill jobs (jobs are not spread by load)"
@@ -124,7 +124,7 @@ receipts="$("$bin" ledger show --data-dir "$tmp/client" --json | grep -o '"job_i
 # in its outbox until they are recorded and sends the pending ones again at its end); only
 # receipts for the killed provider may still wait there, for a later run to deliver.
 for q in p0 p2; do
-  id="$(sed -n 's/.*"node_id":"\([0-9a-z]*\)".*/\1/p' "$tmp/$q.log" | head -1)"
+  id="$(node_id_of "$q")"
   ran="$("$bin" ledger show --data-dir "$tmp/client" --json | grep -c "\"provider\":\"$id\"")"
   for _ in $(seq 1 50); do
     kept="$("$bin" ledger show --data-dir "$tmp/$q" --json | grep -c '"job_id"')"

@@ -59,7 +59,7 @@ for _ in $(seq 1 100); do
   [ -n "$purl" ] && break
   sleep 0.05
 done
-node="$(sed -n 's/.*"node_id":"\([a-z0-9]*\)".*/\1/p' "$tmp/provider.log" | head -1)"
+node="$(node_id_of provider)"
 start_serve peer --peer "$purl" --data-dir "$tmp/client" || exit 1
 hdr="$(curl -s -D - -o "$tmp/peer.json" -X POST "http://$addr/v2/models/digits/infer" \
   -d '{"inputs":[{"name":"pixels","shape":[1,64],"datatype":"FP32","data":['"$(seq -s, 0 63)"']}]}')"

@@ -22,6 +22,10 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 model="$src/examples/digits/digits.onnx"
 sample="$src/examples/digits/sample_0.npy"
 
+# node_id_of NAME: the node id provider NAME announced in its "listening" event (its log also
+# names its peers, and those lines may come first).
+node_id_of() { sed -n 's/.*"event":"listening".*"node_id":"\([^"]*\)".*/\1/p' "$tmp/$1.log" | head -1; }
+
 # alive PID: the process exists and is not a zombie.
 alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 
