@@ -887,11 +887,6 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
   std::vector<int> host(nv, -1);     // the Concat output whose buffer v lives in
   std::vector<int64_t> at(nv, 0);    // and where in it
   {
-    std::vector<int> readers(nv, 0);
-    for (const node& n : g.nodes)
-      for (int in : n.inputs)
-        if (in >= 0) ++readers[in];
-    for (int out : g.outputs) if (out >= 0) ++readers[out];
     auto fresh = [&](int v) {
       return v >= 0 && root[v] == v && alloc.rec_fresh[v] && !heap[v] && alloc.rec_device[v] == 0;
     };
@@ -909,7 +904,7 @@ expected<std::vector<tensor>> session::execute(const std::string& signature, con
       int64_t off = 0;
       std::vector<int> seen;
       for (int in : n.inputs) {
-        ok = ok && fresh(in) && readers[in] == 1 && host[in] < 0 && off % 64 == 0 &&
+        ok = ok && fresh(in) && use_counts_[in] == 1 && host[in] < 0 && off % 64 == 0 &&
              std::find(seen.begin(), seen.end(), in) == seen.end();
         if (!ok) break;
         seen.push_back(in);
