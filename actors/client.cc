@@ -75,9 +75,10 @@ size_t quote_book::size() const {
 // fsyncs) it hands to the thread that called run_job, which waits for the job anyway: a job
 // costs no thread of its own. While such a step is out, the actor takes no other message, a
 // provider's down message included (CAF holds them all behind an awaited response), so the
-// machine sees its events in the same order as if the step had run in place. A client that pays on a chain runs the job on a thread of its own instead
-// (a detached actor, every step in place): its payment must reach the provider's queue in
-// order with the job, under the payer's lock.
+// machine sees its events in the same order as if the step had run in place. A client that
+// pays on a chain runs the job on a thread of its own instead (a detached actor, every step in
+// place): its payment must reach the provider's queue in order with the job, under the payer's
+// lock.
 
 namespace client_detail {
 
