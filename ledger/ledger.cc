@@ -22,6 +22,10 @@ constexpr size_t entry_size2 = entry_size + claim_size;
 constexpr size_t record_size = 4 + entry_size + 32;
 constexpr size_t record_size2 = 4 + entry_size2 + 32;
 constexpr size_t records_per_read = 256;
+// An append writes the records of up to kMaxGroup callers at once, then fsyncs once: the most
+// bytes of the file that one crash can leave damaged.
+constexpr size_t kMaxGroup = 64;
+constexpr uint64_t kGroupWindow = kMaxGroup * record_size2;
 
 std::string entry_bytes(uint64_t index, const digest32& prev, const receipt& r, const voucher_claim* claim) {
   std::string out(claim ? entry_magic2 : entry_magic, 8);
@@ -76,8 +80,14 @@ struct scan_state {
 // Streams the records of fd from st->good_end on, calling fn for each whole entry. Records
 // have one of two lengths (entries without and with a voucher). The last record of the file is
 // torn when it is short, has a bad length or does not match its hash; a bad length earlier is
-// damage (an error), and a hash mismatch earlier is left to verify.
-status scan_fd(int fd, const std::string& path, scan_state* st, const std::function<status(const entry&)>& fn) {
+// damage (an error), and a hash mismatch earlier is left to verify. With group_tail (the
+// ledger's own open and catch-up, which must go on appending), any record that starts within
+// the last kGroupWindow bytes of the file and has a bad length, does not match its hash or
+// does not parse is torn as well, with everything after it: one write of a group of records
+// and its single fsync can leave any of the group's pages unwritten after a crash, and none of
+// that group was reported recorded.
+status scan_fd(int fd, const std::string& path, scan_state* st, const std::function<status(const entry&)>& fn,
+               bool group_tail = false) {
   struct stat sb {};
   if (::fstat(fd, &sb) != 0) return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
   const uint64_t size = static_cast<uint64_t>(sb.st_size);
@@ -98,9 +108,10 @@ status scan_fd(int fd, const std::string& path, scan_state* st, const std::funct
       uint32_t len = 0;
       for (int i = 0; i < 4; ++i) len |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
       const uint64_t at = pos + off;
+      const bool in_group = group_tail && size - at <= kGroupWindow;
       if (len != entry_size && len != entry_size2) {
-        // A length written by a crashed append can only be in the last record.
-        if (size - at <= record_size2) { st->torn = true; return status::ok(); }
+        // A length written by a crashed append can only be in the last record (or group).
+        if (size - at <= record_size2 || in_group) { st->torn = true; return status::ok(); }
         return invalid_input("{}: entry {} has a bad length ({} bytes); the file is damaged", path, st->next_index, len);
       }
       const size_t rec = 4 + len + 32;
@@ -110,8 +121,9 @@ status scan_fd(int fd, const std::string& path, scan_state* st, const std::funct
       digest32 stored{};
       std::memcpy(stored.data(), p + 4 + len, 32);
       std::string raw(p + 4, len);
-      if (last && blake2b_256(raw) != stored) { st->torn = true; return status::ok(); }
+      if ((last || in_group) && blake2b_256(raw) != stored) { st->torn = true; return status::ok(); }
       auto e = parse_entry(raw, stored, st->next_index, path);
+      if (!e && in_group) { st->torn = true; return status::ok(); }
       if (!e) return e.error();
       GG_RETURN_IF_ERROR(fn(*e));
       off += rec;
@@ -139,7 +151,7 @@ status cut_tail(int fd, const std::string& path, uint64_t good_end, uint64_t ent
   if (::fstat(fd, &sb) != 0) return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
   uint64_t size = static_cast<uint64_t>(sb.st_size);
   if (size <= good_end) return status::ok();
-  std::string tail(static_cast<size_t>(std::min<uint64_t>(size - good_end, record_size2)), '\0');
+  std::string tail(static_cast<size_t>(std::min<uint64_t>(size - good_end, kGroupWindow)), '\0');
   auto got = read_at(fd, tail.data(), tail.size(), good_end, path);
   std::string kept;
   if (got) {
@@ -153,7 +165,7 @@ status cut_tail(int fd, const std::string& path, uint64_t good_end, uint64_t ent
   if (::ftruncate(fd, static_cast<off_t>(good_end)) != 0 || ::fsync(fd) != 0)
     return io_error("cannot cut the torn last entry of '{}': {}", path, std::strerror(errno));
   if (note)
-    *note = fmt::format("cut a torn last entry ({} bytes{}) from {}; kept {} entries", size - good_end, kept, path, entries);
+    *note = fmt::format("cut a torn last write ({} bytes{}) from {}; kept {} entries", size - good_end, kept, path, entries);
   return status::ok();
 }
 
@@ -268,7 +280,7 @@ status ledger_file::catch_up_locked(std::string* note) {
     ++head_.count;
     ids_.insert(key_of(e.rec.job_id, e.rec.provider_key));
     return status::ok();
-  }));
+  }, /*group_tail=*/true));
   end_ = st.good_end;
   // Under the lock nobody else is writing: a torn tail is a write that failed or crashed.
   if (st.torn) GG_RETURN_IF_ERROR(cut_tail(fd_, path_, end_, head_.count, note));
@@ -291,45 +303,101 @@ expected<head> ledger_file::append(const receipt& r) {
 }
 
 expected<head> ledger_file::append_verified(const receipt& r, const voucher_claim* claim) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
+  pending_append me{&r, claim, std::nullopt};
+  queue_.push_back(&me);
+  // Group commit: whoever finds no write under way writes the queue (its own append and those
+  // of the threads that came while the last group was syncing) and wakes the others.
+  while (!me.result) {
+    if (!writing_) {
+      write_group_locked(lock);
+      continue;
+    }
+    written_.wait(lock);
+  }
+  return std::move(*me.result);
+}
+
+void ledger_file::write_group_locked(std::unique_lock<std::mutex>& lock) {
+  writing_ = true;
+  std::vector<pending_append*> group;
+  while (!queue_.empty() && group.size() < kMaxGroup) {
+    group.push_back(queue_.front());
+    queue_.pop_front();
+  }
+  auto finish = [&](std::vector<pending_append*>& who, const status& st) {
+    for (pending_append* p : who)
+      if (!p->result) p->result = expected<head>(st);
+  };
+  auto done = [&] {
+    writing_ = false;
+    written_.notify_all();
+  };
   file_lock fl(fd_);
-  if (!fl.ok()) return io_error("cannot lock ledger '{}': {}", path_, std::strerror(fl.error()));
+  if (!fl.ok()) {
+    finish(group, io_error("cannot lock ledger '{}': {}", path_, std::strerror(fl.error())));
+    return done();
+  }
   std::string note;
-  GG_RETURN_IF_ERROR(catch_up_locked(&note));
-  const uint64_t key = key_of(r.job_id, r.provider_key);
-  // A 64-bit keyed hash: a false match has odds of about (entries / 2^64) per append.
-  if (ids_.contains(key))
-    return invalid_input("job {} from provider {} is in the ledger already", to_hex(r.job_id), to_hex(r.provider_key).substr(0, 16));
-  entry e;
-  e.index = head_.count;
-  e.prev_hash = head_.hash;
-  e.raw = entry_bytes(e.index, e.prev_hash, r, claim);
-  e.hash = blake2b_256(e.raw);
-  std::string record;
-  uint32_t len = static_cast<uint32_t>(e.raw.size());
-  for (int i = 0; i < 4; ++i) record.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
-  record += e.raw;
-  record.append(reinterpret_cast<const char*>(e.hash.data()), 32);
+  status caught = catch_up_locked(&note);
+  if (!caught.is_ok()) {
+    finish(group, caught);
+    return done();
+  }
+  // Chain the group's entries after the head; a (job, provider) pair in the ledger or earlier
+  // in the group is refused on its own.
+  head h = head_;
+  std::string records;
+  std::vector<uint64_t> keys;
+  std::vector<std::pair<pending_append*, head>> members;
+  for (pending_append* p : group) {
+    const uint64_t key = key_of(p->r->job_id, p->r->provider_key);
+    // A 64-bit keyed hash: a false match has odds of about (entries / 2^64) per append.
+    if (ids_.contains(key) || std::find(keys.begin(), keys.end(), key) != keys.end()) {
+      p->result = expected<head>(invalid_input("job {} from provider {} is in the ledger already", to_hex(p->r->job_id),
+                                               to_hex(p->r->provider_key).substr(0, 16)));
+      continue;
+    }
+    entry e;
+    e.index = h.count;
+    e.prev_hash = h.hash;
+    e.raw = entry_bytes(e.index, e.prev_hash, *p->r, p->claim);
+    e.hash = blake2b_256(e.raw);
+    uint32_t len = static_cast<uint32_t>(e.raw.size());
+    for (int i = 0; i < 4; ++i) records.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
+    records += e.raw;
+    records.append(reinterpret_cast<const char*>(e.hash.data()), 32);
+    h.hash = e.hash;
+    ++h.count;
+    keys.push_back(key);
+    members.emplace_back(p, h);
+  }
+  if (members.empty()) return done();
+  // The write and the sync run without the mutex (readers of the head and the index go on;
+  // appenders queue for the next group); the flock keeps other processes out.
+  const uint64_t at = end_;
+  lock.unlock();
+  status io = status::ok();
+  size_t written = 0;
+  while (written < records.size() && io.is_ok()) {
+    ssize_t n = ::pwrite(fd_, records.data() + written, records.size() - written, static_cast<off_t>(at + written));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) io = io_error("cannot write ledger '{}': {}; the entry was not recorded", path_, std::strerror(n < 0 ? errno : ENOSPC));
+    else written += static_cast<size_t>(n);
+  }
+  if (io.is_ok() && ::fsync(fd_) != 0)
+    io = io_error("cannot sync ledger '{}': {}; the entry was not recorded", path_, std::strerror(errno));
   // Any failure cuts the file back to its last whole entry; if that cut fails too, the next
   // append (or open) finds the torn tail and cuts it before writing.
-  auto fail = [&](const char* what, int err) {
-    if (::ftruncate(fd_, static_cast<off_t>(end_)) == 0) (void)::fsync(fd_);
-    return io_error("cannot {} ledger '{}': {}; the entry was not recorded", what, path_, std::strerror(err));
-  };
-  size_t done = 0;
-  while (done < record.size()) {
-    ssize_t n = ::pwrite(fd_, record.data() + done, record.size() - done, static_cast<off_t>(end_ + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail("write", errno);
-    if (n == 0) return fail("write", ENOSPC);
-    done += static_cast<size_t>(n);
+  if (!io.is_ok() && ::ftruncate(fd_, static_cast<off_t>(at)) == 0) (void)::fsync(fd_);
+  lock.lock();
+  if (io.is_ok()) {
+    end_ = at + records.size();
+    head_ = h;
+    for (uint64_t k : keys) ids_.insert(k);
   }
-  if (::fsync(fd_) != 0) return fail("sync", errno);
-  end_ += record.size();
-  head_.hash = e.hash;
-  ++head_.count;
-  ids_.insert(key);
-  return head_;
+  for (auto& [p, ph] : members) p->result = io.is_ok() ? expected<head>(ph) : expected<head>(io);
+  done();
 }
 
 status chain_checker::add(const entry& e) {
