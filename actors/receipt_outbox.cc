@@ -157,32 +157,74 @@ status receipt_outbox::rewrite_locked(const std::vector<ledger::receipt>& list) 
 }
 
 status receipt_outbox::add(const ledger::receipt& r) {
-  std::lock_guard<std::mutex> lk(mu_);
+  // Group commit, as in the ledger: whoever finds no group under way writes the queued adds
+  // (its own and those that came while the last group was syncing) with one fsync.
+  std::unique_lock<std::mutex> q(queue_mu_);
+  pending_add me{&r, std::nullopt};
+  queue_.push_back(&me);
+  while (!me.result) {
+    if (adding_) {
+      added_.wait(q);
+      continue;
+    }
+    adding_ = true;
+    std::vector<pending_add*> group;
+    while (!queue_.empty() && group.size() < kMaxGroup) {
+      group.push_back(queue_.front());
+      queue_.pop_front();
+    }
+    q.unlock();
+    std::vector<const ledger::receipt*> rs;
+    for (pending_add* p : group) rs.push_back(p->r);
+    status st = status::ok();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      st = add_locked(rs);
+    }
+    q.lock();
+    for (pending_add* p : group) p->result = st;
+    adding_ = false;
+    added_.notify_all();
+  }
+  return *me.result;
+}
+
+status receipt_outbox::add_locked(const std::vector<const ledger::receipt*>& rs) {
   lock_file l(lock_path_);
   if (!l.ok()) return io_error("cannot lock '{}': {}", lock_path_, std::strerror(l.error()));
   open_file f(path_, O_RDWR | O_CREAT);
   if (f.fd() < 0) return io_error("cannot open '{}': {}", path_, std::strerror(errno));
   GG_ASSIGN_OR_RETURN(slots got, read_slots(f.fd(), path_));
-  off_t at = got.whole;  // after the last whole slot: a torn append from a crash is overwritten
-  size_t live = 0;
-  for (size_t i = 0; i < got.at.size(); ++i) {
-    if (!got.at[i]) continue;
-    ++live;
-    if (same_job(*got.at[i], r.job_id, r.provider_key)) at = static_cast<off_t>(i * ledger::receipt_size);
+  // Each receipt takes its job's old slot, or one after the last whole slot (a torn append
+  // from a crash is overwritten).
+  const size_t old_slots = got.at.size();
+  size_t first_changed = old_slots;
+  for (const ledger::receipt* r : rs) {
+    size_t i = 0;
+    while (i < got.at.size() && !(got.at[i] && same_job(*got.at[i], r->job_id, r->provider_key))) ++i;
+    if (i == got.at.size()) got.at.emplace_back();
+    got.at[i] = *r;
+    first_changed = std::min(first_changed, i);
   }
+  size_t live = 0;
+  for (const auto& x : got.at) live += x ? 1 : 0;
   // Full (the oldest go; they stay in the ledger), or mostly removed slots between receipts
   // that wait long (a provider that went away): the file is written anew with the receipts only.
-  const bool full = at == got.whole && live >= max_pending;
-  if (full || got.cut || got.at.size() > 2 * live + 64) {
+  if (live > max_pending || got.cut || got.at.size() > 2 * live + 64) {
     std::vector<ledger::receipt> list;
     for (auto& x : got.at)
-      if (x && !same_job(*x, r.job_id, r.provider_key)) list.push_back(std::move(*x));
-    list.push_back(r);
+      if (x) list.push_back(std::move(*x));
     if (list.size() > max_pending) list.erase(list.begin(), list.end() - static_cast<std::ptrdiff_t>(max_pending));
     return rewrite_locked(list);
   }
-  GG_RETURN_IF_ERROR(write_at(f.fd(), r.canonical_bytes(), at, path_));
-  if (at == got.whole && ::ftruncate(f.fd(), at + static_cast<off_t>(ledger::receipt_size)) != 0)
+  // One write from the first changed slot on (slots between that the group did not change are
+  // written as they were read: a removed or unreadable one as zeros).
+  std::string bytes;
+  for (size_t i = first_changed; i < got.at.size(); ++i)
+    bytes += got.at[i] ? got.at[i]->canonical_bytes() : std::string(ledger::receipt_size, '\0');
+  GG_RETURN_IF_ERROR(write_at(f.fd(), bytes, static_cast<off_t>(first_changed * ledger::receipt_size), path_));
+  const off_t end = static_cast<off_t>(got.at.size() * ledger::receipt_size);
+  if (got.at.size() > old_slots && ::ftruncate(f.fd(), end) != 0)
     return io_error("cannot cut '{}': {}", path_, std::strerror(errno));
   if (::fsync(f.fd()) != 0) return io_error("cannot sync '{}': {}", path_, std::strerror(errno));
   return status::ok();

@@ -7,8 +7,9 @@
 // canonical bytes or zeros (a removed one). Every change rereads it under an exclusive flock on
 // <dir>/receipts.lock, so runs that share a data dir see each other's changes. An add writes
 // into the file (the receipt's old slot, or one after the last whole slot, so that an append a
-// crash tore is overwritten) and fsyncs; a removal zeroes its slot, or cuts the file when no
-// receipt follows, without an fsync (a removal a crash loses only sends that receipt again).
+// crash tore is overwritten) and fsyncs (adds from several threads at once share one write and
+// one fsync); a removal zeroes its slot, or cuts the file when no receipt follows, without an
+// fsync (a removal a crash loses only sends that receipt again).
 // At most max_pending receipts are kept; past that the oldest are dropped (they remain in the
 // client's ledger, as evidence for settlement), by rewriting the file (temporary file, fsync,
 // rename), as is also done when most of its slots are removed ones.
@@ -16,9 +17,12 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,9 +51,20 @@ class receipt_outbox {
   receipt_outbox() = default;
   // Writes `list` as the whole file (temporary file, fsync, rename); under the lock.
   status rewrite_locked(const std::vector<ledger::receipt>& list);
+  // Adds receipts (a group of add() calls) with one write and one fsync; under mu_.
+  status add_locked(const std::vector<const ledger::receipt*>& rs);
 
+  static constexpr size_t kMaxGroup = 64;
+  struct pending_add {
+    const ledger::receipt* r;
+    std::optional<status> result;
+  };
   std::string path_, lock_path_;
-  mutable std::mutex mu_;
+  mutable std::mutex mu_;  // the file (with the flock for other processes)
+  std::mutex queue_mu_;    // the adds waiting for a group, and whether one is being written
+  std::deque<pending_add*> queue_;
+  bool adding_ = false;
+  std::condition_variable added_;
 };
 
 // What a provider answered (net::receipt_status as an int, the reply to receipt_atom).
