@@ -330,18 +330,13 @@ void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a
       if (auto v = d->vouchers.find(a.provider); v != d->vouchers.end()) voucher = &v->second;
       auto recorded = std::make_shared<status>(status::ok());
       auto record = [d, rc, voucher, recorded] {
-        if (d->ledger) {
-          auto h = d->ledger->append_verified(*rc, voucher);
-          if (!h) {
-            *recorded = h.error();
-            return;
-          }
-        }
-        if (d->options.outbox) {
-          status st = d->options.outbox->add(*rc);
-          if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
-        }
+        auto h = d->ledger->append_verified(*rc, voucher);
+        if (!h) *recorded = h.error();
       };
+      // The receipt goes to the provider while the outbox keeps it (two syncs at once, not one
+      // after the other): the job's events wait behind the outbox step, so the provider's
+      // answer settles it only after the add, and a crash before the add is durable leaves the
+      // same gap as one between the ledger append and the add.
       auto send = [self, d, p, at = a.attempt, rc, recorded] {
         if (!recorded->is_ok()) {
           perform(self, d, d->flow.on_fatal(*recorded));
@@ -354,8 +349,13 @@ void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a
         self->request(p->actor, kReceiptTimeout, receipt_atom::value, receipt_ptr(std::const_pointer_cast<const ledger::receipt>(rc)))
             .then([settle](int32_t code) { settle(static_cast<net::receipt_status>(code)); },
                   [settle](caf::error&) { settle(net::receipt_status::retry_later); });
+        if (d->options.outbox)
+          run_blocking(self, d, [d, rc] {
+            status st = d->options.outbox->add(*rc);
+            if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
+          }, [] {});
       };
-      if (d->ledger || d->options.outbox) run_blocking(self, d, std::move(record), std::move(send));
+      if (d->ledger) run_blocking(self, d, std::move(record), std::move(send));
       else send();  // nothing to write down first
       break;
     }
