@@ -664,9 +664,26 @@ caf::result<execute_result_ptr> hand_on(Self* self, job_route& r, const execute_
   return self->delegate(r.workers[r.next++ % r.workers.size()], exec_atom::value, req);
 }
 
+// Receipts are recorded off the shell: an append waits for its ledger's fsync, which on a
+// scheduler thread would hold up every other actor there. A few detached recorders take them
+// (by job id), so that receipts of jobs that finish together share one fsync (the ledger
+// commits concurrent appends in groups).
+using receipt_recorder = caf::typed_actor<caf::replies_to<receipt_atom, receipt_ptr>::with<int32_t>>;
+constexpr int kReceiptRecorders = 4;
+
+receipt_recorder::behavior_type recorder_actor(receipt_recorder::pointer, std::shared_ptr<provider_core> core) {
+  return {
+      [core](receipt_atom, const receipt_ptr& r) -> int32_t {
+        if (!r) return static_cast<int32_t>(net::receipt_status::rejected);
+        return static_cast<int32_t>(receipt_answer_of(core->accept_receipt(*r)));
+      },
+  };
+}
+
 struct provider_state {
   job_route route;
   provider_cashier cashier;  // null unless paid on a chain
+  std::vector<receipt_recorder> recorders;
 };
 
 provider_worker::behavior_type worker_actor(provider_worker::pointer, std::shared_ptr<provider_core> core) {
@@ -767,6 +784,8 @@ provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<pr
   for (int i = 0; i < slots; ++i) route.workers.push_back(self->spawn<caf::detached + caf::linked>(worker_actor, core));
   if (core->batching().enabled()) route.batcher = self->spawn<caf::linked>(dispatcher_actor, core, route.workers);
   if (core->pays_on_chain()) self->state.cashier = self->spawn<caf::detached + caf::linked>(cashier_actor, core, route);
+  for (int i = 0; i < kReceiptRecorders; ++i)
+    self->state.recorders.push_back(self->spawn<caf::detached + caf::linked>(recorder_actor, core));
   return {
       [core](info_atom) -> provider_info_ptr { return std::make_shared<const provider_info>(core->info()); },
       [core](bid_atom, const bid_request_ptr& req) -> bid_reply_ptr {
@@ -776,8 +795,11 @@ provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<pr
         if (self->state.cashier) return self->delegate(self->state.cashier, exec_atom::value, req);
         return hand_on(self, self->state.route, req);
       },
-      [core](receipt_atom, const receipt_ptr& r) -> int32_t {
-        return static_cast<int32_t>(receipt_answer_of(core->accept_receipt(*r)));
+      [self](receipt_atom, const receipt_ptr& r) -> caf::result<int32_t> {
+        // By job: two deliveries of one receipt (a redelivery racing the first) stay in order
+        // at one recorder, so the first records it with its voucher and the second finds it.
+        auto& rec = self->state.recorders;
+        return self->delegate(rec[r ? r->job_id[0] % rec.size() : 0], receipt_atom::value, r);
       },
       // In this process the client shares the job's cancel flag; setting it here as well keeps
       // the protocol the same for both kinds of provider.
