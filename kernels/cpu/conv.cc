@@ -495,26 +495,39 @@ bool depthwise_tiny_applies(const window_geom& g) {
   return S <= kTinyDepthwise || (S <= 64 && g.out[2] < 8);
 }
 
-// depthwise_tiny's sums for channels [c0, ce) (a multiple of 8) of every position, 8 channels
-// per vector (AVX2).
-void tiny_sums_avx2(int64_t c0, int64_t ce, int64_t S, int64_t Cp, const int64_t* first, const int64_t* wofs,
-                    const int64_t* xofs, const float* wt, const float* xt, const float* bt, float* yt, bool clamped,
-                    float lo, float hi) {
+// The buffers of depthwise_tiny hold each block of 16 channels on its own: [block][position][16]
+// (input, output) and [block][tap][16] (weights), so a block's positions are 64 bytes apart. (With
+// all channels in one row per position, positions lay a row of channels apart, 2,304 bytes for
+// 576: a multiple of 256, so a block's 196 lines fell in 16 of the L1 cache's 64 sets and the
+// transposes missed.)
+struct tiny_blocks {
+  const float* x;  // [block][H*W][16]
+  const float* w;  // [block][taps][16]
+  const float* b;  // [channel] (blocks of 16 in a row)
+  float* y;        // [block][S][16]
+  int64_t xstride, wstride, ystride;  // floats per block
+};
+
+// depthwise_tiny's sums for blocks [b0, b1) of every position, 8 channels per vector (AVX2),
+// two blocks (four vectors, four independent sums that hide the multiply-add latency) at a time.
+void tiny_sums_avx2(const tiny_blocks& t, int64_t b0, int64_t b1, int64_t S, const int64_t* first,
+                    const int64_t* wofs, const int64_t* xofs, bool clamped, float lo, float hi) {
   const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-  for (int64_t q = 0; q < S; ++q) {
-    float* y = yt + q * Cp;
-    int64_t c = c0;
-    // Four blocks of 8 channels at a time: four independent sums hide the multiply-add
-    // latency that one chain of taps would wait on.
-    for (; c + 32 <= ce; c += 32) {
-      __m256 a0 = _mm256_loadu_ps(bt + c), a1 = _mm256_loadu_ps(bt + c + 8);
-      __m256 a2 = _mm256_loadu_ps(bt + c + 16), a3 = _mm256_loadu_ps(bt + c + 24);
+  for (int64_t b = b0; b < b1; b += 2) {
+    const bool two = b + 1 < b1;
+    const float *x0 = t.x + b * t.xstride, *w0 = t.w + b * t.wstride;
+    const float *x1 = two ? x0 + t.xstride : x0, *w1 = two ? w0 + t.wstride : w0;
+    float *y0 = t.y + b * t.ystride, *y1 = two ? y0 + t.ystride : y0;
+    const float *bb0 = t.b + b * 16, *bb1 = two ? bb0 + 16 : bb0;
+    for (int64_t q = 0; q < S; ++q) {
+      __m256 a0 = _mm256_loadu_ps(bb0), a1 = _mm256_loadu_ps(bb0 + 8);
+      __m256 a2 = _mm256_loadu_ps(bb1), a3 = _mm256_loadu_ps(bb1 + 8);
       for (int64_t v = first[q]; v < first[q + 1]; ++v) {
-        const float *wp = wt + wofs[v] + c, *xp = xt + xofs[v] + c;
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp), _mm256_loadu_ps(xp), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 8), _mm256_loadu_ps(xp + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 16), _mm256_loadu_ps(xp + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 24), _mm256_loadu_ps(xp + 24), a3);
+        const float *wp0 = w0 + wofs[v], *xp0 = x0 + xofs[v], *wp1 = w1 + wofs[v], *xp1 = x1 + xofs[v];
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp0), _mm256_loadu_ps(xp0), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp0 + 8), _mm256_loadu_ps(xp0 + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(wp1), _mm256_loadu_ps(xp1), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(wp1 + 8), _mm256_loadu_ps(xp1 + 8), a3);
       }
       if (clamped) {  // NaN stays NaN
         a0 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a0));
@@ -522,42 +535,42 @@ void tiny_sums_avx2(int64_t c0, int64_t ce, int64_t S, int64_t Cp, const int64_t
         a2 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a2));
         a3 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a3));
       }
-      _mm256_storeu_ps(y + c, a0);
-      _mm256_storeu_ps(y + c + 8, a1);
-      _mm256_storeu_ps(y + c + 16, a2);
-      _mm256_storeu_ps(y + c + 24, a3);
-    }
-    for (; c < ce; c += 8) {
-      __m256 acc = _mm256_loadu_ps(bt + c);
-      for (int64_t v = first[q]; v < first[q + 1]; ++v)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(wt + wofs[v] + c), _mm256_loadu_ps(xt + xofs[v] + c), acc);
-      if (clamped) acc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, acc));  // NaN stays NaN
-      _mm256_storeu_ps(y + c, acc);
+      _mm256_storeu_ps(y0 + q * 16, a0);
+      _mm256_storeu_ps(y0 + q * 16 + 8, a1);
+      _mm256_storeu_ps(y1 + q * 16, a2);  // one block alone: the same sums again
+      _mm256_storeu_ps(y1 + q * 16 + 8, a3);
     }
   }
 }
 
-// depthwise_tiny's sums for channels [c0, ce) (a multiple of 8) of every position, 16
-// channels per vector (AVX-512), four vectors at a time.
+// depthwise_tiny's sums for blocks [b0, b1) of every position, one block per vector (AVX-512),
+// four blocks at a time.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: _mm512_max_ps's undefined pass-through
-__attribute__((target("avx512f"))) void tiny_sums_avx512(int64_t c0, int64_t ce, int64_t S, int64_t Cp,
+__attribute__((target("avx512f"))) void tiny_sums_avx512(const tiny_blocks& t, int64_t b0, int64_t b1, int64_t S,
                                                          const int64_t* first, const int64_t* wofs,
-                                                         const int64_t* xofs, const float* wt, const float* xt,
-                                                         const float* bt, float* yt, bool clamped, float lo, float hi) {
+                                                         const int64_t* xofs, bool clamped, float lo, float hi) {
   const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
-  for (int64_t q = 0; q < S; ++q) {
-    float* y = yt + q * Cp;
-    int64_t c = c0;
-    for (; c + 64 <= ce; c += 64) {
-      __m512 a0 = _mm512_loadu_ps(bt + c), a1 = _mm512_loadu_ps(bt + c + 16);
-      __m512 a2 = _mm512_loadu_ps(bt + c + 32), a3 = _mm512_loadu_ps(bt + c + 48);
+  for (int64_t b = b0; b < b1; b += 4) {
+    const int64_t nb = std::min<int64_t>(4, b1 - b);
+    // Fewer than four blocks left: the missing ones repeat the last (same sums, same stores).
+    const float* x[4];
+    const float* w[4];
+    const float* bb[4];
+    float* y[4];
+    for (int64_t k = 0; k < 4; ++k) {
+      const int64_t bk = b + std::min(k, nb - 1);
+      x[k] = t.x + bk * t.xstride, w[k] = t.w + bk * t.wstride, bb[k] = t.b + bk * 16, y[k] = t.y + bk * t.ystride;
+    }
+    for (int64_t q = 0; q < S; ++q) {
+      __m512 a0 = _mm512_loadu_ps(bb[0]), a1 = _mm512_loadu_ps(bb[1]);
+      __m512 a2 = _mm512_loadu_ps(bb[2]), a3 = _mm512_loadu_ps(bb[3]);
       for (int64_t v = first[q]; v < first[q + 1]; ++v) {
-        const float *wp = wt + wofs[v] + c, *xp = xt + xofs[v] + c;
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wp), _mm512_loadu_ps(xp), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(wp + 16), _mm512_loadu_ps(xp + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(wp + 32), _mm512_loadu_ps(xp + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(wp + 48), _mm512_loadu_ps(xp + 48), a3);
+        const int64_t wo = wofs[v], xo = xofs[v];
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w[0] + wo), _mm512_loadu_ps(x[0] + xo), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w[1] + wo), _mm512_loadu_ps(x[1] + xo), a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w[2] + wo), _mm512_loadu_ps(x[2] + xo), a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w[3] + wo), _mm512_loadu_ps(x[3] + xo), a3);
       }
       if (clamped) {  // NaN stays NaN
         a0 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a0));
@@ -565,18 +578,10 @@ __attribute__((target("avx512f"))) void tiny_sums_avx512(int64_t c0, int64_t ce,
         a2 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a2));
         a3 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a3));
       }
-      _mm512_storeu_ps(y + c, a0);
-      _mm512_storeu_ps(y + c + 16, a1);
-      _mm512_storeu_ps(y + c + 32, a2);
-      _mm512_storeu_ps(y + c + 48, a3);
-    }
-    for (; c < ce; c += 16) {
-      const __mmask16 m = ce - c >= 16 ? __mmask16(0xffff) : __mmask16(0xff);  // a last 8
-      __m512 acc = _mm512_maskz_loadu_ps(m, bt + c);
-      for (int64_t v = first[q]; v < first[q + 1]; ++v)
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wt + wofs[v] + c), _mm512_maskz_loadu_ps(m, xt + xofs[v] + c), acc);
-      if (clamped) acc = _mm512_min_ps(vhi, _mm512_max_ps(vlo, acc));
-      _mm512_mask_storeu_ps(y + c, m, acc);
+      _mm512_storeu_ps(y[0] + q * 16, a0);
+      _mm512_storeu_ps(y[1] + q * 16, a1);
+      _mm512_storeu_ps(y[2] + q * 16, a2);
+      _mm512_storeu_ps(y[3] + q * 16, a3);
     }
   }
 }
@@ -586,19 +591,19 @@ bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, 
                     const activation_spec& act, float* out) {
   const window_geom& g = cs.g;
   const int64_t C = cs.C, H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], S = OH * OW;
-  // Channels in blocks of 16, a cache line of the [position][channel] buffers, so that two
-  // threads never write the same line (with blocks of 8 they did at every chunk's edge, in
-  // every row: a 960-channel 3x3 over 7x7 took longer at two threads than at one).
+  // Blocks of 16 channels, each on its own cache lines (see tiny_blocks), so two threads never
+  // write the same line.
   const bool wide = sgemm::avx512();
-  const int64_t bw = 16;
-  const int64_t kH = g.k[1], kW = g.k[2], taps = kH * kW, Cp = (C + bw - 1) / bw * bw;
+  constexpr int64_t bw = 16;
+  const int64_t kH = g.k[1], kW = g.k[2], taps = kH * kW, blocks = (C + bw - 1) / bw, Cp = blocks * bw;
   float* xt = nn::scratch<float>(1, static_cast<size_t>(Cp * (H * W + taps + S + 1)));
   if (!xt) return false;
-  float* wt = xt + Cp * H * W;  // [tap][channel]
-  float* yt = wt + Cp * taps;   // [position][channel]
+  float* wt = xt + Cp * H * W;  // [block][tap][16]
+  float* yt = wt + Cp * taps;   // [block][position][16]
   float* bt = yt + Cp * S;      // bias per channel
-  // Each output's taps that land inside the image: the tap's offset in wt, the input's in xt
-  // (per channel, times Cp), the same for every channel.
+  const tiny_blocks tb{xt, wt, bt, yt, H * W * bw, taps * bw, S * bw};
+  // Each output's taps that land inside the image: the tap's offset in a block of wt, the
+  // input's in a block of xt, the same for every block.
   int64_t* first = nn::scratch<int64_t>(2, static_cast<size_t>((S + 1) + 2 * S * taps));
   if (!first) return false;
   int64_t* wofs = first + S + 1;
@@ -613,35 +618,40 @@ bool depthwise_tiny(kernel_context& ctx, const conv_shapes& cs, const float* x, 
       for (int64_t kw = 0; kw < kW; ++kw) {
         const int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
         if (iw < 0 || iw >= W) continue;
-        wofs[nv] = (kh * kW + kw) * Cp;
-        xofs[nv++] = (ih * W + iw) * Cp;
+        wofs[nv] = (kh * kW + kw) * bw;
+        xofs[nv++] = (ih * W + iw) * bw;
       }
     }
   }
   first[S] = nv;
-  const int64_t blocks = Cp / bw;
   float lo, hi;
   const bool clamped = clamp_of(act, &lo, &hi);  // none, Relu or Clip: applied in the register
   for (int64_t n = 0; n < cs.N; ++n) {
     const float* xn = x + n * C * H * W;
     float* yn = out + n * C * S;
-    // Blocks of bw channels in parallel, each on its own from the transposes in to the
-    // transpose out (no barrier between them).
+    // Blocks in parallel, each on its own from the transposes in to the transpose out (no
+    // barrier between them).
     parallel(ctx, blocks, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, S * taps * bw)), [&](int64_t b0, int64_t b1) {
-      const int64_t c0 = b0 * bw, c1 = std::min(C, b1 * bw), ce = b1 * bw;
-      simd::transpose_floats(xn + c0 * H * W, H * W, c1 - c0, H * W, xt + c0, Cp);
-      simd::transpose_floats(w + c0 * taps, taps, c1 - c0, taps, wt + c0, Cp);
-      if (ce > c1) {
-        for (int64_t q = 0; q < H * W; ++q) zero_floats(xt + q * Cp + c1, ce - c1);
-        for (int64_t t = 0; t < taps; ++t) zero_floats(wt + t * Cp + c1, ce - c1);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t c0 = b * bw, nc = std::min(C, c0 + bw) - c0;
+        float *xb = xt + b * tb.xstride, *wb = wt + b * tb.wstride;
+        simd::transpose_floats(xn + c0 * H * W, H * W, nc, H * W, xb, bw);
+        simd::transpose_floats(w + c0 * taps, taps, nc, taps, wb, bw);
+        if (nc < bw) {
+          for (int64_t q = 0; q < H * W; ++q) zero_floats(xb + q * bw + nc, bw - nc);
+          for (int64_t k = 0; k < taps; ++k) zero_floats(wb + k * bw + nc, bw - nc);
+        }
+        for (int64_t c = c0; c < c0 + bw; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
       }
-      for (int64_t c = c0; c < ce; ++c) bt[c] = c < C && bias ? bias[c] : 0.f;
-      if (wide) tiny_sums_avx512(c0, ce, S, Cp, first, wofs, xofs, wt, xt, bt, yt, clamped, lo, hi);
-      else tiny_sums_avx2(c0, ce, S, Cp, first, wofs, xofs, wt, xt, bt, yt, clamped, lo, hi);
-      if (!clamped)
-        for (int64_t q = 0; q < S; ++q) apply_activation(act, yt + q * Cp + c0, ce - c0);
-      // Back to [channel][position].
-      simd::transpose_floats(yt + c0, Cp, S, c1 - c0, yn + c0 * S, S);
+      if (wide) tiny_sums_avx512(tb, b0, b1, S, first, wofs, xofs, clamped, lo, hi);
+      else tiny_sums_avx2(tb, b0, b1, S, first, wofs, xofs, clamped, lo, hi);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t c0 = b * bw, nc = std::min(C, c0 + bw) - c0;
+        float* yb = yt + b * tb.ystride;
+        if (!clamped) apply_activation(act, yb, S * bw);
+        // Back to [channel][position].
+        simd::transpose_floats(yb, bw, S, nc, yn + c0 * S, S);
+      }
     });
   }
   return true;
