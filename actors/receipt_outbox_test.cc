@@ -7,8 +7,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <thread>
 
 #include <caf/all.hpp>
 
@@ -170,6 +173,49 @@ TEST_CASE("the receipt outbox keeps receipts across reopening until removed", "[
   REQUIRE(list->size() == 4);
   CHECK(list->at(2).job_id[0] == 209);
   CHECK(list->at(3).job_id[0] == 8);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("adds from many threads at once share writes and lose none", "[grid][receipts]") {
+  std::string dir = temp_dir("box-threads");
+  keypair client = keypair::generate(), p1 = keypair::generate();
+  auto make = [&](int job) {
+    ledger::receipt r;
+    r.job_id[0] = static_cast<uint8_t>(job);
+    r.job_id[1] = static_cast<uint8_t>(job >> 8);
+    r.client_key = client.public_key;
+    r.provider_key = p1.public_key;
+    r.price_micros = 5;
+    ledger::sign_as_provider(r, p1.secret_key);
+    return countersigned(r, client);
+  };
+  constexpr int kThreads = 8, kEach = 30;
+  std::vector<ledger::receipt> rs;
+  for (int i = 0; i < kThreads * kEach; ++i) rs.push_back(make(i));
+  auto box = receipt_outbox::open(dir);
+  REQUIRE(box.has_value());
+  std::atomic<int> failed{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      for (int j = 0; j < kEach; ++j) {
+        const ledger::receipt& r = rs[t * kEach + j];
+        if (!(*box)->add(r).is_ok()) ++failed;
+        // Every other receipt is answered (removed) at once, while other threads add.
+        if (j % 2 == 1 && !(*box)->remove(r.job_id, r.provider_key).is_ok()) ++failed;
+      }
+    });
+  for (auto& t : ts) t.join();
+  CHECK(failed == 0);
+  auto list = (*box)->pending();
+  REQUIRE(list.has_value());
+  std::set<int> got;
+  for (const auto& r : *list) got.insert(r.job_id[0] | (r.job_id[1] << 8));
+  std::set<int> want;
+  for (int t = 0; t < kThreads; ++t)
+    for (int j = 0; j < kEach; j += 2) want.insert(t * kEach + j);
+  CHECK(got == want);
+  CHECK(list->size() == want.size());
   std::filesystem::remove_all(dir);
 }
 
