@@ -16,7 +16,9 @@ namespace gpugrid {
 namespace {
 thread_local bool in_parallel_region = false;
 
-constexpr uint64_t kClosed = 0xffffffffu;
+constexpr uint64_t kClosed = 0xffffffffu;  // every chunk claimed: the loop is over
+// A loop has up to this many chunks, one bit each in the state word (all 32 set means closed).
+constexpr int kMaxChunks = 31;
 // How long an idle worker spins before it sleeps (GPUGRID_SPIN_US overrides it).
 std::chrono::microseconds spin_time() {
   static const std::chrono::microseconds t = [] {
@@ -44,7 +46,7 @@ int hardware_threads() {
 thread_pool::thread_pool(int threads) {
   if (threads <= 0) threads = hardware_threads();
   state_.store(kClosed);
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 thread_pool::~thread_pool() {
@@ -56,27 +58,48 @@ thread_pool::~thread_pool() {
   for (auto& t : workers_) t.join();
 }
 
-void thread_pool::work_on(uint64_t s) {
-  for (;;) {
-    if (index_of(s) == kClosed) return;
-    // The loop's fields are those of s's generation or newer; a newer one fails the CAS.
-    const int64_t n = n_.load(std::memory_order_relaxed), chunk = chunk_.load(std::memory_order_relaxed);
-    const int64_t b = static_cast<int64_t>(index_of(s));
-    if (b >= n) return;
-    const int64_t e = std::min(n, b + chunk);
-    const uint64_t next = (s & ~uint64_t{0xffffffffu}) | static_cast<uint64_t>(e);
-    if (!state_.compare_exchange_weak(s, next, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
-    // The chunk [b, e) is ours: the loop cannot end (nor its body go away) before we finish it.
+void thread_pool::work_on(uint64_t s, int self) {
+  const uint64_t gen = generation_of(s);
+  if (index_of(s) == kClosed) return;
+  // The loop's fields are those of s's generation or newer; a newer one fails the CAS below,
+  // and a chunk claimed with it is of this generation, whose fields stay until it is done.
+  const int chunks = chunks_.load(std::memory_order_relaxed);
+  const int threads = size();
+  if (chunks <= 0 || chunks > kMaxChunks) return;
+  // This thread's own chunks first, in order; then the others', each thread's from its last
+  // chunk back (its owner works from the front).
+  int order[kMaxChunks];
+  int k = 0;
+  const auto first_of = [&](int t) { return static_cast<int>(int64_t{chunks} * t / threads); };
+  for (int c = first_of(self); c < first_of(self + 1); ++c) order[k++] = c;
+  for (int d = 1; d < threads; ++d) {
+    const int t = (self + d) % threads;
+    for (int c = first_of(t + 1) - 1; c >= first_of(t); --c) order[k++] = c;
+  }
+  const int64_t n = n_.load(std::memory_order_relaxed);
+  for (int i = 0; i < k; ++i) {
+    const uint64_t bit = uint64_t{1} << order[i];
+    uint64_t cur = state_.load(std::memory_order_acquire);
+    bool got = false;
+    while (generation_of(cur) == gen && !(cur & bit)) {
+      if (state_.compare_exchange_weak(cur, cur | bit, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        got = true;
+        break;
+      }
+    }
+    if (generation_of(cur) != gen) return;
+    if (!got) continue;
+    // Chunk order[i] is ours: the loop cannot end (nor its body go away) before we finish it.
+    const int64_t b = n * order[i] / chunks, e = n * (order[i] + 1) / chunks;
     const bool nested = in_parallel_region;
     in_parallel_region = true;
-    (*body_.load(std::memory_order_relaxed))(b, e);
+    if (e > b) (*body_.load(std::memory_order_relaxed))(b, e);
     in_parallel_region = nested;
     remaining_.fetch_sub(e - b, std::memory_order_acq_rel);
-    s = next;
   }
 }
 
-void thread_pool::worker_loop() {
+void thread_pool::worker_loop(int self) {
   uint64_t seen = generation_of(state_.load());
   for (;;) {
     uint64_t s = state_.load(std::memory_order_acquire);
@@ -104,7 +127,7 @@ void thread_pool::worker_loop() {
     }
     if (stop_) return;
     seen = generation_of(s);
-    work_on(s);
+    work_on(s, self);
   }
 }
 
@@ -123,11 +146,11 @@ void thread_pool::parallel_for(int64_t n, int64_t grain,
     body(0, n);
     return;
   }
-  const int64_t chunks = std::min<int64_t>(threads * 4, (n + grain - 1) / grain);
-  // Publish: the fields first, then the new generation with index 0 (release).
+  const int64_t chunks = std::min<int64_t>({int64_t{threads} * 4, (n + grain - 1) / grain, kMaxChunks});
+  // Publish: the fields first, then the new generation with no chunk claimed (release).
   body_.store(&body, std::memory_order_relaxed);
   n_.store(n, std::memory_order_relaxed);
-  chunk_.store((n + chunks - 1) / chunks, std::memory_order_relaxed);
+  chunks_.store(static_cast<int>(chunks), std::memory_order_relaxed);
   remaining_.store(n, std::memory_order_relaxed);
   const uint64_t gen = generation_of(state_.load()) + 1;
   state_.store((gen & 0xffffffffu) << 32, std::memory_order_seq_cst);
@@ -135,7 +158,7 @@ void thread_pool::parallel_for(int64_t n, int64_t grain,
     std::lock_guard<std::mutex> lock(mu_);
     wake_.notify_all();
   }
-  work_on(state_.load(std::memory_order_acquire));
+  work_on(state_.load(std::memory_order_acquire), 0);
   // Wait for the chunks other threads claimed.
   const auto polite = std::chrono::steady_clock::now() + kPureSpin;
   int spins = 0;

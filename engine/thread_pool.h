@@ -34,18 +34,25 @@ class thread_pool {
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
 
  private:
-  void worker_loop();
-  // Claims and runs chunks of the loop published as `state` until none is left.
-  void work_on(uint64_t state);
+  void worker_loop(int self);
+  // Claims and runs chunks of the loop published as `state` until none is left; self is the
+  // thread's number (0 the caller, 1... the workers).
+  void work_on(uint64_t state, int self);
 
   std::vector<std::thread> workers_;
-  // The current loop: the generation in the high 32 bits, the next unclaimed index in the low
-  // 32 (kClosed once the loop is over). A chunk is claimed by a compare-and-swap on the whole
-  // word, so a late worker can never claim a chunk of a loop other than the one it read.
+  // The current loop: the generation in the high 32 bits, a bit per claimed chunk in the low 32
+  // (all set, kClosed, once the loop is over). A chunk is claimed by a compare-and-swap on the
+  // whole word, so a late worker can never claim a chunk of a loop other than the one it read.
+  // Chunks are contiguous ranges, and thread t owns the t-th run of them: it claims its own
+  // first, in order, and then helps with the others' from their ends. So a thread works on the
+  // same part of the index range loop after loop (the same output columns of one convolution
+  // after another, whose data is then in its own core's cache), while a thread that lost its
+  // core for a while still has its chunks taken over.
   std::atomic<uint64_t> state_{0};
   // The loop's fields, written before its generation is published and read after it is seen.
   std::atomic<const std::function<void(int64_t, int64_t)>*> body_{nullptr};
-  std::atomic<int64_t> n_{0}, chunk_{1};
+  std::atomic<int64_t> n_{0};
+  std::atomic<int> chunks_{1};
   std::atomic<int64_t> remaining_{0};  // items not yet finished in the current loop
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
