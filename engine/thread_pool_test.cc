@@ -84,3 +84,25 @@ TEST_CASE("thread_pool: loops from several threads at once each cover their indi
     CHECK(wrong == 0);
   }
 }
+
+TEST_CASE("thread_pool: the chunks of a worker that stalls are taken over by the caller", "[thread_pool]") {
+  thread_pool pool(2);
+  const auto caller = std::this_thread::get_id();
+  for (int round = 0; round < 5; ++round) {
+    std::atomic<int> by_caller{0}, by_worker{0};
+    std::atomic<bool> stalled{false};
+    pool.parallel_for(8, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        if (std::this_thread::get_id() == caller) {
+          ++by_caller;
+          continue;
+        }
+        ++by_worker;
+        // The worker's first item holds it up: the caller does its own four, then the rest.
+        if (!stalled.exchange(true)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+    CHECK(by_caller + by_worker == 8);
+    CHECK(by_worker <= 1);
+  }
+}
