@@ -174,9 +174,10 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 3, 7, 8}, {4, 3, 1, 1}, 1, {2, 3}, {}, {}, "", true},         // strided 1x1
       {{1, 2, 6, 6}, {4, 2, 1, 1}, 1, {}, {}, {1, 1, 1, 1}, "", true},   // padded 1x1
       {{1, 3, 45, 47}, {10, 3, 7, 7}, 1, {2, 2}, {}, {3, 3, 3, 3}, "", true},  // stem: 7x7 s2, wide rows
-      // Direct (up to 8 channels): stride 1 rows of a 32-column tile and a masked 16-column
-      // one (AVX-512), stride 2 rows of 35 columns, 7 channels.
+      // Direct (up to 8 channels, 16 with AVX-512): stride 1 rows of a 32-column tile and a
+      // masked 16-column one (AVX-512), stride 2 rows of 35 columns, 7 and 13 channels.
       {{2, 3, 20, 40}, {5, 3, 5, 5}, 1, {}, {}, {2, 2, 2, 2}, "", true},
+      {{1, 3, 33, 41}, {13, 3, 3, 3}, 1, {2, 2}, {}, {1, 1, 1, 1}, "", true},
       {{1, 2, 30, 70}, {7, 2, 7, 7}, 1, {2, 2}, {}, {3, 3, 3, 3}, "", false},
       {{2, 5, 33, 38}, {9, 5, 3, 3}, 1, {2, 2}, {}, {1, 0, 1, 2}, "", true},   // 3x3 s2, odd pads
       {{1, 40, 14, 14}, {70, 40, 3, 3}, 1, {}, {}, {1, 1, 1, 1}, "", true},    // K > 256: several k-blocks
