@@ -78,14 +78,14 @@ struct scan_state {
 };
 
 // Streams the records of fd from st->good_end on, calling fn for each whole entry. Records
-// have one of two lengths (entries without and with a voucher). The last record of the file is
-// torn when it is short, has a bad length or does not match its hash; a bad length earlier is
-// damage (an error), and a hash mismatch earlier is left to verify. With group_tail (the
-// ledger's own open and catch-up, which must go on appending), any record that starts within
-// the last kGroupWindow bytes of the file and has a bad length, does not match its hash or
-// does not parse is torn as well, with everything after it: one write of a group of records
-// and its single fsync can leave any of the group's pages unwritten after a crash, and none of
-// that group was reported recorded.
+// have one of two lengths (entries without and with a voucher). The file's tail is torn from
+// the first record that is short, or that starts within its last kGroupWindow bytes and has a
+// bad length or does not parse (one write of a group of records and its single fsync can leave
+// any of the group's pages unwritten after a crash, and none of that group was reported
+// recorded), or that is the last and does not match its hash; a bad length earlier is damage
+// (an error), and a hash mismatch earlier is left to verify. With group_tail (the ledger's own
+// open and catch-up, which must go on appending), a record within the window that does not
+// match its hash is torn as well, with everything after it.
 status scan_fd(int fd, const std::string& path, scan_state* st, const std::function<status(const entry&)>& fn,
                bool group_tail = false) {
   struct stat sb {};
@@ -108,10 +108,10 @@ status scan_fd(int fd, const std::string& path, scan_state* st, const std::funct
       uint32_t len = 0;
       for (int i = 0; i < 4; ++i) len |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
       const uint64_t at = pos + off;
-      const bool in_group = group_tail && size - at <= kGroupWindow;
+      const bool in_window = size - at <= kGroupWindow, in_group = group_tail && in_window;
       if (len != entry_size && len != entry_size2) {
-        // A length written by a crashed append can only be in the last record (or group).
-        if (size - at <= record_size2 || in_group) { st->torn = true; return status::ok(); }
+        // A length written by a crashed append can only be in the last group's bytes.
+        if (in_window) { st->torn = true; return status::ok(); }
         return invalid_input("{}: entry {} has a bad length ({} bytes); the file is damaged", path, st->next_index, len);
       }
       const size_t rec = 4 + len + 32;
@@ -123,7 +123,7 @@ status scan_fd(int fd, const std::string& path, scan_state* st, const std::funct
       std::string raw(p + 4, len);
       if ((last || in_group) && blake2b_256(raw) != stored) { st->torn = true; return status::ok(); }
       auto e = parse_entry(raw, stored, st->next_index, path);
-      if (!e && in_group) { st->torn = true; return status::ok(); }
+      if (!e && in_window) { st->torn = true; return status::ok(); }
       if (!e) return e.error();
       GG_RETURN_IF_ERROR(fn(*e));
       off += rec;

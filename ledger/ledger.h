@@ -28,7 +28,9 @@
 // a write that was never synced) is cut off from that record on when the ledger is next opened
 // or appended to, with a note; the cut bytes are kept in ledger.log.cut. A damaged record
 // before the last group's bytes is never cut: open() fails. Readers (for_each_entry, verify)
-// cut nothing and flag a mismatched hash before the last record as altered.
+// cut nothing: they stop at a torn tail (a short record, or one within the last group's bytes
+// with a bad length or that does not parse) and flag a mismatched hash before the last record
+// as altered.
 //
 // Memory: the ledger keeps its head, its size and an index of 8 bytes per entry (a keyed hash of
 // each entry's job id and provider), never the entries themselves; readers stream the file.
