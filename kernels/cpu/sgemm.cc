@@ -640,6 +640,7 @@ bool run_with(thread_pool* pool, const problem& p) {
   }
   const int64_t per_item = std::max<int64_t>(1, (want + p.batch - 1) / p.batch);
   const int64_t mpan = (p.m + MR - 1) / MR, npan = (p.n + NR - 1) / NR;
+
   int64_t tm = 1, tn = 1;
   if (per_item > 1) {
     double best = -1;
@@ -657,7 +658,16 @@ bool run_with(thread_pool* pool, const problem& p) {
       }
     }
   }
-  const int64_t mstep = round_up((p.m + tm - 1) / tm, MR), nstep = round_up((p.n + tn - 1) / tn, NR);
+  const int64_t mstep = round_up((p.m + tm - 1) / tm, MR);
+  int64_t nstep = round_up((p.n + tn - 1) / tn, NR);
+  // Column tiles may also start at half a panel when B is packed per tile and the kernel has a
+  // half-width form (AVX-512: a tile's last panel of up to 16 columns costs half of a full one):
+  // then the same number of tiles comes out more even (196 columns in two: 112 + 84, three and
+  // a half panels against three, rather than 128 + 68, four against three).
+  if (!p.b.pk && NR == 32) {
+    const int64_t half = round_up((p.n + tn - 1) / tn, NR / 2);
+    if ((p.n + half - 1) / half == (p.n + nstep - 1) / nstep) nstep = half;
+  }
   tm = (p.m + mstep - 1) / mstep;
   tn = (p.n + nstep - 1) / nstep;
   const int64_t tiles = tm * tn;

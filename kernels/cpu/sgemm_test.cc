@@ -168,6 +168,10 @@ TEST_CASE("sgemm with transposed, prepacked and batched operands, threaded", "[s
   check({20, 2100, 300, false, false, false, true, 3, 1, 0, activation_kind::none, 1.f});
   // Many small items (attention heads).
   check({64, 64, 32, false, true, false, false, 2, 12, 0, activation_kind::none, 1.f});
+  // Column tiles that start at half a panel (AVX-512: 196 columns in two, 112 + 84), with a
+  // fused epilogue on the half-width panel.
+  check({96, 196, 576, false, false, true, false, 2, 1, 1, activation_kind::relu, 1.f});
+  check({40, 200, 300, false, false, true, false, 2, 1, 2, activation_kind::none, 1.f});
 }
 
 TEST_CASE("sgemm epilogue: alpha, bias per row or column, activations", "[sgemm]") {
