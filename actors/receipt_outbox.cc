@@ -21,16 +21,16 @@ namespace gpugrid::grid {
 
 namespace {
 
+// An exclusive flock on an open file, held for the object's life.
 class lock_file {
  public:
-  explicit lock_file(const std::string& path) {
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0) { err_ = errno; return; }
+  explicit lock_file(int fd) : fd_(fd) {
+    if (fd_ < 0) { err_ = EBADF; return; }
     int rc;
     while ((rc = ::flock(fd_, LOCK_EX)) != 0 && errno == EINTR) {}
-    if (rc != 0) { err_ = errno; ::close(fd_); fd_ = -1; }
+    if (rc != 0) { err_ = errno; fd_ = -1; }
   }
-  ~lock_file() { if (fd_ >= 0) ::close(fd_); }
+  ~lock_file() { if (fd_ >= 0) ::flock(fd_, LOCK_UN); }
   bool ok() const { return fd_ >= 0; }
   int error() const { return err_; }
 
@@ -52,7 +52,26 @@ expected<std::unique_ptr<receipt_outbox>> receipt_outbox::open(const std::string
   std::unique_ptr<receipt_outbox> o(new receipt_outbox());
   o->path_ = (std::filesystem::path(dir) / "receipts.pending").string();
   o->lock_path_ = (std::filesystem::path(dir) / "receipts.lock").string();
+  o->lock_fd_ = ::open(o->lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (o->lock_fd_ < 0) return io_error("cannot open '{}': {}", o->lock_path_, std::strerror(errno));
   return o;
+}
+
+receipt_outbox::~receipt_outbox() {
+  if (fd_ >= 0) ::close(fd_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+int receipt_outbox::file_locked(bool create) const {
+  // The file kept open is still the one at path_ unless a rewrite (here or in another process)
+  // renamed a new one over it: then it has no name left.
+  struct stat sb {};
+  if (fd_ >= 0 && (::fstat(fd_, &sb) != 0 || sb.st_nlink == 0)) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+  return fd_;
 }
 
 namespace {
@@ -122,15 +141,15 @@ class open_file {
 
 expected<std::vector<ledger::receipt>> receipt_outbox::pending() const {
   std::lock_guard<std::mutex> lk(mu_);
-  lock_file l(lock_path_);
+  lock_file l(lock_fd_);
   if (!l.ok()) return io_error("cannot lock '{}': {}", lock_path_, std::strerror(l.error()));
   std::vector<ledger::receipt> out;
-  open_file f(path_, O_RDONLY);
-  if (f.fd() < 0) {
+  const int fd = file_locked(false);
+  if (fd < 0) {
     if (errno == ENOENT) return out;
     return io_error("cannot read '{}': {}", path_, std::strerror(errno));
   }
-  GG_ASSIGN_OR_RETURN(slots got, read_slots(f.fd(), path_));
+  GG_ASSIGN_OR_RETURN(slots got, read_slots(fd, path_));
   for (auto& r : got.at)
     if (r) out.push_back(std::move(*r));
   return out;
@@ -151,6 +170,8 @@ status receipt_outbox::rewrite_locked(const std::vector<ledger::receipt>& list) 
     }
   }
   if (::rename(tmp.c_str(), path_.c_str()) != 0) return io_error("cannot replace '{}': {}", path_, std::strerror(errno));
+  if (fd_ >= 0) ::close(fd_);  // the old file; the next call opens the new one
+  fd_ = -1;
   open_file d(std::filesystem::path(path_).parent_path().string(), O_RDONLY | O_DIRECTORY);
   if (d.fd() >= 0) (void)::fsync(d.fd());
   return status::ok();
@@ -190,11 +211,11 @@ status receipt_outbox::add(const ledger::receipt& r) {
 }
 
 status receipt_outbox::add_locked(const std::vector<const ledger::receipt*>& rs) {
-  lock_file l(lock_path_);
+  lock_file l(lock_fd_);
   if (!l.ok()) return io_error("cannot lock '{}': {}", lock_path_, std::strerror(l.error()));
-  open_file f(path_, O_RDWR | O_CREAT);
-  if (f.fd() < 0) return io_error("cannot open '{}': {}", path_, std::strerror(errno));
-  GG_ASSIGN_OR_RETURN(slots got, read_slots(f.fd(), path_));
+  const int fd = file_locked(true);
+  if (fd < 0) return io_error("cannot open '{}': {}", path_, std::strerror(errno));
+  GG_ASSIGN_OR_RETURN(slots got, read_slots(fd, path_));
   // Each receipt takes its job's old slot, or one after the last whole slot (a torn append
   // from a crash is overwritten).
   const size_t old_slots = got.at.size();
@@ -222,24 +243,24 @@ status receipt_outbox::add_locked(const std::vector<const ledger::receipt*>& rs)
   std::string bytes;
   for (size_t i = first_changed; i < got.at.size(); ++i)
     bytes += got.at[i] ? got.at[i]->canonical_bytes() : std::string(ledger::receipt_size, '\0');
-  GG_RETURN_IF_ERROR(write_at(f.fd(), bytes, static_cast<off_t>(first_changed * ledger::receipt_size), path_));
+  GG_RETURN_IF_ERROR(write_at(fd, bytes, static_cast<off_t>(first_changed * ledger::receipt_size), path_));
   const off_t end = static_cast<off_t>(got.at.size() * ledger::receipt_size);
-  if (got.at.size() > old_slots && ::ftruncate(f.fd(), end) != 0)
+  if (got.at.size() > old_slots && ::ftruncate(fd, end) != 0)
     return io_error("cannot cut '{}': {}", path_, std::strerror(errno));
-  if (::fsync(f.fd()) != 0) return io_error("cannot sync '{}': {}", path_, std::strerror(errno));
+  if (::fsync(fd) != 0) return io_error("cannot sync '{}': {}", path_, std::strerror(errno));
   return status::ok();
 }
 
 status receipt_outbox::remove(const std::array<uint8_t, 16>& job_id, const key32& provider) {
   std::lock_guard<std::mutex> lk(mu_);
-  lock_file l(lock_path_);
+  lock_file l(lock_fd_);
   if (!l.ok()) return io_error("cannot lock '{}': {}", lock_path_, std::strerror(l.error()));
-  open_file f(path_, O_RDWR);
-  if (f.fd() < 0) {
+  const int fd = file_locked(false);
+  if (fd < 0) {
     if (errno == ENOENT) return status::ok();
     return io_error("cannot open '{}': {}", path_, std::strerror(errno));
   }
-  GG_ASSIGN_OR_RETURN(slots got, read_slots(f.fd(), path_));
+  GG_ASSIGN_OR_RETURN(slots got, read_slots(fd, path_));
   std::optional<size_t> found;
   for (size_t i = 0; i < got.at.size() && !found; ++i)
     if (got.at[i] && same_job(*got.at[i], job_id, provider)) found = i;
@@ -250,11 +271,11 @@ status receipt_outbox::remove(const std::array<uint8_t, 16>& job_id, const key32
   size_t keep = got.at.size();
   while (keep > 0 && !got.at[keep - 1]) --keep;
   if (keep <= *found) {
-    if (::ftruncate(f.fd(), static_cast<off_t>(keep * ledger::receipt_size)) != 0)
+    if (::ftruncate(fd, static_cast<off_t>(keep * ledger::receipt_size)) != 0)
       return io_error("cannot cut '{}': {}", path_, std::strerror(errno));
     return status::ok();
   }
-  return write_at(f.fd(), std::string(ledger::receipt_size, '\0'), static_cast<off_t>(*found * ledger::receipt_size), path_);
+  return write_at(fd, std::string(ledger::receipt_size, '\0'), static_cast<off_t>(*found * ledger::receipt_size), path_);
 }
 
 net::receipt_status receipt_answer_of(const status& st) {

@@ -37,8 +37,11 @@ class receipt_outbox {
  public:
   static constexpr size_t max_pending = 4096;
 
-  // Creates the dir when absent; reads nothing yet.
+  // Creates the dir when absent and opens its lock file; reads nothing yet.
   static expected<std::unique_ptr<receipt_outbox>> open(const std::string& dir);
+  ~receipt_outbox();
+  receipt_outbox(const receipt_outbox&) = delete;
+  receipt_outbox& operator=(const receipt_outbox&) = delete;
 
   // Adds a receipt (a second add of the same job and provider replaces it).
   status add(const ledger::receipt& r);
@@ -59,8 +62,13 @@ class receipt_outbox {
     const ledger::receipt* r;
     std::optional<status> result;
   };
+  // The pending file, open (reopened when a rewrite replaced it); under the lock.
+  int file_locked(bool create) const;
+
   std::string path_, lock_path_;
-  mutable std::mutex mu_;  // the file (with the flock for other processes)
+  int lock_fd_ = -1;       // receipts.lock, open for the object's life
+  mutable int fd_ = -1;    // receipts.pending, or -1
+  mutable std::mutex mu_;  // the files (with the flock for other processes)
   std::mutex queue_mu_;    // the adds waiting for a group, and whether one is being written
   std::deque<pending_add*> queue_;
   bool adding_ = false;

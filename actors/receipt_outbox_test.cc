@@ -219,6 +219,45 @@ TEST_CASE("adds from many threads at once share writes and lose none", "[grid][r
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("two outboxes on one folder see each other's adds, removals and rewrites", "[grid][receipts]") {
+  std::string dir = temp_dir("box-two");
+  keypair client = keypair::generate(), p1 = keypair::generate();
+  auto make = [&](int job) {
+    ledger::receipt r;
+    r.job_id[0] = static_cast<uint8_t>(job);
+    r.client_key = client.public_key;
+    r.provider_key = p1.public_key;
+    r.price_micros = 5;
+    ledger::sign_as_provider(r, p1.secret_key);
+    return countersigned(r, client);
+  };
+  auto a = receipt_outbox::open(dir), b = receipt_outbox::open(dir);
+  REQUIRE(a.has_value());
+  REQUIRE(b.has_value());
+  REQUIRE((*a)->add(make(1)).is_ok());
+  REQUIRE((*b)->pending()->size() == 1);
+  // b fills and empties the file until its next add writes it anew (a new file renamed over
+  // the one a still has open).
+  for (int job = 10; job < 200; ++job) REQUIRE((*b)->add(make(job)).is_ok());
+  for (int job = 10; job < 199; ++job) REQUIRE((*b)->remove(job_id{static_cast<uint8_t>(job)}, p1.public_key).is_ok());
+  REQUIRE((*b)->add(make(2)).is_ok());  // 192 slots for 3 receipts: written anew
+  CHECK(std::filesystem::file_size(dir + "/receipts.pending") == 3 * ledger::receipt_size);
+  auto seen = (*a)->pending();
+  REQUIRE(seen.has_value());
+  REQUIRE(seen->size() == 3);
+  CHECK(seen->at(1).job_id[0] == 199);
+  CHECK(seen->at(2).job_id[0] == 2);
+  REQUIRE((*a)->remove(job_id{1}, p1.public_key).is_ok());
+  REQUIRE((*a)->add(make(3)).is_ok());
+  auto list = (*b)->pending();
+  REQUIRE(list.has_value());
+  REQUIRE(list->size() == 3);
+  CHECK(list->at(0).job_id[0] == 199);
+  CHECK(list->at(1).job_id[0] == 2);
+  CHECK(list->at(2).job_id[0] == 3);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("a provider serves a client that does not countersign only up to its credit", "[grid][receipts]") {
   if (!have_cpu()) { WARN("CPU ops missing; skipping"); return; }
   std::string dir = temp_dir("credit");
