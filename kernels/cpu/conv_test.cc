@@ -174,6 +174,10 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 3, 7, 8}, {4, 3, 1, 1}, 1, {2, 3}, {}, {}, "", true},         // strided 1x1
       {{1, 2, 6, 6}, {4, 2, 1, 1}, 1, {}, {}, {1, 1, 1, 1}, "", true},   // padded 1x1
       {{1, 3, 45, 47}, {10, 3, 7, 7}, 1, {2, 2}, {}, {3, 3, 3, 3}, "", true},  // stem: 7x7 s2, wide rows
+      // Products split in two column tiles over 196 positions: with AVX-512 the second starts
+      // at half a panel (112 + 84), packed by the pointwise and the im2col packers.
+      {{1, 576, 14, 14}, {96, 576, 1, 1}, 1, {}, {}, {}, "", true},
+      {{1, 128, 28, 28}, {64, 128, 3, 3}, 1, {2, 2}, {}, {1, 1, 1, 1}, "", true},
       // Direct (up to 8 channels, 16 with AVX-512): stride 1 rows of a 32-column tile and a
       // masked 16-column one (AVX-512), stride 2 rows of 35 columns, 7 and 13 channels.
       {{2, 3, 20, 40}, {5, 3, 5, 5}, 1, {}, {}, {2, 2, 2, 2}, "", true},
