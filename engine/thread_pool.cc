@@ -100,7 +100,9 @@ void thread_pool::work_on(uint64_t s, int self) {
 }
 
 void thread_pool::worker_loop(int self) {
-  uint64_t seen = generation_of(state_.load());
+  // The generation at construction (0): a loop published before this thread got here is one
+  // it has not seen (reading the state here instead would skip that first loop).
+  uint64_t seen = 0;
   for (;;) {
     uint64_t s = state_.load(std::memory_order_acquire);
     if (generation_of(s) == seen) {

@@ -98,8 +98,14 @@ TEST_CASE("thread_pool: the chunks of a worker that stalls are taken over by the
           continue;
         }
         ++by_worker;
-        // The worker's first item holds it up: the caller does its own four, then the rest.
-        if (!stalled.exchange(true)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        // The worker's first item holds it up until the caller has done its own four and taken
+        // over the worker's other three (at most 5 s: without the take-over the worker would
+        // go on to do them itself, and the check below fails).
+        if (!stalled.exchange(true)) {
+          const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+          while (by_caller.load() < 7 && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
       }
     });
     CHECK(by_caller + by_worker == 8);
