@@ -178,36 +178,11 @@ status receipt_outbox::rewrite_locked(const std::vector<ledger::receipt>& list) 
 }
 
 status receipt_outbox::add(const ledger::receipt& r) {
-  // Group commit, as in the ledger: whoever finds no group under way writes the queued adds
-  // (its own and those that came while the last group was syncing) with one fsync.
-  std::unique_lock<std::mutex> q(queue_mu_);
-  pending_add me{&r, std::nullopt};
-  queue_.push_back(&me);
-  while (!me.result) {
-    if (adding_) {
-      added_.wait(q);
-      continue;
-    }
-    adding_ = true;
-    std::vector<pending_add*> group;
-    while (!queue_.empty() && group.size() < kMaxGroup) {
-      group.push_back(queue_.front());
-      queue_.pop_front();
-    }
-    q.unlock();
-    std::vector<const ledger::receipt*> rs;
-    for (pending_add* p : group) rs.push_back(p->r);
-    status st = status::ok();
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      st = add_locked(rs);
-    }
-    q.lock();
-    for (pending_add* p : group) p->result = st;
-    adding_ = false;
-    added_.notify_all();
-  }
-  return *me.result;
+  // Adds from several threads at once share one write and one fsync.
+  return adds_.submit(&r, [this](const std::vector<const ledger::receipt*>& group) {
+    std::lock_guard<std::mutex> lk(mu_);
+    return std::vector<status>(group.size(), add_locked(group));
+  });
 }
 
 status receipt_outbox::add_locked(const std::vector<const ledger::receipt*>& rs) {

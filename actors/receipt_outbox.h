@@ -17,16 +17,14 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "actors/client.h"
+#include "base/group_commit.h"
 #include "base/status.h"
 #include "ledger/receipt.h"
 #include "net/messages.h"
@@ -57,11 +55,6 @@ class receipt_outbox {
   // Adds receipts (a group of add() calls) with one write and one fsync; under mu_.
   status add_locked(const std::vector<const ledger::receipt*>& rs);
 
-  static constexpr size_t kMaxGroup = 64;
-  struct pending_add {
-    const ledger::receipt* r;
-    std::optional<status> result;
-  };
   // The pending file, open (reopened when a rewrite replaced it); under the lock.
   int file_locked(bool create) const;
 
@@ -69,10 +62,7 @@ class receipt_outbox {
   int lock_fd_ = -1;       // receipts.lock, open for the object's life
   mutable int fd_ = -1;    // receipts.pending, or -1
   mutable std::mutex mu_;  // the files (with the flock for other processes)
-  std::mutex queue_mu_;    // the adds waiting for a group, and whether one is being written
-  std::deque<pending_add*> queue_;
-  bool adding_ = false;
-  std::condition_variable added_;
+  group_commit<const ledger::receipt*, status> adds_{64};
 };
 
 // What a provider answered (net::receipt_status as an int, the reply to receipt_atom).

@@ -24,8 +24,7 @@ constexpr size_t record_size2 = 4 + entry_size2 + 32;
 constexpr size_t records_per_read = 256;
 // An append writes the records of up to kMaxGroup callers at once, then fsyncs once: the most
 // bytes of the file that one crash can leave damaged.
-constexpr size_t kMaxGroup = 64;
-constexpr uint64_t kGroupWindow = kMaxGroup * record_size2;
+constexpr uint64_t kGroupWindow = ledger_file::kMaxGroup * record_size2;
 
 std::string entry_bytes(uint64_t index, const digest32& prev, const receipt& r, const voucher_claim* claim) {
   std::string out(claim ? entry_magic2 : entry_magic, 8);
@@ -303,76 +302,55 @@ expected<head> ledger_file::append(const receipt& r) {
 }
 
 expected<head> ledger_file::append_verified(const receipt& r, const voucher_claim* claim) {
-  std::unique_lock<std::mutex> lock(mu_);
-  pending_append me{&r, claim, std::nullopt};
-  queue_.push_back(&me);
-  // Group commit: whoever finds no write under way writes the queue (its own append and those
-  // of the threads that came while the last group was syncing) and wakes the others.
-  while (!me.result) {
-    if (!writing_) {
-      write_group_locked(lock);
-      continue;
-    }
-    written_.wait(lock);
-  }
-  return std::move(*me.result);
+  return commits_.submit(append_request{&r, claim}, [this](const std::vector<append_request>& group) {
+    return write_group(group);
+  });
 }
 
-void ledger_file::write_group_locked(std::unique_lock<std::mutex>& lock) {
-  writing_ = true;
-  std::vector<pending_append*> group;
-  while (!queue_.empty() && group.size() < kMaxGroup) {
-    group.push_back(queue_.front());
-    queue_.pop_front();
-  }
-  auto finish = [&](std::vector<pending_append*>& who, const status& st) {
-    for (pending_append* p : who)
-      if (!p->result) p->result = expected<head>(st);
-  };
-  auto done = [&] {
-    writing_ = false;
-    written_.notify_all();
-  };
+std::vector<expected<head>> ledger_file::write_group(const std::vector<append_request>& group) {
+  std::unique_lock<std::mutex> lock(mu_);
+  std::vector<expected<head>> out(group.size(), expected<head>(internal_error("the entry was not written")));
   file_lock fl(fd_);
   if (!fl.ok()) {
-    finish(group, io_error("cannot lock ledger '{}': {}", path_, std::strerror(fl.error())));
-    return done();
+    std::fill(out.begin(), out.end(), expected<head>(io_error("cannot lock ledger '{}': {}", path_, std::strerror(fl.error()))));
+    return out;
   }
   std::string note;
   status caught = catch_up_locked(&note);
   if (!caught.is_ok()) {
-    finish(group, caught);
-    return done();
+    std::fill(out.begin(), out.end(), expected<head>(caught));
+    return out;
   }
   // Chain the group's entries after the head; a (job, provider) pair in the ledger or earlier
   // in the group is refused on its own.
   head h = head_;
   std::string records;
   std::vector<uint64_t> keys;
-  std::vector<std::pair<pending_append*, head>> members;
-  for (pending_append* p : group) {
-    const uint64_t key = key_of(p->r->job_id, p->r->provider_key);
+  std::vector<std::pair<size_t, head>> members;  // which requests were written, with their heads
+  for (size_t i = 0; i < group.size(); ++i) {
+    const receipt& r = *group[i].r;
+    const uint64_t key = key_of(r.job_id, r.provider_key);
     // A 64-bit keyed hash: a false match has odds of about (entries / 2^64) per append.
     if (ids_.contains(key) || std::find(keys.begin(), keys.end(), key) != keys.end()) {
-      p->result = expected<head>(invalid_input("job {} from provider {} is in the ledger already", to_hex(p->r->job_id),
-                                               to_hex(p->r->provider_key).substr(0, 16)));
+      out[i] = invalid_input("job {} from provider {} is in the ledger already", to_hex(r.job_id),
+                             to_hex(r.provider_key).substr(0, 16));
       continue;
     }
     entry e;
     e.index = h.count;
     e.prev_hash = h.hash;
-    e.raw = entry_bytes(e.index, e.prev_hash, *p->r, p->claim);
+    e.raw = entry_bytes(e.index, e.prev_hash, r, group[i].claim);
     e.hash = blake2b_256(e.raw);
     uint32_t len = static_cast<uint32_t>(e.raw.size());
-    for (int i = 0; i < 4; ++i) records.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
+    for (int b = 0; b < 4; ++b) records.push_back(static_cast<char>((len >> (8 * b)) & 0xff));
     records += e.raw;
     records.append(reinterpret_cast<const char*>(e.hash.data()), 32);
     h.hash = e.hash;
     ++h.count;
     keys.push_back(key);
-    members.emplace_back(p, h);
+    members.emplace_back(i, h);
   }
-  if (members.empty()) return done();
+  if (members.empty()) return out;
   // The write and the sync run without the mutex (readers of the head and the index go on;
   // appenders queue for the next group); the flock keeps other processes out.
   const uint64_t at = end_;
@@ -396,8 +374,8 @@ void ledger_file::write_group_locked(std::unique_lock<std::mutex>& lock) {
     head_ = h;
     for (uint64_t k : keys) ids_.insert(k);
   }
-  for (auto& [p, ph] : members) p->result = io.is_ok() ? expected<head>(ph) : expected<head>(io);
-  done();
+  for (const auto& [i, ph] : members) out[i] = io.is_ok() ? expected<head>(ph) : expected<head>(io);
+  return out;
 }
 
 status chain_checker::add(const entry& e) {

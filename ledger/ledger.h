@@ -37,9 +37,7 @@
 // Thread-safety: ledger_file's methods lock internally; the free functions are pure.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -49,6 +47,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/group_commit.h"
 #include "base/status.h"
 #include "ledger/receipt.h"
 #include "ledger/voucher_claim.h"
@@ -105,6 +104,8 @@ class ledger_file {
   head current_head() const;
 
   const std::string& path() const { return path_; }
+  // The most appends one write and fsync carries.
+  static constexpr size_t kMaxGroup = 64;
   ~ledger_file();
   ledger_file(const ledger_file&) = delete;
   ledger_file& operator=(const ledger_file&) = delete;
@@ -112,15 +113,13 @@ class ledger_file {
  private:
   ledger_file() = default;
   status catch_up_locked(std::string* note);
-  // An append waiting for its group's write and sync.
-  struct pending_append {
+  struct append_request {
     const receipt* r;
     const voucher_claim* claim;
-    std::optional<expected<head>> result;
   };
-  // Writes and syncs the queued appends (up to a group's worth) and sets their results; with
-  // mu_ held by `lock`, released around the write and the sync.
-  void write_group_locked(std::unique_lock<std::mutex>& lock);
+  // Writes and syncs a group of appends; one result per request. Takes mu_, and releases it
+  // around the write and the sync.
+  std::vector<expected<head>> write_group(const std::vector<append_request>& group);
   uint64_t key_of(const std::array<uint8_t, 16>& job_id, const key32& provider) const;
 
   mutable std::mutex mu_;
@@ -130,9 +129,7 @@ class ledger_file {
   head head_;
   key_index ids_;
   std::array<uint8_t, 16> hash_key_{};  // random per process: the index's keyed hash
-  std::deque<pending_append*> queue_;  // appends not yet in a group
-  bool writing_ = false;                // a group is being written and synced
-  std::condition_variable written_;     // a group is done
+  group_commit<append_request, expected<head>> commits_{kMaxGroup};
 };
 
 // Streams a ledger file without changing it: calls fn for every whole entry, oldest first.
