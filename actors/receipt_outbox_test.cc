@@ -95,20 +95,25 @@ ledger::receipt countersigned(ledger::receipt r, const keypair& client) {
 
 bool have_cpu() { return cpu::registry().find("", "Relu") != nullptr; }
 
+// The receipt of job number `job` (the low two bytes of its id) at 5 micros, signed by the
+// provider and countersigned by the client.
+ledger::receipt paid_receipt(const keypair& client, const keypair& provider, int job) {
+  ledger::receipt r;
+  r.job_id[0] = static_cast<uint8_t>(job);
+  r.job_id[1] = static_cast<uint8_t>(job >> 8);
+  r.client_key = client.public_key;
+  r.provider_key = provider.public_key;
+  r.price_micros = 5;
+  ledger::sign_as_provider(r, provider.secret_key);
+  return countersigned(r, client);
+}
+
 }  // namespace
 
 TEST_CASE("the receipt outbox keeps receipts across reopening until removed", "[grid][receipts]") {
   std::string dir = temp_dir("box");
   keypair client = keypair::generate(), p1 = keypair::generate(), p2 = keypair::generate();
-  auto make = [&](const keypair& p, uint8_t job) {
-    ledger::receipt r;
-    r.job_id[0] = job;
-    r.client_key = client.public_key;
-    r.provider_key = p.public_key;
-    r.price_micros = 5;
-    ledger::sign_as_provider(r, p.secret_key);
-    return countersigned(r, client);
-  };
+  auto make = [&](const keypair& p, uint8_t job) { return paid_receipt(client, p, job); };
   {
     auto box = receipt_outbox::open(dir);
     REQUIRE(box.has_value());
@@ -179,16 +184,7 @@ TEST_CASE("the receipt outbox keeps receipts across reopening until removed", "[
 TEST_CASE("adds from many threads at once share writes and lose none", "[grid][receipts]") {
   std::string dir = temp_dir("box-threads");
   keypair client = keypair::generate(), p1 = keypair::generate();
-  auto make = [&](int job) {
-    ledger::receipt r;
-    r.job_id[0] = static_cast<uint8_t>(job);
-    r.job_id[1] = static_cast<uint8_t>(job >> 8);
-    r.client_key = client.public_key;
-    r.provider_key = p1.public_key;
-    r.price_micros = 5;
-    ledger::sign_as_provider(r, p1.secret_key);
-    return countersigned(r, client);
-  };
+  auto make = [&](int job) { return paid_receipt(client, p1, job); };
   constexpr int kThreads = 8, kEach = 30;
   std::vector<ledger::receipt> rs;
   for (int i = 0; i < kThreads * kEach; ++i) rs.push_back(make(i));
@@ -222,15 +218,7 @@ TEST_CASE("adds from many threads at once share writes and lose none", "[grid][r
 TEST_CASE("two outboxes on one folder see each other's adds, removals and rewrites", "[grid][receipts]") {
   std::string dir = temp_dir("box-two");
   keypair client = keypair::generate(), p1 = keypair::generate();
-  auto make = [&](int job) {
-    ledger::receipt r;
-    r.job_id[0] = static_cast<uint8_t>(job);
-    r.client_key = client.public_key;
-    r.provider_key = p1.public_key;
-    r.price_micros = 5;
-    ledger::sign_as_provider(r, p1.secret_key);
-    return countersigned(r, client);
-  };
+  auto make = [&](int job) { return paid_receipt(client, p1, job); };
   auto a = receipt_outbox::open(dir), b = receipt_outbox::open(dir);
   REQUIRE(a.has_value());
   REQUIRE(b.has_value());
