@@ -814,23 +814,21 @@ bool direct_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, con
         if (wide) {
           direct_row512(planes + oh * sh * Ws, plane, C, kH, kW, Ws, sw, wb, OW, mcount, bias ? bias + b * 8 : nullptr,
                         fused, lo, hi, yn + b * 8 * S + oh * OW, S);
-          if (!fused)
-            for (int64_t j = 0; j < mcount; ++j) epilogue<float>(act, yn + (b * 8 + j) * S + oh * OW, OW, 0.f);
-          continue;
-        }
-        for (int64_t ow = 0; ow < OW; ow += 8) {
-          __m256 acc[8];
-          const float* p = planes + oh * sh * Ws + ow;
-          if (sw == 1) direct_tile<1>(p, plane, C, kH, kW, Ws, wb, acc);
-          else direct_tile<2>(p, plane, C, kH, kW, Ws, wb, acc);
-          const int64_t len = std::min<int64_t>(8, OW - ow);
-          for (int64_t j = 0; j < mcount; ++j) {
-            const int64_t m = b * 8 + j;
-            __m256 v = _mm256_add_ps(acc[j], _mm256_set1_ps(bias ? bias[m] : 0.f));
-            if (fused) v = _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), v));
-            float* yp = yn + m * S + oh * OW + ow;
-            if (len == 8) _mm256_storeu_ps(yp, v);
-            else _mm256_maskstore_ps(yp, simd::lanes(len), v);
+        } else {
+          for (int64_t ow = 0; ow < OW; ow += 8) {
+            __m256 acc[8];
+            const float* p = planes + oh * sh * Ws + ow;
+            if (sw == 1) direct_tile<1>(p, plane, C, kH, kW, Ws, wb, acc);
+            else direct_tile<2>(p, plane, C, kH, kW, Ws, wb, acc);
+            const int64_t len = std::min<int64_t>(8, OW - ow);
+            for (int64_t j = 0; j < mcount; ++j) {
+              const int64_t m = b * 8 + j;
+              __m256 v = _mm256_add_ps(acc[j], _mm256_set1_ps(bias ? bias[m] : 0.f));
+              if (fused) v = _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), v));
+              float* yp = yn + m * S + oh * OW + ow;
+              if (len == 8) _mm256_storeu_ps(yp, v);
+              else _mm256_maskstore_ps(yp, simd::lanes(len), v);
+            }
           }
         }
         if (!fused)

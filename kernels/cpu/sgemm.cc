@@ -640,7 +640,6 @@ bool run_with(thread_pool* pool, const problem& p) {
   }
   const int64_t per_item = std::max<int64_t>(1, (want + p.batch - 1) / p.batch);
   const int64_t mpan = (p.m + MR - 1) / MR, npan = (p.n + NR - 1) / NR;
-
   int64_t tm = 1, tn = 1;
   if (per_item > 1) {
     double best = -1;
