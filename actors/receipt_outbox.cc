@@ -90,8 +90,11 @@ struct slots {
 
 expected<slots> read_slots(int fd, const std::string& path) {
   slots out;
-  std::string buf(ledger::receipt_size, '\0');
-  for (off_t off = 0;; off += static_cast<off_t>(buf.size())) {
+  // Read 64 slots per call (a file of a few dozen slots is one read).
+  constexpr size_t kChunkSlots = 64;
+  const size_t slot = ledger::receipt_size;
+  std::string buf(kChunkSlots * slot, '\0');
+  for (off_t off = 0;;) {
     size_t got = 0;
     while (got < buf.size()) {
       ssize_t n = ::pread(fd, buf.data() + got, buf.size() - got, off + static_cast<off_t>(got));
@@ -100,18 +103,22 @@ expected<slots> read_slots(int fd, const std::string& path) {
       if (n == 0) break;
       got += static_cast<size_t>(n);
     }
+    for (size_t i = 0; i + slot <= got; i += slot) {
+      std::string one = buf.substr(i, slot);
+      out.whole = off + static_cast<off_t>(i + slot);
+      if (is_tombstone(one)) {
+        out.at.emplace_back();
+        continue;
+      }
+      auto r = ledger::receipt::parse(one, path);
+      out.at.push_back(r ? std::optional<ledger::receipt>(std::move(r).value()) : std::nullopt);
+      if (out.at.size() > 4 * receipt_outbox::max_pending) {
+        out.cut = true;
+        return out;
+      }
+    }
     if (got < buf.size()) break;
-    out.whole = off + static_cast<off_t>(buf.size());
-    if (is_tombstone(buf)) {
-      out.at.emplace_back();
-      continue;
-    }
-    auto r = ledger::receipt::parse(buf, path);
-    out.at.push_back(r ? std::optional<ledger::receipt>(std::move(r).value()) : std::nullopt);
-    if (out.at.size() > 4 * receipt_outbox::max_pending) {
-      out.cut = true;
-      break;
-    }
+    off += static_cast<off_t>(got);
   }
   return out;
 }
