@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "ledger/receipt.h"
 
@@ -138,6 +139,18 @@ expected<unpaid_book> unpaid_book::open(const std::string& path, const std::func
   return b;
 }
 
+unpaid_book::log_fd::log_fd(log_fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+unpaid_book::log_fd& unpaid_book::log_fd::operator=(log_fd&& o) noexcept {
+  if (this != &o) {
+    if (fd >= 0) ::close(fd);
+    fd = std::exchange(o.fd, -1);
+  }
+  return *this;
+}
+unpaid_book::log_fd::~log_fd() {
+  if (fd >= 0) ::close(fd);
+}
+
 void unpaid_book::forget(const job_id& job) {
   auto it = jobs_.find(job);
   if (it == jobs_.end()) return;
@@ -151,13 +164,16 @@ status unpaid_book::append(const std::string& line) {
     if (++lines_ > compact_after_lines && lines_ > 4 * jobs_.size()) return compact();
     return status::ok();
   }
-  int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return status(error_kind::io, fmt::format("cannot open {}: {}", path_, std::strerror(errno)));
-  ssize_t n = ::write(fd, line.data(), line.size());
-  int err = errno;
-  ::close(fd);
-  if (n != static_cast<ssize_t>(line.size()))
+  if (log_.fd < 0) {
+    log_.fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (log_.fd < 0) return status(error_kind::io, fmt::format("cannot open {}: {}", path_, std::strerror(errno)));
+  }
+  ssize_t n = ::write(log_.fd, line.data(), line.size());
+  if (n != static_cast<ssize_t>(line.size())) {
+    const int err = errno;
+    log_ = log_fd{};  // opened afresh next time
     return status(error_kind::io, fmt::format("cannot write {}: {}", path_, n < 0 ? std::strerror(err) : "short write"));
+  }
   ++lines_;
   if (lines_ > compact_after_lines && lines_ > 4 * jobs_.size()) return compact();
   return status::ok();
@@ -187,6 +203,7 @@ status unpaid_book::compact() {
     std::remove(tmp.c_str());
     return status(error_kind::io, fmt::format("cannot rewrite {}", path_));
   }
+  log_ = log_fd{};  // the open one is the file just replaced
   return status::ok();
 }
 

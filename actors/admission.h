@@ -107,7 +107,17 @@ class unpaid_book {
   status compact();
   void forget(const job_id& job);
 
+  // The log, kept open for appending (two lines a job); closed when a rewrite replaces it.
+  struct log_fd {
+    int fd = -1;
+    log_fd() = default;
+    log_fd(log_fd&& o) noexcept;
+    log_fd& operator=(log_fd&& o) noexcept;
+    ~log_fd();
+  };
+
   std::string path_;
+  log_fd log_;
   std::map<job_id, key32> jobs_;
   std::deque<job_id> order_;      // oldest first; entries already paid are skipped
   std::map<key32, int> by_client_;
