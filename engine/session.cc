@@ -1,6 +1,7 @@
 #include "engine/session.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -11,7 +12,20 @@ extern "C" void openblas_set_num_threads(int num_threads);
 
 namespace gpugrid {
 
-void set_blas_threads(int threads) { openblas_set_num_threads(threads <= 0 ? hardware_threads() : threads); }
+namespace {
+std::atomic<int> blas_thread_limit{0};  // 0: none
+}  // namespace
+
+void set_blas_threads(int threads) {
+  if (threads <= 0) threads = hardware_threads();
+  const int most = blas_thread_limit.load();
+  openblas_set_num_threads(most > 0 ? std::min(threads, most) : threads);
+}
+
+void limit_blas_threads(int most) {
+  blas_thread_limit.store(std::max(most, 0));
+  if (most > 0) openblas_set_num_threads(most);
+}
 
 // A memory plan for one input signature: every freshly allocated value gets an offset into
 // its device's arena (host = 0, device = 1), or -1 for a plain allocation (graph outputs).

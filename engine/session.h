@@ -159,7 +159,11 @@ class session {
 // The graph optimisations the session applies (exposed for tests and `inspect`).
 status optimize_graph(graph& g, thread_pool* pool);
 
-// Tells the engine how many threads OpenBLAS may use (call once before running models).
+// Tells the engine how many threads OpenBLAS may use (call once before running models): never
+// more than limit_blas_threads allows. The CPU backend sets that limit to one where its own
+// matrix products run: what still goes to OpenBLAS then runs on the engine's threads, and
+// OpenBLAS's own threads would only spin beside them (about 100 ms after each product).
 void set_blas_threads(int threads);
+void limit_blas_threads(int most);
 
 }  // namespace gpugrid

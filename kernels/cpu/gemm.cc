@@ -10,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "engine/session.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/broadcast.h"
 #include "kernels/cpu/dense.h"
@@ -85,6 +86,9 @@ status plan_matmul(const kernel_context& ctx, const shape_t& a_in, const shape_t
   return status::ok();
 }
 
+// Whether OpenBLAS runs a product on more than the calling thread (see quiet_openblas_threads).
+bool blas_threaded() { return openblas_get_num_threads() > 1; }
+
 template <typename T>
 void run_plan(kernel_context& ctx, const mm_plan& p, const T* A, const T* B, T* Y) {
   const int64_t calls = p.calls;
@@ -103,9 +107,10 @@ void run_plan(kernel_context& ctx, const mm_plan& p, const T* A, const T* B, T* 
   const double serial_macs = 65536.0 * 4;
   const double nk = static_cast<double>(p.N) * std::max<int64_t>(p.K, 1);
   const double work = static_cast<double>(p.rows) * nk;
-  // (A one-row product is an sgemv, which OpenBLAS threads from 2304 * 4 elements on.)
+  // (A one-row product is an sgemv, which OpenBLAS threads from 2304 * 4 elements on.) When
+  // OpenBLAS has one thread (set_blas_threads), every batch of products goes over our pool.
   const bool serial_ok = p.rows > 1 ? nk * 8 <= serial_macs : nk < 2304.0 * 4;
-  if (calls > 1 && (!blas || (work <= 16.0 * 1024 * 1024 && serial_ok))) {
+  if (calls > 1 && (!blas || !blas_threaded() || (work <= 16.0 * 1024 * 1024 && serial_ok))) {
     const int64_t block = blas ? std::max<int64_t>(8, static_cast<int64_t>(serial_macs / nk)) : p.rows;
     const int64_t per = (p.rows + block - 1) / block;
     const int64_t tasks = calls * per;
@@ -518,6 +523,20 @@ void gotoblas_dynamic_init(void) __attribute__((weak));
 void gotoblas_dynamic_quit(void) __attribute__((weak));
 }
 
+// OpenBLAS starts its worker threads as the library loads, and each spins for about 100 ms
+// (and again after every product it serves) before it sleeps, on the cores the engine's own
+// threads want: a command's first tenth of a second ran at one core's speed. Where the
+// engine's own products run (AVX2 + FMA) and the user chose no count, those threads are
+// stopped here and OpenBLAS keeps one (set_blas_threads gives it more where it is needed).
+extern "C" int blas_thread_shutdown_(void) __attribute__((weak));
+
+void quiet_openblas_threads() {
+  if (!sgemm::available()) return;
+  if (std::getenv("OPENBLAS_NUM_THREADS") || std::getenv("GOTO_NUM_THREADS") || std::getenv("OMP_NUM_THREADS")) return;
+  limit_blas_threads(1);
+  if (blas_thread_shutdown_) blas_thread_shutdown_();
+}
+
 void fix_openblas_core() {
   if (!openblas_get_corename || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
   if (std::getenv("OPENBLAS_CORETYPE") || std::getenv("GPUGRID_KEEP_BLAS_CORE")) return;
@@ -543,6 +562,7 @@ void fix_openblas_core() {
 void register_gemm_ops(op_registry& r) {
   // The registry is built once, before any kernel runs: the one safe moment to switch.
   fix_openblas_core();
+  quiet_openblas_threads();
   r.add("MatMul", [](const node&) -> expected<std::unique_ptr<kernel>> {
     return std::unique_ptr<kernel>(std::make_unique<matmul_kernel>(false, activation_spec{}));
   });
