@@ -315,8 +315,8 @@ expected<std::shared_ptr<generator>> generator::load(const std::string& model_di
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
 #endif
-  // The few products that still go to OpenBLAS use as many threads as the engine (its
-  // default, one per core, would run next to the engine's threads).
+  // The few products that still go to OpenBLAS use at most as many threads as the engine (its
+  // default is one per core), and one where the engine's own products run (limit_blas_threads).
   set_blas_threads(options.threads);
   session_options so;
   so.threads = options.threads;

@@ -527,7 +527,8 @@ void gotoblas_dynamic_quit(void) __attribute__((weak));
 // (and again after every product it serves) before it sleeps, on the cores the engine's own
 // threads want: a command's first tenth of a second ran at one core's speed. Where the
 // engine's own products run (AVX2 + FMA) and the user chose no count, those threads are
-// stopped here and OpenBLAS keeps one (set_blas_threads gives it more where it is needed).
+// stopped here and OpenBLAS keeps one (set_blas_threads then gives it no more; on a CPU
+// without AVX2 OpenBLAS does the engine's products and gets the engine's thread count).
 extern "C" int blas_thread_shutdown_(void) __attribute__((weak));
 
 void quiet_openblas_threads() {

@@ -1,6 +1,12 @@
+#include <cblas.h>
+
+#include <cstdlib>
+
+#include "engine/session.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/broadcast.h"
 #include "kernels/cpu/nn_test_util.h"
+#include "kernels/cpu/sgemm.h"
 
 using namespace gpugrid;
 using namespace gpugrid::nntest;
@@ -356,4 +362,14 @@ TEST_CASE("QLinearMatMul hand-checked ONNX example", "[nn]") {
   std::vector<int> got(y, y + 6);
   CHECK(got == std::vector<int>{168, 115, 255, 1, 66, 151});
   CHECK_FALSE(run(op("QLinearMatMul", 1, 10), {a, tensor::scalar<float>(1.f)}));
+}
+
+TEST_CASE("OpenBLAS keeps one thread where the engine's own products run", "[nn]") {
+  (void)cpu::registry();  // building it applies the limit
+  const bool user_chose = std::getenv("OPENBLAS_NUM_THREADS") || std::getenv("GOTO_NUM_THREADS") ||
+                          std::getenv("OMP_NUM_THREADS");
+  set_blas_threads(4);
+  const int expected = cpu::sgemm::available() && !user_chose ? 1 : 4;
+  CHECK(openblas_get_num_threads() == expected);
+  set_blas_threads(0);
 }
