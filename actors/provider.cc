@@ -19,6 +19,7 @@
 #include "engine/flops.h"
 #include "engine/onnx_loader.h"
 #include "engine/session.h"
+#include "net/hash.h"
 
 namespace gpugrid::grid {
 
@@ -429,6 +430,7 @@ execute_result provider_core::finish(const execute_request& req, execute_result&
   r.started_ms = req.started_ms;
   r.finished_ms = unix_ms();
   ledger::sign_as_provider(r, id_.secret_key);
+  remember_issued(r);
   {
     std::lock_guard<std::mutex> lock(mu_);
     status st = unpaid_.add(req.job, req.client);
@@ -568,12 +570,39 @@ int provider_core::unpaid_jobs(const key32& client) {
   return unpaid_.count(client);
 }
 
+namespace {
+constexpr size_t kIssuedKept = 16384;  // about 1.5 MiB
+
+digest32 issued_digest(const ledger::receipt& r) {
+  std::string bytes = r.body_bytes();
+  bytes.append(reinterpret_cast<const char*>(r.provider_sig.data()), r.provider_sig.size());
+  return net::blake2b_256(bytes);
+}
+}  // namespace
+
+void provider_core::remember_issued(const ledger::receipt& r) {
+  const digest32 d = issued_digest(r);
+  std::lock_guard<std::mutex> lock(issued_mu_);
+  if (issued_.insert_or_assign(r.job_id, d).second) issued_order_.push_back(r.job_id);
+  while (issued_order_.size() > kIssuedKept) {
+    issued_.erase(issued_order_.front());
+    issued_order_.pop_front();
+  }
+}
+
+bool provider_core::issued_here(const ledger::receipt& r) {
+  const digest32 d = issued_digest(r);
+  std::lock_guard<std::mutex> lock(issued_mu_);
+  auto it = issued_.find(r.job_id);
+  return it != issued_.end() && it->second == d;
+}
+
 status provider_core::accept_receipt(const ledger::receipt& r) {
   if (r.provider_key != id_.public_key) return invalid_input("receipt is for another provider");
   if (r.kind != ledger::receipt_kind::payment && r.kind != ledger::receipt_kind::generation)
     return invalid_input("only payment receipts are recorded by a provider");
   // This provider's own signature shows it issued the receipt (in this run or before a restart).
-  if (!ledger::provider_signature_is(r, id_.secret_key))
+  if (!issued_here(r) && !ledger::provider_signature_is(r, id_.secret_key))
     return invalid_input("not a receipt issued here: the provider's signature does not verify");
   GG_RETURN_IF_ERROR(ledger::verify_client_signature(r));
   status st = status::ok();

@@ -186,6 +186,16 @@ class provider_core {
   std::set<job_id> paid_ahead_;                  // paid by pay_before_run, not yet prepared
   std::deque<job_id> paid_ahead_order_;          // the same, oldest first (the set's bound)
 
+  // Payment receipts signed in this run, by job: a digest of their body and signature. One
+  // that comes back countersigned is recognised by it instead of by signing its body again (a
+  // third Ed25519 signature per job). Bounded, oldest out first; a receipt not found here
+  // (signed before a restart, or long ago) is still checked by signing its body again.
+  void remember_issued(const ledger::receipt& r);
+  bool issued_here(const ledger::receipt& r);
+  std::mutex issued_mu_;
+  std::map<job_id, digest32> issued_;            // under issued_mu_
+  std::deque<job_id> issued_order_;              // the same, oldest first (under issued_mu_)
+
   std::atomic<bool> ledger_failed_{false};
   std::string ledger_error_;                   // under mu_
   unpaid_book unpaid_;                         // under mu_

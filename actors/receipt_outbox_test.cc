@@ -388,3 +388,22 @@ TEST_CASE("every agreeing provider of a redundant job is paid, and pending recei
   b.core->stop();
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("a provider refuses a receipt the client changed and countersigned again", "[grid][receipts]") {
+  if (!have_cpu()) { WARN("CPU ops missing; skipping"); return; }
+  std::string dir = temp_dir("resigned");
+  provider_box p(keypair::generate(), dir);
+  keypair client = keypair::generate();
+  ledger::receipt issued = p.run(client, 1);
+  // The client's own signature is valid over the changed body; the provider's is not.
+  ledger::receipt changed = issued;
+  changed.price_micros += 1;
+  status st = p.core->accept_receipt(countersigned(changed, client));
+  CHECK(st.kind() == error_kind::invalid_input);
+  CHECK(st.message().find("provider's signature") != std::string::npos);
+  CHECK(p.ledger_entries() == 0);
+  // The receipt as it was issued is still taken.
+  REQUIRE(p.core->accept_receipt(countersigned(issued, client)).is_ok());
+  CHECK(p.ledger_entries() == 1);
+  std::filesystem::remove_all(dir);
+}
