@@ -496,9 +496,48 @@ void fuse_bias_and_activation(rewriter& r) {
   r.finish();
 }
 
+// Conv (or FusedConv without an activation) whose sole reader is Add(conv, z), z not a constant,
+// then optionally an activation -> FusedConv(x, W, B, z) with that activation: the residual
+// connections of ResNet and MobileNetV2 blocks, added as each block of the product is stored.
+// The fused node takes the Add's place (z may be computed between the two). Shapes need not be
+// known: the kernel adds a z of another shape as Add would (broadcasting).
+void fuse_residual_add(rewriter& r) {
+  for (size_t i = 0; i < r.size(); ++i) {
+    const int ci = static_cast<int>(i);
+    const node& c = r.at(ci);
+    const bool plain_fused = c.domain == "com.gpugrid" && c.op_type == "FusedConv" && !c.has_attr("activation");
+    if (!r.alive(ci) || !(is_op(c, "Conv") || plain_fused)) continue;
+    if (c.outputs.size() != 1 || c.inputs.size() < 2 || c.inputs.size() > 3) continue;
+    const int out = c.outputs[0];
+    const int add_i = r.sole_consumer(out);
+    if (add_i < 0 || !is_op(r.at(add_i), "Add") || r.at(add_i).inputs.size() != 2 || r.at(add_i).outputs.size() != 1)
+      continue;
+    const node& add = r.at(add_i);
+    const int z = add.inputs[0] == out ? add.inputs[1] : add.inputs[0];
+    if (z < 0 || z == out || r.constant(z)) continue;
+    node f = c;
+    f.op_type = "FusedConv";
+    f.domain = "com.gpugrid";
+    f.inputs.resize(3, -1);
+    f.inputs.push_back(z);
+    f.outputs = add.outputs;
+    if (f.name.empty()) f.name = add.name;
+    std::map<std::string, attribute> attrs;
+    const int act_i = r.sole_consumer(add.outputs[0]);
+    if (act_i >= 0 && r.at(act_i).inputs[0] == add.outputs[0] && as_activation(r, r.at(act_i), &attrs)) {
+      f.outputs = r.at(act_i).outputs;
+      for (auto& [k, v] : attrs) f.attrs[k] = v;
+      r.kill(act_i);
+    }
+    r.at(add_i) = std::move(f);
+    r.kill(ci);
+  }
+  r.finish();
+}
+
 }  // namespace
 
-status fuse_operators(graph& g) {
+status fuse_operators(graph& g, bool residual) {
   rewriter r(g);
   fold_batchnorm_into_conv(r);
   fuse_gelu(r);
@@ -506,6 +545,7 @@ status fuse_operators(graph& g) {
   fuse_layernorm(r);
   fuse_bias_and_activation(r);
   fuse_silu(r);
+  if (residual) fuse_residual_add(r);
   return status::ok();
 }
 

@@ -279,4 +279,89 @@ TEST_CASE("erf GELU still becomes exact Gelu", "[fusion]") {
   CHECK(find_op((*sess)->model(), "Gelu")->attr_string("approximate", "none") == "none");
 }
 
+namespace {
+
+attribute int_attr(int64_t v) {
+  attribute a;
+  a.type = attribute::kind::integer;
+  a.i = v;
+  return a;
+}
+
+attribute ints_attr(std::vector<int64_t> v) {
+  attribute a;
+  a.type = attribute::kind::ints;
+  a.ints = std::move(v);
+  return a;
+}
+
+// The optimised graph as a session on the CPU builds it.
+std::shared_ptr<const graph> optimised(const std::shared_ptr<graph>& g) {
+  session_options opt;
+  opt.threads = 1;
+  opt.device = "cpu";
+  auto s = session::create(g, opt);
+  if (!s) FAIL(s.error().message());
+  return std::make_shared<graph>((*s)->model());
+}
+
+}  // namespace
+
+TEST_CASE("a residual Add after a Conv, and the activation after it, become the FusedConv's Z", "[fusion]") {
+  // x -> Conv -> Add(., z) [-> activation], z computed after the Conv in node order (so the
+  // fused node must take the Add's place), in both operand orders, over the GEMM (1x1), Winograd
+  // (3x3) and depthwise paths.
+  struct variant { int64_t k, group; bool z_first; const char* act; };
+  for (variant v : {variant{1, 1, false, ""}, variant{3, 1, true, "Relu"}, variant{3, 16, false, "Clip"},
+                    variant{1, 1, true, "Sigmoid"}}) {
+    INFO("k " << v.k << " group " << v.group << " act " << v.act);
+    graph_builder b;
+    int x = b.input({1, 16, 9, 9});
+    int y = b.op("Conv", {x, b.constant(random_tensor({16, 16 / v.group, v.k, v.k}, 31)),
+                          b.constant(random_tensor({16}, 32))},
+                 {{"pads", ints_attr({v.k / 2, v.k / 2, v.k / 2, v.k / 2})}, {"group", int_attr(v.group)}});
+    int z = b.op("Tanh", {x});
+    int sum = v.z_first ? b.op("Add", {z, y}) : b.op("Add", {y, z});
+    if (std::string(v.act) == "Clip") sum = b.op("Clip", {sum, b.scalar(-0.5f), b.scalar(1.f)});
+    else if (*v.act) sum = b.op(v.act, {sum});
+    b.output(sum);
+    fused_result r = run_both(b.g, {random_tensor({1, 16, 9, 9}, 33)}, 1e-5);
+    CHECK(r.ops == std::vector<std::string>{"Tanh", "FusedConv"});
+    auto g = optimised(b.g);
+    const node* f = find_op(*g, "FusedConv");
+    REQUIRE(f);
+    REQUIRE(f->inputs.size() == 4);
+    CHECK(f->inputs[3] == g->nodes[0].outputs[0]);  // the Tanh's output
+    CHECK(f->attr_string("activation", "") == v.act);
+  }
+}
+
+TEST_CASE("residual Add near-misses stay, and a session for a device keeps the Add", "[fusion]") {
+  auto base = [](int variant) {
+    graph_builder b;
+    int x = b.input({1, 8, 6, 6});
+    int w = b.constant(random_tensor({8, 8, 1, 1}, 41));
+    int y = b.op("Conv", {x, w});
+    if (variant == 1) y = b.op("Relu", {y});  // an activation before the Add: not the same
+    int z = variant == 2 ? b.constant(random_tensor({1, 8, 1, 1}, 42)) : b.op("Sigmoid", {x});
+    int sum = b.op("Add", {y, variant == 3 ? y : z});
+    b.output(sum);
+    if (variant == 4) b.output(y);  // the Conv's output is read elsewhere too
+    return b;
+  };
+  for (int variant = 1; variant <= 4; ++variant) {
+    INFO("variant " << variant);
+    fused_result r = run_both(base(variant).g, {random_tensor({1, 8, 6, 6}, 43)}, 1e-5);
+    CHECK(count(r.ops, "Add") == 1);
+  }
+  // The same graph fuses for the CPU, and keeps its Add when the passes run for a device
+  // (the CUDA FusedConv takes no Z).
+  graph g = *base(0).g;
+  graph for_device = g;
+  REQUIRE(optimize_graph(g, nullptr, true).ok());
+  REQUIRE(optimize_graph(for_device, nullptr, false).ok());
+  CHECK(find_op(g, "Add") == nullptr);
+  CHECK(find_op(for_device, "Add") != nullptr);
+}
+
 }  // namespace gpugrid

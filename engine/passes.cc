@@ -112,11 +112,11 @@ void remove_dead_nodes(graph& g) {
 
 }  // namespace
 
-status optimize_graph(graph& g, thread_pool* pool) {
+status optimize_graph(graph& g, thread_pool* pool, bool cpu_only) {
   remove_identities(g);
   fold_constants(g, pool);
   remove_dead_nodes(g);
-  GG_RETURN_IF_ERROR(fuse_operators(g));
+  GG_RETURN_IF_ERROR(fuse_operators(g, cpu_only));
   remove_dead_nodes(g);
   return status::ok();
 }

@@ -431,7 +431,6 @@ expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> 
   s->graph_ = std::make_shared<graph>(*g);
   s->pool_ = std::make_unique<thread_pool>(s->options_.threads);
   graph& gr = *s->graph_;
-  if (options.optimize) GG_RETURN_IF_ERROR(optimize_graph(gr, s->pool_.get()));
 
   const std::string& device = s->options_.device;
   if (!valid_device_spec(device))
@@ -447,6 +446,7 @@ expected<std::unique_ptr<session>> session::create(std::shared_ptr<const graph> 
       return dev.error();
     }
   }
+  if (options.optimize) GG_RETURN_IF_ERROR(optimize_graph(gr, s->pool_.get(), !s->device_));
   if (s->device_) {
     GG_RETURN_IF_ERROR(s->place_on_device());
   } else {

@@ -156,8 +156,9 @@ class session {
   std::map<std::string, std::shared_ptr<plan>> plans_;
 };
 
-// The graph optimisations the session applies (exposed for tests and `inspect`).
-status optimize_graph(graph& g, thread_pool* pool);
+// The graph optimisations the session applies (exposed for tests and `inspect`); cpu_only when
+// every node will run on the CPU (then also the fusions only the CPU kernels take).
+status optimize_graph(graph& g, thread_pool* pool, bool cpu_only);
 
 // Tells the engine how many threads OpenBLAS may use (call once before running models): never
 // more than limit_blas_threads allows. The CPU backend sets that limit to one where its own

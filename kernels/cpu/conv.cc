@@ -1,4 +1,5 @@
-// Conv, ConvTranspose and the fused com.gpugrid FusedConv (Conv + bias + activation).
+// Conv, ConvTranspose and the fused com.gpugrid FusedConv (Conv + bias [+ Z] + activation: the
+// optional fourth input Z is a residual of the output's shape added before the activation).
 //
 // Conv paths (float, in this order): a conv with one input channel per group (depthwise) runs
 // a direct kernel per output plane: with AVX-512 straight from the input with masked loads
@@ -12,7 +13,8 @@
 // channels and few taps runs a direct kernel (direct_conv); a 1x1 stride-1 unpadded conv is
 // one GEMM per image and group;
 // everything else is im2col + GEMM per group, the im2col panels packed straight from the image.
-// Bias and activation are applied to each block of output right after it is computed. float
+// Bias and activation are applied to each block of output right after it is computed (with Z,
+// the GEMM paths add it as each tile is stored; the others in one pass after). float
 // products go to sgemm (sgemm.h) with the weights packed once, on the first run; without
 // AVX2/FMA, to OpenBLAS.
 // ConvTranspose is GEMM (W^T x X, sgemm on the engine's threads) + col2im.
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/broadcast.h"
 #include "kernels/cpu/dense.h"
 #include "kernels/cpu/nn_internal.h"
 #include "kernels/cpu/sgemm.h"
@@ -870,9 +873,9 @@ status conv_geometry(kernel_context& ctx, const window_attrs& wa, int64_t group,
   return status::ok();
 }
 
-// Checks X, W, B of a Conv / FusedConv and works out the geometry.
-status check_conv(kernel_context& ctx, const window_attrs& wa, int64_t group, conv_shapes* cs) {
-  GG_RETURN_IF_ERROR(check_inputs(ctx, 2, 3, 2));
+// Checks X, W, B of a Conv / FusedConv (which may have a fourth, Z) and works out the geometry.
+status check_conv(kernel_context& ctx, const window_attrs& wa, int64_t group, conv_shapes* cs, size_t max_inputs = 3) {
+  GG_RETURN_IF_ERROR(check_inputs(ctx, 2, max_inputs, 2));
   const tensor& X = *ctx.input(0);
   const tensor& W = *ctx.input(1);
   const tensor* B = nn::optional_input(ctx, 2);
@@ -1070,7 +1073,8 @@ struct packed_weights {
 // C[Mg, ncols] (row stride ldc) = act(W_g x B + bias) through sgemm, W_g prepacked or not; B
 // in memory (pointwise) or packed from the image (im2col).
 bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, int64_t Mg, int64_t K, sgemm::operand b,
-               int64_t ncols, float* c, int64_t ldc, const float* bias, const activation_spec& act) {
+               int64_t ncols, float* c, int64_t ldc, const float* bias, const activation_spec& act,
+               const float* residual = nullptr) {
   sgemm::problem q;
   q.m = Mg;
   q.n = ncols;
@@ -1083,6 +1087,7 @@ bool conv_gemm(kernel_context& ctx, const sgemm::packed* wpk, const float* w, in
   q.ep.bias = bias;
   q.ep.bias_per_row = true;
   q.ep.act = act;
+  q.ep.residual = residual;
   return sgemm::run(&ctx.pool(), q);
 }
 
@@ -1242,9 +1247,13 @@ bool tiny_map_conv(kernel_context& ctx, const conv_shapes& cs, const float* x, c
   return true;
 }
 
+// The convolution into y. With z (a FusedConv's residual, y's shape): y = act(conv + bias + z).
+// The paths through sgemm (pointwise, im2col) add z in the product (*z_used); the others run
+// without the activation (act_in is then only for the sgemm paths) and leave z to conv_run.
 template <typename T>
-status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spec& act, const tensor& X,
-                const tensor& Wt, const tensor* Bt, tensor* y, packed_weights* pw = nullptr) {
+status conv_body(kernel_context& ctx, const conv_shapes& cs, const activation_spec& act_in, const tensor& X,
+                 const tensor& Wt, const tensor* Bt, tensor* y, packed_weights* pw, const T* z, bool* z_used) {
+  const activation_spec act = z ? activation_spec{} : act_in;
   const window_geom& g = cs.g;
   const T* x = X.data<T>();
   const T* w = Wt.data<T>();
@@ -1334,10 +1343,12 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
           for (int64_t gi = 0; gi < cs.group; ++gi) {
             sgemm::operand xs;
             xs.v = {x + (n * cs.C + gi * cs.Cg) * S_in, S_in, 1};
+            const int64_t at = (n * cs.M + gi * cs.Mg) * S;
             if (!conv_gemm(ctx, wpk ? (*wpk)[gi].get() : nullptr, w + gi * cs.Mg * K, cs.Mg, K, std::move(xs), S,
-                           out + (n * cs.M + gi * cs.Mg) * S, S, bias ? bias + gi * cs.Mg : nullptr, act))
+                           out + at, S, bias ? bias + gi * cs.Mg : nullptr, act_in, z ? z + at : nullptr))
               return oom();
           }
+        *z_used = z != nullptr;
         return status::ok();
       }
       // The im2col matrix is never written out: sgemm packs its panels straight from the image
@@ -1366,10 +1377,12 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
               pack_im2col(xg, g, k0, kc, j0, j1, nr, dst);
             };
           }
+          const int64_t at = (n * cs.M + gi * cs.Mg) * S;
           if (!conv_gemm(ctx, wpk ? (*wpk)[gi].get() : nullptr, w + gi * cs.Mg * K, cs.Mg, K, std::move(cols), S,
-                         out + (n * cs.M + gi * cs.Mg) * S, S, bias ? bias + gi * cs.Mg : nullptr, act))
+                         out + at, S, bias ? bias + gi * cs.Mg : nullptr, act_in, z ? z + at : nullptr))
             return oom();
         }
+      *z_used = z != nullptr;
       return status::ok();
     }
   }
@@ -1410,9 +1423,26 @@ status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spe
   return status::ok();
 }
 
+// conv_body, then z added and the activation applied where the path did not.
+template <typename T>
+status conv_run(kernel_context& ctx, const conv_shapes& cs, const activation_spec& act, const tensor& X,
+                const tensor& Wt, const tensor* Bt, tensor* y, packed_weights* pw = nullptr, const T* z = nullptr) {
+  bool z_used = false;
+  GG_RETURN_IF_ERROR(conv_body<T>(ctx, cs, act, X, Wt, Bt, y, pw, z, &z_used));
+  if (!z || z_used) return status::ok();
+  T* out = y->data<T>();
+  const int64_t n = y->numel();
+  parallel(ctx, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) out[i] += z[i];
+    epilogue<T>(act, out + b, e - b, T(0));
+  });
+  return status::ok();
+}
+
 class conv_kernel final : public kernel {
  public:
-  conv_kernel(window_attrs wa, int64_t group, activation_spec act) : wa_(std::move(wa)), group_(group), act_(act) {}
+  conv_kernel(window_attrs wa, int64_t group, activation_spec act, bool fused)
+      : wa_(std::move(wa)), group_(group), act_(act), fused_(fused) {}
 
   status prepare(const std::vector<const tensor*>& constants) override {
     if (constants.size() > 1 && constants[1] && constants[1]->type() == dtype::f32) weights_.src = constants[1]->data<float>();
@@ -1421,19 +1451,51 @@ class conv_kernel final : public kernel {
 
   status run(kernel_context& ctx) override {
     conv_shapes cs;
-    GG_RETURN_IF_ERROR(check_conv(ctx, wa_, group_, &cs));
+    GG_RETURN_IF_ERROR(check_conv(ctx, wa_, group_, &cs, fused_ ? 4 : 3));
     const dtype t = ctx.input(0)->type();
     if (t != dtype::f32 && t != dtype::f64) return ctx.fail("unsupported input type {}", dtype_name(t));
+    // A FusedConv's residual (a following Add folded in by the graph passes, which do not know
+    // the shapes): added as Add would, broadcasting; in the product when it has y's shape.
+    const tensor* Z = fused_ && ctx.num_inputs() > 3 ? nn::optional_input(ctx, 3) : nullptr;
+    if (Z && Z->type() != t)
+      return ctx.fail("the residual Z is {}, the convolution {}", dtype_name(Z->type()), dtype_name(t));
+    if (Z && Z->shape() != cs.out) return run_broadcast(ctx, cs, *Z);
     GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, t, cs.out));
     const tensor* B = nn::optional_input(ctx, 2);
-    if (t == dtype::f32) return conv_run<float>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y, &weights_);
-    return conv_run<double>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y);
+    if (t == dtype::f32)
+      return conv_run<float>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y, &weights_,
+                             Z ? Z->data<float>() : nullptr);
+    return conv_run<double>(ctx, cs, act_, *ctx.input(0), *ctx.input(1), B, y, nullptr,
+                            Z ? Z->data<double>() : nullptr);
   }
 
  private:
+  // y = act(conv + bias + Z) for a Z of another shape than the convolution's output.
+  status run_broadcast(kernel_context& ctx, const conv_shapes& cs, const tensor& Z) {
+    shape_t out;
+    if (!broadcast_shapes(cs.out, Z.shape(), &out))
+      return ctx.fail("the residual Z {} does not broadcast with the output {}", shape_str(Z.shape()),
+                      shape_str(cs.out));
+    const dtype t = Z.type();
+    tensor c = tensor::zeros(t, cs.out);
+    const tensor* B = nn::optional_input(ctx, 2);
+    if (t == dtype::f32) GG_RETURN_IF_ERROR(conv_run<float>(ctx, cs, {}, *ctx.input(0), *ctx.input(1), B, &c, &weights_));
+    else GG_RETURN_IF_ERROR(conv_run<double>(ctx, cs, {}, *ctx.input(0), *ctx.input(1), B, &c));
+    GG_ASSIGN_OR_RETURN(tensor * y, ctx.output_for_overwrite(0, t, out));
+    broadcast_walker walk(out, {broadcast_strides(cs.out, out), broadcast_strides(Z.shape(), out)});
+    auto sum = [&](auto* yp, const auto* cp, const auto* zp) {
+      walk.for_range(0, y->numel(), [&](int64_t i, const int64_t* off) { yp[i] = cp[off[0]] + zp[off[1]]; });
+      epilogue(act_, yp, y->numel(), std::remove_pointer_t<decltype(yp)>(0));
+    };
+    if (t == dtype::f32) sum(y->data<float>(), c.data<float>(), Z.data<float>());
+    else sum(y->data<double>(), c.data<double>(), Z.data<double>());
+    return status::ok();
+  }
+
   window_attrs wa_;
   int64_t group_;
   activation_spec act_;
+  bool fused_;
   packed_weights weights_;
 };
 
@@ -1446,7 +1508,7 @@ expected<std::unique_ptr<kernel>> make_conv(const node& n, bool fused) {
   if (fused) {
     GG_ASSIGN_OR_RETURN(act, parse_activation(n));
   }
-  return std::unique_ptr<kernel>(std::make_unique<conv_kernel>(std::move(wa), group, act));
+  return std::unique_ptr<kernel>(std::make_unique<conv_kernel>(std::move(wa), group, act, fused));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1713,7 +1775,6 @@ class qconv_kernel final : public kernel {
     return status::ok();
   }
 
- private:
   window_attrs wa_;
   int64_t group_;
   bool qlinear_;

@@ -407,6 +407,96 @@ TEST_CASE("FusedConv applies bias and activation", "[nn]") {
   }
 }
 
+TEST_CASE("FusedConv adds its residual Z before the activation on every path", "[nn]") {
+  // Z of the output's shape: added in the product's store on the GEMM paths (1x1, im2col at
+  // stride 2, a 1x1 over 7x7 through several k blocks), in a pass after the others (Winograd,
+  // depthwise, tiny planes, a 1x1 map, the direct kernel).
+  struct c { shape_t x, w; int64_t group, stride, pad; const char* act; };
+  std::vector<c> cases = {
+      {{1, 24, 14, 14}, {40, 24, 1, 1}, 1, 1, 0, "Relu"},
+      {{2, 16, 9, 9}, {24, 16, 1, 1}, 1, 1, 0, ""},
+      {{1, 300, 7, 7}, {48, 300, 1, 1}, 1, 1, 0, "Clip"},
+      {{1, 8, 15, 15}, {16, 8, 3, 3}, 1, 2, 1, "Relu"},
+      {{1, 16, 12, 13}, {24, 16, 3, 3}, 1, 1, 1, "Relu"},
+      {{1, 6, 19, 21}, {6, 1, 3, 3}, 6, 1, 1, "Clip"},
+      {{2, 11, 2, 2}, {11, 1, 3, 3}, 11, 1, 1, "HardSwish"},
+      {{2, 96, 1, 1}, {24, 96, 1, 1}, 1, 1, 0, "Sigmoid"},
+      {{1, 3, 10, 12}, {5, 3, 3, 3}, 1, 1, 1, ""},
+  };
+  uint32_t seed = 700;
+  for (auto& cs : cases) {
+    INFO(shape_str(cs.x) << " " << shape_str(cs.w) << " " << cs.act);
+    tensor X = rnd(cs.x, seed++, -3, 3), W = rnd(cs.w, seed++), B = rnd({cs.w[0]}, seed++);
+    const std::vector<int64_t> st = {cs.stride, cs.stride}, pads = {cs.pad, cs.pad, cs.pad, cs.pad};
+    shape_t s;
+    auto want = ref_conv(X, W, &B, cs.group, st, {}, pads, &s);
+    tensor Z = rnd(s, seed++, -2, 2);
+    node n = op("FusedConv", 1, 1, "com.gpugrid");
+    n.attrs["group"] = ai(cs.group);
+    n.attrs["strides"] = ais(st);
+    n.attrs["pads"] = ais(pads);
+    if (*cs.act) n.attrs["activation"] = as(cs.act);
+    if (std::string(cs.act) == "Clip") {
+      n.attrs["activation_alpha"] = af(-1.f);
+      n.attrs["activation_beta"] = af(2.f);
+    }
+    auto spec = cpu::parse_activation(n);
+    REQUIRE(spec);
+    auto r = run(n, {X, W, B, Z}, true);
+    REQUIRE(r);
+    for (size_t i = 0; i < want.size(); ++i) want[i] = cpu::activation_reference(*spec, want[i] + Z.data<float>()[i]);
+    CHECK((*r)[0].shape() == s);
+    check_close((*r)[0], want, 1e-4f, 1e-4f);
+  }
+}
+
+TEST_CASE("FusedConv broadcasts a residual of another shape as Add would", "[nn]") {
+  tensor X = rnd({1, 8, 6, 6}, 801, -3, 3), W = rnd({16, 8, 1, 1}, 802), B = rnd({16}, 803);
+  shape_t s;
+  const auto conv = ref_conv(X, W, &B, 1, {}, {}, {}, &s);  // [1, 16, 6, 6]
+  node n = op("FusedConv", 1, 1, "com.gpugrid");
+  n.attrs["activation"] = as("Relu");
+  // Per channel ([16, 1, 1]), and one that makes the output larger ([2, 16, 6, 6]).
+  for (shape_t zs : {shape_t{16, 1, 1}, shape_t{2, 16, 6, 6}}) {
+    INFO(shape_str(zs));
+    tensor Z = rnd(zs, 804, -2, 2);
+    auto r = run(n, {X, W, B, Z}, true);
+    REQUIRE(r);
+    const int64_t reps = zs.size() == 4 ? 2 : 1;
+    REQUIRE((*r)[0].shape() == shape_t{reps, 16, 6, 6});
+    std::vector<float> want;
+    for (int64_t b = 0; b < reps; ++b)
+      for (int64_t i = 0; i < 16 * 36; ++i)
+        want.push_back(std::max(0.f, conv[i] + Z.data<float>()[zs.size() == 4 ? b * 576 + i : i / 36]));
+    check_close((*r)[0], want, 1e-4f, 1e-4f);
+  }
+  // Shapes that do not broadcast, and a Z of another type: one-line errors.
+  auto bad = run(n, {X, W, B, rnd({3, 6, 6}, 805)}, true);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message().find("does not broadcast") != std::string::npos);
+  auto badt = run(n, {X, W, B, tensor::zeros(dtype::f64, {1, 16, 6, 6})}, true);
+  REQUIRE_FALSE(badt);
+  CHECK(badt.error().message().find("residual Z is float64") != std::string::npos);
+  // A plain Conv takes no fourth input.
+  CHECK_FALSE(run(op("Conv"), {X, W, B, rnd({1, 16, 6, 6}, 806)}, true));
+}
+
+TEST_CASE("FusedConv in double precision adds its residual", "[nn]") {
+  tensor X = tensor::from_vector<double>({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+  tensor W = tensor::from_vector<double>({1, 1, 2, 2}, {1, 0, 0, 1});
+  tensor Z = tensor::from_vector<double>({1, 1, 2, 2}, {-10, 0.5, -20, 1});
+  node n = op("FusedConv", 1, 1, "com.gpugrid");
+  n.attrs["activation"] = as("Relu");
+  auto r = run(n, {X, W, tensor::zeros(dtype::f64, {1}), Z}, true);
+  REQUIRE(r);
+  const double* y = (*r)[0].data<double>();
+  // conv: 1+5, 2+6, 4+8, 5+9 = 6, 8, 12, 14; plus Z, then ReLU.
+  CHECK(y[0] == 0.0);
+  CHECK(y[1] == 8.5);
+  CHECK(y[2] == 0.0);
+  CHECK(y[3] == 15.0);
+}
+
 TEST_CASE("FusedConv over a 1x1 map applies bias and activation", "[nn]") {
   for (const char* act : {"Relu", "HardSigmoid", "Sigmoid"}) {
     tensor X = rnd({2, 96, 1, 1}, 601, -3, 3), W = rnd({24, 96, 1, 1}, 602), B = rnd({24}, 603);

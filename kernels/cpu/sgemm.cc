@@ -240,6 +240,7 @@ struct avx512_8x32 {
 struct tile_clamp {
   const float* row_bias = nullptr;  // at the tile's first row
   const float* col_bias = nullptr;  // at the tile's first column
+  const float* res = nullptr;       // the residual at the tile's first element (row stride ldc)
   float lo = 0.f, hi = 0.f;
   // HardSwish (x * hard_sigmoid(x)) or HardSigmoid (alpha * x + beta clamped to [0, 1]) after
   // the clamp (then lo, hi are unbounded), as apply_activation computes them.
@@ -285,6 +286,10 @@ void kernel_rows_of_6x16(int64_t kc, const float* __restrict a, const float* __r
       hi[i] = _mm256_add_ps(hi[i], _mm256_loadu_ps(row + 8));
     }
     if constexpr (CLAMP) {
+      if (tc->res) {
+        lo[i] = _mm256_add_ps(lo[i], _mm256_loadu_ps(tc->res + i * ldc));
+        hi[i] = _mm256_add_ps(hi[i], _mm256_loadu_ps(tc->res + i * ldc + 8));
+      }
       if (tc->row_bias) {
         const __m256 rb = _mm256_set1_ps(tc->row_bias[i]);
         lo[i] = _mm256_add_ps(lo[i], rb);
@@ -384,6 +389,7 @@ __attribute__((target("avx512f"))) void kernel_8x32_to(int64_t kc, const float* 
       __m512 x = acc[i][v];
       if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], row + 16 * v));
       if constexpr (CLAMP) {
+        if (tc->res) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], tc->res + i * ldc + 16 * v));
         if (tc->row_bias) x = _mm512_add_ps(x, _mm512_set1_ps(tc->row_bias[i]));
         else if (tc->col_bias) x = _mm512_add_ps(x, cb[v]);
         x = _mm512_min_ps(vhi, _mm512_max_ps(vlo, x));  // NaN stays NaN, as in apply_activation
@@ -447,8 +453,10 @@ void kernel_edge(int64_t kc, const float* a, const float* b, float* c, int64_t l
   }
 }
 
-// alpha, bias and activation over rows [r0, r1) x columns [n0, n1) of C.
-void apply_epilogue(const epilogue& ep, float* c, int64_t ldc, int64_t r0, int64_t r1, int64_t n0, int64_t n1) {
+// alpha, residual (res: this item's, laid out as c), bias and activation over rows [r0, r1) x
+// columns [n0, n1) of C.
+void apply_epilogue(const epilogue& ep, const float* res, float* c, int64_t ldc, int64_t r0, int64_t r1, int64_t n0,
+                    int64_t n1) {
   if (ep.trivial()) return;
   const int64_t len = n1 - n0;
   for (int64_t r = r0; r < r1; ++r) {
@@ -458,6 +466,12 @@ void apply_epilogue(const epilogue& ep, float* c, int64_t ldc, int64_t r0, int64
       int64_t j = 0;
       for (; j + 8 <= len; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(va, _mm256_loadu_ps(row + j)));
       for (; j < len; ++j) row[j] *= ep.alpha;
+    }
+    if (res) {
+      const float* rr = res + r * ldc + n0;
+      int64_t j = 0;
+      for (; j + 8 <= len; j += 8) _mm256_storeu_ps(row + j, _mm256_add_ps(_mm256_loadu_ps(rr + j), _mm256_loadu_ps(row + j)));
+      for (; j < len; ++j) row[j] += rr[j];
     }
     if (ep.bias_per_row) apply_activation(ep.act, row, len, ep.bias ? ep.bias[r] : 0.f);
     else apply_activation(ep.act, row, len, ep.bias ? ep.bias + n0 : nullptr);
@@ -488,8 +502,8 @@ struct prefetch_ahead {
 // One tile of one product: rows [m0, m1) x columns [n0, n1) of C, m0 a multiple of MR and n0
 // of NR (so prepacked panels line up). False when scratch memory could not be had.
 template <class Kern>
-bool run_tile(const problem& p, const packed* apk, const float* A, const float* B, float* C, int64_t m0, int64_t m1,
-              int64_t n0, int64_t n1) {
+bool run_tile(const problem& p, const packed* apk, const float* A, const float* B, float* C, const float* R,
+              int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   constexpr int64_t MR = Kern::MR, NR = Kern::NR, MC = Kern::MC;
   thread_local scratch_buf abuf, bbuf;
   const int64_t K = p.k;
@@ -579,6 +593,7 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
               if (clamp && last) {
                 tile_clamp tc = fused;
                 if (p.ep.bias) (p.ep.bias_per_row ? tc.row_bias : tc.col_bias) = p.ep.bias + (p.ep.bias_per_row ? i0 : j0);
+                if (R) tc.res = R + i0 * p.ldc + j0;
                 if (nr <= 16) kernel_8x32_to<1, true>(kc, at, bq, ct, p.ldc, accumulate, mr, nr, &tc);
                 else kernel_8x32_to<2, true>(kc, at, bq, ct, p.ldc, accumulate, mr, nr, &tc);
               } else if (mr == MR && nr == NR) {
@@ -594,10 +609,11 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
               if (clamp && last) {
                 tile_clamp tc = fused;
                 if (p.ep.bias) (p.ep.bias_per_row ? tc.row_bias : tc.col_bias) = p.ep.bias + (p.ep.bias_per_row ? i0 : j0);
+                if (R) tc.res = R + i0 * p.ldc + j0;
                 const float* at = ap + r * MR * kc;
                 if (nr < NR) {
                   kernel_edge<Kern>(kc, at, bq, ct, p.ldc, accumulate, mr, nr);
-                  apply_epilogue(p.ep, C, p.ldc, i0, i0 + mr, j0, j0 + nr);
+                  apply_epilogue(p.ep, R, C, p.ldc, i0, i0 + mr, j0, j0 + nr);
                   continue;
                 }
                 rows_of_6x16<true>(mr, kc, at, bq, ct, p.ldc, accumulate, &tc);
@@ -617,7 +633,7 @@ bool run_tile(const problem& p, const packed* apk, const float* A, const float* 
             kernel_edge<Kern>(kc, ap + r * MR * kc, bq, ct, p.ldc, accumulate, mr, nr);
           }
         }
-        if (last && !clamp) apply_epilogue(p.ep, C, p.ldc, mc0, mc1, nc0, nc1);
+        if (last && !clamp) apply_epilogue(p.ep, R, C, p.ldc, mc0, mc1, nc0, nc1);
       }
     }
   }
@@ -648,22 +664,23 @@ template <class Kern>
 bool run_with(thread_pool* pool, const problem& p) {
   constexpr int64_t MR = Kern::MR, NR = Kern::NR;
   if (p.m <= 0 || p.n <= 0 || p.batch <= 0) return true;
-  auto item = [&](int64_t i, const packed** apk, const float** a, const float** b, float** c) {
+  auto item = [&](int64_t i, const packed** apk, const float** a, const float** b, float** c, const float** res) {
     int64_t ao = 0, bo = 0, co = 0;
     if (p.batch > 1 && p.offsets) p.offsets(i, &ao, &bo, &co);
     *apk = p.a_each ? p.a_each[i] : p.a.pk;
     *a = *apk ? nullptr : p.a.v.p + ao;
     *b = p.b.pk ? nullptr : p.b.v.p + bo;
     *c = p.c + co;
+    *res = p.ep.residual ? p.ep.residual + co : nullptr;
   };
   if (p.k <= 0) {  // an empty sum: C = epilogue(0)
     for (int64_t i = 0; i < p.batch; ++i) {
       const packed* apk;
-      const float *a, *b;
+      const float *a, *b, *res;
       float* c;
-      item(i, &apk, &a, &b, &c);
+      item(i, &apk, &a, &b, &c, &res);
       for (int64_t r = 0; r < p.m; ++r) std::fill(c + r * p.ldc, c + r * p.ldc + p.n, 0.f);
-      apply_epilogue(p.ep, c, p.ldc, 0, p.m, 0, p.n);
+      apply_epilogue(p.ep, res, c, p.ldc, 0, p.m, 0, p.n);
     }
     return true;
   }
@@ -720,10 +737,10 @@ bool run_with(thread_pool* pool, const problem& p) {
       const int64_t i = t / tiles, r = t % tiles;
       const int64_t mi = r / tn, ni = r % tn;
       const packed* apk;
-      const float *a, *bb;
+      const float *a, *bb, *res;
       float* c;
-      item(i, &apk, &a, &bb, &c);
-      if (!run_tile<Kern>(p, apk, a, bb, c, mi * mstep, std::min(p.m, (mi + 1) * mstep), ni * nstep,
+      item(i, &apk, &a, &bb, &c, &res);
+      if (!run_tile<Kern>(p, apk, a, bb, c, res, mi * mstep, std::min(p.m, (mi + 1) * mstep), ni * nstep,
                     std::min(p.n, (ni + 1) * nstep)))
         failed = true;
     }

@@ -71,12 +71,16 @@ struct operand {
   pack_fn pack;
 };
 
+// C = act(alpha * A B + residual + bias): residual (optional) is laid out as C (row stride
+// ldc; for batch > 1 at C's item offsets) and is read as each tile is stored (the residual
+// connection of a convolution block, instead of an Add over the output afterwards).
 struct epilogue {
   float alpha = 1.f;
   const float* bias = nullptr;  // per column of C, or per row when bias_per_row
   bool bias_per_row = false;
   activation_spec act;
-  bool trivial() const { return alpha == 1.f && !bias && act.is_none(); }
+  const float* residual = nullptr;
+  bool trivial() const { return alpha == 1.f && !bias && act.is_none() && !residual; }
 };
 
 // One or more products of the same shape: C_i[m, n] = epilogue(sum_k A_i[m, k] B_i[k, n]).

@@ -42,10 +42,11 @@ struct case_t {
   int bias;  // 0 none, 1 per column, 2 per row
   activation_kind act;
   float alpha;
+  bool residual = false;  // C = act(alpha A B + R + bias), R laid out as C
 };
 
 void check(const case_t& t) {
-  CAPTURE(t.m, t.n, t.k, t.ta, t.tb, t.pack_a, t.pack_b, t.threads, t.batch, t.bias, int(t.act), t.alpha);
+  CAPTURE(t.m, t.n, t.k, t.ta, t.tb, t.pack_a, t.pack_b, t.threads, t.batch, t.bias, int(t.act), t.alpha, t.residual);
   std::mt19937 rng(static_cast<unsigned>(t.m * 131 + t.n * 17 + t.k));
   std::vector<mat> as, bs;
   // With a prepacked operand every batch item shares it (as a model's weights do).
@@ -63,6 +64,8 @@ void check(const case_t& t) {
   for (auto& x : bias) x = d(rng);
   const int64_t ldc = t.n + 5;
   std::vector<float> c(static_cast<size_t>(t.batch * t.m * ldc + 1), 12345.f);
+  std::vector<float> res(c.size());
+  for (auto& x : res) x = 3.f * d(rng);
 
   activation_spec act;
   act.kind = t.act;
@@ -93,6 +96,7 @@ void check(const case_t& t) {
   p.ep.bias = t.bias ? bias.data() : nullptr;
   p.ep.bias_per_row = t.bias == 2;
   p.ep.act = act;
+  if (t.residual) p.ep.residual = res.data();
   p.batch = t.batch;
   p.offsets = [&](int64_t i, int64_t* ao, int64_t* bo, int64_t* co) {
     *ao = t.pack_a ? 0 : i * astep;
@@ -113,6 +117,7 @@ void check(const case_t& t) {
           mag += std::fabs(double(a.at(i, q)) * b.at(q, j));
         }
         float want = static_cast<float>(s) * t.alpha;
+        if (t.residual) want += res[static_cast<size_t>(bi * t.m * ldc + i * ldc + j)];
         if (t.bias == 1) want += bias[static_cast<size_t>(j)];
         if (t.bias == 2) want += bias[static_cast<size_t>(i)];
         want = act_ref(act, want);
@@ -193,4 +198,24 @@ TEST_CASE("sgemm epilogue: alpha, bias per row or column, activations", "[sgemm]
   // K = 0: the result is the epilogue of zero.
   check({7, 9, 0, false, false, false, false, 1, 1, 1, activation_kind::relu, 1.f});
   check({7, 9, 0, false, false, false, false, 2, 2, 2, activation_kind::none, 1.f});
+}
+
+TEST_CASE("sgemm epilogue with a residual added before the bias and activation", "[sgemm]") {
+  if (!sgemm::available()) {
+    WARN("sgemm: this CPU has no AVX2/FMA; the BLAS fallback is used instead");
+    return;
+  }
+  for (activation_kind a : {activation_kind::none, activation_kind::relu, activation_kind::silu,
+                            activation_kind::hard_swish})
+    for (int bias : {0, 1, 2}) {
+      // Whole and edge tiles (17-31 and under 16 columns, rows past a whole panel), one and
+      // several k blocks (K over 256), threaded and batched, prepacked weights.
+      check({50, 70, 300, false, false, bias == 2, bias == 1, 2, 1, bias, a, 1.f, true});
+      check({13, 49, 40, false, false, true, false, 1, 1, bias, a, 1.f, true});
+      check({21, 12, 7, false, false, false, bias == 1, 2, 3, bias, a, 1.f, true});
+      check({64, 196, 576, false, false, true, false, 2, 1, bias, a, 1.f, true});
+    }
+  // alpha scales the product only; K = 0 gives the epilogue of the residual.
+  check({9, 33, 5, false, false, false, false, 1, 2, 1, activation_kind::relu, 0.5f, true});
+  check({7, 9, 0, false, false, false, false, 2, 2, 2, activation_kind::none, 1.f, true});
 }

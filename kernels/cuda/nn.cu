@@ -107,6 +107,8 @@ class conv_kernel final : public kernel {
     const tensor* w = ctx.input(1);
     const tensor* bias = ctx.input(2);
     if (!x || !w) return ctx.fail("needs X and W");
+    // A FusedConv's residual Z (made by the CPU session's passes only) runs on the CPU.
+    if (ctx.num_inputs() > 3 && ctx.input(3)) return ctx.unsupported("the CUDA FusedConv takes no residual Z");
     if (x->type() != dtype::f32 || w->type() != dtype::f32 || (bias && bias->type() != dtype::f32))
       return ctx.unsupported("the CUDA Conv takes float32");
     if (x->rank() != 4 && x->rank() != 3) return ctx.unsupported("the CUDA Conv supports 1-D and 2-D convolutions (input rank {})", x->rank());
