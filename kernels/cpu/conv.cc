@@ -3,7 +3,8 @@
 //
 // Conv paths (float, in this order): a conv with one input channel per group (depthwise) runs
 // a direct kernel per output plane: with AVX-512 straight from the input with masked loads
-// (kernels up to 7 wide, stride 1 or 2), else vectorized over a zero-padded copy of the plane
+// (kernels up to 7 wide, stride 1 or 2; 3x3 and 5x5 make each input row's taps once for all
+// the output rows that read it), else vectorized over a zero-padded copy of the plane
 // (split into even and odd columns for stride 2) for 3x3 and for kernels up to 7 wide, or,
 // over tiny planes (up to 16 outputs, or 64 in rows shorter than a vector), with the channels
 // across the vector (depthwise_tiny); with constant weights, a conv over a tiny output map (up
@@ -399,21 +400,104 @@ __attribute__((target("avx512f"))) void dw_direct16(const float* x, const float*
     }
   }
 }
+
+// dw_direct16 for K x K kernels (3 or 5) at stride SW along rows (1 or 2) and SH down columns
+// (1 or 2), no dilation down them: consecutive output rows share K - SH input rows, so each
+// input row's K tap vectors (loads across cache lines, and at stride 2 a permute each) are made
+// once, not once per output row that reads them (a 3x3 at stride 1: three rows' loads per output
+// row down to one). Rows in the padding add nothing (as in dw_direct16).
+template <int SW, int SH, int K>
+__attribute__((target("avx512f"))) void dw_shared_rows16(const float* x, const float* w, const window_geom& g,
+                                                         float* y, float bias, float lo, float hi) {
+  static_assert(SH < K);
+  const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
+  const int64_t dw = g.d[2], ph = g.pb[1], pw = g.pb[2];
+  const __m512 vb = _mm512_set1_ps(bias), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  for (int64_t ow = 0; ow < OW; ow += 16) {
+    int64_t c0[K];
+    __mmask16 m0[K], m1[K];
+    for (int kw = 0; kw < K; ++kw) {
+      c0[kw] = ow * SW - pw + kw * dw;
+      m0[kw] = simd::row_lanes16(c0[kw], W);
+      m1[kw] = SW == 2 ? simd::row_lanes16(c0[kw] + 16, W) : 0;
+    }
+    const __mmask16 store = OW - ow >= 16 ? __mmask16(0xffff) : __mmask16((1u << (OW - ow)) - 1);
+    // The K tap vectors of input row ih; false (and nothing loaded) in the padding.
+    auto taps = [&](int64_t ih, __m512* t) __attribute__((target("avx512f"))) {
+      if (ih < 0 || ih >= H) return false;
+      const float* row = x + ih * W;
+#pragma GCC unroll 5
+      for (int kw = 0; kw < K; ++kw) {
+        if constexpr (SW == 1) {
+          t[kw] = _mm512_maskz_loadu_ps(m0[kw], row + c0[kw]);
+        } else {
+          const __m512 a = _mm512_maskz_loadu_ps(m0[kw], row + c0[kw]);
+          const __m512 b = _mm512_maskz_loadu_ps(m1[kw], row + c0[kw] + 16);
+          t[kw] = _mm512_permutex2var_ps(a, evens, b);
+        }
+      }
+      return true;
+    };
+    // r[kh]: the taps of row oh * SH - ph + kh of output row oh; has[kh]: inside the plane.
+    __m512 r[K][K];
+    bool has[K];
+#pragma GCC unroll 5
+    for (int kh = 0; kh < K - SH; ++kh) has[kh] = taps(kh - ph, r[kh]);
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      const int64_t ih = oh * SH - ph;
+#pragma GCC unroll 2
+      for (int kh = K - SH; kh < K; ++kh) has[kh] = taps(ih + kh, r[kh]);
+      __m512 acc = vb;
+#pragma GCC unroll 5
+      for (int kh = 0; kh < K; ++kh)
+        if (has[kh])
+#pragma GCC unroll 5
+          for (int kw = 0; kw < K; ++kw) acc = _mm512_fmadd_ps(_mm512_set1_ps(w[kh * K + kw]), r[kh][kw], acc);
+      acc = _mm512_min_ps(vhi, _mm512_max_ps(vlo, acc));  // NaN stays NaN
+      _mm512_mask_storeu_ps(y + oh * OW + ow, store, acc);
+      // The next output row starts SH rows down.
+#pragma GCC unroll 5
+      for (int kh = 0; kh < K - SH; ++kh) {
+        has[kh] = has[kh + SH];
+#pragma GCC unroll 5
+        for (int kw = 0; kw < K; ++kw) r[kh][kw] = r[kh + SH][kw];
+      }
+    }
+  }
+}
 #pragma GCC diagnostic pop
 
 template <int SW>
 void dw_direct16_dispatch(const float* x, const float* w, const window_geom& g, float* y, float bias, float lo,
                           float hi) {
   const int64_t kH = g.k[1], kW = g.k[2];
-  if (kH == 3 && kW == 3) dw_direct16<SW, 3, 3>(x, w, g, y, bias, lo, hi);
-  else if (kH == 5 && kW == 5) dw_direct16<SW, 5, 5>(x, w, g, y, bias, lo, hi);
-  else if (kW == 1) dw_direct16<SW, 0, 1>(x, w, g, y, bias, lo, hi);
-  else if (kW == 2) dw_direct16<SW, 0, 2>(x, w, g, y, bias, lo, hi);
-  else if (kW == 3) dw_direct16<SW, 0, 3>(x, w, g, y, bias, lo, hi);
-  else if (kW == 4) dw_direct16<SW, 0, 4>(x, w, g, y, bias, lo, hi);
-  else if (kW == 5) dw_direct16<SW, 0, 5>(x, w, g, y, bias, lo, hi);
-  else if (kW == 6) dw_direct16<SW, 0, 6>(x, w, g, y, bias, lo, hi);
-  else dw_direct16<SW, 0, 7>(x, w, g, y, bias, lo, hi);
+  const bool shared = (g.s[1] == 1 || g.s[1] == 2) && g.d[1] == 1;
+  if (shared && kH == 3 && kW == 3) {
+    if (g.s[1] == 1) dw_shared_rows16<SW, 1, 3>(x, w, g, y, bias, lo, hi);
+    else dw_shared_rows16<SW, 2, 3>(x, w, g, y, bias, lo, hi);
+  } else if (shared && kH == 5 && kW == 5) {
+    if (g.s[1] == 1) dw_shared_rows16<SW, 1, 5>(x, w, g, y, bias, lo, hi);
+    else dw_shared_rows16<SW, 2, 5>(x, w, g, y, bias, lo, hi);
+  } else if (kH == 3 && kW == 3) {
+    dw_direct16<SW, 3, 3>(x, w, g, y, bias, lo, hi);
+  } else if (kH == 5 && kW == 5) {
+    dw_direct16<SW, 5, 5>(x, w, g, y, bias, lo, hi);
+  } else if (kW == 1) {
+    dw_direct16<SW, 0, 1>(x, w, g, y, bias, lo, hi);
+  } else if (kW == 2) {
+    dw_direct16<SW, 0, 2>(x, w, g, y, bias, lo, hi);
+  } else if (kW == 3) {
+    dw_direct16<SW, 0, 3>(x, w, g, y, bias, lo, hi);
+  } else if (kW == 4) {
+    dw_direct16<SW, 0, 4>(x, w, g, y, bias, lo, hi);
+  } else if (kW == 5) {
+    dw_direct16<SW, 0, 5>(x, w, g, y, bias, lo, hi);
+  } else if (kW == 6) {
+    dw_direct16<SW, 0, 6>(x, w, g, y, bias, lo, hi);
+  } else {
+    dw_direct16<SW, 0, 7>(x, w, g, y, bias, lo, hi);
+  }
 }
 
 // With AVX-512, dw_direct16 for kernels up to 7 wide at stride 1 or 2; else the padded-plane

@@ -213,6 +213,17 @@ TEST_CASE("Conv matches the direct definition across paths", "[nn]") {
       {{1, 4, 10, 12}, {4, 1, 5, 5}, 4, {}, {1, 2}, {2, 4, 2, 4}, "", true},
       {{1, 6, 37}, {6, 1, 5}, 6, {2}, {}, {2, 2}, "", true},
       {{1, 6, 3, 2}, {6, 1, 5, 5}, 6, {}, {}, {2, 2, 2, 2}, "", true},
+      // Depthwise 3x3 and 5x5 whose output rows share input rows (made once per row): strides
+      // 1 and 2 down and along, mixed; pads none, uneven or wider than the kernel's half;
+      // dilation along rows; a single output row; rows longer than two vectors.
+      {{1, 3, 30, 41}, {3, 1, 5, 5}, 3, {2, 2}, {}, {2, 2, 2, 2}, "", true},
+      {{2, 2, 21, 37}, {2, 1, 5, 5}, 2, {}, {}, {2, 2, 2, 2}, "", true},
+      {{1, 3, 26, 40}, {3, 1, 5, 5}, 3, {2, 2}, {}, {1, 2, 3, 1}, "", false},
+      {{1, 2, 19, 35}, {2, 1, 5, 5}, 2, {1, 2}, {1, 2}, {0, 4, 1, 3}, "", true},
+      {{1, 3, 25, 38}, {3, 1, 3, 3}, 3, {2, 1}, {}, {0, 0, 0, 0}, "", true},
+      {{1, 3, 18, 50}, {3, 1, 3, 3}, 3, {1, 2}, {1, 2}, {2, 1, 0, 2}, "", false},
+      {{2, 2, 3, 40}, {2, 1, 3, 3}, 2, {2, 2}, {}, {0, 1, 0, 1}, "", true},
+      {{1, 2, 5, 33}, {2, 1, 5, 5}, 2, {}, {}, {0, 2, 0, 2}, "", true},
       // Depthwise over planes of up to 64 outputs in rows shorter than a vector (channels
       // across the vector): 7x7, stride 2 from 14x14 with 5x5, 5x9 with dilation.
       {{1, 20, 7, 7}, {20, 1, 3, 3}, 20, {}, {}, {1, 1, 1, 1}, "", true},
