@@ -1859,6 +1859,7 @@ class qconv_kernel final : public kernel {
     return status::ok();
   }
 
+ private:
   window_attrs wa_;
   int64_t group_;
   bool qlinear_;
