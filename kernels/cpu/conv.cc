@@ -344,6 +344,24 @@ void dwk_rows(const float* P, const float* O, int64_t Ws, const float* w, const 
   }
 }
 
+// The columns of a block of 16 outputs from ow for each of KW tap columns, at stride SW along
+// rows: where the tap's 16 (stride 2: 32) inputs start in the row, which of them are inside it
+// (m0, and m1 for the second 16 at stride 2), and which of the 16 outputs exist (store).
+template <int SW, int KW>
+struct tap_columns {
+  int64_t c0[KW];
+  __mmask16 m0[KW], m1[KW], store;
+  __attribute__((target("avx512f"))) tap_columns(int64_t ow, const window_geom& g) {
+    const int64_t W = g.in[2], OW = g.out[2];
+    for (int kw = 0; kw < KW; ++kw) {
+      c0[kw] = ow * SW - g.pb[2] + kw * g.d[2];
+      m0[kw] = simd::row_lanes16(c0[kw], W);
+      m1[kw] = SW == 2 ? simd::row_lanes16(c0[kw] + 16, W) : 0;
+    }
+    store = OW - ow >= 16 ? __mmask16(0xffff) : __mmask16((1u << (OW - ow)) - 1);
+  }
+};
+
 // Depthwise 2-D convolution of one plane straight from the input, 16 outputs per vector
 // (AVX-512, where sgemm::avx512()): kernels up to 7 wide, stride 1 or 2 along rows, any
 // dilation, padding and row stride. The taps of a row are masked loads of the input row (lanes
@@ -358,7 +376,7 @@ template <int SW, int KH, int KW>
 __attribute__((target("avx512f"))) void dw_direct16(const float* x, const float* w, const window_geom& g, float* y,
                                                     float bias, float lo, float hi) {
   const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
-  const int64_t sh = g.s[1], dh = g.d[1], dw = g.d[2], ph = g.pb[1], pw = g.pb[2];
+  const int64_t sh = g.s[1], dh = g.d[1], ph = g.pb[1];
   const int64_t kH = KH > 0 ? KH : g.k[1];
   const __m512 vb = _mm512_set1_ps(bias), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
   const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -366,15 +384,9 @@ __attribute__((target("avx512f"))) void dw_direct16(const float* x, const float*
   if constexpr (KH > 0)
     for (int t = 0; t < KH * KW; ++t) wv[t] = _mm512_set1_ps(w[t]);
   for (int64_t ow = 0; ow < OW; ow += 16) {
-    // Per tap column: where its 16 (stride 2: 32) inputs start, and which of them are real.
-    int64_t c0[KW];
-    __mmask16 m0[KW], m1[KW];
-    for (int kw = 0; kw < KW; ++kw) {
-      c0[kw] = ow * SW - pw + kw * dw;
-      m0[kw] = simd::row_lanes16(c0[kw], W);
-      m1[kw] = SW == 2 ? simd::row_lanes16(c0[kw] + 16, W) : 0;
-    }
-    const __mmask16 store = OW - ow >= 16 ? __mmask16(0xffff) : __mmask16((1u << (OW - ow)) - 1);
+    const tap_columns<SW, KW> cols(ow, g);
+    const int64_t* c0 = cols.c0;
+    const __mmask16 *m0 = cols.m0, *m1 = cols.m1, store = cols.store;
     for (int64_t oh = 0; oh < OH; ++oh) {
       __m512 acc = vb;
       for (int64_t kh = 0; kh < kH; ++kh) {
@@ -410,19 +422,13 @@ template <int SW, int SH, int K>
 __attribute__((target("avx512f"))) void dw_shared_rows16(const float* x, const float* w, const window_geom& g,
                                                          float* y, float bias, float lo, float hi) {
   static_assert(SH < K);
-  const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2];
-  const int64_t dw = g.d[2], ph = g.pb[1], pw = g.pb[2];
+  const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], ph = g.pb[1];
   const __m512 vb = _mm512_set1_ps(bias), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
   const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   for (int64_t ow = 0; ow < OW; ow += 16) {
-    int64_t c0[K];
-    __mmask16 m0[K], m1[K];
-    for (int kw = 0; kw < K; ++kw) {
-      c0[kw] = ow * SW - pw + kw * dw;
-      m0[kw] = simd::row_lanes16(c0[kw], W);
-      m1[kw] = SW == 2 ? simd::row_lanes16(c0[kw] + 16, W) : 0;
-    }
-    const __mmask16 store = OW - ow >= 16 ? __mmask16(0xffff) : __mmask16((1u << (OW - ow)) - 1);
+    const tap_columns<SW, K> cols(ow, g);
+    const int64_t* c0 = cols.c0;
+    const __mmask16 *m0 = cols.m0, *m1 = cols.m1, store = cols.store;
     // The K tap vectors of input row ih; false (and nothing loaded) in the padding.
     auto taps = [&](int64_t ih, __m512* t) __attribute__((target("avx512f"))) {
       if (ih < 0 || ih >= H) return false;
