@@ -329,14 +329,21 @@ void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a
       const ledger::voucher_claim* voucher = nullptr;
       if (auto v = d->vouchers.find(a.provider); v != d->vouchers.end()) voucher = &v->second;
       auto recorded = std::make_shared<status>(status::ok());
+      // The outbox keeps the receipt before the ledger takes it (its checkpoints rely on that
+      // order; see actors/receipt_outbox.h), and lets it go again if the ledger refuses it.
       auto record = [d, rc, voucher, recorded] {
+        auto* outbox = d->options.outbox;
+        if (outbox) {
+          status st = outbox->add(*rc);
+          if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
+        }
+        if (!d->ledger) return;
         auto h = d->ledger->append_verified(*rc, voucher);
-        if (!h) *recorded = h.error();
+        if (!h) {
+          *recorded = h.error();
+          if (outbox && !d->ledger->contains(rc->job_id, rc->provider_key)) (void)outbox->remove(rc->job_id, rc->provider_key);
+        }
       };
-      // The receipt goes to the provider while the outbox keeps it (two syncs at once, not one
-      // after the other): the job's events wait behind the outbox step, so the provider's
-      // answer settles it only after the add, and a crash before the add is durable leaves the
-      // same gap as one between the ledger append and the add.
       auto send = [self, d, p, at = a.attempt, rc, recorded] {
         if (!recorded->is_ok()) {
           perform(self, d, d->flow.on_fatal(*recorded));
@@ -349,13 +356,8 @@ void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a
         self->request(p->actor, kReceiptTimeout, receipt_atom::value, receipt_ptr(std::const_pointer_cast<const ledger::receipt>(rc)))
             .then([settle](int32_t code) { settle(static_cast<net::receipt_status>(code)); },
                   [settle](caf::error&) { settle(net::receipt_status::retry_later); });
-        if (d->options.outbox)
-          run_blocking(self, d, [d, rc] {
-            status st = d->options.outbox->add(*rc);
-            if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
-          }, [] {});
       };
-      if (d->ledger) run_blocking(self, d, std::move(record), std::move(send));
+      if (d->ledger || d->options.outbox) run_blocking(self, d, std::move(record), std::move(send));
       else send();  // nothing to write down first
       break;
     }
@@ -510,7 +512,7 @@ expected<job_outcome> run_job(caf::actor_system& sys, const std::vector<provider
                               const std::function<void(const std::string&)>& note) {
   // Receipts of earlier jobs that their providers have not recorded yet go first.
   if (options.outbox && options.redeliver_before_job)
-    (void)redeliver_receipts(sys, providers, *options.outbox, 16, std::chrono::seconds(5), note);
+    (void)redeliver_receipts(sys, providers, *options.outbox, 16, std::chrono::seconds(5), note, ledger);
   auto cancelled = [&] { return options.cancel && options.cancel->load(); };
   if (cancelled()) return status(error_kind::io, "the job was cancelled before it started");
   auto r = run_job_once(sys, providers, job, options, client, reputation, ledger, local, note);

@@ -853,13 +853,14 @@ expected<llm::completion_stats> generation_client::complete(const llm::completio
         else if (v) (void)peers[o.peer].send(net::gen_pay{sg.session, *v});
       }
       ledger::sign_as_client(rc, self_.secret_key);
-      if (options_.ledger) {
-        auto h = options_.ledger->append_verified(rc, sg.last_voucher ? &*sg.last_voucher : nullptr);
-        if (!h) note("cannot record the receipt: " + h.error().message());
-      }
+      // The outbox keeps the receipt before the ledger takes it (see actors/receipt_outbox.h).
       if (options_.outbox) {
         status st = options_.outbox->add(rc);
         if (!st.is_ok()) note("cannot keep the receipt for redelivery: " + st.message());
+      }
+      if (options_.ledger) {
+        auto h = options_.ledger->append_verified(rc, sg.last_voucher ? &*sg.last_voucher : nullptr);
+        if (!h) note("cannot record the receipt: " + h.error().message());
       }
       if (peers[o.peer].actor) to_send.push_back({peers[o.peer].actor, rc});
       u.paid = true;

@@ -45,7 +45,7 @@ bool same_job(const ledger::receipt& r, const std::array<uint8_t, 16>& job, cons
 
 }  // namespace
 
-expected<std::unique_ptr<receipt_outbox>> receipt_outbox::open(const std::string& dir) {
+expected<std::unique_ptr<receipt_outbox>> receipt_outbox::open(const std::string& dir, const key32* client) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return io_error("cannot create '{}': {}", dir, ec.message());
@@ -54,10 +54,19 @@ expected<std::unique_ptr<receipt_outbox>> receipt_outbox::open(const std::string
   o->lock_path_ = (std::filesystem::path(dir) / "receipts.lock").string();
   o->lock_fd_ = ::open(o->lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (o->lock_fd_ < 0) return io_error("cannot open '{}': {}", o->lock_path_, std::strerror(errno));
+  if (client) {
+    o->deferred_ = true;
+    o->client_ = *client;
+    o->mark_path_ = (std::filesystem::path(dir) / "receipts.mark").string();
+    o->ledger_path_ = (std::filesystem::path(dir) / "ledger.log").string();
+    std::lock_guard<std::mutex> lk(o->mu_);
+    GG_RETURN_IF_ERROR(o->reconcile_locked());
+  }
   return o;
 }
 
 receipt_outbox::~receipt_outbox() {
+  if (deferred_ && unsynced_ > 0) (void)checkpoint();
   if (fd_ >= 0) ::close(fd_);
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
@@ -134,6 +143,62 @@ status write_at(int fd, const std::string& bytes, off_t off, const std::string& 
   return status::ok();
 }
 
+// receipts.mark: the ledger position as 8 bytes little-endian, then the same xor a constant
+// (a torn or damaged mark does not pass for a position).
+constexpr uint64_t kMarkCheck = 0x9e3779b97f4a7c15ull;
+
+struct mark_read {
+  bool present = false;
+  bool valid = false;
+  uint64_t at = 0;
+};
+
+mark_read read_mark(const std::string& path) {
+  mark_read m;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    m.present = errno != ENOENT;  // unreadable: treated as damaged
+    return m;
+  }
+  m.present = true;
+  uint8_t b[16] = {};
+  ssize_t n = ::pread(fd, b, sizeof b, 0);
+  ::close(fd);
+  if (n != static_cast<ssize_t>(sizeof b)) return m;
+  uint64_t at = 0, check = 0;
+  for (int i = 0; i < 8; ++i) {
+    at |= static_cast<uint64_t>(b[i]) << (8 * i);
+    check |= static_cast<uint64_t>(b[8 + i]) << (8 * i);
+  }
+  m.valid = check == (at ^ kMarkCheck);
+  m.at = at;
+  return m;
+}
+
+void sync_parent(const std::string& path) {
+  int d = ::open(std::filesystem::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (d >= 0) {
+    (void)::fsync(d);
+    ::close(d);
+  }
+}
+
+status write_mark(const std::string& path, uint64_t at, bool sync) {
+  std::string bytes(16, '\0');
+  const uint64_t check = at ^ kMarkCheck;
+  for (int i = 0; i < 8; ++i) {
+    bytes[i] = static_cast<char>((at >> (8 * i)) & 0xff);
+    bytes[8 + i] = static_cast<char>((check >> (8 * i)) & 0xff);
+  }
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return io_error("cannot write '{}': {}", path, std::strerror(errno));
+  status st = write_at(fd, bytes, 0, path);
+  if (st.is_ok() && sync && ::fsync(fd) != 0) st = io_error("cannot sync '{}': {}", path, std::strerror(errno));
+  ::close(fd);
+  if (st.is_ok() && sync) sync_parent(path);
+  return st;
+}
+
 class open_file {
  public:
   open_file(const std::string& path, int flags) : fd_(::open(path.c_str(), flags | O_CLOEXEC, 0600)) {}
@@ -185,14 +250,93 @@ status receipt_outbox::rewrite_locked(const std::vector<ledger::receipt>& list) 
 }
 
 status receipt_outbox::add(const ledger::receipt& r) {
-  // Adds from several threads at once share one write and one fsync.
+  // Adds from several threads at once share one write (and, without a key, one fsync).
   return adds_.submit(&r, [this](const std::vector<const ledger::receipt*>& group) {
     std::lock_guard<std::mutex> lk(mu_);
-    return std::vector<status>(group.size(), add_locked(group));
+    status st = add_locked(group, !deferred_);
+    if (st.is_ok() && deferred_ && (unsynced_ += group.size()) >= checkpoint_every) st = checkpoint_locked();
+    return std::vector<status>(group.size(), st);
   });
 }
 
-status receipt_outbox::add_locked(const std::vector<const ledger::receipt*>& rs) {
+status receipt_outbox::checkpoint() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!deferred_ || unsynced_ == 0) return status::ok();
+  return checkpoint_locked();
+}
+
+expected<uint64_t> receipt_outbox::ledger_size() const {
+  int fd = ::open(ledger_path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return uint64_t{0};
+    return io_error("cannot read '{}': {}", ledger_path_, std::strerror(errno));
+  }
+  int rc;
+  while ((rc = ::flock(fd, LOCK_SH)) != 0 && errno == EINTR) {}
+  struct stat sb {};
+  const bool ok = ::fstat(fd, &sb) == 0;
+  const int err = errno;
+  if (rc == 0) ::flock(fd, LOCK_UN);
+  ::close(fd);
+  if (rc != 0 || !ok) return io_error("cannot read '{}': {}", ledger_path_, std::strerror(rc != 0 ? errno : err));
+  return static_cast<uint64_t>(sb.st_size);
+}
+
+status receipt_outbox::checkpoint_locked() {
+  // The ledger's size first: every receipt of an entry before it was added (written here, by
+  // this or another process) before the entry was appended, so the sync below covers it.
+  GG_ASSIGN_OR_RETURN(uint64_t size, ledger_size());
+  const int fd = file_locked(false);
+  if (fd < 0 && errno != ENOENT) return io_error("cannot open '{}': {}", path_, std::strerror(errno));
+  if (fd >= 0) {
+    if (::fsync(fd) != 0) return io_error("cannot sync '{}': {}", path_, std::strerror(errno));
+    sync_parent(path_);  // the file may be new
+  }
+  GG_RETURN_IF_ERROR(write_mark(mark_path_, size, false));
+  unsynced_ = 0;
+  return status::ok();
+}
+
+status receipt_outbox::reconcile_locked() {
+  const mark_read m = read_mark(mark_path_);
+  GG_ASSIGN_OR_RETURN(uint64_t size, ledger_size());
+  if (!m.present) return write_mark(mark_path_, size, true);  // first use: every earlier add was synced
+  const uint64_t from = m.valid ? m.at : 0;  // a damaged mark: the whole ledger
+  if (from >= size) return from > size ? write_mark(mark_path_, size, false) : status::ok();
+  std::vector<ledger::receipt> found;
+  auto collect = [&](const ledger::entry& e) {
+    const ledger::receipt& r = e.rec;
+    if (r.client_key == client_ && r.provider_key != client_ && r.kind != ledger::receipt_kind::dispute) found.push_back(r);
+    return status::ok();
+  };
+  bool torn = false;
+  uint64_t end = from;
+  status st = ledger::for_each_entry_from(ledger_path_, from, collect, &torn, &end);
+  if (!st.is_ok() || (torn && end == from)) {
+    // The mark is not at a record's start (a crash tore the ledger's tail there and it was cut
+    // back, then written on): from the record that ends after it.
+    found.clear();
+    uint64_t at = 0;
+    GG_RETURN_IF_ERROR(ledger::for_each_entry(
+        ledger_path_,
+        [&](const ledger::entry& e) {
+          const uint64_t next = at + 4 + e.raw.size() + 32;
+          if (next > from) (void)collect(e);
+          at = next;
+          return status::ok();
+        },
+        &torn));
+    end = at;
+  }
+  if (!found.empty()) {
+    std::vector<const ledger::receipt*> group;
+    for (const auto& r : found) group.push_back(&r);
+    GG_RETURN_IF_ERROR(add_locked(group, true));
+  }
+  return write_mark(mark_path_, end, false);
+}
+
+status receipt_outbox::add_locked(const std::vector<const ledger::receipt*>& rs, bool sync) {
   lock_file l(lock_fd_);
   if (!l.ok()) return io_error("cannot lock '{}': {}", lock_path_, std::strerror(l.error()));
   const int fd = file_locked(true);
@@ -229,7 +373,7 @@ status receipt_outbox::add_locked(const std::vector<const ledger::receipt*>& rs)
   const off_t end = static_cast<off_t>(got.at.size() * ledger::receipt_size);
   if (got.at.size() > old_slots && ::ftruncate(fd, end) != 0)
     return io_error("cannot cut '{}': {}", path_, std::strerror(errno));
-  if (::fsync(fd) != 0) return io_error("cannot sync '{}': {}", path_, std::strerror(errno));
+  if (sync && ::fsync(fd) != 0) return io_error("cannot sync '{}': {}", path_, std::strerror(errno));
   return status::ok();
 }
 
@@ -294,7 +438,8 @@ int deliver_receipts(caf::actor_system& sys, const std::vector<std::pair<provide
 }
 
 int redeliver_receipts(caf::actor_system& sys, const std::vector<provider_handle>& providers, receipt_outbox& outbox,
-                       size_t limit, std::chrono::milliseconds timeout, const std::function<void(const std::string&)>& note) {
+                       size_t limit, std::chrono::milliseconds timeout, const std::function<void(const std::string&)>& note,
+                       const ledger::ledger_file* ledger) {
   auto list = outbox.pending();
   if (!list) {
     note("cannot read the receipt outbox: " + list.error().message());
@@ -303,6 +448,7 @@ int redeliver_receipts(caf::actor_system& sys, const std::vector<provider_handle
   std::vector<std::pair<provider_actor, ledger::receipt>> todo;
   for (const auto& r : *list) {
     if (todo.size() >= limit) break;
+    if (ledger && !ledger->contains(r.job_id, r.provider_key)) continue;  // a crash came between add and append
     for (const auto& p : providers)
       if (p.key == r.provider_key && p.actor) { todo.push_back({p.actor, r}); break; }
   }

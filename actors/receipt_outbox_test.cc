@@ -407,3 +407,177 @@ TEST_CASE("a provider refuses a receipt the client changed and countersigned aga
   CHECK(p.ledger_entries() == 1);
   std::filesystem::remove_all(dir);
 }
+
+namespace {
+
+// A client's data dir with a ledger: each receipt is added to the outbox, then appended to the
+// ledger (the client's order).
+struct client_dir {
+  std::string dir;
+  keypair me = keypair::generate();
+  std::unique_ptr<ledger::ledger_file> led;
+  explicit client_dir(const std::string& name) : dir(temp_dir(name)) {
+    auto l = ledger::ledger_file::open(dir);
+    REQUIRE(l.has_value());
+    led = std::move(l).value();
+  }
+  std::unique_ptr<receipt_outbox> open_box() {
+    auto b = receipt_outbox::open(dir, &me.public_key);
+    REQUIRE(b.has_value());
+    return std::move(b).value();
+  }
+  void pay(receipt_outbox& box, const ledger::receipt& r) {
+    REQUIRE(box.add(r).is_ok());
+    REQUIRE(led->append(r).has_value());
+  }
+  // What a crash does to adds that no sync covered: the object is never closed, and the
+  // pending file loses them.
+  static void crash(std::unique_ptr<receipt_outbox> box) { (void)box.release(); }
+  void lose_pending_file() { std::filesystem::remove(dir + "/receipts.pending"); }
+  size_t pending(receipt_outbox& box) {
+    auto list = box.pending();
+    REQUIRE(list.has_value());
+    return list->size();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("an outbox opened with the client's key finds again the receipts a crash cut from it", "[grid][receipts]") {
+  client_dir c("deferred");
+  keypair p = keypair::generate();
+  auto box = c.open_box();  // first use: the mark is made at the ledger's end
+  CHECK(std::filesystem::exists(c.dir + "/receipts.mark"));
+  for (int j = 1; j <= 3; ++j) c.pay(*box, paid_receipt(c.me, p, j));
+  REQUIRE(box->remove(paid_receipt(c.me, p, 2).job_id, p.public_key).is_ok());  // job 2 was answered
+  client_dir::crash(std::move(box));
+  c.lose_pending_file();
+  auto again = c.open_box();
+  // Every receipt after the mark comes back, job 2 too (its provider answers it as recorded).
+  CHECK(c.pending(*again) == 3);
+  again.reset();
+  // Closed cleanly: the mark moved to the ledger's end, and nothing is found again.
+  auto third = c.open_box();
+  REQUIRE(third->remove(paid_receipt(c.me, p, 1).job_id, p.public_key).is_ok());
+  CHECK(c.pending(*third) == 2);
+  third.reset();
+  CHECK(c.pending(*c.open_box()) == 2);
+  std::filesystem::remove_all(c.dir);
+}
+
+TEST_CASE("a checkpoint syncs the outbox and moves the mark past what it covers", "[grid][receipts]") {
+  client_dir c("checkpoint");
+  keypair p = keypair::generate();
+  auto box = c.open_box();
+  for (int j = 1; j <= 2; ++j) c.pay(*box, paid_receipt(c.me, p, j));
+  REQUIRE(box->checkpoint().is_ok());
+  c.pay(*box, paid_receipt(c.me, p, 3));
+  client_dir::crash(std::move(box));
+  c.lose_pending_file();  // (a synced file is not lost; this shows where the mark stands)
+  auto again = c.open_box();
+  auto list = again->pending();
+  REQUIRE(list.has_value());
+  REQUIRE(list->size() == 1);
+  CHECK(list->at(0).job_id == paid_receipt(c.me, p, 3).job_id);
+  again.reset();
+  // Every checkpoint_every adds make a checkpoint of their own.
+  auto fourth = c.open_box();
+  for (size_t j = 0; j < receipt_outbox::checkpoint_every; ++j) c.pay(*fourth, paid_receipt(c.me, p, 100 + static_cast<int>(j)));
+  client_dir::crash(std::move(fourth));
+  c.lose_pending_file();
+  CHECK(c.pending(*c.open_box()) == 1);  // the last receipt's ledger entry came after the checkpoint its add made
+  std::filesystem::remove_all(c.dir);
+}
+
+TEST_CASE("reconciling takes only this client's payment receipts from the ledger", "[grid][receipts]") {
+  client_dir c("mine");
+  keypair p = keypair::generate(), other = keypair::generate();
+  // Receipts written before the first keyed open are not looked for (every add was synced then).
+  REQUIRE(c.led->append(paid_receipt(c.me, p, 1)).has_value());
+  auto box = c.open_box();
+  REQUIRE(c.led->append(paid_receipt(other, p, 2)).has_value());   // another client's
+  REQUIRE(c.led->append(paid_receipt(p, c.me, 3)).has_value());    // earned here as a provider
+  ledger::receipt dispute = paid_receipt(c.me, p, 4);
+  dispute.kind = ledger::receipt_kind::dispute;
+  ledger::sign_as_provider(dispute, p.secret_key);
+  ledger::sign_as_client(dispute, c.me.secret_key);
+  REQUIRE(c.led->append(dispute).has_value());
+  c.pay(*box, paid_receipt(c.me, p, 5));
+  client_dir::crash(std::move(box));
+  c.lose_pending_file();
+  auto again = c.open_box();
+  auto list = again->pending();
+  REQUIRE(list.has_value());
+  REQUIRE(list->size() == 1);
+  CHECK(list->at(0).job_id == paid_receipt(c.me, p, 5).job_id);
+  std::filesystem::remove_all(c.dir);
+}
+
+TEST_CASE("a mark that is damaged or not at a record's start is read safely", "[grid][receipts]") {
+  client_dir c("badmark");
+  keypair p = keypair::generate();
+  auto box = c.open_box();
+  for (int j = 1; j <= 3; ++j) c.pay(*box, paid_receipt(c.me, p, j));
+  client_dir::crash(std::move(box));
+  c.lose_pending_file();
+  SECTION("damaged: the whole ledger is read") {
+    std::ofstream(c.dir + "/receipts.mark", std::ios::binary | std::ios::trunc) << "garbage";
+    CHECK(c.pending(*c.open_box()) == 3);
+  }
+  SECTION("inside the second record: from that record on") {
+    const uint64_t inside = ledger::record_bytes() + 10;
+    std::string bytes(16, '\0');
+    const uint64_t check = inside ^ 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 8; ++i) {
+      bytes[i] = static_cast<char>((inside >> (8 * i)) & 0xff);
+      bytes[8 + i] = static_cast<char>((check >> (8 * i)) & 0xff);
+    }
+    std::ofstream(c.dir + "/receipts.mark", std::ios::binary | std::ios::trunc) << bytes;
+    CHECK(c.pending(*c.open_box()) == 2);
+  }
+  SECTION("past the ledger's end (the ledger was cut back): nothing, and the mark comes back") {
+    std::string bytes(16, '\0');
+    const uint64_t far = 1 << 30, check = far ^ 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 8; ++i) {
+      bytes[i] = static_cast<char>((far >> (8 * i)) & 0xff);
+      bytes[8 + i] = static_cast<char>((check >> (8 * i)) & 0xff);
+    }
+    std::ofstream(c.dir + "/receipts.mark", std::ios::binary | std::ios::trunc) << bytes;
+    CHECK(c.pending(*c.open_box()) == 0);
+    c.pay(*c.open_box(), paid_receipt(c.me, p, 4));
+    c.lose_pending_file();  // the clean close moved the mark to the end: nothing found again
+    CHECK(c.pending(*c.open_box()) == 0);
+  }
+  std::filesystem::remove_all(c.dir);
+}
+
+TEST_CASE("receipts that the client's ledger does not hold are not sent again", "[grid][receipts]") {
+  if (!have_cpu()) { WARN("CPU ops missing; skipping"); return; }
+  std::string dir = temp_dir("orphan");
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{cfg};
+  keypair client = keypair::generate();
+  provider_box a(keypair::generate(), dir + "/a");
+  std::vector<provider_handle> handles = {{spawn_provider(sys, a.core), a.id.public_key, "a"}};
+  auto led = ledger::ledger_file::open(dir + "/client");
+  REQUIRE(led.has_value());
+  auto box = receipt_outbox::open(dir + "/client", &client.public_key);
+  REQUIRE(box.has_value());
+  ledger::receipt kept = countersigned(a.run(client, 1), client);
+  REQUIRE((*box)->add(kept).is_ok());
+  REQUIRE((*led)->append(kept).has_value());
+  // Added, and then the client died before its ledger took it: never paid for, never sent.
+  ledger::receipt orphan = countersigned(a.run(client, 2), client);
+  REQUIRE((*box)->add(orphan).is_ok());
+  CHECK(redeliver_receipts(sys, handles, **box, 16, std::chrono::seconds(5), [](const std::string&) {}, led->get()) == 1);
+  CHECK(a.ledger_entries() == 1);
+  CHECK(a.core->unpaid_jobs(client.public_key) == 1);
+  auto left = (*box)->pending();
+  REQUIRE(left.has_value());
+  REQUIRE(left->size() == 1);
+  CHECK(left->at(0).job_id == orphan.job_id);
+  for (auto& h : handles) caf::anon_send_exit(h.actor, caf::exit_reason::user_shutdown);
+  a.core->stop();
+  std::filesystem::remove_all(dir);
+}

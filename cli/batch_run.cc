@@ -287,7 +287,8 @@ int batch_run_command(const run_options& o) {
     (void)grid::redeliver_receipts(*sys, node->providers(), *outbox, grid::receipt_outbox::max_pending, std::chrono::seconds(5),
                                    [tty](const std::string& s) {
                                      if (tty) fmt::print(stderr, "gpugrid: {}\n", s);
-                                   });
+                                   },
+                                   ledger.get());
   };
 
   // Local runs (--local, spot checks, tie-breaks) share one session: session::run may be called
@@ -360,7 +361,7 @@ int batch_run_command(const run_options& o) {
       auto l = ledger::ledger_file::open(*dir, &recovered);
       if (!l) return fail(l.error());
       ledger = std::move(l).value();
-      auto box = grid::receipt_outbox::open(*dir);
+      auto box = grid::receipt_outbox::open(*dir, &client_key.public_key);
       if (!box) return fail(box.error());
       outbox = std::move(box).value();
       grid::node_options no;

@@ -349,7 +349,8 @@ int run_remote(const run_options& o) {
   // K = 1: the adaptive spot check's floor; K > 1: the floor of the local check of an agreeing
   // set of providers (every job while they are all unverified, then rarer).
   co.spot_check_rate = kSpotCheckFloor;
-  auto outbox = grid::receipt_outbox::open(*dir);
+  const grid::key32 me = id->public_key();
+  auto outbox = grid::receipt_outbox::open(*dir, &me);
   if (!outbox) return fail(outbox.error());
   co.outbox = outbox->get();
   // Paid on a chain when one is configured (GPUGRID_CHAIN_* or DATA_DIR/chain.toml).

@@ -291,7 +291,8 @@ int serve_command(const serve_options& o) {
   auto redeliver_pending = [&] {
     if (!outbox || !node) return;
     (void)grid::redeliver_receipts(*sys, node->providers(), *outbox, grid::receipt_outbox::max_pending,
-                                   std::chrono::seconds(5), [](const std::string& s) { fmt::print(stderr, "gpugrid: serve: {}\n", s); });
+                                   std::chrono::seconds(5), [](const std::string& s) { fmt::print(stderr, "gpugrid: serve: {}\n", s); },
+                                   ledger_shared.get());
   };
   grid::client_options co;
   co.redundancy = o.redundancy;
@@ -319,7 +320,8 @@ int serve_command(const serve_options& o) {
       if (!ledger) return fail(ledger.error());
       if (!recovered.empty()) fmt::print(stderr, "gpugrid: {}\n", recovered);
       ledger_shared = std::move(ledger).value();
-      auto box = grid::receipt_outbox::open(*dir);
+      const grid::key32 me = id->public_key();
+      auto box = grid::receipt_outbox::open(*dir, &me);
       if (!box) return fail(box.error());
       outbox = std::move(box).value();
       co.outbox = outbox.get();

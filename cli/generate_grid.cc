@@ -85,7 +85,7 @@ class grid_backend : public llm::completion_backend {
       std::string recovered;
       GG_ASSIGN_OR_RETURN(b->ledger_, ledger::ledger_file::open(dir, &recovered));
       if (!recovered.empty()) log::warning("{}", recovered);
-      GG_ASSIGN_OR_RETURN(b->outbox_, grid::receipt_outbox::open(dir));
+      GG_ASSIGN_OR_RETURN(b->outbox_, grid::receipt_outbox::open(dir, &me.public_key));
       b->cfg_ = grid_actor_config();
       b->sys_ = std::make_unique<caf::actor_system>(*b->cfg_);
       grid::node_options no;

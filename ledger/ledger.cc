@@ -226,6 +226,24 @@ status for_each_entry(const std::string& path, const std::function<status(const 
   return s;
 }
 
+status for_each_entry_from(const std::string& path, uint64_t offset, const std::function<status(const entry&)>& fn,
+                           bool* torn_tail, uint64_t* end) {
+  if (torn_tail) *torn_tail = false;
+  if (end) *end = offset;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return status::ok();
+    return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
+  }
+  scan_state st;
+  st.good_end = offset;
+  status s = scan_fd(fd, path, &st, fn);
+  ::close(fd);
+  if (torn_tail) *torn_tail = st.torn;
+  if (end) *end = st.good_end;
+  return s;
+}
+
 expected<std::vector<entry>> read_entries(const std::string& path, bool* torn_tail) {
   std::vector<entry> out;
   GG_RETURN_IF_ERROR(for_each_entry(path, [&](const entry& e) { out.push_back(e); return status::ok(); }, torn_tail));
