@@ -79,7 +79,12 @@ int receipt_outbox::file_locked(bool create) const {
     ::close(fd_);
     fd_ = -1;
   }
-  if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+  if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd_ < 0 && errno == ENOENT && create) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
+    if (fd_ >= 0) created_ = true;  // its folder entry is synced at the next checkpoint
+    else if (errno == EEXIST) fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
+  }
   return fd_;
 }
 
@@ -290,7 +295,8 @@ status receipt_outbox::checkpoint_locked() {
   if (fd < 0 && errno != ENOENT) return io_error("cannot open '{}': {}", path_, std::strerror(errno));
   if (fd >= 0) {
     if (::fsync(fd) != 0) return io_error("cannot sync '{}': {}", path_, std::strerror(errno));
-    sync_parent(path_);  // the file may be new
+    if (created_) sync_parent(path_);
+    created_ = false;
   }
   GG_RETURN_IF_ERROR(write_mark(mark_path_, size, false));
   unsynced_ = 0;

@@ -86,6 +86,7 @@ class receipt_outbox {
   size_t unsynced_ = 0;    // adds since the last checkpoint; under mu_
   int lock_fd_ = -1;       // receipts.lock, open for the object's life
   mutable int fd_ = -1;    // receipts.pending, or -1
+  mutable bool created_ = false;  // this object created it since the last checkpoint
   mutable std::mutex mu_;  // the files (with the flock for other processes)
   group_commit<const ledger::receipt*, status> adds_{64};
 };
