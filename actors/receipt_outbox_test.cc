@@ -434,6 +434,16 @@ struct client_dir {
   // pending file loses them.
   static void crash(std::unique_ptr<receipt_outbox> box) { (void)box.release(); }
   void lose_pending_file() { std::filesystem::remove(dir + "/receipts.pending"); }
+  // Writes receipts.mark as the outbox does (the position, then the position xor its constant).
+  void set_mark(uint64_t at) {
+    std::string bytes(16, '\0');
+    const uint64_t check = at ^ 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 8; ++i) {
+      bytes[i] = static_cast<char>((at >> (8 * i)) & 0xff);
+      bytes[8 + i] = static_cast<char>((check >> (8 * i)) & 0xff);
+    }
+    std::ofstream(dir + "/receipts.mark", std::ios::binary | std::ios::trunc) << bytes;
+  }
   size_t pending(receipt_outbox& box) {
     auto list = box.pending();
     REQUIRE(list.has_value());
@@ -525,24 +535,11 @@ TEST_CASE("a mark that is damaged or not at a record's start is read safely", "[
     CHECK(c.pending(*c.open_box()) == 3);
   }
   SECTION("inside the second record: from that record on") {
-    const uint64_t inside = ledger::record_bytes() + 10;
-    std::string bytes(16, '\0');
-    const uint64_t check = inside ^ 0x9e3779b97f4a7c15ull;
-    for (int i = 0; i < 8; ++i) {
-      bytes[i] = static_cast<char>((inside >> (8 * i)) & 0xff);
-      bytes[8 + i] = static_cast<char>((check >> (8 * i)) & 0xff);
-    }
-    std::ofstream(c.dir + "/receipts.mark", std::ios::binary | std::ios::trunc) << bytes;
+    c.set_mark(ledger::record_bytes() + 10);
     CHECK(c.pending(*c.open_box()) == 2);
   }
   SECTION("past the ledger's end (the ledger was cut back): nothing, and the mark comes back") {
-    std::string bytes(16, '\0');
-    const uint64_t far = 1 << 30, check = far ^ 0x9e3779b97f4a7c15ull;
-    for (int i = 0; i < 8; ++i) {
-      bytes[i] = static_cast<char>((far >> (8 * i)) & 0xff);
-      bytes[8 + i] = static_cast<char>((check >> (8 * i)) & 0xff);
-    }
-    std::ofstream(c.dir + "/receipts.mark", std::ios::binary | std::ios::trunc) << bytes;
+    c.set_mark(uint64_t{1} << 30);
     CHECK(c.pending(*c.open_box()) == 0);
     c.pay(*c.open_box(), paid_receipt(c.me, p, 4));
     c.lose_pending_file();  // the clean close moved the mark to the end: nothing found again

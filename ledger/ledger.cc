@@ -213,17 +213,7 @@ void key_index::insert(uint64_t key) {
 }
 
 status for_each_entry(const std::string& path, const std::function<status(const entry&)>& fn, bool* torn_tail) {
-  if (torn_tail) *torn_tail = false;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return status::ok();
-    return io_error("cannot read ledger '{}': {}", path, std::strerror(errno));
-  }
-  scan_state st;
-  status s = scan_fd(fd, path, &st, fn);
-  ::close(fd);
-  if (torn_tail) *torn_tail = st.torn;
-  return s;
+  return for_each_entry_from(path, 0, fn, torn_tail, nullptr);
 }
 
 status for_each_entry_from(const std::string& path, uint64_t offset, const std::function<status(const entry&)>& fn,

@@ -138,9 +138,9 @@ class ledger_file {
 status for_each_entry(const std::string& path, const std::function<status(const entry&)>& fn, bool* torn_tail);
 
 // The same from byte `offset` of the file (a record's start), for a reader that already has
-// what comes before: *end is set to the end of the last whole entry read. Entries' indexes are
-// counted from 0 at `offset`. A malformed record at `offset` (it is not a record's start)
-// fails, or is a torn tail when within the last group's bytes.
+// what comes before: *end is set to the end of the last whole entry read (error messages count
+// entries from `offset`). A malformed record at `offset` (it is not a record's start) fails, or
+// is a torn tail when within the last group's bytes.
 status for_each_entry_from(const std::string& path, uint64_t offset, const std::function<status(const entry&)>& fn,
                            bool* torn_tail, uint64_t* end);
 
