@@ -249,8 +249,7 @@ status receipt_outbox::rewrite_locked(const std::vector<ledger::receipt>& list) 
   if (::rename(tmp.c_str(), path_.c_str()) != 0) return io_error("cannot replace '{}': {}", path_, std::strerror(errno));
   if (fd_ >= 0) ::close(fd_);  // the old file; the next call opens the new one
   fd_ = -1;
-  open_file d(std::filesystem::path(path_).parent_path().string(), O_RDONLY | O_DIRECTORY);
-  if (d.fd() >= 0) (void)::fsync(d.fd());
+  sync_parent(path_);
   return status::ok();
 }
 
@@ -326,7 +325,7 @@ status receipt_outbox::reconcile_locked() {
     GG_RETURN_IF_ERROR(ledger::for_each_entry(
         ledger_path_,
         [&](const ledger::entry& e) {
-          const uint64_t next = at + 4 + e.raw.size() + 32;
+          const uint64_t next = at + (e.claim ? ledger::record_bytes_with_claim() : ledger::record_bytes());
           if (next > from) (void)collect(e);
           at = next;
           return status::ok();

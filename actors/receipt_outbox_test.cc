@@ -421,6 +421,10 @@ struct client_dir {
     REQUIRE(l.has_value());
     led = std::move(l).value();
   }
+  ~client_dir() {
+    led.reset();
+    std::filesystem::remove_all(dir);
+  }
   std::unique_ptr<receipt_outbox> open_box() {
     auto b = receipt_outbox::open(dir, &me.public_key);
     REQUIRE(b.has_value());
@@ -432,7 +436,10 @@ struct client_dir {
   }
   // What a crash does to adds that no sync covered: the object is never closed, and the
   // pending file loses them.
-  static void crash(std::unique_ptr<receipt_outbox> box) { (void)box.release(); }
+  void crash_losing_adds(std::unique_ptr<receipt_outbox> box) {
+    (void)box.release();
+    lose_pending_file();
+  }
   void lose_pending_file() { std::filesystem::remove(dir + "/receipts.pending"); }
   // Writes receipts.mark as the outbox does (the position, then the position xor its constant).
   void set_mark(uint64_t at) {
@@ -444,11 +451,12 @@ struct client_dir {
     }
     std::ofstream(dir + "/receipts.mark", std::ios::binary | std::ios::trunc) << bytes;
   }
-  size_t pending(receipt_outbox& box) {
-    auto list = box.pending();
-    REQUIRE(list.has_value());
-    return list->size();
+  std::vector<ledger::receipt> list(receipt_outbox& box) {
+    auto l = box.pending();
+    REQUIRE(l.has_value());
+    return std::move(l).value();
   }
+  size_t pending(receipt_outbox& box) { return list(box).size(); }
 };
 
 }  // namespace
@@ -460,8 +468,7 @@ TEST_CASE("an outbox opened with the client's key finds again the receipts a cra
   CHECK(std::filesystem::exists(c.dir + "/receipts.mark"));
   for (int j = 1; j <= 3; ++j) c.pay(*box, paid_receipt(c.me, p, j));
   REQUIRE(box->remove(paid_receipt(c.me, p, 2).job_id, p.public_key).is_ok());  // job 2 was answered
-  client_dir::crash(std::move(box));
-  c.lose_pending_file();
+  c.crash_losing_adds(std::move(box));
   auto again = c.open_box();
   // Every receipt after the mark comes back, job 2 too (its provider answers it as recorded).
   CHECK(c.pending(*again) == 3);
@@ -472,7 +479,6 @@ TEST_CASE("an outbox opened with the client's key finds again the receipts a cra
   CHECK(c.pending(*third) == 2);
   third.reset();
   CHECK(c.pending(*c.open_box()) == 2);
-  std::filesystem::remove_all(c.dir);
 }
 
 TEST_CASE("a checkpoint syncs the outbox and moves the mark past what it covers", "[grid][receipts]") {
@@ -482,21 +488,17 @@ TEST_CASE("a checkpoint syncs the outbox and moves the mark past what it covers"
   for (int j = 1; j <= 2; ++j) c.pay(*box, paid_receipt(c.me, p, j));
   REQUIRE(box->checkpoint().is_ok());
   c.pay(*box, paid_receipt(c.me, p, 3));
-  client_dir::crash(std::move(box));
-  c.lose_pending_file();  // (a synced file is not lost; this shows where the mark stands)
+  c.crash_losing_adds(std::move(box));  // (a synced file is not lost; this shows where the mark stands)
   auto again = c.open_box();
-  auto list = again->pending();
-  REQUIRE(list.has_value());
-  REQUIRE(list->size() == 1);
-  CHECK(list->at(0).job_id == paid_receipt(c.me, p, 3).job_id);
+  auto list = c.list(*again);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].job_id == paid_receipt(c.me, p, 3).job_id);
   again.reset();
   // Every checkpoint_every adds make a checkpoint of their own.
   auto fourth = c.open_box();
   for (size_t j = 0; j < receipt_outbox::checkpoint_every; ++j) c.pay(*fourth, paid_receipt(c.me, p, 100 + static_cast<int>(j)));
-  client_dir::crash(std::move(fourth));
-  c.lose_pending_file();
+  c.crash_losing_adds(std::move(fourth));
   CHECK(c.pending(*c.open_box()) == 1);  // the last receipt's ledger entry came after the checkpoint its add made
-  std::filesystem::remove_all(c.dir);
 }
 
 TEST_CASE("reconciling takes only this client's payment receipts from the ledger", "[grid][receipts]") {
@@ -513,14 +515,11 @@ TEST_CASE("reconciling takes only this client's payment receipts from the ledger
   ledger::sign_as_client(dispute, c.me.secret_key);
   REQUIRE(c.led->append(dispute).has_value());
   c.pay(*box, paid_receipt(c.me, p, 5));
-  client_dir::crash(std::move(box));
-  c.lose_pending_file();
+  c.crash_losing_adds(std::move(box));
   auto again = c.open_box();
-  auto list = again->pending();
-  REQUIRE(list.has_value());
-  REQUIRE(list->size() == 1);
-  CHECK(list->at(0).job_id == paid_receipt(c.me, p, 5).job_id);
-  std::filesystem::remove_all(c.dir);
+  auto list = c.list(*again);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].job_id == paid_receipt(c.me, p, 5).job_id);
 }
 
 TEST_CASE("a mark that is damaged or not at a record's start is read safely", "[grid][receipts]") {
@@ -528,8 +527,7 @@ TEST_CASE("a mark that is damaged or not at a record's start is read safely", "[
   keypair p = keypair::generate();
   auto box = c.open_box();
   for (int j = 1; j <= 3; ++j) c.pay(*box, paid_receipt(c.me, p, j));
-  client_dir::crash(std::move(box));
-  c.lose_pending_file();
+  c.crash_losing_adds(std::move(box));
   SECTION("damaged: the whole ledger is read") {
     std::ofstream(c.dir + "/receipts.mark", std::ios::binary | std::ios::trunc) << "garbage";
     CHECK(c.pending(*c.open_box()) == 3);
@@ -545,7 +543,6 @@ TEST_CASE("a mark that is damaged or not at a record's start is read safely", "[
     c.lose_pending_file();  // the clean close moved the mark to the end: nothing found again
     CHECK(c.pending(*c.open_box()) == 0);
   }
-  std::filesystem::remove_all(c.dir);
 }
 
 TEST_CASE("receipts that the client's ledger does not hold are not sent again", "[grid][receipts]") {
