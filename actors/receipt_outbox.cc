@@ -256,11 +256,16 @@ status receipt_outbox::rewrite_locked(const std::vector<ledger::receipt>& list) 
 status receipt_outbox::add(const ledger::receipt& r) {
   // Adds from several threads at once share one write (and, without a key, one fsync).
   return adds_.submit(&r, [this](const std::vector<const ledger::receipt*>& group) {
-    std::lock_guard<std::mutex> lk(mu_);
-    status st = add_locked(group, !deferred_);
-    if (st.is_ok() && deferred_ && (unsynced_ += group.size()) >= checkpoint_every) st = checkpoint_locked();
-    return std::vector<status>(group.size(), st);
+    return std::vector<status>(group.size(), add_all(group));
   });
+}
+
+status receipt_outbox::add_all(const std::vector<const ledger::receipt*>& rs) {
+  if (rs.empty()) return status::ok();
+  std::lock_guard<std::mutex> lk(mu_);
+  status st = add_locked(rs, !deferred_);
+  if (st.is_ok() && deferred_ && (unsynced_ += rs.size()) >= checkpoint_every) st = checkpoint_locked();
+  return st;
 }
 
 status receipt_outbox::checkpoint() {

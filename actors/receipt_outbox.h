@@ -58,6 +58,8 @@ class receipt_outbox {
 
   // Adds a receipt (a second add of the same job and provider replaces it).
   status add(const ledger::receipt& r);
+  // Adds several receipts with one write (a caller that records for many jobs at once).
+  status add_all(const std::vector<const ledger::receipt*>& rs);
   // Removes the receipt of this job from this provider, when present.
   status remove(const std::array<uint8_t, 16>& job_id, const key32& provider);
   // Every pending receipt, oldest first.

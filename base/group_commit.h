@@ -28,30 +28,49 @@ class group_commit {
   // write(const std::vector<Request>& group) returns one Result per request, in order.
   template <class Write>
   Result submit(Request request, Write&& write) {
+    std::vector<Request> one;
+    one.push_back(std::move(request));
+    return std::move(submit_all(std::move(one), std::forward<Write>(write)).front());
+  }
+
+  // Several requests of one caller, queued together (in order) as if each came from a thread
+  // of its own; returns when all are written, their results in the requests' order.
+  template <class Write>
+  std::vector<Result> submit_all(std::vector<Request> requests, Write&& write) {
+    std::vector<waiting> mine;
+    mine.reserve(requests.size());
+    for (auto& r : requests) mine.push_back(waiting{std::move(r), std::nullopt});
     std::unique_lock<std::mutex> lock(mu_);
-    waiting me{std::move(request), std::nullopt};
-    queue_.push_back(&me);
-    while (!me.result) {
+    for (auto& w : mine) queue_.push_back(&w);
+    auto done = [&] {
+      for (const auto& w : mine)
+        if (!w.result) return false;
+      return true;
+    };
+    while (!done()) {
       if (writing_) {
         done_.wait(lock);
         continue;
       }
       writing_ = true;
       std::vector<waiting*> group;
-      std::vector<Request> requests;
+      std::vector<Request> batch;
       while (!queue_.empty() && group.size() < max_group_) {
         group.push_back(queue_.front());
-        requests.push_back(queue_.front()->request);
+        batch.push_back(queue_.front()->request);
         queue_.pop_front();
       }
       lock.unlock();
-      std::vector<Result> results = write(requests);
+      std::vector<Result> results = write(batch);
       lock.lock();
       for (size_t i = 0; i < group.size() && i < results.size(); ++i) group[i]->result = std::move(results[i]);
       writing_ = false;
       done_.notify_all();
     }
-    return std::move(*me.result);
+    std::vector<Result> out;
+    out.reserve(mine.size());
+    for (auto& w : mine) out.push_back(std::move(*w.result));
+    return out;
   }
 
  private:

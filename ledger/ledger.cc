@@ -315,6 +315,11 @@ expected<head> ledger_file::append_verified(const receipt& r, const voucher_clai
   });
 }
 
+std::vector<expected<head>> ledger_file::append_verified_all(const std::vector<append_request>& list) {
+  if (list.empty()) return {};
+  return commits_.submit_all(list, [this](const std::vector<append_request>& group) { return write_group(group); });
+}
+
 std::vector<expected<head>> ledger_file::write_group(const std::vector<append_request>& group) {
   std::unique_lock<std::mutex> lock(mu_);
   std::vector<expected<head>> out(group.size(), expected<head>(internal_error("the entry was not written")));

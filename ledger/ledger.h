@@ -98,6 +98,14 @@ class ledger_file {
   // other side's and made or byte-compared its own): two Ed25519 verifications fewer per job.
   // `claim` (may be null): the voucher that paid the job, kept in the entry.
   expected<head> append_verified(const receipt& r, const voucher_claim* claim = nullptr);
+  // Several append_verified calls of one caller at once (a thread that records for many jobs):
+  // written together with whatever other threads append meanwhile, in groups of up to
+  // kMaxGroup. One result per request, in order.
+  struct append_request {
+    const receipt* r;
+    const voucher_claim* claim;
+  };
+  std::vector<expected<head>> append_verified_all(const std::vector<append_request>& list);
   // Whether an entry for this job from this provider was appended by this or another process
   // (as of this process's last read of the file; an append reads the file first).
   bool contains(const std::array<uint8_t, 16>& job_id, const key32& provider) const;
@@ -113,10 +121,6 @@ class ledger_file {
  private:
   ledger_file() = default;
   status catch_up_locked(std::string* note);
-  struct append_request {
-    const receipt* r;
-    const voucher_claim* claim;
-  };
   // Writes and syncs a group of appends; one result per request. Takes mu_, and releases it
   // around the write and the sync.
   std::vector<expected<head>> write_group(const std::vector<append_request>& group);
