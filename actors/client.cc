@@ -12,6 +12,7 @@
 #include "actors/auction.h"
 #include "actors/job_flow.h"
 #include "actors/payment.h"
+#include "actors/pay_recorder.h"
 #include "actors/receipt_outbox.h"
 #include "actors/verification.h"
 #include "net/codec.h"
@@ -73,12 +74,13 @@ size_t quote_book::size() const {
 // receipt outbox; every answer goes back into the machine as an event. It runs on the actor
 // system's scheduler, and what blocks (the local engine, ledger and outbox appends with their
 // fsyncs) it hands to the thread that called run_job, which waits for the job anyway: a job
-// costs no thread of its own. While such a step is out, the actor takes no other message, a
-// provider's down message included (CAF holds them all behind an awaited response), so the
-// machine sees its events in the same order as if the step had run in place. A client that
-// pays on a chain runs the job on a thread of its own instead (a detached actor, every step in
-// place): its payment must reach the provider's queue in order with the job, under the payer's
-// lock.
+// costs no thread of its own. A paid receipt goes to the client's pay recorder instead when it
+// has one (actors/pay_recorder.h: one thread records the receipts of many jobs at once). While
+// such a step is out, the actor takes no other message, a provider's down message included
+// (CAF holds them all behind an awaited response), so the machine sees its events in the same
+// order as if the step had run in place. A client that pays on a chain runs the job on a
+// thread of its own instead (a detached actor, every step in place): its payment must reach the
+// provider's queue in order with the job, under the payer's lock.
 
 namespace client_detail {
 
@@ -197,6 +199,12 @@ void finish(caf::event_based_actor* self, const driver_ptr& d) {
 
 void perform(caf::event_based_actor* self, const driver_ptr& d, std::vector<flow_action> actions);
 
+// The actor that ran a step the job waited for is gone: the job ends.
+void step_lost(caf::event_based_actor* self, const driver_ptr& d, const char* who, const caf::error& e) {
+  d->awaiting = false;
+  perform(self, d, d->flow.on_fatal(internal_error("{} went away ({})", who, self->system().render(e))));
+}
+
 // Runs `work` where it may block, then `then` on the actor (see the job's driver above).
 void run_blocking(caf::event_based_actor* self, const driver_ptr& d, std::function<void()> work,
                   std::function<void()> then) {
@@ -219,10 +227,7 @@ void run_blocking(caf::event_based_actor* self, const driver_ptr& d, std::functi
             then();
             perform(self, d, {});  // what was queued behind the step
           },
-          [self, d](caf::error& e) {
-            d->awaiting = false;
-            perform(self, d, d->flow.on_fatal(internal_error("the job's caller went away ({})", self->system().render(e))));
-          });
+          [self, d](caf::error& e) { step_lost(self, d, "the job's caller", e); });
 }
 
 void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a) {
@@ -357,8 +362,26 @@ void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a
             .then([settle](int32_t code) { settle(static_cast<net::receipt_status>(code)); },
                   [settle](caf::error&) { settle(net::receipt_status::retry_later); });
       };
-      if (d->ledger || d->options.outbox) run_blocking(self, d, std::move(record), std::move(send));
-      else send();  // nothing to write down first
+      if (d->options.recorder && d->hand_off) {
+        // With the receipts of other jobs, on the recorder's thread (actors/pay_recorder.h).
+        auto asked = std::make_shared<pay_record>();
+        asked->receipt = *rc;
+        if (voucher) asked->claim = *voucher;
+        d->awaiting = true;
+        self->request(d->options.recorder->actor(), caf::infinite, pay_record_atom::value, pay_record_ptr(asked))
+            .await(
+                [self, d, recorded, send = std::move(send)](const pay_answer_ptr& st) {
+                  d->awaiting = false;
+                  *recorded = st ? *st : internal_error("the receipt recorder gave no answer");
+                  send();
+                  perform(self, d, {});  // what was queued behind the step
+                },
+                [self, d](caf::error& e) { step_lost(self, d, "the receipt recorder", e); });
+      } else if (d->ledger || d->options.outbox) {
+        run_blocking(self, d, std::move(record), std::move(send));
+      } else {
+        send();  // nothing to write down first
+      }
       break;
     }
     case action_kind::note:

@@ -60,6 +60,7 @@ class quote_book {
 
 class receipt_outbox;
 class job_payer;  // actors/payment.h
+class pay_recorder;  // actors/pay_recorder.h
 
 struct client_options {
   int redundancy = 1;
@@ -78,6 +79,10 @@ struct client_options {
   // waiting for their answer, redelivers at its start and end instead).
   receipt_outbox* outbox = nullptr;
   bool redeliver_before_job = true;
+  // Set (for the same ledger and outbox as the job's): a paid receipt is recorded by it, with
+  // those of other jobs in flight, instead of on the calling thread. Not used by a client that
+  // pays on a chain (its jobs run every step in place).
+  pay_recorder* recorder = nullptr;
   // Set: bids with chain terms are paid with a voucher sent with the job. Null: such bids are
   // skipped (their providers would refuse the job unpaid).
   job_payer* payer = nullptr;

@@ -16,6 +16,7 @@
 #include <caf/all.hpp>
 
 #include "actors/client.h"
+#include "actors/pay_recorder.h"
 #include "actors/provider.h"
 #include "actors/receipt_outbox.h"
 #include "actors/test_models.h"
@@ -574,4 +575,81 @@ TEST_CASE("receipts that the client's ledger does not hold are not sent again", 
   for (auto& h : handles) caf::anon_send_exit(h.actor, caf::exit_reason::user_shutdown);
   a.core->stop();
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the pay recorder records the receipts of jobs that pay together, each answered on its own", "[grid][receipts]") {
+  client_dir c("recorder");
+  auto box = c.open_box();
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{cfg};
+  keypair p1 = keypair::generate(), p2 = keypair::generate();
+  std::vector<std::string> notes;
+  std::vector<pay_answer_ptr> answers;
+  {
+    pay_recorder rec(sys, c.led.get(), box.get(), [&](const std::string& s) { notes.push_back(s); });
+    caf::scoped_actor self{sys};
+    // 120 jobs ask at once (several groups), and job 3 of p1 a second time.
+    std::vector<pay_record_ptr> asked;
+    for (int i = 0; i < 120; ++i) {
+      auto r = std::make_shared<pay_record>();
+      r->receipt = paid_receipt(c.me, i % 2 ? p2 : p1, i);
+      asked.push_back(r);
+    }
+    asked.push_back(asked[2]);
+    for (const auto& a : asked) self->send(rec.actor(), pay_record_atom::value, a);
+    for (size_t i = 0; i < asked.size(); ++i)
+      self->receive([&](const pay_answer_ptr& st) { answers.push_back(st); },
+                    caf::after(std::chrono::seconds(30)) >> [&] { FAIL("no answer from the recorder"); });
+  }
+  REQUIRE(answers.size() == 121);
+  size_t ok = 0, twice = 0;
+  for (const auto& a : answers) {
+    REQUIRE(a);
+    if (a->is_ok()) ++ok;
+    else if (a->kind() == error_kind::invalid_input) ++twice;
+  }
+  CHECK(ok == 120);
+  CHECK(twice == 1);
+  CHECK(notes.empty());
+  auto entries = ledger::read_entries(c.dir + "/ledger.log", nullptr);
+  REQUIRE(entries.has_value());
+  CHECK(entries->size() == 120);
+  CHECK(ledger::verify_entries(*entries).is_ok());
+  // Every receipt waits in the outbox for its provider's answer, the repeated one once.
+  CHECK(c.pending(*box) == 120);
+}
+
+TEST_CASE("a receipt the ledger cannot take is answered with its error and leaves the outbox", "[grid][receipts]") {
+  client_dir c("recorder-full");
+  auto box = c.open_box();
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{cfg};
+  keypair p1 = keypair::generate();
+  std::vector<std::string> notes;
+  pay_answer_ptr answer;
+  {
+    pay_recorder rec(sys, c.led.get(), box.get(), [&](const std::string& s) { notes.push_back(s); });
+    caf::scoped_actor self{sys};
+    auto r = std::make_shared<pay_record>();
+    r->receipt = paid_receipt(c.me, p1, 1);
+    // No room for a single byte more in any file of this process.
+    auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+    rlimit none = old;
+    none.rlim_cur = 0;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &none) == 0);
+    self->request(rec.actor(), std::chrono::seconds(30), pay_record_atom::value, pay_record_ptr(r))
+        .receive([&](const pay_answer_ptr& st) { answer = st; }, [&](caf::error&) {});
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &old) == 0);
+    ::signal(SIGXFSZ, old_handler);
+  }
+  REQUIRE(answer);
+  CHECK(answer->kind() == error_kind::io);
+  REQUIRE(notes.size() == 1);  // the outbox could not keep it either
+  CHECK(notes[0].find("cannot keep the receipt") != std::string::npos);
+  CHECK(c.pending(*box) == 0);
+  CHECK(std::filesystem::file_size(c.dir + "/ledger.log") == 0);
 }

@@ -35,6 +35,7 @@
 #include "actors/embedded.h"
 #include "actors/node.h"
 #include "actors/provider.h"
+#include "actors/pay_recorder.h"
 #include "actors/receipt_outbox.h"
 #include "actors/reputation.h"
 #include "base/json.h"
@@ -269,6 +270,7 @@ int batch_run_command(const run_options& o) {
   std::optional<grid::reputation_book> reputation;
   std::unique_ptr<ledger::ledger_file> ledger;
   std::unique_ptr<grid::receipt_outbox> outbox;
+  std::unique_ptr<grid::pay_recorder> recorder;  // records for the jobs in flight; goes first
   std::shared_ptr<grid::provider_core> core;
   grid::provider_actor embedded;
   std::mutex local_mu;
@@ -364,6 +366,7 @@ int batch_run_command(const run_options& o) {
       auto box = grid::receipt_outbox::open(*dir, &client_key.public_key);
       if (!box) return fail(box.error());
       outbox = std::move(box).value();
+      recorder = std::make_unique<grid::pay_recorder>(*sys, ledger.get(), outbox.get(), nullptr);
       grid::node_options no;
       no.bootstrap = o.peers;
       no.slow_dials_file = (std::filesystem::path(*dir) / "slow-dials.tsv").string();
@@ -394,6 +397,7 @@ int batch_run_command(const run_options& o) {
     // the jobs still in flight).
     co.outbox = outbox.get();
     co.redeliver_before_job = false;
+    co.recorder = recorder.get();
     // Paid on a chain when one is configured; vouchers on one channel must arrive in order, so
     // such a batch runs one job at a time.
     std::shared_ptr<chain_payer> payer;

@@ -26,6 +26,7 @@
 #include "actors/embedded.h"
 #include "actors/node.h"
 #include "actors/provider.h"
+#include "actors/pay_recorder.h"
 #include "actors/receipt_outbox.h"
 #include "actors/reputation.h"
 #include "base/json.h"
@@ -284,6 +285,7 @@ int serve_command(const serve_options& o) {
   std::optional<grid::reputation_book> reputation;
   std::shared_ptr<ledger::ledger_file> ledger_shared;
   std::unique_ptr<grid::receipt_outbox> outbox;
+  std::unique_ptr<grid::pay_recorder> recorder;  // records the receipts of requests in flight
   std::unique_ptr<serve::infer_backend> backend;
   // Receipts wait in the outbox until their providers record them; the pending ones are sent
   // again when serve starts and stops, not before each request (most would be those of requests
@@ -326,6 +328,10 @@ int serve_command(const serve_options& o) {
       outbox = std::move(box).value();
       co.outbox = outbox.get();
       co.redeliver_before_job = false;
+      recorder = std::make_unique<grid::pay_recorder>(*sys, ledger_shared.get(), outbox.get(), [](const std::string& s) {
+        fmt::print(stderr, "gpugrid: serve: {}\n", s);
+      });
+      co.recorder = recorder.get();
       grid::node_options no;
       no.bootstrap = o.peers;
       no.slow_dials_file = (std::filesystem::path(*dir) / "slow-dials.tsv").string();
