@@ -597,34 +597,58 @@ bool provider_core::issued_here(const ledger::receipt& r) {
   return it != issued_.end() && it->second == d;
 }
 
-status provider_core::accept_receipt(const ledger::receipt& r) {
+status provider_core::accept_receipt(const ledger::receipt& r) { return accept_receipts({&r}).front(); }
+
+status provider_core::check_receipt(const ledger::receipt& r) {
   if (r.provider_key != id_.public_key) return invalid_input("receipt is for another provider");
   if (r.kind != ledger::receipt_kind::payment && r.kind != ledger::receipt_kind::generation)
     return invalid_input("only payment receipts are recorded by a provider");
   // This provider's own signature shows it issued the receipt (in this run or before a restart).
   if (!issued_here(r) && !ledger::provider_signature_is(r, id_.secret_key))
     return invalid_input("not a receipt issued here: the provider's signature does not verify");
-  GG_RETURN_IF_ERROR(ledger::verify_client_signature(r));
-  status st = status::ok();
-  if (ledger_ && !ledger_->contains(r.job_id, r.provider_key)) {
-    std::optional<ledger::voucher_claim> claim;
-    if (options_.payment) claim = options_.payment->claim_for(r.job_id);
-    auto h = ledger_->append_verified(r, claim ? &*claim : nullptr);
-    if (!h && !ledger_->contains(r.job_id, r.provider_key)) st = h.error();
+  return ledger::verify_client_signature(r);
+}
+
+std::vector<status> provider_core::accept_receipts(const std::vector<const ledger::receipt*>& rs) {
+  std::vector<status> out(rs.size(), status::ok());
+  std::vector<bool> acceptable(rs.size(), false);
+  // Those acceptable and not in the ledger yet are appended together, each with its voucher.
+  std::vector<std::optional<ledger::voucher_claim>> claims(rs.size());
+  std::vector<size_t> appended;
+  std::vector<ledger::ledger_file::append_request> list;
+  for (size_t i = 0; i < rs.size(); ++i) {
+    out[i] = check_receipt(*rs[i]);
+    acceptable[i] = out[i].is_ok();
+    if (!acceptable[i] || !ledger_ || ledger_->contains(rs[i]->job_id, rs[i]->provider_key)) continue;
+    if (options_.payment) claims[i] = options_.payment->claim_for(rs[i]->job_id);
+    appended.push_back(i);
+    list.push_back({rs[i], claims[i] ? &*claims[i] : nullptr});
+  }
+  if (!list.empty()) {
+    auto heads = ledger_->append_verified_all(list);
+    for (size_t k = 0; k < appended.size(); ++k) {
+      const ledger::receipt& r = *rs[appended[k]];
+      // A second delivery of a receipt in the same group finds the first one's entry.
+      if (k < heads.size() && !heads[k] && !ledger_->contains(r.job_id, r.provider_key)) out[appended[k]] = heads[k].error();
+    }
   }
   std::lock_guard<std::mutex> lock(mu_);
-  if (!st.is_ok()) {
-    if (st.kind() == error_kind::invalid_input) return st;
-    if (!ledger_failed_.exchange(true)) {
-      ledger_error_ = st.message();
-      if (options_.log) options_.log("cannot record payments: " + st.message() + "; taking no jobs until the ledger can be written");
+  for (size_t i = 0; i < rs.size(); ++i) {
+    if (!acceptable[i]) continue;
+    const status& st = out[i];
+    if (!st.is_ok()) {
+      if (st.kind() == error_kind::invalid_input) continue;
+      if (!ledger_failed_.exchange(true)) {
+        ledger_error_ = st.message();
+        if (options_.log) options_.log("cannot record payments: " + st.message() + "; taking no jobs until the ledger can be written");
+      }
+      continue;
     }
-    return st;
+    if (ledger_failed_.exchange(false) && options_.log) options_.log("the ledger can be written again; taking jobs");
+    status pst = unpaid_.paid(rs[i]->job_id);
+    if (!pst.is_ok() && options_.log) options_.log("cannot record a paid job: " + pst.message());
   }
-  if (ledger_failed_.exchange(false) && options_.log) options_.log("the ledger can be written again; taking jobs");
-  status pst = unpaid_.paid(r.job_id);
-  if (!pst.is_ok() && options_.log) options_.log("cannot record a paid job: " + pst.message());
-  return status::ok();
+  return out;
 }
 
 namespace {
@@ -694,17 +718,47 @@ caf::result<execute_result_ptr> hand_on(Self* self, job_route& r, const execute_
 }
 
 // Receipts are recorded off the shell: an append waits for its ledger's fsync, which on a
-// scheduler thread would hold up every other actor there. A few detached recorders take them
-// (by job id), so that receipts of jobs that finish together share one fsync (the ledger
-// commits concurrent appends in groups).
-using receipt_recorder = caf::typed_actor<caf::replies_to<receipt_atom, receipt_ptr>::with<int32_t>>;
-constexpr int kReceiptRecorders = 4;
+// scheduler thread would hold up every other actor there. One detached recorder takes them all:
+// the receipts waiting in its mailbox when it gets to them are checked and appended together
+// (one write and fsync), then answered. One thread sleeps and wakes once per group, not once
+// per receipt; and two deliveries of one receipt (a redelivery racing the first) stay in order,
+// so the first records it with its voucher and the second finds it.
+using receipt_flush_atom = caf::atom_constant<caf::atom("rflush")>;
+using receipt_recorder = caf::typed_actor<caf::replies_to<receipt_atom, receipt_ptr>::with<int32_t>,
+                                          caf::reacts_to<receipt_flush_atom>>;
 
-receipt_recorder::behavior_type recorder_actor(receipt_recorder::pointer, std::shared_ptr<provider_core> core) {
+struct recorder_state {
+  std::vector<std::pair<receipt_ptr, caf::typed_response_promise<int32_t>>> waiting;
+  bool flush_sent = false;  // a flush is in the mailbox, behind what waits there
+};
+
+receipt_recorder::behavior_type recorder_actor(receipt_recorder::stateful_pointer<recorder_state> self,
+                                               std::shared_ptr<provider_core> core) {
   return {
-      [core](receipt_atom, const receipt_ptr& r) -> int32_t {
+      [self](receipt_atom, const receipt_ptr& r) -> caf::result<int32_t> {
         if (!r) return static_cast<int32_t>(net::receipt_status::rejected);
-        return static_cast<int32_t>(receipt_answer_of(core->accept_receipt(*r)));
+        auto rp = self->make_response_promise<int32_t>();
+        self->state.waiting.emplace_back(r, rp);
+        if (!self->state.flush_sent) {
+          self->state.flush_sent = true;
+          self->send(self, receipt_flush_atom::value);
+        }
+        return rp;
+      },
+      [self, core](receipt_flush_atom) {
+        self->state.flush_sent = false;
+        auto group = std::move(self->state.waiting);
+        self->state.waiting.clear();
+        std::vector<const ledger::receipt*> rs;
+        for (const auto& w : group) rs.push_back(w.first.get());
+        std::vector<status> results;
+        try {
+          results = core->accept_receipts(rs);
+        } catch (const std::exception& e) {
+          results.assign(rs.size(), status(error_kind::io, e.what()));  // answered as retry_later
+        }
+        for (size_t i = 0; i < group.size(); ++i)
+          group[i].second.deliver(static_cast<int32_t>(receipt_answer_of(i < results.size() ? results[i] : status(error_kind::io, "not recorded"))));
       },
   };
 }
@@ -712,7 +766,7 @@ receipt_recorder::behavior_type recorder_actor(receipt_recorder::pointer, std::s
 struct provider_state {
   job_route route;
   provider_cashier cashier;  // null unless paid on a chain
-  std::vector<receipt_recorder> recorders;
+  receipt_recorder recorder;
 };
 
 provider_worker::behavior_type worker_actor(provider_worker::pointer, std::shared_ptr<provider_core> core) {
@@ -813,8 +867,7 @@ provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<pr
   for (int i = 0; i < slots; ++i) route.workers.push_back(self->spawn<caf::detached + caf::linked>(worker_actor, core));
   if (core->batching().enabled()) route.batcher = self->spawn<caf::linked>(dispatcher_actor, core, route.workers);
   if (core->pays_on_chain()) self->state.cashier = self->spawn<caf::detached + caf::linked>(cashier_actor, core, route);
-  for (int i = 0; i < kReceiptRecorders; ++i)
-    self->state.recorders.push_back(self->spawn<caf::detached + caf::linked>(recorder_actor, core));
+  self->state.recorder = self->spawn<caf::detached + caf::linked>(recorder_actor, core);
   return {
       [core](info_atom) -> provider_info_ptr { return std::make_shared<const provider_info>(core->info()); },
       [core](bid_atom, const bid_request_ptr& req) -> bid_reply_ptr {
@@ -825,10 +878,7 @@ provider_actor::behavior_type provider_shell(provider_actor::stateful_pointer<pr
         return hand_on(self, self->state.route, req);
       },
       [self](receipt_atom, const receipt_ptr& r) -> caf::result<int32_t> {
-        // By job: two deliveries of one receipt (a redelivery racing the first) stay in order
-        // at one recorder, so the first records it with its voucher and the second finds it.
-        auto& rec = self->state.recorders;
-        return self->delegate(rec[r ? r->job_id[0] % rec.size() : 0], receipt_atom::value, r);
+        return self->delegate(self->state.recorder, receipt_atom::value, r);
       },
       // In this process the client shares the job's cancel flag; setting it here as well keeps
       // the protocol the same for both kinds of provider.

@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <caf/fwd.hpp>
 
@@ -113,6 +114,9 @@ class provider_core {
   // here, not countersigned by its client, not a payment). io: the ledger cannot be written;
   // the provider then takes no more jobs until an append succeeds again.
   status accept_receipt(const ledger::receipt& r);
+  // The same for several receipts at once, appended to the ledger together (one write and
+  // fsync per group); one result per receipt, in order.
+  std::vector<status> accept_receipts(const std::vector<const ledger::receipt*>& rs);
   // Jobs done for this client and not yet paid (at most provider_options::unpaid_credit).
   int unpaid_jobs(const key32& client);
   bool can_record_payments() const { return !ledger_failed_; }
@@ -192,6 +196,8 @@ class provider_core {
   // (signed before a restart, or long ago) is still checked by signing its body again.
   void remember_issued(const ledger::receipt& r);
   bool issued_here(const ledger::receipt& r);
+  // A receipt's own checks (for this provider, a payment, issued here, countersigned).
+  status check_receipt(const ledger::receipt& r);
   std::mutex issued_mu_;
   std::map<job_id, digest32> issued_;            // under issued_mu_
   std::deque<job_id> issued_order_;              // the same, oldest first (under issued_mu_)

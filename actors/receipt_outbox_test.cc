@@ -653,3 +653,28 @@ TEST_CASE("a receipt the ledger cannot take is answered with its error and leave
   CHECK(c.pending(*box) == 0);
   CHECK(std::filesystem::file_size(c.dir + "/ledger.log") == 0);
 }
+
+TEST_CASE("a provider records a group of receipts together and answers each on its own", "[grid][receipts]") {
+  if (!have_cpu()) { WARN("CPU ops missing; skipping"); return; }
+  std::string dir = temp_dir("group");
+  keypair client = keypair::generate();
+  provider_box p(keypair::generate(), dir, 8);
+  ledger::receipt r1 = countersigned(p.run(client, 1), client);
+  ledger::receipt r2 = countersigned(p.run(client, 2), client);
+  ledger::receipt r3 = countersigned(p.run(client, 3), client);
+  ledger::receipt altered = countersigned(p.run(client, 4), client);
+  altered.price_micros *= 10;
+  CHECK(p.core->unpaid_jobs(client.public_key) == 4);
+  // r2 delivered twice in one group (a redelivery racing the first): one entry, both answered OK.
+  auto st = p.core->accept_receipts({&r1, &r2, &r2, &altered, &r3});
+  REQUIRE(st.size() == 5);
+  CHECK(st[0].is_ok());
+  CHECK(st[1].is_ok());
+  CHECK(st[2].is_ok());
+  CHECK(st[3].kind() == error_kind::invalid_input);
+  CHECK(st[4].is_ok());
+  CHECK(p.ledger_entries() == 3);
+  CHECK(p.core->unpaid_jobs(client.public_key) == 1);  // the altered one is still owed
+  CHECK(p.core->accept_receipts({}).empty());
+  std::filesystem::remove_all(dir);
+}
