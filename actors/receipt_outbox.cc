@@ -39,10 +39,6 @@ class lock_file {
   int err_ = 0;
 };
 
-bool same_job(const ledger::receipt& r, const std::array<uint8_t, 16>& job, const key32& provider) {
-  return r.job_id == job && r.provider_key == provider;
-}
-
 }  // namespace
 
 expected<std::unique_ptr<receipt_outbox>> receipt_outbox::open(const std::string& dir, const key32* client) {
@@ -90,23 +86,44 @@ int receipt_outbox::file_locked(bool create) const {
 
 namespace {
 
-bool is_tombstone(const std::string& slot) {
-  return std::all_of(slot.begin(), slot.end(), [](char c) { return c == 0; });
-}
-
-// The file's fixed-size slots as they are: a receipt, or nothing (a removed one, or bytes that
-// do not parse). `whole` is the bytes in whole slots (a torn append leaves a partial one after).
+// The file's fixed-size slots as they are, unparsed: a slot is live when it holds a receipt (a
+// removed one is zeros; bytes that do not parse count as removed). `whole` is the bytes in whole
+// slots (a torn append leaves a partial one after).
 struct slots {
-  std::vector<std::optional<ledger::receipt>> at;
+  std::string raw;  // the whole slots read
   off_t whole = 0;
   bool cut = false;  // the file holds more slots than were read
+
+  static constexpr size_t kSlot = ledger::receipt_size;
+  size_t size() const { return raw.size() / kSlot; }
+  const char* at(size_t i) const { return raw.data() + i * kSlot; }
+  bool live(size_t i) const { return ledger::is_receipt_bytes(at(i)); }
+  bool holds(size_t i, const std::array<uint8_t, 16>& job, const key32& provider) const {
+    return live(i) && std::memcmp(at(i) + ledger::receipt_job_id_at, job.data(), job.size()) == 0 &&
+           std::memcmp(at(i) + ledger::receipt_provider_at, provider.data(), provider.size()) == 0;
+  }
+  std::optional<size_t> find(const std::array<uint8_t, 16>& job, const key32& provider) const {
+    for (size_t i = 0; i < size(); ++i)
+      if (holds(i, job, provider)) return i;
+    return std::nullopt;
+  }
+  size_t live_count() const {
+    size_t n = 0;
+    for (size_t i = 0; i < size(); ++i) n += live(i) ? 1 : 0;
+    return n;
+  }
+  void clear(size_t i) { std::memset(raw.data() + i * kSlot, 0, kSlot); }
+  void put(size_t i, const std::string& canonical) {
+    if (i == size()) raw.append(kSlot, '\0');
+    std::memcpy(raw.data() + i * kSlot, canonical.data(), kSlot);
+  }
 };
 
 expected<slots> read_slots(int fd, const std::string& path) {
   slots out;
   // Read 64 slots per call (a file of a few dozen slots is one read).
   constexpr size_t kChunkSlots = 64;
-  const size_t slot = ledger::receipt_size;
+  const size_t slot = slots::kSlot;
   std::string buf(kChunkSlots * slot, '\0');
   for (off_t off = 0;;) {
     size_t got = 0;
@@ -117,19 +134,14 @@ expected<slots> read_slots(int fd, const std::string& path) {
       if (n == 0) break;
       got += static_cast<size_t>(n);
     }
-    for (size_t i = 0; i + slot <= got; i += slot) {
-      std::string one = buf.substr(i, slot);
-      out.whole = off + static_cast<off_t>(i + slot);
-      if (is_tombstone(one)) {
-        out.at.emplace_back();
-        continue;
-      }
-      auto r = ledger::receipt::parse(one, path);
-      out.at.push_back(r ? std::optional<ledger::receipt>(std::move(r).value()) : std::nullopt);
-      if (out.at.size() > 4 * receipt_outbox::max_pending) {
-        out.cut = true;
-        return out;
-      }
+    const size_t whole = got / slot * slot;
+    out.raw.append(buf.data(), whole);
+    out.whole = off + static_cast<off_t>(whole);
+    if (out.size() > 4 * receipt_outbox::max_pending) {
+      out.raw.resize(4 * receipt_outbox::max_pending * slot);
+      out.whole = static_cast<off_t>(out.raw.size());
+      out.cut = true;
+      return out;
     }
     if (got < buf.size()) break;
     off += static_cast<off_t>(got);
@@ -227,14 +239,15 @@ expected<std::vector<ledger::receipt>> receipt_outbox::pending() const {
     return io_error("cannot read '{}': {}", path_, std::strerror(errno));
   }
   GG_ASSIGN_OR_RETURN(slots got, read_slots(fd, path_));
-  for (auto& r : got.at)
-    if (r) out.push_back(std::move(*r));
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!got.live(i)) continue;
+    auto r = ledger::receipt::parse(std::string(got.at(i), slots::kSlot), path_);
+    if (r) out.push_back(std::move(r).value());
+  }
   return out;
 }
 
-status receipt_outbox::rewrite_locked(const std::vector<ledger::receipt>& list) {
-  std::string bytes;
-  for (const auto& r : list) bytes += r.canonical_bytes();
+status receipt_outbox::rewrite_locked(const std::string& bytes) {
   std::string tmp = path_ + ".tmp";
   {
     open_file f(tmp, O_WRONLY | O_CREAT | O_TRUNC);
@@ -354,34 +367,31 @@ status receipt_outbox::add_locked(const std::vector<const ledger::receipt*>& rs,
   GG_ASSIGN_OR_RETURN(slots got, read_slots(fd, path_));
   // Each receipt takes its job's old slot, or one after the last whole slot (a torn append
   // from a crash is overwritten).
-  const size_t old_slots = got.at.size();
+  const size_t old_slots = got.size();
   size_t first_changed = old_slots;
   for (const ledger::receipt* r : rs) {
-    size_t i = 0;
-    while (i < got.at.size() && !(got.at[i] && same_job(*got.at[i], r->job_id, r->provider_key))) ++i;
-    if (i == got.at.size()) got.at.emplace_back();
-    got.at[i] = *r;
+    const size_t i = got.find(r->job_id, r->provider_key).value_or(got.size());
+    got.put(i, r->canonical_bytes());
     first_changed = std::min(first_changed, i);
   }
-  size_t live = 0;
-  for (const auto& x : got.at) live += x ? 1 : 0;
+  const size_t live = got.live_count();
   // Full (the oldest go; they stay in the ledger), or mostly removed slots between receipts
   // that wait long (a provider that went away): the file is written anew with the receipts only.
-  if (live > max_pending || got.cut || got.at.size() > 2 * live + 64) {
-    std::vector<ledger::receipt> list;
-    for (auto& x : got.at)
-      if (x) list.push_back(std::move(*x));
-    if (list.size() > max_pending) list.erase(list.begin(), list.end() - static_cast<std::ptrdiff_t>(max_pending));
-    return rewrite_locked(list);
+  if (live > max_pending || got.cut || got.size() > 2 * live + 64) {
+    std::string kept;
+    for (size_t i = 0; i < got.size(); ++i)
+      if (got.live(i)) kept.append(got.at(i), slots::kSlot);
+    const size_t over = live > max_pending ? live - max_pending : 0;
+    return rewrite_locked(kept.substr(over * slots::kSlot));
   }
   // One write from the first changed slot on (slots between that the group did not change are
   // written as they were read: a removed or unreadable one as zeros).
-  std::string bytes;
-  for (size_t i = first_changed; i < got.at.size(); ++i)
-    bytes += got.at[i] ? got.at[i]->canonical_bytes() : std::string(ledger::receipt_size, '\0');
-  GG_RETURN_IF_ERROR(write_at(fd, bytes, static_cast<off_t>(first_changed * ledger::receipt_size), path_));
-  const off_t end = static_cast<off_t>(got.at.size() * ledger::receipt_size);
-  if (got.at.size() > old_slots && ::ftruncate(fd, end) != 0)
+  for (size_t i = first_changed; i < got.size(); ++i)
+    if (!got.live(i)) got.clear(i);
+  const std::string bytes = got.raw.substr(first_changed * slots::kSlot);
+  GG_RETURN_IF_ERROR(write_at(fd, bytes, static_cast<off_t>(first_changed * slots::kSlot), path_));
+  const off_t end = static_cast<off_t>(got.raw.size());
+  if (got.size() > old_slots && ::ftruncate(fd, end) != 0)
     return io_error("cannot cut '{}': {}", path_, std::strerror(errno));
   if (sync && ::fsync(fd) != 0) return io_error("cannot sync '{}': {}", path_, std::strerror(errno));
   return status::ok();
@@ -397,15 +407,13 @@ status receipt_outbox::remove(const std::array<uint8_t, 16>& job_id, const key32
     return io_error("cannot open '{}': {}", path_, std::strerror(errno));
   }
   GG_ASSIGN_OR_RETURN(slots got, read_slots(fd, path_));
-  std::optional<size_t> found;
-  for (size_t i = 0; i < got.at.size() && !found; ++i)
-    if (got.at[i] && same_job(*got.at[i], job_id, provider)) found = i;
+  const std::optional<size_t> found = got.find(job_id, provider);
   if (!found) return status::ok();
-  got.at[*found].reset();
+  got.clear(*found);
   // Its slot is zeroed, and the file cut after the last receipt still pending. Not synced: a
   // removal a crash loses only sends that receipt again, which its provider answers as recorded.
-  size_t keep = got.at.size();
-  while (keep > 0 && !got.at[keep - 1]) --keep;
+  size_t keep = got.size();
+  while (keep > 0 && !got.live(keep - 1)) --keep;
   if (keep <= *found) {
     if (::ftruncate(fd, static_cast<off_t>(keep * ledger::receipt_size)) != 0)
       return io_error("cannot cut '{}': {}", path_, std::strerror(errno));

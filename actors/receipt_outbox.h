@@ -69,8 +69,9 @@ class receipt_outbox {
 
  private:
   receipt_outbox() = default;
-  // Writes `list` as the whole file (temporary file, fsync, rename); under the lock.
-  status rewrite_locked(const std::vector<ledger::receipt>& list);
+  // Writes `bytes` (whole receipts) as the whole file (temporary file, fsync, rename); under
+  // the lock.
+  status rewrite_locked(const std::string& bytes);
   // Adds receipts (a group of add() calls) with one write (and one fsync when `sync`); under mu_.
   status add_locked(const std::vector<const ledger::receipt*>& rs, bool sync);
   // Under mu_ (they take no flock: the mark only ever claims what a sync covered).

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <cstring>
+
 #include <sodium.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -88,6 +90,16 @@ TEST_CASE("receipts round-trip and their signatures bind every field", "[ledger]
   tampered.price_micros += 1;
   CHECK_FALSE(verify_receipt(tampered).is_ok());
   CHECK_FALSE(receipt::parse(r.canonical_bytes().substr(1), "test").has_value());
+  // Readers that look receipts up in place find the job id and the provider where they are.
+  const std::string bytes = r.canonical_bytes();
+  CHECK(is_receipt_bytes(bytes.data()));
+  CHECK(std::memcmp(bytes.data() + receipt_job_id_at, r.job_id.data(), 16) == 0);
+  CHECK(std::memcmp(bytes.data() + receipt_provider_at, r.provider_key.data(), 32) == 0);
+  std::string bad_kind = bytes;
+  bad_kind[8] = 9;
+  CHECK_FALSE(is_receipt_bytes(bad_kind.data()));
+  CHECK_FALSE(receipt::parse(bad_kind, "test").has_value());
+  CHECK_FALSE(is_receipt_bytes(std::string(receipt_size, '\0').data()));
   // A provider knows its own signature by making it again.
   CHECK(provider_signature_is(r, provider.sk));
   CHECK_FALSE(provider_signature_is(tampered, provider.sk));

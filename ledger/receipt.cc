@@ -92,6 +92,11 @@ std::string receipt::canonical_bytes() const {
   return out;
 }
 
+bool is_receipt_bytes(const char* bytes) {
+  const auto kind = static_cast<uint8_t>(bytes[8]);
+  return std::memcmp(bytes, magic, 8) == 0 && kind >= 1 && kind <= 3;
+}
+
 expected<receipt> receipt::parse(const std::string& c, const std::string& what) {
   if (c.size() != receipt_size) return invalid_input("{}: a receipt is {} bytes, got {}", what, receipt_size, c.size());
   if (std::memcmp(c.data(), magic, 8) != 0) return invalid_input("{}: not a receipt (bad magic)", what);

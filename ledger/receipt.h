@@ -63,6 +63,12 @@ struct receipt {
 
 // Fixed size of canonical_bytes().
 constexpr size_t receipt_size = 8 + 1 + 16 + 32 * 5 + 8 * 3 + 64 * 2;
+// Where the job id and the provider key sit in canonical_bytes() (for readers that look
+// receipts up in place).
+constexpr size_t receipt_job_id_at = 8 + 1;
+constexpr size_t receipt_provider_at = 8 + 1 + 16 + 32;
+// Whether receipt_size bytes would parse as a receipt (its magic and a known kind).
+bool is_receipt_bytes(const char* bytes);
 
 digest32 blake2b_256(const std::string& bytes);
 bool verify_signature(const key32& key, const std::string& message, const sig64& sig);
