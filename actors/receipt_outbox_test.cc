@@ -96,6 +96,20 @@ ledger::receipt countersigned(ledger::receipt r, const keypair& client) {
 
 bool have_cpu() { return cpu::registry().find("", "Relu") != nullptr; }
 
+// Runs fn with no room for a single byte more in any file of this process.
+template <class Fn>
+void without_file_room(Fn&& fn) {
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+  rlimit none = old;
+  none.rlim_cur = 0;
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &none) == 0);
+  fn();
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &old) == 0);
+  ::signal(SIGXFSZ, old_handler);
+}
+
 // The receipt of job number `job` (the low two bytes of its id) at 5 micros, signed by the
 // provider and countersigned by the client.
 ledger::receipt paid_receipt(const keypair& client, const keypair& provider, int job) {
@@ -316,17 +330,12 @@ TEST_CASE("a provider that cannot write its ledger takes no jobs until it can, a
   keypair client = keypair::generate();
   provider_box p(keypair::generate(), dir);
   ledger::receipt r = countersigned(p.run(client, 1), client);
-  // No room for a single byte more in any file of this process.
-  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
-  rlimit old{};
-  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
-  rlimit none = old;
-  none.rlim_cur = 0;
-  REQUIRE(::setrlimit(RLIMIT_FSIZE, &none) == 0);
-  status st = p.core->accept_receipt(r);
-  bid_reply during = p.bid(client, 2);
-  REQUIRE(::setrlimit(RLIMIT_FSIZE, &old) == 0);
-  ::signal(SIGXFSZ, old_handler);
+  status st;
+  bid_reply during;
+  without_file_room([&] {
+    st = p.core->accept_receipt(r);
+    during = p.bid(client, 2);
+  });
   CHECK(st.kind() == error_kind::io);
   CHECK(receipt_answer_of(st) == net::receipt_status::retry_later);
   CHECK_FALSE(p.core->can_record_payments());
@@ -577,27 +586,44 @@ TEST_CASE("receipts that the client's ledger does not hold are not sent again", 
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("the pay recorder records the receipts of jobs that pay together, each answered on its own", "[grid][receipts]") {
-  client_dir c("recorder");
-  auto box = c.open_box();
+namespace {
+
+// A client's data dir with its outbox, an actor system and a pay recorder for them.
+struct recorder_dir : client_dir {
+  std::unique_ptr<receipt_outbox> box = open_box();
   caf::actor_system_config cfg;
-  cfg.set("scheduler.max-threads", 2);
-  caf::actor_system sys{cfg};
-  keypair p1 = keypair::generate(), p2 = keypair::generate();
+  std::unique_ptr<caf::actor_system> sys;
   std::vector<std::string> notes;
+  std::unique_ptr<pay_recorder> rec;
+  explicit recorder_dir(const std::string& name) : client_dir(name) {
+    cfg.set("scheduler.max-threads", 2);
+    sys = std::make_unique<caf::actor_system>(cfg);
+    rec = std::make_unique<pay_recorder>(*sys, led.get(), box.get(), [this](const std::string& s) { notes.push_back(s); });
+  }
+  ~recorder_dir() {
+    rec.reset();  // answers what was asked, then stops
+    sys.reset();
+  }
+  pay_record_ptr record(const ledger::receipt& r) {
+    auto p = std::make_shared<pay_record>();
+    p->receipt = r;
+    return p;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the pay recorder records the receipts of jobs that pay together, each answered on its own", "[grid][receipts]") {
+  recorder_dir c("recorder");
+  keypair p1 = keypair::generate(), p2 = keypair::generate();
   std::vector<pay_answer_ptr> answers;
   {
-    pay_recorder rec(sys, c.led.get(), box.get(), [&](const std::string& s) { notes.push_back(s); });
-    caf::scoped_actor self{sys};
-    // 120 jobs ask at once (several groups), and job 3 of p1 a second time.
+    caf::scoped_actor self{*c.sys};
+    // 120 jobs ask at once (several groups), and job 2 of p1 a second time.
     std::vector<pay_record_ptr> asked;
-    for (int i = 0; i < 120; ++i) {
-      auto r = std::make_shared<pay_record>();
-      r->receipt = paid_receipt(c.me, i % 2 ? p2 : p1, i);
-      asked.push_back(r);
-    }
+    for (int i = 0; i < 120; ++i) asked.push_back(c.record(paid_receipt(c.me, i % 2 ? p2 : p1, i)));
     asked.push_back(asked[2]);
-    for (const auto& a : asked) self->send(rec.actor(), pay_record_atom::value, a);
+    for (const auto& a : asked) self->send(c.rec->actor(), pay_record_atom::value, a);
     for (size_t i = 0; i < asked.size(); ++i)
       self->receive([&](const pay_answer_ptr& st) { answers.push_back(st); },
                     caf::after(std::chrono::seconds(30)) >> [&] { FAIL("no answer from the recorder"); });
@@ -611,46 +637,31 @@ TEST_CASE("the pay recorder records the receipts of jobs that pay together, each
   }
   CHECK(ok == 120);
   CHECK(twice == 1);
-  CHECK(notes.empty());
+  CHECK(c.notes.empty());
   auto entries = ledger::read_entries(c.dir + "/ledger.log", nullptr);
   REQUIRE(entries.has_value());
   CHECK(entries->size() == 120);
   CHECK(ledger::verify_entries(*entries).is_ok());
   // Every receipt waits in the outbox for its provider's answer, the repeated one once.
-  CHECK(c.pending(*box) == 120);
+  CHECK(c.pending(*c.box) == 120);
 }
 
 TEST_CASE("a receipt the ledger cannot take is answered with its error and leaves the outbox", "[grid][receipts]") {
-  client_dir c("recorder-full");
-  auto box = c.open_box();
-  caf::actor_system_config cfg;
-  cfg.set("scheduler.max-threads", 2);
-  caf::actor_system sys{cfg};
-  keypair p1 = keypair::generate();
-  std::vector<std::string> notes;
+  recorder_dir c("recorder-full");
   pay_answer_ptr answer;
   {
-    pay_recorder rec(sys, c.led.get(), box.get(), [&](const std::string& s) { notes.push_back(s); });
-    caf::scoped_actor self{sys};
-    auto r = std::make_shared<pay_record>();
-    r->receipt = paid_receipt(c.me, p1, 1);
-    // No room for a single byte more in any file of this process.
-    auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
-    rlimit old{};
-    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
-    rlimit none = old;
-    none.rlim_cur = 0;
-    REQUIRE(::setrlimit(RLIMIT_FSIZE, &none) == 0);
-    self->request(rec.actor(), std::chrono::seconds(30), pay_record_atom::value, pay_record_ptr(r))
-        .receive([&](const pay_answer_ptr& st) { answer = st; }, [&](caf::error&) {});
-    REQUIRE(::setrlimit(RLIMIT_FSIZE, &old) == 0);
-    ::signal(SIGXFSZ, old_handler);
+    caf::scoped_actor self{*c.sys};
+    auto asked = c.record(paid_receipt(c.me, keypair::generate(), 1));
+    without_file_room([&] {
+      self->request(c.rec->actor(), std::chrono::seconds(30), pay_record_atom::value, asked)
+          .receive([&](const pay_answer_ptr& st) { answer = st; }, [&](caf::error&) {});
+    });
   }
   REQUIRE(answer);
   CHECK(answer->kind() == error_kind::io);
-  REQUIRE(notes.size() == 1);  // the outbox could not keep it either
-  CHECK(notes[0].find("cannot keep the receipt") != std::string::npos);
-  CHECK(c.pending(*box) == 0);
+  REQUIRE(c.notes.size() == 1);  // the outbox could not keep it either
+  CHECK(c.notes[0].find("cannot keep the receipt") != std::string::npos);
+  CHECK(c.pending(*c.box) == 0);
   CHECK(std::filesystem::file_size(c.dir + "/ledger.log") == 0);
 }
 
