@@ -334,21 +334,6 @@ void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a
       const ledger::voucher_claim* voucher = nullptr;
       if (auto v = d->vouchers.find(a.provider); v != d->vouchers.end()) voucher = &v->second;
       auto recorded = std::make_shared<status>(status::ok());
-      // The outbox keeps the receipt before the ledger takes it (its checkpoints rely on that
-      // order; see actors/receipt_outbox.h), and lets it go again if the ledger refuses it.
-      auto record = [d, rc, voucher, recorded] {
-        auto* outbox = d->options.outbox;
-        if (outbox) {
-          status st = outbox->add(*rc);
-          if (!st.is_ok()) d->note("cannot keep the receipt for redelivery: " + st.message());
-        }
-        if (!d->ledger) return;
-        auto h = d->ledger->append_verified(*rc, voucher);
-        if (!h) {
-          *recorded = h.error();
-          if (outbox && !d->ledger->contains(rc->job_id, rc->provider_key)) (void)outbox->remove(rc->job_id, rc->provider_key);
-        }
-      };
       auto send = [self, d, p, at = a.attempt, rc, recorded] {
         if (!recorded->is_ok()) {
           perform(self, d, d->flow.on_fatal(*recorded));
@@ -378,6 +363,10 @@ void act(caf::event_based_actor* self, const driver_ptr& d, const flow_action& a
                 },
                 [self, d](caf::error& e) { step_lost(self, d, "the receipt recorder", e); });
       } else if (d->ledger || d->options.outbox) {
+        // The outbox keeps the receipt before the ledger takes it (see record_receipts).
+        auto record = [d, rc, voucher, recorded] {
+          *recorded = record_receipts({{rc.get(), voucher}}, d->ledger, d->options.outbox, d->note).front();
+        };
         run_blocking(self, d, std::move(record), std::move(send));
       } else {
         send();  // nothing to write down first

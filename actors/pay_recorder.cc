@@ -6,9 +6,34 @@
 
 #include <caf/all.hpp>
 
+#include "actors/mailbox_group.h"
 #include "actors/receipt_outbox.h"
 
 namespace gpugrid::grid {
+
+std::vector<status> record_receipts(const std::vector<ledger::ledger_file::append_request>& list,
+                                    ledger::ledger_file* ledger, receipt_outbox* outbox,
+                                    const std::function<void(const std::string&)>& note) {
+  std::vector<status> out(list.size(), status::ok());
+  // The outbox first: its checkpoints rely on that order (see actors/receipt_outbox.h). A lone
+  // receipt goes through add(), which shares a write with other threads adding at once.
+  if (outbox && !list.empty()) {
+    std::vector<const ledger::receipt*> rs;
+    rs.reserve(list.size());
+    for (const auto& a : list) rs.push_back(a.r);
+    status st = rs.size() == 1 ? outbox->add(*rs[0]) : outbox->add_all(rs);
+    if (!st.is_ok()) note("cannot keep the receipt for redelivery: " + st.message());
+  }
+  if (!ledger) return out;
+  auto heads = ledger->append_verified_all(list);
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (i < heads.size() && heads[i]) continue;
+    const ledger::receipt& r = *list[i].r;
+    out[i] = i < heads.size() ? heads[i].error() : internal_error("the ledger gave no answer for a receipt");
+    if (outbox && !ledger->contains(r.job_id, r.provider_key)) (void)outbox->remove(r.job_id, r.provider_key);
+  }
+  return out;
+}
 
 namespace {
 
@@ -18,48 +43,22 @@ struct asked {
 };
 
 struct recorder_state {
-  std::vector<asked> group;  // asked since the last flush
-  bool flush_sent = false;   // a flush is in the mailbox, behind what waits there
+  mailbox_group<asked> asked_since_flush;
 };
-
-// One group: the outbox first (its checkpoints rely on that order; see actors/receipt_outbox.h),
-// then the ledger. One result per receipt.
-std::vector<status> record_group(const std::vector<asked>& group, ledger::ledger_file* ledger, receipt_outbox* outbox,
-                                 const std::function<void(const std::string&)>& note) {
-  std::vector<status> out(group.size(), status::ok());
-  if (outbox) {
-    std::vector<const ledger::receipt*> rs;
-    rs.reserve(group.size());
-    for (const auto& a : group) rs.push_back(&a.record->receipt);
-    status st = outbox->add_all(rs);
-    if (!st.is_ok()) note("cannot keep the receipt for redelivery: " + st.message());
-  }
-  if (!ledger) return out;
-  std::vector<ledger::ledger_file::append_request> list;
-  list.reserve(group.size());
-  for (const auto& a : group) list.push_back({&a.record->receipt, a.record->claim ? &*a.record->claim : nullptr});
-  auto heads = ledger->append_verified_all(list);
-  for (size_t i = 0; i < group.size(); ++i) {
-    if (i < heads.size() && heads[i]) continue;
-    const ledger::receipt& r = group[i].record->receipt;
-    out[i] = i < heads.size() ? heads[i].error() : internal_error("the ledger gave no answer for a receipt");
-    if (outbox && !ledger->contains(r.job_id, r.provider_key)) (void)outbox->remove(r.job_id, r.provider_key);
-  }
-  return out;
-}
 
 using recorder_self = pay_recorder_actor::stateful_pointer<recorder_state>;
 
 // Records what was asked since the last flush and answers it.
 void flush(recorder_self self, ledger::ledger_file* ledger, receipt_outbox* outbox,
            const std::function<void(const std::string&)>& note) {
-  self->state.flush_sent = false;
-  std::vector<asked> group = std::move(self->state.group);
-  self->state.group.clear();
+  std::vector<asked> group = self->state.asked_since_flush.take();
   if (group.empty()) return;
   std::vector<status> results;
   try {
-    results = record_group(group, ledger, outbox, note);
+    std::vector<ledger::ledger_file::append_request> list;
+    list.reserve(group.size());
+    for (const auto& a : group) list.push_back({&a.record->receipt, a.record->claim ? &*a.record->claim : nullptr});
+    results = record_receipts(list, ledger, outbox, note);
   } catch (const std::exception& e) {
     results.assign(group.size(), internal_error("recording the receipts failed: {}", e.what()));
   }
@@ -72,12 +71,7 @@ pay_recorder_actor::behavior_type recorder_actor(recorder_self self, ledger::led
       [self](pay_record_atom, const pay_record_ptr& r) -> caf::result<pay_answer_ptr> {
         if (!r) return pay_answer_ptr(std::make_shared<const status>(internal_error("an empty receipt to record")));
         auto rp = self->make_response_promise<pay_answer_ptr>();
-        self->state.group.push_back({r, rp});
-        // The flush goes behind every receipt in the mailbox now: those join this group.
-        if (!self->state.flush_sent) {
-          self->state.flush_sent = true;
-          self->send(self, pay_flush_atom::value);
-        }
+        self->state.asked_since_flush.add(self, asked{r, rp}, pay_flush_atom::value);
         return rp;
       },
       [self, ledger, outbox, note](pay_flush_atom) { flush(self, ledger, outbox, note); },

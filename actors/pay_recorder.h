@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
@@ -56,6 +57,14 @@ namespace gpugrid::grid {
 //   (pay_flush_atom), (pay_stop_atom)                     its own
 using pay_recorder_actor = caf::typed_actor<caf::replies_to<pay_record_atom, pay_record_ptr>::with<pay_answer_ptr>,
                                             caf::reacts_to<pay_flush_atom>, caf::reacts_to<pay_stop_atom>>;
+
+// Records paid receipts where the caller is: adds them to the outbox (when there is one; a
+// failure there goes to `note`), then appends them to the ledger (when there is one), and takes
+// a receipt the ledger refused out of the outbox again unless the ledger holds that job. One
+// result per receipt. What the recorder does for each group, and a job without one in place.
+std::vector<status> record_receipts(const std::vector<ledger::ledger_file::append_request>& list,
+                                    ledger::ledger_file* ledger, receipt_outbox* outbox,
+                                    const std::function<void(const std::string&)>& note);
 
 class pay_recorder {
  public:

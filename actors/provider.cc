@@ -1,4 +1,5 @@
 #include "actors/provider.h"
+#include "actors/mailbox_group.h"
 #include "actors/payment.h"
 #include "actors/receipt_outbox.h"
 
@@ -728,8 +729,7 @@ using receipt_recorder = caf::typed_actor<caf::replies_to<receipt_atom, receipt_
                                           caf::reacts_to<receipt_flush_atom>>;
 
 struct recorder_state {
-  std::vector<std::pair<receipt_ptr, caf::typed_response_promise<int32_t>>> waiting;
-  bool flush_sent = false;  // a flush is in the mailbox, behind what waits there
+  mailbox_group<std::pair<receipt_ptr, caf::typed_response_promise<int32_t>>> waiting;
 };
 
 receipt_recorder::behavior_type recorder_actor(receipt_recorder::stateful_pointer<recorder_state> self,
@@ -738,17 +738,11 @@ receipt_recorder::behavior_type recorder_actor(receipt_recorder::stateful_pointe
       [self](receipt_atom, const receipt_ptr& r) -> caf::result<int32_t> {
         if (!r) return static_cast<int32_t>(net::receipt_status::rejected);
         auto rp = self->make_response_promise<int32_t>();
-        self->state.waiting.emplace_back(r, rp);
-        if (!self->state.flush_sent) {
-          self->state.flush_sent = true;
-          self->send(self, receipt_flush_atom::value);
-        }
+        self->state.waiting.add(self, std::make_pair(r, rp), receipt_flush_atom::value);
         return rp;
       },
       [self, core](receipt_flush_atom) {
-        self->state.flush_sent = false;
-        auto group = std::move(self->state.waiting);
-        self->state.waiting.clear();
+        auto group = self->state.waiting.take();
         std::vector<const ledger::receipt*> rs;
         for (const auto& w : group) rs.push_back(w.first.get());
         std::vector<status> results;
